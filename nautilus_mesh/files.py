@@ -1,0 +1,126 @@
+"""Append-only JSONL logs and atomic file replacement.
+
+Audit logs are never rewritten: records are appended one JSON object per line and
+flushed; a torn last line (a crash mid-write) is skipped on read, with a warning.
+Config files are replaced atomically (write a sibling temp file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _default(value: object) -> object:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    """Serialise one record as a compact JSON line (Decimals as strings)."""
+    return json.dumps(record, default=_default, separators=(",", ":"), sort_keys=True)
+
+
+class JsonlWriter:
+    """Appends JSON records to a file, one per line.
+
+    Thread-safe. ``fsync=True`` makes every ``append`` durable before it returns
+    (use for ledgers that must survive ``kill -9``); otherwise lines are flushed to
+    the OS, which survives a process crash but not a power loss.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        # A torn last line from a crash would glue onto our first record: start on a fresh line.
+        if self._file.tell() > 0:
+            with open(self.path, "rb") as existing:
+                existing.seek(-1, os.SEEK_END)
+                if existing.read(1) != b"\n":
+                    self._file.write("\n")
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record."""
+        self.append_many((record,))
+
+    def append_many(self, records: Iterator[Mapping[str, Any]] | tuple[Mapping[str, Any], ...] | list[Any]) -> None:
+        """Append several records with one flush."""
+        text = "".join(dumps(r) + "\n" for r in records)
+        if not text:
+            return
+        with self._lock:
+            self._file.write(text)
+            self._file.flush()
+            if self._fsync:
+                os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield the records of a JSONL file, skipping a torn or corrupt line with a warning."""
+    p = Path(path)
+    if not p.exists():
+        return
+    with open(p, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("[FILES] skipping torn line %d of %s", lineno, p)
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with ``text`` atomically: readers see the old or the new file, never half."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_json_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a JSON object from a file; raises ConfigError on a missing, unreadable or non-object file."""
+    from nautilus_mesh.errors import ConfigError
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {p}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a JSON object at the top level")
+    return data
