@@ -1,0 +1,126 @@
+"""The service boundary: mesh errors to gRPC statuses and in-band error details.
+
+Unary RPCs fail with a gRPC status whose ``google.rpc.Status`` details carry an ``ErrorInfo``
+(reason = our stable code), a ``BadRequest`` field violation for validation errors, a
+``QuotaFailure`` for quota denials, and our own ``ErrorDetail`` with the full structured shape.
+Stream items are answered in-band with the same ``ErrorDetail``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NoReturn
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.errors import (
+    AuthError,
+    ConfigError,
+    MeshError,
+    NotFoundError,
+    PermissionDeniedError,
+    RiskRejectedError,
+    UnavailableError,
+    ValidationError,
+    VenueRejectedError,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "nautilus-mesh"
+
+# Risk codes that mean "a budget is used up" rather than "the state forbids it".
+_EXHAUSTED_CODES = frozenset({"INVALID_QUOTE", "RATE_LIMITED", "GROSS_EXPOSURE"})
+
+
+def grpc_code_for(error: MeshError) -> grpc.StatusCode:
+    """The gRPC status code that best describes a mesh error."""
+    if isinstance(error, (ValidationError, ConfigError)):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(error, AuthError):
+        return grpc.StatusCode.UNAUTHENTICATED
+    if isinstance(error, PermissionDeniedError):
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(error, NotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(error, (RiskRejectedError, VenueRejectedError)):
+        if error.code in _EXHAUSTED_CODES:
+            return grpc.StatusCode.RESOURCE_EXHAUSTED
+        return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, UnavailableError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def error_detail(error: MeshError) -> common_pb2.ErrorDetail:
+    """The in-band structured detail for an error."""
+    return common_pb2.ErrorDetail(
+        kind=error.kind, code=error.code, message=error.message, details=error.details, field=error.field
+    )
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_rpc_status(error: MeshError) -> status_pb2.Status:
+    """A ``google.rpc.Status`` with rich details for a mesh error."""
+    code = grpc_code_for(error)
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.code, domain=ERROR_DOMAIN, metadata={"kind": error.kind, **error.details}
+            )
+        )
+    ]
+    if isinstance(error, ValidationError) and error.field:
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                    ]
+                )
+            )
+        )
+    if error.code == "INVALID_QUOTE":
+        details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=error.details.get("model_id", ""), description=error.message
+                        )
+                    ]
+                )
+            )
+        )
+    details.append(_pack(error_detail(error)))
+    return status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=f"{error.code}: {error.message}", details=details
+    )
+
+
+async def abort(context: grpc.aio.ServicerContext[object, object], error: MeshError) -> NoReturn:
+    """Abort the current unary RPC with the rich status of ``error``."""
+    await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))  # type: ignore[attr-defined]
+    raise AssertionError("abort_with_status returned")  # pragma: no cover - grpc raises
+
+
+def from_rpc_error(exc: grpc.RpcError) -> common_pb2.ErrorDetail | None:
+    """The ``ErrorDetail`` inside a failed call's rich status (client side), if any."""
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(common_pb2.ErrorDetail.DESCRIPTOR):
+            out = common_pb2.ErrorDetail()
+            detail.Unpack(out)
+            return out
+    return None

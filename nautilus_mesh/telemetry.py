@@ -1,0 +1,207 @@
+"""Tracing and metrics plumbing shared by every service.
+
+Each service owns one ``Tracing`` (its own TracerProvider, so several services can run in
+one process, as the tests do) and one Prometheus ``CollectorRegistry``.
+
+Spans go to OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else to a local JSONL file
+(``var/traces/<service>.jsonl`` by default) that ``nautilus-mesh traces`` summarises.
+Sampling follows the standard ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` variables
+(the SDK reads them); ``parentbased_traceidratio`` makes the strategy's decision stick.
+
+Per-message context travels inside each stream item as a ``TraceContext`` message, because
+gRPC metadata is sent once per stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, start_http_server
+
+from nautilus_mesh.files import JsonlWriter
+
+log = logging.getLogger(__name__)
+
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+# Latency buckets fine enough for sub-millisecond stages (seconds).
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    float("inf"),
+)
+
+
+class TraceCarrier(Protocol):
+    """Anything shaped like the ``TraceContext`` proto message."""
+
+    traceparent: str
+    tracestate: str
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Writes finished spans as JSON lines (one object per span)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._writer = JsonlWriter(path)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        records = []
+        for span in spans:
+            ctx = span.get_span_context()
+            if ctx is None:
+                continue
+            records.append(
+                {
+                    "trace_id": f"{ctx.trace_id:032x}",
+                    "span_id": f"{ctx.span_id:016x}",
+                    "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else "",
+                    "name": span.name,
+                    "kind": span.kind.name,
+                    "service": str(span.resource.attributes.get("service.name", "")),
+                    "start_ns": span.start_time,
+                    "end_ns": span.end_time,
+                    "attributes": {k: _jsonable(v) for k, v in (span.attributes or {}).items()},
+                    "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+                    "status": span.status.status_code.name,
+                }
+            )
+        self._writer.append_many(records)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._writer.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    return value
+
+
+class Tracing:
+    """One service's tracer provider and helpers for per-message spans.
+
+    Args:
+        service_name: ``service.name`` resource attribute.
+        span_file: JSONL span file used when no OTLP endpoint is configured.
+        enabled: False disables tracing entirely (no-op tracer).
+    """
+
+    def __init__(self, service_name: str, span_file: str | os.PathLike[str] | None = None, *, enabled: bool = True):
+        self.service_name = service_name
+        self.provider: TracerProvider | None = None
+        if not enabled:
+            self.tracer: trace.Tracer = trace.NoOpTracer()
+            return
+        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        exporter: SpanExporter
+        if endpoint:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+            log.info("[TRACING] %s exports spans over OTLP to %s", service_name, endpoint)
+        else:
+            path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
+            exporter = JsonlSpanExporter(path)
+            log.info("[TRACING] %s writes spans to %s", service_name, path)
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        self.provider = provider
+        self.tracer = provider.get_tracer("nautilus_mesh")
+
+    @contextmanager
+    def consume(
+        self, name: str, carrier: TraceCarrier | None, attributes: Mapping[str, str | int | float] | None = None
+    ) -> Iterator[Span]:
+        """A CONSUMER span parented on the context carried in a received message."""
+        with self.tracer.start_as_current_span(
+            name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=dict(attributes or {})
+        ) as span:
+            yield span
+
+    @contextmanager
+    def produce(
+        self, name: str, carrier: TraceCarrier, attributes: Mapping[str, str | int | float] | None = None
+    ) -> Iterator[Span]:
+        """A PRODUCER span (child of the current span) whose context is injected into ``carrier``."""
+        with self.tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})) as span:
+            inject(carrier)
+            yield span
+
+    def force_flush(self) -> None:
+        if self.provider is not None:
+            self.provider.force_flush()
+
+    def shutdown(self) -> None:
+        if self.provider is not None:
+            self.provider.shutdown()
+
+
+def extract(carrier: TraceCarrier | None) -> Context | None:
+    """The OpenTelemetry context carried in a ``TraceContext`` message, or None when it is empty."""
+    if carrier is None or not carrier.traceparent:
+        return None
+    headers = {"traceparent": carrier.traceparent}
+    if carrier.tracestate:
+        headers["tracestate"] = carrier.tracestate
+    return _PROPAGATOR.extract(headers)
+
+
+def inject(carrier: TraceCarrier) -> None:
+    """Write the current span's context into a ``TraceContext`` message."""
+    headers: dict[str, str] = {}
+    _PROPAGATOR.inject(headers)
+    carrier.traceparent = headers.get("traceparent", "")
+    carrier.tracestate = headers.get("tracestate", "")
+
+
+def trace_id_of(traceparent: str) -> str:
+    """The trace id part of a W3C traceparent ("" when malformed)."""
+    parts = traceparent.split("-")
+    return parts[1] if len(parts) == 4 else ""
+
+
+class MetricsServer:
+    """Serves one registry on ``/metrics`` (Prometheus text and OpenMetrics) in a daemon thread."""
+
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self._server, self._thread = start_http_server(port, addr=host, registry=registry)
+        self.port: int = self._server.server_port
+        self.host = host
+        log.info("[METRICS] serving /metrics on %s:%d", host, self.port)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=2)

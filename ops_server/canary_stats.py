@@ -1,0 +1,258 @@
+"""Per-period statistics the canary controller uses to judge a canary against the stable model.
+
+Every number here is *per period*: the Sharpe ratio of a return series sampled on a fixed interval is
+``mean / stdev`` of those returns, with no annualisation. The canary controller compares two models over the same
+periods, so annualising would only rescale both sides.
+
+- :func:`describe_returns`: sample moments of one return series (mean, stdev, Sharpe, skew, kurtosis).
+- :func:`probabilistic_sharpe_ratio`: Bailey & Lopez de Prado (2012), the probability that the true Sharpe ratio
+  exceeds a benchmark given the observed one, its length and the shape of the returns.
+- :func:`min_track_record_length`: the number of observations needed for that probability to reach a confidence.
+- :func:`sharpe_difference_test`: Jobson-Korkie test of the difference of two Sharpe ratios on paired returns,
+  with Memmel's (2003) correction of the variance.
+
+The module is self-contained on purpose (no numpy/scipy): the normal CDF and quantile come from
+:class:`statistics.NormalDist` and sums use :func:`math.fsum` for accuracy on long series.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+__all__ = [
+    "ReturnMoments",
+    "SharpeComparison",
+    "describe_returns",
+    "min_track_record_length",
+    "probabilistic_sharpe_ratio",
+    "sharpe_difference_test",
+]
+
+_NORMAL = NormalDist()
+
+# A series whose sample stdev is this small relative to its largest absolute value is treated as flat: the
+# residual "variance" of a constant float series is rounding noise and would give an absurd Sharpe ratio.
+_FLAT_RELATIVE_STDEV = 1e-12
+
+# Moment combinations below this are rounding noise around zero, not genuinely inconsistent moments.
+_DENOMINATOR_EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class ReturnMoments:
+    """Sample moments of one per-period return series.
+
+    A flat series (zero variance, e.g. a model that never traded) has ``flat=True``, ``sharpe=0.0``, ``skew=0.0``
+    and ``kurtosis=3.0``: it carries no evidence either way, so it is described as a normal series with no edge.
+    """
+
+    n: int
+    """Number of observations."""
+    mean: float
+    """Arithmetic mean per period."""
+    stdev: float
+    """Sample standard deviation (divisor ``n - 1``)."""
+    sharpe: float
+    """Per-period Sharpe ratio ``mean / stdev``; 0.0 for a flat series."""
+    skew: float
+    """Skewness ``m3 / m2**1.5`` from population central moments (as in Bailey & Lopez de Prado)."""
+    kurtosis: float
+    """Kurtosis ``m4 / m2**2`` (not excess: 3.0 for a normal distribution)."""
+    flat: bool
+    """True when the series has no usable variance."""
+
+
+@dataclass(frozen=True)
+class SharpeComparison:
+    """Result of :func:`sharpe_difference_test` on paired canary/stable returns.
+
+    When either series is flat the Sharpe difference has no usable standard error: ``se`` is ``inf``, ``rho`` is
+    0.0 and ``z`` is 0.0, so any decision built on the confidence interval is inconclusive.
+    """
+
+    diff: float
+    """``sr_canary - sr_stable`` (per period)."""
+    se: float
+    """Standard error of ``diff`` (Jobson-Korkie with Memmel's correction); ``inf`` when undefined."""
+    z: float
+    """``diff / se``; 0.0 when ``se`` is infinite or both are zero, +-inf when only ``se`` is zero."""
+    rho: float
+    """Pearson correlation of the paired returns."""
+    n: int
+    """Number of paired observations."""
+    sr_canary: float
+    """Per-period Sharpe ratio of the canary."""
+    sr_stable: float
+    """Per-period Sharpe ratio of the stable model."""
+
+    def lower_bound(self, z_crit: float) -> float:
+        """Lower confidence bound ``diff - z_crit * se`` of the Sharpe difference."""
+        return self.diff - z_crit * self.se
+
+    def upper_bound(self, z_crit: float) -> float:
+        """Upper confidence bound ``diff + z_crit * se`` of the Sharpe difference."""
+        return self.diff + z_crit * self.se
+
+
+def describe_returns(returns: Sequence[float]) -> ReturnMoments:
+    """Compute the sample moments of a per-period return series.
+
+    Args:
+        returns: At least two finite returns.
+
+    Returns:
+        The moments; see :class:`ReturnMoments` for the flat-series convention.
+
+    Raises:
+        ValueError: Fewer than two observations or a non-finite value.
+    """
+    n = len(returns)
+    if n < 2:
+        raise ValueError(f"need at least 2 returns, got {n}")
+    if not all(math.isfinite(r) for r in returns):
+        raise ValueError("returns must be finite")
+    mean = math.fsum(returns) / n
+    deviations = [r - mean for r in returns]
+    m2 = math.fsum(d * d for d in deviations) / n
+    stdev = math.sqrt(m2 * n / (n - 1))
+    scale = max(abs(r) for r in returns)
+    if scale == 0.0 or stdev <= _FLAT_RELATIVE_STDEV * scale:
+        return ReturnMoments(n=n, mean=mean, stdev=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, flat=True)
+    m3 = math.fsum(d**3 for d in deviations) / n
+    m4 = math.fsum(d**4 for d in deviations) / n
+    return ReturnMoments(
+        n=n,
+        mean=mean,
+        stdev=stdev,
+        sharpe=mean / stdev,
+        skew=m3 / m2**1.5,
+        kurtosis=m4 / m2**2,
+        flat=False,
+    )
+
+
+def _sharpe_variance_factor(sr: float, skew: float, kurtosis: float) -> float:
+    """Return ``1 - g3 SR + (g4 - 1)/4 SR^2``, the non-normality factor of the Sharpe ratio's variance.
+
+    For any real distribution ``kurtosis >= 1 + skew**2``, which makes the factor ``>= (1 - skew SR / 2)**2 >= 0``.
+    A clearly negative value therefore means the caller passed inconsistent moments.
+    """
+    if not (math.isfinite(sr) and math.isfinite(skew) and math.isfinite(kurtosis)):
+        raise ValueError("sharpe ratio, skew and kurtosis must be finite")
+    factor = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
+    if factor < -_DENOMINATOR_EPS:
+        raise ValueError(f"inconsistent moments: skew={skew}, kurtosis={kurtosis} give a negative variance")
+    return max(factor, 0.0)
+
+
+def probabilistic_sharpe_ratio(
+    sr: float, sr_benchmark: float, n: int, skew: float = 0.0, kurtosis: float = 3.0
+) -> float:
+    """Probability that the true Sharpe ratio exceeds ``sr_benchmark`` (Bailey & Lopez de Prado).
+
+    ``PSR = Phi((SR - SR*) sqrt(n - 1) / sqrt(1 - g3 SR + (g4 - 1)/4 SR^2))``.
+
+    Args:
+        sr: Observed per-period Sharpe ratio.
+        sr_benchmark: Benchmark per-period Sharpe ratio ``SR*`` (0.0 asks "is there any edge at all").
+        n: Number of observations behind ``sr``; at least 2.
+        skew: Skewness of the returns (0 for normal).
+        kurtosis: Kurtosis of the returns, not excess (3 for normal).
+
+    Returns:
+        A probability in [0, 1]. When the variance factor is zero (a degenerate two-point distribution) the limit
+        is returned: 1.0 above the benchmark, 0.0 below, 0.5 on it.
+
+    Raises:
+        ValueError: ``n < 2``, a non-finite input, or moments no distribution can have.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 observations, got {n}")
+    if not math.isfinite(sr_benchmark):
+        raise ValueError("sr_benchmark must be finite")
+    factor = _sharpe_variance_factor(sr, skew, kurtosis)
+    edge = sr - sr_benchmark
+    if factor == 0.0:
+        return 1.0 if edge > 0 else 0.0 if edge < 0 else 0.5
+    return _NORMAL.cdf(edge * math.sqrt(n - 1) / math.sqrt(factor))
+
+
+def min_track_record_length(
+    sr: float, sr_benchmark: float, confidence: float = 0.95, skew: float = 0.0, kurtosis: float = 3.0
+) -> float:
+    """Minimum number of observations for ``PSR(sr_benchmark) >= confidence`` (Bailey & Lopez de Prado).
+
+    ``MinTRL = 1 + (1 - g3 SR + (g4 - 1)/4 SR^2) (z_alpha / (SR - SR*))^2`` with ``z_alpha = Phi^-1(confidence)``.
+    The result is fractional; a caller counting observations rounds it up.
+
+    Args:
+        sr: Observed per-period Sharpe ratio.
+        sr_benchmark: Benchmark per-period Sharpe ratio.
+        confidence: Target probability in (0, 1).
+        skew: Skewness of the returns.
+        kurtosis: Kurtosis of the returns, not excess.
+
+    Returns:
+        The length in observations, or ``inf`` when ``sr <= sr_benchmark`` (no track record is long enough).
+
+    Raises:
+        ValueError: ``confidence`` outside (0, 1), a non-finite input, or inconsistent moments.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    if not math.isfinite(sr_benchmark):
+        raise ValueError("sr_benchmark must be finite")
+    factor = _sharpe_variance_factor(sr, skew, kurtosis)
+    edge = sr - sr_benchmark
+    if edge <= 0.0:
+        return math.inf
+    z_alpha = _NORMAL.inv_cdf(confidence)
+    return 1.0 + factor * (z_alpha / edge) ** 2
+
+
+def sharpe_difference_test(canary: Sequence[float], stable: Sequence[float]) -> SharpeComparison:
+    """Test the Sharpe difference of two return series observed on the same timestamps.
+
+    Jobson-Korkie statistic with Memmel's correction of its variance:
+    ``Var(SR_c - SR_s) = (1/n) (2 - 2 rho + 0.5 (SR_c^2 + SR_s^2 - 2 SR_c SR_s rho^2))``.
+    Pairing matters: a canary that trades like the stable model (high ``rho``) can be judged on far fewer
+    observations than two independent series would need.
+
+    Args:
+        canary: Canary per-period returns.
+        stable: Stable model per-period returns, element ``i`` on the same timestamp as ``canary[i]``.
+
+    Returns:
+        The difference, its standard error, z, correlation and the two Sharpe ratios. See
+        :class:`SharpeComparison` for the flat-series convention.
+
+    Raises:
+        ValueError: Lengths differ, fewer than 3 paired observations, or a non-finite return.
+    """
+    n = len(canary)
+    if len(stable) != n:
+        raise ValueError(f"paired returns must have equal length, got canary={n} stable={len(stable)}")
+    if n < 3:
+        raise ValueError(f"need at least 3 paired returns, got {n}")
+    mc = describe_returns(canary)
+    ms = describe_returns(stable)
+    diff = mc.sharpe - ms.sharpe
+    if mc.flat or ms.flat:
+        return SharpeComparison(
+            diff=diff, se=math.inf, z=0.0, rho=0.0, n=n, sr_canary=mc.sharpe, sr_stable=ms.sharpe
+        )
+    covariance = math.fsum((c - mc.mean) * (s - ms.mean) for c, s in zip(canary, stable, strict=True)) / (n - 1)
+    # Rounding can push |rho| a hair past 1 for identical series; the formula needs a true correlation.
+    rho = min(1.0, max(-1.0, covariance / (mc.stdev * ms.stdev)))
+    sr1, sr2 = mc.sharpe, ms.sharpe
+    variance = (2.0 - 2.0 * rho + 0.5 * (sr1 * sr1 + sr2 * sr2 - 2.0 * sr1 * sr2 * rho * rho)) / n
+    se = math.sqrt(max(variance, 0.0))
+    if se > 0.0:
+        z = diff / se
+    else:
+        # Identical series: no sampling error at all, so any difference is certain (and none is exactly zero).
+        z = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
+    return SharpeComparison(diff=diff, se=se, z=z, rho=rho, n=n, sr_canary=sr1, sr_stable=sr2)

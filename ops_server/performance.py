@@ -1,0 +1,227 @@
+"""Performance statistics on per-period return series.
+
+Shared by measurement (per-model Sharpe, drawdown), the capital allocator (scores) and the
+canary controller (Sharpe comparison, probabilistic Sharpe ratio). Pure functions on plain
+``Sequence[float]`` with no numpy, so any part of the mesh can use them without new dependencies.
+
+Conventions:
+    - Returns are simple per-period returns (``0.01`` is +1 %), not percentages or log returns.
+    - Sharpe ratios are per period (no risk-free rate: the series are already excess returns of a
+      model's quota); :func:`annualized_sharpe` scales by ``sqrt(periods_per_year)``.
+    - Higher moments use the population (biased) moment estimators, the ones in the probabilistic
+      Sharpe ratio formula: ``skew = m3 / m2**1.5``, ``kurtosis = m4 / m2**2`` (normal = 3).
+    - A NaN or infinite input raises ``ValueError``: a statistic silently computed on a NaN would
+      poison every decision downstream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+__all__ = [
+    "annualized_sharpe",
+    "hit_rate",
+    "kurtosis",
+    "max_drawdown",
+    "mean",
+    "returns_from_equity",
+    "sharpe_ratio",
+    "skewness",
+    "stdev",
+]
+
+
+def _finite(values: Sequence[float], name: str) -> list[float]:
+    """Return ``values`` as a list of floats, raising ValueError on a NaN or infinity."""
+    out = [float(v) for v in values]
+    for index, value in enumerate(out):
+        if not math.isfinite(value):
+            raise ValueError(f"{name}[{index}] is not finite: {value!r}")
+    return out
+
+
+def _central_moments(values: list[float]) -> tuple[float, float, float]:
+    """Population central moments m2, m3, m4 of a non-empty, finite list."""
+    mu = math.fsum(values) / len(values)
+    deviations = [v - mu for v in values]
+    n = len(values)
+    m2 = math.fsum(d * d for d in deviations) / n
+    m3 = math.fsum(d * d * d for d in deviations) / n
+    m4 = math.fsum(d**4 for d in deviations) / n
+    return m2, m3, m4
+
+
+def _is_constant(values: list[float]) -> bool:
+    # Exact check first: the mean of identical floats can be off by one ulp, which would turn a
+    # zero-variance series into a huge Sharpe ratio.
+    return not values or max(values) == min(values)
+
+
+def mean(returns: Sequence[float]) -> float:
+    """Arithmetic mean.
+
+    Args:
+        returns: Per-period returns.
+
+    Returns:
+        The mean (computed with ``math.fsum`` for accuracy).
+
+    Raises:
+        ValueError: On an empty series or a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if not values:
+        raise ValueError("mean of an empty series")
+    return math.fsum(values) / len(values)
+
+
+def stdev(returns: Sequence[float]) -> float:
+    """Sample standard deviation (``ddof=1``).
+
+    Raises:
+        ValueError: With fewer than 2 observations or a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if len(values) < 2:
+        raise ValueError(f"sample standard deviation needs at least 2 observations, got {len(values)}")
+    if _is_constant(values):
+        return 0.0
+    mu = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mu) ** 2 for v in values) / (len(values) - 1))
+
+
+def sharpe_ratio(returns: Sequence[float]) -> float:
+    """Per-period Sharpe ratio: mean / sample standard deviation.
+
+    Returns:
+        ``0.0`` with fewer than 2 observations or zero variance (no evidence either way), else the ratio.
+
+    Raises:
+        ValueError: On a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if len(values) < 2 or _is_constant(values):
+        return 0.0
+    sd = stdev(values)
+    if sd == 0.0:
+        return 0.0
+    return mean(values) / sd
+
+
+def annualized_sharpe(returns: Sequence[float], periods_per_year: float) -> float:
+    """Sharpe ratio scaled to a year: ``sharpe_ratio(returns) * sqrt(periods_per_year)``.
+
+    Args:
+        returns: Per-period returns.
+        periods_per_year: Sampling periods per year (252 for daily bars, 31_536_000 for seconds).
+
+    Raises:
+        ValueError: If ``periods_per_year`` is not a positive finite number, or on a non-finite return.
+    """
+    if not math.isfinite(periods_per_year) or periods_per_year <= 0:
+        raise ValueError(f"periods_per_year must be a positive finite number, got {periods_per_year!r}")
+    return sharpe_ratio(returns) * math.sqrt(periods_per_year)
+
+
+def max_drawdown(equity: Sequence[float]) -> float:
+    """Largest peak-to-trough fall of an equity curve, as a positive fraction of the peak.
+
+    Args:
+        equity: Equity values in time order; the first must be positive so every running peak is.
+
+    Returns:
+        ``0.0`` for a monotonically non-decreasing curve (or fewer than 2 points); ``0.25`` for a fall
+        from 100 to 75. Can exceed 1 if equity goes negative.
+
+    Raises:
+        ValueError: On a non-finite value or a non-positive first value (a fraction of a
+            non-positive peak means nothing).
+    """
+    values = _finite(equity, "equity")
+    if not values:
+        return 0.0
+    if values[0] <= 0.0:
+        raise ValueError(f"equity must start positive to measure drawdown as a fraction, got {values[0]!r}")
+    peak = values[0]
+    worst = 0.0
+    for value in values:
+        if value > peak:
+            peak = value
+        else:
+            worst = max(worst, (peak - value) / peak)
+    return worst
+
+
+def hit_rate(returns: Sequence[float]) -> float:
+    """Fraction of the non-zero returns that are positive.
+
+    Flat periods (return exactly 0, e.g. no position) are neither hits nor misses.
+
+    Returns:
+        A fraction in [0, 1]; ``0.0`` when no return is non-zero.
+
+    Raises:
+        ValueError: On a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    nonzero = [v for v in values if v != 0.0]
+    if not nonzero:
+        return 0.0
+    return sum(1 for v in nonzero if v > 0.0) / len(nonzero)
+
+
+def returns_from_equity(equity: Sequence[float]) -> list[float]:
+    """Simple per-period returns ``e[i] / e[i-1] - 1`` of an equity curve.
+
+    Returns:
+        One return fewer than equity points (empty for fewer than 2 points).
+
+    Raises:
+        ValueError: On a non-finite value or a zero equity value that a later return divides by.
+    """
+    values = _finite(equity, "equity")
+    out: list[float] = []
+    for index in range(1, len(values)):
+        previous = values[index - 1]
+        if previous == 0.0:
+            raise ValueError(f"equity[{index - 1}] is zero: the return after it is undefined")
+        out.append(values[index] / previous - 1.0)
+    return out
+
+
+def skewness(returns: Sequence[float]) -> float:
+    """Population skewness ``m3 / m2**1.5``.
+
+    Returns:
+        The skewness; ``0.0`` for a series with zero variance or no observations (treated as symmetric).
+
+    Raises:
+        ValueError: On a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if _is_constant(values):
+        return 0.0
+    m2, m3, _ = _central_moments(values)
+    if m2 == 0.0:
+        return 0.0
+    return m3 / math.pow(m2, 1.5)
+
+
+def kurtosis(returns: Sequence[float]) -> float:
+    """Population (non-excess) kurtosis ``m4 / m2**2``; a normal distribution has 3.
+
+    Returns:
+        The kurtosis; ``3.0`` for a series with zero variance or no observations, so that formulas such
+        as the probabilistic Sharpe ratio treat a degenerate series as normal instead of dividing by zero.
+
+    Raises:
+        ValueError: On a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if _is_constant(values):
+        return 3.0
+    m2, _, m4 = _central_moments(values)
+    if m2 == 0.0:
+        return 3.0
+    return m4 / (m2 * m2)
