@@ -8,7 +8,7 @@ closed, never open. Tokens never appear in logs or error messages.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from nautilus_mesh.errors import AuthError, PermissionDeniedError
@@ -18,7 +18,7 @@ ADMIN_TOKEN_HEADER = "x-ops-token"
 ENGINE_TOKEN_HEADER = "x-engine-token"
 SESSION_ID_HEADER = "x-session-id"
 
-Metadata = Sequence[tuple[str, str | bytes]] | None
+Metadata = Iterable[tuple[str, str | bytes]] | None
 
 
 def metadata_value(metadata: Metadata, key: str) -> str:

@@ -124,3 +124,30 @@ def from_rpc_error(exc: grpc.RpcError) -> common_pb2.ErrorDetail | None:
             detail.Unpack(out)
             return out
     return None
+
+
+_KINDS: dict[str, type[MeshError]] = {
+    cls.kind: cls
+    for cls in (
+        ValidationError,
+        AuthError,
+        PermissionDeniedError,
+        NotFoundError,
+        RiskRejectedError,
+        VenueRejectedError,
+        UnavailableError,
+        ConfigError,
+    )
+}
+
+
+def error_from_detail(detail: common_pb2.ErrorDetail) -> MeshError:
+    """Rebuild the mesh error an in-band detail describes (to raise it as a unary status)."""
+    cls = _KINDS.get(detail.kind, MeshError)
+    if cls is ConfigError:
+        return ConfigError(detail.message, dict(detail.details), code=detail.code)
+    error = MeshError.__new__(cls)
+    MeshError.__init__(error, detail.code, detail.message, dict(detail.details), field=detail.field)
+    if isinstance(error, (RiskRejectedError, VenueRejectedError)):
+        error.rail = detail.details.get("rail", detail.code.lower())
+    return error

@@ -152,10 +152,21 @@ class Tracing:
 
     @contextmanager
     def produce(
-        self, name: str, carrier: TraceCarrier, attributes: Mapping[str, str | int | float] | None = None
+        self,
+        name: str,
+        carrier: TraceCarrier,
+        attributes: Mapping[str, str | int | float] | None = None,
+        *,
+        parent: TraceCarrier | None = None,
     ) -> Iterator[Span]:
-        """A PRODUCER span (child of the current span) whose context is injected into ``carrier``."""
-        with self.tracer.start_as_current_span(name, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})) as span:
+        """A PRODUCER span whose context is injected into ``carrier``.
+
+        Its parent is ``parent``'s context when given (a report about an earlier order), else the current span.
+        """
+        context = extract(parent) if parent is not None else None
+        with self.tracer.start_as_current_span(
+            name, context=context, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})
+        ) as span:
             inject(carrier)
             yield span
 

@@ -58,7 +58,7 @@ class ReturnMoments:
     sharpe: float
     """Per-period Sharpe ratio ``mean / stdev``; 0.0 for a flat series."""
     skew: float
-    """Skewness ``m3 / m2**1.5`` from population central moments (as in Bailey & Lopez de Prado)."""
+    """Skewness ``m3 / m2**1.5`` from population central moments (as in Bailey & Lopez de Prado); 0 if flat."""
     kurtosis: float
     """Kurtosis ``m4 / m2**2`` (not excess: 3.0 for a normal distribution)."""
     flat: bool
@@ -121,15 +121,16 @@ def describe_returns(returns: Sequence[float]) -> ReturnMoments:
     scale = max(abs(r) for r in returns)
     if scale == 0.0 or stdev <= _FLAT_RELATIVE_STDEV * scale:
         return ReturnMoments(n=n, mean=mean, stdev=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, flat=True)
-    m3 = math.fsum(d**3 for d in deviations) / n
-    m4 = math.fsum(d**4 for d in deviations) / n
+    # Standardise before the higher powers: d**4 of tiny returns underflows, (d / sigma)**4 does not.
+    sigma = math.sqrt(m2)
+    standard = [d / sigma for d in deviations]
     return ReturnMoments(
         n=n,
         mean=mean,
         stdev=stdev,
         sharpe=mean / stdev,
-        skew=m3 / m2**1.5,
-        kurtosis=m4 / m2**2,
+        skew=math.fsum(x**3 for x in standard) / n,
+        kurtosis=math.fsum(x**4 for x in standard) / n,
         flat=False,
     )
 
@@ -241,18 +242,16 @@ def sharpe_difference_test(canary: Sequence[float], stable: Sequence[float]) -> 
     ms = describe_returns(stable)
     diff = mc.sharpe - ms.sharpe
     if mc.flat or ms.flat:
-        return SharpeComparison(
-            diff=diff, se=math.inf, z=0.0, rho=0.0, n=n, sr_canary=mc.sharpe, sr_stable=ms.sharpe
-        )
-    covariance = math.fsum((c - mc.mean) * (s - ms.mean) for c, s in zip(canary, stable, strict=True)) / (n - 1)
+        return SharpeComparison(diff=diff, se=math.inf, z=0.0, rho=0.0, n=n, sr_canary=mc.sharpe, sr_stable=ms.sharpe)
+    # Correlate standardised deviations so tiny returns cannot underflow the covariance.
+    dc = [(c - mc.mean) / mc.stdev for c in canary]
+    ds = [(s - ms.mean) / ms.stdev for s in stable]
+    correlation = math.fsum(a * b for a, b in zip(dc, ds, strict=True)) / (n - 1)
     # Rounding can push |rho| a hair past 1 for identical series; the formula needs a true correlation.
-    rho = min(1.0, max(-1.0, covariance / (mc.stdev * ms.stdev)))
+    rho = min(1.0, max(-1.0, correlation))
     sr1, sr2 = mc.sharpe, ms.sharpe
     variance = (2.0 - 2.0 * rho + 0.5 * (sr1 * sr1 + sr2 * sr2 - 2.0 * sr1 * sr2 * rho * rho)) / n
     se = math.sqrt(max(variance, 0.0))
-    if se > 0.0:
-        z = diff / se
-    else:
-        # Identical series: no sampling error at all, so any difference is certain (and none is exactly zero).
-        z = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
+    # se == 0 only for identical series: no sampling error, so any difference is certain (and none is zero).
+    z = diff / se if se > 0.0 else 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
     return SharpeComparison(diff=diff, se=se, z=z, rho=rho, n=n, sr_canary=sr1, sr_stable=sr2)

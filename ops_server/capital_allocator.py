@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from nautilus_mesh.errors import ConfigError, MeshError, NotFoundError, PermissionDeniedError, ValidationError
@@ -57,6 +58,7 @@ __all__ = [
 # exactly 1.0 in binary floating point, and refusing them would be absurd.
 _SUM_TOLERANCE = 1e-9
 _CENTS = Decimal("0.01")
+_WEIGHT_QUANTUM = Decimal("1e-12")
 _SNAPSHOT_VERSION = 1
 
 
@@ -131,6 +133,8 @@ class CapitalPolicy:
     """Sampling periods per year of the return series, for annualised reporting only."""
 
     def __post_init__(self) -> None:
+        # A frozen dataclass holding a caller's dict is not frozen at all: keep a read-only copy.
+        object.__setattr__(self, "strategies", MappingProxyType(dict(self.strategies)))
         if not isinstance(self.total_capital, Decimal) or not self.total_capital.is_finite() or self.total_capital <= 0:
             raise ConfigError(f"total_capital must be a positive decimal amount, got {self.total_capital!s}")
         if not self.strategies:
@@ -373,7 +377,7 @@ def project_bounded_simplex(
             free_target_sum -= targets[i]
             free_count -= 1
             clipped_sum += lower[i]
-    return [min(upper[i], max(lower[i], targets[i] - theta)) for i in range(n)]
+    return [float(min(upper[i], max(lower[i], targets[i] - theta))) for i in range(n)]
 
 
 def cap_turnover(previous: Sequence[float], target: Sequence[float], cap: float) -> list[float]:
@@ -548,7 +552,8 @@ class CapitalAllocator:
     def allocation_usd(self, strategy: str) -> Decimal:
         """Capital allocated to ``strategy``: ``total_capital * weight``, rounded down to cents.
 
-        Rounding down means the allocations never add up to more than the total capital.
+        The weight is first rounded to 12 decimals; rounding the amount down then means the
+        allocations never add up to more than the total capital.
 
         Raises:
             NotFoundError: If the strategy is not enabled in the policy (code ``UNKNOWN_STRATEGY``).
@@ -558,7 +563,9 @@ class CapitalAllocator:
                 raise NotFoundError(
                     "UNKNOWN_STRATEGY", f"strategy {strategy!r} is not in the capital policy", {"strategy": strategy}
                 )
-            amount = self._policy.total_capital * Decimal(repr(self._weights[strategy]))
+            # Round the weight first so float noise (0.19999999999999998) does not cost a cent.
+            weight = Decimal(repr(self._weights[strategy])).quantize(_WEIGHT_QUANTUM)
+            amount = self._policy.total_capital * weight
         return amount.quantize(_CENTS, rounding=ROUND_DOWN)
 
     def allocations_usd(self) -> dict[str, Decimal]:

@@ -287,12 +287,7 @@ def parse_state(value: object, where: str, *, allowed: frozenset[TradingState] |
     """Parse a trading state name, raising ConfigError with ``where`` in the message when it is not one."""
     choices = allowed if allowed is not None else frozenset(TradingState)
     names = ", ".join(s.value for s in TradingState if s in choices)
-    if isinstance(value, str):
-        try:
-            state = TradingState(value)
-        except ValueError:
-            pass
-        else:
-            if state in choices:
-                return state
+    for state in choices:
+        if value == state.value:
+            return state
     raise ConfigError(f"{where} must be one of {names}, got {value!r}", {"field": where})

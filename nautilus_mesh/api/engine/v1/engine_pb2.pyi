@@ -496,6 +496,7 @@ class VenueInfo(_message.Message):
     CONNECTED_FIELD_NUMBER: _builtins.int
     INSTRUMENTS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    INSTRUMENT_SPECS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     kind: _builtins.str
     """"live" or "paper"."""
@@ -503,6 +504,10 @@ class VenueInfo(_message.Message):
     detail: _builtins.str
     @_builtins.property
     def instruments(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def instrument_specs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InstrumentInfo]:
+        """Trading rules of each instrument."""
+
     def __init__(
         self,
         *,
@@ -511,14 +516,45 @@ class VenueInfo(_message.Message):
         connected: _builtins.bool = ...,
         instruments: _abc.Iterable[_builtins.str] | None = ...,
         detail: _builtins.str = ...,
+        instrument_specs: _abc.Iterable[Global___InstrumentInfo] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "detail", b"detail", "instruments", b"instruments", "kind", b"kind", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connected", b"connected", "detail", b"detail", "instrument_specs", b"instrument_specs", "instruments", b"instruments", "kind", b"kind", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___VenueInfo: _TypeAlias = VenueInfo  # noqa: Y015
+
+@_typing.final
+class InstrumentInfo(_message.Message):
+    """An instrument's trading rules. Decimal strings."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUMENT_FIELD_NUMBER: _builtins.int
+    TICK_SIZE_FIELD_NUMBER: _builtins.int
+    LOT_SIZE_FIELD_NUMBER: _builtins.int
+    MIN_QUANTITY_FIELD_NUMBER: _builtins.int
+    instrument: _builtins.str
+    tick_size: _builtins.str
+    lot_size: _builtins.str
+    min_quantity: _builtins.str
+    def __init__(
+        self,
+        *,
+        instrument: _builtins.str = ...,
+        tick_size: _builtins.str = ...,
+        lot_size: _builtins.str = ...,
+        min_quantity: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instrument", b"instrument", "lot_size", b"lot_size", "min_quantity", b"min_quantity", "tick_size", b"tick_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InstrumentInfo: _TypeAlias = InstrumentInfo  # noqa: Y015
 
 @_typing.final
 class ListVenuesResponse(_message.Message):

@@ -654,6 +654,7 @@ class ModelStats(_message.Message):
     sharpe: _builtins.float
     """Annualised Sharpe ratio."""
     max_drawdown: _builtins.float
+    """Largest fall of equity from its peak, in USD."""
     hit_rate: _builtins.float
     observations: _builtins.int
     fills: _builtins.int

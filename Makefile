@@ -1,0 +1,58 @@
+# nautilus-mesh: `make run` runs the mesh, `make test` runs every check. Both set up .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+DURATION ?= 0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+CONTRACT_RELEASE := protos/releases/v1.binpb
+
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/nautilus-mesh up --duration $(DURATION)
+
+test: install lint typecheck buf-lint buf-breaking protos-check pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+protos: install
+	$(PY) scripts/gen_protos.py
+
+protos-check: install
+	$(PY) scripts/gen_protos.py --check
+
+buf-lint: install
+	$(BIN)/buf lint
+
+# Breaking-change check against the last released contract, an image kept in the repo.
+buf-breaking: install
+	$(BIN)/buf breaking --against $(CONTRACT_RELEASE)
+
+# Run when a contract is released: the image the next changes are checked against.
+release-contract: install
+	$(BIN)/buf build -o $(CONTRACT_RELEASE)
+
+pytest: install
+	$(BIN)/pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_matching.py
+	$(PY) benchmarks/bench_mesh.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

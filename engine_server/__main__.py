@@ -1,0 +1,5 @@
+import sys
+
+from engine_server.server import main
+
+sys.exit(main())

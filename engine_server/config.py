@@ -1,0 +1,45 @@
+"""The engine service's configuration (one JSON file, validated; secrets never logged)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from nautilus_mesh.config import StrictModel, load_config
+
+
+DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
+    {"name": "sim", "adapter": "sim", "seed": 7},
+    {"name": "paper", "adapter": "paper", "follows": "sim"},
+)
+
+
+class EngineConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = pydantic.Field(50052, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = pydantic.Field(8003, ge=0, le=65535)
+    """Port of /metrics; None disables it."""
+    ops_token: str = pydantic.Field("", repr=False)
+    """The token ops must present as ``x-engine-token``; empty closes order entry entirely."""
+    journal_path: Path | None = Path("var/engine/journal.jsonl")
+    """Execution journal (replayed on start); None keeps the ledger in memory only."""
+    journal_fsync: bool = True
+    """fsync each journal append (survives power loss, not only a process crash)."""
+    tick_interval_ms: float = pydantic.Field(100.0, gt=0)
+    """How often the venues' markets advance (market maker requotes, resting orders may fill)."""
+    venues: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: list(DEFAULT_VENUES))
+    """Venue configs in order; see docs/adding-a-venue.md."""
+    rails: dict[str, dict[str, Any]] = {}
+    """Venue rails per venue name (engine_server.venue_rails.VenueRailsConfig keys)."""
+    max_commands_per_frame: int = pydantic.Field(1000, gt=0)
+    session_queue_size: int = pydantic.Field(10_000, gt=0)
+    tracing: bool = True
+    span_file: Path | None = None
+
+
+def load_engine_config(path: str | os.PathLike[str]) -> EngineConfig:
+    return load_config(EngineConfig, path)

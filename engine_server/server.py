@@ -1,0 +1,133 @@
+"""Runs the engine service: ``python -m engine_server --config config/demo/engine.json``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from engine_server.config import EngineConfig, load_engine_config
+from engine_server.metrics import EngineMetrics
+from engine_server.order_manager import OrderManager
+from engine_server.service import EngineCore, EngineService, MarketDataService
+from engine_server.venue_rails import VenueRails, VenueRailsConfig
+from engine_server.venues import build_venues
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.serving import RunningServer, start_server
+from nautilus_mesh.telemetry import MetricsServer, Tracing
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    engine_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name,
+    engine_pb2.DESCRIPTOR.services_by_name["MarketDataService"].full_name,
+)
+
+
+def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
+    """Venues, their rails and the execution ledger, from the config."""
+    venues = build_venues(config.venues, clock=time.time_ns)
+    unknown = sorted(set(config.rails) - set(venues))
+    if unknown:
+        raise ConfigError(f"rails configured for unknown venue(s): {', '.join(unknown)}")
+
+    def on_reject(venue: str, rail: str) -> None:
+        metrics.venue_rejections.labels(venue, rail).inc()
+
+    rails = {
+        name: VenueRails(VenueRailsConfig.from_mapping(config.rails.get(name, {})), venue=name, on_reject=on_reject)
+        for name in venues
+    }
+    return OrderManager(venues, rails, config.journal_path)
+
+
+class EngineServer:
+    """The engine gRPC server, its core and its /metrics endpoint."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.metrics = EngineMetrics()
+        self.tracing = Tracing("engine", config.span_file, enabled=config.tracing)
+        self.core = EngineCore(
+            build_manager(config, self.metrics),
+            self.metrics,
+            self.tracing,
+            tick_interval=config.tick_interval_ms / 1000,
+            session_queue_size=config.session_queue_size,
+        )
+        self.grpc: RunningServer | None = None
+        self.metrics_server: MetricsServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.grpc is not None
+        return self.grpc.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.core.start()
+        engine = EngineService(
+            self.core, self.config.ops_token, max_commands_per_frame=self.config.max_commands_per_frame
+        )
+        market = MarketDataService(self.core)
+
+        def register(server: grpc.aio.Server) -> None:
+            engine_pb2_grpc.add_EngineServiceServicer_to_server(engine, server)
+            engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
+
+        self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        if self.config.metrics_port is not None:
+            self.metrics_server = MetricsServer(
+                self.metrics.registry, self.config.metrics_host, self.config.metrics_port
+            )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        await self.core.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        self.tracing.shutdown()
+
+
+async def serve(config: EngineConfig) -> None:
+    server = EngineServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("[ENGINE] ready on %s", server.address)
+    await stop.wait()
+    log.info("[ENGINE] shutting down")
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine_server", description="Run the nautilus-mesh engine.")
+    parser.add_argument("--config", required=True, help="engine config JSON")
+    parser.add_argument("--port", type=int, help="override the gRPC port")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_engine_config(args.config)
+        if args.port is not None:
+            config = config.model_copy(update={"port": args.port})
+        asyncio.run(serve(config))
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,33 @@
+"""Config loading: JSON files validated by pydantic models, errors raised as ConfigError."""
+
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+import pydantic
+
+from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.files import load_json_file
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+class StrictModel(pydantic.BaseModel):
+    """Base for config models: unknown keys are an error, values are immutable."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+def validate_config(cls: type[ModelT], data: object, *, source: str) -> ModelT:
+    """Validate ``data`` as ``cls``; a failure becomes a ConfigError naming each bad field."""
+    try:
+        return cls.model_validate(data)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+
+
+def load_config(cls: type[ModelT], path: str | os.PathLike[str]) -> ModelT:
+    """Load and validate a JSON config file."""
+    return validate_config(cls, load_json_file(path), source=str(path))

@@ -1,0 +1,70 @@
+"""The ops service's configuration (one JSON file, validated; secrets never logged)."""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pydantic
+
+from nautilus_mesh.config import StrictModel, load_config
+
+
+class StrategyAccess(StrictModel):
+    token: str = pydantic.Field(repr=False)
+    """The strategy's token (sent as ``x-strategy-token``). Empty disables the strategy."""
+    models: tuple[str, ...]
+    """Models this token may signal for."""
+
+
+class OpsConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = pydantic.Field(50051, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = pydantic.Field(8002, ge=0, le=65535)
+    """Port of /metrics; None disables it."""
+    engine_address: str = "127.0.0.1:50052"
+    engine_token: str = pydantic.Field("", repr=False)
+    """Sent to the engine as ``x-engine-token``."""
+    admin_token: str = pydantic.Field("", repr=False)
+    """Required as ``x-ops-token`` by OpsAdminService; empty disables admin entirely."""
+    strategies: dict[str, StrategyAccess] = {}
+    registry_path: Path
+    capital_policy_path: Path
+    risk_limits_path: Path | None = None
+    state_dir: Path = Path("var/ops")
+    account: str = "main"
+    """Engine account the live orders are booked on."""
+    live_venue: str = "sim"
+    paper_venue: str = "paper"
+    shadow_capital_usd: Decimal = pydantic.Field(Decimal(100_000), gt=0)
+    """Paper capital a SHADOW model is sized on."""
+    sample_interval_seconds: float = pydantic.Field(1.0, gt=0)
+    """How often equity is sampled into the return series."""
+    allocation_interval_seconds: float = pydantic.Field(10.0, gt=0)
+    """How often the capital allocator runs a cycle (its cooldown still applies)."""
+    canary_interval_seconds: float = pydantic.Field(2.0, gt=0)
+    max_signals_per_frame: int = pydantic.Field(1000, gt=0)
+    signal_id_max_length: int = pydantic.Field(128, gt=0)
+    dedup_window: int = pydantic.Field(200_000, gt=0)
+    """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
+    tracing: bool = True
+    span_file: Path | None = None
+
+
+def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
+    """Load the ops config; relative paths inside it are resolved against the file's folder."""
+    config = load_config(OpsConfig, path)
+    base = Path(path).resolve().parent
+
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else base / p
+
+    updates: dict[str, object] = {
+        "registry_path": resolve(config.registry_path),
+        "capital_policy_path": resolve(config.capital_policy_path),
+    }
+    if config.risk_limits_path is not None:
+        updates["risk_limits_path"] = resolve(config.risk_limits_path)
+    return config.model_copy(update={k: v for k, v in updates.items() if v is not None})

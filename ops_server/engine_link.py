@@ -1,0 +1,259 @@
+"""The ops side of the ops->engine link: one long-lived StreamOrders session.
+
+- One writer: commands are queued (bounded) and sent in batched frames.
+- Reconnect with exponential backoff and jitter when the stream drops.
+- After every (re)connect, reconcile: page through ``ListExecutions(since_seq)`` from the
+  last applied seq, so reports missed while disconnected are applied; the report handler
+  applies each seq exactly once (see ``ReportCursor``).
+- Quotes: a ``StreamQuotes`` subscription feeds marks, reconnecting the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import grpc
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
+from nautilus_mesh.errors import UnavailableError
+from nautilus_mesh.serving import CHANNEL_OPTIONS
+
+log = logging.getLogger(__name__)
+
+ReportHandler = Callable[[Sequence[engine_pb2.ExecutionReport]], None]
+QuoteHandler = Callable[[Sequence[common_pb2.Quote]], None]
+
+_STOP = object()
+
+
+class ReportCursor:
+    """Exactly-once application of engine reports by ``seq``.
+
+    ``watermark`` is the highest seq W such that every report <= W has been seen; seqs above
+    it that were applied out of order are remembered until the watermark passes them. A
+    reconciliation page from ``ListExecutions`` is complete up to its last seq, so it moves
+    the watermark past gaps left by other sessions' reports.
+    """
+
+    def __init__(self, watermark: int = 0) -> None:
+        self.watermark = watermark
+        self._above: set[int] = set()
+
+    def seen(self, seq: int) -> bool:
+        return seq <= self.watermark or seq in self._above
+
+    def mark(self, seq: int) -> None:
+        if seq <= self.watermark:
+            return
+        self._above.add(seq)
+        while self.watermark + 1 in self._above:
+            self.watermark += 1
+            self._above.discard(self.watermark)
+
+    def complete_up_to(self, seq: int) -> None:
+        """Every report <= seq has been seen (after a complete reconciliation fetch)."""
+        if seq > self.watermark:
+            self.watermark = seq
+            self._above = {s for s in self._above if s > seq}
+
+    @property
+    def highest(self) -> int:
+        return max(self._above, default=self.watermark)
+
+
+class EngineLink:
+    """Keeps the order stream and quote stream to the engine alive.
+
+    Args:
+        address: engine host:port.
+        token: ops' engine token (``x-engine-token``).
+        on_reports: called on the event loop with each batch of reports (from the stream or
+            from reconciliation); it must deduplicate by seq (``ReportCursor``).
+        on_quotes: called with each batch of quotes.
+        cursor: the ReportCursor whose watermark reconciliation starts from.
+        on_connected: called after each successful (re)connect and reconciliation.
+        queue_size: bound of the outgoing command queue.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        token: str,
+        on_reports: ReportHandler,
+        on_quotes: QuoteHandler,
+        cursor: ReportCursor,
+        *,
+        on_connected: Callable[[], None] | None = None,
+        queue_size: int = 10_000,
+        backoff_initial: float = 0.05,
+        backoff_max: float = 2.0,
+    ) -> None:
+        self.address = address
+        self._token = token
+        self._on_reports = on_reports
+        self._on_quotes = on_quotes
+        self._on_connected = on_connected
+        self.cursor = cursor
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._channel: grpc.aio.Channel | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self.session_id = f"ops-{uuid.uuid4().hex[:12]}"
+        self.reconnects = 0
+        self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
+        self.venues: dict[str, engine_pb2.VenueInfo] = {}
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((ENGINE_TOKEN_HEADER, self._token), (SESSION_ID_HEADER, self.session_id))
+
+    async def start(self) -> None:
+        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self.stub = engine_pb2_grpc.EngineServiceStub(self._channel)
+        self.market = engine_pb2_grpc.MarketDataServiceStub(self._channel)
+        self._tasks = [
+            asyncio.create_task(self._order_loop(), name="engine-link-orders"),
+            asyncio.create_task(self._quote_loop(), name="engine-link-quotes"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(_STOP)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    def ready_to_send(self) -> bool:
+        """True when connected and the outgoing queue has room."""
+        return self._connected.is_set() and not self._queue.full()
+
+    def send(self, commands: Sequence[engine_pb2.OrderCommand]) -> None:
+        """Queue commands for the engine.
+
+        Raises:
+            UnavailableError: not connected, or the queue is full (backpressure, not buffering forever).
+        """
+        if not self._connected.is_set():
+            raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is down; the order was not sent")
+        try:
+            for command in commands:
+                self._queue.put_nowait(command)
+        except asyncio.QueueFull:
+            raise UnavailableError("ENGINE_BACKPRESSURE", "the engine order queue is full") from None
+
+    async def _requests(self) -> AsyncIterator[engine_pb2.StreamOrdersRequest]:
+        while True:
+            first = await self._queue.get()
+            if first is _STOP:
+                return
+            commands = [first]
+            while not self._queue.empty() and len(commands) < 1000:
+                item = self._queue.get_nowait()
+                if item is _STOP:
+                    yield engine_pb2.StreamOrdersRequest(commands=commands)  # type: ignore[arg-type]
+                    return
+                commands.append(item)
+            yield engine_pb2.StreamOrdersRequest(commands=commands)  # type: ignore[arg-type]
+
+    async def _order_loop(self) -> None:
+        delay = self._backoff_initial
+        while not self._stopping:
+            call = self.stub.StreamOrders(self._requests(), metadata=self._metadata())
+            try:
+                await call.wait_for_connection()
+                await self._load_venues()
+                await self.reconcile()
+                self._connected.set()
+                log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
+                if self._on_connected is not None:
+                    self._on_connected()
+                delay = self._backoff_initial
+                async for frame in call:
+                    self._on_reports(frame.reports)
+                if self._stopping:
+                    return
+                log.warning("[ENGINE-LINK] order stream ended by the engine")
+            except asyncio.CancelledError:
+                call.cancel()
+                raise
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    log.error("[ENGINE-LINK] engine refused ops' credentials: %s", exc.details())
+                else:
+                    log.warning("[ENGINE-LINK] order stream failed: %s %s", exc.code().name, exc.details())
+            finally:
+                self._connected.clear()
+            self.reconnects += 1
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self._backoff_max)
+
+    async def _load_venues(self) -> None:
+        response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
+        self.venues = {v.name: v for v in response.venues}
+        for venue in response.venues:
+            for spec in venue.instrument_specs:
+                self.instruments.setdefault(spec.instrument, spec)
+
+    async def reconcile(self) -> int:
+        """Fetch and apply every report after the cursor's watermark; returns how many were fetched."""
+        fetched = 0
+        since = self.cursor.watermark
+        token = ""
+        while True:
+            page = await self.stub.ListExecutions(
+                engine_pb2.ListExecutionsRequest(since_seq=since, page_size=1000, page_token=token),
+                metadata=self._metadata(),
+                timeout=10,
+            )
+            fetched += len(page.reports)
+            if page.reports:
+                self._on_reports(page.reports)
+            if not page.next_page_token:
+                self.cursor.complete_up_to(max([since, *[r.seq for r in page.reports]]))
+                break
+            token = page.next_page_token
+        if fetched:
+            log.info("[ENGINE-LINK] reconciled %d report(s) after seq %d", fetched, since)
+        return fetched
+
+    async def cancel_all(self, venue: str = "", model_id: str = "") -> engine_pb2.CancelAllOrdersResponse:
+        response: engine_pb2.CancelAllOrdersResponse = await self.stub.CancelAllOrders(
+            engine_pb2.CancelAllOrdersRequest(venue=venue, model_id=model_id), metadata=self._metadata(), timeout=10
+        )
+        return response
+
+    async def _quote_loop(self) -> None:
+        delay = self._backoff_initial
+        while not self._stopping:
+            try:
+                call = self.market.StreamQuotes(engine_pb2.StreamQuotesRequest(), metadata=self._metadata())
+                async for frame in call:
+                    delay = self._backoff_initial
+                    self._on_quotes(frame.quotes)
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                log.debug("[ENGINE-LINK] quote stream failed: %s", exc.code().name)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self._backoff_max)

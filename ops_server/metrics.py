@@ -1,0 +1,90 @@
+"""The ops service's Prometheus metrics (one registry per service instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from nautilus_mesh.telemetry import LATENCY_BUCKETS
+
+
+class OpsMetrics:
+    """Every metric ops exports, on its own registry."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.signals_received = Counter("signals_received_total", "Signals received, by model.", ["model"], registry=r)
+        self.signals_routed = Counter(
+            "signals_routed_total",
+            "Signals routed to an order or no-op, by model and mode.",
+            ["model", "mode"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "signal_decisions_total", "Signal decisions by status.", ["model", "status"], registry=r
+        )
+        self.orders_submitted = Counter(
+            "orders_submitted_total", "Orders sent to the engine, by venue.", ["venue"], registry=r
+        )
+        self.fills = Counter("fills_total", "Fills applied, by model.", ["model"], registry=r)
+        self.fills_dropped = Counter(
+            "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills).", registry=r
+        )
+        self.risk_rejections = Counter(
+            "risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"], registry=r
+        )
+        self.allocated_capital = Gauge(
+            "allocated_capital_usd",
+            "Capital quota per model (strategy allocation x routing weight).",
+            ["model"],
+            registry=r,
+        )
+        self.strategy_allocation = Gauge(
+            "strategy_allocation_fraction", "Capital fraction per strategy.", ["strategy"], registry=r
+        )
+        self.allocation_decisions = Counter(
+            "allocation_decisions_total", "Capital allocator cycles by reason.", ["reason"], registry=r
+        )
+        self.signal_latency = Histogram(
+            "signal_latency_seconds",
+            "Time from receiving a signal to its decision (order sent) in ops.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.signal_to_fill = Histogram(
+            "signal_to_fill_seconds",
+            "Time from a signal's arrival at ops to the first fill of its order.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_latency = Histogram(
+            "ops_stage_latency_seconds",
+            "Per-stage latency of the signal path.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_pnl = Gauge(
+            "model_pnl_usd", "Equity (realized + unrealized - fees) per model.", ["model"], registry=r
+        )
+        self.model_sharpe = Gauge("model_sharpe", "Annualised Sharpe ratio per model.", ["model"], registry=r)
+        self.model_drawdown = Gauge("model_drawdown", "Max drawdown of equity per model, USD.", ["model"], registry=r)
+        self.model_position = Gauge(
+            "model_position", "Position per model and instrument.", ["model", "instrument"], registry=r
+        )
+        self.trading_state = Gauge(
+            "trading_state",
+            'Trading state per model (0 ACTIVE, 1 REDUCING, 2 HALTED); model="" is global.',
+            ["model"],
+            registry=r,
+        )
+        self.canary_weight = Gauge(
+            "canary_weight", "Routing weight per model under canary.", ["strategy", "model"], registry=r
+        )
+        self.engine_connected = Gauge("engine_connected", "1 while the engine order stream is up.", registry=r)
+        self.engine_reconnects = Counter("engine_reconnects_total", "Engine order stream reconnects.", registry=r)
+        self.reconciled_reports = Counter(
+            "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r
+        )
+        self.duplicate_reports = Counter(
+            "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
+        )

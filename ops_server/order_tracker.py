@@ -1,0 +1,236 @@
+"""What ops has decided and sent: signal decisions, orders and their fills, with a journal.
+
+Every decision (and the order it sends) is journaled before the order leaves; every applied
+engine report is journaled as it is applied. Replaying the journal after a crash rebuilds the
+decisions (so a repeated signal id stays a duplicate), the orders with their fills, the
+positions (through the ``on_fill`` callback) and the report cursor, and lists the orders that
+may not have reached the engine, to be re-sent (the engine deduplicates by client order id).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from google.protobuf import json_format
+
+from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.decimals import fmt
+from nautilus_mesh.files import JsonlWriter, read_jsonl
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+TERMINAL = frozenset(
+    {
+        engine_pb2.ORDER_STATUS_FILLED,
+        engine_pb2.ORDER_STATUS_CANCELED,
+        engine_pb2.ORDER_STATUS_REJECTED,
+        engine_pb2.ORDER_STATUS_EXPIRED,
+    }
+)
+FILL_TYPES = frozenset({engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL})
+
+
+@dataclass
+class TrackedOrder:
+    """An order ops sent, and what the engine reported about it."""
+
+    client_order_id: str
+    signal_id: str
+    model_id: str
+    strategy_id: str
+    instrument: str
+    side: str
+    quantity: Decimal
+    mode: str
+    venue: str
+    reference_mid: Decimal
+    created_ns: int
+    traceparent: str = ""
+    filled: Decimal = ZERO
+    status: int = engine_pb2.ORDER_STATUS_NEW
+    acknowledged: bool = False
+
+    @property
+    def open_quantity(self) -> Decimal:
+        """Signed quantity still working at the engine."""
+        if self.status in TERMINAL:
+            return ZERO
+        leaves = self.quantity - self.filled
+        return leaves if self.side == "BUY" else -leaves
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "client_order_id": self.client_order_id,
+            "signal_id": self.signal_id,
+            "model_id": self.model_id,
+            "strategy_id": self.strategy_id,
+            "instrument": self.instrument,
+            "side": self.side,
+            "quantity": fmt(self.quantity),
+            "mode": self.mode,
+            "venue": self.venue,
+            "reference_mid": fmt(self.reference_mid),
+            "created_ns": self.created_ns,
+            "traceparent": self.traceparent,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> TrackedOrder:
+        return cls(
+            client_order_id=r["client_order_id"],
+            signal_id=r["signal_id"],
+            model_id=r["model_id"],
+            strategy_id=r["strategy_id"],
+            instrument=r["instrument"],
+            side=r["side"],
+            quantity=Decimal(r["quantity"]),
+            mode=r["mode"],
+            venue=r["venue"],
+            reference_mid=Decimal(r["reference_mid"]),
+            created_ns=r["created_ns"],
+            traceparent=r.get("traceparent", ""),
+        )
+
+
+@dataclass(frozen=True)
+class AppliedFill:
+    """A fill applied to an order: what measurement and the strategy's stream need."""
+
+    order: TrackedOrder
+    report: engine_pb2.ExecutionReport
+    signed_qty: Decimal
+    price: Decimal
+    fee: Decimal
+
+
+@dataclass
+class OrderTracker:
+    """Decisions, orders and report application, journaled.
+
+    Args:
+        journal_path: JSONL journal; None keeps everything in memory (tests).
+        dedup_window: how many signal decisions are remembered for duplicate detection.
+        history: how many orders and fills are kept for queries (open orders are always kept).
+    """
+
+    journal_path: str | os.PathLike[str] | None = None
+    dedup_window: int = 200_000
+    history: int = 100_000
+    decisions: OrderedDict[tuple[str, str], ops_pb2.SignalDecision] = field(default_factory=OrderedDict)
+    orders: OrderedDict[str, TrackedOrder] = field(default_factory=OrderedDict)
+    fills: OrderedDict[str, ops_pb2.Fill] = field(default_factory=OrderedDict)
+    _open: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._journal = JsonlWriter(self.journal_path) if self.journal_path else None
+
+    def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+
+    # -- decisions -------------------------------------------------------------------------
+
+    def previous_decision(self, model_id: str, signal_id: str) -> ops_pb2.SignalDecision | None:
+        return self.decisions.get((model_id, signal_id))
+
+    def record(self, decision: ops_pb2.SignalDecision, order: TrackedOrder | None) -> None:
+        """Remember (and journal) a decision and the order it sends, before the order is sent."""
+        self._remember(decision)
+        if order is not None:
+            self._add_order(order)
+        if self._journal is not None:
+            record: dict[str, Any] = {
+                "type": "decision",
+                "decision": json_format.MessageToDict(decision, preserving_proto_field_name=True),
+            }
+            if order is not None:
+                record["order"] = order.to_record()
+            self._journal.append(record)
+
+    def _remember(self, decision: ops_pb2.SignalDecision) -> None:
+        self.decisions[(decision.model_id, decision.signal_id)] = decision
+        while len(self.decisions) > self.dedup_window:
+            self.decisions.popitem(last=False)
+
+    def _add_order(self, order: TrackedOrder) -> None:
+        self.orders[order.client_order_id] = order
+        self._adjust_open(order, order.open_quantity)
+        if len(self.orders) > self.history:
+            for coid in list(self.orders)[: len(self.orders) - self.history]:
+                if self.orders[coid].status in TERMINAL:
+                    del self.orders[coid]
+
+    def _adjust_open(self, order: TrackedOrder, delta: Decimal) -> None:
+        key = (order.model_id, order.instrument)
+        self._open[key] = self._open.get(key, ZERO) + delta
+
+    def open_quantity(self, model_id: str, instrument: str) -> Decimal:
+        return self._open.get((model_id, instrument), ZERO)
+
+    def open_orders(self, venue: str | None = None) -> list[TrackedOrder]:
+        return [o for o in self.orders.values() if o.status not in TERMINAL and (venue is None or o.venue == venue)]
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def apply_report(self, report: engine_pb2.ExecutionReport, *, journal: bool = True) -> AppliedFill | None:
+        """Apply one engine report (the caller guarantees each seq once); returns the fill it carries."""
+        order = self.orders.get(report.client_order_id)
+        if order is None:
+            return None
+        if journal and self._journal is not None:
+            self._journal.append(
+                {"type": "report", "report": json_format.MessageToDict(report, preserving_proto_field_name=True)}
+            )
+        before = order.open_quantity
+        order.acknowledged = True
+        fill: AppliedFill | None = None
+        if report.exec_type in FILL_TYPES:
+            qty = Decimal(report.last_qty or "0")
+            if qty > 0:
+                order.filled += qty
+                signed = qty if order.side == "BUY" else -qty
+                fill = AppliedFill(order, report, signed, Decimal(report.last_price), Decimal(report.fee or "0"))
+        if report.order_status != engine_pb2.ORDER_STATUS_UNSPECIFIED:
+            order.status = report.order_status
+        self._adjust_open(order, order.open_quantity - before)
+        return fill
+
+    def remember_fill(self, fill: ops_pb2.Fill) -> None:
+        self.fills[fill.exec_id] = fill
+        while len(self.fills) > self.history:
+            self.fills.popitem(last=False)
+
+    # -- recovery --------------------------------------------------------------------------
+
+    def replay(self, on_report: Callable[[engine_pb2.ExecutionReport], None]) -> int:
+        """Rebuild from the journal; ``on_report`` re-applies each journaled report (in order).
+
+        Returns the number of records replayed.
+        """
+        if self.journal_path is None:
+            return 0
+        count = 0
+        for record in read_jsonl(self.journal_path):
+            count += 1
+            if record.get("type") == "decision":
+                decision = json_format.ParseDict(record["decision"], ops_pb2.SignalDecision())
+                self._remember(decision)
+                if "order" in record:
+                    self._add_order(TrackedOrder.from_record(record["order"]))
+            elif record.get("type") == "report":
+                on_report(json_format.ParseDict(record["report"], engine_pb2.ExecutionReport()))
+        if count:
+            log.info("[TRACKER] replayed %d journal record(s): %d order(s)", count, len(self.orders))
+        return count
+
+    def unacknowledged(self) -> Iterator[TrackedOrder]:
+        """Orders journaled but never acknowledged by the engine: they may not have been sent."""
+        return (o for o in self.orders.values() if not o.acknowledged and o.status not in TERMINAL)

@@ -1,0 +1,181 @@
+"""The signal path up to the risk rails: validate, route, size.
+
+A signal is a target exposure (a fraction of the model's quota in [-1, 1]); the router turns
+it into the order that moves the model from its position (plus open orders) to the target,
+rounded to the instrument's lot. Live and shadow orders are different types, and each order
+sink accepts only its own type, so a shadow order cannot reach a live venue by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.decimals import require_finite
+from nautilus_mesh.errors import NotFoundError, RiskRejectedError, ValidationError
+from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+MAX_ID_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class InstrumentRules:
+    """Lot and tick of an instrument, as the engine reports them."""
+
+    lot_size: Decimal
+    min_quantity: Decimal
+    tick_size: Decimal
+
+
+@dataclass(frozen=True)
+class SizedOrder:
+    """An order the router wants to send, before the risk rails."""
+
+    client_order_id: str
+    signal_id: str
+    model_id: str
+    strategy_id: str
+    instrument: str
+    side: str  # "BUY" | "SELL"
+    quantity: Decimal
+    mark: Decimal
+    current: Decimal
+    desired: Decimal
+
+    @property
+    def signed_quantity(self) -> Decimal:
+        return self.quantity if self.side == "BUY" else -self.quantity
+
+    @property
+    def notional(self) -> Decimal:
+        return self.quantity * self.mark
+
+    @property
+    def reduces_exposure(self) -> bool:
+        """True when the order only moves the position toward zero (no flip through it)."""
+        after = self.current + self.signed_quantity
+        return abs(after) < abs(self.current) and (after == 0 or (after > 0) == (self.current > 0))
+
+
+@dataclass(frozen=True)
+class LiveOrder:
+    """An order bound for the live venue."""
+
+    order: SizedOrder
+
+
+@dataclass(frozen=True)
+class ShadowOrder:
+    """An order bound for the paper venue only."""
+
+    order: SizedOrder
+
+
+def client_order_id(model_id: str, signal_id: str) -> str:
+    """Deterministic client order id: the same model and signal always give the same id."""
+    digest = hashlib.sha256(f"{model_id}\x00{signal_id}".encode()).hexdigest()[:24]
+    return f"o-{digest}"
+
+
+def validate_signal(signal: ops_pb2.Signal) -> None:
+    """Field-level validation of a signal; raises ValidationError naming the field."""
+    for field, value in (("signal_id", signal.signal_id), ("model_id", signal.model_id)):
+        if not value:
+            raise ValidationError("MISSING_FIELD", f"{field} is required", field=field)
+        if len(value) > MAX_ID_LENGTH or not value.isprintable():
+            raise ValidationError(
+                "INVALID_ID", f"{field} must be printable and at most {MAX_ID_LENGTH} characters", field=field
+            )
+    if not signal.instrument:
+        raise ValidationError("MISSING_FIELD", "instrument is required", field="instrument")
+    require_finite(signal.target, "target", -1.0, 1.0)
+    require_finite(signal.confidence, "confidence", 0.0, 1.0)
+
+
+class SignalRouter:
+    """Routes and sizes signals.
+
+    Args:
+        registry: the model registry (routing mode, weights, instruments).
+        quota: model id -> quota in USD (strategy allocation x routing weight, or paper capital).
+        position: (model id, instrument) -> signed position plus open order quantity.
+        mark: instrument -> current mark, or None when no quote has arrived.
+        rules: instrument -> lot/tick rules.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        quota: Callable[[ModelRoute], Decimal],
+        position: Callable[[str, str], Decimal],
+        mark: Callable[[str], Decimal | None],
+        rules: Mapping[str, InstrumentRules],
+    ) -> None:
+        self.registry = registry
+        self._quota = quota
+        self._position = position
+        self._mark = mark
+        self.rules = rules
+
+    def route(self, signal: ops_pb2.Signal) -> ModelRoute:
+        """Validate a signal and find its model's route."""
+        validate_signal(signal)
+        try:
+            route = self.registry.route(signal.model_id)
+        except NotFoundError as exc:
+            raise ValidationError(exc.code, exc.message, exc.details, field="model_id") from None
+        if signal.instrument not in route.instruments:
+            raise ValidationError(
+                "UNKNOWN_INSTRUMENT",
+                f"model {route.model_id!r} does not trade {signal.instrument!r}",
+                {"model_id": route.model_id, "instrument": signal.instrument},
+                field="instrument",
+            )
+        if route.mode is RoutingMode.DISABLED:
+            raise RiskRejectedError(
+                "MODEL_DISABLED", f"model {route.model_id!r} is disabled", {"model_id": route.model_id}, rail="routing"
+            )
+        return route
+
+    def size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
+        """The order that moves the model to the signal's target, or None when already there."""
+        rules = self.rules.get(signal.instrument)
+        if rules is None:
+            raise ValidationError(
+                "UNKNOWN_INSTRUMENT", f"the engine does not list {signal.instrument!r}", field="instrument"
+            )
+        mark = self._mark(signal.instrument)
+        if mark is None or mark <= 0:
+            raise RiskRejectedError(
+                "STALE_MARK",
+                f"no mark for {signal.instrument} yet",
+                {"instrument": signal.instrument},
+                rail="stale_mark",
+            )
+        quota = self._quota(route)
+        desired_raw = Decimal(repr(signal.target)) * quota / mark
+        desired = (desired_raw / rules.lot_size).to_integral_value(rounding=ROUND_DOWN) * rules.lot_size
+        current = self._position(route.model_id, signal.instrument)
+        delta = desired - current
+        if abs(delta) < rules.lot_size or abs(delta) < rules.min_quantity:
+            return None
+        order = SizedOrder(
+            client_order_id=client_order_id(route.model_id, signal.signal_id),
+            signal_id=signal.signal_id,
+            model_id=route.model_id,
+            strategy_id=route.strategy_id,
+            instrument=signal.instrument,
+            side="BUY" if delta > 0 else "SELL",
+            quantity=abs(delta),
+            mark=mark,
+            current=current,
+            desired=desired,
+        )
+        return ShadowOrder(order) if route.mode is RoutingMode.SHADOW else LiveOrder(order)

@@ -1,0 +1,96 @@
+"""Runs the ops service: ``python -m ops_server --config config/demo/ops.json``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc
+
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.serving import RunningServer, start_server
+from nautilus_mesh.telemetry import MetricsServer
+from ops_server.config import OpsConfig, load_ops_config
+from ops_server.core import OpsCore
+from ops_server.service import OpsService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,)
+
+
+class OpsServer:
+    """The ops gRPC server, its core and its /metrics endpoint."""
+
+    def __init__(self, config: OpsConfig) -> None:
+        self.config = config
+        self.core = OpsCore(config)
+        self.service = OpsService(self.core)
+        self.grpc: RunningServer | None = None
+        self.metrics: MetricsServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.grpc is not None
+        return self.grpc.port
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.core.start()
+
+        def register(server: grpc.aio.Server) -> None:
+            ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
+
+        self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        if self.config.metrics_port is not None:
+            self.metrics = MetricsServer(self.core.metrics.registry, self.config.metrics_host, self.config.metrics_port)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+        await self.core.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.core.tracing.shutdown()
+
+
+async def serve(config: OpsConfig) -> None:
+    server = OpsServer(config)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("[OPS] ready on %s", server.address)
+    await stop.wait()
+    log.info("[OPS] shutting down")
+    await server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ops_server", description="Run the nautilus-mesh ops service.")
+    parser.add_argument("--config", required=True, help="ops config JSON")
+    parser.add_argument("--port", type=int, help="override the gRPC port")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load_ops_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    if args.port is not None:
+        config = config.model_copy(update={"port": args.port})
+    asyncio.run(serve(config))
+    return 0

@@ -1,0 +1,156 @@
+"""Fixtures that run the real mesh: engine and ops gRPC servers on loopback, port 0."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from engine_server.config import EngineConfig
+from engine_server.server import EngineServer
+from nautilus_mesh.api.ops.v1 import ops_pb2_grpc
+from ops_server.config import OpsConfig, StrategyAccess
+from ops_server.server import OpsServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "config" / "demo"
+ENGINE_TOKEN = "test-engine-token"
+ADMIN_TOKEN = "test-admin-token"
+MOMENTUM_TOKEN = "test-momentum-token"
+MEANREV_TOKEN = "test-meanrev-token"
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0, interval: float = 0.01) -> None:
+    """Poll ``predicate`` until it is true or fail after ``timeout`` seconds (no fixed sleeps)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(interval)
+
+
+def flat_instruments(price: str = "100.00") -> list[dict[str, Any]]:
+    """Instruments whose mid never moves (volatility 0): exact, hand-checkable sizes and PnL."""
+    return [
+        {
+            "symbol": s,
+            "tick_size": "0.01",
+            "lot_size": "0.01",
+            "min_qty": "0.01",
+            "maker_fee_bps": "0",
+            "taker_fee_bps": "0",
+            "initial_price": price,
+            "volatility": 0.0,
+        }
+        for s in ("BTC-USD", "ETH-USD", "SOL-USD")
+    ]
+
+
+@dataclass
+class Mesh:
+    engine: EngineServer
+    ops: OpsServer
+    tmp: Path
+
+    @property
+    def ops_address(self) -> str:
+        return f"127.0.0.1:{self.ops.port}"
+
+    @property
+    def engine_address(self) -> str:
+        return f"127.0.0.1:{self.engine.port}"
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.ops_address)
+
+    def ops_stub(self, channel: grpc.aio.Channel) -> ops_pb2_grpc.OpsServiceStub:
+        return ops_pb2_grpc.OpsServiceStub(channel)
+
+
+def engine_config(tmp: Path, **overrides: Any) -> EngineConfig:
+    values: dict[str, Any] = {
+        "port": 0,
+        "metrics_port": None,
+        "ops_token": ENGINE_TOKEN,
+        "journal_path": tmp / "engine" / "journal.jsonl",
+        "journal_fsync": False,
+        "tick_interval_ms": 20,
+        "span_file": tmp / "spans" / "engine.jsonl",
+    }
+    values.update(overrides)
+    return EngineConfig(**values)
+
+
+def ops_config(tmp: Path, engine_port: int, **overrides: Any) -> OpsConfig:
+    values: dict[str, Any] = {
+        "port": 0,
+        "metrics_port": None,
+        "engine_address": f"127.0.0.1:{engine_port}",
+        "engine_token": ENGINE_TOKEN,
+        "admin_token": ADMIN_TOKEN,
+        "strategies": {
+            "momentum": StrategyAccess(token=MOMENTUM_TOKEN, models=("momentum_v1", "momentum_v2")),
+            "meanrev": StrategyAccess(token=MEANREV_TOKEN, models=("meanrev_v1",)),
+        },
+        "registry_path": DEMO / "registry.json",
+        "capital_policy_path": DEMO / "capital_policy.json",
+        "risk_limits_path": DEMO / "risk_limits.json",
+        "state_dir": tmp / "ops",
+        "span_file": tmp / "spans" / "ops.jsonl",
+        "sample_interval_seconds": 0.2,
+        "allocation_interval_seconds": 3600,
+    }
+    values.update(overrides)
+    return OpsConfig(**values)
+
+
+def write_json(path: Path, data: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+async def start_mesh(tmp: Path, *, engine: dict[str, Any] | None = None, ops: dict[str, Any] | None = None) -> Mesh:
+    engine_server = EngineServer(engine_config(tmp, **(engine or {})))
+    await engine_server.start()
+    ops_server = OpsServer(ops_config(tmp, engine_server.port, **(ops or {})))
+    await ops_server.start()
+    core = ops_server.core
+    await wait_until(lambda: core.link.connected and len(core.measurement.marks) >= 3)
+    return Mesh(engine_server, ops_server, tmp)
+
+
+async def stop_mesh(mesh: Mesh) -> None:
+    await mesh.ops.stop(grace=0.5)
+    await mesh.engine.stop(grace=0.5)
+
+
+@pytest.fixture
+async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The mesh on the demo registry with a seeded, moving market."""
+    m = await start_mesh(tmp_path)
+    try:
+        yield m
+    finally:
+        await stop_mesh(m)
+
+
+@pytest.fixture
+async def flat_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The mesh with a market whose mid stays at 100.00 (exact numbers)."""
+    venues = [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+    m = await start_mesh(tmp_path, engine={"venues": venues})
+    try:
+        yield m
+    finally:
+        await stop_mesh(m)

@@ -1,0 +1,288 @@
+"""The execution ledger: seq, dedup, rails, cancels, advance and journal replay."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine_server.order_lifecycle import OrderStatus
+from engine_server.order_manager import OrderManager, Report
+from engine_server.venue_rails import VenueRails, VenueRailsConfig
+from engine_server.venues.base import (
+    ExecType,
+    Instrument,
+    OrderRequest,
+    OrderType,
+    Quote,
+    QuoteFeed,
+    Side,
+    TimeInForce,
+    VenueAdapter,
+)
+from engine_server.venues.paper import PaperVenue, PaperVenueConfig
+from engine_server.venues.sim import SimVenue, SimVenueConfig
+from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
+from nautilus_mesh.errors import NotFoundError, ValidationError
+
+D = Decimal
+NS = 1_000_000_000
+INST = Instrument("TST-USD", D("0.01"), D("0.1"), D("0.1"), D("1"), D("5"), D("100.00"), 0.5)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_000 * NS
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def req(
+    coid: str,
+    side: Side = Side.BUY,
+    qty: str = "1",
+    price: str | None = "99.00",
+    *,
+    session: str = "s1",
+    model: str = "m1",
+    account: str = "acct",
+    symbol: str = "TST-USD",
+    tif: TimeInForce = TimeInForce.GTC,
+) -> OrderRequest:
+    otype = OrderType.LIMIT if price is not None else OrderType.MARKET
+    return OrderRequest(
+        coid,
+        session,
+        account,
+        model,
+        symbol,
+        side,
+        otype,
+        tif,
+        D(qty),
+        None if price is None else D(price),
+        {"traceparent": f"00-{coid}"},
+    )
+
+
+def sim_venues() -> dict[str, VenueAdapter]:
+    return {"sim": SimVenue(SimVenueConfig(instruments=(INST,), seed=1))}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def test_submit_when_marketable_then_reports_numbered_from_one_with_unique_exec_ids(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    reports = manager.submit("sim", req("c1", qty="3", price=None))
+    assert [r.seq for r in reports] == list(range(1, len(reports) + 1))
+    assert [r.exec_id for r in reports] == [f"sim-{r.seq}" for r in reports]
+    assert reports[0].exec_type is ExecType.ACCEPTED and reports[-1].order_status is OrderStatus.FILLED
+    assert all(r.trace == {"traceparent": "00-c1"} and r.model_id == "m1" for r in reports)
+    order = manager.get_order("c1")
+    assert order is not None and order.filled_qty == D(3) and manager.last_seq == reports[-1].seq
+
+
+def test_submit_when_client_order_id_repeated_then_existing_reports_and_no_new_execution(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    first = manager.submit("sim", req("c1", qty="2", price=None))
+    seq = manager.last_seq
+    again = manager.submit("sim", req("c1", qty="2", price=None))
+    assert again == first and manager.last_seq == seq
+
+
+@pytest.mark.parametrize(
+    ("venue", "symbol", "code"), [("nowhere", "TST-USD", "UNKNOWN_VENUE"), ("sim", "XXX-USD", "UNKNOWN_INSTRUMENT")]
+)
+def test_submit_when_unknown_venue_or_instrument_then_rejected(
+    clock: FakeClock, venue: str, symbol: str, code: str
+) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    reports = manager.submit(venue, req("c1", symbol=symbol))
+    assert [(r.exec_type, r.order_status, r.reason_code) for r in reports] == [
+        (ExecType.REJECTED, OrderStatus.REJECTED, code)
+    ]
+    assert manager.open_orders() == []
+
+
+def test_submit_when_rails_breached_then_rejected_with_rail_code_and_later_orders_accepted(clock: FakeClock) -> None:
+    rejected_by: list[tuple[str, str]] = []
+    cfg = VenueRailsConfig(price_collar_bps=D("300"), max_order_qty=D("10"), max_messages_per_second=3.0)
+    rails = {"sim": VenueRails(cfg, venue="sim", on_reject=lambda v, r: rejected_by.append((v, r)))}
+    manager = OrderManager(sim_venues(), rails, clock=clock)
+    collar = manager.submit("sim", req("collar", price="90.00"))
+    big = manager.submit("sim", req("big", qty="11"))
+    manager.submit("sim", req("ok1"))
+    rate = manager.submit("sim", req("too-fast"))
+    assert [r[0].reason_code for r in (collar, big, rate)] == ["PRICE_COLLAR", "MAX_ORDER_QTY", "RATE_LIMITED"]
+    assert big[0].reason_details["maximum"] == "10"
+    assert rejected_by == [("sim", "price_collar"), ("sim", "max_order_qty"), ("sim", "message_rate")]
+    clock.now += NS
+    after = manager.submit("sim", req("ok2"))
+    assert after[0].exec_type is ExecType.ACCEPTED
+    assert [o.client_order_id for o in manager.open_orders()] == ["ok1", "ok2"]
+
+
+def test_submit_when_venue_raises_not_connected_then_rejected_report(clock: FakeClock) -> None:
+    template = TemplateVenue(TemplateVenueConfig(name="acme", instruments=(INST,)))
+    rails = VenueRails(VenueRailsConfig())
+    manager = OrderManager({"acme": template}, rails, clock=clock)
+    reports = manager.submit("acme", req("c1"))
+    assert [(r.exec_type, r.reason_code) for r in reports] == [(ExecType.REJECTED, "VENUE_NOT_CONNECTED")]
+
+
+def test_submit_when_client_order_id_empty_then_validation_error(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    with pytest.raises(ValidationError):
+        manager.submit("sim", req(""))
+
+
+def test_cancel_when_resting_then_canceled_once_and_unknown_raises(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    manager.submit("sim", req("c1"))
+    reports = manager.cancel("c1")
+    assert [(r.exec_type, r.order_status) for r in reports] == [(ExecType.CANCELED, OrderStatus.CANCELED)]
+    assert manager.cancel("c1") == []
+    with pytest.raises(NotFoundError):
+        manager.cancel("never-seen")
+
+
+def test_cancel_all_when_filtered_then_only_matching_orders_cancelled(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    manager.submit("sim", req("a1", model="alpha"))
+    manager.submit("sim", req("a2", model="alpha", session="s2"))
+    manager.submit("sim", req("b1", model="beta"))
+    cancelled = manager.cancel_all(model_id="alpha", session_id="s1")
+    assert [r.client_order_id for r in cancelled] == ["a1"]
+    assert {r.client_order_id for r in manager.cancel_all(venue="sim")} == {"a2", "b1"}
+    assert manager.open_orders() == []
+
+
+@pytest.mark.parametrize(("cancel_on_disconnect", "expected_open"), [(True, []), (False, ["c1"])])
+def test_session_closed_when_rails_configured_then_cancel_on_disconnect_applies(
+    clock: FakeClock, cancel_on_disconnect: bool, expected_open: list[str]
+) -> None:
+    rails = {"sim": VenueRails(VenueRailsConfig(cancel_on_disconnect=cancel_on_disconnect), venue="sim")}
+    manager = OrderManager(sim_venues(), rails, clock=clock)
+    manager.submit("sim", req("c1", session="ops-1"))
+    manager.submit("sim", req("other", session="ops-2"))
+    manager.on_session_closed("ops-1")
+    assert [o.client_order_id for o in manager.open_orders(session_id="ops-1")] == expected_open
+    assert [o.client_order_id for o in manager.open_orders(session_id="ops-2")] == ["other"]
+
+
+def test_advance_when_requote_crosses_resting_order_then_fill_report(clock: FakeClock) -> None:
+    feed = QuoteFeed()
+    feed.publish(Quote("TST-USD", D("100"), D("101"), D("5"), D("5"), D("100.5"), 0))
+    paper = PaperVenue(PaperVenueConfig(instruments=(INST,), follows="live"), feed.get)
+    manager = OrderManager({"paper": paper}, clock=clock)
+    manager.submit("paper", req("c1", qty="2", price="100.50"))
+    feed.publish(Quote("TST-USD", D("99"), D("100"), D("5"), D("5"), D("99.5"), 0))
+    reports = manager.advance(2_000 * NS)
+    assert [(r.exec_type, r.liquidity, r.last_price, r.venue) for r in reports] == [
+        (ExecType.FILL, "MAKER", D("100.50"), "paper")
+    ]
+
+
+def test_advance_when_paper_follows_live_then_live_moves_first(clock: FakeClock) -> None:
+    live = SimVenue(SimVenueConfig(instruments=(INST,), seed=9))
+    paper = PaperVenue(PaperVenueConfig(instruments=(INST,), follows="sim"), live.quote_feed().get)
+    manager = OrderManager({"paper": paper, "sim": live}, clock=clock)  # paper listed first on purpose
+    manager.advance(NS)
+    manager.advance(3_600 * NS)
+    assert paper.reference_price("TST-USD") == live.reference_price("TST-USD")
+
+
+def test_list_executions_when_paged_then_ascending_after_since_seq(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    for i in range(5):
+        manager.submit("sim", req(f"c{i}"))
+    page = manager.list_executions(since_seq=1, limit=2)
+    assert [r.seq for r in page] == [2, 3]
+    assert [r.seq for r in manager.list_executions(since_seq=3, limit=100)] == [4, 5]
+    assert manager.list_executions(since_seq=5) == []
+
+
+def test_list_executions_when_history_truncated_then_journal_or_error(clock: FakeClock, tmp_path: Path) -> None:
+    small = OrderManager(sim_venues(), clock=clock, history_limit=2)
+    journaled = OrderManager(sim_venues(), journal_path=tmp_path / "j.jsonl", clock=clock, history_limit=2)
+    for manager in (small, journaled):
+        for i in range(4):
+            manager.submit("sim", req(f"c{i}"))
+    with pytest.raises(NotFoundError):
+        small.list_executions(since_seq=0)
+    assert [r.seq for r in journaled.list_executions(since_seq=0, limit=3)] == [1, 2, 3]
+    journaled.close()
+
+
+def test_journal_when_restarted_then_seq_orders_and_dedup_survive(clock: FakeClock, tmp_path: Path) -> None:
+    path = tmp_path / "engine" / "executions.jsonl"
+    first = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    filled = first.submit("sim", req("filled", qty="2", price=None))
+    first.submit("sim", req("resting", qty="1", price="99.00"))
+    first.submit("sim", req("rejected", qty="0.05"))
+    seq_before = first.last_seq
+    all_before = first.list_executions(since_seq=0, limit=1000)
+    # first is not closed before the restart: a kill -9 leaves the fsync'ed journal as it is.
+
+    second = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    restart = second.restart_reports
+    assert [(r.client_order_id, r.exec_type, r.reason_code) for r in restart] == [
+        ("resting", ExecType.CANCELED, "ENGINE_RESTART")
+    ]
+    assert second.last_seq == seq_before + 1 and restart[0].seq == seq_before + 1
+    assert second.list_executions(since_seq=0, limit=1000) == [*all_before, *restart]
+    again = second.submit("sim", req("filled", qty="2", price=None))
+    assert again == filled and second.last_seq == seq_before + 1
+    order = second.get_order("filled")
+    assert order is not None and order.status is OrderStatus.FILLED and order.filled_qty == D(2)
+    new = second.submit("sim", req("fresh"))
+    assert new[0].seq == seq_before + 2
+    second.close()
+
+    third = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert third.last_seq == seq_before + 3 and [r.client_order_id for r in third.restart_reports] == ["fresh"]
+    third.close()
+    first.close()  # only now, so the test does not leak the file handle
+
+
+def test_journal_when_last_line_torn_then_replay_skips_it(clock: FakeClock, tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    first = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    first.submit("sim", req("c1", price=None))
+    seq = first.last_seq
+    first.close()
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write('{"k":"report","seq":')
+    second = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert second.last_seq == seq and second.restart_reports == []
+    assert second.submit("sim", req("c2"))[0].seq == seq + 1
+    second.close()
+
+
+def test_report_when_round_tripped_through_record_then_equal(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock)
+    for report in manager.submit("sim", req("c1", qty="1.5", price=None)):
+        assert Report.from_record(report.to_record()) == report
+    assert manager.anomalies == 0
+
+
+def test_journal_when_crash_left_order_without_reports_then_rejected_on_restart(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "j.jsonl"
+    first = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    first.submit("sim", req("c1"))
+    first.close()
+    # Keep only the order record, as if the process died before its reports were written.
+    path.write_text(path.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    second = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert [(r.client_order_id, r.exec_type, r.reason_code, r.seq) for r in second.restart_reports] == [
+        ("c1", ExecType.REJECTED, "ENGINE_RESTART", 1)
+    ]
+    assert second.submit("sim", req("c1")) == second.restart_reports
+    second.close()
