@@ -1,0 +1,8 @@
+"""Python clients of the mesh: the async SDK, the ``nautilus-mesh`` CLI and its launcher.
+
+The public SDK surface is re-exported here; ``clients.sdk`` documents the error model.
+"""
+
+from clients.sdk import DEFAULT_TIMEOUT, EngineClient, MeshRpcError, OpsClient, wait_serving
+
+__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsClient", "wait_serving"]

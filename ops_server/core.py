@@ -11,10 +11,13 @@ import contextlib
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
@@ -26,6 +29,8 @@ from nautilus_mesh.files import atomic_write_text, load_json_file
 from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
 from ops_server import performance
+from ops_server.canary import CanaryEvent, GuardSnapshot
+from ops_server.canary_manager import CanaryManager, paper_twin
 from ops_server.capital_allocator import AllocationDecision, CapitalAllocator, CapitalPolicy
 from ops_server.config import OpsConfig
 from ops_server.engine_link import EngineLink, ReportCursor
@@ -110,6 +115,7 @@ class OpsCore:
         if not working_registry.exists():
             atomic_write_text(working_registry, Path(config.registry_path).read_text(encoding="utf-8"))
         self.registry = ModelRegistry.load(working_registry)
+        self.canaries = CanaryManager(self.registry, self._on_canary_event)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=self.registry.strategies())
         self.allocator = CapitalAllocator(policy)
@@ -134,6 +140,7 @@ class OpsCore:
         self.paper_sink = PaperOrderSink(self.link, config.paper_venue)
         self.router = SignalRouter(self.registry, self.quota, self.exposure_qty, self.mark, self.rules)
         self._fill_streams: dict[str, set[asyncio.Queue[ops_pb2.Fill]]] = {}
+        self.decision_counts: dict[str, Counter[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self._restore_state()
@@ -152,6 +159,9 @@ class OpsCore:
                 self._every(self.config.allocation_interval_seconds, self.run_allocation), name="ops-allocator"
             ),
             asyncio.create_task(self._every(2.0, self._close_gaps), name="ops-reconcile"),
+            asyncio.create_task(
+                self._every(self.config.canary_interval_seconds, self.evaluate_canaries), name="ops-canary"
+            ),
         ]
 
     async def stop(self) -> None:
@@ -267,6 +277,8 @@ class OpsCore:
                 t_route = time.perf_counter()
                 routed = self.router.size(signal, route)
                 self.metrics.signals_routed.labels(route.model_id, route.mode.value).inc()
+                if route.model_id in self.canaries.shadow_twins() and routed is None:
+                    self._trade_paper_twin(signal, route)
                 if routed is None:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
                     self.tracker.record(decision, None)
@@ -283,6 +295,8 @@ class OpsCore:
                 span.set_attribute("nautilus.client_order_id", order.client_order_id)
                 self._send(decision, routed, route)
                 t_send = time.perf_counter()
+                if route.model_id in self.canaries.shadow_twins():
+                    self._trade_paper_twin(signal, route)
                 stage = self.metrics.stage_latency
                 stage.labels("route").observe(t_route - started)
                 stage.labels("size").observe(t_size - t_route)
@@ -306,11 +320,45 @@ class OpsCore:
             self.metrics.signal_latency.observe(time.perf_counter() - started)
             return decision
 
+    def _trade_paper_twin(self, signal: ops_pb2.Signal, route: ModelRoute) -> None:
+        """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
+        twin = ModelRoute(
+            model_id=paper_twin(route.model_id),
+            strategy_id=route.strategy_id,
+            version=route.version,
+            instruments=route.instruments,
+            weight=0.0,
+            mode=RoutingMode.SHADOW,
+            stable=False,
+        )
+        twin_signal = ops_pb2.Signal()
+        twin_signal.CopyFrom(signal)
+        twin_signal.model_id = twin.model_id
+        try:
+            routed = self.router.size(twin_signal, twin)
+            if routed is None:
+                return
+            decision = ops_pb2.SignalDecision(
+                signal_id=signal.signal_id,
+                model_id=twin.model_id,
+                status=ops_pb2.DECISION_STATUS_ACCEPTED,
+                mode=ops_pb2.ROUTING_MODE_SHADOW,
+                client_order_id=routed.order.client_order_id,
+                side=_SIDE_PB[routed.order.side],
+                quantity=fmt(routed.order.quantity),
+            )
+            self._send(decision, routed, twin)
+        except MeshError as exc:  # the twin only measures; it never changes the live decision
+            log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
+
     def _known_models(self) -> Mapping[str, Any]:
         return {r.model_id: r for r in self.registry.routes()}
 
     def _count_decision(self, model_label: str, decision: ops_pb2.SignalDecision) -> None:
-        self.metrics.decisions.labels(model_label, ops_pb2.DecisionStatus.Name(decision.status)[16:]).inc()
+        status = ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")
+        self.metrics.decisions.labels(model_label, status).inc()
+        if model_label != "unknown":
+            self.decision_counts.setdefault(model_label, Counter())[status] += 1
 
     def _check_risk(self, routed: LiveOrder | ShadowOrder, route: ModelRoute) -> None:
         order = routed.order
@@ -451,12 +499,15 @@ class OpsCore:
     # -- periodic decisions ----------------------------------------------------------------
 
     def capital_bases(self) -> dict[str, Decimal]:
-        return {r.model_id: self.quota(r) for r in self.registry.routes()}
+        bases = {r.model_id: self.quota(r) for r in self.registry.routes()}
+        for run in self.canaries.runs.values():
+            bases[paper_twin(run.controller.stable_model)] = self.config.shadow_capital_usd
+        return bases
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
         bases = self.capital_bases()
-        self.measurement.sample(time.time(), bases)
+        self.canaries.record_sample(self.measurement.sample(time.time(), bases))
         m = self.metrics
         for route in self.registry.routes():
             model = route.model_id
@@ -543,6 +594,66 @@ class OpsCore:
             quota = self.quota(route) if route.mode is RoutingMode.LIVE else ZERO
             self.metrics.allocated_capital.labels(route.model_id).set(float(quota))
 
+    async def engage_kill_switch(self, reason: str) -> tuple[int, int]:
+        """Halt everything, then cancel every resting order at the engine; returns (cancelled, still resting)."""
+        self.risk.engage_kill_switch(reason)
+        self.save_state()
+        try:
+            response = await self.link.cancel_all()
+        except grpc.aio.AioRpcError as exc:
+            raise UnavailableError(
+                "ENGINE_UNAVAILABLE",
+                f"trading is halted, but the engine could not cancel resting orders: {exc.code().name}",
+            ) from None
+        self.events.publish(
+            "KILL_SWITCH",
+            f"kill switch engaged: {response.canceled_count} order(s) cancelled, {response.resting_remaining} resting",
+            canceled=response.canceled_count,
+            resting=response.resting_remaining,
+            reason=reason,
+        )
+        log.warning(
+            "[OPS] kill switch engaged (%s): %d cancelled, %d still resting",
+            reason,
+            response.canceled_count,
+            response.resting_remaining,
+        )
+        return response.canceled_count, response.resting_remaining
+
+    def evaluate_canaries(self) -> list[CanaryEvent]:
+        return self.canaries.evaluate(self.canary_guards)
+
+    def canary_guards(self, model_id: str) -> GuardSnapshot:
+        """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate."""
+        route = self.registry.route(model_id)
+        base = self.quota(route)
+        decisions = self.decision_counts.get(model_id, Counter())
+        total = sum(decisions.values())
+        breaches = sum(n for (rail, model), n in self.risk.rejections.items() if model == model_id)
+        return GuardSnapshot(
+            drawdown=min(1.0, self.measurement.drawdown(model_id, base)) if base > 0 else 0.0,
+            daily_loss=float(max(ZERO, -self.measurement.daily_pnl(model_id))),
+            risk_breaches=breaches,
+            error_rate=decisions["REJECTED"] / total if total else 0.0,
+        )
+
+    def _on_canary_event(self, event: CanaryEvent) -> None:
+        self.events.publish(
+            "CANARY",
+            event.message,
+            strategy=event.strategy,
+            model_id=event.model_id,
+            from_state=event.from_state.value,
+            to_state=event.to_state.value,
+            reason=event.reason.value,
+            step_percent=event.step_percent_after,
+            **{f"stat.{k}": f"{v:.6g}" for k, v in event.statistics.items()},
+        )
+        for route in self.registry.models_of(event.strategy):
+            self.metrics.canary_weight.labels(event.strategy, route.model_id).set(route.weight)
+        self._update_allocation_metrics()
+        self.save_state()
+
     def _on_risk_event(self, event: RiskEvent) -> None:
         if event.kind == "REJECTED":
             self.metrics.risk_rejections.labels(event.rail, event.model_id or "global").inc()
@@ -553,7 +664,11 @@ class OpsCore:
     # -- persistence -----------------------------------------------------------------------
 
     def save_state(self) -> None:
-        state = {"allocator": self.allocator.snapshot(), "risk": self.risk.snapshot()}
+        state = {
+            "allocator": self.allocator.snapshot(),
+            "risk": self.risk.snapshot(),
+            "canaries": self.canaries.snapshot(),
+        }
         atomic_write_text(self._state_path, json.dumps(state, indent=2, default=str) + "\n")
 
     def _restore_state(self) -> None:
@@ -564,4 +679,6 @@ class OpsCore:
             self.allocator.restore(state["allocator"])
         if "risk" in state:
             self.risk.restore(state["risk"])
+        if "canaries" in state:
+            self.canaries.restore(state["canaries"])
         log.info("[OPS] restored allocator and risk state from %s", self._state_path)

@@ -172,18 +172,25 @@ class Measurement:
             start=ZERO,
         )
 
-    def sample(self, now: float, capital: Mapping[str, Decimal]) -> None:
-        """Sample every model's equity; the return is the equity change over the model's capital base."""
+    def sample(self, now: float, capital: Mapping[str, Decimal]) -> dict[str, float]:
+        """Sample every model's equity; the return is the equity change over the model's capital base.
+
+        Returns:
+            The return each model got in this sample (models without a capital base or a previous sample get none).
+        """
+        sampled: dict[str, float] = {}
         for model_id in set(self._books) | set(capital):
             book = self.book(model_id)
             equity = self.equity(model_id)
             base = capital.get(model_id, ZERO)
             if book.last_equity is not None and base > 0:
-                book.returns.append(float((equity - book.last_equity) / base))
+                sampled[model_id] = float((equity - book.last_equity) / base)
+                book.returns.append(sampled[model_id])
             book.last_equity = equity
             book.equity_samples.append(float(equity))
             book.sample_times.append(now)
             book.peak_equity = max(book.peak_equity, equity)
+        return sampled
 
     def drawdown(self, model_id: str, capital: Decimal) -> float:
         """Current drawdown from peak equity as a fraction of ``capital`` (0 when none)."""

@@ -12,17 +12,21 @@ from collections.abc import Sequence
 
 import grpc
 
-from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.serving import RunningServer, start_server
 from nautilus_mesh.telemetry import MetricsServer
+from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
 from ops_server.core import OpsCore
 from ops_server.service import OpsService
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = (ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,)
+SERVICE_NAMES = (
+    ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["OpsAdminService"].full_name,
+)
 
 
 class OpsServer:
@@ -32,6 +36,7 @@ class OpsServer:
         self.config = config
         self.core = OpsCore(config)
         self.service = OpsService(self.core)
+        self.admin = OpsAdminService(self.core)
         self.grpc: RunningServer | None = None
         self.metrics: MetricsServer | None = None
 
@@ -49,6 +54,7 @@ class OpsServer:
 
         def register(server: grpc.aio.Server) -> None:
             ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
+            admin_pb2_grpc.add_OpsAdminServiceServicer_to_server(self.admin, server)
 
         self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
         if self.config.metrics_port is not None:

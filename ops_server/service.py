@@ -7,17 +7,21 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import struct_pb2
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
 from nautilus_mesh.status import abort, error_detail, error_from_detail
+from ops_server.admin import canary_statuses
 from ops_server.core import _MODE_PB, OpsCore
+from ops_server.events import OpsEvent
 from ops_server.model_registry import RoutingMode
+from ops_server.risk_rails import ModelLimits, RiskLimits
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +266,56 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             next_page_token=token,
         )
 
+    async def GetCanaryStatus(
+        self, request: ops_pb2.GetCanaryStatusRequest, context: Context
+    ) -> ops_pb2.GetCanaryStatusResponse:
+        await self._principal(context)
+        return ops_pb2.GetCanaryStatusResponse(canaries=canary_statuses(self.core.canaries, request.strategy_id))
+
+    async def WatchEvents(
+        self, request: ops_pb2.WatchEventsRequest, context: Context
+    ) -> AsyncIterator[ops_pb2.WatchEventsResponse]:
+        await self._principal(context)
+        kinds = frozenset(request.kinds)
+        hub = self.core.events
+        queue = hub.subscribe()
+        try:
+            if request.include_recent:
+                recent = [_event_pb(e) for e in hub.recent if not kinds or e.kind in kinds]
+                if recent:
+                    yield ops_pb2.WatchEventsResponse(events=recent)
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < 500:
+                    batch.append(queue.get_nowait())
+                selected = [_event_pb(e) for e in batch if not kinds or e.kind in kinds]
+                if selected:
+                    yield ops_pb2.WatchEventsResponse(events=selected)
+        finally:
+            hub.unsubscribe(queue)
+
+    async def GetRiskLimits(
+        self, request: ops_pb2.GetRiskLimitsRequest, context: Context
+    ) -> ops_pb2.GetRiskLimitsResponse:
+        await self._principal(context)
+        limits = struct_pb2.Struct()
+        limits.update(limits_to_dict(self.core.risk.limits))
+        return ops_pb2.GetRiskLimitsResponse(limits=limits)
+
+    async def GetTradingState(
+        self, request: ops_pb2.GetTradingStateRequest, context: Context
+    ) -> ops_pb2.GetTradingStateResponse:
+        await self._principal(context)
+        risk = self.core.risk
+        return ops_pb2.GetTradingStateResponse(
+            global_state=_TRADING_STATE_PB[risk.global_state.value],  # type: ignore[arg-type]
+            kill_switch_engaged=risk.kill_switch_engaged,
+            models={
+                r.model_id: _TRADING_STATE_PB[risk.state(r.model_id).value]  # type: ignore[misc]
+                for r in self.core.registry.routes()
+            },
+        )
+
     async def ListFills(self, request: ops_pb2.ListFillsRequest, context: Context) -> ops_pb2.ListFillsResponse:
         await self._principal(context)
         fills = [
@@ -274,6 +328,43 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         except MeshError as exc:
             await abort(context, exc)
         return ops_pb2.ListFillsResponse(fills=page, next_page_token=token)
+
+
+def _event_pb(event: OpsEvent) -> ops_pb2.Event:
+    return ops_pb2.Event(
+        seq=event.seq,
+        kind=event.kind,
+        at_unix_nanos=int(event.at * 1e9),
+        message=event.message,
+        attributes=dict(event.attributes),
+    )
+
+
+def limits_to_dict(limits: RiskLimits) -> dict[str, Any]:
+    """The risk limits in force, in the shape of the limits file (decimals as strings)."""
+
+    def model(m: ModelLimits) -> dict[str, Any]:
+        return {
+            "max_order_notional": fmt(m.max_order_notional),
+            "max_position_qty": {k: fmt(v) for k, v in m.max_position_qty.items()},
+            "order_rate_per_second": m.order_rate_per_second,
+            "order_burst": m.order_burst,
+            "max_daily_loss": fmt(m.max_daily_loss),
+            "max_drawdown": m.max_drawdown,
+            "breach_state": m.breach_state.value,
+        }
+
+    global_: dict[str, Any] = {
+        "max_gross_exposure": fmt(limits.max_gross_exposure),
+        "stale_mark_seconds": limits.stale_mark_seconds,
+    }
+    if limits.allowed_instruments is not None:
+        global_["allowed_instruments"] = sorted(limits.allowed_instruments)
+    return {
+        "global": global_,
+        "default_model": model(limits.default_model),
+        "models": {name: model(m) for name, m in limits.models.items()},
+    }
 
 
 def _status_name(status: int) -> str:

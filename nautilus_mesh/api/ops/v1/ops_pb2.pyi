@@ -7,6 +7,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from nautilus_mesh.api.common.v1 import common_pb2 as _common_pb2
@@ -72,6 +73,32 @@ DECISION_STATUS_NO_ACTION: DecisionStatus.ValueType  # 3
 DECISION_STATUS_DUPLICATE: DecisionStatus.ValueType  # 4
 """The signal id was seen before; this is the earlier decision."""
 Global___DecisionStatus: _TypeAlias = DecisionStatus  # noqa: Y015
+
+class _CanaryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CanaryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CanaryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANARY_STATE_UNSPECIFIED: _CanaryState.ValueType  # 0
+    CANARY_STATE_SHADOW: _CanaryState.ValueType  # 1
+    CANARY_STATE_STEPPING: _CanaryState.ValueType  # 2
+    CANARY_STATE_WAITING_CONFIRMATION: _CanaryState.ValueType  # 3
+    CANARY_STATE_PAUSED: _CanaryState.ValueType  # 4
+    CANARY_STATE_PROMOTED: _CanaryState.ValueType  # 5
+    CANARY_STATE_ROLLED_BACK: _CanaryState.ValueType  # 6
+
+class CanaryState(_CanaryState, metaclass=_CanaryStateEnumTypeWrapper):
+    """Canary controller state."""
+
+CANARY_STATE_UNSPECIFIED: CanaryState.ValueType  # 0
+CANARY_STATE_SHADOW: CanaryState.ValueType  # 1
+CANARY_STATE_STEPPING: CanaryState.ValueType  # 2
+CANARY_STATE_WAITING_CONFIRMATION: CanaryState.ValueType  # 3
+CANARY_STATE_PAUSED: CanaryState.ValueType  # 4
+CANARY_STATE_PROMOTED: CanaryState.ValueType  # 5
+CANARY_STATE_ROLLED_BACK: CanaryState.ValueType  # 6
+Global___CanaryState: _TypeAlias = CanaryState  # noqa: Y015
 
 @_typing.final
 class Signal(_message.Message):
@@ -852,3 +879,374 @@ class ListFillsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListFillsResponse: _TypeAlias = ListFillsResponse  # noqa: Y015
+
+@_typing.final
+class CanaryCheck(_message.Message):
+    """The last statistical check of a canary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class StatisticsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    AT_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    outcome: _builtins.str
+    """PASSED, FAILED or INCONCLUSIVE."""
+    at_unix_nanos: _builtins.int
+    @_builtins.property
+    def statistics(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """diff, se, z, psr, min_trl, n, ..."""
+
+    def __init__(
+        self,
+        *,
+        outcome: _builtins.str = ...,
+        statistics: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        at_unix_nanos: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_unix_nanos", b"at_unix_nanos", "outcome", b"outcome", "statistics", b"statistics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CanaryCheck: _TypeAlias = CanaryCheck  # noqa: Y015
+
+@_typing.final
+class CanaryStatus(_message.Message):
+    """One strategy's canary."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class WeightsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    CANARY_MODEL_FIELD_NUMBER: _builtins.int
+    STABLE_MODEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STEP_INDEX_FIELD_NUMBER: _builtins.int
+    STEP_PERCENT_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    FAILED_CHECKS_FIELD_NUMBER: _builtins.int
+    INCONCLUSIVE_CHECKS_FIELD_NUMBER: _builtins.int
+    LAST_CHECK_FIELD_NUMBER: _builtins.int
+    STEP_STARTED_AT_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    SCHEDULE_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    canary_model: _builtins.str
+    stable_model: _builtins.str
+    state: Global___CanaryState.ValueType
+    step_index: _builtins.int
+    step_percent: _builtins.float
+    failed_checks: _builtins.int
+    inconclusive_checks: _builtins.int
+    step_started_at_unix_nanos: _builtins.int
+    @_builtins.property
+    def weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
+        """Routing weight per model."""
+
+    @_builtins.property
+    def last_check(self) -> Global___CanaryCheck: ...
+    @_builtins.property
+    def schedule(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+        canary_model: _builtins.str = ...,
+        stable_model: _builtins.str = ...,
+        state: Global___CanaryState.ValueType = ...,
+        step_index: _builtins.int = ...,
+        step_percent: _builtins.float = ...,
+        weights: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        failed_checks: _builtins.int = ...,
+        inconclusive_checks: _builtins.int = ...,
+        last_check: Global___CanaryCheck | None = ...,
+        step_started_at_unix_nanos: _builtins.int = ...,
+        schedule: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_check", b"last_check"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_model", b"canary_model", "failed_checks", b"failed_checks", "inconclusive_checks", b"inconclusive_checks", "last_check", b"last_check", "schedule", b"schedule", "stable_model", b"stable_model", "state", b"state", "step_index", b"step_index", "step_percent", b"step_percent", "step_started_at_unix_nanos", b"step_started_at_unix_nanos", "strategy_id", b"strategy_id", "weights", b"weights"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CanaryStatus: _TypeAlias = CanaryStatus  # noqa: Y015
+
+@_typing.final
+class GetCanaryStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    """Only this strategy (all when empty)."""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["strategy_id", b"strategy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCanaryStatusRequest: _TypeAlias = GetCanaryStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCanaryStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANARIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def canaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CanaryStatus]: ...
+    def __init__(
+        self,
+        *,
+        canaries: _abc.Iterable[Global___CanaryStatus] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canaries", b"canaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCanaryStatusResponse: _TypeAlias = GetCanaryStatusResponse  # noqa: Y015
+
+@_typing.final
+class Event(_message.Message):
+    """An ops event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AttributesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_UNIX_NANOS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    kind: _builtins.str
+    """ALLOCATION, WEIGHTS_CHANGED, RISK_REJECTED, RISK_STATE_CHANGED, KILL_SWITCH, CANARY, ..."""
+    at_unix_nanos: _builtins.int
+    message: _builtins.str
+    @_builtins.property
+    def attributes(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        kind: _builtins.str = ...,
+        at_unix_nanos: _builtins.int = ...,
+        message: _builtins.str = ...,
+        attributes: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_unix_nanos", b"at_unix_nanos", "attributes", b"attributes", "kind", b"kind", "message", b"message", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Event: _TypeAlias = Event  # noqa: Y015
+
+@_typing.final
+class WatchEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KINDS_FIELD_NUMBER: _builtins.int
+    INCLUDE_RECENT_FIELD_NUMBER: _builtins.int
+    include_recent: _builtins.bool
+    """Also send the recent events kept in memory before live ones."""
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these kinds (all when empty)."""
+
+    def __init__(
+        self,
+        *,
+        kinds: _abc.Iterable[_builtins.str] | None = ...,
+        include_recent: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_recent", b"include_recent", "kinds", b"kinds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsRequest: _TypeAlias = WatchEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchEventsResponse: _TypeAlias = WatchEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetRiskLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRiskLimitsRequest: _TypeAlias = GetRiskLimitsRequest  # noqa: Y015
+
+@_typing.final
+class GetRiskLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIMITS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def limits(self) -> _struct_pb2.Struct:
+        """The limits file in force, as JSON."""
+
+    def __init__(
+        self,
+        *,
+        limits: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRiskLimitsResponse: _TypeAlias = GetRiskLimitsResponse  # noqa: Y015
+
+@_typing.final
+class GetTradingStateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTradingStateRequest: _TypeAlias = GetTradingStateRequest  # noqa: Y015
+
+@_typing.final
+class GetTradingStateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ModelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _common_pb2.TradingState.ValueType
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _common_pb2.TradingState.ValueType = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    GLOBAL_STATE_FIELD_NUMBER: _builtins.int
+    KILL_SWITCH_ENGAGED_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
+    global_state: _common_pb2.TradingState.ValueType
+    kill_switch_engaged: _builtins.bool
+    @_builtins.property
+    def models(self) -> _containers.ScalarMap[_builtins.str, _common_pb2.TradingState.ValueType]:
+        """Effective state per model."""
+
+    def __init__(
+        self,
+        *,
+        global_state: _common_pb2.TradingState.ValueType = ...,
+        kill_switch_engaged: _builtins.bool = ...,
+        models: _abc.Mapping[_builtins.str, _common_pb2.TradingState.ValueType] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["global_state", b"global_state", "kill_switch_engaged", b"kill_switch_engaged", "models", b"models"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTradingStateResponse: _TypeAlias = GetTradingStateResponse  # noqa: Y015

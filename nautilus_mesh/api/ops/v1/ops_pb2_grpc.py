@@ -83,6 +83,26 @@ class OpsServiceStub:
                 request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsRequest.SerializeToString,
                 response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsResponse.FromString,
                 _registered_method=True)
+        self.GetCanaryStatus = channel.unary_unary(
+                '/nautilus.ops.v1.OpsService/GetCanaryStatus',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusResponse.FromString,
+                _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/nautilus.ops.v1.OpsService/WatchEvents',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
+        self.GetRiskLimits = channel.unary_unary(
+                '/nautilus.ops.v1.OpsService/GetRiskLimits',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsResponse.FromString,
+                _registered_method=True)
+        self.GetTradingState = channel.unary_unary(
+                '/nautilus.ops.v1.OpsService/GetTradingState',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -155,6 +175,34 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCanaryStatus(self, request, context):
+        """Canary state of each strategy that has a canary.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchEvents(self, request, context):
+        """Every ops event (allocations, weight changes, risk, canary) as it happens.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRiskLimits(self, request, context):
+        """The risk limits in force.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTradingState(self, request, context):
+        """Trading states: global, per model, and the kill switch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -202,6 +250,26 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.ListFills,
                     request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsRequest.FromString,
                     response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsResponse.SerializeToString,
+            ),
+            'GetCanaryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCanaryStatus,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'GetRiskLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRiskLimits,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsResponse.SerializeToString,
+            ),
+            'GetTradingState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTradingState,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +518,114 @@ class OpsService:
             '/nautilus.ops.v1.OpsService/ListFills',
             nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsRequest.SerializeToString,
             nautilus_dot_ops_dot_v1_dot_ops__pb2.ListFillsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCanaryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/GetCanaryStatus',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetCanaryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/WatchEvents',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRiskLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/GetRiskLimits',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetRiskLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTradingState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/GetTradingState',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.FromString,
             options,
             channel_credentials,
             insecure,

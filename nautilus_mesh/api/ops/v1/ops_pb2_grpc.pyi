@@ -57,6 +57,14 @@ class OpsServiceStub:
     """Orders sent by ops, newest first, paginated."""
     ListFills: _grpc.UnaryUnaryMultiCallable[_ops_pb2.ListFillsRequest, _ops_pb2.ListFillsResponse]
     """Fills applied by ops, newest first, paginated."""
+    GetCanaryStatus: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetCanaryStatusRequest, _ops_pb2.GetCanaryStatusResponse]
+    """Canary state of each strategy that has a canary."""
+    WatchEvents: _grpc.UnaryStreamMultiCallable[_ops_pb2.WatchEventsRequest, _ops_pb2.WatchEventsResponse]
+    """Every ops event (allocations, weight changes, risk, canary) as it happens."""
+    GetRiskLimits: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetRiskLimitsRequest, _ops_pb2.GetRiskLimitsResponse]
+    """The risk limits in force."""
+    GetTradingState: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetTradingStateRequest, _ops_pb2.GetTradingStateResponse]
+    """Trading states: global, per model, and the kill switch."""
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
@@ -86,6 +94,14 @@ class OpsServiceAsyncStub(OpsServiceStub):
     """Orders sent by ops, newest first, paginated."""
     ListFills: _aio.UnaryUnaryMultiCallable[_ops_pb2.ListFillsRequest, _ops_pb2.ListFillsResponse]  # type: ignore[assignment]
     """Fills applied by ops, newest first, paginated."""
+    GetCanaryStatus: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetCanaryStatusRequest, _ops_pb2.GetCanaryStatusResponse]  # type: ignore[assignment]
+    """Canary state of each strategy that has a canary."""
+    WatchEvents: _aio.UnaryStreamMultiCallable[_ops_pb2.WatchEventsRequest, _ops_pb2.WatchEventsResponse]  # type: ignore[assignment]
+    """Every ops event (allocations, weight changes, risk, canary) as it happens."""
+    GetRiskLimits: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetRiskLimitsRequest, _ops_pb2.GetRiskLimitsResponse]  # type: ignore[assignment]
+    """The risk limits in force."""
+    GetTradingState: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetTradingStateRequest, _ops_pb2.GetTradingStateResponse]  # type: ignore[assignment]
+    """Trading states: global, per model, and the kill switch."""
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The strategies' entry point: signals in, decisions and fills out, plus queries.
@@ -166,5 +182,37 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.ListFillsResponse, _abc.Awaitable[_ops_pb2.ListFillsResponse]]:
         """Fills applied by ops, newest first, paginated."""
+
+    @_abc_1.abstractmethod
+    def GetCanaryStatus(
+        self,
+        request: _ops_pb2.GetCanaryStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetCanaryStatusResponse, _abc.Awaitable[_ops_pb2.GetCanaryStatusResponse]]:
+        """Canary state of each strategy that has a canary."""
+
+    @_abc_1.abstractmethod
+    def WatchEvents(
+        self,
+        request: _ops_pb2.WatchEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ops_pb2.WatchEventsResponse], _abc.AsyncIterator[_ops_pb2.WatchEventsResponse]]:
+        """Every ops event (allocations, weight changes, risk, canary) as it happens."""
+
+    @_abc_1.abstractmethod
+    def GetRiskLimits(
+        self,
+        request: _ops_pb2.GetRiskLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetRiskLimitsResponse, _abc.Awaitable[_ops_pb2.GetRiskLimitsResponse]]:
+        """The risk limits in force."""
+
+    @_abc_1.abstractmethod
+    def GetTradingState(
+        self,
+        request: _ops_pb2.GetTradingStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetTradingStateResponse, _abc.Awaitable[_ops_pb2.GetTradingStateResponse]]:
+        """Trading states: global, per model, and the kill switch."""
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,389 @@
+"""``nautilus-mesh up``: start engine, ops and the demo strategies, watch them, stop them in order.
+
+The servers run as subprocesses of the same interpreter (``python -m engine_server``,
+``python -m ops_server``, ``python -m strategies``) in their own sessions, so a Ctrl-C in the
+terminal reaches only the launcher, which then stops them in dependency order: strategies
+first (they close their signal streams and wait for fills), then ops, then the engine. Their
+logs go to ``var/log/<name>.log``.
+
+Output contract (scripts and tests rely on it):
+
+- once both servers report SERVING: exactly one line
+  ``ready: ops=HOST:PORT engine=HOST:PORT metrics=HOST:PORT,HOST:PORT``;
+- every few seconds a status table (rich on a terminal, plain text otherwise);
+- at the end a summary whose last line is
+  ``summary: signals=N orders=N fills=N rejected=N p50_ms=X p99_ms=Y``
+  (signal-to-fill latency percentiles; orders = accepted decisions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+
+from clients.sdk import MeshRpcError, OpsClient, wait_serving
+from clients.traces import print_table
+from nautilus_mesh.api.ops.v1 import ops_pb2
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+STATUS_INTERVAL = 3.0
+STATS_FILE = Path("var/run/strategies.json")
+LOG_DIR = Path("var/log")
+
+
+@dataclass(frozen=True)
+class MeshEndpoints:
+    """Addresses of the services, read from the config directory."""
+
+    ops: str = "127.0.0.1:50051"
+    engine: str = "127.0.0.1:50052"
+    ops_metrics: str = "127.0.0.1:8002"
+    engine_metrics: str = "127.0.0.1:8003"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def endpoints_from_config(config_dir: str | os.PathLike[str]) -> MeshEndpoints:
+    """Service and metrics addresses from ``ops.json`` and ``engine.json`` (demo defaults when absent)."""
+    root = Path(config_dir)
+    ops = _read_json(root / "ops.json")
+    engine = _read_json(root / "engine.json")
+    default = MeshEndpoints()
+
+    def addr(cfg: Mapping[str, Any], host_key: str, port_key: str, fallback: str) -> str:
+        host, port = fallback.rsplit(":", 1)
+        return f"{cfg.get(host_key) or cfg.get('host') or host}:{cfg.get(port_key) or port}"
+
+    return MeshEndpoints(
+        ops=addr(ops, "host", "port", default.ops),
+        engine=addr(engine, "host", "port", default.engine),
+        ops_metrics=addr(ops, "metrics_host", "metrics_port", default.ops_metrics),
+        engine_metrics=addr(engine, "metrics_host", "metrics_port", default.engine_metrics),
+    )
+
+
+def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
+    """The first strategy token listed in an ops config (a demo convenience), or None."""
+    strategies = _read_json(Path(ops_config)).get("strategies")
+    if isinstance(strategies, dict):
+        for entry in strategies.values():
+            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and entry["token"]:
+                return str(entry["token"])
+    return None
+
+
+def ready_line(endpoints: MeshEndpoints) -> str:
+    """The single line printed once engine and ops are SERVING."""
+    return (
+        f"ready: ops={endpoints.ops} engine={endpoints.engine} "
+        f"metrics={endpoints.ops_metrics},{endpoints.engine_metrics}"
+    )
+
+
+def summary_line(stats: Mapping[str, Any]) -> str:
+    """The final ``summary:`` line from a strategies stats snapshot (zeros when it is empty)."""
+    totals = stats.get("totals") or {}
+    fill = totals.get("fill_latency_ms") or {}
+    return (
+        f"summary: signals={int(totals.get('signals', 0))} orders={int(totals.get('orders', 0))} "
+        f"fills={int(totals.get('fills', 0))} rejected={int(totals.get('rejected', 0))} "
+        f"p50_ms={float(fill.get('p50', 0.0)):.2f} p99_ms={float(fill.get('p99', 0.0)):.2f}"
+    )
+
+
+def read_stats(path: Path = STATS_FILE) -> dict[str, Any]:
+    """The strategies' last stats snapshot ({} before the first one is written)."""
+    return _read_json(path)
+
+
+# --- subprocesses ----------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedProcess:
+    """A server subprocess with its log file."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    log_file: IO[bytes]
+
+    @property
+    def running(self) -> bool:
+        return self.process.returncode is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def stop(self, grace: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace)
+            except TimeoutError:
+                log.warning("[LAUNCHER] %s did not stop within %.0fs; killing it", self.name, grace)
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        self.log_file.close()
+        return self.process.returncode
+
+
+def _open_log(log_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    return log_path, open(log_path, "wb")  # closed by ManagedProcess.stop
+
+
+async def start_process(name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR) -> ManagedProcess:
+    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated: this run only)."""
+    log_path, log_file = _open_log(log_dir, name)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        # Own session: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
+        start_new_session=True,
+    )
+    return ManagedProcess(name, process, log_path, log_file)
+
+
+async def wait_ready(proc: ManagedProcess, address: str, within: float = READY_TIMEOUT) -> str | None:
+    """None once ``proc`` serves on ``address``; else why not (it exited, or timed out)."""
+    serving = asyncio.create_task(wait_serving(address, within))
+    exited = asyncio.create_task(proc.process.wait())
+    try:
+        await asyncio.wait({serving, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if serving.done():
+            exc = serving.exception()
+            return None if exc is None else f"{proc.name} not SERVING at {address} within {within:g}s"
+        return f"{proc.name} exited with code {proc.process.returncode} before serving"
+    finally:
+        for task in (serving, exited):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await task
+
+
+# --- status table ----------------------------------------------------------------------------
+
+
+def _money(text: str) -> str:
+    try:
+        return f"{Decimal(text):,.2f}"
+    except (InvalidOperation, ValueError):
+        return text or "-"
+
+
+def _positions_by_model(positions: Sequence[ops_pb2.Position]) -> dict[str, str]:
+    out: dict[str, list[str]] = {}
+    for p in positions:
+        try:
+            if Decimal(p.quantity) == 0:
+                continue
+        except InvalidOperation:
+            pass
+        out.setdefault(p.model_id, []).append(f"{p.instrument}:{p.quantity}")
+    return {m: " ".join(v) for m, v in out.items()}
+
+
+@dataclass
+class OpsView:
+    """What the status table shows from ops (empty when ops did not answer)."""
+
+    models: list[ops_pb2.ModelInfo]
+    stats: dict[str, ops_pb2.ModelStats]
+    positions: dict[str, str]
+    allocations: ops_pb2.GetAllocationsResponse | None
+    error: str = ""
+
+
+async def fetch_ops_view(ops: OpsClient) -> OpsView:
+    """Models, stats, positions and allocations from ops, or an OpsView carrying the error."""
+    try:
+        models, stats, positions, allocations = await asyncio.gather(
+            ops.list_models(), ops.get_model_stats(), ops.get_positions(), ops.get_allocations()
+        )
+    except MeshRpcError as exc:
+        return OpsView([], {}, {}, None, error=str(exc))
+    return OpsView(models, {s.model_id: s for s in stats.models}, _positions_by_model(positions), allocations)
+
+
+def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> None:
+    """The periodic status: per model and per strategy service."""
+    model_stats: Mapping[str, Any] = stats.get("models") or {}
+    names = [m.model_id for m in view.models] or sorted(model_stats)
+    info = {m.model_id: m for m in view.models}
+    rows = []
+    for model_id in names:
+        counts = model_stats.get(model_id) or {}
+        m = info.get(model_id)
+        s = view.stats.get(model_id)
+        rows.append(
+            [
+                model_id,
+                ops_pb2.RoutingMode.Name(m.mode).removeprefix("ROUTING_MODE_") if m else "-",
+                str(counts.get("signals", 0)),
+                str(counts.get("accepted", 0)),
+                str(s.fills if s else counts.get("fills", 0)),
+                view.positions.get(model_id, "flat"),
+                _money(s.equity) if s else "-",
+                f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",
+            ]
+        )
+    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "weight / quota usd"]
+    print_table(console, f"models ({time.strftime('%H:%M:%S')})", headers, rows)
+    service_rows = []
+    for name, snap in sorted((stats.get("strategies") or {}).items()):
+        decision = snap.get("decision_latency_ms") or {}
+        fill = snap.get("fill_latency_ms") or {}
+        service_rows.append(
+            [
+                f"strategy-{name}",
+                f"{snap.get('signals_per_s', 0.0):.1f}",
+                f"{decision.get('p50', 0.0):.2f} / {decision.get('p99', 0.0):.2f}",
+                f"{fill.get('p50', 0.0):.2f} / {fill.get('p99', 0.0):.2f}",
+                str(snap.get("rejected", 0)),
+            ]
+        )
+    if service_rows:
+        headers = ["service", "signals/s", "decision p50/p99 ms", "fill p50/p99 ms", "rejected"]
+        print_table(console, "services", headers, service_rows)
+    if view.allocations is not None:
+        alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in view.allocations.allocations]
+        title = (
+            f"allocations (total {_money(view.allocations.total_capital_usd)}, {view.allocations.last_reason or '-'})"
+        )
+        print_table(console, title, ["strategy", "fraction", "capital usd"], alloc_rows)
+    if view.error:
+        print(f"ops query failed: {view.error}", flush=True)
+
+
+def _forget_stats() -> None:
+    # The summary must describe this run only, not a stats file left by the previous one.
+    STATS_FILE.unlink(missing_ok=True)
+
+
+# --- the mesh --------------------------------------------------------------------------------
+
+
+async def _stop_all(procs: Sequence[ManagedProcess]) -> None:
+    for proc in procs:  # already in stop order: strategies, ops, engine
+        code = await proc.stop()
+        log.info("[LAUNCHER] %s stopped with code %s", proc.name, code)
+
+
+async def run_mesh(
+    config_dir: str | os.PathLike[str],
+    duration: float,
+    with_strategies: bool = True,
+    *,
+    console: Console | None = None,
+    status_interval: float = STATUS_INTERVAL,
+) -> int:
+    """Run engine, ops and (optionally) the strategies until ``duration`` seconds pass (0 = Ctrl-C).
+
+    Returns:
+        0 on a clean run; 1 when a service failed to start or died while running.
+    """
+    console = console or Console()
+    root = Path(config_dir)
+    endpoints = endpoints_from_config(root)
+    token = demo_strategy_token(root / "ops.json")
+    _forget_stats()
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
+    engine = await start_process("engine", "engine_server", ["--config", str(root / "engine.json")])
+    ops = await start_process("ops", "ops_server", ["--config", str(root / "ops.json")])
+    procs = [ops, engine]  # stop order
+    failures = await asyncio.gather(wait_ready(engine, endpoints.engine), wait_ready(ops, endpoints.ops))
+    for proc, failure in zip((engine, ops), failures, strict=True):
+        if failure:
+            print(f"error: {failure}; last lines of {proc.log_path}:", file=sys.stderr)
+            print(proc.log_tail(), file=sys.stderr, flush=True)
+    if any(failures):
+        await _stop_all(procs)
+        return 1
+
+    if with_strategies:
+        strategies = await start_process(
+            "strategies",
+            "strategies",
+            ["--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE)],
+        )
+        procs.insert(0, strategies)
+    print(ready_line(endpoints), flush=True)
+
+    exit_code = 0
+    deadline = time.monotonic() + duration if duration > 0 else None
+    client = OpsClient(endpoints.ops, strategy_token=token, timeout=2.0)
+    try:
+        while not stop.is_set():
+            wait = status_interval
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+            dead = [p for p in procs if not p.running]
+            if dead:
+                for proc in dead:
+                    print(f"error: {proc.name} exited with code {proc.process.returncode}; last lines:", flush=True)
+                    print(proc.log_tail(), flush=True)
+                exit_code = 1
+                break
+            if not stop.is_set():
+                print_status(console, await fetch_ops_view(client), read_stats())
+    finally:
+        await client.close()
+        await _stop_all(procs)
+
+    stats = read_stats()
+    totals = stats.get("totals") or {}
+    if totals:
+        decision = totals.get("decision_latency_ms") or {}
+        print(
+            f"signals/s={totals.get('signals_per_s', 0.0):.1f} over {totals.get('elapsed_s', 0.0):.1f}s; "
+            f"decision latency p50={decision.get('p50', 0.0):.2f}ms p99={decision.get('p99', 0.0):.2f}ms"
+        )
+    print(summary_line(stats), flush=True)
+    return exit_code

@@ -1,0 +1,318 @@
+"""Async Python SDK for the mesh: ``OpsClient``, ``EngineClient`` and ``wait_serving``.
+
+Every unary method translates ``grpc.aio.AioRpcError`` into :class:`MeshRpcError` at this
+boundary, carrying the gRPC status code, the message and, when the server attached one, the
+structured :class:`ErrorDetail` (kind, stable code, details map).
+
+    Exception
+    └── MeshRpcError        a call failed: .code (grpc.StatusCode), .message, .detail
+
+Streams: ``OpsClient.stream_signals`` returns the raw bidi call (write frames with
+``await call.write(...)``, read with ``async for``); wrap its errors with
+``MeshRpcError.from_rpc_error``. ``EngineClient.stream_quotes`` is an async iterator that
+raises MeshRpcError itself.
+
+Example::
+
+    async with OpsClient("127.0.0.1:50051", strategy_token=token) as ops:
+        models = await ops.list_models()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from types import TracebackType
+from typing import Self, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, ENGINE_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
+from nautilus_mesh.serving import CHANNEL_OPTIONS
+from nautilus_mesh.status import from_rpc_error
+
+__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsClient", "wait_serving"]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
+
+ResponseT = TypeVar("ResponseT", bound=Message)
+Metadata = tuple[tuple[str, str], ...]
+
+
+class MeshRpcError(Exception):
+    """A mesh RPC failed.
+
+    Attributes:
+        code: the gRPC status code.
+        message: the server's (or transport's) status message.
+        detail: the structured ErrorDetail from the rich status, when the server sent one.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, detail: common_pb2.ErrorDetail | None = None) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    @classmethod
+    def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> MeshRpcError:
+        """Translate a failed grpc.aio call."""
+        try:
+            detail = from_rpc_error(exc)
+        except Exception:  # a malformed rich status must not hide the status code itself
+            detail = None
+        return cls(exc.code(), exc.details() or "", detail)
+
+    @property
+    def unreachable(self) -> bool:
+        """True when the server could not be reached at all (as opposed to refusing the call)."""
+        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and self.detail is None
+
+
+async def _call(coro: Awaitable[ResponseT]) -> ResponseT:
+    try:
+        return await coro
+    except grpc.aio.AioRpcError as exc:
+        raise MeshRpcError.from_rpc_error(exc) from None
+
+
+class _Client:
+    def __init__(self, address: str, metadata: Metadata, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata = metadata
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying channel, e.g. for ``OpsAdminServiceStub`` calls with ``metadata``."""
+        return self._channel
+
+    @property
+    def metadata(self) -> Metadata:
+        """The auth metadata this client sends with every call."""
+        return self._metadata
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls still in flight."""
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class OpsClient(_Client):
+    """Client of ``nautilus.ops.v1.OpsService``.
+
+    Args:
+        address: ops host:port.
+        strategy_token: sent as ``x-strategy-token`` (every OpsService call needs one).
+        admin_token: sent as ``x-ops-token`` when given (operator calls).
+        timeout: per-call deadline of unary calls, in seconds.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        strategy_token: str | None = None,
+        admin_token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        metadata: list[tuple[str, str]] = []
+        if strategy_token:
+            metadata.append((STRATEGY_TOKEN_HEADER, strategy_token))
+        if admin_token:
+            metadata.append((ADMIN_TOKEN_HEADER, admin_token))
+        super().__init__(address, tuple(metadata), timeout)
+        self._stub = ops_pb2_grpc.OpsServiceStub(self._channel)
+
+    def stream_signals(self) -> grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]:
+        """Open the bidi signal stream (no deadline: it is long-lived)."""
+        return self._stub.StreamSignals(None, metadata=self._metadata)
+
+    async def submit_signal(self, signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
+        """Submit one signal; a rejection raises MeshRpcError with the rejection detail."""
+        request = ops_pb2.SubmitSignalRequest(signal=signal)
+        response = await _call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+        return response.decision
+
+    async def get_positions(self, model_id: str = "") -> list[ops_pb2.Position]:
+        """Positions per model and instrument (one model when ``model_id`` is given)."""
+        request = ops_pb2.GetPositionsRequest(model_id=model_id)
+        response = await _call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
+        return list(response.positions)
+
+    async def list_models(self, strategy_id: str = "") -> list[ops_pb2.ModelInfo]:
+        """Models in the registry with their routing (one strategy when given)."""
+        request = ops_pb2.ListModelsRequest(strategy_id=strategy_id)
+        response = await _call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
+        return list(response.models)
+
+    async def get_allocations(self) -> ops_pb2.GetAllocationsResponse:
+        """Capital allocation per strategy, total capital and the last allocation reason."""
+        request = ops_pb2.GetAllocationsRequest()
+        return await _call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_model_quota(self, model_id: str) -> ops_pb2.GetModelQuotaResponse:
+        """A model's quota, used and available capital."""
+        request = ops_pb2.GetModelQuotaRequest(model_id=model_id)
+        return await _call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_model_stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
+        """Performance per model and per strategy."""
+        request = ops_pb2.GetModelStatsRequest(model_id=model_id)
+        return await _call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def list_orders(
+        self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> ops_pb2.ListOrdersResponse:
+        """One page of orders, newest first."""
+        request = ops_pb2.ListOrdersRequest(model_id=model_id, page_size=page_size, page_token=page_token)
+        return await _call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def list_fills(
+        self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> ops_pb2.ListFillsResponse:
+        """One page of fills, newest first."""
+        request = ops_pb2.ListFillsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
+        return await _call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_canary_status(self, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
+        """Canary state of each strategy that has a canary (one strategy when given)."""
+        request = ops_pb2.GetCanaryStatusRequest(strategy_id=strategy_id)
+        response = await _call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
+        return list(response.canaries)
+
+    async def get_risk_limits(self) -> ops_pb2.GetRiskLimitsResponse:
+        """The risk limits in force (``limits`` is the limits file as a protobuf Struct)."""
+        request = ops_pb2.GetRiskLimitsRequest()
+        return await _call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_trading_state(self) -> ops_pb2.GetTradingStateResponse:
+        """Global and per-model trading states and whether the kill switch is engaged."""
+        request = ops_pb2.GetTradingStateRequest()
+        return await _call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def watch_events(
+        self, kinds: Sequence[str] = (), *, include_recent: bool = False
+    ) -> AsyncIterator[ops_pb2.Event]:
+        """Ops events as they happen (only ``kinds`` when given), optionally recent ones first.
+
+        Raises:
+            MeshRpcError: the stream failed; closing the iterator cancels the call.
+        """
+        request = ops_pb2.WatchEventsRequest(kinds=list(kinds), include_recent=include_recent)
+        call = self._stub.WatchEvents(request, metadata=self._metadata)
+        try:
+            async for frame in call:
+                for event in frame.events:
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+
+class EngineClient(_Client):
+    """Client of ``nautilus.engine.v1.EngineService`` and ``MarketDataService``.
+
+    Market data needs no token; the EngineService calls need the engine token.
+
+    Args:
+        address: engine host:port.
+        engine_token: sent as ``x-engine-token`` when given.
+        timeout: per-call deadline of unary calls, in seconds.
+    """
+
+    def __init__(self, address: str, *, engine_token: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        metadata = ((ENGINE_TOKEN_HEADER, engine_token),) if engine_token else ()
+        super().__init__(address, metadata, timeout)
+        self._engine = engine_pb2_grpc.EngineServiceStub(self._channel)
+        self._market = engine_pb2_grpc.MarketDataServiceStub(self._channel)
+
+    async def list_venues(self) -> list[engine_pb2.VenueInfo]:
+        """Venues with their status and instrument specs."""
+        request = engine_pb2.ListVenuesRequest()
+        response = await _call(self._engine.ListVenues(request, metadata=self._metadata, timeout=self.timeout))
+        return list(response.venues)
+
+    async def list_executions(
+        self, since_seq: int = 0, *, page_size: int = 0, page_token: str = ""
+    ) -> engine_pb2.ListExecutionsResponse:
+        """One page of execution reports with seq > ``since_seq``."""
+        request = engine_pb2.ListExecutionsRequest(since_seq=since_seq, page_size=page_size, page_token=page_token)
+        return await _call(self._engine.ListExecutions(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_order(self, client_order_id: str) -> engine_pb2.Order:
+        """One order by client order id."""
+        request = engine_pb2.GetOrderRequest(client_order_id=client_order_id)
+        response = await _call(self._engine.GetOrder(request, metadata=self._metadata, timeout=self.timeout))
+        return response.order
+
+    async def cancel_all_orders(self, *, venue: str = "", model_id: str = "") -> engine_pb2.CancelAllOrdersResponse:
+        """Cancel every resting order (optionally one venue's or one model's)."""
+        request = engine_pb2.CancelAllOrdersRequest(venue=venue, model_id=model_id)
+        return await _call(self._engine.CancelAllOrders(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def get_quote(self, instrument: str) -> common_pb2.Quote:
+        """The current quote of one instrument."""
+        request = engine_pb2.GetQuoteRequest(instrument=instrument)
+        response = await _call(self._market.GetQuote(request, metadata=self._metadata, timeout=self.timeout))
+        return response.quote
+
+    async def stream_quotes(self, instruments: Sequence[str] = ()) -> AsyncIterator[engine_pb2.StreamQuotesResponse]:
+        """Quote frames as they change (every instrument when ``instruments`` is empty).
+
+        Raises:
+            MeshRpcError: the stream failed; closing the iterator cancels the call.
+        """
+        call = self._market.StreamQuotes(
+            engine_pb2.StreamQuotesRequest(instruments=list(instruments)), metadata=self._metadata
+        )
+        try:
+            async for frame in call:
+                yield frame
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+        finally:
+            call.cancel()
+
+
+# A plain timeout argument (not asyncio.timeout) so callers get a message naming the address.
+async def wait_serving(address: str, timeout: float, *, service: str = "") -> None:  # noqa: ASYNC109
+    """Wait until the server at ``address`` reports SERVING on grpc.health.v1.Health/Check.
+
+    Polls with a deadline (the server may not be listening yet).
+
+    Raises:
+        TimeoutError: not SERVING within ``timeout`` seconds; the message says the last state seen.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{address} not SERVING after {timeout:g}s ({last})")
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=min(1.0, remaining))
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+            except grpc.aio.AioRpcError as exc:
+                last = exc.code().name
+            await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))

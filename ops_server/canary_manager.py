@@ -1,0 +1,162 @@
+"""Runs each strategy's canary controller against live measurement and applies its decisions.
+
+- While a canary is in SHADOW it is paper-traded, and so is a paper twin of the stable model
+  (``<stable>@paper``): the shadow comparison is paper against paper on the same signals' timing.
+- From the first live step, the canary and the stable model share the strategy's flow by the
+  controller's weights, and their live returns are compared on the same sampling timestamps.
+- Every transition changes the registry's routing weights (and modes) for the next signal, is
+  audited as an event, logged by the controller and exported as ``canary_weight{strategy,model}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from nautilus_mesh.errors import NotFoundError
+from ops_server.canary import CanaryConfig, CanaryController, CanaryEvent, CanaryState, GuardSnapshot
+from ops_server.model_registry import ModelRegistry, RoutingMode
+
+log = logging.getLogger(__name__)
+
+PAPER_TWIN_SUFFIX = "@paper"
+
+
+def paper_twin(model_id: str) -> str:
+    """The id under which a stable model is paper-traded beside a shadow canary."""
+    return f"{model_id}{PAPER_TWIN_SUFFIX}"
+
+
+@dataclass
+class CanaryRun:
+    """One controller and the paired return series it judges."""
+
+    controller: CanaryController
+    canary_returns: list[float] = field(default_factory=list)
+    stable_returns: list[float] = field(default_factory=list)
+
+
+class CanaryManager:
+    """The canaries of every strategy that has one in the registry.
+
+    Args:
+        registry: the model registry whose weights and modes the canaries drive.
+        publish: called with every controller event (audit, WatchEvents, metrics).
+        now: clock (timezone-aware datetimes).
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        publish: Callable[[CanaryEvent], None],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.registry = registry
+        self._publish = publish
+        self._now = now
+        self.runs: dict[str, CanaryRun] = {}
+        for strategy_id, spec in registry.data.strategies.items():
+            if spec.canary is None:
+                continue
+            settings = dict(spec.canary)
+            canary_model = str(settings.pop("model_id"))
+            if canary_model == spec.stable_model:
+                continue  # already promoted: nothing to roll out
+            config = CanaryConfig.from_dict(settings)
+            controller = CanaryController(strategy_id, canary_model, spec.stable_model, config, self._now())
+            self.runs[strategy_id] = CanaryRun(controller)
+            self._apply(controller)
+
+    def run(self, strategy_id: str) -> CanaryRun:
+        run = self.runs.get(strategy_id)
+        if run is None:
+            raise NotFoundError(
+                "NO_CANARY", f"strategy {strategy_id!r} has no canary", {"strategy": strategy_id}, field="strategy_id"
+            )
+        return run
+
+    def shadow_twins(self) -> dict[str, str]:
+        """Stable model -> paper twin id, for strategies whose canary is in SHADOW."""
+        return {
+            run.controller.stable_model: paper_twin(run.controller.stable_model)
+            for run in self.runs.values()
+            if run.controller.state is CanaryState.SHADOW
+        }
+
+    def record_sample(self, returns: Mapping[str, float]) -> None:
+        """Append this sample's paired returns (paper pair in shadow, live pair after)."""
+        for run in self.runs.values():
+            c = run.controller
+            if c.state.terminal:
+                continue
+            stable = paper_twin(c.stable_model) if c.state is CanaryState.SHADOW else c.stable_model
+            if c.canary_model in returns and stable in returns:
+                run.canary_returns.append(returns[c.canary_model])
+                run.stable_returns.append(returns[stable])
+
+    def evaluate(self, guards: Callable[[str], GuardSnapshot]) -> list[CanaryEvent]:
+        """Run every due check and guard; apply and publish what changed."""
+        events: list[CanaryEvent] = []
+        now = self._now()
+        for run in self.runs.values():
+            c = run.controller
+            new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model))
+            events.extend(self._after(c, new))
+        return events
+
+    def operate(self, strategy_id: str, action: str, reason: str, **kwargs: Any) -> list[CanaryEvent]:
+        """An operator call: promote, rollback, pause, resume or confirm."""
+        controller = self.run(strategy_id).controller
+        method = getattr(controller, action)
+        new: list[CanaryEvent] = method(self._now(), reason, **kwargs)
+        return self._after(controller, new)
+
+    def _after(self, controller: CanaryController, events: list[CanaryEvent]) -> list[CanaryEvent]:
+        moved = any(e.from_state != e.to_state or e.step_percent_before != e.step_percent_after for e in events)
+        if moved:
+            self._apply(controller)
+        for event in events:
+            self._publish(event)
+        return events
+
+    def _apply(self, controller: CanaryController) -> None:
+        """Make the registry route as the controller says."""
+        state = controller.state
+        canary, stable = controller.canary_model, controller.stable_model
+        if state is CanaryState.SHADOW:
+            self.registry.set_weights(
+                controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.SHADOW, stable: RoutingMode.LIVE}
+            )
+        elif state is CanaryState.ROLLED_BACK:
+            self.registry.set_weights(
+                controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.DISABLED, stable: RoutingMode.LIVE}
+            )
+        elif state is CanaryState.PROMOTED:
+            # The canary becomes the stable model; the old stable keeps weight 0 (its position unwinds).
+            self.registry.set_weights(
+                controller.strategy,
+                {canary: 1.0},
+                modes={canary: RoutingMode.LIVE, stable: RoutingMode.LIVE},
+                stable_model=canary,
+            )
+        else:
+            self.registry.set_weights(
+                controller.strategy, controller.weights(), modes={canary: RoutingMode.LIVE, stable: RoutingMode.LIVE}
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            s: {"controller": r.controller.snapshot(), "canary": r.canary_returns, "stable": r.stable_returns}
+            for s, r in self.runs.items()
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        for strategy_id, saved in state.items():
+            if strategy_id not in self.runs:
+                continue
+            controller = CanaryController.restore(saved["controller"])
+            self.runs[strategy_id] = CanaryRun(controller, list(saved["canary"]), list(saved["stable"]))
+            self._apply(controller)

@@ -1,0 +1,514 @@
+"""The strategy runtime: quotes in from the engine, signals out to ops, decisions and fills back.
+
+One :class:`StrategyRunner` per strategy entry keeps two long-lived streams alive, each
+reconnecting with exponential backoff and jitter:
+
+- ``MarketDataService/StreamQuotes`` on the engine (public market data, no token);
+- one ``OpsService/StreamSignals`` bidi stream to ops, authenticated with ``x-strategy-token``.
+
+The decision logic is free of I/O so it can be tested on a fake quote sequence:
+:class:`SignalPlanner` feeds each quote to the models trading its instrument and emits a
+signal only when a model's target moved by at least ``min_target_change`` since the last
+target sent for that (model, instrument); :meth:`StrategyRunner.frames_for` turns one quote
+frame into request frames (all signals of one quote frame in one request) and
+:meth:`StrategyRunner.handle_response` books decisions and fills into :class:`RunnerStats`.
+
+In-flight bookkeeping (signal sent -> decision -> first fill) lives in a bounded ordered dict,
+and latency samples in bounded deques, so memory stays flat however long the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+import uuid
+from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from clients.sdk import EngineClient, MeshRpcError, OpsClient
+from clients.traces import percentile
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.telemetry import Tracing
+from strategies.config import Model
+
+log = logging.getLogger(__name__)
+
+MAX_SIGNALS_PER_FRAME = 500
+"""Signals per request frame; ops refuses frames above its own bound (1000 by default)."""
+MAX_IN_FLIGHT = 50_000
+"""Signals remembered between send and decision / first fill; the oldest are forgotten first."""
+LATENCY_SAMPLES = 100_000
+"""Most recent latency samples kept per kind (decision, fill)."""
+
+ModelSpec = tuple[str, Model, Sequence[str]]
+"""(model_id, model, instruments) as the runner takes them."""
+
+_STATUS_NAMES: dict[int, str] = {
+    int(value): name.removeprefix("DECISION_STATUS_") for name, value in ops_pb2.DecisionStatus.items() if value != 0
+}
+
+
+def status_name(status: int) -> str:
+    """``DECISION_STATUS_ACCEPTED`` -> ``ACCEPTED`` (``UNSPECIFIED`` for unknown values)."""
+    return _STATUS_NAMES.get(status, "UNSPECIFIED")
+
+
+class SignalPlanner:
+    """Feeds quotes to models and decides which targets are worth a signal. No I/O.
+
+    The first target of each (model, instrument) is always sent, so a restarted strategy
+    re-states its view to ops (positions outlive the strategy process); after that only moves
+    of at least ``min_target_change`` are. ``forget_sent`` restores that first-target rule,
+    for use after the signal stream reconnects (frames in flight may have been lost).
+
+    Args:
+        models: (model_id, model, instruments) triples.
+        min_target_change: smallest target move that is sent.
+        run_id: prefix making signal ids unique across runs of the same models.
+    """
+
+    def __init__(self, models: Sequence[ModelSpec], min_target_change: float, run_id: str) -> None:
+        if not (math.isfinite(min_target_change) and min_target_change >= 0):
+            raise ValueError(f"min_target_change must be a finite number >= 0, got {min_target_change}")
+        self.min_target_change = min_target_change
+        self.run_id = run_id
+        self.model_ids = tuple(model_id for model_id, _, _ in models)
+        self._by_instrument: dict[str, list[tuple[str, Model]]] = {}
+        for model_id, model, instruments in models:
+            for instrument in instruments:
+                self._by_instrument.setdefault(instrument, []).append((model_id, model))
+        self._last_sent: dict[tuple[str, str], float] = {}
+        self._counters: Counter[str] = Counter()
+        self._last_ts: dict[str, int] = {}
+
+    @property
+    def instruments(self) -> list[str]:
+        """Every instrument some model trades, sorted."""
+        return sorted(self._by_instrument)
+
+    def forget_sent(self) -> None:
+        """Treat every (model, instrument) as never signalled: its next target is sent."""
+        self._last_sent.clear()
+
+    def forget_quotes(self) -> None:
+        """Forget quote timestamps (after the quote stream reconnects, e.g. to a restarted engine)."""
+        self._last_ts.clear()
+
+    def plan(self, prices: Iterable[tuple[str, float, int]], now_ns: int, *, emit: bool = True) -> list[ops_pb2.Signal]:
+        """Feed one frame of (instrument, mid, ts_ns) prices; return the signals to send.
+
+        A (model, instrument) touched several times in the frame yields at most one signal,
+        with its latest target. A price not newer than the last one seen for its instrument
+        (a duplicate, e.g. the same quote from a second venue) is ignored. With
+        ``emit=False`` (ops not connected) the models still learn but nothing is sent or
+        marked as sent.
+        """
+        latest: dict[tuple[str, str], float] = {}
+        for instrument, mid, ts_ns in prices:
+            models = self._by_instrument.get(instrument)
+            if not models or not (math.isfinite(mid) and mid > 0):
+                continue
+            if ts_ns and ts_ns <= self._last_ts.get(instrument, 0):
+                continue
+            if ts_ns:
+                self._last_ts[instrument] = ts_ns
+            for model_id, model in models:
+                target = model.on_price(instrument, mid, ts_ns)
+                if target is not None and math.isfinite(target):
+                    latest[(model_id, instrument)] = max(-1.0, min(1.0, target))
+        if not emit:
+            return []
+        signals: list[ops_pb2.Signal] = []
+        for (model_id, instrument), target in latest.items():
+            previous = self._last_sent.get((model_id, instrument))
+            # The epsilon keeps a move of exactly min_target_change from being lost to float rounding.
+            if previous is not None and abs(target - previous) < self.min_target_change - 1e-12:
+                continue
+            self._last_sent[(model_id, instrument)] = target
+            self._counters[model_id] += 1
+            signals.append(
+                ops_pb2.Signal(
+                    signal_id=f"{self.run_id}-{model_id}-{instrument}-{self._counters[model_id]}",
+                    model_id=model_id,
+                    instrument=instrument,
+                    target=target,
+                    confidence=1.0,
+                    created_at_unix_nanos=now_ns,
+                )
+            )
+        return signals
+
+
+def _latency_summary(samples: Sequence[float]) -> dict[str, float | int]:
+    return {
+        "count": len(samples),
+        "p50": round(percentile(samples, 50), 3),
+        "p99": round(percentile(samples, 99), 3),
+    }
+
+
+@dataclass
+class RunnerStats:
+    """Counters and latency samples of one runner (latencies in milliseconds)."""
+
+    started_monotonic: float = field(default_factory=time.monotonic)
+    signals: Counter[str] = field(default_factory=Counter)
+    decisions: dict[str, Counter[str]] = field(default_factory=dict)
+    fills: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
+    rejections_by_code: Counter[str] = field(default_factory=Counter)
+    decision_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    fill_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
+    reconnects: Counter[str] = field(default_factory=Counter)
+    connected: dict[str, bool] = field(default_factory=lambda: {"ops": False, "engine": False})
+
+    def count_decision(self, model_id: str, status: str) -> None:
+        self.decisions.setdefault(model_id, Counter())[status] += 1
+
+    def elapsed(self) -> float:
+        return max(time.monotonic() - self.started_monotonic, 1e-9)
+
+    def model_snapshot(self, model_id: str) -> dict[str, Any]:
+        decisions = self.decisions.get(model_id, Counter())
+        return {
+            "signals": self.signals[model_id],
+            "decisions": dict(sorted(decisions.items())),
+            "accepted": decisions["ACCEPTED"],
+            "fills": self.fills[model_id],
+            "rejected": self.rejected[model_id],
+        }
+
+    def snapshot(self, model_ids: Iterable[str] = ()) -> dict[str, Any]:
+        """A JSON-ready summary: totals, per-model counts, signals/s and p50/p99 latencies in ms."""
+        models = sorted({*model_ids, *self.signals, *self.decisions, *self.fills})
+        signals = sum(self.signals.values())
+        return {
+            "elapsed_s": round(self.elapsed(), 3),
+            "signals": signals,
+            "signals_per_s": round(signals / self.elapsed(), 3),
+            "orders": sum(d["ACCEPTED"] for d in self.decisions.values()),
+            "fills": sum(self.fills.values()),
+            "rejected": sum(self.rejected.values()),
+            "rejections_by_code": dict(sorted(self.rejections_by_code.items())),
+            "decision_latency_ms": _latency_summary(self.decision_latency_ms),
+            "fill_latency_ms": _latency_summary(self.fill_latency_ms),
+            "reconnects": dict(self.reconnects),
+            "connected": dict(self.connected),
+            "models": {m: self.model_snapshot(m) for m in models},
+        }
+
+
+def combined_snapshot(runners: Sequence[StrategyRunner]) -> dict[str, Any]:
+    """One snapshot over several runners: per-strategy snapshots plus totals with merged percentiles."""
+    strategies = {r.name: r.snapshot() for r in runners}
+    decision: list[float] = []
+    fill: list[float] = []
+    for r in runners:
+        decision.extend(r.stats.decision_latency_ms)
+        fill.extend(r.stats.fill_latency_ms)
+    elapsed = max((r.stats.elapsed() for r in runners), default=1e-9)
+    signals = sum(s["signals"] for s in strategies.values())
+    models: dict[str, Any] = {}
+    for snap in strategies.values():
+        models.update(snap["models"])
+    return {
+        "updated_at_unix": round(time.time(), 3),
+        "totals": {
+            "elapsed_s": round(elapsed, 3),
+            "signals": signals,
+            "signals_per_s": round(signals / elapsed, 3),
+            "orders": sum(s["orders"] for s in strategies.values()),
+            "fills": sum(s["fills"] for s in strategies.values()),
+            "rejected": sum(s["rejected"] for s in strategies.values()),
+            "decision_latency_ms": _latency_summary(decision),
+            "fill_latency_ms": _latency_summary(fill),
+        },
+        "models": models,
+        "strategies": strategies,
+    }
+
+
+@dataclass
+class _Pending:
+    model_id: str
+    sent_ns: int
+    accepted: bool = False
+
+
+class StrategyRunner:
+    """Runs one strategy's models against live quotes and streams their signals to ops.
+
+    Args:
+        name: strategy name (logs, stats, span service name).
+        token: the strategy token (``x-strategy-token``); never logged.
+        models: (model_id, model, instruments) triples.
+        ops_address: ops host:port.
+        engine_address: engine host:port (market data).
+        tracing: per-message spans; None disables them.
+        min_target_change: smallest target move worth a signal.
+        quote_venue: only quotes of this venue feed the models ("" = any venue).
+        drain_timeout: on stop, seconds to wait for decisions and fills of signals already sent.
+        backoff_initial: first reconnect delay in seconds (doubles up to ``backoff_max``).
+        backoff_max: largest reconnect delay in seconds.
+        outbox_size: bound of the queue of frames waiting for the signal stream.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        token: str,
+        models: Sequence[ModelSpec],
+        ops_address: str,
+        engine_address: str,
+        tracing: Tracing | None = None,
+        min_target_change: float = 0.05,
+        *,
+        quote_venue: str = "",
+        drain_timeout: float = 2.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 5.0,
+        outbox_size: int = 1000,
+    ) -> None:
+        self.name = name
+        self._token = token
+        self.ops_address = ops_address
+        self.engine_address = engine_address
+        self.tracing = tracing
+        self.quote_venue = quote_venue
+        self.drain_timeout = drain_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._outbox_size = outbox_size
+        # Run-unique prefix: signal ids stay unique per model across restarts (ops deduplicates by id).
+        self.planner = SignalPlanner(models, min_target_change, run_id=f"{name}-{uuid.uuid4().hex[:8]}")
+        self.stats = RunnerStats()
+        self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
+        self._ops_connected = False
+        self._progress = asyncio.Event()
+
+    # --- pure core ---------------------------------------------------------------------------
+
+    def frames_for(
+        self, quotes: Iterable[common_pb2.Quote], *, emit: bool | None = None
+    ) -> list[ops_pb2.StreamSignalsRequest]:
+        """Request frames for one quote frame: every signal it produces, batched (no I/O).
+
+        Opens a PRODUCER span per signal whose context goes into ``signal.trace``, counts the
+        signal and starts its latency clock. ``emit`` defaults to "the signal stream is
+        connected": while it is not, the models still learn from the quotes but nothing is sent.
+        """
+        prices: list[tuple[str, float, int]] = []
+        for quote in quotes:
+            if self.quote_venue and quote.venue != self.quote_venue:
+                continue
+            try:
+                mid = float(quote.mid)
+            except ValueError:
+                continue
+            prices.append((quote.instrument, mid, quote.ts_unix_nanos))
+        signals = self.planner.plan(prices, time.time_ns(), emit=self._ops_connected if emit is None else emit)
+        if not signals:
+            return []
+        for signal in signals:
+            if self.tracing is not None:
+                attrs = {
+                    "messaging.message.id": signal.signal_id,
+                    "nautilus.model_id": signal.model_id,
+                    "nautilus.signal_id": signal.signal_id,
+                }
+                with self.tracing.produce("strategy.signal send", signal.trace, attrs):
+                    pass
+            self._track_sent(signal)
+        return [
+            ops_pb2.StreamSignalsRequest(signals=signals[i : i + MAX_SIGNALS_PER_FRAME])
+            for i in range(0, len(signals), MAX_SIGNALS_PER_FRAME)
+        ]
+
+    def _track_sent(self, signal: ops_pb2.Signal) -> None:
+        self.stats.signals[signal.model_id] += 1
+        self._pending[(signal.model_id, signal.signal_id)] = _Pending(signal.model_id, time.perf_counter_ns())
+        while len(self._pending) > MAX_IN_FLIGHT:
+            self._pending.popitem(last=False)
+
+    def handle_response(self, response: ops_pb2.StreamSignalsResponse) -> None:
+        """Book one response frame: decision counts and latency, fills and signal-to-fill latency (no I/O)."""
+        now = time.perf_counter_ns()
+        for decision in response.decisions:
+            status = status_name(decision.status)
+            model_id = decision.model_id or "<frame>"
+            self.stats.count_decision(model_id, status)
+            key = (decision.model_id, decision.signal_id)
+            pending = self._pending.get(key)
+            if pending is not None and not pending.accepted:
+                self.stats.decision_latency_ms.append((now - pending.sent_ns) / 1e6)
+                if status == "ACCEPTED":
+                    pending.accepted = True
+                else:
+                    del self._pending[key]
+            if status == "REJECTED":
+                self.stats.rejected[model_id] += 1
+                self.stats.rejections_by_code[decision.error.code or "UNKNOWN"] += 1
+                log.debug(
+                    "[STRATEGY] %s signal %s rejected: %s %s",
+                    self.name,
+                    decision.signal_id,
+                    decision.error.code,
+                    decision.error.message,
+                )
+        for fill in response.fills:
+            self.stats.fills[fill.model_id] += 1
+            pending = self._pending.pop((fill.model_id, fill.signal_id), None)
+            if pending is not None:
+                self.stats.fill_latency_ms.append((now - pending.sent_ns) / 1e6)
+            if self.tracing is not None:
+                attrs = {
+                    "messaging.message.id": fill.exec_id,
+                    "nautilus.model_id": fill.model_id,
+                    "nautilus.signal_id": fill.signal_id,
+                    "nautilus.client_order_id": fill.client_order_id,
+                }
+                with self.tracing.consume("strategy.fill receive", fill.trace, attrs):
+                    pass
+        self._progress.set()
+
+    @property
+    def in_flight(self) -> int:
+        """Signals sent and still waiting for a decision or a first fill."""
+        return len(self._pending)
+
+    def snapshot(self) -> dict[str, Any]:
+        """This runner's stats snapshot (see ``RunnerStats.snapshot``)."""
+        snap = self.stats.snapshot(self.planner.model_ids)
+        snap["in_flight"] = self.in_flight
+        return snap
+
+    # --- network -----------------------------------------------------------------------------
+
+    def _next_backoff(self, current: float) -> float:
+        return min(self._backoff_max, current * 2) * random.uniform(0.8, 1.2)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then close gracefully.
+
+        On stop: the quote stream is cancelled, decisions and fills of signals already sent
+        are awaited for up to ``drain_timeout`` seconds, then the signal stream is half-closed
+        so ops finishes it cleanly.
+        """
+        outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue(self._outbox_size)
+        closing = asyncio.Event()
+        async with (
+            OpsClient(self.ops_address, strategy_token=self._token) as ops,
+            EngineClient(self.engine_address) as engine,
+        ):
+            quotes_task = asyncio.create_task(self._quote_loop(engine, outbox), name=f"{self.name}-quotes")
+            signals_task = asyncio.create_task(self._signal_loop(ops, outbox, closing), name=f"{self.name}-signals")
+            log.info("[STRATEGY] %s running models %s", self.name, ", ".join(self.planner.model_ids))
+            try:
+                await stop.wait()
+            finally:
+                quotes_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await quotes_task
+                await self._wait_drained(self.drain_timeout)
+                closing.set()
+                with contextlib.suppress(asyncio.QueueFull):
+                    outbox.put_nowait(None)
+                try:
+                    await asyncio.wait_for(signals_task, timeout=self.drain_timeout + 1.0)
+                except TimeoutError:
+                    log.warning("[STRATEGY] %s signal stream did not close in time; cancelled", self.name)
+                log.info("[STRATEGY] %s stopped (%d signals still in flight)", self.name, self.in_flight)
+
+    async def _wait_drained(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._pending and self._ops_connected:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), remaining)
+
+    async def _quote_loop(
+        self, engine: EngineClient, outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None]
+    ) -> None:
+        backoff = self._backoff_initial
+        while True:
+            try:
+                self.planner.forget_quotes()
+                async for frame in engine.stream_quotes(self.planner.instruments):
+                    if not self.stats.connected["engine"]:
+                        self.stats.connected["engine"] = True
+                        log.info("[STRATEGY] %s receiving quotes from %s", self.name, self.engine_address)
+                    backoff = self._backoff_initial
+                    for request in self.frames_for(frame.quotes):
+                        # Backpressure: a slow ops stream slows quote intake instead of growing memory.
+                        await outbox.put(request)
+                log.warning("[STRATEGY] %s quote stream ended by the engine", self.name)
+            except MeshRpcError as exc:
+                log.warning("[STRATEGY] %s quote stream failed: %s", self.name, exc)
+            self.stats.connected["engine"] = False
+            self.stats.reconnects["engine"] += 1
+            await asyncio.sleep(backoff)
+            backoff = self._next_backoff(backoff)
+
+    async def _signal_loop(
+        self,
+        ops: OpsClient,
+        outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
+        closing: asyncio.Event,
+    ) -> None:
+        backoff = self._backoff_initial
+        while not closing.is_set():
+            call = ops.stream_signals()
+            writer = asyncio.create_task(self._write(call, outbox), name=f"{self.name}-signal-writer")
+            # Frames sent on a dropped stream may be lost: re-state every target on this one.
+            self.planner.forget_sent()
+            self._ops_connected = True
+            self.stats.connected["ops"] = True
+            try:
+                async for response in call:
+                    backoff = self._backoff_initial
+                    self.handle_response(response)
+                if closing.is_set():
+                    log.info("[STRATEGY] %s signal stream closed", self.name)
+                    return
+                log.warning("[STRATEGY] %s signal stream ended by ops", self.name)
+            except grpc.aio.AioRpcError as exc:
+                error = MeshRpcError.from_rpc_error(exc)
+                level = logging.ERROR if error.code == grpc.StatusCode.UNAUTHENTICATED else logging.WARNING
+                log.log(level, "[STRATEGY] %s signal stream failed: %s", self.name, error)
+            finally:
+                self._ops_connected = False
+                self.stats.connected["ops"] = False
+                writer.cancel()
+                # The writer fails with whatever the dead call raises on write; the reader above
+                # already reported why the stream ended.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
+                call.cancel()
+            self.stats.reconnects["ops"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closing.wait(), backoff)
+            backoff = self._next_backoff(backoff)
+
+    async def _write(
+        self,
+        call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse],
+        outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
+    ) -> None:
+        while True:
+            frame = await outbox.get()
+            if frame is None:
+                await call.done_writing()
+                return
+            await call.write(frame)
