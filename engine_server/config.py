@@ -10,7 +10,6 @@ import pydantic
 
 from nautilus_mesh.config import StrictModel, load_config
 
-
 DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
     {"name": "sim", "adapter": "sim", "seed": 7},
     {"name": "paper", "adapter": "paper", "follows": "sim"},

@@ -171,6 +171,7 @@ class OrderManager:
         journal_path: JSONL journal; replayed on construction, appended (fsync) before every return.
         clock: Wall clock in ns (injected in tests).
         history_limit: Reports kept in memory for ``list_executions``; older ones are read from the journal.
+        journal_fsync: fsync every append (survives power loss); False still survives a process crash.
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class OrderManager:
         clock: Callable[[], int] = time.time_ns,
         *,
         history_limit: int = 200_000,
+        journal_fsync: bool = True,
     ) -> None:
         self._venues = dict(venues)
         # Live venues advance before paper ones, so a paper venue copies the quotes of this same step.
@@ -203,7 +205,7 @@ class OrderManager:
         self.restart_reports: list[Report] = []
         if journal_path is not None:
             self._replay(journal_path)
-            self._journal = JsonlWriter(journal_path, fsync=True)
+            self._journal = JsonlWriter(journal_path, fsync=journal_fsync)
             self.restart_reports = self._cancel_after_restart()
 
     # ------------------------------------------------------------------ queries

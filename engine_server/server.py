@@ -46,7 +46,7 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         name: VenueRails(VenueRailsConfig.from_mapping(config.rails.get(name, {})), venue=name, on_reject=on_reject)
         for name in venues
     }
-    return OrderManager(venues, rails, config.journal_path)
+    return OrderManager(venues, rails, config.journal_path, journal_fsync=config.journal_fsync)
 
 
 class EngineServer:

@@ -657,7 +657,10 @@ class OpsCore:
     def _on_risk_event(self, event: RiskEvent) -> None:
         if event.kind == "REJECTED":
             self.metrics.risk_rejections.labels(event.rail, event.model_id or "global").inc()
-        self.events.publish(f"RISK_{event.kind}", event.message, **event.to_dict())
+        record = event.to_dict()
+        attributes = {k: v for k, v in record.items() if k not in ("kind", "message", "details", "at")}
+        attributes.update({f"detail.{k}": v for k, v in event.details.items()})
+        self.events.publish(f"RISK_{event.kind}", event.message, **attributes)
         if event.kind != "REJECTED":
             self.save_state()
 

@@ -1,0 +1,237 @@
+"""Risk rails, trading states and the kill switch against a running mesh (flat market: exact numbers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from nautilus_mesh.status import from_rpc_error
+from tests.conftest import (
+    ADMIN_TOKEN,
+    DEMO,
+    ENGINE_TOKEN,
+    MOMENTUM_TOKEN,
+    Mesh,
+    flat_instruments,
+    start_mesh,
+    stop_mesh,
+    wait_until,
+    write_json,
+)
+
+META = (("x-strategy-token", MOMENTUM_TOKEN),)
+ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+
+
+def signal(signal_id: str, target: float, instrument: str = "BTC-USD") -> ops_pb2.Signal:
+    return ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument=instrument, target=target)
+
+
+@pytest.fixture
+async def small_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """Flat market at 100.00 and 4000 of capital: momentum's quota is exactly 2000."""
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"
+    risk_file = tmp_path / "risk_limits.json"
+    shutil.copy(DEMO / "risk_limits.json", risk_file)
+    venues = [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+    mesh = await start_mesh(
+        tmp_path,
+        engine={"venues": venues},
+        ops={"capital_policy_path": write_json(tmp_path / "policy.json", policy), "risk_limits_path": risk_file},
+    )
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def buy_15_btc(mesh: Mesh, stub: object) -> None:
+    response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-1", 0.75)), metadata=META)  # type: ignore[attr-defined]
+    assert response.decision.quantity == "15"
+    core = mesh.ops.core
+    await wait_until(lambda: core.measurement.position("momentum_v1", "BTC-USD") == Decimal(15))
+
+
+async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_and_unary(small_mesh: Mesh) -> None:
+    async with small_mesh.channel() as channel:
+        stub = small_mesh.ops_stub(channel)
+        await buy_15_btc(small_mesh, stub)  # uses 1500 of the 2000 quota
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-2", 0.5, "ETH-USD")), metadata=META)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        detail = from_rpc_error(caught.value)
+        assert detail is not None
+        assert (detail.kind, detail.code) == ("risk_rejected", "INVALID_QUOTE")
+        assert dict(detail.details) == {"requested": "1000", "available": "500"}
+
+        call = stub.StreamSignals(
+            iter([ops_pb2.StreamSignalsRequest(signals=[signal("q-3", 0.5, "ETH-USD")])]), metadata=META
+        )
+        decisions = [d async for frame in call for d in frame.decisions]
+        assert len(decisions) == 1
+        assert decisions[0].status == ops_pb2.DECISION_STATUS_REJECTED
+        assert decisions[0].error.code == "INVALID_QUOTE"
+        assert dict(decisions[0].error.details) == {"requested": "1000", "available": "500"}
+    core = small_mesh.ops.core
+    assert core.metrics.risk_rejections.labels("quota", "momentum_v1")._value.get() == 2
+    assert any(e.kind == "RISK_REJECTED" and e.attributes.get("code") == "INVALID_QUOTE" for e in core.events.recent)
+
+
+async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_increases(small_mesh: Mesh) -> None:
+    async with small_mesh.channel() as channel:
+        stub = small_mesh.ops_stub(channel)
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        await buy_15_btc(small_mesh, stub)
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
+            ),
+            metadata=ADMIN,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-up", 0.9)), metadata=META)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
+        down = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-down", 0.25)), metadata=META)
+        assert down.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+        assert down.decision.side == common_pb2.SIDE_SELL
+
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v1", state=common_pb2.TRADING_STATE_HALTED, reason="test"
+            ),
+            metadata=ADMIN,
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("h-down", 0.0)), metadata=META)
+        assert from_rpc_error(caught.value).code == "TRADING_HALTED"  # type: ignore[union-attr]
+        state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=META)
+        assert state.models["momentum_v1"] == common_pb2.TRADING_STATE_HALTED
+        assert state.global_state == common_pb2.TRADING_STATE_ACTIVE
+
+
+async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signals_until_released(
+    small_mesh: Mesh,
+) -> None:
+    # Resting orders at the engine, from an engine session that stays open.
+    outbox: asyncio.Queue[engine_pb2.StreamOrdersRequest | None] = asyncio.Queue()
+
+    async def commands() -> AsyncIterator[engine_pb2.StreamOrdersRequest]:
+        while (frame := await outbox.get()) is not None:
+            yield frame
+
+    manager = small_mesh.engine.core.manager
+    async with grpc.aio.insecure_channel(small_mesh.engine_address) as engine_channel:
+        engine = engine_pb2_grpc.EngineServiceStub(engine_channel)
+        call = engine.StreamOrders(commands(), metadata=(("x-engine-token", ENGINE_TOKEN),))
+        for i, price in enumerate(("99.50", "99.40", "99.30")):
+            await outbox.put(
+                engine_pb2.StreamOrdersRequest(
+                    commands=[
+                        engine_pb2.OrderCommand(
+                            new_order=engine_pb2.NewOrder(
+                                client_order_id=f"rest-{i}",
+                                venue="sim",
+                                account="main",
+                                model_id="momentum_v1",
+                                instrument="BTC-USD",
+                                side=common_pb2.SIDE_BUY,
+                                order_type=common_pb2.ORDER_TYPE_LIMIT,
+                                time_in_force=common_pb2.TIME_IN_FORCE_GTC,
+                                quantity="1",
+                                limit_price=price,
+                            )
+                        )
+                    ]
+                )
+            )
+        await wait_until(lambda: len(manager.open_orders()) == 3)
+
+        async with small_mesh.channel() as channel:
+            stub = small_mesh.ops_stub(channel)
+            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+            engaged = await admin.EngageKillSwitch(admin_pb2.EngageKillSwitchRequest(reason="test"), metadata=ADMIN)
+            assert engaged.canceled_count == 3
+            assert engaged.resting_remaining == 0 and engaged.cancels_confirmed
+            assert manager.open_orders() == []
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("k-1", 0.1)), metadata=META)
+            assert from_rpc_error(caught.value).code == "TRADING_HALTED"  # type: ignore[union-attr]
+            state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=META)
+            assert state.kill_switch_engaged and state.global_state == common_pb2.TRADING_STATE_HALTED
+
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason=""), metadata=ADMIN)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason="all clear"), metadata=ADMIN)
+            accepted = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("k-2", 0.1)), metadata=META)
+            assert accepted.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+        await outbox.put(None)
+        call.cancel()
+    kinds = [e.kind for e in small_mesh.ops.core.events.recent]
+    assert {"KILL_SWITCH", "RISK_KILL_SWITCH_ENGAGED", "RISK_KILL_SWITCH_RELEASED"} <= set(kinds)
+
+
+async def test_reload_when_risk_file_is_malformed_keeps_previous_limits(small_mesh: Mesh) -> None:
+    path = small_mesh.ops.config.risk_limits_path
+    assert path is not None
+    async with small_mesh.channel() as channel:
+        stub = small_mesh.ops_stub(channel)
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        before = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+        reload = admin_pb2.ReloadConfigRequest(target=admin_pb2.CONFIG_TARGET_RISK_LIMITS)
+        for bad in ('{"global": ', '{"global": {"max_gross_exposure": "-5"}}'):
+            path.write_text(bad)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await admin.ReloadConfig(reload, metadata=ADMIN)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+            assert after.limits == before.limits
+
+        good = json.loads((DEMO / "risk_limits.json").read_text())
+        good["global"]["max_gross_exposure"] = "1234567"
+        path.write_text(json.dumps(good))
+        response = await admin.ReloadConfig(reload, metadata=ADMIN)
+        assert "reloaded" in response.message
+        after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+        assert after.limits["global"]["max_gross_exposure"] == "1234567"
+
+
+async def test_admin_when_token_missing_or_wrong_is_refused(small_mesh: Mesh) -> None:
+    async with small_mesh.channel() as channel:
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        request = admin_pb2.SetTradingStateRequest(state=common_pb2.TRADING_STATE_HALTED, reason="x")
+        for metadata in ((), (("x-ops-token", "wrong"),), META):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await admin.SetTradingState(request, metadata=metadata)
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert small_mesh.ops.core.risk.global_state.value == "ACTIVE"
+
+
+async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) -> None:
+    mesh = await start_mesh(tmp_path, ops={"admin_token": ""})
+    try:
+        async with mesh.channel() as channel:
+            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "DOOR_DISABLED" in (caught.value.details() or "")
+    finally:
+        await stop_mesh(mesh)
