@@ -126,7 +126,7 @@ class CanaryManager:
         """Make the registry route as the controller says."""
         state = controller.state
         canary, stable = controller.canary_model, controller.stable_model
-        if state is CanaryState.SHADOW:
+        if state is CanaryState.SHADOW or (state is CanaryState.PAUSED and controller.step_percent == 0):
             self.registry.set_weights(
                 controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.SHADOW, stable: RoutingMode.LIVE}
             )

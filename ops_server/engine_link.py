@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -110,6 +110,7 @@ class EngineLink:
         self._stopping = False
         self.session_id = f"ops-{uuid.uuid4().hex[:12]}"
         self.reconnects = 0
+        self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
         self.venues: dict[str, engine_pb2.VenueInfo] = {}
 
@@ -162,28 +163,40 @@ class EngineLink:
         except asyncio.QueueFull:
             raise UnavailableError("ENGINE_BACKPRESSURE", "the engine order queue is full") from None
 
-    async def _requests(self) -> AsyncIterator[engine_pb2.StreamOrdersRequest]:
+    async def _write(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        """The one writer of a stream attempt: batches queued commands into frames.
+
+        A frame that could not be written is kept and sent first on the next attempt, so a
+        command queued while a stream dies is not lost (the engine deduplicates a repeat).
+        """
         while True:
-            first = await self._queue.get()
-            if first is _STOP:
-                return
-            commands = [first]
-            while not self._queue.empty() and len(commands) < 1000:
+            if not self._unsent:
+                first = await self._queue.get()
+                if first is _STOP:
+                    await call.done_writing()
+                    return
+                self._unsent.append(first)  # type: ignore[arg-type]
+            while not self._queue.empty() and len(self._unsent) < 1000:
                 item = self._queue.get_nowait()
                 if item is _STOP:
-                    yield engine_pb2.StreamOrdersRequest(commands=commands)  # type: ignore[arg-type]
+                    await call.write(engine_pb2.StreamOrdersRequest(commands=self._unsent))
+                    self._unsent = []
+                    await call.done_writing()
                     return
-                commands.append(item)
-            yield engine_pb2.StreamOrdersRequest(commands=commands)  # type: ignore[arg-type]
+                self._unsent.append(item)  # type: ignore[arg-type]
+            await call.write(engine_pb2.StreamOrdersRequest(commands=self._unsent))
+            self._unsent = []
 
     async def _order_loop(self) -> None:
         delay = self._backoff_initial
         while not self._stopping:
-            call = self.stub.StreamOrders(self._requests(), metadata=self._metadata())
+            call = self.stub.StreamOrders(metadata=self._metadata())  # type: ignore[call-arg]
+            writer: asyncio.Task[None] | None = None
             try:
                 await call.wait_for_connection()
                 await self._load_venues()
                 await self.reconcile()
+                writer = asyncio.create_task(self._write(call), name="engine-link-writer")
                 self._connected.set()
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
                 if self._on_connected is not None:
@@ -204,6 +217,11 @@ class EngineLink:
                     log.warning("[ENGINE-LINK] order stream failed: %s %s", exc.code().name, exc.details())
             finally:
                 self._connected.clear()
+                if writer is not None:
+                    writer.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
+                        await writer
+                call.cancel()
             self.reconnects += 1
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._backoff_max)

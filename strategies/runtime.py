@@ -83,7 +83,11 @@ class SignalPlanner:
         self.run_id = run_id
         self.model_ids = tuple(model_id for model_id, _, _ in models)
         self._by_instrument: dict[str, list[tuple[str, Model]]] = {}
+        # A model spreads its quota evenly over its instruments, so the sum of its |targets| stays
+        # within the quota and ops' quota rail is not hit by design.
+        self._share: dict[str, float] = {}
         for model_id, model, instruments in models:
+            self._share[model_id] = 1.0 / max(1, len(instruments))
             for instrument in instruments:
                 self._by_instrument.setdefault(instrument, []).append((model_id, model))
         self._last_sent: dict[tuple[str, str], float] = {}
@@ -124,7 +128,7 @@ class SignalPlanner:
             for model_id, model in models:
                 target = model.on_price(instrument, mid, ts_ns)
                 if target is not None and math.isfinite(target):
-                    latest[(model_id, instrument)] = max(-1.0, min(1.0, target))
+                    latest[(model_id, instrument)] = max(-1.0, min(1.0, target)) * self._share[model_id]
         if not emit:
             return []
         signals: list[ops_pb2.Signal] = []

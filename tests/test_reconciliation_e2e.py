@@ -159,3 +159,31 @@ async def test_engine_session_when_dropped_cancels_its_resting_orders(mesh: Mesh
         call.cancel()  # the session's connection drops
     await wait_until(lambda: manager.open_orders() == [])
     assert manager.get_order("cod-1").status.value == "CANCELED"  # type: ignore[union-attr]
+
+
+async def test_ops_when_started_before_the_engine_loses_no_order_after_connecting(tmp_path: Path) -> None:
+    import socket
+
+    from engine_server.server import EngineServer
+    from tests.conftest import engine_config
+
+    with socket.socket() as probe:  # a free port nobody listens on yet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ops = OpsServer(ops_config(tmp_path, port))
+    await ops.start()
+    engine = EngineServer(engine_config(tmp_path, port=port))
+    try:
+        await wait_until(lambda: ops.core.link.reconnects >= 3)  # several failed attempts first
+        await engine.start()
+        await wait_until(lambda: ops.core.link.connected and len(ops.core.measurement.marks) >= 3)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{ops.port}") as channel:
+            stub = ops_pb2_grpc_stub(channel)
+            decisions = [await submit(stub, f"late-{i}", "BTC-USD", t) for i, t in enumerate((0.1, 0.2, 0.3))]
+        coids = [d.client_order_id for d in decisions]
+        assert all(d.status == ops_pb2.DECISION_STATUS_ACCEPTED for d in decisions)
+        await wait_until(lambda: all(engine.core.manager.get_order(c) is not None for c in coids))
+        await wait_until(lambda: all(not ops.core.tracker.orders[c].open_quantity for c in coids))
+    finally:
+        await ops.stop(grace=0.1)
+        await engine.stop(grace=0.1)

@@ -77,6 +77,7 @@ class Instrument:
         taker_fee_bps: Fee on aggressing (taker) fills, in basis points of notional.
         initial_price: Where the synthetic market starts.
         volatility: Annualised volatility of the synthetic GBM mid (0.6 = 60 %).
+        drift: Annualised drift of the synthetic GBM mid (0 = driftless; a demo market may trend).
     """
 
     symbol: str
@@ -87,6 +88,7 @@ class Instrument:
     taker_fee_bps: Decimal
     initial_price: Decimal
     volatility: float
+    drift: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.symbol:
@@ -109,6 +111,8 @@ class Instrument:
             raise ConfigError(f"{self.symbol}: taker_fee_bps must not be negative")
         if not 0.0 <= self.volatility <= 10.0:
             raise ConfigError(f"{self.symbol}: volatility must be within [0, 10]", {"volatility": self.volatility})
+        if not -1e5 <= self.drift <= 1e5:
+            raise ConfigError(f"{self.symbol}: drift must be within [-1e5, 1e5]", {"drift": self.drift})
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> Instrument:
@@ -127,6 +131,7 @@ class Instrument:
                 taker_fee_bps=Decimal(str(data.get("taker_fee_bps", "0"))),
                 initial_price=Decimal(str(data["initial_price"])),
                 volatility=float(str(data.get("volatility", "0.5"))),
+                drift=float(str(data.get("drift", "0"))),
             )
         except KeyError as exc:
             raise ConfigError(f"instrument config is missing {exc.args[0]!r}", {"instrument": data}) from None

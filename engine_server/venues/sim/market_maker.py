@@ -3,7 +3,7 @@
 A *price source* says where the inside quote is at a given time; the :class:`MarketMaker` turns that
 into a ladder of resting orders on each book:
 
-- :class:`GbmPriceSource`: a seeded geometric Brownian motion mid per instrument (zero drift,
+- :class:`GbmPriceSource`: a seeded geometric Brownian motion mid per instrument (drift per instrument, 0 by default,
   the instrument's annualised volatility), quoted at ``spread_bps`` around the mid.
 - :class:`ReplayPriceSource`: a CSV of recorded quotes replayed at a chosen speed.
 - :class:`FollowPriceSource`: copies another venue's published reference quotes (the paper venue).
@@ -106,7 +106,7 @@ class GbmPriceSource:
                 dt = (now_ns - last) / NS_PER_YEAR
                 sigma = inst.volatility
                 z = self._rng.gauss(0.0, 1.0)
-                mid *= math.exp(-0.5 * sigma * sigma * dt + sigma * math.sqrt(dt) * z)
+                mid *= math.exp((inst.drift - 0.5 * sigma * sigma) * dt + sigma * math.sqrt(dt) * z)
                 # Keep the synthetic price well above one tick so quotes stay meaningful.
                 mid = max(mid, float(inst.tick_size) * 100)
                 self._mid[symbol] = mid
