@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from engine_server.config import EngineConfig, load_engine_config
 from engine_server.metrics import EngineMetrics
@@ -25,6 +26,10 @@ from nautilus_mesh.serving import RunningServer, start_server
 from nautilus_mesh.telemetry import MetricsServer, Tracing
 
 log = logging.getLogger(__name__)
+
+VENUE_HEALTH_PREFIX = "nautilus.engine.v1.venue."
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 SERVICE_NAMES = (
     engine_pb2.DESCRIPTOR.services_by_name["EngineService"].full_name,
@@ -64,6 +69,7 @@ class EngineServer:
             session_queue_size=config.session_queue_size,
         )
         self.grpc: RunningServer | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self.metrics_server: MetricsServer | None = None
 
     @property
@@ -87,12 +93,30 @@ class EngineServer:
             engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
 
         self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        await self.update_venue_health()
+        self._health_task = asyncio.create_task(self._venue_health_loop(), name="engine-venue-health")
         if self.config.metrics_port is not None:
             self.metrics_server = MetricsServer(
                 self.metrics.registry, self.config.metrics_host, self.config.metrics_port
             )
 
+    async def update_venue_health(self) -> None:
+        """Each venue is a health service of its own: ``nautilus.engine.v1.venue.<name>``."""
+        assert self.grpc is not None
+        for name, venue in self.core.manager.venues.items():
+            status = SERVING if venue.status().connected else NOT_SERVING
+            await self.grpc.health.set(f"{VENUE_HEALTH_PREFIX}{name}", status)
+
+    async def _venue_health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            await self.update_venue_health()
+
     async def stop(self, grace: float = 5.0) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
         if self.grpc is not None:
             await self.grpc.stop(grace)
         await self.core.stop()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.errors import ConfigError, ValidationError
 from ops_server.canary import CanaryConfig, CanaryController, CanaryState
+from ops_server.model_registry import ModelRegistry, check_weights
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -100,3 +103,77 @@ def test_weights_when_promoted_through_custom_schedule_follow_each_step() -> Non
     assert [w["momentum_v2"] for w in seen] == [0.0, 0.01, 0.2, 1.0]
     assert [w["momentum_v1"] for w in seen] == pytest.approx([1.0, 0.99, 0.8, 0.0])
     assert ctl.state is CanaryState.PROMOTED
+
+
+# -- routing weights (model registry) -------------------------------------------------------------------
+
+
+def _registry() -> ModelRegistry:
+    return ModelRegistry.from_dict(
+        {
+            "strategies": {
+                "momentum": {
+                    "stable_model": "v1",
+                    "models": {
+                        "v1": {"instruments": ["BTC-USD"], "weight": 0.7},
+                        "v2": {"instruments": ["BTC-USD"], "weight": 0.3},
+                    },
+                }
+            }
+        }
+    )
+
+
+def test_routing_weights_when_not_summing_to_one_are_refused_with_the_offending_weights() -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_weights("momentum", {"v1": 0.7, "v2": 0.2})
+    assert caught.value.code == "INVALID_WEIGHTS"
+    assert "v1=0.7" in caught.value.message and "v2=0.2" in caught.value.message and "sum 0.9" in caught.value.message
+    assert caught.value.details["sum"] == "0.9"
+
+
+def test_routing_weights_when_within_tolerance_are_accepted() -> None:
+    check_weights("momentum", {"v1": 0.7004, "v2": 0.2999})
+    with pytest.raises(ValidationError):
+        check_weights("momentum", {"v1": 0.7011, "v2": 0.3})
+
+
+def test_routing_weights_when_negative_or_above_one_are_refused() -> None:
+    with pytest.raises(ValidationError):
+        check_weights("momentum", {"v1": 1.2, "v2": -0.2})
+
+
+def test_registry_set_weights_when_refused_keeps_previous_weights() -> None:
+    registry = _registry()
+    with pytest.raises(ValidationError):
+        registry.set_weights("momentum", {"v1": 0.5, "v2": 0.6})
+    assert registry.route("v1").weight == 0.7 and registry.route("v2").weight == 0.3
+    registry.set_weights("momentum", {"v1": 0.25, "v2": 0.75})
+    assert registry.route("v1").weight == 0.25 and registry.route("v2").weight == 0.75
+
+
+def test_registry_file_when_weights_do_not_sum_to_one_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        ModelRegistry.from_dict(
+            {
+                "strategies": {
+                    "s": {
+                        "stable_model": "a",
+                        "models": {
+                            "a": {"instruments": ["X"], "weight": 0.5},
+                            "b": {"instruments": ["X"], "weight": 0.4},
+                        },
+                    }
+                }
+            }
+        )
+    assert "sum to 1" in caught.value.message
+
+
+def test_registry_set_weights_when_persisted_replaces_the_file_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "registry.json"
+    path.write_text(json.dumps(_registry().data.model_dump(mode="json")))
+    registry = ModelRegistry.load(path)
+    registry.set_weights("momentum", {"v1": 0.1, "v2": 0.9})
+    assert ModelRegistry.load(path).route("v2").weight == 0.9
+    assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]  # no temp file left behind

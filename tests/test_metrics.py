@@ -1,0 +1,78 @@
+"""The /metrics endpoints of ops and engine, scraped over HTTP and parsed as Prometheus text."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from tests.conftest import MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh, wait_until
+
+
+@pytest.fixture
+async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    mesh = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = await asyncio.to_thread(get)
+    return {
+        family.name: [(s.name, s.labels, s.value) for s in family.samples]
+        for family in text_string_to_metric_families(text)
+    }
+
+
+async def test_metrics_when_a_signal_is_filled_expose_routing_orders_capital_and_latency(metered_mesh: Mesh) -> None:
+    async with metered_mesh.channel() as channel:
+        stub = metered_mesh.ops_stub(channel)
+        decision = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(
+                signal=ops_pb2.Signal(signal_id="m-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
+            ),
+            metadata=(("x-strategy-token", MOMENTUM_TOKEN),),
+        )
+    core = metered_mesh.ops.core
+    await wait_until(lambda: not core.tracker.orders[decision.decision.client_order_id].open_quantity)
+    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
+    ops = await scrape(metered_mesh.ops.metrics.port)
+    routed = {(s[1]["model"], s[1]["mode"]): s[2] for s in ops["signals_routed"] if s[0].endswith("_total")}
+    assert routed[("momentum_v1", "LIVE")] == 1
+    submitted = {s[1]["venue"]: s[2] for s in ops["orders_submitted"] if s[0].endswith("_total")}
+    assert submitted["sim"] == 1
+    capital = {s[1]["model"]: s[2] for s in ops["allocated_capital_usd"]}
+    assert capital["momentum_v1"] == 500000.0
+    buckets = [s for s in ops["signal_latency_seconds"] if s[0].endswith("_bucket")]
+    bounds = {float(s[1]["le"]) for s in buckets}
+    assert {0.00005, 0.0001, 0.0005, 0.001} <= bounds  # sub-millisecond resolution
+    assert next(s[2] for s in buckets if s[1]["le"] == "+Inf") >= 1
+
+    engine = await scrape(metered_mesh.engine.metrics_server.port)
+    received = {s[1]["venue"]: s[2] for s in engine["engine_orders"] if s[0].endswith("_total")}
+    assert received["sim"] == 1
+    assert "venue_rejections" in engine
+
+
+async def test_engine_health_when_venues_connected_reports_each_venue_serving(mesh: Mesh) -> None:
+    async with grpc.aio.insecure_channel(mesh.engine_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("sim", "paper"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=f"nautilus.engine.v1.venue.{name}"))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await health.Check(health_pb2.HealthCheckRequest(service="nautilus.engine.v1.venue.nope"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
