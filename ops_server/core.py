@@ -141,6 +141,7 @@ class OpsCore:
         self.router = SignalRouter(self.registry, self.quota, self.exposure_qty, self.mark, self.rules)
         self._fill_streams: dict[str, set[asyncio.Queue[ops_pb2.Fill]]] = {}
         self.decision_counts: dict[str, Counter[str]] = {}
+        self._connects = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self._restore_state()
@@ -188,6 +189,9 @@ class OpsCore:
 
     def _on_engine_connected(self) -> None:
         self.metrics.engine_connected.set(1)
+        self._connects += 1
+        if self._connects > 1:
+            self.metrics.engine_reconnects.inc()
         for symbol, spec in self.link.instruments.items():
             self.rules[symbol] = InstrumentRules(
                 lot_size=Decimal(spec.lot_size),
