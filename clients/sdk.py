@@ -1,4 +1,4 @@
-"""Async Python SDK for the mesh: ``OpsClient``, ``EngineClient`` and ``wait_serving``.
+"""Async Python SDK for the mesh: ``OpsClient``, ``OpsAdminClient``, ``EngineClient`` and ``wait_serving``.
 
 Every unary method translates ``grpc.aio.AioRpcError`` into :class:`MeshRpcError` at this
 boundary, carrying the gRPC status code, the message and, when the server attached one, the
@@ -16,13 +16,16 @@ Example::
 
     async with OpsClient("127.0.0.1:50051", strategy_token=token) as ops:
         models = await ops.list_models()
+
+    async with OpsAdminClient("127.0.0.1:50051", admin_token=admin) as admin:
+        status = await admin.promote_canary("momentum", reason="shadow looks good")
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -32,12 +35,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
-from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, ENGINE_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.status import from_rpc_error
 
-__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsClient", "wait_serving"]
+__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsAdminClient", "OpsClient", "wait_serving"]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
@@ -92,7 +95,7 @@ class _Client:
 
     @property
     def channel(self) -> grpc.aio.Channel:
-        """The underlying channel, e.g. for ``OpsAdminServiceStub`` calls with ``metadata``."""
+        """The underlying channel, e.g. for stubs this SDK does not wrap (send ``metadata`` with them)."""
         return self._channel
 
     @property
@@ -208,11 +211,11 @@ class OpsClient(_Client):
 
     async def watch_events(
         self, kinds: Sequence[str] = (), *, include_recent: bool = False
-    ) -> AsyncIterator[ops_pb2.Event]:
+    ) -> AsyncGenerator[ops_pb2.Event, None]:
         """Ops events as they happen (only ``kinds`` when given), optionally recent ones first.
 
         Raises:
-            MeshRpcError: the stream failed; closing the iterator cancels the call.
+            MeshRpcError: the stream failed; closing the generator (``aclose``) cancels the call.
         """
         request = ops_pb2.WatchEventsRequest(kinds=list(kinds), include_recent=include_recent)
         call = self._stub.WatchEvents(request, metadata=self._metadata)
@@ -224,6 +227,91 @@ class OpsClient(_Client):
             raise MeshRpcError.from_rpc_error(exc) from None
         finally:
             call.cancel()
+
+
+class OpsAdminClient(_Client):
+    """Client of ``nautilus.ops.v1.OpsAdminService``, the operators' controls.
+
+    Every call sends the admin token as ``x-ops-token``; the server audits each call with its
+    reason, and the canary controls and the kill-switch release refuse an empty reason
+    (INVALID_ARGUMENT, detail code ``REASON_REQUIRED``).
+
+    Args:
+        address: ops host:port.
+        admin_token: sent as ``x-ops-token`` with every call.
+        timeout: per-call deadline, in seconds.
+    """
+
+    def __init__(self, address: str, *, admin_token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        super().__init__(address, ((ADMIN_TOKEN_HEADER, admin_token),), timeout)
+        self._stub = admin_pb2_grpc.OpsAdminServiceStub(self._channel)
+
+    async def trigger_allocation(self, *, reason: str = "") -> admin_pb2.TriggerAllocationResponse:
+        """Run a capital allocation cycle now, bypassing the cooldown; the answer says what it decided."""
+        request = admin_pb2.TriggerAllocationRequest(reason=reason)
+        return await _call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def set_routing_weights(
+        self, strategy_id: str, weights: Mapping[str, float], *, reason: str = ""
+    ) -> list[ops_pb2.ModelInfo]:
+        """Set a strategy's routing weights (summing to 1); models not named get 0. Returns its models."""
+        request = admin_pb2.SetRoutingWeightsRequest(strategy_id=strategy_id, weights=dict(weights), reason=reason)
+        response = await _call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
+        return list(response.models)
+
+    async def promote_canary(self, strategy_id: str, *, reason: str, to_full: bool = False) -> ops_pb2.CanaryStatus:
+        """Promote a strategy's canary one step, or straight to 100% with ``to_full``."""
+        request = admin_pb2.PromoteCanaryRequest(strategy_id=strategy_id, to_full=to_full, reason=reason)
+        response = await _call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
+        return response.status
+
+    async def rollback_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
+        """Roll a canary back: canary 0%, stable 100%."""
+        request = admin_pb2.RollbackCanaryRequest(strategy_id=strategy_id, reason=reason)
+        response = await _call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
+        return response.status
+
+    async def pause_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
+        """Hold a canary at its current weight."""
+        request = admin_pb2.PauseCanaryRequest(strategy_id=strategy_id, reason=reason)
+        response = await _call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
+        return response.status
+
+    async def resume_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
+        """Resume a paused canary."""
+        request = admin_pb2.ResumeCanaryRequest(strategy_id=strategy_id, reason=reason)
+        response = await _call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
+        return response.status
+
+    async def confirm_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
+        """Confirm the step to 100% when the confirmation gate holds the canary."""
+        request = admin_pb2.ConfirmCanaryRequest(strategy_id=strategy_id, reason=reason)
+        response = await _call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
+        return response.status
+
+    async def set_trading_state(
+        self, state: common_pb2.TradingState.ValueType, *, model_id: str = "", reason: str = ""
+    ) -> admin_pb2.SetTradingStateResponse:
+        """Set one model's trading state, or the global one when ``model_id`` is empty."""
+        request = admin_pb2.SetTradingStateRequest(model_id=model_id, state=state, reason=reason)
+        return await _call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def engage_kill_switch(self, *, reason: str = "") -> admin_pb2.EngageKillSwitchResponse:
+        """Halt everything and cancel every resting order at the engine."""
+        request = admin_pb2.EngageKillSwitchRequest(reason=reason)
+        return await _call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+
+    async def release_kill_switch(self, *, reason: str) -> common_pb2.TradingState.ValueType:
+        """Release the kill switch; returns the global trading state after the release."""
+        request = admin_pb2.ReleaseKillSwitchRequest(reason=reason)
+        response = await _call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        return response.global_state
+
+    async def reload_config(self, target: admin_pb2.ConfigTarget.ValueType) -> str:
+        """Reload one config file; a bad file is refused and the previous config stays. Returns the server's note."""
+        request = admin_pb2.ReloadConfigRequest(target=target)
+        response = await _call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
+        return response.message
 
 
 class EngineClient(_Client):

@@ -104,7 +104,7 @@ class EngineCore:
         self.metrics = metrics
         self.tracing = tracing
         self.tick_interval = tick_interval
-        self._queue_size = session_queue_size
+        self.session_queue_size = session_queue_size
         self.sessions: dict[str, asyncio.Queue[list[engine_pb2.ExecutionReport] | None]] = {}
         self._quote_subscribers: set[asyncio.Queue[list[common_pb2.Quote]]] = set()
         self._last_quotes: dict[tuple[str, str], common_pb2.Quote] = {}
@@ -201,9 +201,9 @@ class EngineCore:
             except asyncio.QueueFull:
                 # A stuck reader: end its session rather than grow without bound; it reconciles on reconnect.
                 log.error("[ENGINE] session %s is not reading its reports; closing it", session_id)
-                self._close_session_queue(session_id)
+                self.close_session(session_id)
 
-    def _close_session_queue(self, session_id: str) -> None:
+    def close_session(self, session_id: str) -> None:
         queue = self.sessions.pop(session_id, None)
         if queue is not None:
             while not queue.empty():
@@ -335,8 +335,8 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         session_id = metadata_value(context.invocation_metadata(), SESSION_ID_HEADER) or f"s-{uuid.uuid4().hex[:12]}"
         old = core.sessions.get(session_id)
         if old is not None:  # a reconnect under the same id replaces the stale stream
-            core._close_session_queue(session_id)
-        queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue(core._queue_size)
+            core.close_session(session_id)
+        queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue(core.session_queue_size)
         core.sessions[session_id] = queue
         core.metrics.sessions.set(len(core.sessions))
         log.info("[ENGINE] order session %s opened", session_id)

@@ -149,7 +149,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             )
             for route in self.core.registry.models_of(request.strategy_id):
                 self.core.metrics.canary_weight.labels(request.strategy_id, route.model_id).set(route.weight)
-            self.core._update_allocation_metrics()
+            self.core.update_allocation_metrics()
             return admin_pb2.SetRoutingWeightsResponse(
                 models=[
                     ops_pb2.ModelInfo(
@@ -280,7 +280,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             elif request.target == admin_pb2.CONFIG_TARGET_CAPITAL_POLICY:
                 policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=core.registry.strategies())
                 core.allocator.set_policy(policy)
-                core._update_allocation_metrics()
+                core.update_allocation_metrics()
                 core.save_state()
                 message = f"capital policy reloaded from {cfg.capital_policy_path.name}"
             elif request.target == admin_pb2.CONFIG_TARGET_MODEL_REGISTRY:

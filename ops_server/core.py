@@ -24,7 +24,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal, StrategyAuthenticator
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import MeshError, PermissionDeniedError, UnavailableError
+from nautilus_mesh.errors import ConfigError, MeshError, PermissionDeniedError, UnavailableError
 from nautilus_mesh.files import atomic_write_text, load_json_file
 from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
@@ -119,10 +119,9 @@ class OpsCore:
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=self.registry.strategies())
         self.allocator = CapitalAllocator(policy)
-        limits = RiskLimits.load(config.risk_limits_path) if config.risk_limits_path else None
-        if limits is None:
-            raise ValueError("risk_limits_path is required")
-        self.risk = RiskRails(limits, on_event=self._on_risk_event)
+        if config.risk_limits_path is None:
+            raise ConfigError("risk_limits_path is required: ops does not trade without risk limits")
+        self.risk = RiskRails(RiskLimits.load(config.risk_limits_path), on_event=self._on_risk_event)
         self.measurement = Measurement(periods_per_year=SECONDS_PER_YEAR / config.sample_interval_seconds)
         self.tracker = OrderTracker(state_dir / "journal.jsonl", dedup_window=config.dedup_window)
         self.cursor = ReportCursor()
@@ -141,6 +140,7 @@ class OpsCore:
         self.router = SignalRouter(self.registry, self.quota, self.exposure_qty, self.mark, self.rules)
         self._fill_streams: dict[str, set[asyncio.Queue[ops_pb2.Fill]]] = {}
         self.decision_counts: dict[str, Counter[str]] = {}
+        self.last_allocation: AllocationDecision | None = None
         self._connects = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
@@ -148,7 +148,7 @@ class OpsCore:
         replayed = self.tracker.replay(self._replay_report)
         if replayed:
             self.events.publish("RECOVERED", f"replayed {replayed} journal records", records=replayed)
-        self._update_allocation_metrics()
+        self.update_allocation_metrics()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -527,7 +527,7 @@ class OpsCore:
                     model, self.measurement.daily_pnl(model), self.measurement.drawdown(model, bases.get(model, ZERO))
                 )
         m.trading_state.labels("").set(_STATE_NUMBER[self.risk.global_state.value])
-        self._update_allocation_metrics()
+        self.update_allocation_metrics()
 
     def strategy_returns(self) -> dict[str, list[float]]:
         """Per strategy: its models' return series combined by routing weight (aligned by sample)."""
@@ -587,11 +587,11 @@ class OpsCore:
             self.save_state()
         else:
             self.events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
-        self._last_allocation = decision
-        self._update_allocation_metrics()
+        self.last_allocation = decision
+        self.update_allocation_metrics()
         return decision
 
-    def _update_allocation_metrics(self) -> None:
+    def update_allocation_metrics(self) -> None:
         for strategy, weight in self.allocator.weights.items():
             self.metrics.strategy_allocation.labels(strategy).set(weight)
         for route in self.registry.routes():
@@ -655,7 +655,7 @@ class OpsCore:
         )
         for route in self.registry.models_of(event.strategy):
             self.metrics.canary_weight.labels(event.strategy, route.model_id).set(route.weight)
-        self._update_allocation_metrics()
+        self.update_allocation_metrics()
         self.save_state()
 
     def _on_risk_event(self, event: RiskEvent) -> None:

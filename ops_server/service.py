@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import struct_pb2
 
+from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.decimals import fmt
@@ -179,7 +180,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.GetAllocationsResponse:
         await self._principal(context)
         allocator = self.core.allocator
-        last = getattr(self.core, "_last_allocation", None)
+        last = self.core.last_allocation
         return ops_pb2.GetAllocationsResponse(
             allocations=[
                 ops_pb2.Allocation(strategy_id=s, fraction=w, capital_usd=fmt(allocator.allocation_usd(s)))
@@ -368,6 +369,4 @@ def limits_to_dict(limits: RiskLimits) -> dict[str, Any]:
 
 
 def _status_name(status: int) -> str:
-    from nautilus_mesh.api.engine.v1 import engine_pb2
-
     return engine_pb2.OrderStatus.Name(status).removeprefix("ORDER_STATUS_")  # type: ignore[arg-type]

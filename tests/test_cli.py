@@ -1,4 +1,7 @@
-"""The nautilus-mesh CLI: argument parsing, token resolution, output lines, unreachable services."""
+"""The nautilus-mesh CLI: argument parsing, token resolution, output lines, unreachable services.
+
+The commands against a running mesh are in ``test_cli_e2e.py``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import TOKEN_ENV, build_parser, main, resolve_token
+from clients.cli import (
+    ADMIN_TOKEN_ENV,
+    TOKEN_ENV,
+    build_parser,
+    cmd_allocations,
+    cmd_allocations_trigger,
+    cmd_canary_control,
+    cmd_risk_kill_switch,
+    event_line,
+    main,
+    resolve_admin_token,
+    resolve_token,
+)
 from clients.launcher import MeshEndpoints, endpoints_from_config, ready_line, summary_line
+from nautilus_mesh.api.ops.v1 import ops_pb2
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
 
@@ -64,6 +80,67 @@ def test_parser_when_traces_given_defaults_to_var_traces() -> None:
     assert build_parser().parse_args(["traces"]).dir == "var/traces"
 
 
+def test_parser_when_canary_promote_given_reads_strategy_reason_and_to_full() -> None:
+    args = build_parser().parse_args(
+        ["canary", "promote", "--strategy", "momentum", "--reason", "ok", "--to-full", "--admin-token", "a"]
+    )
+    assert (args.action, args.strategy, args.reason, args.to_full, args.admin_token) == (
+        "promote",
+        "momentum",
+        "ok",
+        True,
+        "a",
+    )
+    assert args.handler is cmd_canary_control
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback", "pause", "resume", "confirm"])
+def test_parser_when_canary_control_lacks_reason_exits_with_usage_error(action: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["canary", action, "--strategy", "momentum"])
+    assert exc.value.code == 2
+
+
+def test_parser_when_allocations_alone_shows_them() -> None:
+    args = build_parser().parse_args(["allocations", "--ops", "h:1"])
+    assert (args.action, args.ops, args.handler) == (None, "h:1", cmd_allocations)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["allocations", "--ops", "h:1", "--config-dir", "c", "trigger", "--reason", "r"],
+        ["allocations", "trigger", "--ops", "h:1", "--config-dir", "c", "--reason", "r"],
+    ],
+)
+def test_parser_when_allocations_trigger_keeps_address_given_before_or_after(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.handler, args.ops, args.config_dir, args.reason) == (cmd_allocations_trigger, "h:1", "c", "r")
+
+
+def test_parser_when_kill_switch_given_reads_engage_or_release() -> None:
+    args = build_parser().parse_args(["risk", "kill-switch", "release", "--reason", "drill over"])
+    assert (args.switch, args.reason, args.handler) == ("release", "drill over", cmd_risk_kill_switch)
+
+
+def test_parser_when_set_state_unknown_exits_with_usage_error() -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["risk", "set-state", "--state", "PANIC", "--reason", "r"])
+    assert exc.value.code == 2
+
+
+def test_parser_when_weights_set_repeated_collects_every_pair() -> None:
+    args = build_parser().parse_args(
+        ["weights", "--strategy", "s", "--set", "a=0.25", "--set", "b=0.75", "--reason", "r"]
+    )
+    assert args.weights == ["a=0.25", "b=0.75"]
+
+
+def test_parser_when_events_given_collects_kinds_and_count() -> None:
+    args = build_parser().parse_args(["events", "--kind", "CANARY", "--kind", "ADMIN", "--recent", "--count", "3"])
+    assert (args.kinds, args.recent, args.count) == (["CANARY", "ADMIN"], True, 3)
+
+
 # --- token resolution --------------------------------------------------------------------------
 
 
@@ -88,6 +165,23 @@ def test_resolve_token_when_demo_config_returns_momentum_token() -> None:
 
 def test_resolve_token_when_nothing_configured_returns_none(tmp_path: Path) -> None:
     assert resolve_token(None, {TOKEN_ENV: ""}, tmp_path) is None
+
+
+def test_resolve_admin_token_when_flag_given_prefers_flag_over_env_and_config(tmp_path: Path) -> None:
+    (tmp_path / "ops.json").write_text(json.dumps({"admin_token": "from-config"}))
+    assert resolve_admin_token("from-flag", {ADMIN_TOKEN_ENV: "from-env"}, tmp_path) == "from-flag"
+    assert resolve_admin_token(None, {ADMIN_TOKEN_ENV: "from-env"}, tmp_path) == "from-env"
+    assert resolve_admin_token(None, {}, tmp_path) == "from-config"
+
+
+def test_resolve_admin_token_when_demo_config_returns_demo_admin_token() -> None:
+    assert resolve_admin_token(None, {}, DEMO_DIR) == "demo-admin-token"
+
+
+@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"admin_token": 7}', '{"admin_token": ""}'])
+def test_resolve_admin_token_when_config_unusable_returns_none(tmp_path: Path, content: str) -> None:
+    (tmp_path / "ops.json").write_text(content)
+    assert resolve_admin_token(None, {}, tmp_path) is None
 
 
 # --- output lines ------------------------------------------------------------------------------
@@ -121,6 +215,21 @@ def test_endpoints_from_config_when_files_missing_uses_defaults(tmp_path: Path) 
     assert endpoints_from_config(tmp_path) == MeshEndpoints()
 
 
+def test_event_line_when_attributes_given_sorts_them_after_the_message() -> None:
+    event = ops_pb2.Event(
+        seq=7,
+        kind="CANARY",
+        at_unix_nanos=1_700_000_000_123_000_000,
+        message="promoted",
+        attributes={"b": "2", "a": "1"},
+    )
+    assert event_line(event) == "7 2023-11-14T22:13:20.123Z CANARY promoted a=1 b=2"
+
+
+def test_event_line_when_no_attributes_ends_with_the_message() -> None:
+    assert event_line(ops_pb2.Event(seq=1, kind="ADMIN", message="hi")) == "1 - ADMIN hi"
+
+
 # --- unreachable services ----------------------------------------------------------------------
 
 
@@ -139,3 +248,34 @@ def test_main_when_no_token_anywhere_exits_2(
     code = main(["positions", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{_free_port()}"])
     assert code == 2
     assert "no strategy token" in capsys.readouterr().err
+
+
+def test_main_when_admin_call_and_ops_unreachable_prints_one_line_and_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    code = main(["risk", "kill-switch", "engage", "--reason", "drill", "--ops", address, "--admin-token", "a"])
+    assert code == 2
+    assert capsys.readouterr().err == f"error: ops not reachable at {address}\n"
+
+
+def test_main_when_events_and_ops_unreachable_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    address = f"127.0.0.1:{_free_port()}"
+    assert main(["events", "--ops", address, "--token", "t", "--count", "1"]) == 2
+    assert capsys.readouterr().err == f"error: ops not reachable at {address}\n"
+
+
+def test_main_when_no_admin_token_anywhere_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
+    argv = ["risk", "reload", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{_free_port()}"]
+    assert main(argv) == 2
+    assert "no admin token" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair", ["m", "=0.5", "m=half"])
+def test_main_when_weight_malformed_exits_2_before_calling(pair: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["weights", "--strategy", "s", "--set", pair, "--reason", "r", "--admin-token", "a"]
+    assert main([*argv, "--ops", f"127.0.0.1:{_free_port()}"]) == 2
+    assert "--set wants MODEL=WEIGHT" in capsys.readouterr().err
