@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import signal
-import sys
 import time
 from collections.abc import Sequence
 
@@ -22,7 +19,7 @@ from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import ConfigError
-from nautilus_mesh.serving import RunningServer, start_server
+from nautilus_mesh.serving import RunningServer, service_main, start_server
 from nautilus_mesh.telemetry import MetricsServer, Tracing
 
 log = logging.getLogger(__name__)
@@ -125,33 +122,12 @@ class EngineServer:
         self.tracing.shutdown()
 
 
-async def serve(config: EngineConfig) -> None:
-    server = EngineServer(config)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    log.info("[ENGINE] ready on %s", server.address)
-    await stop.wait()
-    log.info("[ENGINE] shutting down")
-    await server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine_server", description="Run the nautilus-mesh engine.")
-    parser.add_argument("--config", required=True, help="engine config JSON")
-    parser.add_argument("--port", type=int, help="override the gRPC port")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = load_engine_config(args.config)
-        if args.port is not None:
-            config = config.model_copy(update={"port": args.port})
-        asyncio.run(serve(config))
-    except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    return 0
+    return service_main(
+        argv,
+        prog="python -m engine_server",
+        description="Run the nautilus-mesh engine.",
+        load=load_engine_config,
+        build=EngineServer,
+        label="ENGINE",
+    )

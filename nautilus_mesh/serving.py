@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
 import logging
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import grpc
+import pydantic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate grpc.aio health
 from grpc_reflection.v1alpha import reflection
+
+from nautilus_mesh.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +97,61 @@ async def start_server(
     await running.set_serving(True)
     log.info("[SERVER] serving %s on %s:%d", ", ".join(service_names), host, bound)
     return running
+
+
+class Service(Protocol):
+    """A runnable server (engine or ops): started, then stopped gracefully."""
+
+    @property
+    def address(self) -> str: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self, grace: float = 5.0) -> None: ...
+
+
+ConfigT = TypeVar("ConfigT", bound=pydantic.BaseModel)
+
+
+async def serve_until_signalled(service: Service, label: str) -> None:
+    """Start ``service``, wait for SIGINT or SIGTERM, then stop it gracefully."""
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    log.info("[%s] ready on %s", label, service.address)
+    await stop.wait()
+    log.info("[%s] shutting down", label)
+    await service.stop()
+
+
+def service_main(
+    argv: Sequence[str] | None,
+    *,
+    prog: str,
+    description: str,
+    load: Callable[[str], ConfigT],
+    build: Callable[[ConfigT], Service],
+    label: str,
+) -> int:
+    """The ``python -m <server> --config FILE [--port N]`` entry point shared by the servers.
+
+    A bad config prints one line and exits 2 (no traceback).
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help="config JSON")
+    parser.add_argument("--port", type=int, help="override the gRPC port")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        config = load(args.config)
+        if args.port is not None:
+            config = config.model_copy(update={"port": args.port})
+        asyncio.run(serve_until_signalled(build(config), label))
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    return 0

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import contextlib
 import logging
-import signal
-import sys
 from collections.abc import Sequence
 
 import grpc
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
-from nautilus_mesh.errors import ConfigError
-from nautilus_mesh.serving import RunningServer, start_server
+from nautilus_mesh.serving import RunningServer, service_main, start_server
 from nautilus_mesh.telemetry import MetricsServer
 from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
@@ -70,33 +64,12 @@ class OpsServer:
         self.core.tracing.shutdown()
 
 
-async def serve(config: OpsConfig) -> None:
-    server = OpsServer(config)
-    await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    log.info("[OPS] ready on %s", server.address)
-    await stop.wait()
-    log.info("[OPS] shutting down")
-    await server.stop()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ops_server", description="Run the nautilus-mesh ops service.")
-    parser.add_argument("--config", required=True, help="ops config JSON")
-    parser.add_argument("--port", type=int, help="override the gRPC port")
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        config = load_ops_config(args.config)
-    except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    if args.port is not None:
-        config = config.model_copy(update={"port": args.port})
-    asyncio.run(serve(config))
-    return 0
+    return service_main(
+        argv,
+        prog="python -m ops_server",
+        description="Run the nautilus-mesh ops service.",
+        load=load_ops_config,
+        build=OpsServer,
+        label="OPS",
+    )

@@ -1,0 +1,41 @@
+"""`python -m engine_server` / `python -m ops_server`: a bad config is one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize("module", ["engine_server", "ops_server"])
+def test_server_when_config_missing_exits_2_with_one_line(module: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--config", str(tmp_path / "nope.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'nope.json'}"]
+
+
+def test_ops_when_config_has_unknown_key_names_it(tmp_path: Path) -> None:
+    config = json.loads((ROOT / "config/demo/ops.json").read_text())
+    config["engine_adress"] = "typo"
+    path = tmp_path / "ops.json"
+    path.write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "ops_server", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "engine_adress" in result.stderr and "Traceback" not in result.stderr
