@@ -1,0 +1,155 @@
+"""The engine's gRPC service alone: venue rails answered in-band, reconciliation pages, queries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from engine_server.server import EngineServer
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from tests.conftest import ENGINE_TOKEN, engine_config, flat_instruments
+
+META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "test-session"))
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[EngineServer]:
+    venues = [{"name": "sim", "adapter": "sim", "seed": 3, "instruments": flat_instruments()}]
+    rails = {
+        "sim": {
+            "price_collar_bps": "100",
+            "max_order_qty": "50",
+            "max_order_notional": "4000",
+            "max_messages_per_second": 1,
+            "message_burst": 4,
+        }
+    }
+    server = EngineServer(engine_config(tmp_path, venues=venues, rails=rails))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.1)
+
+
+def new_order(coid: str, qty: str, price: str = "", side: int = common_pb2.SIDE_BUY) -> engine_pb2.OrderCommand:
+    limit = bool(price)
+    return engine_pb2.OrderCommand(
+        new_order=engine_pb2.NewOrder(
+            client_order_id=coid,
+            venue="sim",
+            account="a",
+            model_id="m",
+            instrument="BTC-USD",
+            side=side,  # type: ignore[arg-type]
+            order_type=common_pb2.ORDER_TYPE_LIMIT if limit else common_pb2.ORDER_TYPE_MARKET,
+            time_in_force=common_pb2.TIME_IN_FORCE_IOC,
+            quantity=qty,
+            limit_price=price,
+        )
+    )
+
+
+async def exchange(engine: EngineServer, commands: list[engine_pb2.OrderCommand]) -> list[engine_pb2.ExecutionReport]:
+    """Send one frame per command and collect every report until each order is final (or rejected in-band)."""
+    outbox: asyncio.Queue[engine_pb2.StreamOrdersRequest | None] = asyncio.Queue()
+    for command in commands:
+        outbox.put_nowait(engine_pb2.StreamOrdersRequest(commands=[command]))
+
+    async def frames() -> AsyncIterator[engine_pb2.StreamOrdersRequest]:
+        while (frame := await outbox.get()) is not None:
+            yield frame
+
+    final = {
+        engine_pb2.EXEC_TYPE_FILL,
+        engine_pb2.EXEC_TYPE_CANCELED,
+        engine_pb2.EXEC_TYPE_REJECTED,
+        engine_pb2.EXEC_TYPE_EXPIRED,
+    }
+    reports: list[engine_pb2.ExecutionReport] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+        call = engine_pb2_grpc.EngineServiceStub(channel).StreamOrders(frames(), metadata=META)
+        done: set[str] = set()
+        async for frame in call:
+            reports.extend(frame.reports)
+            done |= {r.client_order_id for r in frame.reports if r.exec_type in final}
+            if len(done) == len(commands):
+                break
+        outbox.put_nowait(None)
+        call.cancel()
+    return reports
+
+
+async def test_venue_rails_when_breached_reject_in_band_and_the_engine_keeps_serving(engine: EngineServer) -> None:
+    reports = await exchange(
+        engine,
+        [
+            new_order("collar", "1", price="103.00"),  # 300 bps from the 100.00 reference, collar is 100
+            new_order("too-big", "60"),  # max quantity 50
+            new_order("too-rich", "45", price="100.02"),  # 4501 notional, max 4000
+            new_order("ok-1", "1"),
+            new_order("rate", "1"),  # the 5th order inside a second: the bucket holds 4
+        ],
+    )
+    rejected = {r.client_order_id: r.error.code for r in reports if r.exec_type == engine_pb2.EXEC_TYPE_REJECTED}
+    assert rejected == {
+        "collar": "PRICE_COLLAR",
+        "too-big": "MAX_ORDER_QTY",
+        "too-rich": "MAX_ORDER_NOTIONAL",
+        "rate": "RATE_LIMITED",
+    }
+    assert all(r.seq > 0 for r in reports)  # rail rejections are journaled executions with a seq
+    fills = [r for r in reports if r.client_order_id == "ok-1" and r.exec_type == engine_pb2.EXEC_TYPE_FILL]
+    assert len(fills) == 1 and Decimal(fills[0].cum_qty) == 1
+    metrics = engine.metrics.venue_rejections
+    assert metrics.labels("sim", "price_collar")._value.get() == 1
+    assert metrics.labels("sim", "message_rate")._value.get() == 1
+
+
+async def test_malformed_command_when_sent_is_answered_in_band_without_seq(engine: EngineServer) -> None:
+    reports = await exchange(engine, [new_order("bad-qty", "-3"), new_order("fine", "1")])
+    bad = [r for r in reports if r.client_order_id == "bad-qty"]
+    assert len(bad) == 1 and bad[0].seq == 0
+    assert (bad[0].error.kind, bad[0].error.code, bad[0].error.field) == (
+        "validation_failed",
+        "INVALID_DECIMAL",
+        "quantity",
+    )
+    assert engine.core.manager.get_order("bad-qty") is None
+    assert engine.core.manager.get_order("fine") is not None
+
+
+async def test_list_executions_when_paged_returns_every_report_once_in_seq_order(engine: EngineServer) -> None:
+    await exchange(
+        engine,
+        [new_order(f"p-{i}", "1", side=common_pb2.SIDE_BUY if i % 2 else common_pb2.SIDE_SELL) for i in range(4)],
+    )
+    last = engine.core.manager.last_seq
+    seqs: list[int] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+        stub = engine_pb2_grpc.EngineServiceStub(channel)
+        token = ""
+        while True:
+            page = await stub.ListExecutions(
+                engine_pb2.ListExecutionsRequest(since_seq=0, page_size=3, page_token=token), metadata=META
+            )
+            assert page.last_seq == last
+            seqs.extend(r.seq for r in page.reports)
+            token = page.next_page_token
+            if not token:
+                break
+        order = await stub.GetOrder(engine_pb2.GetOrderRequest(client_order_id="p-1"), metadata=META)
+        assert order.order.status == engine_pb2.ORDER_STATUS_FILLED and order.order.filled_qty == "1"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetOrder(engine_pb2.GetOrderRequest(client_order_id="nope"), metadata=META)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        venues = await stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=META)
+        assert [(v.name, v.kind, v.connected) for v in venues.venues] == [("sim", "live", True)]
+        assert {s.instrument: s.lot_size for s in venues.venues[0].instrument_specs}["BTC-USD"] == "0.01"
+    assert seqs == list(range(1, last + 1))

@@ -1,0 +1,65 @@
+"""Tracing: OTLP export when OTEL_EXPORTER_OTLP_ENDPOINT is set (to a real gRPC collector endpoint on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.telemetry import Tracing, extract, trace_id_of
+
+
+class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """A minimal OTLP/gRPC trace receiver that remembers span names and trace ids."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[str, str]] = []
+        self.received = threading.Event()
+
+    def Export(self, request, context):  # type: ignore[no-untyped-def]
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                self.spans.extend((s.name, s.trace_id.hex()) for s in scope_spans.spans)
+        self.received.set()
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_tracing_when_otlp_endpoint_set_exports_spans_over_otlp(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    collector = Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        tracing = Tracing("otlp-test", tmp_path / "unused.jsonl")
+        carrier = common_pb2.TraceContext()
+        with tracing.produce("strategy.signal send", carrier):
+            pass_on = carrier.traceparent
+        tracing.force_flush()
+        assert collector.received.wait(10)
+        assert ("strategy.signal send", trace_id_of(pass_on)) in collector.spans
+        tracing.shutdown()
+        assert not (tmp_path / "unused.jsonl").exists()  # OTLP replaces the local file
+    finally:
+        server.stop(None)
+
+
+async def test_consumer_span_when_message_carries_context_joins_that_trace(tmp_path: Path) -> None:
+    tracing = Tracing("t", tmp_path / "spans.jsonl")
+    outgoing = common_pb2.TraceContext()
+    with tracing.produce("a send", outgoing):
+        await asyncio.sleep(0)
+    with tracing.consume("b receive", outgoing) as span:
+        assert f"{span.get_span_context().trace_id:032x}" == trace_id_of(outgoing.traceparent)
+    assert extract(common_pb2.TraceContext()) is None  # an empty carrier starts no trace
+    tracing.shutdown()
