@@ -11,10 +11,10 @@ rail                        code                        passes when
 ``trading_state``           ``REDUCE_ONLY``             ... and, when REDUCING, the order reduces exposure
 ``instrument``              ``INSTRUMENT_NOT_ALLOWED``  the symbol is on the allow-list (no list: all allowed)
 ``stale_mark``              ``STALE_MARK``              a mark exists and is at most ``stale_mark_seconds`` old
-``quota``                   ``INVALID_QUOTE``           order notional <= the model's available quota
+``quota``                   ``INVALID_QUOTE``           opening notional <= the model's available quota
 ``max_order_notional``      ``MAX_ORDER_NOTIONAL``      order notional <= the model's ``max_order_notional``
 ``max_position``            ``MAX_POSITION``            ``|position + open + order|`` <= the symbol's limit
-``gross_exposure``          ``GROSS_EXPOSURE``          gross exposure + order notional <= ``max_gross_exposure``
+``gross_exposure``          ``GROSS_EXPOSURE``          gross exposure - closing + opening <= the limit
 ``order_rate``              ``RATE_LIMITED``            the model's token bucket has a token (taken on pass)
 ==========================  ==========================  ======================================================
 
@@ -25,6 +25,9 @@ Rules:
   the opposite side, and its quantity is at most ``|position + open|`` (it shrinks the exposure without crossing
   zero; a flip is not reducing). Such an order skips the quota, max-position and gross-exposure rails; every other
   rail still applies (a fat-fingered or stale-priced close is still refused, and HALTED still denies it).
+* An order that flips the position through zero is split: its *closing* part (up to ``|position + open|``) releases
+  that exposure, and only its *opening* part needs quota and counts toward gross exposure. For an order that opens
+  from flat, opening notional is the order notional (``requested`` in the ``INVALID_QUOTE`` details).
 * The rate token is taken only when every other rail passed, so denied orders do not drain the bucket. Excess orders
   are denied, never queued.
 * ``max_drawdown`` is a fraction of peak equity in (0, 1]; ``max_daily_loss`` is a positive USD amount. Reaching either
@@ -402,6 +405,14 @@ class RiskContext:
         return self.position_qty + self.open_order_qty
 
 
+def closing_quantity(intent: OrderIntent, ctx: RiskContext) -> Decimal:
+    """The part of the order that offsets existing exposure (``position + open``); the rest opens new exposure."""
+    net = ctx.net_exposure_qty
+    if net == 0 or (net > 0) == (intent.side is Side.BUY):
+        return Decimal(0)
+    return min(intent.quantity, abs(net))
+
+
 def reduces_exposure(intent: OrderIntent, ctx: RiskContext) -> bool:
     """Return True when the order shrinks ``|position + open|`` without crossing zero (see the module docstring)."""
     net = ctx.net_exposure_qty
@@ -516,8 +527,11 @@ class RiskRails:
                 rail="stale_mark",
             )
         notional = intent.notional
-        if not reducing and notional > ctx.available_quota:
-            requested, available = plain_decimal(notional), plain_decimal(ctx.available_quota)
+        # A flip through zero first releases the exposure it closes: only the opening part needs quota.
+        closing = closing_quantity(intent, ctx) * intent.price
+        opening = notional - closing
+        if not reducing and opening > ctx.available_quota + closing:
+            requested, available = plain_decimal(opening), plain_decimal(ctx.available_quota + closing)
             raise RiskRejectedError(
                 "INVALID_QUOTE",
                 f"order notional {requested} exceeds the available quota {available}",
@@ -546,7 +560,7 @@ class RiskRails:
                     },
                     rail="max_position",
                 )
-            gross_after = ctx.gross_exposure + notional
+            gross_after = ctx.gross_exposure - closing + opening
             if gross_after > limits.max_gross_exposure:
                 raise RiskRejectedError(
                     "GROSS_EXPOSURE",
@@ -554,7 +568,7 @@ class RiskRails:
                     f"limit {plain_decimal(limits.max_gross_exposure)}",
                     {
                         "current": plain_decimal(ctx.gross_exposure),
-                        "requested": plain_decimal(notional),
+                        "requested": plain_decimal(opening),
                         "limit": plain_decimal(limits.max_gross_exposure),
                     },
                     rail="gross_exposure",

@@ -806,3 +806,37 @@ def test_order_intent_when_side_is_string_converts_to_enum() -> None:
     assert intent.side is Side.SELL
     assert intent.signed_quantity == Decimal("-2")
     assert intent.notional == Decimal("20")
+
+
+def test_quota_when_order_flips_position_needs_quota_only_for_the_opening_part() -> None:
+    rails = RiskRails(RiskLimits.from_dict(_flip_limits()), clock=lambda: 0.0)
+    # Long 5 at 100 (500 used of a 1000 quota, 500 available); selling 10 closes 5 and opens 5 short.
+    ctx = RiskContext(
+        position_qty=Decimal(5),
+        open_order_qty=Decimal(0),
+        available_quota=Decimal(500),
+        gross_exposure=Decimal(500),
+        mark_age_seconds=0.0,
+    )
+    rails.check(OrderIntent("m1", "BTC-USD", Side.SELL, Decimal(10), Decimal(100)), ctx)
+    # Selling 16 opens 11 short: 1100 needed, 500 available plus the 500 the close releases.
+    with pytest.raises(RiskRejectedError) as caught:
+        rails.check(OrderIntent("m1", "BTC-USD", Side.SELL, Decimal(16), Decimal(100)), ctx)
+    assert caught.value.code == "INVALID_QUOTE"
+    assert caught.value.details == {"requested": "1100", "available": "1000"}
+
+
+def _flip_limits() -> dict[str, object]:
+    return {
+        "global": {"max_gross_exposure": "1000000", "stale_mark_seconds": 10},
+        "default_model": {
+            "max_order_notional": "1000000",
+            "max_position_qty": {"*": "1000"},
+            "order_rate_per_second": 100,
+            "order_burst": 100,
+            "max_daily_loss": "1000",
+            "max_drawdown": 0.5,
+            "breach_state": "HALTED",
+        },
+        "models": {},
+    }
