@@ -113,7 +113,8 @@ class OpsCore:
         # seeded from the configured file on first start, so restarts keep the routing it had.
         working_registry = state_dir / "registry.json"
         if not working_registry.exists():
-            atomic_write_text(working_registry, Path(config.registry_path).read_text(encoding="utf-8"))
+            seed = ModelRegistry.load(config.registry_path)  # validated before it is copied
+            atomic_write_text(working_registry, json.dumps(seed.data.model_dump(mode="json"), indent=2) + "\n")
         self.registry = ModelRegistry.load(working_registry)
         self.canaries = CanaryManager(self.registry, self._on_canary_event)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
@@ -142,10 +143,12 @@ class OpsCore:
         self.decision_counts: dict[str, Counter[str]] = {}
         self.last_allocation: AllocationDecision | None = None
         self._connects = 0
+        self._trading_day = time.gmtime()[:3]
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at = time.time()
         self._restore_state()
         replayed = self.tracker.replay(self._replay_report)
+        self._restore_trading_day()
         if replayed:
             self.events.publish("RECOVERED", f"replayed {replayed} journal records", records=replayed)
         self.update_allocation_metrics()
@@ -510,8 +513,13 @@ class OpsCore:
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
+        now = time.time()
+        today = time.gmtime(now)[:3]
+        if today != self._trading_day:  # daily-loss limits count from UTC midnight
+            self.measurement.start_day()
+            self._trading_day = today
         bases = self.capital_bases()
-        self.canaries.record_sample(self.measurement.sample(time.time(), bases))
+        self.canaries.record_sample(self.measurement.sample(now, bases))
         m = self.metrics
         for route in self.registry.routes():
             model = route.model_id
@@ -675,8 +683,19 @@ class OpsCore:
             "allocator": self.allocator.snapshot(),
             "risk": self.risk.snapshot(),
             "canaries": self.canaries.snapshot(),
+            "trading_day": list(self._trading_day),
+            "day_start_equity": {m: str(self.measurement.book(m).day_start_equity) for m in self.measurement.models()},
         }
         atomic_write_text(self._state_path, json.dumps(state, indent=2, default=str) + "\n")
+
+    def _restore_trading_day(self) -> None:
+        """Daily-loss limits keep counting from the day's start across a restart on the same UTC day."""
+        state = load_json_file(self._state_path) if self._state_path.exists() else {}
+        if tuple(state.get("trading_day", ())) == self._trading_day:
+            for model_id, equity in state.get("day_start_equity", {}).items():
+                self.measurement.book(model_id).day_start_equity = Decimal(equity)
+        else:
+            self.measurement.start_day()
 
     def _restore_state(self) -> None:
         if not self._state_path.exists():

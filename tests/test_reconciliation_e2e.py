@@ -97,6 +97,7 @@ async def test_ops_when_restarted_on_its_journal_rebuilds_the_same_ledger(mesh: 
     await wait_until(lambda: all(not core.tracker.orders[c].open_quantity for c in coids))
     before = ops_positions(core, {("momentum_v1", "BTC-USD")})
     fills_before = {f.exec_id for f in core.tracker.fills.values()}
+    core.measurement.book("momentum_v1").day_start_equity = Decimal("123.45")  # the day began before the restart
     await mesh.ops.stop(grace=0.1)
 
     restarted = OpsServer(ops_config(tmp_path, mesh.engine.port))
@@ -106,6 +107,8 @@ async def test_ops_when_restarted_on_its_journal_rebuilds_the_same_ledger(mesh: 
         assert ops_positions(restarted.core, {("momentum_v1", "BTC-USD")}) == before
         assert {f.exec_id for f in restarted.core.tracker.fills.values()} == fills_before
         assert restarted.core.cursor.watermark == mesh.engine.core.manager.last_seq
+        # Daily-loss limits keep counting from the same day start.
+        assert restarted.core.measurement.book("momentum_v1").day_start_equity == Decimal("123.45")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
             stub = ops_pb2_grpc_stub(channel)
             again = await submit(stub, "rs-0", "BTC-USD", 0.2)
