@@ -52,6 +52,7 @@ pytest: install
 
 bench: install
 	$(PY) benchmarks/bench_matching.py
+	$(PY) benchmarks/bench_mesh.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ def _default(value: object) -> object:
 
 def dumps(record: Mapping[str, Any]) -> str:
     """Serialise one record as a compact JSON line (Decimals as strings)."""
-    return json.dumps(record, default=_default, separators=(",", ":"), sort_keys=True)
+    return json.dumps(record, default=_default, separators=(",", ":"))
 
 
 class JsonlWriter:

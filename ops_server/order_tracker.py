@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from google.protobuf import json_format
-
+from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import fmt
@@ -36,6 +35,79 @@ TERMINAL = frozenset(
     }
 )
 FILL_TYPES = frozenset({engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL})
+
+
+# Journal codecs: the fields replay needs, written directly (json_format is ~10x slower on the hot path).
+# The shape matches protobuf's JSON mapping with original field names (enums by name), so either reads back.
+_REPORT_STRINGS = (
+    "exec_id",
+    "client_order_id",
+    "venue_order_id",
+    "venue",
+    "model_id",
+    "account",
+    "instrument",
+    "last_qty",
+    "last_price",
+    "cum_qty",
+    "leaves_qty",
+    "avg_price",
+    "fee",
+    "liquidity",
+)
+_DECISION_STRINGS = ("signal_id", "model_id", "client_order_id", "quantity")
+
+
+def report_record(report: engine_pb2.ExecutionReport) -> dict[str, Any]:
+    record: dict[str, Any] = {name: getattr(report, name) for name in _REPORT_STRINGS}
+    record["seq"] = report.seq
+    record["ts_unix_nanos"] = report.ts_unix_nanos
+    record["side"] = common_pb2.Side.Name(report.side)
+    record["exec_type"] = engine_pb2.ExecType.Name(report.exec_type)
+    record["order_status"] = engine_pb2.OrderStatus.Name(report.order_status)
+    if report.trace.traceparent:
+        record["trace"] = {"traceparent": report.trace.traceparent}
+    return record
+
+
+def _traceparent(record: dict[str, Any]) -> str:
+    return str(record.get("trace", {}).get("traceparent", ""))
+
+
+def report_from_record(record: dict[str, Any]) -> engine_pb2.ExecutionReport:
+    report = engine_pb2.ExecutionReport(
+        seq=int(record.get("seq", 0)),
+        ts_unix_nanos=int(record.get("ts_unix_nanos", 0)),
+        side=record.get("side", "SIDE_UNSPECIFIED"),
+        exec_type=record.get("exec_type", "EXEC_TYPE_UNSPECIFIED"),
+        order_status=record.get("order_status", "ORDER_STATUS_UNSPECIFIED"),
+        **{name: record.get(name, "") for name in _REPORT_STRINGS},
+    )
+    if traceparent := _traceparent(record):
+        report.trace.traceparent = traceparent
+    return report
+
+
+def decision_record(decision: ops_pb2.SignalDecision) -> dict[str, Any]:
+    record: dict[str, Any] = {name: getattr(decision, name) for name in _DECISION_STRINGS}
+    record["status"] = ops_pb2.DecisionStatus.Name(decision.status)
+    record["mode"] = ops_pb2.RoutingMode.Name(decision.mode)
+    record["side"] = common_pb2.Side.Name(decision.side)
+    if decision.trace.traceparent:
+        record["trace"] = {"traceparent": decision.trace.traceparent}
+    return record
+
+
+def decision_from_record(record: dict[str, Any]) -> ops_pb2.SignalDecision:
+    decision = ops_pb2.SignalDecision(
+        status=record.get("status", "DECISION_STATUS_UNSPECIFIED"),
+        mode=record.get("mode", "ROUTING_MODE_UNSPECIFIED"),
+        side=record.get("side", "SIDE_UNSPECIFIED"),
+        **{name: record.get(name, "") for name in _DECISION_STRINGS},
+    )
+    if traceparent := _traceparent(record):
+        decision.trace.traceparent = traceparent
+    return decision
 
 
 @dataclass
@@ -149,7 +221,7 @@ class OrderTracker:
         if self._journal is not None:
             record: dict[str, Any] = {
                 "type": "decision",
-                "decision": json_format.MessageToDict(decision, preserving_proto_field_name=True),
+                "decision": decision_record(decision),
             }
             if order is not None:
                 record["order"] = order.to_record()
@@ -186,9 +258,7 @@ class OrderTracker:
         if order is None:
             return None
         if journal and self._journal is not None:
-            self._journal.append(
-                {"type": "report", "report": json_format.MessageToDict(report, preserving_proto_field_name=True)}
-            )
+            self._journal.append({"type": "report", "report": report_record(report)})
         before = order.open_quantity
         order.acknowledged = True
         fill: AppliedFill | None = None
@@ -221,12 +291,12 @@ class OrderTracker:
         for record in read_jsonl(self.journal_path):
             count += 1
             if record.get("type") == "decision":
-                decision = json_format.ParseDict(record["decision"], ops_pb2.SignalDecision())
+                decision = decision_from_record(record["decision"])
                 self._remember(decision)
                 if "order" in record:
                     self._add_order(TrackedOrder.from_record(record["order"]))
             elif record.get("type") == "report":
-                on_report(json_format.ParseDict(record["report"], engine_pb2.ExecutionReport()))
+                on_report(report_from_record(record["report"]))
         if count:
             log.info("[TRACKER] replayed %d journal record(s): %d order(s)", count, len(self.orders))
         return count
