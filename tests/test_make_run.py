@@ -1,0 +1,74 @@
+"""`nautilus-mesh up` (what `make run` runs), as a user runs it: processes, the ready line, the summary line."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = shutil.which("nautilus-mesh", path=str(Path(sys.executable).parent))
+pytestmark = pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def demo_config_on(tmp: Path, ops: int, engine: int, ops_metrics: int, engine_metrics: int) -> Path:
+    """The demo config with its ports moved to free ones, so the test never meets a running demo."""
+    config = tmp / "config"
+    shutil.copytree(ROOT / "config" / "demo", config)
+    edit = {
+        "engine.json": {"port": engine, "metrics_port": engine_metrics},
+        "ops.json": {"port": ops, "metrics_port": ops_metrics, "engine_address": f"127.0.0.1:{engine}"},
+        "strategies.json": {"ops_address": f"127.0.0.1:{ops}", "engine_address": f"127.0.0.1:{engine}"},
+    }
+    for name, values in edit.items():
+        data = json.loads((config / name).read_text())
+        data.update(values)
+        (config / name).write_text(json.dumps(data))
+    return config
+
+
+def test_up_when_run_for_a_few_seconds_prints_ready_then_a_parsable_summary(tmp_path: Path) -> None:
+    ops, engine, ops_metrics, engine_metrics = free_ports(4)
+    config = demo_config_on(tmp_path, ops, engine, ops_metrics, engine_metrics)
+    assert CLI is not None
+    result = subprocess.run(
+        [CLI, "up", "--duration", "8", "--config-dir", str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    ready = [line for line in lines if line.startswith("ready:")]
+    assert ready == [
+        f"ready: ops=127.0.0.1:{ops} engine=127.0.0.1:{engine} "
+        f"metrics=127.0.0.1:{ops_metrics},127.0.0.1:{engine_metrics}"
+    ]
+    summary = re.fullmatch(
+        r"summary: signals=(\d+) orders=(\d+) fills=(\d+) rejected=(\d+) p50_ms=([\d.]+) p99_ms=([\d.]+)", lines[-1]
+    )
+    assert summary is not None, lines[-1]
+    signals, orders, fills = (int(summary.group(i)) for i in (1, 2, 3))
+    assert signals > 0 and 0 < orders <= signals and fills > 0
+    assert float(summary.group(5)) <= float(summary.group(6))
+    # Everything it started has stopped, and its state landed under the working directory.
+    assert (tmp_path / "var" / "ops" / "journal.jsonl").exists()
+    assert (tmp_path / "var" / "engine" / "journal.jsonl").exists()
