@@ -209,14 +209,18 @@ def _money(text: str) -> str:
         return text or "-"
 
 
+def _is_zero(quantity: str) -> bool:
+    try:
+        return Decimal(quantity) == 0
+    except InvalidOperation:  # not a number: show it as it came
+        return False
+
+
 def _positions_by_model(positions: Sequence[ops_pb2.Position]) -> dict[str, str]:
     out: dict[str, list[str]] = {}
     for p in positions:
-        try:
-            if Decimal(p.quantity) == 0:
-                continue
-        except InvalidOperation:
-            pass
+        if _is_zero(p.quantity):
+            continue
         out.setdefault(p.model_id, []).append(f"{p.instrument}:{p.quantity}")
     return {m: " ".join(v) for m, v in out.items()}
 

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -323,15 +324,14 @@ class StrategyRunner:
         if not signals:
             return []
         for signal in signals:
-            if self.tracing is not None:
-                attrs = {
-                    "messaging.message.id": signal.signal_id,
-                    "nautilus.model_id": signal.model_id,
-                    "nautilus.signal_id": signal.signal_id,
-                }
-                with self.tracing.produce("strategy.signal send", signal.trace, attrs):
-                    pass
-            self._track_sent(signal)
+            attrs = {
+                "messaging.message.id": signal.signal_id,
+                "nautilus.model_id": signal.model_id,
+                "nautilus.signal_id": signal.signal_id,
+            }
+            # The PRODUCER span's context goes into signal.trace: ops parents its spans on it.
+            with self.tracing.produce("strategy.signal send", signal.trace, attrs) if self.tracing else nullcontext():
+                self._track_sent(signal)
         return [
             ops_pb2.StreamSignalsRequest(signals=signals[i : i + MAX_SIGNALS_PER_FRAME])
             for i in range(0, len(signals), MAX_SIGNALS_PER_FRAME)
@@ -369,19 +369,17 @@ class StrategyRunner:
                     decision.error.message,
                 )
         for fill in response.fills:
-            self.stats.fills[fill.model_id] += 1
-            pending = self._pending.pop((fill.model_id, fill.signal_id), None)
-            if pending is not None:
-                self.stats.fill_latency_ms.append((now - pending.sent_ns) / 1e6)
-            if self.tracing is not None:
-                attrs = {
-                    "messaging.message.id": fill.exec_id,
-                    "nautilus.model_id": fill.model_id,
-                    "nautilus.signal_id": fill.signal_id,
-                    "nautilus.client_order_id": fill.client_order_id,
-                }
-                with self.tracing.consume("strategy.fill receive", fill.trace, attrs):
-                    pass
+            attrs = {
+                "messaging.message.id": fill.exec_id,
+                "nautilus.model_id": fill.model_id,
+                "nautilus.signal_id": fill.signal_id,
+                "nautilus.client_order_id": fill.client_order_id,
+            }
+            with self.tracing.consume("strategy.fill receive", fill.trace, attrs) if self.tracing else nullcontext():
+                self.stats.fills[fill.model_id] += 1
+                pending = self._pending.pop((fill.model_id, fill.signal_id), None)
+                if pending is not None:
+                    self.stats.fill_latency_ms.append((now - pending.sent_ns) / 1e6)
         self._progress.set()
 
     @property
