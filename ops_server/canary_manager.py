@@ -1,7 +1,8 @@
 """Runs each strategy's canary controller against live measurement and applies its decisions.
 
-- While a canary is in SHADOW it is paper-traded, and so is a paper twin of the stable model
-  (``<stable>@paper``): the shadow comparison is paper against paper on the same signals' timing.
+- While a canary is in SHADOW it is paper-traded in its paper book (``<canary>@paper``), and so is a
+  paper twin of the stable model (``<stable>@paper``): the shadow comparison is paper against paper.
+  Paper books never mix with live ones, so a canary starts its first live step flat.
 - From the first live step, the canary and the stable model share the strategy's flow by the
   controller's weights, and their live returns are compared on the same sampling timestamps.
 - Every transition changes the registry's routing weights (and modes) for the next signal, is
@@ -18,16 +19,9 @@ from typing import Any
 
 from nautilus_mesh.errors import NotFoundError
 from ops_server.canary import CanaryConfig, CanaryController, CanaryEvent, CanaryState, GuardSnapshot
-from ops_server.model_registry import ModelRegistry, RoutingMode
+from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
 
 log = logging.getLogger(__name__)
-
-PAPER_TWIN_SUFFIX = "@paper"
-
-
-def paper_twin(model_id: str) -> str:
-    """The id under which a stable model is paper-traded beside a shadow canary."""
-    return f"{model_id}{PAPER_TWIN_SUFFIX}"
 
 
 @dataclass
@@ -81,7 +75,7 @@ class CanaryManager:
     def shadow_twins(self) -> dict[str, str]:
         """Stable model -> paper twin id, for strategies whose canary is in SHADOW."""
         return {
-            run.controller.stable_model: paper_twin(run.controller.stable_model)
+            run.controller.stable_model: paper_book(run.controller.stable_model)
             for run in self.runs.values()
             if run.controller.state is CanaryState.SHADOW
         }
@@ -92,9 +86,11 @@ class CanaryManager:
             c = run.controller
             if c.state.terminal:
                 continue
-            stable = paper_twin(c.stable_model) if c.state is CanaryState.SHADOW else c.stable_model
-            if c.canary_model in returns and stable in returns:
-                run.canary_returns.append(returns[c.canary_model])
+            shadow = c.state is CanaryState.SHADOW
+            canary = paper_book(c.canary_model) if shadow else c.canary_model
+            stable = paper_book(c.stable_model) if shadow else c.stable_model
+            if canary in returns and stable in returns:
+                run.canary_returns.append(returns[canary])
                 run.stable_returns.append(returns[stable])
 
     def evaluate(self, guards: Callable[[str], GuardSnapshot]) -> list[CanaryEvent]:

@@ -30,14 +30,14 @@ from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
 from ops_server import performance
 from ops_server.canary import CanaryEvent, GuardSnapshot
-from ops_server.canary_manager import CanaryManager, paper_twin
+from ops_server.canary_manager import CanaryManager
 from ops_server.capital_allocator import AllocationDecision, CapitalAllocator, CapitalPolicy
 from ops_server.config import OpsConfig
 from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.events import EventHub
 from ops_server.measurement import Measurement, drawdown_of_pnl_curve
 from ops_server.metrics import OpsMetrics
-from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
+from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, paper_book
 from ops_server.order_tracker import AppliedFill, OrderTracker, TrackedOrder
 from ops_server.risk_rails import OrderIntent, RiskContext, RiskEvent, RiskLimits, RiskRails, Side
 from ops_server.router import InstrumentRules, LiveOrder, ShadowOrder, SignalRouter, SizedOrder
@@ -215,6 +215,7 @@ class OpsCore:
                 order.reference_mid,
                 ZERO,
                 ZERO,
+                order.owner,
             )
             trace = common_pb2.TraceContext(traceparent=order.traceparent)
             if order.venue == self.paper_sink.venue:
@@ -330,7 +331,7 @@ class OpsCore:
     def _trade_paper_twin(self, signal: ops_pb2.Signal, route: ModelRoute) -> None:
         """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
         twin = ModelRoute(
-            model_id=paper_twin(route.model_id),
+            model_id=paper_book(route.model_id),
             strategy_id=route.strategy_id,
             version=route.version,
             instruments=route.instruments,
@@ -413,6 +414,7 @@ class OpsCore:
                 reference_mid=order.mark,
                 created_ns=time.time_ns(),
                 traceparent=trace.traceparent,
+                owner=order.owner,
             )
             # Write-ahead: the decision is journaled before the order leaves, so a crash cannot lose it;
             # an order journaled but never acknowledged is re-sent on reconnect (the engine deduplicates).
@@ -460,7 +462,7 @@ class OpsCore:
             order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
         )
         fill = ops_pb2.Fill(
-            model_id=order.model_id,
+            model_id=order.owner or order.model_id,
             signal_id=order.signal_id,
             client_order_id=order.client_order_id,
             exec_id=report.exec_id,
@@ -482,7 +484,7 @@ class OpsCore:
             self.metrics.signal_to_fill.observe(max(0.0, (time.time_ns() - order.created_ns) / 1e9))
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
         with self.tracing.produce("ops.fill send", fill.trace, attrs):
-            for queue in self._fill_streams.get(order.model_id, ()):
+            for queue in self._fill_streams.get(order.owner, ()):
                 try:
                     queue.put_nowait(fill)
                 except asyncio.QueueFull:
@@ -506,9 +508,9 @@ class OpsCore:
     # -- periodic decisions ----------------------------------------------------------------
 
     def capital_bases(self) -> dict[str, Decimal]:
-        bases = {r.model_id: self.quota(r) for r in self.registry.routes()}
+        bases = {r.book: self.quota(r) for r in self.registry.routes()}
         for run in self.canaries.runs.values():
-            bases[paper_twin(run.controller.stable_model)] = self.config.shadow_capital_usd
+            bases[paper_book(run.controller.stable_model)] = self.config.shadow_capital_usd
         return bases
 
     def sample(self) -> None:
@@ -523,13 +525,14 @@ class OpsCore:
         m = self.metrics
         for route in self.registry.routes():
             model = route.model_id
-            perf = self.measurement.performance(model)
+            perf = self.measurement.performance(route.book)
             m.model_pnl.labels(model).set(float(perf.equity))
             m.model_sharpe.labels(model).set(perf.sharpe)
             m.model_drawdown.labels(model).set(perf.max_drawdown)
             m.trading_state.labels(model).set(_STATE_NUMBER[self.risk.state(model).value])
             for instrument in route.instruments:
-                m.model_position.labels(model, instrument).set(float(self.measurement.position(model, instrument)))
+                position = self.measurement.position(route.book, instrument)
+                m.model_position.labels(model, instrument).set(float(position))
             if route.mode is RoutingMode.LIVE:
                 self.risk.update_pnl(
                     model, self.measurement.daily_pnl(model), self.measurement.drawdown(model, bases.get(model, ZERO))
@@ -639,12 +642,13 @@ class OpsCore:
         """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate."""
         route = self.registry.route(model_id)
         base = self.quota(route)
+        book = route.book  # the paper book while the canary is in shadow
         decisions = self.decision_counts.get(model_id, Counter())
         total = sum(decisions.values())
         breaches = sum(n for (rail, model), n in self.risk.rejections.items() if model == model_id)
         return GuardSnapshot(
-            drawdown=min(1.0, self.measurement.drawdown(model_id, base)) if base > 0 else 0.0,
-            daily_loss=float(max(ZERO, -self.measurement.daily_pnl(model_id))),
+            drawdown=min(1.0, self.measurement.drawdown(book, base)) if base > 0 else 0.0,
+            daily_loss=float(max(ZERO, -self.measurement.daily_pnl(book))),
             risk_breaches=breaches,
             error_rate=decisions["REJECTED"] / total if total else 0.0,
         )

@@ -30,6 +30,16 @@ from nautilus_mesh.files import atomic_write_text, load_json_file
 log = logging.getLogger(__name__)
 
 WEIGHT_TOLERANCE = 0.001
+PAPER_SUFFIX = "@paper"
+
+
+def paper_book(model_id: str) -> str:
+    """The id of a model's paper book: its shadow trading, measured apart from any live position."""
+    return model_id if model_id.endswith(PAPER_SUFFIX) else f"{model_id}{PAPER_SUFFIX}"
+
+
+def is_paper_book(model_id: str) -> bool:
+    return model_id.endswith(PAPER_SUFFIX)
 
 
 class RoutingMode(StrEnum):
@@ -67,6 +77,11 @@ class ModelRoute:
     weight: float
     mode: RoutingMode
     stable: bool
+
+    @property
+    def book(self) -> str:
+        """Where this model's orders are booked and measured: its paper book while in SHADOW."""
+        return paper_book(self.model_id) if self.mode is RoutingMode.SHADOW else self.model_id
 
 
 def check_weights(strategy_id: str, weights: Mapping[str, float]) -> None:

@@ -126,6 +126,8 @@ class TrackedOrder:
     reference_mid: Decimal
     created_ns: int
     traceparent: str = ""
+    owner: str = ""
+    """The model whose strategy receives the fills ("" for an internal paper twin)."""
     filled: Decimal = ZERO
     status: int = engine_pb2.ORDER_STATUS_NEW
     acknowledged: bool = False
@@ -152,6 +154,7 @@ class TrackedOrder:
             "reference_mid": fmt(self.reference_mid),
             "created_ns": self.created_ns,
             "traceparent": self.traceparent,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -169,6 +172,7 @@ class TrackedOrder:
             reference_mid=Decimal(r["reference_mid"]),
             created_ns=r["created_ns"],
             traceparent=r.get("traceparent", ""),
+            owner=r.get("owner", r["model_id"]),
         )
 
 

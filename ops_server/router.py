@@ -17,7 +17,7 @@ from decimal import ROUND_DOWN, Decimal
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import require_finite
 from nautilus_mesh.errors import NotFoundError, RiskRejectedError, ValidationError
-from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
+from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, is_paper_book
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class SizedOrder:
     mark: Decimal
     current: Decimal
     desired: Decimal
+    owner: str = ""
+    """The model whose strategy stream receives this order's fills ("" for an internal paper twin)."""
 
     @property
     def signed_quantity(self) -> Decimal:
@@ -162,14 +164,15 @@ class SignalRouter:
         quota = self._quota(route)
         desired_raw = Decimal(repr(signal.target)) * quota / mark
         desired = (desired_raw / rules.lot_size).to_integral_value(rounding=ROUND_DOWN) * rules.lot_size
-        current = self._position(route.model_id, signal.instrument)
+        book = route.book
+        current = self._position(book, signal.instrument)
         delta = desired - current
         if abs(delta) < rules.lot_size or abs(delta) < rules.min_quantity:
             return None
         order = SizedOrder(
-            client_order_id=client_order_id(route.model_id, signal.signal_id),
+            client_order_id=client_order_id(book, signal.signal_id),
             signal_id=signal.signal_id,
-            model_id=route.model_id,
+            model_id=book,
             strategy_id=route.strategy_id,
             instrument=signal.instrument,
             side="BUY" if delta > 0 else "SELL",
@@ -177,5 +180,6 @@ class SignalRouter:
             mark=mark,
             current=current,
             desired=desired,
+            owner="" if is_paper_book(route.model_id) else route.model_id,
         )
         return ShadowOrder(order) if route.mode is RoutingMode.SHADOW else LiveOrder(order)

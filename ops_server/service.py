@@ -137,7 +137,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         for route in core.registry.routes():
             if request.model_id and route.model_id != request.model_id:
                 continue
-            book = core.measurement.book(route.model_id)
+            book = core.measurement.book(route.book)  # a shadow model shows its paper book
             for instrument, pos in sorted(book.positions.items()):
                 mark = core.mark(instrument)
                 positions.append(
@@ -217,7 +217,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         for route in core.registry.routes():
             if request.model_id and route.model_id != request.model_id:
                 continue
-            p = core.measurement.performance(route.model_id)
+            p = core.measurement.performance(route.book)
             models.append(
                 ops_pb2.ModelStats(
                     model_id=route.model_id,

@@ -8,6 +8,7 @@ from decimal import Decimal
 import grpc
 import pytest
 
+from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from tests.conftest import ADMIN_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
 
@@ -47,14 +48,16 @@ async def test_shadow_model_when_signalling_trades_only_on_paper_and_is_measured
     assert shadow.decision.mode == ops_pb2.ROUTING_MODE_SHADOW
     assert shadow.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
     assert live.decision.mode == ops_pb2.ROUTING_MODE_LIVE
-    await wait_until(lambda: core.measurement.position("momentum_v2", "BTC-USD") > 0)
+    await wait_until(lambda: core.measurement.position("momentum_v2@paper", "BTC-USD") > 0)
     await wait_until(lambda: core.measurement.position("momentum_v1@paper", "BTC-USD") > 0)
     # Counted at the engine: the shadow model never reached the live venue, its paper twin neither.
-    assert set(engine_orders_by_venue(mesh, "momentum_v2")) == {"paper"}
+    assert engine_orders_by_venue(mesh, "momentum_v2") == {}
+    assert set(engine_orders_by_venue(mesh, "momentum_v2@paper")) == {"paper"}
     assert set(engine_orders_by_venue(mesh, "momentum_v1@paper")) == {"paper"}
     assert set(engine_orders_by_venue(mesh, "momentum_v1")) == {"sim"}
-    # Paper fills are measured like live ones, sized on the paper capital.
-    assert core.measurement.book("momentum_v2").fills >= 1
+    # Paper fills are measured like live ones, sized on the paper capital, in a book apart from any live one.
+    assert core.measurement.book("momentum_v2@paper").fills >= 1
+    assert core.measurement.position("momentum_v2", "BTC-USD") == 0
     assert core.metrics.signals_routed.labels("momentum_v2", "SHADOW")._value.get() == 1
 
 
@@ -63,6 +66,9 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        # Shadow trading first: a paper position that must not leak into the live book.
+        await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("op-0", "momentum_v2", -1.0)), metadata=META)
+        await wait_until(lambda: core.measurement.position("momentum_v2@paper", "BTC-USD") < 0)
         promoted = await admin.PromoteCanary(
             admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="looks good"), metadata=ADMIN
         )
@@ -77,10 +83,13 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
             ops_pb2.SubmitSignalRequest(signal=signal("op-1", "momentum_v2", 1.0)), metadata=META
         )
         assert canary.decision.mode == ops_pb2.ROUTING_MODE_LIVE
+        assert canary.decision.side == common_pb2.SIDE_BUY
         mark = core.mark("BTC-USD")
         assert mark is not None
         allocation = core.allocator.allocation_usd("momentum")
-        assert Decimal(canary.decision.quantity) <= allocation * Decimal("0.05") / mark * Decimal("1.01")
+        # Sized from a flat live book: the full 5% quota, not offset by the paper short.
+        full = allocation * Decimal("0.05") / mark
+        assert full * Decimal("0.99") <= Decimal(canary.decision.quantity) <= full * Decimal("1.01")
 
         paused = await admin.PauseCanary(
             admin_pb2.PauseCanaryRequest(strategy_id="momentum", reason="hold"), metadata=ADMIN
