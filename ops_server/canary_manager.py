@@ -127,8 +127,9 @@ class CanaryManager:
                 controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.SHADOW, stable: RoutingMode.LIVE}
             )
         elif state is CanaryState.ROLLED_BACK:
+            # Weight 0 leaves the canary a quota of 0: its next signals only unwind what it holds live.
             self.registry.set_weights(
-                controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.DISABLED, stable: RoutingMode.LIVE}
+                controller.strategy, {stable: 1.0}, modes={canary: RoutingMode.LIVE, stable: RoutingMode.LIVE}
             )
         elif state is CanaryState.PROMOTED:
             # The canary becomes the stable model; the old stable keeps weight 0 (its position unwinds).

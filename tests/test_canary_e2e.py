@@ -101,12 +101,15 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         assert rolled.status.state == ops_pb2.CANARY_STATE_ROLLED_BACK
         routes = await models(stub)
         assert routes["momentum_v1"].routing_weight == 1.0 and routes["momentum_v2"].routing_weight == 0.0
-        assert routes["momentum_v2"].mode == ops_pb2.ROUTING_MODE_DISABLED
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.SubmitSignal(
-                ops_pb2.SubmitSignalRequest(signal=signal("op-2", "momentum_v2", 0.5)), metadata=META
-            )
-        assert "MODEL_DISABLED" in (caught.value.details() or "")
+        assert Decimal(routes["momentum_v2"].quota_usd) == 0
+        # The rolled-back canary's next signal, whatever its target, only unwinds its live position.
+        await wait_until(lambda: not core.tracker.orders[canary.decision.client_order_id].open_quantity)
+        held = core.measurement.position("momentum_v2", "BTC-USD")
+        assert held > 0
+        unwind = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("op-2", "momentum_v2", 0.5)), metadata=META
+        )
+        assert unwind.decision.side == common_pb2.SIDE_SELL and Decimal(unwind.decision.quantity) == held
         # A finished canary refuses further controls with a clear code.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await admin.PromoteCanary(
