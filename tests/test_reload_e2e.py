@@ -1,0 +1,88 @@
+"""Reloading the capital policy and the model registry at run time: bad files refused, good ones applied."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh
+
+META = (("x-strategy-token", MOMENTUM_TOKEN),)
+ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+
+
+@pytest.fixture
+async def editable_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The mesh on copies of the demo policy and registry that the test edits."""
+    for name in ("capital_policy.json", "registry.json"):
+        shutil.copy(DEMO / name, tmp_path / name)
+    mesh = await start_mesh(
+        tmp_path,
+        ops={"capital_policy_path": tmp_path / "capital_policy.json", "registry_path": tmp_path / "registry.json"},
+    )
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def reload(admin: admin_pb2_grpc.OpsAdminServiceStub, target: int) -> admin_pb2.ReloadConfigResponse:
+    return await admin.ReloadConfig(admin_pb2.ReloadConfigRequest(target=target), metadata=ADMIN)  # type: ignore[arg-type]
+
+
+async def test_capital_policy_reload_when_bounds_infeasible_is_refused_and_old_policy_stays(
+    editable_mesh: Mesh, tmp_path: Path
+) -> None:
+    path = tmp_path / "capital_policy.json"
+    policy = json.loads(path.read_text())
+    core = editable_mesh.ops.core
+    async with editable_mesh.channel() as channel:
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        bad = dict(policy, strategies={"momentum": {"min_fraction": 0.6}, "meanrev": {"min_fraction": 0.6}})
+        path.write_text(json.dumps(bad))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await reload(admin, admin_pb2.CONFIG_TARGET_CAPITAL_POLICY)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "INFEASIBLE_BOUNDS" in (caught.value.details() or "")
+        assert core.allocator.policy.strategies["momentum"].min_fraction == 0.2
+
+        good = dict(
+            policy,
+            strategies={
+                "momentum": {"min_fraction": 0.6, "max_fraction": 0.9},
+                "meanrev": {"min_fraction": 0.1, "max_fraction": 0.4},
+            },
+        )
+        path.write_text(json.dumps(good))
+        response = await reload(admin, admin_pb2.CONFIG_TARGET_CAPITAL_POLICY)
+        assert "reloaded" in response.message
+    # The weights in force are re-projected onto the new bounds at once.
+    assert core.allocator.weights["momentum"] >= 0.6 and core.allocator.weights["meanrev"] <= 0.4
+
+
+async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes_routing(
+    editable_mesh: Mesh, tmp_path: Path
+) -> None:
+    path = tmp_path / "registry.json"
+    registry = json.loads(path.read_text())
+    async with editable_mesh.channel() as channel:
+        stub = editable_mesh.ops_stub(channel)
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        registry["strategies"]["meanrev"]["models"]["meanrev_v1"]["weight"] = 0.5
+        path.write_text(json.dumps(registry))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "meanrev_v1=0.5" in (caught.value.details() or "")
+
+        registry["strategies"]["meanrev"]["models"]["meanrev_v1"].update(weight=1.0, mode="SHADOW")
+        path.write_text(json.dumps(registry))
+        await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+        models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=META)
+        assert [(m.model_id, m.mode) for m in models.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_SHADOW)]
