@@ -20,7 +20,7 @@ import grpc
 
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager, Report
-from engine_server.venues.base import OrderRequest, OrderType, Quote, Side, TimeInForce
+from engine_server.venues.base import ExecType, OrderRequest, OrderType, Quote, Side, TimeInForce
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
@@ -44,6 +44,8 @@ _TIF = {
 _TYPE_PB = {v: k for k, v in _TYPE.items()}
 _TIF_PB = {v: k for k, v in _TIF.items()}
 DEFAULT_PAGE = 500
+# Reports that get a span of their own: the ones that change positions or end an order in error.
+TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
 MAX_PAGE = 5000
 
 
@@ -183,13 +185,17 @@ class EngineCore:
             parent = common_pb2.TraceContext(
                 traceparent=report.trace.get("traceparent", ""), tracestate=report.trace.get("tracestate", "")
             )
-            attrs = {
-                "messaging.message.id": report.exec_id,
-                "nautilus.client_order_id": report.client_order_id,
-                "nautilus.model_id": report.model_id,
-                "nautilus.exec_type": report.exec_type.value,
-            }
-            with self.tracing.produce("engine.report send", pb.trace, attrs, parent=parent):
+            if report.exec_type in TRACED_EXEC_TYPES:
+                attrs = {
+                    "messaging.message.id": report.exec_id,
+                    "nautilus.client_order_id": report.client_order_id,
+                    "nautilus.model_id": report.model_id,
+                    "nautilus.exec_type": report.exec_type.value,
+                }
+                with self.tracing.produce("engine.report send", pb.trace, attrs, parent=parent):
+                    frames.setdefault(report.session_id, []).append(pb)
+            else:  # acks and cancels carry the order's context on: no span of their own (spans cost ~50 us)
+                pb.trace.CopyFrom(parent)
                 frames.setdefault(report.session_id, []).append(pb)
         self.metrics.last_seq.set(self.manager.last_seq)
         for session_id, frame in frames.items():

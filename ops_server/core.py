@@ -54,6 +54,10 @@ _MODE_PB = {
     RoutingMode.DISABLED: ops_pb2.ROUTING_MODE_DISABLED,
 }
 _SIDE_PB = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
+# Reports that get a span of their own in ops: fills and rejections (acks and cancels only update state).
+TRACED_EXEC_TYPES = frozenset(
+    {engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL, engine_pb2.EXEC_TYPE_REJECTED}
+)
 
 
 class LiveOrderSink:
@@ -429,6 +433,7 @@ class OpsCore:
     # -- reports and quotes ----------------------------------------------------------------
 
     def on_reports(self, reports: Sequence[engine_pb2.ExecutionReport]) -> None:
+        fresh = []
         for report in reports:
             if report.seq == 0:  # an in-band rejection of a malformed command: nothing journaled to apply
                 log.warning("[OPS] engine rejected a command: %s", report.error.message)
@@ -437,21 +442,25 @@ class OpsCore:
                 self.metrics.duplicate_reports.inc()
                 continue
             self.cursor.mark(report.seq)
-            self._apply_report(report, journal=True, fan_out=True)
+            fresh.append(report)
+        self.tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
+        for report in fresh:
+            self._apply_report(report, fan_out=True)
 
     def _replay_report(self, report: engine_pb2.ExecutionReport) -> None:
         self.cursor.mark(report.seq)
-        self._apply_report(report, journal=False, fan_out=False)
+        self._apply_report(report, fan_out=False)
 
-    def _apply_report(self, report: engine_pb2.ExecutionReport, *, journal: bool, fan_out: bool) -> None:
+    def _apply_report(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
         attrs = {
             "messaging.message.id": report.exec_id,
             "nautilus.client_order_id": report.client_order_id,
             "nautilus.model_id": report.model_id,
         }
-        ctx = self.tracing.consume("ops.report receive", report.trace, attrs) if fan_out else contextlib.nullcontext()
+        traced = fan_out and report.exec_type in TRACED_EXEC_TYPES
+        ctx = self.tracing.consume("ops.report receive", report.trace, attrs) if traced else contextlib.nullcontext()
         with ctx:
-            applied = self.tracker.apply_report(report, journal=journal)
+            applied = self.tracker.apply_report(report, journal=False)
             if applied is None:
                 return
             self._apply_fill(applied, fan_out=fan_out)

@@ -256,6 +256,13 @@ class OrderTracker:
 
     # -- reports ---------------------------------------------------------------------------
 
+    def journal_reports(self, reports: list[engine_pb2.ExecutionReport]) -> None:
+        """Journal a frame of reports (those of known orders) with one write, before they are applied."""
+        if self._journal is not None:
+            self._journal.append_many(
+                [{"type": "report", "report": report_record(r)} for r in reports if r.client_order_id in self.orders]
+            )
+
     def apply_report(self, report: engine_pb2.ExecutionReport, *, journal: bool = True) -> AppliedFill | None:
         """Apply one engine report (the caller guarantees each seq once); returns the fill it carries."""
         order = self.orders.get(report.client_order_id)
