@@ -53,6 +53,7 @@ def build_runners(config: StrategiesConfig, tracings: dict[str, Tracing | None])
                 tracings.get(entry.name),
                 config.min_target_change,
                 quote_venue=config.quote_venue,
+                refresh_seconds=config.refresh_seconds,
             )
         )
     return runners

@@ -69,6 +69,9 @@ class StrategiesConfig(StrictModel):
     ops_address: str = "127.0.0.1:50051"
     engine_address: str = "127.0.0.1:50052"
     min_target_change: float = pydantic.Field(0.05, ge=0.0, le=2.0)
+    refresh_seconds: float = pydantic.Field(0.0, ge=0.0)
+    """Re-send an unchanged target after this many seconds (0 = never): ops re-sizes it against the
+    current quota, so allocation and canary weight changes reach positions without a new target."""
     quote_venue: str = ""
     """Only quotes of this venue feed the models ("" = every venue the engine streams)."""
     strategies: list[StrategyEntry] = pydantic.Field(min_length=1)

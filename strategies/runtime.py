@@ -77,10 +77,16 @@ class SignalPlanner:
         run_id: prefix making signal ids unique across runs of the same models.
     """
 
-    def __init__(self, models: Sequence[ModelSpec], min_target_change: float, run_id: str) -> None:
+    def __init__(
+        self, models: Sequence[ModelSpec], min_target_change: float, run_id: str, refresh_seconds: float = 0.0
+    ) -> None:
         if not (math.isfinite(min_target_change) and min_target_change >= 0):
             raise ValueError(f"min_target_change must be a finite number >= 0, got {min_target_change}")
+        if not (math.isfinite(refresh_seconds) and refresh_seconds >= 0):
+            raise ValueError(f"refresh_seconds must be a finite number >= 0, got {refresh_seconds}")
         self.min_target_change = min_target_change
+        self._refresh_ns = int(refresh_seconds * 1e9)
+        self._last_sent_ns: dict[tuple[str, str], int] = {}
         self.run_id = run_id
         self.model_ids = tuple(model_id for model_id, _, _ in models)
         self._by_instrument: dict[str, list[tuple[str, Model]]] = {}
@@ -136,9 +142,14 @@ class SignalPlanner:
         for (model_id, instrument), target in latest.items():
             previous = self._last_sent.get((model_id, instrument))
             # The epsilon keeps a move of exactly min_target_change from being lost to float rounding.
-            if previous is not None and abs(target - previous) < self.min_target_change - 1e-12:
+            small_move = previous is not None and abs(target - previous) < self.min_target_change - 1e-12
+            stale = self._refresh_ns > 0 and now_ns - self._last_sent_ns.get((model_id, instrument), now_ns) >= (
+                self._refresh_ns
+            )
+            if small_move and not stale:
                 continue
             self._last_sent[(model_id, instrument)] = target
+            self._last_sent_ns[(model_id, instrument)] = now_ns
             self._counters[model_id] += 1
             signals.append(
                 ops_pb2.Signal(
@@ -260,6 +271,7 @@ class StrategyRunner:
         engine_address: engine host:port (market data).
         tracing: per-message spans; None disables them.
         min_target_change: smallest target move worth a signal.
+        refresh_seconds: re-send an unchanged target after this many seconds (0 = never).
         quote_venue: only quotes of this venue feed the models ("" = any venue).
         drain_timeout: on stop, seconds to wait for decisions and fills of signals already sent.
         backoff_initial: first reconnect delay in seconds (doubles up to ``backoff_max``).
@@ -278,6 +290,7 @@ class StrategyRunner:
         min_target_change: float = 0.05,
         *,
         quote_venue: str = "",
+        refresh_seconds: float = 0.0,
         drain_timeout: float = 2.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 5.0,
@@ -294,7 +307,9 @@ class StrategyRunner:
         self._backoff_max = backoff_max
         self._outbox_size = outbox_size
         # Run-unique prefix: signal ids stay unique per model across restarts (ops deduplicates by id).
-        self.planner = SignalPlanner(models, min_target_change, run_id=f"{name}-{uuid.uuid4().hex[:8]}")
+        self.planner = SignalPlanner(
+            models, min_target_change, run_id=f"{name}-{uuid.uuid4().hex[:8]}", refresh_seconds=refresh_seconds
+        )
         self.stats = RunnerStats()
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self._ops_connected = False

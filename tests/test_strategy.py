@@ -420,3 +420,14 @@ async def test_run_when_servers_answer_sends_signals_and_books_fills() -> None:
     assert snap["fills"] == snap["orders"] == len(ops.signals)
     assert snap["in_flight"] == 0
     assert ops.closed_by_client.is_set()  # half-closed cleanly, not cancelled
+
+
+def test_plan_when_target_unchanged_past_refresh_resends_it() -> None:
+    planner = SignalPlanner(
+        [("m1", ScriptedModel([0.3, 0.3, 0.3]), ["X"])], min_target_change=0.05, run_id="r", refresh_seconds=5
+    )
+    assert [s.target for s in planner.plan([("X", 1.0, 1)], now_ns=0)] == [0.3]
+    assert planner.plan([("X", 1.0, 2)], now_ns=4_000_000_000) == []  # unchanged and fresh: nothing
+    resent = planner.plan([("X", 1.0, 3)], now_ns=5_000_000_000)
+    assert [s.target for s in resent] == [0.3]  # unchanged but stale: sent again with a new id
+    assert resent[0].signal_id.endswith("-2")
