@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -266,7 +266,7 @@ class OpsCore:
     def handle_signal(self, signal: ops_pb2.Signal, principal: Principal) -> ops_pb2.SignalDecision:
         """Validate, route, size, check and send one signal; always returns a decision (never raises)."""
         started = time.perf_counter()
-        model_label = signal.model_id if signal.model_id in self._known_models() else "unknown"
+        model_label = signal.model_id if self.registry.knows(signal.model_id) else "unknown"
         self.metrics.signals_received.labels(model_label).inc()
         attrs = {
             "messaging.message.id": signal.signal_id,
@@ -286,11 +286,12 @@ class OpsCore:
                 principal.require_model(signal.model_id)
                 route = self.router.route(signal)
                 decision.mode = _MODE_PB[route.mode]
+                if route.model_id in self.canaries.shadow_twins():
+                    # Paper-trade the stable model beside its shadow canary whatever happens to the live order.
+                    self._trade_paper_twin(signal, route)
                 t_route = time.perf_counter()
                 routed = self.router.size(signal, route)
                 self.metrics.signals_routed.labels(route.model_id, route.mode.value).inc()
-                if route.model_id in self.canaries.shadow_twins() and routed is None:
-                    self._trade_paper_twin(signal, route)
                 if routed is None:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
                     self.tracker.record(decision, None)
@@ -307,8 +308,6 @@ class OpsCore:
                 span.set_attribute("nautilus.client_order_id", order.client_order_id)
                 self._send(decision, routed, route)
                 t_send = time.perf_counter()
-                if route.model_id in self.canaries.shadow_twins():
-                    self._trade_paper_twin(signal, route)
                 stage = self.metrics.stage_latency
                 stage.labels("route").observe(t_route - started)
                 stage.labels("size").observe(t_size - t_route)
@@ -362,9 +361,6 @@ class OpsCore:
             self._send(decision, routed, twin)
         except MeshError as exc:  # the twin only measures; it never changes the live decision
             log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
-
-    def _known_models(self) -> Mapping[str, Any]:
-        return {r.model_id: r for r in self.registry.routes()}
 
     def _count_decision(self, model_label: str, decision: ops_pb2.SignalDecision) -> None:
         status = ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")

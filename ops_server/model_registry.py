@@ -170,6 +170,9 @@ class ModelRegistry:
             )
         return route
 
+    def knows(self, model_id: str) -> bool:
+        return model_id in self._routes
+
     def routes(self) -> list[ModelRoute]:
         return list(self._routes.values())
 
