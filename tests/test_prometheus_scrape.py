@@ -1,0 +1,112 @@
+"""A real Prometheus server (Debian's package, installed by .ci/run) scrapes ops and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import urllib.parse
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from tests.conftest import MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh, wait_until
+
+PROMETHEUS = shutil.which("prometheus")
+if PROMETHEUS is None and os.environ.get("NAUTILUS_REQUIRE_PROMETHEUS") == "1":
+    raise RuntimeError("prometheus is required here (NAUTILUS_REQUIRE_PROMETHEUS=1) but not installed")
+pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) is installed by .ci/run")
+
+
+def log_tail(path: Path) -> str:
+    return path.read_text()[-2000:]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    mesh = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def query(port: int, promql: str) -> list[dict[str, Any]]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+
+    def get() -> list[dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = json.loads(response.read())
+        except OSError:
+            return []  # not up yet
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    return await asyncio.to_thread(get)
+
+
+async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_targets_up(
+    metered_mesh: Mesh, tmp_path: Path
+) -> None:
+    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
+    ops_port, engine_port = metered_mesh.ops.metrics.port, metered_mesh.engine.metrics_server.port
+    async with metered_mesh.channel() as channel:
+        decision = await metered_mesh.ops_stub(channel).SubmitSignal(
+            ops_pb2.SubmitSignalRequest(
+                signal=ops_pb2.Signal(signal_id="p-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
+            ),
+            metadata=(("x-strategy-token", MOMENTUM_TOKEN),),
+        )
+    core = metered_mesh.ops.core
+    await wait_until(lambda: not core.tracker.orders[decision.decision.client_order_id].open_quantity)
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        f"  - {{job_name: ops, static_configs: [{{targets: ['127.0.0.1:{ops_port}']}}]}}\n"
+        f"  - {{job_name: engine, static_configs: [{{targets: ['127.0.0.1:{engine_port}']}}]}}\n"
+    )
+    web = free_port()
+    assert PROMETHEUS is not None
+    with (tmp_path / "prometheus.log").open("w") as log:  # the child keeps its own descriptor
+        server = await asyncio.create_subprocess_exec(
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        routed: list[dict[str, Any]] = []
+        up: list[dict[str, Any]] = []
+        while asyncio.get_running_loop().time() < deadline:
+            assert server.returncode is None, log_tail(tmp_path / "prometheus.log")
+            routed = await query(web, 'signals_routed_total{model="momentum_v1"}')
+            up = await query(web, "up")
+            if routed and len(up) == 2:
+                break
+            await asyncio.sleep(0.5)
+        assert routed, "Prometheus never saw signals_routed_total"
+        assert routed[0]["metric"]["mode"] == "LIVE" and float(routed[0]["value"][1]) == 1.0
+        assert {(u["metric"]["job"], u["value"][1]) for u in up} == {("ops", "1"), ("engine", "1")}
+        orders = await query(web, 'engine_orders_total{venue="sim"}')
+        assert orders and float(orders[0]["value"][1]) == 1.0
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
