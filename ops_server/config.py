@@ -34,6 +34,10 @@ class OpsConfig(StrictModel):
     capital_policy_path: Path
     risk_limits_path: Path | None = None
     state_dir: Path = Path("var/ops")
+    database_url: str = pydantic.Field("", repr=False)
+    """Where ops keeps its state: "" = the SQLite file ``<state_dir>/state.db``; ``sqlite:///<path>`` for another
+    SQLite file; ``postgresql://user:password@host:port/db`` for PostgreSQL (schema ``nautilus``, or
+    ``?schema=<name>``). May carry a password: never logged."""
     account: str = "main"
     """Engine account the live orders are booked on."""
     live_venue: str = "sim"

@@ -27,6 +27,7 @@ from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, MeshError, PermissionDeniedError, UnavailableError
 from nautilus_mesh.files import atomic_write_text, load_json_file
 from nautilus_mesh.status import error_detail
+from nautilus_mesh.store import open_store
 from nautilus_mesh.telemetry import Tracing
 from ops_server import performance
 from ops_server.canary import CanaryEvent, GuardSnapshot
@@ -111,7 +112,8 @@ class OpsCore:
         self.tracing = tracing or Tracing("ops", config.span_file, enabled=config.tracing)
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self._state_path = state_dir / "state.json"
+        self._legacy_state_path = state_dir / "state.json"  # the pre-store snapshot, imported once
+        self.store = open_store(config.database_url, state_dir / "state.db")
         self.events = EventHub(state_dir / "audit.jsonl")
         # The registry changes at run time (weights, canary steps): ops works on a copy in its state dir,
         # seeded from the configured file on first start, so restarts keep the routing it had.
@@ -179,7 +181,9 @@ class OpsCore:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.link.stop()
-        self.save_state()
+        if not self.store.closed:  # stop() may run twice; the first one saved the final state
+            self.save_state()
+            self.store.close()
         self.tracker.close()
         self.events.close()
         self.tracing.force_flush()
@@ -688,32 +692,56 @@ class OpsCore:
     # -- persistence -----------------------------------------------------------------------
 
     def save_state(self) -> None:
-        state = {
+        """Write the restartable state as store documents, all in one transaction."""
+        documents = {
             "allocator": self.allocator.snapshot(),
             "risk": self.risk.snapshot(),
             "canaries": self.canaries.snapshot(),
-            "trading_day": list(self._trading_day),
-            "day_start_equity": {m: str(self.measurement.book(m).day_start_equity) for m in self.measurement.models()},
+            "trading_day": {
+                "day": list(self._trading_day),
+                "day_start_equity": {
+                    m: str(self.measurement.book(m).day_start_equity) for m in self.measurement.models()
+                },
+            },
         }
-        atomic_write_text(self._state_path, json.dumps(state, indent=2, default=str) + "\n")
+        # Through JSON with str() for what JSON lacks (Decimals, enums), exactly as the old state file was written.
+        self.store.put_many({key: json.loads(json.dumps(value, default=str)) for key, value in documents.items()})
 
     def _restore_trading_day(self) -> None:
         """Daily-loss limits keep counting from the day's start across a restart on the same UTC day."""
-        state = load_json_file(self._state_path) if self._state_path.exists() else {}
-        if tuple(state.get("trading_day", ())) == self._trading_day:
-            for model_id, equity in state.get("day_start_equity", {}).items():
+        saved = self.store.get("trading_day") or {}
+        if tuple(saved.get("day", ())) == self._trading_day:
+            for model_id, equity in saved.get("day_start_equity", {}).items():
                 self.measurement.book(model_id).day_start_equity = Decimal(equity)
         else:
             self.measurement.start_day()
 
     def _restore_state(self) -> None:
-        if not self._state_path.exists():
-            return
-        state = load_json_file(self._state_path)
-        if "allocator" in state:
+        parts = ("allocator", "risk", "canaries")
+        legacy = self._legacy_state_path
+        if legacy.exists():
+            if all(self.store.get(key) is None for key in (*parts, "trading_day")):
+                old = load_json_file(legacy)
+                documents = {key: old[key] for key in parts if key in old}
+                if "trading_day" in old:
+                    documents["trading_day"] = {
+                        "day": old["trading_day"],
+                        "day_start_equity": old.get("day_start_equity", {}),
+                    }
+                self.store.put_many(documents)
+                imported = legacy.with_name(legacy.name + ".imported")
+                legacy.replace(imported)
+                log.info(
+                    "[OPS] imported %s into the state store %s (kept as %s)", legacy, self.store.location, imported.name
+                )
+            else:
+                log.warning("[OPS] ignoring %s: the state store %s already holds state", legacy, self.store.location)
+        state = {key: self.store.get(key) for key in parts}
+        if state["allocator"] is not None:
             self.allocator.restore(state["allocator"])
-        if "risk" in state:
+        if state["risk"] is not None:
             self.risk.restore(state["risk"])
-        if "canaries" in state:
+        if state["canaries"] is not None:
             self.canaries.restore(state["canaries"])
-        log.info("[OPS] restored allocator and risk state from %s", self._state_path)
+        if any(value is not None for value in state.values()):
+            log.info("[OPS] restored allocator and risk state from %s", self.store.location)
