@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import grpc
 
+from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, require_token
 from nautilus_mesh.decimals import fmt
@@ -21,17 +22,15 @@ from nautilus_mesh.status import abort
 from ops_server.canary import CanaryStatus
 from ops_server.canary_manager import CanaryManager
 from ops_server.capital_allocator import CapitalPolicy
-from ops_server.core import OpsCore
+from ops_server.core import TRADING_STATE_PB, OpsCore
 from ops_server.model_registry import ModelRegistry
-from ops_server.risk_rails import TradingState
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 T = TypeVar("T")
 
-STATE_FROM_PB = {1: TradingState.ACTIVE, 2: TradingState.REDUCING, 3: TradingState.HALTED}
-STATE_TO_PB = {v: k for k, v in STATE_FROM_PB.items()}
+STATE_FROM_PB = {pb: state for state, pb in TRADING_STATE_PB.items()}
 _CANARY_STATE_PB = {
     "SHADOW": ops_pb2.CANARY_STATE_SHADOW,
     "STEPPING": ops_pb2.CANARY_STATE_STEPPING,
@@ -151,15 +150,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
                 self.core.metrics.canary_weight.labels(request.strategy_id, route.model_id).set(route.weight)
             self.core.update_allocation_metrics()
             return admin_pb2.SetRoutingWeightsResponse(
-                models=[
-                    ops_pb2.ModelInfo(
-                        model_id=r.model_id,
-                        strategy_id=r.strategy_id,
-                        routing_weight=r.weight,
-                        quota_usd=fmt(self.core.quota(r)),
-                    )
-                    for r in self.core.registry.models_of(request.strategy_id)
-                ]
+                models=[self.core.model_info(r) for r in self.core.registry.models_of(request.strategy_id)]
             )
 
         return await self._guard(context, "SetRoutingWeights", run)
@@ -235,8 +226,8 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             self.core.risk.set_state(model, state, request.reason or "operator")
             risk = self.core.risk
             return admin_pb2.SetTradingStateResponse(
-                global_state=STATE_TO_PB[risk.global_state],  # type: ignore[arg-type]
-                model_state=STATE_TO_PB[risk.state(model)] if model else 0,  # type: ignore[arg-type]
+                global_state=TRADING_STATE_PB[risk.global_state],
+                model_state=TRADING_STATE_PB[risk.state(model)] if model else common_pb2.TRADING_STATE_UNSPECIFIED,
             )
 
         return await self._guard(context, "SetTradingState", run)
@@ -260,9 +251,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
                 raise ValidationError("REASON_REQUIRED", "releasing the kill switch needs a reason", field="reason")
             self.core.risk.release_kill_switch(request.reason)
             self.core.save_state()
-            return admin_pb2.ReleaseKillSwitchResponse(
-                global_state=STATE_TO_PB[self.core.risk.global_state]  # type: ignore[arg-type]
-            )
+            return admin_pb2.ReleaseKillSwitchResponse(global_state=TRADING_STATE_PB[self.core.risk.global_state])
 
         return await self._guard(context, "ReleaseKillSwitch", run)
 

@@ -40,7 +40,7 @@ from ops_server.measurement import Measurement, drawdown_of_pnl_curve
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, paper_book
 from ops_server.order_tracker import AppliedFill, OrderTracker, TrackedOrder
-from ops_server.risk_rails import OrderIntent, RiskContext, RiskEvent, RiskLimits, RiskRails, Side
+from ops_server.risk_rails import OrderIntent, RiskContext, RiskEvent, RiskLimits, RiskRails, Side, TradingState
 from ops_server.router import InstrumentRules, LiveOrder, ShadowOrder, SignalRouter, SizedOrder
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ _MODE_PB = {
     RoutingMode.DISABLED: ops_pb2.ROUTING_MODE_DISABLED,
 }
 _SIDE_PB = {"BUY": common_pb2.SIDE_BUY, "SELL": common_pb2.SIDE_SELL}
+TRADING_STATE_PB = {
+    TradingState.ACTIVE: common_pb2.TRADING_STATE_ACTIVE,
+    TradingState.REDUCING: common_pb2.TRADING_STATE_REDUCING,
+    TradingState.HALTED: common_pb2.TRADING_STATE_HALTED,
+}
 # Reports that get a span of their own in ops: fills and rejections (acks and cancels only update state).
 TRACED_EXEC_TYPES = frozenset(
     {engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL, engine_pb2.EXEC_TYPE_REJECTED}
@@ -151,7 +156,6 @@ class OpsCore:
         self._connects = 0
         self._trading_day = time.gmtime()[:3]
         self._tasks: list[asyncio.Task[None]] = []
-        self.started_at = time.time()
         self._restore_state()
         replayed = self.tracker.replay(self._replay_report)
         self._restore_trading_day()
@@ -251,6 +255,20 @@ class OpsCore:
 
     def mark(self, instrument: str) -> Decimal | None:
         return self.measurement.marks.get(instrument)
+
+    def model_info(self, route: ModelRoute) -> ops_pb2.ModelInfo:
+        """A model as ListModels and SetRoutingWeights show it."""
+        return ops_pb2.ModelInfo(
+            model_id=route.model_id,
+            strategy_id=route.strategy_id,
+            version=route.version,
+            mode=_MODE_PB[route.mode],
+            routing_weight=route.weight,
+            stable=route.stable,
+            instruments=sorted(route.instruments),
+            quota_usd=fmt(self.quota(route)),
+            trading_state=TRADING_STATE_PB[self.risk.state(route.model_id)],
+        )
 
     def used_quota(self, model_id: str) -> Decimal:
         """Gross notional of a model's positions plus open orders, at current marks."""

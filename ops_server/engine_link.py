@@ -112,14 +112,10 @@ class EngineLink:
         self.reconnects = 0
         self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
-        self.venues: dict[str, engine_pb2.VenueInfo] = {}
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
-
-    async def wait_connected(self) -> None:
-        await self._connected.wait()
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return ((ENGINE_TOKEN_HEADER, self._token), (SESSION_ID_HEADER, self.session_id))
@@ -228,7 +224,6 @@ class EngineLink:
 
     async def _load_venues(self) -> None:
         response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
-        self.venues = {v.name: v for v in response.venues}
         for venue in response.venues:
             for spec in venue.instrument_specs:
                 self.instruments.setdefault(spec.instrument, spec)

@@ -19,7 +19,7 @@ from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
 from nautilus_mesh.status import abort, error_detail, error_from_detail
 from ops_server.admin import canary_statuses
-from ops_server.core import _MODE_PB, OpsCore
+from ops_server.core import _MODE_PB, _SIDE_PB, TRADING_STATE_PB, OpsCore
 from ops_server.events import OpsEvent
 from ops_server.model_registry import RoutingMode
 from ops_server.risk_rails import ModelLimits, RiskLimits
@@ -31,7 +31,6 @@ T = TypeVar("T")
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
-_TRADING_STATE_PB = {"ACTIVE": 1, "REDUCING": 2, "HALTED": 3}
 
 
 def paginate(items: Sequence[T], page_size: int, page_token: str) -> tuple[list[T], str]:
@@ -159,17 +158,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         await self._principal(context)
         core = self.core
         models = [
-            ops_pb2.ModelInfo(
-                model_id=r.model_id,
-                strategy_id=r.strategy_id,
-                version=r.version,
-                mode=_MODE_PB[r.mode],
-                routing_weight=r.weight,
-                stable=r.stable,
-                instruments=sorted(r.instruments),
-                quota_usd=fmt(core.quota(r)),
-                trading_state=_TRADING_STATE_PB[core.risk.state(r.model_id).value],  # type: ignore[arg-type]
-            )
+            core.model_info(r)
             for r in core.registry.routes()
             if not request.strategy_id or r.strategy_id == request.strategy_id
         ]
@@ -255,7 +244,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                     signal_id=o.signal_id,
                     model_id=o.model_id,
                     instrument=o.instrument,
-                    side=1 if o.side == "BUY" else 2,  # type: ignore[arg-type]
+                    side=_SIDE_PB[o.side],
                     quantity=fmt(o.quantity),
                     filled_qty=fmt(o.filled),
                     status=_status_name(o.status),
@@ -309,12 +298,9 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         await self._principal(context)
         risk = self.core.risk
         return ops_pb2.GetTradingStateResponse(
-            global_state=_TRADING_STATE_PB[risk.global_state.value],  # type: ignore[arg-type]
+            global_state=TRADING_STATE_PB[risk.global_state],
             kill_switch_engaged=risk.kill_switch_engaged,
-            models={
-                r.model_id: _TRADING_STATE_PB[risk.state(r.model_id).value]  # type: ignore[misc]
-                for r in self.core.registry.routes()
-            },
+            models={r.model_id: TRADING_STATE_PB[risk.state(r.model_id)] for r in self.core.registry.routes()},
         )
 
     async def ListFills(self, request: ops_pb2.ListFillsRequest, context: Context) -> ops_pb2.ListFillsResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -34,6 +35,22 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports nobody listens on right now (for processes that need a port before they start)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
 
 
 def flat_instruments(price: str = "100.00") -> list[dict[str, Any]]:
@@ -136,6 +153,16 @@ async def stop_mesh(mesh: Mesh) -> None:
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh on the demo registry with a seeded, moving market."""
     m = await start_mesh(tmp_path)
+    try:
+        yield m
+    finally:
+        await stop_mesh(m)
+
+
+@pytest.fixture
+async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The mesh with /metrics served by ops and engine (ports picked by the OS)."""
+    m = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
     try:
         yield m
     finally:

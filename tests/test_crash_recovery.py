@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -25,17 +24,12 @@ from tests.conftest import (
     MEANREV_TOKEN,
     MOMENTUM_TOKEN,
     engine_config,
+    free_port,
     wait_until,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -5,27 +5,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_ports
+
 ROOT = Path(__file__).resolve().parent.parent
 CLI = shutil.which("nautilus-mesh", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def demo_config_on(tmp: Path, ops: int, engine: int, ops_metrics: int, engine_metrics: int) -> Path:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -13,16 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh, wait_until
-
-
-@pytest.fixture
-async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    mesh = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
-    try:
-        yield mesh
-    finally:
-        await stop_mesh(mesh)
+from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
 
 
 async def scrape(port: int) -> dict[str, list[tuple[str, dict[str, str], float]]]:

@@ -6,17 +6,15 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh, wait_until
+from tests.conftest import MOMENTUM_TOKEN, Mesh, free_port, wait_until
 
 PROMETHEUS = shutil.which("prometheus")
 if PROMETHEUS is None and os.environ.get("NAUTILUS_REQUIRE_PROMETHEUS") == "1":
@@ -26,21 +24,6 @@ pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian p
 
 def log_tail(path: Path) -> str:
     return path.read_text()[-2000:]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    mesh = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
-    try:
-        yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def query(port: int, promql: str) -> list[dict[str, Any]]:

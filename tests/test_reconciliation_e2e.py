@@ -13,7 +13,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from ops_server.server import OpsServer
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, ops_config, wait_until
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, ops_config, wait_until
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
@@ -165,14 +165,10 @@ async def test_engine_session_when_dropped_cancels_its_resting_orders(mesh: Mesh
 
 
 async def test_ops_when_started_before_the_engine_loses_no_order_after_connecting(tmp_path: Path) -> None:
-    import socket
-
     from engine_server.server import EngineServer
     from tests.conftest import engine_config
 
-    with socket.socket() as probe:  # a free port nobody listens on yet
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nobody listens there yet
     ops = OpsServer(ops_config(tmp_path, port))
     await ops.start()
     engine = EngineServer(engine_config(tmp_path, port=port))
