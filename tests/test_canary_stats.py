@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ops_server.canary_stats import (
+from ops_server.canary.stats import (
     describe_returns,
     min_track_record_length,
     probabilistic_sharpe_ratio,

@@ -1,9 +1,8 @@
-"""The rollout policy of a canary and the guard measurements it is checked against.
+"""The rollout policy of a canary.
 
 :class:`CanaryConfig` is the step schedule, the dwell and observation minimums, the check thresholds and the hard
-guards of one canary, read from JSON with :meth:`CanaryConfig.from_dict` and validated field by field.
-:class:`GuardSnapshot` is one instant's hard-guard measurements (drawdown, daily loss, risk breaches, error rate).
-:mod:`ops_server.canary` drives the canary with both and re-exports them.
+guard limits of one canary, read from the registry's ``canary`` block with :meth:`CanaryConfig.from_dict` and
+validated field by field.
 """
 
 from __future__ import annotations
@@ -16,10 +15,7 @@ from typing import Any
 
 from nautilus_mesh.errors import ConfigError
 
-__all__ = [
-    "CanaryConfig",
-    "GuardSnapshot",
-]
+__all__ = ["CanaryConfig"]
 
 
 def _fmt_schedule(schedule: Sequence[object]) -> str:
@@ -182,37 +178,3 @@ def _parse_field(name: str, kind: str, value: object) -> object:
     if kind == "bool" and isinstance(value, bool):
         return value
     raise ConfigError(f"canary config {name} must be {kind}, got {value!r}", {"field": name})
-
-
-@dataclass(frozen=True)
-class GuardSnapshot:
-    """The canary's hard-guard measurements at one instant (from measurement and risk rails).
-
-    Raises:
-        ValueError: A non-finite value, or a negative drawdown, breach count or error rate.
-    """
-
-    drawdown: float = 0.0
-    """Drawdown from the canary's equity peak as a positive fraction (0.12 is 12% below the peak)."""
-    daily_loss: float = 0.0
-    """Canary loss today in USD as a positive amount; a day in profit may be passed as 0 or negative."""
-    risk_breaches: int = 0
-    """Risk-rail breaches attributed to the canary."""
-    error_rate: float = 0.0
-    """Fraction of the canary's signals/orders that errored, in [0, 1]."""
-
-    def __post_init__(self) -> None:
-        values = (self.drawdown, self.daily_loss, float(self.risk_breaches), self.error_rate)
-        if not all(math.isfinite(v) for v in values):
-            raise ValueError(f"guard values must be finite: {self!r}")
-        if self.drawdown < 0 or self.risk_breaches < 0 or self.error_rate < 0:
-            raise ValueError(f"drawdown, risk_breaches and error_rate must be >= 0: {self!r}")
-
-    def statistics(self) -> dict[str, float]:
-        """The guard values as a flat float mapping for events."""
-        return {
-            "drawdown": self.drawdown,
-            "daily_loss": self.daily_loss,
-            "risk_breaches": float(self.risk_breaches),
-            "error_rate": self.error_rate,
-        }

@@ -18,7 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nautilus_mesh.errors import NotFoundError
-from ops_server.canary import CanaryConfig, CanaryController, CanaryEvent, CanaryState, GuardSnapshot
+from ops_server.canary.config import CanaryConfig
+from ops_server.canary.controller import CanaryController
+from ops_server.canary.events import CanaryEvent, CanaryState
+from ops_server.canary.guards import GuardSnapshot
 from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ A canary starts in SHADOW (paper-traded on the same data as the stable model, we
 schedule of live weights such as 5%, 10%, 25%, 50%, 100%. The controller is pure domain logic: the caller feeds
 it the clock, the paired return series and a guard snapshot, and publishes the events and weights it returns.
 The rollout policy (:class:`CanaryConfig`) and the guard measurements (:class:`GuardSnapshot`) are defined in
-:mod:`ops_server.canary_config` and re-exported here; this module holds the states, checks, events and the controller.
+:mod:`ops_server.canary.config` and in :mod:`ops_server.canary.config` and :mod:`ops_server.canary.guards`; this module holds the controller.
 
 State machine::
 
@@ -43,180 +43,39 @@ Operator calls bypass checks and the track-record gate; an operator promotion to
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
-from typing import TypeVar
 
 from nautilus_mesh.errors import ValidationError
-from ops_server.canary_config import CanaryConfig, GuardSnapshot
-from ops_server.canary_stats import (
-    SharpeComparison,
+from ops_server.canary.config import CanaryConfig
+from ops_server.canary.events import (
+    CanaryEvent,
+    CanaryReason,
+    CanaryState,
+    CanaryStatus,
+    CheckOutcome,
+    CheckResult,
+    check_from_dict,
+    check_to_dict,
+    fmt_count,
+    get_datetime,
+    get_typed,
+    log_event,
+    require_aware,
+)
+from ops_server.canary.guards import GuardSnapshot, tripped_guards
+from ops_server.canary.stats import (
     describe_returns,
     min_track_record_length,
     probabilistic_sharpe_ratio,
     sharpe_difference_test,
 )
 
-__all__ = [
-    "CanaryConfig",
-    "CanaryController",
-    "CanaryEvent",
-    "CanaryReason",
-    "CanaryState",
-    "CanaryStatus",
-    "CheckOutcome",
-    "CheckResult",
-    "GuardSnapshot",
-]
+__all__ = ["CanaryController"]
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_VERSION = 1
-
-_T = TypeVar("_T")
-
-
-class CanaryState(StrEnum):
-    """Where a canary is in its rollout."""
-
-    SHADOW = "SHADOW"
-    STEPPING = "STEPPING"
-    WAITING_CONFIRMATION = "WAITING_CONFIRMATION"
-    PAUSED = "PAUSED"
-    PROMOTED = "PROMOTED"
-    ROLLED_BACK = "ROLLED_BACK"
-
-    @property
-    def terminal(self) -> bool:
-        """True for PROMOTED and ROLLED_BACK: nothing moves the canary any more."""
-        return self in (CanaryState.PROMOTED, CanaryState.ROLLED_BACK)
-
-
-class CheckOutcome(StrEnum):
-    """Result of one canary-versus-stable comparison."""
-
-    PASSED = "PASSED"
-    FAILED = "FAILED"
-    INCONCLUSIVE = "INCONCLUSIVE"
-
-
-class CanaryReason(StrEnum):
-    """Stable reason codes carried by every :class:`CanaryEvent`."""
-
-    SHADOW_PASSED = "SHADOW_PASSED"
-    CHECK_PASSED = "CHECK_PASSED"
-    CHECK_FAILED = "CHECK_FAILED"
-    CHECK_INCONCLUSIVE = "CHECK_INCONCLUSIVE"
-    FAILED_CHECKS = "FAILED_CHECKS"
-    INCONCLUSIVE_LIMIT = "INCONCLUSIVE_LIMIT"
-    GUARD_DRAWDOWN = "GUARD_DRAWDOWN"
-    GUARD_DAILY_LOSS = "GUARD_DAILY_LOSS"
-    GUARD_RISK_BREACHES = "GUARD_RISK_BREACHES"
-    GUARD_ERROR_RATE = "GUARD_ERROR_RATE"
-    MANUAL_PROMOTE = "MANUAL_PROMOTE"
-    MANUAL_ROLLBACK = "MANUAL_ROLLBACK"
-    MANUAL_PAUSE = "MANUAL_PAUSE"
-    MANUAL_RESUME = "MANUAL_RESUME"
-    CONFIRMED = "CONFIRMED"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One comparison of the canary against the stable model."""
-
-    at: datetime
-    """When the check ran."""
-    outcome: CheckOutcome
-    """The decision (after the track-record gate when it applied)."""
-    step_percent: float
-    """Canary weight in percent while the compared returns were earned (0 in shadow)."""
-    comparison: SharpeComparison
-    """Sharpe difference test on the returns since the step began."""
-    psr: float
-    """Probabilistic Sharpe ratio of the canary against 0 over its track record."""
-    min_trl: float
-    """Minimum track record length (observations) at ``psr_confidence``; ``inf`` without a positive Sharpe."""
-    track_n: int
-    """Observations in the canary's track record (since its first live step, or the shadow window before)."""
-    note: str
-    """Why the outcome was reached, in words."""
-
-    def statistics(self) -> dict[str, float]:
-        """The numbers behind the decision as a flat float mapping (diff, se, z, rho, n, psr, min_trl, ...)."""
-        c = self.comparison
-        return {
-            "diff": c.diff,
-            "se": c.se,
-            "z": c.z,
-            "rho": c.rho,
-            "n": float(c.n),
-            "sr_canary": c.sr_canary,
-            "sr_stable": c.sr_stable,
-            "psr": self.psr,
-            "min_trl": self.min_trl,
-            "track_n": float(self.track_n),
-        }
-
-
-@dataclass(frozen=True)
-class CanaryEvent:
-    """A decision of the controller: a transition, or a check that held the canary where it was."""
-
-    at: datetime
-    strategy: str
-    model_id: str
-    """The canary model."""
-    from_state: CanaryState
-    to_state: CanaryState
-    step_percent_before: float
-    """Canary live weight in percent before the event (0 in shadow)."""
-    step_percent_after: float
-    """Canary live weight in percent after the event (0 when rolled back)."""
-    reason: CanaryReason
-    message: str
-    statistics: Mapping[str, float] = field(default_factory=dict)
-    """Check statistics (diff, se, z, psr, min_trl, n, ...) when a check ran; guard values on a guard trip."""
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-able form for audit logs and event streams (non-finite numbers as strings)."""
-        return {
-            "at": self.at.isoformat(),
-            "strategy": self.strategy,
-            "model_id": self.model_id,
-            "from_state": str(self.from_state),
-            "to_state": str(self.to_state),
-            "step_percent_before": self.step_percent_before,
-            "step_percent_after": self.step_percent_after,
-            "reason": str(self.reason),
-            "message": self.message,
-            "statistics": {k: _enc_float(v) for k, v in self.statistics.items()},
-        }
-
-
-@dataclass(frozen=True)
-class CanaryStatus:
-    """Read-only view of a controller, for status RPCs and dashboards."""
-
-    strategy: str
-    canary_model: str
-    stable_model: str
-    state: CanaryState
-    paused_from: CanaryState | None
-    """The state a PAUSED canary resumes to; None unless PAUSED."""
-    step_index: int
-    """Index into the schedule; -1 in shadow and after a rollback."""
-    step_percent: float
-    weights: dict[str, float]
-    failed_checks: int
-    inconclusive_checks: int
-    confirmed: bool
-    """An operator has confirmed the step to 100% (in advance or while waiting)."""
-    started_at: datetime
-    step_started_at: datetime
-    last_check: CheckResult | None
 
 
 class CanaryController:
@@ -238,7 +97,7 @@ class CanaryController:
     ) -> None:
         if canary_model == stable_model:
             raise ValueError(f"canary and stable model must differ, both are {canary_model!r}")
-        _require_aware(started_at, "started_at")
+        require_aware(started_at, "started_at")
         self.strategy = strategy
         self.canary_model = canary_model
         self.stable_model = stable_model
@@ -320,7 +179,7 @@ class CanaryController:
         Raises:
             ValueError: The series differ in length or are shorter than at a previous call.
         """
-        _require_aware(now, "now")
+        require_aware(now, "now")
         total = len(canary_returns)
         if len(stable_returns) != total:
             raise ValueError(f"paired returns must have equal length, got canary={total} stable={len(stable_returns)}")
@@ -330,7 +189,7 @@ class CanaryController:
         if self._state.terminal:
             return []
 
-        tripped = self._tripped_guards(guards)
+        tripped = tripped_guards(guards, self.config)
         if tripped:
             reason, _ = tripped[0]
             message = "; ".join(text for _, text in tripped)
@@ -346,30 +205,6 @@ class CanaryController:
         self._check_clock_at = now
         self._check_clock_obs = total
         return [self._apply_check(now, result)]
-
-    def _tripped_guards(self, guards: GuardSnapshot) -> list[tuple[CanaryReason, str]]:
-        cfg = self.config
-        checks: list[tuple[CanaryReason, float, float | None, str]] = [
-            (CanaryReason.GUARD_DRAWDOWN, guards.drawdown, cfg.max_drawdown, "drawdown {:.2%} over limit {:.2%}"),
-            (CanaryReason.GUARD_DAILY_LOSS, guards.daily_loss, cfg.max_daily_loss, "daily loss {:.2f} over {:.2f} USD"),
-            (
-                CanaryReason.GUARD_RISK_BREACHES,
-                guards.risk_breaches,
-                cfg.max_risk_breaches,
-                "{:g} risk breaches over {:g}",
-            ),
-            (
-                CanaryReason.GUARD_ERROR_RATE,
-                guards.error_rate,
-                cfg.max_error_rate,
-                "error rate {:.2%} over limit {:.2%}",
-            ),
-        ]
-        return [
-            (reason, text.format(value, limit))
-            for reason, value, limit, text in checks
-            if limit is not None and value > limit
-        ]
 
     def _check_due(self, now: datetime, total: int) -> bool:
         cfg = self.config
@@ -403,7 +238,7 @@ class CanaryController:
                 outcome = CheckOutcome.INCONCLUSIVE
                 note = (
                     f"track record not enough for 100%: PSR {psr:.4f} (need {cfg.psr_threshold:g}), "
-                    f"{track.n} observations (need {_fmt_count(min_trl)})"
+                    f"{track.n} observations (need {fmt_count(min_trl)})"
                 )
         else:
             outcome = CheckOutcome.INCONCLUSIVE
@@ -536,7 +371,7 @@ class CanaryController:
         return [self._move(now, self._state, self._step_index, CanaryReason.CONFIRMED, message)]
 
     def _require_operable(self, now: datetime, action: str, reason: str) -> None:
-        _require_aware(now, "now")
+        require_aware(now, "now")
         if self._state.terminal:
             raise ValidationError(
                 "CANARY_FINISHED",
@@ -585,27 +420,8 @@ class CanaryController:
             message=message,
             statistics=dict(statistics or {}),
         )
-        self._log(event)
+        log_event(event)
         return event
-
-    def _log(self, event: CanaryEvent) -> None:
-        model, pct, why = self.canary_model, event.step_percent_after, f"{event.reason}: {event.message}"
-        if event.to_state is CanaryState.ROLLED_BACK:
-            log.warning("[CANARY] Model %s rolled back from %.1f%% (%s)", model, event.step_percent_before, why)
-        elif event.step_percent_after > event.step_percent_before:
-            log.info("[CANARY] Model %s promoted to %.1f%% (%s)", model, pct, why)
-        elif event.to_state is CanaryState.PAUSED and event.from_state is not CanaryState.PAUSED:
-            log.info("[CANARY] Model %s paused at %.1f%% (%s)", model, pct, why)
-        elif event.reason is CanaryReason.MANUAL_RESUME:
-            log.info("[CANARY] Model %s resumed at %.1f%% (%s)", model, pct, why)
-        elif event.to_state is CanaryState.WAITING_CONFIRMATION:
-            log.info("[CANARY] Model %s waiting for confirmation at %.1f%% (%s)", model, pct, why)
-        elif event.reason is CanaryReason.CONFIRMED:
-            log.info("[CANARY] Model %s confirmation for 100%% recorded at %.1f%% (%s)", model, pct, why)
-        elif event.reason is CanaryReason.CHECK_FAILED:
-            log.warning("[CANARY] Model %s held at %.1f%% (%s)", model, pct, why)
-        else:
-            log.info("[CANARY] Model %s held at %.1f%% (%s)", model, pct, why)
 
     # ----------------------------------------------------------------------------------------- persistence
 
@@ -633,7 +449,7 @@ class CanaryController:
             "failed_checks": self._failed_checks,
             "inconclusive_checks": self._inconclusive_checks,
             "confirmed": self._confirmed,
-            "last_check": None if self._last_check is None else _check_to_dict(self._last_check),
+            "last_check": None if self._last_check is None else check_to_dict(self._last_check),
         }
 
     @classmethod
@@ -652,112 +468,30 @@ class CanaryController:
                 raise TypeError("config must be a mapping")
             config = CanaryConfig.from_dict(config_data)
             ctl = cls(
-                _get(data, "strategy", str),
-                _get(data, "canary_model", str),
-                _get(data, "stable_model", str),
+                get_typed(data, "strategy", str),
+                get_typed(data, "canary_model", str),
+                get_typed(data, "stable_model", str),
                 config,
-                _get_dt(data, "started_at"),
+                get_datetime(data, "started_at"),
             )
-            ctl._state = CanaryState(_get(data, "state", str))
+            ctl._state = CanaryState(get_typed(data, "state", str))
             paused_from = data.get("paused_from")
             ctl._paused_from = None if paused_from is None else CanaryState(str(paused_from))
-            ctl._step_index = _get(data, "step_index", int)
+            ctl._step_index = get_typed(data, "step_index", int)
             if not -1 <= ctl._step_index < len(config.schedule):
                 raise ValueError(f"step_index {ctl._step_index} outside the schedule")
-            ctl._step_started_at = _get_dt(data, "step_started_at")
-            ctl._step_start_obs = _get(data, "step_start_obs", int)
+            ctl._step_started_at = get_datetime(data, "step_started_at")
+            ctl._step_start_obs = get_typed(data, "step_start_obs", int)
             live_start = data.get("live_start_obs")
-            ctl._live_start_obs = None if live_start is None else _get(data, "live_start_obs", int)
-            ctl._check_clock_at = _get_dt(data, "check_clock_at")
-            ctl._check_clock_obs = _get(data, "check_clock_obs", int)
-            ctl._seen_obs = _get(data, "seen_obs", int)
-            ctl._failed_checks = _get(data, "failed_checks", int)
-            ctl._inconclusive_checks = _get(data, "inconclusive_checks", int)
-            ctl._confirmed = _get(data, "confirmed", bool)
+            ctl._live_start_obs = None if live_start is None else get_typed(data, "live_start_obs", int)
+            ctl._check_clock_at = get_datetime(data, "check_clock_at")
+            ctl._check_clock_obs = get_typed(data, "check_clock_obs", int)
+            ctl._seen_obs = get_typed(data, "seen_obs", int)
+            ctl._failed_checks = get_typed(data, "failed_checks", int)
+            ctl._inconclusive_checks = get_typed(data, "inconclusive_checks", int)
+            ctl._confirmed = get_typed(data, "confirmed", bool)
             last = data.get("last_check")
-            ctl._last_check = None if last is None else _check_from_dict(last)
+            ctl._last_check = None if last is None else check_from_dict(last)
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError("CANARY_SNAPSHOT_INVALID", f"invalid canary snapshot: {exc}") from exc
         return ctl
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-
-
-def _require_aware(moment: datetime, name: str) -> None:
-    # Naive and aware datetimes cannot be subtracted; demanding aware ones keeps snapshots unambiguous too.
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {moment!r}")
-
-
-def _fmt_count(value: float) -> str:
-    return "inf" if math.isinf(value) else str(math.ceil(value))
-
-
-def _enc_float(value: float) -> float | str:
-    # JSON has no inf/nan; strings round-trip through float().
-    return value if math.isfinite(value) else str(value)
-
-
-def _dec_float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)
-
-
-def _get(data: Mapping[str, object], key: str, kind: type[_T]) -> _T:
-    value = data[key]
-    # bool passes isinstance(..., int); a persisted true is never a count.
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise TypeError(f"{key} must be {kind.__name__}, got {value!r}")
-    return value
-
-
-def _get_dt(data: Mapping[str, object], key: str) -> datetime:
-    moment = datetime.fromisoformat(_get(data, key, str))
-    _require_aware(moment, key)
-    return moment
-
-
-def _check_to_dict(check: CheckResult) -> dict[str, object]:
-    c = check.comparison
-    return {
-        "at": check.at.isoformat(),
-        "outcome": str(check.outcome),
-        "step_percent": check.step_percent,
-        "diff": _enc_float(c.diff),
-        "se": _enc_float(c.se),
-        "z": _enc_float(c.z),
-        "rho": _enc_float(c.rho),
-        "n": c.n,
-        "sr_canary": _enc_float(c.sr_canary),
-        "sr_stable": _enc_float(c.sr_stable),
-        "psr": _enc_float(check.psr),
-        "min_trl": _enc_float(check.min_trl),
-        "track_n": check.track_n,
-        "note": check.note,
-    }
-
-
-def _check_from_dict(raw: object) -> CheckResult:
-    if not isinstance(raw, Mapping):
-        raise TypeError("last_check must be a mapping")
-    comparison = SharpeComparison(
-        diff=_dec_float(raw["diff"]),
-        se=_dec_float(raw["se"]),
-        z=_dec_float(raw["z"]),
-        rho=_dec_float(raw["rho"]),
-        n=_get(raw, "n", int),
-        sr_canary=_dec_float(raw["sr_canary"]),
-        sr_stable=_dec_float(raw["sr_stable"]),
-    )
-    return CheckResult(
-        at=_get_dt(raw, "at"),
-        outcome=CheckOutcome(_get(raw, "outcome", str)),
-        step_percent=_dec_float(raw["step_percent"]),
-        comparison=comparison,
-        psr=_dec_float(raw["psr"]),
-        min_trl=_dec_float(raw["min_trl"]),
-        track_n=_get(raw, "track_n", int),
-        note=_get(raw, "note", str),
-    )
