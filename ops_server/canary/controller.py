@@ -4,7 +4,7 @@ A canary starts in SHADOW (paper-traded on the same data as the stable model, we
 schedule of live weights such as 5%, 10%, 25%, 50%, 100%. The controller is pure domain logic: the caller feeds
 it the clock, the paired return series and a guard snapshot, and publishes the events and weights it returns.
 The rollout policy (:class:`CanaryConfig`) and the guard measurements (:class:`GuardSnapshot`) are defined in
-:mod:`ops_server.canary.config` and in :mod:`ops_server.canary.config` and :mod:`ops_server.canary.guards`; this module holds the controller.
+:mod:`ops_server.canary.config` and :mod:`ops_server.canary.guards`; this module holds the controller.
 
 State machine::
 
