@@ -19,8 +19,8 @@ from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, require_token
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, MeshError, ValidationError
 from nautilus_mesh.status import abort
+from ops_server.allocation import CapitalPolicy
 from ops_server.canary import CanaryManager, CanaryStatus
-from ops_server.capital_allocator import CapitalPolicy
 from ops_server.core import TRADING_STATE_PB, OpsCore
 from ops_server.model_registry import ModelRegistry
 

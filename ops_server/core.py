@@ -30,8 +30,8 @@ from nautilus_mesh.status import error_detail
 from nautilus_mesh.store import open_store
 from nautilus_mesh.telemetry import Tracing
 from ops_server import performance
+from ops_server.allocation import AllocationDecision, CapitalAllocator, CapitalPolicy
 from ops_server.canary import CanaryEvent, CanaryManager, GuardSnapshot
-from ops_server.capital_allocator import AllocationDecision, CapitalAllocator, CapitalPolicy
 from ops_server.config import OpsConfig
 from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.events import EventHub

@@ -14,14 +14,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from nautilus_mesh.errors import ConfigError, NotFoundError, PermissionDeniedError, ValidationError
-from ops_server.capital_allocator import (
-    AllocationReason,
-    CapitalAllocator,
-    CapitalPolicy,
-    StrategyBounds,
+from ops_server.allocation import AllocationReason, CapitalAllocator, CapitalPolicy, StrategyBounds
+from ops_server.allocation.__main__ import main
+from ops_server.allocation.weights import (
     cap_turnover,
     l1_distance,
-    main,
     project_bounded_simplex,
     shrunk_score,
     target_weights_from_scores,
@@ -390,7 +387,7 @@ def test_run_cycle_when_returns_not_finite_raises_validation_error() -> None:
 
 def test_run_cycle_when_decision_made_logs_allocator_line(caplog: pytest.LogCaptureFixture) -> None:
     allocator = CapitalAllocator(make_policy(), last_applied_at=T0)
-    with caplog.at_level(logging.INFO, logger="ops_server.capital_allocator"):
+    with caplog.at_level(logging.INFO, logger="ops_server.allocation"):
         allocator.run_cycle(RETURNS, now=T0 + HOUR)
         allocator.run_cycle(RETURNS, now=T0 + 25 * HOUR)
     messages = [r.getMessage() for r in caplog.records]

@@ -39,3 +39,26 @@ def test_ops_when_config_has_unknown_key_names_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "engine_adress" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("module", ["ops_server.allocation", "ops_server.capital_allocator"])
+def test_allocator_what_if_when_run_as_module_prints_the_decision(module: str, tmp_path: Path) -> None:
+    returns = tmp_path / "returns.json"
+    returns.write_text(json.dumps({"momentum": [0.01, 0.02, 0.015] * 20, "meanrev": [0.0, -0.01, 0.005] * 20}))
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            module,
+            "--returns",
+            str(returns),
+            "--policy",
+            str(ROOT / "config/demo/capital_policy.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "reason:" in result.stdout and "momentum" in result.stdout

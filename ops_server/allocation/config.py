@@ -3,8 +3,7 @@
 :class:`CapitalPolicy` holds the total capital, the enabled strategies with their :class:`StrategyBounds` and the
 knobs of the allocation cycle (cooldown, lookback, shrinkage, turnover cap, deadband). It is read from JSON with
 :meth:`CapitalPolicy.from_dict` or :meth:`CapitalPolicy.load`, and every field is validated, including that the
-bounds can add up to the whole capital. :mod:`ops_server.capital_allocator` runs allocation cycles against it and
-re-exports both names.
+bounds can add up to the whole capital. :mod:`ops_server.allocation.allocator` runs allocation cycles against it.
 """
 
 from __future__ import annotations
@@ -20,10 +19,7 @@ from typing import Any
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import load_json_file
 
-__all__ = [
-    "CapitalPolicy",
-    "StrategyBounds",
-]
+__all__ = ["CapitalPolicy", "StrategyBounds", "check_feasible"]
 
 # Sums of float weights are compared with this slack: bounds such as 0.1 + 0.2 + 0.7 do not add to
 # exactly 1.0 in binary floating point, and refusing them would be absurd.
@@ -50,7 +46,8 @@ class StrategyBounds:
             )
 
 
-def _check_feasible(lower: Sequence[float], upper: Sequence[float], total: float) -> None:
+def check_feasible(lower: Sequence[float], upper: Sequence[float], total: float) -> None:
+    """Raise ConfigError unless bounds ``lower``/``upper`` (fractions) admit weights summing to ``total``."""
     low, high = math.fsum(lower), math.fsum(upper)
     if low > total + _SUM_TOLERANCE:
         raise ConfigError(
@@ -107,7 +104,7 @@ class CapitalPolicy:
                 raise ConfigError(f"strategy names must be non-empty strings, got {name!r}")
             if not isinstance(bounds, StrategyBounds):
                 raise ConfigError(f"strategy {name!r}: bounds must be a StrategyBounds")
-        _check_feasible(
+        check_feasible(
             [b.min_fraction for b in self.strategies.values()], [b.max_fraction for b in self.strategies.values()], 1.0
         )
         _require(math.isfinite(self.cooldown_seconds) and self.cooldown_seconds >= 0, "cooldown_seconds", ">= 0")
