@@ -39,7 +39,7 @@ from ops_server.measurement import Measurement, drawdown_of_pnl_curve
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, paper_book
 from ops_server.order_tracker import AppliedFill, OrderTracker, TrackedOrder
-from ops_server.risk_rails import OrderIntent, RiskContext, RiskEvent, RiskLimits, RiskRails, Side, TradingState
+from ops_server.risk.rails import OrderIntent, RiskContext, RiskEvent, RiskLimits, RiskRails, Side, TradingState
 from ops_server.router import InstrumentRules, LiveOrder, ShadowOrder, SignalRouter, SizedOrder
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from ops_server.admin import canary_statuses
 from ops_server.core import _MODE_PB, _SIDE_PB, TRADING_STATE_PB, OpsCore
 from ops_server.events import OpsEvent
 from ops_server.model_registry import RoutingMode
-from ops_server.risk_rails import ModelLimits, RiskLimits
+from ops_server.risk.rails import ModelLimits, RiskLimits
 
 log = logging.getLogger(__name__)
 

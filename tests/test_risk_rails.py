@@ -13,8 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, RiskRejectedError, ValidationError
-from ops_server.risk_rails import (
+from ops_server.risk.rails import (
     OrderIntent,
     RiskContext,
     RiskEvent,
@@ -22,7 +23,6 @@ from ops_server.risk_rails import (
     RiskRails,
     Side,
     TradingState,
-    plain_decimal,
 )
 
 MODEL = "momentum_v1"
@@ -139,7 +139,7 @@ def test_quota_when_notional_equals_available_passes() -> None:
 def test_denial_when_rejected_logs_risk_line(caplog: pytest.LogCaptureFixture) -> None:
     rails, _, _ = make_rails()
 
-    with caplog.at_level(logging.INFO, logger="ops_server.risk_rails"):
+    with caplog.at_level(logging.INFO, logger="ops_server.risk"):
         rejected(rails, buy("10", "100"), ctx(quota="500"))
 
     assert f"[RISK] denied model={MODEL} rail=quota code=INVALID_QUOTE" in caplog.text
@@ -149,13 +149,13 @@ def test_denial_when_rejected_logs_risk_line(caplog: pytest.LogCaptureFixture) -
     ("value", "expected"),
     [("1000.00", "1000"), ("1E+3", "1000"), ("0.000", "0"), ("-0", "0"), ("12.3400", "12.34"), ("1E-7", "0.0000001")],
 )
-def test_plain_decimal_when_given_trailing_zeros_or_exponent_returns_plain_number(value: str, expected: str) -> None:
-    assert plain_decimal(Decimal(value)) == expected
+def test_fmt_when_given_trailing_zeros_or_exponent_returns_plain_number(value: str, expected: str) -> None:
+    assert fmt(Decimal(value)) == expected
 
 
 @given(st.decimals(allow_nan=False, allow_infinity=False, places=6, min_value=-(10**12), max_value=10**12))
-def test_plain_decimal_when_round_tripped_keeps_the_value(value: Decimal) -> None:
-    text = plain_decimal(value)
+def test_fmt_when_round_tripped_keeps_the_value(value: Decimal) -> None:
+    text = fmt(value)
     assert "E" not in text and Decimal(text) == value
 
 

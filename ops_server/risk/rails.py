@@ -44,15 +44,15 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Any
 
+from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, RiskRejectedError, ValidationError
-from nautilus_mesh.files import load_json_file
-from ops_server.trading_state import RiskEvent, TradingState, TradingStates, parse_state
+from ops_server.risk.config import ModelLimits, RiskLimits
+from ops_server.risk.trading_state import RiskEvent, TradingState, TradingStates
 
 __all__ = [
     "ModelLimits",
@@ -63,257 +63,13 @@ __all__ = [
     "RiskRails",
     "Side",
     "TradingState",
-    "plain_decimal",
 ]
 
 log = logging.getLogger(__name__)
 
-_TOP_KEYS = frozenset({"global", "default_model", "models"})
-_GLOBAL_KEYS = frozenset({"max_gross_exposure", "stale_mark_seconds", "allowed_instruments"})
-_MODEL_KEYS = frozenset(
-    {
-        "max_order_notional",
-        "max_position_qty",
-        "order_rate_per_second",
-        "order_burst",
-        "max_daily_loss",
-        "max_drawdown",
-        "breach_state",
-    }
-)
-_BREACH_STATES = frozenset({TradingState.REDUCING, TradingState.HALTED})
-_ANY_INSTRUMENT = "*"
 
-
-def plain_decimal(value: Decimal) -> str:
-    """Format a Decimal as a plain number without exponent or trailing zeros (``1000.00`` -> ``1000``)."""
-    if value == 0:
-        return "0"  # also folds -0 into 0
-    return format(value.normalize(), "f")
-
-
-def _plain_float(value: float) -> str:
-    return plain_decimal(Decimal(repr(value)))
-
-
-# --------------------------------------------------------------------------------------------------------- limits
-
-
-def _number(value: object, where: str) -> Decimal:
-    """Parse a JSON number or numeric string exactly; bools, NaN and infinities are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{where} must be a number or a decimal string, got {value!r}", {"field": where})
-    try:
-        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    except ArithmeticError:
-        raise ConfigError(f"{where} must be a number or a decimal string, got {value!r}", {"field": where}) from None
-    if not number.is_finite():
-        raise ConfigError(f"{where} must be a finite number, got {value!r}", {"field": where})
-    return number
-
-
-def _non_negative(value: object, where: str) -> Decimal:
-    number = _number(value, where)
-    if number < 0:
-        raise ConfigError(f"{where} must not be negative, got {value!r}", {"field": where})
-    return number
-
-
-def _positive(value: object, where: str) -> Decimal:
-    number = _number(value, where)
-    if number <= 0:
-        raise ConfigError(f"{where} must be greater than zero, got {value!r}", {"field": where})
-    return number
-
-
-def _object(value: object, where: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} must be an object, got {type(value).__name__}", {"field": where})
-    return value
-
-
-def _check_keys(raw: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    unknown = sorted(str(k) for k in set(raw) - allowed)
-    if unknown:
-        raise ConfigError(
-            f"{where} has unknown keys {unknown}; allowed: {sorted(allowed)}", {"field": where, "unknown": unknown}
-        )
-
-
-def _require(raw: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
-    missing = sorted(keys - set(raw))
-    if missing:
-        raise ConfigError(f"{where} is missing keys {missing}", {"field": where, "missing": missing})
-
-
-@dataclass(frozen=True)
-class ModelLimits:
-    """The fully resolved limits of one model (the default, merged with the model's overrides)."""
-
-    max_order_notional: Decimal
-    """Largest notional (USD) of one order."""
-    max_position_qty: Mapping[str, Decimal]
-    """Largest ``|position + open orders|`` per symbol; key ``"*"`` is the limit for symbols not listed."""
-    order_rate_per_second: float
-    """Token bucket refill rate, orders per second."""
-    order_burst: int
-    """Token bucket capacity: orders allowed back to back."""
-    max_daily_loss: Decimal
-    """Daily loss (USD, positive) at which the model moves to ``breach_state``."""
-    max_drawdown: float
-    """Drawdown as a fraction of peak equity, in (0, 1], at which the model moves to ``breach_state``."""
-    breach_state: TradingState
-    """REDUCING or HALTED: where a daily-loss or drawdown breach moves the model."""
-
-    def position_limit(self, symbol: str) -> Decimal:
-        """Return the max ``|position + open|`` for ``symbol`` (its own entry, else ``"*"``)."""
-        limit = self.max_position_qty.get(symbol)
-        return limit if limit is not None else self.max_position_qty[_ANY_INSTRUMENT]
-
-    @classmethod
-    def _from_raw(cls, raw: Mapping[str, Any], where: str) -> ModelLimits:
-        positions = _object(raw["max_position_qty"], f"{where}.max_position_qty")
-        if _ANY_INSTRUMENT not in positions:
-            raise ConfigError(
-                f'{where}.max_position_qty must have a "*" entry (the limit for symbols not listed)',
-                {"field": f"{where}.max_position_qty"},
-            )
-        parsed_positions: dict[str, Decimal] = {}
-        for symbol, qty in positions.items():
-            if not isinstance(symbol, str) or not symbol:
-                raise ConfigError(f"{where}.max_position_qty keys must be non-empty symbols, got {symbol!r}")
-            parsed_positions[symbol] = _non_negative(qty, f"{where}.max_position_qty.{symbol}")
-        burst = _positive(raw["order_burst"], f"{where}.order_burst")
-        if burst != burst.to_integral_value():
-            raise ConfigError(f"{where}.order_burst must be a whole number, got {raw['order_burst']!r}")
-        drawdown = _positive(raw["max_drawdown"], f"{where}.max_drawdown")
-        if drawdown > 1:
-            raise ConfigError(
-                f"{where}.max_drawdown is a fraction of peak equity and must be in (0, 1], got {raw['max_drawdown']!r}",
-                {"field": f"{where}.max_drawdown"},
-            )
-        return cls(
-            max_order_notional=_non_negative(raw["max_order_notional"], f"{where}.max_order_notional"),
-            max_position_qty=MappingProxyType(parsed_positions),
-            order_rate_per_second=float(_positive(raw["order_rate_per_second"], f"{where}.order_rate_per_second")),
-            order_burst=int(burst),
-            max_daily_loss=_positive(raw["max_daily_loss"], f"{where}.max_daily_loss"),
-            max_drawdown=float(drawdown),
-            breach_state=parse_state(raw["breach_state"], f"{where}.breach_state", allowed=_BREACH_STATES),
-        )
-
-
-@dataclass(frozen=True)
-class RiskLimits:
-    """Validated risk limits, loaded from JSON (see the module docstring of :mod:`ops_server.risk_rails`).
-
-    Shape::
-
-        {"global": {"max_gross_exposure": "5000000", "stale_mark_seconds": 10,
-                    "allowed_instruments": ["BTC-USD", "ETH-USD"]},
-         "default_model": {"max_order_notional": "250000", "max_position_qty": {"*": "100", "BTC-USD": "10"},
-                           "order_rate_per_second": 50, "order_burst": 100, "max_daily_loss": "20000",
-                           "max_drawdown": 0.2, "breach_state": "HALTED"},
-         "models": {"momentum_v1": {"max_order_notional": "100000"}}}
-
-    ``global`` and ``default_model`` are required with every key, except ``allowed_instruments``: when missing, every
-    instrument is allowed; an explicit list (even empty) restricts to its members. ``models`` overrides any subset of
-    the default keys per model; a ``max_position_qty`` override is merged entry by entry over the default map.
-    Money and quantities may be JSON numbers or decimal strings (strings keep them exact).
-    """
-
-    max_gross_exposure: Decimal
-    """Cap (USD) on gross exposure across all models after an order."""
-    stale_mark_seconds: float
-    """Largest mark age accepted."""
-    allowed_instruments: frozenset[str] | None
-    """Symbols that may be traded; ``None`` allows all."""
-    default_model: ModelLimits
-    """Limits of every model without overrides."""
-    models: Mapping[str, ModelLimits] = field(default_factory=lambda: MappingProxyType({}))
-    """Resolved limits of the models that have overrides."""
-
-    def for_model(self, model_id: str) -> ModelLimits:
-        """Return the limits that apply to ``model_id``."""
-        return self.models.get(model_id, self.default_model)
-
-    def instrument_allowed(self, symbol: str) -> bool:
-        """Return True when ``symbol`` may be traded."""
-        return self.allowed_instruments is None or symbol in self.allowed_instruments
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RiskLimits:
-        """Validate and build limits from a parsed JSON object.
-
-        Raises:
-            ConfigError: A key is missing or unknown, a value is non-numeric, negative or out of range, or a state
-                is not REDUCING/HALTED. The message names the offending field.
-        """
-        try:
-            return cls._parse(data)
-        except ConfigError as exc:
-            raise ConfigError(f"risk limits: {exc.message}", exc.details) from exc
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RiskLimits:
-        """Read and validate a risk-limits JSON file.
-
-        Raises:
-            ConfigError: The file is missing, is not valid JSON, or fails :meth:`from_dict`.
-        """
-        data = load_json_file(path)
-        try:
-            return cls._parse(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{os.fspath(path)}: {exc.message}", exc.details) from exc
-
-    @classmethod
-    def _parse(cls, data: Mapping[str, Any]) -> RiskLimits:
-        data = _object(data, "the top level")
-        _check_keys(data, _TOP_KEYS, "the top level")
-        _require(data, frozenset({"global", "default_model"}), "the top level")
-
-        glob = _object(data["global"], "global")
-        _check_keys(glob, _GLOBAL_KEYS, "global")
-        _require(glob, frozenset({"max_gross_exposure", "stale_mark_seconds"}), "global")
-        allowed: frozenset[str] | None = None
-        if "allowed_instruments" in glob:
-            raw_allowed = glob["allowed_instruments"]
-            if not isinstance(raw_allowed, list) or not all(isinstance(s, str) and s for s in raw_allowed):
-                raise ConfigError(
-                    f"global.allowed_instruments must be a list of symbols, got {raw_allowed!r}",
-                    {"field": "global.allowed_instruments"},
-                )
-            allowed = frozenset(raw_allowed)
-
-        default_raw = _object(data["default_model"], "default_model")
-        _check_keys(default_raw, _MODEL_KEYS, "default_model")
-        _require(default_raw, _MODEL_KEYS, "default_model")
-        default = ModelLimits._from_raw(default_raw, "default_model")
-
-        overrides = _object(data.get("models", {}), "models")
-        models: dict[str, ModelLimits] = {}
-        for model_id, override in overrides.items():
-            where = f"models.{model_id}"
-            if not isinstance(model_id, str) or not model_id:
-                raise ConfigError(f"models keys must be non-empty model ids, got {model_id!r}")
-            override = _object(override, where)
-            _check_keys(override, _MODEL_KEYS, where)
-            merged = {**default_raw, **override}
-            if "max_position_qty" in override:
-                merged["max_position_qty"] = {
-                    **default_raw["max_position_qty"],
-                    **_object(override["max_position_qty"], f"{where}.max_position_qty"),
-                }
-            models[model_id] = ModelLimits._from_raw(merged, where)
-
-        return cls(
-            max_gross_exposure=_non_negative(glob["max_gross_exposure"], "global.max_gross_exposure"),
-            stale_mark_seconds=float(_positive(glob["stale_mark_seconds"], "global.stale_mark_seconds")),
-            allowed_instruments=allowed,
-            default_model=default,
-            models=MappingProxyType(models),
-        )
+def _fmt_float(value: float) -> str:
+    return fmt(Decimal(repr(value)))
 
 
 # ---------------------------------------------------------------------------------------------- orders and context
@@ -519,11 +275,11 @@ class RiskRails:
                 rail="instrument",
             )
         if ctx.mark_age_seconds is None or ctx.mark_age_seconds > limits.stale_mark_seconds:
-            age = "none" if ctx.mark_age_seconds is None else _plain_float(ctx.mark_age_seconds)
+            age = "none" if ctx.mark_age_seconds is None else _fmt_float(ctx.mark_age_seconds)
             raise RiskRejectedError(
                 "STALE_MARK",
-                f"mark for {intent.symbol} is stale (age {age}s, max {_plain_float(limits.stale_mark_seconds)}s)",
-                {"mark_age_seconds": age, "max_age_seconds": _plain_float(limits.stale_mark_seconds)},
+                f"mark for {intent.symbol} is stale (age {age}s, max {_fmt_float(limits.stale_mark_seconds)}s)",
+                {"mark_age_seconds": age, "max_age_seconds": _fmt_float(limits.stale_mark_seconds)},
                 rail="stale_mark",
             )
         notional = intent.notional
@@ -531,7 +287,7 @@ class RiskRails:
         closing = closing_quantity(intent, ctx) * intent.price
         opening = notional - closing
         if not reducing and opening > ctx.available_quota + closing:
-            requested, available = plain_decimal(opening), plain_decimal(ctx.available_quota + closing)
+            requested, available = fmt(opening), fmt(ctx.available_quota + closing)
             raise RiskRejectedError(
                 "INVALID_QUOTE",
                 f"order notional {requested} exceeds the available quota {available}",
@@ -541,8 +297,8 @@ class RiskRails:
         if notional > model.max_order_notional:
             raise RiskRejectedError(
                 "MAX_ORDER_NOTIONAL",
-                f"order notional {plain_decimal(notional)} exceeds the limit {plain_decimal(model.max_order_notional)}",
-                {"requested": plain_decimal(notional), "limit": plain_decimal(model.max_order_notional)},
+                f"order notional {fmt(notional)} exceeds the limit {fmt(model.max_order_notional)}",
+                {"requested": fmt(notional), "limit": fmt(model.max_order_notional)},
                 rail="max_order_notional",
             )
         if not reducing:
@@ -551,12 +307,11 @@ class RiskRails:
             if abs(projected) > position_limit:
                 raise RiskRejectedError(
                     "MAX_POSITION",
-                    f"{intent.symbol} position would reach {plain_decimal(projected)}, "
-                    f"limit {plain_decimal(position_limit)}",
+                    f"{intent.symbol} position would reach {fmt(projected)}, limit {fmt(position_limit)}",
                     {
                         "symbol": intent.symbol,
-                        "projected": plain_decimal(projected),
-                        "limit": plain_decimal(position_limit),
+                        "projected": fmt(projected),
+                        "limit": fmt(position_limit),
                     },
                     rail="max_position",
                 )
@@ -564,12 +319,11 @@ class RiskRails:
             if gross_after > limits.max_gross_exposure:
                 raise RiskRejectedError(
                     "GROSS_EXPOSURE",
-                    f"gross exposure would reach {plain_decimal(gross_after)}, "
-                    f"limit {plain_decimal(limits.max_gross_exposure)}",
+                    f"gross exposure would reach {fmt(gross_after)}, limit {fmt(limits.max_gross_exposure)}",
                     {
-                        "current": plain_decimal(ctx.gross_exposure),
-                        "requested": plain_decimal(opening),
-                        "limit": plain_decimal(limits.max_gross_exposure),
+                        "current": fmt(ctx.gross_exposure),
+                        "requested": fmt(opening),
+                        "limit": fmt(limits.max_gross_exposure),
                     },
                     rail="gross_exposure",
                 )
@@ -592,8 +346,8 @@ class RiskRails:
                 {
                     "scope": scope,
                     "state": str(state),
-                    "net_position": plain_decimal(ctx.net_exposure_qty),
-                    "order_qty": plain_decimal(intent.signed_quantity),
+                    "net_position": fmt(ctx.net_exposure_qty),
+                    "order_qty": fmt(intent.signed_quantity),
                 },
                 rail="trading_state",
             )
@@ -609,8 +363,8 @@ class RiskRails:
         if bucket.tokens < 1.0:
             raise RiskRejectedError(
                 "RATE_LIMITED",
-                f"order rate above {_plain_float(model.order_rate_per_second)}/s (burst {model.order_burst})",
-                {"rate_per_second": _plain_float(model.order_rate_per_second), "burst": str(model.order_burst)},
+                f"order rate above {_fmt_float(model.order_rate_per_second)}/s (burst {model.order_burst})",
+                {"rate_per_second": _fmt_float(model.order_rate_per_second), "burst": str(model.order_burst)},
                 rail="order_rate",
             )
         bucket.tokens -= 1.0
@@ -625,7 +379,7 @@ class RiskRails:
             exc.code,
             intent.symbol,
             intent.side,
-            plain_decimal(intent.quantity),
+            fmt(intent.quantity),
         )
         state = self._states.effective(intent.model_id)
         self._publish(
@@ -668,10 +422,10 @@ class RiskRails:
         details: dict[str, str] = {}
         if -daily_pnl >= model.max_daily_loss:
             breached.append(("daily_loss", "MAX_DAILY_LOSS"))
-            details.update(daily_pnl=plain_decimal(daily_pnl), max_daily_loss=plain_decimal(model.max_daily_loss))
+            details.update(daily_pnl=fmt(daily_pnl), max_daily_loss=fmt(model.max_daily_loss))
         if drawdown >= model.max_drawdown:
             breached.append(("drawdown", "MAX_DRAWDOWN"))
-            details.update(drawdown=_plain_float(drawdown), max_drawdown=_plain_float(model.max_drawdown))
+            details.update(drawdown=_fmt_float(drawdown), max_drawdown=_fmt_float(model.max_drawdown))
         if not breached:
             return None
         rail, code = breached[0]

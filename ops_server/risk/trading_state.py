@@ -4,7 +4,7 @@ A model's effective state is the stricter of the global state and its own state,
 model that is ACTIVE, and releasing the global state never loosens a model that was halted on its own.
 
 This module holds the state book and builds the :class:`RiskEvent` for every change;
-:class:`ops_server.risk_rails.RiskRails` decides when limits are breached and publishes the events that the service
+:class:`ops_server.risk.rails.RiskRails` decides when limits are breached and publishes the events that the service
 audits and counts.
 """
 
@@ -98,7 +98,7 @@ class TradingStates:
     """The book of trading states: one global state, one per model, and the kill switch flag.
 
     Models never set explicitly are ACTIVE. Every mutator logs the change and returns the :class:`RiskEvent`
-    describing it; the caller (:class:`ops_server.risk_rails.RiskRails`) publishes it.
+    describing it; the caller (:class:`ops_server.risk.rails.RiskRails`) publishes it.
 
     Args:
         wall_clock: Epoch seconds for :attr:`RiskEvent.at`.
