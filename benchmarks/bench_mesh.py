@@ -20,10 +20,10 @@ Scenarios (all servers in this process on 127.0.0.1, port 0; the client shares t
   signal->decision and signal->first fill, taken at the client from the send of the signal's frame.
   The demo risk limits' order-rate bucket (200/s, burst 400 per model) is raised in a copy of
   ``config/demo/risk_limits.json`` so the rail does not decide the result.
-* (a) pipeline in process: the same servers, but ``OpsCore.handle_signal`` called directly in a loop
+* (a) pipeline in process: the same servers, but ``SignalPath.handle`` called directly in a loop
   (yielding to the event loop after each frame, so the engine link sends and the engine executes as
   in the mesh); latency is the ``handle_signal`` call, first fill is taken where the service would
-  forward it (a fill queue subscribed with ``OpsCore.subscribe_fills``). The rate of the calls alone
+  forward it (a fill queue subscribed with ``ExecutionFeedback.subscribe``). The rate of the calls alone
   (no engine work) is printed as well.
 * (b) gRPC transport: a raw grpc.aio bidi echo on the OpsService descriptor (generic handler, one
   SignalDecision per signal, no logic); same client code as mesh; latency is the round trip.
@@ -333,16 +333,16 @@ async def run_mesh(args: argparse.Namespace, tracing: bool) -> Result:
 
 
 async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
-    """(a): OpsCore.handle_signal in a loop on the real, connected servers; no client hop."""
+    """(a): SignalPath.handle in a loop on the real, connected servers; no client hop."""
     label = "on" if tracing else "off"
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
         tmp = Path(tmp_name)
         engine, ops = mesh_overrides(tmp, tracing)
         mesh = await start_mesh(tmp, engine=engine, ops=ops)
         core = mesh.ops.core
-        principal = core.authenticate(META)
+        principal = core.auth.authenticate(META)
         fills: asyncio.Queue[ops_pb2.Fill] = asyncio.Queue()
-        core.subscribe_fills(principal.models, fills)
+        core.feedback.subscribe(principal.models, fills)
         sent_at: dict[str, float] = {}
         fill_ms: dict[str, float] = {}
         last_fill = [0.0]
@@ -371,7 +371,7 @@ async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
                     for sig in frame.signals:
                         started = time.perf_counter()
                         sent_at[sig.signal_id] = started
-                        decision = core.handle_signal(sig, principal)
+                        decision = core.signals.handle(sig, principal)
                         latency.append((time.perf_counter() - started) * 1000)
                         statuses[ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")] += 1
                         if decision.status == ops_pb2.DECISION_STATUS_ACCEPTED:
@@ -402,7 +402,7 @@ async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
                 note=f"handle_signal alone (sum of call times, no engine work): {alone:,.0f} signals/s; {outcomes}",
             )
         finally:
-            core.unsubscribe_fills(fills)
+            core.feedback.unsubscribe(fills)
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer

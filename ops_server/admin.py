@@ -1,94 +1,56 @@
-"""``nautilus.ops.v1.OpsAdminService``: operators' controls, behind the admin token.
+"""``nautilus.ops.v1.OpsAdminService``: operators' controls, behind the admin token; a thin face over OpsControls.
 
-Every call is checked against ``x-ops-token`` (constant time); with no admin token configured the
-whole service answers PERMISSION_DENIED. Every call is audited as an event with its reason.
+Every call is checked against ``x-ops-token`` (constant time); with no admin token configured the whole service
+answers PERMISSION_DENIED. Every call is audited as an event with its reason; a refusal is audited with its code.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import TypeVar
 
 import grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
-from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, require_token
-from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import ConfigError, MeshError, ValidationError
+from nautilus_mesh.errors import MeshError, ValidationError
 from nautilus_mesh.status import abort
-from ops_server.allocation import CapitalPolicy
-from ops_server.canary import CanaryManager, CanaryStatus
-from ops_server.core import TRADING_STATE_PB, OpsCore
-from ops_server.model_registry import ModelRegistry
+from ops_server import wire
+from ops_server.controls import ConfigTarget, OpsControls
+from ops_server.queries import OpsQueries
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 T = TypeVar("T")
 
-STATE_FROM_PB = {pb: state for state, pb in TRADING_STATE_PB.items()}
-_CANARY_STATE_PB = {
-    "SHADOW": ops_pb2.CANARY_STATE_SHADOW,
-    "STEPPING": ops_pb2.CANARY_STATE_STEPPING,
-    "WAITING_CONFIRMATION": ops_pb2.CANARY_STATE_WAITING_CONFIRMATION,
-    "PAUSED": ops_pb2.CANARY_STATE_PAUSED,
-    "PROMOTED": ops_pb2.CANARY_STATE_PROMOTED,
-    "ROLLED_BACK": ops_pb2.CANARY_STATE_ROLLED_BACK,
+CONFIG_TARGETS = {
+    admin_pb2.CONFIG_TARGET_RISK_LIMITS: ConfigTarget.RISK_LIMITS,
+    admin_pb2.CONFIG_TARGET_CAPITAL_POLICY: ConfigTarget.CAPITAL_POLICY,
+    admin_pb2.CONFIG_TARGET_MODEL_REGISTRY: ConfigTarget.MODEL_REGISTRY,
 }
 
 
-def _ns(moment: datetime | None) -> int:
-    return int(moment.timestamp() * 1e9) if moment is not None else 0
-
-
-def canary_status_pb(status: CanaryStatus, schedule: tuple[float, ...]) -> ops_pb2.CanaryStatus:
-    """The wire form of a controller's status."""
-    pb = ops_pb2.CanaryStatus(
-        strategy_id=status.strategy,
-        canary_model=status.canary_model,
-        stable_model=status.stable_model,
-        state=_CANARY_STATE_PB[status.state.value],
-        step_index=status.step_index,
-        step_percent=status.step_percent,
-        weights=status.weights,
-        failed_checks=status.failed_checks,
-        inconclusive_checks=status.inconclusive_checks,
-        step_started_at_unix_nanos=_ns(status.step_started_at),
-        schedule=list(schedule),
-    )
-    if status.last_check is not None:
-        check = status.last_check
-        pb.last_check.CopyFrom(
-            ops_pb2.CanaryCheck(
-                outcome=check.outcome.value,
-                statistics={k: v for k, v in check.statistics().items() if v == v and abs(v) != float("inf")},
-                at_unix_nanos=_ns(check.at),
-            )
-        )
-    return pb
-
-
-def canary_statuses(canaries: CanaryManager, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
-    return [
-        canary_status_pb(run.controller.status(), run.controller.config.schedule)
-        for sid, run in canaries.runs.items()
-        if not strategy_id or sid == strategy_id
-    ]
-
-
 class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
-    """Operators' controls."""
+    """Operators' controls.
 
-    def __init__(self, core: OpsCore) -> None:
-        self.core = core
+    Args:
+        controls: what each call does.
+        queries: the read views an answer shows.
+        admin_token: the ``x-ops-token`` value; empty closes the service.
+    """
+
+    def __init__(self, *, controls: OpsControls, queries: OpsQueries, admin_token: str) -> None:
+        self._controls = controls
+        self._queries = queries
+        self._token = admin_token
 
     async def _guard(self, context: Context, action: str, call: Callable[[], Awaitable[T] | T]) -> T:
-        """Authorize, run, map errors to statuses, and audit the call."""
+        """Authorize, run, map errors to statuses, and audit a refusal."""
         try:
-            require_token(context.invocation_metadata(), ADMIN_TOKEN_HEADER, self.core.config.admin_token, door="admin")
+            require_token(context.invocation_metadata(), ADMIN_TOKEN_HEADER, self._token, door="admin")
         except MeshError as exc:
             log.warning("[ADMIN] %s refused: %s", action, exc.code)
             await abort(context, exc)
@@ -97,29 +59,17 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             if isinstance(result, Awaitable):
                 result = await result
         except MeshError as exc:
-            log.warning("[ADMIN] %s failed: %s %s", action, exc.code, exc.message)
-            self.core.events.publish("ADMIN", f"{action} refused: {exc.message}", action=action, code=exc.code)
+            self._controls.audit_refusal(action, exc)
             await abort(context, exc)
         return result
-
-    def _audit(self, action: str, reason: str, **attributes: object) -> None:
-        log.info("[ADMIN] %s (%s)", action, reason or "no reason given")
-        self.core.events.publish("ADMIN", f"{action}: {reason}", action=action, reason=reason, **attributes)
 
     async def TriggerAllocation(
         self, request: admin_pb2.TriggerAllocationRequest, context: Context
     ) -> admin_pb2.TriggerAllocationResponse:
         def run() -> admin_pb2.TriggerAllocationResponse:
-            decision = self.core.run_allocation(forced=True)
-            self._audit("TriggerAllocation", request.reason, result=decision.reason.value)
-            allocator = self.core.allocator
+            decision = self._controls.trigger_allocation(request.reason)
             return admin_pb2.TriggerAllocationResponse(
-                reason=decision.reason.value,
-                message=decision.message,
-                allocations=[
-                    ops_pb2.Allocation(strategy_id=s, fraction=w, capital_usd=fmt(allocator.allocation_usd(s)))
-                    for s, w in allocator.weights.items()
-                ],
+                reason=decision.reason.value, message=decision.message, allocations=self._controls.allocations()
             )
 
         return await self._guard(context, "TriggerAllocation", run)
@@ -127,39 +77,13 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     async def SetRoutingWeights(
         self, request: admin_pb2.SetRoutingWeightsRequest, context: Context
     ) -> admin_pb2.SetRoutingWeightsResponse:
-        def run() -> admin_pb2.SetRoutingWeightsResponse:
-            if (
-                request.strategy_id in self.core.canaries.runs
-                and not self.core.canaries.runs[request.strategy_id].controller.state.terminal
-            ):
-                raise ValidationError(
-                    "CANARY_ACTIVE",
-                    f"strategy {request.strategy_id!r} has a canary in progress: use the canary controls",
-                    field="strategy_id",
-                )
-            self.core.registry.set_weights(request.strategy_id, dict(request.weights))
-            self.core.events.publish(
-                "WEIGHTS_CHANGED",
-                f"routing weights of {request.strategy_id} set by an operator",
-                strategy=request.strategy_id,
-                reason=request.reason,
-                **{f"weight.{m}": f"{w:g}" for m, w in request.weights.items()},
-            )
-            for route in self.core.registry.models_of(request.strategy_id):
-                self.core.metrics.canary_weight.labels(request.strategy_id, route.model_id).set(route.weight)
-            self.core.update_allocation_metrics()
-            return admin_pb2.SetRoutingWeightsResponse(
-                models=[self.core.model_info(r) for r in self.core.registry.models_of(request.strategy_id)]
-            )
-
-        return await self._guard(context, "SetRoutingWeights", run)
-
-    def _canary(self, strategy_id: str, action: str, reason: str, **kwargs: object) -> ops_pb2.CanaryStatus:
-        if not reason.strip():
-            raise ValidationError("REASON_REQUIRED", "a reason is required for canary controls", field="reason")
-        self.core.canaries.operate(strategy_id, action, reason, **kwargs)
-        self._audit(f"canary.{action}", reason, strategy=strategy_id)
-        return canary_statuses(self.core.canaries, strategy_id)[0]
+        return await self._guard(
+            context,
+            "SetRoutingWeights",
+            lambda: admin_pb2.SetRoutingWeightsResponse(
+                models=self._controls.set_routing_weights(request.strategy_id, dict(request.weights), request.reason)
+            ),
+        )
 
     async def PromoteCanary(
         self, request: admin_pb2.PromoteCanaryRequest, context: Context
@@ -168,7 +92,9 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             context,
             "PromoteCanary",
             lambda: admin_pb2.PromoteCanaryResponse(
-                status=self._canary(request.strategy_id, "promote", request.reason, to_full=request.to_full)
+                status=self._controls.operate_canary(
+                    request.strategy_id, "promote", request.reason, to_full=request.to_full
+                )
             ),
         )
 
@@ -179,7 +105,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             context,
             "RollbackCanary",
             lambda: admin_pb2.RollbackCanaryResponse(
-                status=self._canary(request.strategy_id, "rollback", request.reason)
+                status=self._controls.operate_canary(request.strategy_id, "rollback", request.reason)
             ),
         )
 
@@ -189,7 +115,9 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         return await self._guard(
             context,
             "PauseCanary",
-            lambda: admin_pb2.PauseCanaryResponse(status=self._canary(request.strategy_id, "pause", request.reason)),
+            lambda: admin_pb2.PauseCanaryResponse(
+                status=self._controls.operate_canary(request.strategy_id, "pause", request.reason)
+            ),
         )
 
     async def ResumeCanary(
@@ -198,7 +126,9 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         return await self._guard(
             context,
             "ResumeCanary",
-            lambda: admin_pb2.ResumeCanaryResponse(status=self._canary(request.strategy_id, "resume", request.reason)),
+            lambda: admin_pb2.ResumeCanaryResponse(
+                status=self._controls.operate_canary(request.strategy_id, "resume", request.reason)
+            ),
         )
 
     async def ConfirmCanary(
@@ -208,7 +138,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             context,
             "ConfirmCanary",
             lambda: admin_pb2.ConfirmCanaryResponse(
-                status=self._canary(request.strategy_id, "confirm", request.reason)
+                status=self._controls.operate_canary(request.strategy_id, "confirm", request.reason)
             ),
         )
 
@@ -216,17 +146,18 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.SetTradingStateRequest, context: Context
     ) -> admin_pb2.SetTradingStateResponse:
         def run() -> admin_pb2.SetTradingStateResponse:
-            state = STATE_FROM_PB.get(request.state)
+            state = wire.STATE_FROM_PB.get(request.state)
             if state is None:
                 raise ValidationError("INVALID_STATE", "state must be ACTIVE, REDUCING or HALTED", field="state")
             model = request.model_id or None
-            if model is not None:
-                self.core.registry.route(model)
-            self.core.risk.set_state(model, state, request.reason or "operator")
-            risk = self.core.risk
+            self._controls.set_trading_state(model, state, request.reason)
+            model_state = (
+                wire.TRADING_STATE_PB[self._queries.trading_state(model)]
+                if model
+                else common_pb2.TRADING_STATE_UNSPECIFIED
+            )
             return admin_pb2.SetTradingStateResponse(
-                global_state=TRADING_STATE_PB[risk.global_state],
-                model_state=TRADING_STATE_PB[risk.state(model)] if model else common_pb2.TRADING_STATE_UNSPECIFIED,
+                global_state=wire.TRADING_STATE_PB[self._queries.trading_state()], model_state=model_state
             )
 
         return await self._guard(context, "SetTradingState", run)
@@ -235,7 +166,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.EngageKillSwitchRequest, context: Context
     ) -> admin_pb2.EngageKillSwitchResponse:
         async def run() -> admin_pb2.EngageKillSwitchResponse:
-            canceled, remaining = await self.core.engage_kill_switch(request.reason or "operator")
+            canceled, remaining = await self._controls.engage_kill_switch(request.reason or "operator")
             return admin_pb2.EngageKillSwitchResponse(
                 canceled_count=canceled, resting_remaining=remaining, cancels_confirmed=remaining == 0
             )
@@ -246,11 +177,10 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.ReleaseKillSwitchRequest, context: Context
     ) -> admin_pb2.ReleaseKillSwitchResponse:
         def run() -> admin_pb2.ReleaseKillSwitchResponse:
-            if not request.reason.strip():
-                raise ValidationError("REASON_REQUIRED", "releasing the kill switch needs a reason", field="reason")
-            self.core.risk.release_kill_switch(request.reason)
-            self.core.save_state()
-            return admin_pb2.ReleaseKillSwitchResponse(global_state=TRADING_STATE_PB[self.core.risk.global_state])
+            self._controls.release_kill_switch(request.reason)
+            return admin_pb2.ReleaseKillSwitchResponse(
+                global_state=wire.TRADING_STATE_PB[self._queries.trading_state()]
+            )
 
         return await self._guard(context, "ReleaseKillSwitch", run)
 
@@ -258,41 +188,9 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.ReloadConfigRequest, context: Context
     ) -> admin_pb2.ReloadConfigResponse:
         def run() -> admin_pb2.ReloadConfigResponse:
-            core = self.core
-            cfg = core.config
-            if request.target == admin_pb2.CONFIG_TARGET_RISK_LIMITS:
-                if cfg.risk_limits_path is None:
-                    raise ConfigError("no risk limits file is configured")
-                core.risk.reload(cfg.risk_limits_path)
-                message = f"risk limits reloaded from {cfg.risk_limits_path.name}"
-            elif request.target == admin_pb2.CONFIG_TARGET_CAPITAL_POLICY:
-                policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=core.registry.strategies())
-                core.allocator.set_policy(policy)
-                core.update_allocation_metrics()
-                core.save_state()
-                message = f"capital policy reloaded from {cfg.capital_policy_path.name}"
-            elif request.target == admin_pb2.CONFIG_TARGET_MODEL_REGISTRY:
-                fresh = ModelRegistry.load(cfg.registry_path)
-                for strategy_id, spec in fresh.data.strategies.items():
-                    if set(spec.models) != {r.model_id for r in core.registry.models_of(strategy_id)}:
-                        raise ConfigError(
-                            f"reloading changes the models of strategy {strategy_id!r}; restart ops to add or remove "
-                            "models"
-                        )
-                    if (
-                        strategy_id in core.canaries.runs
-                        and not core.canaries.runs[strategy_id].controller.state.terminal
-                    ):
-                        continue  # the canary controller owns these weights
-                    core.registry.set_weights(
-                        strategy_id,
-                        {m: s.weight for m, s in spec.models.items()},
-                        modes={m: s.mode for m, s in spec.models.items()},
-                    )
-                message = f"model registry weights reloaded from {cfg.registry_path.name}"
-            else:
+            target = CONFIG_TARGETS.get(request.target)
+            if target is None:
                 raise ValidationError("INVALID_TARGET", "target must name a config file", field="target")
-            self._audit("ReloadConfig", message)
-            return admin_pb2.ReloadConfigResponse(message=message)
+            return admin_pb2.ReloadConfigResponse(message=self._controls.reload(target))
 
         return await self._guard(context, "ReloadConfig", run)

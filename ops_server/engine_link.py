@@ -143,7 +143,11 @@ class EngineLink:
 
     def ready_to_send(self) -> bool:
         """True when connected and the outgoing queue has room."""
-        return self._connected.is_set() and not self._queue.full()
+        return self.has_room(1)
+
+    def has_room(self, commands: int) -> bool:
+        """True when connected and the outgoing queue can take ``commands`` more commands."""
+        return self._connected.is_set() and self._queue.qsize() + commands <= self._queue.maxsize
 
     def send(self, commands: Sequence[engine_pb2.OrderCommand]) -> None:
         """Queue commands for the engine.

@@ -1,10 +1,35 @@
-"""The ops service's Prometheus metrics (one registry per service instance)."""
+"""The ops service's Prometheus metrics (one registry per service instance).
+
+The signal path never calls ``labels()``: the children of a model, a venue and a stage are bound once
+(:meth:`OpsMetrics.model`, :meth:`OpsMetrics.venue`) and reused.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.telemetry import LATENCY_BUCKETS
+
+DECISION_STATUSES = tuple(
+    name.removeprefix("DECISION_STATUS_")
+    for name, _ in ops_pb2.DecisionStatus.items()
+    if not name.endswith("UNSPECIFIED")
+)
+ROUTING_MODES = ("LIVE", "SHADOW", "DISABLED")
+SIGNAL_STAGES = ("route", "size", "risk", "send")
+
+
+class ModelMetrics:
+    """The children of one model's labelled metrics, bound once."""
+
+    def __init__(self, metrics: OpsMetrics, model: str) -> None:
+        self.received = metrics.signals_received.labels(model)
+        self.routed = {mode: metrics.signals_routed.labels(model, mode) for mode in ROUTING_MODES}
+        self.decided = {status: metrics.decisions.labels(model, status) for status in DECISION_STATUSES}
+        self.fills = metrics.fills.labels(model)
 
 
 class OpsMetrics:
@@ -88,3 +113,22 @@ class OpsMetrics:
         self.duplicate_reports = Counter(
             "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
         )
+        stages = {stage: self.stage_latency.labels(stage) for stage in SIGNAL_STAGES}
+        self.stage_route, self.stage_size = stages["route"], stages["size"]
+        self.stage_risk, self.stage_send = stages["risk"], stages["send"]
+        self._models: dict[str, ModelMetrics] = {}
+        self._venues: dict[str, Any] = {}
+
+    def model(self, model_id: str) -> ModelMetrics:
+        """The bound children of one model (created, at zero, on first use)."""
+        bound = self._models.get(model_id)
+        if bound is None:
+            bound = self._models[model_id] = ModelMetrics(self, model_id)
+        return bound
+
+    def venue_orders(self, venue: str) -> Any:
+        """The bound ``orders_submitted_total`` child of a venue."""
+        bound = self._venues.get(venue)
+        if bound is None:
+            bound = self._venues[venue] = self.orders_submitted.labels(venue)
+        return bound

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -223,3 +223,27 @@ class ModelRegistry:
                 self._data.model_copy(update={"strategies": {**self._data.strategies, strategy_id: new_strategy}})
             )
         log.info("[REGISTRY] strategy %s weights %s", strategy_id, {m: round(w, 4) for m, w in full.items()})
+
+    def apply_weights_from(self, fresh: ModelRegistry, *, skip: Callable[[str], bool]) -> list[str]:
+        """Take the weights and modes of ``fresh`` (a reloaded registry file) for every strategy but those ``skip``
+        names; returns the strategies updated.
+
+        Raises:
+            ConfigError: ``fresh`` adds or removes a model (that needs a restart); nothing is changed then.
+        """
+        for strategy_id, spec in fresh.data.strategies.items():
+            if set(spec.models) != {r.model_id for r in self.models_of(strategy_id)}:
+                raise ConfigError(
+                    f"reloading changes the models of strategy {strategy_id!r}; restart ops to add or remove models"
+                )
+        updated = []
+        for strategy_id, spec in fresh.data.strategies.items():
+            if skip(strategy_id):
+                continue
+            self.set_weights(
+                strategy_id,
+                {m: s.weight for m, s in spec.models.items()},
+                modes={m: s.mode for m, s in spec.models.items()},
+            )
+            updated.append(strategy_id)
+        return updated

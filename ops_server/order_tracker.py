@@ -207,10 +207,22 @@ class OrderTracker:
 
     def __post_init__(self) -> None:
         self._journal = JsonlWriter(self.journal_path) if self.journal_path else None
+        self._pending: list[dict[str, Any]] = []
 
     def close(self) -> None:
+        self.commit()
         if self._journal is not None:
             self._journal.close()
+
+    def commit(self) -> None:
+        """Write the decisions recorded since the last commit with one write and one flush (group commit).
+
+        The signal path commits once per frame, before that frame's orders leave: the write-ahead rule per frame.
+        """
+        if self._pending:
+            pending, self._pending = self._pending, []
+            if self._journal is not None:
+                self._journal.append_many(pending)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -218,18 +230,16 @@ class OrderTracker:
         return self.decisions.get((model_id, signal_id))
 
     def record(self, decision: ops_pb2.SignalDecision, order: TrackedOrder | None) -> None:
-        """Remember (and journal) a decision and the order it sends, before the order is sent."""
+        """Remember a decision and the order it sends; its journal record is written by the next :meth:`commit`,
+        which must come before the order is sent."""
         self._remember(decision)
         if order is not None:
             self._add_order(order)
         if self._journal is not None:
-            record: dict[str, Any] = {
-                "type": "decision",
-                "decision": decision_record(decision),
-            }
+            record: dict[str, Any] = {"type": "decision", "decision": decision_record(decision)}
             if order is not None:
                 record["order"] = order.to_record()
-            self._journal.append(record)
+            self._pending.append(record)
 
     def _remember(self, decision: ops_pb2.SignalDecision) -> None:
         self.decisions[(decision.model_id, decision.signal_id)] = decision
@@ -258,6 +268,7 @@ class OrderTracker:
 
     def journal_reports(self, reports: list[engine_pb2.ExecutionReport]) -> None:
         """Journal a frame of reports (those of known orders) with one write, before they are applied."""
+        self.commit()  # the decisions these reports answer come first in the journal
         if self._journal is not None:
             self._journal.append_many(
                 [{"type": "report", "report": report_record(r)} for r in reports if r.client_order_id in self.orders]
@@ -269,6 +280,7 @@ class OrderTracker:
         if order is None:
             return None
         if journal and self._journal is not None:
+            self.commit()
             self._journal.append({"type": "report", "report": report_record(report)})
         before = order.open_quantity
         order.acknowledged = True

@@ -10,28 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import require_finite
 from nautilus_mesh.errors import NotFoundError, RiskRejectedError, ValidationError
+from ops_server.exposure import ExposureView
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, is_paper_book
 
 log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 MAX_ID_LENGTH = 128
-
-
-@dataclass(frozen=True)
-class InstrumentRules:
-    """Lot and tick of an instrument, as the engine reports them."""
-
-    lot_size: Decimal
-    min_quantity: Decimal
-    tick_size: Decimal
 
 
 @dataclass(frozen=True)
@@ -46,24 +37,9 @@ class SizedOrder:
     side: str  # "BUY" | "SELL"
     quantity: Decimal
     mark: Decimal
-    current: Decimal
-    desired: Decimal
+    """The mark the order was sized at (its reference mid for slippage)."""
     owner: str = ""
     """The model whose strategy stream receives this order's fills ("" for an internal paper twin)."""
-
-    @property
-    def signed_quantity(self) -> Decimal:
-        return self.quantity if self.side == "BUY" else -self.quantity
-
-    @property
-    def notional(self) -> Decimal:
-        return self.quantity * self.mark
-
-    @property
-    def reduces_exposure(self) -> bool:
-        """True when the order only moves the position toward zero (no flip through it)."""
-        after = self.current + self.signed_quantity
-        return abs(after) < abs(self.current) and (after == 0 or (after > 0) == (self.current > 0))
 
 
 @dataclass(frozen=True)
@@ -86,14 +62,14 @@ def client_order_id(model_id: str, signal_id: str) -> str:
     return f"o-{digest}"
 
 
-def validate_signal(signal: ops_pb2.Signal) -> None:
+def validate_signal(signal: ops_pb2.Signal, max_id_length: int = MAX_ID_LENGTH) -> None:
     """Field-level validation of a signal; raises ValidationError naming the field."""
     for field, value in (("signal_id", signal.signal_id), ("model_id", signal.model_id)):
         if not value:
             raise ValidationError("MISSING_FIELD", f"{field} is required", field=field)
-        if len(value) > MAX_ID_LENGTH or not value.isprintable():
+        if len(value) > max_id_length or not value.isprintable():
             raise ValidationError(
-                "INVALID_ID", f"{field} must be printable and at most {MAX_ID_LENGTH} characters", field=field
+                "INVALID_ID", f"{field} must be printable and at most {max_id_length} characters", field=field
             )
     if not signal.instrument:
         raise ValidationError("MISSING_FIELD", "instrument is required", field="instrument")
@@ -102,33 +78,22 @@ def validate_signal(signal: ops_pb2.Signal) -> None:
 
 
 class SignalRouter:
-    """Routes and sizes signals.
+    """Routes and sizes signals against one :class:`ExposureView`.
 
     Args:
         registry: the model registry (routing mode, weights, instruments).
-        quota: model id -> quota in USD (strategy allocation x routing weight, or paper capital).
-        position: (model id, instrument) -> signed position plus open order quantity.
-        mark: instrument -> current mark, or None when no quote has arrived.
-        rules: instrument -> lot/tick rules.
+        exposure: quotas, positions plus open orders, marks and instrument rules.
+        max_id_length: the longest ``signal_id`` / ``model_id`` accepted, in characters.
     """
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        quota: Callable[[ModelRoute], Decimal],
-        position: Callable[[str, str], Decimal],
-        mark: Callable[[str], Decimal | None],
-        rules: Mapping[str, InstrumentRules],
-    ) -> None:
+    def __init__(self, registry: ModelRegistry, exposure: ExposureView, max_id_length: int = MAX_ID_LENGTH) -> None:
         self.registry = registry
-        self._quota = quota
-        self._position = position
-        self._mark = mark
-        self.rules = rules
+        self._exposure = exposure
+        self._max_id_length = max_id_length
 
     def route(self, signal: ops_pb2.Signal) -> ModelRoute:
         """Validate a signal and find its model's route."""
-        validate_signal(signal)
+        validate_signal(signal, self._max_id_length)
         try:
             route = self.registry.route(signal.model_id)
         except NotFoundError as exc:
@@ -148,12 +113,12 @@ class SignalRouter:
 
     def size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
         """The order that moves the model to the signal's target, or None when already there."""
-        rules = self.rules.get(signal.instrument)
+        rules = self._exposure.rules.get(signal.instrument)
         if rules is None:
             raise ValidationError(
                 "UNKNOWN_INSTRUMENT", f"the engine does not list {signal.instrument!r}", field="instrument"
             )
-        mark = self._mark(signal.instrument)
+        mark = self._exposure.mark(signal.instrument)
         if mark is None or mark <= 0:
             raise RiskRejectedError(
                 "STALE_MARK",
@@ -161,11 +126,11 @@ class SignalRouter:
                 {"instrument": signal.instrument},
                 rail="stale_mark",
             )
-        quota = self._quota(route)
+        quota = self._exposure.quota(route)
         desired_raw = Decimal(repr(signal.target)) * quota / mark
         desired = (desired_raw / rules.lot_size).to_integral_value(rounding=ROUND_DOWN) * rules.lot_size
         book = route.book
-        current = self._position(book, signal.instrument)
+        current = self._exposure.exposure_qty(book, signal.instrument)
         delta = desired - current
         if abs(delta) < rules.lot_size or abs(delta) < rules.min_quantity:
             return None
@@ -178,8 +143,6 @@ class SignalRouter:
             side="BUY" if delta > 0 else "SELL",
             quantity=abs(delta),
             mark=mark,
-            current=current,
-            desired=desired,
             owner="" if is_paper_book(route.model_id) else route.model_id,
         )
         return ShadowOrder(order) if route.mode is RoutingMode.SHADOW else LiveOrder(order)

@@ -28,9 +28,15 @@ class OpsServer:
 
     def __init__(self, config: OpsConfig) -> None:
         self.config = config
-        self.core = OpsCore(config)
-        self.service = OpsService(self.core)
-        self.admin = OpsAdminService(self.core)
+        self.core = core = OpsCore(config)
+        self.service = OpsService(
+            auth=core.auth,
+            signals=core.signals,
+            fills=core.feedback,
+            queries=core.queries,
+            max_signals_per_frame=config.max_signals_per_frame,
+        )
+        self.admin = OpsAdminService(controls=core.controls, queries=core.queries, admin_token=config.admin_token)
         self.grpc: RunningServer | None = None
         self.metrics: MetricsServer | None = None
 

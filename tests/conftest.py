@@ -140,7 +140,7 @@ async def start_mesh(tmp: Path, *, engine: dict[str, Any] | None = None, ops: di
     ops_server = OpsServer(ops_config(tmp, engine_server.port, **(ops or {})))
     await ops_server.start()
     core = ops_server.core
-    await wait_until(lambda: core.link.connected and len(core.measurement.marks) >= 3)
+    await wait_until(lambda: core.engine_connected and len(core.queries.marks()) >= 3)
     return Mesh(engine_server, ops_server, tmp)
 
 

@@ -44,9 +44,9 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
         assert Decimal(after.allocations[0].capital_usd) + Decimal(after.allocations[1].capital_usd) <= Decimal(1000000)
         quota = await stub.GetModelQuota(ops_pb2.GetModelQuotaRequest(model_id="momentum_v1"), metadata=META)
         assert Decimal(quota.quota_usd) == Decimal("650000.00")
-        assert core.metrics.allocated_capital.labels("momentum_v1")._value.get() == 650000.0
+        assert core.metrics.registry.get_sample_value("allocated_capital_usd", {"model": "momentum_v1"}) == 650000.0
 
-        mark = core.mark("BTC-USD")
+        mark = core.queries.mark("BTC-USD")
         assert mark is not None
         decision = await stub.SubmitSignal(
             ops_pb2.SubmitSignalRequest(
@@ -75,7 +75,7 @@ async def test_trigger_allocation_when_policy_disables_manual_is_permission_deni
                 await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "MANUAL_ALLOCATION_DISABLED" in (caught.value.details() or "")
-        assert mesh.ops.core.allocator.weights == {"momentum": 0.5, "meanrev": 0.5}
+        assert mesh.ops.core.queries.allocation_weights() == {"momentum": 0.5, "meanrev": 0.5}
     finally:
         await stop_mesh(mesh)
 
@@ -92,9 +92,9 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
         core = mesh.ops.core
         from tests.conftest import wait_until
 
-        await wait_until(lambda: core.measurement.book("momentum_v1").fills > 0)
-        core.sample()
-        core.sample()
+        await wait_until(lambda: core.queries.fills_of("momentum_v1") > 0)
+        core.periodic.sample()
+        core.periodic.sample()
         stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=META)
         by_model = {m.model_id: m for m in stats.models}
         assert by_model["momentum_v1"].fills >= 1

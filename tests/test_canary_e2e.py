@@ -48,17 +48,19 @@ async def test_shadow_model_when_signalling_trades_only_on_paper_and_is_measured
     assert shadow.decision.mode == ops_pb2.ROUTING_MODE_SHADOW
     assert shadow.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
     assert live.decision.mode == ops_pb2.ROUTING_MODE_LIVE
-    await wait_until(lambda: core.measurement.position("momentum_v2@paper", "BTC-USD") > 0)
-    await wait_until(lambda: core.measurement.position("momentum_v1@paper", "BTC-USD") > 0)
+    await wait_until(lambda: core.queries.position("momentum_v2@paper", "BTC-USD") > 0)
+    await wait_until(lambda: core.queries.position("momentum_v1@paper", "BTC-USD") > 0)
     # Counted at the engine: the shadow model never reached the live venue, its paper twin neither.
     assert engine_orders_by_venue(mesh, "momentum_v2") == {}
     assert set(engine_orders_by_venue(mesh, "momentum_v2@paper")) == {"paper"}
     assert set(engine_orders_by_venue(mesh, "momentum_v1@paper")) == {"paper"}
     assert set(engine_orders_by_venue(mesh, "momentum_v1")) == {"sim"}
     # Paper fills are measured like live ones, sized on the paper capital, in a book apart from any live one.
-    assert core.measurement.book("momentum_v2@paper").fills >= 1
-    assert core.measurement.position("momentum_v2", "BTC-USD") == 0
-    assert core.metrics.signals_routed.labels("momentum_v2", "SHADOW")._value.get() == 1
+    assert core.queries.fills_of("momentum_v2@paper") >= 1
+    assert core.queries.position("momentum_v2", "BTC-USD") == 0
+    assert (
+        core.metrics.registry.get_sample_value("signals_routed_total", {"model": "momentum_v2", "mode": "SHADOW"}) == 1
+    )
 
 
 async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh: Mesh) -> None:
@@ -68,7 +70,7 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         # Shadow trading first: a paper position that must not leak into the live book.
         await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("op-0", "momentum_v2", -1.0)), metadata=META)
-        await wait_until(lambda: core.measurement.position("momentum_v2@paper", "BTC-USD") < 0)
+        await wait_until(lambda: core.queries.position("momentum_v2@paper", "BTC-USD") < 0)
         promoted = await admin.PromoteCanary(
             admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="looks good"), metadata=ADMIN
         )
@@ -77,16 +79,18 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         assert routes["momentum_v2"].routing_weight == pytest.approx(0.05)
         assert routes["momentum_v1"].routing_weight == pytest.approx(0.95)
         assert routes["momentum_v2"].mode == ops_pb2.ROUTING_MODE_LIVE
-        assert core.metrics.canary_weight.labels("momentum", "momentum_v2")._value.get() == pytest.approx(0.05)
+        assert core.metrics.registry.get_sample_value(
+            "canary_weight", {"strategy": "momentum", "model": "momentum_v2"}
+        ) == pytest.approx(0.05)
         # The canary's quota is now 5% of the strategy's: its signal goes live, small.
         canary = await stub.SubmitSignal(
             ops_pb2.SubmitSignalRequest(signal=signal("op-1", "momentum_v2", 1.0)), metadata=META
         )
         assert canary.decision.mode == ops_pb2.ROUTING_MODE_LIVE
         assert canary.decision.side == common_pb2.SIDE_BUY
-        mark = core.mark("BTC-USD")
+        mark = core.queries.mark("BTC-USD")
         assert mark is not None
-        allocation = core.allocator.allocation_usd("momentum")
+        allocation = core.queries.allocation_usd("momentum")
         # Sized from a flat live book: the full 5% quota, not offset by the paper short.
         full = allocation * Decimal("0.05") / mark
         assert full * Decimal("0.99") <= Decimal(canary.decision.quantity) <= full * Decimal("1.01")
@@ -103,8 +107,8 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         assert routes["momentum_v1"].routing_weight == 1.0 and routes["momentum_v2"].routing_weight == 0.0
         assert Decimal(routes["momentum_v2"].quota_usd) == 0
         # The rolled-back canary's next signal, whatever its target, only unwinds its live position.
-        await wait_until(lambda: not core.tracker.orders[canary.decision.client_order_id].open_quantity)
-        held = core.measurement.position("momentum_v2", "BTC-USD")
+        await wait_until(lambda: not core.queries.order(canary.decision.client_order_id).open_quantity)
+        held = core.queries.position("momentum_v2", "BTC-USD")
         assert held > 0
         unwind = await stub.SubmitSignal(
             ops_pb2.SubmitSignalRequest(signal=signal("op-2", "momentum_v2", 0.5)), metadata=META
@@ -116,7 +120,7 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
                 admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="again"), metadata=ADMIN
             )
         assert "CANARY_FINISHED" in (caught.value.details() or "")
-    kinds = [(e.kind, e.attributes.get("to_state")) for e in core.events.recent if e.kind == "CANARY"]
+    kinds = [(e.kind, e.attributes.get("to_state")) for e in core.queries.recent_events() if e.kind == "CANARY"]
     assert kinds == [("CANARY", "STEPPING"), ("CANARY", "PAUSED"), ("CANARY", "ROLLED_BACK")]
 
 
@@ -124,7 +128,7 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     core = mesh.ops.core
     run = core.canaries.runs["momentum"]
     clock = [datetime.now(UTC)]
-    core.canaries._now = lambda: clock[0]
+    core.canaries.clock = lambda: clock[0]
     good = [0.001, 0.002, -0.0005, 0.0015, 0.001, 0.0025, -0.001, 0.002] * 60  # a steady, positive series
 
     def observe(n: int) -> None:
@@ -136,7 +140,7 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     for _ in range(8):
         clock[0] += timedelta(seconds=60)
         observe(40)
-        core.evaluate_canaries()
+        core.periodic.evaluate_canaries()
         percents.append(run.controller.step_percent)
     assert percents[:4] == [5.0, 10.0, 25.0, 50.0]
     # The demo config holds before 100% until an operator confirms.
@@ -163,9 +167,9 @@ async def test_canary_when_drawdown_guard_trips_rolls_back_at_once(mesh: Mesh) -
     assert run.controller.step_percent == 10.0
     # A canary 60% under its peak (the demo guard is 50%), with no failed check.
     book = core.measurement.book("momentum_v2")
-    quota = core.quota(core.registry.route("momentum_v2"))
+    quota = Decimal(core.queries.quota("momentum_v2").quota_usd)
     book.peak_equity = quota * Decimal("0.6")
-    events = core.evaluate_canaries()
+    events = core.periodic.evaluate_canaries()
     assert [e.reason.value for e in events] == ["GUARD_DRAWDOWN"]
     assert run.controller.state.value == "ROLLED_BACK"
     assert core.registry.route("momentum_v1").weight == 1.0

@@ -91,4 +91,4 @@ async def test_grpcurl_submit_signal_when_token_missing_gives_unauthenticated(me
     )
     assert code != 0
     assert "Code: Unauthenticated" in out + err
-    assert mesh.ops.core.tracker.previous_decision("momentum_v1", "curl-3") is None
+    assert mesh.ops.core.queries.previous_decision("momentum_v1", "curl-3") is None

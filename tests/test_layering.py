@@ -46,3 +46,55 @@ def test_layering_check_when_given_a_violating_module_reports_it(tmp_path: Path)
     bad = tmp_path / "bad.py"
     bad.write_text("from ops_server.core import OpsCore\nimport strategies.momentum\n")
     assert imported_packages(bad) >= {"ops_server", "strategies"}
+
+
+SERVICERS = ("ops_server/service.py", "ops_server/admin.py")
+# What code outside ops_server may import from it: the servers' entry points (launcher, benchmarks).
+OPS_ENTRY_POINTS = {"ops_server", "ops_server.server", "ops_server.config", "ops_server.core"}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("servicer", SERVICERS)
+def test_servicer_when_walked_imports_no_sibling_servicer_and_not_the_core(servicer: str) -> None:
+    siblings = {f"ops_server.{Path(s).stem}" for s in SERVICERS} - {f"ops_server.{Path(servicer).stem}"}
+    imported = imported_modules(ROOT / servicer)
+    assert imported & (siblings | {"ops_server.core"}) == set()
+
+
+def test_code_outside_ops_when_walked_reaches_only_ops_entry_points() -> None:
+    files = [
+        p
+        for top in ("clients", "strategies", "engine_server", "nautilus_mesh", "benchmarks")
+        for p in (ROOT / top).rglob("*.py")
+    ]
+    violations = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in files
+        for name in sorted(imported_modules(path))
+        if name.split(".")[0] == "ops_server" and name not in OPS_ENTRY_POINTS
+    ]
+    assert violations == []
+
+
+@pytest.mark.parametrize("top", ["ops_server"])
+def test_module_when_counted_has_at_most_500_lines(top: str) -> None:
+    too_long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / top).rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500
+    }
+    assert too_long == {}
+
+
+def test_ops_core_when_counted_keeps_wiring_only_within_300_lines() -> None:
+    assert len((ROOT / "ops_server/core.py").read_text(encoding="utf-8").splitlines()) <= 300

@@ -46,7 +46,7 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
                     "strategy.fill receive", fill.trace, {"nautilus.signal_id": fill.signal_id}
                 ):
                     fills.append(fill)
-            tracked = mesh.ops.core.tracker.orders.get(decisions[0].client_order_id) if decisions else None
+            tracked = mesh.ops.core.queries.order(decisions[0].client_order_id) if decisions else None
             filled = sum(Decimal(f.quantity) for f in fills)
             if tracked is not None and tracked.open_quantity == 0 and fills and filled == tracked.filled:
                 break
@@ -99,15 +99,15 @@ async def test_duplicate_signal_id_when_resent_does_not_double_the_position(mesh
         assert second.decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
         assert second.decision.client_order_id == first.decision.client_order_id
         core = mesh.ops.core
-        await wait_until(lambda: core.tracker.orders[first.decision.client_order_id].open_quantity == 0)
-        position = core.measurement.position("momentum_v1", "BTC-USD")
+        await wait_until(lambda: core.queries.order(first.decision.client_order_id).open_quantity == 0)
+        position = core.queries.position("momentum_v1", "BTC-USD")
         assert 0 < position <= Decimal(first.decision.quantity)
         # A new signal id with the same target converges on the target instead of doubling it.
         third = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("dup-2", 0.25)), metadata=META)
         assert third.decision.status in (ops_pb2.DECISION_STATUS_NO_ACTION, ops_pb2.DECISION_STATUS_ACCEPTED)
         if third.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED:
-            await wait_until(lambda: core.tracker.orders[third.decision.client_order_id].open_quantity == 0)
-        final = core.measurement.position("momentum_v1", "BTC-USD")
+            await wait_until(lambda: core.queries.order(third.decision.client_order_id).open_quantity == 0)
+        final = core.queries.position("momentum_v1", "BTC-USD")
         assert final <= Decimal(first.decision.quantity) * Decimal("1.05")
     # One order at the engine for the duplicated signal, and the position is what it filled, once.
     order = mesh.engine.core.manager.get_order(first.decision.client_order_id)
@@ -120,8 +120,8 @@ async def test_duplicate_client_order_id_at_engine_when_resent_executes_once(mes
         stub = mesh.ops_stub(channel)
         first = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("coid-1", 0.2)), metadata=META)
     coid = first.decision.client_order_id
-    await wait_until(lambda: core.tracker.orders[coid].open_quantity == 0)
-    position = core.measurement.position("momentum_v1", "BTC-USD")
+    await wait_until(lambda: core.queries.order(coid).open_quantity == 0)
+    position = core.queries.position("momentum_v1", "BTC-USD")
     manager = mesh.engine.core.manager
     reports_before = manager.reports_for(coid)
     # Re-send the very same order on another engine session: the engine answers with the existing reports.
@@ -148,7 +148,7 @@ async def test_duplicate_client_order_id_at_engine_when_resent_executes_once(mes
         call.cancel()
     assert manager.reports_for(coid) == reports_before
     assert manager.get_order(coid).filled_qty == position  # type: ignore[union-attr]
-    assert core.measurement.position("momentum_v1", "BTC-USD") == position
+    assert core.queries.position("momentum_v1", "BTC-USD") == position
 
 
 async def test_engine_when_order_stream_has_no_token_refuses_it(mesh: Mesh) -> None:

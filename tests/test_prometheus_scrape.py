@@ -54,7 +54,7 @@ async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_ta
             metadata=(("x-strategy-token", MOMENTUM_TOKEN),),
         )
     core = metered_mesh.ops.core
-    await wait_until(lambda: not core.tracker.orders[decision.decision.client_order_id].open_quantity)
+    await wait_until(lambda: not core.queries.order(decision.decision.client_order_id).open_quantity)
 
     config = tmp_path / "prometheus.yml"
     config.write_text(
@@ -80,7 +80,7 @@ async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_ta
         up: list[dict[str, Any]] = []
         while asyncio.get_running_loop().time() < deadline:
             assert server.returncode is None, log_tail(tmp_path / "prometheus.log")
-            routed = await query(web, 'signals_routed_total{model="momentum_v1"}')
+            routed = await query(web, 'signals_routed_total{model="momentum_v1",mode="LIVE"}')
             up = await query(web, "up")
             if routed and len(up) == 2:
                 break

@@ -30,7 +30,7 @@ def engine_positions(mesh: Mesh, coids: set[str]) -> dict[tuple[str, str], Decim
 
 
 def ops_positions(core: object, keys: set[tuple[str, str]]) -> dict[tuple[str, str], Decimal]:
-    return {k: core.measurement.position(*k) for k in keys}  # type: ignore[attr-defined]
+    return {k: core.queries.position(*k) for k in keys}  # type: ignore[attr-defined]
 
 
 async def submit(stub: object, signal_id: str, instrument: str, target: float) -> ops_pb2.SignalDecision:
@@ -49,7 +49,7 @@ async def test_order_stream_when_dropped_during_fills_reconciles_exactly_once(me
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
         d1 = await submit(stub, "rc-1", "BTC-USD", 0.2)
-        await wait_until(lambda: not core.tracker.orders[d1.client_order_id].open_quantity)
+        await wait_until(lambda: not core.queries.order(d1.client_order_id).open_quantity)
 
         # The network loses everything the engine sends to ops from now on...
         session = core.link.session_id
@@ -64,13 +64,13 @@ async def test_order_stream_when_dropped_during_fills_reconciles_exactly_once(me
         assert all(d.status == ops_pb2.DECISION_STATUS_ACCEPTED for d in decisions)
         await wait_until(lambda: engine.manager.last_seq >= seq_before + 4)
         missed = {d.client_order_id for d in decisions}
-        assert all(core.tracker.orders[c].filled == 0 for c in missed)  # nothing arrived at ops
+        assert all(core.queries.order(c).filled == 0 for c in missed)  # nothing arrived at ops
 
         # ...then the stream drops. Ops reconnects and fetches what it missed with ListExecutions.
         reconnects = core.link.reconnects
         lost.put_nowait(None)
-        await wait_until(lambda: core.link.reconnects > reconnects and core.link.connected)
-        await wait_until(lambda: all(not core.tracker.orders[c].open_quantity for c in missed))
+        await wait_until(lambda: core.link.reconnects > reconnects and core.engine_connected)
+        await wait_until(lambda: all(not core.queries.order(c).open_quantity for c in missed))
 
     coids = {d1.client_order_id, *missed}
     expected = engine_positions(mesh, coids)
@@ -79,9 +79,9 @@ async def test_order_stream_when_dropped_during_fills_reconciles_exactly_once(me
     engine_fills = {
         r.exec_id for r in engine.manager.list_executions(0, 5000) if r.client_order_id in coids and r.last_qty > 0
     }
-    assert {f.exec_id for f in core.tracker.fills.values() if f.client_order_id in coids} == engine_fills
-    assert len([f for f in core.tracker.fills.values() if f.client_order_id in coids]) == len(engine_fills)
-    assert core.cursor.watermark == engine.manager.last_seq
+    assert {f.exec_id for f in core.queries.fills("", 1000, "").items if f.client_order_id in coids} == engine_fills
+    assert len([f for f in core.queries.fills("", 1000, "").items if f.client_order_id in coids]) == len(engine_fills)
+    assert core.link.cursor.watermark == engine.manager.last_seq
 
     # Reconciling again changes nothing.
     assert await core.link.reconcile() == 0
@@ -94,19 +94,19 @@ async def test_ops_when_restarted_on_its_journal_rebuilds_the_same_ledger(mesh: 
         stub = mesh.ops_stub(channel)
         decisions = [await submit(stub, f"rs-{i}", "BTC-USD", t) for i, t in enumerate((0.2, -0.1, 0.3))]
     coids = {d.client_order_id for d in decisions}
-    await wait_until(lambda: all(not core.tracker.orders[c].open_quantity for c in coids))
+    await wait_until(lambda: all(not core.queries.order(c).open_quantity for c in coids))
     before = ops_positions(core, {("momentum_v1", "BTC-USD")})
-    fills_before = {f.exec_id for f in core.tracker.fills.values()}
+    fills_before = {f.exec_id for f in core.queries.fills("", 1000, "").items}
     core.measurement.book("momentum_v1").day_start_equity = Decimal("123.45")  # the day began before the restart
     await mesh.ops.stop(grace=0.1)
 
     restarted = OpsServer(ops_config(tmp_path, mesh.engine.port))
     await restarted.start()
     try:
-        await wait_until(lambda: restarted.core.link.connected)
+        await wait_until(lambda: restarted.core.engine_connected)
         assert ops_positions(restarted.core, {("momentum_v1", "BTC-USD")}) == before
-        assert {f.exec_id for f in restarted.core.tracker.fills.values()} == fills_before
-        assert restarted.core.cursor.watermark == mesh.engine.core.manager.last_seq
+        assert {f.exec_id for f in restarted.core.queries.fills("", 1000, "").items} == fills_before
+        assert restarted.core.link.cursor.watermark == mesh.engine.core.manager.last_seq
         # Daily-loss limits keep counting from the same day start.
         assert restarted.core.measurement.book("momentum_v1").day_start_equity == Decimal("123.45")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{restarted.port}") as channel:
@@ -132,7 +132,7 @@ async def test_engine_session_when_dropped_cancels_its_resting_orders(mesh: Mesh
         while (frame := await outbox.get()) is not None:
             yield frame
 
-    mid = mesh.ops.core.mark("ETH-USD")
+    mid = mesh.ops.core.queries.mark("ETH-USD")
     assert mid is not None
     price = str((mid * Decimal("0.99")).quantize(Decimal("0.01")))
     async with grpc.aio.insecure_channel(mesh.engine_address) as channel:
@@ -175,14 +175,14 @@ async def test_ops_when_started_before_the_engine_loses_no_order_after_connectin
     try:
         await wait_until(lambda: ops.core.link.reconnects >= 3)  # several failed attempts first
         await engine.start()
-        await wait_until(lambda: ops.core.link.connected and len(ops.core.measurement.marks) >= 3)
+        await wait_until(lambda: ops.core.engine_connected and len(ops.core.queries.marks()) >= 3)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{ops.port}") as channel:
             stub = ops_pb2_grpc_stub(channel)
             decisions = [await submit(stub, f"late-{i}", "BTC-USD", t) for i, t in enumerate((0.1, 0.2, 0.3))]
         coids = [d.client_order_id for d in decisions]
         assert all(d.status == ops_pb2.DECISION_STATUS_ACCEPTED for d in decisions)
         await wait_until(lambda: all(engine.core.manager.get_order(c) is not None for c in coids))
-        await wait_until(lambda: all(not ops.core.tracker.orders[c].open_quantity for c in coids))
+        await wait_until(lambda: all(not ops.core.queries.order(c).open_quantity for c in coids))
     finally:
         await ops.stop(grace=0.1)
         await engine.stop(grace=0.1)

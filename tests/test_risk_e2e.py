@@ -63,7 +63,7 @@ async def buy_15_btc(mesh: Mesh, stub: object) -> None:
     response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-1", 0.75)), metadata=META)  # type: ignore[attr-defined]
     assert response.decision.quantity == "15"
     core = mesh.ops.core
-    await wait_until(lambda: core.measurement.position("momentum_v1", "BTC-USD") == Decimal(15))
+    await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(15))
 
 
 async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_and_unary(small_mesh: Mesh) -> None:
@@ -88,8 +88,12 @@ async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_an
         assert decisions[0].error.code == "INVALID_QUOTE"
         assert dict(decisions[0].error.details) == {"requested": "1000", "available": "500"}
     core = small_mesh.ops.core
-    assert core.metrics.risk_rejections.labels("quota", "momentum_v1")._value.get() == 2
-    assert any(e.kind == "RISK_REJECTED" and e.attributes.get("code") == "INVALID_QUOTE" for e in core.events.recent)
+    assert (
+        core.metrics.registry.get_sample_value("risk_rejections_total", {"rail": "quota", "model": "momentum_v1"}) == 2
+    )
+    assert any(
+        e.kind == "RISK_REJECTED" and e.attributes.get("code") == "INVALID_QUOTE" for e in core.queries.recent_events()
+    )
 
 
 async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_increases(small_mesh: Mesh) -> None:
@@ -184,7 +188,7 @@ async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signal
             assert accepted.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
         await outbox.put(None)
         call.cancel()
-    kinds = [e.kind for e in small_mesh.ops.core.events.recent]
+    kinds = [e.kind for e in small_mesh.ops.core.queries.recent_events()]
     assert {"KILL_SWITCH", "RISK_KILL_SWITCH_ENGAGED", "RISK_KILL_SWITCH_RELEASED"} <= set(kinds)
 
 
@@ -221,7 +225,7 @@ async def test_admin_when_token_missing_or_wrong_is_refused(small_mesh: Mesh) ->
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await admin.SetTradingState(request, metadata=metadata)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert small_mesh.ops.core.risk.global_state.value == "ACTIVE"
+    assert small_mesh.ops.core.queries.trading_state().value == "ACTIVE"
 
 
 async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) -> None:

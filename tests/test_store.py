@@ -289,7 +289,7 @@ def seed_returns(mesh: Mesh) -> None:
 
 def move_weights(mesh: Mesh) -> dict[str, float]:
     seed_returns(mesh)
-    mesh.ops.core.run_allocation(forced=True)
+    mesh.ops.core.periodic.run_allocation(forced=True)
     weights = dict(mesh.ops.core.allocator.snapshot()["weights"])
     assert weights == pytest.approx({"momentum": 0.65, "meanrev": 0.35})
     return weights
@@ -314,7 +314,7 @@ async def test_ops_when_configured_with_postgresql_persists_its_state_there(tmp_
     url = f"{PG_URL}?schema={pg_schema}"
     mesh = await start_mesh(tmp_path, ops={"database_url": url})
     try:
-        assert isinstance(mesh.ops.core.store, PostgresStore)
+        assert isinstance(mesh.ops.core.state.store, PostgresStore)
         weights = move_weights(mesh)
         await mesh.ops.stop(grace=0.5)
         assert not (tmp_path / "ops" / "state.db").exists()

@@ -42,7 +42,7 @@ class CanaryManager:
     Args:
         registry: the model registry whose weights and modes the canaries drive.
         publish: called with every controller event (audit, WatchEvents, metrics).
-        now: clock (timezone-aware datetimes).
+        now: clock (timezone-aware datetimes); replaceable later through :attr:`clock`.
     """
 
     def __init__(
@@ -53,7 +53,7 @@ class CanaryManager:
     ) -> None:
         self.registry = registry
         self._publish = publish
-        self._now = now
+        self.clock = now
         self.runs: dict[str, CanaryRun] = {}
         for strategy_id, spec in registry.data.strategies.items():
             if spec.canary is None:
@@ -63,7 +63,7 @@ class CanaryManager:
             if canary_model == spec.stable_model:
                 continue  # already promoted: nothing to roll out
             config = CanaryConfig.from_dict(settings)
-            controller = CanaryController(strategy_id, canary_model, spec.stable_model, config, self._now())
+            controller = CanaryController(strategy_id, canary_model, spec.stable_model, config, self.clock())
             self.runs[strategy_id] = CanaryRun(controller)
             self._apply(controller)
 
@@ -74,6 +74,11 @@ class CanaryManager:
                 "NO_CANARY", f"strategy {strategy_id!r} has no canary", {"strategy": strategy_id}, field="strategy_id"
             )
         return run
+
+    def owns_weights(self, strategy_id: str) -> bool:
+        """True while a canary is in progress for the strategy: its controller, not an operator, sets the weights."""
+        run = self.runs.get(strategy_id)
+        return run is not None and not run.controller.state.terminal
 
     def shadow_twins(self) -> dict[str, str]:
         """Stable model -> paper twin id, for strategies whose canary is in SHADOW."""
@@ -99,7 +104,7 @@ class CanaryManager:
     def evaluate(self, guards: Callable[[str], GuardSnapshot]) -> list[CanaryEvent]:
         """Run every due check and guard; apply and publish what changed."""
         events: list[CanaryEvent] = []
-        now = self._now()
+        now = self.clock()
         for run in self.runs.values():
             c = run.controller
             new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model))
@@ -110,7 +115,7 @@ class CanaryManager:
         """An operator call: promote, rollback, pause, resume or confirm."""
         controller = self.run(strategy_id).controller
         method = getattr(controller, action)
-        new: list[CanaryEvent] = method(self._now(), reason, **kwargs)
+        new: list[CanaryEvent] = method(self.clock(), reason, **kwargs)
         return self._after(controller, new)
 
     def _after(self, controller: CanaryController, events: list[CanaryEvent]) -> list[CanaryEvent]:

@@ -1,0 +1,167 @@
+"""What comes back from the engine: reports applied exactly once, fills measured and fanned out to strategies.
+
+- Reports apply exactly once by ``seq`` (:class:`ReportCursor`); a frame of reports is journaled with one write
+  before any of it is applied.
+- A fill updates measurement (positions, PnL, fees, slippage) and goes to every open stream of the strategy that
+  owns the model (bounded queues: a stream that does not read loses fills, counted; ``ListFills`` keeps them).
+- After every (re)connect: the instrument rules are refreshed, and orders journaled but never acknowledged are
+  re-sent (the engine deduplicates by client order id). Gaps in the seq sequence are closed by reconciliation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+
+from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.telemetry import Tracing
+from ops_server import wire
+from ops_server.engine_link import EngineLink, ReportCursor
+from ops_server.exposure import ExposureView
+from ops_server.measurement import Measurement
+from ops_server.metrics import OpsMetrics
+from ops_server.order_sinks import LiveOrderSink, PaperOrderSink, resend_commands
+from ops_server.order_tracker import AppliedFill, OrderTracker
+
+log = logging.getLogger(__name__)
+
+# Reports that get a span of their own in ops: fills and rejections (acks and cancels only update state).
+TRACED_EXEC_TYPES = frozenset(
+    {engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL, engine_pb2.EXEC_TYPE_REJECTED}
+)
+
+FillQueue = asyncio.Queue[ops_pb2.Fill]
+
+
+class ExecutionFeedback:
+    """Applies engine reports and delivers fills.
+
+    Args:
+        tracker: orders and their fills (journaled).
+        measurement: positions and PnL the fills update.
+        exposure: instrument rules refreshed on connect.
+        cursor: the exactly-once cursor over report seqs.
+        link: the engine link (re-sends, reconciliation).
+        live_sink: re-sends orders of the live venue.
+        paper_sink: re-sends orders of the paper venue.
+        metrics: ops' metrics.
+        tracing: ops' tracing.
+    """
+
+    def __init__(
+        self,
+        *,
+        tracker: OrderTracker,
+        measurement: Measurement,
+        exposure: ExposureView,
+        cursor: ReportCursor,
+        link: EngineLink,
+        live_sink: LiveOrderSink,
+        paper_sink: PaperOrderSink,
+        metrics: OpsMetrics,
+        tracing: Tracing,
+    ) -> None:
+        self._tracker = tracker
+        self._measurement = measurement
+        self._exposure = exposure
+        self._cursor = cursor
+        self._link = link
+        self._live_sink = live_sink
+        self._paper_sink = paper_sink
+        self._metrics = metrics
+        self._tracing = tracing
+        self._streams: dict[str, set[FillQueue]] = {}
+        self._connects = 0
+
+    # -- fill streams ----------------------------------------------------------------------
+
+    def subscribe(self, models: frozenset[str], queue: FillQueue) -> None:
+        """Deliver the fills of ``models`` to ``queue`` from now on."""
+        for model in models:
+            self._streams.setdefault(model, set()).add(queue)
+
+    def unsubscribe(self, queue: FillQueue) -> None:
+        for queues in self._streams.values():
+            queues.discard(queue)
+
+    # -- reports ---------------------------------------------------------------------------
+
+    def on_reports(self, reports: Sequence[engine_pb2.ExecutionReport]) -> None:
+        """A frame of reports from the stream or from reconciliation: journal the new ones once, then apply."""
+        fresh = []
+        for report in reports:
+            if report.seq == 0:  # an in-band rejection of a malformed command: nothing journaled to apply
+                log.warning("[OPS] engine rejected a command: %s", report.error.message)
+                continue
+            if self._cursor.seen(report.seq):
+                self._metrics.duplicate_reports.inc()
+                continue
+            self._cursor.mark(report.seq)
+            fresh.append(report)
+        self._tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
+        for report in fresh:
+            self._apply(report, fan_out=True)
+
+    def replay_report(self, report: engine_pb2.ExecutionReport) -> None:
+        """Re-apply a journaled report at start (no fan-out, no metrics)."""
+        self._cursor.mark(report.seq)
+        self._apply(report, fan_out=False)
+
+    def _apply(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
+        traced = fan_out and report.exec_type in TRACED_EXEC_TYPES
+        span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if traced:
+            attrs = {
+                "messaging.message.id": report.exec_id,
+                "nautilus.client_order_id": report.client_order_id,
+                "nautilus.model_id": report.model_id,
+            }
+            span = self._tracing.consume("ops.report receive", report.trace, attrs)
+        with span:
+            applied = self._tracker.apply_report(report, journal=False)
+            if applied is not None:
+                self._apply_fill(applied, fan_out=fan_out)
+
+    def _apply_fill(self, applied: AppliedFill, *, fan_out: bool) -> None:
+        order, report = applied.order, applied.report
+        self._measurement.apply_fill(
+            order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
+        )
+        fill = wire.fill(order, report)
+        self._tracker.remember_fill(fill)
+        if not fan_out:
+            return
+        self._metrics.model(order.model_id).fills.inc()
+        if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
+            self._metrics.signal_to_fill.observe(max(0.0, (time.time_ns() - order.created_ns) / 1e9))
+        attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
+        with self._tracing.produce("ops.fill send", fill.trace, attrs):
+            for queue in self._streams.get(order.owner, ()):
+                try:
+                    queue.put_nowait(fill)
+                except asyncio.QueueFull:
+                    self._metrics.fills_dropped.inc()
+
+    # -- connection ------------------------------------------------------------------------
+
+    def on_connected(self) -> None:
+        """After each (re)connect: refresh instrument rules, re-send what may never have left."""
+        self._metrics.engine_connected.set(1)
+        self._connects += 1
+        if self._connects > 1:
+            self._metrics.engine_reconnects.inc()
+        self._exposure.set_instruments(self._link.instruments.values())
+        pending = list(self._tracker.unacknowledged())
+        if pending:
+            self._link.send(resend_commands(pending, self._live_sink, self._paper_sink))
+            log.info("[OPS] re-sent %d unacknowledged order(s) after connect", len(pending))
+
+    async def close_gaps(self) -> None:
+        """Reconcile when a report seq was skipped (reports of other sessions, or a lost frame)."""
+        self._metrics.engine_connected.set(1 if self._link.connected else 0)
+        if self._link.connected and self._cursor.highest > self._cursor.watermark:
+            self._metrics.reconciled_reports.inc(await self._link.reconcile())

@@ -1,0 +1,146 @@
+"""What a model holds and may use, as one view: quota, position + open orders, marks, used quota, gross exposure.
+
+The router sizes signals and the rails check orders against this one object, so both read the same numbers.
+Marks come from the engine's quote stream; instrument rules (lot, tick) from the engine's venue list.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2
+from ops_server.allocation import CapitalAllocator
+from ops_server.measurement import Measurement
+from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
+from ops_server.order_tracker import OrderTracker
+from ops_server.risk import RiskContext
+
+ZERO = Decimal(0)
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class InstrumentRules:
+    """Lot and tick of an instrument, as the engine reports them."""
+
+    lot_size: Decimal
+    min_quantity: Decimal
+    tick_size: Decimal
+
+
+class ExposureView:
+    """Quotas, positions, open orders and marks of every model, read consistently on the event loop.
+
+    Args:
+        registry: routing weights and modes (a model's quota share).
+        allocator: each strategy's capital.
+        measurement: filled positions and marks.
+        tracker: open orders.
+        shadow_capital_usd: the paper capital a SHADOW model is sized on, USD.
+    """
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        allocator: CapitalAllocator,
+        measurement: Measurement,
+        tracker: OrderTracker,
+        shadow_capital_usd: Decimal,
+    ) -> None:
+        self._registry = registry
+        self._allocator = allocator
+        self._measurement = measurement
+        self._tracker = tracker
+        self._shadow_capital = shadow_capital_usd
+        self.rules: dict[str, InstrumentRules] = {}
+        self._mark_time: dict[str, float] = {}
+
+    # -- quota -----------------------------------------------------------------------------
+
+    def quota(self, route: ModelRoute) -> Decimal:
+        """Model quota in USD: strategy allocation x routing weight, rounded down to the cent; paper capital in
+        SHADOW. Rounding down keeps the sum of a strategy's quotas within its allocation."""
+        if route.mode is RoutingMode.SHADOW:
+            return self._shadow_capital
+        raw = self._allocator.allocation_usd(route.strategy_id) * Decimal(repr(route.weight))
+        return raw.quantize(CENT, rounding=ROUND_DOWN)
+
+    def used_quota(self, model_id: str) -> Decimal:
+        """Gross notional of a model's positions plus open orders at current marks, USD."""
+        route = self._registry.route(model_id)
+        used = ZERO
+        for instrument in route.instruments:
+            mark = self.mark(instrument)
+            if mark is not None:
+                used += abs(self.exposure_qty(model_id, instrument)) * mark
+        return used
+
+    def available_quota(self, route: ModelRoute) -> Decimal:
+        """Quota not yet used, USD (never negative)."""
+        return max(ZERO, self.quota(route) - self.used_quota(route.model_id))
+
+    # -- positions -------------------------------------------------------------------------
+
+    def position(self, model_id: str, instrument: str) -> Decimal:
+        """Filled position (signed quantity) of a model's book."""
+        return self._measurement.position(model_id, instrument)
+
+    def open_quantity(self, model_id: str, instrument: str) -> Decimal:
+        """Signed quantity of a book's orders still working at the engine."""
+        return self._tracker.open_quantity(model_id, instrument)
+
+    def exposure_qty(self, model_id: str, instrument: str) -> Decimal:
+        """Position plus open orders (signed quantity): what the next order is sized against."""
+        return self.position(model_id, instrument) + self.open_quantity(model_id, instrument)
+
+    def live_models(self) -> list[str]:
+        return [r.model_id for r in self._registry.routes() if r.mode is RoutingMode.LIVE]
+
+    def gross_exposure(self) -> Decimal:
+        """Gross notional of every live model's positions at current marks, USD."""
+        return self._measurement.gross_exposure(self.live_models())
+
+    def risk_context(self, route: ModelRoute, instrument: str) -> RiskContext:
+        """The numbers the rails check one order of ``route`` in ``instrument`` against."""
+        model_id = route.model_id
+        return RiskContext(
+            position_qty=self.position(model_id, instrument),
+            open_order_qty=self.open_quantity(model_id, instrument),
+            available_quota=self.available_quota(route),
+            gross_exposure=self.gross_exposure(),
+            mark_age_seconds=self.mark_age(instrument),
+        )
+
+    # -- marks and instruments -------------------------------------------------------------
+
+    def mark(self, instrument: str) -> Decimal | None:
+        """The latest mid from the engine's quotes, or None before the first quote."""
+        return self._measurement.marks.get(instrument)
+
+    def marks(self) -> Mapping[str, Decimal]:
+        return self._measurement.marks
+
+    def mark_age(self, instrument: str) -> float | None:
+        """Seconds since the instrument's last quote (monotonic clock), or None before the first."""
+        at = self._mark_time.get(instrument)
+        return None if at is None else time.monotonic() - at
+
+    def on_quotes(self, quotes: Sequence[common_pb2.Quote]) -> None:
+        now = time.monotonic()
+        for quote in quotes:
+            if quote.mid:
+                self._measurement.set_mark(quote.instrument, Decimal(quote.mid))
+                self._mark_time[quote.instrument] = now
+
+    def set_instruments(self, specs: Iterable[engine_pb2.InstrumentInfo]) -> None:
+        """Lot and tick rules of the instruments the engine lists."""
+        for spec in specs:
+            self.rules[spec.instrument] = InstrumentRules(
+                lot_size=Decimal(spec.lot_size),
+                min_quantity=Decimal(spec.min_quantity or "0"),
+                tick_size=Decimal(spec.tick_size),
+            )

@@ -1,0 +1,133 @@
+"""Ops' restartable state in the state store: allocations, trading states, canaries and the trading day.
+
+Each save writes every document in one transaction. On start the state is restored from the store; a state file
+from before the store (``state.json``) is imported once and kept as ``state.json.imported``. The trading day
+(UTC) and each model's equity at its start survive a restart on the same day, so daily-loss limits keep counting.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from decimal import Decimal
+from pathlib import Path
+
+from nautilus_mesh.files import load_json_file
+from nautilus_mesh.store import StateStore
+from ops_server.allocation import CapitalAllocator
+from ops_server.canary import CanaryManager
+from ops_server.measurement import Measurement
+from ops_server.risk import RiskRails
+
+log = logging.getLogger(__name__)
+
+_PARTS = ("allocator", "risk", "canaries")
+
+
+def utc_day(now: float) -> tuple[int, int, int]:
+    """The UTC calendar day (year, month, day) of epoch seconds ``now``."""
+    year, month, day = time.gmtime(now)[:3]
+    return year, month, day
+
+
+class OpsState:
+    """Saves and restores ops' state documents.
+
+    Args:
+        store: the state store (SQLite or PostgreSQL).
+        allocator: allocator weights and cooldown clock.
+        risk: trading states and the kill switch.
+        canaries: every canary controller and its paired returns.
+        measurement: day-start equity per model.
+        legacy_path: the pre-store ``state.json``, imported once when the store is empty.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        allocator: CapitalAllocator,
+        risk: RiskRails,
+        canaries: CanaryManager,
+        measurement: Measurement,
+        legacy_path: Path,
+    ) -> None:
+        self.store = store
+        self._allocator = allocator
+        self._risk = risk
+        self._canaries = canaries
+        self._measurement = measurement
+        self._legacy_path = legacy_path
+        self.trading_day = utc_day(time.time())
+
+    def save(self) -> None:
+        """Write the restartable state as store documents, all in one transaction."""
+        documents = {
+            "allocator": self._allocator.snapshot(),
+            "risk": self._risk.snapshot(),
+            "canaries": self._canaries.snapshot(),
+            "trading_day": {
+                "day": list(self.trading_day),
+                "day_start_equity": {
+                    m: str(self._measurement.book(m).day_start_equity) for m in self._measurement.models()
+                },
+            },
+        }
+        # Through JSON with str() for what JSON lacks (Decimals, enums), exactly as the old state file was written.
+        self.store.put_many({key: json.loads(json.dumps(value, default=str)) for key, value in documents.items()})
+
+    def close(self) -> None:
+        """Save the final state and close the store (a second call does nothing)."""
+        if not self.store.closed:
+            self.save()
+            self.store.close()
+
+    def roll_day(self, now: float) -> bool:
+        """Start a new trading day at UTC midnight (daily-loss limits count from it); True when it rolled."""
+        today = utc_day(now)
+        if today == self.trading_day:
+            return False
+        self._measurement.start_day()
+        self.trading_day = today
+        return True
+
+    def restore(self) -> None:
+        """Restore allocator, risk and canary state (importing a legacy state file first, once)."""
+        self._import_legacy()
+        state = {key: self.store.get(key) for key in _PARTS}
+        if state["allocator"] is not None:
+            self._allocator.restore(state["allocator"])
+        if state["risk"] is not None:
+            self._risk.restore(state["risk"])
+        if state["canaries"] is not None:
+            self._canaries.restore(state["canaries"])
+        if any(value is not None for value in state.values()):
+            log.info("[OPS] restored allocator and risk state from %s", self.store.location)
+
+    def restore_trading_day(self) -> None:
+        """Daily-loss limits keep counting from the day's start across a restart on the same UTC day.
+
+        Call after the journal replay, which rebuilds the positions the day-start equity is compared with.
+        """
+        saved = self.store.get("trading_day") or {}
+        if tuple(saved.get("day", ())) == self.trading_day:
+            for model_id, equity in saved.get("day_start_equity", {}).items():
+                self._measurement.book(model_id).day_start_equity = Decimal(equity)
+        else:
+            self._measurement.start_day()
+
+    def _import_legacy(self) -> None:
+        legacy = self._legacy_path
+        if not legacy.exists():
+            return
+        if any(self.store.get(key) is not None for key in (*_PARTS, "trading_day")):
+            log.warning("[OPS] ignoring %s: the state store %s already holds state", legacy, self.store.location)
+            return
+        old = load_json_file(legacy)
+        documents = {key: old[key] for key in _PARTS if key in old}
+        if "trading_day" in old:
+            documents["trading_day"] = {"day": old["trading_day"], "day_start_equity": old.get("day_start_equity", {})}
+        self.store.put_many(documents)
+        imported = legacy.with_name(legacy.name + ".imported")
+        legacy.replace(imported)
+        log.info("[OPS] imported %s into the state store %s (kept as %s)", legacy, self.store.location, imported.name)

@@ -1,0 +1,213 @@
+"""The periodic decisions: sampling equity into return series, the capital allocation cycle, canary evaluation.
+
+Every interval, equity is sampled into per-model return series (live books and paper books), loss and drawdown
+limits are fed, and the model gauges refreshed. The capital allocator and the canary controllers read those series
+and publish new allocations and routing weights as events; quotas change for the next signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from decimal import Decimal
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.decimals import fmt
+from ops_server import performance
+from ops_server.allocation import AllocationDecision, CapitalAllocator
+from ops_server.canary import CanaryEvent, CanaryManager, GuardSnapshot
+from ops_server.events import EventHub
+from ops_server.exposure import ExposureView
+from ops_server.measurement import Measurement, drawdown_of_pnl_curve
+from ops_server.metrics import OpsMetrics
+from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
+from ops_server.ops_state import OpsState
+from ops_server.risk import RiskRails
+from ops_server.signal_path import SignalPath
+
+log = logging.getLogger(__name__)
+
+ZERO = Decimal(0)
+STATE_NUMBER = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+
+
+class PeriodicDecisions:
+    """Sampling, allocation and canary evaluation, each run by ops on its own interval.
+
+    Args:
+        registry: models and routing weights.
+        measurement: books and return series.
+        exposure: model quotas (the capital base of each return).
+        allocator: the capital allocator.
+        risk: the rails fed with daily PnL and drawdown.
+        canaries: every strategy's canary.
+        signals: the signal path (decision counts for the canary's error-rate guard).
+        events: audit log and WatchEvents.
+        metrics: ops' metrics.
+        state: where decisions are persisted.
+        shadow_capital_usd: the paper capital of a paper twin, USD.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        measurement: Measurement,
+        exposure: ExposureView,
+        allocator: CapitalAllocator,
+        risk: RiskRails,
+        canaries: CanaryManager,
+        signals: SignalPath,
+        events: EventHub,
+        metrics: OpsMetrics,
+        state: OpsState,
+        shadow_capital_usd: Decimal,
+    ) -> None:
+        self._registry = registry
+        self._measurement = measurement
+        self._exposure = exposure
+        self._allocator = allocator
+        self._risk = risk
+        self._canaries = canaries
+        self._signals = signals
+        self._events = events
+        self._metrics = metrics
+        self._state = state
+        self._shadow_capital = shadow_capital_usd
+        self.last_allocation: AllocationDecision | None = None
+
+    # -- sampling --------------------------------------------------------------------------
+
+    def capital_bases(self) -> dict[str, Decimal]:
+        """Each book's capital base in USD: the model's quota, or the paper capital of a paper twin."""
+        bases = {r.book: self._exposure.quota(r) for r in self._registry.routes()}
+        for run in self._canaries.runs.values():
+            bases[paper_book(run.controller.stable_model)] = self._shadow_capital
+        return bases
+
+    def sample(self) -> None:
+        """Sample equity into return series, feed loss limits, refresh metrics."""
+        now = time.time()
+        self._state.roll_day(now)  # daily-loss limits count from UTC midnight
+        bases = self.capital_bases()
+        self._canaries.record_sample(self._measurement.sample(now, bases))
+        m = self._metrics
+        for route in self._registry.routes():
+            model = route.model_id
+            perf = self._measurement.performance(route.book)
+            m.model_pnl.labels(model).set(float(perf.equity))
+            m.model_sharpe.labels(model).set(perf.sharpe)
+            m.model_drawdown.labels(model).set(perf.max_drawdown)
+            m.trading_state.labels(model).set(STATE_NUMBER[self._risk.state(model).value])
+            for instrument in route.instruments:
+                position = self._measurement.position(route.book, instrument)
+                m.model_position.labels(model, instrument).set(float(position))
+            if route.mode is RoutingMode.LIVE:
+                drawdown = self._measurement.drawdown(model, bases.get(model, ZERO))
+                self._risk.update_pnl(model, self._measurement.daily_pnl(model), drawdown)
+        m.trading_state.labels("").set(STATE_NUMBER[self._risk.global_state.value])
+        self.update_allocation_metrics()
+
+    def strategy_returns(self) -> dict[str, list[float]]:
+        """Per strategy: its models' return series combined by routing weight (aligned by sample)."""
+        out: dict[str, list[float]] = {}
+        for strategy in self._registry.strategies():
+            routes = [r for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
+            series = [(r.weight, self._measurement.returns(r.model_id)) for r in routes]
+            n = min((len(s) for _, s in series), default=0)
+            out[strategy] = [sum(w * s[len(s) - n + i] for w, s in series) for i in range(n)]
+        return out
+
+    def strategy_stats(self) -> list[ops_pb2.ModelStats]:
+        """Per strategy: its live models' PnL summed, and statistics of the weight-combined return series."""
+        out = []
+        returns = self.strategy_returns()
+        for strategy in self._registry.strategies():
+            live = [r.model_id for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
+            perfs = [self._measurement.performance(model) for model in live]
+            series = returns.get(strategy, [])
+            out.append(
+                ops_pb2.ModelStats(
+                    strategy_id=strategy,
+                    mode=ops_pb2.ROUTING_MODE_LIVE,
+                    realized_pnl=fmt(sum((p.realized for p in perfs), start=ZERO)),
+                    unrealized_pnl=fmt(sum((p.unrealized for p in perfs), start=ZERO)),
+                    fees=fmt(sum((p.fees for p in perfs), start=ZERO)),
+                    slippage=fmt(sum((p.slippage for p in perfs), start=ZERO)),
+                    equity=fmt(sum((p.equity for p in perfs), start=ZERO)),
+                    sharpe=performance.annualized_sharpe(series, self._measurement.periods_per_year)
+                    if len(series) >= 2
+                    else 0.0,
+                    max_drawdown=drawdown_of_pnl_curve(self._measurement.combined_equity(live)),
+                    hit_rate=performance.hit_rate(series) if series else 0.0,
+                    observations=len(series),
+                    fills=sum(p.fills for p in perfs),
+                )
+            )
+        return out
+
+    # -- allocation ------------------------------------------------------------------------
+
+    def run_allocation(self, forced: bool = False) -> AllocationDecision:
+        """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids)."""
+        decision = self._allocator.run_cycle(self.strategy_returns(), time.time(), forced=forced)
+        self._metrics.allocation_decisions.labels(decision.reason.value).inc()
+        if decision.changed or forced:
+            weights = {f"weight.{k}": f"{v:.6f}" for k, v in decision.new_weights.items()}
+            self._events.publish("ALLOCATION", decision.message, reason=decision.reason.value, **weights)
+            self._state.save()
+        else:
+            self._events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
+        self.last_allocation = decision
+        self.update_allocation_metrics()
+        return decision
+
+    def update_allocation_metrics(self) -> None:
+        """``strategy_allocation_fraction`` and ``allocated_capital_usd`` (0 for a model that is not live)."""
+        for strategy, weight in self._allocator.weights.items():
+            self._metrics.strategy_allocation.labels(strategy).set(weight)
+        for route in self._registry.routes():
+            quota = self._exposure.quota(route) if route.mode is RoutingMode.LIVE else ZERO
+            self._metrics.allocated_capital.labels(route.model_id).set(float(quota))
+
+    def update_weight_metrics(self, strategy_id: str) -> None:
+        """``canary_weight`` of every model of a strategy, after its routing weights changed."""
+        for route in self._registry.models_of(strategy_id):
+            self._metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
+        self.update_allocation_metrics()
+
+    # -- canaries --------------------------------------------------------------------------
+
+    def evaluate_canaries(self) -> list[CanaryEvent]:
+        return self._canaries.evaluate(self.canary_guards)
+
+    def canary_guards(self, model_id: str) -> GuardSnapshot:
+        """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate."""
+        route = self._registry.route(model_id)
+        base = self._exposure.quota(route)
+        book = route.book  # the paper book while the canary is in shadow
+        decisions = self._signals.decision_counts(model_id)
+        total = sum(decisions.values())
+        breaches = sum(n for (rail, model), n in self._risk.rejections.items() if model == model_id)
+        return GuardSnapshot(
+            drawdown=min(1.0, self._measurement.drawdown(book, base)) if base > 0 else 0.0,
+            daily_loss=float(max(ZERO, -self._measurement.daily_pnl(book))),
+            risk_breaches=breaches,
+            error_rate=decisions["REJECTED"] / total if total else 0.0,
+        )
+
+    def on_canary_event(self, event: CanaryEvent) -> None:
+        """Audit a controller event, refresh the weight gauges, persist."""
+        self._events.publish(
+            "CANARY",
+            event.message,
+            strategy=event.strategy,
+            model_id=event.model_id,
+            from_state=event.from_state.value,
+            to_state=event.to_state.value,
+            reason=event.reason.value,
+            step_percent=event.step_percent_after,
+            **{f"stat.{k}": f"{v:.6g}" for k, v in event.statistics.items()},
+        )
+        self.update_weight_metrics(event.strategy)
+        self._state.save()

@@ -1,0 +1,180 @@
+"""Read views of ops for strategies and operators: positions, models, quotas, stats, orders, fills, canaries.
+
+Every answer is built from the domain objects through :mod:`ops_server.wire`; nothing here changes state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.decimals import fmt
+from nautilus_mesh.pagination import Page, paginate
+from ops_server import wire
+from ops_server.allocation import CapitalAllocator
+from ops_server.canary import CanaryManager
+from ops_server.events import EventHub, OpsEvent
+from ops_server.exposure import ExposureView
+from ops_server.measurement import Measurement
+from ops_server.model_registry import ModelRegistry, ModelRoute
+from ops_server.order_tracker import OrderTracker, TrackedOrder
+from ops_server.periodic import PeriodicDecisions
+from ops_server.risk import RiskRails, TradingState
+
+ZERO = Decimal(0)
+
+
+class OpsQueries:
+    """Answers the read RPCs of OpsService (and the reads of OpsAdminService)."""
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        measurement: Measurement,
+        exposure: ExposureView,
+        tracker: OrderTracker,
+        allocator: CapitalAllocator,
+        risk: RiskRails,
+        canaries: CanaryManager,
+        periodic: PeriodicDecisions,
+        events: EventHub,
+    ) -> None:
+        self._registry = registry
+        self._measurement = measurement
+        self._exposure = exposure
+        self._tracker = tracker
+        self._allocator = allocator
+        self._risk = risk
+        self._canaries = canaries
+        self._periodic = periodic
+        self._events = events
+
+    def _routes(self, model_id: str = "", strategy_id: str = "") -> list[ModelRoute]:
+        return [
+            r
+            for r in self._registry.routes()
+            if (not model_id or r.model_id == model_id) and (not strategy_id or r.strategy_id == strategy_id)
+        ]
+
+    # -- models and capital ----------------------------------------------------------------
+
+    def model_info(self, route: ModelRoute) -> ops_pb2.ModelInfo:
+        return wire.model_info(route, self._exposure.quota(route), self._risk.state(route.model_id))
+
+    def models(self, strategy_id: str = "") -> list[ops_pb2.ModelInfo]:
+        return [self.model_info(r) for r in self._routes(strategy_id=strategy_id)]
+
+    def route(self, model_id: str) -> ModelRoute:
+        """A model's route; NotFoundError ``UNKNOWN_MODEL`` for an unknown id."""
+        return self._registry.route(model_id)
+
+    def quota(self, model_id: str) -> ops_pb2.GetModelQuotaResponse:
+        route = self._registry.route(model_id)
+        quota = self._exposure.quota(route)
+        used = self._exposure.used_quota(route.model_id)
+        return ops_pb2.GetModelQuotaResponse(
+            model_id=route.model_id,
+            quota_usd=fmt(quota),
+            used_usd=fmt(used),
+            available_usd=fmt(max(quota - used, ZERO)),
+        )
+
+    def allocations(self) -> ops_pb2.GetAllocationsResponse:
+        last = self._periodic.last_allocation
+        return ops_pb2.GetAllocationsResponse(
+            allocations=wire.allocations(self._allocator),
+            total_capital_usd=fmt(self._allocator.policy.total_capital),
+            updated_at_unix_nanos=wire.unix_nanos(self._allocator.last_applied_at),
+            last_reason=last.reason.value if last is not None else "",
+        )
+
+    def allocation_weights(self) -> dict[str, float]:
+        """Each strategy's capital fraction."""
+        return dict(self._allocator.weights)
+
+    def allocation_usd(self, strategy_id: str) -> Decimal:
+        """A strategy's capital in USD."""
+        return self._allocator.allocation_usd(strategy_id)
+
+    # -- positions and performance ---------------------------------------------------------
+
+    def positions(self, model_id: str = "") -> list[ops_pb2.Position]:
+        """Positions per model and instrument; a shadow model shows its paper book."""
+        out = []
+        for route in self._routes(model_id=model_id):
+            book = self._measurement.book(route.book)
+            for instrument, state in sorted(book.positions.items()):
+                out.append(wire.position(route, instrument, state, self._exposure.mark(instrument)))
+        return out
+
+    def position(self, book: str, instrument: str) -> Decimal:
+        """Filled position (signed quantity) of a book (a model id, or ``<model>@paper``)."""
+        return self._measurement.position(book, instrument)
+
+    def fills_of(self, book: str) -> int:
+        """How many fills a book has applied."""
+        return self._measurement.book(book).fills
+
+    def mark(self, instrument: str) -> Decimal | None:
+        return self._exposure.mark(instrument)
+
+    def marks(self) -> dict[str, Decimal]:
+        return dict(self._exposure.marks())
+
+    def stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
+        models = [wire.model_stats(r, self._measurement.performance(r.book)) for r in self._routes(model_id=model_id)]
+        return ops_pb2.GetModelStatsResponse(models=models, strategies=self._periodic.strategy_stats())
+
+    # -- orders and fills ------------------------------------------------------------------
+
+    def order(self, client_order_id: str) -> TrackedOrder | None:
+        """One of ops' orders by client order id (None when unknown or past the history window)."""
+        return self._tracker.orders.get(client_order_id)
+
+    def previous_decision(self, model_id: str, signal_id: str) -> ops_pb2.SignalDecision | None:
+        """The decision already taken for a signal id, within the dedupe window."""
+        return self._tracker.previous_decision(model_id, signal_id)
+
+    def orders(self, model_id: str, page_size: int, page_token: str) -> Page[ops_pb2.OrderSummary]:
+        """Newest first."""
+        orders = [o for o in reversed(self._tracker.orders.values()) if not model_id or o.model_id == model_id]
+        page = paginate(orders, page_size, page_token)
+        return Page([wire.order_summary(o) for o in page.items], page.next_page_token)
+
+    def fills(self, model_id: str, page_size: int, page_token: str) -> Page[ops_pb2.Fill]:
+        """Newest first."""
+        fills = [f for f in reversed(self._tracker.fills.values()) if not model_id or f.model_id == model_id]
+        return paginate(fills, page_size, page_token)
+
+    # -- canaries, risk and events ---------------------------------------------------------
+
+    def canary_statuses(self, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
+        return [
+            wire.canary_status(run.controller.status(), run.controller.config.schedule)
+            for sid, run in self._canaries.runs.items()
+            if not strategy_id or sid == strategy_id
+        ]
+
+    def risk_limits(self) -> dict[str, Any]:
+        return wire.limits(self._risk.limits)
+
+    def trading_states(self) -> ops_pb2.GetTradingStateResponse:
+        models = {r.model_id: self._risk.state(r.model_id) for r in self._registry.routes()}
+        return wire.trading_states(self._risk.global_state, self._risk.kill_switch_engaged, models)
+
+    def trading_state(self, model_id: str | None = None) -> TradingState:
+        """The effective state of a model, or the global state when ``model_id`` is None."""
+        return self._risk.global_state if model_id is None else self._risk.state(model_id)
+
+    def recent_events(self) -> Iterable[OpsEvent]:
+        return tuple(self._events.recent)
+
+    def subscribe_events(self) -> asyncio.Queue[OpsEvent]:
+        return self._events.subscribe()
+
+    def unsubscribe_events(self, queue: asyncio.Queue[OpsEvent]) -> None:
+        self._events.unsubscribe(queue)

@@ -1,0 +1,277 @@
+"""The signal path: validate, deduplicate, route, size, check and send, one frame at a time.
+
+A frame's signals are decided in one pass. Each accepted order is recorded in the tracker at once (so the next
+signal of the frame is sized against it), the frame's journal records are written with one write and one flush,
+and only then do the frame's orders leave as one batch: the write-ahead rule holds per frame (DESIGN.md section 9).
+
+While a canary is in SHADOW, the stable model's signals are also paper-traded on a paper twin
+(``<stable>@paper``), whatever happens to the live order, so the canary is compared paper against paper.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.auth import Principal
+from nautilus_mesh.decimals import fmt
+from nautilus_mesh.errors import MeshError, PermissionDeniedError, UnavailableError
+from nautilus_mesh.status import error_detail
+from nautilus_mesh.telemetry import Tracing
+from ops_server import wire
+from ops_server.canary import CanaryManager
+from ops_server.engine_link import EngineLink
+from ops_server.exposure import ExposureView
+from ops_server.metrics import ModelMetrics, OpsMetrics
+from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, paper_book
+from ops_server.order_sinks import LiveOrderSink, PaperOrderSink
+from ops_server.order_tracker import OrderTracker, TrackedOrder
+from ops_server.risk import OrderIntent, RiskRails, Side
+from ops_server.router import LiveOrder, ShadowOrder, SignalRouter
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_MODEL_LABEL = "unknown"
+
+
+@dataclass
+class _Frame:
+    """What one frame of signals sends, once its journal records are written."""
+
+    commands: list[engine_pb2.OrderCommand] = field(default_factory=list)
+
+
+class SignalPath:
+    """Decides signals and sends their orders.
+
+    Args:
+        registry: models, their strategies, modes and weights.
+        router: validation, routing and sizing.
+        exposure: quotas, positions, open orders and marks (the rails' numbers).
+        risk: the pre-trade risk rails.
+        tracker: decisions and orders, journaled (write-ahead).
+        canaries: which stable models have a shadow canary (and so a paper twin).
+        link: the engine link the orders leave by.
+        live_sink: builds commands for the live venue.
+        paper_sink: builds commands for the paper venue.
+        metrics: ops' metrics (children bound per model).
+        tracing: ops' tracing.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: ModelRegistry,
+        router: SignalRouter,
+        exposure: ExposureView,
+        risk: RiskRails,
+        tracker: OrderTracker,
+        canaries: CanaryManager,
+        link: EngineLink,
+        live_sink: LiveOrderSink,
+        paper_sink: PaperOrderSink,
+        metrics: OpsMetrics,
+        tracing: Tracing,
+    ) -> None:
+        self._registry = registry
+        self._router = router
+        self._exposure = exposure
+        self._risk = risk
+        self._tracker = tracker
+        self._canaries = canaries
+        self._link = link
+        self._live_sink = live_sink
+        self._paper_sink = paper_sink
+        self._metrics = metrics
+        self._tracing = tracing
+        self._decision_counts: dict[str, Counter[str]] = {}
+
+    # -- public ----------------------------------------------------------------------------
+
+    def handle(self, signal: ops_pb2.Signal, principal: Principal) -> ops_pb2.SignalDecision:
+        """Decide one signal (a frame of one)."""
+        return self.handle_frame((signal,), principal)[0]
+
+    def handle_frame(self, signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
+        """Decide a frame of signals, journal them with one write, then send their orders as one batch.
+
+        Always returns one decision per signal, in order; a bad signal is answered in-band, never raised.
+        """
+        frame = _Frame()
+        try:
+            decisions = [self._decide(signal, principal, frame) for signal in signals]
+        finally:
+            self._tracker.commit()  # write-ahead: the frame's decisions are journaled before its orders leave
+            if frame.commands:
+                self._link.send(frame.commands)
+        return decisions
+
+    def decision_counts(self, model_id: str) -> Counter[str]:
+        """Decisions of a model since the process started, by status name (ACCEPTED, REJECTED, ...)."""
+        return self._decision_counts.get(model_id, Counter())
+
+    # -- one signal ------------------------------------------------------------------------
+
+    def _decide(self, signal: ops_pb2.Signal, principal: Principal, frame: _Frame) -> ops_pb2.SignalDecision:
+        started = time.perf_counter()
+        arrived_ns = time.time_ns()
+        known = self._registry.knows(signal.model_id)
+        metrics = self._metrics.model(signal.model_id if known else UNKNOWN_MODEL_LABEL)
+        metrics.received.inc()
+        attrs = {
+            "messaging.message.id": signal.signal_id,
+            "nautilus.model_id": signal.model_id,
+            "nautilus.signal_id": signal.signal_id,
+        }
+        with self._tracing.consume("ops.signal receive", signal.trace, attrs) as span:
+            previous = self._tracker.previous_decision(signal.model_id, signal.signal_id)
+            if previous is not None and signal.model_id in principal.models:
+                duplicate = ops_pb2.SignalDecision()
+                duplicate.CopyFrom(previous)
+                duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
+                metrics.decided["DUPLICATE"].inc()
+                return duplicate
+            decision = ops_pb2.SignalDecision(signal_id=signal.signal_id, model_id=signal.model_id)
+            try:
+                principal.require_model(signal.model_id)
+                route = self._router.route(signal)
+                decision.mode = wire.MODE_PB[route.mode]
+                if route.model_id in self._canaries.shadow_twins():
+                    self._trade_paper_twin(signal, route, frame, arrived_ns)
+                t_route = time.perf_counter()
+                routed = self._router.size(signal, route)
+                metrics.routed[route.mode.value].inc()
+                if routed is None:
+                    decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
+                    self._tracker.record(decision, None)
+                    self._count(signal.model_id, metrics, decision)
+                    return decision
+                t_size = time.perf_counter()
+                self._check_risk(routed, route)
+                t_risk = time.perf_counter()
+                order = routed.order
+                decision.status = ops_pb2.DECISION_STATUS_ACCEPTED
+                decision.client_order_id = order.client_order_id
+                decision.side = wire.SIDE_PB[order.side]
+                decision.quantity = fmt(order.quantity)
+                span.set_attribute("nautilus.client_order_id", order.client_order_id)
+                self._send(decision, routed, route, frame, arrived_ns)
+                t_send = time.perf_counter()
+                self._metrics.stage_route.observe(t_route - started)
+                self._metrics.stage_size.observe(t_size - t_route)
+                self._metrics.stage_risk.observe(t_risk - t_size)
+                self._metrics.stage_send.observe(t_send - t_risk)
+            except MeshError as exc:
+                decision.status = ops_pb2.DECISION_STATUS_REJECTED
+                decision.error.CopyFrom(error_detail(exc))
+                span.add_event("rejected", {"code": exc.code, "kind": exc.kind, "rail": getattr(exc, "rail", "")})
+                if isinstance(exc, PermissionDeniedError):
+                    log.warning("[OPS] signal %r refused: %s", signal.signal_id, exc.message)
+                else:
+                    log.info(
+                        "[OPS] signal %r for %r rejected: %s %s",
+                        signal.signal_id,
+                        signal.model_id,
+                        exc.code,
+                        exc.message,
+                    )
+            self._count(signal.model_id if known else "", metrics, decision)
+            self._metrics.signal_latency.observe(time.perf_counter() - started)
+            return decision
+
+    def _count(self, model_id: str, metrics: ModelMetrics, decision: ops_pb2.SignalDecision) -> None:
+        status = wire.DECISION_STATUS_NAME[decision.status]
+        metrics.decided[status].inc()
+        if model_id:
+            self._decision_counts.setdefault(model_id, Counter())[status] += 1
+
+    def _trade_paper_twin(self, signal: ops_pb2.Signal, route: ModelRoute, frame: _Frame, arrived_ns: int) -> None:
+        """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
+        twin = ModelRoute(
+            model_id=paper_book(route.model_id),
+            strategy_id=route.strategy_id,
+            version=route.version,
+            instruments=route.instruments,
+            weight=0.0,
+            mode=RoutingMode.SHADOW,
+            stable=False,
+        )
+        twin_signal = ops_pb2.Signal()
+        twin_signal.CopyFrom(signal)
+        twin_signal.model_id = twin.model_id
+        try:
+            routed = self._router.size(twin_signal, twin)
+            if routed is None:
+                return
+            decision = ops_pb2.SignalDecision(
+                signal_id=signal.signal_id,
+                model_id=twin.model_id,
+                status=ops_pb2.DECISION_STATUS_ACCEPTED,
+                mode=ops_pb2.ROUTING_MODE_SHADOW,
+                client_order_id=routed.order.client_order_id,
+                side=wire.SIDE_PB[routed.order.side],
+                quantity=fmt(routed.order.quantity),
+            )
+            self._send(decision, routed, twin, frame, arrived_ns)
+        except MeshError as exc:  # the twin only measures; it never changes the live decision
+            log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
+
+    def _check_risk(self, routed: LiveOrder | ShadowOrder, route: ModelRoute) -> None:
+        if isinstance(routed, ShadowOrder):
+            return  # paper orders carry no risk to capital; the paper venue applies its own venue rails
+        order = routed.order
+        context = self._exposure.risk_context(route, order.instrument)
+        intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
+        self._risk.check(intent, context)
+
+    def _send(
+        self,
+        decision: ops_pb2.SignalDecision,
+        routed: LiveOrder | ShadowOrder,
+        route: ModelRoute,
+        frame: _Frame,
+        arrived_ns: int,
+    ) -> None:
+        """Record the order (journaled with the frame) and queue its command for the frame's batch."""
+        order = routed.order
+        if not self._link.has_room(len(frame.commands) + 1):
+            raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is down or backlogged; no order was sent")
+        venue = self._paper_sink.venue if isinstance(routed, ShadowOrder) else self._live_sink.venue
+        trace = common_pb2.TraceContext()
+        attrs = {
+            "messaging.message.id": order.client_order_id,
+            "nautilus.client_order_id": order.client_order_id,
+            "nautilus.model_id": order.model_id,
+        }
+        with self._tracing.produce("ops.order send", trace, attrs):
+            decision.trace.CopyFrom(trace)
+            tracked = TrackedOrder(
+                client_order_id=order.client_order_id,
+                signal_id=order.signal_id,
+                model_id=order.model_id,
+                strategy_id=order.strategy_id,
+                instrument=order.instrument,
+                side=order.side,
+                quantity=order.quantity,
+                mode=route.mode.value,
+                venue=venue,
+                reference_mid=order.mark,
+                created_ns=arrived_ns,
+                traceparent=trace.traceparent,
+                owner=order.owner,
+            )
+            # Write-ahead: recorded now, journaled when the frame commits, sent after that; an order journaled but
+            # never acknowledged is re-sent on reconnect (the engine deduplicates by client order id).
+            self._tracker.record(decision, tracked)
+            match routed:
+                case LiveOrder():
+                    frame.commands.append(self._live_sink.command(routed, trace))
+                case ShadowOrder():
+                    frame.commands.append(self._paper_sink.command(routed, trace))
+        self._metrics.venue_orders(venue).inc()
