@@ -1,0 +1,141 @@
+"""The signal path as a unit of frames: group commit, one command batch per frame, errors at the stream boundary."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.auth import Principal
+from nautilus_mesh.files import JsonlWriter, read_jsonl
+from ops_server.allocation import CapitalAllocator, CapitalPolicy
+from ops_server.exposure import ExposureView
+from ops_server.measurement import Measurement
+from ops_server.model_registry import ModelRegistry
+from ops_server.order_tracker import OrderTracker
+from tests.conftest import MOMENTUM_TOKEN, Mesh
+
+META = (("x-strategy-token", MOMENTUM_TOKEN),)
+
+
+def signal(signal_id: str, target: float, model: str = "momentum_v1", instrument: str = "BTC-USD") -> ops_pb2.Signal:
+    return ops_pb2.Signal(signal_id=signal_id, model_id=model, instrument=instrument, target=target, confidence=1.0)
+
+
+async def test_frame_when_decided_is_journaled_with_one_write_before_one_command_batch(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = mesh.ops.core
+    writes: list[int] = []
+    batches: list[int] = []
+    original_append = JsonlWriter.append_many
+    original_send = core.link.send
+
+    def counting_append(self: JsonlWriter, records: Sequence[object]) -> None:
+        records = list(records)
+        if self.path.name == "journal.jsonl" and any(r.get("type") == "decision" for r in records):  # type: ignore[attr-defined]
+            writes.append(len(records))
+            assert not batches or len(batches) < len(writes), "a frame's orders left before its journal write"
+        original_append(self, records)  # type: ignore[arg-type]
+
+    def counting_send(commands: Sequence[object]) -> None:
+        batches.append(len(commands))
+        original_send(commands)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(JsonlWriter, "append_many", counting_append)
+    monkeypatch.setattr(core.link, "send", counting_send)
+    principal = core.auth.authenticate(META)
+    frame = [signal("gc-1", 0.1), signal("gc-2", 0.1, instrument="ETH-USD"), signal("gc-3", 0.1, model="momentum_v2")]
+
+    decisions = core.signals.handle_frame(frame, principal)
+
+    assert [d.status for d in decisions] == [ops_pb2.DECISION_STATUS_ACCEPTED] * 3
+    # One write and one batch for the frame: each order (live, shadow canary, paper twins of the stable model)
+    # has its decision record in the write and its command in the batch.
+    assert len(writes) == 1 and len(batches) == 1 and writes[0] == batches[0] >= 3
+    journaled = [r for r in read_jsonl(mesh.tmp / "ops" / "journal.jsonl") if r.get("type") == "decision"]
+    assert {"gc-1", "gc-2", "gc-3"} <= {r["decision"]["signal_id"] for r in journaled}
+
+
+async def test_frame_when_two_signals_target_one_model_sizes_the_second_against_the_first(mesh: Mesh) -> None:
+    core = mesh.ops.core
+    principal = core.auth.authenticate(META)
+    first, second = core.signals.handle_frame([signal("same-1", 0.1), signal("same-2", 0.1)], principal)
+    assert first.status == ops_pb2.DECISION_STATUS_ACCEPTED
+    assert second.status == ops_pb2.DECISION_STATUS_NO_ACTION  # the first order's open quantity already reaches 0.1
+
+
+async def test_stream_when_deciding_fails_unexpectedly_answers_internal_in_band_and_stays_open(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    core = mesh.ops.core
+    original = core.signals.handle_frame
+    calls = {"n": 0}
+
+    def flaky(signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("boom")
+        return original(signals, principal)
+
+    monkeypatch.setattr(core.signals, "handle_frame", flaky)
+    requests: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+
+    async def outgoing() -> AsyncIterator[ops_pb2.StreamSignalsRequest]:
+        while (item := await requests.get()) is not None:
+            yield item
+
+    async with mesh.channel() as channel:
+        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=META)
+        await requests.put(ops_pb2.StreamSignalsRequest(signals=[signal("boom-1", 0.1)]))
+        await requests.put(ops_pb2.StreamSignalsRequest(signals=[signal("fine-1", 0.1)]))
+        decisions: list[ops_pb2.SignalDecision] = []
+        async for frame in call:
+            decisions.extend(frame.decisions)
+            if len(decisions) >= 2:
+                break
+        await requests.put(None)
+        call.cancel()
+    assert decisions[0].signal_id == "boom-1" and decisions[0].status == ops_pb2.DECISION_STATUS_REJECTED
+    assert decisions[0].error.code == "INTERNAL"
+    assert decisions[1].signal_id == "fine-1" and decisions[1].status == ops_pb2.DECISION_STATUS_ACCEPTED
+    assert "deciding signals 'boom-1' failed" in caplog.text
+    assert core.queries.previous_decision("momentum_v1", "boom-1") is None  # nothing was traded
+
+
+def test_quota_when_two_half_weights_split_odd_cents_rounds_down_within_the_allocation(tmp_path: Path) -> None:
+    registry = ModelRegistry.from_dict(
+        {
+            "strategies": {
+                "s": {
+                    "stable_model": "a",
+                    "models": {
+                        "a": {"version": "1", "instruments": ["BTC-USD"], "weight": 0.5},
+                        "b": {"version": "1", "instruments": ["BTC-USD"], "weight": 0.5},
+                    },
+                }
+            }
+        }
+    )
+    policy = CapitalPolicy.from_dict(
+        {
+            "total_capital": "100.03",
+            "strategies": {"s": {"min_fraction": 0.0, "max_fraction": 1.0}},
+            "cooldown_seconds": 0,
+            "lookback": 10,
+            "min_observations": 2,
+            "shrinkage_n0": 0,
+            "turnover_cap": 1.0,
+            "deadband": 0.0,
+        }
+    )
+    exposure = ExposureView(
+        registry, CapitalAllocator(policy), Measurement(1.0), OrderTracker(None), shadow_capital_usd=Decimal(1)
+    )
+    quotas = [exposure.quota(registry.route(m)) for m in ("a", "b")]
+    assert quotas == [Decimal("50.01"), Decimal("50.01")]
+    assert sum(quotas) <= Decimal("100.03")
