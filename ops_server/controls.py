@@ -13,7 +13,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.errors import ConfigError, MeshError, UnavailableError, ValidationError
 from ops_server import wire
 from ops_server.allocation import AllocationDecision, CapitalAllocator, CapitalPolicy
-from ops_server.canary import CanaryManager
+from ops_server.canary.manager import CanaryManager
 from ops_server.config import OpsConfig
 from ops_server.engine_link import EngineLink
 from ops_server.events import EventHub

@@ -29,7 +29,8 @@ from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.store import open_store
 from nautilus_mesh.telemetry import Tracing
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
-from ops_server.canary import CanaryEvent, CanaryManager
+from ops_server.canary import CanaryEvent
+from ops_server.canary.manager import CanaryManager
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.engine_link import EngineLink, ReportCursor

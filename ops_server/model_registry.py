@@ -26,6 +26,7 @@ import pydantic
 from nautilus_mesh.config import StrictModel, validate_config
 from nautilus_mesh.errors import ConfigError, NotFoundError, ValidationError
 from nautilus_mesh.files import atomic_write_text, load_json_file
+from ops_server.canary.config import CanaryBlock
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ModelSpec(StrictModel):
 class StrategySpec(StrictModel):
     stable_model: str
     models: dict[str, ModelSpec] = pydantic.Field(min_length=1)
-    canary: dict[str, Any] | None = None
+    canary: CanaryBlock | None = None
     """Canary settings (``model_id`` plus the canary controller's config), when a canary runs."""
 
 
@@ -114,7 +115,7 @@ def _validate(data: RegistryFile, source: str) -> None:
             check_weights(sid, {m: s.weight for m, s in strategy.models.items()})
         except ValidationError as exc:
             raise ConfigError(f"{source}: {exc.message}") from None
-        if strategy.canary is not None and strategy.canary.get("model_id") not in strategy.models:
+        if strategy.canary is not None and strategy.canary.model_id not in strategy.models:
             raise ConfigError(f"{source}: strategy {sid!r}: canary model_id must be one of its models")
 
 

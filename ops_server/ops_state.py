@@ -16,7 +16,7 @@ from pathlib import Path
 from nautilus_mesh.files import load_json_file
 from nautilus_mesh.store import StateStore
 from ops_server.allocation import CapitalAllocator
-from ops_server.canary import CanaryManager
+from ops_server.canary.manager import CanaryManager
 from ops_server.measurement import Measurement
 from ops_server.risk import RiskRails
 

@@ -15,7 +15,8 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import fmt
 from ops_server import performance
 from ops_server.allocation import AllocationDecision, CapitalAllocator
-from ops_server.canary import CanaryEvent, CanaryManager, GuardSnapshot
+from ops_server.canary import CanaryEvent, GuardSnapshot
+from ops_server.canary.manager import CanaryManager
 from ops_server.events import EventHub
 from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement, drawdown_of_pnl_curve

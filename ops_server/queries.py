@@ -15,7 +15,7 @@ from nautilus_mesh.decimals import fmt
 from nautilus_mesh.pagination import Page, paginate
 from ops_server import wire
 from ops_server.allocation import CapitalAllocator
-from ops_server.canary import CanaryManager
+from ops_server.canary.manager import CanaryManager
 from ops_server.events import EventHub, OpsEvent
 from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement

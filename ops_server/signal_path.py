@@ -25,7 +25,7 @@ from nautilus_mesh.errors import MeshError, PermissionDeniedError, UnavailableEr
 from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
 from ops_server import wire
-from ops_server.canary import CanaryManager
+from ops_server.canary.manager import CanaryManager
 from ops_server.engine_link import EngineLink
 from ops_server.exposure import ExposureView
 from ops_server.metrics import ModelMetrics, OpsMetrics

@@ -55,7 +55,7 @@ def test_schedule_when_single_step_of_100_is_accepted() -> None:
 
 
 def test_config_when_unknown_key_is_refused() -> None:
-    with pytest.raises(ConfigError, match="unknown canary config keys: schedual"):
+    with pytest.raises(ConfigError, match="canary config: schedual: Extra inputs are not permitted"):
         CanaryConfig.from_dict({"schedual": [5, 100]})
 
 

@@ -5,22 +5,20 @@
 - ``events``: states, check results, events and the status view, with their JSON forms.
 - ``guards``: the hard guards that roll a canary back at once.
 - ``controller``: one canary's state machine (pure: the caller feeds clock, returns and guards).
-- ``manager``: every strategy's canary against live measurement; applies weights to the registry.
+- ``manager``: every strategy's canary against live measurement; applies weights to the registry (imported as
+  ``ops_server.canary.manager``: it builds on the model registry, which reads this package's config).
 """
 
 from ops_server.canary.config import CanaryConfig
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryReason, CanaryState, CanaryStatus, CheckOutcome, CheckResult
 from ops_server.canary.guards import GuardSnapshot
-from ops_server.canary.manager import CanaryManager, CanaryRun
 
 __all__ = [
     "CanaryConfig",
     "CanaryController",
     "CanaryEvent",
-    "CanaryManager",
     "CanaryReason",
-    "CanaryRun",
     "CanaryState",
     "CanaryStatus",
     "CheckOutcome",

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from nautilus_mesh.errors import NotFoundError
-from ops_server.canary.config import CanaryConfig
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
 from ops_server.canary.guards import GuardSnapshot
@@ -58,11 +57,10 @@ class CanaryManager:
         for strategy_id, spec in registry.data.strategies.items():
             if spec.canary is None:
                 continue
-            settings = dict(spec.canary)
-            canary_model = str(settings.pop("model_id"))
+            canary_model = spec.canary.model_id
             if canary_model == spec.stable_model:
                 continue  # already promoted: nothing to roll out
-            config = CanaryConfig.from_dict(settings)
+            config = spec.canary.config()
             controller = CanaryController(strategy_id, canary_model, spec.stable_model, config, self.clock())
             self.runs[strategy_id] = CanaryRun(controller)
             self._apply(controller)
