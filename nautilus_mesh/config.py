@@ -19,12 +19,16 @@ class StrictModel(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
 
-def validate_config(cls: type[ModelT], data: object, *, source: str) -> ModelT:
-    """Validate ``data`` as ``cls``; a failure becomes a ConfigError naming each bad field."""
+def validate_config(cls: type[ModelT], data: object, *, source: str, at: str = "") -> ModelT:
+    """Validate ``data`` as ``cls``; a failure becomes a ConfigError naming the source and each bad field's path
+    (prefixed by ``at`` when ``data`` sits inside a larger document)."""
     try:
         return cls.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in ([at] if at else []) + list(e['loc'])) or '<root>'}: {e['msg']}"
+            for e in exc.errors()
+        )
         raise ConfigError(f"{source}: {problems}") from None
 
 

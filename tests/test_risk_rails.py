@@ -633,25 +633,33 @@ def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "value", "fragment"),
     [
-        ("global.max_gross_exposure", "-1", "global.max_gross_exposure must not be negative"),
-        ("global.max_gross_exposure", "lots", "global.max_gross_exposure must be a number"),
+        ("global.max_gross_exposure", "-1", "global.max_gross_exposure: Input should be greater than or equal to 0"),
+        ("global.max_gross_exposure", "lots", "global.max_gross_exposure: Value error, must be a number"),
         ("global.max_gross_exposure", "NaN", "must be a finite number"),
-        ("global.stale_mark_seconds", 0, "global.stale_mark_seconds must be greater than zero"),
-        ("global.stale_mark_seconds", True, "must be a number"),
-        ("global.allowed_instruments", "BTC-USD", "must be a list of symbols"),
-        ("global.leverage", 3, "global has unknown keys ['leverage']"),
-        ("default_model.max_order_notional", "-5", "default_model.max_order_notional must not be negative"),
+        ("global.stale_mark_seconds", 0, "global.stale_mark_seconds: Input should be greater than 0"),
+        ("global.stale_mark_seconds", True, "global.stale_mark_seconds: Input should be a valid number"),
+        ("global.allowed_instruments", "BTC-USD", "global.allowed_instruments: Input should be a valid list"),
+        ("global.leverage", 3, "global.leverage: Extra inputs are not permitted"),
+        (
+            "default_model.max_order_notional",
+            "-5",
+            "max_order_notional: Input should be greater than or equal to 0",
+        ),
         ("default_model.max_position_qty", {"BTC-USD": "1"}, 'must have a "*" entry'),
-        ("default_model.order_burst", 1.5, "order_burst must be a whole number"),
-        ("default_model.order_rate_per_second", 0, "order_rate_per_second must be greater than zero"),
-        ("default_model.max_drawdown", 1.5, "max_drawdown is a fraction of peak equity"),
-        ("default_model.max_daily_loss", None, "max_daily_loss must be a number"),
-        ("default_model.breach_state", "ACTIVE", "breach_state must be one of REDUCING, HALTED"),
-        ("default_model.breach_state", "PAUSED", "breach_state must be one of REDUCING, HALTED"),
+        ("default_model.order_burst", 1.5, "default_model.order_burst: Input should be a valid integer"),
+        (
+            "default_model.order_rate_per_second",
+            0,
+            "order_rate_per_second: Input should be greater than 0",
+        ),
+        ("default_model.max_drawdown", 1.5, "default_model.max_drawdown: Input should be less than or equal to 1"),
+        ("default_model.max_daily_loss", None, "default_model.max_daily_loss: Value error, must be a number"),
+        ("default_model.breach_state", "ACTIVE", "breach_state: Value error, must be one of REDUCING, HALTED"),
+        ("default_model.breach_state", "PAUSED", "breach_state: Value error, must be one of REDUCING, HALTED"),
         ("models.momentum_v1.max_position_qty", {"BTC-USD": "-2"}, "models.momentum_v1.max_position_qty.BTC-USD"),
-        ("models.momentum_v1.max_notional", "1", "models.momentum_v1 has unknown keys ['max_notional']"),
-        ("models.momentum_v1.breach_state", "halted", "models.momentum_v1.breach_state must be one of"),
-        ("risk", {}, "the top level has unknown keys ['risk']"),
+        ("models.momentum_v1.max_notional", "1", "models.momentum_v1.max_notional: Extra inputs are not permitted"),
+        ("models.momentum_v1.breach_state", "halted", "models.momentum_v1.breach_state: Value error, must be one of"),
+        ("risk", {}, "risk: Extra inputs are not permitted"),
     ],
 )
 def test_from_dict_when_value_invalid_raises_config_error_naming_field(path: str, value: Any, fragment: str) -> None:
@@ -669,7 +677,7 @@ def test_from_dict_when_required_key_missing_raises_config_error() -> None:
     data = limits_dict()
     del data["default_model"]["max_daily_loss"]
 
-    with pytest.raises(ConfigError, match=r"default_model is missing keys \['max_daily_loss'\]"):
+    with pytest.raises(ConfigError, match=r"default_model\.max_daily_loss: Field required"):
         RiskLimits.from_dict(data)
 
 
@@ -684,7 +692,10 @@ def test_load_when_file_valid_returns_limits(tmp_path: Path) -> None:
     [
         ('{"global": {', "invalid JSON"),
         (json.dumps(limits_dict(default_model__max_daily_loss="-1")), "default_model.max_daily_loss"),
-        (json.dumps(limits_dict(default_model__max_leverage=3)), "unknown keys ['max_leverage']"),
+        (
+            json.dumps(limits_dict(default_model__max_leverage=3)),
+            "max_leverage: Extra inputs are not permitted",
+        ),
         ("[1, 2]", "expected a JSON object"),
     ],
 )
