@@ -12,16 +12,25 @@ Conventions:
       Sharpe ratio formula: ``skew = m3 / m2**1.5``, ``kurtosis = m4 / m2**2`` (normal = 3).
     - A NaN or infinite input raises ``ValueError``: a statistic silently computed on a NaN would
       poison every decision downstream.
+    - One rule for a flat series, used by every statistic here and by the canary's tests: a series whose
+      sample standard deviation is at most ``FLAT_RELATIVE_STDEV`` times its largest absolute value is flat
+      (the residual variance of a constant float series is rounding noise). A flat series has Sharpe 0,
+      skew 0 and kurtosis 3: it carries no evidence either way.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 __all__ = [
+    "FLAT_RELATIVE_STDEV",
+    "ReturnMoments",
     "annualized_sharpe",
+    "describe_returns",
     "hit_rate",
+    "is_flat",
     "kurtosis",
     "max_drawdown",
     "mean",
@@ -52,10 +61,76 @@ def _central_moments(values: list[float]) -> tuple[float, float, float]:
     return m2, m3, m4
 
 
-def _is_constant(values: list[float]) -> bool:
-    # Exact check first: the mean of identical floats can be off by one ulp, which would turn a
-    # zero-variance series into a huge Sharpe ratio.
-    return not values or max(values) == min(values)
+FLAT_RELATIVE_STDEV = 1e-12
+"""A series whose sample stdev is at most this fraction of its largest absolute value is flat (unitless)."""
+
+
+def _sample_stdev(values: list[float]) -> float:
+    mu = math.fsum(values) / len(values)
+    return math.sqrt(math.fsum((v - mu) ** 2 for v in values) / (len(values) - 1))
+
+
+def is_flat(returns: Sequence[float]) -> bool:
+    """True for a series with no usable variance (fewer than 2 values, constant, or constant but for rounding).
+
+    Raises:
+        ValueError: On a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    if len(values) < 2:
+        return True
+    scale = max(abs(v) for v in values)
+    return scale == 0.0 or max(values) == min(values) or _sample_stdev(values) <= FLAT_RELATIVE_STDEV * scale
+
+
+@dataclass(frozen=True)
+class ReturnMoments:
+    """Sample moments of one per-period return series (see the flat-series rule in the module docstring)."""
+
+    n: int
+    """Number of observations."""
+    mean: float
+    """Arithmetic mean per period."""
+    stdev: float
+    """Sample standard deviation (divisor ``n - 1``); 0.0 when flat."""
+    sharpe: float
+    """Per-period Sharpe ratio ``mean / stdev``; 0.0 when flat."""
+    skew: float
+    """Skewness ``m3 / m2**1.5`` from population central moments (as in Bailey & Lopez de Prado); 0 if flat."""
+    kurtosis: float
+    """Kurtosis ``m4 / m2**2`` (not excess: 3.0 for a normal distribution, and when flat)."""
+    flat: bool
+    """True when the series has no usable variance."""
+
+
+def describe_returns(returns: Sequence[float]) -> ReturnMoments:
+    """The sample moments of a per-period return series.
+
+    Raises:
+        ValueError: Fewer than two observations or a non-finite value.
+    """
+    values = _finite(returns, "returns")
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"need at least 2 returns, got {n}")
+    mu = math.fsum(values) / n
+    if is_flat(values):
+        return ReturnMoments(n=n, mean=mu, stdev=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, flat=True)
+    deviations = [v - mu for v in values]
+    m2 = math.fsum(d * d for d in deviations) / n
+    stdev = math.sqrt(m2 * n / (n - 1))
+    # Standardise before the higher powers: d**4 of tiny returns underflows, (d / sigma)**4 does not.
+    sigma = math.sqrt(m2)
+    standard = [d / sigma for d in deviations]
+    return ReturnMoments(
+        n=n,
+        mean=mu,
+        stdev=stdev,
+        sharpe=mu / stdev,
+        skew=math.fsum(x**3 for x in standard) / n,
+        kurtosis=math.fsum(x**4 for x in standard) / n,
+        flat=False,
+    )
 
 
 def mean(returns: Sequence[float]) -> float:
@@ -85,10 +160,9 @@ def stdev(returns: Sequence[float]) -> float:
     values = _finite(returns, "returns")
     if len(values) < 2:
         raise ValueError(f"sample standard deviation needs at least 2 observations, got {len(values)}")
-    if _is_constant(values):
+    if is_flat(values):
         return 0.0
-    mu = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((v - mu) ** 2 for v in values) / (len(values) - 1))
+    return _sample_stdev(values)
 
 
 def sharpe_ratio(returns: Sequence[float]) -> float:
@@ -101,12 +175,9 @@ def sharpe_ratio(returns: Sequence[float]) -> float:
         ValueError: On a non-finite value.
     """
     values = _finite(returns, "returns")
-    if len(values) < 2 or _is_constant(values):
+    if is_flat(values):
         return 0.0
-    sd = stdev(values)
-    if sd == 0.0:
-        return 0.0
-    return mean(values) / sd
+    return mean(values) / _sample_stdev(values)
 
 
 def annualized_sharpe(returns: Sequence[float], periods_per_year: float) -> float:
@@ -200,7 +271,7 @@ def skewness(returns: Sequence[float]) -> float:
         ValueError: On a non-finite value.
     """
     values = _finite(returns, "returns")
-    if _is_constant(values):
+    if len(values) < 2 or is_flat(values):
         return 0.0
     m2, m3, _ = _central_moments(values)
     if m2 == 0.0:
@@ -219,7 +290,7 @@ def kurtosis(returns: Sequence[float]) -> float:
         ValueError: On a non-finite value.
     """
     values = _finite(returns, "returns")
-    if _is_constant(values):
+    if len(values) < 2 or is_flat(values):
         return 3.0
     m2, _, m4 = _central_moments(values)
     if m2 == 0.0:

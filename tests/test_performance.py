@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import pytest
 
 from ops_server import performance as perf
+from ops_server.allocation.weights import shrunk_score
+from ops_server.canary import stats as canary_stats
 
 
 def test_mean_when_values_given_returns_arithmetic_mean() -> None:
@@ -141,3 +143,18 @@ def test_statistics_when_non_finite_input_raise_value_error(
 ) -> None:
     with pytest.raises(ValueError, match="not finite"):
         fn([1.0, 2.0, bad, 3.0])
+
+
+def test_sharpe_when_series_is_constant_but_for_one_rounding_step_is_flat_everywhere() -> None:
+    series = [0.001] * 50
+    series[17] = math.nextafter(0.001, 1.0)  # one ulp: rounding noise, not a return stream
+    assert perf.is_flat(series)
+    assert perf.sharpe_ratio(series) == 0.0
+    assert perf.describe_returns(series).flat
+    assert canary_stats.sharpe_difference_test(series, [0.002, -0.001] * 25).se == math.inf
+
+
+def test_allocator_when_one_strategy_is_flat_but_for_rounding_does_not_give_it_the_maximum_weight() -> None:
+    flat = [0.001] * 100
+    flat[3] = math.nextafter(0.001, 1.0)
+    assert shrunk_score(perf.sharpe_ratio(flat), n=100, n0=0) == 0.0

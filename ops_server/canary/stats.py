@@ -4,7 +4,8 @@ Every number here is *per period*: the Sharpe ratio of a return series sampled o
 ``mean / stdev`` of those returns, with no annualisation. The canary controller compares two models over the same
 periods, so annualising would only rescale both sides.
 
-- :func:`describe_returns`: sample moments of one return series (mean, stdev, Sharpe, skew, kurtosis).
+- :func:`~ops_server.performance.describe_returns` (re-exported): sample moments of one return series, with the
+  one flat-series rule of :mod:`ops_server.performance`.
 - :func:`probabilistic_sharpe_ratio`: Bailey & Lopez de Prado (2012), the probability that the true Sharpe ratio
   exceeds a benchmark given the observed one, its length and the shape of the returns.
 - :func:`min_track_record_length`: the number of observations needed for that probability to reach a confidence.
@@ -22,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from ops_server.performance import ReturnMoments, describe_returns
+
 __all__ = [
     "ReturnMoments",
     "SharpeComparison",
@@ -33,36 +36,8 @@ __all__ = [
 
 _NORMAL = NormalDist()
 
-# A series whose sample stdev is this small relative to its largest absolute value is treated as flat: the
-# residual "variance" of a constant float series is rounding noise and would give an absurd Sharpe ratio.
-_FLAT_RELATIVE_STDEV = 1e-12
-
 # Moment combinations below this are rounding noise around zero, not genuinely inconsistent moments.
 _DENOMINATOR_EPS = 1e-12
-
-
-@dataclass(frozen=True)
-class ReturnMoments:
-    """Sample moments of one per-period return series.
-
-    A flat series (zero variance, e.g. a model that never traded) has ``flat=True``, ``sharpe=0.0``, ``skew=0.0``
-    and ``kurtosis=3.0``: it carries no evidence either way, so it is described as a normal series with no edge.
-    """
-
-    n: int
-    """Number of observations."""
-    mean: float
-    """Arithmetic mean per period."""
-    stdev: float
-    """Sample standard deviation (divisor ``n - 1``)."""
-    sharpe: float
-    """Per-period Sharpe ratio ``mean / stdev``; 0.0 for a flat series."""
-    skew: float
-    """Skewness ``m3 / m2**1.5`` from population central moments (as in Bailey & Lopez de Prado); 0 if flat."""
-    kurtosis: float
-    """Kurtosis ``m4 / m2**2`` (not excess: 3.0 for a normal distribution)."""
-    flat: bool
-    """True when the series has no usable variance."""
 
 
 @dataclass(frozen=True)
@@ -95,44 +70,6 @@ class SharpeComparison:
     def upper_bound(self, z_crit: float) -> float:
         """Upper confidence bound ``diff + z_crit * se`` of the Sharpe difference."""
         return self.diff + z_crit * self.se
-
-
-def describe_returns(returns: Sequence[float]) -> ReturnMoments:
-    """Compute the sample moments of a per-period return series.
-
-    Args:
-        returns: At least two finite returns.
-
-    Returns:
-        The moments; see :class:`ReturnMoments` for the flat-series convention.
-
-    Raises:
-        ValueError: Fewer than two observations or a non-finite value.
-    """
-    n = len(returns)
-    if n < 2:
-        raise ValueError(f"need at least 2 returns, got {n}")
-    if not all(math.isfinite(r) for r in returns):
-        raise ValueError("returns must be finite")
-    mean = math.fsum(returns) / n
-    deviations = [r - mean for r in returns]
-    m2 = math.fsum(d * d for d in deviations) / n
-    stdev = math.sqrt(m2 * n / (n - 1))
-    scale = max(abs(r) for r in returns)
-    if scale == 0.0 or stdev <= _FLAT_RELATIVE_STDEV * scale:
-        return ReturnMoments(n=n, mean=mean, stdev=0.0, sharpe=0.0, skew=0.0, kurtosis=3.0, flat=True)
-    # Standardise before the higher powers: d**4 of tiny returns underflows, (d / sigma)**4 does not.
-    sigma = math.sqrt(m2)
-    standard = [d / sigma for d in deviations]
-    return ReturnMoments(
-        n=n,
-        mean=mean,
-        stdev=stdev,
-        sharpe=mean / stdev,
-        skew=math.fsum(x**3 for x in standard) / n,
-        kurtosis=math.fsum(x**4 for x in standard) / n,
-        flat=False,
-    )
 
 
 def _sharpe_variance_factor(sr: float, skew: float, kurtosis: float) -> float:
