@@ -130,4 +130,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=load_engine_config,
         build=EngineServer,
         label="ENGINE",
+        state_dir=lambda config: None if config.journal_path is None else config.journal_path.parent,
     )

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
@@ -19,6 +20,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 
 from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.instance_lock import InstanceLock
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # One process per port: with SO_REUSEPORT (gRPC's default on Linux) a second server binds the same port
+    # and the kernel splits connections between the two.
+    ("grpc.so_reuseport", 0),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -89,9 +94,12 @@ async def start_server(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc raises RuntimeError when the address is taken
+        raise OSError(f"could not bind {host}:{port}: address in use") from exc
     if bound == 0:
-        raise OSError(f"could not bind {host}:{port}")
+        raise OSError(f"could not bind {host}:{port}: address in use")
     await server.start()
     running = RunningServer(server, bound, health_servicer, tuple(service_names))
     await running.set_serving(True)
@@ -135,10 +143,13 @@ def service_main(
     load: Callable[[str], ConfigT],
     build: Callable[[ConfigT], Service],
     label: str,
+    state_dir: Callable[[ConfigT], Path | None] = lambda _config: None,
 ) -> int:
     """The ``python -m <server> --config FILE [--port N]`` entry point shared by the servers.
 
-    A bad config prints one line and exits 2 (no traceback).
+    ``state_dir`` names the directory the service owns; its exclusive lock is taken before the service
+    is built (before any journal, store or file is opened). A bad config, a state directory another
+    process holds, or a port in use prints one line and exits 2 (no traceback).
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="config JSON")
@@ -150,8 +161,15 @@ def service_main(
         config = load(args.config)
         if args.port is not None:
             config = config.model_copy(update={"port": args.port})
-        asyncio.run(serve_until_signalled(build(config), label))
+        directory = state_dir(config)
+        with contextlib.ExitStack() as stack:
+            if directory is not None:
+                stack.enter_context(InstanceLock(directory, label.lower()))
+            asyncio.run(serve_until_signalled(build(config), label))
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

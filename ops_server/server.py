@@ -78,4 +78,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=load_ops_config,
         build=OpsServer,
         label="OPS",
+        state_dir=lambda config: config.state_dir,
     )
