@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
+from nautilus_mesh.request_guard import guard
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ async def start_server(
         port: port to bind; 0 picks a free one.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    register(server)
+    register(guard(server))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
