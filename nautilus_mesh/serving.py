@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
+from nautilus_mesh.log_safety import install_safe_logging
 from nautilus_mesh.request_guard import guard
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def service_main(
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    install_safe_logging()  # peer-supplied values cannot forge log lines or make them unbounded
     try:
         config = load(args.config)
         if args.port is not None:
