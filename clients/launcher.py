@@ -37,6 +37,7 @@ from rich.console import Console
 from clients.sdk import MeshRpcError, OpsClient, wait_serving
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.auth import is_plain_token
 from nautilus_mesh.instance_lock import address_in_use, lock_holder
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
     strategies = _read_json(Path(ops_config)).get("strategies")
     if isinstance(strategies, dict):
         for entry in strategies.values():
-            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and entry["token"]:
+            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and is_plain_token(entry["token"]):
                 return str(entry["token"])
     return None
 

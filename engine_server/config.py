@@ -8,7 +8,7 @@ from typing import Any
 
 import pydantic
 
-from nautilus_mesh.config import StrictModel, load_config
+from nautilus_mesh.config import Secret, StrictModel, load_config
 
 DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
     {"name": "sim", "adapter": "sim", "seed": 7},
@@ -22,8 +22,9 @@ class EngineConfig(StrictModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = pydantic.Field(8003, ge=0, le=65535)
     """Port of /metrics; None disables it."""
-    ops_token: str = pydantic.Field("", repr=False)
-    """The token ops must present as ``x-engine-token``; empty closes order entry entirely."""
+    ops_token: Secret = pydantic.Field("", repr=False)
+    """The token ops must present as ``x-engine-token``: plain, ``sha256:<hex>``, ``env:NAME`` or ``file:PATH``;
+    empty closes order entry entirely."""
     journal_path: Path | None = Path("var/engine/journal.jsonl")
     """Execution journal (replayed on start); None keeps the ledger in memory only."""
     journal_fsync: bool = True
