@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 
 from nautilus_mesh.config import Secret, StrictModel, load_config
+from nautilus_mesh.tls import ServerTls
 
 DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
     {"name": "sim", "adapter": "sim", "seed": 7},
@@ -39,6 +40,9 @@ class EngineConfig(StrictModel):
     session_queue_size: int = pydantic.Field(10_000, gt=0)
     tracing: bool = True
     span_file: Path | None = None
+    tls: ServerTls | None = None
+    """Server certificate paths; with ``client_ca_file`` only clients with a certificate from that CA (ops) may
+    connect (mutual TLS). None serves plaintext, the loopback default."""
 
 
 def load_engine_config(path: str | os.PathLike[str]) -> EngineConfig:

@@ -23,6 +23,7 @@ from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
 from nautilus_mesh.log_safety import install_safe_logging
 from nautilus_mesh.request_guard import guard
+from nautilus_mesh.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ async def start_server(
     service_names: Sequence[str],
     host: str,
     port: int,
+    tls: ServerTls | None = None,
 ) -> RunningServer:
     """Create, register and start a grpc.aio server with health and reflection.
 
@@ -87,6 +89,7 @@ async def start_server(
         service_names: full names of the registered services, for health and reflection.
         host: address to bind (127.0.0.1 in tests).
         port: port to bind; 0 picks a free one.
+        tls: certificate (and client CA for mutual TLS); None serves plaintext, the loopback default.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
     register(guard(server))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
@@ -97,7 +100,10 @@ async def start_server(
         server,
     )
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", tls.credentials())
     except RuntimeError as exc:  # grpc raises RuntimeError when the address is taken
         raise OSError(f"could not bind {host}:{port}: address in use") from exc
     if bound == 0:
@@ -105,7 +111,10 @@ async def start_server(
     await server.start()
     running = RunningServer(server, bound, health_servicer, tuple(service_names))
     await running.set_serving(True)
-    log.info("[SERVER] serving %s on %s:%d", ", ".join(service_names), host, bound)
+    transport = tls.mode if tls is not None else "plaintext (no TLS configured: fine on loopback only)"
+    log.info("[SERVER] serving %s on %s:%d over %s", ", ".join(service_names), host, bound, transport)
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("[SERVER] %s:%d serves plaintext on a non-loopback address; configure tls", host, bound)
     return running
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pydantic
 
 from nautilus_mesh.config import Secret, SentSecret, StrictModel, load_config
+from nautilus_mesh.tls import ClientTls, ServerTls
 
 
 class StrategyAccess(StrictModel):
@@ -57,6 +58,12 @@ class OpsConfig(StrictModel):
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     tracing: bool = True
     span_file: Path | None = None
+    tls: ServerTls | None = None
+    """Certificate paths of the ops server (``client_ca_file`` makes clients present certificates). None serves
+    plaintext, the loopback default."""
+    engine_tls: ClientTls | None = None
+    """How ops checks the engine's certificate (``ca_file``) and proves itself to it (``cert_file``/``key_file``,
+    mutual TLS). None dials the engine in plaintext."""
 
 
 def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
