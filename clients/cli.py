@@ -52,8 +52,8 @@ from nautilus_mesh.auth import is_plain_token
 DEFAULT_OPS = "127.0.0.1:50051"
 DEFAULT_ENGINE = "127.0.0.1:50052"
 DEFAULT_CONFIG_DIR = "config/demo"
-TOKEN_ENV = "NAUTILUS_STRATEGY_TOKEN"
-ADMIN_TOKEN_ENV = "NAUTILUS_ADMIN_TOKEN"
+TOKEN_ENV = "NAUTILUS_STRATEGY_TOKEN"  # noqa: S105  an environment variable's name, not a token
+ADMIN_TOKEN_ENV = "NAUTILUS_ADMIN_TOKEN"  # noqa: S105  an environment variable's name, not a token
 CLI_TIMEOUT = 5.0
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 CANARY_ACTIONS = ("promote", "rollback", "pause", "resume", "confirm")

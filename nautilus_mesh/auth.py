@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from nautilus_mesh.errors import AuthError, PermissionDeniedError
 
-STRATEGY_TOKEN_HEADER = "x-strategy-token"
-ADMIN_TOKEN_HEADER = "x-ops-token"
-ENGINE_TOKEN_HEADER = "x-engine-token"
+STRATEGY_TOKEN_HEADER = "x-strategy-token"  # noqa: S105  a metadata key, not a token
+ADMIN_TOKEN_HEADER = "x-ops-token"  # noqa: S105  a metadata key, not a token
+ENGINE_TOKEN_HEADER = "x-engine-token"  # noqa: S105  a metadata key, not a token
 SESSION_ID_HEADER = "x-session-id"
 
 Metadata = Iterable[tuple[str, str | bytes]] | None
