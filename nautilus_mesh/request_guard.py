@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, Counter
 
 from nautilus_mesh.errors import ValidationError
 from nautilus_mesh.status import abort
@@ -31,7 +33,26 @@ class MalformedRequest:
     reason: str
 
 
-def _error(method: str, bad: MalformedRequest) -> ValidationError:
+_COUNTERS: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = weakref.WeakKeyDictionary()
+
+
+def malformed_requests_counter(registry: CollectorRegistry) -> Counter:
+    """``malformed_requests_total{method}`` in ``registry`` (one per registry, however many servers use it)."""
+    counter = _COUNTERS.get(registry)
+    if counter is None:
+        counter = Counter(
+            "malformed_requests_total",
+            "Requests refused because their bytes do not decode.",
+            ["method"],
+            registry=registry,
+        )
+        _COUNTERS[registry] = counter
+    return counter
+
+
+def _error(method: str, bad: MalformedRequest, counter: Counter | None) -> ValidationError:
+    if counter is not None:
+        counter.labels(method).inc()
     log.warning("[SERVER] malformed request to %s refused: %d bytes (%s)", method, bad.size, bad.reason)
     return ValidationError(
         "MALFORMED_REQUEST",
@@ -77,7 +98,7 @@ class _Checked:
         return request
 
 
-def _wrap(handler: Any, method: str) -> Any:
+def _wrap(handler: Any, method: str, counter: Counter | None) -> Any:
     """The same RpcMethodHandler with a guarded deserializer and behaviour."""
     if handler is None or not hasattr(handler, "_replace"):
         return handler
@@ -87,7 +108,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
         async def unary_unary(request: Any, context: Any) -> Any:
             if isinstance(request, MalformedRequest):
-                await abort(context, _error(method, request))
+                await abort(context, _error(method, request, counter))
             return await inner(request, context)
 
         return handler._replace(request_deserializer=decode, unary_unary=unary_unary)
@@ -97,7 +118,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
             async def unary_stream_gen(request: Any, context: Any) -> AsyncIterator[Any]:
                 if isinstance(request, MalformedRequest):
-                    await abort(context, _error(method, request))
+                    await abort(context, _error(method, request, counter))
                 async for response in inner(request, context):
                     yield response
 
@@ -105,7 +126,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
         async def unary_stream(request: Any, context: Any) -> Any:
             if isinstance(request, MalformedRequest):
-                await abort(context, _error(method, request))
+                await abort(context, _error(method, request, counter))
             return await inner(request, context)
 
         return handler._replace(request_deserializer=decode, unary_stream=unary_stream)
@@ -116,7 +137,7 @@ def _wrap(handler: Any, method: str) -> Any:
             checked = _Checked(requests)
             response = await inner(checked, context)
             if checked.malformed is not None:
-                await abort(context, _error(method, checked.malformed))
+                await abort(context, _error(method, checked.malformed, counter))
             return response
 
         return handler._replace(request_deserializer=decode, stream_unary=stream_unary)
@@ -129,7 +150,7 @@ def _wrap(handler: Any, method: str) -> Any:
                 async for response in inner(checked, context):
                     yield response
                 if checked.malformed is not None:
-                    await abort(context, _error(method, checked.malformed))
+                    await abort(context, _error(method, checked.malformed, counter))
 
             return handler._replace(request_deserializer=decode, stream_stream=stream_stream_gen)
 
@@ -137,19 +158,20 @@ def _wrap(handler: Any, method: str) -> Any:
             checked = _Checked(requests)
             await inner(checked, context)
             if checked.malformed is not None:
-                await abort(context, _error(method, checked.malformed))
+                await abort(context, _error(method, checked.malformed, counter))
 
         return handler._replace(request_deserializer=decode, stream_stream=stream_stream)
     return handler
 
 
 class _GuardedGenericHandler(grpc.GenericRpcHandler):  # type: ignore[type-arg]
-    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any]) -> None:
+    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any], counter: Counter | None) -> None:
         self._inner = inner
+        self._counter = counter
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = self._inner.service(handler_call_details)
-        return _wrap(handler, str(handler_call_details.method))  # type: ignore[no-any-return]
+        return _wrap(handler, str(handler_call_details.method), self._counter)  # type: ignore[no-any-return]
 
 
 class GuardedServer:
@@ -159,20 +181,25 @@ class GuardedServer:
     everything else is passed through to the server.
     """
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, counter: Counter | None = None) -> None:
         self._server = server
+        self._counter = counter
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
-        self._server.add_generic_rpc_handlers([_GuardedGenericHandler(h) for h in handlers])
+        self._server.add_generic_rpc_handlers([_GuardedGenericHandler(h, self._counter) for h in handlers])
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: Mapping[str, Any]) -> None:
-        wrapped = {name: _wrap(h, f"/{service_name}/{name}") for name, h in method_handlers.items()}
+        wrapped = {name: _wrap(h, f"/{service_name}/{name}", self._counter) for name, h in method_handlers.items()}
         self._server.add_registered_method_handlers(service_name, wrapped)  # type: ignore[attr-defined]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._server, name)
 
 
-def guard(server: grpc.aio.Server) -> grpc.aio.Server:
-    """``server`` seen through ``GuardedServer`` (typed as the server, for the generated ``add_*`` functions)."""
-    return GuardedServer(server)  # type: ignore[return-value]
+def guard(server: grpc.aio.Server, registry: CollectorRegistry | None = None) -> grpc.aio.Server:
+    """``server`` seen through ``GuardedServer`` (typed as the server, for the generated ``add_*`` functions).
+
+    With a ``registry``, refusals are counted in its ``malformed_requests_total{method}``.
+    """
+    counter = None if registry is None else malformed_requests_counter(registry)
+    return GuardedServer(server, counter)  # type: ignore[return-value]

@@ -18,6 +18,7 @@ import pydantic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate grpc.aio health
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
@@ -81,6 +82,7 @@ async def start_server(
     host: str,
     port: int,
     tls: ServerTls | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Create, register and start a grpc.aio server with health and reflection.
 
@@ -90,9 +92,10 @@ async def start_server(
         host: address to bind (127.0.0.1 in tests).
         port: port to bind; 0 picks a free one.
         tls: certificate (and client CA for mutual TLS); None serves plaintext, the loopback default.
+        registry: where ``malformed_requests_total{method}`` is counted (the service's metrics registry).
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    register(guard(server))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
+    register(guard(server, registry))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

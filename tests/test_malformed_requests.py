@@ -54,6 +54,8 @@ async def test_unary_when_bytes_do_not_decode_answers_invalid_argument(
     assert_malformed(caught.value)
     lines = [r for r in caplog.records if "malformed request" in r.getMessage()]
     assert len(lines) == 1 and method in lines[0].getMessage()
+    registry = mesh.ops.core.metrics.registry if target == "ops" else mesh.engine.metrics.registry
+    assert registry.get_sample_value("malformed_requests_total", {"method": method}) == 1
 
 
 @pytest.mark.parametrize(
@@ -86,3 +88,5 @@ async def test_stream_when_a_frame_does_not_decode_ends_with_invalid_argument(
             async for _ in stream:
                 pass
     assert_malformed(caught.value)
+    registry = mesh.ops.core.metrics.registry if target == "ops" else mesh.engine.metrics.registry
+    assert registry.get_sample_value("malformed_requests_total", {"method": method}) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from clients.launcher import run_mesh
+from clients.launcher import MeshEndpoints, preflight, run_mesh
 from clients.sdk import wait_serving
 from nautilus_mesh.instance_lock import InstanceLock, lock_holder
 from tests.conftest import DEMO, free_ports, wait_until
@@ -145,3 +146,14 @@ async def test_launcher_refuses_before_touching_logs_or_stats(tmp_path: Path, mo
     assert log_file.read_text() == "the running mesh's log\n"
     assert stats.read_text() == '{"totals": {}}'
     assert not (tmp_path / "var" / "log" / "engine.log").exists()
+
+
+def test_preflight_when_a_port_is_taken_names_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        endpoints = MeshEndpoints(f"127.0.0.1:{port}", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0")
+        problems = preflight(endpoints, {"ops": tmp_path / "ops"})
+    assert problems == [f"ops address 127.0.0.1:{port} is already in use"]
+    assert preflight(MeshEndpoints("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"), {}) == []
