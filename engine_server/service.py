@@ -100,8 +100,8 @@ def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> No
     """A repeated ``client_order_id`` must name the same order (then the existing one is answered).
 
     Raises:
-        ValidationError: ``CLIENT_ORDER_ID_REUSED`` when the id names an order with another venue,
-            instrument, side, type, time in force, quantity or limit price.
+        ValidationError: ``CLIENT_ORDER_ID_REUSED`` when the id names an order with another venue, account,
+            model, instrument, side, type, time in force, quantity or limit price.
     """
     if previous is None:
         return
@@ -110,6 +110,8 @@ def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> No
         name
         for name, a, b in (
             ("venue", previous.venue, venue),
+            ("account", old.account, request.account),
+            ("model_id", old.model_id, request.model_id),
             ("instrument", old.symbol, request.symbol),
             ("side", old.side, request.side),
             ("order_type", old.order_type, request.order_type),

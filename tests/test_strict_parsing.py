@@ -118,7 +118,9 @@ async def test_engine_when_client_order_id_is_huge_stores_nothing_and_echoes_it_
     assert engine.core.manager.get_order(coid) is None
 
 
-@pytest.mark.parametrize("changed", [{"quantity": "2"}, {"side": common_pb2.SIDE_SELL}, {"instrument": "ETH-USD"}])
+@pytest.mark.parametrize(
+    "changed", [{"quantity": "2"}, {"side": common_pb2.SIDE_SELL}, {"instrument": "ETH-USD"}, {"model_id": "other"}]
+)
 async def test_engine_when_client_order_id_is_reused_for_another_order_rejects_it_in_band(
     engine: EngineServer, changed: dict[str, object]
 ) -> None:
