@@ -15,12 +15,12 @@ ECHO_CHARS = 64
 # Ids, model and account names, instruments: the longest value the engine stores.
 MAX_ID_CHARS = 128
 
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def escape_controls(text: str) -> str:
     """``text`` with every non-printable character escaped (``\\n``, ``\\x00``, ``\\x1b``, ``\\u2028`` ...)."""
-    if text.isprintable() and "\\" not in text:
+    if text.isprintable():
         return text
     out = []
     for ch in text:

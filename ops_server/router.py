@@ -72,7 +72,7 @@ def validate_signal(signal: ops_pb2.Signal, max_id_length: int = MAX_ID_LENGTH) 
             raise ValidationError(
                 "INVALID_ID", f"{field} must be printable and at most {max_id_length} characters", field=field
             )
-    require_bounded(signal.instrument, "instrument", limit=MAX_ID_LENGTH, required=True)
+    require_bounded(signal.instrument, "instrument", limit=max_id_length, required=True)
     require_finite(signal.target, "target", -1.0, 1.0)
     require_finite(signal.confidence, "confidence", 0.0, 1.0)
 

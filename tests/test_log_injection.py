@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import grpc
 import pytest
 
 from clients.sdk import wait_serving
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_safety import MAX_FIELD_CHARS, SafeLogFilter
 from tests.conftest import DEMO, free_ports
@@ -39,10 +42,10 @@ def test_filter_when_args_hold_controls_and_megabytes_writes_one_bounded_line() 
     assert len(text) < MAX_FIELD_CHARS + 200 and "...[+999744 chars]" in text and text.endswith("(7)\n")
 
 
-def start_ops(config: Path, log_path: Path) -> subprocess.Popen[bytes]:
+def start_server(module: str, config: Path, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "ops_server", "--config", str(config)],
+            [sys.executable, "-m", module, "--config", str(config)],
             cwd=ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -67,7 +70,7 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
     )
     (tmp_path / "ops.json").write_text(json.dumps(config))
     log_path = tmp_path / "ops.log"
-    proc = start_ops(tmp_path / "ops.json", log_path)
+    proc = start_server("ops_server", tmp_path / "ops.json", log_path)
     try:
         await wait_serving(f"127.0.0.1:{port}", 30)
         signal = ops_pb2.Signal(
@@ -84,6 +87,51 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
         proc.terminate()
         proc.wait(30)
     lines = log_path.read_bytes().decode("utf-8").splitlines()
-    assert any("s-1\\n2026-01-01" in line for line in lines)  # the record is there, escaped
+    assert any("s-1\\n2026-01-01" in line and "KILL SWITCH" in line for line in lines)  # one line, escaped
+    assert not any(line.startswith(FORGED[:24]) for line in lines)
+    assert not any("\x00" in line or "\x1b" in line for line in lines)
+
+
+@pytest.mark.timeout(90)
+async def test_engine_log_when_client_order_id_holds_a_newline_keeps_one_line_per_record(tmp_path: Path) -> None:
+    port = free_ports(1)[0]
+    config = {
+        "port": port,
+        "metrics_port": None,
+        "ops_token": "log-test-token",
+        "journal_path": str(tmp_path / "engine" / "journal.jsonl"),
+        "journal_fsync": False,
+        "tracing": False,
+    }
+    (tmp_path / "engine.json").write_text(json.dumps(config))
+    log_path = tmp_path / "engine.log"
+    proc = start_server("engine_server", tmp_path / "engine.json", log_path)
+    try:
+        await wait_serving(f"127.0.0.1:{port}", 30)
+        bad = engine_pb2.NewOrder(
+            client_order_id=f"c-1\n{FORGED}\x00\x1b[2J",
+            venue="sim",
+            instrument="BTC-USD",
+            side=common_pb2.SIDE_BUY,
+            order_type=common_pb2.ORDER_TYPE_MARKET,
+            quantity="not a number",
+        )
+
+        async def frames() -> AsyncIterator[engine_pb2.StreamOrdersRequest]:
+            yield engine_pb2.StreamOrdersRequest(commands=[engine_pb2.OrderCommand(new_order=bad)])
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = engine_pb2_grpc.EngineServiceStub(channel).StreamOrders(
+                frames(), metadata=(("x-engine-token", "log-test-token"),)
+            )
+            async for response in call:
+                assert response.reports[0].exec_type == engine_pb2.EXEC_TYPE_REJECTED
+                break
+            call.cancel()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    lines = log_path.read_bytes().decode("utf-8").splitlines()
+    assert any("c-1\\n2026-01-01" in line and "KILL SWITCH" in line for line in lines)  # one line, escaped
     assert not any(line.startswith(FORGED[:24]) for line in lines)
     assert not any("\x00" in line or "\x1b" in line for line in lines)
