@@ -47,12 +47,13 @@ from clients.sdk import MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import load_spans, print_table, render_summary, summarize_spans
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, ops_pb2
+from nautilus_mesh.auth import is_plain_token
 
 DEFAULT_OPS = "127.0.0.1:50051"
 DEFAULT_ENGINE = "127.0.0.1:50052"
 DEFAULT_CONFIG_DIR = "config/demo"
-TOKEN_ENV = "NAUTILUS_STRATEGY_TOKEN"
-ADMIN_TOKEN_ENV = "NAUTILUS_ADMIN_TOKEN"
+TOKEN_ENV = "NAUTILUS_STRATEGY_TOKEN"  # noqa: S105  an environment variable's name, not a token
+ADMIN_TOKEN_ENV = "NAUTILUS_ADMIN_TOKEN"  # noqa: S105  an environment variable's name, not a token
 CLI_TIMEOUT = 5.0
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 CANARY_ACTIONS = ("promote", "rollback", "pause", "resume", "confirm")
@@ -190,7 +191,7 @@ def resolve_admin_token(
     except (OSError, json.JSONDecodeError):
         return None
     token = config.get("admin_token") if isinstance(config, dict) else None
-    return token if isinstance(token, str) and token else None
+    return token if isinstance(token, str) and is_plain_token(token) else None
 
 
 def _fail(exc: MeshRpcError, address: str, service: str = "ops") -> CliError:

@@ -37,6 +37,8 @@ from rich.console import Console
 from clients.sdk import MeshRpcError, OpsClient, wait_serving
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.auth import is_plain_token
+from nautilus_mesh.instance_lock import address_in_use, lock_holder
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +91,39 @@ def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
     strategies = _read_json(Path(ops_config)).get("strategies")
     if isinstance(strategies, dict):
         for entry in strategies.values():
-            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and entry["token"]:
+            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and is_plain_token(entry["token"]):
                 return str(entry["token"])
     return None
+
+
+def state_dirs_from_config(config_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """The state directory each service locks (``state_dir`` of ops, the journal's folder of the engine)."""
+    root = Path(config_dir)
+    ops = _read_json(root / "ops.json")
+    engine = _read_json(root / "engine.json")
+    dirs = {"ops": Path(str(ops.get("state_dir") or "var/ops"))}
+    journal = engine.get("journal_path", "var/engine/journal.jsonl")
+    if journal:
+        dirs["engine"] = Path(str(journal)).parent
+    return dirs
+
+
+def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[str]:
+    """Why the mesh cannot start here (another instance holds a state directory or a port); [] when it can."""
+    problems = [
+        f"{service} already running on {directory} (pid {pid})"
+        for service, directory in state_dirs.items()
+        if (pid := lock_holder(directory)) is not None
+    ]
+    for name, address in (
+        ("ops", endpoints.ops),
+        ("engine", endpoints.engine),
+        ("ops metrics", endpoints.ops_metrics),
+        ("engine metrics", endpoints.engine_metrics),
+    ):
+        if address_in_use(address):
+            problems.append(f"{name} address {address} is already in use")
+    return problems
 
 
 def ready_line(endpoints: MeshEndpoints) -> str:
@@ -322,11 +354,18 @@ async def run_mesh(
     """Run engine, ops and (optionally) the strategies until ``duration`` seconds pass (0 = Ctrl-C).
 
     Returns:
-        0 on a clean run; 1 when a service failed to start or died while running.
+        0 on a clean run; 1 when a service failed to start or died while running; 2 when another mesh
+        holds the state directories or the ports (checked before any log or stats file is touched).
     """
     console = console or Console()
     root = Path(config_dir)
     endpoints = endpoints_from_config(root)
+    problems = preflight(endpoints, state_dirs_from_config(root))
+    if problems:
+        for problem in problems:
+            log.error("[LAUNCHER] %s", problem)
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+        return 2
     token = demo_strategy_token(root / "ops.json")
     _forget_stats()
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pydantic
 
-from nautilus_mesh.config import StrictModel, load_config
+from nautilus_mesh.config import Secret, StrictModel, load_config
+from nautilus_mesh.tls import ServerTls
 
 DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
     {"name": "sim", "adapter": "sim", "seed": 7},
@@ -22,8 +23,9 @@ class EngineConfig(StrictModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = pydantic.Field(8003, ge=0, le=65535)
     """Port of /metrics; None disables it."""
-    ops_token: str = pydantic.Field("", repr=False)
-    """The token ops must present as ``x-engine-token``; empty closes order entry entirely."""
+    ops_token: Secret = pydantic.Field("", repr=False)
+    """The token ops must present as ``x-engine-token``: plain, ``sha256:<hex>``, ``env:NAME`` or ``file:PATH``;
+    empty closes order entry entirely."""
     journal_path: Path | None = Path("var/engine/journal.jsonl")
     """Execution journal (replayed on start); None keeps the ledger in memory only."""
     journal_fsync: bool = True
@@ -38,6 +40,9 @@ class EngineConfig(StrictModel):
     session_queue_size: int = pydantic.Field(10_000, gt=0)
     tracing: bool = True
     span_file: Path | None = None
+    tls: ServerTls | None = None
+    """Server certificate paths; with ``client_ca_file`` only clients with a certificate from that CA (ops) may
+    connect (mutual TLS). None serves plaintext, the loopback default."""
 
 
 def load_engine_config(path: str | os.PathLike[str]) -> EngineConfig:

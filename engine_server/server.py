@@ -89,7 +89,9 @@ class EngineServer:
             engine_pb2_grpc.add_EngineServiceServicer_to_server(engine, server)
             engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
 
-        self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        self.grpc = await start_server(
+            register, SERVICE_NAMES, self.config.host, self.config.port, self.config.tls, registry=self.metrics.registry
+        )
         await self.update_venue_health()
         self._health_task = asyncio.create_task(self._venue_health_loop(), name="engine-venue-health")
         if self.config.metrics_port is not None:
@@ -130,4 +132,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=load_engine_config,
         build=EngineServer,
         label="ENGINE",
+        state_dir=lambda config: None if config.journal_path is None else config.journal_path.parent,
     )

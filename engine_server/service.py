@@ -19,11 +19,13 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 import grpc
 
 from engine_server.metrics import EngineMetrics
+from engine_server.order_lifecycle import Order
 from engine_server.order_manager import OrderManager, Report
 from engine_server.venues.base import ExecType, OrderRequest, OrderType, Quote, Side, TimeInForce
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
+from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt, parse_decimal
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
 from nautilus_mesh.status import abort, error_detail
@@ -51,22 +53,30 @@ MAX_PAGE = 5000
 
 def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> OrderRequest:
     """Parse a NewOrder; raises ValidationError naming the field."""
-    if not new.client_order_id:
-        raise ValidationError("MISSING_FIELD", "client_order_id is required", field="client_order_id")
-    if not new.instrument:
-        raise ValidationError("MISSING_FIELD", "instrument is required", field="instrument")
+    for name, value, required in (
+        ("client_order_id", new.client_order_id, True),
+        ("instrument", new.instrument, True),
+        ("venue", new.venue, False),
+        ("account", new.account, False),
+        ("model_id", new.model_id, False),
+    ):
+        require_bounded(value, name, required=required)
     if new.side not in _SIDE:
         raise ValidationError("INVALID_SIDE", "side must be BUY or SELL", field="side")
     if new.order_type not in _TYPE:
         raise ValidationError("INVALID_ORDER_TYPE", "order_type must be MARKET or LIMIT", field="order_type")
+    if new.time_in_force not in _TIF and new.time_in_force != common_pb2.TIME_IN_FORCE_UNSPECIFIED:
+        raise ValidationError(
+            "INVALID_TIME_IN_FORCE", f"unknown time_in_force {new.time_in_force}", field="time_in_force"
+        )
     tif = _TIF.get(new.time_in_force, TimeInForce.IOC if new.order_type == common_pb2.ORDER_TYPE_MARKET else None)
     if tif is None:
         raise ValidationError(
             "INVALID_TIME_IN_FORCE", "time_in_force is required for LIMIT orders", field="time_in_force"
         )
-    quantity = parse_decimal(new.quantity, "quantity", positive=True)
+    quantity = parse_decimal(new.quantity, "quantity", positive=True, code="INVALID_QUANTITY")
     assert quantity is not None
-    limit = parse_decimal(new.limit_price, "limit_price", positive=True, allow_empty=True)
+    limit = parse_decimal(new.limit_price, "limit_price", positive=True, allow_empty=True, code="INVALID_PRICE")
     if new.order_type == common_pb2.ORDER_TYPE_LIMIT and limit is None:
         raise ValidationError("MISSING_FIELD", "limit_price is required for LIMIT orders", field="limit_price")
     if new.order_type == common_pb2.ORDER_TYPE_MARKET and limit is not None:
@@ -84,6 +94,40 @@ def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, st
         limit_price=limit,
         trace=trace,
     )
+
+
+def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> None:
+    """A repeated ``client_order_id`` must name the same order (then the existing one is answered).
+
+    Raises:
+        ValidationError: ``CLIENT_ORDER_ID_REUSED`` when the id names an order with another venue, account,
+            model, instrument, side, type, time in force, quantity or limit price.
+    """
+    if previous is None:
+        return
+    old = previous.request
+    differs = [
+        name
+        for name, a, b in (
+            ("venue", previous.venue, venue),
+            ("account", old.account, request.account),
+            ("model_id", old.model_id, request.model_id),
+            ("instrument", old.symbol, request.symbol),
+            ("side", old.side, request.side),
+            ("order_type", old.order_type, request.order_type),
+            ("time_in_force", old.time_in_force, request.time_in_force),
+            ("quantity", old.quantity, request.quantity),
+            ("limit_price", old.limit_price, request.limit_price),
+        )
+        if a != b
+    ]
+    if differs:
+        raise ValidationError(
+            "CLIENT_ORDER_ID_REUSED",
+            f"client_order_id {request.client_order_id} already names another order (differs in {', '.join(differs)})",
+            {"differs": ",".join(differs)},
+            field="client_order_id",
+        )
 
 
 def _status_pb(status: str) -> int:
@@ -239,8 +283,10 @@ class EngineCore:
                             new, session_id, {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
                         )
                         self.metrics.orders_received.labels(new.venue).inc()
+                        check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
                         reports.extend(self.manager.submit(new.venue, request))
                 elif kind == "cancel_order":
+                    require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
                     reports.extend(self.manager.cancel(command.cancel_order.client_order_id))
                 else:
                     raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
@@ -252,7 +298,9 @@ class EngineCore:
                 log.warning("[ENGINE] command for %s refused: %s %s", coid or "?", exc.code, exc.message)
                 malformed.append(
                     engine_pb2.ExecutionReport(
-                        client_order_id=coid, exec_type=engine_pb2.EXEC_TYPE_REJECTED, error=error_detail(exc)
+                        client_order_id=clip(coid, MAX_ID_CHARS),
+                        exec_type=engine_pb2.EXEC_TYPE_REJECTED,
+                        error=error_detail(exc),
                     )
                 )
         if reports:

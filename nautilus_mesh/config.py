@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
 import pydantic
 
+from nautilus_mesh.auth import resolve_secret, resolve_sent_secret
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import load_json_file
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+Secret = Annotated[str, pydantic.AfterValidator(resolve_secret)]
+"""A configured token: plain text, ``sha256:<hex>`` (checked tokens only), ``env:NAME`` or ``file:PATH``
+(see ``nautilus_mesh.auth``)."""
+SentSecret = Annotated[str, pydantic.AfterValidator(resolve_sent_secret)]
+"""A token the service sends to a peer: plain text, ``env:NAME`` or ``file:PATH`` (a hash is refused)."""
 
 
 class StrictModel(pydantic.BaseModel):

@@ -3,35 +3,65 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal, InvalidOperation
 
+from nautilus_mesh.bounds import echo
 from nautilus_mesh.errors import ValidationError
 
 # Sizes are bounded so a malicious string cannot make Decimal arithmetic slow.
 MAX_DECIMAL_CHARS = 40
+# Plain ASCII only: optional sign, digits, optional point, optional exponent of at most 2 digits. No spaces,
+# no underscores, no full-width or other Unicode digits, no NaN/Infinity (``Decimal()`` accepts all of these).
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,2})?")
+# |value| < 10**MAX_INTEGER_DIGITS
+MAX_INTEGER_DIGITS = 18
+# At most this many digits after the point (after trailing zeros are dropped).
+MAX_FRACTION_DIGITS = 18
 
 
-def parse_decimal(text: str, field: str, *, positive: bool = False, allow_empty: bool = False) -> Decimal | None:
-    """Parse a decimal string from the wire.
+def parse_decimal(
+    text: str, field: str, *, positive: bool = False, allow_empty: bool = False, code: str = "INVALID_DECIMAL"
+) -> Decimal | None:
+    """Parse a decimal string from the wire, strictly.
+
+    Accepted: ASCII digits with an optional sign, point and exponent (``1``, ``-0.5``, ``2.5e-3``); at most
+    ``MAX_DECIMAL_CHARS`` characters, ``MAX_INTEGER_DIGITS`` digits before the point and
+    ``MAX_FRACTION_DIGITS`` after it. Refused: surrounding spaces, Unicode digits, NaN, Infinity, exponents
+    beyond two digits.
+
+    Args:
+        code: the stable code of a refusal, e.g. ``INVALID_QUANTITY`` or ``INVALID_PRICE``.
 
     Raises:
-        ValidationError: code ``INVALID_DECIMAL`` for anything that is not a finite decimal
-            (or not > 0 when ``positive``).
+        ValidationError: ``code`` and a message naming ``field`` (and quoting at most a clipped, escaped
+            part of the text).
     """
     if text == "":
         if allow_empty:
             return None
-        raise ValidationError("INVALID_DECIMAL", f"{field} is required", field=field)
+        raise ValidationError(code, f"{field} is required", field=field)
     if len(text) > MAX_DECIMAL_CHARS:
-        raise ValidationError("INVALID_DECIMAL", f"{field} is too long", field=field)
+        raise ValidationError(
+            code, f"{field} is {len(text)} characters, at most {MAX_DECIMAL_CHARS} allowed", field=field
+        )
+    if _DECIMAL.fullmatch(text) is None:
+        raise ValidationError(code, f"{field} is not a plain decimal: {echo(text)!r}", field=field)
     try:
         value = Decimal(text)
-    except InvalidOperation:
-        raise ValidationError("INVALID_DECIMAL", f"{field} is not a decimal: {text!r}", field=field) from None
-    if not value.is_finite():
-        raise ValidationError("INVALID_DECIMAL", f"{field} must be finite", field=field)
+    except InvalidOperation:  # pragma: no cover - the pattern admits only what Decimal parses
+        raise ValidationError(code, f"{field} is not a decimal: {echo(text)!r}", field=field) from None
+    if value != 0:
+        if value.adjusted() >= MAX_INTEGER_DIGITS:
+            raise ValidationError(code, f"{field} must be below 1e{MAX_INTEGER_DIGITS}", field=field)
+        exponent = value.normalize().as_tuple().exponent
+        assert isinstance(exponent, int)
+        if -exponent > MAX_FRACTION_DIGITS:
+            raise ValidationError(
+                code, f"{field} has more than {MAX_FRACTION_DIGITS} digits after the point", field=field
+            )
     if positive and value <= 0:
-        raise ValidationError("INVALID_DECIMAL", f"{field} must be > 0", field=field)
+        raise ValidationError(code, f"{field} must be > 0", field=field)
     return value
 
 

@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import grpc
@@ -17,8 +18,13 @@ import pydantic
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # stubs predate grpc.aio health
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 
 from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.instance_lock import InstanceLock
+from nautilus_mesh.log_safety import install_safe_logging
+from nautilus_mesh.request_guard import guard
+from nautilus_mesh.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_pings_without_data", 0),
+    # One process per port: with SO_REUSEPORT (gRPC's default on Linux) a second server binds the same port
+    # and the kernel splits connections between the two.
+    ("grpc.so_reuseport", 0),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -72,6 +81,8 @@ async def start_server(
     service_names: Sequence[str],
     host: str,
     port: int,
+    tls: ServerTls | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> RunningServer:
     """Create, register and start a grpc.aio server with health and reflection.
 
@@ -80,22 +91,33 @@ async def start_server(
         service_names: full names of the registered services, for health and reflection.
         host: address to bind (127.0.0.1 in tests).
         port: port to bind; 0 picks a free one.
+        tls: certificate (and client CA for mutual TLS); None serves plaintext, the loopback default.
+        registry: where ``malformed_requests_total{method}`` is counted (the service's metrics registry).
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    register(server)
+    register(guard(server, registry))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        if tls is None:
+            bound = server.add_insecure_port(f"{host}:{port}")
+        else:
+            bound = server.add_secure_port(f"{host}:{port}", tls.credentials())
+    except RuntimeError as exc:  # grpc raises RuntimeError when the address is taken
+        raise OSError(f"could not bind {host}:{port}: address in use") from exc
     if bound == 0:
-        raise OSError(f"could not bind {host}:{port}")
+        raise OSError(f"could not bind {host}:{port}: address in use")
     await server.start()
     running = RunningServer(server, bound, health_servicer, tuple(service_names))
     await running.set_serving(True)
-    log.info("[SERVER] serving %s on %s:%d", ", ".join(service_names), host, bound)
+    transport = tls.mode if tls is not None else "plaintext (no TLS configured: fine on loopback only)"
+    log.info("[SERVER] serving %s on %s:%d over %s", ", ".join(service_names), host, bound, transport)
+    if tls is None and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("[SERVER] %s:%d serves plaintext on a non-loopback address; configure tls", host, bound)
     return running
 
 
@@ -135,10 +157,13 @@ def service_main(
     load: Callable[[str], ConfigT],
     build: Callable[[ConfigT], Service],
     label: str,
+    state_dir: Callable[[ConfigT], Path | None] = lambda _config: None,
 ) -> int:
     """The ``python -m <server> --config FILE [--port N]`` entry point shared by the servers.
 
-    A bad config prints one line and exits 2 (no traceback).
+    ``state_dir`` names the directory the service owns; its exclusive lock is taken before the service
+    is built (before any journal, store or file is opened). A bad config, a state directory another
+    process holds, or a port in use prints one line and exits 2 (no traceback).
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--config", required=True, help="config JSON")
@@ -146,12 +171,20 @@ def service_main(
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    install_safe_logging()  # peer-supplied values cannot forge log lines or make them unbounded
     try:
         config = load(args.config)
         if args.port is not None:
             config = config.model_copy(update={"port": args.port})
-        asyncio.run(serve_until_signalled(build(config), label))
+        directory = state_dir(config)
+        with contextlib.ExitStack() as stack:
+            if directory is not None:
+                stack.enter_context(InstanceLock(directory, label.lower()))
+            asyncio.run(serve_until_signalled(build(config), label))
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.bounds import clip, escape_controls
 from nautilus_mesh.errors import (
     AuthError,
     ConfigError,
@@ -56,10 +57,30 @@ def grpc_code_for(error: MeshError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# What an error may carry back to a peer, whatever the peer sent: messages, detail values and the number of
+# details are bounded (cut with a marker), so a rejection stays small (trailers under the 8 KiB default).
+MAX_MESSAGE_CHARS = 300
+MAX_DETAIL_CHARS = 64
+MAX_DETAILS = 8
+
+
+def _message(error: MeshError) -> str:
+    return escape_controls(clip(error.message, MAX_MESSAGE_CHARS))
+
+
+def _details(error: MeshError) -> dict[str, str]:
+    items = list(error.details.items())[:MAX_DETAILS]
+    return {clip(k, MAX_DETAIL_CHARS): clip(v, MAX_DETAIL_CHARS) for k, v in items}
+
+
 def error_detail(error: MeshError) -> common_pb2.ErrorDetail:
-    """The in-band structured detail for an error."""
+    """The in-band structured detail for an error (message and details bounded)."""
     return common_pb2.ErrorDetail(
-        kind=error.kind, code=error.code, message=error.message, details=error.details, field=error.field
+        kind=error.kind,
+        code=error.code,
+        message=_message(error),
+        details=_details(error),
+        field=clip(error.field, MAX_DETAIL_CHARS),
     )
 
 
@@ -70,13 +91,17 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def to_rpc_status(error: MeshError) -> status_pb2.Status:
-    """A ``google.rpc.Status`` with rich details for a mesh error."""
+    """A ``google.rpc.Status`` with rich details for a mesh error.
+
+    The message is bounded (``MAX_MESSAGE_CHARS``) before it is packed, so the trailers stay small whatever
+    the request held.
+    """
     code = grpc_code_for(error)
+    message = _message(error)
+    extra = _details(error)
     details = [
         _pack(
-            error_details_pb2.ErrorInfo(
-                reason=error.code, domain=ERROR_DOMAIN, metadata={"kind": error.kind, **error.details}
-            )
+            error_details_pb2.ErrorInfo(reason=error.code, domain=ERROR_DOMAIN, metadata={"kind": error.kind, **extra})
         )
     ]
     if isinstance(error, ValidationError) and error.field:
@@ -84,7 +109,9 @@ def to_rpc_status(error: MeshError) -> status_pb2.Status:
             _pack(
                 error_details_pb2.BadRequest(
                     field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=clip(error.field, MAX_DETAIL_CHARS), description=message
+                        )
                     ]
                 )
             )
@@ -94,17 +121,13 @@ def to_rpc_status(error: MeshError) -> status_pb2.Status:
             _pack(
                 error_details_pb2.QuotaFailure(
                     violations=[
-                        error_details_pb2.QuotaFailure.Violation(
-                            subject=error.details.get("model_id", ""), description=error.message
-                        )
+                        error_details_pb2.QuotaFailure.Violation(subject=extra.get("model_id", ""), description=message)
                     ]
                 )
             )
         )
     details.append(_pack(error_detail(error)))
-    return status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=f"{error.code}: {error.message}", details=details
-    )
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=f"{error.code}: {message}", details=details)
 
 
 async def abort(context: grpc.aio.ServicerContext[object, object], error: MeshError) -> NoReturn:

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pydantic
 
-from nautilus_mesh.config import StrictModel, load_config
+from nautilus_mesh.config import Secret, SentSecret, StrictModel, load_config
+from nautilus_mesh.tls import ClientTls, ServerTls
 
 
 class StrategyAccess(StrictModel):
-    token: str = pydantic.Field(repr=False)
-    """The strategy's token (sent as ``x-strategy-token``). Empty disables the strategy."""
+    token: Secret = pydantic.Field(repr=False)
+    """The strategy's token (sent as ``x-strategy-token``): plain, ``sha256:<hex>``, ``env:NAME`` or
+    ``file:PATH``. Empty disables the strategy."""
     models: tuple[str, ...]
     """Models this token may signal for."""
 
@@ -25,10 +27,11 @@ class OpsConfig(StrictModel):
     metrics_port: int | None = pydantic.Field(8002, ge=0, le=65535)
     """Port of /metrics; None disables it."""
     engine_address: str = "127.0.0.1:50052"
-    engine_token: str = pydantic.Field("", repr=False)
-    """Sent to the engine as ``x-engine-token``."""
-    admin_token: str = pydantic.Field("", repr=False)
-    """Required as ``x-ops-token`` by OpsAdminService; empty disables admin entirely."""
+    engine_token: SentSecret = pydantic.Field("", repr=False)
+    """Sent to the engine as ``x-engine-token``: plain, ``env:NAME`` or ``file:PATH``."""
+    admin_token: Secret = pydantic.Field("", repr=False)
+    """Required as ``x-ops-token`` by OpsAdminService: plain, ``sha256:<hex>``, ``env:NAME`` or ``file:PATH``;
+    empty disables admin entirely."""
     strategies: dict[str, StrategyAccess] = {}
     registry_path: Path
     capital_policy_path: Path
@@ -55,6 +58,12 @@ class OpsConfig(StrictModel):
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     tracing: bool = True
     span_file: Path | None = None
+    tls: ServerTls | None = None
+    """Certificate paths of the ops server (``client_ca_file`` makes clients present certificates). None serves
+    plaintext, the loopback default."""
+    engine_tls: ClientTls | None = None
+    """How ops checks the engine's certificate (``ca_file``) and proves itself to it (``cert_file``/``key_file``,
+    mutual TLS). None dials the engine in plaintext."""
 
 
 def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:

@@ -100,6 +100,7 @@ class OpsCore:
             exposure.on_quotes,
             cursor,
             on_connected=self._on_engine_connected,
+            tls=config.engine_tls,
         )
         live_sink = LiveOrderSink(config.live_venue, config.account)
         paper_sink = PaperOrderSink(config.paper_venue)

@@ -24,6 +24,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
+from nautilus_mesh.tls import ClientTls, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class EngineLink:
         cursor: the ReportCursor whose watermark reconciliation starts from.
         on_connected: called after each successful (re)connect and reconciliation.
         queue_size: bound of the outgoing command queue.
+        tls: CA (and client certificate for mutual TLS) to dial the engine with; None dials plaintext.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class EngineLink:
         queue_size: int = 10_000,
         backoff_initial: float = 0.05,
         backoff_max: float = 2.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.address = address
         self._token = token
@@ -112,6 +115,7 @@ class EngineLink:
         self.reconnects = 0
         self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
+        self.tls = tls
 
     @property
     def connected(self) -> bool:
@@ -121,7 +125,7 @@ class EngineLink:
         return ((ENGINE_TOKEN_HEADER, self._token), (SESSION_ID_HEADER, self.session_id))
 
     async def start(self) -> None:
-        self._channel = grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+        self._channel = open_channel(self.address, self.tls, CHANNEL_OPTIONS)
         self.stub = engine_pb2_grpc.EngineServiceStub(self._channel)
         self.market = engine_pb2_grpc.MarketDataServiceStub(self._channel)
         self._tasks = [

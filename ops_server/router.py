@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.bounds import require_bounded
 from nautilus_mesh.decimals import require_finite
 from nautilus_mesh.errors import NotFoundError, RiskRejectedError, ValidationError
 from ops_server.exposure import ExposureView
@@ -71,8 +72,7 @@ def validate_signal(signal: ops_pb2.Signal, max_id_length: int = MAX_ID_LENGTH) 
             raise ValidationError(
                 "INVALID_ID", f"{field} must be printable and at most {max_id_length} characters", field=field
             )
-    if not signal.instrument:
-        raise ValidationError("MISSING_FIELD", "instrument is required", field="instrument")
+    require_bounded(signal.instrument, "instrument", limit=max_id_length, required=True)
     require_finite(signal.target, "target", -1.0, 1.0)
     require_finite(signal.confidence, "confidence", 0.0, 1.0)
 

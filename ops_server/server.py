@@ -56,7 +56,14 @@ class OpsServer:
             ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
             admin_pb2_grpc.add_OpsAdminServiceServicer_to_server(self.admin, server)
 
-        self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        self.grpc = await start_server(
+            register,
+            SERVICE_NAMES,
+            self.config.host,
+            self.config.port,
+            self.config.tls,
+            registry=self.core.metrics.registry,
+        )
         if self.config.metrics_port is not None:
             self.metrics = MetricsServer(self.core.metrics.registry, self.config.metrics_host, self.config.metrics_port)
 
@@ -78,4 +85,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         load=load_ops_config,
         build=OpsServer,
         label="OPS",
+        state_dir=lambda config: config.state_dir,
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
+from nautilus_mesh.log_safety import install_safe_logging
 from nautilus_mesh.telemetry import Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
 from strategies.runtime import StrategyRunner, combined_snapshot
@@ -117,6 +118,7 @@ async def run(config: StrategiesConfig, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    install_safe_logging()
     try:
         config = load_strategies(args.config)
     except ConfigError as exc:

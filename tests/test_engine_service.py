@@ -118,7 +118,7 @@ async def test_malformed_command_when_sent_is_answered_in_band_without_seq(engin
     assert len(bad) == 1 and bad[0].seq == 0
     assert (bad[0].error.kind, bad[0].error.code, bad[0].error.field) == (
         "validation_failed",
-        "INVALID_DECIMAL",
+        "INVALID_QUANTITY",
         "quantity",
     )
     assert engine.core.manager.get_order("bad-qty") is None
