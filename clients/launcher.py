@@ -279,6 +279,12 @@ async def fetch_ops_view(ops: OpsClient) -> OpsView:
     return OpsView(models, {s.model_id: s for s in stats.models}, _positions_by_model(positions), allocations)
 
 
+def _count(counts: Mapping[str, Any], key: str) -> str:
+    """A strategy-side count, or ``-`` while the stats file has no figure for it yet (not a misleading 0)."""
+    value = counts.get(key)
+    return "-" if value is None else str(int(value))
+
+
 def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> None:
     """The periodic status: per model and per strategy service."""
     model_stats: Mapping[str, Any] = stats.get("models") or {}
@@ -293,9 +299,9 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
             [
                 model_id,
                 ops_pb2.RoutingMode.Name(m.mode).removeprefix("ROUTING_MODE_") if m else "-",
-                str(counts.get("signals", 0)),
-                str(counts.get("accepted", 0)),
-                str(s.fills if s else counts.get("fills", 0)),
+                _count(counts, "signals"),
+                _count(counts, "accepted"),
+                str(s.fills) if s else _count(counts, "fills"),
                 view.positions.get(model_id, "flat"),
                 _money(s.equity) if s else "-",
                 f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",

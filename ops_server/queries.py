@@ -108,7 +108,9 @@ class OpsQueries:
         for route in self._routes(model_id=model_id):
             book = self._measurement.book(route.book)
             for instrument, state in sorted(book.positions.items()):
-                out.append(wire.position(route, instrument, state, self._exposure.mark(instrument)))
+                rules = self._exposure.rules.get(instrument)
+                tick = rules.tick_size if rules is not None else None
+                out.append(wire.position(route, instrument, state, self._exposure.mark(instrument), tick))
         return out
 
     def position(self, book: str, instrument: str) -> Decimal:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from nautilus_mesh.api.common.v1 import common_pb2
@@ -115,12 +115,22 @@ def fill(order: TrackedOrder, report: engine_pb2.ExecutionReport) -> ops_pb2.Fil
     )
 
 
-def position(route: ModelRoute, instrument: str, state: PositionState, mark: Decimal | None) -> ops_pb2.Position:
+def price_at_tick(price: Decimal, tick: Decimal | None) -> Decimal:
+    """A computed price (an average cost) shown to the instrument's tick precision, half-even; as is without a tick."""
+    if tick is None or tick <= 0:
+        return price
+    return price.quantize(tick.normalize(), rounding=ROUND_HALF_EVEN)
+
+
+def position(
+    route: ModelRoute, instrument: str, state: PositionState, mark: Decimal | None, tick: Decimal | None = None
+) -> ops_pb2.Position:
+    """One position of a model; ``avg_cost`` is quantized to ``tick`` (the instrument's tick size) when known."""
     return ops_pb2.Position(
         model_id=route.model_id,
         instrument=instrument,
         quantity=fmt(state.quantity),
-        avg_cost=fmt(state.avg_cost),
+        avg_cost=fmt(price_at_tick(state.avg_cost, tick)),
         realized_pnl=fmt(state.realized),
         unrealized_pnl=fmt(state.unrealized(mark)),
         mark=fmt(mark),

@@ -10,6 +10,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from clients.cli import (
     ADMIN_TOKEN_ENV,
@@ -24,7 +25,7 @@ from clients.cli import (
     resolve_admin_token,
     resolve_token,
 )
-from clients.launcher import MeshEndpoints, endpoints_from_config, ready_line, summary_line
+from clients.launcher import MeshEndpoints, OpsView, endpoints_from_config, print_status, ready_line, summary_line
 from nautilus_mesh.api.ops.v1 import ops_pb2
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
@@ -199,6 +200,16 @@ def test_summary_line_when_stats_given_formats_counts_and_fill_latency() -> None
         }
     }
     assert summary_line(stats) == "summary: signals=120 orders=80 fills=95 rejected=7 p50_ms=3.14 p99_ms=12.00"
+
+
+def test_status_table_when_stats_file_not_written_shows_dash_for_signal_counts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = ops_pb2.ModelInfo(model_id="momentum_v1", mode=ops_pb2.ROUTING_MODE_LIVE, routing_weight=1.0)
+    stats = ops_pb2.ModelStats(model_id="momentum_v1", fills=2)
+    print_status(Console(force_terminal=False), OpsView([model], {"momentum_v1": stats}, {}, None), {})
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("momentum_v1"))
+    assert row.split()[:5] == ["momentum_v1", "LIVE", "-", "-", "2"]
 
 
 def test_summary_line_when_no_stats_reports_zeros() -> None:

@@ -6,7 +6,9 @@ import math
 import statistics
 from decimal import Decimal
 
+from ops_server import wire
 from ops_server.measurement import Measurement, PositionState
+from ops_server.model_registry import ModelRoute, RoutingMode
 
 D = Decimal
 
@@ -63,3 +65,13 @@ def test_gross_exposure_when_models_hold_long_and_short_sums_absolute_notional()
     assert m.exposure("a") == D(100) and m.exposure("b") == D(150)
     assert m.gross_exposure() == D(250)
     assert m.gross_exposure(["a"]) == D(100)
+
+
+def test_position_answer_when_average_cost_has_many_decimals_shows_it_to_the_tick() -> None:
+    p = PositionState()
+    p.apply(D(1), D("100.01"), D(0))
+    p.apply(D(2), D("100.02"), D(0))  # avg 100.0166666... to 28 significant digits
+    route = ModelRoute("m", "s", "1", frozenset({"BTC-USD"}), 1.0, RoutingMode.LIVE, True)
+    assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.01")).avg_cost == "100.02"
+    assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.001")).avg_cost == "100.017"
+    assert len(wire.position(route, "BTC-USD", p, None).avg_cost) > 20  # no tick known: the exact figure

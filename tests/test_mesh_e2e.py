@@ -68,6 +68,13 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
         positions = await stub.GetPositions(ops_pb2.GetPositionsRequest(model_id="momentum_v1"), metadata=META)
         btc = [p for p in positions.positions if p.instrument == "BTC-USD"]
         assert len(btc) == 1 and Decimal(btc[0].quantity) == filled
+        async with grpc.aio.insecure_channel(mesh.engine_address) as engine_channel:
+            venues = await engine_pb2_grpc.EngineServiceStub(engine_channel).ListVenues(
+                engine_pb2.ListVenuesRequest(), metadata=(("x-engine-token", ENGINE_TOKEN),)
+            )
+        specs = [i for v in venues.venues for i in v.instrument_specs if i.instrument == "BTC-USD"]
+        tick = Decimal(specs[0].tick_size)
+        assert Decimal(btc[0].avg_cost) == Decimal(btc[0].avg_cost).quantize(tick)  # no digits beyond the tick
 
     # One trace from the strategy through ops and the engine and back.
     strategy_tracing.force_flush()
