@@ -8,7 +8,7 @@ DURATION ?= 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CONTRACT_RELEASE := protos/releases/v1.binpb
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+.PHONY: install run test lint typecheck protos protos-check docs docs-check buf-lint buf-breaking release-contract pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/nautilus-mesh up --duration $(DURATION)
 
-test: install lint typecheck buf-lint buf-breaking protos-check pytest
+test: install lint typecheck buf-lint buf-breaking protos-check docs-check pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -35,6 +35,14 @@ protos: install
 
 protos-check: install
 	$(PY) scripts/gen_protos.py --check
+
+# docs/api.md, docs/configuration.md and docs/metrics.md are generated from the protos, the config models and the
+# metric registries; docs-check fails when they no longer match the code.
+docs: install
+	$(PY) scripts/gen_docs.py
+
+docs-check: install
+	$(PY) scripts/gen_docs.py --check
 
 buf-lint: install
 	$(BIN)/buf lint

@@ -19,8 +19,11 @@ DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
 
 class EngineConfig(StrictModel):
     host: str = "127.0.0.1"
+    """Address the gRPC server binds (EngineService, MarketDataService, health, reflection)."""
     port: int = pydantic.Field(50052, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (tests)."""
     metrics_host: str = "127.0.0.1"
+    """Address the Prometheus /metrics server binds."""
     metrics_port: int | None = pydantic.Field(8003, ge=0, le=65535)
     """Port of /metrics; None disables it."""
     ops_token: Secret = pydantic.Field("", repr=False)
@@ -37,9 +40,13 @@ class EngineConfig(StrictModel):
     rails: dict[str, dict[str, Any]] = {}
     """Venue rails per venue name (engine_server.venue_rails.VenueRailsConfig keys)."""
     max_commands_per_frame: int = pydantic.Field(1000, gt=0)
+    """Most order commands one StreamOrders frame may carry (count)."""
     session_queue_size: int = pydantic.Field(10_000, gt=0)
+    """Report frames queued per order session before the writer applies backpressure (count)."""
     tracing: bool = True
+    """Record spans; False makes every span a no-op."""
     span_file: Path | None = None
+    """JSONL span file when no OTLP endpoint is set; None is ``var/traces/engine.jsonl``."""
     tls: ServerTls | None = None
     """Server certificate paths; with ``client_ca_file`` only clients with a certificate from that CA (ops) may
     connect (mutual TLS). None serves plaintext, the loopback default."""

@@ -22,21 +22,30 @@ class StrategyAccess(StrictModel):
 
 class OpsConfig(StrictModel):
     host: str = "127.0.0.1"
+    """Address the gRPC server binds (OpsService, OpsAdminService, health, reflection)."""
     port: int = pydantic.Field(50051, ge=0, le=65535)
+    """gRPC port; 0 picks a free one (tests)."""
     metrics_host: str = "127.0.0.1"
+    """Address the Prometheus /metrics server binds."""
     metrics_port: int | None = pydantic.Field(8002, ge=0, le=65535)
     """Port of /metrics; None disables it."""
     engine_address: str = "127.0.0.1:50052"
+    """host:port of the engine ops dials for orders, reports and quotes."""
     engine_token: SentSecret = pydantic.Field("", repr=False)
     """Sent to the engine as ``x-engine-token``: plain, ``env:NAME`` or ``file:PATH``."""
     admin_token: Secret = pydantic.Field("", repr=False)
     """Required as ``x-ops-token`` by OpsAdminService: plain, ``sha256:<hex>``, ``env:NAME`` or ``file:PATH``;
     empty disables admin entirely."""
     strategies: dict[str, StrategyAccess] = {}
+    """Strategy name -> its token and the models it may signal for."""
     registry_path: Path
+    """The model registry file (strategies, models, weights, canaries); ops keeps a working copy in ``state_dir``."""
     capital_policy_path: Path
+    """The capital allocator's policy file."""
     risk_limits_path: Path | None = None
+    """The risk limits file; required: ops refuses to start without one (it does not trade without risk limits)."""
     state_dir: Path = Path("var/ops")
+    """Folder of the journal, audit log, registry working copy, SQLite state store and the instance lock."""
     database_url: str = pydantic.Field("", repr=False)
     """Where ops keeps its state: "" = the SQLite file ``<state_dir>/state.db``; ``sqlite:///<path>`` for another
     SQLite file; ``postgresql://user:password@host:port/db`` for PostgreSQL (schema ``nautilus``, or
@@ -44,7 +53,9 @@ class OpsConfig(StrictModel):
     account: str = "main"
     """Engine account the live orders are booked on."""
     live_venue: str = "sim"
+    """Engine venue the LIVE models' orders go to."""
     paper_venue: str = "paper"
+    """Engine venue the SHADOW models' (and paper twins') orders go to; it has no path to a live venue."""
     shadow_capital_usd: Decimal = pydantic.Field(Decimal(100_000), gt=0)
     """Paper capital a SHADOW model is sized on."""
     sample_interval_seconds: float = pydantic.Field(1.0, gt=0)
@@ -52,12 +63,17 @@ class OpsConfig(StrictModel):
     allocation_interval_seconds: float = pydantic.Field(10.0, gt=0)
     """How often the capital allocator runs a cycle (its cooldown still applies)."""
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)
+    """How often the canary controller evaluates its checks and guards, seconds."""
     max_signals_per_frame: int = pydantic.Field(1000, gt=0)
+    """Most signals one StreamSignals frame may carry (count); a larger frame gets one ``FRAME_TOO_LARGE`` rejection."""
     signal_id_max_length: int = pydantic.Field(128, gt=0)
+    """Longest ``signal_id`` (and instrument) accepted, in characters."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     tracing: bool = True
+    """Record spans; False makes every span a no-op."""
     span_file: Path | None = None
+    """JSONL span file when no OTLP endpoint is set; None is ``var/traces/ops.jsonl``."""
     tls: ServerTls | None = None
     """Certificate paths of the ops server (``client_ca_file`` makes clients present certificates). None serves
     plaintext, the loopback default."""

@@ -51,20 +51,27 @@ class RoutingMode(StrEnum):
 
 class ModelSpec(StrictModel):
     version: str = "1"
+    """The model's version label (shown by ListModels)."""
     instruments: tuple[str, ...] = pydantic.Field(min_length=1)
+    """Instruments the model may signal for."""
     weight: float = pydantic.Field(ge=0.0, le=1.0)
+    """Routing weight within its strategy, a fraction in [0, 1]; a strategy's weights sum to 1 (+-0.001)."""
     mode: RoutingMode = RoutingMode.LIVE
+    """LIVE (live venue), SHADOW (paper venue only) or DISABLED (signals refused)."""
 
 
 class StrategySpec(StrictModel):
     stable_model: str
+    """The model that carries the strategy's capital when no canary runs; one of ``models``."""
     models: dict[str, ModelSpec] = pydantic.Field(min_length=1)
+    """Model id -> its routing."""
     canary: CanaryBlock | None = None
     """Canary settings (``model_id`` plus the canary controller's config), when a canary runs."""
 
 
 class RegistryFile(StrictModel):
     strategies: dict[str, StrategySpec] = pydantic.Field(min_length=1)
+    """Strategy id -> its models and canary."""
 
 
 @dataclass(frozen=True)

@@ -50,31 +50,42 @@ class ModelEntry(StrictModel):
     """One model run by a strategy."""
 
     model_id: str = pydantic.Field(min_length=1, max_length=64)
+    """The model's id in the registry; unique across strategies."""
     kind: str
+    """The model kind: ``momentum`` or ``mean_reversion`` (the keys of ``MODEL_KINDS``)."""
     instruments: list[str] = pydantic.Field(min_length=1)
+    """Instruments whose quotes feed the model and that it signals for."""
     params: dict[str, Any] = pydantic.Field(default_factory=dict)
+    """The kind's parameters (its config dataclass's fields); missing ones take their defaults."""
 
 
 class StrategyEntry(StrictModel):
     """One strategy: a runner with one signal stream authenticated by ``token``."""
 
     name: str = pydantic.Field(min_length=1, max_length=64)
+    """The strategy's name (the process is ``strategy-<name>``)."""
     token: str = pydantic.Field(min_length=1)
+    """Strategy token sent as ``x-strategy-token``; bound to its models in ops.json."""
     models: list[ModelEntry] = pydantic.Field(min_length=1)
+    """The models this process runs, on one signal stream."""
 
 
 class StrategiesConfig(StrictModel):
     """The whole ``strategies.json`` file."""
 
     ops_address: str = "127.0.0.1:50051"
+    """host:port of ops (signals)."""
     engine_address: str = "127.0.0.1:50052"
+    """host:port of the engine (quotes)."""
     min_target_change: float = pydantic.Field(0.05, ge=0.0, le=2.0)
+    """Smallest move of a model's target (a fraction of its quota) worth a new signal."""
     refresh_seconds: float = pydantic.Field(0.0, ge=0.0)
     """Re-send an unchanged target after this many seconds (0 = never): ops re-sizes it against the
     current quota, so allocation and canary weight changes reach positions without a new target."""
     quote_venue: str = ""
     """Only quotes of this venue feed the models ("" = every venue the engine streams)."""
     strategies: list[StrategyEntry] = pydantic.Field(min_length=1)
+    """The strategy processes, each with its models."""
 
     @pydantic.model_validator(mode="after")
     def _unique_names(self) -> StrategiesConfig:
