@@ -279,10 +279,21 @@ async def fetch_ops_view(ops: OpsClient) -> OpsView:
     return OpsView(models, {s.model_id: s for s in stats.models}, _positions_by_model(positions), allocations)
 
 
-def _count(counts: Mapping[str, Any], key: str) -> str:
+def _count(counts: Mapping[str, Any], key: str, known: bool = True) -> str:
     """A strategy-side count, or ``-`` while the stats file has no figure for it yet (not a misleading 0)."""
     value = counts.get(key)
-    return "-" if value is None else str(int(value))
+    return "-" if value is None or not known else str(int(value))
+
+
+def _counted_models(stats: Mapping[str, Any]) -> set[str]:
+    """Models whose strategy-side counts are figures: their strategy's snapshot was taken while it was connected to
+    ops, or after it sent a signal. The first snapshot is written before the strategy connects, so its zeros say
+    nothing yet, while ops may already report fills of signals sent since."""
+    known: set[str] = set()
+    for snap in (stats.get("strategies") or {}).values():
+        if (snap.get("connected") or {}).get("ops") or snap.get("signals"):
+            known.update(snap.get("models") or {})
+    return known
 
 
 def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> None:
@@ -290,6 +301,7 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
     model_stats: Mapping[str, Any] = stats.get("models") or {}
     names = [m.model_id for m in view.models] or sorted(model_stats)
     info = {m.model_id: m for m in view.models}
+    counted = _counted_models(stats)
     rows = []
     for model_id in names:
         counts = model_stats.get(model_id) or {}
@@ -299,9 +311,9 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
             [
                 model_id,
                 ops_pb2.RoutingMode.Name(m.mode).removeprefix("ROUTING_MODE_") if m else "-",
-                _count(counts, "signals"),
-                _count(counts, "accepted"),
-                str(s.fills) if s else _count(counts, "fills"),
+                _count(counts, "signals", model_id in counted),
+                _count(counts, "accepted", model_id in counted),
+                str(s.fills) if s else _count(counts, "fills", model_id in counted),
                 view.positions.get(model_id, "flat"),
                 _money(s.equity) if s else "-",
                 f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",

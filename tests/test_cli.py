@@ -202,14 +202,35 @@ def test_summary_line_when_stats_given_formats_counts_and_fill_latency() -> None
     assert summary_line(stats) == "summary: signals=120 orders=80 fills=95 rejected=7 p50_ms=3.14 p99_ms=12.00"
 
 
+def _status_row(capsys: pytest.CaptureFixture[str], stats: dict[str, object]) -> list[str]:
+    model = ops_pb2.ModelInfo(model_id="momentum_v1", mode=ops_pb2.ROUTING_MODE_LIVE, routing_weight=1.0)
+    ops_stats = ops_pb2.ModelStats(model_id="momentum_v1", fills=2)
+    print_status(Console(force_terminal=False), OpsView([model], {"momentum_v1": ops_stats}, {}, None), stats)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("momentum_v1"))
+    return row.split()[:5]
+
+
+def _stats(connected: bool, signals: int) -> dict[str, object]:
+    counts = {"signals": signals, "accepted": signals, "fills": 0}
+    snap = {"connected": {"ops": connected}, "signals": signals, "models": {"momentum_v1": counts}}
+    return {"models": {"momentum_v1": counts}, "strategies": {"momentum": snap}}
+
+
 def test_status_table_when_stats_file_not_written_shows_dash_for_signal_counts(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    model = ops_pb2.ModelInfo(model_id="momentum_v1", mode=ops_pb2.ROUTING_MODE_LIVE, routing_weight=1.0)
-    stats = ops_pb2.ModelStats(model_id="momentum_v1", fills=2)
-    print_status(Console(force_terminal=False), OpsView([model], {"momentum_v1": stats}, {}, None), {})
-    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("momentum_v1"))
-    assert row.split()[:5] == ["momentum_v1", "LIVE", "-", "-", "2"]
+    assert _status_row(capsys, {}) == ["momentum_v1", "LIVE", "-", "-", "2"]
+
+
+def test_status_table_when_stats_written_before_strategy_connected_shows_dash_not_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _status_row(capsys, _stats(connected=False, signals=0)) == ["momentum_v1", "LIVE", "-", "-", "2"]
+
+
+def test_status_table_when_strategy_connected_shows_its_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _status_row(capsys, _stats(connected=True, signals=0)) == ["momentum_v1", "LIVE", "0", "0", "2"]
+    assert _status_row(capsys, _stats(connected=False, signals=3)) == ["momentum_v1", "LIVE", "3", "3", "2"]
 
 
 def test_summary_line_when_no_stats_reports_zeros() -> None:
