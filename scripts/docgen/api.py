@@ -251,14 +251,15 @@ EXAMPLES: dict[str, Example] = {
         {
             "commands": [
                 {
-                    "new": {
+                    "new_order": {
                         "client_order_id": "o-1",
                         "venue": "sim",
                         "account": "main",
-                        "model_id": "m",
+                        "model_id": "momentum_v1",
                         "instrument": "BTC-USD",
                         "side": "SIDE_BUY",
                         "order_type": "ORDER_TYPE_MARKET",
+                        "time_in_force": "TIME_IN_FORCE_IOC",
                         "quantity": "0.01",
                     }
                 }
