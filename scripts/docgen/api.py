@@ -9,6 +9,7 @@ the generation.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -99,14 +100,14 @@ EXAMPLES: dict[str, Example] = {
     # OpsService
     "nautilus.ops.v1.OpsService.StreamSignals": Example(
         {"signals": [{"signal_id": "s-1", "model_id": "momentum_v1", "instrument": "BTC-USD", "target": 0.1}]},
+        'signal = ops_pb2.Signal(signal_id="s-2", model_id="momentum_v1", instrument="BTC-USD", target=0.1)\n'
         "call = ops.stream_signals()\n"
         "await call.write(ops_pb2.StreamSignalsRequest(signals=[signal]))\n"
-        "async for frame in call:  # decisions and fills\n"
+        "async for frame in call:  # decisions, then the fills of their orders\n"
         "    print(frame.decisions, frame.fills)",
         [*AUTH_ERRORS, MALFORMED],
-        "A bad signal inside the stream is answered in-band: a `REJECTED` decision whose `error` carries the code "
-        "(the codes of `SubmitSignal`); the stream stays open. A frame of more than `max_signals_per_frame` "
-        "signals is rejected whole (`FRAME_TOO_LARGE`).",
+        "A `REJECTED` decision's `error` carries the codes `SubmitSignal` answers as statuses. A frame of more than "
+        "`max_signals_per_frame` signals is answered with one `REJECTED` decision (`FRAME_TOO_LARGE`).",
     ),
     "nautilus.ops.v1.OpsService.SubmitSignal": Example(
         {"signal": {"signal_id": "s-1", "model_id": "momentum_v1", "instrument": "BTC-USD", "target": 0.1}},
@@ -362,7 +363,12 @@ def _cell(text: str) -> str:
 
 class _Contract:
     def __init__(self, fds: descriptor_pb2.FileDescriptorSet) -> None:
-        self.files = sorted((f for f in fds.file if f.name.startswith("nautilus/")), key=lambda f: f.name)
+        # The strategies' service first, then the operators', the engine's, and the shared types last.
+        order = ["nautilus/ops/v1/ops.proto", "nautilus/ops/v1/admin.proto", "nautilus/engine/v1/engine.proto"]
+        self.files = sorted(
+            (f for f in fds.file if f.name.startswith("nautilus/")),
+            key=lambda f: (order.index(f.name) if f.name in order else len(order), f.name),
+        )
         self.maps: dict[str, descriptor_pb2.DescriptorProto] = {}
         for f in self.files:
             for m in f.message_type:
@@ -411,9 +417,10 @@ def _check_examples(contract: _Contract) -> list[str]:
             continue
         service = rpc.rsplit(".", 1)[0]
         cls = getattr(sdk, SDK_CLIENT[service][0])
-        called = example.sdk.split("(", 1)[0].split(".")[-1]
-        if not hasattr(cls, called):
-            problems.append(f"{rpc}: {cls.__name__} has no method {called}")
+        called = re.findall(r"\b(?:ops|admin|engine)\.(\w+)\(", example.sdk)
+        if not called:
+            problems.append(f"{rpc}: the SDK example calls no client method")
+        problems += [f"{rpc}: {cls.__name__} has no method {m}" for m in called if not hasattr(cls, m)]
     return problems
 
 
