@@ -41,23 +41,22 @@ def pages() -> dict[str, Callable[[], str]]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="fail if a generated page is out of date")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="folder of the pages (default: docs/)")
     args = parser.parse_args()
     stale = []
     for name, render in pages().items():
-        path = DOCS / name
+        path = args.docs / name
         fresh = render()
         current = path.read_text() if path.exists() else ""
         if fresh == current:
             continue
         if args.check:
             stale.append(name)
-            diff = difflib.unified_diff(
-                current.splitlines(), fresh.splitlines(), f"docs/{name}", "generated", lineterm=""
-            )
+            diff = difflib.unified_diff(current.splitlines(), fresh.splitlines(), str(path), "generated", lineterm="")
             print("\n".join(list(diff)[:40]), file=sys.stderr)
         else:
             path.write_text(fresh)
-            print(f"wrote docs/{name}")
+            print(f"wrote {path}")
     if stale:
         print(f"generated docs differ from the code: {', '.join(stale)}; run `make docs` and commit", file=sys.stderr)
         return 1

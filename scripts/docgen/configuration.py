@@ -387,6 +387,7 @@ def model_fields(cls: type) -> tuple[list[Field], list[type]]:
     docs = field_docs(cls)
     out: list[Field] = []
     nested: list[type] = []
+    default: Any
     if issubclass(cls, pydantic.BaseModel):
         hints = typing.get_type_hints(cls, include_extras=True)
         for name, info in cls.model_fields.items():
@@ -399,10 +400,11 @@ def model_fields(cls: type) -> tuple[list[Field], list[type]]:
             )
             nested += _nested(info.annotation)
     else:
+        assert dataclasses.is_dataclass(cls), f"{cls.__name__} is neither a pydantic model nor a dataclass"
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if f.default is not dataclasses.MISSING:
-                default: Any = f.default
+                default = f.default
             elif f.default_factory is not dataclasses.MISSING:
                 default = f.default_factory()
             else:

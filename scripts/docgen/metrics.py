@@ -86,7 +86,7 @@ def metric_rows(registry: CollectorRegistry) -> list[MetricRow]:
     rows = []
     for metric in _wrappers(registry):
         name = metric._name
-        kind = metric._type
+        kind = metric._type or "untyped"
         shown = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
         labels = tuple(metric._labelnames)
         rows.append(MetricRow(shown, kind, labels, _unit(shown, kind), metric._documentation))
