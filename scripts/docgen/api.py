@@ -139,11 +139,15 @@ EXAMPLES: dict[str, Example] = {
         {"model_id": "momentum_v1", "page_size": 50},
         'page = await ops.list_orders("momentum_v1", page_size=50)  # then page_token=page.next_page_token',
         [*AUTH_ERRORS, MALFORMED, *PAGE_ERRORS],
+        "The orders of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
+        "booked in a paper book: ask for `<model>@paper`, e.g. `momentum_v2@paper`.",
     ),
     "nautilus.ops.v1.OpsService.ListFills": Example(
         {"model_id": "momentum_v1", "page_size": 50},
         'page = await ops.list_fills("momentum_v1", page_size=50)',
         [*AUTH_ERRORS, MALFORMED, *PAGE_ERRORS],
+        "The fills of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
+        "booked in a paper book: ask for `<model>@paper`, e.g. `momentum_v2@paper`.",
     ),
     "nautilus.ops.v1.OpsService.GetCanaryStatus": Example(
         {"strategy_id": "momentum"}, 'canaries = await ops.get_canary_status("momentum")', [*AUTH_ERRORS, MALFORMED]
