@@ -137,8 +137,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 if decisions or fills:
                     yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)
             if failure:
-                code = grpc.StatusCode.INVALID_ARGUMENT if _is_decode_error(failure[0]) else grpc.StatusCode.INTERNAL
-                await context.abort(code, f"signal stream failed: {type(failure[0]).__name__}")
+                await context.abort(grpc.StatusCode.INTERNAL, f"signal stream failed: {type(failure[0]).__name__}")
         finally:
             self._fills.unsubscribe(outbox)  # type: ignore[arg-type]
             reader.cancel()
@@ -243,7 +242,3 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         await self._principal(context)
         return self._queries.trading_states()
 
-
-def _is_decode_error(exc: BaseException) -> bool:
-    """True when a request could not be parsed (malformed bytes on the wire)."""
-    return type(exc).__name__ == "DecodeError" or "DecodeError" in repr(exc)
