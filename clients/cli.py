@@ -13,8 +13,9 @@ view and controls:
 
 Token resolution. Queries (OpsService) need a strategy token: ``--token``, else the
 ``NAUTILUS_STRATEGY_TOKEN`` environment variable, else the first strategy token in
-``config/demo/ops.json``. Controls (OpsAdminService) need the admin token: ``--admin-token``,
-else ``NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` in ``config/demo/ops.json``. The config
+``config/demo/ops.json``; a strategy token reads its own models only, so queries also send the admin
+token when one resolves (below) and then read every model. Controls (OpsAdminService) need the admin
+token: ``--admin-token``, else ``NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` in ``config/demo/ops.json``. The config
 fallbacks are a demo convenience so the CLI works out of the box against ``nautilus-mesh up``;
 set real tokens in production.
 
@@ -154,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _query_options(p: argparse.ArgumentParser, handler: Command) -> None:
     p.add_argument("--ops", default=DEFAULT_OPS, help="ops address (host:port)")
     p.add_argument("--token", default=None, help=f"strategy token (else ${TOKEN_ENV}, else the demo config)")
+    p.add_argument(
+        "--admin-token",
+        default=None,
+        help=f"read every model with the admin token (else ${ADMIN_TOKEN_ENV}, else the demo config)",
+    )
     p.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="where the demo tokens are looked up")
     p.set_defaults(handler=handler)
 
@@ -219,7 +225,8 @@ def _client(args: argparse.Namespace) -> OpsClient:
     token = resolve_token(args.token, os.environ, args.config_dir)
     if not token:
         raise CliError(f"no strategy token: pass --token or set {TOKEN_ENV}", 2)
-    return OpsClient(args.ops, strategy_token=token, timeout=CLI_TIMEOUT)
+    admin = resolve_admin_token(args.admin_token, os.environ, args.config_dir)
+    return OpsClient(args.ops, strategy_token=token, admin_token=admin, timeout=CLI_TIMEOUT)
 
 
 def _admin_client(args: argparse.Namespace) -> OpsAdminClient:

@@ -96,6 +96,12 @@ def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def demo_admin_token(ops_config: str | os.PathLike[str]) -> str | None:
+    """The admin token of an ops config when it is written out plainly (a demo convenience), or None."""
+    token = _read_json(Path(ops_config)).get("admin_token")
+    return token if isinstance(token, str) and is_plain_token(token) else None
+
+
 def state_dirs_from_config(config_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """The state directory each service locks (``state_dir`` of ops, the journal's folder of the engine)."""
     root = Path(config_dir)
@@ -397,7 +403,10 @@ async def run_mesh(
 
     exit_code = 0
     deadline = time.monotonic() + duration if duration > 0 else None
-    client = OpsClient(endpoints.ops, strategy_token=token, timeout=2.0)
+    # The status table shows every model: read with the operator's token when the config has one.
+    client = OpsClient(
+        endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root / "ops.json"), timeout=2.0
+    )
     try:
         while not stop.is_set():
             wait = status_interval

@@ -35,6 +35,7 @@ class OpsServer:
             fills=core.feedback,
             queries=core.queries,
             max_signals_per_frame=config.max_signals_per_frame,
+            admin_token=config.admin_token,
         )
         self.admin = OpsAdminService(controls=core.controls, queries=core.queries, admin_token=config.admin_token)
         self.grpc: RunningServer | None = None
