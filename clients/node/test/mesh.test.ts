@@ -1,0 +1,252 @@
+/**
+ * The Node client against a real mesh (Python engine + ops on loopback, started by test/mesh.ts).
+ */
+import * as assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { status } from '@grpc/grpc-js';
+
+import {
+  type Fill,
+  formatTraceparent,
+  MeshRpcError,
+  newSpanContext,
+  OpsAdminClient,
+  OpsClient,
+  type SignalDecision,
+  type SignalStream,
+} from '../src';
+import { runMomentum } from '../examples/momentum';
+import { ADMIN_TOKEN, eventually, MEANREV_TOKEN, type Mesh, MOMENTUM_TOKEN, readSpans, startMesh } from './mesh';
+
+let mesh: Mesh;
+let ops: OpsClient;
+let counter = 0;
+
+function signalId(prefix: string): string {
+  counter += 1;
+  return `node-${prefix}-${process.pid}-${counter}`;
+}
+
+/** Collects a stream's decisions and fills as they arrive. */
+function collect(stream: SignalStream): { decisions: SignalDecision[]; fills: Fill[]; done: Promise<unknown> } {
+  const out = { decisions: [] as SignalDecision[], fills: [] as Fill[], done: Promise.resolve() as Promise<unknown> };
+  out.done = (async () => {
+    try {
+      for await (const frame of stream) {
+        out.decisions.push(...frame.decisions);
+        out.fills.push(...frame.fills);
+      }
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  })();
+  return out;
+}
+
+async function rejection(call: Promise<unknown>): Promise<MeshRpcError> {
+  try {
+    await call;
+  } catch (error) {
+    assert.ok(error instanceof MeshRpcError, `expected a MeshRpcError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail('the call succeeded');
+}
+
+describe('node client against a running mesh', () => {
+  before(async () => {
+    mesh = await startMesh();
+    ops = new OpsClient(mesh.opsAddress, { strategyToken: MOMENTUM_TOKEN });
+  });
+
+  after(async () => {
+    ops?.close();
+    await mesh?.stop();
+  });
+
+  test('streamSignals: an accepted signal comes back as fills on the same stream, and a bad one is rejected in-band', async () => {
+    const stream = ops.streamSignals();
+    const seen = collect(stream);
+    const good = signalId('fill');
+    const bad = signalId('bad');
+    await stream.send([
+      { signalId: good, modelId: 'momentum_v1', instrument: 'BTC-USD', target: 0.1 },
+      { signalId: bad, modelId: 'momentum_v1', instrument: 'BTC-USD', target: 7 },
+    ]);
+    const decision = await eventually(() => seen.decisions.find((d) => d.signalId === good), 15_000, 'decision');
+    assert.equal(decision.status, 'DECISION_STATUS_ACCEPTED');
+    assert.equal(decision.mode, 'ROUTING_MODE_LIVE');
+    assert.ok(Number.parseFloat(decision.quantity) > 0, `quantity ${decision.quantity}`);
+    assert.match(decision.trace?.traceparent ?? '', /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+
+    const filled = await eventually(() => {
+      const fills = seen.fills.filter((f) => f.signalId === good);
+      const total = fills.reduce((sum, f) => sum + Number.parseFloat(f.quantity), 0);
+      return Math.abs(total - Number.parseFloat(decision.quantity)) < 1e-9 ? fills : undefined;
+    }, 15_000, 'fills adding up to the order');
+    for (const fill of filled) {
+      assert.equal(fill.clientOrderId, decision.clientOrderId);
+      assert.equal(fill.modelId, 'momentum_v1');
+      assert.equal(fill.side, decision.side);
+      assert.ok(Number.parseFloat(fill.price) > 0);
+      assert.ok(fill.execId.length > 0);
+    }
+
+    const rejected = await eventually(() => seen.decisions.find((d) => d.signalId === bad), 5_000, 'rejection');
+    assert.equal(rejected.status, 'DECISION_STATUS_REJECTED');
+    assert.equal(rejected.error?.kind, 'validation_failed');
+    assert.equal(rejected.error?.field, 'target');
+
+    const positions = await ops.getPositions('momentum_v1');
+    const btc = positions.find((p) => p.instrument === 'BTC-USD');
+    assert.ok(btc !== undefined && Number.parseFloat(btc.quantity) !== 0, JSON.stringify(positions));
+
+    stream.end();
+    assert.equal(await seen.done, undefined);
+  });
+
+  test('submitSignal: a target out of range answers INVALID_ARGUMENT with the field violation and ErrorDetail decoded', async () => {
+    const error = await rejection(
+      ops.submitSignal({ signalId: signalId('range'), modelId: 'momentum_v1', instrument: 'BTC-USD', target: 2 }),
+    );
+    assert.equal(error.code, status.INVALID_ARGUMENT);
+    assert.equal(error.codeName, 'INVALID_ARGUMENT');
+    assert.equal(error.reason, 'OUT_OF_RANGE');
+    assert.equal(error.errorInfo?.domain, 'nautilus-mesh');
+    assert.deepEqual(
+      error.fieldViolations.map((v) => v.field),
+      ['target'],
+    );
+    assert.equal(error.detail?.kind, 'validation_failed');
+    assert.equal(error.detail?.code, 'OUT_OF_RANGE');
+    assert.equal(error.detail?.field, 'target');
+  });
+
+  test('submitSignal: a model outside the token answers PERMISSION_DENIED MODEL_NOT_ALLOWED', async () => {
+    const error = await rejection(
+      ops.submitSignal({ signalId: signalId('perm'), modelId: 'meanrev_v1', instrument: 'SOL-USD', target: 0.1 }),
+    );
+    assert.equal(error.code, status.PERMISSION_DENIED);
+    assert.equal(error.reason, 'MODEL_NOT_ALLOWED');
+    assert.equal(error.detail?.details.model_id, 'meanrev_v1');
+  });
+
+  test('a missing strategy token answers UNAUTHENTICATED, unary and stream, without echoing tokens', async () => {
+    const anonymous = new OpsClient(mesh.opsAddress);
+    try {
+      const unary = await rejection(anonymous.submitSignal({ signalId: signalId('anon'), modelId: 'momentum_v1', instrument: 'BTC-USD', target: 0.1 }));
+      assert.equal(unary.code, status.UNAUTHENTICATED);
+      assert.equal(unary.reason, 'MISSING_TOKEN');
+
+      const stream = anonymous.streamSignals();
+      const seen = collect(stream);
+      await stream.send([{ signalId: signalId('anon'), modelId: 'momentum_v1', instrument: 'BTC-USD', target: 0.1 }]);
+      const failure = await seen.done;
+      assert.ok(failure instanceof MeshRpcError, String(failure));
+      assert.equal(failure.code, status.UNAUTHENTICATED);
+      assert.deepEqual(seen.decisions, []);
+    } finally {
+      anonymous.close();
+    }
+    const wrong = new OpsClient(mesh.opsAddress, { strategyToken: 'not-the-token' });
+    try {
+      const error = await rejection(wrong.getPositions());
+      assert.equal(error.code, status.UNAUTHENTICATED);
+      assert.ok(!error.message.includes('not-the-token'));
+    } finally {
+      wrong.close();
+    }
+  });
+
+  test("the signal's traceparent is the parent of ops' span in ops' span file", async () => {
+    const ctx = newSpanContext();
+    const id = signalId('trace');
+    const stream = ops.streamSignals();
+    const seen = collect(stream);
+    const [sent] = await stream.send([
+      { signalId: id, modelId: 'momentum_v1', instrument: 'ETH-USD', target: 0.05, trace: { traceparent: formatTraceparent(ctx) } },
+    ]);
+    assert.equal(sent.trace.traceparent, formatTraceparent(ctx));
+    await eventually(() => seen.decisions.find((d) => d.signalId === id), 15_000, 'decision');
+    const span = await eventually(
+      () => readSpans(mesh.spanFile).find((s) => s.trace_id === ctx.traceId && s.parent_span_id === ctx.spanId),
+      15_000,
+      `a span of trace ${ctx.traceId} with parent ${ctx.spanId} in ${mesh.spanFile}`,
+    );
+    assert.equal(span.service, 'ops');
+    assert.equal(span.name, 'ops.signal receive');
+    assert.equal(span.kind, 'CONSUMER');
+    assert.equal(span.attributes['nautilus.signal_id'], id);
+    // Spans further down the path (the order sent to the engine) stay in the same trace.
+    await eventually(
+      () => readSpans(mesh.spanFile).find((s) => s.trace_id === ctx.traceId && s.name === 'ops.order send'),
+      15_000,
+      'ops.order send in the same trace',
+    );
+    stream.end();
+    await seen.done;
+  });
+
+  test('OpsAdminClient: promote and roll back the canary, halt a model; without the token UNAUTHENTICATED', async () => {
+    const noToken = new OpsAdminClient(mesh.opsAddress);
+    const admin = new OpsAdminClient(mesh.opsAddress, { adminToken: ADMIN_TOKEN });
+    const meanrev = new OpsClient(mesh.opsAddress, { strategyToken: MEANREV_TOKEN });
+    try {
+      const refused = await rejection(noToken.promoteCanary('momentum', 'no token'));
+      assert.equal(refused.code, status.UNAUTHENTICATED);
+
+      const [before] = await ops.getCanaryStatus('momentum');
+      assert.equal(before.state, 'CANARY_STATE_SHADOW');
+
+      const promoted = await admin.promoteCanary('momentum', 'node client test');
+      assert.equal(promoted.state, 'CANARY_STATE_STEPPING');
+      assert.equal(promoted.stepPercent, 5);
+      const [stepping] = await ops.getCanaryStatus('momentum');
+      assert.ok(Math.abs((stepping.weights.momentum_v2 ?? 0) - 0.05) < 1e-9, JSON.stringify(stepping.weights));
+
+      const rolledBack = await admin.rollbackCanary('momentum', 'node client test');
+      assert.equal(rolledBack.state, 'CANARY_STATE_ROLLED_BACK');
+      assert.equal(rolledBack.weights.momentum_v1, 1);
+
+      const blank = await rejection(admin.pauseCanary('momentum', ' '));
+      assert.equal(blank.code, status.INVALID_ARGUMENT);
+      assert.equal(blank.reason, 'REASON_REQUIRED');
+
+      const halted = await admin.setTradingState('meanrev_v1', 'TRADING_STATE_HALTED', 'node client test');
+      assert.equal(halted.modelState, 'TRADING_STATE_HALTED');
+      const state = await ops.getTradingState();
+      assert.equal(state.models.meanrev_v1, 'TRADING_STATE_HALTED');
+      const denied = await rejection(
+        meanrev.submitSignal({ signalId: signalId('halted'), modelId: 'meanrev_v1', instrument: 'SOL-USD', target: 0.2 }),
+      );
+      assert.equal(denied.code, status.FAILED_PRECONDITION);
+      assert.equal(denied.reason, 'TRADING_HALTED');
+      assert.equal(denied.detail?.kind, 'risk_rejected');
+      await admin.setTradingState('meanrev_v1', 'TRADING_STATE_ACTIVE', 'node client test');
+
+      const allocations = await ops.getAllocations();
+      const total = allocations.allocations.reduce((sum, a) => sum + a.fraction, 0);
+      assert.ok(Math.abs(total - 1) < 0.002, JSON.stringify(allocations));
+    } finally {
+      noToken.close();
+      admin.close();
+      meanrev.close();
+    }
+  });
+
+  test('examples/momentum.ts trades the mesh: quotes in, signals out, fills back', async () => {
+    const stats = await runMomentum({
+      ops: mesh.opsAddress,
+      engine: mesh.engineAddress,
+      token: MOMENTUM_TOKEN,
+      durationSeconds: 4,
+      minTargetChange: 0.15,
+      refreshSeconds: 1,
+    });
+    assert.ok(stats.signals > 0, JSON.stringify(stats));
+    assert.equal(stats.accepted + stats.rejected + stats.noAction, stats.signals, JSON.stringify(stats));
+    assert.ok(stats.accepted > 0 && stats.fills > 0, JSON.stringify(stats));
+  });
+});
