@@ -55,7 +55,7 @@ pytest: install
 # The TypeScript client (clients/node): npm ci from the committed lockfile (again only when it changes), types
 # generated from protos/, tsc, then node's test runner against a mesh the tests start from .venv.
 $(NODE_STAMP): $(NODE_DIR)/package-lock.json
-	cd $(NODE_DIR) && npm ci --no-audit --no-fund
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
 	touch $(NODE_STAMP)
 
 node-test: install $(NODE_STAMP)

@@ -156,6 +156,7 @@ export async function runMomentum(options: MomentumOptions): Promise<MomentumSta
   const ordered = new Map<string, number>(); // client_order_id -> quantity still to fill
   const stream = ops.streamSignals();
 
+  let streamError: unknown;
   const reading = (async () => {
     for await (const frame of stream) {
       for (const d of frame.decisions) {
@@ -178,10 +179,14 @@ export async function runMomentum(options: MomentumOptions): Promise<MomentumSta
         options.onFill?.(fill);
       }
     }
-  })();
+  })().catch((error: unknown) => {
+    // The stream failed (e.g. UNAUTHENTICATED): stop reading quotes and report it.
+    streamError = error;
+    market.stopStreams();
+  });
 
   const stopAt = Date.now() + options.durationSeconds * 1000;
-  const timer = setTimeout(() => market.stopQuotes(), options.durationSeconds * 1000);
+  const timer = setTimeout(() => market.stopStreams(), options.durationSeconds * 1000);
   try {
     for await (const quotes of market.streamQuotes(planner.instruments)) {
       const signals = planner.plan(quotes, Date.now());
@@ -199,11 +204,12 @@ export async function runMomentum(options: MomentumOptions): Promise<MomentumSta
     clearTimeout(timer);
     stream.end();
     await Promise.race([reading, new Promise((resolve) => setTimeout(resolve, 2000))]);
-    stream.cancel();
-    await reading.catch(() => undefined); // CANCELLED after the half-close: expected
+    stream.cancel(); // ops did not end the stream within 2 s of the half-close
+    await reading;
     market.close();
     ops.close();
   }
+  if (streamError !== undefined) throw streamError;
   return stats;
 }
 

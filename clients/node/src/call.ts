@@ -32,6 +32,8 @@ export abstract class MeshClient<Stub extends grpc.Client> {
   protected readonly timeoutMs: number;
   protected readonly protoDir: string;
   private readonly headers: Record<string, string>;
+  private readonly streams = new Set<grpc.ClientReadableStream<unknown>>();
+  private readonly cancelled = new WeakSet<grpc.ClientReadableStream<unknown>>();
 
   protected constructor(
     address: string,
@@ -67,6 +69,33 @@ export abstract class MeshClient<Stub extends grpc.Client> {
     });
   }
 
+  /**
+   * Iterates a server stream until the server ends it, the caller stops iterating (the call is then
+   * cancelled) or `close()`/`stopStreams()` cancels it; other failures are thrown as MeshRpcError.
+   */
+  protected async *serverStream<T>(call: grpc.ClientReadableStream<T>): AsyncGenerator<T> {
+    this.streams.add(call);
+    try {
+      for await (const message of call) yield message as T;
+    } catch (error) {
+      // After our own cancel (or close(), which can fail the call UNAVAILABLE first) the end is not a failure.
+      if (!this.cancelled.has(call)) throw toMeshError(error, this.protoDir);
+    } finally {
+      this.streams.delete(call);
+      this.cancelStream(call);
+    }
+  }
+
+  private cancelStream(call: grpc.ClientReadableStream<unknown>): void {
+    this.cancelled.add(call);
+    call.cancel();
+  }
+
+  /** Ends every open server stream of this client (their iterations return). */
+  stopStreams(): void {
+    for (const call of this.streams) this.cancelStream(call);
+  }
+
   /** Resolves once the channel is connected (rejects after `timeoutMs`). */
   waitForReady(timeoutMs: number = this.timeoutMs): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -76,6 +105,7 @@ export abstract class MeshClient<Stub extends grpc.Client> {
 
   /** Closes the channel; calls in flight are cancelled. */
   close(): void {
+    this.stopStreams();
     this.stub.close();
   }
 }

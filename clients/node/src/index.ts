@@ -24,6 +24,7 @@ export {
 } from './ops-client';
 export { defaultProtoDir, LOADER_OPTIONS, loadMeshProto } from './protos';
 export { formatTraceparent, newSpanContext, parseTraceparent, type SpanContext } from './trace';
+export type { Event__Output as MeshEvent } from './gen/nautilus/ops/v1/Event';
 export type { Fill__Output as Fill } from './gen/nautilus/ops/v1/Fill';
 export type { Position__Output as Position } from './gen/nautilus/ops/v1/Position';
 export type { SignalDecision__Output as SignalDecision } from './gen/nautilus/ops/v1/SignalDecision';

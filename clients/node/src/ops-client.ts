@@ -10,6 +10,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { MeshClient, type MeshClientOptions, STRATEGY_TOKEN_HEADER } from './call';
 import { toMeshError } from './errors';
 import type { TraceContext } from './gen/nautilus/common/v1/TraceContext';
+import type { Event__Output } from './gen/nautilus/ops/v1/Event';
 import type { GetAllocationsResponse__Output } from './gen/nautilus/ops/v1/GetAllocationsResponse';
 import type { GetCanaryStatusResponse__Output } from './gen/nautilus/ops/v1/GetCanaryStatusResponse';
 import type { GetModelQuotaResponse__Output } from './gen/nautilus/ops/v1/GetModelQuotaResponse';
@@ -76,6 +77,8 @@ export interface OpsClientOptions extends MeshClientOptions {
  * a failure of the stream itself (e.g. UNAUTHENTICATED) is thrown by the iteration as a MeshRpcError.
  */
 export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output> {
+  private cancelled = false;
+
   constructor(
     private readonly call: grpc.ClientDuplexStream<StreamSignalsRequest, StreamSignalsResponse__Output>,
     private readonly protoDir: string,
@@ -95,8 +98,9 @@ export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output
     this.call.end();
   }
 
-  /** Cancels the call (the iteration then ends with CANCELLED). */
+  /** Cancels the call; the iteration then ends (without an error). */
   cancel(): void {
+    this.cancelled = true;
     this.call.cancel();
   }
 
@@ -106,7 +110,7 @@ export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output
         yield frame as StreamSignalsResponse__Output;
       }
     } catch (error) {
-      throw toMeshError(error, this.protoDir);
+      if (!this.cancelled) throw toMeshError(error, this.protoDir);
     }
   }
 }
@@ -165,6 +169,16 @@ export class OpsClient extends MeshClient<OpsServiceClient> {
   async getCanaryStatus(strategyId = ''): Promise<CanaryStatus__Output[]> {
     const response = await this.unary<GetCanaryStatusResponse__Output>((md, opts, cb) => this.stub.getCanaryStatus({ strategyId }, md, opts, cb));
     return response.canaries;
+  }
+
+  /**
+   * Ops events (allocations, weight changes, risk, canary) as frames, from now on (with `includeRecent`,
+   * the recent ones kept in memory first), of `kinds` only when given. Ends when the loop breaks or on close().
+   */
+  async *watchEvents(kinds: string[] = [], includeRecent = false): AsyncGenerator<Event__Output[]> {
+    for await (const frame of this.serverStream(this.stub.watchEvents({ kinds, includeRecent }, this.metadata()))) {
+      yield frame.events;
+    }
   }
 
   getTradingState(): Promise<GetTradingStateResponse__Output> {

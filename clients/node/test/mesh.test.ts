@@ -2,6 +2,8 @@
  * The Node client against a real mesh (Python engine + ops on loopback, started by test/mesh.ts).
  */
 import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { status } from '@grpc/grpc-js';
@@ -9,6 +11,7 @@ import { status } from '@grpc/grpc-js';
 import {
   type Fill,
   formatTraceparent,
+  type MeshEvent,
   MeshRpcError,
   newSpanContext,
   OpsAdminClient,
@@ -16,7 +19,6 @@ import {
   type SignalDecision,
   type SignalStream,
 } from '../src';
-import { runMomentum } from '../examples/momentum';
 import { ADMIN_TOKEN, eventually, MEANREV_TOKEN, type Mesh, MOMENTUM_TOKEN, readSpans, startMesh } from './mesh';
 
 let mesh: Mesh;
@@ -45,6 +47,17 @@ function collect(stream: SignalStream): { decisions: SignalDecision[]; fills: Fi
   return out;
 }
 
+/** Runs the compiled example as a user would; resolves with its exit code and output. */
+function momentumExample(token: string, seconds: number): Promise<{ code: number; stdout: string; stderr: string }> {
+  const script = path.join(__dirname, '..', 'examples', 'momentum.js');
+  const args = ['--ops', mesh.opsAddress, '--engine', mesh.engineAddress, '--token', token, '--duration', String(seconds)];
+  return new Promise((resolve) => {
+    execFile(process.execPath, [script, ...args], { timeout: 30_000 }, (error, stdout, stderr) =>
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr }),
+    );
+  });
+}
+
 async function rejection(call: Promise<unknown>): Promise<MeshRpcError> {
   try {
     await call;
@@ -55,11 +68,11 @@ async function rejection(call: Promise<unknown>): Promise<MeshRpcError> {
   assert.fail('the call succeeded');
 }
 
-describe('node client against a running mesh', () => {
+describe('node client against a running mesh', { timeout: 120_000 }, () => {
   before(async () => {
     mesh = await startMesh();
     ops = new OpsClient(mesh.opsAddress, { strategyToken: MOMENTUM_TOKEN });
-  });
+  }, { timeout: 60_000 });
 
   after(async () => {
     ops?.close();
@@ -197,6 +210,12 @@ describe('node client against a running mesh', () => {
       const refused = await rejection(noToken.promoteCanary('momentum', 'no token'));
       assert.equal(refused.code, status.UNAUTHENTICATED);
 
+      const watcher = new OpsClient(mesh.opsAddress, { strategyToken: MOMENTUM_TOKEN });
+      const events: MeshEvent[] = [];
+      const watching = (async () => {
+        for await (const frame of watcher.watchEvents(['CANARY'], true)) events.push(...frame);
+      })();
+
       const [before] = await ops.getCanaryStatus('momentum');
       assert.equal(before.state, 'CANARY_STATE_SHADOW');
 
@@ -205,6 +224,14 @@ describe('node client against a running mesh', () => {
       assert.equal(promoted.stepPercent, 5);
       const [stepping] = await ops.getCanaryStatus('momentum');
       assert.ok(Math.abs((stepping.weights.momentum_v2 ?? 0) - 0.05) < 1e-9, JSON.stringify(stepping.weights));
+
+      const event = await eventually(() => events.find((e) => e.attributes.to_state === 'STEPPING'), 10_000, 'CANARY event');
+      assert.deepEqual(
+        [event.attributes.from_state, event.attributes.step_percent, event.attributes.model_id],
+        ['SHADOW', '5.0', 'momentum_v2'],
+      );
+      watcher.close();
+      await watching; // close() ends the stream: the loop returns, it does not throw
 
       const rolledBack = await admin.rollbackCanary('momentum', 'node client test');
       assert.equal(rolledBack.state, 'CANARY_STATE_ROLLED_BACK');
@@ -236,17 +263,21 @@ describe('node client against a running mesh', () => {
     }
   });
 
-  test('examples/momentum.ts trades the mesh: quotes in, signals out, fills back', async () => {
-    const stats = await runMomentum({
-      ops: mesh.opsAddress,
-      engine: mesh.engineAddress,
-      token: MOMENTUM_TOKEN,
-      durationSeconds: 4,
-      minTargetChange: 0.15,
-      refreshSeconds: 1,
-    });
-    assert.ok(stats.signals > 0, JSON.stringify(stats));
-    assert.equal(stats.accepted + stats.rejected + stats.noAction, stats.signals, JSON.stringify(stats));
-    assert.ok(stats.accepted > 0 && stats.fills > 0, JSON.stringify(stats));
+  test('examples/momentum.js trades the mesh: quotes in, signals out, every one decided, fills back', async () => {
+    const { code, stdout, stderr } = await momentumExample(MOMENTUM_TOKEN, 4);
+    assert.equal(code, 0, stderr);
+    const line = /^momentum: signals=(\d+) accepted=(\d+) rejected=(\d+) no_action=(\d+) fills=(\d+)/m.exec(stdout);
+    assert.ok(line !== null, stdout);
+    const [signals, accepted, rejected, noAction, fills] = line.slice(1).map(Number);
+    assert.ok(signals >= 4, stdout); // the first target of each (model, instrument) is always sent
+    assert.equal(accepted + rejected + noAction, signals, stdout);
+    assert.ok(accepted > 0 && fills > 0, stdout);
+  });
+
+  test('examples/momentum.js with a wrong token exits 1 with UNAUTHENTICATED, not echoing the token', async () => {
+    const { code, stdout, stderr } = await momentumExample('not-the-token', 10);
+    assert.equal(code, 1, stdout);
+    assert.match(stderr, /^error: UNAUTHENTICATED: INVALID_TOKEN/);
+    assert.ok(!stderr.includes('not-the-token'));
   });
 });
