@@ -23,7 +23,15 @@ export {
   SignalStream,
 } from './ops-client';
 export { defaultProtoDir, LOADER_OPTIONS, loadMeshProto } from './protos';
-export { formatTraceparent, newSpanContext, parseTraceparent, type SpanContext } from './trace';
+export {
+  formatTraceparent,
+  newRootSpanContext,
+  newSpanContext,
+  parseTraceparent,
+  sampledByRatio,
+  sampleRatioFromEnv,
+  type SpanContext,
+} from './trace';
 export type { Event__Output as MeshEvent } from './gen/nautilus/ops/v1/Event';
 export type { Fill__Output as Fill } from './gen/nautilus/ops/v1/Fill';
 export type { Position__Output as Position } from './gen/nautilus/ops/v1/Position';

@@ -29,7 +29,7 @@ import type { SignalDecision__Output } from './gen/nautilus/ops/v1/SignalDecisio
 import type { SubmitSignalResponse__Output } from './gen/nautilus/ops/v1/SubmitSignalResponse';
 import type { StreamSignalsRequest } from './gen/nautilus/ops/v1/StreamSignalsRequest';
 import type { StreamSignalsResponse__Output } from './gen/nautilus/ops/v1/StreamSignalsResponse';
-import { formatTraceparent, newSpanContext } from './trace';
+import { formatTraceparent, newRootSpanContext, sampleRatioFromEnv } from './trace';
 
 /** A signal as the caller writes it: ids, target and (optionally) its own trace context. */
 export interface SignalInput {
@@ -50,9 +50,12 @@ export interface SignalInput {
 /** A signal as it went on the wire: its trace context is always set. */
 export type SentSignal = Signal & { trace: { traceparent: string; tracestate: string } };
 
-/** Fills in the trace context and creation time of a signal. */
-export function prepareSignal(input: SignalInput): SentSignal {
-  const traceparent = input.trace?.traceparent || formatTraceparent(newSpanContext());
+/**
+ * Fills in the trace context and creation time of a signal. A signal without a traceparent starts a new
+ * trace, sampled with probability `sampleRatio` (flag 01 or 00; ops' parent-based sampler follows it).
+ */
+export function prepareSignal(input: SignalInput, sampleRatio = 1): SentSignal {
+  const traceparent = input.trace?.traceparent || formatTraceparent(newRootSpanContext(sampleRatio));
   return {
     signalId: input.signalId,
     modelId: input.modelId,
@@ -68,6 +71,11 @@ export function prepareSignal(input: SignalInput): SentSignal {
 export interface OpsClientOptions extends MeshClientOptions {
   /** Sent as `x-strategy-token`; every OpsService call needs one (UNAUTHENTICATED without). */
   strategyToken?: string;
+  /**
+   * Share of new traces sampled, in [0, 1], decided here per signal (OpenTelemetry's trace-id ratio rule).
+   * Default: from `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, else 1 (every signal traced).
+   */
+  traceSampleRatio?: number;
 }
 
 /**
@@ -82,11 +90,12 @@ export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output
   constructor(
     private readonly call: grpc.ClientDuplexStream<StreamSignalsRequest, StreamSignalsResponse__Output>,
     private readonly protoDir: string,
+    private readonly sampleRatio = 1,
   ) {}
 
   /** Sends one frame; waits when the transport's buffer is full. Returns the signals as sent. */
   async send(signals: SignalInput[]): Promise<SentSignal[]> {
-    const frame = signals.map(prepareSignal);
+    const frame = signals.map((signal) => prepareSignal(signal, this.sampleRatio));
     if (!this.call.write({ signals: frame })) {
       await new Promise<void>((resolve) => this.call.once('drain', resolve));
     }
@@ -117,18 +126,22 @@ export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output
 
 /** A strategy's client of OpsService. */
 export class OpsClient extends MeshClient<OpsServiceClient> {
+  /** Share of new traces sampled (see OpsClientOptions.traceSampleRatio). */
+  readonly traceSampleRatio: number;
+
   constructor(address: string, options: OpsClientOptions = {}) {
     super(address, (proto) => proto.nautilus.ops.v1.OpsService, { [STRATEGY_TOKEN_HEADER]: options.strategyToken }, options);
+    this.traceSampleRatio = options.traceSampleRatio ?? sampleRatioFromEnv();
   }
 
   /** Opens a `StreamSignals` call. */
   streamSignals(): SignalStream {
-    return new SignalStream(this.stub.streamSignals(this.metadata()), this.protoDir);
+    return new SignalStream(this.stub.streamSignals(this.metadata()), this.protoDir, this.traceSampleRatio);
   }
 
   /** One signal, one decision; errors are MeshRpcError with the decoded details. */
   async submitSignal(signal: SignalInput): Promise<SignalDecision__Output> {
-    const request = { signal: prepareSignal(signal) };
+    const request = { signal: prepareSignal(signal, this.traceSampleRatio) };
     const response = await this.unary<SubmitSignalResponse__Output>((md, opts, cb) => this.stub.submitSignal(request, md, opts, cb));
     if (response.decision === null) throw new Error('SubmitSignal answered without a decision');
     return response.decision;

@@ -42,3 +42,37 @@ export function parseTraceparent(value: string): SpanContext | null {
   if (/^0+$/.test(traceId) || /^0+$/.test(spanId)) return null;
   return { traceId, spanId, sampled: (parseInt(flags, 16) & 1) === 1 };
 }
+
+const TRACE_ID_LIMIT = (1n << 64n) - 1n;
+
+/**
+ * OpenTelemetry's `TraceIdRatioBased` decision: sampled when the trace id's low 64 bits fall below
+ * `ratio` x 2^64, so every service deciding on the same trace id with the same ratio agrees.
+ */
+export function sampledByRatio(traceId: string, ratio: number): boolean {
+  if (!(ratio > 0)) return false;
+  if (ratio >= 1) return true;
+  const bound = BigInt(Math.round(ratio * 2 ** 64));
+  return (BigInt(`0x${traceId}`) & TRACE_ID_LIMIT) < bound;
+}
+
+/**
+ * The sampling ratio the standard variables ask for, as the Python services read them:
+ * `OTEL_TRACES_SAMPLER` = `always_off`/`parentbased_always_off` -> 0, `traceidratio`/`parentbased_traceidratio`
+ * -> `OTEL_TRACES_SAMPLER_ARG` (default 1), anything else -> 1.
+ */
+export function sampleRatioFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  const sampler = (env.OTEL_TRACES_SAMPLER ?? '').trim().toLowerCase();
+  if (sampler === 'always_off' || sampler === 'parentbased_always_off') return 0;
+  if (sampler === 'traceidratio' || sampler === 'parentbased_traceidratio') {
+    const ratio = Number.parseFloat(env.OTEL_TRACES_SAMPLER_ARG ?? '1');
+    return Number.isFinite(ratio) ? Math.min(1, Math.max(0, ratio)) : 1;
+  }
+  return 1;
+}
+
+/** A new root span context whose sampled flag follows `ratio` (the decision made at the strategy). */
+export function newRootSpanContext(ratio: number): SpanContext {
+  const ctx = newSpanContext();
+  return { ...ctx, sampled: sampledByRatio(ctx.traceId, ratio) };
+}

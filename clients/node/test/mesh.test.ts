@@ -15,6 +15,7 @@ import {
   MeshRpcError,
   newSpanContext,
   OpsAdminClient,
+  parseTraceparent,
   OpsClient,
   type SignalDecision,
   type SignalStream,
@@ -200,6 +201,31 @@ describe('node client against a running mesh', { timeout: 120_000 }, () => {
     );
     stream.end();
     await seen.done;
+  });
+
+  test("a signal whose trace is not sampled (flag 00) leaves no span in ops: the sampling decision is the client's", async () => {
+    const unsampledClient = new OpsClient(mesh.opsAddress, { strategyToken: MOMENTUM_TOKEN, traceSampleRatio: 0 });
+    try {
+      const stream = unsampledClient.streamSignals();
+      const seen = collect(stream);
+      const quiet = signalId('unsampled');
+      const [sent] = await stream.send([{ signalId: quiet, modelId: 'momentum_v1', instrument: 'ETH-USD', target: 0.02 }]);
+      const ctx = parseTraceparent(sent.trace.traceparent);
+      assert.ok(ctx !== null && !ctx.sampled, sent.trace.traceparent);
+      await eventually(() => seen.decisions.find((d) => d.signalId === quiet), 15_000, 'decision');
+      // A sampled signal sent after it: once its span is in the file, the earlier one would be too.
+      const marker = newSpanContext();
+      const loud = signalId('sampled');
+      await stream.send([
+        { signalId: loud, modelId: 'momentum_v1', instrument: 'ETH-USD', target: 0.03, trace: { traceparent: formatTraceparent(marker) } },
+      ]);
+      await eventually(() => readSpans(mesh.spanFile).find((s) => s.trace_id === marker.traceId), 15_000, 'the sampled span');
+      assert.deepEqual(readSpans(mesh.spanFile).filter((s) => s.trace_id === ctx.traceId), []);
+      stream.end();
+      await seen.done;
+    } finally {
+      unsampledClient.close();
+    }
   });
 
   test('OpsAdminClient: promote and roll back the canary, halt a model; without the token UNAUTHENTICATED', async () => {
