@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 DURATION ?= 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CONTRACT_RELEASE := protos/releases/v1.binpb
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-$(shell cat $(NODE_DIR)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest node-test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/nautilus-mesh up --duration $(DURATION)
 
-test: install lint typecheck buf-lint buf-breaking protos-check pytest
+test: install lint typecheck buf-lint buf-breaking protos-check pytest node-test
 
 lint: install
 	$(BIN)/ruff check .
@@ -50,9 +52,18 @@ release-contract: install
 pytest: install
 	$(BIN)/pytest -q
 
+# The TypeScript client (clients/node): npm ci from the committed lockfile (again only when it changes), types
+# generated from protos/, tsc, then node's test runner against a mesh the tests start from .venv.
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NODE_STAMP)
+
+node-test: install $(NODE_STAMP)
+	cd $(NODE_DIR) && rm -rf dist src/gen && npm run --silent build && npm test
+
 bench: install
 	$(PY) benchmarks/bench_matching.py
 	$(PY) benchmarks/bench_mesh.py
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/dist $(NODE_DIR)/src/gen
