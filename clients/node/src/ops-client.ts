@@ -7,7 +7,7 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 
-import { MeshClient, type MeshClientOptions, STRATEGY_TOKEN_HEADER } from './call';
+import { ADMIN_TOKEN_HEADER, MeshClient, type MeshClientOptions, STRATEGY_TOKEN_HEADER } from './call';
 import { toMeshError } from './errors';
 import type { TraceContext } from './gen/nautilus/common/v1/TraceContext';
 import type { Event__Output } from './gen/nautilus/ops/v1/Event';
@@ -69,8 +69,10 @@ export function prepareSignal(input: SignalInput, sampleRatio = 1): SentSignal {
 
 /** Options of an OpsClient. */
 export interface OpsClientOptions extends MeshClientOptions {
-  /** Sent as `x-strategy-token`; every OpsService call needs one (UNAUTHENTICATED without). */
+  /** Sent as `x-strategy-token`; every OpsService call needs one (UNAUTHENTICATED without); it reads its own models only. */
   strategyToken?: string;
+  /** Sent as `x-ops-token` when given: the read calls then see every model and strategy (an operator's view). */
+  adminToken?: string;
   /**
    * Share of new traces sampled, in [0, 1], decided here per signal (OpenTelemetry's trace-id ratio rule).
    * Default: from `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG`, else 1 (every signal traced).
@@ -130,7 +132,7 @@ export class OpsClient extends MeshClient<OpsServiceClient> {
   readonly traceSampleRatio: number;
 
   constructor(address: string, options: OpsClientOptions = {}) {
-    super(address, (proto) => proto.nautilus.ops.v1.OpsService, { [STRATEGY_TOKEN_HEADER]: options.strategyToken }, options);
+    super(address, (proto) => proto.nautilus.ops.v1.OpsService, { [STRATEGY_TOKEN_HEADER]: options.strategyToken, [ADMIN_TOKEN_HEADER]: options.adminToken }, options);
     this.traceSampleRatio = options.traceSampleRatio ?? sampleRatioFromEnv();
   }
 

@@ -232,6 +232,7 @@ describe('node client against a running mesh', { timeout: 120_000 }, () => {
     const noToken = new OpsAdminClient(mesh.opsAddress);
     const admin = new OpsAdminClient(mesh.opsAddress, { adminToken: ADMIN_TOKEN });
     const meanrev = new OpsClient(mesh.opsAddress, { strategyToken: MEANREV_TOKEN });
+    const operator = new OpsClient(mesh.opsAddress, { adminToken: ADMIN_TOKEN });
     try {
       const refused = await rejection(noToken.promoteCanary('momentum', 'no token'));
       assert.equal(refused.code, status.UNAUTHENTICATED);
@@ -269,8 +270,10 @@ describe('node client against a running mesh', { timeout: 120_000 }, () => {
 
       const halted = await admin.setTradingState('meanrev_v1', 'TRADING_STATE_HALTED', 'node client test');
       assert.equal(halted.modelState, 'TRADING_STATE_HALTED');
-      const state = await ops.getTradingState();
+      const state = await meanrev.getTradingState();
       assert.equal(state.models.meanrev_v1, 'TRADING_STATE_HALTED');
+      const momentumView = await ops.getTradingState(); // a strategy token reads its own models only
+      assert.equal(momentumView.models.meanrev_v1, undefined);
       const denied = await rejection(
         meanrev.submitSignal({ signalId: signalId('halted'), modelId: 'meanrev_v1', instrument: 'SOL-USD', target: 0.2 }),
       );
@@ -279,13 +282,14 @@ describe('node client against a running mesh', { timeout: 120_000 }, () => {
       assert.equal(denied.detail?.kind, 'risk_rejected');
       await admin.setTradingState('meanrev_v1', 'TRADING_STATE_ACTIVE', 'node client test');
 
-      const allocations = await ops.getAllocations();
+      const allocations = await operator.getAllocations(); // the admin token reads every strategy
       const total = allocations.allocations.reduce((sum, a) => sum + a.fraction, 0);
       assert.ok(Math.abs(total - 1) < 0.002, JSON.stringify(allocations));
     } finally {
       noToken.close();
       admin.close();
       meanrev.close();
+      operator.close();
     }
   });
 
