@@ -152,6 +152,11 @@ class OpsClient(_Client):
         response = await _call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
         return response.decision
 
+    async def get_stream_limits(self) -> ops_pb2.GetStreamLimitsResponse:
+        """The bounds ops holds ``StreamSignals`` to (signals per frame): size frames by them."""
+        request = ops_pb2.GetStreamLimitsRequest()
+        return await _call(self._stub.GetStreamLimits(request, metadata=self._metadata, timeout=self.timeout))
+
     async def get_positions(self, model_id: str = "") -> list[ops_pb2.Position]:
         """Positions per model and instrument (one model when ``model_id`` is given)."""
         request = ops_pb2.GetPositionsRequest(model_id=model_id)

@@ -497,7 +497,9 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self, request: engine_pb2.ListVenuesRequest, context: Context
     ) -> engine_pb2.ListVenuesResponse:
         await self._authorize(context)
-        return engine_pb2.ListVenuesResponse(venues=venue_infos(self.core.manager))
+        return engine_pb2.ListVenuesResponse(
+            venues=venue_infos(self.core.manager), max_commands_per_frame=self._max_commands
+        )
 
     async def CancelAllOrders(
         self, request: engine_pb2.CancelAllOrdersRequest, context: Context

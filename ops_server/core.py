@@ -41,7 +41,7 @@ from ops_server.measurement import Measurement
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry
 from ops_server.ops_state import OpsState
-from ops_server.order_sinks import LiveOrderSink, PaperOrderSink
+from ops_server.order_sinks import LiveOrderSink, PaperOrderSink, venue_problem
 from ops_server.order_tracker import OrderTracker
 from ops_server.periodic import PeriodicDecisions
 from ops_server.queries import OpsQueries
@@ -226,7 +226,12 @@ class OpsCore:
         self.feedback.on_reports(reports)
 
     def _on_engine_connected(self) -> None:
-        self.feedback.on_connected()
+        cfg = self.config
+        problem = venue_problem(self.link.venue_kinds, cfg.live_venue, cfg.paper_venue)
+        self.signals.set_venue_problem(problem)
+        if problem is not None:
+            log.error("[OPS] the engine's venues do not fit ops' config: %s; no order is sent until fixed", problem)
+        self.feedback.on_connected(resend=problem is None)
 
     def _on_canary_event(self, event: CanaryEvent) -> None:
         self.periodic.on_canary_event(event)

@@ -33,6 +33,9 @@ QuoteHandler = Callable[[Sequence[common_pb2.Quote]], None]
 
 _STOP = object()
 
+DEFAULT_COMMANDS_PER_FRAME = 1000
+"""Commands per StreamOrders frame until the engine says its own bound (an engine without the field)."""
+
 
 class ReportCursor:
     """Exactly-once application of engine reports by ``seq``.
@@ -115,6 +118,10 @@ class EngineLink:
         self.reconnects = 0
         self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
+        self.venue_kinds: dict[str, str] = {}
+        """Venue name -> kind ("live" or "paper"), as the engine lists them."""
+        self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
+        """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
         self.tls = tls
 
     @property
@@ -180,7 +187,7 @@ class EngineLink:
                     await call.done_writing()
                     return
                 self._unsent.append(first)  # type: ignore[arg-type]
-            while not self._queue.empty() and len(self._unsent) < 1000:
+            while not self._queue.empty() and len(self._unsent) < self.max_commands_per_frame:
                 item = self._queue.get_nowait()
                 if item is _STOP:
                     await call.write(engine_pb2.StreamOrdersRequest(commands=self._unsent))
@@ -232,7 +239,10 @@ class EngineLink:
 
     async def _load_venues(self) -> None:
         response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
+        if response.max_commands_per_frame:
+            self.max_commands_per_frame = response.max_commands_per_frame
         for venue in response.venues:
+            self.venue_kinds[venue.name] = venue.kind
             for spec in venue.instrument_specs:
                 self.instruments.setdefault(spec.instrument, spec)
 

@@ -268,6 +268,14 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         limits.update(self._queries.risk_limits(scope))
         return ops_pb2.GetRiskLimitsResponse(limits=limits)
 
+    async def GetStreamLimits(
+        self, request: ops_pb2.GetStreamLimitsRequest, context: Context
+    ) -> ops_pb2.GetStreamLimitsResponse:
+        await self._scope(context)
+        return ops_pb2.GetStreamLimitsResponse(
+            max_signals_per_frame=self._max_items, max_items_per_response=self._max_items
+        )
+
     async def GetTradingState(
         self, request: ops_pb2.GetTradingStateRequest, context: Context
     ) -> ops_pb2.GetTradingStateResponse:

@@ -91,6 +91,7 @@ class SignalPath:
         self._metrics = metrics
         self._tracing = tracing
         self._decision_counts: dict[str, Counter[str]] = {}
+        self._venue_problem: str | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -111,6 +112,10 @@ class SignalPath:
             if frame.commands:
                 self._link.send(frame.commands)
         return decisions
+
+    def set_venue_problem(self, problem: str | None) -> None:
+        """Refuse every order (``VENUE_MISCONFIGURED``) while the engine's venues do not fit the config."""
+        self._venue_problem = problem
 
     def decision_counts(self, model_id: str) -> Counter[str]:
         """Decisions of a model since the process started, by status name (ACCEPTED, REJECTED, ...)."""
@@ -240,6 +245,8 @@ class SignalPath:
     ) -> None:
         """Record the order (journaled with the frame) and queue its command for the frame's batch."""
         order = routed.order
+        if self._venue_problem is not None:
+            raise UnavailableError("VENUE_MISCONFIGURED", f"no order is sent: {self._venue_problem}")
         if not self._link.has_room(len(frame.commands) + 1):
             raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is down or backlogged; no order was sent")
         venue = self._paper_sink.venue if isinstance(routed, ShadowOrder) else self._live_sink.venue

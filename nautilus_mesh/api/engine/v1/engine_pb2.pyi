@@ -561,16 +561,22 @@ class ListVenuesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VENUES_FIELD_NUMBER: _builtins.int
+    MAX_COMMANDS_PER_FRAME_FIELD_NUMBER: _builtins.int
+    max_commands_per_frame: _builtins.int
+    """The most commands one StreamOrdersRequest may carry (the engine's max_commands_per_frame); ops sends
+    no bigger frame.
+    """
     @_builtins.property
     def venues(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenueInfo]: ...
     def __init__(
         self,
         *,
         venues: _abc.Iterable[Global___VenueInfo] | None = ...,
+        max_commands_per_frame: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["venues", b"venues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_commands_per_frame", b"max_commands_per_frame", "venues", b"venues"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
