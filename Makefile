@@ -8,7 +8,7 @@ DURATION ?= 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CONTRACT_RELEASE := protos/releases/v1.binpb
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract rules pytest bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/nautilus-mesh up --duration $(DURATION)
 
-test: install lint typecheck buf-lint buf-breaking protos-check pytest
+test: install lint typecheck buf-lint buf-breaking protos-check rules pytest
 
 lint: install
 	$(BIN)/ruff check .
@@ -46,6 +46,14 @@ buf-breaking: install
 # Run when a contract is released: the image the next changes are checked against.
 release-contract: install
 	$(BIN)/buf build -o $(CONTRACT_RELEASE)
+
+# Prometheus recording and alerting rules: syntax, the compose config that loads them, and their unit tests.
+PROMTOOL ?= promtool
+rules:
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "error: promtool not found; install the Debian package: apt-get install -y prometheus (.ci/run does)" >&2; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/rules/*.yml
+	$(PROMTOOL) check config --syntax-only deploy/prometheus/prometheus.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/*.yml
 
 pytest: install
 	$(BIN)/pytest -q

@@ -18,11 +18,13 @@ from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, require_token
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, MeshError, ValidationError
+from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.status import abort
 from ops_server.canary import CanaryStatus
 from ops_server.canary_manager import CanaryManager
 from ops_server.capital_allocator import CapitalPolicy
 from ops_server.core import TRADING_STATE_PB, OpsCore
+from ops_server.health import OpsHealth
 from ops_server.model_registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -83,8 +85,16 @@ def canary_statuses(canaries: CanaryManager, strategy_id: str = "") -> list[ops_
 class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     """Operators' controls."""
 
-    def __init__(self, core: OpsCore) -> None:
+    def __init__(self, core: OpsCore, *, health: OpsHealth) -> None:
         self.core = core
+        self._health = health
+
+    async def GetHealth(self, request: admin_pb2.GetHealthRequest, context: Context) -> admin_pb2.GetHealthResponse:
+        def run() -> admin_pb2.GetHealthResponse:
+            status, checks = self._health.report()
+            return admin_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
+
+        return await self._guard(context, "GetHealth", run)
 
     async def _guard(self, context: Context, action: str, call: Callable[[], Awaitable[T] | T]) -> T:
         """Authorize, run, map errors to statuses, and audit the call."""

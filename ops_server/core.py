@@ -33,6 +33,7 @@ from ops_server import performance
 from ops_server.canary import CanaryEvent, GuardSnapshot
 from ops_server.canary_manager import CanaryManager
 from ops_server.capital_allocator import AllocationDecision, CapitalAllocator, CapitalPolicy
+from ops_server.circuit_breaker import EngineGate
 from ops_server.config import OpsConfig
 from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.events import EventHub
@@ -147,6 +148,8 @@ class OpsCore:
             self.cursor,
             on_connected=self._on_engine_connected,
         )
+        self.engine_gate = EngineGate(self.link, self.metrics)  # ENGINE_UNAVAILABLE before sizing; circuit breaker
+        self.last_sample_at: float | None = None
         self.live_sink = LiveOrderSink(self.link, config.live_venue, config.account)
         self.paper_sink = PaperOrderSink(self.link, config.paper_venue)
         self.router = SignalRouter(self.registry, self.quota, self.exposure_qty, self.mark, self.rules)
@@ -303,10 +306,12 @@ class OpsCore:
                 duplicate.CopyFrom(previous)
                 duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
                 self.metrics.decisions.labels(model_label, "DUPLICATE").inc()
+                self.metrics.decisions_by_code.labels(model_label, "DUPLICATE", "").inc()
                 return duplicate
             try:
                 principal.require_model(signal.model_id)
                 route = self.router.route(signal)
+                self.engine_gate.require()  # link down: ENGINE_UNAVAILABLE now, never a stale-mark rail later
                 decision.mode = _MODE_PB[route.mode]
                 if route.model_id in self.canaries.shadow_twins():
                     # Paper-trade the stable model beside its shadow canary whatever happens to the live order.
@@ -387,6 +392,7 @@ class OpsCore:
     def _count_decision(self, model_label: str, decision: ops_pb2.SignalDecision) -> None:
         status = ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")
         self.metrics.decisions.labels(model_label, status).inc()
+        self.metrics.decisions_by_code.labels(model_label, status, decision.error.code).inc()
         if model_label != "unknown":
             self.decision_counts.setdefault(model_label, Counter())[status] += 1
 
@@ -542,7 +548,7 @@ class OpsCore:
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
-        now = time.time()
+        now = self.last_sample_at = time.time()
         today = time.gmtime(now)[:3]
         if today != self._trading_day:  # daily-loss limits count from UTC midnight
             self.measurement.start_day()
@@ -681,6 +687,7 @@ class OpsCore:
         )
 
     def _on_canary_event(self, event: CanaryEvent) -> None:
+        self.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
         self.events.publish(
             "CANARY",
             event.message,

@@ -13,6 +13,7 @@ from nautilus_mesh.telemetry import MetricsServer
 from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
 from ops_server.core import OpsCore
+from ops_server.health import ops_health
 from ops_server.service import OpsService
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class OpsServer:
         self.config = config
         self.core = OpsCore(config)
         self.service = OpsService(self.core)
-        self.admin = OpsAdminService(self.core)
+        self.health = ops_health(self.core)
+        self.admin = OpsAdminService(self.core, health=self.health)
         self.grpc: RunningServer | None = None
         self.metrics: MetricsServer | None = None
 
@@ -51,11 +53,13 @@ class OpsServer:
             admin_pb2_grpc.add_OpsAdminServiceServicer_to_server(self.admin, server)
 
         self.grpc = await start_server(register, SERVICE_NAMES, self.config.host, self.config.port)
+        await self.health.start(self.grpc.health)  # per-dependency health: engine_link, marks, store
         if self.config.metrics_port is not None:
             self.metrics = MetricsServer(self.core.metrics.registry, self.config.metrics_host, self.config.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
+        await self.health.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         await self.core.stop()
