@@ -65,11 +65,13 @@ async def test_up_when_ops_is_killed_restarts_it_and_the_mesh_trades_again(tmp_p
         await read_until(proc.stdout, "restarting ops in", seen, 5)
         restarted = await read_until(proc.stdout, "restarted: ops", seen, 30)
         assert int(restarted.rsplit("pid=", 1)[1]) != pid
+        restarted_at = time.monotonic()
         before = await fills(address, token)  # restored from the journal
         deadline = time.monotonic() + 30
         while await fills(address, token) <= before:  # new fills: the strategies trade through the new ops
             assert time.monotonic() < deadline, "no new fill after ops was restarted:\n" + "\n".join(seen[-40:])
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.05)
+        print(f"strategies filled again {time.monotonic() - restarted_at:.2f}s after ops was back")
         assert proc.returncode is None  # the mesh kept running
     finally:
         if proc.returncode is None:
@@ -78,3 +80,30 @@ async def test_up_when_ops_is_killed_restarts_it_and_the_mesh_trades_again(tmp_p
             seen.extend(rest.decode().splitlines())
         code = await proc.wait()
     assert code == 0, "\n".join(seen[-40:])
+
+
+async def test_up_when_no_restart_and_ops_is_killed_stops_everything_with_exit_1(tmp_path: Path) -> None:
+    ops_port, engine_port, ops_metrics, engine_metrics = free_ports(4)
+    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
+    assert CLI is not None
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "up", "--no-restart", "--duration", "90", "--config-dir", str(config),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    try:
+        await read_until(proc.stdout, "ready:", seen, 60)
+        pid = int((tmp_path / "var" / "run" / "ops.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        await read_until(proc.stdout, "error: ops exited with code -9", seen, 10)
+        rest = await asyncio.wait_for(proc.stdout.read(), 60)
+        seen.extend(rest.decode().splitlines())
+        code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert code == 1
+    assert not any(line.startswith("restarting") for line in seen), seen
+    assert seen[-1].startswith("summary:")
