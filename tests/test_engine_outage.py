@@ -8,6 +8,7 @@ outage, SERVING again within 1 s and the first fill within 2 s of the engine bei
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ import pytest
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
 from ops_server.health import ENGINE_LINK_SERVICE
-from tests.conftest import MOMENTUM_TOKEN, free_ports
+from tests.conftest import DEMO, MOMENTUM_TOKEN, free_ports, write_json
 from tests.processes import SERVING, spawn, stop, wait_health, write_configs
 
 OUTAGE_SECONDS = float(os.environ.get("NAUTILUS_OUTAGE_SECONDS", "10"))
@@ -60,7 +61,11 @@ async def test_engine_outage_when_engine_killed_and_restarted_reports_truthfully
     tmp_path: Path,
 ) -> None:
     engine_port, ops_port = free_ports(2)
-    engine_cfg, ops_cfg = write_configs(tmp_path, engine_port, ops_port)
+    # Marks count as stale after 2 s, so most of the outage meets stale marks: the answer must still name the link.
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    limits["global"]["stale_mark_seconds"] = 2
+    risk = write_json(tmp_path / "risk_limits.json", limits)
+    engine_cfg, ops_cfg = write_configs(tmp_path, engine_port, ops_port, risk_limits_path=risk)
     engine_addr, ops_addr = f"127.0.0.1:{engine_port}", f"127.0.0.1:{ops_port}"
     engine_log, ops_log = tmp_path / "engine.log", tmp_path / "ops.log"
     engine = await spawn("engine_server", engine_cfg, engine_log)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.cli import main
 from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
@@ -18,13 +22,16 @@ from ops_server.circuit_breaker import CircuitBreaker, CircuitState
 from ops_server.health import ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE
 from tests.conftest import (
     ADMIN_TOKEN,
+    DEMO,
     ENGINE_TOKEN,
     MOMENTUM_TOKEN,
     Mesh,
     engine_config,
+    free_port,
     start_mesh,
     stop_mesh,
     wait_until,
+    write_json,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -69,7 +76,7 @@ async def submit(channel: grpc.aio.Channel, signal_id: str, target: float) -> st
 async def test_health_when_engine_is_up_serves_every_dependency_and_reports_healthy(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
         for service in ("", ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE):
-            await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)  # type: ignore[misc]
+            await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
         response = await admin_pb2_grpc.OpsAdminServiceStub(channel).GetHealth(
             admin_pb2.GetHealthRequest(), metadata=ADMIN
         )
@@ -106,25 +113,42 @@ async def test_engine_get_health_lists_venues_quotes_and_the_ops_session(mesh: M
     assert response.status == common_pb2.HEALTH_STATUS_HEALTHY
 
 
-async def test_engine_down_when_signals_arrive_answers_engine_unavailable_not_a_risk_rail(
-    mesh: Mesh, tmp_path: Path
+@pytest.fixture
+async def quick_stale_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """Marks count as stale after 1 s, so an outage makes them stale within the test."""
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    limits["global"]["stale_mark_seconds"] = 1
+    mesh = await start_mesh(tmp_path, ops={"risk_limits_path": write_json(tmp_path / "risk.json", limits)})
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_stale_mark_rail(
+    quick_stale_mesh: Mesh, tmp_path: Path
 ) -> None:
+    mesh = quick_stale_mesh
     core = mesh.ops.core
     engine_port = mesh.engine.port
     async with mesh.channel() as channel:
+        for service in ("", ENGINE_LINK_SERVICE, MARKS_SERVICE):
+            await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
         await mesh.engine.stop(grace=0.1)
         await wait_until(lambda: not core.link.connected, within=2)
-        for service in (ENGINE_LINK_SERVICE, MARKS_SERVICE):
-            await wait_until_async(lambda s=service: health_status(channel, s), NOT_SERVING, within=3)  # type: ignore[misc]
+        await wait_until_async(lambda: health_status(channel, ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
+        await wait_until_async(lambda: health_status(channel, MARKS_SERVICE), NOT_SERVING, within=3)  # > 1 s old
         assert await health_status(channel, "") == SERVING  # ops still answers: orchestrators must not restart it
         assert await health_status(channel, "nautilus.ops.v1.OpsService") == SERVING
         decisions = [await submit(channel, f"down-{i}", 0.1 if i % 2 else -0.1) for i in range(8)]
-        assert set(decisions) == {"ENGINE_UNAVAILABLE"}
+        assert set(decisions) == {"ENGINE_UNAVAILABLE"}  # the marks are stale, but the cause is the engine link
         assert sample(mesh, "risk_rejections_total", {"rail": "stale_mark", "model": "momentum_v1"}) is None
         rejected = sample(
             mesh, "decisions_total", {"model": "momentum_v1", "status": "REJECTED", "code": "ENGINE_UNAVAILABLE"}
         )
         assert rejected == 8
+        mark_age = sample(mesh, "mark_age_seconds", {"instrument": "BTC-USD"})
+        assert mark_age is not None and mark_age > 1
         # Five consecutive refusals open the circuit: state in metrics and health.
         assert core.engine_gate.breaker.state is CircuitState.OPEN
         assert sample(mesh, "engine_circuit_state", {}) == 2
@@ -146,14 +170,11 @@ async def test_engine_down_when_signals_arrive_answers_engine_unavailable_not_a_
         assert core.engine_gate.breaker.state is CircuitState.CLOSED
 
 
-async def wait_until_async(probe: object, expected: int, within: float) -> None:
+async def wait_until_async(probe: Callable[[], Awaitable[int]], expected: int, within: float) -> None:
     """Poll an async probe until it returns ``expected`` (deadline, no fixed sleep)."""
-    import asyncio
-    import time
-
     deadline = time.monotonic() + within
     while True:
-        value = await probe()  # type: ignore[operator]
+        value = await probe()
         if value == expected:
             return
         if time.monotonic() > deadline:
@@ -186,3 +207,33 @@ def test_circuit_breaker_opens_after_threshold_and_closes_when_a_probe_succeeds(
         CircuitState.HALF_OPEN,
         CircuitState.CLOSED,
     ]
+
+
+async def test_health_cli_when_mesh_is_up_prints_every_check_and_probes_exit_by_status(
+    mesh: Mesh, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no demo config fallbacks
+    async with mesh.channel() as channel:
+        for service in (ENGINE_LINK_SERVICE, MARKS_SERVICE):
+            await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
+    await wait_until(lambda: mesh.ops.core.last_sample_at is not None)
+    args = ["health", "--ops", mesh.ops_address, "--admin-token", ADMIN_TOKEN]
+    code = await asyncio.to_thread(main, [*args, "--engine", mesh.engine_address, "--engine-token", ENGINE_TOKEN])
+    out = capsys.readouterr().out
+    assert "ops: HEALTHY" in out and "engine: HEALTHY" in out, out
+    for check in ("engine_link", "mark:BTC-USD", "store", "venue:sim", "ops_session"):
+        assert check in out, check
+    assert code == 0
+    probe_args = ["health", "--probe", "--ops", mesh.ops_address, "--service"]
+    assert await asyncio.to_thread(main, [*probe_args, ENGINE_LINK_SERVICE]) == 0
+    assert await asyncio.to_thread(main, [*probe_args, "nautilus.ops.v1.nope"]) == 1
+    await mesh.engine.stop(grace=0.1)
+    await wait_until(lambda: not mesh.ops.core.link.connected, within=2)
+    async with mesh.channel() as channel:
+        await wait_until_async(lambda: health_status(channel, ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
+    assert await asyncio.to_thread(main, [*probe_args, ENGINE_LINK_SERVICE]) == 1
+    assert await asyncio.to_thread(main, [*probe_args, ""]) == 0  # overall stays SERVING
+    code = await asyncio.to_thread(main, args)
+    out = capsys.readouterr().out
+    assert code == 1 and "ops: UNHEALTHY" in out, out
+    assert await asyncio.to_thread(main, ["health", "--probe", "--ops", f"127.0.0.1:{free_port()}"]) == 2
