@@ -27,6 +27,7 @@ KEEPALIVE_TIME_MS = 10_000
 KEEPALIVE_TIMEOUT_MS = 5_000
 MIN_CLIENT_PING_INTERVAL_MS = 5_000
 MAX_RECONNECT_BACKOFF_MS = 500
+MIN_CONNECT_TIMEOUT_MS = 2_000
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
     # Bounded message size: a frame larger than this is refused by the transport.
@@ -55,8 +56,11 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     # more after a 20 s outage before it tries again; with these caps it tries every <= 0.5 s, so a peer that comes
     # back is reached within ~0.5 s whatever the outage length. Cheap: one TCP connect attempt per try on loopback/LAN.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+    # Despite its name, gRPC uses this as the minimum time one connection attempt may take (default 20 s), not as a
+    # backoff: at 100 ms a loaded host times out its own handshakes. 2 s bounds an attempt against a peer whose
+    # packets are dropped (a partition), while a refused connection (peer process down) still fails at once.
+    ("grpc.min_reconnect_backoff_ms", MIN_CONNECT_TIMEOUT_MS),
 ]
 
 

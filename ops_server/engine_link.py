@@ -245,8 +245,20 @@ class EngineLink:
                         await writer
                 call.cancel()
             self.reconnects += 1
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await self._pause(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._backoff_max)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next attempt, or less: until the channel changes state.
+
+        The channel retries the connection on its own backoff (<= 0.5 s); a failed call leaves it in
+        TRANSIENT_FAILURE, and its next state change (CONNECTING, on its own retry) is the moment to try again:
+        a call made while it connects waits for the outcome, so the stream opens as soon as the engine accepts.
+        """
+        assert self._channel is not None
+        state = self._channel.get_state(try_to_connect=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._channel.wait_for_state_change(state), seconds)
 
     async def _load_venues(self) -> None:
         response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
@@ -300,5 +312,5 @@ class EngineLink:
                 log.debug("[ENGINE-LINK] quote stream failed: %s", exc.code().name)
             finally:
                 self._quotes_live = False
-            await asyncio.sleep(delay * (0.5 + random.random()))
+            await self._pause(delay * (0.5 + random.random()))
             delay = min(delay * 2, self._backoff_max)
