@@ -105,7 +105,10 @@ async def test_engine_outage_when_engine_killed_and_restarted_reports_truthfully
         await stop(ops)
         await stop(engine)
     reconnect, first_fill = link_at - ready_at, filled_at - ready_at
-    print(f"outage={OUTAGE_SECONDS:.0f}s reconnect={reconnect:.3f}s first_fill={first_fill:.3f}s after engine ready")
+    print(
+        f"outage={OUTAGE_SECONDS:.0f}s noticed={down_at - killed_at:.3f}s after the kill; "
+        f"reconnect={reconnect:.3f}s first_fill={first_fill:.3f}s after engine ready"
+    )
     assert "STALE_MARK" not in after, after
     assert reconnect < 1.0, f"engine_link SERVING {reconnect:.2f}s after the engine was ready"
     assert first_fill < 2.0, f"first fill {first_fill:.2f}s after the engine was ready"
