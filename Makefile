@@ -10,7 +10,7 @@ CONTRACT_RELEASE := protos/releases/v1.binpb
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-$(shell cat $(NODE_DIR)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest node-test bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract rules pytest node-test bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/nautilus-mesh up --duration $(DURATION)
 
-test: install lint typecheck buf-lint buf-breaking protos-check pytest node-test
+test: install lint typecheck buf-lint buf-breaking protos-check rules pytest node-test
 
 lint: install
 	$(BIN)/ruff check .
@@ -48,6 +48,14 @@ buf-breaking: install
 # Run when a contract is released: the image the next changes are checked against.
 release-contract: install
 	$(BIN)/buf build -o $(CONTRACT_RELEASE)
+
+# Prometheus recording and alerting rules: syntax, the compose config that loads them, and their unit tests.
+PROMTOOL ?= promtool
+rules:
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "error: promtool not found; install the Debian package: apt-get install -y prometheus (.ci/run does)" >&2; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/rules/*.yml
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/*.yml
 
 pytest: install
 	$(BIN)/pytest -q

@@ -9,7 +9,9 @@ view and controls:
 - ``stats`` (performance per model and per strategy);
 - ``risk limits|state``, ``risk set-state``, ``risk kill-switch engage|release``, ``risk reload``;
 - ``weights --strategy S --set model=w ... --reason R``;
-- ``events [--kind K ...] [--recent] [--count N]`` (one line per ops event, until Ctrl-C).
+- ``events [--kind K ...] [--recent] [--count N]`` (one line per ops event, until Ctrl-C);
+- ``health [--engine ADDR] [--probe [--service S]]`` (every health check of ops and the engine; ``--probe``: the gRPC
+  health status as an exit code, for container health checks).
 
 Token resolution. Queries (OpsService) need a strategy token: ``--token``, else the
 ``NAUTILUS_STRATEGY_TOKEN`` environment variable, else the first strategy token in
@@ -44,17 +46,20 @@ from google.protobuf import json_format
 from rich.console import Console
 
 from clients.launcher import demo_strategy_token, run_mesh
-from clients.sdk import MeshRpcError, OpsAdminClient, OpsClient
+from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import load_spans, print_table, render_summary, summarize_spans
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, ops_pb2
 from nautilus_mesh.auth import is_plain_token
+from nautilus_mesh.health import health_name
+from nautilus_mesh.healthcheck import probe
 
 DEFAULT_OPS = "127.0.0.1:50051"
 DEFAULT_ENGINE = "127.0.0.1:50052"
 DEFAULT_CONFIG_DIR = "config/demo"
 TOKEN_ENV = "NAUTILUS_STRATEGY_TOKEN"  # noqa: S105  an environment variable's name, not a token
 ADMIN_TOKEN_ENV = "NAUTILUS_ADMIN_TOKEN"  # noqa: S105  an environment variable's name, not a token
+ENGINE_TOKEN_ENV = "NAUTILUS_ENGINE_TOKEN"  # noqa: S105  an environment variable's name, not a token
 CLI_TIMEOUT = 5.0
 TRADING_STATES = ("ACTIVE", "REDUCING", "HALTED")
 CANARY_ACTIONS = ("promote", "rollback", "pause", "resume", "confirm")
@@ -78,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until Ctrl-C")
     up.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, help="directory with engine/ops/strategies JSON")
     up.add_argument("--no-strategies", action="store_true", help="start only engine and ops")
+    up.add_argument("--no-restart", action="store_true", help="stop everything when any child dies (no restarts)")
 
     status = sub.add_parser("status", help="models, routing, PnL, Sharpe and allocations")
     _query_options(status, cmd_status)
@@ -143,6 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", dest="weights", action="append", required=True, metavar="MODEL=W", help="a model's weight (repeat)"
     )
     weights.add_argument("--reason", required=True, help="why (recorded in the audit log)")
+
+    health = sub.add_parser("health", help="every health check of ops (and the engine), rolled up")
+    _admin_options(health, cmd_health)
+    health.add_argument("--engine", default=None, help="also the engine's checks (host:port)")
+    health.add_argument(
+        "--engine-token", default=None, help=f"engine token (else ${ENGINE_TOKEN_ENV}, else demo config)"
+    )
+    health.add_argument("--probe", action="store_true", help="only the gRPC health status of --ops as an exit code")
+    health.add_argument("--service", default="", help="with --probe: the health service ('' = overall)")
 
     events = sub.add_parser("events", help="ops events as they happen, one line each, until Ctrl-C")
     _query_options(events, cmd_events)
@@ -595,13 +610,56 @@ async def cmd_events(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _health_rows(checks: Sequence[common_pb2.HealthCheck], source: str) -> list[list[str]]:
+    return [[source, c.name, health_name(c.status), f"{c.age_seconds:.1f}", c.detail] for c in checks]
+
+
+async def cmd_health(args: argparse.Namespace, console: Console) -> int:
+    """Exit 0 when everything is HEALTHY, 1 when DEGRADED or UNHEALTHY (or, with --probe, not SERVING)."""
+    if args.probe:
+        return await asyncio.to_thread(probe, args.ops, args.service, CLI_TIMEOUT)
+    async with _admin_client(args) as admin:
+        try:
+            response = await admin.get_health()
+        except MeshRpcError as exc:
+            raise _fail(exc, args.ops) from None
+    rows = _health_rows(response.checks, "ops")
+    worst = response.status
+    print(f"ops: {health_name(response.status)}")
+    if args.engine:
+        token = args.engine_token or os.environ.get(ENGINE_TOKEN_ENV) or _demo_engine_token(args.config_dir)
+        async with EngineClient(args.engine, engine_token=token, timeout=CLI_TIMEOUT) as engine:
+            try:
+                engine_health = await engine.get_health()
+            except MeshRpcError as exc:
+                raise _fail(exc, args.engine, "engine") from None
+        rows += _health_rows(engine_health.checks, "engine")
+        worst = max(worst, engine_health.status)
+        print(f"engine: {health_name(engine_health.status)}")
+    print_table(console, "health checks", ["service", "check", "status", "age_s", "detail"], rows)
+    return 0 if worst == common_pb2.HEALTH_STATUS_HEALTHY else 1
+
+
+def _demo_engine_token(config_dir: str) -> str | None:
+    try:
+        config = json.loads((Path(config_dir) / "engine.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    token = config.get("ops_token") if isinstance(config, dict) else None
+    return token if isinstance(token, str) and token else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nautilus-mesh`` console script."""
     args = build_parser().parse_args(argv)
     console = Console()
     try:
         if args.command == "up":
-            return asyncio.run(run_mesh(args.config_dir, args.duration, not args.no_strategies, console=console))
+            return asyncio.run(
+                run_mesh(
+                    args.config_dir, args.duration, not args.no_strategies, console=console, restart=not args.no_restart
+                )
+            )
         if args.command == "traces":
             return cmd_traces(args, console)
         handler: Command = args.handler

@@ -4,7 +4,12 @@ The servers run as subprocesses of the same interpreter (``python -m engine_serv
 ``python -m ops_server``, ``python -m strategies``) in their own sessions, so a Ctrl-C in the
 terminal reaches only the launcher, which then stops them in dependency order: strategies
 first (they close their signal streams and wait for fills), then ops, then the engine. Their
-logs go to ``var/log/<name>.log``.
+logs go to ``var/log/<name>.log`` and their pids to ``var/run/<name>.pid``.
+
+Supervision: a child that dies is reported at once (``error: <name> exited with code N; last lines:`` and the tail of
+its log) and restarted after a backoff (0.5 s, doubling up to 10 s) as long as it has been restarted fewer than
+``max_restarts`` (5) times; past the limit the whole mesh stops with exit code 1. ``--no-restart`` keeps the strict
+behaviour (the first death stops everything, exit 1), which tests and CI rely on.
 
 Output contract (scripts and tests rely on it):
 
@@ -47,6 +52,10 @@ STOP_TIMEOUT = 10.0
 STATUS_INTERVAL = 3.0
 STATS_FILE = Path("var/run/strategies.json")
 LOG_DIR = Path("var/log")
+PID_DIR = Path("var/run")
+MAX_RESTARTS = 5
+RESTART_BACKOFF_INITIAL = 0.5
+RESTART_BACKOFF_MAX = 10.0
 
 
 @dataclass(frozen=True)
@@ -195,15 +204,22 @@ class ManagedProcess:
         return self.process.returncode
 
 
-def _open_log(log_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
+def _open_log(log_dir: Path, name: str, *, append: bool = False) -> tuple[Path, IO[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
-    return log_path, open(log_path, "wb")  # closed by ManagedProcess.stop
+    return log_path, open(log_path, "ab" if append else "wb")  # closed by ManagedProcess.stop
 
 
-async def start_process(name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR) -> ManagedProcess:
-    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated: this run only)."""
-    log_path, log_file = _open_log(log_dir, name)
+def _write_pid(name: str, pid: int) -> None:
+    PID_DIR.mkdir(parents=True, exist_ok=True)
+    (PID_DIR / f"{name}.pid").write_text(f"{pid}\n")
+
+
+async def start_process(
+    name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR, *, append: bool = False
+) -> ManagedProcess:
+    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated unless ``append``)."""
+    log_path, log_file = _open_log(log_dir, name, append=append)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -217,6 +233,7 @@ async def start_process(name: str, module: str, args: Sequence[str], log_dir: Pa
         # Own session: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
         start_new_session=True,
     )
+    _write_pid(name, process.pid)
     return ManagedProcess(name, process, log_path, log_file)
 
 
@@ -343,6 +360,72 @@ def _forget_stats() -> None:
 # --- the mesh --------------------------------------------------------------------------------
 
 
+@dataclass
+class ChildSpec:
+    """How to (re)start one child: its module, arguments and the address it serves on (None: no gRPC server)."""
+
+    name: str
+    module: str
+    args: tuple[str, ...]
+    address: str | None = None
+    restarts: int = 0
+
+
+class Supervisor:
+    """Restarts children that die, with a doubling backoff and a limit per child.
+
+    Args:
+        procs: the running children in stop order; restarted children replace their entry in place.
+        specs: how to restart each child, by name.
+        max_restarts: restarts allowed per child before the mesh gives up.
+    """
+
+    def __init__(
+        self, procs: list[ManagedProcess], specs: Mapping[str, ChildSpec], max_restarts: int = MAX_RESTARTS
+    ) -> None:
+        self.procs = procs
+        self.specs = specs
+        self.max_restarts = max_restarts
+
+    async def wait_for_death(self, stop: asyncio.Event, within: float) -> list[ManagedProcess]:
+        """Wait up to ``within`` seconds for ``stop`` or any child to exit; returns the dead children."""
+        waits = [asyncio.ensure_future(p.process.wait()) for p in self.procs if p.running]
+        waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=max(0.0, within), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        return [p for p in self.procs if not p.running]
+
+    async def restart(self, dead: ManagedProcess, stop: asyncio.Event) -> bool:
+        """Restart ``dead`` after its backoff; False when it is past its restart limit (or a stop came first)."""
+        spec = self.specs[dead.name]
+        dead.log_file.close()
+        if spec.restarts >= self.max_restarts:
+            print(
+                f"error: {dead.name} died {spec.restarts + 1} times; giving up (limit {self.max_restarts})", flush=True
+            )
+            return False
+        spec.restarts += 1
+        backoff = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_INITIAL * 2 ** (spec.restarts - 1))
+        print(f"restarting {dead.name} in {backoff:g}s (restart {spec.restarts}/{self.max_restarts})", flush=True)
+        log.warning("[LAUNCHER] restarting %s (restart %d/%d)", dead.name, spec.restarts, self.max_restarts)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), backoff)
+        if stop.is_set():
+            return True
+        proc = await start_process(spec.name, spec.module, spec.args, append=True)
+        self.procs[self.procs.index(dead)] = proc
+        if spec.address is not None:
+            failure = await wait_ready(proc, spec.address)
+            if failure:
+                print(f"error: {failure}", flush=True)
+                return True  # the next round sees it dead and counts another restart
+        print(f"restarted: {spec.name} pid={proc.process.pid}", flush=True)
+        return True
+
+
 async def _stop_all(procs: Sequence[ManagedProcess]) -> None:
     for proc in procs:  # already in stop order: strategies, ops, engine
         code = await proc.stop()
@@ -356,12 +439,18 @@ async def run_mesh(
     *,
     console: Console | None = None,
     status_interval: float = STATUS_INTERVAL,
+    restart: bool = True,
+    max_restarts: int = MAX_RESTARTS,
 ) -> int:
     """Run engine, ops and (optionally) the strategies until ``duration`` seconds pass (0 = Ctrl-C).
 
+    Args:
+        restart: restart a child that dies (backoff, at most ``max_restarts`` times each); False stops everything.
+
     Returns:
-        0 on a clean run; 1 when a service failed to start or died while running; 2 when another mesh
-        holds the state directories or the ports (checked before any log or stats file is touched).
+        0 on a clean run; 1 when a service failed to start, or died (past the restart limit, or with restart off);
+        2 when another mesh holds the state directories or the ports (checked before any log or stats file is
+        touched).
     """
     console = console or Console()
     root = Path(config_dir)
@@ -380,8 +469,15 @@ async def run_mesh(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    engine = await start_process("engine", "engine_server", ["--config", str(root / "engine.json")])
-    ops = await start_process("ops", "ops_server", ["--config", str(root / "ops.json")])
+    specs = {
+        "engine": ChildSpec("engine", "engine_server", ("--config", str(root / "engine.json")), endpoints.engine),
+        "ops": ChildSpec("ops", "ops_server", ("--config", str(root / "ops.json")), endpoints.ops),
+        "strategies": ChildSpec(
+            "strategies", "strategies", ("--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE))
+        ),
+    }
+    engine = await start_process("engine", "engine_server", specs["engine"].args)
+    ops = await start_process("ops", "ops_server", specs["ops"].args)
     procs = [ops, engine]  # stop order
     failures = await asyncio.gather(wait_ready(engine, endpoints.engine), wait_ready(ops, endpoints.ops))
     for proc, failure in zip((engine, ops), failures, strict=True):
@@ -393,11 +489,7 @@ async def run_mesh(
         return 1
 
     if with_strategies:
-        strategies = await start_process(
-            "strategies",
-            "strategies",
-            ["--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE)],
-        )
+        strategies = await start_process("strategies", "strategies", specs["strategies"].args)
         procs.insert(0, strategies)
     print(ready_line(endpoints), flush=True)
 
@@ -407,27 +499,35 @@ async def run_mesh(
     client = OpsClient(
         endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root / "ops.json"), timeout=2.0
     )
+    supervisor = Supervisor(procs, specs, max_restarts)
+    next_status = time.monotonic() + status_interval
     try:
         while not stop.is_set():
-            wait = status_interval
+            wait = next_status - time.monotonic()
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
+                if deadline - time.monotonic() <= 0:
                     break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            dead = [p for p in procs if not p.running]
+            dead = await supervisor.wait_for_death(stop, wait)
+            if stop.is_set():
+                break
             if dead:
                 for proc in dead:
                     print(f"error: {proc.name} exited with code {proc.process.returncode}; last lines:", flush=True)
                     print(proc.log_tail(), flush=True)
-                exit_code = 1
-                break
+                    log.error("[LAUNCHER] %s exited with code %s", proc.name, proc.process.returncode)
+                if not restart or not all([await supervisor.restart(proc, stop) for proc in dead]):
+                    exit_code = 1
+                    break
+                continue
+            if time.monotonic() < next_status:
+                continue
+            next_status = time.monotonic() + status_interval
             if not stop.is_set():
                 print_status(console, await fetch_ops_view(client), read_stats())
     finally:
         await client.close()
-        await _stop_all(procs)
+        await _stop_all(supervisor.procs)
 
     stats = read_stats()
     totals = stats.get("totals") or {}

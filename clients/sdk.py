@@ -251,6 +251,11 @@ class OpsAdminClient(_Client):
         super().__init__(address, ((ADMIN_TOKEN_HEADER, admin_token),), timeout)
         self._stub = admin_pb2_grpc.OpsAdminServiceStub(self._channel)
 
+    async def get_health(self) -> admin_pb2.GetHealthResponse:
+        """Every health check of ops with status, detail and age, and their rollup."""
+        request = admin_pb2.GetHealthRequest()
+        return await _call(self._stub.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+
     async def trigger_allocation(self, *, reason: str = "") -> admin_pb2.TriggerAllocationResponse:
         """Run a capital allocation cycle now, bypassing the cooldown; the answer says what it decided."""
         request = admin_pb2.TriggerAllocationRequest(reason=reason)
@@ -335,6 +340,11 @@ class EngineClient(_Client):
         super().__init__(address, metadata, timeout)
         self._engine = engine_pb2_grpc.EngineServiceStub(self._channel)
         self._market = engine_pb2_grpc.MarketDataServiceStub(self._channel)
+
+    async def get_health(self) -> engine_pb2.GetHealthResponse:
+        """Every health check of the engine and their rollup (needs the engine token)."""
+        request = engine_pb2.GetHealthRequest()
+        return await _call(self._engine.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
 
     async def list_venues(self) -> list[engine_pb2.VenueInfo]:
         """Venues with their status and instrument specs."""

@@ -30,3 +30,9 @@ class EngineMetrics:
             registry=r,
         )
         self.quote_subscribers = Gauge("engine_quote_subscribers", "Open StreamQuotes subscriptions.", registry=r)
+        self.component_up = Gauge(
+            "component_up",
+            "1 while an engine health check is healthy (venue:<name>, quotes, ...).",
+            ["component"],
+            registry=r,
+        )

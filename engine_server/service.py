@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
+from engine_server.health import EngineHealth
 from engine_server.metrics import EngineMetrics
 from engine_server.order_lifecycle import Order
 from engine_server.order_manager import OrderManager, Report
@@ -28,6 +29,7 @@ from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt, parse_decimal
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
+from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.status import abort, error_detail
 from nautilus_mesh.telemetry import Tracing, inject
 
@@ -373,6 +375,12 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self.core = core
         self._token = ops_token
         self._max_commands = max_commands_per_frame
+        self._health = EngineHealth(core)
+
+    async def GetHealth(self, request: engine_pb2.GetHealthRequest, context: Context) -> engine_pb2.GetHealthResponse:
+        await self._authorize(context)
+        status, checks = self._health.report()
+        return engine_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
 
     async def _authorize(self, context: Context) -> None:
         try:

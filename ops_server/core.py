@@ -31,6 +31,7 @@ from nautilus_mesh.telemetry import Tracing
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
 from ops_server.canary import CanaryEvent
 from ops_server.canary.manager import CanaryManager
+from ops_server.circuit_breaker import EngineGate
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.engine_link import EngineLink, ReportCursor
@@ -70,7 +71,8 @@ class OpsCore:
 
     Servicers use :attr:`signals`, :attr:`feedback` (fill subscriptions), :attr:`queries`, :attr:`controls` and
     :attr:`auth`; nothing else. The domain objects (:attr:`registry`, :attr:`measurement`, :attr:`allocator`,
-    :attr:`canaries`) are public for embedding ops in one process (tests, backtests), not for servicers.
+    :attr:`canaries`, :attr:`risk`) are public for health and for embedding ops in one process (tests,
+    backtests), not for servicers.
     """
 
     def __init__(self, config: OpsConfig, *, tracing: Tracing | None = None) -> None:
@@ -102,6 +104,7 @@ class OpsCore:
             on_connected=self._on_engine_connected,
             tls=config.engine_tls,
         )
+        self.engine_gate = EngineGate(link, self.metrics)
         live_sink = LiveOrderSink(config.live_venue, config.account)
         paper_sink = PaperOrderSink(config.paper_venue)
         self.signals = SignalPath(
@@ -112,6 +115,7 @@ class OpsCore:
             tracker=tracker,
             canaries=canaries,
             link=link,
+            gate=self.engine_gate,
             live_sink=live_sink,
             paper_sink=paper_sink,
             metrics=self.metrics,
@@ -166,6 +170,7 @@ class OpsCore:
             link=link,
         )
         self.registry, self.measurement, self.allocator, self.canaries = registry, measurement, allocator, canaries
+        self.risk = risk
         self._tasks: list[asyncio.Task[None]] = []
         self._recover()
 

@@ -293,7 +293,7 @@ class StrategyRunner:
         refresh_seconds: float = 0.0,
         drain_timeout: float = 2.0,
         backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
+        backoff_max: float = 0.25,
         outbox_size: int = 1000,
     ) -> None:
         self.name = name
