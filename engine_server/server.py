@@ -48,7 +48,14 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         name: VenueRails(VenueRailsConfig.from_mapping(config.rails.get(name, {})), venue=name, on_reject=on_reject)
         for name in venues
     }
-    return OrderManager(venues, rails, config.journal_path, journal_fsync=config.journal_fsync)
+    return OrderManager(
+        venues,
+        rails,
+        config.journal_path,
+        journal_fsync=config.journal_fsync,
+        retention=config.order_retention,
+        dedupe_window=config.dedupe_window,
+    )
 
 
 class EngineServer:
