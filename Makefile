@@ -8,7 +8,7 @@ DURATION ?= 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CONTRACT_RELEASE := protos/releases/v1.binpb
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench bench-micro clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,16 @@ release-contract: install
 pytest: install
 	$(BIN)/pytest -q
 
+# One run, one table (see docs/performance.md); BENCH_ARGS="--duration 30" for the issue's 30 s open loop.
+BENCH_ARGS ?=
 bench: install
+	mkdir -p var/bench
+	$(PY) benchmarks/bench_mesh.py --json var/bench/mesh.json --plot var/bench/latency-vs-rate.png $(BENCH_ARGS)
+
+# The engine alone: matching engine and the engine's per-order work (EngineCore.execute on frames).
+bench-micro: install
 	$(PY) benchmarks/bench_matching.py
-	$(PY) benchmarks/bench_mesh.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
