@@ -33,6 +33,9 @@ class EngineMetrics:
         )
         self.sessions = Gauge("engine_order_sessions", "Open order stream sessions.", registry=r)
         self.last_seq = Gauge("engine_last_seq", "Sequence number of the newest execution report.", registry=r)
+        self.orders_in_memory = Gauge(
+            "engine_orders_in_memory", "Orders held in memory (open plus the retention window).", registry=r
+        )
         self.frame_latency = Histogram(
             "engine_frame_latency_seconds",
             "Time to execute one frame of order commands.",

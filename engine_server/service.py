@@ -192,6 +192,7 @@ class EngineCore:
             if exec_type in FILL_EXEC_TYPES:
                 metrics.fill_counter(venue).inc(n)
         metrics.last_seq.set(self.manager.last_seq)
+        metrics.orders_in_memory.set(self.manager.orders_in_memory)
         for session_id, frame in frames.items():
             queue = self.sessions.get(session_id)
             if queue is None:
