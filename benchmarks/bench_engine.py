@@ -35,6 +35,18 @@ from nautilus_mesh.telemetry import Tracing
 SESSION = "bench"
 
 
+def rss_mb() -> float:
+    """This process's resident set size in MB (Linux /proc; NaN elsewhere)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
 def make_frames(orders: int, frame: int, prefix: str) -> list[engine_pb2.StreamOrdersRequest]:
     commands = [
         engine_pb2.OrderCommand(
@@ -90,12 +102,14 @@ async def run(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
+        orders_in_memory = core.manager.orders_in_memory
         core.manager.close()
     per_order_us = seconds / args.orders * 1e6
     print(
         f"engine: {args.orders} orders in frames of {args.frame}, fsync {args.fsync}, tracing "
         f"{'on' if args.tracing else 'off'}: {args.orders / seconds:,.0f} orders/s ({per_order_us:.1f} us/order), "
-        f"{reports} reports in {frames_out} report frames for {len(frames)} command frames"
+        f"{reports} reports in {frames_out} report frames for {len(frames)} command frames; "
+        f"{orders_in_memory} orders in memory, RSS {rss_mb():.0f} MB"
     )
     if profiler is not None:
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.profile)

@@ -28,8 +28,8 @@ Two loads:
 
 Workload: target-exposure signals for ``momentum_v1``, alternating BTC-USD / ETH-USD, each
 instrument's target flipping so every signal sends an order (the demo registry's shadow canary adds
-a paper-twin order per signal). The demo risk limits' order-rate bucket is raised in a copy so that
-rail does not decide the result; every other rail, the journals (engine: binary, fsync per frame)
+a paper-twin order per signal). The demo risk limits' order-rate bucket and loss limits are raised
+in a copy so those rails do not decide the result; every other rail, the journals (engine: binary, fsync per frame)
 and exactly-once processing stay as deployed. Tracing samples ``--sampling`` of the signals
 (default 0.1, as ``make run``) through ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``.
 
@@ -395,13 +395,17 @@ def free_ports(n: int) -> list[int]:
 
 
 def raised_risk_limits(tmp: Path) -> Path:
-    """A copy of the demo risk limits whose order-rate bucket is out of the way."""
+    """A copy of the demo risk limits whose order-rate bucket and loss limits are out of the way.
+
+    Every signal flips its target, so each one pays the spread: over tens of thousands of signals the
+    demo's daily-loss limit would move the model to REDUCING and the run would measure rejections.
+    """
     limits = json.loads((DEMO / "risk_limits.json").read_text(encoding="utf-8"))
-    limits["default_model"]["order_rate_per_second"] = RAISED_RATE
-    limits["default_model"]["order_burst"] = RAISED_RATE
-    for model in limits.get("models", {}).values():
+    for model in (limits["default_model"], *limits.get("models", {}).values()):
         model["order_rate_per_second"] = RAISED_RATE
         model["order_burst"] = RAISED_RATE
+        model["max_daily_loss"] = "1000000000"
+        model["max_drawdown"] = 1.0
     path = tmp / "risk_limits.json"
     path.write_text(json.dumps(limits), encoding="utf-8")
     return path

@@ -171,10 +171,10 @@ class OrderManager:
     def get_order(self, client_order_id: str) -> Order | None:
         """The order with this id, or None. The object is the ledger's own: read it, do not mutate it.
 
-        An order that has left memory (see ``retention``) is rebuilt from the journal.
+        An order that has left memory within the dedupe window is rebuilt from the journal.
         """
         order = self._orders.get(client_order_id)
-        if order is None and self._journal_path is not None and client_order_id:
+        if order is None and self._left_memory(client_order_id):
             order = self._from_journal(client_order_id)[0]
         return order
 
@@ -183,9 +183,13 @@ class OrderManager:
         reports = self._order_reports.get(client_order_id)
         if reports is not None:
             return list(reports)
-        if self._journal_path is not None and client_order_id not in self._orders:
+        if client_order_id not in self._orders and self._left_memory(client_order_id):
             return self._from_journal(client_order_id)[1]
         return []
+
+    def _left_memory(self, client_order_id: str) -> bool:
+        """The id may belong to an order that left memory (a fingerprint hit; the journal decides)."""
+        return self._journal_path is not None and bool(self._forgotten) and hash(client_order_id) in self._forgotten
 
     @property
     def orders_in_memory(self) -> int:
@@ -269,7 +273,7 @@ class OrderManager:
             previous = list(self._order_reports.get(coid, ()))
             log.info("[ORDER-MANAGER] duplicate client_order_id %s: returning %d reports", coid, len(previous))
             return previous
-        if self._forgotten and hash(coid) in self._forgotten and self._journal_path is not None:
+        if self._left_memory(coid):
             old, previous = self._from_journal(coid)
             if old is not None:
                 log.info("[ORDER-MANAGER] duplicate client_order_id %s (journal): %d reports", coid, len(previous))
