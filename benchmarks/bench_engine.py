@@ -91,6 +91,7 @@ async def run(args: argparse.Namespace) -> None:
         profiler = cProfile.Profile() if args.profile else None
         reports = frames_out = 0
         started = time.perf_counter()
+        cpu_started = time.process_time()
         if profiler is not None:
             profiler.enable()
         for frame in frames:
@@ -102,12 +103,14 @@ async def run(args: argparse.Namespace) -> None:
         if profiler is not None:
             profiler.disable()
         seconds = time.perf_counter() - started
+        cpu_us = (time.process_time() - cpu_started) / args.orders * 1e6
         orders_in_memory = core.manager.orders_in_memory
         core.manager.close()
     per_order_us = seconds / args.orders * 1e6
     print(
         f"engine: {args.orders} orders in frames of {args.frame}, fsync {args.fsync}, tracing "
-        f"{'on' if args.tracing else 'off'}: {args.orders / seconds:,.0f} orders/s ({per_order_us:.1f} us/order), "
+        f"{'on' if args.tracing else 'off'}: {args.orders / seconds:,.0f} orders/s "
+        f"({per_order_us:.1f} us/order, CPU {cpu_us:.1f} us/order), "
         f"{reports} reports in {frames_out} report frames for {len(frames)} command frames; "
         f"{orders_in_memory} orders in memory, RSS {rss_mb():.0f} MB"
     )
