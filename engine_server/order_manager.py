@@ -32,10 +32,12 @@ Not thread-safe: call it from one thread (the engine's event loop).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import itertools
 import logging
 import os
+import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -72,6 +74,8 @@ log = logging.getLogger(__name__)
 
 _NO_DETAILS: Mapping[str, str] = {}
 MAX_LIST_LIMIT = 5000
+JOURNAL_INDEX_EVERY = 1000
+"""One (seq, journal offset) pair is kept per this many reports, so old ranges are read from near their start."""
 __all__ = ["MAX_LIST_LIMIT", "OrderManager", "Report"]
 
 
@@ -133,6 +137,8 @@ class OrderManager:
         self._forgotten: OrderedDict[int, None] = OrderedDict()
         """Fingerprints (``hash``) of the ids of orders that left memory, oldest first."""
         self._frame_depth = 0
+        self._seq_index: list[tuple[int, int]] = []
+        """Sparse (seq, journal offset) of reports, ascending: where to start reading an old range."""
         self._seq = 0
         self.anomalies = 0
         """Venue events dropped because they were illegal for their order (should stay 0)."""
@@ -237,9 +243,13 @@ class OrderManager:
                 f"reports before seq {first} are no longer held in memory",
                 {"since_seq": since_seq, "oldest_available": first - 1},
             )
+        if self._journal is not None:
+            self._journal.commit()
         out: list[Report] = []
         sessions: dict[str, tuple[str, Mapping[str, str]]] = {}
-        for record in JournalReader(self._journal_path, JOURNAL_SCHEMA).records():
+        at = bisect.bisect_right(self._seq_index, (since_seq + 1, sys.maxsize)) - 1
+        start = self._seq_index[at][1] if at >= 0 else 0
+        for record in JournalReader(self._journal_path, JOURNAL_SCHEMA).records(start):
             message = record.message
             if record.tag == ORDER_TAG:
                 assert isinstance(message, journal_pb2.OrderRecord)
@@ -374,7 +384,7 @@ class OrderManager:
             if report is not None:
                 reports.append(report)
                 if journal is not None:
-                    journal.append(report_pb(report))
+                    self._index(report.seq, journal.append(report_pb(report)))
                 self._remember(report)
         if journal is not None and self._frame_depth == 0:
             journal.commit()
@@ -422,6 +432,11 @@ class OrderManager:
             trace=req.trace,
             reason_details=details,
         )
+
+    def _index(self, seq: int, offset: int) -> None:
+        index = self._seq_index
+        if not index or seq - index[-1][0] >= JOURNAL_INDEX_EVERY:
+            index.append((seq, offset))
 
     def _remember(self, report: Report) -> None:
         self._history.append(report)
@@ -488,6 +503,7 @@ class OrderManager:
                         raise KeyError(message.client_order_id)
                     req = order.request
                     if self._replay_report(report_from_pb(message, req.session_id, req.trace)):
+                        self._index(message.seq, record.offset)
                         reports += 1
             except (KeyError, ValueError, ArithmeticError, IllegalTransitionError) as exc:
                 log.error("[ORDER-MANAGER] unusable journal record at offset %d skipped: %r", record.offset, exc)

@@ -140,18 +140,25 @@ class JournalReader:
         self.valid_end = 0
         self.dropped_bytes = 0
 
-    def records(self) -> Iterator[JournalRecord]:
-        """Yield every good record in file order (header records excluded)."""
+    def records(self, start: int = 0) -> Iterator[JournalRecord]:
+        """Yield every good record in file order (header records excluded).
+
+        Args:
+            start: Offset of a record to start from (one a writer's ``append`` or an earlier read
+                returned); needs a schema. 0 reads the whole file.
+        """
+        if start and self._schema is None:
+            raise ValueError("reading from an offset needs the journal's schema")
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below
         except FileNotFoundError:
             return
         try:
-            yield from self._read(fh)
+            yield from self._read(fh, start)
         finally:
             fh.close()
 
-    def _read(self, fh: BinaryIO) -> Iterator[JournalRecord]:
+    def _read(self, fh: BinaryIO, start: int) -> Iterator[JournalRecord]:
         size = os.fstat(fh.fileno()).st_size
         if size == 0:
             return
@@ -161,10 +168,13 @@ class JournalReader:
                 self._torn(0, size, "torn file header")
                 return
             raise JournalFormatError(f"{self.path} is not a binary journal (no {MAGIC!r} header)")
-        classes: dict[int, type[Message] | None] = {}
+        classes: dict[int, type[Message] | None] = dict(self._schema or {})
         buf = b""
         pos = 0
         base = len(MAGIC)  # file offset of buf[0]
+        if start > base:
+            fh.seek(start)
+            base = start
         self.valid_end = base
         eof = False
         while True:
@@ -208,7 +218,8 @@ class JournalReader:
             try:
                 message.ParseFromString(payload)
             except DecodeError:
-                log.warning("[JOURNAL] %s: undecodable %s at offset %d skipped", self.path, self.types[tag], offset)
+                name = cls.DESCRIPTOR.full_name
+                log.warning("[JOURNAL] %s: undecodable %s at offset %d skipped", self.path, name, offset)
                 continue
             yield JournalRecord(tag, message, offset)
 
@@ -291,6 +302,8 @@ class JournalWriter:
             self._cut_tail(end)
             fresh = end == 0
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._end = os.fstat(self._fd).st_size
+        self._pending_bytes = 0
         if fresh:
             self._write(MAGIC + _frame(HEADER_TAG, _header_payload(schema)), sync=fsync != "never")
             if fsync != "never":
@@ -305,22 +318,26 @@ class JournalWriter:
         """Records appended since the last commit."""
         return len(self._pending)
 
-    def append(self, message: Message) -> None:
-        """Encode one record for the next commit (``always``: write and fsync it now)."""
+    def append(self, message: Message) -> int:
+        """Encode one record for the next commit (``always``: write and fsync it now); returns its offset."""
         tag = self._tags[type(message)]
         payload = message.SerializeToString()
         record = _HEAD.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((tag,)))), tag) + payload
+        offset = self._end + self._pending_bytes
         if self.fsync == "always":
             with self._lock:
                 self._write(record, sync=True)
-            return
+            return offset
         self._pending.append(record)
+        self._pending_bytes += len(record)
+        return offset
 
     def commit(self) -> int:
         """Write every pending record with one write (and one fsync under ``batch``); returns how many."""
         if not self._pending:
             return 0
         records, self._pending = self._pending, []
+        self._pending_bytes = 0
         with self._lock:
             self._write(b"".join(records), sync=self.fsync == "batch")
         return len(records)
@@ -342,6 +359,7 @@ class JournalWriter:
             self._fd = -1
 
     def _write(self, data: bytes, *, sync: bool) -> None:
+        self._end += len(data)
         view = memoryview(data)
         while view:
             written = os.write(self._fd, view)

@@ -169,3 +169,16 @@ def test_journal_when_only_magic_is_torn_then_empty_and_writable(tmp_path: Path)
 def test_journal_when_missing_then_reads_empty(tmp_path: Path) -> None:
     assert list(read_journal(tmp_path / "none.bin", SCHEMA)) == []
     assert not is_binary_journal(tmp_path / "none.bin")
+
+
+def test_journal_when_read_from_an_appended_offset_then_starts_at_that_record(tmp_path: Path) -> None:
+    path = tmp_path / "j.bin"
+    writer = JournalWriter(path, SCHEMA, fsync="never")
+    offsets = [writer.append(report(i)) for i in range(1, 4)]
+    writer.commit()
+    offsets.append(writer.append(report(4)))
+    writer.close()
+    assert [r.offset for r in read_journal(path, SCHEMA)] == offsets
+    assert [r.message for r in JournalReader(path, SCHEMA).records(start=offsets[2])] == [report(3), report(4)]
+    with pytest.raises(ValueError):
+        list(JournalReader(path).records(start=offsets[2]))

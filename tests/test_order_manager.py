@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine_server import order_manager
 from engine_server.execution_report import JOURNAL_SCHEMA, REPORT_TAG, report_from_pb, report_pb
 from engine_server.order_lifecycle import OrderStatus
 from engine_server.order_manager import OrderManager
@@ -460,3 +461,22 @@ def test_journal_when_jsonl_from_earlier_version_then_migrated_once_and_replayed
     again = OrderManager(sim_venues(), journal_path=path, clock=clock)
     assert again.last_seq == 4 and again.restart_reports == []
     again.close()
+
+
+def test_list_executions_when_old_range_then_read_from_the_journal_near_its_start(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(order_manager, "JOURNAL_INDEX_EVERY", 3)
+    path = tmp_path / "j.bin"
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock, history_limit=2)
+    for i in range(10):
+        manager.submit("sim", req(f"c{i}", price=None))
+    last = manager.last_seq
+    for since in (0, 1, 4, 7, last - 3):
+        assert [r.seq for r in manager.list_executions(since, limit=4)] == list(
+            range(since + 1, min(since + 5, last + 1))
+        )
+    manager.close()
+    restarted = OrderManager(sim_venues(), journal_path=path, clock=clock, history_limit=2)
+    assert [r.seq for r in restarted.list_executions(5, limit=3)] == [6, 7, 8]
+    restarted.close()
