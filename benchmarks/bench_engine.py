@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import pstats
 import sys
 import tempfile
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine_server.config import EngineConfig
 from engine_server.metrics import EngineMetrics
-from engine_server.server import build_manager
+from engine_server.server import GC_THRESHOLDS, build_manager
 from engine_server.service import EngineCore
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
@@ -133,7 +134,10 @@ def main() -> None:
     parser.add_argument("--fsync", choices=("never", "batch", "always"), default="batch")
     parser.add_argument("--tracing", action="store_true", help="trace every order (spans to a temp file)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N top cProfile entries")
+    parser.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (not the engine's)")
     args = parser.parse_args()
+    if not args.default_gc:
+        gc.set_threshold(*GC_THRESHOLDS)  # as python -m engine_server runs
     asyncio.run(run(args))
 
 
