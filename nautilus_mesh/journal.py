@@ -271,8 +271,8 @@ class JournalWriter:
     Raises:
         JournalFormatError: the file is not a binary journal, or a tag means another type in it.
 
-    :meth:`append` is for one thread (the service's event loop); :meth:`commit` may be called from
-    any thread.
+    Use a writer from one thread (the service's event loop): record offsets returned by
+    :meth:`append` assume appends and commits happen in that thread's order.
     """
 
     def __init__(
