@@ -10,7 +10,7 @@ CONTRACT_RELEASE := protos/releases/v1.binpb
 NODE_DIR := clients/node
 NODE_STAMP := $(NODE_DIR)/node_modules/.installed-$(shell cat $(NODE_DIR)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract rules pytest node-test bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract rules pytest node-test bench bench-micro clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,9 +69,16 @@ $(NODE_STAMP): $(NODE_DIR)/package-lock.json
 node-test: install $(NODE_STAMP)
 	cd $(NODE_DIR) && rm -rf dist src/gen && npm run --silent build && npm test
 
+# One run, one table (see docs/performance.md); BENCH_ARGS="--duration 30" for the issue's 30 s open loop.
+BENCH_ARGS ?=
 bench: install
+	mkdir -p var/bench
+	$(PY) benchmarks/bench_mesh.py --json var/bench/mesh.json --plot var/bench/latency-vs-rate.png $(BENCH_ARGS)
+
+# The engine alone: matching engine and the engine's per-order work (EngineCore.execute on frames).
+bench-micro: install
 	$(PY) benchmarks/bench_matching.py
-	$(PY) benchmarks/bench_mesh.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/dist $(NODE_DIR)/src/gen

@@ -1,8 +1,8 @@
 """``nautilus-mesh``: run the mesh and talk to it from a terminal.
 
 Subcommands: ``up`` (start engine, ops and demo strategies), ``status``, ``positions``,
-``signal`` (one SubmitSignal), ``traces`` (the embedded latency dashboard), and the operator's
-view and controls:
+``signal`` (one SubmitSignal), ``traces`` (the embedded latency dashboard), ``journal dump PATH``
+(a journal as JSON lines), and the operator's view and controls:
 
 - ``canary status`` and ``canary promote|rollback|pause|resume|confirm --strategy S --reason R``;
 - ``allocations`` and ``allocations trigger --reason R``;
@@ -31,8 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import os
+import pkgutil
 import sys
 import time
 import uuid
@@ -40,19 +42,22 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from google.protobuf import json_format
 from rich.console import Console
 
+import nautilus_mesh.api
 from clients.launcher import demo_strategy_token, run_mesh
 from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import load_spans, print_table, render_summary, summarize_spans
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, ops_pb2
 from nautilus_mesh.auth import is_plain_token
+from nautilus_mesh.files import read_jsonl
 from nautilus_mesh.health import health_name
 from nautilus_mesh.healthcheck import probe
+from nautilus_mesh.journal import JournalFormatError, JournalReader, is_binary_journal
 
 DEFAULT_OPS = "127.0.0.1:50051"
 DEFAULT_ENGINE = "127.0.0.1:50052"
@@ -101,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     traces = sub.add_parser("traces", help="per-stage latency percentiles from local span files")
     traces.add_argument("--dir", default="var/traces", help="directory of span JSONL files")
+
+    journal = sub.add_parser("journal", help="read a service's journal")
+    journal_sub = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
+    dump = journal_sub.add_parser("dump", help="print every record of a journal as JSON lines")
+    dump.add_argument("path", help="journal file, e.g. var/engine/journal.bin")
 
     canary = sub.add_parser("canary", help="canary status and controls")
     canary_sub = canary.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -366,6 +376,43 @@ def cmd_traces(args: argparse.Namespace, console: Console) -> int:
     stages, end_to_end = summarize_spans(load_spans(args.dir))
     render_summary(stages, end_to_end, console, source=args.dir)
     return 0
+
+
+def cmd_journal_dump(args: argparse.Namespace, out: TextIO) -> int:
+    """One JSON object per record: ``{"offset", "type", "record"}`` (protobuf JSON, original field names).
+
+    A binary journal is self-describing (its header names each record's message type); a JSONL
+    journal (ops today, the engine before the binary format) is printed record by record as it is.
+    """
+    path = Path(args.path)
+    if not path.is_file():
+        raise CliError(f"no journal at {path}", 2)
+    if not is_binary_journal(path):
+        try:
+            for line in read_jsonl(path):
+                out.write(json.dumps({"type": "jsonl", "record": line}, separators=(",", ":")) + "\n")
+        except UnicodeDecodeError:
+            raise CliError(f"{path} is neither a binary nor a JSONL journal", 2) from None
+        return 0
+    import_generated_messages()
+    reader = JournalReader(path)
+    try:
+        for record in reader.records():
+            body = json_format.MessageToDict(record.message, preserving_proto_field_name=True)
+            name = record.message.DESCRIPTOR.full_name
+            out.write(json.dumps({"offset": record.offset, "type": name, "record": body}, separators=(",", ":")) + "\n")
+    except JournalFormatError as exc:
+        raise CliError(str(exc), 2) from None
+    if reader.dropped_bytes:
+        print(f"warning: {reader.dropped_bytes} byte(s) of a torn or corrupt tail skipped", file=sys.stderr)
+    return 0
+
+
+def import_generated_messages() -> None:
+    """Import every generated ``*_pb2`` module, so a journal's header names resolve to message types."""
+    for module in pkgutil.walk_packages(nautilus_mesh.api.__path__, "nautilus_mesh.api."):
+        if module.name.endswith("_pb2"):
+            importlib.import_module(module.name)
 
 
 # --- canary --------------------------------------------------------------------------------------
@@ -662,6 +709,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "traces":
             return cmd_traces(args, console)
+        if args.command == "journal":
+            return cmd_journal_dump(args, sys.stdout)
         handler: Command = args.handler
         return asyncio.run(handler(args, console))
     except CliError as exc:

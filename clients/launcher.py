@@ -204,6 +204,10 @@ class ManagedProcess:
         return self.process.returncode
 
 
+DEFAULT_TRACE_SAMPLING = "0.1"
+"""Share of signals traced by ``make run`` / ``nautilus-mesh up`` when ``OTEL_TRACES_SAMPLER`` is not set."""
+
+
 def _open_log(log_dir: Path, name: str, *, append: bool = False) -> tuple[Path, IO[bytes]]:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
@@ -221,6 +225,10 @@ async def start_process(
     """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated unless ``append``)."""
     log_path, log_file = _open_log(log_dir, name, append=append)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Sample traces unless the operator chose otherwise: the decision is taken once, at the strategy,
+    # and followed by ops and engine (parent-based), so an unsampled signal costs no span work.
+    env.setdefault("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    env.setdefault("OTEL_TRACES_SAMPLER_ARG", DEFAULT_TRACE_SAMPLING)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

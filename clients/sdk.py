@@ -9,8 +9,10 @@ structured :class:`ErrorDetail` (kind, stable code, details map).
 
 Streams: ``OpsClient.stream_signals`` returns the raw bidi call (write frames with
 ``await call.write(...)``, read with ``async for``); wrap its errors with
-``MeshRpcError.from_rpc_error``. ``EngineClient.stream_quotes`` is an async iterator that
-raises MeshRpcError itself.
+``MeshRpcError.from_rpc_error``. A producer that queues frames for one writer task gets them
+coalesced with :class:`FrameCoalescer`: whatever is queued leaves as one frame (up to the frame
+limit) and a frame never waits for more when the queue is empty (no timer).
+``EngineClient.stream_quotes`` is an async iterator that raises MeshRpcError itself.
 
 Example::
 
@@ -40,10 +42,22 @@ from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, ENGINE_TOKEN_HEADER, STRATEGY
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.status import from_rpc_error
 
-__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsAdminClient", "OpsClient", "wait_serving"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SIGNALS_PER_FRAME",
+    "EngineClient",
+    "FrameCoalescer",
+    "MeshRpcError",
+    "OpsAdminClient",
+    "OpsClient",
+    "wait_serving",
+]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
+
+MAX_SIGNALS_PER_FRAME = 500
+"""Signals per request frame the SDK builds at most; ops refuses frames above its own bound (1000 by default)."""
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 Metadata = tuple[tuple[str, str], ...]
@@ -419,3 +433,42 @@ async def wait_serving(address: str, timeout: float, *, service: str = "") -> No
             except grpc.aio.AioRpcError as exc:
                 last = exc.code().name
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+class FrameCoalescer:
+    """Turns a queue of signal frames into the frames to write: what is ready leaves together.
+
+    :meth:`next` waits for the first frame, then merges every frame already queued behind it
+    while the merged frame stays within ``limit`` signals. It never waits for more: when the
+    queue is empty the frame leaves at once, so coalescing adds no latency, only fewer, larger
+    frames under load (one decode, one journal commit and one commands frame downstream).
+    ``None`` in the queue means "no more frames": it is returned after what came before it.
+
+    Args:
+        queue: Frames from the producer (``None`` ends the stream).
+        limit: Most signals per merged frame; a single larger frame is passed on as it is.
+    """
+
+    def __init__(
+        self, queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None], limit: int = MAX_SIGNALS_PER_FRAME
+    ) -> None:
+        self._queue = queue
+        self._limit = limit
+        self._carry: list[ops_pb2.StreamSignalsRequest | None] = []
+
+    async def next(self) -> ops_pb2.StreamSignalsRequest | None:
+        """The next frame to write (merged), or None once the producer ended the stream."""
+        first = self._carry.pop() if self._carry else await self._queue.get()
+        if first is None:
+            return None
+        if self._queue.empty() or len(first.signals) >= self._limit:
+            return first
+        merged = ops_pb2.StreamSignalsRequest()
+        merged.signals.extend(first.signals)
+        while not self._queue.empty():
+            more = self._queue.get_nowait()
+            if more is None or len(merged.signals) + len(more.signals) > self._limit:
+                self._carry.append(more)
+                break
+            merged.signals.extend(more.signals)
+        return merged

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
+from engine_server.execution_report import report_pb
 from engine_server.health import EngineHealth
 from engine_server.metrics import EngineMetrics
 from engine_server.order_lifecycle import Order
@@ -50,6 +51,14 @@ _TIF_PB = {v: k for k, v in _TIF.items()}
 DEFAULT_PAGE = 500
 # Reports that get a span of their own: the ones that change positions or end an order in error.
 TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
+FILL_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL})
+
+
+def sampled(traceparent: str) -> bool:
+    """True when a W3C traceparent's flags say sampled (the strategy took the decision once)."""
+    return len(traceparent) == 55 and traceparent[-1] in "13579bdf"
+
+
 MAX_PAGE = 5000
 
 
@@ -188,50 +197,29 @@ class EngineCore:
     # -- reports ---------------------------------------------------------------------------
 
     def to_pb(self, report: Report) -> engine_pb2.ExecutionReport:
-        pb = engine_pb2.ExecutionReport(
-            seq=report.seq,
-            exec_id=report.exec_id,
-            client_order_id=report.client_order_id,
-            venue_order_id=report.venue_order_id,
-            venue=report.venue,
-            model_id=report.model_id,
-            account=report.account,
-            instrument=report.symbol,
-            side=_SIDE_PB[report.side],
-            exec_type=engine_pb2.ExecType.Value(f"EXEC_TYPE_{report.exec_type.value}"),
-            order_status=_status_pb(report.order_status.value),  # type: ignore[arg-type]
-            last_qty=fmt(report.last_qty),
-            last_price=fmt(report.last_price),
-            cum_qty=fmt(report.cum_qty),
-            leaves_qty=fmt(report.leaves_qty),
-            avg_price=fmt(report.avg_price),
-            fee=fmt(report.fee),
-            liquidity=report.liquidity,
-            ts_unix_nanos=report.ts_ns,
-        )
-        if report.reason_code:
-            pb.error.CopyFrom(
-                common_pb2.ErrorDetail(
-                    kind="venue_rejected" if report.exec_type.value == "REJECTED" else "venue_event",
-                    code=report.reason_code,
-                    message=report.reason_text,
-                    details=dict(report.reason_details),
-                )
-            )
-        return pb
+        """The report's protobuf (built once per report, shared with the journal and queries)."""
+        return report_pb(report)
 
     def dispatch(self, reports: Sequence[Report]) -> None:
-        """Send reports to the sessions that own their orders (one frame per session)."""
+        """Send reports to the sessions that own their orders (one frame per session).
+
+        Call it only once the reports are journaled (after the manager's frame ended).
+        """
         frames: dict[str, list[engine_pb2.ExecutionReport]] = {}
+        metrics = self.metrics
+        tracing = self.tracing.provider is not None
+        counts: dict[tuple[str, ExecType], int] = {}
         for report in reports:
-            self.metrics.reports.labels(report.venue, report.exec_type.value).inc()
-            if report.last_qty > 0:
-                self.metrics.fills.labels(report.venue).inc()
-            pb = self.to_pb(report)
-            parent = common_pb2.TraceContext(
-                traceparent=report.trace.get("traceparent", ""), tracestate=report.trace.get("tracestate", "")
-            )
-            if report.exec_type in TRACED_EXEC_TYPES:
+            key = (report.venue, report.exec_type)
+            counts[key] = counts.get(key, 0) + 1
+            pb = report_pb(report)
+            trace = report.trace
+            traceparent = trace.get("traceparent", "")
+            frame = frames.get(report.session_id)
+            if frame is None:
+                frame = frames[report.session_id] = []
+            if tracing and report.exec_type in TRACED_EXEC_TYPES and sampled(traceparent):
+                parent = common_pb2.TraceContext(traceparent=traceparent, tracestate=trace.get("tracestate", ""))
                 attrs = {
                     "messaging.message.id": report.exec_id,
                     "nautilus.client_order_id": report.client_order_id,
@@ -239,11 +227,18 @@ class EngineCore:
                     "nautilus.exec_type": report.exec_type.value,
                 }
                 with self.tracing.produce("engine.report send", pb.trace, attrs, parent=parent):
-                    frames.setdefault(report.session_id, []).append(pb)
-            else:  # acks and cancels carry the order's context on: no span of their own (spans cost ~50 us)
-                pb.trace.CopyFrom(parent)
-                frames.setdefault(report.session_id, []).append(pb)
-        self.metrics.last_seq.set(self.manager.last_seq)
+                    frame.append(pb)
+            else:  # acks, cancels and unsampled orders carry the order's context on: no span (~50 us each)
+                if traceparent:
+                    pb.trace.traceparent = traceparent
+                    pb.trace.tracestate = trace.get("tracestate", "")
+                frame.append(pb)
+        for (venue, exec_type), n in counts.items():
+            metrics.report_counter(venue, exec_type.value).inc(n)
+            if exec_type in FILL_EXEC_TYPES:
+                metrics.fill_counter(venue).inc(n)
+        metrics.last_seq.set(self.manager.last_seq)
+        metrics.orders_in_memory.set(self.manager.orders_in_memory)
         for session_id, frame in frames.items():
             queue = self.sessions.get(session_id)
             if queue is None:
@@ -267,48 +262,69 @@ class EngineCore:
         started = time.perf_counter()
         reports: list[Report] = []
         malformed: list[engine_pb2.ExecutionReport] = []
-        for command in commands:
-            kind = command.WhichOneof("command")
-            try:
-                if kind == "new_order":
-                    new = command.new_order
-                    attrs = {
-                        "messaging.message.id": new.client_order_id,
-                        "nautilus.client_order_id": new.client_order_id,
-                        "nautilus.model_id": new.model_id,
-                        "nautilus.venue": new.venue,
-                    }
-                    with self.tracing.consume("engine.order receive", new.trace, attrs):
-                        carrier = common_pb2.TraceContext()
-                        inject(carrier)
-                        request = order_request(
-                            new, session_id, {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
-                        )
-                        self.metrics.orders_received.labels(new.venue).inc()
-                        check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
-                        reports.extend(self.manager.submit(new.venue, request))
-                elif kind == "cancel_order":
-                    require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
-                    reports.extend(self.manager.cancel(command.cancel_order.client_order_id))
-                else:
-                    raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
-            except MeshError as exc:
-                self.metrics.malformed.inc()
-                coid = (
-                    command.new_order.client_order_id if kind == "new_order" else command.cancel_order.client_order_id
-                )
-                log.warning("[ENGINE] command for %s refused: %s %s", coid or "?", exc.code, exc.message)
-                malformed.append(
-                    engine_pb2.ExecutionReport(
-                        client_order_id=clip(coid, MAX_ID_CHARS),
-                        exec_type=engine_pb2.EXEC_TYPE_REJECTED,
-                        error=error_detail(exc),
+        manager = self.manager
+        tracing = self.tracing.provider is not None
+        received: dict[str, int] = {}
+        with manager.frame():  # one journal commit for the whole frame, before any report is sent
+            for command in commands:
+                kind = command.WhichOneof("command")
+                try:
+                    if kind == "new_order":
+                        new = command.new_order
+                        received[new.venue] = received.get(new.venue, 0) + 1
+                        traceparent = new.trace.traceparent
+                        if tracing and (not traceparent or sampled(traceparent)):
+                            reports.extend(self._submit_traced(new, session_id))
+                        else:  # tracing off or an unsampled trace: carry the context on, no span work
+                            trace = (
+                                {"traceparent": traceparent, "tracestate": new.trace.tracestate} if traceparent else {}
+                            )
+                            reports.extend(self._submit(new, session_id, trace))
+                    elif kind == "cancel_order":
+                        require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
+                        reports.extend(manager.cancel(command.cancel_order.client_order_id))
+                    else:
+                        raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
+                except MeshError as exc:
+                    self.metrics.malformed.inc()
+                    coid = (
+                        command.new_order.client_order_id
+                        if kind == "new_order"
+                        else command.cancel_order.client_order_id
                     )
-                )
+                    log.warning("[ENGINE] command for %s refused: %s %s", coid or "?", exc.code, exc.message)
+                    malformed.append(
+                        engine_pb2.ExecutionReport(
+                            client_order_id=clip(coid, MAX_ID_CHARS),
+                            exec_type=engine_pb2.EXEC_TYPE_REJECTED,
+                            error=error_detail(exc),
+                        )
+                    )
+        for venue, n in received.items():
+            self.metrics.order_counter(venue).inc(n)
         if reports:
             self.dispatch(reports)
         self.metrics.frame_latency.observe(time.perf_counter() - started)
         return malformed
+
+    def _submit_traced(self, new: engine_pb2.NewOrder, session_id: str) -> list[Report]:
+        attrs = {
+            "messaging.message.id": new.client_order_id,
+            "nautilus.client_order_id": new.client_order_id,
+            "nautilus.model_id": new.model_id,
+            "nautilus.venue": new.venue,
+        }
+        with self.tracing.consume("engine.order receive", new.trace, attrs):
+            carrier = common_pb2.TraceContext()
+            inject(carrier)
+            trace = {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
+            return self._submit(new, session_id, trace)
+
+    def _submit(self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> list[Report]:
+        """Parse (strictly), refuse a client order id re-used for another order, then submit."""
+        request = order_request(new, session_id, trace)
+        check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
+        return self.manager.submit(new.venue, request)
 
     # -- quotes ----------------------------------------------------------------------------
 
