@@ -24,7 +24,6 @@ Output contract (scripts and tests rely on it):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -35,11 +34,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rich.console import Console
 
-from clients.sdk import MeshRpcError, OpsClient, wait_serving
+from clients.processes import (
+    MAX_RESTARTS,
+    ChildSpec,
+    Supervisor,
+    start_process,
+    stop_all,
+    wait_ready,
+)
+from clients.sdk import MeshRpcError, OpsClient
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import is_plain_token
@@ -47,15 +54,8 @@ from nautilus_mesh.instance_lock import address_in_use, lock_holder
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 STATUS_INTERVAL = 3.0
 STATS_FILE = Path("var/run/strategies.json")
-LOG_DIR = Path("var/log")
-PID_DIR = Path("var/run")
-MAX_RESTARTS = 5
-RESTART_BACKOFF_INITIAL = 0.5
-RESTART_BACKOFF_MAX = 10.0
 
 
 @dataclass(frozen=True)
@@ -165,103 +165,6 @@ def read_stats(path: Path = STATS_FILE) -> dict[str, Any]:
     return _read_json(path)
 
 
-# --- subprocesses ----------------------------------------------------------------------------
-
-
-@dataclass
-class ManagedProcess:
-    """A server subprocess with its log file."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-    log_file: IO[bytes]
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    async def stop(self, grace: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                log.warning("[LAUNCHER] %s did not stop within %.0fs; killing it", self.name, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-        self.log_file.close()
-        return self.process.returncode
-
-
-DEFAULT_TRACE_SAMPLING = "0.1"
-"""Share of signals traced by ``make run`` / ``nautilus-mesh up`` when ``OTEL_TRACES_SAMPLER`` is not set."""
-
-
-def _open_log(log_dir: Path, name: str, *, append: bool = False) -> tuple[Path, IO[bytes]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    return log_path, open(log_path, "ab" if append else "wb")  # closed by ManagedProcess.stop
-
-
-def _write_pid(name: str, pid: int) -> None:
-    PID_DIR.mkdir(parents=True, exist_ok=True)
-    (PID_DIR / f"{name}.pid").write_text(f"{pid}\n")
-
-
-async def start_process(
-    name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR, *, append: bool = False
-) -> ManagedProcess:
-    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated unless ``append``)."""
-    log_path, log_file = _open_log(log_dir, name, append=append)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # Sample traces unless the operator chose otherwise: the decision is taken once, at the strategy,
-    # and followed by ops and engine (parent-based), so an unsampled signal costs no span work.
-    env.setdefault("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    env.setdefault("OTEL_TRACES_SAMPLER_ARG", DEFAULT_TRACE_SAMPLING)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        # Own session: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
-        start_new_session=True,
-    )
-    _write_pid(name, process.pid)
-    return ManagedProcess(name, process, log_path, log_file)
-
-
-async def wait_ready(proc: ManagedProcess, address: str, within: float = READY_TIMEOUT) -> str | None:
-    """None once ``proc`` serves on ``address``; else why not (it exited, or timed out)."""
-    serving = asyncio.create_task(wait_serving(address, within))
-    exited = asyncio.create_task(proc.process.wait())
-    try:
-        await asyncio.wait({serving, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            exc = serving.exception()
-            return None if exc is None else f"{proc.name} not SERVING at {address} within {within:g}s"
-        return f"{proc.name} exited with code {proc.process.returncode} before serving"
-    finally:
-        for task in (serving, exited):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await task
-
-
 # --- status table ----------------------------------------------------------------------------
 
 
@@ -368,78 +271,6 @@ def _forget_stats() -> None:
 # --- the mesh --------------------------------------------------------------------------------
 
 
-@dataclass
-class ChildSpec:
-    """How to (re)start one child: its module, arguments and the address it serves on (None: no gRPC server)."""
-
-    name: str
-    module: str
-    args: tuple[str, ...]
-    address: str | None = None
-    restarts: int = 0
-
-
-class Supervisor:
-    """Restarts children that die, with a doubling backoff and a limit per child.
-
-    Args:
-        procs: the running children in stop order; restarted children replace their entry in place.
-        specs: how to restart each child, by name.
-        max_restarts: restarts allowed per child before the mesh gives up.
-    """
-
-    def __init__(
-        self, procs: list[ManagedProcess], specs: Mapping[str, ChildSpec], max_restarts: int = MAX_RESTARTS
-    ) -> None:
-        self.procs = procs
-        self.specs = specs
-        self.max_restarts = max_restarts
-
-    async def wait_for_death(self, stop: asyncio.Event, within: float) -> list[ManagedProcess]:
-        """Wait up to ``within`` seconds for ``stop`` or any child to exit; returns the dead children."""
-        waits = [asyncio.ensure_future(p.process.wait()) for p in self.procs if p.running]
-        waits.append(asyncio.ensure_future(stop.wait()))
-        try:
-            await asyncio.wait(waits, timeout=max(0.0, within), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in waits:
-                task.cancel()
-        return [p for p in self.procs if not p.running]
-
-    async def restart(self, dead: ManagedProcess, stop: asyncio.Event) -> bool:
-        """Restart ``dead`` after its backoff; False when it is past its restart limit (or a stop came first)."""
-        spec = self.specs[dead.name]
-        dead.log_file.close()
-        if spec.restarts >= self.max_restarts:
-            print(
-                f"error: {dead.name} died {spec.restarts + 1} times; giving up (limit {self.max_restarts})", flush=True
-            )
-            return False
-        spec.restarts += 1
-        backoff = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_INITIAL * 2 ** (spec.restarts - 1))
-        print(f"restarting {dead.name} in {backoff:g}s (restart {spec.restarts}/{self.max_restarts})", flush=True)
-        log.warning("[LAUNCHER] restarting %s (restart %d/%d)", dead.name, spec.restarts, self.max_restarts)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), backoff)
-        if stop.is_set():
-            return True
-        proc = await start_process(spec.name, spec.module, spec.args, append=True)
-        self.procs[self.procs.index(dead)] = proc
-        if spec.address is not None:
-            failure = await wait_ready(proc, spec.address)
-            if failure:
-                print(f"error: {failure}", flush=True)
-                return True  # the next round sees it dead and counts another restart
-        print(f"restarted: {spec.name} pid={proc.process.pid}", flush=True)
-        return True
-
-
-async def _stop_all(procs: Sequence[ManagedProcess]) -> None:
-    for proc in procs:  # already in stop order: strategies, ops, engine
-        code = await proc.stop()
-        log.info("[LAUNCHER] %s stopped with code %s", proc.name, code)
-
-
 async def run_mesh(
     config_dir: str | os.PathLike[str],
     duration: float,
@@ -493,7 +324,7 @@ async def run_mesh(
             print(f"error: {failure}; last lines of {proc.log_path}:", file=sys.stderr)
             print(proc.log_tail(), file=sys.stderr, flush=True)
     if any(failures):
-        await _stop_all(procs)
+        await stop_all(procs)
         return 1
 
     if with_strategies:
@@ -535,7 +366,7 @@ async def run_mesh(
                 print_status(console, await fetch_ops_view(client), read_stats())
     finally:
         await client.close()
-        await _stop_all(supervisor.procs)
+        await stop_all(supervisor.procs)
 
     stats = read_stats()
     totals = stats.get("totals") or {}

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import (
+from clients.cli import build_parser, main
+from clients.commands import (
     ADMIN_TOKEN_ENV,
     TOKEN_ENV,
-    build_parser,
     cmd_allocations,
     cmd_allocations_trigger,
     cmd_canary_control,
     cmd_risk_kill_switch,
     event_line,
-    main,
     resolve_admin_token,
     resolve_token,
 )

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import ADMIN_TOKEN_ENV, TOKEN_ENV, main
+from clients.cli import main
+from clients.commands import ADMIN_TOKEN_ENV, TOKEN_ENV
 from tests.conftest import ADMIN_TOKEN, MOMENTUM_TOKEN, Mesh
 
 Capture = pytest.CaptureFixture[str]
