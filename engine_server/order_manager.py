@@ -21,11 +21,9 @@ Guarantees:
   the commit waits for the end of the frame: the engine service runs one commands frame in one
   ``frame()`` and sends its reports after it, so a frame costs one write. On construction the
   journal is replayed, so ``seq``, orders and deduplication survive ``kill -9``.
-- **Restart semantics.** Venue books are in memory and are not restored. Orders still open in the
-  replayed journal are therefore reported CANCELED with reason ``ENGINE_RESTART`` (new seqs, journaled)
-  during construction; they are also available as :attr:`OrderManager.restart_reports`.
-- **Journals written before the binary format** (JSONL) are migrated once on start: the old file
-  is read, written as a binary journal and kept beside it as ``<name>.migrated``.
+- **Restart semantics** (:mod:`engine_server.ledger_recovery`). Venue books are in memory and are not restored:
+  orders still open in the replayed journal are reported CANCELED (``ENGINE_RESTART``, new seqs, journaled), also
+  in :attr:`OrderManager.restart_reports`. A JSONL journal (before the binary format) is migrated once on start.
 
 Not thread-safe: call it from one thread (the engine's event loop).
 """
@@ -36,7 +34,6 @@ import bisect
 import contextlib
 import itertools
 import logging
-import os
 import sys
 import time
 from collections import OrderedDict, deque
@@ -49,16 +46,14 @@ from engine_server.execution_report import (
     REPORT_TAG,
     Report,
     order_record,
-    report_from_json,
     report_from_pb,
     report_pb,
-    request_from_json,
     request_from_pb,
 )
-from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order, OrderStatus
+from engine_server.ledger_recovery import migrate_if_needed, order_from_journal, restart_events
+from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
-    ZERO,
     ExecType,
     OrderRequest,
     VenueAdapter,
@@ -67,8 +62,7 @@ from engine_server.venues.base import (
 )
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
-from nautilus_mesh.files import read_jsonl
-from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter, is_binary_journal
+from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter, fsync_policy
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +71,6 @@ MAX_LIST_LIMIT = 5000
 JOURNAL_INDEX_EVERY = 1000
 """One (seq, journal offset) pair is kept per this many reports, so old ranges are read from near their start."""
 __all__ = ["MAX_LIST_LIMIT", "OrderManager", "Report"]
-
-
-def fsync_policy(value: FsyncPolicy | bool) -> FsyncPolicy:
-    """The fsync policy of a config value (``true``/``false`` of older configs mean ``batch``/``never``)."""
-    if value is True:
-        return "batch"
-    if value is False:
-        return "never"
-    return value
 
 
 class OrderManager:
@@ -147,11 +132,7 @@ class OrderManager:
         self.restart_reports: list[Report] = []
         if journal_path is not None:
             journal_path = Path(journal_path)
-            legacy = journal_path.with_suffix(".jsonl")
-            if journal_path.exists() and journal_path.stat().st_size and not is_binary_journal(journal_path):
-                _migrate_jsonl(journal_path, journal_path)
-            elif not journal_path.exists() and legacy != journal_path and legacy.exists():
-                _migrate_jsonl(legacy, journal_path)  # the default path was journal.jsonl before
+            migrate_if_needed(journal_path)
             reader = self._replay(journal_path)
             self._journal = JournalWriter(
                 journal_path, JOURNAL_SCHEMA, fsync=fsync_policy(journal_fsync), replayed=reader
@@ -169,10 +150,6 @@ class OrderManager:
     def venues(self) -> Mapping[str, VenueAdapter]:
         """The venue adapters by name."""
         return self._venues
-
-    def rails_for(self, venue: str) -> VenueRails | None:
-        """The rails guarding ``venue``, None for an unknown venue."""
-        return self._rails.get(venue)
 
     def get_order(self, client_order_id: str) -> Order | None:
         """The order with this id, or None. The object is the ledger's own: read it, do not mutate it.
@@ -220,7 +197,7 @@ class OrderManager:
         self, *, session_id: str | None = None, model_id: str | None = None, venue: str | None = None
     ) -> list[Order]:
         """Orders not yet terminal, optionally filtered, in submission order."""
-        return [o for o in self._open.values() if _matches(o, session_id, model_id, venue)]
+        return [o for o in self._open.values() if o.matches(session_id, model_id, venue)]
 
     def list_executions(self, since_seq: int, limit: int = 500) -> list[Report]:
         """Reports with ``seq > since_seq`` in ascending order, at most ``limit`` (capped at 5000).
@@ -467,23 +444,7 @@ class OrderManager:
         assert self._journal_path is not None
         if self._journal is not None:
             self._journal.commit()  # records of the current frame are part of the answer
-        order: Order | None = None
-        reports: list[Report] = []
-        for record in JournalReader(self._journal_path, JOURNAL_SCHEMA).records():
-            message = record.message
-            if record.tag == ORDER_TAG:
-                assert isinstance(message, journal_pb2.OrderRecord)
-                if message.order.client_order_id == coid:
-                    req = request_from_pb(message)
-                    created = message.created_unix_nanos
-                    order = Order(coid, message.order.venue, req, created_ns=created, updated_ns=created)
-            elif record.tag == REPORT_TAG and order is not None:
-                assert isinstance(message, engine_pb2.ExecutionReport)
-                if message.client_order_id == coid:
-                    report = report_from_pb(message, order.request.session_id, order.request.trace)
-                    order.apply(report.to_event())
-                    reports.append(report)
-        return order, reports
+        return order_from_journal(self._journal_path, coid)
 
     def _replay(self, path: Path) -> JournalReader:
         orders = reports = 0
@@ -493,8 +454,9 @@ class OrderManager:
             try:
                 if record.tag == ORDER_TAG:
                     assert isinstance(message, journal_pb2.OrderRecord)
-                    req = request_from_pb(message)
-                    self._replay_order(message.order.venue, req, message.created_unix_nanos)
+                    req, created = request_from_pb(message), message.created_unix_nanos
+                    new = Order(req.client_order_id, message.order.venue, req, created_ns=created, updated_ns=created)
+                    self._orders[req.client_order_id] = self._open[req.client_order_id] = new
                     orders += 1
                 elif record.tag == REPORT_TAG:
                     assert isinstance(message, engine_pb2.ExecutionReport)
@@ -518,11 +480,6 @@ class OrderManager:
             )
         return reader
 
-    def _replay_order(self, venue: str, req: OrderRequest, created: int) -> None:
-        order = Order(req.client_order_id, venue, req, created_ns=created, updated_ns=created)
-        self._orders[order.client_order_id] = order
-        self._open[order.client_order_id] = order
-
     def _replay_report(self, report: Report) -> bool:
         if report.seq <= self._seq:
             log.warning("[ORDER-MANAGER] journal seq %d out of order, skipped", report.seq)
@@ -536,87 +493,8 @@ class OrderManager:
         return True
 
     def _cancel_after_restart(self) -> list[Report]:
-        now = self._clock()
-        events: list[VenueEvent] = []
-        for order in list(self._open.values()):
-            if order.status is OrderStatus.NEW:
-                # Crashed between journaling the order and its first report: it never reached a book we still have.
-                events.append(
-                    rejected_event(
-                        order.request, "ENGINE_RESTART", "engine restarted before the order was acknowledged", now
-                    )
-                )
-                continue
-            events.append(
-                VenueEvent(
-                    exec_type=ExecType.CANCELED,
-                    client_order_id=order.client_order_id,
-                    venue_order_id=order.venue_order_id,
-                    symbol=order.request.symbol,
-                    side=order.request.side,
-                    last_qty=ZERO,
-                    last_price=ZERO,
-                    cum_qty=order.filled_qty,
-                    leaves_qty=ZERO,
-                    avg_price=order.avg_price,
-                    fee=ZERO,
-                    liquidity="",
-                    reason_code="ENGINE_RESTART",
-                    reason_text="engine restarted; venue books are not restored",
-                    ts_ns=now,
-                )
-            )
+        events = restart_events(self._open.values(), self._clock())
         reports = self._record(events) if events else []
         if reports:
             log.warning("[ORDER-MANAGER] %d orders open at restart reported CANCELED (ENGINE_RESTART)", len(reports))
         return reports
-
-
-def _matches(order: Order, session_id: str | None, model_id: str | None, venue: str | None) -> bool:
-    req = order.request
-    return (
-        (session_id is None or req.session_id == session_id)
-        and (model_id is None or req.model_id == model_id)
-        and (venue is None or order.venue == venue)
-    )
-
-
-def _migrate_jsonl(path: Path, target: Path) -> None:
-    """Rewrite a JSONL journal (written before the binary format) as the binary journal ``target``, once.
-
-    The JSONL file is kept as ``<name>.migrated``. A crash during the migration leaves the JSONL
-    file as it was (the binary one is written beside it and renamed into place only when complete),
-    so the next start migrates again.
-    """
-    staging = target.with_name(f"{target.name}.binary-staging")
-    staging.unlink(missing_ok=True)
-    writer = JournalWriter(staging, JOURNAL_SCHEMA, fsync="batch")
-    orders = reports = 0
-    requests: dict[str, OrderRequest] = {}
-    for rec in read_jsonl(path):
-        try:
-            if rec.get("k") == "order":
-                req = request_from_json(rec["request"])
-                requests[req.client_order_id] = req
-                writer.append(order_record(str(rec["venue"]), req, int(rec.get("created_ns", 0))))
-                orders += 1
-            elif rec.get("k") == "report":
-                writer.append(report_pb(report_from_json(rec)))
-                reports += 1
-        except (KeyError, ValueError, ArithmeticError) as exc:
-            log.error("[ORDER-MANAGER] unusable JSONL journal record not migrated: %r", exc)
-    writer.close()
-    backup = path.with_name(f"{path.name}.migrated")
-    if not backup.exists():
-        os.link(path, backup)
-    os.replace(staging, target)
-    if target != path:
-        path.unlink()
-    log.warning(
-        "[ORDER-MANAGER] JSONL journal %s migrated to the binary journal %s (%d orders, %d reports); original: %s",
-        path,
-        target,
-        orders,
-        reports,
-        backup,
-    )

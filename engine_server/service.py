@@ -18,131 +18,26 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
+from engine_server import wire
 from engine_server.execution_report import report_pb
 from engine_server.health import EngineHealth
 from engine_server.metrics import EngineMetrics
-from engine_server.order_lifecycle import Order
 from engine_server.order_manager import OrderManager, Report
-from engine_server.venues.base import ExecType, OrderRequest, OrderType, Quote, Side, TimeInForce
+from engine_server.venues.base import ExecType, Quote
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
-from nautilus_mesh.decimals import fmt, parse_decimal
+from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
 from nautilus_mesh.health import HEALTH_PB
+from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
 from nautilus_mesh.telemetry import Tracing, inject
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
-
-_SIDE = {common_pb2.SIDE_BUY: Side.BUY, common_pb2.SIDE_SELL: Side.SELL}
-_SIDE_PB = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
-_TYPE = {common_pb2.ORDER_TYPE_MARKET: OrderType.MARKET, common_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT}
-_TIF = {
-    common_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
-    common_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
-    common_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
-}
-_TYPE_PB = {v: k for k, v in _TYPE.items()}
-_TIF_PB = {v: k for k, v in _TIF.items()}
-DEFAULT_PAGE = 500
-# Reports that get a span of their own: the ones that change positions or end an order in error.
-TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
-FILL_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL})
-
-
-def sampled(traceparent: str) -> bool:
-    """True when a W3C traceparent's flags say sampled (the strategy took the decision once)."""
-    return len(traceparent) == 55 and traceparent[-1] in "13579bdf"
-
-
-MAX_PAGE = 5000
-
-
-def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> OrderRequest:
-    """Parse a NewOrder; raises ValidationError naming the field."""
-    for name, value, required in (
-        ("client_order_id", new.client_order_id, True),
-        ("instrument", new.instrument, True),
-        ("venue", new.venue, False),
-        ("account", new.account, False),
-        ("model_id", new.model_id, False),
-    ):
-        require_bounded(value, name, required=required)
-    if new.side not in _SIDE:
-        raise ValidationError("INVALID_SIDE", "side must be BUY or SELL", field="side")
-    if new.order_type not in _TYPE:
-        raise ValidationError("INVALID_ORDER_TYPE", "order_type must be MARKET or LIMIT", field="order_type")
-    if new.time_in_force not in _TIF and new.time_in_force != common_pb2.TIME_IN_FORCE_UNSPECIFIED:
-        raise ValidationError(
-            "INVALID_TIME_IN_FORCE", f"unknown time_in_force {new.time_in_force}", field="time_in_force"
-        )
-    tif = _TIF.get(new.time_in_force, TimeInForce.IOC if new.order_type == common_pb2.ORDER_TYPE_MARKET else None)
-    if tif is None:
-        raise ValidationError(
-            "INVALID_TIME_IN_FORCE", "time_in_force is required for LIMIT orders", field="time_in_force"
-        )
-    quantity = parse_decimal(new.quantity, "quantity", positive=True, code="INVALID_QUANTITY")
-    assert quantity is not None
-    limit = parse_decimal(new.limit_price, "limit_price", positive=True, allow_empty=True, code="INVALID_PRICE")
-    if new.order_type == common_pb2.ORDER_TYPE_LIMIT and limit is None:
-        raise ValidationError("MISSING_FIELD", "limit_price is required for LIMIT orders", field="limit_price")
-    if new.order_type == common_pb2.ORDER_TYPE_MARKET and limit is not None:
-        raise ValidationError("INVALID_FIELD", "limit_price must be empty for MARKET orders", field="limit_price")
-    return OrderRequest(
-        client_order_id=new.client_order_id,
-        session_id=session_id,
-        account=new.account or "default",
-        model_id=new.model_id,
-        symbol=new.instrument,
-        side=_SIDE[new.side],
-        order_type=_TYPE[new.order_type],
-        time_in_force=tif,
-        quantity=quantity,
-        limit_price=limit,
-        trace=trace,
-    )
-
-
-def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> None:
-    """A repeated ``client_order_id`` must name the same order (then the existing one is answered).
-
-    Raises:
-        ValidationError: ``CLIENT_ORDER_ID_REUSED`` when the id names an order with another venue, account,
-            model, instrument, side, type, time in force, quantity or limit price.
-    """
-    if previous is None:
-        return
-    old = previous.request
-    differs = [
-        name
-        for name, a, b in (
-            ("venue", previous.venue, venue),
-            ("account", old.account, request.account),
-            ("model_id", old.model_id, request.model_id),
-            ("instrument", old.symbol, request.symbol),
-            ("side", old.side, request.side),
-            ("order_type", old.order_type, request.order_type),
-            ("time_in_force", old.time_in_force, request.time_in_force),
-            ("quantity", old.quantity, request.quantity),
-            ("limit_price", old.limit_price, request.limit_price),
-        )
-        if a != b
-    ]
-    if differs:
-        raise ValidationError(
-            "CLIENT_ORDER_ID_REUSED",
-            f"client_order_id {request.client_order_id} already names another order (differs in {', '.join(differs)})",
-            {"differs": ",".join(differs)},
-            field="client_order_id",
-        )
-
-
-def _status_pb(status: str) -> int:
-    return int(engine_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}"))
 
 
 class EngineCore:
@@ -218,7 +113,7 @@ class EngineCore:
             frame = frames.get(report.session_id)
             if frame is None:
                 frame = frames[report.session_id] = []
-            if tracing and report.exec_type in TRACED_EXEC_TYPES and sampled(traceparent):
+            if tracing and report.exec_type in wire.TRACED_EXEC_TYPES and wire.sampled(traceparent):
                 parent = common_pb2.TraceContext(traceparent=traceparent, tracestate=trace.get("tracestate", ""))
                 attrs = {
                     "messaging.message.id": report.exec_id,
@@ -235,7 +130,7 @@ class EngineCore:
                 frame.append(pb)
         for (venue, exec_type), n in counts.items():
             metrics.report_counter(venue, exec_type.value).inc(n)
-            if exec_type in FILL_EXEC_TYPES:
+            if exec_type in wire.FILL_EXEC_TYPES:
                 metrics.fill_counter(venue).inc(n)
         metrics.last_seq.set(self.manager.last_seq)
         metrics.orders_in_memory.set(self.manager.orders_in_memory)
@@ -273,7 +168,7 @@ class EngineCore:
                         new = command.new_order
                         received[new.venue] = received.get(new.venue, 0) + 1
                         traceparent = new.trace.traceparent
-                        if tracing and (not traceparent or sampled(traceparent)):
+                        if tracing and (not traceparent or wire.sampled(traceparent)):
                             reports.extend(self._submit_traced(new, session_id))
                         else:  # tracing off or an unsampled trace: carry the context on, no span work
                             trace = (
@@ -322,8 +217,8 @@ class EngineCore:
 
     def _submit(self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> list[Report]:
         """Parse (strictly), refuse a client order id re-used for another order, then submit."""
-        request = order_request(new, session_id, trace)
-        check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
+        request = wire.order_request(new, session_id, trace)
+        wire.check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
         return self.manager.submit(new.venue, request)
 
     # -- quotes ----------------------------------------------------------------------------
@@ -472,7 +367,10 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self, request: engine_pb2.ListExecutionsRequest, context: Context
     ) -> engine_pb2.ListExecutionsResponse:
         await self._authorize(context)
-        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        try:
+            size = page_size(request.page_size, default=wire.DEFAULT_PAGE)
+        except MeshError as exc:
+            await abort(context, exc)
         since = request.since_seq
         if request.page_token:
             try:
@@ -505,12 +403,12 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                 model_id=req.model_id,
                 account=req.account,
                 instrument=req.symbol,
-                side=_SIDE_PB[req.side],
-                order_type=_TYPE_PB[req.order_type],
-                time_in_force=_TIF_PB[req.time_in_force],
+                side=wire.SIDE_PB[req.side],
+                order_type=wire.TYPE_PB[req.order_type],
+                time_in_force=wire.TIF_PB[req.time_in_force],
                 quantity=fmt(req.quantity),
                 limit_price=fmt(req.limit_price),
-                status=_status_pb(order.status.value),  # type: ignore[arg-type]
+                status=wire.status_pb(order.status.value),  # type: ignore[arg-type]
                 filled_qty=fmt(order.filled_qty),
                 avg_price=fmt(order.avg_price),
                 fees=fmt(order.fees),
@@ -522,7 +420,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
     ) -> engine_pb2.ListVenuesResponse:
         await self._authorize(context)
         return engine_pb2.ListVenuesResponse(
-            venues=venue_infos(self.core.manager), max_commands_per_frame=self._max_commands
+            venues=wire.venue_infos(self.core.manager), max_commands_per_frame=self._max_commands
         )
 
     async def CancelAllOrders(
@@ -542,31 +440,6 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
             remaining,
         )
         return engine_pb2.CancelAllOrdersResponse(canceled_count=canceled, resting_remaining=remaining)
-
-
-def venue_infos(manager: OrderManager) -> list[engine_pb2.VenueInfo]:
-    out = []
-    for name, venue in manager.venues.items():
-        status = venue.status()
-        out.append(
-            engine_pb2.VenueInfo(
-                name=name,
-                kind=status.kind,
-                connected=status.connected,
-                instruments=list(status.instruments),
-                detail=status.detail,
-                instrument_specs=[
-                    engine_pb2.InstrumentInfo(
-                        instrument=i.symbol,
-                        tick_size=fmt(i.tick_size),
-                        lot_size=fmt(i.lot_size),
-                        min_quantity=fmt(i.min_qty),
-                    )
-                    for i in venue.instruments().values()
-                ],
-            )
-        )
-    return out
 
 
 class MarketDataService(engine_pb2_grpc.MarketDataServiceServicer):

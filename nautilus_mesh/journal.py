@@ -385,3 +385,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_policy(value: FsyncPolicy | bool) -> FsyncPolicy:
+    """The fsync policy of a config value (``true``/``false`` of older configs mean ``batch``/``never``)."""
+    if value is True:
+        return "batch"
+    if value is False:
+        return "never"
+    return value
