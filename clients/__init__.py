@@ -7,8 +7,10 @@ The public SDK surface is re-exported here, so ``from clients import OpsClient``
 - :class:`OpsAdminClient`: ``nautilus.ops.v1.OpsAdminService``, the operators' controls (the admin token).
 - :class:`EngineClient`: ``nautilus.engine.v1.EngineService`` (the engine token) and ``MarketDataService`` (public).
 - :class:`MeshRpcError`: what every failed call raises (``.code``, ``.message``, ``.detail``).
+- :class:`FrameCoalescer`: merges the signal frames a producer queued into fewer, larger frames (no timer).
 - :func:`wait_serving`: wait for a server's health check to say SERVING.
-- :data:`DEFAULT_TIMEOUT`: seconds a unary call may take by default.
+- :data:`DEFAULT_TIMEOUT`: seconds a unary call may take by default; :data:`MAX_SIGNALS_PER_FRAME`: the most
+  signals per frame the SDK builds.
 
 Example:
     >>> import asyncio
@@ -21,6 +23,24 @@ Example:
     'momentum_v1'
 """
 
-from clients.sdk import DEFAULT_TIMEOUT, EngineClient, MeshRpcError, OpsAdminClient, OpsClient, wait_serving
+from clients.sdk import (
+    DEFAULT_TIMEOUT,
+    MAX_SIGNALS_PER_FRAME,
+    EngineClient,
+    FrameCoalescer,
+    MeshRpcError,
+    OpsAdminClient,
+    OpsClient,
+    wait_serving,
+)
 
-__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsAdminClient", "OpsClient", "wait_serving"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SIGNALS_PER_FRAME",
+    "EngineClient",
+    "FrameCoalescer",
+    "MeshRpcError",
+    "OpsAdminClient",
+    "OpsClient",
+    "wait_serving",
+]

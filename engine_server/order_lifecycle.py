@@ -126,6 +126,15 @@ class Order:
         """Quantity still working at the venue (0 once terminal)."""
         return ZERO if self.is_terminal else self.request.quantity - self.filled_qty
 
+    def matches(self, session_id: str | None, model_id: str | None, venue: str | None) -> bool:
+        """True when the order belongs to each filter given (None matches anything)."""
+        req = self.request
+        return (
+            (session_id is None or req.session_id == session_id)
+            and (model_id is None or req.model_id == model_id)
+            and (venue is None or self.venue == venue)
+        )
+
     @property
     def is_terminal(self) -> bool:
         """True once FILLED, CANCELED, REJECTED or EXPIRED."""

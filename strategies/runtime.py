@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 
-from clients.sdk import EngineClient, MeshRpcError, OpsClient
+from clients.sdk import MAX_SIGNALS_PER_FRAME, EngineClient, FrameCoalescer, MeshRpcError, OpsClient
 from clients.traces import percentile
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -43,8 +43,6 @@ from strategies.config import Model
 
 log = logging.getLogger(__name__)
 
-MAX_SIGNALS_PER_FRAME = 500
-"""Signals per request frame; ops refuses frames above its own bound (1000 by default)."""
 MAX_IN_FLIGHT = 50_000
 """Signals remembered between send and decision / first fill; the oldest are forgotten first."""
 LATENCY_SAMPLES = 100_000
@@ -186,6 +184,8 @@ class RunnerStats:
     fill_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     reconnects: Counter[str] = field(default_factory=Counter)
     connected: dict[str, bool] = field(default_factory=lambda: {"ops": False, "engine": False})
+    frames_sent: int = 0
+    """Request frames written (after coalescing)."""
 
     def count_decision(self, model_id: str, status: str) -> None:
         self.decisions.setdefault(model_id, Counter())[status] += 1
@@ -293,7 +293,7 @@ class StrategyRunner:
         refresh_seconds: float = 0.0,
         drain_timeout: float = 2.0,
         backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
+        backoff_max: float = 0.25,
         outbox_size: int = 1000,
     ) -> None:
         self.name = name
@@ -523,9 +523,13 @@ class StrategyRunner:
         call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse],
         outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
     ) -> None:
+        # Frames queued while the previous write was in flight leave together (no timer: an empty
+        # queue sends at once).
+        coalescer = FrameCoalescer(outbox, MAX_SIGNALS_PER_FRAME)
         while True:
-            frame = await outbox.get()
+            frame = await coalescer.next()
             if frame is None:
                 await call.done_writing()
                 return
+            self.stats.frames_sent += 1
             await call.write(frame)

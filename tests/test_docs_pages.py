@@ -22,6 +22,8 @@ def cli_commands(page: Path) -> list[str]:
     for block in _BASH.findall(page.read_text()):
         for line in block.replace("\\\n", " ").splitlines():
             words = shlex.split(line, comments=True)
+            if words and words[-1] == "&":  # started in the background
+                words = words[:-1]
             if words and Path(words[0]).name == "nautilus-mesh":
                 commands.append(shlex.join(words[1:]))
     return commands

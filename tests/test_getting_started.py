@@ -75,7 +75,7 @@ async def test_tutorial_strategy_when_run_against_a_mesh_trades_on_paper_only(tm
         assert not any("refused" in line or " LIVE" in line for line in lines), lines
 
         async with OpsClient(mesh.ops_address, strategy_token=entry["token"]) as ops:
-            orders = (await ops.list_orders(f"{model_id}@paper", page_size=100)).orders  # a SHADOW model's paper book
+            orders = (await ops.list_orders(page_size=100)).orders  # the token's own models: the paper book
             positions = await ops.get_positions(model_id)
         assert orders and all(o.model_id == f"{model_id}@paper" for o in orders)
         assert positions and all(p.mode == ops_pb2.ROUTING_MODE_SHADOW for p in positions)

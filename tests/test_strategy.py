@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clients.sdk import FrameCoalescer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
@@ -431,3 +432,44 @@ def test_plan_when_target_unchanged_past_refresh_resends_it() -> None:
     resent = planner.plan([("X", 1.0, 3)], now_ns=5_000_000_000)
     assert [s.target for s in resent] == [0.3]  # unchanged but stale: sent again with a new id
     assert resent[0].signal_id.endswith("-2")
+
+
+def _frame(*ids: str) -> ops_pb2.StreamSignalsRequest:
+    return ops_pb2.StreamSignalsRequest(signals=[ops_pb2.Signal(signal_id=i) for i in ids])
+
+
+def _ids(frame: ops_pb2.StreamSignalsRequest | None) -> list[str]:
+    assert frame is not None
+    return [s.signal_id for s in frame.signals]
+
+
+async def test_coalescer_when_frames_queued_then_merged_up_to_the_limit_in_order() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    for frame in (_frame("a", "b"), _frame("c"), _frame("d", "e"), _frame("f")):
+        queue.put_nowait(frame)
+    queue.put_nowait(None)
+    coalescer = FrameCoalescer(queue, limit=3)
+    assert _ids(await coalescer.next()) == ["a", "b", "c"]
+    assert _ids(await coalescer.next()) == ["d", "e", "f"]
+    assert await coalescer.next() is None
+
+
+async def test_coalescer_when_queue_empty_then_frame_leaves_at_once_without_waiting() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    queue.put_nowait(_frame("a"))
+    coalescer = FrameCoalescer(queue, limit=100)
+    assert _ids(await asyncio.wait_for(coalescer.next(), 1.0)) == ["a"]
+    waiting = asyncio.create_task(coalescer.next())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing queued: it waits for the producer, not for a timer
+    queue.put_nowait(_frame("b"))
+    assert _ids(await asyncio.wait_for(waiting, 1.0)) == ["b"]
+
+
+async def test_coalescer_when_end_queued_behind_frames_then_frames_first_then_none() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    for item in (_frame("a"), _frame("b"), None):
+        queue.put_nowait(item)
+    coalescer = FrameCoalescer(queue)
+    assert _ids(await coalescer.next()) == ["a", "b"]
+    assert await coalescer.next() is None

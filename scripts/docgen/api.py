@@ -76,6 +76,20 @@ SIGNAL_ERRORS = [
     ),
     ("UNAVAILABLE", "ENGINE_UNAVAILABLE", "the engine session is down; nothing was sent"),
 ]
+MODEL_SCOPE = [
+    (
+        "PERMISSION_DENIED",
+        "MODEL_NOT_ALLOWED",
+        "a strategy token reads only its own models (the admin token, as `x-ops-token`, reads every model)",
+    ),
+]
+STRATEGY_SCOPE = [
+    (
+        "PERMISSION_DENIED",
+        "STRATEGY_NOT_ALLOWED",
+        "a strategy token reads only its own strategy (the admin token, as `x-ops-token`, reads every strategy)",
+    ),
+]
 PAGE_ERRORS = [("INVALID_ARGUMENT", "INVALID_PAGE_SIZE, INVALID_PAGE_TOKEN", "a bad page size or token")]
 UNKNOWN_MODEL = [("NOT_FOUND", "UNKNOWN_MODEL", "no such model in the registry")]
 REASON = [("INVALID_ARGUMENT", "REASON_REQUIRED", "the reason is empty (every control is audited with it)")]
@@ -117,10 +131,14 @@ EXAMPLES: dict[str, Example] = {
         [*AUTH_ERRORS, MALFORMED, *SIGNAL_ERRORS],
     ),
     "nautilus.ops.v1.OpsService.GetPositions": Example(
-        {"model_id": "momentum_v1"}, 'positions = await ops.get_positions("momentum_v1")', [*AUTH_ERRORS, MALFORMED]
+        {"model_id": "momentum_v1"},
+        'positions = await ops.get_positions("momentum_v1")',
+        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE],
     ),
     "nautilus.ops.v1.OpsService.ListModels": Example(
-        {"strategy_id": "momentum"}, 'models = await ops.list_models("momentum")', [*AUTH_ERRORS, MALFORMED]
+        {"strategy_id": "momentum"},
+        'models = await ops.list_models("momentum")',
+        [*AUTH_ERRORS, MALFORMED, *STRATEGY_SCOPE],
     ),
     "nautilus.ops.v1.OpsService.GetAllocations": Example(
         {}, "allocations = await ops.get_allocations()", [*AUTH_ERRORS, MALFORMED]
@@ -128,29 +146,33 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsService.GetModelQuota": Example(
         {"model_id": "momentum_v1"},
         'quota = await ops.get_model_quota("momentum_v1")',
-        [*AUTH_ERRORS, MALFORMED, *UNKNOWN_MODEL],
+        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *UNKNOWN_MODEL],
     ),
     "nautilus.ops.v1.OpsService.GetModelStats": Example(
         {"model_id": "momentum_v1"},
         'stats = await ops.get_model_stats("momentum_v1")',
-        [*AUTH_ERRORS, MALFORMED],
+        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE],
     ),
     "nautilus.ops.v1.OpsService.ListOrders": Example(
         {"model_id": "momentum_v1", "page_size": 50},
         'page = await ops.list_orders("momentum_v1", page_size=50)  # then page_token=page.next_page_token',
-        [*AUTH_ERRORS, MALFORMED, *PAGE_ERRORS],
+        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *PAGE_ERRORS],
         "The orders of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book: ask for `<model>@paper`, e.g. `momentum_v2@paper`.",
+        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every order "
+        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
     ),
     "nautilus.ops.v1.OpsService.ListFills": Example(
         {"model_id": "momentum_v1", "page_size": 50},
         'page = await ops.list_fills("momentum_v1", page_size=50)',
-        [*AUTH_ERRORS, MALFORMED, *PAGE_ERRORS],
+        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *PAGE_ERRORS],
         "The fills of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book: ask for `<model>@paper`, e.g. `momentum_v2@paper`.",
+        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every fill "
+        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
     ),
     "nautilus.ops.v1.OpsService.GetCanaryStatus": Example(
-        {"strategy_id": "momentum"}, 'canaries = await ops.get_canary_status("momentum")', [*AUTH_ERRORS, MALFORMED]
+        {"strategy_id": "momentum"},
+        'canaries = await ops.get_canary_status("momentum")',
+        [*AUTH_ERRORS, MALFORMED, *STRATEGY_SCOPE],
     ),
     "nautilus.ops.v1.OpsService.WatchEvents": Example(
         {"kinds": ["CANARY", "ALLOCATION"], "include_recent": True},
@@ -163,6 +185,11 @@ EXAMPLES: dict[str, Example] = {
     ),
     "nautilus.ops.v1.OpsService.GetTradingState": Example(
         {}, "states = await ops.get_trading_state()", [*AUTH_ERRORS, MALFORMED]
+    ),
+    "nautilus.ops.v1.OpsService.GetStreamLimits": Example(
+        {},
+        "limits = await ops.get_stream_limits()  # size StreamSignals frames by limits.max_signals_per_frame",
+        [*AUTH_ERRORS, MALFORMED],
     ),
     # OpsAdminService
     "nautilus.ops.v1.OpsAdminService.TriggerAllocation": Example(
@@ -251,6 +278,11 @@ EXAMPLES: dict[str, Example] = {
             ("INVALID_ARGUMENT", "CONFIG_INVALID", "the file is invalid; the previous config stays in force"),
         ],
     ),
+    "nautilus.ops.v1.OpsAdminService.GetHealth": Example(
+        {},
+        "health = await admin.get_health()  # status and one check per part, with detail and age",
+        [*AUTH_ERRORS, MALFORMED],
+    ),
     # EngineService
     "nautilus.engine.v1.EngineService.StreamOrders": Example(
         {
@@ -296,6 +328,11 @@ EXAMPLES: dict[str, Example] = {
     ),
     "nautilus.engine.v1.EngineService.CancelAllOrders": Example(
         {"venue": "sim"}, 'result = await engine.cancel_all_orders(venue="sim")', [*AUTH_ERRORS, MALFORMED]
+    ),
+    "nautilus.engine.v1.EngineService.GetHealth": Example(
+        {},
+        "health = await engine.get_health()  # venues, quotes, journal, last seq, ops session",
+        [*AUTH_ERRORS, MALFORMED],
     ),
     # MarketDataService
     "nautilus.engine.v1.MarketDataService.StreamQuotes": Example(

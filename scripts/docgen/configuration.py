@@ -100,7 +100,7 @@ class EnvVar:
     meaning: str
 
 
-# Every environment variable the services and tools read; ``check_env`` compares this list with the source.
+# Every environment variable the services and tools read; ``render`` compares this list with the source.
 ENV_VARS = (
     EnvVar(
         "NAUTILUS_STRATEGY_TOKEN",
@@ -113,6 +113,12 @@ ENV_VARS = (
         "CLI",
         "Admin token of the CLI's OpsAdminService calls when `--admin-token` is "
         "not given (else `admin_token` of `<config-dir>/ops.json`).",
+    ),
+    EnvVar(
+        "NAUTILUS_ENGINE_TOKEN",
+        "CLI",
+        "Engine token of `nautilus-mesh health --engine HOST:PORT` when `--engine-token` is not given (else "
+        "`ops_token` of `<config-dir>/engine.json`).",
     ),
     EnvVar(
         "OTEL_EXPORTER_OTLP_ENDPOINT",

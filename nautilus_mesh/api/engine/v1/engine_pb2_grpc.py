@@ -61,6 +61,11 @@ class EngineServiceStub:
                 request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.SerializeToString,
                 response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.FromString,
                 _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/nautilus.engine.v1.EngineService/GetHealth',
+                request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -105,6 +110,14 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealth(self, request, context):
+        """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+        HEALTHY / DEGRADED / UNHEALTHY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +145,11 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.CancelAllOrders,
                     request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.FromString,
                     response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.FromString,
+                    response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +288,33 @@ class EngineService:
             '/nautilus.engine.v1.EngineService/CancelAllOrders',
             nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.SerializeToString,
             nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.engine.v1.EngineService/GetHealth',
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,6 +48,10 @@ class EngineServiceStub:
     """Venues and their status."""
     CancelAllOrders: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]
     """Cancels every resting order, optionally only for one venue or model."""
+    GetHealth: _grpc.UnaryUnaryMultiCallable[_engine_pb2.GetHealthRequest, _engine_pb2.GetHealthResponse]
+    """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+    HEALTHY / DEGRADED / UNHEALTHY.
+    """
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -68,6 +72,10 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Venues and their status."""
     CancelAllOrders: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]  # type: ignore[assignment]
     """Cancels every resting order, optionally only for one venue or model."""
+    GetHealth: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetHealthRequest, _engine_pb2.GetHealthResponse]  # type: ignore[assignment]
+    """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+    HEALTHY / DEGRADED / UNHEALTHY.
+    """
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Executes orders on venue adapters. Only ops talks to it (x-engine-token)."""
@@ -115,6 +123,16 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.CancelAllOrdersResponse, _abc.Awaitable[_engine_pb2.CancelAllOrdersResponse]]:
         """Cancels every resting order, optionally only for one venue or model."""
+
+    @_abc_1.abstractmethod
+    def GetHealth(
+        self,
+        request: _engine_pb2.GetHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.GetHealthResponse, _abc.Awaitable[_engine_pb2.GetHealthResponse]]:
+        """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+        HEALTHY / DEGRADED / UNHEALTHY.
+        """
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
