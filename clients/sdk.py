@@ -7,9 +7,9 @@ structured :class:`ErrorDetail` (kind, stable code, details map).
     Exception
     └── MeshRpcError        a call failed: .code (grpc.StatusCode), .message, .detail
 
-Streams: ``OpsClient.stream_signals`` returns the raw bidi call (write frames with
-``await call.write(...)``, read with ``async for``); wrap its errors with
-``MeshRpcError.from_rpc_error``. A producer that queues frames for one writer task gets them
+Streams: ``OpsClient.stream_signals`` returns a :class:`SignalStream` (write frames with
+``await stream.write(...)``, read with ``async for``); its failures raise :class:`MeshRpcError` too, so every
+gRPC error is translated once, here. A producer that queues frames for one writer task gets them
 coalesced with :class:`FrameCoalescer`: whatever is queued leaves as one frame (up to the frame
 limit) and a frame never waits for more when the queue is empty (no timer).
 ``EngineClient.stream_quotes`` is an async iterator that raises MeshRpcError itself.
@@ -50,6 +50,7 @@ __all__ = [
     "MeshRpcError",
     "OpsAdminClient",
     "OpsClient",
+    "SignalStream",
     "wait_serving",
 ]
 
@@ -156,9 +157,9 @@ class OpsClient(_Client):
         super().__init__(address, tuple(metadata), timeout)
         self._stub = ops_pb2_grpc.OpsServiceStub(self._channel)
 
-    def stream_signals(self) -> grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]:
+    def stream_signals(self) -> SignalStream:
         """Open the bidi signal stream (no deadline: it is long-lived)."""
-        return self._stub.StreamSignals(None, metadata=self._metadata)
+        return SignalStream(self._stub.StreamSignals(None, metadata=self._metadata))
 
     async def submit_signal(self, signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
         """Submit one signal; a rejection raises MeshRpcError with the rejection detail."""
@@ -433,6 +434,45 @@ async def wait_serving(address: str, timeout: float, *, service: str = "") -> No
             except grpc.aio.AioRpcError as exc:
                 last = exc.code().name
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+
+
+class SignalStream:
+    """One ``StreamSignals`` call; its failures (writing or reading) raise :class:`MeshRpcError`.
+
+    Args:
+        call: the grpc.aio bidi call.
+    """
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
+    ) -> None:
+        self._call = call
+
+    async def write(self, frame: ops_pb2.StreamSignalsRequest) -> None:
+        """Send one frame of signals."""
+        try:
+            await self._call.write(frame)
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+
+    async def done_writing(self) -> None:
+        """Half-close: no more signals; decisions and fills still arrive."""
+        try:
+            await self._call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+
+    def cancel(self) -> None:
+        """Cancel the call; iterating then ends without an error."""
+        self._call.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
+        try:
+            async for response in self._call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise MeshRpcError.from_rpc_error(exc) from None
 
 
 class FrameCoalescer:
