@@ -11,6 +11,7 @@ from clients.sdk import (
     MeshRpcError,
     OpsAdminClient,
     OpsClient,
+    SignalStream,
     wait_serving,
 )
 
@@ -22,5 +23,6 @@ __all__ = [
     "MeshRpcError",
     "OpsAdminClient",
     "OpsClient",
+    "SignalStream",
     "wait_serving",
 ]
