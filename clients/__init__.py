@@ -7,6 +7,8 @@ The public SDK surface is re-exported here, so ``from clients import OpsClient``
 - :class:`OpsAdminClient`: ``nautilus.ops.v1.OpsAdminService``, the operators' controls (the admin token).
 - :class:`EngineClient`: ``nautilus.engine.v1.EngineService`` (the engine token) and ``MarketDataService`` (public).
 - :class:`MeshRpcError`: what every failed call raises (``.code``, ``.message``, ``.detail``).
+- :class:`SignalStream`: the ``StreamSignals`` call of :meth:`OpsClient.stream_signals` (failures raise
+  ``MeshRpcError``).
 - :class:`FrameCoalescer`: merges the signal frames a producer queued into fewer, larger frames (no timer).
 - :func:`wait_serving`: wait for a server's health check to say SERVING.
 - :data:`DEFAULT_TIMEOUT`: seconds a unary call may take by default; :data:`MAX_SIGNALS_PER_FRAME`: the most
@@ -31,6 +33,7 @@ from clients.sdk import (
     MeshRpcError,
     OpsAdminClient,
     OpsClient,
+    SignalStream,
     wait_serving,
 )
 
@@ -42,5 +45,6 @@ __all__ = [
     "MeshRpcError",
     "OpsAdminClient",
     "OpsClient",
+    "SignalStream",
     "wait_serving",
 ]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from clients.rpc import DEFAULT_TIMEOUT, _call, _Client
+from clients.client_base import DEFAULT_TIMEOUT, _Client
+from clients.errors import call
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER
@@ -60,7 +61,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.GetHealthRequest()
-        return await _call(self._stub.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
 
     async def trigger_allocation(self, *, reason: str = "") -> admin_pb2.TriggerAllocationResponse:
         """Run a capital allocation cycle now, bypassing the cooldown.
@@ -85,7 +86,7 @@ class OpsAdminClient(_Client):
             ['meanrev', 'momentum']
         """
         request = admin_pb2.TriggerAllocationRequest(reason=reason)
-        return await _call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
 
     async def set_routing_weights(
         self, strategy_id: str, weights: Mapping[str, float], *, reason: str = ""
@@ -113,7 +114,7 @@ class OpsAdminClient(_Client):
             [('meanrev_v1', 1.0)]
         """
         request = admin_pb2.SetRoutingWeightsRequest(strategy_id=strategy_id, weights=dict(weights), reason=reason)
-        response = await _call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.models)
 
     async def promote_canary(self, strategy_id: str, *, reason: str, to_full: bool = False) -> ops_pb2.CanaryStatus:
@@ -140,7 +141,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.PromoteCanaryRequest(strategy_id=strategy_id, to_full=to_full, reason=reason)
-        response = await _call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def rollback_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -166,7 +167,7 @@ class OpsAdminClient(_Client):
             ('CANARY_STATE_ROLLED_BACK', 0.0)
         """
         request = admin_pb2.RollbackCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def pause_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -195,7 +196,7 @@ class OpsAdminClient(_Client):
             ['CANARY_STATE_PAUSED', 'CANARY_STATE_...']
         """
         request = admin_pb2.PauseCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def resume_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -222,7 +223,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.ResumeCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def confirm_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -255,7 +256,7 @@ class OpsAdminClient(_Client):
             'REASON_REQUIRED'
         """
         request = admin_pb2.ConfirmCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def set_trading_state(
@@ -289,7 +290,7 @@ class OpsAdminClient(_Client):
             ['TRADING_STATE_REDUCING', 'TRADING_STATE_ACTIVE']
         """
         request = admin_pb2.SetTradingStateRequest(model_id=model_id, state=state, reason=reason)
-        return await _call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
 
     async def engage_kill_switch(self, *, reason: str = "") -> admin_pb2.EngageKillSwitchResponse:
         """Halt everything and cancel every resting order at the engine.
@@ -318,7 +319,7 @@ class OpsAdminClient(_Client):
             (True, 'TRADING_STATE_ACTIVE')
         """
         request = admin_pb2.EngageKillSwitchRequest(reason=reason)
-        return await _call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
 
     async def release_kill_switch(self, *, reason: str) -> common_pb2.TradingState.ValueType:
         """Release the kill switch (a separate, audited call).
@@ -345,7 +346,7 @@ class OpsAdminClient(_Client):
             'KILL_SWITCH_NOT_ENGAGED'
         """
         request = admin_pb2.ReleaseKillSwitchRequest(reason=reason)
-        response = await _call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
         return response.global_state
 
     async def reload_config(self, target: admin_pb2.ConfigTarget.ValueType) -> str:
@@ -370,5 +371,5 @@ class OpsAdminClient(_Client):
             'risk limits reloaded from risk_limits.json'
         """
         request = admin_pb2.ReloadConfigRequest(target=target)
-        response = await _call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
         return response.message

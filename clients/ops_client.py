@@ -6,7 +6,9 @@ from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
-from clients.rpc import DEFAULT_TIMEOUT, MeshRpcError, _call, _Client
+from clients.client_base import DEFAULT_TIMEOUT, _Client
+from clients.errors import MeshRpcError, call
+from clients.signal_stream import SignalStream
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
 
@@ -50,33 +52,35 @@ class OpsClient(_Client):
         super().__init__(address, tuple(metadata), timeout)
         self._stub = ops_pb2_grpc.OpsServiceStub(self._channel)
 
-    def stream_signals(self) -> grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]:
+    def stream_signals(self) -> SignalStream:
         """Open the bidi signal stream (no deadline: it is long-lived).
 
-        Write ``StreamSignalsRequest`` frames (one or many signals each) and read
-        ``StreamSignalsResponse`` frames (decisions, then the fills of the orders). A bad signal is
-        answered in-band with a ``REJECTED`` decision; the stream stays open.
+        Write ``StreamSignalsRequest`` frames (one or many signals each; size them by
+        :meth:`get_stream_limits`) and read ``StreamSignalsResponse`` frames (decisions, then the
+        fills of the orders). A bad signal is answered in-band with a ``REJECTED`` decision; the
+        stream stays open.
 
         Returns:
-            The raw ``grpc.aio`` bidi call. Its errors are ``grpc.aio.AioRpcError``: translate them
-            with :meth:`MeshRpcError.from_rpc_error`.
+            A :class:`~clients.signal_stream.SignalStream`: ``write``, ``done_writing``, ``cancel``
+            and ``async for``; its failures raise MeshRpcError.
 
         Example:
             >>> async def main() -> str:
             ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
-            ...         call = ops.stream_signals()
+            ...         stream = ops.stream_signals()
             ...         signal = ops_pb2.Signal(signal_id="doc-stream-1", model_id="momentum_v1",
             ...                                 instrument="BTC-USD", target=0.05)
-            ...         await call.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
-            ...         async for frame in call:
+            ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
+            ...         async for frame in stream:
             ...             if frame.decisions:
-            ...                 call.cancel()
+            ...                 stream.cancel()
             ...                 return ops_pb2.DecisionStatus.Name(frame.decisions[0].status)
             ...     return "no decision"
             >>> asyncio.run(main())
             'DECISION_STATUS_ACCEPTED'
+
         """
-        return self._stub.StreamSignals(None, metadata=self._metadata)
+        return SignalStream(self._stub.StreamSignals(None, metadata=self._metadata))
 
     async def submit_signal(self, signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
         """Submit one signal and wait for its decision.
@@ -111,7 +115,7 @@ class OpsClient(_Client):
             ('DECISION_STATUS_ACCEPTED', 'OUT_OF_RANGE')
         """
         request = ops_pb2.SubmitSignalRequest(signal=signal)
-        response = await _call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
         return response.decision
 
     async def get_stream_limits(self) -> ops_pb2.GetStreamLimitsResponse:
@@ -133,7 +137,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetStreamLimitsRequest()
-        return await _call(self._stub.GetStreamLimits(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetStreamLimits(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_positions(self, model_id: str = "") -> list[ops_pb2.Position]:
         """Positions per model and instrument (one model when ``model_id`` is given).
@@ -158,7 +162,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetPositionsRequest(model_id=model_id)
-        response = await _call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.positions)
 
     async def list_models(self, strategy_id: str = "") -> list[ops_pb2.ModelInfo]:
@@ -184,7 +188,7 @@ class OpsClient(_Client):
             momentum momentum_v2 2.0.0
         """
         request = ops_pb2.ListModelsRequest(strategy_id=strategy_id)
-        response = await _call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.models)
 
     async def get_allocations(self) -> ops_pb2.GetAllocationsResponse:
@@ -205,7 +209,7 @@ class OpsClient(_Client):
             '1000000'
         """
         request = ops_pb2.GetAllocationsRequest()
-        return await _call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_model_quota(self, model_id: str) -> ops_pb2.GetModelQuotaResponse:
         """A model's quota, used and available capital.
@@ -230,7 +234,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetModelQuotaRequest(model_id=model_id)
-        return await _call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_model_stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
         """Performance per model and per strategy.
@@ -253,7 +257,7 @@ class OpsClient(_Client):
             ['momentum_v2']
         """
         request = ops_pb2.GetModelStatsRequest(model_id=model_id)
-        return await _call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
 
     async def list_orders(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
@@ -284,7 +288,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.ListOrdersRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await _call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
 
     async def list_fills(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
@@ -314,7 +318,7 @@ class OpsClient(_Client):
             'INVALID_PAGE_TOKEN'
         """
         request = ops_pb2.ListFillsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await _call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_canary_status(self, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
         """Canary state of each strategy that has a canary (one strategy when given).
@@ -337,7 +341,7 @@ class OpsClient(_Client):
             [('momentum_v2', 'momentum_v1')]
         """
         request = ops_pb2.GetCanaryStatusRequest(strategy_id=strategy_id)
-        response = await _call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.canaries)
 
     async def get_risk_limits(self) -> ops_pb2.GetRiskLimitsResponse:
@@ -358,7 +362,7 @@ class OpsClient(_Client):
             ['default_model', 'global', 'models']
         """
         request = ops_pb2.GetRiskLimitsRequest()
-        return await _call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_trading_state(self) -> ops_pb2.GetTradingStateResponse:
         """Global and per-model trading states and whether the kill switch is engaged.
@@ -377,7 +381,7 @@ class OpsClient(_Client):
             'TRADING_STATE_ACTIVE'
         """
         request = ops_pb2.GetTradingStateRequest()
-        return await _call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
 
     async def watch_events(
         self, kinds: Sequence[str] = (), *, include_recent: bool = False

@@ -1,21 +1,21 @@
 """Async Python SDK for the mesh: ``OpsClient``, ``OpsAdminClient``, ``EngineClient`` and ``wait_serving``.
 
-This module is the SDK's facade: ``rpc`` (``MeshRpcError``, the client base), ``ops_client``, ``admin_client``,
-``engine_client`` (with ``wait_serving``) and ``frames`` (``FrameCoalescer``) hold one concept each.
+This module is the SDK's facade over one module per concept: ``errors`` (``MeshRpcError``), ``client_base``,
+``ops_client``, ``admin_client``, ``engine_client`` (with ``wait_serving``) and ``signal_stream``
+(``SignalStream``, ``FrameCoalescer``).
 
-Every unary method translates ``grpc.aio.AioRpcError`` into :class:`MeshRpcError` at this
-boundary, carrying the gRPC status code, the message and, when the server attached one, the
-structured :class:`ErrorDetail` (kind, stable code, details map).
+Every method translates ``grpc.aio.AioRpcError`` into :class:`MeshRpcError` at this boundary, carrying the
+gRPC status code, the message and, when the server attached one, the structured ``ErrorDetail`` (kind, stable
+code, details map).
 
     Exception
     └── MeshRpcError        a call failed: .code (grpc.StatusCode), .message, .detail
 
-Streams: ``OpsClient.stream_signals`` returns the raw bidi call (write frames with
-``await call.write(...)``, read with ``async for``); wrap its errors with
-``MeshRpcError.from_rpc_error``. A producer that queues frames for one writer task gets them
-coalesced with :class:`FrameCoalescer`: whatever is queued leaves as one frame (up to the frame
-limit) and a frame never waits for more when the queue is empty (no timer).
-``OpsClient.watch_events`` and ``EngineClient.stream_quotes`` are async iterators that raise
+Streams: ``OpsClient.stream_signals`` returns a :class:`SignalStream` (write frames with
+``await stream.write(...)``, read with ``async for``); its failures raise ``MeshRpcError`` too. A producer
+that queues frames for one writer task gets them coalesced with :class:`FrameCoalescer`: whatever is queued
+leaves as one frame (up to the frame limit) and a frame never waits for more when the queue is empty (no
+timer). ``OpsClient.watch_events`` and ``EngineClient.stream_quotes`` are async iterators that raise
 MeshRpcError themselves.
 
 The examples in this module run as doctests against a real mesh on loopback
@@ -34,10 +34,11 @@ Example:
 """
 
 from clients.admin_client import OpsAdminClient
+from clients.client_base import DEFAULT_TIMEOUT
 from clients.engine_client import EngineClient, wait_serving
-from clients.frames import MAX_SIGNALS_PER_FRAME, FrameCoalescer
+from clients.errors import MeshRpcError
 from clients.ops_client import OpsClient
-from clients.rpc import DEFAULT_TIMEOUT, MeshRpcError
+from clients.signal_stream import MAX_SIGNALS_PER_FRAME, FrameCoalescer, SignalStream
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -47,5 +48,6 @@ __all__ = [
     "MeshRpcError",
     "OpsAdminClient",
     "OpsClient",
+    "SignalStream",
     "wait_serving",
 ]

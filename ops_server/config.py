@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 
@@ -68,6 +69,10 @@ class OpsConfig(StrictModel):
     """Most signals one StreamSignals frame may carry (count); a larger frame gets one ``FRAME_TOO_LARGE`` rejection."""
     signal_id_max_length: int = pydantic.Field(128, gt=0)
     """Longest ``signal_id`` (and instrument) accepted, in characters."""
+    journal_fsync: Literal["never", "batch", "always"] = "never"
+    """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
+    survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``
+    fsyncs every record."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     tracing: bool = True

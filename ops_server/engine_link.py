@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import grpc
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
+from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.tls import ClientTls, open_channel
@@ -221,7 +221,7 @@ class EngineLink:
             self._unsent = []
 
     async def _order_loop(self) -> None:
-        delay = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while not self._stopping:
             call = self.stub.StreamOrders(metadata=self._metadata())  # type: ignore[call-arg]
             writer: asyncio.Task[None] | None = None
@@ -235,7 +235,7 @@ class EngineLink:
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
                 if self._on_connected is not None:
                     self._on_connected()
-                delay = self._backoff_initial
+                backoff.reset()
                 async for frame in call:
                     self._on_reports(frame.reports)
                 if self._stopping:
@@ -260,8 +260,7 @@ class EngineLink:
                         await writer
                 call.cancel()
             self.reconnects += 1
-            await self._pause(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self._backoff_max)
+            await self._pause(backoff.next_delay())
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` before the next attempt, or less: until the channel changes state.
@@ -313,12 +312,12 @@ class EngineLink:
         return response
 
     async def _quote_loop(self) -> None:
-        delay = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while not self._stopping:
             try:
                 call = self.market.StreamQuotes(engine_pb2.StreamQuotesRequest(), metadata=self._metadata())
                 async for frame in call:
-                    delay = self._backoff_initial
+                    backoff.reset()
                     self._on_quotes(frame.quotes)
                     self.last_quote_at = now = time.monotonic()
                     for quote in frame.quotes:
@@ -330,5 +329,4 @@ class EngineLink:
                 log.debug("[ENGINE-LINK] quote stream failed: %s", exc.code().name)
             finally:
                 self._quotes_live = False
-            await self._pause(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self._backoff_max)
+            await self._pause(backoff.next_delay())

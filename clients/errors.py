@@ -1,29 +1,21 @@
-"""The SDK's transport seam: the error every failed call raises, and the base of the three clients.
+"""The SDK's one error type: every failed gRPC call (unary or stream) is translated here, once.
 
-``MeshRpcError`` translates ``grpc.aio.AioRpcError`` once, at this boundary; ``_Client`` owns the channel and the
-auth metadata of a client. ``clients.sdk`` re-exports the public names.
+Exception
+└── MeshRpcError        a call failed: .code (grpc.StatusCode), .message, .detail (our ErrorDetail)
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
 from nautilus_mesh.api.common.v1 import common_pb2
-from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.status import from_rpc_error
 
-__all__ = ["DEFAULT_TIMEOUT", "MeshRpcError"]
-
-DEFAULT_TIMEOUT = 10.0
-"""Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
-
 ResponseT = TypeVar("ResponseT", bound=Message)
-Metadata = tuple[tuple[str, str], ...]
 
 
 class MeshRpcError(Exception):
@@ -62,25 +54,28 @@ class MeshRpcError(Exception):
     def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> MeshRpcError:
         """Translate a failed grpc.aio call.
 
+        Every SDK method does this itself; use it with stubs the SDK does not wrap.
+
         Args:
-            exc: the error a ``grpc.aio`` call raised (a stream's, for instance).
+            exc: the error a ``grpc.aio`` call raised.
 
         Returns:
             The MeshRpcError with the call's status code, message and ErrorDetail (None when the
             status carries none or a malformed one).
 
         Example:
+            >>> from nautilus_mesh.api.ops.v1 import ops_pb2_grpc
             >>> async def main() -> str:
             ...     async with OpsClient(ops_address) as ops:  # no strategy token
-            ...         call = ops.stream_signals()
+            ...         stub = ops_pb2_grpc.OpsServiceStub(ops.channel)
             ...         try:
-            ...             async for _ in call:
-            ...                 pass
+            ...             await stub.ListModels(ops_pb2.ListModelsRequest())
             ...         except grpc.aio.AioRpcError as exc:
             ...             return MeshRpcError.from_rpc_error(exc).detail.code
             ...     return "no error"
             >>> asyncio.run(main())
             'MISSING_TOKEN'
+
         """
         try:
             detail = from_rpc_error(exc)
@@ -101,69 +96,8 @@ class MeshRpcError(Exception):
         return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and self.detail is None
 
 
-async def _call(coro: Awaitable[ResponseT]) -> ResponseT:
+async def call(coro: Awaitable[ResponseT]) -> ResponseT:
     try:
         return await coro
     except grpc.aio.AioRpcError as exc:
         raise MeshRpcError.from_rpc_error(exc) from None
-
-
-class _Client:
-    def __init__(self, address: str, metadata: Metadata, timeout: float) -> None:
-        self.address = address
-        self.timeout = timeout
-        self._metadata = metadata
-        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-
-    @property
-    def channel(self) -> grpc.aio.Channel:
-        """The underlying channel, e.g. for stubs this SDK does not wrap (send ``metadata`` with them).
-
-        Example:
-            >>> from grpc_health.v1 import health_pb2, health_pb2_grpc
-            >>> async def main() -> str:
-            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
-            ...         health = health_pb2_grpc.HealthStub(ops.channel)
-            ...         answer = await health.Check(health_pb2.HealthCheckRequest(), metadata=ops.metadata)
-            ...         return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
-            >>> asyncio.run(main())
-            'SERVING'
-        """
-        return self._channel
-
-    @property
-    def metadata(self) -> Metadata:
-        """The auth metadata this client sends with every call.
-
-        Example:
-            >>> async def main() -> tuple[tuple[str, str], ...]:
-            ...     async with OpsAdminClient(ops_address, admin_token="secret") as admin:
-            ...         return admin.metadata
-            >>> asyncio.run(main())
-            (('x-ops-token', 'secret'),)
-        """
-        return self._metadata
-
-    async def close(self) -> None:
-        """Close the channel, cancelling calls still in flight.
-
-        ``async with`` calls it on exit; call it yourself when you hold a client without one.
-
-        Example:
-            >>> async def main() -> None:
-            ...     engine = EngineClient(engine_address)
-            ...     try:
-            ...         await engine.get_quote("BTC-USD")
-            ...     finally:
-            ...         await engine.close()
-            >>> asyncio.run(main())
-        """
-        await self._channel.close(None)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

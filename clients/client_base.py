@@ -1,0 +1,78 @@
+"""The base of the SDK's three clients: one channel, the auth metadata, ``async with`` closes it."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import grpc
+
+from nautilus_mesh.serving import CHANNEL_OPTIONS
+
+__all__ = ["DEFAULT_TIMEOUT", "Metadata"]
+
+DEFAULT_TIMEOUT = 10.0
+"""Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+class _Client:
+    def __init__(self, address: str, metadata: Metadata, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._metadata = metadata
+        self._channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying channel, e.g. for stubs this SDK does not wrap (send ``metadata`` with them).
+
+        Example:
+            >>> from grpc_health.v1 import health_pb2, health_pb2_grpc
+            >>> async def main() -> str:
+            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
+            ...         health = health_pb2_grpc.HealthStub(ops.channel)
+            ...         answer = await health.Check(health_pb2.HealthCheckRequest(), metadata=ops.metadata)
+            ...         return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+            >>> asyncio.run(main())
+            'SERVING'
+        """
+        return self._channel
+
+    @property
+    def metadata(self) -> Metadata:
+        """The auth metadata this client sends with every call.
+
+        Example:
+            >>> async def main() -> tuple[tuple[str, str], ...]:
+            ...     async with OpsAdminClient(ops_address, admin_token="secret") as admin:
+            ...         return admin.metadata
+            >>> asyncio.run(main())
+            (('x-ops-token', 'secret'),)
+        """
+        return self._metadata
+
+    async def close(self) -> None:
+        """Close the channel, cancelling calls still in flight.
+
+        ``async with`` calls it on exit; call it yourself when you hold a client without one.
+
+        Example:
+            >>> async def main() -> None:
+            ...     engine = EngineClient(engine_address)
+            ...     try:
+            ...         await engine.get_quote("BTC-USD")
+            ...     finally:
+            ...         await engine.close()
+            >>> asyncio.run(main())
+        """
+        await self._channel.close(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,199 @@
+"""The signal stream of the SDK: one ``StreamSignals`` call whose failures raise ``MeshRpcError``, and the frame
+coalescer that merges what a producer has queued into one frame (no timer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+
+from clients.errors import MeshRpcError
+from nautilus_mesh.api.ops.v1 import ops_pb2
+
+MAX_SIGNALS_PER_FRAME = 500
+"""Signals per request frame the SDK builds at most; ops refuses frames above its own bound (1000 by default)."""
+
+
+class SignalStream:
+    """One ``StreamSignals`` call; its failures (writing or reading) raise :class:`MeshRpcError`.
+
+    Made by :meth:`OpsClient.stream_signals`. Iterating yields the response frames until the
+    server ends the call; stop iterating after :meth:`cancel`.
+
+    Args:
+        call: the grpc.aio bidi call.
+
+    Example:
+        >>> async def main() -> str:
+        ...     async with OpsClient(ops_address) as ops:  # no strategy token
+        ...         stream = ops.stream_signals()
+        ...         try:
+        ...             async for _ in stream:
+        ...                 pass
+        ...         except MeshRpcError as exc:
+        ...             return exc.detail.code
+        ...     return "no error"
+        >>> asyncio.run(main())
+        'MISSING_TOKEN'
+
+    """
+
+    def __init__(
+        self, call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
+    ) -> None:
+        self._call = call
+
+    async def write(self, frame: ops_pb2.StreamSignalsRequest) -> None:
+        """Send one frame of signals.
+
+        Args:
+            frame: the frame, at most ``max_signals_per_frame`` signals (see ``GetStreamLimits``).
+
+        Raises:
+            MeshRpcError: the call has failed.
+
+        Example:
+            >>> async def main() -> int:
+            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
+            ...         stream = ops.stream_signals()
+            ...         signals = [ops_pb2.Signal(signal_id=f"doc-write-{i}", model_id="momentum_v1",
+            ...                                   instrument="ETH-USD", target=0.02) for i in range(2)]
+            ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=signals))
+            ...         decided = 0
+            ...         async for frame in stream:
+            ...             decided += len(frame.decisions)
+            ...             if decided == 2:
+            ...                 stream.cancel()
+            ...                 break
+            ...         return decided
+            >>> asyncio.run(main())  # one decision per signal of the frame
+            2
+
+        """
+        try:
+            await self._call.write(frame)
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+
+    async def done_writing(self) -> None:
+        """Half-close: no more signals; decisions and fills still arrive.
+
+        Raises:
+            MeshRpcError: the call has failed.
+
+        Example:
+            >>> async def main() -> list[str]:
+            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
+            ...         stream = ops.stream_signals()
+            ...         signal = ops_pb2.Signal(signal_id="doc-done-1", model_id="momentum_v1",
+            ...                                 instrument="BTC-USD", target=7.0)  # out of range
+            ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
+            ...         await stream.done_writing()
+            ...         async for frame in stream:
+            ...             stream.cancel()
+            ...             return [d.error.code for d in frame.decisions]
+            ...     return []
+            >>> asyncio.run(main())  # a bad signal is answered in-band; the stream stays usable
+            ['OUT_OF_RANGE']
+
+        """
+        try:
+            await self._call.done_writing()
+        except grpc.aio.AioRpcError as exc:
+            raise MeshRpcError.from_rpc_error(exc) from None
+
+    def cancel(self) -> None:
+        """Cancel the call (closing the client's channel does too).
+
+        Stop iterating once cancelled: reading a cancelled call raises ``asyncio.CancelledError``.
+
+        Example:
+            >>> async def main() -> str:
+            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
+            ...         stream = ops.stream_signals()
+            ...         signal = ops_pb2.Signal(signal_id="doc-cancel-1", model_id="momentum_v1",
+            ...                                 instrument="BTC-USD", target=0.05)
+            ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
+            ...         async for frame in stream:
+            ...             stream.cancel()
+            ...             return frame.decisions[0].signal_id
+            ...     return "no frame"
+            >>> asyncio.run(main())
+            'doc-cancel-1'
+        """
+        self._call.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
+        try:
+            async for response in self._call:
+                yield response
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                raise MeshRpcError.from_rpc_error(exc) from None
+
+
+class FrameCoalescer:
+    """Turns a queue of signal frames into the frames to write: what is ready leaves together.
+
+    :meth:`next` waits for the first frame, then merges every frame already queued behind it
+    while the merged frame stays within ``limit`` signals. It never waits for more: when the
+    queue is empty the frame leaves at once, so coalescing adds no latency, only fewer, larger
+    frames under load (one decode, one journal commit and one commands frame downstream).
+    ``None`` in the queue means "no more frames": it is returned after what came before it.
+
+    Args:
+        queue: Frames from the producer (``None`` ends the stream).
+        limit: Most signals per merged frame; a single larger frame is passed on as it is.
+
+    Example:
+        >>> async def main() -> list[int]:
+        ...     queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+        ...     for i in range(3):
+        ...         queue.put_nowait(ops_pb2.StreamSignalsRequest(signals=[ops_pb2.Signal(signal_id=f"s-{i}")]))
+        ...     queue.put_nowait(None)
+        ...     coalescer, sizes = FrameCoalescer(queue, limit=2), []
+        ...     while (frame := await coalescer.next()) is not None:
+        ...         sizes.append(len(frame.signals))
+        ...     return sizes
+        >>> asyncio.run(main())  # three queued frames of one signal leave as two frames
+        [2, 1]
+    """
+
+    def __init__(
+        self, queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None], limit: int = MAX_SIGNALS_PER_FRAME
+    ) -> None:
+        self._queue = queue
+        self._limit = limit
+        self._carry: list[ops_pb2.StreamSignalsRequest | None] = []
+
+    async def next(self) -> ops_pb2.StreamSignalsRequest | None:
+        """The next frame to write (merged), or None once the producer ended the stream.
+
+        Returns:
+            The first queued frame merged with every frame already queued behind it (within the
+            limit), or None when the producer queued None.
+
+        Example:
+            >>> async def main() -> int | None:
+            ...     queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+            ...     queue.put_nowait(ops_pb2.StreamSignalsRequest(signals=[ops_pb2.Signal(), ops_pb2.Signal()]))
+            ...     frame = await FrameCoalescer(queue).next()
+            ...     return None if frame is None else len(frame.signals)
+            >>> asyncio.run(main())  # nothing else queued: the frame leaves at once, no timer
+            2
+        """
+        first = self._carry.pop() if self._carry else await self._queue.get()
+        if first is None:
+            return None
+        if self._queue.empty() or len(first.signals) >= self._limit:
+            return first
+        merged = ops_pb2.StreamSignalsRequest()
+        merged.signals.extend(first.signals)
+        while not self._queue.empty():
+            more = self._queue.get_nowait()
+            if more is None or len(merged.signals) + len(more.signals) > self._limit:
+                self._carry.append(more)
+                break
+            merged.signals.extend(more.signals)
+        return merged
