@@ -69,6 +69,11 @@ class OpsConfig(StrictModel):
     """Most signals one StreamSignals frame may carry (count); a larger frame gets one ``FRAME_TOO_LARGE`` rejection."""
     signal_id_max_length: int = pydantic.Field(128, gt=0)
     """Longest ``signal_id`` (and instrument) accepted, in characters."""
+    intake_signals_per_second: float | None = pydantic.Field(None, gt=0)
+    """Signals per second one strategy may send (all its streams and SubmitSignal together); the excess is
+    answered ``RATE_LIMITED`` (rail ``intake``) without being decided. None: no limit."""
+    intake_burst: int | None = pydantic.Field(None, gt=0)
+    """Signals a strategy may send back to back under ``intake_signals_per_second`` (default: one second's worth)."""
     journal_fsync: Literal["never", "batch", "always"] = "never"
     """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
     survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``

@@ -14,6 +14,7 @@ from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
 from ops_server.core import OpsCore
 from ops_server.health import ops_health
+from ops_server.intake import StrategyIntake
 from ops_server.service import OpsService
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class OpsServer:
             queries=core.queries,
             max_signals_per_frame=config.max_signals_per_frame,
             admin_token=config.admin_token,
+            intake=StrategyIntake(config.intake_signals_per_second, config.intake_burst, core.metrics.registry),
         )
         self.health = ops_health(core)
         self.admin = OpsAdminService(

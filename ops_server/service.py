@@ -24,6 +24,7 @@ from nautilus_mesh.status import abort, error_detail, error_from_detail
 from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
+from ops_server.intake import SLICE_SIGNALS, StrategyIntake
 from ops_server.queries import EVERYTHING, OpsQueries, Scope
 from ops_server.signal_path import SignalPath
 
@@ -56,6 +57,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         fills: where a stream subscribes to its models' fills.
         queries: the read views.
         admin_token: the operator's token; it may read everything ("" closes that door).
+        intake: the per-strategy signal rate at intake (None: no limit).
         max_signals_per_frame: the most signals one ``StreamSignalsRequest`` may carry.
         stream_queue_size: bound of each stream's outgoing queue (decisions and fills).
     """
@@ -69,8 +71,10 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         queries: OpsQueries,
         max_signals_per_frame: int,
         admin_token: str = "",
+        intake: StrategyIntake | None = None,
         stream_queue_size: int = 10_000,
     ) -> None:
+        self._intake = intake
         self._admin_token = admin_token
         self._auth = auth
         self._signals = signals
@@ -105,12 +109,30 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 field="signals",
             )
             return [ops_pb2.SignalDecision(status=ops_pb2.DECISION_STATUS_REJECTED, error=error_detail(error))]
+        refused: list[ops_pb2.SignalDecision] = []
+        if self._intake is not None:
+            admitted = self._intake.admit(principal.name, len(signals))
+            refused = [self._intake.refusal(s) for s in signals[admitted:]]
+            signals = signals[:admitted]
         try:
-            return self._signals.handle_frame(signals, principal)
+            return self._signals.handle_frame(signals, principal) + refused
         except Exception:
             ids = ", ".join(repr(s.signal_id) for s in signals[:5])
             log.exception("[OPS] stream of strategy %s: deciding signals %s failed", principal.name, ids)
-            return [internal_decision(s) for s in signals]
+            return [internal_decision(s) for s in signals] + refused
+
+    async def _decide_fairly(
+        self, signals: Sequence[ops_pb2.Signal], principal: Principal
+    ) -> list[ops_pb2.SignalDecision]:
+        """Decide a frame in slices, yielding the event loop between them so other streams take turns."""
+        if len(signals) <= SLICE_SIGNALS or len(signals) > self._max_items:
+            return self._decide_frame(signals, principal)
+        decisions: list[ops_pb2.SignalDecision] = []
+        for start in range(0, len(signals), SLICE_SIGNALS):
+            if start:
+                await asyncio.sleep(0)
+            decisions.extend(self._decide_frame(signals[start : start + SLICE_SIGNALS], principal))
+        return decisions
 
     async def StreamSignals(
         self, request_iterator: AsyncIterator[ops_pb2.StreamSignalsRequest], context: Context
@@ -120,12 +142,17 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self._fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
         log.info("[OPS] signal stream opened by strategy %s", principal.name)
         failure: list[BaseException] = []
+        drained = asyncio.Event()
+        high_water = 2 * self._max_items  # answers waiting to be sent before this stream stops being read
 
         async def read() -> None:
             try:
                 async for frame in request_iterator:
-                    for decision in self._decide_frame(frame.signals, principal):
+                    for decision in await self._decide_fairly(frame.signals, principal):
                         await outbox.put(decision)
+                    while outbox.qsize() >= high_water:  # answers not being read: stop reading (backpressure)
+                        drained.clear()
+                        await drained.wait()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the stream itself broke: end it with a status, not with OK
@@ -153,6 +180,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                     item = outbox.get_nowait()
                 if decisions or fills:
                     yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)
+                drained.set()
             if failure:
                 await context.abort(grpc.StatusCode.INTERNAL, f"signal stream failed: {type(failure[0]).__name__}")
         finally:
