@@ -64,6 +64,9 @@ UNITS = {
     "trading_state": "enum (0, 1, 2)",
     "engine_connected": "bool (0, 1)",
     "engine_last_seq": "seq",
+    "component_up": "bool (0, 1)",
+    "engine_circuit_state": "enum",
+    "engine_orders_in_memory": "count",
 }
 LABEL_VALUES = {
     "mode": ROUTING_MODES,
