@@ -277,7 +277,7 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
                 f"{s.sharpe:.2f}" if s else "-",
             ]
         )
-    headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe"]
+    headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe/yr"]
     print_table(console, "models", headers, rows)
     alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in allocations.allocations]
     title = f"allocations (total {_money(allocations.total_capital_usd)}, last {allocations.last_reason or '-'})"
@@ -445,7 +445,9 @@ def _stats_row(first: str, s: ops_pb2.ModelStats) -> list[str]:
         _money(s.fees),
         _money(s.slippage),
         f"{s.sharpe:.2f}",
-        f"{s.max_drawdown:,.2f}",
+        f"{s.drawdown_ratio:.2%}",
+        f"{s.max_drawdown_ratio:.2%}",
+        f"{s.max_drawdown_usd:,.2f}",
         f"{s.hit_rate:.2f}",
         str(s.observations),
         str(s.fills),
@@ -458,8 +460,9 @@ async def cmd_stats(args: argparse.Namespace, console: Console) -> int:
             response = await ops.get_model_stats(args.model)
         except MeshRpcError as exc:
             raise _fail(exc, args.ops) from None
-    common = ["mode", "equity", "realized", "unrealized", "fees", "slippage", "sharpe", "drawdown", "hit rate"]
-    common += ["obs", "fills"]
+    # Sharpe is annualised from bars; drawdown is a fraction of peak equity, or the fall of PnL in USD.
+    common = ["mode", "equity", "realized", "unrealized", "fees", "slippage", "sharpe/yr", "drawdown ratio"]
+    common += ["max drawdown ratio", "max drawdown usd", "hit rate", "bars", "fills"]
     model_rows = [[s.model_id, *_stats_row(s.strategy_id, s)] for s in response.models]
     print_table(console, "models", ["model", "strategy", *common], model_rows)
     strategy_rows = [_stats_row(s.strategy_id, s) for s in response.strategies]

@@ -126,7 +126,10 @@ class OpsQueries:
         return dict(self._exposure.marks())
 
     def stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
-        models = [wire.model_stats(r, self._measurement.performance(r.book)) for r in self._routes(model_id=model_id)]
+        models = [
+            wire.model_stats(r, self._measurement.performance(r.book), self._measurement.bar_seconds)
+            for r in self._routes(model_id=model_id)
+        ]
         return ops_pb2.GetModelStatsResponse(models=models, strategies=self._periodic.strategy_stats())
 
     # -- orders and fills ------------------------------------------------------------------

@@ -129,7 +129,7 @@ def position(route: ModelRoute, instrument: str, state: PositionState, mark: Dec
     )
 
 
-def model_stats(route: ModelRoute, perf: ModelPerformance) -> ops_pb2.ModelStats:
+def model_stats(route: ModelRoute, perf: ModelPerformance, bar_seconds: float) -> ops_pb2.ModelStats:
     return ops_pb2.ModelStats(
         model_id=route.model_id,
         strategy_id=route.strategy_id,
@@ -139,11 +139,15 @@ def model_stats(route: ModelRoute, perf: ModelPerformance) -> ops_pb2.ModelStats
         fees=fmt(perf.fees),
         slippage=fmt(perf.slippage),
         equity=fmt(perf.equity),
-        sharpe=perf.sharpe,
-        max_drawdown=perf.max_drawdown,
+        sharpe=perf.sharpe_annual,
+        max_drawdown=float(perf.max_drawdown_usd),
+        max_drawdown_usd=float(perf.max_drawdown_usd),
+        max_drawdown_ratio=perf.max_drawdown_ratio,
+        drawdown_ratio=perf.drawdown_ratio,
         hit_rate=perf.hit_rate,
         observations=perf.observations,
         fills=perf.fills,
+        bar_seconds=bar_seconds,
     )
 
 
@@ -221,7 +225,7 @@ def limits(risk_limits: RiskLimits) -> dict[str, Any]:
             "order_rate_per_second": m.order_rate_per_second,
             "order_burst": m.order_burst,
             "max_daily_loss": fmt(m.max_daily_loss),
-            "max_drawdown": m.max_drawdown,
+            "max_drawdown_ratio": m.max_drawdown_ratio,
             "breach_state": m.breach_state.value,
         }
 

@@ -40,7 +40,6 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "turnover_cap": 2.0,
         "deadband": 0.01,
         "allow_manual": True,
-        "periods_per_year": 252,
         "strategies": {name: {"min_fraction": 0.0, "max_fraction": 1.0} for name in NAMES},
     }
     d.update(overrides)
@@ -194,7 +193,7 @@ def test_capital_policy_when_unknown_strategy_raises_config_error() -> None:
         ({"turnover_cap": 0}, "turnover_cap: Input should be greater than 0"),
         ({"turnover_cap": 2.5}, "turnover_cap: Input should be less than or equal to 2"),
         ({"turnover_cap": 0.1, "deadband": 0.2}, "deadband .* must not exceed turnover_cap"),
-        ({"periods_per_year": 0}, "periods_per_year: Input should be greater than 0"),
+        ({"periods_per_year": 252}, "periods_per_year was removed"),
         ({"total_capital": "-5"}, "total_capital must be a positive amount"),
         ({"total_capital": "lots"}, "not a decimal number"),
         ({"total_capital": 1e6}, "total_capital must be a decimal string"),

@@ -282,9 +282,11 @@ def test_mask_url_replaces_the_password(url: str, masked: str) -> None:
 
 def seed_returns(mesh: Mesh) -> None:
     """Momentum earns steadily, mean reversion does not (as in test_allocation_e2e)."""
-    measurement = mesh.ops.core.measurement
-    measurement.book("momentum_v1").returns.extend([0.002, 0.001, 0.003, 0.0015] * 10)
-    measurement.book("meanrev_v1").returns.extend([0.0005, -0.0005, 0.001, -0.001] * 10)
+    periodic = mesh.ops.core.periodic
+    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
+    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
+    for m, r in zip(momentum, meanrev, strict=True):
+        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
 
 
 def move_weights(mesh: Mesh) -> dict[str, float]:

@@ -94,8 +94,19 @@ class CapitalPolicy(pydantic.BaseModel):
     """L1 change below which a cycle is skipped (sum of absolute fraction changes), in [0, turnover_cap]."""
     allow_manual: bool = True
     """Whether an operator may force a cycle (bypassing the cooldown)."""
-    periods_per_year: float = pydantic.Field(31_536_000.0, gt=0, allow_inf_nan=False)
-    """Sampling periods per year of the return series, for annualised reporting only."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        # A second, independent sampling rate could disagree with the real one: annualising uses ops' interval.
+        if isinstance(data, Mapping) and "periods_per_year" in data:
+            raise ConfigError(
+                "periods_per_year was removed: Sharpe ratios are annualised with ops' sample_interval_seconds "
+                "(the what-if tool takes --sample-seconds)",
+                {"field": "periods_per_year"},
+                code="CONFIG_KEY_RENAMED",
+            )
+        return data
 
     @pydantic.field_validator("total_capital", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ Shape::
                 "allowed_instruments": ["BTC-USD", "ETH-USD"]},
      "default_model": {"max_order_notional": "250000", "max_position_qty": {"*": "100", "BTC-USD": "10"},
                        "order_rate_per_second": 50, "order_burst": 100, "max_daily_loss": "20000",
-                       "max_drawdown": 0.2, "breach_state": "HALTED"},
+                       "max_drawdown_ratio": 0.2, "breach_state": "HALTED"},
      "models": {"momentum_v1": {"max_order_notional": "100000"}}}
 """
 
@@ -84,12 +84,20 @@ class ModelLimits(_LimitsModel):
     """Token bucket capacity: orders allowed back to back (count)."""
     max_daily_loss: Positive
     """Daily loss at which the model moves to ``breach_state``, USD (a positive amount)."""
-    max_drawdown: float = pydantic.Field(gt=0, le=1)
-    """Drawdown as a fraction of peak equity, in (0, 1], at which the model moves to ``breach_state``."""
+    max_drawdown_ratio: float = pydantic.Field(gt=0, le=1)
+    """Drawdown as a fraction of peak equity, in (0, 1], at which the model moves to ``breach_state``. Equity is
+    capital base + PnL with allocation changes counted as deposits or withdrawals, so a cut alone never breaches."""
     breach_state: Literal[TradingState.REDUCING, TradingState.HALTED]
     """REDUCING or HALTED: where a daily-loss or drawdown breach moves the model."""
 
-    @pydantic.field_validator("order_rate_per_second", "max_drawdown", mode="before")
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, Mapping) and "max_drawdown" in data:
+            raise ValueError("max_drawdown was renamed to max_drawdown_ratio (a fraction of peak equity)")
+        return data
+
+    @pydantic.field_validator("order_rate_per_second", "max_drawdown_ratio", mode="before")
     @classmethod
     def _number(cls, value: object) -> object:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
