@@ -232,6 +232,7 @@ def limits(risk_limits: RiskLimits) -> dict[str, Any]:
     global_: dict[str, Any] = {
         "max_gross_exposure": fmt(risk_limits.max_gross_exposure),
         "stale_mark_seconds": risk_limits.stale_mark_seconds,
+        "reduce_only_flip": risk_limits.reduce_only_flip,
     }
     if risk_limits.allowed_instruments is not None:
         global_["allowed_instruments"] = sorted(risk_limits.allowed_instruments)

@@ -69,6 +69,9 @@ class GlobalLimits(_LimitsModel):
     """Largest mark age accepted, seconds."""
     allowed_instruments: list[Symbol] | None = None
     """Symbols that may be traded; missing allows all, an explicit list (even empty) restricts to its members."""
+    reduce_only_flip: Literal["clip", "deny"] = "clip"
+    """In REDUCING, an order that would flip the position through zero: ``clip`` sends its reducing part (the rest is
+    refused with ``REDUCE_ONLY_OPENING_REFUSED`` in the decision), ``deny`` refuses it whole (``REDUCE_ONLY``)."""
 
 
 class ModelLimits(_LimitsModel):
@@ -148,6 +151,8 @@ class RiskLimits:
     """Limits of every model without overrides."""
     models: Mapping[str, ModelLimits] = field(default_factory=lambda: MappingProxyType({}))
     """Resolved limits of the models that have overrides."""
+    reduce_only_flip: str = "clip"
+    """``clip`` or ``deny``: what REDUCING does with an order that would flip the position (see the file's field)."""
 
     def for_model(self, model_id: str) -> ModelLimits:
         """The limits that apply to ``model_id``."""
@@ -180,6 +185,7 @@ class RiskLimits:
             allowed_instruments=None if glob.allowed_instruments is None else frozenset(glob.allowed_instruments),
             default_model=parsed.default_model,
             models=MappingProxyType(models),
+            reduce_only_flip=glob.reduce_only_flip,
         )
 
     @classmethod

@@ -28,6 +28,9 @@ Rules:
 * An order that flips the position through zero is split: its *closing* part (up to ``|position + open|``) releases
   that exposure, and only its *opening* part needs quota and counts toward gross exposure. For an order that opens
   from flat, opening notional is the order notional (``requested`` in the ``INVALID_QUOTE`` details).
+* In REDUCING, an order that flips the position is clipped to its reducing part by :meth:`RiskRails.reduce_only_clip`
+  when the limits say ``reduce_only_flip: "clip"`` (the default; the signal path sends the clipped order and reports
+  the refused opening part as ``REDUCE_ONLY_OPENING_REFUSED``), or denied whole (``REDUCE_ONLY``) with ``"deny"``.
 * The rate token is taken only when every other rail passed, so denied orders do not drain the bucket. Excess orders
   are denied, never queued.
 * ``max_drawdown_ratio`` is a fraction of peak equity in (0, 1]; ``max_daily_loss`` is a positive USD amount. Reaching
@@ -262,6 +265,20 @@ class RiskRails:
                 rail="order_rate",
             )
         bucket.tokens -= 1.0
+
+    def reduce_only_clip(self, intent: OrderIntent, ctx: RiskContext) -> Decimal | None:
+        """The quantity a reduce-only flip is clipped to, or None when the order is left as it is.
+
+        In REDUCING (the model's or the global state) with ``reduce_only_flip = "clip"``, an order on the opposite
+        side of ``position + open`` and larger than it is clipped to ``|position + open|``: exchanges treat a
+        reduce-only order the same way. The clipped order still goes through :meth:`check`.
+        """
+        if intent.is_cancel or self._limits.reduce_only_flip != "clip":
+            return None
+        if self._states.effective(intent.model_id) is not TradingState.REDUCING:
+            return None
+        closing = closing_quantity(intent, ctx)
+        return closing if 0 < closing < intent.quantity else None
 
     def capital_breaches(self, model_id: str) -> int:
         """Denials of ``model_id`` by a capital rail (:data:`CAPITAL_RAILS`) since the process started (count)."""

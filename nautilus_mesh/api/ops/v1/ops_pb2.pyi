@@ -170,7 +170,9 @@ class SignalDecision(_message.Message):
     """Order quantity (decimal string)."""
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail:
-        """Set when status is REJECTED."""
+        """Set when status is REJECTED; on an ACCEPTED decision, the refused part of a clipped order (code
+        REDUCE_ONLY_OPENING_REFUSED: in REDUCING, the opening part of a flip).
+        """
 
     @_builtins.property
     def trace(self) -> _common_pb2.TraceContext: ...
