@@ -312,10 +312,12 @@ class OrderManager:
         return self._record(events, records, {coid: details} if details else None)
 
     def cancel(self, client_order_id: str) -> list[Report]:
-        """Cancel one order; empty when it is already terminal (cancelling is idempotent).
+        """Cancel one order.
 
         Raises:
             NotFoundError: ``ORDER_NOT_FOUND`` for an id the engine never saw.
+            VenueRejectedError: A cancel reject for a finished order: ``TOO_LATE_TO_CANCEL`` once it is filled,
+                ``ORDER_ALREADY_DONE`` once cancelled, rejected or expired (``details`` carry its status).
         """
         order = self._orders.get(client_order_id)
         if order is None:
@@ -323,7 +325,14 @@ class OrderManager:
                 "ORDER_NOT_FOUND", f"no order {client_order_id!r}", {"client_order_id": client_order_id}
             )
         if order.is_terminal:
-            return []
+            code = "TOO_LATE_TO_CANCEL" if order.status is OrderStatus.FILLED else "ORDER_ALREADY_DONE"
+            status = order.status.value
+            raise VenueRejectedError(
+                code,
+                f"order {client_order_id!r} is already {status}: nothing left to cancel",
+                {"client_order_id": client_order_id, "status": status, "filled_qty": order.filled_qty},
+                rail="cancel",
+            )
         venue = self._venues.get(order.venue)
         if venue is None:
             return []

@@ -26,17 +26,17 @@ _sym_db = _symbol_database.Default()
 from nautilus_mesh.api.common.v1 import common_pb2 as nautilus_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnautilus/engine/v1/engine.proto\x12\x12nautilus.engine.v1\x1a\x1fnautilus/common/v1/common.proto\"\xd4\x02\n\x08NewOrder\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12\x31\n\norder_type\x18\x07 \x01(\x0e\x32\x1d.nautilus.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.nautilus.common.v1.TimeInForce\x12\x10\n\x08quantity\x18\t \x01(\t\x12\x13\n\x0blimit_price\x18\n \x01(\t\x12/\n\x05trace\x18\x0b \x01(\x0b\x32 .nautilus.common.v1.TraceContext\"W\n\x0b\x43\x61ncelOrder\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12/\n\x05trace\x18\x02 \x01(\x0b\x32 .nautilus.common.v1.TraceContext\"\x85\x01\n\x0cOrderCommand\x12\x31\n\tnew_order\x18\x01 \x01(\x0b\x32\x1c.nautilus.engine.v1.NewOrderH\x00\x12\x37\n\x0c\x63\x61ncel_order\x18\x02 \x01(\x0b\x32\x1f.nautilus.engine.v1.CancelOrderH\x00\x42\t\n\x07\x63ommand\"I\n\x13StreamOrdersRequest\x12\x32\n\x08\x63ommands\x18\x01 \x03(\x0b\x32 .nautilus.engine.v1.OrderCommand\"\xac\x04\n\x0f\x45xecutionReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\x12\r\n\x05venue\x18\x05 \x01(\t\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x07 \x01(\t\x12\x12\n\ninstrument\x18\x08 \x01(\t\x12&\n\x04side\x18\t \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12/\n\texec_type\x18\n \x01(\x0e\x32\x1c.nautilus.engine.v1.ExecType\x12\x35\n\x0corder_status\x18\x0b \x01(\x0e\x32\x1f.nautilus.engine.v1.OrderStatus\x12\x10\n\x08last_qty\x18\x0c \x01(\t\x12\x12\n\nlast_price\x18\r \x01(\t\x12\x0f\n\x07\x63um_qty\x18\x0e \x01(\t\x12\x12\n\nleaves_qty\x18\x0f \x01(\t\x12\x11\n\tavg_price\x18\x10 \x01(\t\x12\x0b\n\x03\x66\x65\x65\x18\x11 \x01(\t\x12\x11\n\tliquidity\x18\x12 \x01(\t\x12.\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x1f.nautilus.common.v1.ErrorDetail\x12/\n\x05trace\x18\x14 \x01(\x0b\x32 .nautilus.common.v1.TraceContext\x12\x15\n\rts_unix_nanos\x18\x15 \x01(\x03\"L\n\x14StreamOrdersResponse\x12\x34\n\x07reports\x18\x01 \x03(\x0b\x32#.nautilus.engine.v1.ExecutionReport\"Q\n\x15ListExecutionsRequest\x12\x11\n\tsince_seq\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x16ListExecutionsResponse\x12\x34\n\x07reports\x18\x01 \x03(\x0b\x32#.nautilus.engine.v1.ExecutionReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\"*\n\x0fGetOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\"\x86\x03\n\x05Order\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12\x31\n\norder_type\x18\x07 \x01(\x0e\x32\x1d.nautilus.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.nautilus.common.v1.TimeInForce\x12\x10\n\x08quantity\x18\t \x01(\t\x12\x13\n\x0blimit_price\x18\n \x01(\t\x12/\n\x06status\x18\x0b \x01(\x0e\x32\x1f.nautilus.engine.v1.OrderStatus\x12\x12\n\nfilled_qty\x18\x0c \x01(\t\x12\x11\n\tavg_price\x18\r \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x0e \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.nautilus.engine.v1.Order\"\x13\n\x11ListVenuesRequest\"\x9d\x01\n\tVenueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x13\n\x0binstruments\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12<\n\x10instrument_specs\x18\x06 \x03(\x0b\x32\".nautilus.engine.v1.InstrumentInfo\"_\n\x0eInstrumentInfo\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\ttick_size\x18\x02 \x01(\t\x12\x10\n\x08lot_size\x18\x03 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x04 \x01(\t\"C\n\x12ListVenuesResponse\x12-\n\x06venues\x18\x01 \x03(\x0b\x32\x1d.nautilus.engine.v1.VenueInfo\"9\n\x16\x43\x61ncelAllOrdersRequest\x12\r\n\x05venue\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"L\n\x17\x43\x61ncelAllOrdersResponse\x12\x16\n\x0e\x63\x61nceled_count\x18\x01 \x01(\x05\x12\x19\n\x11resting_remaining\x18\x02 \x01(\x05\"*\n\x13StreamQuotesRequest\x12\x13\n\x0binstruments\x18\x01 \x03(\t\"A\n\x14StreamQuotesResponse\x12)\n\x06quotes\x18\x01 \x03(\x0b\x32\x19.nautilus.common.v1.Quote\"%\n\x0fGetQuoteRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"<\n\x10GetQuoteResponse\x12(\n\x05quote\x18\x01 \x01(\x0b\x32\x19.nautilus.common.v1.Quote*\xb4\x01\n\x08\x45xecType\x12\x19\n\x15\x45XEC_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XEC_TYPE_ACCEPTED\x10\x01\x12\x1a\n\x16\x45XEC_TYPE_PARTIAL_FILL\x10\x02\x12\x12\n\x0e\x45XEC_TYPE_FILL\x10\x03\x12\x16\n\x12\x45XEC_TYPE_CANCELED\x10\x04\x12\x16\n\x12\x45XEC_TYPE_REJECTED\x10\x05\x12\x15\n\x11\x45XEC_TYPE_EXPIRED\x10\x06*\xe8\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_STATUS_NEW\x10\x01\x12\x19\n\x15ORDER_STATUS_ACCEPTED\x10\x02\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x03\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x04\x12\x19\n\x15ORDER_STATUS_CANCELED\x10\x05\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x06\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x07\x32\xff\x03\n\rEngineService\x12\x65\n\x0cStreamOrders\x12\'.nautilus.engine.v1.StreamOrdersRequest\x1a(.nautilus.engine.v1.StreamOrdersResponse(\x01\x30\x01\x12g\n\x0eListExecutions\x12).nautilus.engine.v1.ListExecutionsRequest\x1a*.nautilus.engine.v1.ListExecutionsResponse\x12U\n\x08GetOrder\x12#.nautilus.engine.v1.GetOrderRequest\x1a$.nautilus.engine.v1.GetOrderResponse\x12[\n\nListVenues\x12%.nautilus.engine.v1.ListVenuesRequest\x1a&.nautilus.engine.v1.ListVenuesResponse\x12j\n\x0f\x43\x61ncelAllOrders\x12*.nautilus.engine.v1.CancelAllOrdersRequest\x1a+.nautilus.engine.v1.CancelAllOrdersResponse2\xcf\x01\n\x11MarketDataService\x12\x63\n\x0cStreamQuotes\x12\'.nautilus.engine.v1.StreamQuotesRequest\x1a(.nautilus.engine.v1.StreamQuotesResponse0\x01\x12U\n\x08GetQuote\x12#.nautilus.engine.v1.GetQuoteRequest\x1a$.nautilus.engine.v1.GetQuoteResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnautilus/engine/v1/engine.proto\x12\x12nautilus.engine.v1\x1a\x1fnautilus/common/v1/common.proto\"\xd4\x02\n\x08NewOrder\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12\x31\n\norder_type\x18\x07 \x01(\x0e\x32\x1d.nautilus.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.nautilus.common.v1.TimeInForce\x12\x10\n\x08quantity\x18\t \x01(\t\x12\x13\n\x0blimit_price\x18\n \x01(\t\x12/\n\x05trace\x18\x0b \x01(\x0b\x32 .nautilus.common.v1.TraceContext\"W\n\x0b\x43\x61ncelOrder\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12/\n\x05trace\x18\x02 \x01(\x0b\x32 .nautilus.common.v1.TraceContext\"\x85\x01\n\x0cOrderCommand\x12\x31\n\tnew_order\x18\x01 \x01(\x0b\x32\x1c.nautilus.engine.v1.NewOrderH\x00\x12\x37\n\x0c\x63\x61ncel_order\x18\x02 \x01(\x0b\x32\x1f.nautilus.engine.v1.CancelOrderH\x00\x42\t\n\x07\x63ommand\"I\n\x13StreamOrdersRequest\x12\x32\n\x08\x63ommands\x18\x01 \x03(\x0b\x32 .nautilus.engine.v1.OrderCommand\"\xac\x04\n\x0f\x45xecutionReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63lient_order_id\x18\x03 \x01(\t\x12\x16\n\x0evenue_order_id\x18\x04 \x01(\t\x12\r\n\x05venue\x18\x05 \x01(\t\x12\x10\n\x08model_id\x18\x06 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x07 \x01(\t\x12\x12\n\ninstrument\x18\x08 \x01(\t\x12&\n\x04side\x18\t \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12/\n\texec_type\x18\n \x01(\x0e\x32\x1c.nautilus.engine.v1.ExecType\x12\x35\n\x0corder_status\x18\x0b \x01(\x0e\x32\x1f.nautilus.engine.v1.OrderStatus\x12\x10\n\x08last_qty\x18\x0c \x01(\t\x12\x12\n\nlast_price\x18\r \x01(\t\x12\x0f\n\x07\x63um_qty\x18\x0e \x01(\t\x12\x12\n\nleaves_qty\x18\x0f \x01(\t\x12\x11\n\tavg_price\x18\x10 \x01(\t\x12\x0b\n\x03\x66\x65\x65\x18\x11 \x01(\t\x12\x11\n\tliquidity\x18\x12 \x01(\t\x12.\n\x05\x65rror\x18\x13 \x01(\x0b\x32\x1f.nautilus.common.v1.ErrorDetail\x12/\n\x05trace\x18\x14 \x01(\x0b\x32 .nautilus.common.v1.TraceContext\x12\x15\n\rts_unix_nanos\x18\x15 \x01(\x03\"L\n\x14StreamOrdersResponse\x12\x34\n\x07reports\x18\x01 \x03(\x0b\x32#.nautilus.engine.v1.ExecutionReport\"Q\n\x15ListExecutionsRequest\x12\x11\n\tsince_seq\x18\x01 \x01(\x04\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x16ListExecutionsResponse\x12\x34\n\x07reports\x18\x01 \x03(\x0b\x32#.nautilus.engine.v1.ExecutionReport\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x10\n\x08last_seq\x18\x03 \x01(\x04\"-\n\x12\x43\x61ncelOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\"K\n\x13\x43\x61ncelOrderResponse\x12\x34\n\x07reports\x18\x01 \x03(\x0b\x32#.nautilus.engine.v1.ExecutionReport\"*\n\x0fGetOrderRequest\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\"\x86\x03\n\x05Order\x12\x17\n\x0f\x63lient_order_id\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x63\x63ount\x18\x04 \x01(\t\x12\x12\n\ninstrument\x18\x05 \x01(\t\x12&\n\x04side\x18\x06 \x01(\x0e\x32\x18.nautilus.common.v1.Side\x12\x31\n\norder_type\x18\x07 \x01(\x0e\x32\x1d.nautilus.common.v1.OrderType\x12\x36\n\rtime_in_force\x18\x08 \x01(\x0e\x32\x1f.nautilus.common.v1.TimeInForce\x12\x10\n\x08quantity\x18\t \x01(\t\x12\x13\n\x0blimit_price\x18\n \x01(\t\x12/\n\x06status\x18\x0b \x01(\x0e\x32\x1f.nautilus.engine.v1.OrderStatus\x12\x12\n\nfilled_qty\x18\x0c \x01(\t\x12\x11\n\tavg_price\x18\r \x01(\t\x12\x0c\n\x04\x66\x65\x65s\x18\x0e \x01(\t\"<\n\x10GetOrderResponse\x12(\n\x05order\x18\x01 \x01(\x0b\x32\x19.nautilus.engine.v1.Order\"\x13\n\x11ListVenuesRequest\"\x9d\x01\n\tVenueInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x13\n\x0binstruments\x18\x04 \x03(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12<\n\x10instrument_specs\x18\x06 \x03(\x0b\x32\".nautilus.engine.v1.InstrumentInfo\"_\n\x0eInstrumentInfo\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\x11\n\ttick_size\x18\x02 \x01(\t\x12\x10\n\x08lot_size\x18\x03 \x01(\t\x12\x14\n\x0cmin_quantity\x18\x04 \x01(\t\"C\n\x12ListVenuesResponse\x12-\n\x06venues\x18\x01 \x03(\x0b\x32\x1d.nautilus.engine.v1.VenueInfo\"9\n\x16\x43\x61ncelAllOrdersRequest\x12\r\n\x05venue\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\"L\n\x17\x43\x61ncelAllOrdersResponse\x12\x16\n\x0e\x63\x61nceled_count\x18\x01 \x01(\x05\x12\x19\n\x11resting_remaining\x18\x02 \x01(\x05\"*\n\x13StreamQuotesRequest\x12\x13\n\x0binstruments\x18\x01 \x03(\t\"A\n\x14StreamQuotesResponse\x12)\n\x06quotes\x18\x01 \x03(\x0b\x32\x19.nautilus.common.v1.Quote\"%\n\x0fGetQuoteRequest\x12\x12\n\ninstrument\x18\x01 \x01(\t\"<\n\x10GetQuoteResponse\x12(\n\x05quote\x18\x01 \x01(\x0b\x32\x19.nautilus.common.v1.Quote*\xb4\x01\n\x08\x45xecType\x12\x19\n\x15\x45XEC_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XEC_TYPE_ACCEPTED\x10\x01\x12\x1a\n\x16\x45XEC_TYPE_PARTIAL_FILL\x10\x02\x12\x12\n\x0e\x45XEC_TYPE_FILL\x10\x03\x12\x16\n\x12\x45XEC_TYPE_CANCELED\x10\x04\x12\x16\n\x12\x45XEC_TYPE_REJECTED\x10\x05\x12\x15\n\x11\x45XEC_TYPE_EXPIRED\x10\x06*\xe8\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10ORDER_STATUS_NEW\x10\x01\x12\x19\n\x15ORDER_STATUS_ACCEPTED\x10\x02\x12!\n\x1dORDER_STATUS_PARTIALLY_FILLED\x10\x03\x12\x17\n\x13ORDER_STATUS_FILLED\x10\x04\x12\x19\n\x15ORDER_STATUS_CANCELED\x10\x05\x12\x19\n\x15ORDER_STATUS_REJECTED\x10\x06\x12\x18\n\x14ORDER_STATUS_EXPIRED\x10\x07\x32\xdf\x04\n\rEngineService\x12\x65\n\x0cStreamOrders\x12\'.nautilus.engine.v1.StreamOrdersRequest\x1a(.nautilus.engine.v1.StreamOrdersResponse(\x01\x30\x01\x12g\n\x0eListExecutions\x12).nautilus.engine.v1.ListExecutionsRequest\x1a*.nautilus.engine.v1.ListExecutionsResponse\x12U\n\x08GetOrder\x12#.nautilus.engine.v1.GetOrderRequest\x1a$.nautilus.engine.v1.GetOrderResponse\x12[\n\nListVenues\x12%.nautilus.engine.v1.ListVenuesRequest\x1a&.nautilus.engine.v1.ListVenuesResponse\x12j\n\x0f\x43\x61ncelAllOrders\x12*.nautilus.engine.v1.CancelAllOrdersRequest\x1a+.nautilus.engine.v1.CancelAllOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.nautilus.engine.v1.CancelOrderRequest\x1a\'.nautilus.engine.v1.CancelOrderResponse2\xcf\x01\n\x11MarketDataService\x12\x63\n\x0cStreamQuotes\x12\'.nautilus.engine.v1.StreamQuotesRequest\x1a(.nautilus.engine.v1.StreamQuotesResponse0\x01\x12U\n\x08GetQuote\x12#.nautilus.engine.v1.GetQuoteRequest\x1a$.nautilus.engine.v1.GetQuoteResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'nautilus.engine.v1.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXECTYPE']._serialized_start=2770
-  _globals['_EXECTYPE']._serialized_end=2950
-  _globals['_ORDERSTATUS']._serialized_start=2953
-  _globals['_ORDERSTATUS']._serialized_end=3185
+  _globals['_EXECTYPE']._serialized_start=2894
+  _globals['_EXECTYPE']._serialized_end=3074
+  _globals['_ORDERSTATUS']._serialized_start=3077
+  _globals['_ORDERSTATUS']._serialized_end=3309
   _globals['_NEWORDER']._serialized_start=89
   _globals['_NEWORDER']._serialized_end=429
   _globals['_CANCELORDER']._serialized_start=431
@@ -53,34 +53,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTEXECUTIONSREQUEST']._serialized_end=1449
   _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=1451
   _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=1572
-  _globals['_GETORDERREQUEST']._serialized_start=1574
-  _globals['_GETORDERREQUEST']._serialized_end=1616
-  _globals['_ORDER']._serialized_start=1619
-  _globals['_ORDER']._serialized_end=2009
-  _globals['_GETORDERRESPONSE']._serialized_start=2011
-  _globals['_GETORDERRESPONSE']._serialized_end=2071
-  _globals['_LISTVENUESREQUEST']._serialized_start=2073
-  _globals['_LISTVENUESREQUEST']._serialized_end=2092
-  _globals['_VENUEINFO']._serialized_start=2095
-  _globals['_VENUEINFO']._serialized_end=2252
-  _globals['_INSTRUMENTINFO']._serialized_start=2254
-  _globals['_INSTRUMENTINFO']._serialized_end=2349
-  _globals['_LISTVENUESRESPONSE']._serialized_start=2351
-  _globals['_LISTVENUESRESPONSE']._serialized_end=2418
-  _globals['_CANCELALLORDERSREQUEST']._serialized_start=2420
-  _globals['_CANCELALLORDERSREQUEST']._serialized_end=2477
-  _globals['_CANCELALLORDERSRESPONSE']._serialized_start=2479
-  _globals['_CANCELALLORDERSRESPONSE']._serialized_end=2555
-  _globals['_STREAMQUOTESREQUEST']._serialized_start=2557
-  _globals['_STREAMQUOTESREQUEST']._serialized_end=2599
-  _globals['_STREAMQUOTESRESPONSE']._serialized_start=2601
-  _globals['_STREAMQUOTESRESPONSE']._serialized_end=2666
-  _globals['_GETQUOTEREQUEST']._serialized_start=2668
-  _globals['_GETQUOTEREQUEST']._serialized_end=2705
-  _globals['_GETQUOTERESPONSE']._serialized_start=2707
-  _globals['_GETQUOTERESPONSE']._serialized_end=2767
-  _globals['_ENGINESERVICE']._serialized_start=3188
-  _globals['_ENGINESERVICE']._serialized_end=3699
-  _globals['_MARKETDATASERVICE']._serialized_start=3702
-  _globals['_MARKETDATASERVICE']._serialized_end=3909
+  _globals['_CANCELORDERREQUEST']._serialized_start=1574
+  _globals['_CANCELORDERREQUEST']._serialized_end=1619
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1621
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1696
+  _globals['_GETORDERREQUEST']._serialized_start=1698
+  _globals['_GETORDERREQUEST']._serialized_end=1740
+  _globals['_ORDER']._serialized_start=1743
+  _globals['_ORDER']._serialized_end=2133
+  _globals['_GETORDERRESPONSE']._serialized_start=2135
+  _globals['_GETORDERRESPONSE']._serialized_end=2195
+  _globals['_LISTVENUESREQUEST']._serialized_start=2197
+  _globals['_LISTVENUESREQUEST']._serialized_end=2216
+  _globals['_VENUEINFO']._serialized_start=2219
+  _globals['_VENUEINFO']._serialized_end=2376
+  _globals['_INSTRUMENTINFO']._serialized_start=2378
+  _globals['_INSTRUMENTINFO']._serialized_end=2473
+  _globals['_LISTVENUESRESPONSE']._serialized_start=2475
+  _globals['_LISTVENUESRESPONSE']._serialized_end=2542
+  _globals['_CANCELALLORDERSREQUEST']._serialized_start=2544
+  _globals['_CANCELALLORDERSREQUEST']._serialized_end=2601
+  _globals['_CANCELALLORDERSRESPONSE']._serialized_start=2603
+  _globals['_CANCELALLORDERSRESPONSE']._serialized_end=2679
+  _globals['_STREAMQUOTESREQUEST']._serialized_start=2681
+  _globals['_STREAMQUOTESREQUEST']._serialized_end=2723
+  _globals['_STREAMQUOTESRESPONSE']._serialized_start=2725
+  _globals['_STREAMQUOTESRESPONSE']._serialized_end=2790
+  _globals['_GETQUOTEREQUEST']._serialized_start=2792
+  _globals['_GETQUOTEREQUEST']._serialized_end=2829
+  _globals['_GETQUOTERESPONSE']._serialized_start=2831
+  _globals['_GETQUOTERESPONSE']._serialized_end=2891
+  _globals['_ENGINESERVICE']._serialized_start=3312
+  _globals['_ENGINESERVICE']._serialized_end=3919
+  _globals['_MARKETDATASERVICE']._serialized_start=3922
+  _globals['_MARKETDATASERVICE']._serialized_end=4129
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,11 @@ class EngineServiceStub:
     """Venues and their status."""
     CancelAllOrders: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]
     """Cancels every resting order, optionally only for one venue or model."""
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]
+    """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
+    """
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -68,6 +73,11 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Venues and their status."""
     CancelAllOrders: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]  # type: ignore[assignment]
     """Cancels every resting order, optionally only for one venue or model."""
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]  # type: ignore[assignment]
+    """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
+    """
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Executes orders on venue adapters. Only ops talks to it (x-engine-token)."""
@@ -115,6 +125,17 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.CancelAllOrdersResponse, _abc.Awaitable[_engine_pb2.CancelAllOrdersResponse]]:
         """Cancels every resting order, optionally only for one venue or model."""
+
+    @_abc_1.abstractmethod
+    def CancelOrder(
+        self,
+        request: _engine_pb2.CancelOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CancelOrderResponse, _abc.Awaitable[_engine_pb2.CancelOrderResponse]]:
+        """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+        On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
+        """
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
