@@ -361,10 +361,12 @@ def _print_canaries(console: Console, title: str, canaries: Sequence[ops_pb2.Can
             str(c.failed_checks),
             str(c.inconclusive_checks),
             c.last_check.outcome or "-",
+            f"{c.deflated_sharpe_ratio:.4f} ({c.trials} trials)" if c.last_check.outcome else "-",
         ]
         for c in canaries
     ]
     headers = ["strategy", "canary", "state", "step", "schedule", "weights", "failed", "inconclusive", "last check"]
+    headers.append("DSR")
     print_table(console, title, headers, rows)
     for c in canaries:
         if c.last_check.outcome:

@@ -298,10 +298,14 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
                 str(s.fills if s else counts.get("fills", 0)),
                 view.positions.get(model_id, "flat"),
                 _money(s.equity) if s else "-",
+                f"{s.sharpe:.2f}" if s and s.observations >= 2 else "-",
+                f"{s.drawdown_ratio:.2%}" if s else "-",
                 f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",
             ]
         )
-    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "weight / quota usd"]
+    # Sharpe annualised from the bars of ops' stats_bar_seconds ("-" until two bars); drawdown of peak equity.
+    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "sharpe/yr", "drawdown"]
+    headers.append("weight / quota usd")
     print_table(console, f"models ({time.strftime('%H:%M:%S')})", headers, rows)
     service_rows = []
     for name, snap in sorted((stats.get("strategies") or {}).items()):

@@ -248,8 +248,8 @@ class Measurement:
         return book.peak_pnl - book.last_equity
 
     def annual_sharpe(self, returns: list[float]) -> float:
-        """Sharpe ratio of sampled returns, summed into bars and annualised (0.0 with fewer than 2 bars)."""
-        bars = aggregate_returns(returns, self.samples_per_bar)
+        """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised (0.0 below 2 bars)."""
+        bars = self.bar_returns(returns)
         return performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= 2 else 0.0
 
     def bar_returns(self, returns: list[float]) -> list[float]:

@@ -187,6 +187,8 @@ def canary_status(status: CanaryStatus, schedule: tuple[float, ...]) -> ops_pb2.
         inconclusive_checks=status.inconclusive_checks,
         step_started_at_unix_nanos=unix_nanos(status.step_started_at),
         schedule=list(schedule),
+        trials=status.trials,
+        deflated_sharpe_ratio=status.last_check.dsr if status.last_check is not None else 0.0,
     )
     if status.last_check is not None:
         check = status.last_check

@@ -147,6 +147,13 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     assert run.controller.state.value == "WAITING_CONFIRMATION"
     assert core.registry.route("momentum_v2").weight == pytest.approx(0.5)
     async with mesh.channel() as channel:
+        status = await mesh.ops_stub(channel).GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=META)
+        (canary,) = status.canaries
+        # The deflated Sharpe ratio of the last check, over the registry's two versions of momentum.
+        assert canary.trials == 2
+        assert 0.0 < canary.deflated_sharpe_ratio <= 1.0
+        assert canary.deflated_sharpe_ratio == pytest.approx(canary.last_check.statistics["dsr"])
+        assert canary.last_check.statistics["bar_seconds"] == pytest.approx(1.0)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         confirmed = await admin.ConfirmCanary(
             admin_pb2.ConfirmCanaryRequest(strategy_id="momentum", reason="reviewed"), metadata=ADMIN

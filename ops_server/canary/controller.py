@@ -172,6 +172,7 @@ class CanaryController:
             started_at=self._started_at,
             step_started_at=self._step_started_at,
             last_check=self._last_check,
+            trials=self.trials,
         )
 
     # -------------------------------------------------------------------------------------------- evaluation

@@ -187,6 +187,8 @@ class CanaryStatus:
     started_at: datetime
     step_started_at: datetime
     last_check: CheckResult | None
+    trials: int = 1
+    """Strategy versions tried: the number of trials of the deflated Sharpe ratio (count)."""
 
 
 # ------------------------------------------------------------------------------------------- JSON forms
