@@ -23,6 +23,7 @@ from ops_server.allocation.weights import (
     shrunk_score,
     target_weights_from_scores,
 )
+from ops_server.canary.stats import deflated_sharpe_ratio, describe_returns
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -509,3 +510,19 @@ def test_main_when_policy_invalid_exits_2_with_message(tmp_path: Path, capsys: p
     policy_path.write_text(json.dumps(policy_dict(turnover_cap=5)), encoding="utf-8")
     assert main(["--returns", str(returns_path), "--policy", str(policy_path)]) == 2
     assert "turnover_cap: Input should be less than or equal to 2" in capsys.readouterr().err
+
+
+def test_main_when_sample_seconds_given_prints_annualised_sharpe_and_deflated_sharpe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    returns_path, policy_path = _write_inputs(tmp_path)
+    code = main(["--returns", str(returns_path), "--policy", str(policy_path), "--sample-seconds", "86400"])
+    out = capsys.readouterr().out
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["strategy", "obs", "sharpe/yr", "DSR"]
+    momentum = describe_returns(RETURNS["momentum"])
+    row = next(line for line in out.splitlines() if line.startswith("momentum")).split()
+    assert float(row[2]) == pytest.approx(momentum.sharpe * math.sqrt(365), abs=0.006)  # daily samples
+    expected = deflated_sharpe_ratio(momentum.sharpe, momentum.n, 3, momentum.skew, momentum.kurtosis)
+    assert float(row[3]) == pytest.approx(expected, abs=6e-5)  # three strategies scored: three trials
