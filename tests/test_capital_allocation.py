@@ -526,3 +526,14 @@ def test_main_when_sample_seconds_given_prints_annualised_sharpe_and_deflated_sh
     assert float(row[2]) == pytest.approx(momentum.sharpe * math.sqrt(365), abs=0.006)  # daily samples
     expected = deflated_sharpe_ratio(momentum.sharpe, momentum.n, 3, momentum.skew, momentum.kurtosis)
     assert float(row[3]) == pytest.approx(expected, abs=6e-5)  # three strategies scored: three trials
+
+
+def test_cycle_when_policy_has_bar_seconds_scores_sharpe_of_the_summed_bars() -> None:
+    allocator = CapitalAllocator(make_policy(bar_seconds=2.0, shrinkage_n0=0), sample_seconds=1.0)
+    decision = allocator.run_cycle(RETURNS, now=0.0, forced=True)
+    series = RETURNS["momentum"][len(RETURNS["momentum"]) % 2 :]
+    bars = [series[i] + series[i + 1] for i in range(0, len(series), 2)]
+    moments = describe_returns(bars)
+    assert decision.sharpe["momentum"] == pytest.approx(moments.sharpe, rel=1e-12)
+    assert decision.sharpe_annual is not None
+    assert decision.sharpe_annual["momentum"] == pytest.approx(moments.sharpe * math.sqrt(31_536_000 / 2), rel=1e-12)

@@ -32,7 +32,7 @@ from ops_server.allocation.weights import (
     target_weights_from_scores,
 )
 from ops_server.canary.stats import deflated_sharpe_ratio
-from ops_server.performance import SECONDS_PER_YEAR, describe_returns, sharpe_ratio
+from ops_server.performance import SECONDS_PER_YEAR, aggregate_returns, describe_returns, samples_per_bar, sharpe_ratio
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +76,9 @@ class AllocationDecision:
     new_weights: dict[str, float]
     """Weights after the cycle (equal to ``previous_weights`` unless APPLIED or FORCED)."""
     scores: dict[str, float]
-    """Shrunk, floored per-period Sharpe score of each strategy that was scored."""
+    """Shrunk, floored Sharpe score of each strategy that was scored (per bar, see ``CapitalPolicy.bar_seconds``)."""
     sharpe: dict[str, float]
-    """Raw per-sample Sharpe ratio of each scored strategy (the score's input)."""
+    """Raw Sharpe ratio per bar (per sample without ``bar_seconds``) of each scored strategy (the score's input)."""
     observations: dict[str, int]
     """Returns used per strategy (at most the lookback); empty for COOLDOWN."""
     turnover: float
@@ -271,6 +271,7 @@ class CapitalAllocator:
         scores: dict[str, float] = {}
         windows: dict[str, list[float]] = {}
         fixed: list[str] = []
+        k = self._samples_per_bar()
         for name in names:
             window = list(returns.get(name, ()))[-policy.lookback :]
             observations[name] = len(window)
@@ -278,6 +279,7 @@ class CapitalAllocator:
                 fixed.append(name)
                 continue
             try:
+                window = aggregate_returns(window[len(window) % k :], k)  # the most recent whole bars
                 sr = sharpe_ratio(window)
             except ValueError as exc:
                 raise ValidationError(
@@ -335,6 +337,10 @@ class CapitalAllocator:
             reason, now, previous, new, scores, sharpe, observations, forced, message, turnover=turnover
         )
 
+    def _samples_per_bar(self) -> int:
+        bar = self._policy.bar_seconds
+        return 1 if bar is None else samples_per_bar(bar, self.sample_seconds)
+
     def _decide(
         self,
         reason: AllocationReason,
@@ -349,7 +355,7 @@ class CapitalAllocator:
         *,
         turnover: float = 0.0,
     ) -> AllocationDecision:
-        annual = math.sqrt(SECONDS_PER_YEAR / self.sample_seconds)
+        annual = math.sqrt(SECONDS_PER_YEAR / (self._samples_per_bar() * self.sample_seconds))
         decision = AllocationDecision(
             reason=reason,
             at=now,

@@ -92,6 +92,10 @@ class CapitalPolicy(pydantic.BaseModel):
     """Largest L1 change of the weight vector in one cycle (sum of absolute fraction changes), in (0, 2]."""
     deadband: float = pydantic.Field(0.01, ge=0, allow_inf_nan=False)
     """L1 change below which a cycle is skipped (sum of absolute fraction changes), in [0, turnover_cap]."""
+    bar_seconds: float | None = pydantic.Field(None, gt=0, allow_inf_nan=False)
+    """Horizon the strategy returns of the lookback are summed to before scoring, seconds (rounded to whole samples
+    of ops' ``sample_interval_seconds``); the score's ``n`` and ``shrinkage_n0`` then count bars. None scores each
+    sample."""
     allow_manual: bool = True
     """Whether an operator may force a cycle (bypassing the cooldown)."""
 
