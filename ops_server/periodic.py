@@ -92,6 +92,8 @@ class PeriodicDecisions:
         # Each strategy's return per sample, combined with the routing weights in force when it was taken.
         self._strategy_returns: dict[str, deque[float]] = {}
         self._guard_baselines: dict[str, _GuardBaseline] = {}
+        for run in canaries.runs.values():  # each canary's current step counts from now
+            self._guard_baseline(run.controller.canary_model)
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -239,15 +241,16 @@ class PeriodicDecisions:
         return "", -1
 
     def _guard_baseline(self, model_id: str) -> _GuardBaseline:
-        """The counts when the canary's current step began (taken now if the step is new to us)."""
+        """The counts when the canary's current step began (taken now if the step is new to us: at start-up, and on
+        every canary event, so a step that began on an event counts from that event)."""
         step = self._canary_step(model_id)
         baseline = self._guard_baselines.get(model_id)
         if baseline is None or baseline.step != step:
             baseline = _GuardBaseline(
                 step=step,
-                capital_breaches=self._risk.capital_breaches(model_id) if baseline is not None else 0,
-                risk_rejections=self._risk.rejections_of(model_id) if baseline is not None else 0,
-                decisions=Counter(self._signals.decision_counts(model_id)) if baseline is not None else Counter(),
+                capital_breaches=self._risk.capital_breaches(model_id),
+                risk_rejections=self._risk.rejections_of(model_id),
+                decisions=Counter(self._signals.decision_counts(model_id)),
             )
             self._guard_baselines[model_id] = baseline
         return baseline
