@@ -247,6 +247,29 @@ class Measurement:
             return ZERO
         return book.peak_pnl - book.last_equity
 
+    def drawdown_state(self) -> dict[str, dict[str, str]]:
+        """Each book's drawdown memory (equity index, peaks, maxima) as strings, for the state store."""
+        return {
+            model_id: {
+                "equity_index": repr(book.equity_index),
+                "peak_index": repr(book.peak_index),
+                "max_drawdown_ratio": repr(book.max_drawdown_ratio),
+                "peak_pnl": str(book.peak_pnl),
+                "max_drawdown_usd": str(book.max_drawdown_usd),
+            }
+            for model_id, book in self._books.items()
+        }
+
+    def restore_drawdown_state(self, state: Mapping[str, Mapping[str, str]]) -> None:
+        """Put back what :meth:`drawdown_state` saved, so a restart does not forget a drawdown (or its peak)."""
+        for model_id, saved in state.items():
+            book = self.book(model_id)
+            book.equity_index = float(saved["equity_index"])
+            book.peak_index = float(saved["peak_index"])
+            book.max_drawdown_ratio = float(saved["max_drawdown_ratio"])
+            book.peak_pnl = Decimal(saved["peak_pnl"])
+            book.max_drawdown_usd = Decimal(saved["max_drawdown_usd"])
+
     def annual_sharpe(self, returns: list[float]) -> float:
         """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised (0.0 below 2 bars)."""
         bars = self.bar_returns(returns)

@@ -366,3 +366,25 @@ async def test_ops_when_an_old_state_file_exists_imports_it_once(tmp_path: Path)
     finally:
         await core.stop()
     assert (state_dir / "state.json").exists()
+
+
+async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
+    mesh = await start_mesh(tmp_path)
+    try:
+        book = mesh.ops.core.measurement.book("momentum_v1")
+        book.equity_index, book.peak_index, book.max_drawdown_ratio = 0.7, 1.2, 0.5
+        book.peak_pnl, book.max_drawdown_usd = Decimal("1234.5"), Decimal("600")
+        await mesh.ops.stop(grace=0.5)
+
+        mesh.ops = OpsServer(ops_config(tmp_path, mesh.engine.port))
+        await mesh.ops.start()
+        measurement = mesh.ops.core.measurement
+        assert measurement.drawdown_ratio("momentum_v1") == pytest.approx(1 - 0.7 / 1.2)
+        restored = measurement.book("momentum_v1")
+        assert (restored.max_drawdown_ratio, restored.peak_pnl, restored.max_drawdown_usd) == (
+            0.5,
+            Decimal("1234.5"),
+            Decimal("600"),
+        )
+    finally:
+        await stop_mesh(mesh)
