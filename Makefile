@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 DURATION ?= 0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 CONTRACT_RELEASE := protos/releases/v1.binpb
+NODE_DIR := clients/node
+NODE_STAMP := $(NODE_DIR)/node_modules/.installed-$(shell cat $(NODE_DIR)/package-lock.json | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract pytest bench clean
+.PHONY: install run test lint typecheck protos protos-check buf-lint buf-breaking release-contract rules pytest node-test bench bench-micro clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +23,7 @@ install: $(STAMP)
 run: install
 	$(BIN)/nautilus-mesh up --duration $(DURATION)
 
-test: install lint typecheck buf-lint buf-breaking protos-check pytest
+test: install lint typecheck buf-lint buf-breaking protos-check rules pytest node-test
 
 lint: install
 	$(BIN)/ruff check .
@@ -47,12 +49,36 @@ buf-breaking: install
 release-contract: install
 	$(BIN)/buf build -o $(CONTRACT_RELEASE)
 
+# Prometheus recording and alerting rules: syntax, the compose config that loads them, and their unit tests.
+PROMTOOL ?= promtool
+rules:
+	@command -v $(PROMTOOL) >/dev/null 2>&1 || { echo "error: promtool not found; install the Debian package: apt-get install -y prometheus (.ci/run does)" >&2; exit 1; }
+	$(PROMTOOL) check rules deploy/prometheus/rules/*.yml
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	$(PROMTOOL) test rules deploy/prometheus/tests/*.yml
+
 pytest: install
 	$(BIN)/pytest -q
 
+# The TypeScript client (clients/node): npm ci from the committed lockfile (again only when it changes), types
+# generated from protos/, tsc, then node's test runner against a mesh the tests start from .venv.
+$(NODE_STAMP): $(NODE_DIR)/package-lock.json
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $(NODE_STAMP)
+
+node-test: install $(NODE_STAMP)
+	cd $(NODE_DIR) && rm -rf dist src/gen && npm run --silent build && npm test
+
+# One run, one table (see docs/performance.md); BENCH_ARGS="--duration 30" for the issue's 30 s open loop.
+BENCH_ARGS ?=
 bench: install
+	mkdir -p var/bench
+	$(PY) benchmarks/bench_mesh.py --json var/bench/mesh.json --plot var/bench/latency-vs-rate.png $(BENCH_ARGS)
+
+# The engine alone: matching engine and the engine's per-order work (EngineCore.execute on frames).
+bench-micro: install
 	$(PY) benchmarks/bench_matching.py
-	$(PY) benchmarks/bench_mesh.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/dist $(NODE_DIR)/src/gen

@@ -1,36 +1,40 @@
-"""End-to-end mesh throughput and latency against three reference points, measured in one run.
+"""End-to-end mesh throughput and signal-to-fill latency against its reference points, in one run and one table.
 
-Run: .venv/bin/python benchmarks/bench_mesh.py [--signals N] [--batch B] [--window W]
+Run: .venv/bin/python benchmarks/bench_mesh.py [--signals N] [--batch B] [--window W] [--rates 1000,5000]
+     [--duration S] [--sampling R] [--only a,b,...] [--json PATH] [--plot PATH]
 
-One workload for every scenario: N target-exposure signals (default 3000; about a minute in all on
-two cores, the mesh with tracing on decides under 200 signals/s) for ``momentum_v1`` sent in frames
-of B signals (default 50), alternating BTC-USD / ETH-USD, each instrument's target flipping between
-+T and -T so that every signal sends an order (small enough that the sim book fills it). The demo
-registry runs ``momentum_v2`` as a shadow canary, so ops also sends a paper-twin order per signal.
-At most W frames (default 20) are in flight: a frame leaves the window when all its decisions are
-back; the gRPC client may hold fewer, as ``call.write`` waits while HTTP/2 flow control holds a frame
-back (the mean and max actually in flight are printed). Before timing, each scenario sends a
-warm-up round (two frames on the one gRPC stream; one request per pooled HTTP connection).
+Scenarios (``--only`` picks some; names in brackets):
 
-Scenarios (all servers in this process on 127.0.0.1, port 0; the client shares the process):
+* [mesh3] the mesh as three processes, as deployed: ``python -m engine_server``, ``python -m ops_server``
+  and a load client (this script with ``--load-client``), each its own process, on loopback.
+* [mesh1] the mesh in one process: the real engine and ops gRPC servers started as the tests start
+  them (``tests/conftest.py``) with the load client on the same event loop.
+* [pipeline] ops' signal path in process: ``SignalPath.handle_frame`` called in a loop on the real,
+  connected servers (no client hop); first fills are taken from a fill subscription inside ops.
+* [echo] the transport ceiling: a raw grpc.aio bidi echo on the OpsService descriptor (one
+  SignalDecision per signal, no logic) driven by the same client code, same framing.
+* [http] the design the mesh replaces: FastAPI + HTTPX (uvicorn in a thread) answering the same
+  echo as JSON, batched (one POST per frame) and one POST per signal.
 
-* mesh: the real engine and ops gRPC servers started as the tests start them (``tests/conftest.py``)
-  with a strategy client on ``OpsService/StreamSignals``; run with tracing on (the default) and off.
-  Throughput is decided signals/s, from the first send to the last decision; latencies are
-  signal->decision and signal->first fill, taken at the client from the send of the signal's frame.
-  The demo risk limits' order-rate bucket (200/s, burst 400 per model) is raised in a copy of
-  ``config/demo/risk_limits.json`` so the rail does not decide the result.
-* (a) pipeline in process: the same servers, but ``SignalPath.handle`` called directly in a loop
-  (yielding to the event loop after each frame, so the engine link sends and the engine executes as
-  in the mesh); latency is the ``handle_signal`` call, first fill is taken where the service would
-  forward it (a fill queue subscribed with ``ExecutionFeedback.subscribe``). The rate of the calls alone
-  (no engine work) is printed as well.
-* (b) gRPC transport: a raw grpc.aio bidi echo on the OpsService descriptor (generic handler, one
-  SignalDecision per signal, no logic); same client code as mesh; latency is the round trip.
-* (c) FastAPI + HTTPX: uvicorn (in a background thread) serving a POST of a JSON batch answered with
-  JSON decisions by the same trivial echo; an httpx.AsyncClient with W concurrent requests.
+Two loads:
 
-Only figures and ratios are printed: timing is never pass/fail.
+* **closed loop** (throughput): N signals (default 3000) in frames of B (default 100), at most W
+  frames (default 20) in flight; ``signals/s`` = decided signals from the first send to the last
+  decision. The three-process mesh also runs with one signal per frame.
+* **open loop** (latency): signals are created on a fixed schedule at each rate of ``--rates`` for
+  ``--duration`` seconds; the sender coalesces the signals that are due into one frame (up to B) and
+  never waits for answers. Latency is measured at the strategy from the signal's scheduled creation
+  to its first fill (mesh) or its decision (echo), so a sender that falls behind shows up in it.
+
+Workload: target-exposure signals for ``momentum_v1``, alternating BTC-USD / ETH-USD, each
+instrument's target flipping so every signal sends an order (the demo registry's shadow canary adds
+a paper-twin order per signal). The demo risk limits' order-rate bucket and loss limits are raised
+in a copy so those rails do not decide the result; every other rail, the journals (engine: binary, fsync per frame)
+and exactly-once processing stay as deployed. Tracing samples ``--sampling`` of the signals
+(default 0.1, as ``make run``) through ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``.
+
+``rss_mb`` is the resident memory of engine + ops after the scenario (three processes) or of this
+one process (in-process scenarios). Timing is never pass/fail: figures and ratios only.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import math
 import os
 import platform
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,7 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+ROOT = SCRIPT.parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
@@ -62,20 +68,23 @@ import httpx  # noqa: E402
 import pydantic  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
-from ops_server.core import OpsCore  # noqa: E402
-from tests.conftest import DEMO, MOMENTUM_TOKEN, start_mesh, stop_mesh  # noqa: E402
 
 MODEL = "momentum_v1"
 INSTRUMENTS = ("BTC-USD", "ETH-USD")
 TARGET = 0.005
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 RAISED_RATE = 1_000_000
 SERVICE = ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 FILL_QUIET_SECONDS = 3.0
 FILL_MAX_WAIT_SECONDS = 20.0
 DECISION_TIMEOUT_SECONDS = 120.0
+SCENARIOS = ("mesh3", "mesh1", "pipeline", "echo", "http")
+DEMO = ROOT / "config" / "demo"
+ENGINE_TOKEN = "bench-engine-token"
+STRATEGY_TOKEN = "bench-momentum-token"
+META = (("x-strategy-token", STRATEGY_TOKEN),)
 
 SignalCall = grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
 
@@ -112,9 +121,22 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of a process (this one by default), in MB (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return math.nan
+
+
 @dataclass
 class Result:
-    name: str
+    scenario: str
+    load: str
     signals: int
     seconds: float
     latency_ms: list[float]
@@ -123,18 +145,50 @@ class Result:
     statuses: Counter[str] = field(default_factory=Counter)
     accepted: int = 0
     rejections: Counter[str] = field(default_factory=Counter)
+    rss_mb: float = math.nan
+    rate_offered: float = 0.0
     note: str = ""
 
     @property
     def rate(self) -> float:
         return self.signals / self.seconds if self.seconds > 0 else math.nan
 
+    def figures(self) -> dict[str, Any]:
+        def num(value: float) -> float | None:
+            return None if math.isnan(value) else round(value, 3)
+
+        return {
+            "scenario": self.scenario,
+            "load": self.load,
+            "signals": self.signals,
+            "signals_per_s": num(self.rate),
+            "p50_ms": num(percentile(self.latency_ms, 0.5)),
+            "p99_ms": num(percentile(self.latency_ms, 0.99)),
+            "first_fill_p50_ms": num(percentile(self.fill_ms, 0.5)),
+            "first_fill_p99_ms": num(percentile(self.fill_ms, 0.99)),
+            "rss_mb": num(self.rss_mb),
+            "latency_measured": self.latency_label,
+        }
+
+    def to_wire(self) -> dict[str, Any]:
+        """What a load-client process hands back to the benchmark (raw samples)."""
+        return {
+            "signals": self.signals,
+            "seconds": self.seconds,
+            "latency_ms": self.latency_ms,
+            "fill_ms": self.fill_ms,
+            "statuses": dict(self.statuses),
+            "accepted": self.accepted,
+            "rejections": dict(self.rejections),
+            "note": self.note,
+        }
+
 
 # -- gRPC stream client (mesh and echo) -----------------------------------------------------------
 
 
 class StreamClient:
-    """One ``StreamSignals`` call driven by the write/read API, with a bounded window of frames."""
+    """One ``StreamSignals`` call driven by the write/read API: closed loop (window) or open loop (schedule)."""
 
     def __init__(self, stub: ops_pb2_grpc.OpsServiceStub, window: int) -> None:
         self.call: SignalCall = cast(SignalCall, stub.StreamSignals(metadata=META))  # type: ignore[call-arg]
@@ -154,7 +208,7 @@ class StreamClient:
         self.statuses: Counter[str] = Counter()
         self.rejections: Counter[str] = Counter()
         self.accepted: set[str] = set()
-        self.in_flight: list[int] = []
+        self.frame_sizes: list[int] = []
         self._reader = asyncio.create_task(self._read(), name="bench-stream-reader")
 
     def reset_stats(self) -> None:
@@ -163,7 +217,7 @@ class StreamClient:
         self.statuses = Counter()
         self.rejections = Counter()
         self.accepted = set()
-        self.in_flight = []
+        self.frame_sizes = []
 
     async def _read(self) -> None:
         try:
@@ -183,10 +237,11 @@ class StreamClient:
                     elif decision.status == ops_pb2.DECISION_STATUS_REJECTED:
                         self.rejections[decision.error.code] += 1
                     self.last_decision_at = now
-                    self._remaining[frame] -= 1
-                    if self._remaining[frame] == 0:
-                        del self._remaining[frame]
-                        self._slots.release()
+                    if frame >= 0:
+                        self._remaining[frame] -= 1
+                        if self._remaining[frame] == 0:
+                            del self._remaining[frame]
+                            self._slots.release()
                     self._outstanding -= 1
                     if self._outstanding == 0:
                         self._all_decided.set()
@@ -201,7 +256,7 @@ class StreamClient:
             for _ in range(self._window):
                 self._slots.release()
 
-    async def send_all(self, frames: Sequence[ops_pb2.StreamSignalsRequest]) -> tuple[float, float]:
+    async def send_closed(self, frames: Sequence[ops_pb2.StreamSignalsRequest]) -> tuple[float, float]:
         """Send every frame (window-bounded); returns (first send, last decision) perf_counter times."""
         self._all_decided.clear()
         self._outstanding = sum(len(f.signals) for f in frames)
@@ -218,12 +273,39 @@ class StreamClient:
             for sig in frame.signals:
                 self.sent_at[sig.signal_id] = now
                 self._frame_of[sig.signal_id] = frame_id
-            self.in_flight.append(len(self._remaining))
+            self.frame_sizes.append(len(frame.signals))
             await self.call.write(frame)  # waits while the transport holds it back (HTTP/2 flow control)
+        await self._wait_decided()
+        return first_send, self.last_decision_at
+
+    async def send_open(self, signals: Sequence[ops_pb2.Signal], rate: float, batch: int) -> tuple[float, float]:
+        """Create signals on a fixed schedule at ``rate``/s; each frame carries what is due (at most ``batch``)."""
+        self._all_decided.clear()
+        self._outstanding = len(signals)
+        started = time.perf_counter()
+        i, n = 0, len(signals)
+        while i < n and not self._closed:
+            elapsed = time.perf_counter() - started
+            due = min(n, int(elapsed * rate) + 1)
+            if due <= i:
+                await asyncio.sleep(max(0.0, i / rate - elapsed))
+                continue
+            end = min(due, i + batch)
+            for k in range(i, end):
+                sid = signals[k].signal_id
+                self.sent_at[sid] = started + k / rate  # created on schedule: lag of the sender counts
+                self._frame_of[sid] = -1
+            self.frame_sizes.append(end - i)
+            frame = ops_pb2.StreamSignalsRequest(signals=signals[i:end])
+            i = end
+            await self.call.write(frame)
+        await self._wait_decided()
+        return started, self.last_decision_at
+
+    async def _wait_decided(self) -> None:
         await asyncio.wait_for(self._all_decided.wait(), DECISION_TIMEOUT_SECONDS)
         if self._outstanding:
             raise RuntimeError(f"stream closed with {self._outstanding} signal(s) undecided: {self.call.code()}")
-        return first_send, self.last_decision_at
 
     async def wait_fills(self) -> None:
         """Until every accepted signal has a fill, or no fill came for a few quiet seconds (IOC may not fill)."""
@@ -244,23 +326,41 @@ class StreamClient:
             await self._reader
 
 
-async def drive_stream(
-    channel: grpc.aio.Channel, name: str, prefix: str, args: argparse.Namespace, *, fills: bool
-) -> Result:
-    stub = ops_pb2_grpc.OpsServiceStub(channel)
-    client = StreamClient(stub, args.window)
-    try:
-        await client.send_all(make_frames(make_signals(2 * args.batch, f"{prefix}-warm"), args.batch))
-        if fills:
-            await client.wait_fills()
+async def warm_up(client: StreamClient, batch: int, prefix: str, *, fills: bool) -> None:
+    """Rounds of two frames until a signal is accepted (ops may still be waiting for its first marks)."""
+    for round_no in range(50):
         client.reset_stats()
-        frames = make_frames(make_signals(args.signals, prefix), args.batch)
-        first, last = await client.send_all(frames)
+        await client.send_closed(make_frames(make_signals(2 * batch, f"{prefix}-warm{round_no}"), batch))
+        if client.accepted or not fills:
+            break
+        await asyncio.sleep(0.2)
+    if fills:
+        await client.wait_fills()
+    client.reset_stats()
+
+
+async def drive(
+    channel: grpc.aio.Channel, prefix: str, args: argparse.Namespace, *, fills: bool, rate: float, batch: int
+) -> Result:
+    """One load on one stream: closed loop when ``rate`` is 0, else open loop at ``rate`` signals/s."""
+    client = StreamClient(ops_pb2_grpc.OpsServiceStub(channel), args.window)
+    try:
+        await warm_up(client, min(batch, 100), prefix, fills=fills)
+        if rate:
+            signals = make_signals(max(1, int(rate * args.duration)), prefix)
+            first, last = await client.send_open(signals, rate, batch)
+            load = f"open {rate:,.0f}/s"
+        else:
+            signals = make_signals(args.signals, prefix)
+            first, last = await client.send_closed(make_frames(signals, batch))
+            load = f"closed, frames of {batch}"
         if fills:
             await client.wait_fills()
+        sizes = client.frame_sizes
         return Result(
-            name,
-            args.signals,
+            "",
+            load,
+            len(signals),
             last - first,
             client.decision_ms,
             "signal->decision" if fills else "round trip",
@@ -268,77 +368,216 @@ async def drive_stream(
             statuses=client.statuses,
             accepted=len(client.accepted) if fills else 0,
             rejections=client.rejections,
-            note=f"frames in flight when a frame was sent: mean {sum(client.in_flight) / len(client.in_flight):.1f}, "
-            f"max {max(client.in_flight)} (window {args.window})",
+            rate_offered=rate,
+            note=f"{len(sizes)} frames, mean {sum(sizes) / max(1, len(sizes)):.1f} signals per frame",
         )
     finally:
         await client.close()
 
 
-# -- mesh -----------------------------------------------------------------------------------------
+def loads(args: argparse.Namespace) -> list[tuple[float, int]]:
+    """(rate, batch) per load: closed loop first (rate 0), then each open-loop rate."""
+    return [(0.0, args.batch), *((rate, args.batch) for rate in args.rates)]
+
+
+# -- mesh, three processes ------------------------------------------------------------------------
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def raised_risk_limits(tmp: Path) -> Path:
-    """A copy of the demo risk limits whose order-rate bucket is out of the way."""
+    """A copy of the demo risk limits whose order-rate bucket and loss limits are out of the way.
+
+    Every signal flips its target, so each one pays the spread: over tens of thousands of signals the
+    demo's daily-loss limit would move the model to REDUCING and the run would measure rejections.
+    """
     limits = json.loads((DEMO / "risk_limits.json").read_text(encoding="utf-8"))
-    limits["default_model"]["order_rate_per_second"] = RAISED_RATE
-    limits["default_model"]["order_burst"] = RAISED_RATE
-    for model in limits.get("models", {}).values():
+    for model in (limits["default_model"], *limits.get("models", {}).values()):
         model["order_rate_per_second"] = RAISED_RATE
         model["order_burst"] = RAISED_RATE
+        model["max_daily_loss"] = "1000000000"
+        model["max_drawdown_ratio"] = 1.0
     path = tmp / "risk_limits.json"
     path.write_text(json.dumps(limits), encoding="utf-8")
     return path
 
 
-def order_outcomes(core: OpsCore, prefix: str) -> str:
-    """Read after timing, from ops' order tracker: how the measured signals' live orders ended."""
-    orders = [
-        o
-        for o in core.tracker.orders.values()
-        if o.model_id == MODEL
-        and o.signal_id.startswith(f"{prefix}-")
-        and not o.signal_id.startswith(f"{prefix}-warm-")
-    ]
-    filled = sum(1 for o in orders if o.filled > 0)
-    still_open = sum(1 for o in orders if o.filled == 0 and o.open_quantity > 0)
-    return (
-        f"ops tracker: {len(orders)} live orders, {filled} (partly) filled, "
-        f"{len(orders) - filled - still_open} ended unfilled (IOC), {still_open} still open"
+def engine_settings(tmp: Path, port: int) -> dict[str, Any]:
+    return {
+        "port": port,
+        "metrics_port": None,
+        "ops_token": ENGINE_TOKEN,
+        "journal_path": str(tmp / "engine" / "journal.bin"),
+        "journal_fsync": "batch",
+        "tick_interval_ms": 20,
+        "span_file": str(tmp / "spans" / "engine.jsonl"),
+    }
+
+
+def ops_settings(tmp: Path, port: int, engine_port: int) -> dict[str, Any]:
+    return {
+        "port": port,
+        "metrics_port": None,
+        "engine_address": f"127.0.0.1:{engine_port}",
+        "engine_token": ENGINE_TOKEN,
+        "admin_token": "bench-admin-token",
+        "strategies": {"momentum": {"token": STRATEGY_TOKEN, "models": ["momentum_v1", "momentum_v2"]}},
+        "registry_path": str(DEMO / "registry.json"),
+        "capital_policy_path": str(DEMO / "capital_policy.json"),
+        "risk_limits_path": str(raised_risk_limits(tmp)),
+        "state_dir": str(tmp / "ops"),
+        "span_file": str(tmp / "spans" / "ops.jsonl"),
+        "sample_interval_seconds": 0.2,
+        "allocation_interval_seconds": 3600,
+    }
+
+
+async def wait_serving(address: str, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            with contextlib.suppress(grpc.RpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not become SERVING within {within} s")
+            await asyncio.sleep(0.1)
+
+
+def open_logs(tmp: Path, names: Sequence[str]) -> list[Any]:
+    return [open(tmp / f"{name}.log", "wb") for name in names]
+
+
+@contextlib.asynccontextmanager
+async def mesh_processes(tmp: Path) -> AsyncIterator[tuple[str, list[asyncio.subprocess.Process]]]:
+    """Engine and ops as two processes (``python -m ...``) on free ports; yields ops' address and both."""
+    engine_port, ops_port = free_ports(2)
+    engine_cfg = tmp / "engine.json"
+    ops_cfg = tmp / "ops.json"
+    engine_cfg.write_text(json.dumps(engine_settings(tmp, engine_port)), encoding="utf-8")
+    ops_cfg.write_text(json.dumps(ops_settings(tmp, ops_port, engine_port)), encoding="utf-8")
+    procs: list[asyncio.subprocess.Process] = []
+    logs = open_logs(tmp, ("engine", "ops"))
+    try:
+        for module, cfg, port, log_file in (
+            ("engine_server", engine_cfg, engine_port, logs[0]),
+            ("ops_server", ops_cfg, ops_port, logs[1]),
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", module, "--config", str(cfg), "--log-level", "WARNING",
+                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs.append(proc)
+            await wait_serving(f"127.0.0.1:{port}")
+        yield f"127.0.0.1:{ops_port}", procs
+    finally:
+        for proc in reversed(procs):
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+        for log_file in logs:
+            log_file.close()
+
+
+async def run_load_client(address: str, prefix: str, args: argparse.Namespace, rate: float, batch: int) -> Result:
+    """The load client as its own process (this script with ``--load-client``); returns its figures."""
+    cmd = [
+        sys.executable, str(SCRIPT), "--load-client", address, "--prefix", prefix,
+        "--rate", str(rate), "--batch", str(batch), "--signals", str(args.signals), "--window", str(args.window),
+        "--duration", str(args.duration),
+    ]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"load client failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    wire = json.loads(out.decode().strip().splitlines()[-1])
+    return Result(
+        "",
+        f"open {rate:,.0f}/s" if rate else f"closed, frames of {batch}",
+        wire["signals"],
+        wire["seconds"],
+        wire["latency_ms"],
+        "signal->decision",
+        fill_ms=wire["fill_ms"],
+        statuses=Counter(wire["statuses"]),
+        accepted=wire["accepted"],
+        rejections=Counter(wire["rejections"]),
+        rate_offered=rate,
+        note=wire["note"],
     )
 
 
-def mesh_overrides(tmp: Path, tracing: bool) -> tuple[dict[str, Any], dict[str, Any]]:
-    ops: dict[str, Any] = {"risk_limits_path": raised_risk_limits(tmp), "metrics_port": None}
-    engine: dict[str, Any] = {}
-    if not tracing:
-        ops["tracing"] = False
-        engine["tracing"] = False
-    return engine, ops
+async def run_mesh3(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-mesh3-") as tmp_name:
+        async with mesh_processes(Path(tmp_name)) as (address, procs):
+            runs = [(0.0, args.batch), (0.0, 1), *((rate, args.batch) for rate in args.rates)]
+            for n, (rate, batch) in enumerate(runs):
+                result = await run_load_client(address, f"m3-{n}", args, rate, batch)
+                result.scenario = "mesh, 3 processes"
+                result.rss_mb = sum(rss_mb(p.pid) for p in procs)
+                results.append(result)
+    return results
 
 
-async def run_mesh(args: argparse.Namespace, tracing: bool) -> Result:
-    label = "on" if tracing else "off"
-    with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp_name:
+async def load_client_main(args: argparse.Namespace) -> None:
+    async with grpc.aio.insecure_channel(args.load_client) as channel:
+        result = await drive(channel, args.prefix, args, fills=True, rate=args.rate, batch=args.batch)
+    print(json.dumps(result.to_wire()))
+
+
+# -- mesh and pipeline in one process -------------------------------------------------------------
+
+
+async def run_mesh1(args: argparse.Namespace) -> list[Result]:
+    from tests.conftest import start_mesh, stop_mesh
+
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-mesh1-") as tmp_name:
         tmp = Path(tmp_name)
-        engine, ops = mesh_overrides(tmp, tracing)
-        mesh = await start_mesh(tmp, engine=engine, ops=ops)
+        mesh = await start_mesh(tmp, engine={"journal_fsync": "batch"}, ops=in_process_ops(tmp))
         try:
             async with mesh.channel() as channel:
-                result = await drive_stream(channel, f"mesh, tracing {label}", f"mesh-{label}", args, fills=True)
-            result.note += "; " + order_outcomes(mesh.ops.core, f"mesh-{label}")
+                for n, (rate, batch) in enumerate(loads(args)):
+                    result = await drive(channel, f"m1-{n}", args, fills=True, rate=rate, batch=batch)
+                    result.scenario = "mesh, 1 process"
+                    result.rss_mb = rss_mb()
+                    results.append(result)
         finally:
             await stop_mesh(mesh)
-    return result
+    return results
 
 
-async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
-    """(a): SignalPath.handle in a loop on the real, connected servers; no client hop."""
-    label = "on" if tracing else "off"
+def in_process_ops(tmp: Path) -> dict[str, Any]:
+    """Ops overrides of the tests' mesh: the bench's strategy token and the raised order-rate rail."""
+    from ops_server.config import StrategyAccess
+
+    access = StrategyAccess(token=STRATEGY_TOKEN, models=("momentum_v1", "momentum_v2"))
+    return {"strategies": {"momentum": access}, "risk_limits_path": raised_risk_limits(tmp)}
+
+
+async def run_pipeline(args: argparse.Namespace) -> list[Result]:
+    """SignalPath.handle_frame in a loop on the real, connected servers; no client hop."""
+    from tests.conftest import start_mesh, stop_mesh
+
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
         tmp = Path(tmp_name)
-        engine, ops = mesh_overrides(tmp, tracing)
-        mesh = await start_mesh(tmp, engine=engine, ops=ops)
+        mesh = await start_mesh(tmp, engine={"journal_fsync": "batch"}, ops=in_process_ops(tmp))
         core = mesh.ops.core
         principal = core.auth.authenticate(META)
         fills: asyncio.Queue[ops_pb2.Fill] = asyncio.Queue()
@@ -358,26 +597,25 @@ async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
 
         consumer = asyncio.create_task(consume(), name="bench-fill-consumer")
         try:
-            for prefix, count in ((f"core-{label}-warm", 2 * args.batch), (f"core-{label}", args.signals)):
+            for prefix, count in (("core-warm", 2 * args.batch), ("core", args.signals)):
                 sent_at.clear()
                 fill_ms.clear()
                 latency: list[float] = []
                 statuses: Counter[str] = Counter()
-                rejections: Counter[str] = Counter()
                 accepted: set[str] = set()
                 frames = make_frames(make_signals(count, prefix), args.batch)
                 first = time.perf_counter()
                 for frame in frames:
+                    started = time.perf_counter()
                     for sig in frame.signals:
-                        started = time.perf_counter()
                         sent_at[sig.signal_id] = started
-                        decision = core.signals.handle(sig, principal)
-                        latency.append((time.perf_counter() - started) * 1000)
+                    decisions = core.signals.handle_frame(frame.signals, principal)
+                    took = (time.perf_counter() - started) * 1000
+                    for sig, decision in zip(frame.signals, decisions, strict=True):
+                        latency.append(took)  # a signal is decided when its frame is (one journal write per frame)
                         statuses[ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")] += 1
                         if decision.status == ops_pb2.DECISION_STATUS_ACCEPTED:
                             accepted.add(sig.signal_id)
-                        elif decision.status == ops_pb2.DECISION_STATUS_REJECTED:
-                            rejections[decision.error.code] += 1
                     await asyncio.sleep(0)  # as the service does between frames: let the engine link send
                 last = time.perf_counter()
                 waited = time.perf_counter()
@@ -387,20 +625,22 @@ async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
                     if now - last_fill[0] > FILL_QUIET_SECONDS or now - waited > FILL_MAX_WAIT_SECONDS:
                         break
                     await asyncio.sleep(0.01)
-            alone = args.signals / (sum(latency) / 1000)
-            outcomes = order_outcomes(core, f"core-{label}")
-            return Result(
-                f"(a) pipeline in process, tracing {label}",
-                args.signals,
-                last - first,
-                latency,
-                "handle_signal call",
-                fill_ms=list(fill_ms.values()),
-                statuses=statuses,
-                accepted=len(accepted),
-                rejections=rejections,
-                note=f"handle_signal alone (sum of call times, no engine work): {alone:,.0f} signals/s; {outcomes}",
-            )
+            alone = args.signals / (sum(latency) / args.batch / 1000)
+            return [
+                Result(
+                    "pipeline in process",
+                    f"closed, frames of {args.batch}",
+                    args.signals,
+                    last - first,
+                    latency,
+                    "handle_frame call (per frame)",
+                    fill_ms=list(fill_ms.values()),
+                    statuses=statuses,
+                    accepted=len(accepted),
+                    rss_mb=rss_mb(),
+                    note=f"handle_frame alone (sum of frame call times, no engine work): {alone:,.0f} signals/s",
+                )
+            ]
         finally:
             core.feedback.unsubscribe(fills)
             consumer.cancel()
@@ -409,7 +649,7 @@ async def run_pipeline(args: argparse.Namespace, tracing: bool) -> Result:
             await stop_mesh(mesh)
 
 
-# -- (b) raw grpc.aio echo ------------------------------------------------------------------------
+# -- raw grpc.aio echo ----------------------------------------------------------------------------
 
 
 async def echo_stream(
@@ -429,7 +669,7 @@ async def echo_stream(
         )
 
 
-async def run_grpc_echo(args: argparse.Namespace) -> Result:
+async def run_echo(args: argparse.Namespace) -> list[Result]:
     server = grpc.aio.server()
     handler = grpc.stream_stream_rpc_method_handler(
         echo_stream,
@@ -439,14 +679,20 @@ async def run_grpc_echo(args: argparse.Namespace) -> Result:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {"StreamSignals": handler}),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    results: list[Result] = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            return await drive_stream(channel, "(b) grpc.aio echo", "echo", args, fills=False)
+            for n, (rate, batch) in enumerate(loads(args)):
+                result = await drive(channel, f"echo-{n}", args, fills=False, rate=rate, batch=batch)
+                result.scenario = "grpc.aio echo"
+                result.rss_mb = rss_mb()
+                results.append(result)
     finally:
         await server.stop(0.5)
+    return results
 
 
-# -- (c) FastAPI + HTTPX --------------------------------------------------------------------------
+# -- FastAPI + HTTPX ------------------------------------------------------------------------------
 
 
 class SignalIn(pydantic.BaseModel):
@@ -548,16 +794,23 @@ async def post_all(
     return first, last[0]
 
 
-async def run_fastapi(args: argparse.Namespace) -> Result:
+async def run_http(args: argparse.Namespace) -> list[Result]:
+    results: list[Result] = []
     async with uvicorn_in_thread(build_app()) as port:
         limits = httpx.Limits(max_connections=args.window, max_keepalive_connections=args.window)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=60) as client:
-            warm = json_batches(make_signals(args.window * args.batch, "http-warm"), args.batch)
-            await post_all(client, warm, args.window, [])
-            latency: list[float] = []
-            batches = json_batches(make_signals(args.signals, "http"), args.batch)
-            first, last = await post_all(client, batches, args.window, latency)
-    return Result("(c) FastAPI + HTTPX echo", args.signals, last - first, latency, "round trip")
+            for batch, load in ((args.batch, f"closed, {args.batch} per POST"), (1, "closed, one POST per signal")):
+                warm = json_batches(make_signals(args.window * batch, f"http-warm-{batch}"), batch)
+                await post_all(client, warm, args.window, [])
+                latency: list[float] = []
+                batches = json_batches(make_signals(args.signals, f"http-{batch}"), batch)
+                first, last = await post_all(client, batches, args.window, latency)
+                seconds = last - first
+                http = Result(
+                    "FastAPI + HTTPX echo", load, args.signals, seconds, latency, "round trip", rss_mb=rss_mb()
+                )
+                results.append(http)
+    return results
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -569,21 +822,34 @@ def fmt_ms(values: Sequence[float]) -> str:
     return f"{percentile(values, 0.5):.2f} / {percentile(values, 0.99):.2f}"
 
 
-def report(results: Sequence[Result], mesh_on: Result, mesh_off: Result) -> None:
+def echo_ratio(result: Result, echo: Sequence[Result]) -> str:
+    """Closed loop: throughput / echo's; open loop: first-fill (or round-trip) p50 / echo's round-trip p50."""
+    if not result.rate_offered:
+        base = next((e for e in echo if not e.rate_offered), None)
+        return f"{result.rate / base.rate:.3f}x" if base and base.rate else "-"
+    base = next((e for e in echo if e.rate_offered == result.rate_offered), None)
+    mine = result.fill_ms or result.latency_ms
+    if base is None or not base.latency_ms or not mine:
+        return "-"
+    return f"{percentile(mine, 0.5) / percentile(base.latency_ms, 0.5):.1f}x lat"
+
+
+def print_table(results: Sequence[Result]) -> None:
+    echo = [r for r in results if r.scenario == "grpc.aio echo"]
     header = (
-        f"{'scenario':<37} {'signals/s':>10} {'p50 / p99 ms':>16} {'first fill p50 / p99 ms':>24} "
-        f"{'x mesh(on)':>11} {'x mesh(off)':>12}  latency measured"
+        f"{'scenario':<22} {'load':<28} {'signals/s':>10} {'x echo':>11} {'p50 / p99 ms':>17} "
+        f"{'first fill p50 / p99 ms':>24} {'rss MB':>7}  latency measured"
     )
     print(header)
     print("-" * len(header))
     for r in results:
         print(
-            f"{r.name:<37} {r.rate:>10,.0f} {fmt_ms(r.latency_ms):>16} {fmt_ms(r.fill_ms):>24} "
-            f"{r.rate / mesh_on.rate:>10.2f}x {r.rate / mesh_off.rate:>11.2f}x  {r.latency_label}"
+            f"{r.scenario:<22} {r.load:<28} {r.rate:>10,.0f} {echo_ratio(r, echo):>11} {fmt_ms(r.latency_ms):>17} "
+            f"{fmt_ms(r.fill_ms):>24} {r.rss_mb:>7.0f}  {r.latency_label}"
         )
     print()
     for r in results:
-        line = f"{r.name}: {r.signals} signals in {r.seconds:.2f} s"
+        line = f"{r.scenario}, {r.load}: {r.signals} signals in {r.seconds:.2f} s"
         if r.statuses:
             line += "; decisions " + ", ".join(f"{k} {v}" for k, v in sorted(r.statuses.items()))
         if r.rejections:
@@ -595,51 +861,90 @@ def report(results: Sequence[Result], mesh_on: Result, mesh_off: Result) -> None
         print(line)
 
 
-async def run(args: argparse.Namespace) -> None:
+def plot(results: Sequence[Result], path: Path) -> None:
+    """Latency against offered rate (open-loop rows): first fill for the mesh, round trip for the echo."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for scenario in dict.fromkeys(r.scenario for r in results if r.rate_offered):
+        rows = sorted((r for r in results if r.scenario == scenario and r.rate_offered), key=lambda r: r.rate_offered)
+        rates = [r.rate_offered for r in rows]
+        for q, style in ((0.5, "o-"), (0.99, "s--")):
+            values = [percentile(r.fill_ms or r.latency_ms, q) for r in rows]
+            what = "round trip" if scenario == "grpc.aio echo" else "signal->first fill"
+            ax.plot(rates, values, style, label=f"{scenario}: {what} p{int(q * 100)}")
+    ax.set_xlabel("offered rate (signals/s, open loop)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("nautilus-mesh: latency vs rate")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+async def run(args: argparse.Namespace) -> list[Result]:
+    os.environ["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+    os.environ["OTEL_TRACES_SAMPLER_ARG"] = str(args.sampling)
     print("command: " + " ".join([".venv/bin/python benchmarks/bench_mesh.py", *sys.argv[1:]]))
     print(
-        f"workload: {args.signals} target-exposure signals for {MODEL}, frames of {args.batch}, at most "
-        f"{args.window} frames in flight, {'/'.join(INSTRUMENTS)} alternating, each instrument's target "
-        f"flipping +-{TARGET} so every signal sends an order (the demo registry's shadow canary momentum_v2 "
-        "adds a paper-twin order per signal: 2 engine orders per signal)"
+        f"closed loop: {args.signals} signals, frames of {args.batch}, at most {args.window} frames in flight; "
+        f"open loop: {', '.join(f'{r:,.0f}' for r in args.rates)} signals/s for {args.duration} s each; "
+        f"tracing samples {args.sampling:.0%}; engine journal fsync per frame (batch)"
     )
     print(
-        "risk limits: a copy of config/demo/risk_limits.json with order_rate_per_second and order_burst raised "
-        f"from 200/s (burst 400) to {RAISED_RATE:,} so the order-rate rail does not decide the result"
-    )
-    print(
-        f"python {platform.python_version()}, grpcio {grpc.__version__}, uvicorn {uvicorn.__version__} "
-        f"(asyncio loop, h11), {os.cpu_count()} CPU(s); client, engine and ops share one process and event loop "
-        "(as the tests run them); uvicorn runs in a thread of the same process"
+        f"python {platform.python_version()}, grpcio {grpc.__version__}, {os.cpu_count()} CPU(s); "
+        "ratios in 'x echo': closed loop = signals/s over the echo's, open loop = latency p50 over the echo's"
     )
     print()
     started = time.perf_counter()
-    mesh_on = await run_mesh(args, tracing=True)
-    mesh_off = await run_mesh(args, tracing=False)
-    core_on = await run_pipeline(args, tracing=True)
-    core_off = await run_pipeline(args, tracing=False)
-    echo = await run_grpc_echo(args)
-    http = await run_fastapi(args)
-    report([mesh_on, mesh_off, core_on, core_off, echo, http], mesh_on, mesh_off)
-    print(
-        "\nsignals/s: decided signals from the first send to the last decision (mesh), the loop of handle_signal "
-        "calls\nwith the engine link draining between frames (a), the last echoed decision (b, c). Latencies are "
-        "taken from\nthe send of a signal's frame; first fill is the first fill of the signal's order seen by the "
-        "client (mesh)\nor by a fill subscriber inside ops (a)."
-    )
-    print(f"total run time {time.perf_counter() - started:.1f} s")
+    runners = {"mesh3": run_mesh3, "mesh1": run_mesh1, "pipeline": run_pipeline, "echo": run_echo, "http": run_http}
+    results: list[Result] = []
+    for name in SCENARIOS:
+        if name in args.only:
+            results.extend(await runners[name](args))
+    print_table(results)
+    print(f"\ntotal run time {time.perf_counter() - started:.1f} s")
+    return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--signals", type=int, default=3000, help="signals per scenario (default 3000)")
-    parser.add_argument("--batch", type=int, default=50, help="signals per frame / request (default 50)")
-    parser.add_argument("--window", type=int, default=20, help="frames / requests in flight (default 20)")
+    parser.add_argument("--signals", type=int, default=3000, help="signals per closed-loop run (default 3000)")
+    parser.add_argument("--batch", type=int, default=100, help="signals per frame / request, at most (default 100)")
+    parser.add_argument("--window", type=int, default=20, help="closed loop: frames / requests in flight (default 20)")
+    parser.add_argument("--rates", default="1000,5000", help="open-loop rates in signals/s (default 1000,5000)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per open-loop rate (default 5)")
+    parser.add_argument("--sampling", type=float, default=0.1, help="trace sampling ratio (default 0.1)")
+    parser.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios to run (default {','.join(SCENARIOS)})")
+    parser.add_argument("--json", default="", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", default="", metavar="PATH", help="draw latency vs rate (PNG, matplotlib)")
+    parser.add_argument("--load-client", default="", metavar="ADDRESS", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", default="load", help=argparse.SUPPRESS)
+    parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.signals <= 0 or args.batch <= 0 or args.window <= 0:
-        parser.error("--signals, --batch and --window must be positive")
+    args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if args.signals <= 0 or args.batch <= 0 or args.window <= 0 or args.duration <= 0:
+        parser.error("--signals, --batch, --window and --duration must be positive")
+    if unknown := args.only - set(SCENARIOS):
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    asyncio.run(run(args))
+    if args.load_client:
+        asyncio.run(load_client_main(args))
+        return
+    results = asyncio.run(run(args))
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.figures() for r in results], indent=2) + "\n", encoding="utf-8")
+        print(f"figures written to {args.json}")
+    if args.plot:
+        plot(results, Path(args.plot))
+        print(f"latency-vs-rate plot written to {args.plot}")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,26 @@
 The public SDK surface is re-exported here; ``clients.sdk`` documents the error model.
 """
 
-from clients.sdk import DEFAULT_TIMEOUT, EngineClient, MeshRpcError, OpsAdminClient, OpsClient, wait_serving
+from clients.sdk import (
+    DEFAULT_TIMEOUT,
+    MAX_SIGNALS_PER_FRAME,
+    EngineClient,
+    FrameCoalescer,
+    MeshRpcError,
+    OpsAdminClient,
+    OpsClient,
+    SignalStream,
+    wait_serving,
+)
 
-__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsAdminClient", "OpsClient", "wait_serving"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SIGNALS_PER_FRAME",
+    "EngineClient",
+    "FrameCoalescer",
+    "MeshRpcError",
+    "OpsAdminClient",
+    "OpsClient",
+    "SignalStream",
+    "wait_serving",
+]

@@ -4,7 +4,12 @@ The servers run as subprocesses of the same interpreter (``python -m engine_serv
 ``python -m ops_server``, ``python -m strategies``) in their own sessions, so a Ctrl-C in the
 terminal reaches only the launcher, which then stops them in dependency order: strategies
 first (they close their signal streams and wait for fills), then ops, then the engine. Their
-logs go to ``var/log/<name>.log``.
+logs go to ``var/log/<name>.log`` and their pids to ``var/run/<name>.pid``.
+
+Supervision: a child that dies is reported at once (``error: <name> exited with code N; last lines:`` and the tail of
+its log) and restarted after a backoff (0.5 s, doubling up to 10 s) as long as it has been restarted fewer than
+``max_restarts`` (5) times; past the limit the whole mesh stops with exit code 1. ``--no-restart`` keeps the strict
+behaviour (the first death stops everything, exit 1), which tests and CI rely on.
 
 Output contract (scripts and tests rely on it):
 
@@ -19,7 +24,6 @@ Output contract (scripts and tests rely on it):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -30,11 +34,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from rich.console import Console
 
-from clients.sdk import MeshRpcError, OpsClient, wait_serving
+from clients.processes import (
+    MAX_RESTARTS,
+    ChildSpec,
+    Supervisor,
+    start_process,
+    stop_all,
+    wait_ready,
+)
+from clients.sdk import MeshRpcError, OpsClient
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import is_plain_token
@@ -42,11 +54,8 @@ from nautilus_mesh.instance_lock import address_in_use, lock_holder
 
 log = logging.getLogger(__name__)
 
-READY_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 STATUS_INTERVAL = 3.0
 STATS_FILE = Path("var/run/strategies.json")
-LOG_DIR = Path("var/log")
 
 
 @dataclass(frozen=True)
@@ -94,6 +103,12 @@ def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
             if isinstance(entry, dict) and isinstance(entry.get("token"), str) and is_plain_token(entry["token"]):
                 return str(entry["token"])
     return None
+
+
+def demo_admin_token(ops_config: str | os.PathLike[str]) -> str | None:
+    """The admin token of an ops config when it is written out plainly (a demo convenience), or None."""
+    token = _read_json(Path(ops_config)).get("admin_token")
+    return token if isinstance(token, str) and is_plain_token(token) else None
 
 
 def state_dirs_from_config(config_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -148,87 +163,6 @@ def summary_line(stats: Mapping[str, Any]) -> str:
 def read_stats(path: Path = STATS_FILE) -> dict[str, Any]:
     """The strategies' last stats snapshot ({} before the first one is written)."""
     return _read_json(path)
-
-
-# --- subprocesses ----------------------------------------------------------------------------
-
-
-@dataclass
-class ManagedProcess:
-    """A server subprocess with its log file."""
-
-    name: str
-    process: asyncio.subprocess.Process
-    log_path: Path
-    log_file: IO[bytes]
-
-    @property
-    def running(self) -> bool:
-        return self.process.returncode is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    async def stop(self, grace: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), grace)
-            except TimeoutError:
-                log.warning("[LAUNCHER] %s did not stop within %.0fs; killing it", self.name, grace)
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
-                await self.process.wait()
-        self.log_file.close()
-        return self.process.returncode
-
-
-def _open_log(log_dir: Path, name: str) -> tuple[Path, IO[bytes]]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
-    return log_path, open(log_path, "wb")  # closed by ManagedProcess.stop
-
-
-async def start_process(name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR) -> ManagedProcess:
-    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated: this run only)."""
-    log_path, log_file = _open_log(log_dir, name)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        module,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=log_file,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        # Own session: the terminal's Ctrl-C reaches only the launcher, which stops children in order.
-        start_new_session=True,
-    )
-    return ManagedProcess(name, process, log_path, log_file)
-
-
-async def wait_ready(proc: ManagedProcess, address: str, within: float = READY_TIMEOUT) -> str | None:
-    """None once ``proc`` serves on ``address``; else why not (it exited, or timed out)."""
-    serving = asyncio.create_task(wait_serving(address, within))
-    exited = asyncio.create_task(proc.process.wait())
-    try:
-        await asyncio.wait({serving, exited}, return_when=asyncio.FIRST_COMPLETED)
-        if serving.done():
-            exc = serving.exception()
-            return None if exc is None else f"{proc.name} not SERVING at {address} within {within:g}s"
-        return f"{proc.name} exited with code {proc.process.returncode} before serving"
-    finally:
-        for task in (serving, exited):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await task
 
 
 # --- status table ----------------------------------------------------------------------------
@@ -344,12 +278,6 @@ def _forget_stats() -> None:
 # --- the mesh --------------------------------------------------------------------------------
 
 
-async def _stop_all(procs: Sequence[ManagedProcess]) -> None:
-    for proc in procs:  # already in stop order: strategies, ops, engine
-        code = await proc.stop()
-        log.info("[LAUNCHER] %s stopped with code %s", proc.name, code)
-
-
 async def run_mesh(
     config_dir: str | os.PathLike[str],
     duration: float,
@@ -357,12 +285,18 @@ async def run_mesh(
     *,
     console: Console | None = None,
     status_interval: float = STATUS_INTERVAL,
+    restart: bool = True,
+    max_restarts: int = MAX_RESTARTS,
 ) -> int:
     """Run engine, ops and (optionally) the strategies until ``duration`` seconds pass (0 = Ctrl-C).
 
+    Args:
+        restart: restart a child that dies (backoff, at most ``max_restarts`` times each); False stops everything.
+
     Returns:
-        0 on a clean run; 1 when a service failed to start or died while running; 2 when another mesh
-        holds the state directories or the ports (checked before any log or stats file is touched).
+        0 on a clean run; 1 when a service failed to start, or died (past the restart limit, or with restart off);
+        2 when another mesh holds the state directories or the ports (checked before any log or stats file is
+        touched).
     """
     console = console or Console()
     root = Path(config_dir)
@@ -381,8 +315,15 @@ async def run_mesh(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    engine = await start_process("engine", "engine_server", ["--config", str(root / "engine.json")])
-    ops = await start_process("ops", "ops_server", ["--config", str(root / "ops.json")])
+    specs = {
+        "engine": ChildSpec("engine", "engine_server", ("--config", str(root / "engine.json")), endpoints.engine),
+        "ops": ChildSpec("ops", "ops_server", ("--config", str(root / "ops.json")), endpoints.ops),
+        "strategies": ChildSpec(
+            "strategies", "strategies", ("--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE))
+        ),
+    }
+    engine = await start_process("engine", "engine_server", specs["engine"].args)
+    ops = await start_process("ops", "ops_server", specs["ops"].args)
     procs = [ops, engine]  # stop order
     failures = await asyncio.gather(wait_ready(engine, endpoints.engine), wait_ready(ops, endpoints.ops))
     for proc, failure in zip((engine, ops), failures, strict=True):
@@ -390,42 +331,49 @@ async def run_mesh(
             print(f"error: {failure}; last lines of {proc.log_path}:", file=sys.stderr)
             print(proc.log_tail(), file=sys.stderr, flush=True)
     if any(failures):
-        await _stop_all(procs)
+        await stop_all(procs)
         return 1
 
     if with_strategies:
-        strategies = await start_process(
-            "strategies",
-            "strategies",
-            ["--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE)],
-        )
+        strategies = await start_process("strategies", "strategies", specs["strategies"].args)
         procs.insert(0, strategies)
     print(ready_line(endpoints), flush=True)
 
     exit_code = 0
     deadline = time.monotonic() + duration if duration > 0 else None
-    client = OpsClient(endpoints.ops, strategy_token=token, timeout=2.0)
+    # The status table shows every model: read with the operator's token when the config has one.
+    client = OpsClient(
+        endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root / "ops.json"), timeout=2.0
+    )
+    supervisor = Supervisor(procs, specs, max_restarts)
+    next_status = time.monotonic() + status_interval
     try:
         while not stop.is_set():
-            wait = status_interval
+            wait = next_status - time.monotonic()
             if deadline is not None:
                 wait = min(wait, deadline - time.monotonic())
-                if wait <= 0:
+                if deadline - time.monotonic() <= 0:
                     break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
-            dead = [p for p in procs if not p.running]
+            dead = await supervisor.wait_for_death(stop, wait)
+            if stop.is_set():
+                break
             if dead:
                 for proc in dead:
                     print(f"error: {proc.name} exited with code {proc.process.returncode}; last lines:", flush=True)
                     print(proc.log_tail(), flush=True)
-                exit_code = 1
-                break
+                    log.error("[LAUNCHER] %s exited with code %s", proc.name, proc.process.returncode)
+                if not restart or not all([await supervisor.restart(proc, stop) for proc in dead]):
+                    exit_code = 1
+                    break
+                continue
+            if time.monotonic() < next_status:
+                continue
+            next_status = time.monotonic() + status_interval
             if not stop.is_set():
                 print_status(console, await fetch_ops_view(client), read_stats())
     finally:
         await client.close()
-        await _stop_all(procs)
+        await stop_all(supervisor.procs)
 
     stats = read_stats()
     totals = stats.get("totals") or {}

@@ -1,16 +1,14 @@
 """Async Python SDK for the mesh: ``OpsClient``, ``OpsAdminClient``, ``EngineClient`` and ``wait_serving``.
 
-Every unary method translates ``grpc.aio.AioRpcError`` into :class:`MeshRpcError` at this
-boundary, carrying the gRPC status code, the message and, when the server attached one, the
-structured :class:`ErrorDetail` (kind, stable code, details map).
+Every method translates ``grpc.aio.AioRpcError`` into :class:`~clients.errors.MeshRpcError` at this boundary
+(:mod:`clients.errors`), carrying the gRPC status code, the message and, when the server attached one, the
+structured ``ErrorDetail`` (kind, stable code, details map).
 
-    Exception
-    └── MeshRpcError        a call failed: .code (grpc.StatusCode), .message, .detail
-
-Streams: ``OpsClient.stream_signals`` returns the raw bidi call (write frames with
-``await call.write(...)``, read with ``async for``); wrap its errors with
-``MeshRpcError.from_rpc_error``. ``EngineClient.stream_quotes`` is an async iterator that
-raises MeshRpcError itself.
+Streams: ``OpsClient.stream_signals`` returns a :class:`~clients.signal_stream.SignalStream` (write frames with
+``await stream.write(...)``, read with ``async for``); its failures raise ``MeshRpcError`` too. A producer that
+queues frames for one writer task gets them coalesced with :class:`FrameCoalescer`: whatever is queued leaves
+as one frame (up to the frame limit) and a frame never waits for more when the queue is empty (no timer).
+``EngineClient.stream_quotes`` is an async iterator that raises MeshRpcError itself.
 
 Example::
 
@@ -25,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -33,57 +31,33 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.errors import MeshRpcError, call
+from clients.signal_stream import MAX_SIGNALS_PER_FRAME, FrameCoalescer, SignalStream
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, ENGINE_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
 from nautilus_mesh.serving import CHANNEL_OPTIONS
-from nautilus_mesh.status import from_rpc_error
 
-__all__ = ["DEFAULT_TIMEOUT", "EngineClient", "MeshRpcError", "OpsAdminClient", "OpsClient", "wait_serving"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "MAX_SIGNALS_PER_FRAME",
+    "EngineClient",
+    "FrameCoalescer",
+    "MeshRpcError",
+    "OpsAdminClient",
+    "OpsClient",
+    "SignalStream",
+    "wait_serving",
+]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
 
+"""Signals per request frame the SDK builds at most; ops refuses frames above its own bound (1000 by default)."""
+
 ResponseT = TypeVar("ResponseT", bound=Message)
 Metadata = tuple[tuple[str, str], ...]
-
-
-class MeshRpcError(Exception):
-    """A mesh RPC failed.
-
-    Attributes:
-        code: the gRPC status code.
-        message: the server's (or transport's) status message.
-        detail: the structured ErrorDetail from the rich status, when the server sent one.
-    """
-
-    def __init__(self, code: grpc.StatusCode, message: str, detail: common_pb2.ErrorDetail | None = None) -> None:
-        super().__init__(f"{code.name}: {message}")
-        self.code = code
-        self.message = message
-        self.detail = detail
-
-    @classmethod
-    def from_rpc_error(cls, exc: grpc.aio.AioRpcError) -> MeshRpcError:
-        """Translate a failed grpc.aio call."""
-        try:
-            detail = from_rpc_error(exc)
-        except Exception:  # a malformed rich status must not hide the status code itself
-            detail = None
-        return cls(exc.code(), exc.details() or "", detail)
-
-    @property
-    def unreachable(self) -> bool:
-        """True when the server could not be reached at all (as opposed to refusing the call)."""
-        return self.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and self.detail is None
-
-
-async def _call(coro: Awaitable[ResponseT]) -> ResponseT:
-    try:
-        return await coro
-    except grpc.aio.AioRpcError as exc:
-        raise MeshRpcError.from_rpc_error(exc) from None
 
 
 class _Client:
@@ -142,72 +116,77 @@ class OpsClient(_Client):
         super().__init__(address, tuple(metadata), timeout)
         self._stub = ops_pb2_grpc.OpsServiceStub(self._channel)
 
-    def stream_signals(self) -> grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]:
+    def stream_signals(self) -> SignalStream:
         """Open the bidi signal stream (no deadline: it is long-lived)."""
-        return self._stub.StreamSignals(None, metadata=self._metadata)
+        return SignalStream(self._stub.StreamSignals(None, metadata=self._metadata))
 
     async def submit_signal(self, signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
         """Submit one signal; a rejection raises MeshRpcError with the rejection detail."""
         request = ops_pb2.SubmitSignalRequest(signal=signal)
-        response = await _call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
         return response.decision
+
+    async def get_stream_limits(self) -> ops_pb2.GetStreamLimitsResponse:
+        """The bounds ops holds ``StreamSignals`` to (signals per frame): size frames by them."""
+        request = ops_pb2.GetStreamLimitsRequest()
+        return await call(self._stub.GetStreamLimits(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_positions(self, model_id: str = "") -> list[ops_pb2.Position]:
         """Positions per model and instrument (one model when ``model_id`` is given)."""
         request = ops_pb2.GetPositionsRequest(model_id=model_id)
-        response = await _call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.positions)
 
     async def list_models(self, strategy_id: str = "") -> list[ops_pb2.ModelInfo]:
         """Models in the registry with their routing (one strategy when given)."""
         request = ops_pb2.ListModelsRequest(strategy_id=strategy_id)
-        response = await _call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.models)
 
     async def get_allocations(self) -> ops_pb2.GetAllocationsResponse:
         """Capital allocation per strategy, total capital and the last allocation reason."""
         request = ops_pb2.GetAllocationsRequest()
-        return await _call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_model_quota(self, model_id: str) -> ops_pb2.GetModelQuotaResponse:
         """A model's quota, used and available capital."""
         request = ops_pb2.GetModelQuotaRequest(model_id=model_id)
-        return await _call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_model_stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
         """Performance per model and per strategy."""
         request = ops_pb2.GetModelStatsRequest(model_id=model_id)
-        return await _call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
 
     async def list_orders(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> ops_pb2.ListOrdersResponse:
         """One page of orders, newest first."""
         request = ops_pb2.ListOrdersRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await _call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
 
     async def list_fills(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> ops_pb2.ListFillsResponse:
         """One page of fills, newest first."""
         request = ops_pb2.ListFillsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await _call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_canary_status(self, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
         """Canary state of each strategy that has a canary (one strategy when given)."""
         request = ops_pb2.GetCanaryStatusRequest(strategy_id=strategy_id)
-        response = await _call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.canaries)
 
     async def get_risk_limits(self) -> ops_pb2.GetRiskLimitsResponse:
         """The risk limits in force (``limits`` is the limits file as a protobuf Struct)."""
         request = ops_pb2.GetRiskLimitsRequest()
-        return await _call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_trading_state(self) -> ops_pb2.GetTradingStateResponse:
         """Global and per-model trading states and whether the kill switch is engaged."""
         request = ops_pb2.GetTradingStateRequest()
-        return await _call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
 
     async def watch_events(
         self, kinds: Sequence[str] = (), *, include_recent: bool = False
@@ -246,47 +225,52 @@ class OpsAdminClient(_Client):
         super().__init__(address, ((ADMIN_TOKEN_HEADER, admin_token),), timeout)
         self._stub = admin_pb2_grpc.OpsAdminServiceStub(self._channel)
 
+    async def get_health(self) -> admin_pb2.GetHealthResponse:
+        """Every health check of ops with status, detail and age, and their rollup."""
+        request = admin_pb2.GetHealthRequest()
+        return await call(self._stub.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+
     async def trigger_allocation(self, *, reason: str = "") -> admin_pb2.TriggerAllocationResponse:
         """Run a capital allocation cycle now, bypassing the cooldown; the answer says what it decided."""
         request = admin_pb2.TriggerAllocationRequest(reason=reason)
-        return await _call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
 
     async def set_routing_weights(
         self, strategy_id: str, weights: Mapping[str, float], *, reason: str = ""
     ) -> list[ops_pb2.ModelInfo]:
         """Set a strategy's routing weights (summing to 1); models not named get 0. Returns its models."""
         request = admin_pb2.SetRoutingWeightsRequest(strategy_id=strategy_id, weights=dict(weights), reason=reason)
-        response = await _call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.models)
 
     async def promote_canary(self, strategy_id: str, *, reason: str, to_full: bool = False) -> ops_pb2.CanaryStatus:
         """Promote a strategy's canary one step, or straight to 100% with ``to_full``."""
         request = admin_pb2.PromoteCanaryRequest(strategy_id=strategy_id, to_full=to_full, reason=reason)
-        response = await _call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def rollback_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
         """Roll a canary back: canary 0%, stable 100%."""
         request = admin_pb2.RollbackCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def pause_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
         """Hold a canary at its current weight."""
         request = admin_pb2.PauseCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def resume_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
         """Resume a paused canary."""
         request = admin_pb2.ResumeCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def confirm_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
         """Confirm the step to 100% when the confirmation gate holds the canary."""
         request = admin_pb2.ConfirmCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await _call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
         return response.status
 
     async def set_trading_state(
@@ -294,23 +278,23 @@ class OpsAdminClient(_Client):
     ) -> admin_pb2.SetTradingStateResponse:
         """Set one model's trading state, or the global one when ``model_id`` is empty."""
         request = admin_pb2.SetTradingStateRequest(model_id=model_id, state=state, reason=reason)
-        return await _call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
 
     async def engage_kill_switch(self, *, reason: str = "") -> admin_pb2.EngageKillSwitchResponse:
         """Halt everything and cancel every resting order at the engine."""
         request = admin_pb2.EngageKillSwitchRequest(reason=reason)
-        return await _call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
 
     async def release_kill_switch(self, *, reason: str) -> common_pb2.TradingState.ValueType:
         """Release the kill switch; returns the global trading state after the release."""
         request = admin_pb2.ReleaseKillSwitchRequest(reason=reason)
-        response = await _call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
         return response.global_state
 
     async def reload_config(self, target: admin_pb2.ConfigTarget.ValueType) -> str:
         """Reload one config file; a bad file is refused and the previous config stays. Returns the server's note."""
         request = admin_pb2.ReloadConfigRequest(target=target)
-        response = await _call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
         return response.message
 
 
@@ -331,10 +315,15 @@ class EngineClient(_Client):
         self._engine = engine_pb2_grpc.EngineServiceStub(self._channel)
         self._market = engine_pb2_grpc.MarketDataServiceStub(self._channel)
 
+    async def get_health(self) -> engine_pb2.GetHealthResponse:
+        """Every health check of the engine and their rollup (needs the engine token)."""
+        request = engine_pb2.GetHealthRequest()
+        return await call(self._engine.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+
     async def list_venues(self) -> list[engine_pb2.VenueInfo]:
         """Venues with their status and instrument specs."""
         request = engine_pb2.ListVenuesRequest()
-        response = await _call(self._engine.ListVenues(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._engine.ListVenues(request, metadata=self._metadata, timeout=self.timeout))
         return list(response.venues)
 
     async def list_executions(
@@ -342,23 +331,23 @@ class EngineClient(_Client):
     ) -> engine_pb2.ListExecutionsResponse:
         """One page of execution reports with seq > ``since_seq``."""
         request = engine_pb2.ListExecutionsRequest(since_seq=since_seq, page_size=page_size, page_token=page_token)
-        return await _call(self._engine.ListExecutions(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._engine.ListExecutions(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_order(self, client_order_id: str) -> engine_pb2.Order:
         """One order by client order id."""
         request = engine_pb2.GetOrderRequest(client_order_id=client_order_id)
-        response = await _call(self._engine.GetOrder(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._engine.GetOrder(request, metadata=self._metadata, timeout=self.timeout))
         return response.order
 
     async def cancel_all_orders(self, *, venue: str = "", model_id: str = "") -> engine_pb2.CancelAllOrdersResponse:
         """Cancel every resting order (optionally one venue's or one model's)."""
         request = engine_pb2.CancelAllOrdersRequest(venue=venue, model_id=model_id)
-        return await _call(self._engine.CancelAllOrders(request, metadata=self._metadata, timeout=self.timeout))
+        return await call(self._engine.CancelAllOrders(request, metadata=self._metadata, timeout=self.timeout))
 
     async def get_quote(self, instrument: str) -> common_pb2.Quote:
         """The current quote of one instrument."""
         request = engine_pb2.GetQuoteRequest(instrument=instrument)
-        response = await _call(self._market.GetQuote(request, metadata=self._metadata, timeout=self.timeout))
+        response = await call(self._market.GetQuote(request, metadata=self._metadata, timeout=self.timeout))
         return response.quote
 
     async def stream_quotes(self, instruments: Sequence[str] = ()) -> AsyncIterator[engine_pb2.StreamQuotesResponse]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 
@@ -26,10 +26,16 @@ class EngineConfig(StrictModel):
     ops_token: Secret = pydantic.Field("", repr=False)
     """The token ops must present as ``x-engine-token``: plain, ``sha256:<hex>``, ``env:NAME`` or ``file:PATH``;
     empty closes order entry entirely."""
-    journal_path: Path | None = Path("var/engine/journal.jsonl")
-    """Execution journal (replayed on start); None keeps the ledger in memory only."""
-    journal_fsync: bool = True
-    """fsync each journal append (survives power loss, not only a process crash)."""
+    journal_path: Path | None = Path("var/engine/journal.bin")
+    """Binary execution journal (replayed on start); None keeps the ledger in memory only. A JSONL journal
+    from an earlier version at this path is migrated once (the original is kept as ``<name>.migrated``)."""
+    journal_fsync: Literal["never", "batch", "always"] | bool = "batch"
+    """``never``: one write per commands frame (survives a process crash, not power loss); ``batch``: plus
+    one fsync per frame (survives power loss); ``always``: an fsync per record. true/false mean batch/never."""
+    order_retention: int = pydantic.Field(20_000, ge=0)
+    """Finished orders kept in memory (count); older ones are answered from the journal."""
+    dedupe_window: int = pydantic.Field(200_000, ge=0)
+    """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory."""
     tick_interval_ms: float = pydantic.Field(100.0, gt=0)
     """How often the venues' markets advance (market maker requotes, resting orders may fill)."""
     venues: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: list(DEFAULT_VENUES))

@@ -1,6 +1,13 @@
-"""The engine service's Prometheus metrics (one registry per engine instance)."""
+"""The engine service's Prometheus metrics (one registry per engine instance).
+
+Labelled children on the order path are bound once per label set and kept (``labels()`` costs a
+lock and a tuple per call): :meth:`EngineMetrics.order_counter`, :meth:`EngineMetrics.report_counter`,
+:meth:`EngineMetrics.fill_counter`.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -8,7 +15,10 @@ from nautilus_mesh.telemetry import LATENCY_BUCKETS
 
 
 class EngineMetrics:
+    """The engine's metrics and their pre-bound children."""
+
     def __init__(self) -> None:
+        self._children: dict[tuple[str, ...], Any] = {}
         r = self.registry = CollectorRegistry()
         self.orders_received = Counter("engine_orders_total", "New orders received, by venue.", ["venue"], registry=r)
         self.reports = Counter(
@@ -23,6 +33,9 @@ class EngineMetrics:
         )
         self.sessions = Gauge("engine_order_sessions", "Open order stream sessions.", registry=r)
         self.last_seq = Gauge("engine_last_seq", "Sequence number of the newest execution report.", registry=r)
+        self.orders_in_memory = Gauge(
+            "engine_orders_in_memory", "Orders held in memory (open plus the retention window).", registry=r
+        )
         self.frame_latency = Histogram(
             "engine_frame_latency_seconds",
             "Time to execute one frame of order commands.",
@@ -30,3 +43,33 @@ class EngineMetrics:
             registry=r,
         )
         self.quote_subscribers = Gauge("engine_quote_subscribers", "Open StreamQuotes subscriptions.", registry=r)
+        self.component_up = Gauge(
+            "component_up",
+            "1 while an engine health check is healthy (venue:<name>, quotes, ...).",
+            ["component"],
+            registry=r,
+        )
+
+    def order_counter(self, venue: str) -> Any:
+        """``engine_orders_total{venue}``, bound once."""
+        key = ("orders", venue)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.orders_received.labels(venue)
+        return child
+
+    def report_counter(self, venue: str, exec_type: str) -> Any:
+        """``execution_reports_total{venue,exec_type}``, bound once."""
+        key = ("reports", venue, exec_type)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.reports.labels(venue, exec_type)
+        return child
+
+    def fill_counter(self, venue: str) -> Any:
+        """``engine_fills_total{venue}``, bound once."""
+        key = ("fills", venue)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.fills.labels(venue)
+        return child

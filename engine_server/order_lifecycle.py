@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
 from engine_server.venues.base import ZERO, ExecType, OrderRequest, VenueEvent
-from nautilus_mesh.errors import MeshError
+from nautilus_mesh.errors import MeshError, VenueRejectedError
 
 PRICE_QUANTUM = Decimal("0.00000001")
 
@@ -77,6 +77,18 @@ class IllegalTransitionError(MeshError):
         super().__init__("ILLEGAL_TRANSITION", message, details)
 
 
+def cancel_reject(order: Order) -> VenueRejectedError:
+    """The answer to a cancel of a finished order: ``TOO_LATE_TO_CANCEL`` once it is filled, ``ORDER_ALREADY_DONE``
+    once cancelled, rejected or expired (``details`` carry its status and filled quantity)."""
+    status = order.status.value
+    return VenueRejectedError(
+        "TOO_LATE_TO_CANCEL" if order.status is OrderStatus.FILLED else "ORDER_ALREADY_DONE",
+        f"order {order.client_order_id!r} is already {status}: nothing left to cancel",
+        {"client_order_id": order.client_order_id, "status": status, "filled_qty": order.filled_qty},
+        rail="cancel",
+    )
+
+
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
     """True when ``current -> target`` is in the transition table."""
     return target in ALLOWED_TRANSITIONS[current]
@@ -125,6 +137,15 @@ class Order:
     def leaves_qty(self) -> Decimal:
         """Quantity still working at the venue (0 once terminal)."""
         return ZERO if self.is_terminal else self.request.quantity - self.filled_qty
+
+    def matches(self, session_id: str | None, model_id: str | None, venue: str | None) -> bool:
+        """True when the order belongs to each filter given (None matches anything)."""
+        req = self.request
+        return (
+            (session_id is None or req.session_id == session_id)
+            and (model_id is None or req.model_id == model_id)
+            and (venue is None or self.venue == venue)
+        )
 
     @property
     def is_terminal(self) -> bool:

@@ -8,157 +8,69 @@ Guarantees:
 
 - **Idempotent submit.** A repeated ``client_order_id`` (including one that was rejected) is never
   executed again; the call returns every report of the existing order. Ids are "burned" once used,
-  as FIX ClOrdIDs are.
+  as FIX ClOrdIDs are. Finished orders leave memory after a retention window (``retention``
+  finished orders); a repeat of an id that left memory but is within the last ``dedupe_window``
+  orders is recognised by a fingerprint and answered from the journal. An id older than both
+  windows (and every id when there is no journal) is no longer recognised: ops never re-sends an
+  order that old (its own duplicate window is 200,000 signals).
 - **Never overfilled.** Each event passes through :meth:`Order.apply`; an illegal or overfilling
   event is logged as an anomaly, counted, and dropped instead of reaching ops.
-- **Durable before visible.** With a journal, every call appends its records with one fsync'ed
-  ``append_many`` before it returns the reports. On construction the journal is replayed, so ``seq``,
-  orders and deduplication survive ``kill -9``.
-- **Restart semantics.** Venue books are in memory and are not restored. Orders still open in the
-  replayed journal are therefore reported CANCELED with reason ``ENGINE_RESTART`` (new seqs, journaled)
-  during construction; they are also available as :attr:`OrderManager.restart_reports`.
+- **Durable before visible (group commit).** With a journal, every order and report is appended to
+  the binary journal (:mod:`nautilus_mesh.journal`) and committed, with one write and, under the
+  ``batch`` fsync policy, one fsync, before the call returns its reports. Inside :meth:`frame`
+  the commit waits for the end of the frame: the engine service runs one commands frame in one
+  ``frame()`` and sends its reports after it, so a frame costs one write. On construction the
+  journal is replayed, so ``seq``, orders and deduplication survive ``kill -9``.
+- **Restart semantics** (:mod:`engine_server.ledger_recovery`). Venue books are in memory and are not restored:
+  orders still open in the replayed journal are reported CANCELED (``ENGINE_RESTART``, new seqs, journaled), also
+  in :attr:`OrderManager.restart_reports`. A JSONL journal (before the binary format) is migrated once on start.
 
 Not thread-safe: call it from one thread (the engine's event loop).
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
 import itertools
 import logging
+import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
-from engine_server.order_lifecycle import IllegalTransitionError, Order, OrderStatus
+from engine_server.execution_report import (
+    JOURNAL_SCHEMA,
+    ORDER_TAG,
+    REPORT_TAG,
+    Report,
+    order_record,
+    report_from_pb,
+    report_pb,
+    request_from_pb,
+)
+from engine_server.ledger_recovery import migrate_if_needed, order_from_journal, restart_events
+from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order, cancel_reject
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
-    ZERO,
     ExecType,
     OrderRequest,
-    OrderType,
-    Side,
-    TimeInForce,
     VenueAdapter,
     VenueEvent,
     rejected_event,
 )
+from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
-from nautilus_mesh.files import JsonlWriter, read_jsonl
+from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter, fsync_policy
 
 log = logging.getLogger(__name__)
 
+_NO_DETAILS: Mapping[str, str] = {}
 MAX_LIST_LIMIT = 5000
-
-
-@dataclass(frozen=True, slots=True)
-class Report:
-    """An execution report: a venue event plus the ledger's sequence number and the order's identity."""
-
-    seq: int
-    exec_id: str
-    venue: str
-    client_order_id: str
-    venue_order_id: str
-    model_id: str
-    account: str
-    session_id: str
-    symbol: str
-    side: Side
-    exec_type: ExecType
-    order_status: OrderStatus
-    last_qty: Decimal
-    last_price: Decimal
-    cum_qty: Decimal
-    leaves_qty: Decimal
-    avg_price: Decimal
-    fee: Decimal
-    liquidity: str
-    reason_code: str
-    reason_text: str
-    ts_ns: int
-    trace: Mapping[str, str] = field(default_factory=dict)
-    reason_details: Mapping[str, str] = field(default_factory=dict)
-    """Structured details of a rejection (e.g. requested and maximum), empty otherwise."""
-
-    def to_event(self) -> VenueEvent:
-        """The venue event this report was made from."""
-        return VenueEvent(
-            exec_type=self.exec_type,
-            client_order_id=self.client_order_id,
-            venue_order_id=self.venue_order_id,
-            symbol=self.symbol,
-            side=self.side,
-            last_qty=self.last_qty,
-            last_price=self.last_price,
-            cum_qty=self.cum_qty,
-            leaves_qty=self.leaves_qty,
-            avg_price=self.avg_price,
-            fee=self.fee,
-            liquidity=self.liquidity,
-            reason_code=self.reason_code,
-            reason_text=self.reason_text,
-            ts_ns=self.ts_ns,
-        )
-
-    def to_record(self) -> dict[str, Any]:
-        """A JSON-ready dict (decimals become strings when written)."""
-        record = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        record["trace"] = dict(self.trace)
-        record["reason_details"] = dict(self.reason_details)
-        return record
-
-    @classmethod
-    def from_record(cls, rec: Mapping[str, Any]) -> Report:
-        """Rebuild a report from :meth:`to_record` output read back from JSON."""
-        decimals = ("last_qty", "last_price", "cum_qty", "leaves_qty", "avg_price", "fee")
-        values: dict[str, Any] = {name: rec[name] for name in cls.__dataclass_fields__ if name in rec}
-        for name in decimals:
-            values[name] = Decimal(str(rec[name]))
-        values["side"] = Side(rec["side"])
-        values["exec_type"] = ExecType(rec["exec_type"])
-        values["order_status"] = OrderStatus(rec["order_status"])
-        values["seq"] = int(rec["seq"])
-        values["ts_ns"] = int(rec["ts_ns"])
-        return cls(**values)
-
-
-def request_to_record(req: OrderRequest) -> dict[str, Any]:
-    """A JSON-ready dict of an order request."""
-    return {
-        "client_order_id": req.client_order_id,
-        "session_id": req.session_id,
-        "account": req.account,
-        "model_id": req.model_id,
-        "symbol": req.symbol,
-        "side": req.side,
-        "order_type": req.order_type,
-        "time_in_force": req.time_in_force,
-        "quantity": req.quantity,
-        "limit_price": req.limit_price,
-        "trace": dict(req.trace),
-    }
-
-
-def request_from_record(rec: Mapping[str, Any]) -> OrderRequest:
-    """Rebuild an order request from :func:`request_to_record` output."""
-    price = rec.get("limit_price")
-    return OrderRequest(
-        client_order_id=str(rec["client_order_id"]),
-        session_id=str(rec["session_id"]),
-        account=str(rec["account"]),
-        model_id=str(rec["model_id"]),
-        symbol=str(rec["symbol"]),
-        side=Side(rec["side"]),
-        order_type=OrderType(rec["order_type"]),
-        time_in_force=TimeInForce(rec["time_in_force"]),
-        quantity=Decimal(str(rec["quantity"])),
-        limit_price=None if price is None else Decimal(str(price)),
-        trace={str(k): str(v) for k, v in dict(rec.get("trace") or {}).items()},
-    )
+JOURNAL_INDEX_EVERY = 1000
+"""One (seq, journal offset) pair is kept per this many reports, so old ranges are read from near their start."""
+__all__ = ["MAX_LIST_LIMIT", "OrderManager", "Report"]
 
 
 class OrderManager:
@@ -168,10 +80,14 @@ class OrderManager:
         venues: Venue adapters by name.
         rails: Rails per venue name, or one ``VenueRails`` for every venue. A venue without rails gets
             a default (no limits, cancel-on-disconnect on).
-        journal_path: JSONL journal; replayed on construction, appended (fsync) before every return.
+        journal_path: Binary journal; replayed on construction, committed before reports are returned.
         clock: Wall clock in ns (injected in tests).
         history_limit: Reports kept in memory for ``list_executions``; older ones are read from the journal.
-        journal_fsync: fsync every append (survives power loss); False still survives a process crash.
+        journal_fsync: ``never``, ``batch`` (one fsync per commit) or ``always``; see
+            :mod:`nautilus_mesh.journal`. ``True``/``False`` mean ``batch``/``never``.
+        retention: Finished orders (and their reports) kept in memory; older ones leave memory.
+        dedupe_window: Orders whose ids are still recognised as duplicates after leaving memory
+            (a fingerprint each, about 100 bytes), answered from the journal.
     """
 
     def __init__(
@@ -181,8 +97,10 @@ class OrderManager:
         journal_path: Path | None = None,
         clock: Callable[[], int] = time.time_ns,
         *,
-        history_limit: int = 200_000,
-        journal_fsync: bool = True,
+        history_limit: int = 50_000,
+        journal_fsync: FsyncPolicy | bool = "batch",
+        retention: int = 20_000,
+        dedupe_window: int = 200_000,
     ) -> None:
         self._venues = dict(venues)
         # Live venues advance before paper ones, so a paper venue copies the quotes of this same step.
@@ -197,15 +115,28 @@ class OrderManager:
         self._open: dict[str, Order] = {}
         self._order_reports: dict[str, list[Report]] = {}
         self._history: deque[Report] = deque(maxlen=max(1, history_limit))
+        self._retention = max(0, retention)
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        """Finished orders still in memory, oldest first."""
+        self._dedupe_window = max(0, dedupe_window)
+        self._forgotten: OrderedDict[int, None] = OrderedDict()
+        """Fingerprints (``hash``) of the ids of orders that left memory, oldest first."""
+        self._frame_depth = 0
+        self._seq_index: list[tuple[int, int]] = []
+        """Sparse (seq, journal offset) of reports, ascending: where to start reading an old range."""
         self._seq = 0
         self.anomalies = 0
         """Venue events dropped because they were illegal for their order (should stay 0)."""
         self._journal_path = journal_path
-        self._journal: JsonlWriter | None = None
+        self._journal: JournalWriter | None = None
         self.restart_reports: list[Report] = []
         if journal_path is not None:
-            self._replay(journal_path)
-            self._journal = JsonlWriter(journal_path, fsync=journal_fsync)
+            journal_path = Path(journal_path)
+            migrate_if_needed(journal_path)
+            reader = self._replay(journal_path)
+            self._journal = JournalWriter(
+                journal_path, JOURNAL_SCHEMA, fsync=fsync_policy(journal_fsync), replayed=reader
+            )
             self.restart_reports = self._cancel_after_restart()
 
     # ------------------------------------------------------------------ queries
@@ -220,23 +151,53 @@ class OrderManager:
         """The venue adapters by name."""
         return self._venues
 
-    def rails_for(self, venue: str) -> VenueRails | None:
-        """The rails guarding ``venue``, None for an unknown venue."""
-        return self._rails.get(venue)
-
     def get_order(self, client_order_id: str) -> Order | None:
-        """The order with this id, or None. The object is the ledger's own: read it, do not mutate it."""
-        return self._orders.get(client_order_id)
+        """The order with this id, or None. The object is the ledger's own: read it, do not mutate it.
+
+        An order that has left memory within the dedupe window is rebuilt from the journal.
+        """
+        order = self._orders.get(client_order_id)
+        if order is None and self._left_memory(client_order_id):
+            order = self._from_journal(client_order_id)[0]
+        return order
 
     def reports_for(self, client_order_id: str) -> list[Report]:
-        """Every report of one order, oldest first."""
-        return list(self._order_reports.get(client_order_id, ()))
+        """Every report of one order, oldest first (from the journal when it has left memory)."""
+        reports = self._order_reports.get(client_order_id)
+        if reports is not None:
+            return list(reports)
+        if client_order_id not in self._orders and self._left_memory(client_order_id):
+            return self._from_journal(client_order_id)[1]
+        return []
+
+    def _left_memory(self, client_order_id: str) -> bool:
+        """The id may belong to an order that left memory (a fingerprint hit; the journal decides)."""
+        return self._journal_path is not None and bool(self._forgotten) and hash(client_order_id) in self._forgotten
+
+    @property
+    def orders_in_memory(self) -> int:
+        """Orders held in memory (open ones plus at most ``retention`` finished ones)."""
+        return len(self._orders)
+
+    @contextlib.contextmanager
+    def frame(self) -> Iterator[None]:
+        """Group the journal records of every call inside into one commit at the end (nestable).
+
+        Reports returned inside the frame are not yet durable: send them only after it ends.
+        """
+        self._frame_depth += 1
+        try:
+            yield
+        finally:
+            self._frame_depth -= 1
+            if self._frame_depth == 0 and self._journal is not None:
+                self._journal.commit()
 
     def open_orders(
         self, *, session_id: str | None = None, model_id: str | None = None, venue: str | None = None
     ) -> list[Order]:
         """Orders not yet terminal, optionally filtered, in submission order."""
-        return [o for o in self._open.values() if _matches(o, session_id, model_id, venue)]
+        return [o for o in self._open.values() if o.matches(session_id, model_id, venue)]
 
     def list_executions(self, since_seq: int, limit: int = 500) -> list[Report]:
         """Reports with ``seq > since_seq`` in ascending order, at most ``limit`` (capped at 5000).
@@ -259,12 +220,25 @@ class OrderManager:
                 f"reports before seq {first} are no longer held in memory",
                 {"since_seq": since_seq, "oldest_available": first - 1},
             )
+        if self._journal is not None:
+            self._journal.commit()
         out: list[Report] = []
-        for rec in read_jsonl(self._journal_path):
-            if rec.get("k") == "report" and int(rec["seq"]) > since_seq:
-                out.append(Report.from_record(rec))
-                if len(out) >= limit:
-                    break
+        sessions: dict[str, tuple[str, Mapping[str, str]]] = {}
+        at = bisect.bisect_right(self._seq_index, (since_seq + 1, sys.maxsize)) - 1
+        start = self._seq_index[at][1] if at >= 0 else 0
+        for record in JournalReader(self._journal_path, JOURNAL_SCHEMA).records(start):
+            message = record.message
+            if record.tag == ORDER_TAG:
+                assert isinstance(message, journal_pb2.OrderRecord)
+                req = request_from_pb(message)
+                sessions[req.client_order_id] = (req.session_id, req.trace)
+            elif record.tag == REPORT_TAG:
+                assert isinstance(message, engine_pb2.ExecutionReport)
+                if message.seq > since_seq:
+                    session, trace = sessions.get(message.client_order_id, ("", {}))
+                    out.append(report_from_pb(message, session, trace))
+                    if len(out) >= limit:
+                        break
         return out
 
     # ------------------------------------------------------------------ commands
@@ -283,16 +257,20 @@ class OrderManager:
         if not coid:
             raise ValidationError("INVALID_CLIENT_ORDER_ID", "client_order_id is required", field="client_order_id")
         if coid in self._orders:
-            previous = self.reports_for(coid)
+            previous = list(self._order_reports.get(coid, ()))
             log.info("[ORDER-MANAGER] duplicate client_order_id %s: returning %d reports", coid, len(previous))
             return previous
+        if self._left_memory(coid):
+            old, previous = self._from_journal(coid)
+            if old is not None:
+                log.info("[ORDER-MANAGER] duplicate client_order_id %s (journal): %d reports", coid, len(previous))
+                return previous
         now = self._clock()
         order = Order(coid, venue_name, req, created_ns=now, updated_ns=now)
         self._orders[coid] = order
         self._open[coid] = order
-        records: list[dict[str, Any]] = []
         if self._journal is not None:
-            records.append({"k": "order", "venue": venue_name, "created_ns": now, "request": request_to_record(req)})
+            self._journal.append(order_record(venue_name, req, now))
         details: dict[str, str] = {}
         venue = self._venues.get(venue_name)
         if venue is None:
@@ -309,42 +287,33 @@ class OrderManager:
             except Exception:
                 log.exception("[ORDER-MANAGER] venue %s failed on order %s", venue_name, coid)
                 events = [rejected_event(req, "VENUE_ERROR", f"venue {venue_name} failed to process the order", now)]
-        return self._record(events, records, {coid: details} if details else None)
+        return self._record(events, {coid: details} if details else None)
 
     def cancel(self, client_order_id: str) -> list[Report]:
         """Cancel one order.
 
         Raises:
             NotFoundError: ``ORDER_NOT_FOUND`` for an id the engine never saw.
-            VenueRejectedError: A cancel reject for a finished order: ``TOO_LATE_TO_CANCEL`` once it is filled,
-                ``ORDER_ALREADY_DONE`` once cancelled, rejected or expired (``details`` carry its status).
+            VenueRejectedError: The cancel reject of a finished order (:func:`cancel_reject`).
         """
-        order = self._orders.get(client_order_id)
-        if order is None:
-            raise NotFoundError(
-                "ORDER_NOT_FOUND", f"no order {client_order_id!r}", {"client_order_id": client_order_id}
-            )
+        coid = client_order_id
+        if (order := self._orders.get(coid)) is None:
+            raise NotFoundError("ORDER_NOT_FOUND", f"no order {coid!r}", {"client_order_id": coid})
         if order.is_terminal:
-            code = "TOO_LATE_TO_CANCEL" if order.status is OrderStatus.FILLED else "ORDER_ALREADY_DONE"
-            status = order.status.value
-            raise VenueRejectedError(
-                code,
-                f"order {client_order_id!r} is already {status}: nothing left to cancel",
-                {"client_order_id": client_order_id, "status": status, "filled_qty": order.filled_qty},
-                rail="cancel",
-            )
+            raise cancel_reject(order)
         venue = self._venues.get(order.venue)
         if venue is None:
             return []
-        return self._record(venue.cancel(client_order_id), [])
+        return self._record(venue.cancel(client_order_id))
 
     def cancel_all(
         self, session_id: str | None = None, model_id: str | None = None, venue: str | None = None
     ) -> list[Report]:
         """Cancel every open order matching all the given filters (all open orders when none is given)."""
         reports: list[Report] = []
-        for order in self.open_orders(session_id=session_id, model_id=model_id, venue=venue):
-            reports.extend(self.cancel(order.client_order_id))
+        with self.frame():
+            for order in self.open_orders(session_id=session_id, model_id=model_id, venue=venue):
+                reports.extend(self.cancel(order.client_order_id))
         if reports:
             log.info(
                 "[ORDER-MANAGER] cancel_all cancelled %d orders", sum(r.exec_type is ExecType.CANCELED for r in reports)
@@ -354,10 +323,11 @@ class OrderManager:
     def on_session_closed(self, session_id: str) -> list[Report]:
         """A session's order stream dropped: cancel its open orders on venues whose rails say cancel_on_disconnect."""
         reports: list[Report] = []
-        for order in self.open_orders(session_id=session_id):
-            rails = self._rails.get(order.venue)
-            if rails is not None and rails.cancel_on_disconnect:
-                reports.extend(self.cancel(order.client_order_id))
+        with self.frame():
+            for order in self.open_orders(session_id=session_id):
+                rails = self._rails.get(order.venue)
+                if rails is not None and rails.cancel_on_disconnect:
+                    reports.extend(self.cancel(order.client_order_id))
         for rails in self._rails.values():
             rails.forget_session(session_id)
         log.info("[ORDER-MANAGER] session %s closed: %d cancel reports", session_id, len(reports))
@@ -369,7 +339,7 @@ class OrderManager:
         events: list[VenueEvent] = []
         for venue in self._advance_order:
             events.extend(venue.advance(now))
-        return self._record(events, []) if events else []
+        return self._record(events) if events else []
 
     def close(self) -> None:
         """Close the journal."""
@@ -381,20 +351,19 @@ class OrderManager:
     def _record(
         self,
         events: Iterable[VenueEvent],
-        records: list[dict[str, Any]],
         details: Mapping[str, Mapping[str, str]] | None = None,
     ) -> list[Report]:
         reports: list[Report] = []
+        journal = self._journal
         for event in events:
-            report = self._apply(event, (details or {}).get(event.client_order_id, {}))
+            report = self._apply(event, details.get(event.client_order_id, _NO_DETAILS) if details else _NO_DETAILS)
             if report is not None:
                 reports.append(report)
-                if self._journal is not None:
-                    records.append({"k": "report", **report.to_record()})
-        if self._journal is not None and records:
-            self._journal.append_many(records)
-        for report in reports:
-            self._remember(report)
+                if journal is not None:
+                    self._index(report.seq, journal.append(report_pb(report)))
+                self._remember(report)
+        if journal is not None and self._frame_depth == 0:
+            journal.commit()
         return reports
 
     def _apply(self, event: VenueEvent, details: Mapping[str, str]) -> Report | None:
@@ -440,86 +409,91 @@ class OrderManager:
             reason_details=details,
         )
 
+    def _index(self, seq: int, offset: int) -> None:
+        index = self._seq_index
+        if not index or seq - index[-1][0] >= JOURNAL_INDEX_EVERY:
+            index.append((seq, offset))
+
     def _remember(self, report: Report) -> None:
         self._history.append(report)
-        self._order_reports.setdefault(report.client_order_id, []).append(report)
+        coid = report.client_order_id
+        reports = self._order_reports.get(coid)
+        if reports is None:
+            self._order_reports[coid] = [report]
+        else:
+            reports.append(report)
+        if report.order_status in TERMINAL_STATUSES:
+            self._finish(coid)
 
-    def _replay(self, path: Path) -> None:
+    def _finish(self, coid: str) -> None:
+        """An order is done: keep it for ``retention`` more finished orders, then only its fingerprint."""
+        finished = self._finished
+        finished[coid] = None
+        while len(finished) > self._retention:
+            old, _ = finished.popitem(last=False)
+            self._orders.pop(old, None)
+            self._order_reports.pop(old, None)
+            if self._dedupe_window:
+                self._forgotten[hash(old)] = None
+                if len(self._forgotten) > self._dedupe_window:
+                    self._forgotten.popitem(last=False)
+
+    def _from_journal(self, coid: str) -> tuple[Order | None, list[Report]]:
+        """An order that left memory, rebuilt from the journal with its reports (None when absent)."""
+        assert self._journal_path is not None
+        if self._journal is not None:
+            self._journal.commit()  # records of the current frame are part of the answer
+        return order_from_journal(self._journal_path, coid)
+
+    def _replay(self, path: Path) -> JournalReader:
         orders = reports = 0
-        for rec in read_jsonl(path):
-            kind = rec.get("k")
+        reader = JournalReader(path, JOURNAL_SCHEMA)
+        for record in reader.records():
+            message = record.message
             try:
-                if kind == "order":
-                    req = request_from_record(rec["request"])
-                    created = int(rec.get("created_ns", 0))
-                    order = Order(req.client_order_id, str(rec["venue"]), req, created_ns=created, updated_ns=created)
-                    self._orders[order.client_order_id] = order
-                    self._open[order.client_order_id] = order
+                if record.tag == ORDER_TAG:
+                    assert isinstance(message, journal_pb2.OrderRecord)
+                    req, created = request_from_pb(message), message.created_unix_nanos
+                    new = Order(req.client_order_id, message.order.venue, req, created_ns=created, updated_ns=created)
+                    self._orders[req.client_order_id] = self._open[req.client_order_id] = new
                     orders += 1
-                elif kind == "report":
-                    report = Report.from_record(rec)
-                    if report.seq <= self._seq:
-                        log.warning("[ORDER-MANAGER] journal seq %d out of order, skipped", report.seq)
-                        continue
-                    order = self._orders[report.client_order_id]
-                    order.apply(report.to_event())
-                    if order.is_terminal:
-                        self._open.pop(order.client_order_id, None)
-                    self._seq = report.seq
-                    self._remember(report)
-                    reports += 1
+                elif record.tag == REPORT_TAG:
+                    assert isinstance(message, engine_pb2.ExecutionReport)
+                    order = self._orders.get(message.client_order_id)
+                    if order is None:
+                        raise KeyError(message.client_order_id)
+                    req = order.request
+                    if self._replay_report(report_from_pb(message, req.session_id, req.trace)):
+                        self._index(message.seq, record.offset)
+                        reports += 1
             except (KeyError, ValueError, ArithmeticError, IllegalTransitionError) as exc:
-                log.error("[ORDER-MANAGER] unusable journal record skipped: %r", exc)
+                log.error("[ORDER-MANAGER] unusable journal record at offset %d skipped: %r", record.offset, exc)
         if orders or reports:
             log.info(
-                "[ORDER-MANAGER] journal %s replayed: %d orders, %d reports, last seq %d",
+                "[ORDER-MANAGER] journal %s replayed: %d orders, %d reports, last seq %d, %d orders kept in memory",
                 path,
                 orders,
                 reports,
                 self._seq,
+                len(self._orders),
             )
+        return reader
+
+    def _replay_report(self, report: Report) -> bool:
+        if report.seq <= self._seq:
+            log.warning("[ORDER-MANAGER] journal seq %d out of order, skipped", report.seq)
+            return False
+        order = self._orders[report.client_order_id]
+        order.apply(report.to_event())
+        if order.is_terminal:
+            self._open.pop(order.client_order_id, None)
+        self._seq = report.seq
+        self._remember(report)
+        return True
 
     def _cancel_after_restart(self) -> list[Report]:
-        now = self._clock()
-        events: list[VenueEvent] = []
-        for order in list(self._open.values()):
-            if order.status is OrderStatus.NEW:
-                # Crashed between journaling the order and its first report: it never reached a book we still have.
-                events.append(
-                    rejected_event(
-                        order.request, "ENGINE_RESTART", "engine restarted before the order was acknowledged", now
-                    )
-                )
-                continue
-            events.append(
-                VenueEvent(
-                    exec_type=ExecType.CANCELED,
-                    client_order_id=order.client_order_id,
-                    venue_order_id=order.venue_order_id,
-                    symbol=order.request.symbol,
-                    side=order.request.side,
-                    last_qty=ZERO,
-                    last_price=ZERO,
-                    cum_qty=order.filled_qty,
-                    leaves_qty=ZERO,
-                    avg_price=order.avg_price,
-                    fee=ZERO,
-                    liquidity="",
-                    reason_code="ENGINE_RESTART",
-                    reason_text="engine restarted; venue books are not restored",
-                    ts_ns=now,
-                )
-            )
-        reports = self._record(events, []) if events else []
+        events = restart_events(self._open.values(), self._clock())
+        reports = self._record(events) if events else []
         if reports:
             log.warning("[ORDER-MANAGER] %d orders open at restart reported CANCELED (ENGINE_RESTART)", len(reports))
         return reports
-
-
-def _matches(order: Order, session_id: str | None, model_id: str | None, venue: str | None) -> bool:
-    req = order.request
-    return (
-        (session_id is None or req.session_id == session_id)
-        and (model_id is None or req.model_id == model_id)
-        and (venue is None or order.venue == venue)
-    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Sequence
@@ -66,7 +67,14 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         name: VenueRails(VenueRailsConfig.from_mapping(rails_settings(config, name)), venue=name, on_reject=on_reject)
         for name in venues
     }
-    return OrderManager(venues, rails, config.journal_path, journal_fsync=config.journal_fsync)
+    return OrderManager(
+        venues,
+        rails,
+        config.journal_path,
+        journal_fsync=config.journal_fsync,
+        retention=config.order_retention,
+        dedupe_window=config.dedupe_window,
+    )
 
 
 class EngineServer:
@@ -142,7 +150,14 @@ class EngineServer:
         self.tracing.shutdown()
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""Cyclic GC thresholds of the engine process. The defaults (700, 10, 10) run a collection every few
+orders and a full one, which walks the retained orders and reports, every ~70,000 allocations: about
+13 us per order. The ledger makes few reference cycles, so collecting 30x less often costs little memory."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    gc.set_threshold(*GC_THRESHOLDS)
     return service_main(
         argv,
         prog="python -m engine_server",

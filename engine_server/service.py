@@ -18,120 +18,26 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 import grpc
 
+from engine_server import wire
+from engine_server.execution_report import report_pb
+from engine_server.health import EngineHealth
 from engine_server.metrics import EngineMetrics
-from engine_server.order_lifecycle import Order
 from engine_server.order_manager import OrderManager, Report
-from engine_server.venues.base import ExecType, OrderRequest, OrderType, Quote, Side, TimeInForce
+from engine_server.venues.base import ExecType, Quote
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
-from nautilus_mesh.decimals import fmt, parse_decimal
+from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, VenueRejectedError
+from nautilus_mesh.health import HEALTH_PB
+from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
 from nautilus_mesh.telemetry import Tracing, inject
 
 log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
-
-_SIDE = {common_pb2.SIDE_BUY: Side.BUY, common_pb2.SIDE_SELL: Side.SELL}
-_SIDE_PB = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
-_TYPE = {common_pb2.ORDER_TYPE_MARKET: OrderType.MARKET, common_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT}
-_TIF = {
-    common_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
-    common_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
-    common_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
-}
-_TYPE_PB = {v: k for k, v in _TYPE.items()}
-_TIF_PB = {v: k for k, v in _TIF.items()}
-DEFAULT_PAGE = 500
-# Reports that get a span of their own: the ones that change positions or end an order in error.
-TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
-MAX_PAGE = 5000
-
-
-def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> OrderRequest:
-    """Parse a NewOrder; raises ValidationError naming the field."""
-    for name, value, required in (
-        ("client_order_id", new.client_order_id, True),
-        ("instrument", new.instrument, True),
-        ("venue", new.venue, False),
-        ("account", new.account, False),
-        ("model_id", new.model_id, False),
-    ):
-        require_bounded(value, name, required=required)
-    if new.side not in _SIDE:
-        raise ValidationError("INVALID_SIDE", "side must be BUY or SELL", field="side")
-    if new.order_type not in _TYPE:
-        raise ValidationError("INVALID_ORDER_TYPE", "order_type must be MARKET or LIMIT", field="order_type")
-    if new.time_in_force not in _TIF and new.time_in_force != common_pb2.TIME_IN_FORCE_UNSPECIFIED:
-        raise ValidationError(
-            "INVALID_TIME_IN_FORCE", f"unknown time_in_force {new.time_in_force}", field="time_in_force"
-        )
-    tif = _TIF.get(new.time_in_force, TimeInForce.IOC if new.order_type == common_pb2.ORDER_TYPE_MARKET else None)
-    if tif is None:
-        raise ValidationError(
-            "INVALID_TIME_IN_FORCE", "time_in_force is required for LIMIT orders", field="time_in_force"
-        )
-    quantity = parse_decimal(new.quantity, "quantity", positive=True, code="INVALID_QUANTITY")
-    assert quantity is not None
-    limit = parse_decimal(new.limit_price, "limit_price", positive=True, allow_empty=True, code="INVALID_PRICE")
-    if new.order_type == common_pb2.ORDER_TYPE_LIMIT and limit is None:
-        raise ValidationError("MISSING_FIELD", "limit_price is required for LIMIT orders", field="limit_price")
-    if new.order_type == common_pb2.ORDER_TYPE_MARKET and limit is not None:
-        raise ValidationError("INVALID_FIELD", "limit_price must be empty for MARKET orders", field="limit_price")
-    return OrderRequest(
-        client_order_id=new.client_order_id,
-        session_id=session_id,
-        account=new.account or "default",
-        model_id=new.model_id,
-        symbol=new.instrument,
-        side=_SIDE[new.side],
-        order_type=_TYPE[new.order_type],
-        time_in_force=tif,
-        quantity=quantity,
-        limit_price=limit,
-        trace=trace,
-    )
-
-
-def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> None:
-    """A repeated ``client_order_id`` must name the same order (then the existing one is answered).
-
-    Raises:
-        ValidationError: ``CLIENT_ORDER_ID_REUSED`` when the id names an order with another venue, account,
-            model, instrument, side, type, time in force, quantity or limit price.
-    """
-    if previous is None:
-        return
-    old = previous.request
-    differs = [
-        name
-        for name, a, b in (
-            ("venue", previous.venue, venue),
-            ("account", old.account, request.account),
-            ("model_id", old.model_id, request.model_id),
-            ("instrument", old.symbol, request.symbol),
-            ("side", old.side, request.side),
-            ("order_type", old.order_type, request.order_type),
-            ("time_in_force", old.time_in_force, request.time_in_force),
-            ("quantity", old.quantity, request.quantity),
-            ("limit_price", old.limit_price, request.limit_price),
-        )
-        if a != b
-    ]
-    if differs:
-        raise ValidationError(
-            "CLIENT_ORDER_ID_REUSED",
-            f"client_order_id {request.client_order_id} already names another order (differs in {', '.join(differs)})",
-            {"differs": ",".join(differs)},
-            field="client_order_id",
-        )
-
-
-def _status_pb(status: str) -> int:
-    return int(engine_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}"))
 
 
 class EngineCore:
@@ -186,50 +92,29 @@ class EngineCore:
     # -- reports ---------------------------------------------------------------------------
 
     def to_pb(self, report: Report) -> engine_pb2.ExecutionReport:
-        pb = engine_pb2.ExecutionReport(
-            seq=report.seq,
-            exec_id=report.exec_id,
-            client_order_id=report.client_order_id,
-            venue_order_id=report.venue_order_id,
-            venue=report.venue,
-            model_id=report.model_id,
-            account=report.account,
-            instrument=report.symbol,
-            side=_SIDE_PB[report.side],
-            exec_type=engine_pb2.ExecType.Value(f"EXEC_TYPE_{report.exec_type.value}"),
-            order_status=_status_pb(report.order_status.value),  # type: ignore[arg-type]
-            last_qty=fmt(report.last_qty),
-            last_price=fmt(report.last_price),
-            cum_qty=fmt(report.cum_qty),
-            leaves_qty=fmt(report.leaves_qty),
-            avg_price=fmt(report.avg_price),
-            fee=fmt(report.fee),
-            liquidity=report.liquidity,
-            ts_unix_nanos=report.ts_ns,
-        )
-        if report.reason_code:
-            pb.error.CopyFrom(
-                common_pb2.ErrorDetail(
-                    kind="venue_rejected" if report.exec_type.value == "REJECTED" else "venue_event",
-                    code=report.reason_code,
-                    message=report.reason_text,
-                    details=dict(report.reason_details),
-                )
-            )
-        return pb
+        """The report's protobuf (built once per report, shared with the journal and queries)."""
+        return report_pb(report)
 
     def dispatch(self, reports: Sequence[Report]) -> None:
-        """Send reports to the sessions that own their orders (one frame per session)."""
+        """Send reports to the sessions that own their orders (one frame per session).
+
+        Call it only once the reports are journaled (after the manager's frame ended).
+        """
         frames: dict[str, list[engine_pb2.ExecutionReport]] = {}
+        metrics = self.metrics
+        tracing = self.tracing.provider is not None
+        counts: dict[tuple[str, ExecType], int] = {}
         for report in reports:
-            self.metrics.reports.labels(report.venue, report.exec_type.value).inc()
-            if report.last_qty > 0:
-                self.metrics.fills.labels(report.venue).inc()
-            pb = self.to_pb(report)
-            parent = common_pb2.TraceContext(
-                traceparent=report.trace.get("traceparent", ""), tracestate=report.trace.get("tracestate", "")
-            )
-            if report.exec_type in TRACED_EXEC_TYPES:
+            key = (report.venue, report.exec_type)
+            counts[key] = counts.get(key, 0) + 1
+            pb = report_pb(report)
+            trace = report.trace
+            traceparent = trace.get("traceparent", "")
+            frame = frames.get(report.session_id)
+            if frame is None:
+                frame = frames[report.session_id] = []
+            if tracing and report.exec_type in wire.TRACED_EXEC_TYPES and wire.sampled(traceparent):
+                parent = common_pb2.TraceContext(traceparent=traceparent, tracestate=trace.get("tracestate", ""))
                 attrs = {
                     "messaging.message.id": report.exec_id,
                     "nautilus.client_order_id": report.client_order_id,
@@ -237,11 +122,18 @@ class EngineCore:
                     "nautilus.exec_type": report.exec_type.value,
                 }
                 with self.tracing.produce("engine.report send", pb.trace, attrs, parent=parent):
-                    frames.setdefault(report.session_id, []).append(pb)
-            else:  # acks and cancels carry the order's context on: no span of their own (spans cost ~50 us)
-                pb.trace.CopyFrom(parent)
-                frames.setdefault(report.session_id, []).append(pb)
-        self.metrics.last_seq.set(self.manager.last_seq)
+                    frame.append(pb)
+            else:  # acks, cancels and unsampled orders carry the order's context on: no span (~50 us each)
+                if traceparent:
+                    pb.trace.traceparent = traceparent
+                    pb.trace.tracestate = trace.get("tracestate", "")
+                frame.append(pb)
+        for (venue, exec_type), n in counts.items():
+            metrics.report_counter(venue, exec_type.value).inc(n)
+            if exec_type in wire.FILL_EXEC_TYPES:
+                metrics.fill_counter(venue).inc(n)
+        metrics.last_seq.set(self.manager.last_seq)
+        metrics.orders_in_memory.set(self.manager.orders_in_memory)
         for session_id, frame in frames.items():
             queue = self.sessions.get(session_id)
             if queue is None:
@@ -265,49 +157,70 @@ class EngineCore:
         started = time.perf_counter()
         reports: list[Report] = []
         malformed: list[engine_pb2.ExecutionReport] = []
-        for command in commands:
-            kind = command.WhichOneof("command")
-            try:
-                if kind == "new_order":
-                    new = command.new_order
-                    attrs = {
-                        "messaging.message.id": new.client_order_id,
-                        "nautilus.client_order_id": new.client_order_id,
-                        "nautilus.model_id": new.model_id,
-                        "nautilus.venue": new.venue,
-                    }
-                    with self.tracing.consume("engine.order receive", new.trace, attrs):
-                        carrier = common_pb2.TraceContext()
-                        inject(carrier)
-                        request = order_request(
-                            new, session_id, {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
-                        )
-                        self.metrics.orders_received.labels(new.venue).inc()
-                        check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
-                        reports.extend(self.manager.submit(new.venue, request))
-                elif kind == "cancel_order":
-                    require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
-                    reports.extend(self.manager.cancel(command.cancel_order.client_order_id))
-                else:
-                    raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
-            except MeshError as exc:
-                if not isinstance(exc, VenueRejectedError):  # a cancel reject is an answer, not a malformed command
-                    self.metrics.malformed.inc()
-                coid = (
-                    command.new_order.client_order_id if kind == "new_order" else command.cancel_order.client_order_id
-                )
-                log.warning("[ENGINE] command for %s refused: %s %s", coid or "?", exc.code, exc.message)
-                malformed.append(
-                    engine_pb2.ExecutionReport(
-                        client_order_id=clip(coid, MAX_ID_CHARS),
-                        exec_type=engine_pb2.EXEC_TYPE_REJECTED,
-                        error=error_detail(exc),
+        manager = self.manager
+        tracing = self.tracing.provider is not None
+        received: dict[str, int] = {}
+        with manager.frame():  # one journal commit for the whole frame, before any report is sent
+            for command in commands:
+                kind = command.WhichOneof("command")
+                try:
+                    if kind == "new_order":
+                        new = command.new_order
+                        received[new.venue] = received.get(new.venue, 0) + 1
+                        traceparent = new.trace.traceparent
+                        if tracing and (not traceparent or wire.sampled(traceparent)):
+                            reports.extend(self._submit_traced(new, session_id))
+                        else:  # tracing off or an unsampled trace: carry the context on, no span work
+                            trace = (
+                                {"traceparent": traceparent, "tracestate": new.trace.tracestate} if traceparent else {}
+                            )
+                            reports.extend(self._submit(new, session_id, trace))
+                    elif kind == "cancel_order":
+                        require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
+                        reports.extend(manager.cancel(command.cancel_order.client_order_id))
+                    else:
+                        raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
+                except MeshError as exc:
+                    if not isinstance(exc, VenueRejectedError):  # a cancel reject is an answer, not malformed
+                        self.metrics.malformed.inc()
+                    coid = (
+                        command.new_order.client_order_id
+                        if kind == "new_order"
+                        else command.cancel_order.client_order_id
                     )
-                )
+                    log.warning("[ENGINE] command for %s refused: %s %s", coid or "?", exc.code, exc.message)
+                    malformed.append(
+                        engine_pb2.ExecutionReport(
+                            client_order_id=clip(coid, MAX_ID_CHARS),
+                            exec_type=engine_pb2.EXEC_TYPE_REJECTED,
+                            error=error_detail(exc),
+                        )
+                    )
+        for venue, n in received.items():
+            self.metrics.order_counter(venue).inc(n)
         if reports:
             self.dispatch(reports)
         self.metrics.frame_latency.observe(time.perf_counter() - started)
         return malformed
+
+    def _submit_traced(self, new: engine_pb2.NewOrder, session_id: str) -> list[Report]:
+        attrs = {
+            "messaging.message.id": new.client_order_id,
+            "nautilus.client_order_id": new.client_order_id,
+            "nautilus.model_id": new.model_id,
+            "nautilus.venue": new.venue,
+        }
+        with self.tracing.consume("engine.order receive", new.trace, attrs):
+            carrier = common_pb2.TraceContext()
+            inject(carrier)
+            trace = {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
+            return self._submit(new, session_id, trace)
+
+    def _submit(self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> list[Report]:
+        """Parse (strictly), refuse a client order id re-used for another order, then submit."""
+        request = wire.order_request(new, session_id, trace)
+        wire.check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
+        return self.manager.submit(new.venue, request)
 
     # -- quotes ----------------------------------------------------------------------------
 
@@ -374,6 +287,12 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self.core = core
         self._token = ops_token
         self._max_commands = max_commands_per_frame
+        self._health = EngineHealth(core)
+
+    async def GetHealth(self, request: engine_pb2.GetHealthRequest, context: Context) -> engine_pb2.GetHealthResponse:
+        await self._authorize(context)
+        status, checks = self._health.report()
+        return engine_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
 
     async def _authorize(self, context: Context) -> None:
         try:
@@ -449,7 +368,10 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self, request: engine_pb2.ListExecutionsRequest, context: Context
     ) -> engine_pb2.ListExecutionsResponse:
         await self._authorize(context)
-        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        try:
+            size = page_size(request.page_size, default=wire.DEFAULT_PAGE)
+        except MeshError as exc:
+            await abort(context, exc)
         since = request.since_seq
         if request.page_token:
             try:
@@ -482,12 +404,12 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                 model_id=req.model_id,
                 account=req.account,
                 instrument=req.symbol,
-                side=_SIDE_PB[req.side],
-                order_type=_TYPE_PB[req.order_type],
-                time_in_force=_TIF_PB[req.time_in_force],
+                side=wire.SIDE_PB[req.side],
+                order_type=wire.TYPE_PB[req.order_type],
+                time_in_force=wire.TIF_PB[req.time_in_force],
                 quantity=fmt(req.quantity),
                 limit_price=fmt(req.limit_price),
-                status=_status_pb(order.status.value),  # type: ignore[arg-type]
+                status=wire.status_pb(order.status.value),  # type: ignore[arg-type]
                 filled_qty=fmt(order.filled_qty),
                 avg_price=fmt(order.avg_price),
                 fees=fmt(order.fees),
@@ -500,7 +422,8 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         await self._authorize(context)
         try:
             require_bounded(request.client_order_id, "client_order_id", required=True)
-            reports = self.core.manager.cancel(request.client_order_id)
+            with self.core.manager.frame():  # journaled before the report is sent
+                reports = self.core.manager.cancel(request.client_order_id)
         except MeshError as exc:  # ORDER_NOT_FOUND, or a cancel reject (TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE)
             await abort(context, exc)
         self.core.dispatch(reports)
@@ -510,7 +433,9 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         self, request: engine_pb2.ListVenuesRequest, context: Context
     ) -> engine_pb2.ListVenuesResponse:
         await self._authorize(context)
-        return engine_pb2.ListVenuesResponse(venues=venue_infos(self.core.manager))
+        return engine_pb2.ListVenuesResponse(
+            venues=wire.venue_infos(self.core.manager), max_commands_per_frame=self._max_commands
+        )
 
     async def CancelAllOrders(
         self, request: engine_pb2.CancelAllOrdersRequest, context: Context
@@ -529,31 +454,6 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
             remaining,
         )
         return engine_pb2.CancelAllOrdersResponse(canceled_count=canceled, resting_remaining=remaining)
-
-
-def venue_infos(manager: OrderManager) -> list[engine_pb2.VenueInfo]:
-    out = []
-    for name, venue in manager.venues.items():
-        status = venue.status()
-        out.append(
-            engine_pb2.VenueInfo(
-                name=name,
-                kind=status.kind,
-                connected=status.connected,
-                instruments=list(status.instruments),
-                detail=status.detail,
-                instrument_specs=[
-                    engine_pb2.InstrumentInfo(
-                        instrument=i.symbol,
-                        tick_size=fmt(i.tick_size),
-                        lot_size=fmt(i.lot_size),
-                        min_quantity=fmt(i.min_qty),
-                    )
-                    for i in venue.instruments().values()
-                ],
-            )
-        )
-    return out
 
 
 class MarketDataService(engine_pb2_grpc.MarketDataServiceServicer):

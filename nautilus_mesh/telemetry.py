@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -109,6 +111,50 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+@dataclass
+class ExportStats:
+    """How span export is going: batches exported and failed, the last outcome and its time."""
+
+    exported: int = 0
+    failed: int = 0
+    last_ok_at: float | None = None
+    last_failure_at: float | None = None
+    last_error: str = ""
+
+
+class _CountingExporter(SpanExporter):
+    """Wraps an exporter and counts successes and failures (health and ``span_export_failures_total``)."""
+
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        self._inner = inner
+        self._stats = stats
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:
+            self._stats.failed += 1
+            self._stats.last_failure_at = time.monotonic()
+            self._stats.last_error = type(exc).__name__
+            log.warning("[TRACING] span export failed: %s", type(exc).__name__)
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._stats.exported += 1
+            self._stats.last_ok_at = time.monotonic()
+        else:
+            self._stats.failed += 1
+            self._stats.last_failure_at = time.monotonic()
+            self._stats.last_error = "export returned FAILURE"
+            log.warning("[TRACING] span export failed (%d so far)", self._stats.failed)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
 class Tracing:
     """One service's tracer provider and helpers for per-message spans.
 
@@ -121,6 +167,8 @@ class Tracing:
     def __init__(self, service_name: str, span_file: str | os.PathLike[str] | None = None, *, enabled: bool = True):
         self.service_name = service_name
         self.provider: TracerProvider | None = None
+        self.export_stats = ExportStats()
+        self.exporter_kind = "off"
         if not enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
@@ -136,7 +184,9 @@ class Tracing:
             path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
             exporter = JsonlSpanExporter(path)
             log.info("[TRACING] %s writes spans to %s", service_name, path)
-        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=500))
+        self.exporter_kind = "otlp" if endpoint else "jsonl"
+        counted = _CountingExporter(exporter, self.export_stats)
+        provider.add_span_processor(BatchSpanProcessor(counted, schedule_delay_millis=500))
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
 

@@ -16,9 +16,11 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, require_token
 from nautilus_mesh.errors import MeshError, ValidationError
+from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.status import abort
 from ops_server import wire
 from ops_server.controls import ConfigTarget, OpsControls
+from ops_server.health import OpsHealth
 from ops_server.queries import OpsQueries
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,21 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         controls: what each call does.
         queries: the read views an answer shows.
         admin_token: the ``x-ops-token`` value; empty closes the service.
+        health: every check of ops' health, for ``GetHealth``.
     """
 
-    def __init__(self, *, controls: OpsControls, queries: OpsQueries, admin_token: str) -> None:
+    def __init__(self, *, controls: OpsControls, queries: OpsQueries, admin_token: str, health: OpsHealth) -> None:
         self._controls = controls
         self._queries = queries
         self._token = admin_token
+        self._health = health
+
+    async def GetHealth(self, request: admin_pb2.GetHealthRequest, context: Context) -> admin_pb2.GetHealthResponse:
+        def run() -> admin_pb2.GetHealthResponse:
+            status, checks = self._health.report()
+            return admin_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
+
+        return await self._guard(context, "GetHealth", run)
 
     async def _guard(self, context: Context, action: str, call: Callable[[], Awaitable[T] | T]) -> T:
         """Authorize, run, map errors to statuses, and audit a refusal."""

@@ -31,6 +31,7 @@ from nautilus_mesh.telemetry import Tracing
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
 from ops_server.canary import CanaryEvent
 from ops_server.canary.manager import CanaryManager
+from ops_server.circuit_breaker import EngineGate
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.engine_link import EngineLink, ReportCursor
@@ -41,7 +42,7 @@ from ops_server.measurement import Measurement
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry
 from ops_server.ops_state import OpsState
-from ops_server.order_sinks import LiveOrderSink, PaperOrderSink
+from ops_server.order_sinks import LiveOrderSink, PaperOrderSink, venue_problem
 from ops_server.order_tracker import OrderTracker
 from ops_server.periodic import PeriodicDecisions
 from ops_server.queries import OpsQueries
@@ -69,7 +70,8 @@ class OpsCore:
 
     Servicers use :attr:`signals`, :attr:`feedback` (fill subscriptions), :attr:`queries`, :attr:`controls` and
     :attr:`auth`; nothing else. The domain objects (:attr:`registry`, :attr:`measurement`, :attr:`allocator`,
-    :attr:`canaries`) are public for embedding ops in one process (tests, backtests), not for servicers.
+    :attr:`canaries`, :attr:`risk`) are public for health and for embedding ops in one process (tests,
+    backtests), not for servicers.
     """
 
     def __init__(self, config: OpsConfig, *, tracing: Tracing | None = None) -> None:
@@ -101,6 +103,7 @@ class OpsCore:
             on_connected=self._on_engine_connected,
             tls=config.engine_tls,
         )
+        self.engine_gate = EngineGate(link, self.metrics)
         live_sink = LiveOrderSink(config.live_venue, config.account)
         paper_sink = PaperOrderSink(config.paper_venue)
         self.signals = SignalPath(
@@ -111,6 +114,7 @@ class OpsCore:
             tracker=tracker,
             canaries=canaries,
             link=link,
+            gate=self.engine_gate,
             live_sink=live_sink,
             paper_sink=paper_sink,
             metrics=self.metrics,
@@ -165,6 +169,7 @@ class OpsCore:
             link=link,
         )
         self.registry, self.measurement, self.allocator, self.canaries = registry, measurement, allocator, canaries
+        self.risk = risk
         self._tasks: list[asyncio.Task[None]] = []
         self._recover()
 
@@ -225,7 +230,12 @@ class OpsCore:
         self.feedback.on_reports(reports)
 
     def _on_engine_connected(self) -> None:
-        self.feedback.on_connected()
+        cfg = self.config
+        problem = venue_problem(self.link.venue_kinds, cfg.live_venue, cfg.paper_venue)
+        self.signals.set_venue_problem(problem)
+        if problem is not None:
+            log.error("[OPS] the engine's venues do not fit ops' config: %s; no order is sent until fixed", problem)
+        self.feedback.on_connected(resend=problem is None)
 
     def _on_canary_event(self, event: CanaryEvent) -> None:
         self.periodic.on_canary_event(event)

@@ -1,7 +1,11 @@
 """The ops side of the ops->engine link: one long-lived StreamOrders session.
 
 - One writer: commands are queued (bounded) and sent in batched frames.
-- Reconnect with exponential backoff and jitter when the stream drops.
+- Reconnect with exponential backoff and jitter when the stream drops, capped low (``backoff_max``, 0.25 s) and on a
+  channel whose own reconnect backoff is capped at 0.5 s (``nautilus_mesh.serving.CHANNEL_OPTIONS``), so ops is back
+  within a second of the engine being ready, whatever the outage length.
+- ``available`` (order stream connected and quote stream live) is what the signal path checks: while it is false,
+  signals are refused with ``ENGINE_UNAVAILABLE`` instead of failing later on a stale mark.
 - After every (re)connect, reconcile: page through ``ListExecutions(since_seq)`` from the
   last applied seq, so reports missed while disconnected are applied; the report handler
   applies each seq exactly once (see ``ReportCursor``).
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -22,6 +26,7 @@ import grpc
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
+from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.tls import ClientTls, open_channel
@@ -32,6 +37,9 @@ ReportHandler = Callable[[Sequence[engine_pb2.ExecutionReport]], None]
 QuoteHandler = Callable[[Sequence[common_pb2.Quote]], None]
 
 _STOP = object()
+
+DEFAULT_COMMANDS_PER_FRAME = 1000
+"""Commands per StreamOrders frame until the engine says its own bound (an engine without the field)."""
 
 
 class ReportCursor:
@@ -95,7 +103,7 @@ class EngineLink:
         on_connected: Callable[[], None] | None = None,
         queue_size: int = 10_000,
         backoff_initial: float = 0.05,
-        backoff_max: float = 2.0,
+        backoff_max: float = 0.25,
         tls: ClientTls | None = None,
     ) -> None:
         self.address = address
@@ -115,11 +123,32 @@ class EngineLink:
         self.reconnects = 0
         self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
+        self.venue_kinds: dict[str, str] = {}
+        """Venue name -> kind ("live" or "paper"), as the engine lists them."""
+        self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
+        """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
         self.tls = tls
+        self.state_since = time.monotonic()
+        """Monotonic time of the last change of ``connected``."""
+        self._quotes_live = False
+        self.last_quote_at: float | None = None
+        """Monotonic time of the last quote frame."""
+        self.quote_times: dict[str, float] = {}
+        """Monotonic time of the last quote per instrument (mark freshness)."""
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def quotes_live(self) -> bool:
+        """True while the quote stream is up and has delivered its snapshot."""
+        return self._quotes_live
+
+    @property
+    def available(self) -> bool:
+        """True when signals can be traded: order stream connected and quotes flowing."""
+        return self._connected.is_set() and self._quotes_live
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return ((ENGINE_TOKEN_HEADER, self._token), (SESSION_ID_HEADER, self.session_id))
@@ -180,7 +209,7 @@ class EngineLink:
                     await call.done_writing()
                     return
                 self._unsent.append(first)  # type: ignore[arg-type]
-            while not self._queue.empty() and len(self._unsent) < 1000:
+            while not self._queue.empty() and len(self._unsent) < self.max_commands_per_frame:
                 item = self._queue.get_nowait()
                 if item is _STOP:
                     await call.write(engine_pb2.StreamOrdersRequest(commands=self._unsent))
@@ -192,7 +221,7 @@ class EngineLink:
             self._unsent = []
 
     async def _order_loop(self) -> None:
-        delay = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while not self._stopping:
             call = self.stub.StreamOrders(metadata=self._metadata())  # type: ignore[call-arg]
             writer: asyncio.Task[None] | None = None
@@ -202,10 +231,11 @@ class EngineLink:
                 await self.reconcile()
                 writer = asyncio.create_task(self._write(call), name="engine-link-writer")
                 self._connected.set()
+                self.state_since = time.monotonic()
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
                 if self._on_connected is not None:
                     self._on_connected()
-                delay = self._backoff_initial
+                backoff.reset()
                 async for frame in call:
                     self._on_reports(frame.reports)
                 if self._stopping:
@@ -220,19 +250,36 @@ class EngineLink:
                 else:
                     log.warning("[ENGINE-LINK] order stream failed: %s %s", exc.code().name, exc.details())
             finally:
-                self._connected.clear()
+                if self._connected.is_set():
+                    self._connected.clear()
+                    self.state_since = time.monotonic()
+                    log.warning("[ENGINE-LINK] link to %s down; signals answer ENGINE_UNAVAILABLE", self.address)
                 if writer is not None:
                     writer.cancel()
                     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, Exception):
                         await writer
                 call.cancel()
             self.reconnects += 1
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self._backoff_max)
+            await self._pause(backoff.next_delay())
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next attempt, or less: until the channel changes state.
+
+        The channel retries the connection on its own backoff (<= 0.5 s); a failed call leaves it in
+        TRANSIENT_FAILURE, and its next state change (CONNECTING, on its own retry) is the moment to try again:
+        a call made while it connects waits for the outcome, so the stream opens as soon as the engine accepts.
+        """
+        assert self._channel is not None
+        state = self._channel.get_state(try_to_connect=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._channel.wait_for_state_change(state), seconds)
 
     async def _load_venues(self) -> None:
         response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
+        if response.max_commands_per_frame:
+            self.max_commands_per_frame = response.max_commands_per_frame
         for venue in response.venues:
+            self.venue_kinds[venue.name] = venue.kind
             for spec in venue.instrument_specs:
                 self.instruments.setdefault(spec.instrument, spec)
 
@@ -265,16 +312,21 @@ class EngineLink:
         return response
 
     async def _quote_loop(self) -> None:
-        delay = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while not self._stopping:
             try:
                 call = self.market.StreamQuotes(engine_pb2.StreamQuotesRequest(), metadata=self._metadata())
                 async for frame in call:
-                    delay = self._backoff_initial
+                    backoff.reset()
                     self._on_quotes(frame.quotes)
+                    self.last_quote_at = now = time.monotonic()
+                    for quote in frame.quotes:
+                        self.quote_times[quote.instrument] = now
+                    self._quotes_live = True
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
                 log.debug("[ENGINE-LINK] quote stream failed: %s", exc.code().name)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self._backoff_max)
+            finally:
+                self._quotes_live = False
+            await self._pause(backoff.next_delay())

@@ -148,14 +148,15 @@ class ExecutionFeedback:
 
     # -- connection ------------------------------------------------------------------------
 
-    def on_connected(self) -> None:
-        """After each (re)connect: refresh instrument rules, re-send what may never have left."""
+    def on_connected(self, *, resend: bool = True) -> None:
+        """After each (re)connect: refresh instrument rules, re-send what may never have left (unless ``resend`` is
+        False: the venues do not fit the config)."""
         self._metrics.engine_connected.set(1)
         self._connects += 1
         if self._connects > 1:
             self._metrics.engine_reconnects.inc()
         self._exposure.set_instruments(self._link.instruments.values())
-        pending = list(self._tracker.unacknowledged())
+        pending = list(self._tracker.unacknowledged()) if resend else []
         if pending:
             self._link.send(resend_commands(pending, self._live_sink, self._paper_sink))
             log.info("[OPS] re-sent %d unacknowledged order(s) after connect", len(pending))

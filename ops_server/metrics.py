@@ -30,6 +30,17 @@ class ModelMetrics:
         self.routed = {mode: metrics.signals_routed.labels(model, mode) for mode in ROUTING_MODES}
         self.decided = {status: metrics.decisions.labels(model, status) for status in DECISION_STATUSES}
         self.fills = metrics.fills.labels(model)
+        self._model = model
+        self._by_code_metric = metrics.decisions_by_code
+        self._by_code: dict[tuple[str, str], Any] = {}
+
+    def count_decision(self, status: str, code: str = "") -> None:
+        """One decision: ``signal_decisions_total{model,status}`` and ``decisions_total{model,status,code}``."""
+        self.decided[status].inc()
+        child = self._by_code.get((status, code))
+        if child is None:
+            child = self._by_code[(status, code)] = self._by_code_metric.labels(self._model, status, code)
+        child.inc()
 
 
 class OpsMetrics:
@@ -131,6 +142,37 @@ class OpsMetrics:
         )
         self.duplicate_reports = Counter(
             "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
+        )
+        # Operability (issue 13): rejections by code, component health, mark freshness, circuit breaker, canary.
+        self.decisions_by_code = Counter(
+            "decisions_total",
+            'Signal decisions by model, status and code (code="" unless rejected).',
+            ["model", "status", "code"],
+            registry=r,
+        )
+        self.component_up = Gauge(
+            "component_up",
+            "1 while a dependency of ops is healthy (engine_link, quotes, marks, store, span_exporter, circuit).",
+            ["component"],
+            registry=r,
+        )
+        self.mark_age = Gauge(
+            "mark_age_seconds", "Seconds since the last quote of each routed instrument.", ["instrument"], registry=r
+        )
+        self.circuit_state = Gauge(
+            "engine_circuit_state", "Engine-link circuit breaker: 0 CLOSED, 1 HALF_OPEN, 2 OPEN.", registry=r
+        )
+        self.circuit_transitions = Counter(
+            "engine_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["state"], registry=r
+        )
+        self.canary_transitions = Counter(
+            "canary_transitions_total",
+            "Canary controller transitions, by strategy and new state (e.g. ROLLED_BACK).",
+            ["strategy", "state"],
+            registry=r,
+        )
+        self.span_export_failures = Counter(
+            "span_export_failures_total", "Span export batches that failed (OTLP unreachable, file error).", registry=r
         )
         stages = {stage: self.stage_latency.labels(stage) for stage in SIGNAL_STAGES}
         self.stage_route, self.stage_size = stages["route"], stages["size"]

@@ -6,7 +6,7 @@ live venue. A shadow order therefore cannot reach a live venue by construction, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
@@ -15,6 +15,19 @@ from ops_server.order_tracker import TrackedOrder
 from ops_server.router import LiveOrder, ShadowOrder, SizedOrder
 
 PAPER_ACCOUNT = "paper"
+LIVE_KIND, PAPER_KIND = "live", "paper"
+
+
+def venue_problem(kinds: Mapping[str, str], live_venue: str, paper_venue: str) -> str | None:
+    """Why the engine's venues do not fit ops' config (None when they do): the live venue must be a live venue and
+    the paper venue a paper one, so a shadow order can never reach a live venue through a misnamed config."""
+    if kinds.get(paper_venue) != PAPER_KIND:
+        found = kinds.get(paper_venue, "missing")
+        return f"paper_venue {paper_venue!r} is {found!r} at the engine, not a paper venue"
+    if kinds.get(live_venue) != LIVE_KIND:
+        found = kinds.get(live_venue, "missing")
+        return f"live_venue {live_venue!r} is {found!r} at the engine, not a live venue"
+    return None
 
 
 class LiveOrderSink:

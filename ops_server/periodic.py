@@ -89,6 +89,8 @@ class PeriodicDecisions:
         self._state = state
         self._shadow_capital = shadow_capital_usd
         self.last_allocation: AllocationDecision | None = None
+        self.last_sample_at: float | None = None
+        """Epoch seconds of the last equity sample (health)."""
         # Each strategy's return per sample, combined with the routing weights in force when it was taken.
         self._strategy_returns: dict[str, deque[float]] = {}
         self._guard_baselines: dict[str, _GuardBaseline] = {}
@@ -106,7 +108,7 @@ class PeriodicDecisions:
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
-        now = time.time()
+        now = self.last_sample_at = time.time()
         self._state.roll_day(now)  # daily-loss limits count from UTC midnight
         bases = self.capital_bases()
         sampled = self._measurement.sample(now, bases)
@@ -257,6 +259,7 @@ class PeriodicDecisions:
 
     def on_canary_event(self, event: CanaryEvent) -> None:
         """Audit a controller event, refresh the weight gauges, persist."""
+        self._metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
         self._events.publish(
             "CANARY",
             event.message,

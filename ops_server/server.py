@@ -13,6 +13,7 @@ from nautilus_mesh.telemetry import MetricsServer
 from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
 from ops_server.core import OpsCore
+from ops_server.health import ops_health
 from ops_server.service import OpsService
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,12 @@ class OpsServer:
             fills=core.feedback,
             queries=core.queries,
             max_signals_per_frame=config.max_signals_per_frame,
+            admin_token=config.admin_token,
         )
-        self.admin = OpsAdminService(controls=core.controls, queries=core.queries, admin_token=config.admin_token)
+        self.health = ops_health(core)
+        self.admin = OpsAdminService(
+            controls=core.controls, queries=core.queries, admin_token=config.admin_token, health=self.health
+        )
         self.grpc: RunningServer | None = None
         self.metrics: MetricsServer | None = None
 
@@ -64,11 +69,13 @@ class OpsServer:
             self.config.tls,
             registry=self.core.metrics.registry,
         )
+        await self.health.start(self.grpc.health)  # per-dependency health: engine_link, marks, store
         if self.config.metrics_port is not None:
             self.metrics = MetricsServer(self.core.metrics.registry, self.config.metrics_host, self.config.metrics_port)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
+        await self.health.stop()
         if self.grpc is not None:
             await self.grpc.stop(grace)
         await self.core.stop()

@@ -1,8 +1,10 @@
 """``nautilus.ops.v1.OpsService``: strategies' entry point, a thin face over the signal path and the read views.
 
-Every call needs a strategy token. A bad item in a stream is answered in-band and the stream stays open; an
-unexpected failure is logged with the stream and the item, answered in-band with ``INTERNAL``, and the stream
-goes on (or, when the stream itself breaks, ends with a non-OK status, never with OK).
+Every call needs a strategy token; the read RPCs also take the admin token (``x-ops-token``) instead. A strategy
+token reads its own models and strategies only, the admin token reads everything (see
+:class:`~ops_server.queries.Scope`). A bad item in a stream is answered in-band and the stream stays open; an
+unexpected failure is logged with the stream and the item, answered in-band with ``INTERNAL``, and the stream goes
+on (or, when the stream itself breaks, ends with a non-OK status, never with OK).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import grpc
 from google.protobuf import struct_pb2
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
-from nautilus_mesh.auth import Principal, StrategyAuthenticator
+from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, Principal, StrategyAuthenticator, metadata_value, require_token
 from nautilus_mesh.errors import MeshError, ValidationError
 from nautilus_mesh.status import abort, error_detail, error_from_detail
 from ops_server import wire
+from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
-from ops_server.queries import OpsQueries
+from ops_server.queries import EVERYTHING, OpsQueries, Scope
 from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         signals: the signal path.
         fills: where a stream subscribes to its models' fills.
         queries: the read views.
+        admin_token: the operator's token; it may read everything ("" closes that door).
         max_signals_per_frame: the most signals one ``StreamSignalsRequest`` may carry.
         stream_queue_size: bound of each stream's outgoing queue (decisions and fills).
     """
@@ -64,8 +68,10 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         fills: ExecutionFeedback,
         queries: OpsQueries,
         max_signals_per_frame: int,
+        admin_token: str = "",
         stream_queue_size: int = 10_000,
     ) -> None:
+        self._admin_token = admin_token
         self._auth = auth
         self._signals = signals
         self._fills = fills
@@ -76,6 +82,17 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def _principal(self, context: Context) -> Principal:
         try:
             return self._auth.authenticate(context.invocation_metadata())
+        except MeshError as exc:
+            await abort(context, exc)
+
+    async def _scope(self, context: Context) -> Scope:
+        """The caller's read scope: everything with the admin token, else the strategy token's own models."""
+        metadata = context.invocation_metadata()
+        try:
+            if metadata_value(metadata, ADMIN_TOKEN_HEADER):
+                require_token(metadata, ADMIN_TOKEN_HEADER, self._admin_token, door="admin")
+                return EVERYTHING
+            return self._queries.scope_of(self._auth.authenticate(metadata))
         except MeshError as exc:
             await abort(context, exc)
 
@@ -137,8 +154,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 if decisions or fills:
                     yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)
             if failure:
-                code = grpc.StatusCode.INVALID_ARGUMENT if _is_decode_error(failure[0]) else grpc.StatusCode.INTERNAL
-                await context.abort(code, f"signal stream failed: {type(failure[0]).__name__}")
+                await context.abort(grpc.StatusCode.INTERNAL, f"signal stream failed: {type(failure[0]).__name__}")
         finally:
             self._fills.unsubscribe(outbox)  # type: ignore[arg-type]
             reader.cancel()
@@ -158,46 +174,54 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def GetPositions(
         self, request: ops_pb2.GetPositionsRequest, context: Context
     ) -> ops_pb2.GetPositionsResponse:
-        await self._principal(context)
-        return ops_pb2.GetPositionsResponse(positions=self._queries.positions(request.model_id))
+        scope = await self._scope(context)
+        try:
+            return ops_pb2.GetPositionsResponse(positions=self._queries.positions(request.model_id, scope))
+        except MeshError as exc:
+            await abort(context, exc)
 
     async def ListModels(self, request: ops_pb2.ListModelsRequest, context: Context) -> ops_pb2.ListModelsResponse:
-        await self._principal(context)
-        return ops_pb2.ListModelsResponse(models=self._queries.models(request.strategy_id))
+        scope = await self._scope(context)
+        try:
+            return ops_pb2.ListModelsResponse(models=self._queries.models(request.strategy_id, scope))
+        except MeshError as exc:
+            await abort(context, exc)
 
     async def GetAllocations(
         self, request: ops_pb2.GetAllocationsRequest, context: Context
     ) -> ops_pb2.GetAllocationsResponse:
-        await self._principal(context)
-        return self._queries.allocations()
+        return self._queries.allocations(await self._scope(context))
 
     async def GetModelQuota(
         self, request: ops_pb2.GetModelQuotaRequest, context: Context
     ) -> ops_pb2.GetModelQuotaResponse:
-        await self._principal(context)
+        scope = await self._scope(context)
         try:
-            return self._queries.quota(request.model_id)
+            return self._queries.quota(request.model_id, scope)
         except MeshError as exc:
             await abort(context, exc)
 
     async def GetModelStats(
         self, request: ops_pb2.GetModelStatsRequest, context: Context
     ) -> ops_pb2.GetModelStatsResponse:
-        await self._principal(context)
-        return self._queries.stats(request.model_id)
+        scope = await self._scope(context)
+        try:
+            return self._queries.stats(request.model_id, scope)
+        except MeshError as exc:
+            await abort(context, exc)
 
     async def ListOrders(self, request: ops_pb2.ListOrdersRequest, context: Context) -> ops_pb2.ListOrdersResponse:
-        await self._principal(context)
+        scope = await self._scope(context)
         try:
-            page = self._queries.orders(request.model_id, request.page_size, request.page_token)
+            page = self._queries.orders(request.model_id, request.page_size, request.page_token, scope)
         except MeshError as exc:
             await abort(context, exc)
         return ops_pb2.ListOrdersResponse(orders=page.items, next_page_token=page.next_page_token)
 
     async def ListFills(self, request: ops_pb2.ListFillsRequest, context: Context) -> ops_pb2.ListFillsResponse:
-        await self._principal(context)
+        scope = await self._scope(context)
         try:
-            page = self._queries.fills(request.model_id, request.page_size, request.page_token)
+            page = self._queries.fills(request.model_id, request.page_size, request.page_token, scope)
         except MeshError as exc:
             await abort(context, exc)
         return ops_pb2.ListFillsResponse(fills=page.items, next_page_token=page.next_page_token)
@@ -205,25 +229,32 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def GetCanaryStatus(
         self, request: ops_pb2.GetCanaryStatusRequest, context: Context
     ) -> ops_pb2.GetCanaryStatusResponse:
-        await self._principal(context)
-        return ops_pb2.GetCanaryStatusResponse(canaries=self._queries.canary_statuses(request.strategy_id))
+        scope = await self._scope(context)
+        try:
+            return ops_pb2.GetCanaryStatusResponse(canaries=self._queries.canary_statuses(request.strategy_id, scope))
+        except MeshError as exc:
+            await abort(context, exc)
 
     async def WatchEvents(
         self, request: ops_pb2.WatchEventsRequest, context: Context
     ) -> AsyncIterator[ops_pb2.WatchEventsResponse]:
-        await self._principal(context)
+        scope = await self._scope(context)
         kinds = frozenset(request.kinds)
         queue = self._queries.subscribe_events()
+
+        def visible(events: list[OpsEvent]) -> list[ops_pb2.Event]:
+            return wire.events((e for e in events if OpsQueries.event_visible(e, scope)), kinds)
+
         try:
             if request.include_recent:
-                recent = wire.events(self._queries.recent_events(), kinds)
+                recent = visible(list(self._queries.recent_events()))
                 if recent:
                     yield ops_pb2.WatchEventsResponse(events=recent)
             while True:
                 batch = [await queue.get()]
                 while not queue.empty() and len(batch) < EVENTS_PER_FRAME:
                     batch.append(queue.get_nowait())
-                selected = wire.events(batch, kinds)
+                selected = visible(batch)
                 if selected:
                     yield ops_pb2.WatchEventsResponse(events=selected)
         finally:
@@ -232,18 +263,20 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def GetRiskLimits(
         self, request: ops_pb2.GetRiskLimitsRequest, context: Context
     ) -> ops_pb2.GetRiskLimitsResponse:
-        await self._principal(context)
+        scope = await self._scope(context)
         limits = struct_pb2.Struct()
-        limits.update(self._queries.risk_limits())
+        limits.update(self._queries.risk_limits(scope))
         return ops_pb2.GetRiskLimitsResponse(limits=limits)
+
+    async def GetStreamLimits(
+        self, request: ops_pb2.GetStreamLimitsRequest, context: Context
+    ) -> ops_pb2.GetStreamLimitsResponse:
+        await self._scope(context)
+        return ops_pb2.GetStreamLimitsResponse(
+            max_signals_per_frame=self._max_items, max_items_per_response=self._max_items
+        )
 
     async def GetTradingState(
         self, request: ops_pb2.GetTradingStateRequest, context: Context
     ) -> ops_pb2.GetTradingStateResponse:
-        await self._principal(context)
-        return self._queries.trading_states()
-
-
-def _is_decode_error(exc: BaseException) -> bool:
-    """True when a request could not be parsed (malformed bytes on the wire)."""
-    return type(exc).__name__ == "DecodeError" or "DecodeError" in repr(exc)
+        return self._queries.trading_states(await self._scope(context))

@@ -27,6 +27,7 @@ from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
 from ops_server import wire
 from ops_server.canary.manager import CanaryManager
+from ops_server.circuit_breaker import EngineGate
 from ops_server.engine_link import EngineLink
 from ops_server.exposure import ExposureView
 from ops_server.metrics import ModelMetrics, OpsMetrics
@@ -59,6 +60,7 @@ class SignalPath:
         tracker: decisions and orders, journaled (write-ahead).
         canaries: which stable models have a shadow canary (and so a paper twin).
         link: the engine link the orders leave by.
+        gate: refuses signals at once while the engine link cannot take orders (circuit breaker).
         live_sink: builds commands for the live venue.
         paper_sink: builds commands for the paper venue.
         metrics: ops' metrics (children bound per model).
@@ -75,6 +77,7 @@ class SignalPath:
         tracker: OrderTracker,
         canaries: CanaryManager,
         link: EngineLink,
+        gate: EngineGate,
         live_sink: LiveOrderSink,
         paper_sink: PaperOrderSink,
         metrics: OpsMetrics,
@@ -87,11 +90,13 @@ class SignalPath:
         self._tracker = tracker
         self._canaries = canaries
         self._link = link
+        self._gate = gate
         self._live_sink = live_sink
         self._paper_sink = paper_sink
         self._metrics = metrics
         self._tracing = tracing
         self._decision_counts: dict[str, Counter[str]] = {}
+        self._venue_problem: str | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -112,6 +117,10 @@ class SignalPath:
             if frame.commands:
                 self._link.send(frame.commands)
         return decisions
+
+    def set_venue_problem(self, problem: str | None) -> None:
+        """Refuse every order (``VENUE_MISCONFIGURED``) while the engine's venues do not fit the config."""
+        self._venue_problem = problem
 
     def decision_counts(self, model_id: str) -> Counter[str]:
         """Decisions of a model since the process started, by status name (ACCEPTED, REJECTED, ...)."""
@@ -136,12 +145,13 @@ class SignalPath:
                 duplicate = ops_pb2.SignalDecision()
                 duplicate.CopyFrom(previous)
                 duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
-                metrics.decided["DUPLICATE"].inc()
+                metrics.count_decision("DUPLICATE")
                 return duplicate
             decision = ops_pb2.SignalDecision(signal_id=signal.signal_id, model_id=signal.model_id)
             try:
                 principal.require_model(signal.model_id)
                 route = self._router.route(signal)
+                self._gate.require()  # ENGINE_UNAVAILABLE before any sizing while the engine link is down
                 decision.mode = wire.MODE_PB[route.mode]
                 if route.model_id in self._canaries.shadow_twins():
                     self._trade_paper_twin(signal, route, frame, arrived_ns)
@@ -190,7 +200,7 @@ class SignalPath:
 
     def _count(self, model_id: str, metrics: ModelMetrics, decision: ops_pb2.SignalDecision) -> None:
         status = wire.DECISION_STATUS_NAME[decision.status]
-        metrics.decided[status].inc()
+        metrics.count_decision(status, decision.error.code)
         if model_id:
             self._decision_counts.setdefault(model_id, Counter())[status] += 1
 
@@ -267,6 +277,8 @@ class SignalPath:
     ) -> None:
         """Record the order (journaled with the frame) and queue its command for the frame's batch."""
         order = routed.order
+        if self._venue_problem is not None:
+            raise UnavailableError("VENUE_MISCONFIGURED", f"no order is sent: {self._venue_problem}")
         if not self._link.has_room(len(frame.commands) + 1):
             raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is down or backlogged; no order was sent")
         venue = self._paper_sink.venue if isinstance(routed, ShadowOrder) else self._live_sink.venue

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
 import uuid
 from collections import Counter, OrderedDict, deque
@@ -34,17 +33,16 @@ from typing import Any
 
 import grpc
 
-from clients.sdk import EngineClient, MeshRpcError, OpsClient
+from clients.sdk import MAX_SIGNALS_PER_FRAME, EngineClient, FrameCoalescer, MeshRpcError, OpsClient, SignalStream
 from clients.traces import percentile
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.telemetry import Tracing
 from strategies.config import Model
 
 log = logging.getLogger(__name__)
 
-MAX_SIGNALS_PER_FRAME = 500
-"""Signals per request frame; ops refuses frames above its own bound (1000 by default)."""
 MAX_IN_FLIGHT = 50_000
 """Signals remembered between send and decision / first fill; the oldest are forgotten first."""
 LATENCY_SAMPLES = 100_000
@@ -186,6 +184,8 @@ class RunnerStats:
     fill_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     reconnects: Counter[str] = field(default_factory=Counter)
     connected: dict[str, bool] = field(default_factory=lambda: {"ops": False, "engine": False})
+    frames_sent: int = 0
+    """Request frames written (after coalescing)."""
 
     def count_decision(self, model_id: str, status: str) -> None:
         self.decisions.setdefault(model_id, Counter())[status] += 1
@@ -293,7 +293,7 @@ class StrategyRunner:
         refresh_seconds: float = 0.0,
         drain_timeout: float = 2.0,
         backoff_initial: float = 0.1,
-        backoff_max: float = 5.0,
+        backoff_max: float = 0.25,
         outbox_size: int = 1000,
     ) -> None:
         self.name = name
@@ -305,6 +305,8 @@ class StrategyRunner:
         self.drain_timeout = drain_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self.frame_limit = MAX_SIGNALS_PER_FRAME
+        """Signals per request frame: our own bound until ops says a smaller one (GetStreamLimits)."""
         self._outbox_size = outbox_size
         # Run-unique prefix: signal ids stay unique per model across restarts (ops deduplicates by id).
         self.planner = SignalPlanner(
@@ -348,8 +350,8 @@ class StrategyRunner:
             with self.tracing.produce("strategy.signal send", signal.trace, attrs) if self.tracing else nullcontext():
                 self._track_sent(signal)
         return [
-            ops_pb2.StreamSignalsRequest(signals=signals[i : i + MAX_SIGNALS_PER_FRAME])
-            for i in range(0, len(signals), MAX_SIGNALS_PER_FRAME)
+            ops_pb2.StreamSignalsRequest(signals=signals[i : i + self.frame_limit])
+            for i in range(0, len(signals), self.frame_limit)
         ]
 
     def _track_sent(self, signal: ops_pb2.Signal) -> None:
@@ -410,9 +412,6 @@ class StrategyRunner:
 
     # --- network -----------------------------------------------------------------------------
 
-    def _next_backoff(self, current: float) -> float:
-        return min(self._backoff_max, current * 2) * random.uniform(0.8, 1.2)
-
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then close gracefully.
 
@@ -458,7 +457,7 @@ class StrategyRunner:
     async def _quote_loop(
         self, engine: EngineClient, outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None]
     ) -> None:
-        backoff = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while True:
             try:
                 self.planner.forget_quotes()
@@ -466,7 +465,7 @@ class StrategyRunner:
                     if not self.stats.connected["engine"]:
                         self.stats.connected["engine"] = True
                         log.info("[STRATEGY] %s receiving quotes from %s", self.name, self.engine_address)
-                    backoff = self._backoff_initial
+                    backoff.reset()
                     for request in self.frames_for(frame.quotes):
                         # Backpressure: a slow ops stream slows quote intake instead of growing memory.
                         await outbox.put(request)
@@ -475,8 +474,7 @@ class StrategyRunner:
                 log.warning("[STRATEGY] %s quote stream failed: %s", self.name, exc)
             self.stats.connected["engine"] = False
             self.stats.reconnects["engine"] += 1
-            await asyncio.sleep(backoff)
-            backoff = self._next_backoff(backoff)
+            await asyncio.sleep(backoff.next_delay())
 
     async def _signal_loop(
         self,
@@ -484,8 +482,9 @@ class StrategyRunner:
         outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
         closing: asyncio.Event,
     ) -> None:
-        backoff = self._backoff_initial
+        backoff = Backoff(self._backoff_initial, self._backoff_max)
         while not closing.is_set():
+            await self._learn_frame_limit(ops)
             call = ops.stream_signals()
             writer = asyncio.create_task(self._write(call, outbox), name=f"{self.name}-signal-writer")
             # Frames sent on a dropped stream may be lost: re-state every target on this one.
@@ -494,14 +493,13 @@ class StrategyRunner:
             self.stats.connected["ops"] = True
             try:
                 async for response in call:
-                    backoff = self._backoff_initial
+                    backoff.reset()
                     self.handle_response(response)
                 if closing.is_set():
                     log.info("[STRATEGY] %s signal stream closed", self.name)
                     return
                 log.warning("[STRATEGY] %s signal stream ended by ops", self.name)
-            except grpc.aio.AioRpcError as exc:
-                error = MeshRpcError.from_rpc_error(exc)
+            except MeshRpcError as error:
                 level = logging.ERROR if error.code == grpc.StatusCode.UNAUTHENTICATED else logging.WARNING
                 log.log(level, "[STRATEGY] %s signal stream failed: %s", self.name, error)
             finally:
@@ -515,17 +513,30 @@ class StrategyRunner:
                 call.cancel()
             self.stats.reconnects["ops"] += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(closing.wait(), backoff)
-            backoff = self._next_backoff(backoff)
+                await asyncio.wait_for(closing.wait(), backoff.next_delay())
+
+    async def _learn_frame_limit(self, ops: OpsClient) -> None:
+        """Frames carry at most what ops says it accepts (``GetStreamLimits``), and at most our own bound."""
+        try:
+            limits = await ops.get_stream_limits()
+        except MeshRpcError as exc:  # the stream itself will report an unreachable ops
+            log.debug("[STRATEGY] %s could not read ops' stream limits: %s", self.name, exc)
+            return
+        if limits.max_signals_per_frame:
+            self.frame_limit = min(MAX_SIGNALS_PER_FRAME, limits.max_signals_per_frame)
 
     async def _write(
         self,
-        call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse],
+        call: SignalStream,
         outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
     ) -> None:
+        # Frames queued while the previous write was in flight leave together (no timer: an empty
+        # queue sends at once).
+        coalescer = FrameCoalescer(outbox, self.frame_limit)
         while True:
-            frame = await outbox.get()
+            frame = await coalescer.next()
             if frame is None:
                 await call.done_writing()
                 return
+            self.stats.frames_sent += 1
             await call.write(frame)

@@ -96,8 +96,8 @@ def engine_config(tmp: Path, **overrides: Any) -> EngineConfig:
         "port": 0,
         "metrics_port": None,
         "ops_token": ENGINE_TOKEN,
-        "journal_path": tmp / "engine" / "journal.jsonl",
-        "journal_fsync": False,
+        "journal_path": tmp / "engine" / "journal.bin",
+        "journal_fsync": "never",
         "tick_interval_ms": 20,
         "span_file": tmp / "spans" / "engine.jsonl",
     }

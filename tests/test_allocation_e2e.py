@@ -31,8 +31,8 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-        events = stub.WatchEvents(ops_pb2.WatchEventsRequest(kinds=["ALLOCATION"]), metadata=META)
-        before = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=META)
+        events = stub.WatchEvents(ops_pb2.WatchEventsRequest(kinds=["ALLOCATION"]), metadata=ADMIN)
+        before = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN)
         assert {a.strategy_id: a.fraction for a in before.allocations} == {"momentum": 0.5, "meanrev": 0.5}
 
         response = await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="test"), metadata=ADMIN)
@@ -41,7 +41,7 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
         # Target is momentum at its 0.8 cap; the 0.3 turnover cap moves half of the 0.6 L1 distance.
         assert weights == pytest.approx({"momentum": 0.65, "meanrev": 0.35})
 
-        after = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=META)
+        after = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN)
         assert after.last_reason == "FORCED"
         assert Decimal(after.allocations[0].capital_usd) + Decimal(after.allocations[1].capital_usd) <= Decimal(1000000)
         quota = await stub.GetModelQuota(ops_pb2.GetModelQuotaRequest(model_id="momentum_v1"), metadata=META)
@@ -97,7 +97,7 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
         await wait_until(lambda: core.queries.fills_of("momentum_v1") > 0)
         core.periodic.sample()
         core.periodic.sample()
-        stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=META)
+        stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=ADMIN)
         by_model = {m.model_id: m for m in stats.models}
         assert by_model["momentum_v1"].fills >= 1
         assert Decimal(by_model["momentum_v1"].fees) > 0

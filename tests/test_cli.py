@@ -7,24 +7,27 @@ from __future__ import annotations
 
 import json
 import socket
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from clients.cli import (
+from clients.cli import build_parser, main
+from clients.commands import (
     ADMIN_TOKEN_ENV,
     TOKEN_ENV,
-    build_parser,
     cmd_allocations,
     cmd_allocations_trigger,
     cmd_canary_control,
     cmd_risk_kill_switch,
     event_line,
-    main,
     resolve_admin_token,
     resolve_token,
 )
 from clients.launcher import MeshEndpoints, endpoints_from_config, ready_line, summary_line
+from engine_server.order_manager import OrderManager
+from engine_server.venues.base import Instrument, OrderRequest, OrderType, Side, TimeInForce
+from engine_server.venues.sim import SimVenue, SimVenueConfig
 from nautilus_mesh.api.ops.v1 import ops_pb2
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
@@ -279,3 +282,42 @@ def test_main_when_weight_malformed_exits_2_before_calling(pair: str, capsys: py
     argv = ["weights", "--strategy", "s", "--set", pair, "--reason", "r", "--admin-token", "a"]
     assert main([*argv, "--ops", f"127.0.0.1:{_free_port()}"]) == 2
     assert "--set wants MODEL=WEIGHT" in capsys.readouterr().err
+
+
+D = Decimal
+
+
+def test_journal_dump_when_engine_journal_given_prints_every_record_as_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.bin"
+    instrument = Instrument("TST-USD", D("0.01"), D("0.1"), D("0.1"), D("1"), D("5"), D("100.00"), 0.5)
+    venue = SimVenue(SimVenueConfig(instruments=(instrument,), seed=1))
+    manager = OrderManager({"sim": venue}, journal_path=path, clock=lambda: 1_000)
+    order = OrderRequest("c1", "s1", "acct", "m1", "TST-USD", Side.BUY, OrderType.MARKET, TimeInForce.IOC, D("1.5"))
+    reports = manager.submit("sim", order)
+    manager.close()
+    assert main(["journal", "dump", str(path)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["type"] for line in lines] == [
+        "nautilus.engine.v1.OrderRecord",
+        *["nautilus.engine.v1.ExecutionReport"] * len(reports),
+    ]
+    assert lines[0]["record"]["order"]["client_order_id"] == "c1" and lines[0]["record"]["order"]["quantity"] == "1.5"
+    assert [int(line["record"]["seq"]) for line in lines[1:]] == [r.seq for r in reports]
+    assert lines[-1]["record"]["exec_type"] == "EXEC_TYPE_FILL" and lines[-1]["record"]["cum_qty"] == "1.5"
+    assert all(isinstance(line["offset"], int) for line in lines)
+
+
+def test_journal_dump_when_jsonl_journal_given_prints_its_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"type":"decision","n":1}\n{"type":"report","n":2}\n{"torn', encoding="utf-8")
+    assert main(["journal", "dump", str(path)]) == 0
+    records = [json.loads(line)["record"] for line in capsys.readouterr().out.splitlines()]
+    assert records == [{"type": "decision", "n": 1}, {"type": "report", "n": 2}]
+
+
+def test_journal_dump_when_file_missing_exits_2(tmp_path: Path) -> None:
+    assert main(["journal", "dump", str(tmp_path / "none.bin")]) == 2

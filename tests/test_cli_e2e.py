@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import ADMIN_TOKEN_ENV, TOKEN_ENV, main
+from clients.cli import main
+from clients.commands import ADMIN_TOKEN_ENV, TOKEN_ENV
 from tests.conftest import ADMIN_TOKEN, MOMENTUM_TOKEN, Mesh
 
 Capture = pytest.CaptureFixture[str]
@@ -35,6 +36,12 @@ async def cli(capsys: Capture, *argv: str) -> tuple[int, str, str]:
 
 
 def query(mesh: Mesh) -> list[str]:
+    """An operator's reads: the strategy token plus the admin token, so every model is visible."""
+    return ["--ops", mesh.ops_address, "--token", MOMENTUM_TOKEN, "--admin-token", ADMIN_TOKEN]
+
+
+def strategy_query(mesh: Mesh) -> list[str]:
+    """A strategy's reads: its own token only."""
     return ["--ops", mesh.ops_address, "--token", MOMENTUM_TOKEN]
 
 
@@ -135,6 +142,15 @@ async def test_stats_when_mesh_running_lists_every_model_and_strategy(mesh: Mesh
     for model in ("momentum_v1", "momentum_v2", "meanrev_v1"):
         assert row(out, model).split()[1] in ("momentum", "meanrev")
     assert "strategies (combined by routing weight)" in out
+
+
+async def test_stats_when_read_with_a_strategy_token_lists_only_its_own_models(mesh: Mesh, capsys: Capture) -> None:
+    code, out, _ = await cli(capsys, "stats", *strategy_query(mesh))
+    assert code == 0
+    assert row(out, "momentum_v1") and row(out, "momentum_v2")
+    assert "meanrev_v1" not in out
+    code, _, err = await cli(capsys, "stats", "--model", "meanrev_v1", *strategy_query(mesh))
+    assert code == 1 and "MODEL_NOT_ALLOWED" in err
 
 
 async def test_stats_when_model_given_lists_only_that_model(mesh: Mesh, capsys: Capture) -> None:

@@ -94,3 +94,73 @@ def test_grafana_dashboard_when_parsed_queries_only_exported_metrics() -> None:
     assert {"signal_latency_seconds_bucket", "allocated_capital_usd", "canary_weight"} <= queried
     provisioning = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/datasources.yaml").read_text())
     assert {d["uid"] for d in provisioning["datasources"]} == {"prometheus", "jaeger"}
+
+
+def test_prometheus_rules_when_parsed_query_only_exported_metrics_and_compose_loads_them() -> None:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/nautilus.yml").read_text())
+    exported = exported_sample_names()
+    recorded = {r["record"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    queried: set[str] = set()
+    alerts = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            alerts.add(rule.get("alert", ""))
+            expr = re.sub(r"\{[^}]*\}", "", rule["expr"])  # label matchers are not metric names
+            tokens = set(re.findall(r"\b[a-z][a-z0-9_:]*\b", expr))
+            queried |= {t for t in tokens if "_" in t and t not in ("histogram_quantile",)}
+    assert queried - recorded <= exported, (
+        f"rules query metrics nobody exports: {sorted(queried - recorded - exported)}"
+    )
+    assert {
+        "EngineLinkDown",
+        "MarkStale",
+        "RejectionRateHigh",
+        "SignalToFillP99High",
+        "KillSwitchEngaged",
+        "CanaryRolledBack",
+        "FillsDropped",
+        "SpanExportFailing",
+    } <= alerts
+    prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["rules/*.yml"]
+    volumes = compose()["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus/rules:/etc/prometheus/rules:ro" in volumes
+
+
+def test_compose_when_parsed_checks_grpc_health_restarts_and_stores_in_postgresql() -> None:
+    services = compose()["services"]
+    for name, port in (("engine", 50052), ("ops", 50051)):
+        test = services[name]["healthcheck"]["test"]
+        assert test == ["CMD", "python", "-m", "nautilus_mesh.healthcheck", f"127.0.0.1:{port}"]
+    for name in ("engine", "ops", "strategies", "postgres", "otel-collector", "prometheus"):
+        assert services[name]["restart"] == "unless-stopped", name
+    assert services["ops"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    ops = load_ops_config(config_arg(services["ops"]))
+    pg = services["postgres"]["environment"]
+    assert (
+        ops.database_url
+        == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
+    )
+    for name in ("engine", "ops", "strategies"):
+        ratio = float(services[name]["environment"]["OTEL_TRACES_SAMPLER_ARG"])
+        assert 0 < ratio < 1, f"{name} samples {ratio:.0%} of traces"
+
+
+def test_dockerfile_when_read_is_multi_stage_non_root_and_ignores_local_state() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert len(re.findall(r"^FROM ", dockerfile, re.MULTILINE)) == 2
+    assert "COPY --from=build /opt/venv /opt/venv" in dockerfile
+    assert re.search(r"^USER nautilus$", dockerfile, re.MULTILINE)
+    assert "chown -R nautilus:nautilus var" in dockerfile
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", "var", ".git"} <= ignored
+    assert "README.md" not in ignored  # the package's readme is part of the build
+    assert "psycopg[binary]" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_collector_when_parsed_limits_memory_first_and_serves_health() -> None:
+    collector = yaml.safe_load((ROOT / "deploy/otel/collector.yaml").read_text())
+    assert collector["processors"]["memory_limiter"]["limit_mib"] > 0
+    assert collector["service"]["pipelines"]["traces"]["processors"][0] == "memory_limiter"
+    assert "health_check" in collector["service"]["extensions"]
+    assert collector["extensions"]["health_check"]["endpoint"].endswith(":13133")

@@ -153,3 +153,32 @@ async def test_list_executions_when_paged_returns_every_report_once_in_seq_order
         assert [(v.name, v.kind, v.connected) for v in venues.venues] == [("sim", "live", True)]
         assert {s.instrument: s.lot_size for s in venues.venues[0].instrument_specs}["BTC-USD"] == "0.01"
     assert seqs == list(range(1, last + 1))
+
+
+def sample(engine: EngineServer, name: str, **labels: str) -> float:
+    value = engine.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+async def test_execute_when_frame_of_orders_then_one_reports_frame_and_metric_counts_match(
+    engine: EngineServer,
+) -> None:
+    core = engine.core
+    queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
+    core.sessions["frame-test"] = queue
+    commands = [new_order(f"f{i}", "1", side=common_pb2.SIDE_BUY if i % 2 else common_pb2.SIDE_SELL) for i in range(3)]
+    commands.append(new_order("f-rejected", "60"))  # beyond max_order_qty: a rail rejects it
+    assert core.execute(commands, "frame-test") == []
+    frame = queue.get_nowait()
+    assert queue.empty() and frame is not None  # one reports frame for the commands frame
+    by_type: dict[str, int] = {}
+    for report in frame:
+        name = engine_pb2.ExecType.Name(report.exec_type).removeprefix("EXEC_TYPE_")
+        by_type[name] = by_type.get(name, 0) + 1
+    assert sample(engine, "engine_orders_total", venue="sim") == 4
+    for exec_type, count in by_type.items():
+        assert sample(engine, "execution_reports_total", venue="sim", exec_type=exec_type) == count
+    fills = sum(1 for r in frame if r.exec_type in (engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL))
+    assert fills and sample(engine, "engine_fills_total", venue="sim") == fills
+    assert sample(engine, "engine_last_seq") == max(r.seq for r in frame)
+    assert [r.seq for r in frame] == sorted(r.seq for r in frame)

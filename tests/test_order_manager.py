@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from engine_server import order_manager
+from engine_server.execution_report import JOURNAL_SCHEMA, REPORT_TAG, report_from_pb, report_pb
 from engine_server.order_lifecycle import OrderStatus
-from engine_server.order_manager import OrderManager, Report
+from engine_server.order_manager import OrderManager
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
     ExecType,
@@ -24,7 +28,9 @@ from engine_server.venues.base import (
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
+from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
+from nautilus_mesh.journal import is_binary_journal, read_journal
 
 D = Decimal
 NS = 1_000_000_000
@@ -252,39 +258,227 @@ def test_journal_when_restarted_then_seq_orders_and_dedup_survive(clock: FakeClo
     first.close()  # only now, so the test does not leak the file handle
 
 
-def test_journal_when_last_line_torn_then_replay_skips_it(clock: FakeClock, tmp_path: Path) -> None:
-    path = tmp_path / "j.jsonl"
+def test_journal_when_last_record_torn_then_replay_skips_it(clock: FakeClock, tmp_path: Path) -> None:
+    path = tmp_path / "j.bin"
     first = OrderManager(sim_venues(), journal_path=path, clock=clock)
     first.submit("sim", req("c1", price=None))
     seq = first.last_seq
     first.close()
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write('{"k":"report","seq":')
+    with open(path, "ab") as fh:
+        fh.write(b"\x30\x00\x00\x00\x01\x02")  # the start of a record header, as a crash mid-write leaves it
     second = OrderManager(sim_venues(), journal_path=path, clock=clock)
     assert second.last_seq == seq and second.restart_reports == []
     assert second.submit("sim", req("c2"))[0].seq == seq + 1
     second.close()
 
 
-def test_report_when_round_tripped_through_record_then_equal(clock: FakeClock) -> None:
+def test_report_when_round_tripped_through_protobuf_then_equal(clock: FakeClock) -> None:
     manager = OrderManager(sim_venues(), clock=clock)
-    for report in manager.submit("sim", req("c1", qty="1.5", price=None)):
-        assert Report.from_record(report.to_record()) == report
+    reports = [*manager.submit("sim", req("c1", qty="1.5", price=None)), *manager.submit("sim", req("c2", qty="0.05"))]
+    assert reports[-1].reason_code and reports[-1].exec_type is ExecType.REJECTED
+    for report in reports:
+        pb = engine_pb2.ExecutionReport.FromString(report_pb(report).SerializeToString())
+        assert report_from_pb(pb, report.session_id, report.trace) == report
     assert manager.anomalies == 0
 
 
 def test_journal_when_crash_left_order_without_reports_then_rejected_on_restart(
     clock: FakeClock, tmp_path: Path
 ) -> None:
-    path = tmp_path / "j.jsonl"
+    path = tmp_path / "j.bin"
     first = OrderManager(sim_venues(), journal_path=path, clock=clock)
     first.submit("sim", req("c1"))
     first.close()
     # Keep only the order record, as if the process died before its reports were written.
-    path.write_text(path.read_text(encoding="utf-8").splitlines()[0] + "\n", encoding="utf-8")
+    first_report = next(r for r in read_journal(path, JOURNAL_SCHEMA) if r.tag == REPORT_TAG)
+    os.truncate(path, first_report.offset)
     second = OrderManager(sim_venues(), journal_path=path, clock=clock)
     assert [(r.client_order_id, r.exec_type, r.reason_code, r.seq) for r in second.restart_reports] == [
         ("c1", ExecType.REJECTED, "ENGINE_RESTART", 1)
     ]
     assert second.submit("sim", req("c1")) == second.restart_reports
     second.close()
+
+
+def journal_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def test_frame_when_many_orders_submitted_then_one_commit_at_the_end(clock: FakeClock, tmp_path: Path) -> None:
+    path = tmp_path / "j.bin"
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock, journal_fsync="batch")
+    empty = journal_size(path)
+    with manager.frame():
+        for i in range(5):
+            manager.submit("sim", req(f"c{i}", price=None))
+        assert journal_size(path) == empty  # nothing written before the frame ends
+    assert journal_size(path) > empty
+    records = list(read_journal(path, JOURNAL_SCHEMA))
+    assert sum(r.tag == REPORT_TAG for r in records) == manager.last_seq
+    manager.close()
+
+
+def test_frame_when_duplicate_inside_same_frame_then_answered_without_execution(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    manager = OrderManager(sim_venues(), journal_path=tmp_path / "j.bin", clock=clock, retention=0)
+    with manager.frame():
+        first = manager.submit("sim", req("c1", price=None))
+        seq = manager.last_seq
+        again = manager.submit("sim", req("c1", price=None))
+    assert again == first and manager.last_seq == seq
+    manager.close()
+
+
+def test_retention_when_orders_finish_then_memory_bounded_and_duplicates_answered_from_journal(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    path = tmp_path / "j.bin"
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock, retention=3, history_limit=4)
+    first = manager.submit("sim", req("c0", qty="2", price=None))
+    for i in range(1, 20):
+        manager.submit("sim", req(f"c{i}", price=None))
+    assert manager.orders_in_memory == 3
+    seq = manager.last_seq
+    assert manager.submit("sim", req("c0", qty="2", price=None)) == first and manager.last_seq == seq
+    order = manager.get_order("c0")
+    assert order is not None and order.status is OrderStatus.FILLED and order.filled_qty == D(2)
+    assert manager.reports_for("c0") == first
+    assert [r.seq for r in manager.list_executions(0, 3)] == [1, 2, 3]
+    manager.close()
+    restarted = OrderManager(sim_venues(), journal_path=path, clock=clock, retention=3)
+    assert restarted.orders_in_memory == 3 and restarted.last_seq == seq
+    assert restarted.submit("sim", req("c0", qty="2", price=None)) == first and restarted.last_seq == seq
+    restarted.close()
+
+
+def test_retention_when_no_journal_and_beyond_window_then_id_forgotten(clock: FakeClock) -> None:
+    manager = OrderManager(sim_venues(), clock=clock, retention=1)
+    manager.submit("sim", req("c0", price=None))
+    manager.submit("sim", req("c1", price=None))
+    assert manager.get_order("c0") is None and manager.orders_in_memory == 1
+
+
+def legacy_jsonl_journal(path: Path) -> None:
+    """A journal as the JSONL format wrote it: one filled market order and one resting limit order."""
+    trace = {"traceparent": "00-x", "tracestate": ""}
+    base = {"venue": "sim", "model_id": "m1", "account": "acct", "session_id": "s1", "symbol": "TST-USD"}
+    request = {"session_id": "s1", "account": "acct", "model_id": "m1", "symbol": "TST-USD", "side": "BUY"}
+    report = {**base, "side": "BUY", "liquidity": "", "reason_code": "", "reason_text": "", "ts_ns": 5}
+    zero = {"last_qty": "0", "last_price": "0", "fee": "0", "avg_price": "0", "cum_qty": "0"}
+    lines = [
+        {
+            "k": "order",
+            "venue": "sim",
+            "created_ns": 5,
+            "request": {
+                **request,
+                "client_order_id": "m",
+                "order_type": "MARKET",
+                "time_in_force": "IOC",
+                "quantity": "1",
+                "limit_price": None,
+                "trace": trace,
+            },
+        },
+        {
+            "k": "report",
+            **report,
+            **zero,
+            "seq": 1,
+            "exec_id": "sim-1",
+            "client_order_id": "m",
+            "venue_order_id": "v1",
+            "exec_type": "ACCEPTED",
+            "order_status": "ACCEPTED",
+            "leaves_qty": "1",
+            "trace": trace,
+            "reason_details": {},
+        },
+        {
+            "k": "report",
+            **report,
+            "seq": 2,
+            "exec_id": "sim-2",
+            "client_order_id": "m",
+            "venue_order_id": "v1",
+            "exec_type": "FILL",
+            "order_status": "FILLED",
+            "last_qty": "1",
+            "last_price": "100.01",
+            "cum_qty": "1",
+            "leaves_qty": "0",
+            "avg_price": "100.01",
+            "fee": "0.01",
+            "trace": trace,
+            "reason_details": {},
+        },
+        {
+            "k": "order",
+            "venue": "sim",
+            "created_ns": 6,
+            "request": {
+                **request,
+                "client_order_id": "r",
+                "order_type": "LIMIT",
+                "time_in_force": "GTC",
+                "quantity": "1",
+                "limit_price": "99.00",
+                "trace": trace,
+            },
+        },
+        {
+            "k": "report",
+            **report,
+            **zero,
+            "seq": 3,
+            "exec_id": "sim-3",
+            "client_order_id": "r",
+            "venue_order_id": "v2",
+            "exec_type": "ACCEPTED",
+            "order_status": "ACCEPTED",
+            "leaves_qty": "1",
+            "trace": trace,
+            "reason_details": {},
+        },
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + '{"k":"rep', encoding="utf-8")
+
+
+@pytest.mark.parametrize("configured", ["journal.jsonl", "journal.bin"])
+def test_journal_when_jsonl_from_earlier_version_then_migrated_once_and_replayed(
+    clock: FakeClock, tmp_path: Path, configured: str
+) -> None:
+    legacy = tmp_path / "journal.jsonl"
+    legacy_jsonl_journal(legacy)
+    path = tmp_path / configured
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert is_binary_journal(path) and (tmp_path / "journal.jsonl.migrated").exists()
+    assert [(r.client_order_id, r.seq, r.reason_code) for r in manager.restart_reports] == [("r", 4, "ENGINE_RESTART")]
+    filled = manager.get_order("m")
+    assert filled is not None and filled.status is OrderStatus.FILLED and filled.avg_price == D("100.01")
+    assert [r.seq for r in manager.submit("sim", req("m", price=None))] == [1, 2]
+    manager.close()
+    again = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert again.last_seq == 4 and again.restart_reports == []
+    again.close()
+
+
+def test_list_executions_when_old_range_then_read_from_the_journal_near_its_start(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(order_manager, "JOURNAL_INDEX_EVERY", 3)
+    path = tmp_path / "j.bin"
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock, history_limit=2)
+    for i in range(10):
+        manager.submit("sim", req(f"c{i}", price=None))
+    last = manager.last_seq
+    for since in (0, 1, 4, 7, last - 3):
+        assert [r.seq for r in manager.list_executions(since, limit=4)] == list(
+            range(since + 1, min(since + 5, last + 1))
+        )
+    manager.close()
+    restarted = OrderManager(sim_venues(), journal_path=path, clock=clock, history_limit=2)
+    assert [r.seq for r in restarted.list_executions(5, limit=3)] == [6, 7, 8]
+    restarted.close()

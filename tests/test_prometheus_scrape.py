@@ -17,6 +17,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from tests.conftest import MOMENTUM_TOKEN, Mesh, free_port, wait_until
 
 PROMETHEUS = shutil.which("prometheus")
+RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
 if PROMETHEUS is None and os.environ.get("NAUTILUS_REQUIRE_PROMETHEUS") == "1":
     raise RuntimeError("prometheus is required here (NAUTILUS_REQUIRE_PROMETHEUS=1) but not installed")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) is installed by .ci/run")
@@ -90,6 +91,68 @@ async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_ta
         assert {(u["metric"]["job"], u["value"][1]) for u in up} == {("ops", "1"), ("engine", "1")}
         orders = await query(web, 'engine_orders_total{venue="sim"}')
         assert orders and float(orders[0]["value"][1]) == 1.0
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
+
+
+async def alerts(port: int) -> dict[str, str]:
+    """Alert name -> state (inactive, pending, firing) of every alerting rule Prometheus loaded."""
+    url = f"http://127.0.0.1:{port}/api/v1/rules?type=alert"
+
+    def get() -> dict[str, str]:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                body = json.loads(response.read())
+        except OSError:
+            return {}
+        return {r["name"]: r["state"] for g in body["data"]["groups"] for r in g["rules"]}
+
+    return await asyncio.to_thread(get)
+
+
+async def test_prometheus_when_loading_the_deployed_rules_raises_engine_link_down_on_a_real_outage(
+    metered_mesh: Mesh, tmp_path: Path
+) -> None:
+    """The deployed rules, on the metrics the services really export: EngineLinkDown goes pending when the engine
+    stops (its labels and names match what ops exports), and stays inactive while the link is up."""
+    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
+    ops_port, engine_port = metered_mesh.ops.metrics.port, metered_mesh.engine.metrics_server.port
+    rules = RULES_DIR
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: ['{rules}/*.yml']\n"
+        "scrape_configs:\n"
+        f"  - {{job_name: ops, static_configs: [{{targets: ['127.0.0.1:{ops_port}']}}]}}\n"
+        f"  - {{job_name: engine, static_configs: [{{targets: ['127.0.0.1:{engine_port}']}}]}}\n"
+    )
+    web = free_port()
+    assert PROMETHEUS is not None
+    with (tmp_path / "prometheus.log").open("w") as log:
+        server = await asyncio.create_subprocess_exec(
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while not await query(web, 'component_up{job="ops", component="engine_link"} == 1'):
+            assert server.returncode is None, log_tail(tmp_path / "prometheus.log")
+            assert loop.time() < deadline, "Prometheus never saw component_up{component=engine_link} == 1"
+            await asyncio.sleep(0.5)
+        states = await alerts(web)
+        assert {"EngineLinkDown", "MarkStale", "KillSwitchEngaged", "SpanExportFailing"} <= set(states)
+        assert states["EngineLinkDown"] == "inactive"
+        await metered_mesh.engine.stop(grace=0.1)
+        deadline = loop.time() + 30
+        while (await alerts(web)).get("EngineLinkDown") != "pending":
+            assert loop.time() < deadline, f"EngineLinkDown never went pending: {await alerts(web)}"
+            await asyncio.sleep(0.5)
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 10)

@@ -84,5 +84,5 @@ async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes
         registry["strategies"]["meanrev"]["models"]["meanrev_v1"].update(weight=1.0, mode="SHADOW")
         path.write_text(json.dumps(registry))
         await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
-        models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=META)
+        models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=ADMIN)
         assert [(m.model_id, m.mode) for m in models.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_SHADOW)]

@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clients.sdk import FrameCoalescer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
@@ -360,8 +361,10 @@ class FakeMarketData(engine_pb2_grpc.MarketDataServiceServicer):
 class FakeOps(ops_pb2_grpc.OpsServiceServicer):
     """Accepts every signal and fills it at once; remembers what it saw."""
 
-    def __init__(self, expected: int) -> None:
+    def __init__(self, expected: int, frame_limit: int = 0) -> None:
         self.signals: list[ops_pb2.Signal] = []
+        self.frame_sizes: list[int] = []
+        self.frame_limit = frame_limit
         self.tokens: list[str] = []
         self.enough = asyncio.Event()
         self.opened = asyncio.Event()
@@ -377,6 +380,7 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
         self.opened.set()
         async for frame in request_iterator:
             self.signals.extend(frame.signals)
+            self.frame_sizes.append(len(frame.signals))
             decisions = [
                 ops_pb2.SignalDecision(
                     signal_id=s.signal_id, model_id=s.model_id, status=ops_pb2.DECISION_STATUS_ACCEPTED
@@ -390,6 +394,36 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
             if len(self.signals) >= self._expected:
                 self.enough.set()
         self.closed_by_client.set()
+
+    async def GetStreamLimits(
+        self, request: ops_pb2.GetStreamLimitsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ops_pb2.GetStreamLimitsResponse:
+        if not self.frame_limit:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no limits")
+        return ops_pb2.GetStreamLimitsResponse(max_signals_per_frame=self.frame_limit)
+
+
+async def test_run_when_ops_declares_a_frame_limit_sends_no_bigger_frame() -> None:
+    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
+    ops = FakeOps(expected=3, frame_limit=1)  # type: ignore[abstract]  # only the RPCs the runner uses
+    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
+    server = grpc.aio.server()
+    engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
+    ops_pb2_grpc.add_OpsServiceServicer_to_server(ops, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        models = [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"]), ("b", ScriptedModel([0.2, 0.4] * 3), ["X"])]
+        runner = StrategyRunner("demo", "t", models, f"127.0.0.1:{port}", f"127.0.0.1:{port}", None, 0.05)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await asyncio.wait_for(ops.enough.wait(), timeout=10)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    finally:
+        await server.stop(None)
+    assert runner.frame_limit == 1
+    assert ops.frame_sizes and max(ops.frame_sizes) == 1  # two models signal per quote: split into frames of one
 
 
 async def test_run_when_servers_answer_sends_signals_and_books_fills() -> None:
@@ -431,3 +465,44 @@ def test_plan_when_target_unchanged_past_refresh_resends_it() -> None:
     resent = planner.plan([("X", 1.0, 3)], now_ns=5_000_000_000)
     assert [s.target for s in resent] == [0.3]  # unchanged but stale: sent again with a new id
     assert resent[0].signal_id.endswith("-2")
+
+
+def _frame(*ids: str) -> ops_pb2.StreamSignalsRequest:
+    return ops_pb2.StreamSignalsRequest(signals=[ops_pb2.Signal(signal_id=i) for i in ids])
+
+
+def _ids(frame: ops_pb2.StreamSignalsRequest | None) -> list[str]:
+    assert frame is not None
+    return [s.signal_id for s in frame.signals]
+
+
+async def test_coalescer_when_frames_queued_then_merged_up_to_the_limit_in_order() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    for frame in (_frame("a", "b"), _frame("c"), _frame("d", "e"), _frame("f")):
+        queue.put_nowait(frame)
+    queue.put_nowait(None)
+    coalescer = FrameCoalescer(queue, limit=3)
+    assert _ids(await coalescer.next()) == ["a", "b", "c"]
+    assert _ids(await coalescer.next()) == ["d", "e", "f"]
+    assert await coalescer.next() is None
+
+
+async def test_coalescer_when_queue_empty_then_frame_leaves_at_once_without_waiting() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    queue.put_nowait(_frame("a"))
+    coalescer = FrameCoalescer(queue, limit=100)
+    assert _ids(await asyncio.wait_for(coalescer.next(), 1.0)) == ["a"]
+    waiting = asyncio.create_task(coalescer.next())
+    await asyncio.sleep(0)
+    assert not waiting.done()  # nothing queued: it waits for the producer, not for a timer
+    queue.put_nowait(_frame("b"))
+    assert _ids(await asyncio.wait_for(waiting, 1.0)) == ["b"]
+
+
+async def test_coalescer_when_end_queued_behind_frames_then_frames_first_then_none() -> None:
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    for item in (_frame("a"), _frame("b"), None):
+        queue.put_nowait(item)
+    coalescer = FrameCoalescer(queue)
+    assert _ids(await coalescer.next()) == ["a", "b"]
+    assert await coalescer.next() is None

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnautilus/common/v1/common.proto\x12\x12nautilus.common.v1\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xb8\x01\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12=\n\x07\x64\x65tails\x18\x04 \x03(\x0b\x32,.nautilus.common.v1.ErrorDetail.DetailsEntry\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\x05Quote\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0b\n\x03\x62id\x18\x03 \x01(\t\x12\x0b\n\x03\x61sk\x18\x04 \x01(\t\x12\x10\n\x08\x62id_size\x18\x05 \x01(\t\x12\x10\n\x08\x61sk_size\x18\x06 \x01(\t\x12\x0b\n\x03mid\x18\x07 \x01(\t\x12\x15\n\rts_unix_nanos\x18\x08 \x01(\x03*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03*}\n\x0cTradingState\x12\x1d\n\x19TRADING_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TRADING_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TRADING_STATE_REDUCING\x10\x02\x12\x18\n\x14TRADING_STATE_HALTED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fnautilus/common/v1/common.proto\x12\x12nautilus.common.v1\"7\n\x0cTraceContext\x12\x13\n\x0btraceparent\x18\x01 \x01(\t\x12\x12\n\ntracestate\x18\x02 \x01(\t\"\xb8\x01\n\x0b\x45rrorDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12=\n\x07\x64\x65tails\x18\x04 \x03(\x0b\x32,.nautilus.common.v1.ErrorDetail.DetailsEntry\x12\r\n\x05\x66ield\x18\x05 \x01(\t\x1a.\n\x0c\x44\x65tailsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\x05Quote\x12\x12\n\ninstrument\x18\x01 \x01(\t\x12\r\n\x05venue\x18\x02 \x01(\t\x12\x0b\n\x03\x62id\x18\x03 \x01(\t\x12\x0b\n\x03\x61sk\x18\x04 \x01(\t\x12\x10\n\x08\x62id_size\x18\x05 \x01(\t\x12\x10\n\x08\x61sk_size\x18\x06 \x01(\t\x12\x0b\n\x03mid\x18\x07 \x01(\t\x12\x15\n\rts_unix_nanos\x18\x08 \x01(\x03\"r\n\x0bHealthCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x06status\x18\x02 \x01(\x0e\x32 .nautilus.common.v1.HealthStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12\x13\n\x0b\x61ge_seconds\x18\x04 \x01(\x01*9\n\x04Side\x12\x14\n\x10SIDE_UNSPECIFIED\x10\x00\x12\x0c\n\x08SIDE_BUY\x10\x01\x12\r\n\tSIDE_SELL\x10\x02*T\n\tOrderType\x12\x1a\n\x16ORDER_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11ORDER_TYPE_MARKET\x10\x01\x12\x14\n\x10ORDER_TYPE_LIMIT\x10\x02*q\n\x0bTimeInForce\x12\x1d\n\x19TIME_IN_FORCE_UNSPECIFIED\x10\x00\x12\x15\n\x11TIME_IN_FORCE_GTC\x10\x01\x12\x15\n\x11TIME_IN_FORCE_IOC\x10\x02\x12\x15\n\x11TIME_IN_FORCE_FOK\x10\x03*}\n\x0cTradingState\x12\x1d\n\x19TRADING_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14TRADING_STATE_ACTIVE\x10\x01\x12\x1a\n\x16TRADING_STATE_REDUCING\x10\x02\x12\x18\n\x14TRADING_STATE_HALTED\x10\x03*\x81\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORDETAIL_DETAILSENTRY']._loaded_options = None
   _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_options = b'8\001'
-  _globals['_SIDE']._serialized_start=442
-  _globals['_SIDE']._serialized_end=499
-  _globals['_ORDERTYPE']._serialized_start=501
-  _globals['_ORDERTYPE']._serialized_end=585
-  _globals['_TIMEINFORCE']._serialized_start=587
-  _globals['_TIMEINFORCE']._serialized_end=700
-  _globals['_TRADINGSTATE']._serialized_start=702
-  _globals['_TRADINGSTATE']._serialized_end=827
+  _globals['_SIDE']._serialized_start=558
+  _globals['_SIDE']._serialized_end=615
+  _globals['_ORDERTYPE']._serialized_start=617
+  _globals['_ORDERTYPE']._serialized_end=701
+  _globals['_TIMEINFORCE']._serialized_start=703
+  _globals['_TIMEINFORCE']._serialized_end=816
+  _globals['_TRADINGSTATE']._serialized_start=818
+  _globals['_TRADINGSTATE']._serialized_end=943
+  _globals['_HEALTHSTATUS']._serialized_start=946
+  _globals['_HEALTHSTATUS']._serialized_end=1075
   _globals['_TRACECONTEXT']._serialized_start=55
   _globals['_TRACECONTEXT']._serialized_end=110
   _globals['_ERRORDETAIL']._serialized_start=113
@@ -50,4 +52,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ERRORDETAIL_DETAILSENTRY']._serialized_end=297
   _globals['_QUOTE']._serialized_start=300
   _globals['_QUOTE']._serialized_end=440
+  _globals['_HEALTHCHECK']._serialized_start=442
+  _globals['_HEALTHCHECK']._serialized_end=556
 # @@protoc_insertion_point(module_scope)

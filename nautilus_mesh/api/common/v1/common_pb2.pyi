@@ -106,6 +106,32 @@ TRADING_STATE_HALTED: TradingState.ValueType  # 3
 """No new orders; cancels always pass."""
 Global___TradingState: _TypeAlias = TradingState  # noqa: Y015
 
+class _HealthStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HealthStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HealthStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HEALTH_STATUS_UNSPECIFIED: _HealthStatus.ValueType  # 0
+    HEALTH_STATUS_HEALTHY: _HealthStatus.ValueType  # 1
+    """Working as intended."""
+    HEALTH_STATUS_DEGRADED: _HealthStatus.ValueType  # 2
+    """Working, with reduced function (e.g. a stale mark, a late periodic task)."""
+    HEALTH_STATUS_UNHEALTHY: _HealthStatus.ValueType  # 3
+    """Cannot do its job (e.g. the engine link is down, the store fails)."""
+
+class HealthStatus(_HealthStatus, metaclass=_HealthStatusEnumTypeWrapper):
+    """Health of one check, and of a service rolled up from its checks (the worst of them)."""
+
+HEALTH_STATUS_UNSPECIFIED: HealthStatus.ValueType  # 0
+HEALTH_STATUS_HEALTHY: HealthStatus.ValueType  # 1
+"""Working as intended."""
+HEALTH_STATUS_DEGRADED: HealthStatus.ValueType  # 2
+"""Working, with reduced function (e.g. a stale mark, a late periodic task)."""
+HEALTH_STATUS_UNHEALTHY: HealthStatus.ValueType  # 3
+"""Cannot do its job (e.g. the engine link is down, the store fails)."""
+Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
+
 @_typing.final
 class TraceContext(_message.Message):
     """W3C trace context carried inside every stream item, because gRPC metadata is sent
@@ -237,3 +263,36 @@ class Quote(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Quote: _TypeAlias = Quote  # noqa: Y015
+
+@_typing.final
+class HealthCheck(_message.Message):
+    """One health check: what was checked, its status, a human detail and how old the fact is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Stable check name, e.g. `engine_link`, `mark:BTC-USD`, `store`."""
+    status: Global___HealthStatus.ValueType
+    detail: _builtins.str
+    """Human-readable detail, e.g. "connected to 127.0.0.1:50052 (session ops-1a2b)"."""
+    age_seconds: _builtins.float
+    """Seconds since the checked fact last changed or was last seen (mark age, time since last sample); 0 when n/a."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        status: Global___HealthStatus.ValueType = ...,
+        detail: _builtins.str = ...,
+        age_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_seconds", b"age_seconds", "detail", b"detail", "name", b"name", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HealthCheck: _TypeAlias = HealthCheck  # noqa: Y015

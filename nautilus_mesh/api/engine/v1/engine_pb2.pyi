@@ -602,16 +602,22 @@ class ListVenuesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VENUES_FIELD_NUMBER: _builtins.int
+    MAX_COMMANDS_PER_FRAME_FIELD_NUMBER: _builtins.int
+    max_commands_per_frame: _builtins.int
+    """The most commands one StreamOrdersRequest may carry (the engine's max_commands_per_frame); ops sends
+    no bigger frame.
+    """
     @_builtins.property
     def venues(self) -> _containers.RepeatedCompositeFieldContainer[Global___VenueInfo]: ...
     def __init__(
         self,
         *,
         venues: _abc.Iterable[Global___VenueInfo] | None = ...,
+        max_commands_per_frame: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["venues", b"venues"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_commands_per_frame", b"max_commands_per_frame", "venues", b"venues"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,3 +751,42 @@ class GetQuoteResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetQuoteResponse: _TypeAlias = GetQuoteResponse  # noqa: Y015
+
+@_typing.final
+class GetHealthRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHealthRequest: _TypeAlias = GetHealthRequest  # noqa: Y015
+
+@_typing.final
+class GetHealthResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    status: _common_pb2.HealthStatus.ValueType
+    """The worst status of the checks."""
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.HealthCheck]: ...
+    def __init__(
+        self,
+        *,
+        status: _common_pb2.HealthStatus.ValueType = ...,
+        checks: _abc.Iterable[_common_pb2.HealthCheck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetHealthResponse: _TypeAlias = GetHealthResponse  # noqa: Y015

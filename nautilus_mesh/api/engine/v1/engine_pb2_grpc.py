@@ -61,6 +61,11 @@ class EngineServiceStub:
                 request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.SerializeToString,
                 response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.FromString,
                 _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/nautilus.engine.v1.EngineService/GetHealth',
+                request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
+                _registered_method=True)
         self.CancelOrder = channel.unary_unary(
                 '/nautilus.engine.v1.EngineService/CancelOrder',
                 request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderRequest.SerializeToString,
@@ -110,6 +115,14 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealth(self, request, context):
+        """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+        HEALTHY / DEGRADED / UNHEALTHY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelOrder(self, request, context):
         """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
         (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
@@ -146,6 +159,11 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.CancelAllOrders,
                     request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.FromString,
                     response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.FromString,
+                    response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.SerializeToString,
             ),
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
@@ -289,6 +307,33 @@ class EngineService:
             '/nautilus.engine.v1.EngineService/CancelAllOrders',
             nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersRequest.SerializeToString,
             nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelAllOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.engine.v1.EngineService/GetHealth',
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

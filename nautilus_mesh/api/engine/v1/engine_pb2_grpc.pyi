@@ -48,6 +48,10 @@ class EngineServiceStub:
     """Venues and their status."""
     CancelAllOrders: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]
     """Cancels every resting order, optionally only for one venue or model."""
+    GetHealth: _grpc.UnaryUnaryMultiCallable[_engine_pb2.GetHealthRequest, _engine_pb2.GetHealthResponse]
+    """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+    HEALTHY / DEGRADED / UNHEALTHY.
+    """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]
     """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
     (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
@@ -73,6 +77,10 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Venues and their status."""
     CancelAllOrders: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelAllOrdersRequest, _engine_pb2.CancelAllOrdersResponse]  # type: ignore[assignment]
     """Cancels every resting order, optionally only for one venue or model."""
+    GetHealth: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetHealthRequest, _engine_pb2.GetHealthResponse]  # type: ignore[assignment]
+    """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+    HEALTHY / DEGRADED / UNHEALTHY.
+    """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
     (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
@@ -125,6 +133,16 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.CancelAllOrdersResponse, _abc.Awaitable[_engine_pb2.CancelAllOrdersResponse]]:
         """Cancels every resting order, optionally only for one venue or model."""
+
+    @_abc_1.abstractmethod
+    def GetHealth(
+        self,
+        request: _engine_pb2.GetHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.GetHealthResponse, _abc.Awaitable[_engine_pb2.GetHealthResponse]]:
+        """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
+        HEALTHY / DEGRADED / UNHEALTHY.
+        """
 
     @_abc_1.abstractmethod
     def CancelOrder(

@@ -92,6 +92,11 @@ class OpsAdminServiceStub:
                 request_serializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
                 response_deserializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
                 _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/nautilus.ops.v1.OpsAdminService/GetHealth',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthResponse.FromString,
+                _registered_method=True)
 
 
 class OpsAdminServiceServicer:
@@ -177,6 +182,14 @@ class OpsAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealth(self, request, context):
+        """Every health check of ops (engine link, circuit breaker, report seq, marks, store, allocator, sampler, canary,
+        span exporter) with status, detail and age, rolled up as HEALTHY / DEGRADED / UNHEALTHY.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +247,11 @@ def add_OpsAdminServiceServicer_to_server(servicer, server):
                     servicer.ReloadConfig,
                     request_deserializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigRequest.FromString,
                     response_serializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigResponse.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +553,33 @@ class OpsAdminService:
             '/nautilus.ops.v1.OpsAdminService/ReloadConfig',
             nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigRequest.SerializeToString,
             nautilus_dot_ops_dot_v1_dot_admin__pb2.ReloadConfigResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsAdminService/GetHealth',
+            nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_admin__pb2.GetHealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,10 @@ class OpsAdminServiceStub:
     """Releases the kill switch (a separate, audited call)."""
     ReloadConfig: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReloadConfigRequest, _admin_pb2.ReloadConfigResponse]
     """Reloads a config file; a bad file is refused and the previous config stays in force."""
+    GetHealth: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetHealthRequest, _admin_pb2.GetHealthResponse]
+    """Every health check of ops (engine link, circuit breaker, report seq, marks, store, allocator, sampler, canary,
+    span exporter) with status, detail and age, rolled up as HEALTHY / DEGRADED / UNHEALTHY.
+    """
 
 @_typing.type_check_only
 class OpsAdminServiceAsyncStub(OpsAdminServiceStub):
@@ -92,6 +96,10 @@ class OpsAdminServiceAsyncStub(OpsAdminServiceStub):
     """Releases the kill switch (a separate, audited call)."""
     ReloadConfig: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReloadConfigRequest, _admin_pb2.ReloadConfigResponse]  # type: ignore[assignment]
     """Reloads a config file; a bad file is refused and the previous config stays in force."""
+    GetHealth: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetHealthRequest, _admin_pb2.GetHealthResponse]  # type: ignore[assignment]
+    """Every health check of ops (engine link, circuit breaker, report seq, marks, store, allocator, sampler, canary,
+    span exporter) with status, detail and age, rolled up as HEALTHY / DEGRADED / UNHEALTHY.
+    """
 
 class OpsAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operators' controls. Every call needs the `x-ops-token` metadata; with no admin token
@@ -187,5 +195,15 @@ class OpsAdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ReloadConfigResponse, _abc.Awaitable[_admin_pb2.ReloadConfigResponse]]:
         """Reloads a config file; a bad file is refused and the previous config stays in force."""
+
+    @_abc_1.abstractmethod
+    def GetHealth(
+        self,
+        request: _admin_pb2.GetHealthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetHealthResponse, _abc.Awaitable[_admin_pb2.GetHealthResponse]]:
+        """Every health check of ops (engine link, circuit breaker, report seq, marks, store, allocator, sampler, canary,
+        span exporter) with status, detail and age, rolled up as HEALTHY / DEGRADED / UNHEALTHY.
+        """
 
 def add_OpsAdminServiceServicer_to_server(servicer: OpsAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

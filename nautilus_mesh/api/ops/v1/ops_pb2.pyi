@@ -1278,3 +1278,44 @@ class GetTradingStateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTradingStateResponse: _TypeAlias = GetTradingStateResponse  # noqa: Y015
+
+@_typing.final
+class GetStreamLimitsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStreamLimitsRequest: _TypeAlias = GetStreamLimitsRequest  # noqa: Y015
+
+@_typing.final
+class GetStreamLimitsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_SIGNALS_PER_FRAME_FIELD_NUMBER: _builtins.int
+    MAX_ITEMS_PER_RESPONSE_FIELD_NUMBER: _builtins.int
+    max_signals_per_frame: _builtins.int
+    """The most signals one StreamSignalsRequest may carry; a bigger frame is answered with one REJECTED
+    decision (FRAME_TOO_LARGE) and none of its signals is decided.
+    """
+    max_items_per_response: _builtins.int
+    """The most decisions and fills one StreamSignalsResponse carries."""
+    def __init__(
+        self,
+        *,
+        max_signals_per_frame: _builtins.int = ...,
+        max_items_per_response: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_items_per_response", b"max_items_per_response", "max_signals_per_frame", b"max_signals_per_frame"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStreamLimitsResponse: _TypeAlias = GetStreamLimitsResponse  # noqa: Y015

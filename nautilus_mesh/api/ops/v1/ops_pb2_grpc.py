@@ -103,6 +103,11 @@ class OpsServiceStub:
                 request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.SerializeToString,
                 response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.FromString,
                 _registered_method=True)
+        self.GetStreamLimits = channel.unary_unary(
+                '/nautilus.ops.v1.OpsService/GetStreamLimits',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -203,6 +208,13 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStreamLimits(self, request, context):
+        """The bounds this server holds its streams to (signals per frame): clients size their frames by it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -270,6 +282,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.GetTradingState,
                     request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.FromString,
                     response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.SerializeToString,
+            ),
+            'GetStreamLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStreamLimits,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -626,6 +643,33 @@ class OpsService:
             '/nautilus.ops.v1.OpsService/GetTradingState',
             nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateRequest.SerializeToString,
             nautilus_dot_ops_dot_v1_dot_ops__pb2.GetTradingStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStreamLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/GetStreamLimits',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,8 @@ class OpsServiceStub:
     """The risk limits in force."""
     GetTradingState: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetTradingStateRequest, _ops_pb2.GetTradingStateResponse]
     """Trading states: global, per model, and the kill switch."""
+    GetStreamLimits: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetStreamLimitsRequest, _ops_pb2.GetStreamLimitsResponse]
+    """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
@@ -102,6 +104,8 @@ class OpsServiceAsyncStub(OpsServiceStub):
     """The risk limits in force."""
     GetTradingState: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetTradingStateRequest, _ops_pb2.GetTradingStateResponse]  # type: ignore[assignment]
     """Trading states: global, per model, and the kill switch."""
+    GetStreamLimits: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetStreamLimitsRequest, _ops_pb2.GetStreamLimitsResponse]  # type: ignore[assignment]
+    """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The strategies' entry point: signals in, decisions and fills out, plus queries.
@@ -214,5 +218,13 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.GetTradingStateResponse, _abc.Awaitable[_ops_pb2.GetTradingStateResponse]]:
         """Trading states: global, per model, and the kill switch."""
+
+    @_abc_1.abstractmethod
+    def GetStreamLimits(
+        self,
+        request: _ops_pb2.GetStreamLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetStreamLimitsResponse, _abc.Awaitable[_ops_pb2.GetStreamLimitsResponse]]:
+        """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,255 @@
+"""Execution reports and their encodings: the wire/journal protobuf and the legacy JSONL records.
+
+A :class:`Report` is built once per venue event by the ledger. Its protobuf
+(``nautilus.engine.v1.ExecutionReport``) is built once too, lazily, by :func:`report_pb`: the same
+message is serialised into the journal and copied into the session's reports frame, so a report
+is never converted twice. The journal's order record is ``nautilus.engine.v1.OrderRecord``
+(:func:`order_record` / :func:`request_from_pb`).
+
+The JSONL decoders (:func:`report_from_json`, :func:`request_from_json`) read journals written
+before the binary format, for their one-time migration only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from engine_server.order_lifecycle import OrderStatus
+from engine_server.venues.base import ExecType, OrderRequest, OrderType, Side, TimeInForce, VenueEvent
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
+from nautilus_mesh.decimals import fmt
+
+SIDE_PB: Mapping[Side, common_pb2.Side.ValueType] = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
+SIDE_OF: Mapping[int, Side] = {v: k for k, v in SIDE_PB.items()}
+ORDER_TYPE_PB: Mapping[OrderType, common_pb2.OrderType.ValueType] = {
+    OrderType.MARKET: common_pb2.ORDER_TYPE_MARKET,
+    OrderType.LIMIT: common_pb2.ORDER_TYPE_LIMIT,
+}
+ORDER_TYPE_OF: Mapping[int, OrderType] = {v: k for k, v in ORDER_TYPE_PB.items()}
+TIF_PB: Mapping[TimeInForce, common_pb2.TimeInForce.ValueType] = {
+    TimeInForce.GTC: common_pb2.TIME_IN_FORCE_GTC,
+    TimeInForce.IOC: common_pb2.TIME_IN_FORCE_IOC,
+    TimeInForce.FOK: common_pb2.TIME_IN_FORCE_FOK,
+}
+TIF_OF: Mapping[int, TimeInForce] = {v: k for k, v in TIF_PB.items()}
+EXEC_TYPE_PB: Mapping[ExecType, engine_pb2.ExecType.ValueType] = {
+    t: engine_pb2.ExecType.Value(f"EXEC_TYPE_{t.value}") for t in ExecType
+}
+EXEC_TYPE_OF: Mapping[int, ExecType] = {v: k for k, v in EXEC_TYPE_PB.items()}
+STATUS_PB: Mapping[OrderStatus, engine_pb2.OrderStatus.ValueType] = {
+    s: engine_pb2.OrderStatus.Value(f"ORDER_STATUS_{s.value}") for s in OrderStatus
+}
+STATUS_OF: Mapping[int, OrderStatus] = {v: k for k, v in STATUS_PB.items()}
+
+JOURNAL_SCHEMA = {1: journal_pb2.OrderRecord, 2: engine_pb2.ExecutionReport}
+"""The engine journal's record types by tag."""
+ORDER_TAG = 1
+REPORT_TAG = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """An execution report: a venue event plus the ledger's sequence number and the order's identity."""
+
+    seq: int
+    exec_id: str
+    venue: str
+    client_order_id: str
+    venue_order_id: str
+    model_id: str
+    account: str
+    session_id: str
+    symbol: str
+    side: Side
+    exec_type: ExecType
+    order_status: OrderStatus
+    last_qty: Decimal
+    last_price: Decimal
+    cum_qty: Decimal
+    leaves_qty: Decimal
+    avg_price: Decimal
+    fee: Decimal
+    liquidity: str
+    reason_code: str
+    reason_text: str
+    ts_ns: int
+    trace: Mapping[str, str] = field(default_factory=dict)
+    reason_details: Mapping[str, str] = field(default_factory=dict)
+    """Structured details of a rejection (e.g. requested and maximum), empty otherwise."""
+    pb_cache: engine_pb2.ExecutionReport | None = field(default=None, compare=False, repr=False)
+    """The report's protobuf once :func:`report_pb` has built it (set once, never changed)."""
+
+    def to_event(self) -> VenueEvent:
+        """The venue event this report was made from."""
+        return VenueEvent(
+            exec_type=self.exec_type,
+            client_order_id=self.client_order_id,
+            venue_order_id=self.venue_order_id,
+            symbol=self.symbol,
+            side=self.side,
+            last_qty=self.last_qty,
+            last_price=self.last_price,
+            cum_qty=self.cum_qty,
+            leaves_qty=self.leaves_qty,
+            avg_price=self.avg_price,
+            fee=self.fee,
+            liquidity=self.liquidity,
+            reason_code=self.reason_code,
+            reason_text=self.reason_text,
+            ts_ns=self.ts_ns,
+        )
+
+
+def report_pb(report: Report) -> engine_pb2.ExecutionReport:
+    """The report as ``ExecutionReport``, built on first use and then shared (journal, wire, queries).
+
+    The message carries no trace context: the journal takes it from the order record and a
+    session's frame sets it on its own copy.
+    """
+    pb = report.pb_cache
+    if pb is not None:
+        return pb
+    pb = engine_pb2.ExecutionReport(
+        seq=report.seq,
+        exec_id=report.exec_id,
+        client_order_id=report.client_order_id,
+        venue_order_id=report.venue_order_id,
+        venue=report.venue,
+        model_id=report.model_id,
+        account=report.account,
+        instrument=report.symbol,
+        side=SIDE_PB[report.side],
+        exec_type=EXEC_TYPE_PB[report.exec_type],
+        order_status=STATUS_PB[report.order_status],
+        last_qty=fmt(report.last_qty),
+        last_price=fmt(report.last_price),
+        cum_qty=fmt(report.cum_qty),
+        leaves_qty=fmt(report.leaves_qty),
+        avg_price=fmt(report.avg_price),
+        fee=fmt(report.fee),
+        liquidity=report.liquidity,
+        ts_unix_nanos=report.ts_ns,
+    )
+    if report.reason_code:
+        error = pb.error
+        error.kind = "venue_rejected" if report.exec_type is ExecType.REJECTED else "venue_event"
+        error.code = report.reason_code
+        error.message = report.reason_text
+        if report.reason_details:
+            error.details.update(report.reason_details)
+    object.__setattr__(report, "pb_cache", pb)
+    return pb
+
+
+def report_from_pb(pb: engine_pb2.ExecutionReport, session_id: str, trace: Mapping[str, str]) -> Report:
+    """Rebuild a report read from the journal (session and trace come from its order)."""
+    return Report(
+        seq=pb.seq,
+        exec_id=pb.exec_id,
+        venue=pb.venue,
+        client_order_id=pb.client_order_id,
+        venue_order_id=pb.venue_order_id,
+        model_id=pb.model_id,
+        account=pb.account,
+        session_id=session_id,
+        symbol=pb.instrument,
+        side=SIDE_OF[pb.side],
+        exec_type=EXEC_TYPE_OF[pb.exec_type],
+        order_status=STATUS_OF[pb.order_status],
+        last_qty=Decimal(pb.last_qty),
+        last_price=Decimal(pb.last_price),
+        cum_qty=Decimal(pb.cum_qty),
+        leaves_qty=Decimal(pb.leaves_qty),
+        avg_price=Decimal(pb.avg_price),
+        fee=Decimal(pb.fee),
+        liquidity=pb.liquidity,
+        reason_code=pb.error.code,
+        reason_text=pb.error.message,
+        ts_ns=pb.ts_unix_nanos,
+        trace=trace,
+        reason_details=dict(pb.error.details),
+        pb_cache=pb,
+    )
+
+
+def order_record(venue: str, req: OrderRequest, created_ns: int) -> journal_pb2.OrderRecord:
+    """The journal record of a new order."""
+    record = journal_pb2.OrderRecord(session_id=req.session_id, created_unix_nanos=created_ns)
+    new = record.order
+    new.client_order_id = req.client_order_id
+    new.venue = venue
+    new.account = req.account
+    new.model_id = req.model_id
+    new.instrument = req.symbol
+    new.side = SIDE_PB[req.side]
+    new.order_type = ORDER_TYPE_PB[req.order_type]
+    new.time_in_force = TIF_PB[req.time_in_force]
+    new.quantity = fmt(req.quantity)
+    new.limit_price = fmt(req.limit_price)
+    if req.trace:
+        new.trace.traceparent = req.trace.get("traceparent", "")
+        new.trace.tracestate = req.trace.get("tracestate", "")
+    return record
+
+
+def request_from_pb(record: journal_pb2.OrderRecord) -> OrderRequest:
+    """The order request of a journal order record."""
+    new = record.order
+    trace: dict[str, str] = {}
+    if new.trace.traceparent:
+        trace["traceparent"] = new.trace.traceparent
+    if new.trace.tracestate:
+        trace["tracestate"] = new.trace.tracestate
+    return OrderRequest(
+        client_order_id=new.client_order_id,
+        session_id=record.session_id,
+        account=new.account,
+        model_id=new.model_id,
+        symbol=new.instrument,
+        side=SIDE_OF[new.side],
+        order_type=ORDER_TYPE_OF[new.order_type],
+        time_in_force=TIF_OF[new.time_in_force],
+        quantity=Decimal(new.quantity),
+        limit_price=Decimal(new.limit_price) if new.limit_price else None,
+        trace=trace,
+    )
+
+
+# -- legacy JSONL journal (read once, for migration) ------------------------------------------------
+
+
+def report_from_json(rec: Mapping[str, Any]) -> Report:
+    """Rebuild a report from a JSONL journal line."""
+    decimals = ("last_qty", "last_price", "cum_qty", "leaves_qty", "avg_price", "fee")
+    names = [n for n in Report.__dataclass_fields__ if n != "pb_cache"]
+    values: dict[str, Any] = {name: rec[name] for name in names if name in rec}
+    for name in decimals:
+        values[name] = Decimal(str(rec[name]))
+    values["side"] = Side(rec["side"])
+    values["exec_type"] = ExecType(rec["exec_type"])
+    values["order_status"] = OrderStatus(rec["order_status"])
+    values["seq"] = int(rec["seq"])
+    values["ts_ns"] = int(rec["ts_ns"])
+    return Report(**values)
+
+
+def request_from_json(rec: Mapping[str, Any]) -> OrderRequest:
+    """Rebuild an order request from a JSONL journal line's ``request``."""
+    price = rec.get("limit_price")
+    return OrderRequest(
+        client_order_id=str(rec["client_order_id"]),
+        session_id=str(rec["session_id"]),
+        account=str(rec["account"]),
+        model_id=str(rec["model_id"]),
+        symbol=str(rec["symbol"]),
+        side=Side(rec["side"]),
+        order_type=OrderType(rec["order_type"]),
+        time_in_force=TimeInForce(rec["time_in_force"]),
+        quantity=Decimal(str(rec["quantity"])),
+        limit_price=None if price is None else Decimal(str(price)),
+        trace={str(k): str(v) for k, v in dict(rec.get("trace") or {}).items()},
+    )

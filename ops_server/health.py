@@ -1,0 +1,330 @@
+"""Ops health that tells the truth: per-dependency gRPC health services, ``GetHealth`` checks and their metrics.
+
+gRPC health (``grpc.health.v1``), refreshed every ``interval`` seconds (0.2 s):
+
+==============================  ======================================================================
+service                         NOT_SERVING when
+==============================  ======================================================================
+``nautilus.ops.v1.engine_link`` the order stream to the engine is down or its quotes are not flowing
+``nautilus.ops.v1.marks``       any routed instrument's mark is missing or older than its limit
+``nautilus.ops.v1.store``       the state store does not answer a read
+==============================  ======================================================================
+
+The overall service (``""``) and ``OpsService``/``OpsAdminService`` stay SERVING while ops can answer calls, also
+during an engine outage: ops still answers every signal (``ENGINE_UNAVAILABLE``), queries, admin calls and the kill
+switch, and an orchestrator that restarted ops because the engine is down would only add a second outage. Probe
+the dependency services to see the engine side.
+
+``GetHealth`` (admin) lists every check with status, detail and age, rolled up (the worst): engine link, circuit
+breaker, report seq, one mark per routed instrument, store, last allocation, last sample, each canary, span exporter.
+Metrics: ``component_up{component}``, ``mark_age_seconds{instrument}``, ``span_export_failures_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+
+from nautilus_mesh.health import Check, Health, rollup
+from nautilus_mesh.store import StateStore
+from nautilus_mesh.telemetry import Tracing
+from ops_server.circuit_breaker import CircuitBreaker, CircuitState
+from ops_server.engine_link import EngineLink
+from ops_server.metrics import OpsMetrics
+
+if TYPE_CHECKING:
+    from ops_server.core import OpsCore
+
+log = logging.getLogger(__name__)
+
+ENGINE_LINK_SERVICE = "nautilus.ops.v1.engine_link"
+MARKS_SERVICE = "nautilus.ops.v1.marks"
+STORE_SERVICE = "nautilus.ops.v1.store"
+DEPENDENCY_SERVICES = (ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass(frozen=True)
+class OpsHealthInputs:
+    """The narrow views health reads; each callable is cheap and runs on the event loop.
+
+    Attributes:
+        instruments: the instruments routed models trade.
+        stale_mark_seconds: the mark age limit (seconds), from the risk limits.
+        last_allocation_at: epoch seconds of the last allocator cycle, or None.
+        allocation_interval: seconds between allocator cycles.
+        last_sample_at: epoch seconds of the last equity sample, or None.
+        sample_interval: seconds between equity samples.
+        canaries: (strategy, canary model, state) of each canary run.
+    """
+
+    instruments: Callable[[], Iterable[str]]
+    stale_mark_seconds: Callable[[], float]
+    last_allocation_at: Callable[[], float | None]
+    allocation_interval: float
+    last_sample_at: Callable[[], float | None]
+    sample_interval: float
+    canaries: Callable[[], Iterable[tuple[str, str, str]]]
+
+
+class OpsHealth:
+    """Computes ops' health checks, publishes them to gRPC health and metrics.
+
+    Args:
+        link: the engine link.
+        breaker: the engine-link circuit breaker.
+        store: the state store (probed with a read at most every ``store_probe_interval`` seconds).
+        tracing: ops' tracing (span export counts).
+        metrics: ops metrics.
+        inputs: the other views (marks limit, allocator, sampler, canaries).
+        interval: seconds between refreshes of gRPC health and metrics.
+        store_probe_interval: seconds between store probes.
+    """
+
+    def __init__(
+        self,
+        link: EngineLink,
+        breaker: CircuitBreaker,
+        store: StateStore,
+        tracing: Tracing,
+        metrics: OpsMetrics,
+        inputs: OpsHealthInputs,
+        *,
+        interval: float = 0.2,
+        store_probe_interval: float = 5.0,
+    ) -> None:
+        self._link = link
+        self._breaker = breaker
+        self._store = store
+        self._tracing = tracing
+        self._metrics = metrics
+        self._inputs = inputs
+        self.interval = interval
+        self._store_probe_interval = store_probe_interval
+        self._store_check: Check | None = None
+        self._store_probed_at = 0.0
+        self._started_at = time.time()
+        self._exports_failed_seen = 0
+        self._servicer: health_aio.HealthServicer | None = None
+        self._published: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def engine_link(self) -> Check:
+        link = self._link
+        age = time.monotonic() - link.state_since
+        if not link.connected:
+            return Check("engine_link", Health.UNHEALTHY, f"order stream to {link.address} down", age)
+        if not link.quotes_live:
+            return Check("engine_link", Health.UNHEALTHY, f"connected to {link.address}, quote stream down", age)
+        return Check(
+            "engine_link",
+            Health.HEALTHY,
+            f"connected to {link.address} (session {link.session_id}, {link.reconnects} reconnect(s))",
+            age,
+        )
+
+    def circuit(self) -> Check:
+        breaker = self._breaker
+        age = time.monotonic() - breaker.since
+        detail = f"{breaker.state.value}, {breaker.consecutive_failures} consecutive failure(s)"
+        status = Health.HEALTHY if breaker.state is CircuitState.CLOSED else Health.UNHEALTHY
+        return Check("engine_circuit", status, detail, age)
+
+    def report_seq(self) -> Check:
+        cursor = self._link.cursor
+        if cursor.highest > cursor.watermark:
+            return Check(
+                "report_seq",
+                Health.DEGRADED,
+                f"gap: applied up to {cursor.watermark} contiguously, highest {cursor.highest}; reconciling",
+            )
+        return Check("report_seq", Health.HEALTHY, f"applied every report up to seq {cursor.watermark}")
+
+    def marks(self) -> list[Check]:
+        now = time.monotonic()
+        limit = self._inputs.stale_mark_seconds()
+        checks = []
+        for instrument in sorted(set(self._inputs.instruments())):
+            seen = self._link.quote_times.get(instrument)
+            if seen is None:
+                checks.append(Check(f"mark:{instrument}", Health.DEGRADED, "no quote received yet"))
+                continue
+            age = now - seen
+            if age > limit:
+                checks.append(Check(f"mark:{instrument}", Health.DEGRADED, f"stale: older than {limit:g}s", age))
+            else:
+                checks.append(Check(f"mark:{instrument}", Health.HEALTHY, f"fresh (limit {limit:g}s)", age))
+        return checks
+
+    def store(self) -> Check:
+        now = time.monotonic()
+        if self._store_check is None or now - self._store_probed_at >= self._store_probe_interval:
+            self._store_probed_at = now
+            started = time.perf_counter()
+            try:
+                self._store.get("allocator")
+            except Exception as exc:
+                if self._store_check is None or self._store_check.status is Health.HEALTHY:
+                    log.error("[HEALTH] state store %s failed a read: %s", self._store.location, type(exc).__name__)
+                self._store_check = Check("store", Health.UNHEALTHY, f"{self._store.location}: {type(exc).__name__}")
+            else:
+                took = (time.perf_counter() - started) * 1000
+                self._store_check = Check("store", Health.HEALTHY, f"{self._store.location}: read in {took:.1f} ms")
+        check = self._store_check
+        return Check(check.name, check.status, check.detail, now - self._store_probed_at)
+
+    def _periodic(self, name: str, last: float | None, interval: float) -> Check:
+        now = time.time()
+        late_after = 3 * interval + 1.0
+        if last is None:
+            age = now - self._started_at
+            status = Health.DEGRADED if age > late_after else Health.HEALTHY
+            return Check(name, status, f"no cycle yet (every {interval:g}s)", age)
+        age = now - last
+        if age > late_after:
+            return Check(name, Health.DEGRADED, f"late: last cycle {age:.1f}s ago, runs every {interval:g}s", age)
+        return Check(name, Health.HEALTHY, f"runs every {interval:g}s", age)
+
+    def canaries(self) -> list[Check]:
+        out = []
+        for strategy, model, state in self._inputs.canaries():
+            status = Health.DEGRADED if state == "PAUSED" else Health.HEALTHY
+            out.append(Check(f"canary:{strategy}", status, f"{model} {state}"))
+        return out
+
+    def span_exporter(self) -> Check:
+        stats = self._tracing.export_stats
+        kind = self._tracing.exporter_kind
+        if kind == "off":
+            return Check("span_exporter", Health.HEALTHY, "tracing disabled")
+        last_ok = stats.last_ok_at or 0.0
+        if stats.last_failure_at is not None and stats.last_failure_at > last_ok:
+            age = time.monotonic() - stats.last_failure_at
+            detail = f"{kind}: last export failed ({stats.last_error}), {stats.failed} failed batch(es)"
+            return Check("span_exporter", Health.DEGRADED, detail, age)
+        age = time.monotonic() - stats.last_ok_at if stats.last_ok_at is not None else 0.0
+        return Check("span_exporter", Health.HEALTHY, f"{kind}: {stats.exported} batch(es) exported", age)
+
+    def checks(self) -> list[Check]:
+        inputs = self._inputs
+        return [
+            self.engine_link(),
+            self.circuit(),
+            self.report_seq(),
+            *self.marks(),
+            self.store(),
+            self._periodic("allocator", inputs.last_allocation_at(), inputs.allocation_interval),
+            self._periodic("sampler", inputs.last_sample_at(), inputs.sample_interval),
+            *self.canaries(),
+            self.span_exporter(),
+        ]
+
+    def report(self) -> tuple[Health, list[Check]]:
+        """The checks and their rollup (the worst status)."""
+        checks = self.checks()
+        return rollup(checks), checks
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def refresh(self) -> list[Check]:
+        """Recompute the checks; update gRPC health of the dependency services and the metrics."""
+        checks = self.checks()
+        by_name = {c.name: c for c in checks}
+        marks = [c for c in checks if c.name.startswith("mark:")]
+        link_ok = by_name["engine_link"].status is Health.HEALTHY
+        marks_ok = all(c.status is Health.HEALTHY for c in marks)
+        store_ok = by_name["store"].status is Health.HEALTHY
+        up = {
+            "engine_link": link_ok,
+            "quotes": self._link.quotes_live,
+            "marks": marks_ok,
+            "store": store_ok,
+            "span_exporter": by_name["span_exporter"].status is Health.HEALTHY,
+            "engine_circuit": by_name["engine_circuit"].status is Health.HEALTHY,
+        }
+        for component, ok in up.items():
+            self._metrics.component_up.labels(component).set(1 if ok else 0)
+        for check in marks:
+            instrument = check.name.removeprefix("mark:")
+            self._metrics.mark_age.labels(instrument).set(
+                check.age_seconds if check.detail != "no quote received yet" else float("inf")
+            )
+        failed = self._tracing.export_stats.failed
+        if failed > self._exports_failed_seen:
+            self._metrics.span_export_failures.inc(failed - self._exports_failed_seen)
+            self._exports_failed_seen = failed
+        await self._publish(ENGINE_LINK_SERVICE, link_ok)
+        await self._publish(MARKS_SERVICE, marks_ok)
+        await self._publish(STORE_SERVICE, store_ok)
+        return checks
+
+    async def _publish(self, service: str, ok: bool) -> None:
+        status = _SERVING if ok else _NOT_SERVING
+        if self._published.get(service) == status:
+            return
+        previous = self._published.get(service)
+        self._published[service] = status
+        if previous is not None:
+            log_at = log.info if ok else log.warning
+            log_at("[HEALTH] %s %s", service, "SERVING" if ok else "NOT_SERVING")
+        if self._servicer is not None:
+            await self._servicer.set(service, status)
+
+    async def start(self, servicer: health_aio.HealthServicer) -> None:
+        """Publish into ``servicer`` now and every ``interval`` seconds."""
+        self._servicer = servicer
+        self._published.clear()
+        await self.refresh()
+        self._task = asyncio.create_task(self._loop(), name="ops-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._servicer is not None:
+            for service in DEPENDENCY_SERVICES:
+                await self._servicer.set(service, _NOT_SERVING)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("[HEALTH] refresh failed")
+
+
+def ops_health(core: OpsCore) -> OpsHealth:
+    """The health of one ops core (the one place that knows where each input lives in the core)."""
+    config = core.config
+    return OpsHealth(
+        core.link,
+        core.engine_gate.breaker,
+        core.state.store,
+        core.tracing,
+        core.metrics,
+        OpsHealthInputs(
+            instruments=lambda: {i for r in core.registry.routes() for i in r.instruments},
+            stale_mark_seconds=lambda: core.risk.limits.stale_mark_seconds,
+            last_allocation_at=lambda: last.at if (last := core.periodic.last_allocation) is not None else None,
+            allocation_interval=config.allocation_interval_seconds,
+            last_sample_at=lambda: core.periodic.last_sample_at,
+            sample_interval=config.sample_interval_seconds,
+            canaries=lambda: [
+                (strategy, run.controller.status().canary_model, run.controller.state.value)
+                for strategy, run in core.canaries.runs.items()
+            ],
+        ),
+    )

@@ -1,0 +1,92 @@
+"""Helpers for tests that run the services as real processes (``python -m engine_server`` / ``ops_server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.conftest import engine_config, ops_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+def write_configs(tmp: Path, engine_port: int, ops_port: int, **ops_overrides: Any) -> tuple[Path, Path]:
+    """Engine and ops config files for processes on fixed ports (so a restarted engine comes back on its port)."""
+    engine = engine_config(tmp, port=engine_port, tick_interval_ms=50)
+    ops = ops_config(tmp, engine_port, port=ops_port, **ops_overrides)
+    engine_path = tmp / "engine.json"
+    ops_path = tmp / "ops.json"
+    engine_path.write_text(json.dumps(engine.model_dump(mode="json")))
+    ops_data = ops.model_dump(mode="json")
+    ops_path.write_text(json.dumps(ops_data))
+    return engine_path, ops_path
+
+
+async def spawn(module: str, config: Path, log: Path) -> asyncio.subprocess.Process:
+    with log.open("ab") as out:  # the child keeps its own descriptor
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            module,
+            "--config",
+            str(config),
+            cwd=ROOT,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+
+
+def tail(log: Path | None, chars: int = 2000) -> str:
+    return log.read_text()[-chars:] if log is not None and log.exists() else ""
+
+
+async def health(address: str, service: str = "", deadline: float = 0.5) -> int | None:
+    """The gRPC health status of ``service`` at ``address``; None when the server does not answer."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=deadline
+            )
+        except grpc.aio.AioRpcError:
+            return None
+    return int(response.status)
+
+
+async def wait_health(
+    address: str,
+    expected: int | None,
+    *,
+    service: str = "",
+    within: float = 30.0,
+    proc: asyncio.subprocess.Process | None = None,
+    log: Path | None = None,
+) -> float:
+    """Poll until ``service`` reports ``expected``; returns the monotonic time it was first seen."""
+    deadline = time.monotonic() + within
+    while True:
+        status = await health(address, service)
+        if status == expected:
+            return time.monotonic()
+        if proc is not None and proc.returncode is not None:
+            raise AssertionError(f"process exited with {proc.returncode}: {tail(log)}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{address} {service or '(overall)'}: still {status} after {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()

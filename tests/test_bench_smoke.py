@@ -1,0 +1,44 @@
+"""The benchmarks run end to end with minimal sizes (figures are never checked: timing is not pass/fail)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"scenario", "signals_per_s", "p50_ms", "p99_ms", "first_fill_p50_ms", "first_fill_p99_ms", "rss_mb"}
+
+
+@pytest.mark.timeout(240)
+def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,echo", "--signals", "20",
+        "--batch", "10", "--window", "2", "--rates", "100", "--duration", "0.2", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=230, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads(out.read_text(encoding="utf-8"))
+    assert {(r["scenario"], r["load"]) for r in rows} == {
+        ("mesh, 3 processes", "closed, frames of 10"),
+        ("mesh, 3 processes", "closed, frames of 1"),
+        ("mesh, 3 processes", "open 100/s"),
+        ("grpc.aio echo", "closed, frames of 10"),
+        ("grpc.aio echo", "open 100/s"),
+    }
+    assert all(row.keys() >= KEYS and row["signals_per_s"] for row in rows)
+    mesh_closed = next(r for r in rows if r["scenario"] == "mesh, 3 processes" and r["load"] == "closed, frames of 10")
+    assert mesh_closed["first_fill_p50_ms"] is not None and mesh_closed["rss_mb"] > 0
+    assert "grpc.aio echo" in done.stdout and "x echo" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_engine_when_run_with_minimal_sizes_then_reports_one_frame_per_frame() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_engine.py"), "--orders", "200", "--frame", "50"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "in 4 report frames for 4 command frames" in done.stdout
