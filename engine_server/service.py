@@ -33,7 +33,7 @@ from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, Venu
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
-from nautilus_mesh.telemetry import Tracing, inject
+from nautilus_mesh.telemetry import Tracing, inject, is_sampled
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class EngineCore:
             frame = frames.get(report.session_id)
             if frame is None:
                 frame = frames[report.session_id] = []
-            if tracing and report.exec_type in wire.TRACED_EXEC_TYPES and wire.sampled(traceparent):
+            if tracing and report.exec_type in wire.TRACED_EXEC_TYPES and is_sampled(traceparent):
                 parent = common_pb2.TraceContext(traceparent=traceparent, tracestate=trace.get("tracestate", ""))
                 attrs = {
                     "messaging.message.id": report.exec_id,
@@ -168,7 +168,7 @@ class EngineCore:
                         new = command.new_order
                         received[new.venue] = received.get(new.venue, 0) + 1
                         traceparent = new.trace.traceparent
-                        if tracing and (not traceparent or wire.sampled(traceparent)):
+                        if tracing and (not traceparent or is_sampled(traceparent)):
                             reports.extend(self._submit_traced(new, session_id))
                         else:  # tracing off or an unsampled trace: carry the context on, no span work
                             trace = (

@@ -29,11 +29,6 @@ TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.RE
 FILL_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL})
 
 
-def sampled(traceparent: str) -> bool:
-    """True when a W3C traceparent's flags say sampled (the strategy took the decision once)."""
-    return len(traceparent) == 55 and traceparent[-1] in "13579bdf"
-
-
 MAX_PAGE = 5000
 
 

@@ -14,6 +14,7 @@ gRPC metadata is sent once per stream.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import time
@@ -194,9 +195,20 @@ class Tracing:
     def consume(
         self, name: str, carrier: TraceCarrier | None, attributes: Mapping[str, str | int | float] | None = None
     ) -> Iterator[Span]:
-        """A CONSUMER span parented on the context carried in a received message."""
+        """A CONSUMER span parented on the context carried in a received message.
+
+        An unsampled context (the strategy decided once, at the root) costs no span work: no span is made, and what
+        this message produces carries the same unsampled context on (see :meth:`produce`).
+        """
         if self.provider is None:  # tracing off: no span work on the hot path
             yield INVALID_SPAN
+            return
+        if carrier is not None and is_unsampled(carrier.traceparent):
+            token = _PASSTHROUGH.set(carrier.traceparent)
+            try:
+                yield INVALID_SPAN
+            finally:
+                _PASSTHROUGH.reset(token)
             return
         with self.tracer.start_as_current_span(
             name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=dict(attributes or {})
@@ -219,6 +231,11 @@ class Tracing:
         if self.provider is None:
             yield INVALID_SPAN
             return
+        unsampled = parent.traceparent if parent is not None else _PASSTHROUGH.get()
+        if is_unsampled(unsampled):  # carry the unsampled context on, no span work
+            carrier.traceparent = unsampled
+            yield INVALID_SPAN
+            return
         context = extract(parent) if parent is not None else None
         with self.tracer.start_as_current_span(
             name, context=context, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})
@@ -233,6 +250,20 @@ class Tracing:
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+
+
+_PASSTHROUGH: contextvars.ContextVar[str] = contextvars.ContextVar("nautilus_unsampled_traceparent", default="")
+"""The unsampled traceparent of the message being consumed, for what it produces."""
+
+
+def is_sampled(traceparent: str) -> bool:
+    """True for a well-formed W3C traceparent whose flags say sampled (``-01``)."""
+    return len(traceparent) == 55 and traceparent[-1] in "13579bdf"
+
+
+def is_unsampled(traceparent: str) -> bool:
+    """True for a well-formed W3C traceparent whose flags say not sampled (``-00``): the root decided against it."""
+    return len(traceparent) == 55 and traceparent[-1] not in "13579bdf"
 
 
 def extract(carrier: TraceCarrier | None) -> Context | None:

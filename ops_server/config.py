@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import pydantic
 
@@ -57,6 +58,10 @@ class OpsConfig(StrictModel):
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)
     max_signals_per_frame: int = pydantic.Field(1000, gt=0)
     signal_id_max_length: int = pydantic.Field(128, gt=0)
+    journal_fsync: Literal["never", "batch", "always"] = "never"
+    """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
+    survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``
+    fsyncs every record."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     tracing: bool = True

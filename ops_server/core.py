@@ -91,7 +91,9 @@ class OpsCore:
         risk = RiskRails(RiskLimits.load(config.risk_limits_path), on_event=self._on_risk_event)
         canaries = CanaryManager(registry, self._on_canary_event, sample_seconds=config.sample_interval_seconds)
         measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
-        self.tracker = tracker = OrderTracker(state_dir / "journal.jsonl", dedup_window=config.dedup_window)
+        self.tracker = tracker = OrderTracker(
+            state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync
+        )
         exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd)
         cursor = ReportCursor()
         self.link = link = EngineLink(

@@ -15,13 +15,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from pathlib import Path
 
-from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.files import JsonlWriter, read_jsonl
+from nautilus_mesh.journal import FsyncPolicy
+from ops_server.ops_journal import OpsJournal
 
 log = logging.getLogger(__name__)
 
@@ -35,79 +35,6 @@ TERMINAL = frozenset(
     }
 )
 FILL_TYPES = frozenset({engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL})
-
-
-# Journal codecs: the fields replay needs, written directly (json_format is ~10x slower on the hot path).
-# The shape matches protobuf's JSON mapping with original field names (enums by name), so either reads back.
-_REPORT_STRINGS = (
-    "exec_id",
-    "client_order_id",
-    "venue_order_id",
-    "venue",
-    "model_id",
-    "account",
-    "instrument",
-    "last_qty",
-    "last_price",
-    "cum_qty",
-    "leaves_qty",
-    "avg_price",
-    "fee",
-    "liquidity",
-)
-_DECISION_STRINGS = ("signal_id", "model_id", "client_order_id", "quantity")
-
-
-def report_record(report: engine_pb2.ExecutionReport) -> dict[str, Any]:
-    record: dict[str, Any] = {name: getattr(report, name) for name in _REPORT_STRINGS}
-    record["seq"] = report.seq
-    record["ts_unix_nanos"] = report.ts_unix_nanos
-    record["side"] = common_pb2.Side.Name(report.side)
-    record["exec_type"] = engine_pb2.ExecType.Name(report.exec_type)
-    record["order_status"] = engine_pb2.OrderStatus.Name(report.order_status)
-    if report.trace.traceparent:
-        record["trace"] = {"traceparent": report.trace.traceparent}
-    return record
-
-
-def _traceparent(record: dict[str, Any]) -> str:
-    return str(record.get("trace", {}).get("traceparent", ""))
-
-
-def report_from_record(record: dict[str, Any]) -> engine_pb2.ExecutionReport:
-    report = engine_pb2.ExecutionReport(
-        seq=int(record.get("seq", 0)),
-        ts_unix_nanos=int(record.get("ts_unix_nanos", 0)),
-        side=record.get("side", "SIDE_UNSPECIFIED"),
-        exec_type=record.get("exec_type", "EXEC_TYPE_UNSPECIFIED"),
-        order_status=record.get("order_status", "ORDER_STATUS_UNSPECIFIED"),
-        **{name: record.get(name, "") for name in _REPORT_STRINGS},
-    )
-    if traceparent := _traceparent(record):
-        report.trace.traceparent = traceparent
-    return report
-
-
-def decision_record(decision: ops_pb2.SignalDecision) -> dict[str, Any]:
-    record: dict[str, Any] = {name: getattr(decision, name) for name in _DECISION_STRINGS}
-    record["status"] = ops_pb2.DecisionStatus.Name(decision.status)
-    record["mode"] = ops_pb2.RoutingMode.Name(decision.mode)
-    record["side"] = common_pb2.Side.Name(decision.side)
-    if decision.trace.traceparent:
-        record["trace"] = {"traceparent": decision.trace.traceparent}
-    return record
-
-
-def decision_from_record(record: dict[str, Any]) -> ops_pb2.SignalDecision:
-    decision = ops_pb2.SignalDecision(
-        status=record.get("status", "DECISION_STATUS_UNSPECIFIED"),
-        mode=record.get("mode", "ROUTING_MODE_UNSPECIFIED"),
-        side=record.get("side", "SIDE_UNSPECIFIED"),
-        **{name: record.get(name, "") for name in _DECISION_STRINGS},
-    )
-    if traceparent := _traceparent(record):
-        decision.trace.traceparent = traceparent
-    return decision
 
 
 @dataclass
@@ -140,39 +67,40 @@ class TrackedOrder:
         leaves = self.quantity - self.filled
         return leaves if self.side == "BUY" else -leaves
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "client_order_id": self.client_order_id,
-            "signal_id": self.signal_id,
-            "model_id": self.model_id,
-            "strategy_id": self.strategy_id,
-            "instrument": self.instrument,
-            "side": self.side,
-            "quantity": fmt(self.quantity),
-            "mode": self.mode,
-            "venue": self.venue,
-            "reference_mid": fmt(self.reference_mid),
-            "created_ns": self.created_ns,
-            "traceparent": self.traceparent,
-            "owner": self.owner,
-        }
+    def to_pb(self) -> journal_pb2.TrackedOrderRecord:
+        """The journal form of the order."""
+        return journal_pb2.TrackedOrderRecord(
+            client_order_id=self.client_order_id,
+            signal_id=self.signal_id,
+            model_id=self.model_id,
+            strategy_id=self.strategy_id,
+            instrument=self.instrument,
+            side=self.side,
+            quantity=fmt(self.quantity),
+            mode=self.mode,
+            venue=self.venue,
+            reference_mid=fmt(self.reference_mid),
+            created_unix_nanos=self.created_ns,
+            traceparent=self.traceparent,
+            owner=self.owner,
+        )
 
     @classmethod
-    def from_record(cls, r: dict[str, Any]) -> TrackedOrder:
+    def from_pb(cls, r: journal_pb2.TrackedOrderRecord) -> TrackedOrder:
         return cls(
-            client_order_id=r["client_order_id"],
-            signal_id=r["signal_id"],
-            model_id=r["model_id"],
-            strategy_id=r["strategy_id"],
-            instrument=r["instrument"],
-            side=r["side"],
-            quantity=Decimal(r["quantity"]),
-            mode=r["mode"],
-            venue=r["venue"],
-            reference_mid=Decimal(r["reference_mid"]),
-            created_ns=r["created_ns"],
-            traceparent=r.get("traceparent", ""),
-            owner=r.get("owner", r["model_id"]),
+            client_order_id=r.client_order_id,
+            signal_id=r.signal_id,
+            model_id=r.model_id,
+            strategy_id=r.strategy_id,
+            instrument=r.instrument,
+            side=r.side,
+            quantity=Decimal(r.quantity),
+            mode=r.mode,
+            venue=r.venue,
+            reference_mid=Decimal(r.reference_mid),
+            created_ns=r.created_unix_nanos,
+            traceparent=r.traceparent,
+            owner=r.owner,
         )
 
 
@@ -192,12 +120,15 @@ class OrderTracker:
     """Decisions, orders and report application, journaled.
 
     Args:
-        journal_path: JSONL journal; None keeps everything in memory (tests).
+        journal_path: the binary journal (:mod:`ops_server.ops_journal`); None keeps everything in memory (tests).
+        journal_fsync: ``never`` (one write per frame: survives a process crash), ``batch`` (plus one fsync per
+            frame: survives power loss) or ``always``.
         dedup_window: how many signal decisions are remembered for duplicate detection.
         history: how many orders and fills are kept for queries (open orders are always kept).
     """
 
     journal_path: str | os.PathLike[str] | None = None
+    journal_fsync: FsyncPolicy = "never"
     dedup_window: int = 200_000
     history: int = 100_000
     decisions: OrderedDict[tuple[str, str], ops_pb2.SignalDecision] = field(default_factory=OrderedDict)
@@ -206,8 +137,7 @@ class OrderTracker:
     _open: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._journal = JsonlWriter(self.journal_path) if self.journal_path else None
-        self._pending: list[dict[str, Any]] = []
+        self._journal = OpsJournal(Path(self.journal_path), self.journal_fsync) if self.journal_path else None
 
     def close(self) -> None:
         self.commit()
@@ -215,14 +145,12 @@ class OrderTracker:
             self._journal.close()
 
     def commit(self) -> None:
-        """Write the decisions recorded since the last commit with one write and one flush (group commit).
+        """Write the decisions recorded since the last commit with one write (group commit).
 
         The signal path commits once per frame, before that frame's orders leave: the write-ahead rule per frame.
         """
-        if self._pending:
-            pending, self._pending = self._pending, []
-            if self._journal is not None:
-                self._journal.append_many(pending)
+        if self._journal is not None:
+            self._journal.commit()
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -236,10 +164,7 @@ class OrderTracker:
         if order is not None:
             self._add_order(order)
         if self._journal is not None:
-            record: dict[str, Any] = {"type": "decision", "decision": decision_record(decision)}
-            if order is not None:
-                record["order"] = order.to_record()
-            self._pending.append(record)
+            self._journal.append_decision(decision, None if order is None else order.to_pb())
 
     def _remember(self, decision: ops_pb2.SignalDecision) -> None:
         self.decisions[(decision.model_id, decision.signal_id)] = decision
@@ -268,11 +193,11 @@ class OrderTracker:
 
     def journal_reports(self, reports: list[engine_pb2.ExecutionReport]) -> None:
         """Journal a frame of reports (those of known orders) with one write, before they are applied."""
-        self.commit()  # the decisions these reports answer come first in the journal
         if self._journal is not None:
-            self._journal.append_many(
-                [{"type": "report", "report": report_record(r)} for r in reports if r.client_order_id in self.orders]
-            )
+            for report in reports:
+                if report.client_order_id in self.orders:
+                    self._journal.append_report(report)
+            self._journal.commit()  # after the frame's decisions: the reports answer them
 
     def apply_report(self, report: engine_pb2.ExecutionReport, *, journal: bool = True) -> AppliedFill | None:
         """Apply one engine report (the caller guarantees each seq once); returns the fill it carries."""
@@ -280,8 +205,8 @@ class OrderTracker:
         if order is None:
             return None
         if journal and self._journal is not None:
-            self.commit()
-            self._journal.append({"type": "report", "report": report_record(report)})
+            self._journal.append_report(report)
+            self._journal.commit()
         before = order.open_quantity
         order.acknowledged = True
         fill: AppliedFill | None = None
@@ -308,18 +233,17 @@ class OrderTracker:
 
         Returns the number of records replayed.
         """
-        if self.journal_path is None:
+        if self._journal is None:
             return 0
         count = 0
-        for record in read_jsonl(self.journal_path):
+        for record in self._journal.replay():
             count += 1
-            if record.get("type") == "decision":
-                decision = decision_from_record(record["decision"])
-                self._remember(decision)
-                if "order" in record:
-                    self._add_order(TrackedOrder.from_record(record["order"]))
-            elif record.get("type") == "report":
-                on_report(report_from_record(record["report"]))
+            if isinstance(record, journal_pb2.DecisionRecord):
+                self._remember(record.decision)
+                if record.HasField("order"):
+                    self._add_order(TrackedOrder.from_pb(record.order))
+            else:
+                on_report(record)
         if count:
             log.info("[TRACKER] replayed %d journal record(s): %d order(s)", count, len(self.orders))
         return count

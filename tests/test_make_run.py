@@ -60,5 +60,5 @@ def test_up_when_run_for_a_few_seconds_prints_ready_then_a_parsable_summary(tmp_
     assert signals > 0 and 0 < orders <= signals and fills > 0
     assert float(summary.group(5)) <= float(summary.group(6))
     # Everything it started has stopped, and its state landed under the working directory.
-    assert (tmp_path / "var" / "ops" / "journal.jsonl").exists()
+    assert (tmp_path / "var" / "ops" / "journal.bin").exists()
     assert (tmp_path / "var" / "engine" / "journal.bin").exists()

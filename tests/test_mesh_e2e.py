@@ -179,3 +179,23 @@ async def test_strategy_token_for_one_model_when_signalling_another_is_refused(m
             assert "MODEL_NOT_ALLOWED" in (exc.details() or "")
         else:
             raise AssertionError("a momentum token signalled for meanrev_v1")
+
+
+async def test_signal_when_its_trace_is_unsampled_costs_no_span_and_carries_the_context_on(
+    mesh: Mesh, tmp_path: Path
+) -> None:
+    unsampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
+    sig = signal("unsampled-1", 0.2)
+    sig.trace.traceparent = unsampled
+    principal = mesh.ops.core.auth.authenticate(META)
+    decision = mesh.ops.core.signals.handle(sig, principal)
+    assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+    assert decision.trace.traceparent == unsampled  # the order carries the strategy's decision on
+    order = mesh.ops.core.queries.order(decision.client_order_id)
+    assert order is not None
+    await wait_until(lambda: order.open_quantity == 0)
+    mesh.ops.core.tracing.force_flush()
+    mesh.engine.tracing.force_flush()
+    spans = [s for f in (tmp_path / "spans").glob("*.jsonl") for s in read_jsonl(f)]
+    assert not [s for s in spans if s["trace_id"] == "ab" * 16]
+    assert mesh.engine.core.manager.get_order(decision.client_order_id) is not None  # it did trade

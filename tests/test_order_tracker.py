@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,14 +11,8 @@ from google.protobuf import json_format
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from ops_server.order_tracker import (
-    OrderTracker,
-    TrackedOrder,
-    decision_from_record,
-    decision_record,
-    report_from_record,
-    report_record,
-)
+from ops_server.ops_journal import decision_from_record, decision_record, report_from_record, report_record
+from ops_server.order_tracker import OrderTracker, TrackedOrder
 
 REPORT = engine_pb2.ExecutionReport(
     seq=42,
@@ -64,7 +59,7 @@ def test_journal_codecs_when_given_protobuf_json_mapping_read_it_too() -> None:
 
 
 def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Path) -> None:
-    journal = tmp_path / "journal.jsonl"
+    journal = tmp_path / "journal.bin"
     tracker = OrderTracker(journal)
     order = TrackedOrder("o-1", "s-1", "m1", "strat", "BTC-USD", "SELL", Decimal(2), "LIVE", "sim", Decimal(100), 1)
     tracker.record(DECISION, order)
@@ -72,8 +67,8 @@ def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Pa
     fill = tracker.apply_report(REPORT)
     assert fill is not None and fill.signed_qty == Decimal("-0.5")
     tracker.close()
-    with journal.open("a") as fh:
-        fh.write('{"type": "report", "report": {"seq": 43')  # a torn last line from a crash
+    with journal.open("ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x01\x02")  # a torn last record from a crash
 
     replayed: list[engine_pb2.ExecutionReport] = []
     again = OrderTracker(journal)
@@ -83,3 +78,42 @@ def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Pa
     assert again.orders["o-1"].filled == Decimal("0.5")
     assert again.open_quantity("m1", "BTC-USD") == Decimal("-1.5")
     again.close()
+
+
+def test_tracker_when_a_jsonl_journal_is_found_migrates_it_once_and_replays_it(tmp_path: Path) -> None:
+    legacy = tmp_path / "journal.jsonl"
+    order = TrackedOrder("o-1", "s-1", "m1", "strat", "BTC-USD", "SELL", Decimal(2), "LIVE", "sim", Decimal(100), 1)
+    records = [
+        {"type": "decision", "decision": decision_record(DECISION), "order": legacy_order(order)},
+        {"type": "report", "report": report_record(REPORT)},
+    ]
+    legacy.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    tracker = OrderTracker(tmp_path / "journal.bin")
+    replayed: list[engine_pb2.ExecutionReport] = []
+    tracker.replay(lambda r: (replayed.append(r), tracker.apply_report(r, journal=False)))
+    tracker.close()
+
+    assert replayed == [REPORT]
+    assert tracker.previous_decision("m1", "s-1") == DECISION
+    assert tracker.orders["o-1"].filled == Decimal("0.5")
+    assert (tmp_path / "journal.jsonl.migrated").exists() and not legacy.exists()
+
+
+def legacy_order(order: TrackedOrder) -> dict[str, object]:
+    """An order as the JSONL journal (before the binary format) wrote it."""
+    return {
+        "client_order_id": order.client_order_id,
+        "signal_id": order.signal_id,
+        "model_id": order.model_id,
+        "strategy_id": order.strategy_id,
+        "instrument": order.instrument,
+        "side": order.side,
+        "quantity": str(order.quantity),
+        "mode": order.mode,
+        "venue": order.venue,
+        "reference_mid": str(order.reference_mid),
+        "created_ns": order.created_ns,
+        "traceparent": order.traceparent,
+        "owner": order.owner,
+    }

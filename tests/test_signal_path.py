@@ -11,7 +11,7 @@ import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
-from nautilus_mesh.files import JsonlWriter, read_jsonl
+from nautilus_mesh.journal import JournalWriter, read_journal
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
 from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
@@ -32,21 +32,21 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
     core = mesh.ops.core
     writes: list[int] = []
     batches: list[int] = []
-    original_append = JsonlWriter.append_many
+    original_commit = JournalWriter.commit
     original_send = core.link.send
 
-    def counting_append(self: JsonlWriter, records: Sequence[object]) -> None:
-        records = list(records)
-        if self.path.name == "journal.jsonl" and any(r.get("type") == "decision" for r in records):  # type: ignore[attr-defined]
-            writes.append(len(records))
-            assert not batches or len(batches) < len(writes), "a frame's orders left before its journal write"
-        original_append(self, records)  # type: ignore[arg-type]
+    def counting_commit(self: JournalWriter) -> int:
+        written = original_commit(self)
+        if self.path.name == "journal.bin" and written:
+            writes.append(written)
+            assert len(batches) < len(writes), "a frame's orders left before its journal write"
+        return written
 
     def counting_send(commands: Sequence[object]) -> None:
         batches.append(len(commands))
         original_send(commands)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(JsonlWriter, "append_many", counting_append)
+    monkeypatch.setattr(JournalWriter, "commit", counting_commit)
     monkeypatch.setattr(core.link, "send", counting_send)
     principal = core.auth.authenticate(META)
     frame = [signal("gc-1", 0.1), signal("gc-2", 0.1, instrument="ETH-USD"), signal("gc-3", 0.1, model="momentum_v2")]
@@ -57,8 +57,8 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
     # One write and one batch for the frame: each order (live, shadow canary, paper twins of the stable model)
     # has its decision record in the write and its command in the batch.
     assert len(writes) == 1 and len(batches) == 1 and writes[0] == batches[0] >= 3
-    journaled = [r for r in read_jsonl(mesh.tmp / "ops" / "journal.jsonl") if r.get("type") == "decision"]
-    assert {"gc-1", "gc-2", "gc-3"} <= {r["decision"]["signal_id"] for r in journaled}
+    journaled = [r.message for r in read_journal(mesh.tmp / "ops" / "journal.bin") if r.tag == 1]
+    assert {"gc-1", "gc-2", "gc-3"} <= {r.decision.signal_id for r in journaled}  # type: ignore[attr-defined]
 
 
 async def test_frame_when_two_signals_target_one_model_sizes_the_second_against_the_first(mesh: Mesh) -> None:
