@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -35,6 +36,23 @@ SERVICE_NAMES = (
 )
 
 
+SIZE_RAILS = ("max_order_qty", "max_order_qty_by_symbol", "max_order_notional")
+"""The rails that bound an order's size; a paper venue inherits them from the live venue it follows."""
+
+
+def rails_settings(config: EngineConfig, name: str) -> dict[str, Any]:
+    """The rails of venue ``name``: its own, and for a paper venue the size rails of the venue it follows where it
+    sets none (a shadow order is held to the same sizes as the live one it stands for)."""
+    own = dict(config.rails.get(name, {}))
+    spec = next((v for v in config.venues if v.get("name") == name), {})
+    if spec.get("adapter") == "paper":
+        followed = config.rails.get(str(spec.get("follows", "sim")), {})
+        for key in SIZE_RAILS:
+            if key not in own and key in followed:
+                own[key] = followed[key]
+    return own
+
+
 def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
     """Venues, their rails and the execution ledger, from the config."""
     venues = build_venues(config.venues, clock=time.time_ns)
@@ -46,7 +64,7 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         metrics.venue_rejections.labels(venue, rail).inc()
 
     rails = {
-        name: VenueRails(VenueRailsConfig.from_mapping(config.rails.get(name, {})), venue=name, on_reject=on_reject)
+        name: VenueRails(VenueRailsConfig.from_mapping(rails_settings(config, name)), venue=name, on_reject=on_reject)
         for name in venues
     }
     return OrderManager(
