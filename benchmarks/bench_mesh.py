@@ -405,7 +405,7 @@ def raised_risk_limits(tmp: Path) -> Path:
         model["order_rate_per_second"] = RAISED_RATE
         model["order_burst"] = RAISED_RATE
         model["max_daily_loss"] = "1000000000"
-        model["max_drawdown"] = 1.0
+        model["max_drawdown_ratio"] = 1.0
     path = tmp / "risk_limits.json"
     path.write_text(json.dumps(limits), encoding="utf-8")
     return path

@@ -161,7 +161,7 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
                 f"{s.sharpe:.2f}" if s else "-",
             ]
         )
-    headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe"]
+    headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe/yr"]
     print_table(console, "models", headers, rows)
     alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in allocations.allocations]
     title = f"allocations (total {_money(allocations.total_capital_usd)}, last {allocations.last_reason or '-'})"
@@ -236,10 +236,12 @@ def _print_canaries(console: Console, title: str, canaries: Sequence[ops_pb2.Can
             str(c.failed_checks),
             str(c.inconclusive_checks),
             c.last_check.outcome or "-",
+            f"{c.deflated_sharpe_ratio:.4f} ({c.trials} trials)" if c.last_check.outcome else "-",
         ]
         for c in canaries
     ]
     headers = ["strategy", "canary", "state", "step", "schedule", "weights", "failed", "inconclusive", "last check"]
+    headers.append("DSR")
     print_table(console, title, headers, rows)
     for c in canaries:
         if c.last_check.outcome:
@@ -308,7 +310,9 @@ def _stats_row(first: str, s: ops_pb2.ModelStats) -> list[str]:
         _money(s.fees),
         _money(s.slippage),
         f"{s.sharpe:.2f}",
-        f"{s.max_drawdown:,.2f}",
+        f"{s.drawdown_ratio:.2%}",
+        f"{s.max_drawdown_ratio:.2%}",
+        f"{s.max_drawdown_usd:,.2f}",
         f"{s.hit_rate:.2f}",
         str(s.observations),
         str(s.fills),
@@ -318,8 +322,9 @@ def _stats_row(first: str, s: ops_pb2.ModelStats) -> list[str]:
 async def cmd_stats(args: argparse.Namespace, console: Console) -> int:
     async with _client(args) as ops:
         response = await ops.get_model_stats(args.model)
-    common = ["mode", "equity", "realized", "unrealized", "fees", "slippage", "sharpe", "drawdown", "hit rate"]
-    common += ["obs", "fills"]
+    # Sharpe is annualised from bars; drawdown is a fraction of peak equity, or the fall of PnL in USD.
+    common = ["mode", "equity", "realized", "unrealized", "fees", "slippage", "sharpe/yr", "drawdown ratio"]
+    common += ["max drawdown ratio", "max drawdown usd", "hit rate", "bars", "fills"]
     model_rows = [[s.model_id, *_stats_row(s.strategy_id, s)] for s in response.models]
     print_table(console, "models", ["model", "strategy", *common], model_rows)
     strategy_rows = [_stats_row(s.strategy_id, s) for s in response.strategies]

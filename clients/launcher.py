@@ -167,6 +167,9 @@ def read_stats(path: Path = STATS_FILE) -> dict[str, Any]:
 
 # --- status table ----------------------------------------------------------------------------
 
+MIN_BARS_SHOWN = 10
+"""Bars (of ops' ``stats_bar_seconds``) before the status table shows a Sharpe ratio: fewer say nothing yet."""
+
 
 def _money(text: str) -> str:
     try:
@@ -250,10 +253,14 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
                 str(s.fills) if s else _count(counts, "fills", model_id in counted),
                 view.positions.get(model_id, "flat"),
                 _money(s.equity) if s else "-",
+                f"{s.sharpe:.2f}" if s and s.observations >= MIN_BARS_SHOWN else "-",
+                f"{s.drawdown_ratio:.2%}" if s else "-",
                 f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",
             ]
         )
-    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "weight / quota usd"]
+    # Sharpe annualised from the bars of ops' stats_bar_seconds ("-" below MIN_BARS_SHOWN); drawdown of peak equity.
+    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "sharpe/yr", "drawdown ratio"]
+    headers.append("weight / quota usd")
     print_table(console, f"models ({time.strftime('%H:%M:%S')})", headers, rows)
     service_rows = []
     for name, snap in sorted((stats.get("strategies") or {}).items()):

@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
 from engine_server.venues.base import ZERO, ExecType, OrderRequest, VenueEvent
-from nautilus_mesh.errors import MeshError
+from nautilus_mesh.errors import MeshError, VenueRejectedError
 
 PRICE_QUANTUM = Decimal("0.00000001")
 
@@ -75,6 +75,18 @@ class IllegalTransitionError(MeshError):
 
     def __init__(self, message: str, details: Mapping[str, object] | None = None) -> None:
         super().__init__("ILLEGAL_TRANSITION", message, details)
+
+
+def cancel_reject(order: Order) -> VenueRejectedError:
+    """The answer to a cancel of a finished order: ``TOO_LATE_TO_CANCEL`` once it is filled, ``ORDER_ALREADY_DONE``
+    once cancelled, rejected or expired (``details`` carry its status and filled quantity)."""
+    status = order.status.value
+    return VenueRejectedError(
+        "TOO_LATE_TO_CANCEL" if order.status is OrderStatus.FILLED else "ORDER_ALREADY_DONE",
+        f"order {order.client_order_id!r} is already {status}: nothing left to cancel",
+        {"client_order_id": order.client_order_id, "status": status, "filled_qty": order.filled_qty},
+        rail="cancel",
+    )
 
 
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:

@@ -51,7 +51,7 @@ from engine_server.execution_report import (
     request_from_pb,
 )
 from engine_server.ledger_recovery import migrate_if_needed, order_from_journal, restart_events
-from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order
+from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order, cancel_reject
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
     ExecType,
@@ -290,18 +290,17 @@ class OrderManager:
         return self._record(events, {coid: details} if details else None)
 
     def cancel(self, client_order_id: str) -> list[Report]:
-        """Cancel one order; empty when it is already terminal (cancelling is idempotent).
+        """Cancel one order.
 
         Raises:
             NotFoundError: ``ORDER_NOT_FOUND`` for an id the engine never saw.
+            VenueRejectedError: The cancel reject of a finished order (:func:`cancel_reject`).
         """
-        order = self._orders.get(client_order_id)
-        if order is None:
-            raise NotFoundError(
-                "ORDER_NOT_FOUND", f"no order {client_order_id!r}", {"client_order_id": client_order_id}
-            )
+        coid = client_order_id
+        if (order := self._orders.get(coid)) is None:
+            raise NotFoundError("ORDER_NOT_FOUND", f"no order {coid!r}", {"client_order_id": coid})
         if order.is_terminal:
-            return []
+            raise cancel_reject(order)
         venue = self._venues.get(order.venue)
         if venue is None:
             return []

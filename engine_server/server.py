@@ -8,6 +8,7 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -20,8 +21,8 @@ from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import ConfigError
-from nautilus_mesh.serving import RunningServer, service_main, start_server
-from nautilus_mesh.telemetry import MetricsServer, Tracing
+from nautilus_mesh.serving import ServiceHost, service_main
+from nautilus_mesh.telemetry import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,23 @@ SERVICE_NAMES = (
 )
 
 
+SIZE_RAILS = ("max_order_qty", "max_order_qty_by_symbol", "max_order_notional")
+"""The rails that bound an order's size; a paper venue inherits them from the live venue it follows."""
+
+
+def rails_settings(config: EngineConfig, name: str) -> dict[str, Any]:
+    """The rails of venue ``name``: its own, and for a paper venue the size rails of the venue it follows where it
+    sets none (a shadow order is held to the same sizes as the live one it stands for)."""
+    own = dict(config.rails.get(name, {}))
+    spec = next((v for v in config.venues if v.get("name") == name), {})
+    if spec.get("adapter") == "paper":
+        followed = config.rails.get(str(spec.get("follows", "sim")), {})
+        for key in SIZE_RAILS:
+            if key not in own and key in followed:
+                own[key] = followed[key]
+    return own
+
+
 def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
     """Venues, their rails and the execution ledger, from the config."""
     venues = build_venues(config.venues, clock=time.time_ns)
@@ -46,7 +64,7 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         metrics.venue_rejections.labels(venue, rail).inc()
 
     rails = {
-        name: VenueRails(VenueRailsConfig.from_mapping(config.rails.get(name, {})), venue=name, on_reject=on_reject)
+        name: VenueRails(VenueRailsConfig.from_mapping(rails_settings(config, name)), venue=name, on_reject=on_reject)
         for name in venues
     }
     return OrderManager(
@@ -59,10 +77,11 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
     )
 
 
-class EngineServer:
+class EngineServer(ServiceHost):
     """The engine gRPC server, its core and its /metrics endpoint."""
 
     def __init__(self, config: EngineConfig) -> None:
+        super().__init__(config)
         self.config = config
         self.metrics = EngineMetrics()
         self.tracing = Tracing("engine", config.span_file, enabled=config.tracing)
@@ -73,18 +92,7 @@ class EngineServer:
             tick_interval=config.tick_interval_ms / 1000,
             session_queue_size=config.session_queue_size,
         )
-        self.grpc: RunningServer | None = None
         self._health_task: asyncio.Task[None] | None = None
-        self.metrics_server: MetricsServer | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.grpc is not None
-        return self.grpc.port
-
-    @property
-    def address(self) -> str:
-        return f"{self.config.host}:{self.port}"
 
     async def start(self) -> None:
         await self.core.start()
@@ -97,15 +105,9 @@ class EngineServer:
             engine_pb2_grpc.add_EngineServiceServicer_to_server(engine, server)
             engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
 
-        self.grpc = await start_server(
-            register, SERVICE_NAMES, self.config.host, self.config.port, self.config.tls, registry=self.metrics.registry
-        )
+        await self.serve(register, SERVICE_NAMES, self.metrics.registry)
         await self.update_venue_health()
         self._health_task = asyncio.create_task(self._venue_health_loop(), name="engine-venue-health")
-        if self.config.metrics_port is not None:
-            self.metrics_server = MetricsServer(
-                self.metrics.registry, self.config.metrics_host, self.config.metrics_port
-            )
 
     async def update_venue_health(self) -> None:
         """Each venue is a health service of its own: ``nautilus.engine.v1.venue.<name>``."""
@@ -124,11 +126,9 @@ class EngineServer:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._health_task
-        if self.grpc is not None:
-            await self.grpc.stop(grace)
+        await self.stop_serving(grace)
         await self.core.stop()
-        if self.metrics_server is not None:
-            self.metrics_server.close()
+        self.close_metrics()
         self.tracing.shutdown()
 
 

@@ -29,7 +29,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError
+from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, VenueRejectedError
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
@@ -181,7 +181,8 @@ class EngineCore:
                     else:
                         raise ValidationError("EMPTY_COMMAND", "an order command must carry new_order or cancel_order")
                 except MeshError as exc:
-                    self.metrics.malformed.inc()
+                    if not isinstance(exc, VenueRejectedError):  # a cancel reject is an answer, not malformed
+                        self.metrics.malformed.inc()
                     coid = (
                         command.new_order.client_order_id
                         if kind == "new_order"
@@ -414,6 +415,19 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                 fees=fmt(order.fees),
             )
         )
+
+    async def CancelOrder(
+        self, request: engine_pb2.CancelOrderRequest, context: Context
+    ) -> engine_pb2.CancelOrderResponse:
+        await self._authorize(context)
+        try:
+            require_bounded(request.client_order_id, "client_order_id", required=True)
+            with self.core.manager.frame():  # journaled before the report is sent
+                reports = self.core.manager.cancel(request.client_order_id)
+        except MeshError as exc:  # ORDER_NOT_FOUND, or a cancel reject (TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE)
+            await abort(context, exc)
+        self.core.dispatch(reports)
+        return engine_pb2.CancelOrderResponse(reports=[self.core.to_pb(r) for r in reports])
 
     async def ListVenues(
         self, request: engine_pb2.ListVenuesRequest, context: Context

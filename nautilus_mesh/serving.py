@@ -24,6 +24,7 @@ from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
 from nautilus_mesh.log_safety import install_safe_logging
 from nautilus_mesh.request_guard import guard
+from nautilus_mesh.telemetry import MetricsServer
 from nautilus_mesh.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,64 @@ class RunningServer:
         """Graceful stop: report NOT_SERVING, let in-flight calls finish for ``grace`` seconds, stop."""
         await self.set_serving(False)
         await self.server.stop(grace)
+
+
+class HostConfig(Protocol):
+    """The config fields every service's server reads."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def tls(self) -> ServerTls | None: ...
+    @property
+    def metrics_host(self) -> str: ...
+    @property
+    def metrics_port(self) -> int | None: ...
+
+
+class ServiceHost:
+    """What every service's server has, written once: its gRPC server on ``host:port`` (TLS when configured, health
+    and reflection), its ``/metrics`` endpoint, and the bound port and address.
+
+    Args:
+        config: the service's config (host, port, tls, metrics_host, metrics_port).
+    """
+
+    def __init__(self, config: HostConfig) -> None:
+        self._host_config = config
+        self.grpc: RunningServer | None = None
+        self.metrics_server: MetricsServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the gRPC server is bound to (known once it started)."""
+        assert self.grpc is not None
+        return self.grpc.port
+
+    @property
+    def address(self) -> str:
+        return f"{self._host_config.host}:{self.port}"
+
+    async def serve(
+        self, register: Callable[[grpc.aio.Server], None], service_names: Sequence[str], registry: CollectorRegistry
+    ) -> RunningServer:
+        """Start the gRPC server and, when a metrics port is configured, ``/metrics`` on ``registry``."""
+        cfg = self._host_config
+        self.grpc = await start_server(register, service_names, cfg.host, cfg.port, cfg.tls, registry=registry)
+        if cfg.metrics_port is not None:
+            self.metrics_server = MetricsServer(registry, cfg.metrics_host, cfg.metrics_port)
+        return self.grpc
+
+    async def stop_serving(self, grace: float) -> None:
+        """NOT_SERVING, let in-flight calls finish for ``grace`` seconds, stop the gRPC server."""
+        if self.grpc is not None:
+            await self.grpc.stop(grace)
+
+    def close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
 
 async def start_server(

@@ -60,7 +60,10 @@ class OpsConfig(StrictModel):
     shadow_capital_usd: Decimal = pydantic.Field(Decimal(100_000), gt=0)
     """Paper capital a SHADOW model is sized on."""
     sample_interval_seconds: float = pydantic.Field(1.0, gt=0)
-    """How often equity is sampled into the return series."""
+    """How often equity is sampled into the return series, seconds."""
+    stats_bar_seconds: float = pydantic.Field(60.0, gt=0)
+    """Horizon the sampled returns are summed to before the Sharpe ratio and hit rate shown in metrics, ``stats``
+    and ``GetModelStats`` (annualised from these bars), seconds; rounded to a whole number of samples."""
     allocation_interval_seconds: float = pydantic.Field(10.0, gt=0)
     """How often the capital allocator runs a cycle (its cooldown still applies)."""
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)

@@ -52,7 +52,6 @@ from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
 
-SECONDS_PER_YEAR = 365 * 24 * 3600
 RECONCILE_INTERVAL_SECONDS = 2.0
 
 
@@ -88,10 +87,10 @@ class OpsCore:
         registry = working_registry(config, state_dir)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=registry.strategies())
-        allocator = CapitalAllocator(policy)
+        allocator = CapitalAllocator(policy, sample_seconds=config.sample_interval_seconds)
         risk = RiskRails(RiskLimits.load(config.risk_limits_path), on_event=self._on_risk_event)
-        canaries = CanaryManager(registry, self._on_canary_event)
-        measurement = Measurement(periods_per_year=SECONDS_PER_YEAR / config.sample_interval_seconds)
+        canaries = CanaryManager(registry, self._on_canary_event, sample_seconds=config.sample_interval_seconds)
+        measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
         self.tracker = tracker = OrderTracker(
             state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync
         )

@@ -1,9 +1,18 @@
 """Measurement: positions, average cost, PnL, fees and slippage per model, and return series.
 
-Fills update positions exactly (Decimal); marks come from the engine's quotes. Equity
+Fills update positions exactly (Decimal); marks come from the engine's quotes. PnL
 (realized + unrealized - fees) is sampled on a fixed interval into a bounded per-model series
 of returns (PnL change over the model's capital base), from which Sharpe, drawdown and hit
 rate are computed. Statistics are floats; money stays Decimal.
+
+Units (see docs/statistics.md):
+    - Sharpe is annualised from returns summed into bars of ``bar_seconds`` (``sharpe_annual``).
+    - Drawdown has one definition: the fall of equity from its peak, where equity = capital base + PnL and a change
+      of the capital base (an allocation) is a deposit or withdrawal, not a gain or loss. It is measured on the
+      time-weighted equity index ``I_t = I_{t-1} (B_t + P_t) / (B_t + P_{t-1})`` (``I_0 = 1``, ``B`` the
+      capital base at the sample, ``P`` the PnL), so ``drawdown_ratio = 1 - I / max I``
+      (a fraction of peak equity) and an allocation cut alone changes no drawdown figure. ``drawdown_usd`` is the
+      same fall in USD: ``max PnL - PnL``.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from ops_server import performance
+from ops_server.performance import aggregate_returns, bars_per_year, samples_per_bar
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +80,17 @@ class ModelBook:
     returns: deque[float] = field(default_factory=lambda: deque(maxlen=DEFAULT_HISTORY))
     fills: int = 0
     last_equity: Decimal | None = None
-    peak_equity: Decimal = ZERO
+    """PnL at the last sample, USD (named for history: it is the equity less the capital base)."""
+    peak_pnl: Decimal = ZERO
+    """Highest sampled PnL, USD."""
+    max_drawdown_usd: Decimal = ZERO
+    """Largest ``peak_pnl - PnL`` seen at a sample, USD."""
+    equity_index: float = 1.0
+    """Time-weighted equity index: equity (capital base + PnL) per unit, net of allocation changes (1.0 at start)."""
+    peak_index: float = 1.0
+    """Highest ``equity_index`` seen (unitless)."""
+    max_drawdown_ratio: float = 0.0
+    """Largest ``1 - equity_index / peak_index`` seen (fraction of peak equity)."""
     day_start_equity: Decimal = ZERO
 
 
@@ -84,10 +104,20 @@ class ModelPerformance:
     fees: Decimal
     slippage: Decimal
     equity: Decimal
-    sharpe: float
-    max_drawdown: float
+    """PnL: realized + unrealized - fees, USD."""
+    sharpe_annual: float
+    """Sharpe ratio annualised from returns summed into bars (Sharpe per sqrt(year))."""
+    drawdown_ratio: float
+    """Current fall from peak equity, a fraction of the peak."""
+    max_drawdown_ratio: float
+    """Largest fall from peak equity so far, a fraction of the peak."""
+    drawdown_usd: Decimal
+    """Current fall of PnL from its peak at a sample, USD."""
+    max_drawdown_usd: Decimal
+    """Largest fall of PnL from its peak so far, USD."""
     hit_rate: float
     observations: int
+    """Bars behind the Sharpe ratio and the hit rate (count)."""
     fills: int
 
 
@@ -95,12 +125,16 @@ class Measurement:
     """Positions and performance of every model.
 
     Args:
-        periods_per_year: sampling periods per year, for annualising Sharpe.
+        sample_seconds: interval between two samples, seconds.
+        bar_seconds: horizon returns are summed to before Sharpe and hit rate, seconds (rounded to whole samples).
         history: maximum samples kept per model.
     """
 
-    def __init__(self, periods_per_year: float, history: int = DEFAULT_HISTORY) -> None:
-        self.periods_per_year = periods_per_year
+    def __init__(self, sample_seconds: float, bar_seconds: float = 60.0, history: int = DEFAULT_HISTORY) -> None:
+        self.samples_per_bar = samples_per_bar(bar_seconds, sample_seconds)
+        self.bar_seconds = self.samples_per_bar * sample_seconds
+        """The effective bar, seconds (a whole number of samples)."""
+        self.bars_per_year = bars_per_year(self.bar_seconds)
         self._history = history
         self._books: dict[str, ModelBook] = {}
         self.marks: dict[str, Decimal] = {}
@@ -184,20 +218,66 @@ class Measurement:
             equity = self.equity(model_id)
             base = capital.get(model_id, ZERO)
             if book.last_equity is not None and base > 0:
-                sampled[model_id] = float((equity - book.last_equity) / base)
-                book.returns.append(sampled[model_id])
+                r = float((equity - book.last_equity) / base)
+                sampled[model_id] = r
+                book.returns.append(r)
+                # Equity is base + PnL; a new base is a deposit or withdrawal made before this interval, so the
+                # interval's return on equity is dPnL / (base + previous PnL). Equity wiped out leaves the index at 0.
+                start = base + book.last_equity
+                growth = float((base + equity) / start) if start > 0 else 0.0
+                book.equity_index = max(0.0, book.equity_index * growth)
+                book.peak_index = max(book.peak_index, book.equity_index)
+                book.max_drawdown_ratio = max(book.max_drawdown_ratio, _fall(book.equity_index, book.peak_index))
             book.last_equity = equity
             book.equity_samples.append(float(equity))
             book.sample_times.append(now)
-            book.peak_equity = max(book.peak_equity, equity)
+            book.peak_pnl = max(book.peak_pnl, equity)
+            book.max_drawdown_usd = max(book.max_drawdown_usd, book.peak_pnl - equity)
         return sampled
 
-    def drawdown(self, model_id: str, capital: Decimal) -> float:
-        """Current drawdown from peak equity as a fraction of ``capital`` (0 when none)."""
+    def drawdown_ratio(self, model_id: str) -> float:
+        """Current fall of the model's equity from its peak at the last sample, a fraction of the peak in [0, 1]."""
         book = self._books.get(model_id)
-        if book is None or capital <= 0:
-            return 0.0
-        return float(max(ZERO, book.peak_equity - self.equity(model_id)) / capital)
+        return 0.0 if book is None else _fall(book.equity_index, book.peak_index)
+
+    def drawdown_usd(self, model_id: str) -> Decimal:
+        """Current fall of the model's PnL from its peak at the last sample, USD (>= 0)."""
+        book = self._books.get(model_id)
+        if book is None or book.last_equity is None:
+            return ZERO
+        return book.peak_pnl - book.last_equity
+
+    def drawdown_state(self) -> dict[str, dict[str, str]]:
+        """Each book's drawdown memory (equity index, peaks, maxima) as strings, for the state store."""
+        return {
+            model_id: {
+                "equity_index": repr(book.equity_index),
+                "peak_index": repr(book.peak_index),
+                "max_drawdown_ratio": repr(book.max_drawdown_ratio),
+                "peak_pnl": str(book.peak_pnl),
+                "max_drawdown_usd": str(book.max_drawdown_usd),
+            }
+            for model_id, book in self._books.items()
+        }
+
+    def restore_drawdown_state(self, state: Mapping[str, Mapping[str, str]]) -> None:
+        """Put back what :meth:`drawdown_state` saved, so a restart does not forget a drawdown (or its peak)."""
+        for model_id, saved in state.items():
+            book = self.book(model_id)
+            book.equity_index = float(saved["equity_index"])
+            book.peak_index = float(saved["peak_index"])
+            book.max_drawdown_ratio = float(saved["max_drawdown_ratio"])
+            book.peak_pnl = Decimal(saved["peak_pnl"])
+            book.max_drawdown_usd = Decimal(saved["max_drawdown_usd"])
+
+    def annual_sharpe(self, returns: list[float]) -> float:
+        """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised (0.0 below 2 bars)."""
+        bars = self.bar_returns(returns)
+        return performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= 2 else 0.0
+
+    def bar_returns(self, returns: list[float]) -> list[float]:
+        """Sampled returns summed into bars (the most recent whole bars)."""
+        return aggregate_returns(returns[len(returns) % self.samples_per_bar :], self.samples_per_bar)
 
     def daily_pnl(self, model_id: str) -> Decimal:
         book = self._books.get(model_id)
@@ -212,7 +292,7 @@ class Measurement:
         book = self.book(model_id)
         positions = book.positions.items()
         returns = list(book.returns)
-        equity_curve = list(book.equity_samples)
+        bars = self.bar_returns(returns)
         return ModelPerformance(
             model_id=model_id,
             realized=sum((p.realized for _, p in positions), start=ZERO),
@@ -220,10 +300,13 @@ class Measurement:
             fees=sum((p.fees for _, p in positions), start=ZERO),
             slippage=sum((p.slippage for _, p in positions), start=ZERO),
             equity=self.equity(model_id),
-            sharpe=performance.annualized_sharpe(returns, self.periods_per_year) if len(returns) >= 2 else 0.0,
-            max_drawdown=drawdown_of_pnl_curve(equity_curve),
-            hit_rate=performance.hit_rate(returns) if returns else 0.0,
-            observations=len(returns),
+            sharpe_annual=performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= 2 else 0.0,
+            drawdown_ratio=self.drawdown_ratio(model_id),
+            max_drawdown_ratio=book.max_drawdown_ratio,
+            drawdown_usd=self.drawdown_usd(model_id),
+            max_drawdown_usd=book.max_drawdown_usd,
+            hit_rate=performance.hit_rate(bars) if bars else 0.0,
+            observations=len(bars),
             fills=book.fills,
         )
 
@@ -236,6 +319,11 @@ class Measurement:
     def returns(self, model_id: str) -> list[float]:
         book = self._books.get(model_id)
         return list(book.returns) if book else []
+
+
+def _fall(index: float, peak: float) -> float:
+    """``1 - index / peak`` clipped to [0, 1]: the fall from the peak as a fraction of it."""
+    return 0.0 if peak <= 0 else min(1.0, max(0.0, 1.0 - index / peak))
 
 
 def drawdown_of_pnl_curve(pnl: list[float]) -> float:

@@ -102,8 +102,27 @@ class OpsMetrics:
         self.model_pnl = Gauge(
             "model_pnl_usd", "Equity (realized + unrealized - fees) per model.", ["model"], registry=r
         )
-        self.model_sharpe = Gauge("model_sharpe", "Annualised Sharpe ratio per model.", ["model"], registry=r)
-        self.model_drawdown = Gauge("model_drawdown", "Max drawdown of equity per model, USD.", ["model"], registry=r)
+        self.model_sharpe = Gauge(
+            "model_sharpe",
+            "Sharpe ratio per model, annualised from returns summed into bars (Sharpe per sqrt(year)).",
+            ["model"],
+            registry=r,
+        )
+        self.model_drawdown_ratio = Gauge(
+            "model_drawdown_ratio",
+            "Current fall of equity (capital base + PnL) from its peak per model, fraction of the peak.",
+            ["model"],
+            registry=r,
+        )
+        self.model_max_drawdown_ratio = Gauge(
+            "model_max_drawdown_ratio",
+            "Largest fall of equity (capital base + PnL) from its peak per model, fraction of the peak.",
+            ["model"],
+            registry=r,
+        )
+        self.model_max_drawdown_usd = Gauge(
+            "model_max_drawdown_usd", "Largest fall of PnL from its peak per model, USD.", ["model"], registry=r
+        )
         self.model_position = Gauge(
             "model_position", "Position per model and instrument.", ["model", "instrument"], registry=r
         )

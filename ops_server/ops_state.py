@@ -66,6 +66,7 @@ class OpsState:
             "allocator": self._allocator.snapshot(),
             "risk": self._risk.snapshot(),
             "canaries": self._canaries.snapshot(),
+            "drawdown": self._measurement.drawdown_state(),
             "trading_day": {
                 "day": list(self.trading_day),
                 "day_start_equity": {
@@ -107,8 +108,12 @@ class OpsState:
     def restore_trading_day(self) -> None:
         """Daily-loss limits keep counting from the day's start across a restart on the same UTC day.
 
-        Call after the journal replay, which rebuilds the positions the day-start equity is compared with.
+        Call after the journal replay, which rebuilds the positions the day-start equity is compared with. The
+        drawdown memory (equity index and peaks) comes back too, so a restart never resets a drawdown.
         """
+        drawdown = self.store.get("drawdown")
+        if drawdown:
+            self._measurement.restore_drawdown_state(drawdown)
         saved = self.store.get("trading_day") or {}
         if tuple(saved.get("day", ())) == self.trading_day:
             for model_id, equity in saved.get("day_start_equity", {}).items():

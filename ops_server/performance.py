@@ -26,8 +26,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "FLAT_RELATIVE_STDEV",
+    "SECONDS_PER_YEAR",
     "ReturnMoments",
+    "aggregate_returns",
+    "annual_to_bar_sharpe",
     "annualized_sharpe",
+    "bar_to_annual_sharpe",
+    "bars_per_year",
     "describe_returns",
     "hit_rate",
     "is_flat",
@@ -35,10 +40,69 @@ __all__ = [
     "max_drawdown",
     "mean",
     "returns_from_equity",
+    "samples_per_bar",
     "sharpe_ratio",
     "skewness",
     "stdev",
 ]
+
+
+SECONDS_PER_YEAR = 365 * 24 * 3600
+"""Seconds in the year every annualised figure refers to (365 days of 86,400 s: markets that never close)."""
+
+
+def samples_per_bar(bar_seconds: float, sample_seconds: float) -> int:
+    """How many consecutive samples make one bar: ``round(bar_seconds / sample_seconds)``, at least 1.
+
+    The effective bar is ``samples_per_bar * sample_seconds`` seconds; :func:`bars_per_year` takes that length.
+
+    Raises:
+        ValueError: A length that is not a positive finite number of seconds.
+    """
+    for name, value in (("bar_seconds", bar_seconds), ("sample_seconds", sample_seconds)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
+    return max(1, round(bar_seconds / sample_seconds))
+
+
+def bars_per_year(bar_seconds: float) -> float:
+    """Bars of ``bar_seconds`` seconds in a year: ``SECONDS_PER_YEAR / bar_seconds``.
+
+    Raises:
+        ValueError: A length that is not a positive finite number of seconds.
+    """
+    if not math.isfinite(bar_seconds) or bar_seconds <= 0:
+        raise ValueError(f"bar_seconds must be a positive finite number of seconds, got {bar_seconds!r}")
+    return SECONDS_PER_YEAR / bar_seconds
+
+
+def annual_to_bar_sharpe(sharpe_annual: float, bar_seconds: float) -> float:
+    """An annualised Sharpe ratio expressed per bar: ``sharpe_annual / sqrt(bars_per_year(bar_seconds))``."""
+    return sharpe_annual / math.sqrt(bars_per_year(bar_seconds))
+
+
+def bar_to_annual_sharpe(sharpe_bar: float, bar_seconds: float) -> float:
+    """A per-bar Sharpe ratio expressed per year: ``sharpe_bar * sqrt(bars_per_year(bar_seconds))``."""
+    return sharpe_bar * math.sqrt(bars_per_year(bar_seconds))
+
+
+def aggregate_returns(returns: Sequence[float], samples: int) -> list[float]:
+    """Sum consecutive, non-overlapping groups of ``samples`` returns into one return per bar.
+
+    The mesh's returns are PnL changes over the capital base (``dPnL / base``), which add up: the sum over a bar is
+    the bar's PnL over the base. Bars are counted from the first return; an incomplete last bar is left out (it
+    would mix a shorter horizon into the series). ``samples == 1`` returns the series unchanged.
+
+    Raises:
+        ValueError: ``samples < 1`` or a non-finite return.
+    """
+    if samples < 1:
+        raise ValueError(f"samples per bar must be at least 1, got {samples}")
+    values = _finite(returns, "returns")
+    if samples == 1:
+        return values
+    full = len(values) - len(values) % samples
+    return [math.fsum(values[i : i + samples]) for i in range(0, full, samples)]
 
 
 def _finite(values: Sequence[float], name: str) -> list[float]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter, deque
+from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -19,7 +22,7 @@ from ops_server.canary import CanaryEvent, GuardSnapshot
 from ops_server.canary.manager import CanaryManager
 from ops_server.events import EventHub
 from ops_server.exposure import ExposureView
-from ops_server.measurement import Measurement, drawdown_of_pnl_curve
+from ops_server.measurement import DEFAULT_HISTORY, Measurement, drawdown_of_pnl_curve
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
 from ops_server.ops_state import OpsState
@@ -30,6 +33,16 @@ log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
 STATE_NUMBER = {"ACTIVE": 0, "REDUCING": 1, "HALTED": 2}
+
+
+@dataclass(frozen=True)
+class _GuardBaseline:
+    """A canary's counts when its current step began; its guards count only what came after."""
+
+    step: tuple[str, int]
+    capital_breaches: int
+    risk_rejections: int
+    decisions: Counter[str]
 
 
 class PeriodicDecisions:
@@ -78,6 +91,11 @@ class PeriodicDecisions:
         self.last_allocation: AllocationDecision | None = None
         self.last_sample_at: float | None = None
         """Epoch seconds of the last equity sample (health)."""
+        # Each strategy's return per sample, combined with the routing weights in force when it was taken.
+        self._strategy_returns: dict[str, deque[float]] = {}
+        self._guard_baselines: dict[str, _GuardBaseline] = {}
+        for run in canaries.runs.values():  # each canary's current step counts from now
+            self._guard_baseline(run.controller.canary_model)
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -93,33 +111,40 @@ class PeriodicDecisions:
         now = self.last_sample_at = time.time()
         self._state.roll_day(now)  # daily-loss limits count from UTC midnight
         bases = self.capital_bases()
-        self._canaries.record_sample(self._measurement.sample(now, bases))
+        sampled = self._measurement.sample(now, bases)
+        self._canaries.record_sample(sampled)
+        self.record_strategy_returns(sampled)
         m = self._metrics
         for route in self._registry.routes():
             model = route.model_id
             perf = self._measurement.performance(route.book)
             m.model_pnl.labels(model).set(float(perf.equity))
-            m.model_sharpe.labels(model).set(perf.sharpe)
-            m.model_drawdown.labels(model).set(perf.max_drawdown)
+            m.model_sharpe.labels(model).set(perf.sharpe_annual)
+            m.model_drawdown_ratio.labels(model).set(perf.drawdown_ratio)
+            m.model_max_drawdown_ratio.labels(model).set(perf.max_drawdown_ratio)
+            m.model_max_drawdown_usd.labels(model).set(float(perf.max_drawdown_usd))
             m.trading_state.labels(model).set(STATE_NUMBER[self._risk.state(model).value])
             for instrument in route.instruments:
                 position = self._measurement.position(route.book, instrument)
                 m.model_position.labels(model, instrument).set(float(position))
             if route.mode is RoutingMode.LIVE:
-                drawdown = self._measurement.drawdown(model, bases.get(model, ZERO))
-                self._risk.update_pnl(model, self._measurement.daily_pnl(model), drawdown)
+                drawdown_ratio = self._measurement.drawdown_ratio(model)
+                self._risk.update_pnl(model, self._measurement.daily_pnl(model), drawdown_ratio)
         m.trading_state.labels("").set(STATE_NUMBER[self._risk.global_state.value])
         self.update_allocation_metrics()
 
-    def strategy_returns(self) -> dict[str, list[float]]:
-        """Per strategy: its models' return series combined by routing weight (aligned by sample)."""
-        out: dict[str, list[float]] = {}
+    def record_strategy_returns(self, sampled: Mapping[str, float]) -> None:
+        """Append each strategy's return of this sample: its live models' returns by the weights in force now."""
         for strategy in self._registry.strategies():
             routes = [r for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
-            series = [(r.weight, self._measurement.returns(r.model_id)) for r in routes]
-            n = min((len(s) for _, s in series), default=0)
-            out[strategy] = [sum(w * s[len(s) - n + i] for w, s in series) for i in range(n)]
-        return out
+            if not any(r.model_id in sampled for r in routes):
+                continue  # no live model had a return to give (first sample, or no capital)
+            combined = sum(r.weight * sampled.get(r.model_id, 0.0) for r in routes)
+            self._strategy_returns.setdefault(strategy, deque(maxlen=DEFAULT_HISTORY)).append(combined)
+
+    def strategy_returns(self) -> dict[str, list[float]]:
+        """Per strategy: its return per sample, each combined with the routing weights in force when it was taken."""
+        return {s: list(self._strategy_returns.get(s, ())) for s in self._registry.strategies()}
 
     def strategy_stats(self) -> list[ops_pb2.ModelStats]:
         """Per strategy: its live models' PnL summed, and statistics of the weight-combined return series."""
@@ -129,6 +154,9 @@ class PeriodicDecisions:
             live = [r.model_id for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
             perfs = [self._measurement.performance(model) for model in live]
             series = returns.get(strategy, [])
+            bars = self._measurement.bar_returns(series)
+            max_usd = drawdown_of_pnl_curve(self._measurement.combined_equity(live))
+            index = _equity_index(series)
             out.append(
                 ops_pb2.ModelStats(
                     strategy_id=strategy,
@@ -138,13 +166,15 @@ class PeriodicDecisions:
                     fees=fmt(sum((p.fees for p in perfs), start=ZERO)),
                     slippage=fmt(sum((p.slippage for p in perfs), start=ZERO)),
                     equity=fmt(sum((p.equity for p in perfs), start=ZERO)),
-                    sharpe=performance.annualized_sharpe(series, self._measurement.periods_per_year)
-                    if len(series) >= 2
-                    else 0.0,
-                    max_drawdown=drawdown_of_pnl_curve(self._measurement.combined_equity(live)),
-                    hit_rate=performance.hit_rate(series) if series else 0.0,
-                    observations=len(series),
+                    sharpe=self._measurement.annual_sharpe(series),
+                    max_drawdown=max_usd,
+                    max_drawdown_usd=max_usd,
+                    max_drawdown_ratio=performance.max_drawdown(index) if index else 0.0,
+                    drawdown_ratio=1.0 - index[-1] / max(index) if index and max(index) > 0 else 0.0,
+                    hit_rate=performance.hit_rate(bars) if bars else 0.0,
+                    observations=len(bars),
                     fills=sum(p.fills for p in perfs),
+                    bar_seconds=self._measurement.bar_seconds,
                 )
             )
         return out
@@ -185,19 +215,47 @@ class PeriodicDecisions:
         return self._canaries.evaluate(self.canary_guards)
 
     def canary_guards(self, model_id: str) -> GuardSnapshot:
-        """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate."""
+        """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate.
+
+        Breaches are the canary model's own denials by a capital rail since its current step began; the error rate
+        is its rejected decisions other than risk denials (already counted as breaches, or not the model's fault)
+        over its decisions, since the step began too.
+        """
         route = self._registry.route(model_id)
-        base = self._exposure.quota(route)
         book = route.book  # the paper book while the canary is in shadow
-        decisions = self._signals.decision_counts(model_id)
+        baseline = self._guard_baseline(model_id)
+        decisions = self._signals.decision_counts(model_id) - baseline.decisions
         total = sum(decisions.values())
-        breaches = sum(n for (rail, model), n in self._risk.rejections.items() if model == model_id)
+        risk_denials = self._risk.rejections_of(model_id) - baseline.risk_rejections
+        errors = max(0, decisions["REJECTED"] - risk_denials)
         return GuardSnapshot(
-            drawdown=min(1.0, self._measurement.drawdown(book, base)) if base > 0 else 0.0,
+            drawdown_ratio=self._measurement.drawdown_ratio(book),
             daily_loss=float(max(ZERO, -self._measurement.daily_pnl(book))),
-            risk_breaches=breaches,
-            error_rate=decisions["REJECTED"] / total if total else 0.0,
+            risk_breaches=self._risk.capital_breaches(model_id) - baseline.capital_breaches,
+            error_rate=errors / total if total else 0.0,
         )
+
+    def _canary_step(self, model_id: str) -> tuple[str, int]:
+        for run in self._canaries.runs.values():
+            if run.controller.canary_model == model_id:
+                status = run.controller.status()
+                return status.step_started_at.isoformat(), status.step_index
+        return "", -1
+
+    def _guard_baseline(self, model_id: str) -> _GuardBaseline:
+        """The counts when the canary's current step began (taken now if the step is new to us: at start-up, and on
+        every canary event, so a step that began on an event counts from that event)."""
+        step = self._canary_step(model_id)
+        baseline = self._guard_baselines.get(model_id)
+        if baseline is None or baseline.step != step:
+            baseline = _GuardBaseline(
+                step=step,
+                capital_breaches=self._risk.capital_breaches(model_id),
+                risk_rejections=self._risk.rejections_of(model_id),
+                decisions=Counter(self._signals.decision_counts(model_id)),
+            )
+            self._guard_baselines[model_id] = baseline
+        return baseline
 
     def on_canary_event(self, event: CanaryEvent) -> None:
         """Audit a controller event, refresh the weight gauges, persist."""
@@ -214,4 +272,13 @@ class PeriodicDecisions:
             **{f"stat.{k}": f"{v:.6g}" for k, v in event.statistics.items()},
         )
         self.update_weight_metrics(event.strategy)
+        self._guard_baseline(event.model_id)  # a new step starts counting breaches from here
         self._state.save()
+
+
+def _equity_index(returns: list[float]) -> list[float]:
+    """The time-weighted equity index of a return series: ``I_0 = 1``, ``I_t = I_{t-1} (1 + r_t)``, floored at 0."""
+    index = [1.0]
+    for r in returns:
+        index.append(max(0.0, index[-1] * (1.0 + r)))
+    return index

@@ -185,7 +185,8 @@ class OpsQueries:
 
     def stats(self, model_id: str = "", scope: Scope = EVERYTHING) -> ops_pb2.GetModelStatsResponse:
         routes = self._routes(scope, model_id=model_id)
-        models = [wire.model_stats(r, self._measurement.performance(r.book)) for r in routes]
+        bar = self._measurement.bar_seconds
+        models = [wire.model_stats(r, self._measurement.performance(r.book), bar) for r in routes]
         strategies = [s for s in self._periodic.strategy_stats() if scope.sees_strategy(s.strategy_id)]
         return ops_pb2.GetModelStatsResponse(models=models, strategies=strategies)
 

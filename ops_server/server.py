@@ -8,8 +8,7 @@ from collections.abc import Sequence
 import grpc
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
-from nautilus_mesh.serving import RunningServer, service_main, start_server
-from nautilus_mesh.telemetry import MetricsServer
+from nautilus_mesh.serving import ServiceHost, service_main
 from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
 from ops_server.core import OpsCore
@@ -25,10 +24,11 @@ SERVICE_NAMES = (
 )
 
 
-class OpsServer:
+class OpsServer(ServiceHost):
     """The ops gRPC server, its core and its /metrics endpoint."""
 
     def __init__(self, config: OpsConfig) -> None:
+        super().__init__(config)
         self.config = config
         self.core = core = OpsCore(config)
         self.service = OpsService(
@@ -44,17 +44,6 @@ class OpsServer:
         self.admin = OpsAdminService(
             controls=core.controls, queries=core.queries, admin_token=config.admin_token, health=self.health
         )
-        self.grpc: RunningServer | None = None
-        self.metrics: MetricsServer | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.grpc is not None
-        return self.grpc.port
-
-    @property
-    def address(self) -> str:
-        return f"{self.config.host}:{self.port}"
 
     async def start(self) -> None:
         await self.core.start()
@@ -63,26 +52,15 @@ class OpsServer:
             ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
             admin_pb2_grpc.add_OpsAdminServiceServicer_to_server(self.admin, server)
 
-        self.grpc = await start_server(
-            register,
-            SERVICE_NAMES,
-            self.config.host,
-            self.config.port,
-            self.config.tls,
-            registry=self.core.metrics.registry,
-        )
-        await self.health.start(self.grpc.health)  # per-dependency health: engine_link, marks, store
-        if self.config.metrics_port is not None:
-            self.metrics = MetricsServer(self.core.metrics.registry, self.config.metrics_host, self.config.metrics_port)
+        running = await self.serve(register, SERVICE_NAMES, self.core.metrics.registry)
+        await self.health.start(running.health)  # per-dependency health: engine_link, marks, store
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
         await self.health.stop()
-        if self.grpc is not None:
-            await self.grpc.stop(grace)
+        await self.stop_serving(grace)
         await self.core.stop()
-        if self.metrics is not None:
-            self.metrics.close()
+        self.close_metrics()
         self.core.tracing.shutdown()
 
 

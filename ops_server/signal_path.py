@@ -10,6 +10,7 @@ While a canary is in SHADOW, the stable model's signals are also paper-traded on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import MeshError, PermissionDeniedError, UnavailableError
+from nautilus_mesh.errors import MeshError, PermissionDeniedError, RiskRejectedError, UnavailableError
 from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import Tracing
 from ops_server import wire
@@ -163,9 +164,11 @@ class SignalPath:
                     self._count(signal.model_id, metrics, decision)
                     return decision
                 t_size = time.perf_counter()
-                self._check_risk(routed, route)
+                routed, refused = self._check_risk(routed, route)
                 t_risk = time.perf_counter()
                 order = routed.order
+                if refused is not None:  # a reduce-only flip clipped: the opening part's own code, in-band
+                    decision.error.CopyFrom(error_detail(refused))
                 decision.status = ops_pb2.DECISION_STATUS_ACCEPTED
                 decision.client_order_id = order.client_order_id
                 decision.side = wire.SIDE_PB[order.side]
@@ -232,13 +235,37 @@ class SignalPath:
         except MeshError as exc:  # the twin only measures; it never changes the live decision
             log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
 
-    def _check_risk(self, routed: LiveOrder | ShadowOrder, route: ModelRoute) -> None:
+    def _check_risk(
+        self, routed: LiveOrder | ShadowOrder, route: ModelRoute
+    ) -> tuple[LiveOrder | ShadowOrder, RiskRejectedError | None]:
+        """Apply the rails; returns the order to send and, for a clipped reduce-only flip, its refused part."""
         if isinstance(routed, ShadowOrder):
-            return  # paper orders carry no risk to capital; the paper venue applies its own venue rails
+            return routed, None  # paper orders carry no risk to capital; the paper venue applies its venue rails
         order = routed.order
         context = self._exposure.risk_context(route, order.instrument)
         intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
+        refused: RiskRejectedError | None = None
+        clipped = self._risk.reduce_only_clip(intent, context)
+        if clipped is not None:
+            opening = order.quantity - clipped
+            refused = RiskRejectedError(
+                "REDUCE_ONLY_OPENING_REFUSED",
+                f"trading is reduce-only: {fmt(clipped)} {order.instrument} sent to close the position, the "
+                f"{fmt(opening)} that would open the other side refused",
+                {
+                    "requested": fmt(order.quantity),
+                    "accepted": fmt(clipped),
+                    "refused": fmt(opening),
+                    "net_position": fmt(context.net_exposure_qty),
+                },
+                rail="trading_state",
+            )
+            log.info("[RISK] reduce-only flip of %s clipped: %s", order.model_id, refused.message)
+            order = dataclasses.replace(order, quantity=clipped)
+            routed = LiveOrder(order)
+            intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
         self._risk.check(intent, context)
+        return routed, refused
 
     def _send(
         self,

@@ -139,7 +139,7 @@ def position(
     )
 
 
-def model_stats(route: ModelRoute, perf: ModelPerformance) -> ops_pb2.ModelStats:
+def model_stats(route: ModelRoute, perf: ModelPerformance, bar_seconds: float) -> ops_pb2.ModelStats:
     return ops_pb2.ModelStats(
         model_id=route.model_id,
         strategy_id=route.strategy_id,
@@ -149,11 +149,15 @@ def model_stats(route: ModelRoute, perf: ModelPerformance) -> ops_pb2.ModelStats
         fees=fmt(perf.fees),
         slippage=fmt(perf.slippage),
         equity=fmt(perf.equity),
-        sharpe=perf.sharpe,
-        max_drawdown=perf.max_drawdown,
+        sharpe=perf.sharpe_annual,
+        max_drawdown=float(perf.max_drawdown_usd),
+        max_drawdown_usd=float(perf.max_drawdown_usd),
+        max_drawdown_ratio=perf.max_drawdown_ratio,
+        drawdown_ratio=perf.drawdown_ratio,
         hit_rate=perf.hit_rate,
         observations=perf.observations,
         fills=perf.fills,
+        bar_seconds=bar_seconds,
     )
 
 
@@ -193,6 +197,8 @@ def canary_status(status: CanaryStatus, schedule: tuple[float, ...]) -> ops_pb2.
         inconclusive_checks=status.inconclusive_checks,
         step_started_at_unix_nanos=unix_nanos(status.step_started_at),
         schedule=list(schedule),
+        trials=status.trials,
+        deflated_sharpe_ratio=status.last_check.dsr if status.last_check is not None else 0.0,
     )
     if status.last_check is not None:
         check = status.last_check
@@ -231,13 +237,14 @@ def limits(risk_limits: RiskLimits) -> dict[str, Any]:
             "order_rate_per_second": m.order_rate_per_second,
             "order_burst": m.order_burst,
             "max_daily_loss": fmt(m.max_daily_loss),
-            "max_drawdown": m.max_drawdown,
+            "max_drawdown_ratio": m.max_drawdown_ratio,
             "breach_state": m.breach_state.value,
         }
 
     global_: dict[str, Any] = {
         "max_gross_exposure": fmt(risk_limits.max_gross_exposure),
         "stale_mark_seconds": risk_limits.stale_mark_seconds,
+        "reduce_only_flip": risk_limits.reduce_only_flip,
     }
     if risk_limits.allowed_instruments is not None:
         global_["allowed_instruments"] = sorted(risk_limits.allowed_instruments)

@@ -18,9 +18,11 @@ ADMIN = (("x-ops-token", ADMIN_TOKEN),)
 
 def seed_returns(mesh: Mesh) -> None:
     """Measured per-period returns: momentum earns steadily, mean reversion does not."""
-    measurement = mesh.ops.core.measurement
-    measurement.book("momentum_v1").returns.extend([0.002, 0.001, 0.003, 0.0015] * 10)
-    measurement.book("meanrev_v1").returns.extend([0.0005, -0.0005, 0.001, -0.001] * 10)
+    periodic = mesh.ops.core.periodic
+    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
+    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
+    for m, r in zip(momentum, meanrev, strict=True):
+        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
 
 
 async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_uses_new_quota(mesh: Mesh) -> None:
@@ -99,7 +101,10 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
         by_model = {m.model_id: m for m in stats.models}
         assert by_model["momentum_v1"].fills >= 1
         assert Decimal(by_model["momentum_v1"].fees) > 0
-        assert by_model["momentum_v1"].observations >= 1
+        # Two 0.2 s samples make no whole one-minute bar yet: no Sharpe, and it says so.
+        assert by_model["momentum_v1"].bar_seconds == 60.0
+        assert (by_model["momentum_v1"].observations, by_model["momentum_v1"].sharpe) == (0, 0.0)
+        assert by_model["momentum_v1"].max_drawdown_usd == by_model["momentum_v1"].max_drawdown
         assert {s.strategy_id for s in stats.strategies} == {"momentum", "meanrev"}
         momentum = next(s for s in stats.strategies if s.strategy_id == "momentum")
         assert momentum.equity == by_model["momentum_v1"].equity  # the only live model with weight

@@ -72,7 +72,7 @@ def _status_name(camel: str) -> str:
 
 def test_page_when_read_has_an_example_and_error_table_per_rpc() -> None:
     rpcs = sum(p.read_text().count("\n  rpc ") for p in (ROOT / "protos").rglob("*.proto"))
-    assert len(examples()) == rpcs == 34
+    assert len(examples()) == rpcs == 35
 
 
 @pytest.mark.timeout(120)
@@ -124,7 +124,7 @@ async def test_sdk_examples_when_run_in_page_order_succeed_or_raise_a_listed_sta
     cases = [
         (e.rpc, sorted(e.statuses), textwrap.indent(localise(e.python, mesh), "    ")) for e in examples() if e.python
     ]
-    assert len(cases) >= 29
+    assert len(cases) >= 30
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",

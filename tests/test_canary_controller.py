@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -20,15 +21,20 @@ from ops_server.canary import (
     CheckOutcome,
     GuardSnapshot,
 )
+from ops_server.performance import SECONDS_PER_YEAR
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 OK = GuardSnapshot()
 BLOCK = 40
 DWELL = 600.0
+# These tests feed one return per second and judge them as 1-second bars with a tolerance of 0.1 per bar.
+PER_BAR_TOLERANCE_ANNUAL = 0.1 * math.sqrt(SECONDS_PER_YEAR)
 
 
 def make_config(**overrides: object) -> CanaryConfig:
     base: dict[str, object] = {
+        "bar_seconds": 1.0,
+        "sharpe_tolerance_annual": PER_BAR_TOLERANCE_ANNUAL,
         "min_dwell_seconds": DWELL,
         "min_observations": BLOCK,
         "shadow_min_dwell_seconds": DWELL,
@@ -182,14 +188,14 @@ def test_evaluate_when_drawdown_over_guard_at_step_10_rolls_back_at_once() -> No
     assert ctl.step_percent == 10.0
 
     # One second later, no new observations: guards do not wait for a dwell.
-    events = feed.tick(ctl, GuardSnapshot(drawdown=0.15), seconds=1)
+    events = feed.tick(ctl, GuardSnapshot(drawdown_ratio=0.15), seconds=1)
 
     assert [e.reason for e in events] == [CanaryReason.GUARD_DRAWDOWN]
     assert events[0].step_percent_before == 10.0
     assert ctl.state is CanaryState.ROLLED_BACK
     assert ctl.status().failed_checks == 0
     assert ctl.weights() == {"momentum_v2": 0.0, "momentum_v1": 1.0}
-    assert events[0].statistics["drawdown"] == 0.15
+    assert events[0].statistics["drawdown_ratio"] == 0.15
 
 
 @pytest.mark.parametrize(
@@ -216,7 +222,7 @@ def test_evaluate_when_guard_exactly_at_limit_does_not_roll_back() -> None:
     feed = Feed()
     feed.step(ctl)
 
-    events = feed.tick(ctl, GuardSnapshot(drawdown=0.10, daily_loss=5000.0, risk_breaches=3, error_rate=0.05), 1)
+    events = feed.tick(ctl, GuardSnapshot(drawdown_ratio=0.10, daily_loss=5000.0, risk_breaches=3, error_rate=0.05), 1)
 
     assert events == []
     assert ctl.state is CanaryState.STEPPING
@@ -248,7 +254,7 @@ def test_evaluate_when_guard_trips_while_paused_rolls_back() -> None:
     feed.step(ctl)
     ctl.pause(feed.now, "investigating fills")
 
-    events = feed.tick(ctl, GuardSnapshot(drawdown=0.5), seconds=1)
+    events = feed.tick(ctl, GuardSnapshot(drawdown_ratio=0.5), seconds=1)
 
     assert [e.reason for e in events] == [CanaryReason.GUARD_DRAWDOWN]
     assert ctl.state is CanaryState.ROLLED_BACK
@@ -258,7 +264,7 @@ def test_evaluate_when_two_guards_trip_reports_first_and_mentions_both() -> None
     ctl = make_controller()
     feed = Feed()
 
-    (event,) = feed.tick(ctl, GuardSnapshot(drawdown=0.2, error_rate=0.2), seconds=1)
+    (event,) = feed.tick(ctl, GuardSnapshot(drawdown_ratio=0.2, error_rate=0.2), seconds=1)
 
     assert event.reason is CanaryReason.GUARD_DRAWDOWN
     assert "drawdown" in event.message
@@ -267,7 +273,7 @@ def test_evaluate_when_two_guards_trip_reports_first_and_mentions_both() -> None
 
 def test_guard_snapshot_when_value_not_finite_raises_value_error() -> None:
     with pytest.raises(ValueError, match="finite"):
-        GuardSnapshot(drawdown=float("nan"))
+        GuardSnapshot(drawdown_ratio=float("nan"))
 
 
 # ------------------------------------------------------------------------------------------ confirmation gate
@@ -587,7 +593,7 @@ def test_evaluate_when_finished_returns_no_events() -> None:
     ctl.rollback(T0, "bad idea")
 
     assert feed.step(ctl) == []
-    assert feed.tick(ctl, GuardSnapshot(drawdown=0.9)) == []
+    assert feed.tick(ctl, GuardSnapshot(drawdown_ratio=0.9)) == []
 
 
 # ------------------------------------------------------------------------------------------ input checks

@@ -147,6 +147,13 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     assert run.controller.state.value == "WAITING_CONFIRMATION"
     assert core.registry.route("momentum_v2").weight == pytest.approx(0.5)
     async with mesh.channel() as channel:
+        status = await mesh.ops_stub(channel).GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=META)
+        (canary,) = status.canaries
+        # The deflated Sharpe ratio of the last check, over the registry's two versions of momentum.
+        assert canary.trials == 2
+        assert 0.0 < canary.deflated_sharpe_ratio <= 1.0
+        assert canary.deflated_sharpe_ratio == pytest.approx(canary.last_check.statistics["dsr"])
+        assert canary.last_check.statistics["bar_seconds"] == pytest.approx(1.0)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         confirmed = await admin.ConfirmCanary(
             admin_pb2.ConfirmCanaryRequest(strategy_id="momentum", reason="reviewed"), metadata=ADMIN
@@ -165,10 +172,9 @@ async def test_canary_when_drawdown_guard_trips_rolls_back_at_once(mesh: Mesh) -
         await admin.PromoteCanary(admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="go"), metadata=ADMIN)
     run = core.canaries.runs["momentum"]
     assert run.controller.step_percent == 10.0
-    # A canary 60% under its peak (the demo guard is 50%), with no failed check.
+    # A canary whose equity is 60% under its peak (the demo guard is 50%), with no failed check.
     book = core.measurement.book("momentum_v2")
-    quota = Decimal(core.queries.quota("momentum_v2").quota_usd)
-    book.peak_equity = quota * Decimal("0.6")
+    book.peak_index, book.equity_index = 1.0, 0.4
     events = core.periodic.evaluate_canaries()
     assert [e.reason.value for e in events] == ["GUARD_DRAWDOWN"]
     assert run.controller.state.value == "ROLLED_BACK"

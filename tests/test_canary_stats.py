@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ops_server.canary.stats import (
+    deflated_sharpe_ratio,
     describe_returns,
+    expected_max_sharpe,
     min_track_record_length,
     probabilistic_sharpe_ratio,
     sharpe_difference_test,
@@ -187,3 +189,16 @@ def test_sharpe_difference_when_sides_swapped_returns_negated_diff_and_same_se(
     assert backward.se == pytest.approx(forward.se) or forward.se == backward.se == math.inf
     assert forward.se >= 0.0
     assert -1.0 <= forward.rho <= 1.0
+
+
+def test_deflated_sharpe_when_paper_example_returns_0_9004() -> None:
+    """Bailey & Lopez de Prado (2014), section 4: annual SR 2.5 on 1250 daily returns, skew -3, kurtosis 10,
+    100 trials whose annualised Sharpe estimates have variance 0.5."""
+    sr_daily, variance_daily = 2.5 / math.sqrt(250), 0.5 / 250
+    assert expected_max_sharpe(100, variance_daily) * math.sqrt(250) == pytest.approx(1.7894, abs=1e-4)
+    dsr = deflated_sharpe_ratio(sr_daily, 1250, 100, -3.0, 10.0, sr_variance=variance_daily)
+    assert dsr == pytest.approx(0.9004, abs=1e-4)
+
+
+def test_deflated_sharpe_when_one_trial_equals_the_psr() -> None:
+    assert deflated_sharpe_ratio(0.1, 200, 1, -0.5, 4.0) == probabilistic_sharpe_ratio(0.1, 0.0, 200, -0.5, 4.0)

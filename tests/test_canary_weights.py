@@ -72,7 +72,7 @@ def test_config_when_unknown_key_is_refused() -> None:
         ("psr_threshold", 1.0),
         ("psr_confidence", 0.0),
         ("require_confirmation", "yes"),
-        ("max_drawdown", 1.5),
+        ("max_drawdown_ratio", 1.5),
         ("max_daily_loss", 0),
         ("max_risk_breaches", -1),
         ("max_error_rate", 2.0),

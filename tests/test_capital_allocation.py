@@ -23,6 +23,7 @@ from ops_server.allocation.weights import (
     shrunk_score,
     target_weights_from_scores,
 )
+from ops_server.canary.stats import deflated_sharpe_ratio, describe_returns
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -40,7 +41,6 @@ def policy_dict(**overrides: Any) -> dict[str, Any]:
         "turnover_cap": 2.0,
         "deadband": 0.01,
         "allow_manual": True,
-        "periods_per_year": 252,
         "strategies": {name: {"min_fraction": 0.0, "max_fraction": 1.0} for name in NAMES},
     }
     d.update(overrides)
@@ -194,7 +194,7 @@ def test_capital_policy_when_unknown_strategy_raises_config_error() -> None:
         ({"turnover_cap": 0}, "turnover_cap: Input should be greater than 0"),
         ({"turnover_cap": 2.5}, "turnover_cap: Input should be less than or equal to 2"),
         ({"turnover_cap": 0.1, "deadband": 0.2}, "deadband .* must not exceed turnover_cap"),
-        ({"periods_per_year": 0}, "periods_per_year: Input should be greater than 0"),
+        ({"periods_per_year": 252}, "periods_per_year was removed"),
         ({"total_capital": "-5"}, "total_capital must be a positive amount"),
         ({"total_capital": "lots"}, "not a decimal number"),
         ({"total_capital": 1e6}, "total_capital must be a decimal string"),
@@ -510,3 +510,30 @@ def test_main_when_policy_invalid_exits_2_with_message(tmp_path: Path, capsys: p
     policy_path.write_text(json.dumps(policy_dict(turnover_cap=5)), encoding="utf-8")
     assert main(["--returns", str(returns_path), "--policy", str(policy_path)]) == 2
     assert "turnover_cap: Input should be less than or equal to 2" in capsys.readouterr().err
+
+
+def test_main_when_sample_seconds_given_prints_annualised_sharpe_and_deflated_sharpe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    returns_path, policy_path = _write_inputs(tmp_path)
+    code = main(["--returns", str(returns_path), "--policy", str(policy_path), "--sample-seconds", "86400"])
+    out = capsys.readouterr().out
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header[:4] == ["strategy", "obs", "sharpe/yr", "DSR"]
+    momentum = describe_returns(RETURNS["momentum"])
+    row = next(line for line in out.splitlines() if line.startswith("momentum")).split()
+    assert float(row[2]) == pytest.approx(momentum.sharpe * math.sqrt(365), abs=0.006)  # daily samples
+    expected = deflated_sharpe_ratio(momentum.sharpe, momentum.n, 3, momentum.skew, momentum.kurtosis)
+    assert float(row[3]) == pytest.approx(expected, abs=6e-5)  # three strategies scored: three trials
+
+
+def test_cycle_when_policy_has_bar_seconds_scores_sharpe_of_the_summed_bars() -> None:
+    allocator = CapitalAllocator(make_policy(bar_seconds=2.0, shrinkage_n0=0), sample_seconds=1.0)
+    decision = allocator.run_cycle(RETURNS, now=0.0, forced=True)
+    series = RETURNS["momentum"][len(RETURNS["momentum"]) % 2 :]
+    bars = [series[i] + series[i + 1] for i in range(0, len(series), 2)]
+    moments = describe_returns(bars)
+    assert decision.sharpe["momentum"] == pytest.approx(moments.sharpe, rel=1e-12)
+    assert decision.sharpe_annual is not None
+    assert decision.sharpe_annual["momentum"] == pytest.approx(moments.sharpe * math.sqrt(31_536_000 / 2), rel=1e-12)

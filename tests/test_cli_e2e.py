@@ -67,6 +67,7 @@ async def test_canary_status_when_mesh_starts_shows_shadow_with_schedule_and_wei
     assert " SHADOW " in line
     assert "5,10,25,50,100" in line
     assert "momentum_v1=1.00 momentum_v2=0.00" in line
+    assert "DSR" in out  # the deflated Sharpe ratio's column, "-" until a check ran
 
 
 async def test_canary_promote_when_reason_given_then_status_shows_stepping_5_percent(

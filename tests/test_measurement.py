@@ -9,6 +9,7 @@ from decimal import Decimal
 from ops_server import wire
 from ops_server.measurement import Measurement, PositionState
 from ops_server.model_registry import ModelRoute, RoutingMode
+from ops_server.performance import SECONDS_PER_YEAR
 
 D = Decimal
 
@@ -26,7 +27,8 @@ def test_position_when_adding_reducing_and_flipping_tracks_average_cost_and_real
 
 
 def test_measurement_when_sampled_gives_equity_returns_sharpe_drawdown_and_hit_rate() -> None:
-    m = Measurement(periods_per_year=4)
+    quarter = SECONDS_PER_YEAR / 4
+    m = Measurement(sample_seconds=quarter, bar_seconds=quarter)  # one sample per bar, four bars a year
     capital = {"m1": D(1000)}
     m.set_mark("X", D(100))
     m.apply_fill("m1", "X", D(1), D(100), D(0), reference_mid=D("99.5"))
@@ -38,16 +40,19 @@ def test_measurement_when_sampled_gives_equity_returns_sharpe_drawdown_and_hit_r
     returns = [0.01, -0.005, 0.015]
     assert m.returns("m1") == returns
     sr = statistics.mean(returns) / statistics.stdev(returns)
-    assert math.isclose(perf.sharpe, sr * math.sqrt(4), rel_tol=1e-12)
+    assert math.isclose(perf.sharpe_annual, sr * math.sqrt(4), rel_tol=1e-12)
     assert perf.equity == D(20) and perf.unrealized == D(20) and perf.realized == D(0)
     assert perf.slippage == D("0.5")  # bought 1 at 100 with the mid at 99.5
-    assert perf.max_drawdown == 5.0  # 10 -> 5
+    assert perf.max_drawdown_usd == D(5)  # PnL 10 -> 5
+    # Equity 1000 + PnL: 1000, 1010, 1005, 1020; the fall from 1010 to 1005 is 5/1010 of the peak.
+    assert math.isclose(perf.max_drawdown_ratio, 5 / 1010, rel_tol=1e-12)
+    assert perf.drawdown_ratio == 0.0 and perf.drawdown_usd == D(0)  # back above the peak
     assert math.isclose(perf.hit_rate, 2 / 3)
     assert perf.observations == 3 and perf.fills == 1
 
 
 def test_measurement_when_model_has_no_capital_base_records_no_returns() -> None:
-    m = Measurement(periods_per_year=1)
+    m = Measurement(sample_seconds=1.0)
     m.apply_fill("m1", "X", D(1), D(100), D(0))
     m.set_mark("X", D(101))
     m.sample(0.0, {})
@@ -58,7 +63,7 @@ def test_measurement_when_model_has_no_capital_base_records_no_returns() -> None
 
 
 def test_gross_exposure_when_models_hold_long_and_short_sums_absolute_notional() -> None:
-    m = Measurement(periods_per_year=1)
+    m = Measurement(sample_seconds=1.0)
     m.set_mark("X", D(50))
     m.apply_fill("a", "X", D(2), D(40), D(0))
     m.apply_fill("b", "X", D(-3), D(60), D(0))
@@ -75,3 +80,41 @@ def test_position_answer_when_average_cost_has_many_decimals_shows_it_to_the_tic
     assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.01")).avg_cost == "100.02"
     assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.001")).avg_cost == "100.017"
     assert len(wire.position(route, "BTC-USD", p, None).avg_cost) > 20  # no tick known: the exact figure
+
+
+def test_sharpe_when_sampled_every_second_is_annualised_from_one_minute_bars() -> None:
+    m = Measurement(sample_seconds=1.0, bar_seconds=60.0)
+    capital = {"m1": D(1000)}
+    m.set_mark("X", D(100))
+    m.apply_fill("m1", "X", D(1), D(100), D(0))
+    pnl = D(0)
+    m.sample(0.0, capital)
+    for second in range(1, 181):  # three minutes: +0.02 USD a second, -1.00 USD on every 7th second
+        pnl += D("-1.00") if second % 7 == 0 else D("0.02")
+        m.set_mark("X", D(100) + pnl)
+        m.sample(float(second), capital)
+    returns = m.returns("m1")
+    bars = [math.fsum(returns[i : i + 60]) for i in range(0, 180, 60)]
+    expected = statistics.mean(bars) / statistics.stdev(bars) * math.sqrt(SECONDS_PER_YEAR / 60)
+    perf = m.performance("m1")
+    assert perf.observations == 3  # bars, not samples
+    assert math.isclose(perf.sharpe_annual, expected, rel_tol=1e-9)
+
+
+def test_drawdown_when_allocation_is_cut_changes_no_drawdown_figure() -> None:
+    m = Measurement(sample_seconds=1.0, bar_seconds=1.0)
+    m.set_mark("X", D(100))
+    m.apply_fill("m1", "X", D(10), D(100), D(0))
+    for t, mark, base in [(0, 100, 1000), (1, 110, 1000), (2, 105, 1000)]:  # PnL 0, +100, +50 on a 1000 base
+        m.set_mark("X", D(mark))
+        m.sample(float(t), {"m1": D(base)})
+    before = m.performance("m1")
+    # The allocator cuts the model's capital to a tenth; the market does not move.
+    m.sample(3.0, {"m1": D(100)})
+    after = m.performance("m1")
+    assert (after.drawdown_ratio, after.max_drawdown_ratio) == (before.drawdown_ratio, before.max_drawdown_ratio)
+    assert (after.drawdown_usd, after.max_drawdown_usd) == (before.drawdown_usd, before.max_drawdown_usd)
+    assert m.drawdown_ratio("m1") == before.drawdown_ratio
+    # Equity 1000 -> 1100 -> 1050: 50/1100 of the peak, 50 USD.
+    assert math.isclose(before.drawdown_ratio, 50 / 1100, rel_tol=1e-12)
+    assert before.drawdown_usd == D(50)

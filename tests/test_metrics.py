@@ -37,8 +37,8 @@ async def test_metrics_when_a_signal_is_filled_expose_routing_orders_capital_and
         )
     core = metered_mesh.ops.core
     await wait_until(lambda: not core.queries.order(decision.decision.client_order_id).open_quantity)
-    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
-    ops = await scrape(metered_mesh.ops.metrics.port)
+    assert metered_mesh.ops.metrics_server is not None and metered_mesh.engine.metrics_server is not None
+    ops = await scrape(metered_mesh.ops.metrics_server.port)
     routed = {(s[1]["model"], s[1]["mode"]): s[2] for s in ops["signals_routed"] if s[0].endswith("_total")}
     assert routed[("momentum_v1", "LIVE")] == 1
     submitted = {s[1]["venue"]: s[2] for s in ops["orders_submitted"] if s[0].endswith("_total")}

@@ -29,7 +29,7 @@ from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.errors import NotFoundError, ValidationError
+from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
 from nautilus_mesh.journal import is_binary_journal, read_journal
 
 D = Decimal
@@ -152,7 +152,9 @@ def test_cancel_when_resting_then_canceled_once_and_unknown_raises(clock: FakeCl
     manager.submit("sim", req("c1"))
     reports = manager.cancel("c1")
     assert [(r.exec_type, r.order_status) for r in reports] == [(ExecType.CANCELED, OrderStatus.CANCELED)]
-    assert manager.cancel("c1") == []
+    with pytest.raises(VenueRejectedError) as again:  # a cancel reject, not silence
+        manager.cancel("c1")
+    assert (again.value.code, again.value.details["status"]) == ("ORDER_ALREADY_DONE", "CANCELED")
     with pytest.raises(NotFoundError):
         manager.cancel("never-seen")
 

@@ -45,8 +45,8 @@ async def query(port: int, promql: str) -> list[dict[str, Any]]:
 async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_targets_up(
     metered_mesh: Mesh, tmp_path: Path
 ) -> None:
-    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
-    ops_port, engine_port = metered_mesh.ops.metrics.port, metered_mesh.engine.metrics_server.port
+    assert metered_mesh.ops.metrics_server is not None and metered_mesh.engine.metrics_server is not None
+    ops_port, engine_port = metered_mesh.ops.metrics_server.port, metered_mesh.engine.metrics_server.port
     async with metered_mesh.channel() as channel:
         decision = await metered_mesh.ops_stub(channel).SubmitSignal(
             ops_pb2.SubmitSignalRequest(
@@ -116,8 +116,8 @@ async def test_prometheus_when_loading_the_deployed_rules_raises_engine_link_dow
 ) -> None:
     """The deployed rules, on the metrics the services really export: EngineLinkDown goes pending when the engine
     stops (its labels and names match what ops exports), and stays inactive while the link is up."""
-    assert metered_mesh.ops.metrics is not None and metered_mesh.engine.metrics_server is not None
-    ops_port, engine_port = metered_mesh.ops.metrics.port, metered_mesh.engine.metrics_server.port
+    assert metered_mesh.ops.metrics_server is not None and metered_mesh.engine.metrics_server is not None
+    ops_port, engine_port = metered_mesh.ops.metrics_server.port, metered_mesh.engine.metrics_server.port
     rules = RULES_DIR
     config = tmp_path / "prometheus.yml"
     config.write_text(

@@ -239,3 +239,66 @@ async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) ->
             assert "DOOR_DISABLED" in (caught.value.details() or "")
     finally:
         await stop_mesh(mesh)
+
+
+async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_refuses_the_opening_5(
+    small_mesh: Mesh,
+) -> None:
+    core = small_mesh.ops.core
+    async with small_mesh.channel() as channel:
+        stub = small_mesh.ops_stub(channel)
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        long = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-1", 0.5)), metadata=META)
+        assert long.decision.quantity == "10"
+        await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
+            ),
+            metadata=ADMIN,
+        )
+        flip = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-2", -0.25)), metadata=META)
+    decision = flip.decision
+    assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+    assert (decision.side, decision.quantity) == (common_pb2.SIDE_SELL, "10")
+    assert decision.error.code == "REDUCE_ONLY_OPENING_REFUSED"
+    assert dict(decision.error.details) == {"requested": "15", "accepted": "10", "refused": "5", "net_position": "10"}
+    await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(0))
+
+
+async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path: Path) -> None:
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    limits["global"]["reduce_only_flip"] = "deny"
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"
+    venues = [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+    mesh = await start_mesh(
+        tmp_path,
+        engine={"venues": venues},
+        ops={
+            "capital_policy_path": write_json(tmp_path / "policy.json", policy),
+            "risk_limits_path": write_json(tmp_path / "limits.json", limits),
+        },
+    )
+    try:
+        core = mesh.ops.core
+        async with mesh.channel() as channel:
+            stub = mesh.ops_stub(channel)
+            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=META)
+            await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
+            await admin.SetTradingState(
+                admin_pb2.SetTradingStateRequest(
+                    model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
+                ),
+                metadata=ADMIN,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=META)
+        assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
+        assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(10)
+    finally:
+        await stop_mesh(mesh)

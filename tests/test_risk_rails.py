@@ -40,7 +40,7 @@ LIMITS: dict[str, Any] = {
         "order_rate_per_second": 50,
         "order_burst": 100,
         "max_daily_loss": "20000",
-        "max_drawdown": 0.2,
+        "max_drawdown_ratio": 0.2,
         "breach_state": "HALTED",
     },
     "models": {MODEL: {"max_order_notional": "100000"}},
@@ -462,7 +462,7 @@ def test_update_pnl_when_drawdown_breached_moves_model_to_breach_state_and_emits
     assert event is not None and events == [event]
     assert (event.kind, event.model_id, event.rail, event.code) == ("LIMIT_BREACHED", MODEL, "drawdown", "MAX_DRAWDOWN")
     assert (event.state_before, event.state_after) == (TradingState.ACTIVE, TradingState.REDUCING)
-    assert event.details == {"drawdown": "0.25", "max_drawdown": "0.2", "breached": "drawdown"}
+    assert event.details == {"drawdown_ratio": "0.25", "max_drawdown_ratio": "0.2", "breached": "drawdown"}
     assert rails.state(MODEL) is TradingState.REDUCING
     assert rails.state(OTHER) is TradingState.ACTIVE
 
@@ -652,7 +652,11 @@ def _set(data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
             0,
             "order_rate_per_second: Input should be greater than 0",
         ),
-        ("default_model.max_drawdown", 1.5, "default_model.max_drawdown: Input should be less than or equal to 1"),
+        (
+            "default_model.max_drawdown_ratio",
+            1.5,
+            "default_model.max_drawdown_ratio: Input should be less than or equal to 1",
+        ),
         ("default_model.max_daily_loss", None, "default_model.max_daily_loss: Value error, must be a number"),
         ("default_model.breach_state", "ACTIVE", "breach_state: Value error, must be one of REDUCING, HALTED"),
         ("default_model.breach_state", "PAUSED", "breach_state: Value error, must be one of REDUCING, HALTED"),
@@ -846,7 +850,7 @@ def _flip_limits() -> dict[str, object]:
             "order_rate_per_second": 100,
             "order_burst": 100,
             "max_daily_loss": "1000",
-            "max_drawdown": 0.5,
+            "max_drawdown_ratio": 0.5,
             "breach_state": "HALTED",
         },
         "models": {},

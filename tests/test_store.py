@@ -282,9 +282,11 @@ def test_mask_url_replaces_the_password(url: str, masked: str) -> None:
 
 def seed_returns(mesh: Mesh) -> None:
     """Momentum earns steadily, mean reversion does not (as in test_allocation_e2e)."""
-    measurement = mesh.ops.core.measurement
-    measurement.book("momentum_v1").returns.extend([0.002, 0.001, 0.003, 0.0015] * 10)
-    measurement.book("meanrev_v1").returns.extend([0.0005, -0.0005, 0.001, -0.001] * 10)
+    periodic = mesh.ops.core.periodic
+    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
+    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
+    for m, r in zip(momentum, meanrev, strict=True):
+        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
 
 
 def move_weights(mesh: Mesh) -> dict[str, float]:
@@ -364,3 +366,25 @@ async def test_ops_when_an_old_state_file_exists_imports_it_once(tmp_path: Path)
     finally:
         await core.stop()
     assert (state_dir / "state.json").exists()
+
+
+async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
+    mesh = await start_mesh(tmp_path)
+    try:
+        book = mesh.ops.core.measurement.book("momentum_v1")
+        book.equity_index, book.peak_index, book.max_drawdown_ratio = 0.7, 1.2, 0.5
+        book.peak_pnl, book.max_drawdown_usd = Decimal("1234.5"), Decimal("600")
+        await mesh.ops.stop(grace=0.5)
+
+        mesh.ops = OpsServer(ops_config(tmp_path, mesh.engine.port))
+        await mesh.ops.start()
+        measurement = mesh.ops.core.measurement
+        assert measurement.drawdown_ratio("momentum_v1") == pytest.approx(1 - 0.7 / 1.2)
+        restored = measurement.book("momentum_v1")
+        assert (restored.max_drawdown_ratio, restored.peak_pnl, restored.max_drawdown_usd) == (
+            0.5,
+            Decimal("1234.5"),
+            Decimal("600"),
+        )
+    finally:
+        await stop_mesh(mesh)

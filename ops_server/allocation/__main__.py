@@ -75,15 +75,17 @@ def _read_previous(value: str) -> dict[str, float]:
 
 def _render(decision: AllocationDecision, allocator: CapitalAllocator, previous_usd: Mapping[str, Decimal]) -> str:
     policy = allocator.policy
-    header = ("strategy", "obs", "sharpe/yr", "score", "before", "after", "before USD", "after USD")
+    header = ("strategy", "obs", "sharpe/yr", "DSR", "score", "before", "after", "before USD", "after USD")
     rows: list[tuple[str, ...]] = []
     for name in policy.strategies:
-        sr = decision.sharpe.get(name)
+        sr = (decision.sharpe_annual or {}).get(name)
+        dsr = (decision.dsr or {}).get(name)
         rows.append(
             (
                 name,
                 str(decision.observations.get(name, 0)),
-                "-" if sr is None else f"{sr * math.sqrt(policy.periods_per_year):.2f}",
+                "-" if sr is None else f"{sr:.2f}",
+                "-" if dsr is None else f"{dsr:.4f}",
                 "-" if name not in decision.scores else fmt_score(decision.scores[name]),
                 f"{decision.previous_weights[name]:.4f}",
                 f"{decision.new_weights[name]:.4f}",
@@ -121,12 +123,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--previous", help="previous weights: inline JSON object or a JSON file")
     parser.add_argument("--forced", action="store_true", help="run as an operator-forced cycle")
     parser.add_argument("--now", type=float, default=0.0, help="cycle time, epoch seconds (default 0)")
+    parser.add_argument(
+        "--sample-seconds",
+        type=float,
+        default=1.0,
+        help="interval between two returns in the file, seconds, for the annualised Sharpe (default 1)",
+    )
     args = parser.parse_args(argv)
     try:
         policy = CapitalPolicy.load(args.policy)
         returns = _read_returns(args.returns)
         previous = _read_previous(args.previous) if args.previous else None
-        allocator = CapitalAllocator(policy, previous)
+        if not math.isfinite(args.sample_seconds) or args.sample_seconds <= 0:
+            raise ConfigError(f"--sample-seconds must be a positive number, got {args.sample_seconds}")
+        allocator = CapitalAllocator(policy, previous, sample_seconds=args.sample_seconds)
         previous_usd = allocator.allocations_usd()
         decision = allocator.run_cycle(returns, now=args.now, forced=args.forced)
     except MeshError as exc:

@@ -31,7 +31,8 @@ from ops_server.allocation.weights import (
     shrunk_score,
     target_weights_from_scores,
 )
-from ops_server.performance import sharpe_ratio
+from ops_server.canary.stats import deflated_sharpe_ratio
+from ops_server.performance import SECONDS_PER_YEAR, aggregate_returns, describe_returns, samples_per_bar, sharpe_ratio
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,9 @@ class AllocationDecision:
     new_weights: dict[str, float]
     """Weights after the cycle (equal to ``previous_weights`` unless APPLIED or FORCED)."""
     scores: dict[str, float]
-    """Shrunk, floored per-period Sharpe score of each strategy that was scored."""
+    """Shrunk, floored Sharpe score of each strategy that was scored (per bar, see ``CapitalPolicy.bar_seconds``)."""
     sharpe: dict[str, float]
-    """Raw per-period Sharpe ratio of each scored strategy (for reporting)."""
+    """Raw Sharpe ratio per bar (per sample without ``bar_seconds``) of each scored strategy (the score's input)."""
     observations: dict[str, int]
     """Returns used per strategy (at most the lookback); empty for COOLDOWN."""
     turnover: float
@@ -86,6 +87,10 @@ class AllocationDecision:
     """Whether an operator forced the cycle (it may still end DEADBAND or KEPT)."""
     message: str
     """Human-readable summary, e.g. ``Sharpe scores momentum=0.41 meanrev=0.10; turnover capped 0.62->0.50``."""
+    sharpe_annual: dict[str, float] | None = None
+    """Sharpe ratio of each scored strategy annualised with the real sampling interval (Sharpe per sqrt(year))."""
+    dsr: dict[str, float] | None = None
+    """Deflated Sharpe ratio of each scored strategy, the trials being the strategies scored (probability)."""
 
     @property
     def changed(self) -> bool:
@@ -101,6 +106,8 @@ class AllocationDecision:
             "new_weights": dict(self.new_weights),
             "scores": dict(self.scores),
             "sharpe": dict(self.sharpe),
+            "sharpe_annual": dict(self.sharpe_annual or {}),
+            "dsr": dict(self.dsr or {}),
             "observations": dict(self.observations),
             "turnover": self.turnover,
             "forced": self.forced,
@@ -124,6 +131,7 @@ class CapitalAllocator:
         initial_weights: Starting weights per strategy (e.g. from the store); projected onto the policy's
             bounds. Defaults to equal weights projected onto the bounds.
         last_applied_at: Epoch seconds of the last applied allocation (None: the cooldown does not apply).
+        sample_seconds: Interval between two returns of the series it scores, seconds (for annualised reporting).
     """
 
     def __init__(
@@ -131,12 +139,16 @@ class CapitalAllocator:
         policy: CapitalPolicy,
         initial_weights: Mapping[str, float] | None = None,
         last_applied_at: float | None = None,
+        *,
+        sample_seconds: float = 1.0,
     ) -> None:
         self._policy = policy
+        self.sample_seconds = sample_seconds
         names = list(policy.strategies)
         start = initial_weights if initial_weights is not None else {n: 1.0 / len(names) for n in names}
         self._weights = _conform(start, policy)
         self._last_applied_at = _optional_time(last_applied_at)
+        self._dsr: dict[str, float] = {}
 
     @property
     def policy(self) -> CapitalPolicy:
@@ -236,6 +248,7 @@ class CapitalAllocator:
         if not math.isfinite(now):
             raise ValueError(f"cycle time must be finite, got {now!r}")
         policy = self._policy
+        self._dsr = {}
         if forced and not policy.allow_manual:
             log.warning("[ALLOCATOR] forced allocation refused: manual allocation is disabled by the policy")
             raise PermissionDeniedError(
@@ -256,7 +269,9 @@ class CapitalAllocator:
         observations: dict[str, int] = {}
         sharpe: dict[str, float] = {}
         scores: dict[str, float] = {}
+        windows: dict[str, list[float]] = {}
         fixed: list[str] = []
+        k = self._samples_per_bar()
         for name in names:
             window = list(returns.get(name, ()))[-policy.lookback :]
             observations[name] = len(window)
@@ -264,6 +279,7 @@ class CapitalAllocator:
                 fixed.append(name)
                 continue
             try:
+                window = aggregate_returns(window[len(window) % k :], k)  # the most recent whole bars
                 sr = sharpe_ratio(window)
             except ValueError as exc:
                 raise ValidationError(
@@ -271,6 +287,11 @@ class CapitalAllocator:
                 ) from exc
             sharpe[name] = sr
             scores[name] = shrunk_score(sr, len(window), policy.shrinkage_n0)
+            windows[name] = window
+        # Several strategies scored at once are several trials: each Sharpe ratio is deflated by their number.
+        for name, window in windows.items():
+            m = describe_returns(window)
+            self._dsr[name] = deflated_sharpe_ratio(m.sharpe, m.n, len(windows), m.skew, m.kurtosis)
 
         notes = [f"Sharpe scores {' '.join(f'{n}={fmt_score(s)}' for n, s in scores.items())}" if scores else ""]
         if fixed:
@@ -316,6 +337,10 @@ class CapitalAllocator:
             reason, now, previous, new, scores, sharpe, observations, forced, message, turnover=turnover
         )
 
+    def _samples_per_bar(self) -> int:
+        bar = self._policy.bar_seconds
+        return 1 if bar is None else samples_per_bar(bar, self.sample_seconds)
+
     def _decide(
         self,
         reason: AllocationReason,
@@ -330,6 +355,7 @@ class CapitalAllocator:
         *,
         turnover: float = 0.0,
     ) -> AllocationDecision:
+        annual = math.sqrt(SECONDS_PER_YEAR / (self._samples_per_bar() * self.sample_seconds))
         decision = AllocationDecision(
             reason=reason,
             at=now,
@@ -341,6 +367,8 @@ class CapitalAllocator:
             turnover=turnover,
             forced=forced,
             message=message,
+            sharpe_annual={name: sr * annual for name, sr in sharpe.items()},
+            dsr=dict(self._dsr),
         )
         log.info(
             "[ALLOCATOR] %s weights %s -> %s: %s",

@@ -92,10 +92,25 @@ class CapitalPolicy(pydantic.BaseModel):
     """Largest L1 change of the weight vector in one cycle (sum of absolute fraction changes), in (0, 2]."""
     deadband: float = pydantic.Field(0.01, ge=0, allow_inf_nan=False)
     """L1 change below which a cycle is skipped (sum of absolute fraction changes), in [0, turnover_cap]."""
+    bar_seconds: float | None = pydantic.Field(None, gt=0, allow_inf_nan=False)
+    """Horizon the strategy returns of the lookback are summed to before scoring, seconds (rounded to whole samples
+    of ops' ``sample_interval_seconds``); the score's ``n`` and ``shrinkage_n0`` then count bars. None scores each
+    sample."""
     allow_manual: bool = True
     """Whether an operator may force a cycle (bypassing the cooldown)."""
-    periods_per_year: float = pydantic.Field(31_536_000.0, gt=0, allow_inf_nan=False)
-    """Sampling periods per year of the return series, for annualised reporting only."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        # A second, independent sampling rate could disagree with the real one: annualising uses ops' interval.
+        if isinstance(data, Mapping) and "periods_per_year" in data:
+            raise ConfigError(
+                "periods_per_year was removed: Sharpe ratios are annualised with ops' sample_interval_seconds "
+                "(the what-if tool takes --sample-seconds)",
+                {"field": "periods_per_year"},
+                code="CONFIG_KEY_RENAMED",
+            )
+        return data
 
     @pydantic.field_validator("total_capital", mode="before")
     @classmethod

@@ -33,8 +33,10 @@ def _schedule_error(schedule: Sequence[object], problem: str) -> ConfigError:
 class CanaryConfig(pydantic.BaseModel):
     """Rollout policy of one canary (the registry's ``canary`` block less ``model_id``); every field is validated.
 
-    Sharpe quantities (``tolerance``) are per period of the return series the caller samples, not annualised.
-    A guard set to ``None`` is disabled. Types are strict: ``true`` is not a number and ``30.0`` is not a count.
+    Every Sharpe quantity here is annualised (``..._annual``): the controller sums the sampled returns into bars of
+    ``bar_seconds`` and converts each threshold to that bar with ``sqrt(bars per year)``, so the policy means the
+    same at any sampling rate. Observation counts are bars. A guard set to ``None`` is disabled. Types are strict:
+    ``true`` is not a number and ``30.0`` is not a count.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -43,34 +45,57 @@ class CanaryConfig(pydantic.BaseModel):
     """Live canary weights in percent; strictly increasing, each in (0, 100], ending at 100."""
     min_dwell_seconds: float = pydantic.Field(3600.0, ge=0, allow_inf_nan=False)
     """Minimum time at a live step before its first check, and between two checks at the same step, seconds."""
+    bar_seconds: float = pydantic.Field(60.0, gt=0, allow_inf_nan=False)
+    """Horizon the sampled returns are summed to before any statistic, seconds (rounded to whole samples)."""
     min_observations: int = pydantic.Field(30, ge=3)
-    """Minimum paired observations at a live step before its first check, and new ones between checks (count)."""
+    """Minimum paired bars at a live step before its first check, and new ones between checks (count of bars)."""
     shadow_min_dwell_seconds: float = pydantic.Field(3600.0, ge=0, allow_inf_nan=False)
     """Like ``min_dwell_seconds`` but for the shadow phase before the first live step, seconds."""
     shadow_min_observations: int = pydantic.Field(30, ge=3)
-    """Like ``min_observations`` but for the shadow phase (count)."""
-    tolerance: float = pydantic.Field(0.1, ge=0, allow_inf_nan=False)
-    """How much worse the canary may be and still pass, as a per-period Sharpe difference (unitless)."""
+    """Like ``min_observations`` but for the shadow phase (count of bars)."""
+    sharpe_tolerance_annual: float = pydantic.Field(1.0, ge=0, allow_inf_nan=False)
+    """How much lower the canary's Sharpe ratio may be than the stable model's and still pass, annualised
+    (Sharpe units per sqrt(year)); converted per bar as ``tolerance / sqrt(bars per year)``."""
     z_crit: float = pydantic.Field(1.645, gt=0, allow_inf_nan=False)
     """One-sided critical value of the checks (1.645 is 95%)."""
     max_failed_checks: int = pydantic.Field(2, ge=1)
     """Failed checks over the canary's life that roll it back (count)."""
     max_inconclusive: int = pydantic.Field(3, ge=1)
     """Inconclusive checks at one step (since it began or was resumed) that pause it (count)."""
+    psr_benchmark_sharpe_annual: float = pydantic.Field(0.0, allow_inf_nan=False)
+    """Benchmark Sharpe ratio of the PSR, DSR and minimum track record length before 100%, annualised."""
     psr_threshold: float = pydantic.Field(0.95, gt=0, lt=1)
-    """Minimum probabilistic Sharpe ratio (against 0) of the canary before the step to 100% (probability)."""
+    """Minimum probabilistic (and deflated) Sharpe ratio of the canary before the step to 100% (probability)."""
     psr_confidence: float = pydantic.Field(0.95, gt=0, lt=1)
     """Confidence of the minimum track record length required before the step to 100% (probability)."""
     require_confirmation: bool = False
     """Hold before 100% in WAITING_CONFIRMATION until an operator confirms."""
-    max_drawdown: float | None = pydantic.Field(0.10, gt=0, le=1)
-    """Guard: canary drawdown from peak as a fraction in (0, 1]; more rolls back at once."""
+    max_drawdown_ratio: float | None = pydantic.Field(0.10, gt=0, le=1)
+    """Guard: canary drawdown as a fraction of its peak equity (capital base + PnL, allocation changes are not
+    gains or losses), in (0, 1]; more rolls back at once."""
     max_daily_loss: float | None = pydantic.Field(None, gt=0, allow_inf_nan=False)
     """Guard: canary loss today in USD; more rolls back at once."""
     max_risk_breaches: int | None = pydantic.Field(None, ge=0)
-    """Guard: risk-rail breaches by the canary (count); more rolls back at once."""
+    """Guard: the canary model's own breaches of capital rails since its current step began (count); more rolls
+    back at once."""
     max_error_rate: float | None = pydantic.Field(0.05, ge=0, le=1)
     """Guard: fraction of the canary's signals/orders that errored, in [0, 1]; more rolls back at once."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        # Old keys had another unit: refusing them beats silently reading a per-sample number as an annual one.
+        renamed = {
+            "tolerance": "sharpe_tolerance_annual (annualised Sharpe; the old key was per sample)",
+            "max_drawdown": "max_drawdown_ratio (a fraction of peak equity)",
+        }
+        if isinstance(data, Mapping):
+            for old, new in renamed.items():
+                if old in data:
+                    raise ConfigError(
+                        f"canary config: {old!r} was renamed to {new}", {"field": old}, code="CONFIG_KEY_RENAMED"
+                    )
+        return data
 
     @pydantic.field_validator("schedule", mode="before")
     @classmethod

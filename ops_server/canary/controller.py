@@ -15,17 +15,22 @@ State machine::
                 |
                 +-- inconclusive limit / operator pause --> PAUSED --resume--> (state it was paused from)
 
-Decision rule at each check (Sharpe difference ``diff = SR_canary - SR_stable`` with its Jobson-Korkie/Memmel
-standard error ``se``, both per period):
+Units: returns sampled every ``sample_seconds`` are summed into bars of ``config.bar_seconds`` (counted from the
+step's first return); thresholds are annualised in the config and converted per bar, ``tol = sharpe_tolerance_annual
+/ sqrt(bars per year)`` and ``SR* = psr_benchmark_sharpe_annual / sqrt(bars per year)``; counts are bars.
 
-- FAILED when the canary is clearly worse: ``diff < -tolerance`` *and* ``diff / se < -z_crit``.
+Decision rule at each check (Sharpe difference ``diff = SR_canary - SR_stable`` per bar, with its
+Jobson-Korkie/Memmel standard error ``se``):
+
+- FAILED when the canary is clearly worse: ``diff < -tol`` *and* ``diff / se < -z_crit``.
 - PASSED when the canary is not worse than the stable model by more than the tolerance with confidence: the lower
-  confidence bound ``diff - z_crit * se >= -tolerance`` (a non-inferiority test).
+  confidence bound ``diff - z_crit * se >= -tol`` (a non-inferiority test).
 - INCONCLUSIVE otherwise (the sample cannot yet tell). The two rules cannot both hold.
 
 Before the step to 100% a PASSED check must also clear the track-record gate: the canary's probabilistic Sharpe
-ratio against 0 is at least ``psr_threshold`` and its live track record is at least the minimum track record length
-(at ``psr_confidence``); otherwise the check is INCONCLUSIVE.
+ratio against ``SR*`` and its deflated Sharpe ratio (``trials`` = the strategy's models in the registry) are at least
+``psr_threshold``, and its live track record is at least the minimum track record length (at ``psr_confidence``);
+otherwise the check is INCONCLUSIVE.
 
 Observations: the caller passes the *full* canary and stable return series, aligned on the same timestamps, from
 the controller's ``started_at`` on (index 0 is the first period after it). The series only grow. The controller
@@ -47,6 +52,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from nautilus_mesh.errors import ValidationError
+from ops_server.canary.checks import CheckInputs, run_check
 from ops_server.canary.config import CanaryConfig
 from ops_server.canary.events import (
     CanaryEvent,
@@ -57,19 +63,13 @@ from ops_server.canary.events import (
     CheckResult,
     check_from_dict,
     check_to_dict,
-    fmt_count,
     get_datetime,
     get_typed,
     log_event,
     require_aware,
 )
 from ops_server.canary.guards import GuardSnapshot, tripped_guards
-from ops_server.canary.stats import (
-    describe_returns,
-    min_track_record_length,
-    probabilistic_sharpe_ratio,
-    sharpe_difference_test,
-)
+from ops_server.performance import samples_per_bar
 
 __all__ = ["CanaryController"]
 
@@ -87,17 +87,35 @@ class CanaryController:
         stable_model: The model it is compared with and takes flow from.
         config: The rollout policy.
         started_at: When shadow trading began (timezone-aware).
+        sample_seconds: Interval between two returns of the series passed to :meth:`evaluate`, seconds.
+        trials: Strategy versions tried so far (the deflated Sharpe ratio's number of trials), at least 1.
 
     Raises:
-        ValueError: The two models are the same, or ``started_at`` is naive.
+        ValueError: The two models are the same, ``started_at`` is naive, or ``sample_seconds``/``trials`` out of
+            range.
     """
 
     def __init__(
-        self, strategy: str, canary_model: str, stable_model: str, config: CanaryConfig, started_at: datetime
+        self,
+        strategy: str,
+        canary_model: str,
+        stable_model: str,
+        config: CanaryConfig,
+        started_at: datetime,
+        *,
+        sample_seconds: float = 1.0,
+        trials: int = 1,
     ) -> None:
         if canary_model == stable_model:
             raise ValueError(f"canary and stable model must differ, both are {canary_model!r}")
         require_aware(started_at, "started_at")
+        if trials < 1:
+            raise ValueError(f"trials must be at least 1, got {trials}")
+        self.sample_seconds = sample_seconds
+        self.samples_per_bar = samples_per_bar(config.bar_seconds, sample_seconds)
+        self.bar_seconds = self.samples_per_bar * sample_seconds
+        """The effective bar, seconds: a whole number of samples."""
+        self.trials = trials
         self.strategy = strategy
         self.canary_model = canary_model
         self.stable_model = stable_model
@@ -154,6 +172,7 @@ class CanaryController:
             started_at=self._started_at,
             step_started_at=self._step_started_at,
             last_check=self._last_check,
+            trials=self.trials,
         )
 
     # -------------------------------------------------------------------------------------------- evaluation
@@ -212,46 +231,26 @@ class CanaryController:
         dwell = cfg.shadow_min_dwell_seconds if in_shadow else cfg.min_dwell_seconds
         needed = cfg.shadow_min_observations if in_shadow else cfg.min_observations
         waited = (now - self._check_clock_at).total_seconds()
-        return waited >= dwell and total - self._check_clock_obs >= needed
+        return waited >= dwell and total - self._check_clock_obs >= needed * self.samples_per_bar
 
     def _run_check(self, now: datetime, canary: Sequence[float], stable: Sequence[float]) -> CheckResult:
-        cfg = self.config
-        start = self._step_start_obs
-        comparison = sharpe_difference_test(canary[start:], stable[start:])
         # The track record is the canary's live history; before any live step only its shadow window exists.
+        start = self._step_start_obs
         track_start = self._live_start_obs if self._live_start_obs is not None else start
-        track = describe_returns(canary[track_start:])
-        psr = probabilistic_sharpe_ratio(track.sharpe, 0.0, track.n, track.skew, track.kurtosis)
-        min_trl = min_track_record_length(track.sharpe, 0.0, cfg.psr_confidence, track.skew, track.kurtosis)
-
-        lower = comparison.lower_bound(cfg.z_crit)
-        if comparison.diff < -cfg.tolerance and comparison.z < -cfg.z_crit:
-            outcome = CheckOutcome.FAILED
-            note = (
-                f"canary clearly worse: Sharpe diff {comparison.diff:+.4f} < -{cfg.tolerance:g} "
-                f"and z {comparison.z:.2f} < -{cfg.z_crit:g}"
-            )
-        elif lower >= -cfg.tolerance:
-            outcome = CheckOutcome.PASSED
-            note = f"canary not worse: lower bound {lower:+.4f} >= -{cfg.tolerance:g}"
-            if self._next_index() == len(cfg.schedule) - 1 and not (psr >= cfg.psr_threshold and track.n >= min_trl):
-                outcome = CheckOutcome.INCONCLUSIVE
-                note = (
-                    f"track record not enough for 100%: PSR {psr:.4f} (need {cfg.psr_threshold:g}), "
-                    f"{track.n} observations (need {fmt_count(min_trl)})"
-                )
-        else:
-            outcome = CheckOutcome.INCONCLUSIVE
-            note = f"cannot tell yet: lower bound {lower:+.4f} < -{cfg.tolerance:g}, z {comparison.z:.2f}"
-        return CheckResult(
-            at=now,
-            outcome=outcome,
-            step_percent=self.step_percent,
-            comparison=comparison,
-            psr=psr,
-            min_trl=min_trl,
-            track_n=track.n,
-            note=note,
+        return run_check(
+            self.config,
+            CheckInputs(
+                at=now,
+                step_percent=self.step_percent,
+                canary=canary,
+                stable=stable,
+                step_start=start,
+                track_start=track_start,
+                samples_per_bar=self.samples_per_bar,
+                bar_seconds=self.bar_seconds,
+                trials=self.trials,
+                gate_applies=self._next_index() == len(self.config.schedule) - 1,
+            ),
         )
 
     def _apply_check(self, now: datetime, result: CheckResult) -> CanaryEvent:
@@ -436,6 +435,8 @@ class CanaryController:
             "canary_model": self.canary_model,
             "stable_model": self.stable_model,
             "config": self.config.to_dict(),
+            "sample_seconds": self.sample_seconds,
+            "trials": self.trials,
             "state": str(self._state),
             "paused_from": None if self._paused_from is None else str(self._paused_from),
             "step_index": self._step_index,
@@ -473,6 +474,8 @@ class CanaryController:
                 get_typed(data, "stable_model", str),
                 config,
                 get_datetime(data, "started_at"),
+                sample_seconds=float(get_typed(data, "sample_seconds", float)) if "sample_seconds" in data else 1.0,
+                trials=get_typed(data, "trials", int) if "trials" in data else 1,
             )
             ctl._state = CanaryState(get_typed(data, "state", str))
             paused_from = data.get("paused_from")

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from ops_server.canary.stats import SharpeComparison
+from ops_server.performance import SECONDS_PER_YEAR
 
 __all__ = [
     "CanaryEvent",
@@ -92,11 +93,21 @@ class CheckResult:
     psr: float
     """Probabilistic Sharpe ratio of the canary against 0 over its track record."""
     min_trl: float
-    """Minimum track record length (observations) at ``psr_confidence``; ``inf`` without a positive Sharpe."""
+    """Minimum track record length (bars) at ``psr_confidence``; ``inf`` without a Sharpe above the benchmark."""
     track_n: int
-    """Observations in the canary's track record (since its first live step, or the shadow window before)."""
+    """Bars in the canary's track record (since its first live step, or the shadow window before)."""
     note: str
     """Why the outcome was reached, in words."""
+    dsr: float = 0.0
+    """Deflated Sharpe ratio of the canary over its track record (probability; the PSR when one trial)."""
+    bar_seconds: float = 0.0
+    """Length of the bars the statistics ran on, seconds (0 in records written before bars existed)."""
+
+    def annual(self, sharpe_per_bar: float) -> float:
+        """A per-bar Sharpe figure of this check expressed per year (unchanged when ``bar_seconds`` is 0)."""
+        if self.bar_seconds <= 0:
+            return sharpe_per_bar
+        return sharpe_per_bar * math.sqrt(SECONDS_PER_YEAR / self.bar_seconds)
 
     def statistics(self) -> dict[str, float]:
         """The numbers behind the decision as a flat float mapping (diff, se, z, rho, n, psr, min_trl, ...)."""
@@ -110,8 +121,13 @@ class CheckResult:
             "sr_canary": c.sr_canary,
             "sr_stable": c.sr_stable,
             "psr": self.psr,
+            "dsr": self.dsr,
             "min_trl": self.min_trl,
             "track_n": float(self.track_n),
+            "bar_seconds": self.bar_seconds,
+            "diff_annual": self.annual(c.diff),
+            "sr_canary_annual": self.annual(c.sr_canary),
+            "sr_stable_annual": self.annual(c.sr_stable),
         }
 
 
@@ -171,6 +187,8 @@ class CanaryStatus:
     started_at: datetime
     step_started_at: datetime
     last_check: CheckResult | None
+    trials: int = 1
+    """Strategy versions tried: the number of trials of the deflated Sharpe ratio (count)."""
 
 
 # ------------------------------------------------------------------------------------------- JSON forms
@@ -227,6 +245,8 @@ def check_to_dict(check: CheckResult) -> dict[str, object]:
         "psr": enc_float(check.psr),
         "min_trl": enc_float(check.min_trl),
         "track_n": check.track_n,
+        "dsr": enc_float(check.dsr),
+        "bar_seconds": enc_float(check.bar_seconds),
         "note": check.note,
     }
 
@@ -252,6 +272,8 @@ def check_from_dict(raw: object) -> CheckResult:
         min_trl=dec_float(raw["min_trl"]),
         track_n=get_typed(raw, "track_n", int),
         note=get_typed(raw, "note", str),
+        dsr=dec_float(raw["dsr"]) if "dsr" in raw else 0.0,
+        bar_seconds=dec_float(raw["bar_seconds"]) if "bar_seconds" in raw else 0.0,
     )
 
 

@@ -22,26 +22,26 @@ class GuardSnapshot:
         ValueError: A non-finite value, or a negative drawdown, breach count or error rate.
     """
 
-    drawdown: float = 0.0
-    """Drawdown from the canary's equity peak as a positive fraction (0.12 is 12% below the peak)."""
+    drawdown_ratio: float = 0.0
+    """Fall of the canary's equity from its peak, a fraction of the peak (0.12 is 12% below the peak)."""
     daily_loss: float = 0.0
     """Canary loss today in USD as a positive amount; a day in profit may be passed as 0 or negative."""
     risk_breaches: int = 0
-    """Risk-rail breaches attributed to the canary."""
+    """The canary model's own breaches of capital rails since its current step began (count)."""
     error_rate: float = 0.0
     """Fraction of the canary's signals/orders that errored, in [0, 1]."""
 
     def __post_init__(self) -> None:
-        values = (self.drawdown, self.daily_loss, float(self.risk_breaches), self.error_rate)
+        values = (self.drawdown_ratio, self.daily_loss, float(self.risk_breaches), self.error_rate)
         if not all(math.isfinite(v) for v in values):
             raise ValueError(f"guard values must be finite: {self!r}")
-        if self.drawdown < 0 or self.risk_breaches < 0 or self.error_rate < 0:
+        if self.drawdown_ratio < 0 or self.risk_breaches < 0 or self.error_rate < 0:
             raise ValueError(f"drawdown, risk_breaches and error_rate must be >= 0: {self!r}")
 
     def statistics(self) -> dict[str, float]:
         """The guard values as a flat float mapping for events."""
         return {
-            "drawdown": self.drawdown,
+            "drawdown_ratio": self.drawdown_ratio,
             "daily_loss": self.daily_loss,
             "risk_breaches": float(self.risk_breaches),
             "error_rate": self.error_rate,
@@ -51,7 +51,12 @@ class GuardSnapshot:
 def tripped_guards(guards: GuardSnapshot, cfg: CanaryConfig) -> list[tuple[CanaryReason, str]]:
     """The hard guards the snapshot trips under ``cfg``, each with its reason and a sentence; [] when none."""
     checks: list[tuple[CanaryReason, float, float | None, str]] = [
-        (CanaryReason.GUARD_DRAWDOWN, guards.drawdown, cfg.max_drawdown, "drawdown {:.2%} over limit {:.2%}"),
+        (
+            CanaryReason.GUARD_DRAWDOWN,
+            guards.drawdown_ratio,
+            cfg.max_drawdown_ratio,
+            "drawdown {:.2%} of peak equity over limit {:.2%}",
+        ),
         (CanaryReason.GUARD_DAILY_LOSS, guards.daily_loss, cfg.max_daily_loss, "daily loss {:.2f} over {:.2f} USD"),
         (
             CanaryReason.GUARD_RISK_BREACHES,

@@ -42,6 +42,7 @@ class CanaryManager:
         registry: the model registry whose weights and modes the canaries drive.
         publish: called with every controller event (audit, WatchEvents, metrics).
         now: clock (timezone-aware datetimes); replaceable later through :attr:`clock`.
+        sample_seconds: the interval between two recorded returns, seconds (ops' ``sample_interval_seconds``).
     """
 
     def __init__(
@@ -49,8 +50,11 @@ class CanaryManager:
         registry: ModelRegistry,
         publish: Callable[[CanaryEvent], None],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        *,
+        sample_seconds: float = 1.0,
     ) -> None:
         self.registry = registry
+        self.sample_seconds = sample_seconds
         self._publish = publish
         self.clock = now
         self.runs: dict[str, CanaryRun] = {}
@@ -61,7 +65,16 @@ class CanaryManager:
             if canary_model == spec.stable_model:
                 continue  # already promoted: nothing to roll out
             config = spec.canary.config()
-            controller = CanaryController(strategy_id, canary_model, spec.stable_model, config, self.clock())
+            # Every model the registry lists for the strategy is a version that was tried: the DSR's trials.
+            controller = CanaryController(
+                strategy_id,
+                canary_model,
+                spec.stable_model,
+                config,
+                self.clock(),
+                sample_seconds=sample_seconds,
+                trials=len(spec.models),
+            )
             self.runs[strategy_id] = CanaryRun(controller)
             self._apply(controller)
 

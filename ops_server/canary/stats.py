@@ -1,14 +1,16 @@
-"""Per-period statistics the canary controller uses to judge a canary against the stable model.
+"""Per-bar statistics the canary controller uses to judge a canary against the stable model.
 
-Every number here is *per period*: the Sharpe ratio of a return series sampled on a fixed interval is
-``mean / stdev`` of those returns, with no annualisation. The canary controller compares two models over the same
-periods, so annualising would only rescale both sides.
+Every number here is *per period* of the series it is given: the Sharpe ratio is ``mean / stdev`` of those returns.
+The controller gives them returns summed into bars (:func:`ops_server.performance.aggregate_returns`) and converts
+its annualised thresholds to that bar, so a tolerance means the same at any sampling rate.
 
 - :func:`~ops_server.performance.describe_returns` (re-exported): sample moments of one return series, with the
   one flat-series rule of :mod:`ops_server.performance`.
 - :func:`probabilistic_sharpe_ratio`: Bailey & Lopez de Prado (2012), the probability that the true Sharpe ratio
   exceeds a benchmark given the observed one, its length and the shape of the returns.
 - :func:`min_track_record_length`: the number of observations needed for that probability to reach a confidence.
+- :func:`deflated_sharpe_ratio`: Bailey & Lopez de Prado (2014), the PSR against the Sharpe ratio the best of
+  several trials would reach by luck (:func:`expected_max_sharpe`).
 - :func:`sharpe_difference_test`: Jobson-Korkie test of the difference of two Sharpe ratios on paired returns,
   with Memmel's (2003) correction of the variance.
 
@@ -26,9 +28,12 @@ from statistics import NormalDist
 from ops_server.performance import ReturnMoments, describe_returns
 
 __all__ = [
+    "EULER_GAMMA",
     "ReturnMoments",
     "SharpeComparison",
+    "deflated_sharpe_ratio",
     "describe_returns",
+    "expected_max_sharpe",
     "min_track_record_length",
     "probabilistic_sharpe_ratio",
     "sharpe_difference_test",
@@ -192,3 +197,67 @@ def sharpe_difference_test(canary: Sequence[float], stable: Sequence[float]) -> 
     # se == 0 only for identical series: no sampling error, so any difference is certain (and none is zero).
     z = diff / se if se > 0.0 else 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
     return SharpeComparison(diff=diff, se=se, z=z, rho=rho, n=n, sr_canary=sr1, sr_stable=sr2)
+
+
+EULER_GAMMA = 0.5772156649015329
+"""The Euler-Mascheroni constant of the expected maximum of ``N`` normal draws."""
+
+
+def expected_max_sharpe(trials: int, sr_variance: float) -> float:
+    """Expected maximum of ``trials`` Sharpe estimates whose true value is 0 (Bailey & Lopez de Prado 2014).
+
+    ``E[max SR] = sqrt(V) ((1 - gamma) Phi^-1(1 - 1/N) + gamma Phi^-1(1 - 1/(N e)))``, with ``V`` the variance of
+    the estimates across trials and ``gamma`` the Euler-Mascheroni constant. One trial has nothing to deflate: 0.
+
+    Raises:
+        ValueError: ``trials < 1`` or a negative or non-finite variance.
+    """
+    if trials < 1:
+        raise ValueError(f"trials must be at least 1, got {trials}")
+    if not math.isfinite(sr_variance) or sr_variance < 0:
+        raise ValueError(f"sr_variance must be a finite number >= 0, got {sr_variance!r}")
+    if trials == 1:
+        return 0.0
+    first = _NORMAL.inv_cdf(1.0 - 1.0 / trials)
+    second = _NORMAL.inv_cdf(1.0 - 1.0 / (trials * math.e))
+    return math.sqrt(sr_variance) * ((1.0 - EULER_GAMMA) * first + EULER_GAMMA * second)
+
+
+def deflated_sharpe_ratio(
+    sr: float,
+    n: int,
+    trials: int,
+    skew: float = 0.0,
+    kurtosis: float = 3.0,
+    sr_benchmark: float = 0.0,
+    sr_variance: float | None = None,
+) -> float:
+    """Deflated Sharpe ratio (Bailey & Lopez de Prado 2014): the PSR against the Sharpe ratio the best of
+    ``trials`` attempts would show by luck alone.
+
+    ``DSR = PSR(SR0)`` with ``SR0 = SR* + E[max SR]`` (:func:`expected_max_sharpe`). The variance of the Sharpe
+    estimates across trials defaults to the sampling variance of this estimate,
+    ``(1 - g3 SR + (g4 - 1)/4 SR^2) / (n - 1)``: the registry keeps how many versions were tried, not their track
+    records, and under the null every trial's estimate has that variance. With one trial DSR equals PSR.
+
+    Args:
+        sr: Observed Sharpe ratio per bar.
+        n: Bars behind ``sr``; at least 2.
+        trials: Strategies or versions tried (the strategy's models in the registry); at least 1.
+        skew: Skewness of the returns.
+        kurtosis: Kurtosis of the returns, not excess.
+        sr_benchmark: Benchmark Sharpe ratio per bar ``SR*``.
+        sr_variance: Variance of the trials' Sharpe estimates per bar; ``None`` uses the sampling variance.
+
+    Returns:
+        A probability in [0, 1].
+
+    Raises:
+        ValueError: ``n < 2``, ``trials < 1``, a non-finite input or inconsistent moments.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 observations, got {n}")
+    factor = _sharpe_variance_factor(sr, skew, kurtosis)
+    variance = factor / (n - 1) if sr_variance is None else sr_variance
+    threshold = sr_benchmark + expected_max_sharpe(trials, variance)
+    return probabilistic_sharpe_ratio(sr, threshold, n, skew, kurtosis)

@@ -6,7 +6,18 @@
 """
 
 from ops_server.risk.config import ModelLimits, RiskLimits
-from ops_server.risk.rails import OrderIntent, RiskContext, RiskRails, Side
+from ops_server.risk.orders import CAPITAL_RAILS, OrderIntent, RiskContext, Side
+from ops_server.risk.rails import RiskRails
 from ops_server.risk.trading_state import RiskEvent, TradingState
 
-__all__ = ["ModelLimits", "OrderIntent", "RiskContext", "RiskEvent", "RiskLimits", "RiskRails", "Side", "TradingState"]
+__all__ = [
+    "CAPITAL_RAILS",
+    "ModelLimits",
+    "OrderIntent",
+    "RiskContext",
+    "RiskEvent",
+    "RiskLimits",
+    "RiskRails",
+    "Side",
+    "TradingState",
+]

@@ -12,7 +12,7 @@ Shape::
                 "allowed_instruments": ["BTC-USD", "ETH-USD"]},
      "default_model": {"max_order_notional": "250000", "max_position_qty": {"*": "100", "BTC-USD": "10"},
                        "order_rate_per_second": 50, "order_burst": 100, "max_daily_loss": "20000",
-                       "max_drawdown": 0.2, "breach_state": "HALTED"},
+                       "max_drawdown_ratio": 0.2, "breach_state": "HALTED"},
      "models": {"momentum_v1": {"max_order_notional": "100000"}}}
 """
 
@@ -69,6 +69,9 @@ class GlobalLimits(_LimitsModel):
     """Largest mark age accepted, seconds."""
     allowed_instruments: list[Symbol] | None = None
     """Symbols that may be traded; missing allows all, an explicit list (even empty) restricts to its members."""
+    reduce_only_flip: Literal["clip", "deny"] = "clip"
+    """In REDUCING, an order that would flip the position through zero: ``clip`` sends its reducing part (the rest is
+    refused with ``REDUCE_ONLY_OPENING_REFUSED`` in the decision), ``deny`` refuses it whole (``REDUCE_ONLY``)."""
 
 
 class ModelLimits(_LimitsModel):
@@ -84,12 +87,20 @@ class ModelLimits(_LimitsModel):
     """Token bucket capacity: orders allowed back to back (count)."""
     max_daily_loss: Positive
     """Daily loss at which the model moves to ``breach_state``, USD (a positive amount)."""
-    max_drawdown: float = pydantic.Field(gt=0, le=1)
-    """Drawdown as a fraction of peak equity, in (0, 1], at which the model moves to ``breach_state``."""
+    max_drawdown_ratio: float = pydantic.Field(gt=0, le=1)
+    """Drawdown as a fraction of peak equity, in (0, 1], at which the model moves to ``breach_state``. Equity is
+    capital base + PnL with allocation changes counted as deposits or withdrawals, so a cut alone never breaches."""
     breach_state: Literal[TradingState.REDUCING, TradingState.HALTED]
     """REDUCING or HALTED: where a daily-loss or drawdown breach moves the model."""
 
-    @pydantic.field_validator("order_rate_per_second", "max_drawdown", mode="before")
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        if isinstance(data, Mapping) and "max_drawdown" in data:
+            raise ValueError("max_drawdown was renamed to max_drawdown_ratio (a fraction of peak equity)")
+        return data
+
+    @pydantic.field_validator("order_rate_per_second", "max_drawdown_ratio", mode="before")
     @classmethod
     def _number(cls, value: object) -> object:
         return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
@@ -140,6 +151,8 @@ class RiskLimits:
     """Limits of every model without overrides."""
     models: Mapping[str, ModelLimits] = field(default_factory=lambda: MappingProxyType({}))
     """Resolved limits of the models that have overrides."""
+    reduce_only_flip: str = "clip"
+    """``clip`` or ``deny``: what REDUCING does with an order that would flip the position (see the file's field)."""
 
     def for_model(self, model_id: str) -> ModelLimits:
         """The limits that apply to ``model_id``."""
@@ -172,6 +185,7 @@ class RiskLimits:
             allowed_instruments=None if glob.allowed_instruments is None else frozenset(glob.allowed_instruments),
             default_model=parsed.default_model,
             models=MappingProxyType(models),
+            reduce_only_flip=glob.reduce_only_flip,
         )
 
     @classmethod

@@ -28,11 +28,14 @@ Rules:
 * An order that flips the position through zero is split: its *closing* part (up to ``|position + open|``) releases
   that exposure, and only its *opening* part needs quota and counts toward gross exposure. For an order that opens
   from flat, opening notional is the order notional (``requested`` in the ``INVALID_QUOTE`` details).
+* In REDUCING, an order that flips the position is clipped to its reducing part by :meth:`RiskRails.reduce_only_clip`
+  when the limits say ``reduce_only_flip: "clip"`` (the default; the signal path sends the clipped order and reports
+  the refused opening part as ``REDUCE_ONLY_OPENING_REFUSED``), or denied whole (``REDUCE_ONLY``) with ``"deny"``.
 * The rate token is taken only when every other rail passed, so denied orders do not drain the bucket. Excess orders
   are denied, never queued.
-* ``max_drawdown`` is a fraction of peak equity in (0, 1]; ``max_daily_loss`` is a positive USD amount. Reaching either
-  (``-daily_pnl >= max_daily_loss`` or ``drawdown >= max_drawdown``) moves the model to its ``breach_state`` unless it
-  is already at least that strict; a breach never loosens a state.
+* ``max_drawdown_ratio`` is a fraction of peak equity in (0, 1]; ``max_daily_loss`` is a positive USD amount. Reaching
+  either (``-daily_pnl >= max_daily_loss`` or ``drawdown_ratio >= max_drawdown_ratio``) moves the model to its
+  ``breach_state`` unless it is already at least that strict; a breach never loosens a state.
 
 The rails are meant to be driven from one event-loop thread and are not thread-safe.
 """
@@ -46,12 +49,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import ConfigError, RiskRejectedError, ValidationError
+from nautilus_mesh.errors import ConfigError, RiskRejectedError
 from ops_server.risk.config import ModelLimits, RiskLimits
+from ops_server.risk.orders import CAPITAL_RAILS, OrderIntent, RiskContext, Side, closing_quantity, reduces_exposure
 from ops_server.risk.trading_state import RiskEvent, TradingState, TradingStates
 
 __all__ = [
@@ -70,112 +73,6 @@ log = logging.getLogger(__name__)
 
 def _fmt_float(value: float) -> str:
     return fmt(Decimal(repr(value)))
-
-
-# ---------------------------------------------------------------------------------------------- orders and context
-
-
-class Side(StrEnum):
-    """Order side."""
-
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-def _finite(value: Decimal, name: str) -> None:
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValidationError("INVALID_ARGUMENT", f"{name} must be a finite Decimal, got {value!r}", field=name)
-
-
-@dataclass(frozen=True)
-class OrderIntent:
-    """A sized order about to be sent, as the risk rails see it."""
-
-    model_id: str
-    """The model that wants the order."""
-    symbol: str
-    """Instrument, e.g. ``BTC-USD``."""
-    side: Side
-    """BUY or SELL (a plain ``"BUY"``/``"SELL"`` string is converted)."""
-    quantity: Decimal
-    """Unsigned order quantity, greater than zero (cancels may carry zero)."""
-    price: Decimal
-    """The mark used for notional, greater than zero (cancels may carry zero)."""
-    is_cancel: bool = False
-    """A cancel passes every rail."""
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "side", Side(self.side))
-        except ValueError:
-            raise ValidationError(
-                "INVALID_ARGUMENT", f"side must be BUY or SELL, got {self.side!r}", field="side"
-            ) from None
-        _finite(self.quantity, "quantity")
-        _finite(self.price, "price")
-        if not self.is_cancel:
-            if self.quantity <= 0:
-                raise ValidationError(
-                    "INVALID_ARGUMENT", f"quantity must be > 0, got {self.quantity}", field="quantity"
-                )
-            if self.price <= 0:
-                raise ValidationError("INVALID_ARGUMENT", f"price must be > 0, got {self.price}", field="price")
-
-    @property
-    def signed_quantity(self) -> Decimal:
-        """Quantity with sign: positive for BUY, negative for SELL."""
-        return self.quantity if self.side is Side.BUY else -self.quantity
-
-    @property
-    def notional(self) -> Decimal:
-        """``quantity * price`` in USD."""
-        return self.quantity * self.price
-
-
-@dataclass(frozen=True)
-class RiskContext:
-    """The measured numbers an order is checked against, supplied by the caller at check time."""
-
-    position_qty: Decimal
-    """The model's current position in the symbol, signed (long positive)."""
-    open_order_qty: Decimal
-    """The model's resting order quantity in the symbol, signed (buys positive)."""
-    available_quota: Decimal
-    """The model's quota (USD) still available for new exposure."""
-    gross_exposure: Decimal
-    """Gross exposure (USD) across all models before this order."""
-    mark_age_seconds: float | None
-    """Age of the mark used for the price; ``None`` when there is no mark."""
-
-    def __post_init__(self) -> None:
-        for name in ("position_qty", "open_order_qty", "available_quota", "gross_exposure"):
-            _finite(getattr(self, name), name)
-        if self.mark_age_seconds is not None and not math.isfinite(self.mark_age_seconds):
-            raise ValidationError(
-                "INVALID_ARGUMENT", "mark_age_seconds must be finite or None", field="mark_age_seconds"
-            )
-
-    @property
-    def net_exposure_qty(self) -> Decimal:
-        """``position + open orders``: what the model holds if every resting order fills."""
-        return self.position_qty + self.open_order_qty
-
-
-def closing_quantity(intent: OrderIntent, ctx: RiskContext) -> Decimal:
-    """The part of the order that offsets existing exposure (``position + open``); the rest opens new exposure."""
-    net = ctx.net_exposure_qty
-    if net == 0 or (net > 0) == (intent.side is Side.BUY):
-        return Decimal(0)
-    return min(intent.quantity, abs(net))
-
-
-def reduces_exposure(intent: OrderIntent, ctx: RiskContext) -> bool:
-    """Return True when the order shrinks ``|position + open|`` without crossing zero (see the module docstring)."""
-    net = ctx.net_exposure_qty
-    if net == 0:
-        return False
-    opposite = (net > 0) != (intent.side is Side.BUY)
-    return opposite and intent.quantity <= abs(net)
 
 
 # ----------------------------------------------------------------------------------------------------------- rails
@@ -369,6 +266,28 @@ class RiskRails:
             )
         bucket.tokens -= 1.0
 
+    def reduce_only_clip(self, intent: OrderIntent, ctx: RiskContext) -> Decimal | None:
+        """The quantity a reduce-only flip is clipped to, or None when the order is left as it is.
+
+        In REDUCING (the model's or the global state) with ``reduce_only_flip = "clip"``, an order on the opposite
+        side of ``position + open`` and larger than it is clipped to ``|position + open|``: exchanges treat a
+        reduce-only order the same way. The clipped order still goes through :meth:`check`.
+        """
+        if intent.is_cancel or self._limits.reduce_only_flip != "clip":
+            return None
+        if self._states.effective(intent.model_id) is not TradingState.REDUCING:
+            return None
+        closing = closing_quantity(intent, ctx)
+        return closing if 0 < closing < intent.quantity else None
+
+    def capital_breaches(self, model_id: str) -> int:
+        """Denials of ``model_id`` by a capital rail (:data:`CAPITAL_RAILS`) since the process started (count)."""
+        return sum(n for (rail, model), n in self._rejections.items() if model == model_id and rail in CAPITAL_RAILS)
+
+    def rejections_of(self, model_id: str) -> int:
+        """Denials of ``model_id`` by any rail since the process started (count)."""
+        return sum(n for (_, model), n in self._rejections.items() if model == model_id)
+
     def _record_rejection(self, intent: OrderIntent, exc: RiskRejectedError) -> None:
         key = (exc.rail, intent.model_id)
         self._rejections[key] = self._rejections.get(key, 0) + 1
@@ -399,13 +318,13 @@ class RiskRails:
         """
         return self._publish(self._states.set_state(model_id, state, reason))
 
-    def update_pnl(self, model_id: str, daily_pnl: Decimal, drawdown: float) -> RiskEvent | None:
+    def update_pnl(self, model_id: str, daily_pnl: Decimal, drawdown_ratio: float) -> RiskEvent | None:
         """Apply the daily-loss and drawdown limits to fresh PnL numbers.
 
         Args:
             model_id: The model measured.
             daily_pnl: Today's PnL in USD (a loss is negative).
-            drawdown: Current decline from peak equity as a fraction of the peak (0.25 = 25% below the peak).
+            drawdown_ratio: Current fall of equity from its peak as a fraction of the peak (0.25 = 25% below it).
 
         Returns:
             The published ``LIMIT_BREACHED`` event when a breach moved the model to a stricter state, else None (no
@@ -415,17 +334,19 @@ class RiskRails:
         Raises:
             ValueError: ``daily_pnl`` or ``drawdown`` is not finite.
         """
-        if not isinstance(daily_pnl, Decimal) or not daily_pnl.is_finite() or not math.isfinite(drawdown):
-            raise ValueError(f"daily_pnl and drawdown must be finite, got {daily_pnl!r}, {drawdown!r}")
+        if not isinstance(daily_pnl, Decimal) or not daily_pnl.is_finite() or not math.isfinite(drawdown_ratio):
+            raise ValueError(f"daily_pnl and drawdown_ratio must be finite, got {daily_pnl!r}, {drawdown_ratio!r}")
         model = self._limits.for_model(model_id)
         breached: list[tuple[str, str]] = []
         details: dict[str, str] = {}
         if -daily_pnl >= model.max_daily_loss:
             breached.append(("daily_loss", "MAX_DAILY_LOSS"))
             details.update(daily_pnl=fmt(daily_pnl), max_daily_loss=fmt(model.max_daily_loss))
-        if drawdown >= model.max_drawdown:
+        if drawdown_ratio >= model.max_drawdown_ratio:
             breached.append(("drawdown", "MAX_DRAWDOWN"))
-            details.update(drawdown=_fmt_float(drawdown), max_drawdown=_fmt_float(model.max_drawdown))
+            details.update(
+                drawdown_ratio=_fmt_float(drawdown_ratio), max_drawdown_ratio=_fmt_float(model.max_drawdown_ratio)
+            )
         if not breached:
             return None
         rail, code = breached[0]

@@ -329,6 +329,22 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.engine.v1.EngineService.CancelAllOrders": Example(
         {"venue": "sim"}, 'result = await engine.cancel_all_orders(venue="sim")', [*AUTH_ERRORS, MALFORMED]
     ),
+    "nautilus.engine.v1.EngineService.CancelOrder": Example(
+        {"client_order_id": "o-1"},
+        None,
+        [
+            *AUTH_ERRORS,
+            MALFORMED,
+            ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
+            (
+                "FAILED_PRECONDITION",
+                "TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE",
+                "the order is filled, or already cancelled, rejected or expired",
+            ),
+        ],
+        "Ops's call (the SDK does not wrap it): strategies change their target instead, and operators use the kill "
+        "switch or `CancelAllOrders`.",
+    ),
     "nautilus.engine.v1.EngineService.GetHealth": Example(
         {},
         "health = await engine.get_health()  # venues, quotes, journal, last seq, ops session",

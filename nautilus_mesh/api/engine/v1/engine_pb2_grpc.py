@@ -66,6 +66,11 @@ class EngineServiceStub:
                 request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
                 response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
                 _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/nautilus.engine.v1.EngineService/CancelOrder',
+                request_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -118,6 +123,15 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelOrder(self, request, context):
+        """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+        On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +164,11 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.GetHealth,
                     request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.FromString,
                     response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderRequest.FromString,
+                    response_serializer=nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +334,33 @@ class EngineService:
             '/nautilus.engine.v1.EngineService/GetHealth',
             nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthRequest.SerializeToString,
             nautilus_dot_engine_dot_v1_dot_engine__pb2.GetHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.engine.v1.EngineService/CancelOrder',
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderRequest.SerializeToString,
+            nautilus_dot_engine_dot_v1_dot_engine__pb2.CancelOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,

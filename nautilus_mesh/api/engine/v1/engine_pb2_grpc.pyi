@@ -52,6 +52,11 @@ class EngineServiceStub:
     """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
     HEALTHY / DEGRADED / UNHEALTHY.
     """
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]
+    """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
+    """
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -75,6 +80,11 @@ class EngineServiceAsyncStub(EngineServiceStub):
     GetHealth: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetHealthRequest, _engine_pb2.GetHealthResponse]  # type: ignore[assignment]
     """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
     HEALTHY / DEGRADED / UNHEALTHY.
+    """
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]  # type: ignore[assignment]
+    """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
     """
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -132,6 +142,17 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_engine_pb2.GetHealthResponse, _abc.Awaitable[_engine_pb2.GetHealthResponse]]:
         """Every health check of the engine (venues, quotes, journal, last seq, ops session) rolled up as
         HEALTHY / DEGRADED / UNHEALTHY.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelOrder(
+        self,
+        request: _engine_pb2.CancelOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CancelOrderResponse, _abc.Awaitable[_engine_pb2.CancelOrderResponse]]:
+        """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
+        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+        On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
         """
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -170,7 +170,9 @@ class SignalDecision(_message.Message):
     """Order quantity (decimal string)."""
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail:
-        """Set when status is REJECTED."""
+        """Set when status is REJECTED; on an ACCEPTED decision, the refused part of a clipped order (code
+        REDUCE_ONLY_OPENING_REFUSED: in REDUCING, the opening part of a flip).
+        """
 
     @_builtins.property
     def trace(self) -> _common_pb2.TraceContext: ...
@@ -670,6 +672,10 @@ class ModelStats(_message.Message):
     HIT_RATE_FIELD_NUMBER: _builtins.int
     OBSERVATIONS_FIELD_NUMBER: _builtins.int
     FILLS_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_USD_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_RATIO_FIELD_NUMBER: _builtins.int
+    DRAWDOWN_RATIO_FIELD_NUMBER: _builtins.int
+    BAR_SECONDS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     strategy_id: _builtins.str
     mode: Global___RoutingMode.ValueType
@@ -679,12 +685,22 @@ class ModelStats(_message.Message):
     slippage: _builtins.str
     equity: _builtins.str
     sharpe: _builtins.float
-    """Annualised Sharpe ratio."""
+    """Sharpe ratio annualised from returns summed into bars of bar_seconds (Sharpe per sqrt(year))."""
     max_drawdown: _builtins.float
-    """Largest fall of equity from its peak, in USD."""
+    """Largest fall of PnL from its peak, in USD (same value as max_drawdown_usd; kept for old clients)."""
     hit_rate: _builtins.float
+    """Fraction of the non-zero bar returns that are positive."""
     observations: _builtins.int
+    """Bars behind sharpe and hit_rate."""
     fills: _builtins.int
+    max_drawdown_usd: _builtins.float
+    """Largest fall of PnL from its peak, USD."""
+    max_drawdown_ratio: _builtins.float
+    """Largest fall of equity (capital base + PnL, allocation changes excluded) from its peak, fraction of the peak."""
+    drawdown_ratio: _builtins.float
+    """Current fall of equity from its peak, fraction of the peak (what the drawdown rails and guards compare)."""
+    bar_seconds: _builtins.float
+    """Length of the bars sharpe and hit_rate are computed on, seconds."""
     def __init__(
         self,
         *,
@@ -701,10 +717,14 @@ class ModelStats(_message.Message):
         hit_rate: _builtins.float = ...,
         observations: _builtins.int = ...,
         fills: _builtins.int = ...,
+        max_drawdown_usd: _builtins.float = ...,
+        max_drawdown_ratio: _builtins.float = ...,
+        drawdown_ratio: _builtins.float = ...,
+        bar_seconds: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["equity", b"equity", "fees", b"fees", "fills", b"fills", "hit_rate", b"hit_rate", "max_drawdown", b"max_drawdown", "mode", b"mode", "model_id", b"model_id", "observations", b"observations", "realized_pnl", b"realized_pnl", "sharpe", b"sharpe", "slippage", b"slippage", "strategy_id", b"strategy_id", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar_seconds", b"bar_seconds", "drawdown_ratio", b"drawdown_ratio", "equity", b"equity", "fees", b"fees", "fills", b"fills", "hit_rate", b"hit_rate", "max_drawdown", b"max_drawdown", "max_drawdown_ratio", b"max_drawdown_ratio", "max_drawdown_usd", b"max_drawdown_usd", "mode", b"mode", "model_id", b"model_id", "observations", b"observations", "realized_pnl", b"realized_pnl", "sharpe", b"sharpe", "slippage", b"slippage", "strategy_id", b"strategy_id", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -969,6 +989,8 @@ class CanaryStatus(_message.Message):
     LAST_CHECK_FIELD_NUMBER: _builtins.int
     STEP_STARTED_AT_UNIX_NANOS_FIELD_NUMBER: _builtins.int
     SCHEDULE_FIELD_NUMBER: _builtins.int
+    DEFLATED_SHARPE_RATIO_FIELD_NUMBER: _builtins.int
+    TRIALS_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     canary_model: _builtins.str
     stable_model: _builtins.str
@@ -978,6 +1000,10 @@ class CanaryStatus(_message.Message):
     failed_checks: _builtins.int
     inconclusive_checks: _builtins.int
     step_started_at_unix_nanos: _builtins.int
+    deflated_sharpe_ratio: _builtins.float
+    """Deflated Sharpe ratio of the canary at its last check (probability; the gate to 100% needs psr_threshold)."""
+    trials: _builtins.int
+    """Strategy versions tried (the strategy's models in the registry): the DSR's number of trials."""
     @_builtins.property
     def weights(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Routing weight per model."""
@@ -1001,10 +1027,12 @@ class CanaryStatus(_message.Message):
         last_check: Global___CanaryCheck | None = ...,
         step_started_at_unix_nanos: _builtins.int = ...,
         schedule: _abc.Iterable[_builtins.float] | None = ...,
+        deflated_sharpe_ratio: _builtins.float = ...,
+        trials: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_check", b"last_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_model", b"canary_model", "failed_checks", b"failed_checks", "inconclusive_checks", b"inconclusive_checks", "last_check", b"last_check", "schedule", b"schedule", "stable_model", b"stable_model", "state", b"state", "step_index", b"step_index", "step_percent", b"step_percent", "step_started_at_unix_nanos", b"step_started_at_unix_nanos", "strategy_id", b"strategy_id", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_model", b"canary_model", "deflated_sharpe_ratio", b"deflated_sharpe_ratio", "failed_checks", b"failed_checks", "inconclusive_checks", b"inconclusive_checks", "last_check", b"last_check", "schedule", b"schedule", "stable_model", b"stable_model", "state", b"state", "step_index", b"step_index", "step_percent", b"step_percent", "step_started_at_unix_nanos", b"step_started_at_unix_nanos", "strategy_id", b"strategy_id", "trials", b"trials", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

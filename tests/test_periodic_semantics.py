@@ -1,0 +1,121 @@
+"""Periodic decisions inside a running mesh: strategy returns by the weights of their time, canary guard counts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import pytest
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from tests.conftest import (
+    ADMIN_TOKEN,
+    DEMO,
+    MOMENTUM_TOKEN,
+    Mesh,
+    flat_instruments,
+    start_mesh,
+    stop_mesh,
+    wait_until,
+    write_json,
+)
+
+META = (("x-strategy-token", MOMENTUM_TOKEN),)
+ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+
+
+@pytest.fixture
+async def small_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """Flat market at 100.00 and 4000 of capital: momentum's allocation is exactly 2000."""
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"
+    risk_file = tmp_path / "risk_limits.json"
+    shutil.copy(DEMO / "risk_limits.json", risk_file)
+    venues = [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+    mesh = await start_mesh(
+        tmp_path,
+        engine={"venues": venues},
+        ops={"capital_policy_path": write_json(tmp_path / "policy.json", policy), "risk_limits_path": risk_file},
+    )
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+async def promote(admin: admin_pb2_grpc.OpsAdminServiceStub) -> None:
+    await admin.PromoteCanary(admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="test"), metadata=ADMIN)
+
+
+async def submit(stub: object, signal_id: str, model: str, target: float, instrument: str = "BTC-USD") -> None:
+    signal = ops_pb2.Signal(signal_id=signal_id, model_id=model, instrument=instrument, target=target)
+    with contextlib.suppress(grpc.aio.AioRpcError):  # a denial answers with an error status; counted either way
+        await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=META)  # type: ignore[attr-defined]
+
+
+async def test_strategy_returns_when_weights_change_combine_each_sample_with_the_weights_of_its_time(
+    small_mesh: Mesh,
+) -> None:
+    periodic = small_mesh.ops.core.periodic
+    async with small_mesh.channel() as channel:
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        await promote(admin)  # momentum_v2 live at 5%: weights 0.05 / 0.95
+        periodic.record_strategy_returns({"momentum_v1": 0.01, "momentum_v2": 0.03})
+        await promote(admin)  # 10%: weights 0.10 / 0.90
+        periodic.record_strategy_returns({"momentum_v1": 0.01, "momentum_v2": 0.03})
+    first, second = periodic.strategy_returns()["momentum"]
+    assert first == pytest.approx(0.95 * 0.01 + 0.05 * 0.03)  # the weights when it was sampled, not today's
+    assert second == pytest.approx(0.90 * 0.01 + 0.10 * 0.03)
+
+
+async def test_canary_guards_when_others_breach_or_rails_are_not_capital_count_only_own_capital_breaches_of_the_step(
+    small_mesh: Mesh,
+) -> None:
+    core = small_mesh.ops.core
+    async with small_mesh.channel() as channel:
+        stub = small_mesh.ops_stub(channel)
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        for _ in range(4):
+            await promote(admin)  # 5, 10, 25, 50 %: momentum_v2's quota is 1000
+        assert core.canaries.runs["momentum"].controller.step_percent == 50.0
+        # The stable model's quota breach is not the canary's.
+        await submit(stub, "v1-a", "momentum_v1", 0.75)
+        await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") > 0)
+        await submit(stub, "v1-b", "momentum_v1", 0.5, "ETH-USD")
+        # The canary's own quota breach is: 750 of 1000 used, then 500 more asked.
+        await submit(stub, "v2-a", "momentum_v2", 0.75)
+        await wait_until(lambda: core.queries.position("momentum_v2", "BTC-USD") > 0)
+        await submit(stub, "v2-b", "momentum_v2", 0.5, "ETH-USD")
+        # A trading-state denial is no capital breach.
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v2", state=common_pb2.TRADING_STATE_HALTED, reason="test"
+            ),
+            metadata=ADMIN,
+        )
+        await submit(stub, "v2-c", "momentum_v2", 0.0)
+
+        guards = core.periodic.canary_guards("momentum_v2")
+        assert guards.risk_breaches == 1
+        assert guards.error_rate == 0.0  # risk denials are not errors counted a second time
+
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v2", state=common_pb2.TRADING_STATE_ACTIVE, reason="test"
+            ),
+            metadata=ADMIN,
+        )
+        await promote(admin)
+    assert core.canaries.runs["momentum"].controller.step_percent == 100.0
+    # A new step starts with no breach counted.
+    assert core.periodic.canary_guards("momentum_v2").risk_breaches == 0
+    assert core.queries.position("momentum_v2", "BTC-USD") == Decimal("7.5")
