@@ -225,6 +225,12 @@ class OpsQueries:
 
     # -- canaries, risk and events ---------------------------------------------------------
 
+    def fills_after(self, seq: int, models: frozenset[str]) -> list[ops_pb2.Fill]:
+        """Fills of ``models`` with a seq above ``seq``, oldest first (within the fill history ops keeps)."""
+        return sorted(
+            (f for f in self._tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
+        )
+
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)
         return [

@@ -35,6 +35,21 @@ Outgoing = ops_pb2.SignalDecision | ops_pb2.Fill | None
 
 EVENTS_PER_FRAME = 500
 INTERNAL_CODE = "INTERNAL"
+MAX_RESPONSE_BYTES = 1 << 20
+"""A response frame is closed once its items reach this many bytes (clients' default receive limit is 4 MiB)."""
+
+
+class _StreamOutbox(asyncio.Queue[Outgoing]):
+    """A stream's outgoing queue that remembers the seqs of the fills put on it (so a resume sends none twice)."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__(maxsize)
+        self.fill_seqs: set[int] = set()
+
+    def put_nowait(self, item: Outgoing) -> None:
+        super().put_nowait(item)
+        if isinstance(item, ops_pb2.Fill):
+            self.fill_seqs.add(item.seq)
 
 
 def internal_decision(signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
@@ -138,7 +153,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self, request_iterator: AsyncIterator[ops_pb2.StreamSignalsRequest], context: Context
     ) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
         principal = await self._principal(context)
-        outbox: asyncio.Queue[Outgoing] = asyncio.Queue(self._queue_size)
+        outbox = _StreamOutbox(self._queue_size)
         self._fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
         log.info("[OPS] signal stream opened by strategy %s", principal.name)
         failure: list[BaseException] = []
@@ -146,8 +161,12 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         high_water = 2 * self._max_items  # answers waiting to be sent before this stream stops being read
 
         async def read() -> None:
+            resumed = False
             try:
                 async for frame in request_iterator:
+                    if frame.resume_after_fill_seq and not resumed:
+                        resumed = True
+                        self._resume_fills(frame.resume_after_fill_seq, principal, outbox)
                     for decision in await self._decide_fairly(frame.signals, principal):
                         await outbox.put(decision)
                     while outbox.qsize() >= high_water:  # answers not being read: stop reading (backpressure)
@@ -168,14 +187,18 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 item = await outbox.get()
                 decisions: list[ops_pb2.SignalDecision] = []
                 fills: list[ops_pb2.Fill] = []
+                size = 0
                 while True:
                     if item is None:
                         done = True
                     elif isinstance(item, ops_pb2.Fill):
                         fills.append(item)
+                        size += item.ByteSize()
                     else:
                         decisions.append(item)
-                    if outbox.empty() or len(decisions) + len(fills) >= self._max_items:
+                        size += item.ByteSize()
+                    full = len(decisions) + len(fills) >= self._max_items or size >= MAX_RESPONSE_BYTES
+                    if outbox.empty() or full:
                         break
                     item = outbox.get_nowait()
                 if decisions or fills:
@@ -189,6 +212,22 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
             log.info("[OPS] signal stream of strategy %s closed", principal.name)
+
+    def _resume_fills(self, after_seq: int, principal: Principal, outbox: _StreamOutbox) -> None:
+        """Put the fills this strategy missed (seq above ``after_seq``, not yet on this stream) on its stream, once."""
+        missed = [f for f in self._queries.fills_after(after_seq, principal.models) if f.seq not in outbox.fill_seqs]
+        for fill in missed:
+            try:
+                outbox.put_nowait(fill)
+            except asyncio.QueueFull:
+                log.warning("[OPS] stream of strategy %s: resume stopped, its queue is full", principal.name)
+                break
+        log.info(
+            "[OPS] stream of strategy %s resumed after fill seq %d: %d fill(s) replayed",
+            principal.name,
+            after_seq,
+            len(missed),
+        )
 
     async def SubmitSignal(
         self, request: ops_pb2.SubmitSignalRequest, context: Context

@@ -305,6 +305,8 @@ class StrategyRunner:
         self.drain_timeout = drain_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
+        self.last_fill_seq = 0
+        """The highest fill seq seen: sent when a stream (re)opens, so ops replays the fills missed meanwhile."""
         self.frame_limit = MAX_SIGNALS_PER_FRAME
         """Signals per request frame: our own bound until ops says a smaller one (GetStreamLimits)."""
         self._outbox_size = outbox_size
@@ -386,6 +388,7 @@ class StrategyRunner:
                     decision.error.message,
                 )
         for fill in response.fills:
+            self.last_fill_seq = max(self.last_fill_seq, fill.seq)
             attrs = {
                 "messaging.message.id": fill.exec_id,
                 "nautilus.model_id": fill.model_id,
@@ -486,6 +489,9 @@ class StrategyRunner:
         while not closing.is_set():
             await self._learn_frame_limit(ops)
             call = ops.stream_signals()
+            if self.last_fill_seq:  # fills applied while no stream was open come first, once
+                with contextlib.suppress(MeshRpcError):
+                    await call.write(ops_pb2.StreamSignalsRequest(resume_after_fill_seq=self.last_fill_seq))
             writer = asyncio.create_task(self._write(call, outbox), name=f"{self.name}-signal-writer")
             # Frames sent on a dropped stream may be lost: re-state every target on this one.
             self.planner.forget_sent()

@@ -263,16 +263,24 @@ class StreamSignalsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SIGNALS_FIELD_NUMBER: _builtins.int
+    RESUME_AFTER_FILL_SEQ_FIELD_NUMBER: _builtins.int
+    resume_after_fill_seq: _builtins.int
+    """Fills are resumed after this one: the seq of the last fill the strategy saw (0: none). On the first frame that
+    carries it, ops sends once every fill of the stream's models with a higher seq that this stream has not
+    delivered (fills applied while no stream was open, e.g. during a restart's reconciliation). A frame may carry
+    it and no signal.
+    """
     @_builtins.property
     def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signal]: ...
     def __init__(
         self,
         *,
         signals: _abc.Iterable[Global___Signal] | None = ...,
+        resume_after_fill_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signals", b"signals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_fill_seq", b"resume_after_fill_seq", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
