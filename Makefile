@@ -77,7 +77,7 @@ $(NODE_STAMP): $(NODE_DIR)/package-lock.json
 node-test: install $(NODE_STAMP)
 	cd $(NODE_DIR) && rm -rf dist src/gen && npm run --silent build && npm test
 
-# One run, one table (see docs/performance.md); BENCH_ARGS="--duration 30" for the issue's 30 s open loop.
+# One run, one table (see docs/performance.md); BENCH_ARGS="--duration 30" for a 30 s open loop.
 BENCH_ARGS ?=
 bench: install
 	mkdir -p var/bench

@@ -143,7 +143,7 @@ class OpsMetrics:
         self.duplicate_reports = Counter(
             "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
         )
-        # Operability (issue 13): rejections by code, component health, mark freshness, circuit breaker, canary.
+        # Operability: rejections by code, component health, mark freshness, circuit breaker, canary.
         self.decisions_by_code = Counter(
             "decisions_total",
             'Signal decisions by model, status and code (code="" unless rejected).',
