@@ -47,6 +47,7 @@ from clients.processes import (
     wait_ready,
 )
 from clients.sdk import MeshRpcError, OpsClient
+from clients.strategy_stats import StatsFile, read_stats_file
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import is_plain_token
@@ -160,9 +161,9 @@ def summary_line(stats: Mapping[str, Any]) -> str:
     )
 
 
-def read_stats(path: Path = STATS_FILE) -> dict[str, Any]:
-    """The strategies' last stats snapshot ({} before the first one is written)."""
-    return _read_json(path)
+def read_stats(path: Path = STATS_FILE) -> StatsFile:
+    """The strategies' last stats snapshot ({} before the first one is written); see :mod:`clients.strategy_stats`."""
+    return read_stats_file(path)
 
 
 # --- status table ----------------------------------------------------------------------------
@@ -394,9 +395,9 @@ async def run_mesh(
         await stop_all(supervisor.procs)
 
     stats = read_stats()
-    totals = stats.get("totals") or {}
+    totals = stats.get("totals")
     if totals:
-        decision = totals.get("decision_latency_ms") or {}
+        decision = totals["decision_latency_ms"]
         print(
             f"signals/s={totals.get('signals_per_s', 0.0):.1f} over {totals.get('elapsed_s', 0.0):.1f}s; "
             f"decision latency p50={decision.get('p50', 0.0):.2f}ms p99={decision.get('p99', 0.0):.2f}ms"

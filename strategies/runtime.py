@@ -29,11 +29,11 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import grpc
 
 from clients.sdk import MAX_SIGNALS_PER_FRAME, EngineClient, FrameCoalescer, MeshRpcError, OpsClient, SignalStream
+from clients.strategy_stats import LatencySummary, ModelCounts, StatsFile, StrategySnapshot
 from clients.traces import percentile
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -162,7 +162,7 @@ class SignalPlanner:
         return signals
 
 
-def _latency_summary(samples: Sequence[float]) -> dict[str, float | int]:
+def _latency_summary(samples: Sequence[float]) -> LatencySummary:
     return {
         "count": len(samples),
         "p50": round(percentile(samples, 50), 3),
@@ -193,7 +193,7 @@ class RunnerStats:
     def elapsed(self) -> float:
         return max(time.monotonic() - self.started_monotonic, 1e-9)
 
-    def model_snapshot(self, model_id: str) -> dict[str, Any]:
+    def model_snapshot(self, model_id: str) -> ModelCounts:
         decisions = self.decisions.get(model_id, Counter())
         return {
             "signals": self.signals[model_id],
@@ -203,7 +203,7 @@ class RunnerStats:
             "rejected": self.rejected[model_id],
         }
 
-    def snapshot(self, model_ids: Iterable[str] = ()) -> dict[str, Any]:
+    def snapshot(self, model_ids: Iterable[str] = ()) -> StrategySnapshot:
         """A JSON-ready summary: totals, per-model counts, signals/s and p50/p99 latencies in ms."""
         models = sorted({*model_ids, *self.signals, *self.decisions, *self.fills})
         signals = sum(self.signals.values())
@@ -223,7 +223,7 @@ class RunnerStats:
         }
 
 
-def combined_snapshot(runners: Sequence[StrategyRunner]) -> dict[str, Any]:
+def combined_snapshot(runners: Sequence[StrategyRunner]) -> StatsFile:
     """One snapshot over several runners: per-strategy snapshots plus totals with merged percentiles."""
     strategies = {r.name: r.snapshot() for r in runners}
     decision: list[float] = []
@@ -233,9 +233,9 @@ def combined_snapshot(runners: Sequence[StrategyRunner]) -> dict[str, Any]:
         fill.extend(r.stats.fill_latency_ms)
     elapsed = max((r.stats.elapsed() for r in runners), default=1e-9)
     signals = sum(s["signals"] for s in strategies.values())
-    models: dict[str, Any] = {}
+    models: dict[str, ModelCounts] = {}
     for snap in strategies.values():
-        models.update(snap["models"])
+        models.update(snap.get("models", {}))
     return {
         "updated_at_unix": round(time.time(), 3),
         "totals": {
@@ -407,7 +407,7 @@ class StrategyRunner:
         """Signals sent and still waiting for a decision or a first fill."""
         return len(self._pending)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> StrategySnapshot:
         """This runner's stats snapshot (see ``RunnerStats.snapshot``)."""
         snap = self.stats.snapshot(self.planner.model_ids)
         snap["in_flight"] = self.in_flight

@@ -11,12 +11,14 @@ import grpc
 import pytest
 
 from clients.sdk import FrameCoalescer
+from clients.strategy_stats import read_stats_file
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.telemetry import Tracing
 from strategies import MODEL_KINDS, MeanReversionConfig, MeanReversionModel, MomentumConfig, MomentumModel
+from strategies.__main__ import write_stats
 from strategies.config import build_model, load_strategies
 from strategies.runtime import SignalPlanner, StrategyRunner, combined_snapshot
 
@@ -337,6 +339,18 @@ def test_combined_snapshot_when_two_runners_sums_totals() -> None:
     assert combined["totals"]["signals"] == 2
     assert set(combined["models"]) == {"a", "b"}
     assert set(combined["strategies"]) == {"demo", "other"}
+
+
+def test_stats_file_when_written_by_the_runtime_reads_back_through_its_schema(tmp_path: Path) -> None:
+    one = _runner([("a", ScriptedModel([0.5]), ["X"])])
+    one.frames_for([_quote("X", "1", 1)], emit=True)
+    path = tmp_path / "strategies.json"
+    write_stats(path, [one])
+    read = read_stats_file(path)
+    assert read["totals"]["signals"] == 1 and read["models"]["a"]["signals"] == 1
+    assert read["strategies"]["demo"]["in_flight"] == 1
+    path.write_text(json.dumps({"totals": {"signals": "many"}}))
+    assert read_stats_file(path) == {}  # not the declared shape: treated as no stats yet, with a warning
 
 
 # --- runner over real gRPC with fake servers ------------------------------------------------------
