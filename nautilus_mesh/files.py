@@ -39,12 +39,17 @@ class JsonlWriter:
     Thread-safe. ``fsync=True`` makes every ``append`` durable before it returns
     (use for ledgers that must survive ``kill -9``); otherwise lines are flushed to
     the OS, which survives a process crash but not a power loss.
+
+    ``max_bytes`` rotates the file (for spans, never for audit logs): once it grows past that many bytes it becomes
+    ``<name>.1`` (replacing the previous one) and writing starts a fresh file, so the pair never holds much more
+    than twice ``max_bytes``.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False, max_bytes: int | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
+        self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         # A torn last line from a crash would glue onto our first record: start on a fresh line.
@@ -68,6 +73,16 @@ class JsonlWriter:
             self._file.flush()
             if self._fsync:
                 os.fsync(self._file.fileno())
+            if self._max_bytes is not None and self._file.tell() > self._max_bytes:
+                self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        log.info(
+            "[FILES] %s rotated (past %d bytes); the previous part is %s.1", self.path, self._max_bytes, self.path.name
+        )
 
     def close(self) -> None:
         with self._lock:

@@ -69,11 +69,15 @@ class TraceCarrier(Protocol):
     tracestate: str
 
 
+SPAN_FILE_MAX_BYTES = int(os.environ.get("NAUTILUS_SPAN_FILE_MAX_BYTES", str(64 * 1024 * 1024)))
+"""Size in bytes past which a span file rotates to ``<name>.1`` (``NAUTILUS_SPAN_FILE_MAX_BYTES``; 64 MiB)."""
+
+
 class JsonlSpanExporter(SpanExporter):
     """Writes finished spans as JSON lines (one object per span)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._writer = JsonlWriter(path)
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = SPAN_FILE_MAX_BYTES) -> None:
+        self._writer = JsonlWriter(path, max_bytes=max_bytes)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         records = []

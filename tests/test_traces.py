@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from clients.traces import END_TO_END, load_spans, percentile, render_summary, summarize_spans
+from nautilus_mesh.files import JsonlWriter, read_jsonl
 
 MS = 1_000_000
 
@@ -96,3 +97,16 @@ def test_render_summary_when_not_a_terminal_prints_plain_rows(span_dir: Path, tm
     assert lines[1].split() == ["stage", "service", "count", "p50", "ms", "p90", "ms", "p99", "ms"]
     assert lines[2].startswith("strategy.signal send") and "5.500" in lines[2]
     assert lines[-1].startswith(END_TO_END)
+
+
+def test_span_file_when_past_its_size_rotates_to_one_previous_part(tmp_path: Path) -> None:
+    path = tmp_path / "spans.jsonl"
+    writer = JsonlWriter(path, max_bytes=300)
+    for i in range(20):
+        writer.append({"span": i, "pad": "x" * 40})
+    writer.close()
+    previous = path.with_name("spans.jsonl.1")
+    assert previous.exists() and path.stat().st_size <= 300 + 80
+    assert previous.stat().st_size <= 300 + 80  # never much more than max_bytes a part
+    kept = [r["span"] for r in read_jsonl(previous)] + [r["span"] for r in read_jsonl(path)]
+    assert kept == sorted(kept) and kept[-1] == 19  # the newest spans are kept, in order

@@ -140,6 +140,12 @@ ENV_VARS = (
         "The sampler's argument, e.g. `0.01` to keep 1% of traces.",
     ),
     EnvVar(
+        "NAUTILUS_SPAN_FILE_MAX_BYTES",
+        "every service",
+        "Size in bytes past which a local span file rotates to `<name>.1` (default 67108864, 64 MiB); the pair "
+        "never holds much more than twice it.",
+    ),
+    EnvVar(
         "any `NAME` named by `env:NAME`",
         "ops, engine",
         "Any token field of `ops.json`/`engine.json` written `env:NAME` "
