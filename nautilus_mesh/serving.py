@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
-from nautilus_mesh.log_safety import install_safe_logging
+from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.request_guard import guard
 from nautilus_mesh.telemetry import MetricsServer
 from nautilus_mesh.tls import ServerTls
@@ -245,9 +245,14 @@ def service_main(
     parser.add_argument("--config", required=True, help="config JSON")
     parser.add_argument("--port", type=int, help="override the gRPC port")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log_format_from_env(),
+        help="json lines (with trace_id/span_id) or text, both in UTC; default $LOG_FORMAT or text",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_safe_logging()  # peer-supplied values cannot forge log lines or make them unbounded
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load(args.config)
         if args.port is not None:
