@@ -293,10 +293,20 @@ async def test_metrics_when_a_sampled_signal_fills_carry_trace_id_exemplars_proc
     ops = await scrape_openmetrics(metered_mesh.ops.metrics_server.port)
     for histogram in ("signal_latency_seconds", "signal_to_fill_seconds"):
         exemplars = [s.exemplar for s in ops[histogram].samples if s.exemplar is not None]
-        assert [e.labels for e in exemplars] == [{"trace_id": TRACE_ID}], histogram
+        assert exemplars and all(e.labels == {"trace_id": TRACE_ID} for e in exemplars), histogram
     states = await global_state_scraped(metered_mesh.ops.metrics_server.port)
     assert states[("global", "")] == 0 and states[("model", "momentum_v1")] == 0
     engine = await scrape_openmetrics(metered_mesh.engine.metrics_server.port)
     for families in (ops, engine):
         assert families["process_cpu_seconds"].samples[0].value > 0
         assert "process_resident_memory_bytes" in families and "python_info" in families
+
+
+def test_strategies_args_when_log_format_json_or_env_set_choose_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from strategies.__main__ import parse_args
+
+    monkeypatch.delenv("LOG_FORMAT", raising=False)
+    assert parse_args(["--config", "s.json"]).log_format == "text"
+    assert parse_args(["--config", "s.json", "--log-format", "json"]).log_format == "json"
+    monkeypatch.setenv("LOG_FORMAT", "json")
+    assert parse_args(["--config", "s.json"]).log_format == "json"

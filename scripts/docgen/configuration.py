@@ -152,7 +152,7 @@ ENV_VARS = (
     ),
     EnvVar(
         "LOG_FORMAT",
-        "ops, engine",
+        "ops, engine, strategies",
         "`json` (one object per line, UTC, with `trace_id`/`span_id` in a span) or `text` (default, UTC); "
         "`--log-format` wins.",
     ),
