@@ -310,3 +310,38 @@ def test_strategies_args_when_log_format_json_or_env_set_choose_json(monkeypatch
     assert parse_args(["--config", "s.json", "--log-format", "json"]).log_format == "json"
     monkeypatch.setenv("LOG_FORMAT", "json")
     assert parse_args(["--config", "s.json"]).log_format == "json"
+
+
+async def test_unary_rpcs_when_called_get_server_spans_with_the_grpc_code(mesh: Mesh) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with mesh.channel() as channel:
+        await mesh.ops_stub(channel).ListModels(
+            ops_pb2.ListModelsRequest(),
+            metadata=(("x-strategy-token", MOMENTUM_TOKEN), ("traceparent", parent)),
+        )
+    async with grpc.aio.insecure_channel(mesh.engine_address) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await engine_pb2_grpc.EngineServiceStub(channel).GetOrder(
+                engine_pb2.GetOrderRequest(client_order_id="never-sent"), metadata=(("x-engine-token", ENGINE_TOKEN),)
+            )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    mesh.ops.core.tracing.force_flush()
+    mesh.engine.tracing.force_flush()
+    spans = mesh.tmp / "spans"
+    await wait_until(lambda: any(s["name"].endswith("/ListModels") for s in read_spans(spans / "ops.jsonl")))
+    await wait_until(lambda: any(s["name"].endswith("/GetOrder") for s in read_spans(spans / "engine.jsonl")))
+    listed = next(s for s in read_spans(spans / "ops.jsonl") if s["name"].endswith("/ListModels"))
+    assert listed["name"] == "nautilus.ops.v1.OpsService/ListModels" and listed["kind"] == "SERVER"
+    assert listed["trace_id"] == "0af7651916cd43dd8448eb211c80319c"  # joined the caller's trace
+    assert listed["attributes"] == {
+        "rpc.system": "grpc",
+        "rpc.service": "nautilus.ops.v1.OpsService",
+        "rpc.method": "ListModels",
+        "rpc.grpc.status_code": 0,
+    }
+    assert listed["status"] == "UNSET"
+    failed = next(s for s in read_spans(spans / "engine.jsonl") if s["name"].endswith("/GetOrder"))
+    assert failed["attributes"]["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
+    assert failed["status"] == "ERROR" and failed["status_message"] == "NOT_FOUND"
+    served = [s["name"] for s in read_spans(spans / "engine.jsonl") if s["kind"] == "SERVER"]
+    assert not any("Stream" in name or name.startswith("grpc.") for name in served)  # no streams, no probes
