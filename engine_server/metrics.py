@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 from nautilus_mesh.telemetry import LATENCY_BUCKETS
 
@@ -20,6 +20,8 @@ class EngineMetrics:
     def __init__(self) -> None:
         self._children: dict[tuple[str, ...], Any] = {}
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
+        PlatformCollector(registry=r)  # python_info
         self.orders_received = Counter("engine_orders_total", "New orders received, by venue.", ["venue"], registry=r)
         self.reports = Counter(
             "execution_reports_total", "Execution reports by venue and type.", ["venue", "exec_type"], registry=r

@@ -105,7 +105,7 @@ class EngineServer(ServiceHost):
             engine_pb2_grpc.add_EngineServiceServicer_to_server(engine, server)
             engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
 
-        await self.serve(register, SERVICE_NAMES, self.metrics.registry)
+        await self.serve(register, SERVICE_NAMES, self.metrics.registry, self.tracing)
         await self.update_venue_health()
         self._health_task = asyncio.create_task(self._venue_health_loop(), name="engine-venue-health")
 

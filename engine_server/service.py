@@ -33,7 +33,7 @@ from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, Venu
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
-from nautilus_mesh.telemetry import Tracing, inject, is_sampled
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, Tracing, inject, is_sampled, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,9 @@ class EngineCore:
                     "nautilus.model_id": report.model_id,
                     "nautilus.exec_type": report.exec_type.value,
                 }
-                with self.tracing.produce("engine.report send", pb.trace, attrs, parent=parent):
+                with self.tracing.produce(
+                    "engine.report send", pb.trace, attrs, parent=parent, destination=ENGINE_ORDER_STREAM
+                ):
                     frame.append(pb)
             else:  # acks, cancels and unsampled orders carry the order's context on: no span (~50 us each)
                 if traceparent:
@@ -210,11 +212,19 @@ class EngineCore:
             "nautilus.model_id": new.model_id,
             "nautilus.venue": new.venue,
         }
-        with self.tracing.consume("engine.order receive", new.trace, attrs):
+        with self.tracing.consume("engine.order receive", new.trace, attrs, destination=ENGINE_ORDER_STREAM) as span:
             carrier = common_pb2.TraceContext()
             inject(carrier)
             trace = {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
-            return self._submit(new, session_id, trace)
+            try:
+                reports = self._submit(new, session_id, trace)
+            except MeshError as exc:  # malformed or a re-used id: the span says which
+                mark_error(span, exc.code)
+                raise
+            for report in reports:
+                if report.client_order_id == new.client_order_id and report.exec_type is ExecType.REJECTED:
+                    mark_error(span, report.reason_code)  # a venue or rail refused it
+            return reports
 
     def _submit(self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> list[Report]:
         """Parse (strictly), refuse a client order id re-used for another order, then submit."""

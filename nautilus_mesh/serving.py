@@ -22,9 +22,10 @@ from prometheus_client import CollectorRegistry
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
-from nautilus_mesh.log_safety import install_safe_logging
+from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.request_guard import guard
-from nautilus_mesh.telemetry import MetricsServer
+from nautilus_mesh.rpc_spans import RpcSpanInterceptor
+from nautilus_mesh.telemetry import MetricsServer, Tracing
 from nautilus_mesh.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,17 @@ class ServiceHost:
         return f"{self._host_config.host}:{self.port}"
 
     async def serve(
-        self, register: Callable[[grpc.aio.Server], None], service_names: Sequence[str], registry: CollectorRegistry
+        self,
+        register: Callable[[grpc.aio.Server], None],
+        service_names: Sequence[str],
+        registry: CollectorRegistry,
+        tracing: Tracing | None = None,
     ) -> RunningServer:
         """Start the gRPC server and, when a metrics port is configured, ``/metrics`` on ``registry``."""
         cfg = self._host_config
-        self.grpc = await start_server(register, service_names, cfg.host, cfg.port, cfg.tls, registry=registry)
+        self.grpc = await start_server(
+            register, service_names, cfg.host, cfg.port, cfg.tls, registry=registry, tracing=tracing
+        )
         if cfg.metrics_port is not None:
             self.metrics_server = MetricsServer(registry, cfg.metrics_host, cfg.metrics_port)
         return self.grpc
@@ -159,6 +166,7 @@ async def start_server(
     port: int,
     tls: ServerTls | None = None,
     registry: CollectorRegistry | None = None,
+    tracing: Tracing | None = None,
 ) -> RunningServer:
     """Create, register and start a grpc.aio server with health and reflection.
 
@@ -169,8 +177,10 @@ async def start_server(
         port: port to bind; 0 picks a free one.
         tls: certificate (and client CA for mutual TLS); None serves plaintext, the loopback default.
         registry: where ``malformed_requests_total{method}`` is counted (the service's metrics registry).
+        tracing: the service's tracing; unary RPCs then get ``rpc.*`` SERVER spans (:mod:`nautilus_mesh.rpc_spans`).
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
+    interceptors = [RpcSpanInterceptor(tracing)] if tracing is not None and tracing.provider is not None else []
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(guard(server, registry))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -245,9 +255,14 @@ def service_main(
     parser.add_argument("--config", required=True, help="config JSON")
     parser.add_argument("--port", type=int, help="override the gRPC port")
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log_format_from_env(),
+        help="json lines (with trace_id/span_id) or text, both in UTC; default $LOG_FORMAT or text",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_safe_logging()  # peer-supplied values cannot forge log lines or make them unbounded
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load(args.config)
         if args.port is not None:

@@ -15,6 +15,7 @@ gRPC metadata is sent once per stream.
 from __future__ import annotations
 
 import contextvars
+import importlib.metadata
 import logging
 import os
 import time
@@ -29,7 +30,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -60,6 +61,57 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     2.5,
     float("inf"),
 )
+
+
+OPS_SIGNAL_STREAM = "nautilus.ops.v1.OpsService/StreamSignals"
+"""The stream signals travel up and decisions and fills travel down (``messaging.destination.name``)."""
+ENGINE_ORDER_STREAM = "nautilus.engine.v1.EngineService/StreamOrders"
+"""The stream orders travel up and execution reports travel down (``messaging.destination.name``)."""
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("nautilus-mesh")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
+
+
+def service_resource(service_name: str) -> Resource:
+    """The span resource: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` win over our defaults.
+
+    ``service.name`` defaults to the service's own name and ``service.version`` to the package version; the
+    environment (``deployment.environment``, ...) comes from ``OTEL_RESOURCE_ATTRIBUTES``.
+    """
+    detected = dict(Resource.create().attributes)  # the SDK reads both variables
+    if str(detected.get("service.name", "")).startswith("unknown_service"):
+        detected["service.name"] = service_name
+    detected.setdefault("service.version", _package_version())
+    return Resource(detected)
+
+
+def messaging_attributes(operation: str, destination: str) -> dict[str, str]:
+    """The OTel messaging attributes of one stream message (``operation`` is ``send`` or ``receive``)."""
+    return {
+        "messaging.system": "grpc",
+        "messaging.operation.type": operation,
+        "messaging.destination.name": destination,
+    }
+
+
+def mark_error(span: Span, code: str) -> None:
+    """Status ERROR with the error code as its description (a rejection or a failure)."""
+    span.set_status(Status(StatusCode.ERROR, code))
+
+
+def trace_exemplar() -> dict[str, str] | None:
+    """``{"trace_id": ...}`` of the active sampled span, for a histogram observation; None outside one.
+
+    Prometheus keeps one exemplar per bucket (the newest), shown with ``Accept: application/openmetrics-text``.
+    """
+    context = trace.get_current_span().get_span_context()
+    if not (context.is_valid and context.trace_flags.sampled):
+        return None
+    return {"trace_id": f"{context.trace_id:032x}"}
 
 
 class TraceCarrier(Protocol):
@@ -98,6 +150,7 @@ class JsonlSpanExporter(SpanExporter):
                     "attributes": {k: _jsonable(v) for k, v in (span.attributes or {}).items()},
                     "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
                     "status": span.status.status_code.name,
+                    "status_message": span.status.description or "",
                 }
             )
         self._writer.append_many(records)
@@ -177,7 +230,7 @@ class Tracing:
         if not enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
-        provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+        provider = TracerProvider(resource=service_resource(service_name))
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         exporter: SpanExporter
         if endpoint:
@@ -197,9 +250,16 @@ class Tracing:
 
     @contextmanager
     def consume(
-        self, name: str, carrier: TraceCarrier | None, attributes: Mapping[str, str | int | float] | None = None
+        self,
+        name: str,
+        carrier: TraceCarrier | None,
+        attributes: Mapping[str, str | int | float] | None = None,
+        *,
+        destination: str = "",
     ) -> Iterator[Span]:
         """A CONSUMER span parented on the context carried in a received message.
+
+        ``destination`` (the stream, e.g. :data:`OPS_SIGNAL_STREAM`) adds the OTel messaging attributes.
 
         An unsampled context (the strategy decided once, at the root) costs no span work: no span is made, and what
         this message produces carries the same unsampled context on (see :meth:`produce`).
@@ -214,8 +274,11 @@ class Tracing:
             finally:
                 _PASSTHROUGH.reset(token)
             return
+        attrs = dict(attributes or {})
+        if destination:
+            attrs.update(messaging_attributes("receive", destination))
         with self.tracer.start_as_current_span(
-            name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=dict(attributes or {})
+            name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attrs
         ) as span:
             yield span
 
@@ -227,10 +290,12 @@ class Tracing:
         attributes: Mapping[str, str | int | float] | None = None,
         *,
         parent: TraceCarrier | None = None,
+        destination: str = "",
     ) -> Iterator[Span]:
         """A PRODUCER span whose context is injected into ``carrier``.
 
         Its parent is ``parent``'s context when given (a report about an earlier order), else the current span.
+        ``destination`` (the stream) adds the OTel messaging attributes.
         """
         if self.provider is None:
             yield INVALID_SPAN
@@ -241,9 +306,10 @@ class Tracing:
             yield INVALID_SPAN
             return
         context = extract(parent) if parent is not None else None
-        with self.tracer.start_as_current_span(
-            name, context=context, kind=SpanKind.PRODUCER, attributes=dict(attributes or {})
-        ) as span:
+        attrs = dict(attributes or {})
+        if destination:
+            attrs.update(messaging_attributes("send", destination))
+        with self.tracer.start_as_current_span(name, context=context, kind=SpanKind.PRODUCER, attributes=attrs) as span:
             inject(carrier)
             yield span
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from nautilus_mesh.telemetry import Tracing
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, trace_exemplar
 from ops_server import wire
 from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.exposure import ExposureView
@@ -120,7 +120,7 @@ class ExecutionFeedback:
                 "nautilus.client_order_id": report.client_order_id,
                 "nautilus.model_id": report.model_id,
             }
-            span = self._tracing.consume("ops.report receive", report.trace, attrs)
+            span = self._tracing.consume("ops.report receive", report.trace, attrs, destination=ENGINE_ORDER_STREAM)
         with span:
             applied = self._tracker.apply_report(report, journal=False)
             if applied is not None:
@@ -137,9 +137,10 @@ class ExecutionFeedback:
             return
         self._metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
-            self._metrics.signal_to_fill.observe(max(0.0, (time.time_ns() - order.created_ns) / 1e9))
+            latency = max(0.0, (time.time_ns() - order.created_ns) / 1e9)
+            self._metrics.signal_to_fill.observe(latency, trace_exemplar())  # the report's trace
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
-        with self._tracing.produce("ops.fill send", fill.trace, attrs):
+        with self._tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
             for queue in self._streams.get(order.owner, ()):
                 try:
                     queue.put_nowait(fill)

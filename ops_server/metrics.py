@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.telemetry import LATENCY_BUCKETS
@@ -48,6 +48,8 @@ class OpsMetrics:
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
+        PlatformCollector(registry=r)  # python_info
         self.signals_received = Counter("signals_received_total", "Signals received, by model.", ["model"], registry=r)
         self.signals_routed = Counter(
             "signals_routed_total",
@@ -128,8 +130,8 @@ class OpsMetrics:
         )
         self.trading_state = Gauge(
             "trading_state",
-            'Trading state per model (0 ACTIVE, 1 REDUCING, 2 HALTED); model="" is global.',
-            ["model"],
+            'Trading state (0 ACTIVE, 1 REDUCING, 2 HALTED): scope="global", or scope="model" with its model.',
+            ["scope", "model"],
             registry=r,
         )
         self.canary_weight = Gauge(

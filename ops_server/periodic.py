@@ -123,14 +123,14 @@ class PeriodicDecisions:
             m.model_drawdown_ratio.labels(model).set(perf.drawdown_ratio)
             m.model_max_drawdown_ratio.labels(model).set(perf.max_drawdown_ratio)
             m.model_max_drawdown_usd.labels(model).set(float(perf.max_drawdown_usd))
-            m.trading_state.labels(model).set(STATE_NUMBER[self._risk.state(model).value])
+            m.trading_state.labels("model", model).set(STATE_NUMBER[self._risk.state(model).value])
             for instrument in route.instruments:
                 position = self._measurement.position(route.book, instrument)
                 m.model_position.labels(model, instrument).set(float(position))
             if route.mode is RoutingMode.LIVE:
                 drawdown_ratio = self._measurement.drawdown_ratio(model)
                 self._risk.update_pnl(model, self._measurement.daily_pnl(model), drawdown_ratio)
-        m.trading_state.labels("").set(STATE_NUMBER[self._risk.global_state.value])
+        m.trading_state.labels("global", "").set(STATE_NUMBER[self._risk.global_state.value])
         self.update_allocation_metrics()
 
     def record_strategy_returns(self, sampled: Mapping[str, float]) -> None:

@@ -52,7 +52,7 @@ class OpsServer(ServiceHost):
             ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
             admin_pb2_grpc.add_OpsAdminServiceServicer_to_server(self.admin, server)
 
-        running = await self.serve(register, SERVICE_NAMES, self.core.metrics.registry)
+        running = await self.serve(register, SERVICE_NAMES, self.core.metrics.registry, self.core.tracing)
         await self.health.start(running.health)  # per-dependency health: engine_link, marks, store
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -24,7 +24,7 @@ from nautilus_mesh.auth import Principal
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, PermissionDeniedError, RiskRejectedError, UnavailableError
 from nautilus_mesh.status import error_detail
-from nautilus_mesh.telemetry import Tracing
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, mark_error, trace_exemplar
 from ops_server import wire
 from ops_server.canary.manager import CanaryManager
 from ops_server.circuit_breaker import EngineGate
@@ -139,7 +139,7 @@ class SignalPath:
             "nautilus.model_id": signal.model_id,
             "nautilus.signal_id": signal.signal_id,
         }
-        with self._tracing.consume("ops.signal receive", signal.trace, attrs) as span:
+        with self._tracing.consume("ops.signal receive", signal.trace, attrs, destination=OPS_SIGNAL_STREAM) as span:
             previous = self._tracker.previous_decision(signal.model_id, signal.signal_id)
             if previous is not None and signal.model_id in principal.models:
                 duplicate = ops_pb2.SignalDecision()
@@ -184,6 +184,7 @@ class SignalPath:
                 decision.status = ops_pb2.DECISION_STATUS_REJECTED
                 decision.error.CopyFrom(error_detail(exc))
                 span.add_event("rejected", {"code": exc.code, "kind": exc.kind, "rail": getattr(exc, "rail", "")})
+                mark_error(span, exc.code)
                 if isinstance(exc, PermissionDeniedError):
                     log.warning("[OPS] signal %r refused: %s", signal.signal_id, exc.message)
                 else:
@@ -195,7 +196,7 @@ class SignalPath:
                         exc.message,
                     )
             self._count(signal.model_id if known else "", metrics, decision)
-            self._metrics.signal_latency.observe(time.perf_counter() - started)
+            self._metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision
 
     def _count(self, model_id: str, metrics: ModelMetrics, decision: ops_pb2.SignalDecision) -> None:
@@ -288,7 +289,7 @@ class SignalPath:
             "nautilus.client_order_id": order.client_order_id,
             "nautilus.model_id": order.model_id,
         }
-        with self._tracing.produce("ops.order send", trace, attrs):
+        with self._tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM):
             decision.trace.CopyFrom(trace)
             tracked = TrackedOrder(
                 client_order_id=order.client_order_id,

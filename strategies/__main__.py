@@ -18,7 +18,7 @@ from pathlib import Path
 
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
-from nautilus_mesh.log_safety import install_safe_logging
+from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.telemetry import Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
 from strategies.runtime import StrategyRunner, combined_snapshot
@@ -36,6 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--span-file", default="var/traces/strategies.jsonl", help="JSONL span file (no OTLP)")
     parser.add_argument("--no-tracing", action="store_true", help="disable per-message spans")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=log_format_from_env(),
+        help="json lines (with trace_id/span_id) or text, both in UTC; default $LOG_FORMAT or text",
+    )
     return parser.parse_args(argv)
 
 
@@ -117,8 +123,7 @@ async def run(config: StrategiesConfig, args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    install_safe_logging()
+    configure_logging(args.log_level, args.log_format)
     try:
         config = load_strategies(args.config)
     except ConfigError as exc:

@@ -38,7 +38,7 @@ from clients.traces import percentile
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
-from nautilus_mesh.telemetry import Tracing
+from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing
 from strategies.config import Model
 
 log = logging.getLogger(__name__)
@@ -349,7 +349,11 @@ class StrategyRunner:
                 "nautilus.signal_id": signal.signal_id,
             }
             # The PRODUCER span's context goes into signal.trace: ops parents its spans on it.
-            with self.tracing.produce("strategy.signal send", signal.trace, attrs) if self.tracing else nullcontext():
+            with (
+                self.tracing.produce("strategy.signal send", signal.trace, attrs, destination=OPS_SIGNAL_STREAM)
+                if self.tracing
+                else nullcontext()
+            ):
                 self._track_sent(signal)
         return [
             ops_pb2.StreamSignalsRequest(signals=signals[i : i + self.frame_limit])
@@ -395,7 +399,11 @@ class StrategyRunner:
                 "nautilus.signal_id": fill.signal_id,
                 "nautilus.client_order_id": fill.client_order_id,
             }
-            with self.tracing.consume("strategy.fill receive", fill.trace, attrs) if self.tracing else nullcontext():
+            with (
+                self.tracing.consume("strategy.fill receive", fill.trace, attrs, destination=OPS_SIGNAL_STREAM)
+                if self.tracing
+                else nullcontext()
+            ):
                 self.stats.fills[fill.model_id] += 1
                 pending = self._pending.pop((fill.model_id, fill.signal_id), None)
                 if pending is not None:

@@ -146,6 +146,23 @@ ENV_VARS = (
         "never holds much more than twice it.",
     ),
     EnvVar(
+        "OTEL_SERVICE_NAME",
+        "every service (OpenTelemetry SDK)",
+        "The spans' `service.name` (default: the service's own name, `ops`, `engine`, `strategy-<id>`).",
+    ),
+    EnvVar(
+        "OTEL_RESOURCE_ATTRIBUTES",
+        "every service (OpenTelemetry SDK)",
+        "Extra resource attributes of the spans, e.g. `deployment.environment=staging`; `service.version` defaults "
+        "to the package version.",
+    ),
+    EnvVar(
+        "LOG_FORMAT",
+        "ops, engine, strategies",
+        "`json` (one object per line, UTC, with `trace_id`/`span_id` in a span) or `text` (default, UTC); "
+        "`--log-format` wins.",
+    ),
+    EnvVar(
         "any `NAME` named by `env:NAME`",
         "ops, engine",
         "Any token field of `ops.json`/`engine.json` written `env:NAME` "
