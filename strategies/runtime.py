@@ -25,28 +25,26 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
 from clients.sdk import MAX_SIGNALS_PER_FRAME, EngineClient, FrameCoalescer, MeshRpcError, OpsClient, SignalStream
-from clients.strategy_stats import LatencySummary, ModelCounts, StatsFile, StrategySnapshot
-from clients.traces import percentile
+from clients.strategy_stats import ModelCounts, StatsFile, StrategySnapshot
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing
 from strategies.config import Model
+from strategies.run_stats import RunnerStats, latency_summary
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 50_000
 """Signals remembered between send and decision / first fill; the oldest are forgotten first."""
-LATENCY_SAMPLES = 100_000
-"""Most recent latency samples kept per kind (decision, fill)."""
 
 ModelSpec = tuple[str, Model, Sequence[str]]
 """(model_id, model, instruments) as the runner takes them."""
@@ -162,67 +160,6 @@ class SignalPlanner:
         return signals
 
 
-def _latency_summary(samples: Sequence[float]) -> LatencySummary:
-    return {
-        "count": len(samples),
-        "p50": round(percentile(samples, 50), 3),
-        "p99": round(percentile(samples, 99), 3),
-    }
-
-
-@dataclass
-class RunnerStats:
-    """Counters and latency samples of one runner (latencies in milliseconds)."""
-
-    started_monotonic: float = field(default_factory=time.monotonic)
-    signals: Counter[str] = field(default_factory=Counter)
-    decisions: dict[str, Counter[str]] = field(default_factory=dict)
-    fills: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[str] = field(default_factory=Counter)
-    rejections_by_code: Counter[str] = field(default_factory=Counter)
-    decision_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-    fill_latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
-    reconnects: Counter[str] = field(default_factory=Counter)
-    connected: dict[str, bool] = field(default_factory=lambda: {"ops": False, "engine": False})
-    frames_sent: int = 0
-    """Request frames written (after coalescing)."""
-
-    def count_decision(self, model_id: str, status: str) -> None:
-        self.decisions.setdefault(model_id, Counter())[status] += 1
-
-    def elapsed(self) -> float:
-        return max(time.monotonic() - self.started_monotonic, 1e-9)
-
-    def model_snapshot(self, model_id: str) -> ModelCounts:
-        decisions = self.decisions.get(model_id, Counter())
-        return {
-            "signals": self.signals[model_id],
-            "decisions": dict(sorted(decisions.items())),
-            "accepted": decisions["ACCEPTED"],
-            "fills": self.fills[model_id],
-            "rejected": self.rejected[model_id],
-        }
-
-    def snapshot(self, model_ids: Iterable[str] = ()) -> StrategySnapshot:
-        """A JSON-ready summary: totals, per-model counts, signals/s and p50/p99 latencies in ms."""
-        models = sorted({*model_ids, *self.signals, *self.decisions, *self.fills})
-        signals = sum(self.signals.values())
-        return {
-            "elapsed_s": round(self.elapsed(), 3),
-            "signals": signals,
-            "signals_per_s": round(signals / self.elapsed(), 3),
-            "orders": sum(d["ACCEPTED"] for d in self.decisions.values()),
-            "fills": sum(self.fills.values()),
-            "rejected": sum(self.rejected.values()),
-            "rejections_by_code": dict(sorted(self.rejections_by_code.items())),
-            "decision_latency_ms": _latency_summary(self.decision_latency_ms),
-            "fill_latency_ms": _latency_summary(self.fill_latency_ms),
-            "reconnects": dict(self.reconnects),
-            "connected": dict(self.connected),
-            "models": {m: self.model_snapshot(m) for m in models},
-        }
-
-
 def combined_snapshot(runners: Sequence[StrategyRunner]) -> StatsFile:
     """One snapshot over several runners: per-strategy snapshots plus totals with merged percentiles."""
     strategies = {r.name: r.snapshot() for r in runners}
@@ -245,8 +182,8 @@ def combined_snapshot(runners: Sequence[StrategyRunner]) -> StatsFile:
             "orders": sum(s["orders"] for s in strategies.values()),
             "fills": sum(s["fills"] for s in strategies.values()),
             "rejected": sum(s["rejected"] for s in strategies.values()),
-            "decision_latency_ms": _latency_summary(decision),
-            "fill_latency_ms": _latency_summary(fill),
+            "decision_latency_ms": latency_summary(decision),
+            "fill_latency_ms": latency_summary(fill),
         },
         "models": models,
         "strategies": strategies,
