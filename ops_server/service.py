@@ -40,16 +40,20 @@ MAX_RESPONSE_BYTES = 1 << 20
 
 
 class _StreamOutbox(asyncio.Queue[Outgoing]):
-    """A stream's outgoing queue that remembers the seqs of the fills put on it (so a resume sends none twice)."""
+    """A stream's outgoing queue that remembers the seqs of the fills put on it until its first frame was read (so a
+    resume sends none twice); after that it remembers nothing, so a long-lived stream holds no growing set."""
 
     def __init__(self, maxsize: int) -> None:
         super().__init__(maxsize)
-        self.fill_seqs: set[int] = set()
+        self.fill_seqs: set[int] | None = set()
 
     def put_nowait(self, item: Outgoing) -> None:
         super().put_nowait(item)
-        if isinstance(item, ops_pb2.Fill):
+        if self.fill_seqs is not None and isinstance(item, ops_pb2.Fill):
             self.fill_seqs.add(item.seq)
+
+    def stop_remembering(self) -> None:
+        self.fill_seqs = None
 
 
 def internal_decision(signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
@@ -161,12 +165,12 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         high_water = 2 * self._max_items  # answers waiting to be sent before this stream stops being read
 
         async def read() -> None:
-            resumed = False
             try:
                 async for frame in request_iterator:
-                    if frame.resume_after_fill_seq and not resumed:
-                        resumed = True
-                        self._resume_fills(frame.resume_after_fill_seq, principal, outbox)
+                    if outbox.fill_seqs is not None:  # the stream's first frame: the only one that may resume
+                        if frame.resume_after_fill_seq:
+                            self._resume_fills(frame.resume_after_fill_seq, principal, outbox)
+                        outbox.stop_remembering()
                     for decision in await self._decide_fairly(frame.signals, principal):
                         await outbox.put(decision)
                     while outbox.qsize() >= high_water:  # answers not being read: stop reading (backpressure)
@@ -215,7 +219,8 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
 
     def _resume_fills(self, after_seq: int, principal: Principal, outbox: _StreamOutbox) -> None:
         """Put the fills this strategy missed (seq above ``after_seq``, not yet on this stream) on its stream, once."""
-        missed = [f for f in self._queries.fills_after(after_seq, principal.models) if f.seq not in outbox.fill_seqs]
+        delivered = outbox.fill_seqs or set()
+        missed = [f for f in self._queries.fills_after(after_seq, principal.models) if f.seq not in delivered]
         for fill in missed:
             try:
                 outbox.put_nowait(fill)
