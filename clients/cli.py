@@ -67,6 +67,7 @@ from clients.commands import (
 from clients.journal_dump import cmd_journal_dump
 from clients.launcher import run_mesh
 from clients.sdk import MeshRpcError
+from nautilus_mesh.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ConfigError as exc:  # a config file read for its addresses or tokens
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -17,18 +17,16 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
 from rich.console import Console
 
-from clients.launcher import demo_strategy_token
+from clients.config_dir import demo_admin_token, demo_engine_token, demo_strategy_token
 from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import load_spans, print_table, render_summary, summarize_spans
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, ops_pb2
-from nautilus_mesh.auth import is_plain_token
 from nautilus_mesh.health import health_name
 from nautilus_mesh.healthcheck import probe
 
@@ -57,27 +55,14 @@ def resolve_token(
     explicit: str | None, env: Mapping[str, str], config_dir: str | os.PathLike[str] = DEFAULT_CONFIG_DIR
 ) -> str | None:
     """``--token``, else ``$NAUTILUS_STRATEGY_TOKEN``, else the first strategy token of ``<config_dir>/ops.json``."""
-    if explicit:
-        return explicit
-    if env.get(TOKEN_ENV):
-        return env[TOKEN_ENV]
-    return demo_strategy_token(Path(config_dir) / "ops.json")
+    return explicit or env.get(TOKEN_ENV) or demo_strategy_token(config_dir)
 
 
 def resolve_admin_token(
     explicit: str | None, env: Mapping[str, str], config_dir: str | os.PathLike[str] = DEFAULT_CONFIG_DIR
 ) -> str | None:
     """``--admin-token``, else ``$NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` of ``<config_dir>/ops.json``."""
-    if explicit:
-        return explicit
-    if env.get(ADMIN_TOKEN_ENV):
-        return env[ADMIN_TOKEN_ENV]
-    try:
-        config = json.loads((Path(config_dir) / "ops.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    token = config.get("admin_token") if isinstance(config, dict) else None
-    return token if isinstance(token, str) and is_plain_token(token) else None
+    return explicit or env.get(ADMIN_TOKEN_ENV) or demo_admin_token(config_dir)
 
 
 def rpc_failure(exc: MeshRpcError, address: str, service: str = "ops") -> CliError:
@@ -446,7 +431,7 @@ async def cmd_health(args: argparse.Namespace, console: Console) -> int:
     worst = response.status
     print(f"ops: {health_name(response.status)}")
     if args.engine:
-        token = args.engine_token or os.environ.get(ENGINE_TOKEN_ENV) or _demo_engine_token(args.config_dir)
+        token = args.engine_token or os.environ.get(ENGINE_TOKEN_ENV) or demo_engine_token(args.config_dir)
         async with EngineClient(args.engine, engine_token=token, timeout=CLI_TIMEOUT) as engine:
             try:
                 engine_health = await engine.get_health()
@@ -457,12 +442,3 @@ async def cmd_health(args: argparse.Namespace, console: Console) -> int:
         print(f"engine: {health_name(engine_health.status)}")
     print_table(console, "health checks", ["service", "check", "status", "age_s", "detail"], rows)
     return 0 if worst == common_pb2.HEALTH_STATUS_HEALTHY else 1
-
-
-def _demo_engine_token(config_dir: str) -> str | None:
-    try:
-        config = json.loads((Path(config_dir) / "engine.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    token = config.get("ops_token") if isinstance(config, dict) else None
-    return token if isinstance(token, str) and token else None

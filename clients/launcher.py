@@ -24,7 +24,6 @@ Output contract (scripts and tests rely on it):
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -38,6 +37,13 @@ from typing import Any
 
 from rich.console import Console
 
+from clients.config_dir import (
+    MeshEndpoints,
+    demo_admin_token,
+    demo_strategy_token,
+    endpoints_from_config,
+    state_dirs_from_config,
+)
 from clients.processes import (
     MAX_RESTARTS,
     ChildSpec,
@@ -50,78 +56,12 @@ from clients.sdk import MeshRpcError, OpsClient
 from clients.strategy_stats import StatsFile, read_stats_file
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from nautilus_mesh.auth import is_plain_token
 from nautilus_mesh.instance_lock import address_in_use, lock_holder
 
 log = logging.getLogger(__name__)
 
 STATUS_INTERVAL = 3.0
 STATS_FILE = Path("var/run/strategies.json")
-
-
-@dataclass(frozen=True)
-class MeshEndpoints:
-    """Addresses of the services, read from the config directory."""
-
-    ops: str = "127.0.0.1:50051"
-    engine: str = "127.0.0.1:50052"
-    ops_metrics: str = "127.0.0.1:8002"
-    engine_metrics: str = "127.0.0.1:8003"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def endpoints_from_config(config_dir: str | os.PathLike[str]) -> MeshEndpoints:
-    """Service and metrics addresses from ``ops.json`` and ``engine.json`` (demo defaults when absent)."""
-    root = Path(config_dir)
-    ops = _read_json(root / "ops.json")
-    engine = _read_json(root / "engine.json")
-    default = MeshEndpoints()
-
-    def addr(cfg: Mapping[str, Any], host_key: str, port_key: str, fallback: str) -> str:
-        host, port = fallback.rsplit(":", 1)
-        return f"{cfg.get(host_key) or cfg.get('host') or host}:{cfg.get(port_key) or port}"
-
-    return MeshEndpoints(
-        ops=addr(ops, "host", "port", default.ops),
-        engine=addr(engine, "host", "port", default.engine),
-        ops_metrics=addr(ops, "metrics_host", "metrics_port", default.ops_metrics),
-        engine_metrics=addr(engine, "metrics_host", "metrics_port", default.engine_metrics),
-    )
-
-
-def demo_strategy_token(ops_config: str | os.PathLike[str]) -> str | None:
-    """The first strategy token listed in an ops config (a demo convenience), or None."""
-    strategies = _read_json(Path(ops_config)).get("strategies")
-    if isinstance(strategies, dict):
-        for entry in strategies.values():
-            if isinstance(entry, dict) and isinstance(entry.get("token"), str) and is_plain_token(entry["token"]):
-                return str(entry["token"])
-    return None
-
-
-def demo_admin_token(ops_config: str | os.PathLike[str]) -> str | None:
-    """The admin token of an ops config when it is written out plainly (a demo convenience), or None."""
-    token = _read_json(Path(ops_config)).get("admin_token")
-    return token if isinstance(token, str) and is_plain_token(token) else None
-
-
-def state_dirs_from_config(config_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """The state directory each service locks (``state_dir`` of ops, the journal's folder of the engine)."""
-    root = Path(config_dir)
-    ops = _read_json(root / "ops.json")
-    engine = _read_json(root / "engine.json")
-    dirs = {"ops": Path(str(ops.get("state_dir") or "var/ops"))}
-    journal = engine.get("journal_path", "var/engine/journal.jsonl")
-    if journal:
-        dirs["engine"] = Path(str(journal)).parent
-    return dirs
 
 
 def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[str]:
@@ -137,7 +77,7 @@ def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[
         ("ops metrics", endpoints.ops_metrics),
         ("engine metrics", endpoints.engine_metrics),
     ):
-        if address_in_use(address):
+        if address and address_in_use(address):
             problems.append(f"{name} address {address} is already in use")
     return problems
 
@@ -326,7 +266,7 @@ async def run_mesh(
             log.error("[LAUNCHER] %s", problem)
             print(f"error: {problem}", file=sys.stderr, flush=True)
         return 2
-    token = demo_strategy_token(root / "ops.json")
+    token = demo_strategy_token(root)
     _forget_stats()
 
     stop = asyncio.Event()
@@ -361,9 +301,7 @@ async def run_mesh(
     exit_code = 0
     deadline = time.monotonic() + duration if duration > 0 else None
     # The status table shows every model: read with the operator's token when the config has one.
-    client = OpsClient(
-        endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root / "ops.json"), timeout=2.0
-    )
+    client = OpsClient(endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root), timeout=2.0)
     supervisor = Supervisor(procs, specs, max_restarts)
     next_status = time.monotonic() + status_interval
     try:

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pydantic
 
+from engine_server.venue_rails import VenueRailsConfig
+from engine_server.venues import VenueConfig
+from engine_server.venues.paper import PaperVenueConfig
+from engine_server.venues.sim import SimVenueConfig
 from nautilus_mesh.config import Secret, StrictModel, load_config
 from nautilus_mesh.tls import ServerTls
 
-DEFAULT_VENUES: tuple[dict[str, Any], ...] = (
-    {"name": "sim", "adapter": "sim", "seed": 7},
-    {"name": "paper", "adapter": "paper", "follows": "sim"},
-)
+
+def default_venues() -> list[VenueConfig]:
+    """The ``sim`` venue (seed 7) and a ``paper`` venue following it."""
+    return [SimVenueConfig(name="sim", seed=7), PaperVenueConfig(name="paper", follows="sim")]
 
 
 class EngineConfig(StrictModel):
@@ -41,10 +45,10 @@ class EngineConfig(StrictModel):
     """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory."""
     tick_interval_ms: float = pydantic.Field(100.0, gt=0)
     """How often the venues' markets advance (market maker requotes, resting orders may fill)."""
-    venues: list[dict[str, Any]] = pydantic.Field(default_factory=lambda: list(DEFAULT_VENUES))
-    """Venue configs in order; see docs/adding-a-venue.md."""
-    rails: dict[str, dict[str, Any]] = {}
-    """Venue rails per venue name (engine_server.venue_rails.VenueRailsConfig keys)."""
+    venues: list[VenueConfig] = pydantic.Field(default_factory=default_venues)
+    """Venue configs in order, each picked by its ``adapter``; see docs/adding-a-venue.md."""
+    rails: dict[str, VenueRailsConfig] = {}
+    """Venue rails per venue name."""
     max_commands_per_frame: int = pydantic.Field(1000, gt=0)
     """Most order commands one StreamOrders frame may carry (count)."""
     session_queue_size: int = pydantic.Field(10_000, gt=0)
@@ -59,4 +63,9 @@ class EngineConfig(StrictModel):
 
 
 def load_engine_config(path: str | os.PathLike[str]) -> EngineConfig:
+    """Load and validate the engine config, venues and rails included.
+
+    Raises:
+        ConfigError: naming the file and the path of each bad field.
+    """
     return load_config(EngineConfig, path)

@@ -8,7 +8,6 @@ import gc
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -19,6 +18,7 @@ from engine_server.order_manager import OrderManager
 from engine_server.service import EngineCore, EngineService, MarketDataService
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
+from engine_server.venues.paper import PaperVenueConfig
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.serving import ServiceHost, service_main
@@ -40,17 +40,20 @@ SIZE_RAILS = ("max_order_qty", "max_order_qty_by_symbol", "max_order_notional")
 """The rails that bound an order's size; a paper venue inherits them from the live venue it follows."""
 
 
-def rails_settings(config: EngineConfig, name: str) -> dict[str, Any]:
+def rails_settings(config: EngineConfig, name: str) -> VenueRailsConfig:
     """The rails of venue ``name``: its own, and for a paper venue the size rails of the venue it follows where it
     sets none (a shadow order is held to the same sizes as the live one it stands for)."""
-    own = dict(config.rails.get(name, {}))
-    spec = next((v for v in config.venues if v.get("name") == name), {})
-    if spec.get("adapter") == "paper":
-        followed = config.rails.get(str(spec.get("follows", "sim")), {})
-        for key in SIZE_RAILS:
-            if key not in own and key in followed:
-                own[key] = followed[key]
-    return own
+    own = config.rails.get(name, VenueRailsConfig())
+    spec = next((v for v in config.venues if v.name == name), None)
+    if not isinstance(spec, PaperVenueConfig) or spec.follows not in config.rails:
+        return own
+    followed = config.rails[spec.follows]
+    inherited = {
+        key: getattr(followed, key)
+        for key in SIZE_RAILS
+        if key not in own.model_fields_set and key in followed.model_fields_set
+    }
+    return own.model_copy(update=inherited)
 
 
 def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
@@ -63,10 +66,7 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
     def on_reject(venue: str, rail: str) -> None:
         metrics.venue_rejections.labels(venue, rail).inc()
 
-    rails = {
-        name: VenueRails(VenueRailsConfig.from_mapping(rails_settings(config, name)), venue=name, on_reject=on_reject)
-        for name in venues
-    }
+    rails = {name: VenueRails(rails_settings(config, name), venue=name, on_reject=on_reject) for name in venues}
     return OrderManager(
         venues,
         rails,

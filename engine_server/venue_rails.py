@@ -30,55 +30,46 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
+from typing import Annotated
+
+import pydantic
 
 from engine_server.venues.base import OrderRequest, OrderType
-from nautilus_mesh.errors import ConfigError, VenueRejectedError
+from nautilus_mesh.config import StrictModel
+from nautilus_mesh.errors import VenueRejectedError
 
 log = logging.getLogger(__name__)
 
 _BPS = Decimal(10000)
 
 
-def _positive(value: Decimal | None, name: str) -> None:
-    if value is not None and (not value.is_finite() or value <= 0):
-        raise ConfigError(f"venue rails: {name} must be a positive decimal", {name: value})
+PositiveDecimal = Annotated[Decimal, pydantic.Field(gt=0)]
 
 
-@dataclass(frozen=True, slots=True)
-class VenueRailsConfig:
-    """Limits of one venue. ``None`` switches a rail off."""
+class VenueRailsConfig(StrictModel):
+    """Limits of one venue (``rails.<venue>`` of the engine config). ``None`` switches a rail off."""
 
-    price_collar_bps: Decimal | None = None
+    price_collar_bps: PositiveDecimal | None = None
     """Maximum distance of a limit price from the reference price, in basis points."""
-    max_order_qty: Decimal | None = None
+    max_order_qty: PositiveDecimal | None = None
     """Maximum quantity of any order."""
-    max_order_qty_by_symbol: Mapping[str, Decimal] = field(default_factory=dict)
+    max_order_qty_by_symbol: dict[str, PositiveDecimal] = {}
     """Per-symbol maximum quantity, overriding ``max_order_qty`` (quantities are not comparable across symbols)."""
-    max_order_notional: Decimal | None = None
+    max_order_notional: PositiveDecimal | None = None
     """Maximum order notional in quote currency."""
-    max_messages_per_second: float | None = None
+    max_messages_per_second: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
     """Token refill rate of each session's bucket (new orders per second)."""
-    message_burst: int | None = None
+    message_burst: int | None = pydantic.Field(default=None, ge=1)
     """Bucket capacity; defaults to ``ceil(max_messages_per_second)``."""
     cancel_on_disconnect: bool = True
     """Cancel a session's resting orders when its order stream drops."""
 
-    def __post_init__(self) -> None:
-        _positive(self.price_collar_bps, "price_collar_bps")
-        _positive(self.max_order_qty, "max_order_qty")
-        _positive(self.max_order_notional, "max_order_notional")
-        for symbol, qty in self.max_order_qty_by_symbol.items():
-            _positive(qty, f"max_order_qty_by_symbol[{symbol}]")
-        rate = self.max_messages_per_second
-        if rate is not None and (not math.isfinite(rate) or rate <= 0):
-            raise ConfigError("venue rails: max_messages_per_second must be a positive number", {"rate": rate})
-        if self.message_burst is not None:
-            if rate is None:
-                raise ConfigError("venue rails: message_burst needs max_messages_per_second")
-            if self.message_burst < 1:
-                raise ConfigError("venue rails: message_burst must be >= 1", {"burst": self.message_burst})
+    @pydantic.model_validator(mode="after")
+    def _burst_needs_rate(self) -> VenueRailsConfig:
+        if self.message_burst is not None and self.max_messages_per_second is None:
+            raise ValueError("message_burst needs max_messages_per_second")
+        return self
 
     @property
     def burst(self) -> int:
@@ -86,52 +77,6 @@ class VenueRailsConfig:
         if self.message_burst is not None:
             return self.message_burst
         return max(1, math.ceil(self.max_messages_per_second or 1.0))
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object]) -> VenueRailsConfig:
-        """Build from a config dict (decimals as strings or numbers; absent keys switch rails off).
-
-        Raises:
-            ConfigError: a value is malformed or out of range.
-        """
-
-        def dec(key: str) -> Decimal | None:
-            value = data.get(key)
-            if value is None:
-                return None
-            try:
-                return Decimal(str(value))
-            except InvalidOperation:
-                raise ConfigError(f"venue rails: {key} must be a decimal", {key: value}) from None
-
-        by_symbol = data.get("max_order_qty_by_symbol", {})
-        if not isinstance(by_symbol, Mapping):
-            raise ConfigError("venue rails: max_order_qty_by_symbol must be an object")
-        try:
-            qty_by_symbol = {str(k): Decimal(str(v)) for k, v in by_symbol.items()}
-            rate = data.get("max_messages_per_second")
-            burst = data.get("message_burst")
-            return cls(
-                price_collar_bps=dec("price_collar_bps"),
-                max_order_qty=dec("max_order_qty"),
-                max_order_qty_by_symbol=qty_by_symbol,
-                max_order_notional=dec("max_order_notional"),
-                max_messages_per_second=None if rate is None else float(str(rate)),
-                message_burst=None if burst is None else int(str(burst)),
-                cancel_on_disconnect=_flag(data.get("cancel_on_disconnect", True)),
-            )
-        except (InvalidOperation, ValueError):
-            raise ConfigError("venue rails config is malformed", {"rails": data}) from None
-
-
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        if value.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError("venue rails: cancel_on_disconnect must be a boolean", {"value": value})
-    return bool(value)
 
 
 class _TokenBucket:

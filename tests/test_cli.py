@@ -25,18 +25,23 @@ from clients.commands import (
     resolve_admin_token,
     resolve_token,
 )
-from clients.launcher import MeshEndpoints, OpsView, endpoints_from_config, print_status, ready_line, summary_line
+from clients.config_dir import MeshEndpoints, endpoints_from_config
+from clients.launcher import OpsView, print_status, ready_line, summary_line
 from engine_server.order_manager import OrderManager
-from engine_server.venues.base import Instrument, OrderRequest, OrderType, Side, TimeInForce
+from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.errors import ConfigError
+from tests.venues import instrument
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
 
 
-def _ops_config(tmp_path: Path, tokens: dict[str, str]) -> Path:
+def _ops_config(tmp_path: Path, tokens: dict[str, str], **fields: object) -> Path:
+    """A valid ``ops.json`` in ``tmp_path`` with these strategy tokens and top-level fields."""
     strategies = {name: {"token": token, "models": []} for name, token in tokens.items()}
-    (tmp_path / "ops.json").write_text(json.dumps({"strategies": strategies}))
+    config = {"registry_path": "registry.json", "capital_policy_path": "capital.json", "strategies": strategies}
+    (tmp_path / "ops.json").write_text(json.dumps({**config, **fields}))
     return tmp_path
 
 
@@ -172,7 +177,7 @@ def test_resolve_token_when_nothing_configured_returns_none(tmp_path: Path) -> N
 
 
 def test_resolve_admin_token_when_flag_given_prefers_flag_over_env_and_config(tmp_path: Path) -> None:
-    (tmp_path / "ops.json").write_text(json.dumps({"admin_token": "from-config"}))
+    _ops_config(tmp_path, {}, admin_token="from-config")
     assert resolve_admin_token("from-flag", {ADMIN_TOKEN_ENV: "from-env"}, tmp_path) == "from-flag"
     assert resolve_admin_token(None, {ADMIN_TOKEN_ENV: "from-env"}, tmp_path) == "from-env"
     assert resolve_admin_token(None, {}, tmp_path) == "from-config"
@@ -182,10 +187,18 @@ def test_resolve_admin_token_when_demo_config_returns_demo_admin_token() -> None
     assert resolve_admin_token(None, {}, DEMO_DIR) == "demo-admin-token"
 
 
-@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"admin_token": 7}', '{"admin_token": ""}'])
-def test_resolve_admin_token_when_config_unusable_returns_none(tmp_path: Path, content: str) -> None:
+@pytest.mark.parametrize("token", ["", "sha256:" + "0" * 64])
+def test_resolve_admin_token_when_config_has_none_or_only_a_hash_returns_none(tmp_path: Path, token: str) -> None:
+    assert resolve_admin_token(None, {}, _ops_config(tmp_path, {}, admin_token=token)) is None
+
+
+@pytest.mark.parametrize("content", ["", "not json", "[1, 2]", '{"admin_token": 7}'])
+def test_resolve_admin_token_when_config_invalid_raises_config_error_naming_the_file(
+    tmp_path: Path, content: str
+) -> None:
     (tmp_path / "ops.json").write_text(content)
-    assert resolve_admin_token(None, {}, tmp_path) is None
+    with pytest.raises(ConfigError, match=r"ops\.json"):
+        resolve_admin_token(None, {}, tmp_path)
 
 
 # --- output lines ------------------------------------------------------------------------------
@@ -323,8 +336,7 @@ def test_journal_dump_when_engine_journal_given_prints_every_record_as_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "journal.bin"
-    instrument = Instrument("TST-USD", D("0.01"), D("0.1"), D("0.1"), D("1"), D("5"), D("100.00"), 0.5)
-    venue = SimVenue(SimVenueConfig(instruments=(instrument,), seed=1))
+    venue = SimVenue(SimVenueConfig(instruments=(instrument(),), seed=1))
     manager = OrderManager({"sim": venue}, journal_path=path, clock=lambda: 1_000)
     order = OrderRequest("c1", "s1", "acct", "m1", "TST-USD", Side.BUY, OrderType.MARKET, TimeInForce.IOC, D("1.5"))
     reports = manager.submit("sim", order)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,13 @@ FORBIDDEN = {
     "clients": {"engine_server", "ops_server", "strategies"},
     "strategies": {"engine_server", "ops_server"},
 }
+
+# The one exception: the operator tools read the config directory through the services' own config models.
+CONFIG_READERS = {"clients/config_dir.py": {"engine_server.config", "ops_server.config"}}
+
+
+def relative(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
 
 
 def imported_packages(path: Path) -> set[str]:
@@ -37,9 +46,22 @@ def test_package_when_walked_imports_nothing_forbidden(package: str) -> None:
     violations = [
         f"{path.relative_to(ROOT)} imports {name}"
         for path in files
-        for name in sorted(imported_packages(path) & FORBIDDEN[package])
+        for name in sorted(imported_modules(path))
+        if name.split(".")[0] in FORBIDDEN[package] and name not in CONFIG_READERS.get(relative(path), set())
     ]
     assert violations == []
+
+
+def test_sdk_when_imported_loads_no_server_package() -> None:
+    code = "import sys, clients, clients.sdk; print(sorted({m.split('.')[0] for m in sys.modules} & {FORBIDDEN}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code.replace("{FORBIDDEN}", repr(FORBIDDEN["clients"]))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]"
 
 
 def test_layering_check_when_given_a_violating_module_reports_it(tmp_path: Path) -> None:

@@ -9,32 +9,30 @@ from pathlib import Path
 
 import pytest
 
+from engine_server.config import EngineConfig
 from engine_server.venues import VENUE_FACTORIES, build_venues
 from engine_server.venues.base import (
     ExecType,
-    Instrument,
     OrderRequest,
-    OrderType,
     Quote,
     QuoteFeed,
     Side,
-    TimeInForce,
+    VenueAdapter,
 )
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import MarketMakerConfig, SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
+from nautilus_mesh.config import validate_config
 from nautilus_mesh.errors import ConfigError, VenueRejectedError
+from tests.venues import instrument, order_request
 
 D = Decimal
-INST = Instrument("TST-USD", D("0.01"), D("0.1"), D("0.1"), D("1"), D("5"), D("100.00"), 0.8)
+INST = instrument(0.8)
 NS = 1_000_000_000
 
 
 def req(coid: str, side: Side, qty: str, price: str | None, account: str = "acct") -> OrderRequest:
-    otype = OrderType.LIMIT if price is not None else OrderType.MARKET
-    return OrderRequest(
-        coid, "s1", account, "m1", "TST-USD", side, otype, TimeInForce.GTC, D(qty), None if price is None else D(price)
-    )
+    return order_request(coid, side, qty, price, account=account)
 
 
 def test_market_maker_when_created_then_ladder_quotes_levels_around_initial_price() -> None:
@@ -134,8 +132,13 @@ def test_paper_when_built_from_a_live_feed_then_no_live_adapter_is_reachable() -
     assert any(isinstance(obj, QuoteFeed) for obj in reachable)  # the walk did reach the feed
 
 
+def venues_from(configs: list[dict[str, object]]) -> dict[str, VenueAdapter]:
+    """Venues as the engine builds them from the ``venues`` list of its config file."""
+    return build_venues(validate_config(EngineConfig, {"venues": configs}, source="engine.json").venues)
+
+
 def test_registry_when_sim_and_paper_configured_then_paper_follows_sim() -> None:
-    venues = build_venues(
+    venues = venues_from(
         [{"name": "sim", "adapter": "sim", "seed": 5}, {"name": "shadow", "adapter": "paper", "follows": "sim"}]
     )
     assert set(venues) == {"sim", "shadow"} and set(VENUE_FACTORIES) == {"sim", "paper"}
@@ -156,7 +159,7 @@ def test_registry_when_sim_and_paper_configured_then_paper_follows_sim() -> None
 )
 def test_registry_when_config_invalid_then_config_error(configs: list[dict[str, object]]) -> None:
     with pytest.raises(ConfigError):
-        build_venues(configs)
+        venues_from(configs)
 
 
 def test_template_when_submitting_then_not_connected_rejection() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from engine_server.venues.base import ExecType, Instrument, OrderRequest, OrderType, Side, TimeInForce, VenueEvent
 from engine_server.venues.sim import BookOrder, LatencyConfig, OrderBook, SimVenue, SimVenueConfig, fee_for
+from tests.venues import instrument
 
 D = Decimal
 ZERO = Decimal(0)
@@ -286,8 +287,7 @@ venue_op = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(venue_op, min_size=1, max_size=50), st.integers(0, 2**16))
 def test_venue_properties_when_market_maker_on_then_invariants_hold(ops: list[tuple[object, ...]], seed: int) -> None:
-    inst = Instrument("TST-USD", D("0.01"), D("0.01"), D("0.01"), D("1"), D("5"), D("100.00"), 3.0)
-    venue = SimVenue(SimVenueConfig(instruments=(inst,), seed=seed))
+    venue = SimVenue(SimVenueConfig(instruments=(instrument(3.0, lot="0.01"),), seed=seed))
     ledger = Ledger()
     now = 1_000_000_000
     for n, op in enumerate(ops):

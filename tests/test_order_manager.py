@@ -6,6 +6,7 @@ import json
 import os
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,13 +17,10 @@ from engine_server.order_manager import OrderManager
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
     ExecType,
-    Instrument,
     OrderRequest,
-    OrderType,
     Quote,
     QuoteFeed,
     Side,
-    TimeInForce,
     VenueAdapter,
 )
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
@@ -31,10 +29,11 @@ from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
 from nautilus_mesh.journal import is_binary_journal, read_journal
+from tests.venues import instrument, order_request
 
 D = Decimal
 NS = 1_000_000_000
-INST = Instrument("TST-USD", D("0.01"), D("0.1"), D("0.1"), D("1"), D("5"), D("100.00"), 0.5)
+INST = instrument()
 
 
 class FakeClock:
@@ -45,32 +44,8 @@ class FakeClock:
         return self.now
 
 
-def req(
-    coid: str,
-    side: Side = Side.BUY,
-    qty: str = "1",
-    price: str | None = "99.00",
-    *,
-    session: str = "s1",
-    model: str = "m1",
-    account: str = "acct",
-    symbol: str = "TST-USD",
-    tif: TimeInForce = TimeInForce.GTC,
-) -> OrderRequest:
-    otype = OrderType.LIMIT if price is not None else OrderType.MARKET
-    return OrderRequest(
-        coid,
-        session,
-        account,
-        model,
-        symbol,
-        side,
-        otype,
-        tif,
-        D(qty),
-        None if price is None else D(price),
-        {"traceparent": f"00-{coid}"},
-    )
+def req(coid: str, side: Side = Side.BUY, qty: str = "1", price: str | None = "99.00", **kw: Any) -> OrderRequest:
+    return order_request(coid, side, qty, price, traced=True, **kw)
 
 
 def sim_venues() -> dict[str, VenueAdapter]:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from clients.launcher import MeshEndpoints, preflight, run_mesh
+from clients.config_dir import MeshEndpoints
+from clients.launcher import preflight, run_mesh
 from clients.sdk import wait_serving
 from nautilus_mesh.instance_lock import InstanceLock, lock_holder
 from tests.conftest import DEMO, free_ports, wait_until

@@ -9,6 +9,7 @@ import pytest
 
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
+from nautilus_mesh.config import validate_config
 from nautilus_mesh.errors import ConfigError, VenueRejectedError
 
 D = Decimal
@@ -98,12 +99,14 @@ def test_denial_when_rail_breached_then_counter_callback_and_log(caplog: pytest.
     ],
 )
 def test_config_when_invalid_then_config_error(data: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
-        VenueRailsConfig.from_mapping(data)
+    with pytest.raises(ConfigError, match=r"engine\.json: rails\.sim"):
+        validate_config(VenueRailsConfig, data, source="engine.json", at="rails.sim")
 
 
-def test_config_when_from_mapping_then_values_parsed() -> None:
-    cfg = VenueRailsConfig.from_mapping(
-        {"price_collar_bps": "250", "max_messages_per_second": 50, "cancel_on_disconnect": "false"}
+def test_config_when_read_from_json_values_then_values_parsed() -> None:
+    cfg = validate_config(
+        VenueRailsConfig,
+        {"price_collar_bps": "250", "max_messages_per_second": 50, "cancel_on_disconnect": "false"},
+        source="engine.json",
     )
     assert (cfg.price_collar_bps, cfg.burst, cfg.cancel_on_disconnect) == (D(250), 50, False)

@@ -1,13 +1,13 @@
 """Venue adapters and the registry the engine builds them from.
 
-The engine's config lists venues in order, each a dict with a ``name`` and an ``adapter`` key naming
-a factory in :data:`VENUE_FACTORIES`::
+The engine's config lists venues in order, each an object whose ``adapter`` key picks its config model
+(:data:`VenueConfig`) and its factory in :data:`VENUE_FACTORIES`::
 
     [{"name": "sim", "adapter": "sim", "seed": 7},
      {"name": "paper", "adapter": "paper", "follows": "sim"}]
 
-A factory gets its dict and a :class:`VenueBuildContext` describing the venues built before it:
-their read-only quote feeds, instruments and raw configs (never the adapters themselves, so a
+A factory gets its validated config and a :class:`VenueBuildContext` describing the venues built before it:
+their read-only quote feeds, instruments and configs (never the adapters themselves, so a
 factory cannot wire a shadow venue to a live one). See ``docs/adding-a-venue.md``.
 """
 
@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+import pydantic
 
 from engine_server.venues.base import Instrument, QuoteFeed, VenueAdapter
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
-from engine_server.venues.sim import MarketMakerConfig, SimVenue, SimVenueConfig
-from engine_server.venues.sim.config import LatencyConfig
+from engine_server.venues.sim import SimVenue, SimVenueConfig
 from nautilus_mesh.errors import ConfigError
+
+VenueConfig = Annotated[SimVenueConfig | PaperVenueConfig, pydantic.Field(discriminator="adapter")]
+"""One entry of the engine's ``venues`` list; its ``adapter`` picks the model (and the factory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,53 +36,39 @@ class VenueBuildContext:
     """Read-only reference quote feeds by venue name."""
     instruments: Mapping[str, Mapping[str, Instrument]] = field(default_factory=dict)
     """Instruments by venue name, then symbol."""
-    configs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    """The raw config dicts by venue name."""
+    configs: Mapping[str, VenueConfig] = field(default_factory=dict)
+    """The venue configs by venue name."""
     clock: Callable[[], int] | None = None
     """Wall clock in ns for event timestamps (None: venue time from ``advance``)."""
 
 
-VenueFactory = Callable[[Mapping[str, Any], VenueBuildContext], VenueAdapter]
+VenueFactory = Callable[[Any, VenueBuildContext], VenueAdapter]
+"""Builds a venue from its validated config model."""
 
 
-def build_sim_venue(config: Mapping[str, Any], ctx: VenueBuildContext) -> SimVenue:
+def build_sim_venue(config: SimVenueConfig, ctx: VenueBuildContext) -> SimVenue:
     """Factory of the embedded matching engine (``"adapter": "sim"``)."""
-    return SimVenue(SimVenueConfig.from_mapping(config), clock=ctx.clock)
+    return SimVenue(config, clock=ctx.clock)
 
 
-def build_paper_venue(config: Mapping[str, Any], ctx: VenueBuildContext) -> PaperVenue:
+def build_paper_venue(config: PaperVenueConfig, ctx: VenueBuildContext) -> PaperVenue:
     """Factory of a shadow venue (``"adapter": "paper"``, ``"follows": <live venue name>``).
 
-    Instruments and market maker settings default to the followed venue's, so the paper book mirrors it.
+    Instruments and market maker settings the config leaves out are the followed venue's, so the paper book
+    mirrors it.
     """
-    name = str(config.get("name", "paper"))
-    follows = str(config.get("follows", "sim"))
-    feed = ctx.quote_feeds.get(follows)
+    feed = ctx.quote_feeds.get(config.follows)
     if feed is None:
-        raise ConfigError(f"paper venue {name} follows {follows!r}, which is not configured before it or has no feed")
-    followed = ctx.configs.get(follows, {})
-    raw_instruments = config.get("instruments")
-    if raw_instruments is None:
-        instruments = tuple(ctx.instruments.get(follows, {}).values())
-    elif isinstance(raw_instruments, list):
-        instruments = tuple(Instrument.from_mapping(i) for i in raw_instruments if isinstance(i, Mapping))
-    else:
-        raise ConfigError(f"paper venue {name}: instruments must be a list of objects")
-    mm = config.get("market_maker", followed.get("market_maker", {}))
-    latency = config.get("latency")
-    try:
-        seed = int(str(config.get("seed", 0)))
-    except ValueError:
-        raise ConfigError(f"paper venue {name}: seed must be an integer") from None
-    paper_config = PaperVenueConfig(
-        name=name,
-        follows=follows,
-        instruments=instruments,
-        seed=seed,
-        market_maker=MarketMakerConfig.from_mapping(mm if isinstance(mm, Mapping) else {}),
-        latency=LatencyConfig.from_mapping(latency) if isinstance(latency, Mapping) else None,
-    )
-    return PaperVenue(paper_config, feed.get, clock=ctx.clock)
+        raise ConfigError(
+            f"paper venue {config.name} follows {config.follows!r}, which is not configured before it or has no feed"
+        )
+    inherited: dict[str, object] = {}
+    if not config.instruments:
+        inherited["instruments"] = tuple(ctx.instruments.get(config.follows, {}).values())
+    followed = ctx.configs.get(config.follows)
+    if "market_maker" not in config.model_fields_set and followed is not None:
+        inherited["market_maker"] = followed.market_maker
+    return PaperVenue(config.model_copy(update=inherited), feed.get, clock=ctx.clock)
 
 
 VENUE_FACTORIES: dict[str, VenueFactory] = {
@@ -89,7 +79,7 @@ VENUE_FACTORIES: dict[str, VenueFactory] = {
 
 
 def build_venues(
-    configs: Sequence[Mapping[str, Any]],
+    configs: Sequence[VenueConfig],
     *,
     clock: Callable[[], int] | None = None,
     factories: Mapping[str, VenueFactory] | None = None,
@@ -97,28 +87,29 @@ def build_venues(
     """Build venues in config order (a paper venue must come after the venue it follows).
 
     Raises:
-        ConfigError: unknown adapter, duplicate or missing name, or an invalid venue config.
+        ConfigError: unknown adapter, duplicate name, or a paper venue following no venue before it.
     """
     registry = VENUE_FACTORIES if factories is None else factories
     venues: dict[str, VenueAdapter] = {}
     feeds: dict[str, QuoteFeed] = {}
     instruments: dict[str, Mapping[str, Instrument]] = {}
-    raw: dict[str, Mapping[str, Any]] = {}
+    built: dict[str, VenueConfig] = {}
     for config in configs:
-        name = str(config.get("name", ""))
-        adapter = str(config.get("adapter", ""))
-        if not name:
-            raise ConfigError("every venue config needs a name", {"config": config})
+        name = config.name
         if name in venues:
             raise ConfigError(f"venue {name} is configured twice")
-        factory = registry.get(adapter)
+        factory = registry.get(config.adapter)
         if factory is None:
-            raise ConfigError(f"venue {name}: unknown adapter {adapter!r}", {"known": ",".join(sorted(registry))})
-        ctx = VenueBuildContext(quote_feeds=dict(feeds), instruments=dict(instruments), configs=dict(raw), clock=clock)
+            raise ConfigError(
+                f"venue {name}: unknown adapter {config.adapter!r}", {"known": ",".join(sorted(registry))}
+            )
+        ctx = VenueBuildContext(
+            quote_feeds=dict(feeds), instruments=dict(instruments), configs=dict(built), clock=clock
+        )
         venue = factory(config, ctx)
         venues[name] = venue
         instruments[name] = venue.instruments()
-        raw[name] = config
+        built[name] = config
         feed = venue.quote_feed()
         if feed is not None:
             feeds[name] = feed
@@ -128,6 +119,7 @@ def build_venues(
 __all__ = [
     "VENUE_FACTORIES",
     "VenueBuildContext",
+    "VenueConfig",
     "VenueFactory",
     "build_paper_venue",
     "build_sim_venue",

@@ -19,9 +19,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
-from nautilus_mesh.errors import ConfigError
+import pydantic
+
+from nautilus_mesh.config import StrictModel
 
 VenueKind = Literal["live", "paper"]
 
@@ -64,79 +66,45 @@ class ExecType(StrEnum):
     EXPIRED = "EXPIRED"
 
 
-@dataclass(frozen=True, slots=True)
-class Instrument:
-    """A tradable instrument and its venue rules.
+class Instrument(StrictModel):
+    """A tradable instrument and its venue rules, as a venue config's ``instruments[]`` entry (decimals as strings
+    or numbers)."""
 
-    Args:
-        symbol: Venue symbol such as ``BTC-USD``.
-        tick_size: Every limit price is a whole multiple of it.
-        lot_size: Every quantity is a whole multiple of it.
-        min_qty: Smallest accepted quantity.
-        maker_fee_bps: Fee on resting (maker) fills, in basis points of notional; may be negative (a rebate).
-        taker_fee_bps: Fee on aggressing (taker) fills, in basis points of notional.
-        initial_price: Where the synthetic market starts.
-        volatility: Annualised volatility of the synthetic GBM mid (0.6 = 60 %).
-        drift: Annualised drift of the synthetic GBM mid (0 = driftless; a demo market may trend).
-    """
-
-    symbol: str
-    tick_size: Decimal
-    lot_size: Decimal
+    symbol: str = pydantic.Field(min_length=1)
+    """Venue symbol such as ``BTC-USD``."""
+    tick_size: Decimal = pydantic.Field(gt=0)
+    """Every limit price is a whole multiple of it."""
+    lot_size: Decimal = pydantic.Field(gt=0)
+    """Every quantity is a whole multiple of it."""
     min_qty: Decimal
-    maker_fee_bps: Decimal
-    taker_fee_bps: Decimal
-    initial_price: Decimal
-    volatility: float
-    drift: float = 0.0
+    """Smallest accepted quantity; a multiple of ``lot_size``, at least one lot (default: ``lot_size``)."""
+    maker_fee_bps: Decimal = pydantic.Field(default=Decimal(0), ge=-1000, le=1000)
+    """Fee on resting (maker) fills, in basis points of notional; may be negative (a rebate)."""
+    taker_fee_bps: Decimal = pydantic.Field(default=Decimal(0), ge=0, le=1000)
+    """Fee on aggressing (taker) fills, in basis points of notional."""
+    initial_price: Decimal = pydantic.Field(gt=0)
+    """Where the synthetic market starts; a multiple of ``tick_size``."""
+    volatility: float = pydantic.Field(default=0.5, ge=0.0, le=10.0, allow_inf_nan=False)
+    """Annualised volatility of the synthetic GBM mid (0.6 = 60 %)."""
+    drift: float = pydantic.Field(default=0.0, ge=-1e5, le=1e5, allow_inf_nan=False)
+    """Annualised drift of the synthetic GBM mid (0 = driftless; a demo market may trend)."""
 
-    def __post_init__(self) -> None:
-        if not self.symbol:
-            raise ConfigError("instrument symbol must not be empty")
-        for name in ("tick_size", "lot_size", "initial_price"):
-            value = getattr(self, name)
-            if not isinstance(value, Decimal) or not value.is_finite() or value <= 0:
-                raise ConfigError(f"{self.symbol}: {name} must be a positive Decimal", {name: value})
-        if not isinstance(self.min_qty, Decimal) or not self.min_qty.is_finite() or self.min_qty < self.lot_size:
-            raise ConfigError(f"{self.symbol}: min_qty must be a Decimal >= lot_size", {"min_qty": self.min_qty})
-        if self.min_qty % self.lot_size != 0:
-            raise ConfigError(f"{self.symbol}: min_qty must be a multiple of lot_size", {"min_qty": self.min_qty})
-        if self.initial_price % self.tick_size != 0:
-            raise ConfigError(f"{self.symbol}: initial_price must be a multiple of tick_size")
-        for name in ("maker_fee_bps", "taker_fee_bps"):
-            value = getattr(self, name)
-            if not isinstance(value, Decimal) or not value.is_finite() or abs(value) > 1000:
-                raise ConfigError(f"{self.symbol}: {name} must be a Decimal within +-1000 bps", {name: value})
-        if self.taker_fee_bps < 0:
-            raise ConfigError(f"{self.symbol}: taker_fee_bps must not be negative")
-        if not 0.0 <= self.volatility <= 10.0:
-            raise ConfigError(f"{self.symbol}: volatility must be within [0, 10]", {"volatility": self.volatility})
-        if not -1e5 <= self.drift <= 1e5:
-            raise ConfigError(f"{self.symbol}: drift must be within [-1e5, 1e5]", {"drift": self.drift})
-
+    @pydantic.model_validator(mode="before")
     @classmethod
-    def from_mapping(cls, data: Mapping[str, object]) -> Instrument:
-        """Build an instrument from a config dict (decimals given as strings or numbers).
+    def _min_qty_defaults_to_one_lot(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "min_qty" not in data and "lot_size" in data:
+            return {**data, "min_qty": data["lot_size"]}
+        return data
 
-        Raises:
-            ConfigError: a field is missing or malformed.
-        """
-        try:
-            return cls(
-                symbol=str(data["symbol"]),
-                tick_size=Decimal(str(data["tick_size"])),
-                lot_size=Decimal(str(data["lot_size"])),
-                min_qty=Decimal(str(data.get("min_qty", data["lot_size"]))),
-                maker_fee_bps=Decimal(str(data.get("maker_fee_bps", "0"))),
-                taker_fee_bps=Decimal(str(data.get("taker_fee_bps", "0"))),
-                initial_price=Decimal(str(data["initial_price"])),
-                volatility=float(str(data.get("volatility", "0.5"))),
-                drift=float(str(data.get("drift", "0"))),
-            )
-        except KeyError as exc:
-            raise ConfigError(f"instrument config is missing {exc.args[0]!r}", {"instrument": data}) from None
-        except (ArithmeticError, ValueError) as exc:
-            raise ConfigError(f"instrument config is malformed: {exc}", {"instrument": data}) from None
+    @pydantic.model_validator(mode="after")
+    def _multiples(self) -> Instrument:
+        if self.min_qty < self.lot_size:
+            raise ValueError(f"{self.symbol}: min_qty must be >= lot_size")
+        if self.min_qty % self.lot_size != 0:
+            raise ValueError(f"{self.symbol}: min_qty must be a multiple of lot_size")
+        if self.initial_price % self.tick_size != 0:
+            raise ValueError(f"{self.symbol}: initial_price must be a multiple of tick_size")
+        return self
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,10 @@ Fills follow exactly the sim venue's rules (it runs the same matching engine).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
+
+import pydantic
 
 from engine_server.venues.base import (
     Instrument,
@@ -26,34 +28,36 @@ from engine_server.venues.base import (
     VenueKind,
     VenueStatus,
 )
-from engine_server.venues.sim.config import LatencyConfig, MarketMakerConfig, SimVenueConfig
+from engine_server.venues.sim.config import LatencyConfig, MarketMakerConfig, SimVenueConfig, VenueName
 from engine_server.venues.sim.market_maker import FollowPriceSource
 from engine_server.venues.sim.venue import SimVenue
-from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.config import StrictModel
 
 
-@dataclass(frozen=True, slots=True)
-class PaperVenueConfig:
-    """A paper venue's settings. Use the live venue's instruments and market maker settings to mirror it."""
+class PaperVenueConfig(StrictModel):
+    """A paper venue's settings. Instruments and market maker settings not given are the followed venue's, so the
+    paper book mirrors it."""
 
-    name: str = "paper"
+    adapter: Literal["paper"] = "paper"
+    """Selects this adapter in the engine's ``venues`` list."""
+    name: VenueName = "paper"
     """Venue name shadow orders address."""
-    follows: str = "sim"
-    """Name of the live venue whose reference quotes it copies (used by the registry to find the feed)."""
+    follows: str = pydantic.Field(default="sim", min_length=1)
+    """Name of the live venue whose reference quotes it copies; configured before this one."""
     instruments: tuple[Instrument, ...] = ()
-    """Instruments; must be non-empty when the venue is built."""
+    """Instruments; empty takes the followed venue's."""
     seed: int = 0
     """Seeds the latency jitter (the prices come from the followed venue)."""
-    market_maker: MarketMakerConfig = field(default_factory=MarketMakerConfig)
-    """Ladder depth and spacing around the copied inside quote."""
+    market_maker: MarketMakerConfig = MarketMakerConfig()
+    """Ladder depth and spacing around the copied inside quote (default: the followed venue's)."""
     latency: LatencyConfig | None = None
     """Optional simulated latency."""
 
-    def __post_init__(self) -> None:
-        if not self.follows:
-            raise ConfigError(f"paper venue {self.name}: 'follows' must name a live venue")
+    @pydantic.model_validator(mode="after")
+    def _not_itself(self) -> PaperVenueConfig:
         if self.follows == self.name:
-            raise ConfigError(f"paper venue {self.name} cannot follow itself")
+            raise ValueError(f"paper venue {self.name} cannot follow itself")
+        return self
 
 
 class PaperVenue(VenueAdapter):

@@ -5,7 +5,8 @@ replace every ``TEMPLATE`` section. See ``docs/adding-a-venue.md`` for the whole
 
 Anatomy of a real adapter:
 
-- ``config.py``: a frozen dataclass with validation (``ConfigError``) and ``from_mapping``.
+- ``config.py``: a frozen pydantic model (``nautilus_mesh.config.StrictModel``), one docstring per field, with
+  an ``adapter`` literal that selects it in the engine's ``venues`` list.
 - I/O runs on its own asyncio task (REST/WebSocket client); it turns the venue's acks, fills and
   cancels into :class:`VenueEvent` values and buffers them. The synchronous calls below send the
   request, and ``advance`` drains the buffer, so the engine sees the same shape as with ``sim``.
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
+
+import pydantic
 
 from engine_server.venues.base import (
     Instrument,
@@ -31,36 +34,23 @@ from engine_server.venues.base import (
     VenueKind,
     VenueStatus,
 )
-from nautilus_mesh.errors import ConfigError, VenueRejectedError
+from nautilus_mesh.config import StrictModel
+from nautilus_mesh.errors import VenueRejectedError
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateVenueConfig:
+class TemplateVenueConfig(StrictModel):
     """TEMPLATE: the settings of your venue (endpoint, credentials file path, instruments...)."""
 
-    name: str = "template"
+    adapter: Literal["template"] = "template"
+    """Selects this adapter in the engine's ``venues`` list."""
+    name: str = pydantic.Field(default="template", min_length=1)
     """Venue name orders address."""
     endpoint: str = ""
     """TEMPLATE: where the venue's API lives. Credentials come from a file or env var, never from here."""
     instruments: tuple[Instrument, ...] = ()
     """Instruments this adapter trades (a real adapter may load them from the venue)."""
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ConfigError("venue name must not be empty")
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, object]) -> TemplateVenueConfig:
-        """Build from the engine's venue config dict."""
-        raw = data.get("instruments", [])
-        if not isinstance(raw, list):
-            raise ConfigError("instruments must be a list of objects")
-        instruments = tuple(Instrument.from_mapping(i) for i in raw if isinstance(i, Mapping))
-        return cls(
-            name=str(data.get("name", "template")), endpoint=str(data.get("endpoint", "")), instruments=instruments
-        )
 
 
 class TemplateVenue(VenueAdapter):
