@@ -52,56 +52,22 @@ REPORT_TAG = 2
 
 
 @dataclass(frozen=True, slots=True)
-class Report:
-    """An execution report: a venue event plus the ledger's sequence number and the order's identity."""
+class Report(VenueEvent):
+    """An execution report: the venue event it was made from, plus the ledger's sequence number and the order's
+    identity (it is that event, so an order applies a replayed report as it applied the event)."""
 
     seq: int
     exec_id: str
     venue: str
-    client_order_id: str
-    venue_order_id: str
     model_id: str
     account: str
     session_id: str
-    symbol: str
-    side: Side
-    exec_type: ExecType
     order_status: OrderStatus
-    last_qty: Decimal
-    last_price: Decimal
-    cum_qty: Decimal
-    leaves_qty: Decimal
-    avg_price: Decimal
-    fee: Decimal
-    liquidity: str
-    reason_code: str
-    reason_text: str
-    ts_ns: int
     trace: Mapping[str, str] = field(default_factory=dict)
     reason_details: Mapping[str, str] = field(default_factory=dict)
     """Structured details of a rejection (e.g. requested and maximum), empty otherwise."""
     pb_cache: engine_pb2.ExecutionReport | None = field(default=None, compare=False, repr=False)
     """The report's protobuf once :func:`report_pb` has built it (set once, never changed)."""
-
-    def to_event(self) -> VenueEvent:
-        """The venue event this report was made from."""
-        return VenueEvent(
-            exec_type=self.exec_type,
-            client_order_id=self.client_order_id,
-            venue_order_id=self.venue_order_id,
-            symbol=self.symbol,
-            side=self.side,
-            last_qty=self.last_qty,
-            last_price=self.last_price,
-            cum_qty=self.cum_qty,
-            leaves_qty=self.leaves_qty,
-            avg_price=self.avg_price,
-            fee=self.fee,
-            liquidity=self.liquidity,
-            reason_code=self.reason_code,
-            reason_text=self.reason_text,
-            ts_ns=self.ts_ns,
-        )
 
 
 def report_pb(report: Report) -> engine_pb2.ExecutionReport:

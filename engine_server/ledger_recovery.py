@@ -45,7 +45,7 @@ def order_from_journal(path: Path, coid: str) -> tuple[Order | None, list[Report
             assert isinstance(message, engine_pb2.ExecutionReport)
             if message.client_order_id == coid:
                 report = report_from_pb(message, order.request.session_id, order.request.trace)
-                order.apply(report.to_event())
+                order.apply(report)
                 reports.append(report)
     return order, reports
 

@@ -484,7 +484,7 @@ class OrderManager:
             log.warning("[ORDER-MANAGER] journal seq %d out of order, skipped", report.seq)
             return False
         order = self._orders[report.client_order_id]
-        order.apply(report.to_event())
+        order.apply(report)
         if order.is_terminal:
             self._open.pop(order.client_order_id, None)
         self._seq = report.seq
