@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import grpc
 
@@ -36,76 +37,63 @@ class ConfigTarget:
     MODEL_REGISTRY = "model_registry"
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class OpsControls:
     """What OpsAdminService does, as plain methods (raising MeshError for a refusal)."""
 
-    def __init__(
-        self,
-        *,
-        config: OpsConfig,
-        registry: ModelRegistry,
-        allocator: CapitalAllocator,
-        risk: RiskRails,
-        canaries: CanaryManager,
-        periodic: PeriodicDecisions,
-        queries: OpsQueries,
-        events: EventHub,
-        state: OpsState,
-        link: EngineLink,
-    ) -> None:
-        self._config = config
-        self._registry = registry
-        self._allocator = allocator
-        self._risk = risk
-        self._canaries = canaries
-        self._periodic = periodic
-        self._queries = queries
-        self._events = events
-        self._state = state
-        self._link = link
+    config: OpsConfig
+    registry: ModelRegistry
+    allocator: CapitalAllocator
+    risk: RiskRails
+    canaries: CanaryManager
+    periodic: PeriodicDecisions
+    queries: OpsQueries
+    events: EventHub
+    state: OpsState
+    link: EngineLink
 
     # -- audit -----------------------------------------------------------------------------
 
     def audit(self, action: str, reason: str, **attributes: object) -> None:
         log.info("[ADMIN] %s (%s)", action, reason or "no reason given")
-        self._events.publish("ADMIN", f"{action}: {reason}", action=action, reason=reason, **attributes)
+        self.events.publish("ADMIN", f"{action}: {reason}", action=action, reason=reason, **attributes)
 
     def audit_refusal(self, action: str, error: MeshError) -> None:
         log.warning("[ADMIN] %s failed: %s %s", action, error.code, error.message)
-        self._events.publish("ADMIN", f"{action} refused: {error.message}", action=action, code=error.code)
+        self.events.publish("ADMIN", f"{action} refused: {error.message}", action=action, code=error.code)
 
     # -- capital and routing ---------------------------------------------------------------
 
     def trigger_allocation(self, reason: str) -> AllocationDecision:
         """Force an allocation cycle (PermissionDeniedError when the policy disables manual allocation)."""
-        decision = self._periodic.run_allocation(forced=True)
+        decision = self.periodic.run_allocation(forced=True)
         self.audit("TriggerAllocation", reason, result=decision.reason.value)
         return decision
 
     def allocations(self) -> list[ops_pb2.Allocation]:
-        return wire.allocations(self._allocator)
+        return wire.allocations(self.allocator)
 
     def set_routing_weights(
         self, strategy_id: str, weights: Mapping[str, float], reason: str
     ) -> list[ops_pb2.ModelInfo]:
         """Set a strategy's routing weights (they must sum to 1); refused while a canary owns them."""
-        if self._canaries.owns_weights(strategy_id):
+        if self.canaries.owns_weights(strategy_id):
             raise ValidationError(
                 "CANARY_ACTIVE",
                 f"strategy {strategy_id!r} has a canary in progress: use the canary controls",
                 field="strategy_id",
             )
-        self._registry.set_weights(strategy_id, dict(weights))
-        self._events.publish(
+        self.registry.set_weights(strategy_id, dict(weights))
+        self.events.publish(
             "WEIGHTS_CHANGED",
             f"routing weights of {strategy_id} set by an operator",
             strategy=strategy_id,
             reason=reason,
             **{f"weight.{m}": f"{w:g}" for m, w in weights.items()},
         )
-        self._periodic.update_weight_metrics(strategy_id)
+        self.periodic.update_weight_metrics(strategy_id)
         self.audit("SetRoutingWeights", reason, strategy=strategy_id)
-        return self._queries.models(strategy_id)
+        return self.queries.models(strategy_id)
 
     def operate_canary(
         self, strategy_id: str, action: str, reason: str, *, to_full: bool = False
@@ -116,31 +104,31 @@ class OpsControls:
         if not reason.strip():
             raise ValidationError("REASON_REQUIRED", "a reason is required for canary controls", field="reason")
         kwargs = {"to_full": to_full} if action == "promote" else {}
-        self._canaries.operate(strategy_id, action, reason, **kwargs)
+        self.canaries.operate(strategy_id, action, reason, **kwargs)
         self.audit(f"canary.{action}", reason, strategy=strategy_id)
-        return self._queries.canary_statuses(strategy_id)[0]
+        return self.queries.canary_statuses(strategy_id)[0]
 
     # -- trading states --------------------------------------------------------------------
 
     def set_trading_state(self, model_id: str | None, state: TradingState, reason: str) -> None:
         """Set a model's (or, with None, the global) trading state."""
         if model_id is not None:
-            self._registry.route(model_id)  # NotFoundError for an unknown model
-        self._risk.set_state(model_id, state, reason or "operator")
+            self.registry.route(model_id)  # NotFoundError for an unknown model
+        self.risk.set_state(model_id, state, reason or "operator")
 
     async def engage_kill_switch(self, reason: str) -> tuple[int, int]:
         """Halt everything, then cancel every resting order at the engine; returns (cancelled, still resting)."""
-        self._risk.engage_kill_switch(reason)
-        self._state.save()
+        self.risk.engage_kill_switch(reason)
+        self.state.save()
         try:
-            response = await self._link.cancel_all()
+            response = await self.link.cancel_all()
         except grpc.aio.AioRpcError as exc:
             raise UnavailableError(
                 "ENGINE_UNAVAILABLE",
                 f"trading is halted, but the engine could not cancel resting orders: {exc.code().name}",
             ) from None
         canceled, resting = response.canceled_count, response.resting_remaining
-        self._events.publish(
+        self.events.publish(
             "KILL_SWITCH",
             f"kill switch engaged: {canceled} order(s) cancelled, {resting} resting",
             canceled=canceled,
@@ -153,29 +141,29 @@ class OpsControls:
     def release_kill_switch(self, reason: str) -> None:
         if not reason.strip():
             raise ValidationError("REASON_REQUIRED", "releasing the kill switch needs a reason", field="reason")
-        self._risk.release_kill_switch(reason)
-        self._state.save()
+        self.risk.release_kill_switch(reason)
+        self.state.save()
 
     # -- config ----------------------------------------------------------------------------
 
     def reload(self, target: str) -> str:
         """Reload one config file; a bad file is refused and what is in force stays. Returns what was done."""
-        cfg = self._config
+        cfg = self.config
         if target == ConfigTarget.RISK_LIMITS:
             if cfg.risk_limits_path is None:
                 raise ConfigError("no risk limits file is configured")
-            self._risk.reload(cfg.risk_limits_path)
+            self.risk.reload(cfg.risk_limits_path)
             message = f"risk limits reloaded from {cfg.risk_limits_path.name}"
         elif target == ConfigTarget.CAPITAL_POLICY:
-            policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=self._registry.strategies())
-            self._allocator.set_policy(policy)
-            self._periodic.update_allocation_metrics()
-            self._state.save()
+            policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=self.registry.strategies())
+            self.allocator.set_policy(policy)
+            self.periodic.update_allocation_metrics()
+            self.state.save()
             message = f"capital policy reloaded from {cfg.capital_policy_path.name}"
         elif target == ConfigTarget.MODEL_REGISTRY:
             fresh = ModelRegistry.load(cfg.registry_path)
-            for strategy_id in self._registry.apply_weights_from(fresh, skip=self._canaries.owns_weights):
-                self._periodic.update_weight_metrics(strategy_id)
+            for strategy_id in self.registry.apply_weights_from(fresh, skip=self.canaries.owns_weights):
+                self.periodic.update_weight_metrics(strategy_id)
             message = f"model registry weights reloaded from {cfg.registry_path.name}"
         else:
             raise ValidationError("INVALID_TARGET", "target must name a config file", field="target")

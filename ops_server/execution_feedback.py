@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -37,6 +38,7 @@ TRACED_EXEC_TYPES = frozenset(
 FillQueue = asyncio.Queue[ops_pb2.Fill]
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class ExecutionFeedback:
     """Applies engine reports and delivers fills.
 
@@ -52,28 +54,17 @@ class ExecutionFeedback:
         tracing: ops' tracing.
     """
 
-    def __init__(
-        self,
-        *,
-        tracker: OrderTracker,
-        measurement: Measurement,
-        exposure: ExposureView,
-        cursor: ReportCursor,
-        link: EngineLink,
-        live_sink: LiveOrderSink,
-        paper_sink: PaperOrderSink,
-        metrics: OpsMetrics,
-        tracing: Tracing,
-    ) -> None:
-        self._tracker = tracker
-        self._measurement = measurement
-        self._exposure = exposure
-        self._cursor = cursor
-        self._link = link
-        self._live_sink = live_sink
-        self._paper_sink = paper_sink
-        self._metrics = metrics
-        self._tracing = tracing
+    tracker: OrderTracker
+    measurement: Measurement
+    exposure: ExposureView
+    cursor: ReportCursor
+    link: EngineLink
+    live_sink: LiveOrderSink
+    paper_sink: PaperOrderSink
+    metrics: OpsMetrics
+    tracing: Tracing
+
+    def __post_init__(self) -> None:
         self._streams: dict[str, set[FillQueue]] = {}
         self._connects = 0
 
@@ -97,18 +88,18 @@ class ExecutionFeedback:
             if report.seq == 0:  # an in-band rejection of a malformed command: nothing journaled to apply
                 log.warning("[OPS] engine rejected a command: %s", report.error.message)
                 continue
-            if self._cursor.seen(report.seq):
-                self._metrics.duplicate_reports.inc()
+            if self.cursor.seen(report.seq):
+                self.metrics.duplicate_reports.inc()
                 continue
-            self._cursor.mark(report.seq)
+            self.cursor.mark(report.seq)
             fresh.append(report)
-        self._tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
+        self.tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
         for report in fresh:
             self._apply(report, fan_out=True)
 
     def replay_report(self, report: engine_pb2.ExecutionReport) -> None:
         """Re-apply a journaled report at start (no fan-out, no metrics)."""
-        self._cursor.mark(report.seq)
+        self.cursor.mark(report.seq)
         self._apply(report, fan_out=False)
 
     def _apply(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
@@ -120,50 +111,50 @@ class ExecutionFeedback:
                 "nautilus.client_order_id": report.client_order_id,
                 "nautilus.model_id": report.model_id,
             }
-            span = self._tracing.consume("ops.report receive", report.trace, attrs, destination=ENGINE_ORDER_STREAM)
+            span = self.tracing.consume("ops.report receive", report.trace, attrs, destination=ENGINE_ORDER_STREAM)
         with span:
-            applied = self._tracker.apply_report(report, journal=False)
+            applied = self.tracker.apply_report(report, journal=False)
             if applied is not None:
                 self._apply_fill(applied, fan_out=fan_out)
 
     def _apply_fill(self, applied: AppliedFill, *, fan_out: bool) -> None:
         order, report = applied.order, applied.report
-        self._measurement.apply_fill(
+        self.measurement.apply_fill(
             order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
         )
         fill = wire.fill(order, report)
-        self._tracker.remember_fill(fill)
+        self.tracker.remember_fill(fill)
         if not fan_out:
             return
-        self._metrics.model(order.model_id).fills.inc()
+        self.metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
             latency = max(0.0, (time.time_ns() - order.created_ns) / 1e9)
-            self._metrics.signal_to_fill.observe(latency, trace_exemplar())  # the report's trace
+            self.metrics.signal_to_fill.observe(latency, trace_exemplar())  # the report's trace
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
-        with self._tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
+        with self.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
             for queue in self._streams.get(order.owner, ()):
                 try:
                     queue.put_nowait(fill)
                 except asyncio.QueueFull:
-                    self._metrics.fills_dropped.inc()
+                    self.metrics.fills_dropped.inc()
 
     # -- connection ------------------------------------------------------------------------
 
     def on_connected(self, *, resend: bool = True) -> None:
         """After each (re)connect: refresh instrument rules, re-send what may never have left (unless ``resend`` is
         False: the venues do not fit the config)."""
-        self._metrics.engine_connected.set(1)
+        self.metrics.engine_connected.set(1)
         self._connects += 1
         if self._connects > 1:
-            self._metrics.engine_reconnects.inc()
-        self._exposure.set_instruments(self._link.instruments.values())
-        pending = list(self._tracker.unacknowledged()) if resend else []
+            self.metrics.engine_reconnects.inc()
+        self.exposure.set_instruments(self.link.instruments.values())
+        pending = list(self.tracker.unacknowledged()) if resend else []
         if pending:
-            self._link.send(resend_commands(pending, self._live_sink, self._paper_sink))
+            self.link.send(resend_commands(pending, self.live_sink, self.paper_sink))
             log.info("[OPS] re-sent %d unacknowledged order(s) after connect", len(pending))
 
     async def close_gaps(self) -> None:
         """Reconcile when a report seq was skipped (reports of other sessions, or a lost frame)."""
-        self._metrics.engine_connected.set(1 if self._link.connected else 0)
-        if self._link.connected and self._cursor.highest > self._cursor.watermark:
-            self._metrics.reconciled_reports.inc(await self._link.reconcile())
+        self.metrics.engine_connected.set(1 if self.link.connected else 0)
+        if self.link.connected and self.cursor.highest > self.cursor.watermark:
+            self.metrics.reconciled_reports.inc(await self.link.reconcile())

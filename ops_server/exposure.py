@@ -32,6 +32,7 @@ class InstrumentRules:
     tick_size: Decimal
 
 
+@dataclass(eq=False, repr=False)
 class ExposureView:
     """Quotas, positions, open orders and marks of every model, read consistently on the event loop.
 
@@ -43,19 +44,13 @@ class ExposureView:
         shadow_capital_usd: the paper capital a SHADOW model is sized on, USD.
     """
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        allocator: CapitalAllocator,
-        measurement: Measurement,
-        tracker: OrderTracker,
-        shadow_capital_usd: Decimal,
-    ) -> None:
-        self._registry = registry
-        self._allocator = allocator
-        self._measurement = measurement
-        self._tracker = tracker
-        self._shadow_capital = shadow_capital_usd
+    registry: ModelRegistry
+    allocator: CapitalAllocator
+    measurement: Measurement
+    tracker: OrderTracker
+    shadow_capital_usd: Decimal
+
+    def __post_init__(self) -> None:
         self.rules: dict[str, InstrumentRules] = {}
         self._mark_time: dict[str, float] = {}
 
@@ -65,13 +60,13 @@ class ExposureView:
         """Model quota in USD: strategy allocation x routing weight, rounded down to the cent; paper capital in
         SHADOW. Rounding down keeps the sum of a strategy's quotas within its allocation."""
         if route.mode is RoutingMode.SHADOW:
-            return self._shadow_capital
-        raw = self._allocator.allocation_usd(route.strategy_id) * Decimal(repr(route.weight))
+            return self.shadow_capital_usd
+        raw = self.allocator.allocation_usd(route.strategy_id) * Decimal(repr(route.weight))
         return raw.quantize(CENT, rounding=ROUND_DOWN)
 
     def used_quota(self, model_id: str) -> Decimal:
         """Gross notional of a model's positions plus open orders at current marks, USD."""
-        route = self._registry.route(model_id)
+        route = self.registry.route(model_id)
         used = ZERO
         for instrument in route.instruments:
             mark = self.mark(instrument)
@@ -87,22 +82,22 @@ class ExposureView:
 
     def position(self, model_id: str, instrument: str) -> Decimal:
         """Filled position (signed quantity) of a model's book."""
-        return self._measurement.position(model_id, instrument)
+        return self.measurement.position(model_id, instrument)
 
     def open_quantity(self, model_id: str, instrument: str) -> Decimal:
         """Signed quantity of a book's orders still working at the engine."""
-        return self._tracker.open_quantity(model_id, instrument)
+        return self.tracker.open_quantity(model_id, instrument)
 
     def exposure_qty(self, model_id: str, instrument: str) -> Decimal:
         """Position plus open orders (signed quantity): what the next order is sized against."""
         return self.position(model_id, instrument) + self.open_quantity(model_id, instrument)
 
     def live_models(self) -> list[str]:
-        return [r.model_id for r in self._registry.routes() if r.mode is RoutingMode.LIVE]
+        return [r.model_id for r in self.registry.routes() if r.mode is RoutingMode.LIVE]
 
     def gross_exposure(self) -> Decimal:
         """Gross notional of every live model's positions at current marks, USD."""
-        return self._measurement.gross_exposure(self.live_models())
+        return self.measurement.gross_exposure(self.live_models())
 
     def risk_context(self, route: ModelRoute, instrument: str) -> RiskContext:
         """The numbers the rails check one order of ``route`` in ``instrument`` against."""
@@ -119,10 +114,10 @@ class ExposureView:
 
     def mark(self, instrument: str) -> Decimal | None:
         """The latest mid from the engine's quotes, or None before the first quote."""
-        return self._measurement.marks.get(instrument)
+        return self.measurement.marks.get(instrument)
 
     def marks(self) -> Mapping[str, Decimal]:
-        return self._measurement.marks
+        return self.measurement.marks
 
     def mark_age(self, instrument: str) -> float | None:
         """Seconds since the instrument's last quote (monotonic clock), or None before the first."""
@@ -133,7 +128,7 @@ class ExposureView:
         now = time.monotonic()
         for quote in quotes:
             if quote.mid:
-                self._measurement.set_mark(quote.instrument, Decimal(quote.mid))
+                self.measurement.set_mark(quote.instrument, Decimal(quote.mid))
                 self._mark_time[quote.instrument] = now
 
     def set_instruments(self, specs: Iterable[engine_pb2.InstrumentInfo]) -> None:

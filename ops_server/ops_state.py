@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def utc_day(now: float) -> tuple[int, int, int]:
     return year, month, day
 
 
+@dataclass(eq=False, repr=False)
 class OpsState:
     """Saves and restores ops' state documents.
 
@@ -43,34 +45,27 @@ class OpsState:
         legacy_path: the pre-store ``state.json``, imported once when the store is empty.
     """
 
-    def __init__(
-        self,
-        store: StateStore,
-        allocator: CapitalAllocator,
-        risk: RiskRails,
-        canaries: CanaryManager,
-        measurement: Measurement,
-        legacy_path: Path,
-    ) -> None:
-        self.store = store
-        self._allocator = allocator
-        self._risk = risk
-        self._canaries = canaries
-        self._measurement = measurement
-        self._legacy_path = legacy_path
+    store: StateStore
+    allocator: CapitalAllocator
+    risk: RiskRails
+    canaries: CanaryManager
+    measurement: Measurement
+    legacy_path: Path
+
+    def __post_init__(self) -> None:
         self.trading_day = utc_day(time.time())
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""
         documents = {
-            "allocator": self._allocator.snapshot(),
-            "risk": self._risk.snapshot(),
-            "canaries": self._canaries.snapshot(),
-            "drawdown": self._measurement.drawdown_state(),
+            "allocator": self.allocator.snapshot(),
+            "risk": self.risk.snapshot(),
+            "canaries": self.canaries.snapshot(),
+            "drawdown": self.measurement.drawdown_state(),
             "trading_day": {
                 "day": list(self.trading_day),
                 "day_start_equity": {
-                    m: str(self._measurement.book(m).day_start_equity) for m in self._measurement.models()
+                    m: str(self.measurement.book(m).day_start_equity) for m in self.measurement.models()
                 },
             },
         }
@@ -88,7 +83,7 @@ class OpsState:
         today = utc_day(now)
         if today == self.trading_day:
             return False
-        self._measurement.start_day()
+        self.measurement.start_day()
         self.trading_day = today
         return True
 
@@ -97,11 +92,11 @@ class OpsState:
         self._import_legacy()
         state = {key: self.store.get(key) for key in _PARTS}
         if state["allocator"] is not None:
-            self._allocator.restore(state["allocator"])
+            self.allocator.restore(state["allocator"])
         if state["risk"] is not None:
-            self._risk.restore(state["risk"])
+            self.risk.restore(state["risk"])
         if state["canaries"] is not None:
-            self._canaries.restore(state["canaries"])
+            self.canaries.restore(state["canaries"])
         if any(value is not None for value in state.values()):
             log.info("[OPS] restored allocator and risk state from %s", self.store.location)
 
@@ -113,16 +108,16 @@ class OpsState:
         """
         drawdown = self.store.get("drawdown")
         if drawdown:
-            self._measurement.restore_drawdown_state(drawdown)
+            self.measurement.restore_drawdown_state(drawdown)
         saved = self.store.get("trading_day") or {}
         if tuple(saved.get("day", ())) == self.trading_day:
             for model_id, equity in saved.get("day_start_equity", {}).items():
-                self._measurement.book(model_id).day_start_equity = Decimal(equity)
+                self.measurement.book(model_id).day_start_equity = Decimal(equity)
         else:
-            self._measurement.start_day()
+            self.measurement.start_day()
 
     def _import_legacy(self) -> None:
-        legacy = self._legacy_path
+        legacy = self.legacy_path
         if not legacy.exists():
             return
         if any(self.store.get(key) is not None for key in (*_PARTS, "trading_day")):

@@ -45,6 +45,7 @@ class _GuardBaseline:
     decisions: Counter[str]
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class PeriodicDecisions:
     """Sampling, allocation and canary evaluation, each run by ops on its own interval.
 
@@ -62,81 +63,68 @@ class PeriodicDecisions:
         shadow_capital_usd: the paper capital of a paper twin, USD.
     """
 
-    def __init__(
-        self,
-        *,
-        registry: ModelRegistry,
-        measurement: Measurement,
-        exposure: ExposureView,
-        allocator: CapitalAllocator,
-        risk: RiskRails,
-        canaries: CanaryManager,
-        signals: SignalPath,
-        events: EventHub,
-        metrics: OpsMetrics,
-        state: OpsState,
-        shadow_capital_usd: Decimal,
-    ) -> None:
-        self._registry = registry
-        self._measurement = measurement
-        self._exposure = exposure
-        self._allocator = allocator
-        self._risk = risk
-        self._canaries = canaries
-        self._signals = signals
-        self._events = events
-        self._metrics = metrics
-        self._state = state
-        self._shadow_capital = shadow_capital_usd
+    registry: ModelRegistry
+    measurement: Measurement
+    exposure: ExposureView
+    allocator: CapitalAllocator
+    risk: RiskRails
+    canaries: CanaryManager
+    signals: SignalPath
+    events: EventHub
+    metrics: OpsMetrics
+    state: OpsState
+    shadow_capital_usd: Decimal
+
+    def __post_init__(self) -> None:
         self.last_allocation: AllocationDecision | None = None
         self.last_sample_at: float | None = None
         """Epoch seconds of the last equity sample (health)."""
         # Each strategy's return per sample, combined with the routing weights in force when it was taken.
         self._strategy_returns: dict[str, deque[float]] = {}
         self._guard_baselines: dict[str, _GuardBaseline] = {}
-        for run in canaries.runs.values():  # each canary's current step counts from now
+        for run in self.canaries.runs.values():  # each canary's current step counts from now
             self._guard_baseline(run.controller.canary_model)
 
     # -- sampling --------------------------------------------------------------------------
 
     def capital_bases(self) -> dict[str, Decimal]:
         """Each book's capital base in USD: the model's quota, or the paper capital of a paper twin."""
-        bases = {r.book: self._exposure.quota(r) for r in self._registry.routes()}
-        for run in self._canaries.runs.values():
-            bases[paper_book(run.controller.stable_model)] = self._shadow_capital
+        bases = {r.book: self.exposure.quota(r) for r in self.registry.routes()}
+        for run in self.canaries.runs.values():
+            bases[paper_book(run.controller.stable_model)] = self.shadow_capital_usd
         return bases
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
         now = self.last_sample_at = time.time()
-        self._state.roll_day(now)  # daily-loss limits count from UTC midnight
+        self.state.roll_day(now)  # daily-loss limits count from UTC midnight
         bases = self.capital_bases()
-        sampled = self._measurement.sample(now, bases)
-        self._canaries.record_sample(sampled)
+        sampled = self.measurement.sample(now, bases)
+        self.canaries.record_sample(sampled)
         self.record_strategy_returns(sampled)
-        m = self._metrics
-        for route in self._registry.routes():
+        m = self.metrics
+        for route in self.registry.routes():
             model = route.model_id
-            perf = self._measurement.performance(route.book)
+            perf = self.measurement.performance(route.book)
             m.model_pnl.labels(model).set(float(perf.equity))
             m.model_sharpe.labels(model).set(perf.sharpe_annual)
             m.model_drawdown_ratio.labels(model).set(perf.drawdown_ratio)
             m.model_max_drawdown_ratio.labels(model).set(perf.max_drawdown_ratio)
             m.model_max_drawdown_usd.labels(model).set(float(perf.max_drawdown_usd))
-            m.trading_state.labels("model", model).set(STATE_NUMBER[self._risk.state(model).value])
+            m.trading_state.labels("model", model).set(STATE_NUMBER[self.risk.state(model).value])
             for instrument in route.instruments:
-                position = self._measurement.position(route.book, instrument)
+                position = self.measurement.position(route.book, instrument)
                 m.model_position.labels(model, instrument).set(float(position))
             if route.mode is RoutingMode.LIVE:
-                drawdown_ratio = self._measurement.drawdown_ratio(model)
-                self._risk.update_pnl(model, self._measurement.daily_pnl(model), drawdown_ratio)
-        m.trading_state.labels("global", "").set(STATE_NUMBER[self._risk.global_state.value])
+                drawdown_ratio = self.measurement.drawdown_ratio(model)
+                self.risk.update_pnl(model, self.measurement.daily_pnl(model), drawdown_ratio)
+        m.trading_state.labels("global", "").set(STATE_NUMBER[self.risk.global_state.value])
         self.update_allocation_metrics()
 
     def record_strategy_returns(self, sampled: Mapping[str, float]) -> None:
         """Append each strategy's return of this sample: its live models' returns by the weights in force now."""
-        for strategy in self._registry.strategies():
-            routes = [r for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
+        for strategy in self.registry.strategies():
+            routes = [r for r in self.registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
             if not any(r.model_id in sampled for r in routes):
                 continue  # no live model had a return to give (first sample, or no capital)
             combined = sum(r.weight * sampled.get(r.model_id, 0.0) for r in routes)
@@ -144,18 +132,18 @@ class PeriodicDecisions:
 
     def strategy_returns(self) -> dict[str, list[float]]:
         """Per strategy: its return per sample, each combined with the routing weights in force when it was taken."""
-        return {s: list(self._strategy_returns.get(s, ())) for s in self._registry.strategies()}
+        return {s: list(self._strategy_returns.get(s, ())) for s in self.registry.strategies()}
 
     def strategy_stats(self) -> list[ops_pb2.ModelStats]:
         """Per strategy: its live models' PnL summed, and statistics of the weight-combined return series."""
         out = []
         returns = self.strategy_returns()
-        for strategy in self._registry.strategies():
-            live = [r.model_id for r in self._registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
-            perfs = [self._measurement.performance(model) for model in live]
+        for strategy in self.registry.strategies():
+            live = [r.model_id for r in self.registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
+            perfs = [self.measurement.performance(model) for model in live]
             series = returns.get(strategy, [])
-            bars = self._measurement.bar_returns(series)
-            max_usd = drawdown_of_pnl_curve(self._measurement.combined_equity(live))
+            bars = self.measurement.bar_returns(series)
+            max_usd = drawdown_of_pnl_curve(self.measurement.combined_equity(live))
             index = _equity_index(series)
             out.append(
                 ops_pb2.ModelStats(
@@ -166,7 +154,7 @@ class PeriodicDecisions:
                     fees=fmt(sum((p.fees for p in perfs), start=ZERO)),
                     slippage=fmt(sum((p.slippage for p in perfs), start=ZERO)),
                     equity=fmt(sum((p.equity for p in perfs), start=ZERO)),
-                    sharpe=self._measurement.annual_sharpe(series),
+                    sharpe=self.measurement.annual_sharpe(series),
                     max_drawdown=max_usd,
                     max_drawdown_usd=max_usd,
                     max_drawdown_ratio=performance.max_drawdown(index) if index else 0.0,
@@ -174,7 +162,7 @@ class PeriodicDecisions:
                     hit_rate=performance.hit_rate(bars) if bars else 0.0,
                     observations=len(bars),
                     fills=sum(p.fills for p in perfs),
-                    bar_seconds=self._measurement.bar_seconds,
+                    bar_seconds=self.measurement.bar_seconds,
                 )
             )
         return out
@@ -183,36 +171,36 @@ class PeriodicDecisions:
 
     def run_allocation(self, forced: bool = False) -> AllocationDecision:
         """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids)."""
-        decision = self._allocator.run_cycle(self.strategy_returns(), time.time(), forced=forced)
-        self._metrics.allocation_decisions.labels(decision.reason.value).inc()
+        decision = self.allocator.run_cycle(self.strategy_returns(), time.time(), forced=forced)
+        self.metrics.allocation_decisions.labels(decision.reason.value).inc()
         if decision.changed or forced:
             weights = {f"weight.{k}": f"{v:.6f}" for k, v in decision.new_weights.items()}
-            self._events.publish("ALLOCATION", decision.message, reason=decision.reason.value, **weights)
-            self._state.save()
+            self.events.publish("ALLOCATION", decision.message, reason=decision.reason.value, **weights)
+            self.state.save()
         else:
-            self._events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
+            self.events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
         self.last_allocation = decision
         self.update_allocation_metrics()
         return decision
 
     def update_allocation_metrics(self) -> None:
         """``strategy_allocation_fraction`` and ``allocated_capital_usd`` (0 for a model that is not live)."""
-        for strategy, weight in self._allocator.weights.items():
-            self._metrics.strategy_allocation.labels(strategy).set(weight)
-        for route in self._registry.routes():
-            quota = self._exposure.quota(route) if route.mode is RoutingMode.LIVE else ZERO
-            self._metrics.allocated_capital.labels(route.model_id).set(float(quota))
+        for strategy, weight in self.allocator.weights.items():
+            self.metrics.strategy_allocation.labels(strategy).set(weight)
+        for route in self.registry.routes():
+            quota = self.exposure.quota(route) if route.mode is RoutingMode.LIVE else ZERO
+            self.metrics.allocated_capital.labels(route.model_id).set(float(quota))
 
     def update_weight_metrics(self, strategy_id: str) -> None:
         """``canary_weight`` of every model of a strategy, after its routing weights changed."""
-        for route in self._registry.models_of(strategy_id):
-            self._metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
+        for route in self.registry.models_of(strategy_id):
+            self.metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
         self.update_allocation_metrics()
 
     # -- canaries --------------------------------------------------------------------------
 
     def evaluate_canaries(self) -> list[CanaryEvent]:
-        return self._canaries.evaluate(self.canary_guards)
+        return self.canaries.evaluate(self.canary_guards)
 
     def canary_guards(self, model_id: str) -> GuardSnapshot:
         """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate.
@@ -221,22 +209,22 @@ class PeriodicDecisions:
         is its rejected decisions other than risk denials (already counted as breaches, or not the model's fault)
         over its decisions, since the step began too.
         """
-        route = self._registry.route(model_id)
+        route = self.registry.route(model_id)
         book = route.book  # the paper book while the canary is in shadow
         baseline = self._guard_baseline(model_id)
-        decisions = self._signals.decision_counts(model_id) - baseline.decisions
+        decisions = self.signals.decision_counts(model_id) - baseline.decisions
         total = sum(decisions.values())
-        risk_denials = self._risk.rejections_of(model_id) - baseline.risk_rejections
+        risk_denials = self.risk.rejections_of(model_id) - baseline.risk_rejections
         errors = max(0, decisions["REJECTED"] - risk_denials)
         return GuardSnapshot(
-            drawdown_ratio=self._measurement.drawdown_ratio(book),
-            daily_loss=float(max(ZERO, -self._measurement.daily_pnl(book))),
-            risk_breaches=self._risk.capital_breaches(model_id) - baseline.capital_breaches,
+            drawdown_ratio=self.measurement.drawdown_ratio(book),
+            daily_loss=float(max(ZERO, -self.measurement.daily_pnl(book))),
+            risk_breaches=self.risk.capital_breaches(model_id) - baseline.capital_breaches,
             error_rate=errors / total if total else 0.0,
         )
 
     def _canary_step(self, model_id: str) -> tuple[str, int]:
-        for run in self._canaries.runs.values():
+        for run in self.canaries.runs.values():
             if run.controller.canary_model == model_id:
                 status = run.controller.status()
                 return status.step_started_at.isoformat(), status.step_index
@@ -250,17 +238,17 @@ class PeriodicDecisions:
         if baseline is None or baseline.step != step:
             baseline = _GuardBaseline(
                 step=step,
-                capital_breaches=self._risk.capital_breaches(model_id),
-                risk_rejections=self._risk.rejections_of(model_id),
-                decisions=Counter(self._signals.decision_counts(model_id)),
+                capital_breaches=self.risk.capital_breaches(model_id),
+                risk_rejections=self.risk.rejections_of(model_id),
+                decisions=Counter(self.signals.decision_counts(model_id)),
             )
             self._guard_baselines[model_id] = baseline
         return baseline
 
     def on_canary_event(self, event: CanaryEvent) -> None:
         """Audit a controller event, refresh the weight gauges, persist."""
-        self._metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
-        self._events.publish(
+        self.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
+        self.events.publish(
             "CANARY",
             event.message,
             strategy=event.strategy,
@@ -273,7 +261,7 @@ class PeriodicDecisions:
         )
         self.update_weight_metrics(event.strategy)
         self._guard_baseline(event.model_id)  # a new step starts counting breaches from here
-        self._state.save()
+        self.state.save()
 
 
 def _equity_index(returns: list[float]) -> list[float]:

@@ -73,35 +73,23 @@ EVERYTHING = Scope("operator", None, None)
 """The operator's scope: every model and strategy."""
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class OpsQueries:
     """Answers the read RPCs of OpsService (and the reads of OpsAdminService)."""
 
-    def __init__(
-        self,
-        *,
-        registry: ModelRegistry,
-        measurement: Measurement,
-        exposure: ExposureView,
-        tracker: OrderTracker,
-        allocator: CapitalAllocator,
-        risk: RiskRails,
-        canaries: CanaryManager,
-        periodic: PeriodicDecisions,
-        events: EventHub,
-    ) -> None:
-        self._registry = registry
-        self._measurement = measurement
-        self._exposure = exposure
-        self._tracker = tracker
-        self._allocator = allocator
-        self._risk = risk
-        self._canaries = canaries
-        self._periodic = periodic
-        self._events = events
+    registry: ModelRegistry
+    measurement: Measurement
+    exposure: ExposureView
+    tracker: OrderTracker
+    allocator: CapitalAllocator
+    risk: RiskRails
+    canaries: CanaryManager
+    periodic: PeriodicDecisions
+    events: EventHub
 
     def scope_of(self, principal: Principal) -> Scope:
         """A strategy token's scope: its models and the strategies they belong to."""
-        strategies = frozenset(self._registry.route(m).strategy_id for m in principal.models if self._registry.knows(m))
+        strategies = frozenset(self.registry.route(m).strategy_id for m in principal.models if self.registry.knows(m))
         return Scope(principal.name, principal.models, strategies)
 
     def _routes(self, scope: Scope, model_id: str = "", strategy_id: str = "") -> list[ModelRoute]:
@@ -109,7 +97,7 @@ class OpsQueries:
         scope.require_strategy(strategy_id)
         return [
             r
-            for r in self._registry.routes()
+            for r in self.registry.routes()
             if (not model_id or r.model_id == model_id)
             and (not strategy_id or r.strategy_id == strategy_id)
             and scope.sees_model(r.model_id)
@@ -118,20 +106,20 @@ class OpsQueries:
     # -- models and capital ----------------------------------------------------------------
 
     def model_info(self, route: ModelRoute) -> ops_pb2.ModelInfo:
-        return wire.model_info(route, self._exposure.quota(route), self._risk.state(route.model_id))
+        return wire.model_info(route, self.exposure.quota(route), self.risk.state(route.model_id))
 
     def models(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.ModelInfo]:
         return [self.model_info(r) for r in self._routes(scope, strategy_id=strategy_id)]
 
     def route(self, model_id: str) -> ModelRoute:
         """A model's route; NotFoundError ``UNKNOWN_MODEL`` for an unknown id."""
-        return self._registry.route(model_id)
+        return self.registry.route(model_id)
 
     def quota(self, model_id: str, scope: Scope = EVERYTHING) -> ops_pb2.GetModelQuotaResponse:
         scope.require_model(model_id)
-        route = self._registry.route(model_id)
-        quota = self._exposure.quota(route)
-        used = self._exposure.used_quota(route.model_id)
+        route = self.registry.route(model_id)
+        quota = self.exposure.quota(route)
+        used = self.exposure.used_quota(route.model_id)
         return ops_pb2.GetModelQuotaResponse(
             model_id=route.model_id,
             quota_usd=fmt(quota),
@@ -140,21 +128,21 @@ class OpsQueries:
         )
 
     def allocations(self, scope: Scope = EVERYTHING) -> ops_pb2.GetAllocationsResponse:
-        last = self._periodic.last_allocation
+        last = self.periodic.last_allocation
         return ops_pb2.GetAllocationsResponse(
-            allocations=[a for a in wire.allocations(self._allocator) if scope.sees_strategy(a.strategy_id)],
-            total_capital_usd=fmt(self._allocator.policy.total_capital),
-            updated_at_unix_nanos=wire.unix_nanos(self._allocator.last_applied_at),
+            allocations=[a for a in wire.allocations(self.allocator) if scope.sees_strategy(a.strategy_id)],
+            total_capital_usd=fmt(self.allocator.policy.total_capital),
+            updated_at_unix_nanos=wire.unix_nanos(self.allocator.last_applied_at),
             last_reason=last.reason.value if last is not None else "",
         )
 
     def allocation_weights(self) -> dict[str, float]:
         """Each strategy's capital fraction."""
-        return dict(self._allocator.weights)
+        return dict(self.allocator.weights)
 
     def allocation_usd(self, strategy_id: str) -> Decimal:
         """A strategy's capital in USD."""
-        return self._allocator.allocation_usd(strategy_id)
+        return self.allocator.allocation_usd(strategy_id)
 
     # -- positions and performance ---------------------------------------------------------
 
@@ -162,43 +150,43 @@ class OpsQueries:
         """Positions per model and instrument; a shadow model shows its paper book."""
         out = []
         for route in self._routes(scope, model_id=model_id):
-            book = self._measurement.book(route.book)
+            book = self.measurement.book(route.book)
             for instrument, state in sorted(book.positions.items()):
-                rules = self._exposure.rules.get(instrument)
+                rules = self.exposure.rules.get(instrument)
                 tick = rules.tick_size if rules is not None else None
-                out.append(wire.position(route, instrument, state, self._exposure.mark(instrument), tick))
+                out.append(wire.position(route, instrument, state, self.exposure.mark(instrument), tick))
         return out
 
     def position(self, book: str, instrument: str) -> Decimal:
         """Filled position (signed quantity) of a book (a model id, or ``<model>@paper``)."""
-        return self._measurement.position(book, instrument)
+        return self.measurement.position(book, instrument)
 
     def fills_of(self, book: str) -> int:
         """How many fills a book has applied."""
-        return self._measurement.book(book).fills
+        return self.measurement.book(book).fills
 
     def mark(self, instrument: str) -> Decimal | None:
-        return self._exposure.mark(instrument)
+        return self.exposure.mark(instrument)
 
     def marks(self) -> dict[str, Decimal]:
-        return dict(self._exposure.marks())
+        return dict(self.exposure.marks())
 
     def stats(self, model_id: str = "", scope: Scope = EVERYTHING) -> ops_pb2.GetModelStatsResponse:
         routes = self._routes(scope, model_id=model_id)
-        bar = self._measurement.bar_seconds
-        models = [wire.model_stats(r, self._measurement.performance(r.book), bar) for r in routes]
-        strategies = [s for s in self._periodic.strategy_stats() if scope.sees_strategy(s.strategy_id)]
+        bar = self.measurement.bar_seconds
+        models = [wire.model_stats(r, self.measurement.performance(r.book), bar) for r in routes]
+        strategies = [s for s in self.periodic.strategy_stats() if scope.sees_strategy(s.strategy_id)]
         return ops_pb2.GetModelStatsResponse(models=models, strategies=strategies)
 
     # -- orders and fills ------------------------------------------------------------------
 
     def order(self, client_order_id: str) -> TrackedOrder | None:
         """One of ops' orders by client order id (None when unknown or past the history window)."""
-        return self._tracker.orders.get(client_order_id)
+        return self.tracker.orders.get(client_order_id)
 
     def previous_decision(self, model_id: str, signal_id: str) -> ops_pb2.SignalDecision | None:
         """The decision already taken for a signal id, within the dedupe window."""
-        return self._tracker.previous_decision(model_id, signal_id)
+        return self.tracker.previous_decision(model_id, signal_id)
 
     def orders(
         self, model_id: str, page_size: int, page_token: str, scope: Scope = EVERYTHING
@@ -207,7 +195,7 @@ class OpsQueries:
         scope.require_model(model_id)
         orders = [
             o
-            for o in reversed(self._tracker.orders.values())
+            for o in reversed(self.tracker.orders.values())
             if (not model_id or o.model_id == model_id) and scope.sees_model(o.owner or o.model_id)
         ]
         page = paginate(orders, page_size, page_token)
@@ -218,7 +206,7 @@ class OpsQueries:
         scope.require_model(model_id)
         fills = [
             f
-            for f in reversed(self._tracker.fills.values())
+            for f in reversed(self.tracker.fills.values())
             if (not model_id or f.model_id == model_id) and scope.sees_model(f.model_id)
         ]
         return paginate(fills, page_size, page_token)
@@ -228,32 +216,32 @@ class OpsQueries:
     def fills_after(self, seq: int, models: frozenset[str]) -> list[ops_pb2.Fill]:
         """Fills of ``models`` with a seq above ``seq``, oldest first (within the fill history ops keeps)."""
         return sorted(
-            (f for f in self._tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
+            (f for f in self.tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
         )
 
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)
         return [
             wire.canary_status(run.controller.status(), run.controller.config.schedule)
-            for sid, run in self._canaries.runs.items()
+            for sid, run in self.canaries.runs.items()
             if (not strategy_id or sid == strategy_id) and scope.sees_strategy(sid)
         ]
 
     def risk_limits(self, scope: Scope = EVERYTHING) -> dict[str, Any]:
-        limits = wire.limits(self._risk.limits)
+        limits = wire.limits(self.risk.limits)
         limits["models"] = {m: v for m, v in limits["models"].items() if scope.sees_model(m)}
         return limits
 
     def trading_states(self, scope: Scope = EVERYTHING) -> ops_pb2.GetTradingStateResponse:
-        models = {r.model_id: self._risk.state(r.model_id) for r in self._routes(scope)}
-        return wire.trading_states(self._risk.global_state, self._risk.kill_switch_engaged, models)
+        models = {r.model_id: self.risk.state(r.model_id) for r in self._routes(scope)}
+        return wire.trading_states(self.risk.global_state, self.risk.kill_switch_engaged, models)
 
     def trading_state(self, model_id: str | None = None) -> TradingState:
         """The effective state of a model, or the global state when ``model_id`` is None."""
-        return self._risk.global_state if model_id is None else self._risk.state(model_id)
+        return self.risk.global_state if model_id is None else self.risk.state(model_id)
 
     def recent_events(self) -> Iterable[OpsEvent]:
-        return tuple(self._events.recent)
+        return tuple(self.events.recent)
 
     @staticmethod
     def event_visible(event: OpsEvent, scope: Scope) -> bool:
@@ -265,7 +253,7 @@ class OpsQueries:
         return bool((model and scope.sees_model(model)) or (strategy and scope.sees_strategy(strategy)))
 
     def subscribe_events(self) -> asyncio.Queue[OpsEvent]:
-        return self._events.subscribe()
+        return self.events.subscribe()
 
     def unsubscribe_events(self, queue: asyncio.Queue[OpsEvent]) -> None:
-        self._events.unsubscribe(queue)
+        self.events.unsubscribe(queue)
