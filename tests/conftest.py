@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +18,8 @@ import pytest
 
 from engine_server.config import EngineConfig
 from engine_server.server import EngineServer
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2_grpc
 from ops_server.config import OpsConfig, StrategyAccess
 from ops_server.server import OpsServer
@@ -149,35 +153,94 @@ async def stop_mesh(mesh: Mesh) -> None:
     await mesh.engine.stop(grace=0.5)
 
 
+@contextlib.asynccontextmanager
+async def running_mesh(
+    tmp: Path, *, engine: dict[str, Any] | None = None, ops: dict[str, Any] | None = None
+) -> AsyncIterator[Mesh]:
+    """An in-process mesh (engine and ops, config overrides as in :func:`start_mesh`), stopped on exit."""
+    mesh = await start_mesh(tmp, engine=engine, ops=ops)
+    try:
+        yield mesh
+    finally:
+        await stop_mesh(mesh)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(tmp: Path, **overrides: Any) -> AsyncIterator[EngineServer]:
+    """An in-process engine on :func:`engine_config` with ``overrides``, stopped on exit."""
+    server = EngineServer(engine_config(tmp, **overrides))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=0.1)
+
+
+def order_command(
+    coid: str,
+    qty: str = "1",
+    price: str = "",
+    *,
+    side: common_pb2.Side.ValueType = common_pb2.SIDE_BUY,
+    tif: common_pb2.TimeInForce.ValueType | None = None,
+    venue: str = "sim",
+    account: str = "main",
+    model_id: str = "momentum_v1",
+    instrument: str = "BTC-USD",
+) -> engine_pb2.OrderCommand:
+    """A new-order command: LIMIT at ``price`` (GTC unless ``tif``), or MARKET IOC when no price is given."""
+    return engine_pb2.OrderCommand(
+        new_order=engine_pb2.NewOrder(
+            client_order_id=coid,
+            venue=venue,
+            account=account,
+            model_id=model_id,
+            instrument=instrument,
+            side=side,
+            order_type=common_pb2.ORDER_TYPE_LIMIT if price else common_pb2.ORDER_TYPE_MARKET,
+            time_in_force=tif or (common_pb2.TIME_IN_FORCE_GTC if price else common_pb2.TIME_IN_FORCE_IOC),
+            quantity=qty,
+            limit_price=price,
+        )
+    )
+
+
+def flat_venues() -> list[dict[str, Any]]:
+    """The ``sim`` venue on :func:`flat_instruments` (seed 1) and a ``paper`` venue following it."""
+    return [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+
+
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh on the demo registry with a seeded, moving market."""
-    m = await start_mesh(tmp_path)
-    try:
+    async with running_mesh(tmp_path) as m:
         yield m
-    finally:
-        await stop_mesh(m)
 
 
 @pytest.fixture
 async def metered_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh with /metrics served by ops and engine (ports picked by the OS)."""
-    m = await start_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0})
-    try:
+    async with running_mesh(tmp_path, engine={"metrics_port": 0}, ops={"metrics_port": 0}) as m:
         yield m
-    finally:
-        await stop_mesh(m)
 
 
 @pytest.fixture
 async def flat_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh with a market whose mid stays at 100.00 (exact numbers)."""
-    venues = [
-        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
-        {"name": "paper", "adapter": "paper", "follows": "sim"},
-    ]
-    m = await start_mesh(tmp_path, engine={"venues": venues})
-    try:
+    async with running_mesh(tmp_path, engine={"venues": flat_venues()}) as m:
         yield m
-    finally:
-        await stop_mesh(m)
+
+
+@pytest.fixture
+async def small_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
+    """The flat market with 4000 of capital: momentum's allocation, its quota, is exactly 2000."""
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"
+    risk_file = tmp_path / "risk_limits.json"
+    shutil.copy(DEMO / "risk_limits.json", risk_file)
+    ops = {"capital_policy_path": write_json(tmp_path / "policy.json", policy), "risk_limits_path": risk_file}
+    async with running_mesh(tmp_path, engine={"venues": flat_venues()}, ops=ops) as m:
+        yield m

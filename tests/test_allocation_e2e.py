@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh, write_json
+from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh, write_json
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 ADMIN = (("x-ops-token", ADMIN_TOKEN),)
@@ -68,8 +68,7 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
 async def test_trigger_allocation_when_policy_disables_manual_is_permission_denied(tmp_path: Path) -> None:
     policy = json.loads((DEMO / "capital_policy.json").read_text())
     policy["allow_manual"] = False
-    mesh = await start_mesh(tmp_path, ops={"capital_policy_path": write_json(tmp_path / "p.json", policy)})
-    try:
+    async with running_mesh(tmp_path, ops={"capital_policy_path": write_json(tmp_path / "p.json", policy)}) as mesh:
         seed_returns(mesh)
         async with mesh.channel() as channel:
             admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
@@ -78,8 +77,6 @@ async def test_trigger_allocation_when_policy_disables_manual_is_permission_deni
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "MANUAL_ALLOCATION_DISABLED" in (caught.value.details() or "")
         assert mesh.ops.core.queries.allocation_weights() == {"momentum": 0.5, "meanrev": 0.5}
-    finally:
-        await stop_mesh(mesh)
 
 
 async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: Mesh) -> None:

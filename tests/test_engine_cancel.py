@@ -10,10 +10,9 @@ import grpc
 import pytest
 
 from engine_server.server import EngineServer
-from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
-from tests.conftest import ENGINE_TOKEN, engine_config, flat_instruments
+from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine
 
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "cancel-session"))
 Report = engine_pb2.ExecutionReport
@@ -26,29 +25,12 @@ async def engine(tmp_path: Path) -> AsyncIterator[EngineServer]:
         {"name": "paper", "adapter": "paper", "follows": "sim"},
     ]
     rails = {"sim": {"max_order_qty": "50", "max_order_notional": "4000"}, "paper": {"max_messages_per_second": 100}}
-    server = EngineServer(engine_config(tmp_path, venues=venues, rails=rails))
-    await server.start()
-    try:
+    async with running_engine(tmp_path, venues=venues, rails=rails) as server:
         yield server
-    finally:
-        await server.stop(grace=0.1)
 
 
 def new_order(coid: str, qty: str, price: str = "", venue: str = "sim") -> engine_pb2.OrderCommand:
-    return engine_pb2.OrderCommand(
-        new_order=engine_pb2.NewOrder(
-            client_order_id=coid,
-            venue=venue,
-            account="a",
-            model_id="m",
-            instrument="BTC-USD",
-            side=common_pb2.SIDE_BUY,
-            order_type=common_pb2.ORDER_TYPE_LIMIT if price else common_pb2.ORDER_TYPE_MARKET,
-            time_in_force=common_pb2.TIME_IN_FORCE_GTC if price else common_pb2.TIME_IN_FORCE_IOC,
-            quantity=qty,
-            limit_price=price,
-        )
-    )
+    return order_command(coid, qty, price, venue=venue, account="a", model_id="m")
 
 
 def cancel(coid: str) -> engine_pb2.OrderCommand:

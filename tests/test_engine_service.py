@@ -13,7 +13,7 @@ import pytest
 from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
-from tests.conftest import ENGINE_TOKEN, engine_config, flat_instruments
+from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine
 
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "test-session"))
 
@@ -30,30 +30,12 @@ async def engine(tmp_path: Path) -> AsyncIterator[EngineServer]:
             "message_burst": 4,
         }
     }
-    server = EngineServer(engine_config(tmp_path, venues=venues, rails=rails))
-    await server.start()
-    try:
+    async with running_engine(tmp_path, venues=venues, rails=rails) as server:
         yield server
-    finally:
-        await server.stop(grace=0.1)
 
 
 def new_order(coid: str, qty: str, price: str = "", side: int = common_pb2.SIDE_BUY) -> engine_pb2.OrderCommand:
-    limit = bool(price)
-    return engine_pb2.OrderCommand(
-        new_order=engine_pb2.NewOrder(
-            client_order_id=coid,
-            venue="sim",
-            account="a",
-            model_id="m",
-            instrument="BTC-USD",
-            side=side,  # type: ignore[arg-type]
-            order_type=common_pb2.ORDER_TYPE_LIMIT if limit else common_pb2.ORDER_TYPE_MARKET,
-            time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-            quantity=qty,
-            limit_price=price,
-        )
-    )
+    return order_command(coid, qty, price, side=side, tif=common_pb2.TIME_IN_FORCE_IOC, account="a", model_id="m")
 
 
 async def exchange(engine: EngineServer, commands: list[engine_pb2.OrderCommand]) -> list[engine_pb2.ExecutionReport]:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, start_mesh, stop_mesh, wait_until
+from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, running_mesh, start_mesh, stop_mesh, wait_until
 
 FLOOD_FRAMES = 50
 FRAME = 100
@@ -78,8 +78,7 @@ async def test_stream_when_a_neighbour_floods_without_reading_still_gets_its_dec
 
 
 async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_band(tmp_path: Path) -> None:
-    mesh = await start_mesh(tmp_path, ops={"intake_signals_per_second": 10, "intake_burst": 10})
-    try:
+    async with running_mesh(tmp_path, ops={"intake_signals_per_second": 10, "intake_burst": 10}) as mesh:
         signals = [
             ops_pb2.Signal(signal_id=f"rate-{i}", model_id="momentum_v1", instrument="BTC-USD", target=0.0)
             for i in range(30)
@@ -97,5 +96,3 @@ async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_ban
         assert [d.signal_id for d in refused] == [f"rate-{i}" for i in range(10, 30)]
         registry = mesh.ops.core.metrics.registry
         assert registry.get_sample_value("intake_rejections_total", {"strategy": "momentum"}) == 20
-    finally:
-        await stop_mesh(mesh)

@@ -19,7 +19,7 @@ import pytest
 from clients import EngineClient, OpsClient
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from ops_server.config import StrategyAccess
-from tests.conftest import DEMO, ENGINE_TOKEN, MEANREV_TOKEN, MOMENTUM_TOKEN, ROOT, start_mesh, stop_mesh
+from tests.conftest import DEMO, ENGINE_TOKEN, MEANREV_TOKEN, MOMENTUM_TOKEN, ROOT, running_mesh
 
 PAGE = ROOT / "docs" / "getting-started.md"
 _BLOCK = re.compile(r"^```(\w+) ([\w.]+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -52,8 +52,7 @@ async def test_tutorial_strategy_when_run_against_a_mesh_trades_on_paper_only(tm
     script = tmp_path / "my_strategy.py"
     script.write_text(named["my_strategy.py"])
 
-    mesh = await start_mesh(tmp_path, ops={"registry_path": registry_path, "strategies": access})
-    try:
+    async with running_mesh(tmp_path, ops={"registry_path": registry_path, "strategies": access}) as mesh:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             str(script),
@@ -83,5 +82,3 @@ async def test_tutorial_strategy_when_run_against_a_mesh_trades_on_paper_only(tm
             placed = [await engine.get_order(o.client_order_id) for o in orders]
         assert {o.venue for o in placed} == {"paper"}, "a SHADOW model's order reached a live venue"
         assert strategy == "breakout"
-    finally:
-        await stop_mesh(mesh)

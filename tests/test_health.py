@@ -28,8 +28,7 @@ from tests.conftest import (
     Mesh,
     engine_config,
     free_port,
-    start_mesh,
-    stop_mesh,
+    running_mesh,
     wait_until,
     write_json,
 )
@@ -38,15 +37,6 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 STRATEGY = (("x-strategy-token", MOMENTUM_TOKEN),)
 ADMIN = (("x-ops-token", ADMIN_TOKEN),)
-
-
-@pytest.fixture
-async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    mesh = await start_mesh(tmp_path)
-    try:
-        yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def health_status(channel: grpc.aio.Channel, service: str) -> int:
@@ -118,11 +108,8 @@ async def quick_stale_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """Marks count as stale after 1 s, so an outage makes them stale within the test."""
     limits = json.loads((DEMO / "risk_limits.json").read_text())
     limits["global"]["stale_mark_seconds"] = 1
-    mesh = await start_mesh(tmp_path, ops={"risk_limits_path": write_json(tmp_path / "risk.json", limits)})
-    try:
+    async with running_mesh(tmp_path, ops={"risk_limits_path": write_json(tmp_path / "risk.json", limits)}) as mesh:
         yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_stale_mark_rail(

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import shutil
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import grpc
 import pytest
@@ -16,40 +12,13 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from tests.conftest import (
     ADMIN_TOKEN,
-    DEMO,
     MOMENTUM_TOKEN,
     Mesh,
-    flat_instruments,
-    start_mesh,
-    stop_mesh,
     wait_until,
-    write_json,
 )
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 ADMIN = (("x-ops-token", ADMIN_TOKEN),)
-
-
-@pytest.fixture
-async def small_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    """Flat market at 100.00 and 4000 of capital: momentum's allocation is exactly 2000."""
-    policy = json.loads((DEMO / "capital_policy.json").read_text())
-    policy["total_capital"] = "4000"
-    risk_file = tmp_path / "risk_limits.json"
-    shutil.copy(DEMO / "risk_limits.json", risk_file)
-    venues = [
-        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
-        {"name": "paper", "adapter": "paper", "follows": "sim"},
-    ]
-    mesh = await start_mesh(
-        tmp_path,
-        engine={"venues": venues},
-        ops={"capital_policy_path": write_json(tmp_path / "policy.json", policy), "risk_limits_path": risk_file},
-    )
-    try:
-        yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def promote(admin: admin_pb2_grpc.OpsAdminServiceStub) -> None:

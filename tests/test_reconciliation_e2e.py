@@ -9,11 +9,10 @@ from pathlib import Path
 
 import grpc
 
-from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from ops_server.server import OpsServer
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, ops_config, wait_until
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, ops_config, order_command, wait_until
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
@@ -140,22 +139,7 @@ async def test_engine_session_when_dropped_cancels_its_resting_orders(mesh: Mesh
         call = engine.StreamOrders(commands(), metadata=(("x-engine-token", ENGINE_TOKEN), ("x-session-id", "desk-1")))
         await outbox.put(
             engine_pb2.StreamOrdersRequest(
-                commands=[
-                    engine_pb2.OrderCommand(
-                        new_order=engine_pb2.NewOrder(
-                            client_order_id="cod-1",
-                            venue="sim",
-                            account="desk",
-                            model_id="manual",
-                            instrument="ETH-USD",
-                            side=common_pb2.SIDE_BUY,
-                            order_type=common_pb2.ORDER_TYPE_LIMIT,
-                            time_in_force=common_pb2.TIME_IN_FORCE_GTC,
-                            quantity="1",
-                            limit_price=price,
-                        )
-                    )
-                ]
+                commands=[order_command("cod-1", "1", price, account="desk", model_id="manual", instrument="ETH-USD")]
             )
         )
         await wait_until(lambda: [o.client_order_id for o in manager.open_orders()] == ["cod-1"])

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, start_mesh, stop_mesh
+from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 ADMIN = (("x-ops-token", ADMIN_TOKEN),)
@@ -22,14 +22,11 @@ async def editable_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh on copies of the demo policy and registry that the test edits."""
     for name in ("capital_policy.json", "registry.json"):
         shutil.copy(DEMO / name, tmp_path / name)
-    mesh = await start_mesh(
+    async with running_mesh(
         tmp_path,
         ops={"capital_policy_path": tmp_path / "capital_policy.json", "registry_path": tmp_path / "registry.json"},
-    )
-    try:
+    ) as mesh:
         yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def reload(admin: admin_pb2_grpc.OpsAdminServiceStub, target: int) -> admin_pb2.ReloadConfigResponse:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -22,9 +21,9 @@ from tests.conftest import (
     ENGINE_TOKEN,
     MOMENTUM_TOKEN,
     Mesh,
-    flat_instruments,
-    start_mesh,
-    stop_mesh,
+    flat_venues,
+    order_command,
+    running_mesh,
     wait_until,
     write_json,
 )
@@ -35,28 +34,6 @@ ADMIN = (("x-ops-token", ADMIN_TOKEN),)
 
 def signal(signal_id: str, target: float, instrument: str = "BTC-USD") -> ops_pb2.Signal:
     return ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument=instrument, target=target)
-
-
-@pytest.fixture
-async def small_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
-    """Flat market at 100.00 and 4000 of capital: momentum's quota is exactly 2000."""
-    policy = json.loads((DEMO / "capital_policy.json").read_text())
-    policy["total_capital"] = "4000"
-    risk_file = tmp_path / "risk_limits.json"
-    shutil.copy(DEMO / "risk_limits.json", risk_file)
-    venues = [
-        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
-        {"name": "paper", "adapter": "paper", "follows": "sim"},
-    ]
-    mesh = await start_mesh(
-        tmp_path,
-        engine={"venues": venues},
-        ops={"capital_policy_path": write_json(tmp_path / "policy.json", policy), "risk_limits_path": risk_file},
-    )
-    try:
-        yield mesh
-    finally:
-        await stop_mesh(mesh)
 
 
 async def buy_15_btc(mesh: Mesh, stub: object) -> None:
@@ -144,26 +121,7 @@ async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signal
         engine = engine_pb2_grpc.EngineServiceStub(engine_channel)
         call = engine.StreamOrders(commands(), metadata=(("x-engine-token", ENGINE_TOKEN),))
         for i, price in enumerate(("99.50", "99.40", "99.30")):
-            await outbox.put(
-                engine_pb2.StreamOrdersRequest(
-                    commands=[
-                        engine_pb2.OrderCommand(
-                            new_order=engine_pb2.NewOrder(
-                                client_order_id=f"rest-{i}",
-                                venue="sim",
-                                account="main",
-                                model_id="momentum_v1",
-                                instrument="BTC-USD",
-                                side=common_pb2.SIDE_BUY,
-                                order_type=common_pb2.ORDER_TYPE_LIMIT,
-                                time_in_force=common_pb2.TIME_IN_FORCE_GTC,
-                                quantity="1",
-                                limit_price=price,
-                            )
-                        )
-                    ]
-                )
-            )
+            await outbox.put(engine_pb2.StreamOrdersRequest(commands=[order_command(f"rest-{i}", "1", price)]))
         await wait_until(lambda: len(manager.open_orders()) == 3)
 
         async with small_mesh.channel() as channel:
@@ -229,16 +187,12 @@ async def test_admin_when_token_missing_or_wrong_is_refused(small_mesh: Mesh) ->
 
 
 async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) -> None:
-    mesh = await start_mesh(tmp_path, ops={"admin_token": ""})
-    try:
-        async with mesh.channel() as channel:
-            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
-            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            assert "DOOR_DISABLED" in (caught.value.details() or "")
-    finally:
-        await stop_mesh(mesh)
+    async with running_mesh(tmp_path, ops={"admin_token": ""}) as mesh, mesh.channel() as channel:
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "DOOR_DISABLED" in (caught.value.details() or "")
 
 
 async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_refuses_the_opening_5(
@@ -271,19 +225,15 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
     limits["global"]["reduce_only_flip"] = "deny"
     policy = json.loads((DEMO / "capital_policy.json").read_text())
     policy["total_capital"] = "4000"
-    venues = [
-        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
-        {"name": "paper", "adapter": "paper", "follows": "sim"},
-    ]
-    mesh = await start_mesh(
+    venues = flat_venues()
+    async with running_mesh(
         tmp_path,
         engine={"venues": venues},
         ops={
             "capital_policy_path": write_json(tmp_path / "policy.json", policy),
             "risk_limits_path": write_json(tmp_path / "limits.json", limits),
         },
-    )
-    try:
+    ) as mesh:
         core = mesh.ops.core
         async with mesh.channel() as channel:
             stub = mesh.ops_stub(channel)
@@ -300,5 +250,3 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
                 await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=META)
         assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
         assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(10)
-    finally:
-        await stop_mesh(mesh)

@@ -13,7 +13,7 @@ from nautilus_mesh.auth import StrategyAuthenticator, hash_token, require_token
 from nautilus_mesh.config import validate_config
 from nautilus_mesh.errors import AuthError, ConfigError
 from ops_server.config import OpsConfig, StrategyAccess
-from tests.conftest import ADMIN_TOKEN, DEMO, ENGINE_TOKEN, MOMENTUM_TOKEN, start_mesh, stop_mesh
+from tests.conftest import ADMIN_TOKEN, DEMO, ENGINE_TOKEN, MOMENTUM_TOKEN, running_mesh
 
 
 def test_hashed_tokens_accept_the_token_and_refuse_others() -> None:
@@ -74,31 +74,27 @@ async def test_mesh_when_every_checked_token_is_hashed_still_serves_its_callers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NAUTILUS_TEST_ENGINE_TOKEN", ENGINE_TOKEN)
-    mesh = await start_mesh(
-        tmp_path,
-        engine={"ops_token": hash_token(ENGINE_TOKEN)},
-        ops={
-            "engine_token": "env:NAUTILUS_TEST_ENGINE_TOKEN",
-            "admin_token": hash_token(ADMIN_TOKEN),
-            "strategies": {"momentum": StrategyAccess(token=hash_token(MOMENTUM_TOKEN), models=("momentum_v1",))},
-        },
-    )
-    try:
-        async with mesh.channel() as channel:
-            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    ops = {
+        "engine_token": "env:NAUTILUS_TEST_ENGINE_TOKEN",
+        "admin_token": hash_token(ADMIN_TOKEN),
+        "strategies": {"momentum": StrategyAccess(token=hash_token(MOMENTUM_TOKEN), models=("momentum_v1",))},
+    }
+    async with (
+        running_mesh(tmp_path, engine={"ops_token": hash_token(ENGINE_TOKEN)}, ops=ops) as mesh,
+        mesh.channel() as channel,
+    ):
+        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        await admin.TriggerAllocation(
+            admin_pb2.TriggerAllocationRequest(reason="hashed"), metadata=(("x-ops-token", ADMIN_TOKEN),)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
             await admin.TriggerAllocation(
-                admin_pb2.TriggerAllocationRequest(reason="hashed"), metadata=(("x-ops-token", ADMIN_TOKEN),)
+                admin_pb2.TriggerAllocationRequest(reason="hash as token"),
+                metadata=(("x-ops-token", hash_token(ADMIN_TOKEN)),),
             )
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await admin.TriggerAllocation(
-                    admin_pb2.TriggerAllocationRequest(reason="hash as token"),
-                    metadata=(("x-ops-token", hash_token(ADMIN_TOKEN)),),
-                )
-            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            signal = ops_pb2.Signal(signal_id="h-1", model_id="momentum_v1", instrument="BTC-USD", target=0.05)
-            response = await mesh.ops_stub(channel).SubmitSignal(
-                ops_pb2.SubmitSignalRequest(signal=signal), metadata=(("x-strategy-token", MOMENTUM_TOKEN),)
-            )
-            assert response.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
-    finally:
-        await stop_mesh(mesh)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        signal = ops_pb2.Signal(signal_id="h-1", model_id="momentum_v1", instrument="BTC-USD", target=0.05)
+        response = await mesh.ops_stub(channel).SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal), metadata=(("x-strategy-token", MOMENTUM_TOKEN),)
+        )
+        assert response.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED

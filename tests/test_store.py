@@ -30,7 +30,7 @@ from nautilus_mesh.store import (
 )
 from ops_server.core import OpsCore
 from ops_server.server import OpsServer
-from tests.conftest import Mesh, ops_config, start_mesh, stop_mesh
+from tests.conftest import Mesh, ops_config, running_mesh
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
@@ -298,8 +298,7 @@ def move_weights(mesh: Mesh) -> dict[str, float]:
 
 
 async def test_ops_restart_keeps_allocator_weights_through_the_store(tmp_path: Path) -> None:
-    mesh = await start_mesh(tmp_path)
-    try:
+    async with running_mesh(tmp_path) as mesh:
         weights = move_weights(mesh)
         await mesh.ops.stop(grace=0.5)
         assert (tmp_path / "ops" / "state.db").exists()
@@ -308,14 +307,11 @@ async def test_ops_restart_keeps_allocator_weights_through_the_store(tmp_path: P
         mesh.ops = OpsServer(ops_config(tmp_path, mesh.engine.port))
         await mesh.ops.start()
         assert mesh.ops.core.allocator.snapshot()["weights"] == weights
-    finally:
-        await stop_mesh(mesh)
 
 
 async def test_ops_when_configured_with_postgresql_persists_its_state_there(tmp_path: Path, pg_schema: str) -> None:
     url = f"{PG_URL}?schema={pg_schema}"
-    mesh = await start_mesh(tmp_path, ops={"database_url": url})
-    try:
+    async with running_mesh(tmp_path, ops={"database_url": url}) as mesh:
         assert isinstance(mesh.ops.core.state.store, PostgresStore)
         weights = move_weights(mesh)
         await mesh.ops.stop(grace=0.5)
@@ -334,8 +330,6 @@ async def test_ops_when_configured_with_postgresql_persists_its_state_there(tmp_
         mesh.ops = OpsServer(ops_config(tmp_path, mesh.engine.port, database_url=url))
         await mesh.ops.start()
         assert mesh.ops.core.allocator.snapshot()["weights"] == weights
-    finally:
-        await stop_mesh(mesh)
 
 
 async def test_ops_when_an_old_state_file_exists_imports_it_once(tmp_path: Path) -> None:
@@ -369,8 +363,7 @@ async def test_ops_when_an_old_state_file_exists_imports_it_once(tmp_path: Path)
 
 
 async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
-    mesh = await start_mesh(tmp_path)
-    try:
+    async with running_mesh(tmp_path) as mesh:
         book = mesh.ops.core.measurement.book("momentum_v1")
         book.equity_index, book.peak_index, book.max_drawdown_ratio = 0.7, 1.2, 0.5
         book.peak_pnl, book.max_drawdown_usd = Decimal("1234.5"), Decimal("600")
@@ -386,5 +379,3 @@ async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
             Decimal("1234.5"),
             Decimal("600"),
         )
-    finally:
-        await stop_mesh(mesh)

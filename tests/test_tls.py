@@ -20,7 +20,7 @@ from engine_server.server import EngineServer
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.tls import ClientTls, ServerTls
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, engine_config, start_mesh, stop_mesh
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, engine_config, running_mesh
 
 
 @dataclass
@@ -103,15 +103,14 @@ async def test_mesh_over_mutual_tls_serves_signals_and_refuses_clients_without_a
     tmp_path: Path, pki: Pki
 ) -> None:
     server_tls = ServerTls(cert_file=pki.server_cert, key_file=pki.server_key, client_ca_file=pki.ca)
-    mesh = await start_mesh(
+    async with running_mesh(
         tmp_path,
         engine={"tls": server_tls},
         ops={
             "tls": ServerTls(cert_file=pki.server_cert, key_file=pki.server_key),
             "engine_tls": ClientTls(ca_file=pki.ca, cert_file=pki.client_cert, key_file=pki.client_key),
         },
-    )
-    try:
+    ) as mesh:
         ca = pki.ca.read_bytes()
         async with grpc.aio.secure_channel(mesh.ops_address, grpc.ssl_channel_credentials(ca)) as channel:
             signal = ops_pb2.Signal(signal_id="tls-1", model_id="momentum_v1", instrument="BTC-USD", target=0.05)
@@ -137,8 +136,6 @@ async def test_mesh_over_mutual_tls_serves_signals_and_refuses_clients_without_a
         async with grpc.aio.secure_channel(mesh.engine_address, credentials) as channel:
             venues = await engine_pb2_grpc.EngineServiceStub(channel).ListVenues(request, metadata=meta, timeout=5)
         assert {v.name for v in venues.venues} >= {"sim"}
-    finally:
-        await stop_mesh(mesh)
 
 
 async def test_server_without_tls_says_it_serves_plaintext(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
