@@ -15,6 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import KW_ONLY, dataclass
 
 import grpc
 
@@ -40,23 +41,18 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[object, object]
 
 
+@dataclass(eq=False, repr=False)
 class EngineCore:
     """The OrderManager plus sessions, market ticker and quote fan-out."""
 
-    def __init__(
-        self,
-        manager: OrderManager,
-        metrics: EngineMetrics,
-        tracing: Tracing,
-        *,
-        tick_interval: float = 0.1,
-        session_queue_size: int = 10_000,
-    ) -> None:
-        self.manager = manager
-        self.metrics = metrics
-        self.tracing = tracing
-        self.tick_interval = tick_interval
-        self.session_queue_size = session_queue_size
+    manager: OrderManager
+    metrics: EngineMetrics
+    tracing: Tracing
+    _: KW_ONLY
+    tick_interval: float = 0.1
+    session_queue_size: int = 10_000
+
+    def __post_init__(self) -> None:
         self.sessions: dict[str, asyncio.Queue[list[engine_pb2.ExecutionReport] | None]] = {}
         self._quote_subscribers: set[asyncio.Queue[list[common_pb2.Quote]]] = set()
         self._last_quotes: dict[tuple[str, str], common_pb2.Quote] = {}

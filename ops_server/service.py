@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf import struct_pb2
@@ -67,6 +68,7 @@ def internal_decision(signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
     )
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class OpsService(ops_pb2_grpc.OpsServiceServicer):
     """Strategies' entry point.
 
@@ -81,30 +83,18 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         stream_queue_size: bound of each stream's outgoing queue (decisions and fills).
     """
 
-    def __init__(
-        self,
-        *,
-        auth: StrategyAuthenticator,
-        signals: SignalPath,
-        fills: ExecutionFeedback,
-        queries: OpsQueries,
-        max_signals_per_frame: int,
-        admin_token: str = "",
-        intake: StrategyIntake | None = None,
-        stream_queue_size: int = 10_000,
-    ) -> None:
-        self._intake = intake
-        self._admin_token = admin_token
-        self._auth = auth
-        self._signals = signals
-        self._fills = fills
-        self._queries = queries
-        self._max_items = max_signals_per_frame
-        self._queue_size = stream_queue_size
+    auth: StrategyAuthenticator
+    signals: SignalPath
+    fills: ExecutionFeedback
+    queries: OpsQueries
+    max_signals_per_frame: int
+    admin_token: str = ""
+    intake: StrategyIntake | None = None
+    stream_queue_size: int = 10_000
 
     async def _principal(self, context: Context) -> Principal:
         try:
-            return self._auth.authenticate(context.invocation_metadata())
+            return self.auth.authenticate(context.invocation_metadata())
         except MeshError as exc:
             await abort(context, exc)
 
@@ -113,28 +103,28 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         metadata = context.invocation_metadata()
         try:
             if metadata_value(metadata, ADMIN_TOKEN_HEADER):
-                require_token(metadata, ADMIN_TOKEN_HEADER, self._admin_token, door="admin")
+                require_token(metadata, ADMIN_TOKEN_HEADER, self.admin_token, door="admin")
                 return EVERYTHING
-            return self._queries.scope_of(self._auth.authenticate(metadata))
+            return self.queries.scope_of(self.auth.authenticate(metadata))
         except MeshError as exc:
             await abort(context, exc)
 
     def _decide_frame(self, signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
-        if len(signals) > self._max_items:
+        if len(signals) > self.max_signals_per_frame:
             error = ValidationError(
                 "FRAME_TOO_LARGE",
-                f"a frame carries at most {self._max_items} signals, got {len(signals)}",
-                {"max": self._max_items, "got": len(signals)},
+                f"a frame carries at most {self.max_signals_per_frame} signals, got {len(signals)}",
+                {"max": self.max_signals_per_frame, "got": len(signals)},
                 field="signals",
             )
             return [ops_pb2.SignalDecision(status=ops_pb2.DECISION_STATUS_REJECTED, error=error_detail(error))]
         refused: list[ops_pb2.SignalDecision] = []
-        if self._intake is not None:
-            admitted = self._intake.admit(principal.name, len(signals))
-            refused = [self._intake.refusal(s) for s in signals[admitted:]]
+        if self.intake is not None:
+            admitted = self.intake.admit(principal.name, len(signals))
+            refused = [self.intake.refusal(s) for s in signals[admitted:]]
             signals = signals[:admitted]
         try:
-            return self._signals.handle_frame(signals, principal) + refused
+            return self.signals.handle_frame(signals, principal) + refused
         except Exception:
             ids = ", ".join(repr(s.signal_id) for s in signals[:5])
             log.exception("[OPS] stream of strategy %s: deciding signals %s failed", principal.name, ids)
@@ -144,7 +134,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self, signals: Sequence[ops_pb2.Signal], principal: Principal
     ) -> list[ops_pb2.SignalDecision]:
         """Decide a frame in slices, yielding the event loop between them so other streams take turns."""
-        if len(signals) <= SLICE_SIGNALS or len(signals) > self._max_items:
+        if len(signals) <= SLICE_SIGNALS or len(signals) > self.max_signals_per_frame:
             return self._decide_frame(signals, principal)
         decisions: list[ops_pb2.SignalDecision] = []
         for start in range(0, len(signals), SLICE_SIGNALS):
@@ -157,12 +147,12 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self, request_iterator: AsyncIterator[ops_pb2.StreamSignalsRequest], context: Context
     ) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
         principal = await self._principal(context)
-        outbox = _StreamOutbox(self._queue_size)
-        self._fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
+        outbox = _StreamOutbox(self.stream_queue_size)
+        self.fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
         log.info("[OPS] signal stream opened by strategy %s", principal.name)
         failure: list[BaseException] = []
         drained = asyncio.Event()
-        high_water = 2 * self._max_items  # answers waiting to be sent before this stream stops being read
+        high_water = 2 * self.max_signals_per_frame  # answers waiting to be sent before this stream stops being read
 
         async def read() -> None:
             try:
@@ -201,7 +191,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                     else:
                         decisions.append(item)
                         size += item.ByteSize()
-                    full = len(decisions) + len(fills) >= self._max_items or size >= MAX_RESPONSE_BYTES
+                    full = len(decisions) + len(fills) >= self.max_signals_per_frame or size >= MAX_RESPONSE_BYTES
                     if outbox.empty() or full:
                         break
                     item = outbox.get_nowait()
@@ -211,7 +201,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             if failure:
                 await context.abort(grpc.StatusCode.INTERNAL, f"signal stream failed: {type(failure[0]).__name__}")
         finally:
-            self._fills.unsubscribe(outbox)  # type: ignore[arg-type]
+            self.fills.unsubscribe(outbox)  # type: ignore[arg-type]
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -220,7 +210,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     def _resume_fills(self, after_seq: int, principal: Principal, outbox: _StreamOutbox) -> None:
         """Put the fills this strategy missed (seq above ``after_seq``, not yet on this stream) on its stream, once."""
         delivered = outbox.fill_seqs or set()
-        missed = [f for f in self._queries.fills_after(after_seq, principal.models) if f.seq not in delivered]
+        missed = [f for f in self.queries.fills_after(after_seq, principal.models) if f.seq not in delivered]
         for fill in missed:
             try:
                 outbox.put_nowait(fill)
@@ -248,28 +238,28 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.GetPositionsResponse:
         scope = await self._scope(context)
         try:
-            return ops_pb2.GetPositionsResponse(positions=self._queries.positions(request.model_id, scope))
+            return ops_pb2.GetPositionsResponse(positions=self.queries.positions(request.model_id, scope))
         except MeshError as exc:
             await abort(context, exc)
 
     async def ListModels(self, request: ops_pb2.ListModelsRequest, context: Context) -> ops_pb2.ListModelsResponse:
         scope = await self._scope(context)
         try:
-            return ops_pb2.ListModelsResponse(models=self._queries.models(request.strategy_id, scope))
+            return ops_pb2.ListModelsResponse(models=self.queries.models(request.strategy_id, scope))
         except MeshError as exc:
             await abort(context, exc)
 
     async def GetAllocations(
         self, request: ops_pb2.GetAllocationsRequest, context: Context
     ) -> ops_pb2.GetAllocationsResponse:
-        return self._queries.allocations(await self._scope(context))
+        return self.queries.allocations(await self._scope(context))
 
     async def GetModelQuota(
         self, request: ops_pb2.GetModelQuotaRequest, context: Context
     ) -> ops_pb2.GetModelQuotaResponse:
         scope = await self._scope(context)
         try:
-            return self._queries.quota(request.model_id, scope)
+            return self.queries.quota(request.model_id, scope)
         except MeshError as exc:
             await abort(context, exc)
 
@@ -278,14 +268,14 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.GetModelStatsResponse:
         scope = await self._scope(context)
         try:
-            return self._queries.stats(request.model_id, scope)
+            return self.queries.stats(request.model_id, scope)
         except MeshError as exc:
             await abort(context, exc)
 
     async def ListOrders(self, request: ops_pb2.ListOrdersRequest, context: Context) -> ops_pb2.ListOrdersResponse:
         scope = await self._scope(context)
         try:
-            page = self._queries.orders(request.model_id, request.page_size, request.page_token, scope)
+            page = self.queries.orders(request.model_id, request.page_size, request.page_token, scope)
         except MeshError as exc:
             await abort(context, exc)
         return ops_pb2.ListOrdersResponse(orders=page.items, next_page_token=page.next_page_token)
@@ -293,7 +283,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def ListFills(self, request: ops_pb2.ListFillsRequest, context: Context) -> ops_pb2.ListFillsResponse:
         scope = await self._scope(context)
         try:
-            page = self._queries.fills(request.model_id, request.page_size, request.page_token, scope)
+            page = self.queries.fills(request.model_id, request.page_size, request.page_token, scope)
         except MeshError as exc:
             await abort(context, exc)
         return ops_pb2.ListFillsResponse(fills=page.items, next_page_token=page.next_page_token)
@@ -303,7 +293,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.GetCanaryStatusResponse:
         scope = await self._scope(context)
         try:
-            return ops_pb2.GetCanaryStatusResponse(canaries=self._queries.canary_statuses(request.strategy_id, scope))
+            return ops_pb2.GetCanaryStatusResponse(canaries=self.queries.canary_statuses(request.strategy_id, scope))
         except MeshError as exc:
             await abort(context, exc)
 
@@ -312,14 +302,14 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> AsyncIterator[ops_pb2.WatchEventsResponse]:
         scope = await self._scope(context)
         kinds = frozenset(request.kinds)
-        queue = self._queries.subscribe_events()
+        queue = self.queries.subscribe_events()
 
         def visible(events: list[OpsEvent]) -> list[ops_pb2.Event]:
             return wire.events((e for e in events if OpsQueries.event_visible(e, scope)), kinds)
 
         try:
             if request.include_recent:
-                recent = visible(list(self._queries.recent_events()))
+                recent = visible(list(self.queries.recent_events()))
                 if recent:
                     yield ops_pb2.WatchEventsResponse(events=recent)
             while True:
@@ -330,14 +320,14 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 if selected:
                     yield ops_pb2.WatchEventsResponse(events=selected)
         finally:
-            self._queries.unsubscribe_events(queue)
+            self.queries.unsubscribe_events(queue)
 
     async def GetRiskLimits(
         self, request: ops_pb2.GetRiskLimitsRequest, context: Context
     ) -> ops_pb2.GetRiskLimitsResponse:
         scope = await self._scope(context)
         limits = struct_pb2.Struct()
-        limits.update(self._queries.risk_limits(scope))
+        limits.update(self.queries.risk_limits(scope))
         return ops_pb2.GetRiskLimitsResponse(limits=limits)
 
     async def GetStreamLimits(
@@ -345,10 +335,10 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.GetStreamLimitsResponse:
         await self._scope(context)
         return ops_pb2.GetStreamLimitsResponse(
-            max_signals_per_frame=self._max_items, max_items_per_response=self._max_items
+            max_signals_per_frame=self.max_signals_per_frame, max_items_per_response=self.max_signals_per_frame
         )
 
     async def GetTradingState(
         self, request: ops_pb2.GetTradingStateRequest, context: Context
     ) -> ops_pb2.GetTradingStateResponse:
-        return self._queries.trading_states(await self._scope(context))
+        return self.queries.trading_states(await self._scope(context))
