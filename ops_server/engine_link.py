@@ -20,6 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import KW_ONLY, InitVar, dataclass
 
 import grpc
 
@@ -77,6 +78,7 @@ class ReportCursor:
         return max(self._above, default=self.watermark)
 
 
+@dataclass(eq=False, repr=False)
 class EngineLink:
     """Keeps the order stream and quote stream to the engine alive.
 
@@ -92,29 +94,20 @@ class EngineLink:
         tls: CA (and client certificate for mutual TLS) to dial the engine with; None dials plaintext.
     """
 
-    def __init__(
-        self,
-        address: str,
-        token: str,
-        on_reports: ReportHandler,
-        on_quotes: QuoteHandler,
-        cursor: ReportCursor,
-        *,
-        on_connected: Callable[[], None] | None = None,
-        queue_size: int = 10_000,
-        backoff_initial: float = 0.05,
-        backoff_max: float = 0.25,
-        tls: ClientTls | None = None,
-    ) -> None:
-        self.address = address
-        self._token = token
-        self._on_reports = on_reports
-        self._on_quotes = on_quotes
-        self._on_connected = on_connected
-        self.cursor = cursor
+    address: str
+    token: str
+    on_reports: ReportHandler
+    on_quotes: QuoteHandler
+    cursor: ReportCursor
+    _: KW_ONLY
+    on_connected: Callable[[], None] | None = None
+    queue_size: InitVar[int] = 10_000
+    backoff_initial: float = 0.05
+    backoff_max: float = 0.25
+    tls: ClientTls | None = None
+
+    def __post_init__(self, queue_size: int) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self._channel: grpc.aio.Channel | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._connected = asyncio.Event()
@@ -127,7 +120,6 @@ class EngineLink:
         """Venue name -> kind ("live" or "paper"), as the engine lists them."""
         self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
         """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
-        self.tls = tls
         self.state_since = time.monotonic()
         """Monotonic time of the last change of ``connected``."""
         self._quotes_live = False
@@ -151,7 +143,7 @@ class EngineLink:
         return self._connected.is_set() and self._quotes_live
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((ENGINE_TOKEN_HEADER, self._token), (SESSION_ID_HEADER, self.session_id))
+        return ((ENGINE_TOKEN_HEADER, self.token), (SESSION_ID_HEADER, self.session_id))
 
     async def start(self) -> None:
         self._channel = open_channel(self.address, self.tls, CHANNEL_OPTIONS)
@@ -221,7 +213,7 @@ class EngineLink:
             self._unsent = []
 
     async def _order_loop(self) -> None:
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stopping:
             call = self.stub.StreamOrders(metadata=self._metadata())  # type: ignore[call-arg]
             writer: asyncio.Task[None] | None = None
@@ -233,11 +225,11 @@ class EngineLink:
                 self._connected.set()
                 self.state_since = time.monotonic()
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
-                if self._on_connected is not None:
-                    self._on_connected()
+                if self.on_connected is not None:
+                    self.on_connected()
                 backoff.reset()
                 async for frame in call:
-                    self._on_reports(frame.reports)
+                    self.on_reports(frame.reports)
                 if self._stopping:
                     return
                 log.warning("[ENGINE-LINK] order stream ended by the engine")
@@ -296,7 +288,7 @@ class EngineLink:
             )
             fetched += len(page.reports)
             if page.reports:
-                self._on_reports(page.reports)
+                self.on_reports(page.reports)
             if not page.next_page_token:
                 self.cursor.complete_up_to(max([since, *[r.seq for r in page.reports]]))
                 break
@@ -312,13 +304,13 @@ class EngineLink:
         return response
 
     async def _quote_loop(self) -> None:
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not self._stopping:
             try:
                 call = self.market.StreamQuotes(engine_pb2.StreamQuotesRequest(), metadata=self._metadata())
                 async for frame in call:
                     backoff.reset()
-                    self._on_quotes(frame.quotes)
+                    self.on_quotes(frame.quotes)
                     self.last_quote_at = now = time.monotonic()
                     for quote in frame.quotes:
                         self.quote_times[quote.instrument] = now

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health_pb2
@@ -76,13 +76,14 @@ class OpsHealthInputs:
     canaries: Callable[[], Iterable[tuple[str, str, str]]]
 
 
+@dataclass(eq=False, repr=False)
 class OpsHealth:
     """Computes ops' health checks, publishes them to gRPC health and metrics.
 
     Args:
         link: the engine link.
         breaker: the engine-link circuit breaker.
-        store: the state store (probed with a read at most every ``store_probe_interval`` seconds).
+        state_store: the state store (probed with a read at most every ``store_probe_interval`` seconds).
         tracing: ops' tracing (span export counts).
         metrics: ops metrics.
         inputs: the other views (marks limit, allocator, sampler, canaries).
@@ -90,26 +91,17 @@ class OpsHealth:
         store_probe_interval: seconds between store probes.
     """
 
-    def __init__(
-        self,
-        link: EngineLink,
-        breaker: CircuitBreaker,
-        store: StateStore,
-        tracing: Tracing,
-        metrics: OpsMetrics,
-        inputs: OpsHealthInputs,
-        *,
-        interval: float = 0.2,
-        store_probe_interval: float = 5.0,
-    ) -> None:
-        self._link = link
-        self._breaker = breaker
-        self._store = store
-        self._tracing = tracing
-        self._metrics = metrics
-        self._inputs = inputs
-        self.interval = interval
-        self._store_probe_interval = store_probe_interval
+    link: EngineLink
+    breaker: CircuitBreaker
+    state_store: StateStore
+    tracing: Tracing
+    metrics: OpsMetrics
+    inputs: OpsHealthInputs
+    _: KW_ONLY
+    interval: float = 0.2
+    store_probe_interval: float = 5.0
+
+    def __post_init__(self) -> None:
         self._store_check: Check | None = None
         self._store_probed_at = 0.0
         self._started_at = time.time()
@@ -121,7 +113,7 @@ class OpsHealth:
     # -- checks ----------------------------------------------------------------------------
 
     def engine_link(self) -> Check:
-        link = self._link
+        link = self.link
         age = time.monotonic() - link.state_since
         if not link.connected:
             return Check("engine_link", Health.UNHEALTHY, f"order stream to {link.address} down", age)
@@ -135,14 +127,14 @@ class OpsHealth:
         )
 
     def circuit(self) -> Check:
-        breaker = self._breaker
+        breaker = self.breaker
         age = time.monotonic() - breaker.since
         detail = f"{breaker.state.value}, {breaker.consecutive_failures} consecutive failure(s)"
         status = Health.HEALTHY if breaker.state is CircuitState.CLOSED else Health.UNHEALTHY
         return Check("engine_circuit", status, detail, age)
 
     def report_seq(self) -> Check:
-        cursor = self._link.cursor
+        cursor = self.link.cursor
         if cursor.highest > cursor.watermark:
             return Check(
                 "report_seq",
@@ -153,10 +145,10 @@ class OpsHealth:
 
     def marks(self) -> list[Check]:
         now = time.monotonic()
-        limit = self._inputs.stale_mark_seconds()
+        limit = self.inputs.stale_mark_seconds()
         checks = []
-        for instrument in sorted(set(self._inputs.instruments())):
-            seen = self._link.quote_times.get(instrument)
+        for instrument in sorted(set(self.inputs.instruments())):
+            seen = self.link.quote_times.get(instrument)
             if seen is None:
                 checks.append(Check(f"mark:{instrument}", Health.DEGRADED, "no quote received yet"))
                 continue
@@ -169,18 +161,24 @@ class OpsHealth:
 
     def store(self) -> Check:
         now = time.monotonic()
-        if self._store_check is None or now - self._store_probed_at >= self._store_probe_interval:
+        if self._store_check is None or now - self._store_probed_at >= self.store_probe_interval:
             self._store_probed_at = now
             started = time.perf_counter()
             try:
-                self._store.get("allocator")
+                self.state_store.get("allocator")
             except Exception as exc:
                 if self._store_check is None or self._store_check.status is Health.HEALTHY:
-                    log.error("[HEALTH] state store %s failed a read: %s", self._store.location, type(exc).__name__)
-                self._store_check = Check("store", Health.UNHEALTHY, f"{self._store.location}: {type(exc).__name__}")
+                    log.error(
+                        "[HEALTH] state store %s failed a read: %s", self.state_store.location, type(exc).__name__
+                    )
+                self._store_check = Check(
+                    "store", Health.UNHEALTHY, f"{self.state_store.location}: {type(exc).__name__}"
+                )
             else:
                 took = (time.perf_counter() - started) * 1000
-                self._store_check = Check("store", Health.HEALTHY, f"{self._store.location}: read in {took:.1f} ms")
+                self._store_check = Check(
+                    "store", Health.HEALTHY, f"{self.state_store.location}: read in {took:.1f} ms"
+                )
         check = self._store_check
         return Check(check.name, check.status, check.detail, now - self._store_probed_at)
 
@@ -198,14 +196,14 @@ class OpsHealth:
 
     def canaries(self) -> list[Check]:
         out = []
-        for strategy, model, state in self._inputs.canaries():
+        for strategy, model, state in self.inputs.canaries():
             status = Health.DEGRADED if state == "PAUSED" else Health.HEALTHY
             out.append(Check(f"canary:{strategy}", status, f"{model} {state}"))
         return out
 
     def span_exporter(self) -> Check:
-        stats = self._tracing.export_stats
-        kind = self._tracing.exporter_kind
+        stats = self.tracing.export_stats
+        kind = self.tracing.exporter_kind
         if kind == "off":
             return Check("span_exporter", Health.HEALTHY, "tracing disabled")
         last_ok = stats.last_ok_at or 0.0
@@ -217,7 +215,7 @@ class OpsHealth:
         return Check("span_exporter", Health.HEALTHY, f"{kind}: {stats.exported} batch(es) exported", age)
 
     def checks(self) -> list[Check]:
-        inputs = self._inputs
+        inputs = self.inputs
         return [
             self.engine_link(),
             self.circuit(),
@@ -247,22 +245,22 @@ class OpsHealth:
         store_ok = by_name["store"].status is Health.HEALTHY
         up = {
             "engine_link": link_ok,
-            "quotes": self._link.quotes_live,
+            "quotes": self.link.quotes_live,
             "marks": marks_ok,
             "store": store_ok,
             "span_exporter": by_name["span_exporter"].status is Health.HEALTHY,
             "engine_circuit": by_name["engine_circuit"].status is Health.HEALTHY,
         }
         for component, ok in up.items():
-            self._metrics.component_up.labels(component).set(1 if ok else 0)
+            self.metrics.component_up.labels(component).set(1 if ok else 0)
         for check in marks:
             instrument = check.name.removeprefix("mark:")
-            self._metrics.mark_age.labels(instrument).set(
+            self.metrics.mark_age.labels(instrument).set(
                 check.age_seconds if check.detail != "no quote received yet" else float("inf")
             )
-        failed = self._tracing.export_stats.failed
+        failed = self.tracing.export_stats.failed
         if failed > self._exports_failed_seen:
-            self._metrics.span_export_failures.inc(failed - self._exports_failed_seen)
+            self.metrics.span_export_failures.inc(failed - self._exports_failed_seen)
             self._exports_failed_seen = failed
         await self._publish(ENGINE_LINK_SERVICE, link_ok)
         await self._publish(MARKS_SERVICE, marks_ok)
