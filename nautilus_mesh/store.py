@@ -151,7 +151,30 @@ def _scrub(text: str, url: str) -> str:
     return _PASSWORD_PARAM.sub(r"\1***", text.replace(password, "***") if password else text)
 
 
-class SqliteStore:
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class _SharedConnection:
+    """One database connection shared by threads, serialised by a lock, closed once."""
+
+    _conn: _Closable
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._conn.close()
+
+
+class SqliteStore(_SharedConnection):
     """Documents in one SQLite file: WAL journal, ``synchronous=FULL`` (a commit survives a power loss).
 
     Thread-safe: one connection, serialised by a lock.
@@ -161,11 +184,12 @@ class SqliteStore:
         UnavailableError: The file cannot be opened.
     """
 
+    _conn: sqlite3.Connection
+
     def __init__(self, path: str | Path, *, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         self.path = Path(path)
         self.location = f"sqlite:///{self.path}"
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: no implicit transactions, every one is spelled out in _transaction().
@@ -229,20 +253,11 @@ class SqliteStore:
                 ((key, _encode(key, value), now) for key, value in items.items()),
             )
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._conn.close()
-
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-class PostgresStore:
+class PostgresStore(_SharedConnection):
     """Documents in PostgreSQL: table ``<schema>.documents`` (JSONB), one transaction per write.
 
     Thread-safe: one synchronous psycopg connection (autocommit off), serialised by a lock.
@@ -251,6 +266,8 @@ class PostgresStore:
         ConfigError: The schema name is invalid or the schema is newer than this code.
         UnavailableError: The server cannot be reached.
     """
+
+    _conn: psycopg.Connection[Any]
 
     def __init__(
         self,
@@ -264,8 +281,7 @@ class PostgresStore:
             raise ConfigError(f"invalid store schema name {schema!r}: use lower-case letters, digits and _")
         self.schema = schema
         self.location = f"{mask_url(url)} (schema {schema})"
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__()
         self._documents = sql.Identifier(schema, "documents")
         try:
             self._conn = psycopg.connect(url, autocommit=False, connect_timeout=connect_timeout)
@@ -333,15 +349,6 @@ class PostgresStore:
             # Values are encoded inside the transaction: one that fails rolls back the rows before it.
             for key, value in items.items():
                 cur.execute(statement, (key, _encode(key, value), now))
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._conn.close()
 
 
 def _split_schema(url: str) -> tuple[str, str]:

@@ -328,23 +328,7 @@ class OrderBook:
         if live.quiet:
             return None
         exec_type = ExecType.FILL if live.leaves == 0 else ExecType.PARTIAL_FILL
-        return VenueEvent(
-            exec_type=exec_type,
-            client_order_id=live.client_order_id,
-            venue_order_id=live.venue_order_id,
-            symbol=self.instrument.symbol,
-            side=live.side,
-            last_qty=qty,
-            last_price=price,
-            cum_qty=live.cum_qty,
-            leaves_qty=live.leaves,
-            avg_price=self._avg(live),
-            fee=fee,
-            liquidity=liq,
-            reason_code="",
-            reason_text="",
-            ts_ns=ts_ns,
-        )
+        return self._event(exec_type, live, ts_ns, last_qty=qty, last_price=price, fee=fee, liquidity=liq)
 
     def _rest(self, live: _Live) -> None:
         price = live.price
@@ -385,7 +369,20 @@ class OrderBook:
         live.leaves = ZERO
         return self._event(exec_type, live, ts_ns, code=code, text=text)
 
-    def _event(self, exec_type: ExecType, live: _Live, ts_ns: int, *, code: str = "", text: str = "") -> VenueEvent:
+    def _event(
+        self,
+        exec_type: ExecType,
+        live: _Live,
+        ts_ns: int,
+        *,
+        code: str = "",
+        text: str = "",
+        last_qty: Decimal = ZERO,
+        last_price: Decimal = ZERO,
+        fee: Decimal = ZERO,
+        liquidity: str = "",
+    ) -> VenueEvent:
+        """The event of ``live`` as it stands (a fill's quantity, price, fee and liquidity when given)."""
         leaves = ZERO if exec_type is ExecType.REJECTED else live.leaves
         return VenueEvent(
             exec_type=exec_type,
@@ -393,13 +390,13 @@ class OrderBook:
             venue_order_id=live.venue_order_id,
             symbol=self.instrument.symbol,
             side=live.side,
-            last_qty=ZERO,
-            last_price=ZERO,
+            last_qty=last_qty,
+            last_price=last_price,
             cum_qty=live.cum_qty,
             leaves_qty=leaves,
             avg_price=self._avg(live),
-            fee=ZERO,
-            liquidity="",
+            fee=fee,
+            liquidity=liquidity,
             reason_code=code,
             reason_text=text,
             ts_ns=ts_ns,
