@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, RiskRejectedError, ValidationError
-from ops_server.risk.rails import (
+from ops_server.risk import (
     OrderIntent,
     RiskContext,
     RiskEvent,

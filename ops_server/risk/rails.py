@@ -54,19 +54,10 @@ from typing import Any
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, RiskRejectedError
 from ops_server.risk.config import ModelLimits, RiskLimits
-from ops_server.risk.orders import CAPITAL_RAILS, OrderIntent, RiskContext, Side, closing_quantity, reduces_exposure
+from ops_server.risk.orders import CAPITAL_RAILS, OrderIntent, RiskContext, closing_quantity, reduces_exposure
 from ops_server.risk.trading_state import RiskEvent, TradingState, TradingStates
 
-__all__ = [
-    "ModelLimits",
-    "OrderIntent",
-    "RiskContext",
-    "RiskEvent",
-    "RiskLimits",
-    "RiskRails",
-    "Side",
-    "TradingState",
-]
+__all__ = ["RiskRails"]
 
 log = logging.getLogger(__name__)
 
