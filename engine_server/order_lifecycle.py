@@ -89,11 +89,6 @@ def cancel_reject(order: Order) -> VenueRejectedError:
     )
 
 
-def can_transition(current: OrderStatus, target: OrderStatus) -> bool:
-    """True when ``current -> target`` is in the transition table."""
-    return target in ALLOWED_TRANSITIONS[current]
-
-
 @dataclass(slots=True)
 class Order:
     """An order as the engine's ledger knows it; mutated only through :meth:`apply`.

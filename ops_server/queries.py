@@ -136,10 +136,6 @@ class OpsQueries:
             last_reason=last.reason.value if last is not None else "",
         )
 
-    def allocation_weights(self) -> dict[str, float]:
-        """Each strategy's capital fraction."""
-        return dict(self.allocator.weights)
-
     def allocation_usd(self, strategy_id: str) -> Decimal:
         """A strategy's capital in USD."""
         return self.allocator.allocation_usd(strategy_id)
@@ -160,10 +156,6 @@ class OpsQueries:
     def position(self, book: str, instrument: str) -> Decimal:
         """Filled position (signed quantity) of a book (a model id, or ``<model>@paper``)."""
         return self.measurement.position(book, instrument)
-
-    def fills_of(self, book: str) -> int:
-        """How many fills a book has applied."""
-        return self.measurement.book(book).fills
 
     def mark(self, instrument: str) -> Decimal | None:
         return self.exposure.mark(instrument)

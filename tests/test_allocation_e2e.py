@@ -76,7 +76,7 @@ async def test_trigger_allocation_when_policy_disables_manual_is_permission_deni
                 await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "MANUAL_ALLOCATION_DISABLED" in (caught.value.details() or "")
-        assert mesh.ops.core.queries.allocation_weights() == {"momentum": 0.5, "meanrev": 0.5}
+        assert mesh.ops.core.allocator.weights == {"momentum": 0.5, "meanrev": 0.5}
 
 
 async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: Mesh) -> None:
@@ -91,7 +91,7 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
         core = mesh.ops.core
         from tests.conftest import wait_until
 
-        await wait_until(lambda: core.queries.fills_of("momentum_v1") > 0)
+        await wait_until(lambda: core.measurement.book("momentum_v1").fills > 0)
         core.periodic.sample()
         core.periodic.sample()
         stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=ADMIN)

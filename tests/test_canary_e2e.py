@@ -56,7 +56,7 @@ async def test_shadow_model_when_signalling_trades_only_on_paper_and_is_measured
     assert set(engine_orders_by_venue(mesh, "momentum_v1@paper")) == {"paper"}
     assert set(engine_orders_by_venue(mesh, "momentum_v1")) == {"sim"}
     # Paper fills are measured like live ones, sized on the paper capital, in a book apart from any live one.
-    assert core.queries.fills_of("momentum_v2@paper") >= 1
+    assert core.measurement.book("momentum_v2@paper").fills >= 1
     assert core.queries.position("momentum_v2", "BTC-USD") == 0
     assert (
         core.metrics.registry.get_sample_value("signals_routed_total", {"model": "momentum_v2", "mode": "SHADOW"}) == 1

@@ -60,7 +60,7 @@ async def test_capital_policy_reload_when_bounds_infeasible_is_refused_and_old_p
         response = await reload(admin, admin_pb2.CONFIG_TARGET_CAPITAL_POLICY)
         assert "reloaded" in response.message
     # The weights in force are re-projected onto the new bounds at once.
-    assert core.queries.allocation_weights()["momentum"] >= 0.6 and core.queries.allocation_weights()["meanrev"] <= 0.4
+    assert core.allocator.weights["momentum"] >= 0.6 and core.allocator.weights["meanrev"] <= 0.4
 
 
 async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes_routing(

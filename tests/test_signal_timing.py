@@ -16,7 +16,7 @@ async def test_signal_to_fill_when_order_filled_is_timed_from_the_signals_arriva
         signal = ops_pb2.Signal(signal_id="t-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
         response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=META)
     coid = response.decision.client_order_id
-    await wait_until(lambda: core.queries.fills_of("momentum_v1") > 0)
+    await wait_until(lambda: core.measurement.book("momentum_v1").fills > 0)
     order = core.queries.order(coid)
     assert order is not None
     core.tracing.force_flush()

@@ -128,10 +128,6 @@ class TradingStates:
         """Return the stricter of the global state and the model's own state."""
         return stricter(self._global, self.model_state(model_id))
 
-    def model_states(self) -> dict[str, TradingState]:
-        """Return a copy of every model state that is not ACTIVE."""
-        return dict(self._models)
-
     def event(
         self,
         kind: str,

@@ -128,11 +128,6 @@ class OrderBook:
         """Lowest resting ask price."""
         return self._ask_prices[0] if self._ask_prices else None
 
-    def is_crossed(self) -> bool:
-        """True when the best bid is at or above the best ask (never true after matching)."""
-        bid, ask = self.best_bid(), self.best_ask()
-        return bid is not None and ask is not None and bid >= ask
-
     def depth(self, side: Side, levels: int = 5) -> list[tuple[Decimal, Decimal]]:
         """Aggregated (price, quantity) of the best ``levels`` levels of one side, best first."""
         if side is Side.BUY:
@@ -233,14 +228,6 @@ class OrderBook:
         if live.quiet:
             return []
         return [self._terminal(ExecType.CANCELED, live, ts_ns, code, text)]
-
-    def cancel_account(self, account: str, ts_ns: int) -> list[VenueEvent]:
-        """Cancel every resting order of one account (the market maker pulls its quotes this way)."""
-        ids = [coid for coid, live in self._index.items() if live.account == account]
-        events: list[VenueEvent] = []
-        for coid in ids:
-            events.extend(self.cancel(coid, ts_ns, code="CANCELED_BY_VENUE", text="account orders pulled"))
-        return events
 
     # ------------------------------------------------------------------ internals
 
