@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf import struct_pb2
@@ -31,6 +32,7 @@ from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Context = grpc.aio.ServicerContext[object, object]
 Outgoing = ops_pb2.SignalDecision | ops_pb2.Fill | None
 
@@ -95,6 +97,14 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def _principal(self, context: Context) -> Principal:
         try:
             return self.auth.authenticate(context.invocation_metadata())
+        except MeshError as exc:
+            await abort(context, exc)
+
+    async def _read(self, context: Context, answer: Callable[[Scope], T]) -> T:
+        """A read RPC's answer for the caller's scope; a refusal becomes the RPC's status."""
+        scope = await self._scope(context)
+        try:
+            return answer(scope)
         except MeshError as exc:
             await abort(context, exc)
 
@@ -236,66 +246,52 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def GetPositions(
         self, request: ops_pb2.GetPositionsRequest, context: Context
     ) -> ops_pb2.GetPositionsResponse:
-        scope = await self._scope(context)
-        try:
-            return ops_pb2.GetPositionsResponse(positions=self.queries.positions(request.model_id, scope))
-        except MeshError as exc:
-            await abort(context, exc)
+        return await self._read(
+            context,
+            lambda scope: ops_pb2.GetPositionsResponse(positions=self.queries.positions(request.model_id, scope)),
+        )
 
     async def ListModels(self, request: ops_pb2.ListModelsRequest, context: Context) -> ops_pb2.ListModelsResponse:
-        scope = await self._scope(context)
-        try:
-            return ops_pb2.ListModelsResponse(models=self.queries.models(request.strategy_id, scope))
-        except MeshError as exc:
-            await abort(context, exc)
+        return await self._read(
+            context, lambda scope: ops_pb2.ListModelsResponse(models=self.queries.models(request.strategy_id, scope))
+        )
 
     async def GetAllocations(
         self, request: ops_pb2.GetAllocationsRequest, context: Context
     ) -> ops_pb2.GetAllocationsResponse:
-        return self.queries.allocations(await self._scope(context))
+        return await self._read(context, self.queries.allocations)
 
     async def GetModelQuota(
         self, request: ops_pb2.GetModelQuotaRequest, context: Context
     ) -> ops_pb2.GetModelQuotaResponse:
-        scope = await self._scope(context)
-        try:
-            return self.queries.quota(request.model_id, scope)
-        except MeshError as exc:
-            await abort(context, exc)
+        return await self._read(context, lambda scope: self.queries.quota(request.model_id, scope))
 
     async def GetModelStats(
         self, request: ops_pb2.GetModelStatsRequest, context: Context
     ) -> ops_pb2.GetModelStatsResponse:
-        scope = await self._scope(context)
-        try:
-            return self.queries.stats(request.model_id, scope)
-        except MeshError as exc:
-            await abort(context, exc)
+        return await self._read(context, lambda scope: self.queries.stats(request.model_id, scope))
 
     async def ListOrders(self, request: ops_pb2.ListOrdersRequest, context: Context) -> ops_pb2.ListOrdersResponse:
-        scope = await self._scope(context)
-        try:
-            page = self.queries.orders(request.model_id, request.page_size, request.page_token, scope)
-        except MeshError as exc:
-            await abort(context, exc)
+        page = await self._read(
+            context, lambda scope: self.queries.orders(request.model_id, request.page_size, request.page_token, scope)
+        )
         return ops_pb2.ListOrdersResponse(orders=page.items, next_page_token=page.next_page_token)
 
     async def ListFills(self, request: ops_pb2.ListFillsRequest, context: Context) -> ops_pb2.ListFillsResponse:
-        scope = await self._scope(context)
-        try:
-            page = self.queries.fills(request.model_id, request.page_size, request.page_token, scope)
-        except MeshError as exc:
-            await abort(context, exc)
+        page = await self._read(
+            context, lambda scope: self.queries.fills(request.model_id, request.page_size, request.page_token, scope)
+        )
         return ops_pb2.ListFillsResponse(fills=page.items, next_page_token=page.next_page_token)
 
     async def GetCanaryStatus(
         self, request: ops_pb2.GetCanaryStatusRequest, context: Context
     ) -> ops_pb2.GetCanaryStatusResponse:
-        scope = await self._scope(context)
-        try:
-            return ops_pb2.GetCanaryStatusResponse(canaries=self.queries.canary_statuses(request.strategy_id, scope))
-        except MeshError as exc:
-            await abort(context, exc)
+        return await self._read(
+            context,
+            lambda scope: ops_pb2.GetCanaryStatusResponse(
+                canaries=self.queries.canary_statuses(request.strategy_id, scope)
+            ),
+        )
 
     async def WatchEvents(
         self, request: ops_pb2.WatchEventsRequest, context: Context

@@ -110,6 +110,16 @@ class Example:
     note: str = ""
 
 
+def canary_example(action: str, reason: str, note: str = "") -> Example:
+    """The example of a canary control RPC (``PauseCanary`` is ``action="pause"``) on the demo's ``momentum``."""
+    return Example(
+        {"strategy_id": "momentum", "reason": reason},
+        f'status = await admin.{action}_canary("momentum", reason="{reason}")',
+        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
+        note,
+    )
+
+
 EXAMPLES: dict[str, Example] = {
     # OpsService
     "nautilus.ops.v1.OpsService.StreamSignals": Example(
@@ -217,25 +227,12 @@ EXAMPLES: dict[str, Example] = {
         'status = await admin.promote_canary("momentum", reason="shadow looks good")',
         [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
     ),
-    "nautilus.ops.v1.OpsAdminService.RollbackCanary": Example(
-        {"strategy_id": "momentum", "reason": "slippage too high"},
-        'status = await admin.rollback_canary("momentum", reason="slippage too high")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
-    ),
-    "nautilus.ops.v1.OpsAdminService.PauseCanary": Example(
-        {"strategy_id": "momentum", "reason": "investigating fills"},
-        'status = await admin.pause_canary("momentum", reason="investigating fills")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
-    ),
-    "nautilus.ops.v1.OpsAdminService.ResumeCanary": Example(
-        {"strategy_id": "momentum", "reason": "fills explained"},
-        'status = await admin.resume_canary("momentum", reason="fills explained")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
-    ),
-    "nautilus.ops.v1.OpsAdminService.ConfirmCanary": Example(
-        {"strategy_id": "momentum", "reason": "reviewed"},
-        'status = await admin.confirm_canary("momentum", reason="reviewed")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
+    "nautilus.ops.v1.OpsAdminService.RollbackCanary": canary_example("rollback", "slippage too high"),
+    "nautilus.ops.v1.OpsAdminService.PauseCanary": canary_example("pause", "investigating fills"),
+    "nautilus.ops.v1.OpsAdminService.ResumeCanary": canary_example("resume", "fills explained"),
+    "nautilus.ops.v1.OpsAdminService.ConfirmCanary": canary_example(
+        "confirm",
+        "reviewed",
         "Run before the canary reaches the gate, it confirms 100% in advance (`operator confirmed 100% in "
         "advance`): the canary still climbs the schedule and passes every check.",
     ),
