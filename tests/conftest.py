@@ -213,6 +213,15 @@ def flat_venues() -> list[dict[str, Any]]:
     ]
 
 
+def seed_returns(mesh: Mesh) -> None:
+    """Measured per-period returns: momentum earns steadily, mean reversion does not."""
+    periodic = mesh.ops.core.periodic
+    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
+    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
+    for m, r in zip(momentum, meanrev, strict=True):
+        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
+
+
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
     """The mesh on the demo registry with a seeded, moving market."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -90,3 +91,26 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+def start_server(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``python -m <args>`` from the repository root, its output to ``log_path`` (for tests that read the log)."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", *args], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env
+        )
+
+
+def write_engine_json(tmp: Path, port: int) -> Path:
+    """``<tmp>/engine.json`` for an engine process on ``port``: token ``log-test-token``, no metrics, no tracing."""
+    config = {
+        "port": port,
+        "metrics_port": None,
+        "ops_token": "log-test-token",
+        "journal_path": str(tmp / "engine" / "journal.jsonl"),
+        "journal_fsync": False,
+        "tracing": False,
+    }
+    path = tmp / "engine.json"
+    path.write_text(json.dumps(config))
+    return path

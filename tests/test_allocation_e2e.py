@@ -10,19 +10,10 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh, write_json
+from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh, seed_returns, write_json
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 ADMIN = (("x-ops-token", ADMIN_TOKEN),)
-
-
-def seed_returns(mesh: Mesh) -> None:
-    """Measured per-period returns: momentum earns steadily, mean reversion does not."""
-    periodic = mesh.ops.core.periodic
-    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
-    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
-    for m, r in zip(momentum, meanrev, strict=True):
-        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
 
 
 async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_uses_new_quota(mesh: Mesh) -> None:

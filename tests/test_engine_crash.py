@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
-from tests.conftest import ENGINE_TOKEN, free_port
+from tests.conftest import ENGINE_TOKEN, free_port, order_command
 
 ROOT = Path(__file__).resolve().parent.parent
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "crash-test"))
@@ -31,18 +31,12 @@ def frames() -> list[engine_pb2.StreamOrdersRequest]:
     out = []
     for f in range(FRAMES):
         commands = [
-            engine_pb2.OrderCommand(
-                new_order=engine_pb2.NewOrder(
-                    client_order_id=f"o-{f}-{i}",
-                    venue="sim",
-                    account="default",
-                    model_id="momentum_v1",
-                    instrument=("BTC-USD", "ETH-USD")[i % 2],
-                    side=common_pb2.SIDE_BUY if (i // 2) % 2 == 0 else common_pb2.SIDE_SELL,
-                    order_type=common_pb2.ORDER_TYPE_MARKET,
-                    time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-                    quantity="0.001" if i % 2 == 0 else "0.01",
-                )
+            order_command(
+                f"o-{f}-{i}",
+                "0.001" if i % 2 == 0 else "0.01",
+                side=common_pb2.SIDE_BUY if (i // 2) % 2 == 0 else common_pb2.SIDE_SELL,
+                account="default",
+                instrument=("BTC-USD", "ETH-USD")[i % 2],
             )
             for i in range(PER_FRAME)
         ]

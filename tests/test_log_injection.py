@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_safety import MAX_FIELD_CHARS, SafeLogFilter
 from tests.conftest import DEMO, free_ports
+from tests.processes import start_server, write_engine_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FORGED = "2026-01-01 00:00:00,000 CRITICAL ops_server.core [OPS] KILL SWITCH ENGAGED by admin"
@@ -42,16 +41,6 @@ def test_filter_when_args_hold_controls_and_megabytes_writes_one_bounded_line() 
     assert len(text) < MAX_FIELD_CHARS + 200 and "...[+999744 chars]" in text and text.endswith("(7)\n")
 
 
-def start_server(module: str, config: Path, log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", module, "--config", str(config)],
-            cwd=ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-
 @pytest.mark.timeout(90)
 async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(tmp_path: Path) -> None:
     port, engine_port = free_ports(2)
@@ -70,7 +59,7 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
     )
     (tmp_path / "ops.json").write_text(json.dumps(config))
     log_path = tmp_path / "ops.log"
-    proc = start_server("ops_server", tmp_path / "ops.json", log_path)
+    proc = start_server(["ops_server", "--config", str(tmp_path / "ops.json")], log_path)
     try:
         await wait_serving(f"127.0.0.1:{port}", 30)
         signal = ops_pb2.Signal(
@@ -95,17 +84,9 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
 @pytest.mark.timeout(90)
 async def test_engine_log_when_client_order_id_holds_a_newline_keeps_one_line_per_record(tmp_path: Path) -> None:
     port = free_ports(1)[0]
-    config = {
-        "port": port,
-        "metrics_port": None,
-        "ops_token": "log-test-token",
-        "journal_path": str(tmp_path / "engine" / "journal.jsonl"),
-        "journal_fsync": False,
-        "tracing": False,
-    }
-    (tmp_path / "engine.json").write_text(json.dumps(config))
+    write_engine_json(tmp_path, port)
     log_path = tmp_path / "engine.log"
-    proc = start_server("engine_server", tmp_path / "engine.json", log_path)
+    proc = start_server(["engine_server", "--config", str(tmp_path / "engine.json")], log_path)
     try:
         await wait_serving(f"127.0.0.1:{port}", 30)
         bad = engine_pb2.NewOrder(

@@ -13,7 +13,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.files import read_jsonl
 from nautilus_mesh.telemetry import Tracing, trace_id_of
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, order_command, wait_until
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
@@ -132,21 +132,11 @@ async def test_duplicate_client_order_id_at_engine_when_resent_executes_once(mes
     manager = mesh.engine.core.manager
     reports_before = manager.reports_for(coid)
     # Re-send the very same order on another engine session: the engine answers with the existing reports.
-    resend = engine_pb2.NewOrder(
-        client_order_id=coid,
-        venue="sim",
-        account="main",
-        model_id="momentum_v1",
-        instrument="BTC-USD",
-        side=common_pb2.SIDE_BUY,
-        order_type=common_pb2.ORDER_TYPE_MARKET,
-        time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-        quantity=first.decision.quantity,
-    )
+    resend = order_command(coid, first.decision.quantity)
     async with grpc.aio.insecure_channel(mesh.engine_address) as channel:
         engine = engine_pb2_grpc.EngineServiceStub(channel)
         call = engine.StreamOrders(
-            iter([engine_pb2.StreamOrdersRequest(commands=[engine_pb2.OrderCommand(new_order=resend)])]),
+            iter([engine_pb2.StreamOrdersRequest(commands=[resend])]),
             metadata=(("x-engine-token", ENGINE_TOKEN),),
         )
         async for frame in call:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,27 @@ pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian p
 
 def log_tail(path: Path) -> str:
     return path.read_text()[-2000:]
+
+
+@contextlib.asynccontextmanager
+async def prometheus(tmp_path: Path, config: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """Prometheus on ``config`` with its web port picked free; yields the process and the port, stops it on exit."""
+    web = free_port()
+    assert PROMETHEUS is not None
+    with (tmp_path / "prometheus.log").open("w") as log:  # the child keeps its own descriptor
+        server = await asyncio.create_subprocess_exec(
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        yield server, web
+    finally:
+        server.terminate()
+        await asyncio.wait_for(server.wait(), 10)
 
 
 async def query(port: int, promql: str) -> list[dict[str, Any]]:
@@ -64,18 +87,7 @@ async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_ta
         f"  - {{job_name: ops, static_configs: [{{targets: ['127.0.0.1:{ops_port}']}}]}}\n"
         f"  - {{job_name: engine, static_configs: [{{targets: ['127.0.0.1:{engine_port}']}}]}}\n"
     )
-    web = free_port()
-    assert PROMETHEUS is not None
-    with (tmp_path / "prometheus.log").open("w") as log:  # the child keeps its own descriptor
-        server = await asyncio.create_subprocess_exec(
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
+    async with prometheus(tmp_path, config) as (server, web):
         deadline = asyncio.get_running_loop().time() + 60
         routed: list[dict[str, Any]] = []
         up: list[dict[str, Any]] = []
@@ -91,9 +103,6 @@ async def test_prometheus_when_scraping_the_mesh_sees_routed_signals_and_both_ta
         assert {(u["metric"]["job"], u["value"][1]) for u in up} == {("ops", "1"), ("engine", "1")}
         orders = await query(web, 'engine_orders_total{venue="sim"}')
         assert orders and float(orders[0]["value"][1]) == 1.0
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)
 
 
 async def alerts(port: int) -> dict[str, str]:
@@ -127,18 +136,7 @@ async def test_prometheus_when_loading_the_deployed_rules_raises_engine_link_dow
         f"  - {{job_name: ops, static_configs: [{{targets: ['127.0.0.1:{ops_port}']}}]}}\n"
         f"  - {{job_name: engine, static_configs: [{{targets: ['127.0.0.1:{engine_port}']}}]}}\n"
     )
-    web = free_port()
-    assert PROMETHEUS is not None
-    with (tmp_path / "prometheus.log").open("w") as log:
-        server = await asyncio.create_subprocess_exec(
-            PROMETHEUS,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
+    async with prometheus(tmp_path, config) as (server, web):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 60
         while not await query(web, 'component_up{job="ops", component="engine_link"} == 1'):
@@ -153,6 +151,3 @@ async def test_prometheus_when_loading_the_deployed_rules_raises_engine_link_dow
         while (await alerts(web)).get("EngineLinkDown") != "pending":
             assert loop.time() < deadline, f"EngineLinkDown never went pending: {await alerts(web)}"
             await asyncio.sleep(0.5)
-    finally:
-        server.terminate()
-        await asyncio.wait_for(server.wait(), 10)

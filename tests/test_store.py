@@ -30,7 +30,7 @@ from nautilus_mesh.store import (
 )
 from ops_server.core import OpsCore
 from ops_server.server import OpsServer
-from tests.conftest import Mesh, ops_config, running_mesh
+from tests.conftest import Mesh, ops_config, running_mesh, seed_returns
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
@@ -278,15 +278,6 @@ def test_mask_url_replaces_the_password(url: str, masked: str) -> None:
 
 
 # -- ops on the store ----------------------------------------------------------------------
-
-
-def seed_returns(mesh: Mesh) -> None:
-    """Momentum earns steadily, mean reversion does not (as in test_allocation_e2e)."""
-    periodic = mesh.ops.core.periodic
-    momentum = [0.002, 0.001, 0.003, 0.0015] * 10
-    meanrev = [0.0005, -0.0005, 0.001, -0.001] * 10
-    for m, r in zip(momentum, meanrev, strict=True):
-        periodic.record_strategy_returns({"momentum_v1": m, "meanrev_v1": r})
 
 
 def move_weights(mesh: Mesh) -> dict[str, float]:

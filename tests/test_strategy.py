@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -417,25 +418,32 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
         return ops_pb2.GetStreamLimitsResponse(max_signals_per_frame=self.frame_limit)
 
 
-async def test_run_when_ops_declares_a_frame_limit_sends_no_bigger_frame() -> None:
-    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
-    ops = FakeOps(expected=3, frame_limit=1)  # type: ignore[abstract]  # only the RPCs the runner uses
-    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
+@contextlib.asynccontextmanager
+async def fake_servers(ops: FakeOps, market: FakeMarketData) -> AsyncIterator[str]:
+    """The ops and market data fakes on one in-process server; yields its address, stops it on exit."""
     server = grpc.aio.server()
     engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
     ops_pb2_grpc.add_OpsServiceServicer_to_server(ops, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+async def test_run_when_ops_declares_a_frame_limit_sends_no_bigger_frame() -> None:
+    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
+    ops = FakeOps(expected=3, frame_limit=1)  # type: ignore[abstract]  # only the RPCs the runner uses
+    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
+    async with fake_servers(ops, market) as address:
         models = [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"]), ("b", ScriptedModel([0.2, 0.4] * 3), ["X"])]
-        runner = StrategyRunner("demo", "t", models, f"127.0.0.1:{port}", f"127.0.0.1:{port}", None, 0.05)
+        runner = StrategyRunner("demo", "t", models, address, address, None, 0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         await asyncio.wait_for(ops.enough.wait(), timeout=10)
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-    finally:
-        await server.stop(None)
     assert runner.frame_limit == 1
     assert ops.frame_sizes and max(ops.frame_sizes) == 1  # two models signal per quote: split into frames of one
 
@@ -445,23 +453,14 @@ async def test_run_when_servers_answer_sends_signals_and_books_fills() -> None:
     ops = FakeOps(expected=3)  # type: ignore[abstract]  # only the RPCs the runner uses
     # Quotes flow only once the signal stream is open: earlier ones would only warm the model up.
     market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
-    server = grpc.aio.server()
-    engine_pb2_grpc.add_MarketDataServiceServicer_to_server(market, server)
-    ops_pb2_grpc.add_OpsServiceServicer_to_server(ops, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with fake_servers(ops, market) as address:
         model = ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5])
-        runner = StrategyRunner(
-            "demo", "secret-token", [("a", model, ["X"])], f"127.0.0.1:{port}", f"127.0.0.1:{port}", None, 0.05
-        )
+        runner = StrategyRunner("demo", "secret-token", [("a", model, ["X"])], address, address, None, 0.05)
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
         await asyncio.wait_for(ops.enough.wait(), timeout=10)
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-    finally:
-        await server.stop(None)
     snap = runner.snapshot()
     assert ops.tokens and set(ops.tokens) == {"secret-token"}
     assert snap["signals"] == len(ops.signals) >= 3

@@ -8,8 +8,6 @@ import io
 import json
 import logging
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -28,6 +26,7 @@ from nautilus_mesh.log_format import JsonFormatter, UtcTextFormatter
 from nautilus_mesh.log_safety import SafeLogFilter
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing
 from tests.conftest import DEMO, ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_ports, wait_until
+from tests.processes import start_server, write_engine_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -48,13 +47,6 @@ async def wait_for_span(path: Path, name: str, deadline: float = 15.0) -> dict[s
                 return span
         await asyncio.sleep(0.05)
     raise AssertionError(f"no {name!r} span of trace {TRACE_ID} in {path}")
-
-
-def start_server(args: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", *args], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env
-        )
 
 
 # -- logs ---------------------------------------------------------------------------------
@@ -159,15 +151,7 @@ async def test_ops_when_json_logs_and_a_sampled_signal_is_rejected_logs_its_trac
 @pytest.mark.timeout(90)
 async def test_engine_when_log_format_env_is_json_writes_every_line_as_json_in_utc(tmp_path: Path) -> None:
     port = free_ports(1)[0]
-    config = {
-        "port": port,
-        "metrics_port": None,
-        "ops_token": "log-test-token",
-        "journal_path": str(tmp_path / "engine" / "journal.jsonl"),
-        "journal_fsync": False,
-        "tracing": False,
-    }
-    (tmp_path / "engine.json").write_text(json.dumps(config))
+    write_engine_json(tmp_path, port)
     log_path = tmp_path / "engine.log"
     env = {**os.environ, "LOG_FORMAT": "json"}
     proc = start_server(["engine_server", "--config", str(tmp_path / "engine.json")], log_path, env)
