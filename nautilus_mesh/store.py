@@ -21,7 +21,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,10 +159,22 @@ class _SharedConnection:
     """One database connection shared by threads, serialised by a lock, closed once."""
 
     _conn: _Closable
+    location: str
+    schema_version: int
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._closed = False
+
+    def _opened(self, prepare: Callable[[], int]) -> None:
+        """Run ``prepare`` (settings, migrations) on the new connection, closing it when that fails; it returns the
+        schema version."""
+        try:
+            self.schema_version = prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+        log.info("[STORE] opened %s (schema version %d)", self.location, self.schema_version)
 
     @property
     def closed(self) -> bool:
@@ -196,15 +208,13 @@ class SqliteStore(_SharedConnection):
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise UnavailableError("STORE_UNAVAILABLE", f"cannot open state store {self.location}: {exc}") from exc
-        try:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=5000")
-            self.schema_version = self._migrate(migrations)
-        except BaseException:
-            self._conn.close()
-            raise
-        log.info("[STORE] opened %s (schema version %d)", self.location, self.schema_version)
+
+        def prepare() -> int:
+            for pragma in ("journal_mode=WAL", "synchronous=FULL", "busy_timeout=5000"):
+                self._conn.execute(f"PRAGMA {pragma}")
+            return self._migrate(migrations)
+
+        self._opened(prepare)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -290,12 +300,7 @@ class PostgresStore(_SharedConnection):
             raise UnavailableError(
                 "STORE_UNAVAILABLE", f"cannot connect to state store {self.location}: {_scrub(str(exc), url)}"
             ) from None
-        try:
-            self.schema_version = self._migrate(migrations)
-        except BaseException:
-            self._conn.close()
-            raise
-        log.info("[STORE] opened %s (schema version %d)", self.location, self.schema_version)
+        self._opened(lambda: self._migrate(migrations))
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:

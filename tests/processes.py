@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import engine_config, ops_config
+from tests.conftest import DEMO, engine_config, ops_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -114,3 +114,23 @@ def write_engine_json(tmp: Path, port: int) -> Path:
     path = tmp / "engine.json"
     path.write_text(json.dumps(config))
     return path
+
+
+def write_ops_json(tmp: Path, port: int, engine_port: int, **fields: object) -> dict[str, Any]:
+    """``<tmp>/ops.json``: the demo ops config on ``port``, dialing ``engine_port``, no metrics, state under ``tmp``,
+    with ``fields`` on top; returns the config written."""
+    config: dict[str, Any] = json.loads((DEMO / "ops.json").read_text())
+    config.update(
+        {
+            "port": port,
+            "metrics_port": None,
+            "engine_address": f"127.0.0.1:{engine_port}",
+            "state_dir": str(tmp / "ops"),
+            "registry_path": str(DEMO / "registry.json"),
+            "capital_policy_path": str(DEMO / "capital_policy.json"),
+            "risk_limits_path": str(DEMO / "risk_limits.json"),
+            **fields,
+        }
+    )
+    (tmp / "ops.json").write_text(json.dumps(config))
+    return config

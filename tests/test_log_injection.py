@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -17,8 +15,8 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_safety import MAX_FIELD_CHARS, SafeLogFilter
-from tests.conftest import DEMO, free_ports
-from tests.processes import start_server, write_engine_json
+from tests.conftest import free_ports
+from tests.processes import start_server, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FORGED = "2026-01-01 00:00:00,000 CRITICAL ops_server.core [OPS] KILL SWITCH ENGAGED by admin"
@@ -44,20 +42,7 @@ def test_filter_when_args_hold_controls_and_megabytes_writes_one_bounded_line() 
 @pytest.mark.timeout(90)
 async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(tmp_path: Path) -> None:
     port, engine_port = free_ports(2)
-    config: dict[str, Any] = json.loads((DEMO / "ops.json").read_text())
-    config.update(
-        {
-            "port": port,
-            "metrics_port": None,
-            "engine_address": f"127.0.0.1:{engine_port}",
-            "state_dir": str(tmp_path / "ops"),
-            "registry_path": str(DEMO / "registry.json"),
-            "capital_policy_path": str(DEMO / "capital_policy.json"),
-            "risk_limits_path": str(DEMO / "risk_limits.json"),
-            "tracing": False,
-        }
-    )
-    (tmp_path / "ops.json").write_text(json.dumps(config))
+    config = write_ops_json(tmp_path, port, engine_port, tracing=False)
     log_path = tmp_path / "ops.log"
     proc = start_server(["ops_server", "--config", str(tmp_path / "ops.json")], log_path)
     try:

@@ -25,8 +25,8 @@ from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_format import JsonFormatter, UtcTextFormatter
 from nautilus_mesh.log_safety import SafeLogFilter
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing
-from tests.conftest import DEMO, ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_ports, wait_until
-from tests.processes import start_server, write_engine_json
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_ports, wait_until
+from tests.processes import start_server, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -98,20 +98,7 @@ async def test_ops_when_json_logs_and_a_sampled_signal_is_rejected_logs_its_trac
     tmp_path: Path,
 ) -> None:
     port, engine_port = free_ports(2)  # no engine listens: the signal is rejected ENGINE_UNAVAILABLE
-    config: dict[str, Any] = json.loads((DEMO / "ops.json").read_text())
-    config.update(
-        {
-            "port": port,
-            "metrics_port": None,
-            "engine_address": f"127.0.0.1:{engine_port}",
-            "state_dir": str(tmp_path / "ops"),
-            "registry_path": str(DEMO / "registry.json"),
-            "capital_policy_path": str(DEMO / "capital_policy.json"),
-            "risk_limits_path": str(DEMO / "risk_limits.json"),
-            "span_file": str(tmp_path / "ops-spans.jsonl"),
-        }
-    )
-    (tmp_path / "ops.json").write_text(json.dumps(config))
+    config = write_ops_json(tmp_path, port, engine_port, span_file=str(tmp_path / "ops-spans.jsonl"))
     log_path = tmp_path / "ops.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     proc = start_server(["ops_server", "--config", str(tmp_path / "ops.json"), "--log-format", "json"], log_path, env)
