@@ -98,20 +98,26 @@ class _Checked:
         return request
 
 
+def _refusing_malformed(inner: Any, method: str, counter: Counter | None) -> Any:
+    """A unary-request behaviour that answers a malformed request with INVALID_ARGUMENT instead of calling ``inner``."""
+
+    async def behaviour(request: Any, context: Any) -> Any:
+        if isinstance(request, MalformedRequest):
+            await abort(context, _error(method, request, counter))
+        return await inner(request, context)
+
+    return behaviour
+
+
 def _wrap(handler: Any, method: str, counter: Counter | None) -> Any:
     """The same RpcMethodHandler with a guarded deserializer and behaviour."""
     if handler is None or not hasattr(handler, "_replace"):
         return handler
     decode = _deserializer(handler.request_deserializer)
     if handler.unary_unary is not None:
-        inner = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
-            if isinstance(request, MalformedRequest):
-                await abort(context, _error(method, request, counter))
-            return await inner(request, context)
-
-        return handler._replace(request_deserializer=decode, unary_unary=unary_unary)
+        return handler._replace(
+            request_deserializer=decode, unary_unary=_refusing_malformed(handler.unary_unary, method, counter)
+        )
     if handler.unary_stream is not None:
         inner = handler.unary_stream
         if inspect.isasyncgenfunction(inner):
@@ -124,12 +130,7 @@ def _wrap(handler: Any, method: str, counter: Counter | None) -> Any:
 
             return handler._replace(request_deserializer=decode, unary_stream=unary_stream_gen)
 
-        async def unary_stream(request: Any, context: Any) -> Any:
-            if isinstance(request, MalformedRequest):
-                await abort(context, _error(method, request, counter))
-            return await inner(request, context)
-
-        return handler._replace(request_deserializer=decode, unary_stream=unary_stream)
+        return handler._replace(request_deserializer=decode, unary_stream=_refusing_malformed(inner, method, counter))
     if handler.stream_unary is not None:
         inner = handler.stream_unary
 

@@ -51,21 +51,19 @@ class Scope:
         return self.strategies is None or strategy_id in self.strategies
 
     def require_model(self, model_id: str) -> None:
-        if model_id and not self.sees_model(model_id):
-            raise PermissionDeniedError(
-                "MODEL_NOT_ALLOWED",
-                f"{self.name!r} may not read model {model_id!r}",
-                {"model_id": model_id},
-                field="model_id",
-            )
+        self._require("model", model_id, self.sees_model(model_id))
 
     def require_strategy(self, strategy_id: str) -> None:
-        if strategy_id and not self.sees_strategy(strategy_id):
+        self._require("strategy", strategy_id, self.sees_strategy(strategy_id))
+
+    def _require(self, kind: str, key: str, seen: bool) -> None:
+        """Refuse a named ``kind`` (``model``, ``strategy``) outside the scope; an empty name asks for all it sees."""
+        if key and not seen:
             raise PermissionDeniedError(
-                "STRATEGY_NOT_ALLOWED",
-                f"{self.name!r} may not read strategy {strategy_id!r}",
-                {"strategy_id": strategy_id},
-                field="strategy_id",
+                f"{kind.upper()}_NOT_ALLOWED",
+                f"{self.name!r} may not read {kind} {key!r}",
+                {f"{kind}_id": key},
+                field=f"{kind}_id",
             )
 
 
