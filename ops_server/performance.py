@@ -21,7 +21,7 @@ Conventions:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -334,13 +334,7 @@ def skewness(returns: Sequence[float]) -> float:
     Raises:
         ValueError: On a non-finite value.
     """
-    values = _finite(returns, "returns")
-    if len(values) < 2 or is_flat(values):
-        return 0.0
-    m2, m3, _ = _central_moments(values)
-    if m2 == 0.0:
-        return 0.0
-    return m3 / math.pow(m2, 1.5)
+    return _standardised_moment(returns, 0.0, lambda m2, m3, _: m3 / math.pow(m2, 1.5))
 
 
 def kurtosis(returns: Sequence[float]) -> float:
@@ -353,10 +347,15 @@ def kurtosis(returns: Sequence[float]) -> float:
     Raises:
         ValueError: On a non-finite value.
     """
+    return _standardised_moment(returns, 3.0, lambda m2, _, m4: m4 / (m2 * m2))
+
+
+def _standardised_moment(
+    returns: Sequence[float], degenerate: float, ratio: Callable[[float, float, float], float]
+) -> float:
+    """``ratio(m2, m3, m4)`` of the central moments, or ``degenerate`` for fewer than two values or zero variance."""
     values = _finite(returns, "returns")
     if len(values) < 2 or is_flat(values):
-        return 3.0
-    m2, _, m4 = _central_moments(values)
-    if m2 == 0.0:
-        return 3.0
-    return m4 / (m2 * m2)
+        return degenerate
+    m2, m3, m4 = _central_moments(values)
+    return degenerate if m2 == 0.0 else ratio(m2, m3, m4)

@@ -255,6 +255,16 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+_SCALAR_NAMES: tuple[tuple[type, str], ...] = (
+    (bool, "bool"),  # before int: a bool is an int
+    (int, "integer"),
+    (float, "number"),
+    (Decimal, "decimal (string or number)"),
+    (str, "string"),
+    (Path, "path"),
+)
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -276,18 +286,9 @@ def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         if issubclass(tp, enum.Enum):
             return " \\| ".join(f'`"{m.value}"`' for m in tp)
-        if issubclass(tp, bool):
-            return "bool"
-        if issubclass(tp, int):
-            return "integer"
-        if issubclass(tp, float):
-            return "number"
-        if issubclass(tp, Decimal):
-            return "decimal (string or number)"
-        if issubclass(tp, str):
-            return "string"
-        if issubclass(tp, Path):
-            return "path"
+        scalar = next((name for base, name in _SCALAR_NAMES if issubclass(tp, base)), None)
+        if scalar is not None:
+            return scalar
         if _is_model(tp):
             return f"[{tp.__name__}](#{tp.__name__.lower()})"
     return str(tp).replace("typing.", "")
