@@ -36,6 +36,12 @@ def signal(signal_id: str, target: float, instrument: str = "BTC-USD") -> ops_pb
     return ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument=instrument, target=target)
 
 
+async def set_model_state(admin: admin_pb2_grpc.OpsAdminServiceStub, state: common_pb2.TradingState.ValueType) -> None:
+    """Set momentum_v1's trading state as an operator."""
+    request = admin_pb2.SetTradingStateRequest(model_id="momentum_v1", state=state, reason="test")
+    await admin.SetTradingState(request, metadata=ADMIN)
+
+
 async def buy_15_btc(mesh: Mesh, stub: object) -> None:
     response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-1", 0.75)), metadata=META)  # type: ignore[attr-defined]
     assert response.decision.quantity == "15"
@@ -78,12 +84,7 @@ async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_
         stub = small_mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         await buy_15_btc(small_mesh, stub)
-        await admin.SetTradingState(
-            admin_pb2.SetTradingStateRequest(
-                model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
-            ),
-            metadata=ADMIN,
-        )
+        await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-up", 0.9)), metadata=META)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -92,12 +93,7 @@ async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_
         assert down.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
         assert down.decision.side == common_pb2.SIDE_SELL
 
-        await admin.SetTradingState(
-            admin_pb2.SetTradingStateRequest(
-                model_id="momentum_v1", state=common_pb2.TRADING_STATE_HALTED, reason="test"
-            ),
-            metadata=ADMIN,
-        )
+        await set_model_state(admin, common_pb2.TRADING_STATE_HALTED)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("h-down", 0.0)), metadata=META)
         assert from_rpc_error(caught.value).code == "TRADING_HALTED"  # type: ignore[union-attr]
@@ -205,12 +201,7 @@ async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_r
         long = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-1", 0.5)), metadata=META)
         assert long.decision.quantity == "10"
         await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
-        await admin.SetTradingState(
-            admin_pb2.SetTradingStateRequest(
-                model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
-            ),
-            metadata=ADMIN,
-        )
+        await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
         flip = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-2", -0.25)), metadata=META)
     decision = flip.decision
     assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
@@ -240,12 +231,7 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
             admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
             await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=META)
             await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
-            await admin.SetTradingState(
-                admin_pb2.SetTradingStateRequest(
-                    model_id="momentum_v1", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
-                ),
-                metadata=ADMIN,
-            )
+            await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=META)
         assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
