@@ -54,15 +54,20 @@ async def test_grpcurl_describe_and_health_when_ops_runs_answer(mesh: Mesh) -> N
     assert code == 0 and json.loads(out)["status"] == "SERVING"
 
 
-async def test_grpcurl_submit_signal_when_valid_is_accepted(mesh: Mesh) -> None:
-    code, out, err = await grpcurl(
+async def submit_signal(mesh: Mesh, signal_id: str, target: float) -> tuple[int, str, str]:
+    """SubmitSignal for momentum_v1 on BTC-USD through grpcurl, with the momentum token."""
+    return await grpcurl(
         "-H",
         f"x-strategy-token: {MOMENTUM_TOKEN}",
         "-d",
-        signal_body("curl-1", 0.1),
+        signal_body(signal_id, target),
         mesh.ops_address,
         "nautilus.ops.v1.OpsService/SubmitSignal",
     )
+
+
+async def test_grpcurl_submit_signal_when_valid_is_accepted(mesh: Mesh) -> None:
+    code, out, err = await submit_signal(mesh, "curl-1", 0.1)
     assert code == 0, err
     decision = json.loads(out)["decision"]
     assert decision["status"] == "DECISION_STATUS_ACCEPTED"
@@ -70,14 +75,7 @@ async def test_grpcurl_submit_signal_when_valid_is_accepted(mesh: Mesh) -> None:
 
 
 async def test_grpcurl_submit_signal_when_field_is_bad_gives_invalid_argument_with_field_violation(mesh: Mesh) -> None:
-    code, out, err = await grpcurl(
-        "-H",
-        f"x-strategy-token: {MOMENTUM_TOKEN}",
-        "-d",
-        signal_body("curl-2", 3.0),
-        mesh.ops_address,
-        "nautilus.ops.v1.OpsService/SubmitSignal",
-    )
+    code, out, err = await submit_signal(mesh, "curl-2", 3.0)
     assert code != 0
     text = out + err
     assert "Code: InvalidArgument" in text
