@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,12 +95,21 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
-def start_server(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``python -m <args>`` from the repository root, its output to ``log_path`` (for tests that read the log)."""
+@contextlib.contextmanager
+def server_process(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m <args>`` from the repository root, its output to ``log_path`` (for tests that read the log);
+    terminated on exit."""
     with log_path.open("wb") as log_file:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-m", *args], cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env
         )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def write_engine_json(tmp: Path, port: int) -> Path:

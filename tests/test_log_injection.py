@@ -16,7 +16,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_safety import MAX_FIELD_CHARS, SafeLogFilter
 from tests.conftest import free_ports
-from tests.processes import start_server, write_engine_json, write_ops_json
+from tests.processes import server_process, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent
 FORGED = "2026-01-01 00:00:00,000 CRITICAL ops_server.core [OPS] KILL SWITCH ENGAGED by admin"
@@ -44,8 +44,7 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
     port, engine_port = free_ports(2)
     config = write_ops_json(tmp_path, port, engine_port, tracing=False)
     log_path = tmp_path / "ops.log"
-    proc = start_server(["ops_server", "--config", str(tmp_path / "ops.json")], log_path)
-    try:
+    with server_process(["ops_server", "--config", str(tmp_path / "ops.json")], log_path):
         await wait_serving(f"127.0.0.1:{port}", 30)
         signal = ops_pb2.Signal(
             signal_id=f"s-1\n{FORGED}\x00\x1b[2J", model_id="momentum_v1", instrument="BTC-USD", target=0.1
@@ -57,9 +56,6 @@ async def test_ops_log_when_signal_id_holds_a_newline_keeps_one_line_per_record(
                     ops_pb2.SubmitSignalRequest(signal=signal),
                     metadata=(("x-strategy-token", config["strategies"]["momentum"]["token"]),),
                 )
-    finally:
-        proc.terminate()
-        proc.wait(30)
     lines = log_path.read_bytes().decode("utf-8").splitlines()
     assert any("s-1\\n2026-01-01" in line and "KILL SWITCH" in line for line in lines)  # one line, escaped
     assert not any(line.startswith(FORGED[:24]) for line in lines)
@@ -71,8 +67,7 @@ async def test_engine_log_when_client_order_id_holds_a_newline_keeps_one_line_pe
     port = free_ports(1)[0]
     write_engine_json(tmp_path, port)
     log_path = tmp_path / "engine.log"
-    proc = start_server(["engine_server", "--config", str(tmp_path / "engine.json")], log_path)
-    try:
+    with server_process(["engine_server", "--config", str(tmp_path / "engine.json")], log_path):
         await wait_serving(f"127.0.0.1:{port}", 30)
         bad = engine_pb2.NewOrder(
             client_order_id=f"c-1\n{FORGED}\x00\x1b[2J",
@@ -94,9 +89,6 @@ async def test_engine_log_when_client_order_id_holds_a_newline_keeps_one_line_pe
                 assert response.reports[0].exec_type == engine_pb2.EXEC_TYPE_REJECTED
                 break
             call.cancel()
-    finally:
-        proc.terminate()
-        proc.wait(30)
     lines = log_path.read_bytes().decode("utf-8").splitlines()
     assert any("c-1\\n2026-01-01" in line and "KILL SWITCH" in line for line in lines)  # one line, escaped
     assert not any(line.startswith(FORGED[:24]) for line in lines)

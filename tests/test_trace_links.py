@@ -26,7 +26,7 @@ from nautilus_mesh.log_format import JsonFormatter, UtcTextFormatter
 from nautilus_mesh.log_safety import SafeLogFilter
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing
 from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_ports, wait_until
-from tests.processes import start_server, write_engine_json, write_ops_json
+from tests.processes import server_process, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -101,8 +101,7 @@ async def test_ops_when_json_logs_and_a_sampled_signal_is_rejected_logs_its_trac
     config = write_ops_json(tmp_path, port, engine_port, span_file=str(tmp_path / "ops-spans.jsonl"))
     log_path = tmp_path / "ops.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    proc = start_server(["ops_server", "--config", str(tmp_path / "ops.json"), "--log-format", "json"], log_path, env)
-    try:
+    with server_process(["ops_server", "--config", str(tmp_path / "ops.json"), "--log-format", "json"], log_path, env):
         await wait_serving(f"127.0.0.1:{port}", 30)
         signal = ops_pb2.Signal(
             signal_id="s-json-1",
@@ -120,9 +119,6 @@ async def test_ops_when_json_logs_and_a_sampled_signal_is_rejected_logs_its_trac
         assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
         code = "ENGINE_UNAVAILABLE"
         span = await wait_for_span(tmp_path / "ops-spans.jsonl", "ops.signal receive")
-    finally:
-        proc.terminate()
-        proc.wait(30)
     lines = log_path.read_text().splitlines()
     entries = [json.loads(line) for line in lines]  # every line is one JSON object
     rejected = [e for e in entries if "s-json-1" in e["message"] and "rejected" in e["message"]]
@@ -141,12 +137,8 @@ async def test_engine_when_log_format_env_is_json_writes_every_line_as_json_in_u
     write_engine_json(tmp_path, port)
     log_path = tmp_path / "engine.log"
     env = {**os.environ, "LOG_FORMAT": "json"}
-    proc = start_server(["engine_server", "--config", str(tmp_path / "engine.json")], log_path, env)
-    try:
+    with server_process(["engine_server", "--config", str(tmp_path / "engine.json")], log_path, env):
         await wait_serving(f"127.0.0.1:{port}", 30)
-    finally:
-        proc.terminate()
-        proc.wait(30)
     entries = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert any("[ENGINE] ready on" in e["message"] for e in entries)
     assert all(e["ts"].endswith("Z") and "trace_id" not in e for e in entries)
