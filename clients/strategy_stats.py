@@ -32,8 +32,8 @@ class ModelCounts(TypedDict):
     rejected: int
 
 
-class StrategySnapshot(TypedDict, total=False):
-    """One strategy runner's counters, rates and latencies."""
+class Totals(TypedDict):
+    """Counters, rates and latencies: of one strategy runner, or (``totals``) of every strategy of the process."""
 
     elapsed_s: float
     signals: int
@@ -41,11 +41,16 @@ class StrategySnapshot(TypedDict, total=False):
     orders: int
     fills: int
     rejected: int
-    rejections_by_code: dict[str, int]
     decision_latency_ms: LatencySummary
     """Signal sent -> decision received."""
     fill_latency_ms: LatencySummary
     """Signal sent -> first fill received."""
+
+
+class StrategySnapshot(Totals, total=False):
+    """One strategy runner's totals, with its rejections, connections and models."""
+
+    rejections_by_code: dict[str, int]
     reconnects: dict[str, int]
     """Reconnects by peer (``ops``, ``engine``)."""
     connected: dict[str, bool]
@@ -53,19 +58,6 @@ class StrategySnapshot(TypedDict, total=False):
     models: dict[str, ModelCounts]
     in_flight: int
     """Signals sent and not yet decided."""
-
-
-class Totals(TypedDict):
-    """Every strategy of the process together."""
-
-    elapsed_s: float
-    signals: int
-    signals_per_s: float
-    orders: int
-    fills: int
-    rejected: int
-    decision_latency_ms: LatencySummary
-    fill_latency_ms: LatencySummary
 
 
 class StatsFile(TypedDict, total=False):
