@@ -108,20 +108,10 @@ def test_weights_when_promoted_through_custom_schedule_follow_each_step() -> Non
 # -- routing weights (model registry) -------------------------------------------------------------------
 
 
-def _registry() -> ModelRegistry:
-    return ModelRegistry.from_dict(
-        {
-            "strategies": {
-                "momentum": {
-                    "stable_model": "v1",
-                    "models": {
-                        "v1": {"instruments": ["BTC-USD"], "weight": 0.7},
-                        "v2": {"instruments": ["BTC-USD"], "weight": 0.3},
-                    },
-                }
-            }
-        }
-    )
+def _registry(v1: float = 0.7, v2: float = 0.3) -> ModelRegistry:
+    """Strategy ``momentum``: stable model ``v1`` and model ``v2`` on BTC-USD, with these routing weights."""
+    models = {"v1": {"instruments": ["BTC-USD"], "weight": v1}, "v2": {"instruments": ["BTC-USD"], "weight": v2}}
+    return ModelRegistry.from_dict({"strategies": {"momentum": {"stable_model": "v1", "models": models}}})
 
 
 def test_routing_weights_when_not_summing_to_one_are_refused_with_the_offending_weights() -> None:
@@ -154,19 +144,7 @@ def test_registry_set_weights_when_refused_keeps_previous_weights() -> None:
 
 def test_registry_file_when_weights_do_not_sum_to_one_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as caught:
-        ModelRegistry.from_dict(
-            {
-                "strategies": {
-                    "s": {
-                        "stable_model": "a",
-                        "models": {
-                            "a": {"instruments": ["X"], "weight": 0.5},
-                            "b": {"instruments": ["X"], "weight": 0.4},
-                        },
-                    }
-                }
-            }
-        )
+        _registry(0.5, 0.4)
     assert "sum to 1" in caught.value.message
 
 
