@@ -49,6 +49,17 @@ async def wait_for_span(path: Path, name: str, deadline: float = 15.0) -> dict[s
     raise AssertionError(f"no {name!r} span of trace {TRACE_ID} in {path}")
 
 
+def sampled_signal(signal_id: str) -> ops_pb2.Signal:
+    """A momentum_v1 signal on BTC-USD (target 0.1) whose trace is sampled."""
+    return ops_pb2.Signal(
+        signal_id=signal_id,
+        model_id="momentum_v1",
+        instrument="BTC-USD",
+        target=0.1,
+        trace=common_pb2.TraceContext(traceparent=SAMPLED),
+    )
+
+
 # -- logs ---------------------------------------------------------------------------------
 
 
@@ -103,13 +114,7 @@ async def test_ops_when_json_logs_and_a_sampled_signal_is_rejected_logs_its_trac
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     with server_process(["ops_server", "--config", str(tmp_path / "ops.json"), "--log-format", "json"], log_path, env):
         await wait_serving(f"127.0.0.1:{port}", 30)
-        signal = ops_pb2.Signal(
-            signal_id="s-json-1",
-            model_id="momentum_v1",
-            instrument="BTC-USD",
-            target=0.1,
-            trace=common_pb2.TraceContext(traceparent=SAMPLED),
-        )
+        signal = sampled_signal("s-json-1")
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await ops_pb2_grpc.OpsServiceStub(channel).SubmitSignal(
@@ -239,15 +244,7 @@ async def test_metrics_when_a_sampled_signal_fills_carry_trace_id_exemplars_proc
 ) -> None:
     async with metered_mesh.channel() as channel:
         decision = await metered_mesh.ops_stub(channel).SubmitSignal(
-            ops_pb2.SubmitSignalRequest(
-                signal=ops_pb2.Signal(
-                    signal_id="x-1",
-                    model_id="momentum_v1",
-                    instrument="BTC-USD",
-                    target=0.1,
-                    trace=common_pb2.TraceContext(traceparent=SAMPLED),
-                )
-            ),
+            ops_pb2.SubmitSignalRequest(signal=sampled_signal("x-1")),
             metadata=(("x-strategy-token", MOMENTUM_TOKEN),),
         )
     core = metered_mesh.ops.core
