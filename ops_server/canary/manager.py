@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import NotFoundError
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
@@ -49,7 +50,7 @@ class CanaryManager:
         self,
         registry: ModelRegistry,
         publish: Callable[[CanaryEvent], None],
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = REAL_CLOCK.now,
         *,
         sample_seconds: float = 1.0,
     ) -> None:
