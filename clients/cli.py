@@ -65,7 +65,7 @@ from clients.commands import (
     rpc_failure,
 )
 from clients.journal_dump import cmd_journal_dump
-from clients.launcher import run_mesh
+from clients.launcher import run_backtest, run_mesh
 from clients.sdk import MeshRpcError
 
 
@@ -92,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--instrument", required=True, help="instrument, e.g. BTC-USD")
     signal.add_argument("--target", required=True, type=float, help="target exposure in [-1, 1]")
     signal.add_argument("--signal-id", default=None, help="signal id (default: a fresh unique id)")
+
+    sub.add_parser(
+        "backtest",
+        help="replay quotes through ops and the engine in one process (see nautilus-mesh backtest --help)",
+        add_help=False,
+    )
 
     traces = sub.add_parser("traces", help="per-stage latency percentiles from local span files")
     traces.add_argument("--dir", default="var/traces", help="directory of span JSONL files")
@@ -189,6 +195,9 @@ def _admin_options(p: argparse.ArgumentParser, handler: Command, *, suppress: bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nautilus-mesh`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["backtest"]:
+        return run_backtest(argv[1:])
     args = build_parser().parse_args(argv)
     console = Console()
     try:
