@@ -310,7 +310,8 @@ def _replay(
                     rejections[decision.error.code or "REJECTED"] += 1
             link.pump()
             drain()
-    sample(clock.time_ns())
+    if not run.curve_s or run.curve_s[-1] != (clock.time_ns() - start_ns) / NS_PER_SECOND:
+        sample(clock.time_ns())  # the end of the tape, unless a sample just fell on it
     run.capital_usd = ops.periodic.capital_bases().get(model.model_id, Decimal(0))
     run.performance = model_report(ops, run, model, counts, rejections, turnover, fills, spec, len(tape))
     return run

@@ -143,13 +143,15 @@ def synthetic_tape(
     return out
 
 
-def write_tape(path: Path, quotes: Sequence[TapeQuote]) -> None:
-    """Write quotes as a CSV that :func:`load_tape` reads back (``ts,bid,ask,bid_size,ask_size``, one symbol)."""
+def write_tape(path: Path, quotes: Sequence[TapeQuote], *, with_symbol: bool = False) -> None:
+    """Write quotes as a CSV that :func:`load_tape` reads back: ``ts,bid,ask,bid_size,ask_size`` plus ``symbol``
+    with ``with_symbol`` (needed for any instrument but the default one)."""
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
-        writer.writerow(("ts", "bid", "ask", "bid_size", "ask_size"))
+        writer.writerow(("ts", "bid", "ask", "bid_size", "ask_size", *(("symbol",) if with_symbol else ())))
         for q in quotes:
-            writer.writerow((q.ts_ns, q.bid, q.ask, q.bid_size or "", q.ask_size or ""))
+            row = (q.ts_ns, q.bid, q.ask, q.bid_size or "", q.ask_size or "")
+            writer.writerow((*row, q.symbol) if with_symbol else row)
 
 
 def symbols(quotes: Sequence[TapeQuote]) -> list[str]:
