@@ -14,7 +14,7 @@ Nothing here decides differently from production: it only replaces the transport
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -120,9 +120,11 @@ class InProcessEngineLink(EngineLink):
                 self.delivered.extend(frame)
                 self._on_reports(frame)
 
-    def publish_quotes(self) -> list[common_pb2.Quote]:
-        """Give ops the live venues' current quotes (marks), as the quote stream does; returns them."""
-        quotes = self._engine.live_quotes()
+    def publish_quotes(self, venue: str, symbols: Iterable[str]) -> list[common_pb2.Quote]:
+        """Give ops the current quotes of ``symbols`` on ``venue`` (marks), as the quote stream sends the quotes that
+        changed; returns them."""
+        adapter = self._engine.manager.venues[venue]
+        quotes = [self._engine.quote_pb(venue, q) for s in symbols if (q := adapter.quote(s)) is not None]
         if quotes:
             self.last_quote_at = self._clock.monotonic()
             self._on_quotes(quotes)

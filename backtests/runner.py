@@ -289,7 +289,8 @@ def _replay(
             engine.dispatch(reports)
         link.pump()
         drain()
-        live = link.publish_quotes()
+        fresh = sorted({q.symbol for q in quotes})
+        live = link.publish_quotes(LIVE_VENUE, fresh)
         if ts >= next_sample:
             sample(ts)
             next_sample += sample_ns * ((ts - next_sample) // sample_ns + 1)
@@ -299,8 +300,7 @@ def _replay(
         if ts >= next_canary:
             periodic.evaluate_canaries()
             next_canary += canary_ns * ((ts - next_canary) // canary_ns + 1)
-        fresh = {q.symbol for q in quotes}
-        prices = [(q.instrument, float(q.mid), ts) for q in live if q.instrument in fresh]
+        prices = [(q.instrument, float(q.mid), ts) for q in live]
         signals = planner.plan(prices, clock.time_ns())
         if signals:
             for decision in ops.signals.handle_frame(signals, principal):
