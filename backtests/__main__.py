@@ -12,8 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from backtests.api import DEFAULT_SYNTHETIC_QUOTES, run_backtest, write_outputs
+from backtests.api import run_backtest, write_outputs
 from backtests.runner import BacktestSpec
+from clients.backtest_cli import add_backtest_options
 from nautilus_mesh.errors import MeshError
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "demo"
@@ -21,18 +22,7 @@ DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config" / "demo"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nautilus-mesh backtest", description=__doc__.splitlines()[0])
-    p.add_argument("--strategy", required=True, help="strategy name in strategies.json (e.g. momentum, meanrev)")
-    p.add_argument("--data", type=Path, default=None, help="quote CSV (ts,bid,ask[,bid_size,ask_size][,symbol])")
-    p.add_argument("--seed", type=int, default=7, help="seed of the sim venue and of the synthetic market")
-    p.add_argument("--models", default="", help="comma-separated models of the strategy (default: all)")
-    p.add_argument("--compare", action="store_true", help="compare the first two models as the canary would")
-    p.add_argument("--quotes", type=int, default=DEFAULT_SYNTHETIC_QUOTES, help="synthetic quotes without --data")
-    p.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="folder of the mesh's config files")
-    p.add_argument("--sample-seconds", type=float, default=30.0, help="equity sampling interval (simulated s)")
-    p.add_argument("--bar-seconds", type=float, default=300.0, help="return bar of Sharpe and compare (s)")
-    p.add_argument("--out", type=Path, default=None, help="output folder (default var/backtests/<strategy>)")
-    p.add_argument("--no-plot", action="store_true", help="skip the equity-curve PNGs")
-    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    add_backtest_options(p)
     return p
 
 
@@ -44,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     spec = BacktestSpec(
         strategy=args.strategy,
-        config_dir=args.config_dir,
+        config_dir=args.config_dir or DEFAULT_CONFIG_DIR,
         seed=args.seed,
         models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
         sample_seconds=args.sample_seconds,

@@ -11,12 +11,10 @@ from backtests.mesh import instrument_specs, market_maker
 from backtests.report import build_report, compare, to_json, to_table
 from backtests.runner import LIVE_VENUE, BacktestSpec, ModelRun, run_model, select_models, strategy_entry
 from backtests.tape import DEFAULT_SYMBOL, TapeQuote, load_tape, symbols, synthetic_tape
+from clients.backtest_cli import DEFAULT_SYNTHETIC_QUOTES
 from engine_server.config import load_engine_config
 from nautilus_mesh.errors import ConfigError
 from ops_server.model_registry import ModelRegistry
-
-DEFAULT_SYNTHETIC_QUOTES = 14_400
-"""Quotes of the synthetic market when no file is given: four hours of one-second quotes (count)."""
 
 
 @dataclass

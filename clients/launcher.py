@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -405,9 +404,3 @@ async def run_mesh(
         )
     print(summary_line(stats), flush=True)
     return exit_code
-
-
-def run_backtest(args: Sequence[str]) -> int:
-    """``nautilus-mesh backtest ARGS``: ``python -m backtests ARGS`` in a child process, which wires ops and the engine
-    in one process on a simulated clock (the CLI itself imports neither server); returns its exit code."""
-    return subprocess.call([sys.executable, "-m", "backtests", *args])  # noqa: S603 (our interpreter, our module)
