@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -102,8 +103,6 @@ def compare(stable: ModelRun, canary: ModelRun, spec: BacktestSpec, policy: Cana
         out["outcome"] = "INCONCLUSIVE"
         out["note"] = f"{n // samples_per_bar} paired bars: at least 2 are needed"
         return out
-    from datetime import UTC, datetime
-
     result = run_check(
         cfg,
         CheckInputs(

@@ -92,6 +92,20 @@ def test_backtest_when_rails_refuse_orders_counts_rejections_by_code(tmp_path: P
     assert model["fills_count"] == 0
 
 
+def test_backtest_when_run_stamps_ops_events_and_orders_with_simulated_time(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    limits = json.loads((config / "risk_limits.json").read_text(encoding="utf-8"))
+    limits["default_model"]["max_order_notional"] = "1000"
+    (config / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
+    run_backtest(spec(config_dir=config, models=("momentum_v1",)), small_tape(tmp_path, 300), workdir=tmp_path / "st")
+    audit_log = (tmp_path / "st" / "momentum_v1" / "ops" / "audit.jsonl").read_text(encoding="utf-8")
+    audit = [json.loads(line) for line in audit_log.splitlines()]
+    rejected = [e["at"] for e in audit if e["kind"] == "RISK_REJECTED"]
+    first_s, last_s = 1_767_225_600, 1_767_225_600 + 299
+    assert rejected and all(first_s <= at <= last_s for at in rejected)  # the tape's time, not the wall clock
+
+
 def test_backtest_compare_when_two_models_reports_the_canary_check_figures(tmp_path: Path) -> None:
     result = run_backtest(spec(), small_tape(tmp_path), with_compare=True)
     compare = result.report["compare"]
