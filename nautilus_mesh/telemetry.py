@@ -19,7 +19,6 @@ import importlib.metadata
 import logging
 import os
 import random
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.files import JsonlWriter
 
 log = logging.getLogger(__name__)
@@ -195,16 +195,16 @@ class _CountingExporter(SpanExporter):
             result = self._inner.export(spans)
         except Exception as exc:
             self._stats.failed += 1
-            self._stats.last_failure_at = time.monotonic()
+            self._stats.last_failure_at = REAL_CLOCK.monotonic()
             self._stats.last_error = type(exc).__name__
             log.warning("[TRACING] span export failed: %s", type(exc).__name__)
             return SpanExportResult.FAILURE
         if result is SpanExportResult.SUCCESS:
             self._stats.exported += 1
-            self._stats.last_ok_at = time.monotonic()
+            self._stats.last_ok_at = REAL_CLOCK.monotonic()
         else:
             self._stats.failed += 1
-            self._stats.last_failure_at = time.monotonic()
+            self._stats.last_failure_at = REAL_CLOCK.monotonic()
             self._stats.last_error = "export returned FAILURE"
             log.warning("[TRACING] span export failed (%d so far)", self._stats.failed)
         return result

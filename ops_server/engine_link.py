@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -27,6 +26,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
 from nautilus_mesh.backoff import Backoff
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.tls import ClientTls, open_channel
@@ -90,6 +90,7 @@ class EngineLink:
         on_connected: called after each successful (re)connect and reconciliation.
         queue_size: bound of the outgoing command queue.
         tls: CA (and client certificate for mutual TLS) to dial the engine with; None dials plaintext.
+        clock: monotonic time of link state changes and quotes.
     """
 
     def __init__(
@@ -105,7 +106,9 @@ class EngineLink:
         backoff_initial: float = 0.05,
         backoff_max: float = 0.25,
         tls: ClientTls | None = None,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        self._clock = clock
         self.address = address
         self._token = token
         self._on_reports = on_reports
@@ -128,7 +131,7 @@ class EngineLink:
         self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
         """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
         self.tls = tls
-        self.state_since = time.monotonic()
+        self.state_since = self._clock.monotonic()
         """Monotonic time of the last change of ``connected``."""
         self._quotes_live = False
         self.last_quote_at: float | None = None
@@ -231,7 +234,7 @@ class EngineLink:
                 await self.reconcile()
                 writer = asyncio.create_task(self._write(call), name="engine-link-writer")
                 self._connected.set()
-                self.state_since = time.monotonic()
+                self.state_since = self._clock.monotonic()
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
                 if self._on_connected is not None:
                     self._on_connected()
@@ -252,7 +255,7 @@ class EngineLink:
             finally:
                 if self._connected.is_set():
                     self._connected.clear()
-                    self.state_since = time.monotonic()
+                    self.state_since = self._clock.monotonic()
                     log.warning("[ENGINE-LINK] link to %s down; signals answer ENGINE_UNAVAILABLE", self.address)
                 if writer is not None:
                     writer.cancel()
@@ -319,7 +322,7 @@ class EngineLink:
                 async for frame in call:
                     backoff.reset()
                     self._on_quotes(frame.quotes)
-                    self.last_quote_at = now = time.monotonic()
+                    self.last_quote_at = now = self._clock.monotonic()
                     for quote in frame.quotes:
                         self.quote_times[quote.instrument] = now
                     self._quotes_live = True

@@ -6,13 +6,13 @@ Marks come from the engine's quote stream; instrument rules (lot, tick) from the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from ops_server.allocation import CapitalAllocator
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
@@ -41,6 +41,7 @@ class ExposureView:
         measurement: filled positions and marks.
         tracker: open orders.
         shadow_capital_usd: the paper capital a SHADOW model is sized on, USD.
+        clock: monotonic time of quotes (mark age for the stale-mark rail).
     """
 
     def __init__(
@@ -50,7 +51,9 @@ class ExposureView:
         measurement: Measurement,
         tracker: OrderTracker,
         shadow_capital_usd: Decimal,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        self._clock = clock
         self._registry = registry
         self._allocator = allocator
         self._measurement = measurement
@@ -127,10 +130,10 @@ class ExposureView:
     def mark_age(self, instrument: str) -> float | None:
         """Seconds since the instrument's last quote (monotonic clock), or None before the first."""
         at = self._mark_time.get(instrument)
-        return None if at is None else time.monotonic() - at
+        return None if at is None else self._clock.monotonic() - at
 
     def on_quotes(self, quotes: Sequence[common_pb2.Quote]) -> None:
-        now = time.monotonic()
+        now = self._clock.monotonic()
         for quote in quotes:
             if quote.mid:
                 self._measurement.set_mark(quote.instrument, Decimal(quote.mid))

@@ -13,6 +13,7 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.files import load_json_file
 from nautilus_mesh.store import StateStore
 from ops_server.allocation import CapitalAllocator
@@ -41,6 +42,7 @@ class OpsState:
         canaries: every canary controller and its paired returns.
         measurement: day-start equity per model.
         legacy_path: the pre-store ``state.json``, imported once when the store is empty.
+        clock: wall time (the trading day).
     """
 
     def __init__(
@@ -51,6 +53,8 @@ class OpsState:
         canaries: CanaryManager,
         measurement: Measurement,
         legacy_path: Path,
+        *,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.store = store
         self._allocator = allocator
@@ -58,7 +62,8 @@ class OpsState:
         self._canaries = canaries
         self._measurement = measurement
         self._legacy_path = legacy_path
-        self.trading_day = utc_day(time.time())
+        self._clock = clock
+        self.trading_day = utc_day(clock.time())
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""
