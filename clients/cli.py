@@ -35,6 +35,7 @@ from collections.abc import Sequence
 
 from rich.console import Console
 
+from clients.backtest_cli import add_backtest_options, run_backtest
 from clients.commands import (
     ADMIN_TOKEN_ENV,
     CANARY_ACTIONS,
@@ -93,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--instrument", required=True, help="instrument, e.g. BTC-USD")
     signal.add_argument("--target", required=True, type=float, help="target exposure in [-1, 1]")
     signal.add_argument("--signal-id", default=None, help="signal id (default: a fresh unique id)")
+
+    backtest = sub.add_parser("backtest", help="replay quotes through ops and the engine in one process")
+    add_backtest_options(backtest)
+    backtest.set_defaults(handler=run_backtest)
 
     traces = sub.add_parser("traces", help="per-stage latency percentiles from local span files")
     traces.add_argument("--dir", default="var/traces", help="directory of span JSONL files")
@@ -190,6 +195,7 @@ def _admin_options(p: argparse.ArgumentParser, handler: Command, *, suppress: bo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nautilus-mesh`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     console = Console()
     try:
@@ -199,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.config_dir, args.duration, not args.no_strategies, console=console, restart=not args.no_restart
                 )
             )
+        if args.command == "backtest":
+            return run_backtest(argv[argv.index("backtest") + 1 :])
         if args.command == "traces":
             return cmd_traces(args, console)
         if args.command == "journal":

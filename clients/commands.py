@@ -222,11 +222,12 @@ def _print_canaries(console: Console, title: str, canaries: Sequence[ops_pb2.Can
             str(c.inconclusive_checks),
             c.last_check.outcome or "-",
             f"{c.deflated_sharpe_ratio:.4f} ({c.trials} trials)" if c.last_check.outcome else "-",
+            (c.backtest.status + (" (required)" if c.backtest.required else "")) if c.HasField("backtest") else "-",
         ]
         for c in canaries
     ]
     headers = ["strategy", "canary", "state", "step", "schedule", "weights", "failed", "inconclusive", "last check"]
-    headers.append("DSR")
+    headers += ["DSR", "backtest"]
     print_table(console, title, headers, rows)
     for c in canaries:
         if c.last_check.outcome:
@@ -234,6 +235,15 @@ def _print_canaries(console: Console, title: str, canaries: Sequence[ops_pb2.Can
             rows = [["outcome", check.outcome], ["at", _timestamp(check.at_unix_nanos)]]
             rows += [[name, _number(value)] for name, value in sorted(check.statistics.items())]
             print_table(console, f"last check of {c.strategy_id}", ["statistic", "value"], rows)
+        if c.HasField("backtest"):
+            b = c.backtest
+            rows = [["report", b.report or "-"], ["status", b.status], ["required", "yes" if b.required else "no"]]
+            rows += [["Sharpe (annualised)", _number(b.sharpe_annual) if b.HasField("sharpe_annual") else "-"]]
+            rows += [
+                ["max drawdown (ratio)", _number(b.max_drawdown_ratio) if b.HasField("max_drawdown_ratio") else "-"]
+            ]
+            rows += [["PnL (USD)", b.pnl_usd or "-"], ["note", b.note]]
+            print_table(console, f"backtest of {c.canary_model}", ["figure", "value"], rows)
 
 
 async def cmd_canary_status(args: argparse.Namespace, console: Console) -> int:

@@ -7,9 +7,9 @@ Each check has a status, a detail and an age; the rollup is the worst. ``compone
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.health import Check, Health, rollup
 
 if TYPE_CHECKING:
@@ -24,11 +24,13 @@ class EngineHealth:
 
     Args:
         core: the engine core (order manager, sessions, quote fan-out).
+        clock: wall and monotonic time (quote age, session age).
     """
 
-    def __init__(self, core: EngineCore) -> None:
+    def __init__(self, core: EngineCore, *, clock: Clock = REAL_CLOCK) -> None:
         self._core = core
-        self._started = time.monotonic()
+        self._clock = clock
+        self._started = self._clock.monotonic()
 
     def checks(self) -> list[Check]:
         core = self._core
@@ -40,7 +42,7 @@ class EngineHealth:
         quotes = core.live_quotes()
         if quotes:
             newest = max(q.ts_unix_nanos for q in quotes)
-            age = max(0.0, time.time() - newest / 1e9)
+            age = max(0.0, self._clock.time() - newest / 1e9)
             health = Health.HEALTHY if age <= QUOTE_STALE_SECONDS else Health.DEGRADED
             out.append(Check("quotes", health, f"{len(quotes)} live quote(s)", age))
         else:
@@ -50,7 +52,7 @@ class EngineHealth:
         if sessions:
             out.append(Check("ops_session", Health.HEALTHY, f"{sessions} order session(s) connected"))
         else:
-            age = time.monotonic() - self._started
+            age = self._clock.monotonic() - self._started
             out.append(Check("ops_session", Health.DEGRADED, "no ops order session connected", age))
         stats = core.tracing.export_stats
         if (

@@ -35,7 +35,6 @@ import contextlib
 import itertools
 import logging
 import sys
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -61,6 +60,7 @@ from engine_server.venues.base import (
     rejected_event,
 )
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
 from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter, fsync_policy
 
@@ -95,7 +95,7 @@ class OrderManager:
         venues: Mapping[str, VenueAdapter],
         rails: Mapping[str, VenueRails] | VenueRails | None = None,
         journal_path: Path | None = None,
-        clock: Callable[[], int] = time.time_ns,
+        clock: Callable[[], int] = REAL_CLOCK.time_ns,
         *,
         history_limit: int = 50_000,
         journal_fsync: FsyncPolicy | bool = "batch",

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import Sequence
 
 import grpc
@@ -20,6 +19,7 @@ from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
 from engine_server.venues.paper import PaperVenueConfig
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.serving import ServiceHost, service_main
 from nautilus_mesh.telemetry import Tracing
@@ -56,9 +56,9 @@ def rails_settings(config: EngineConfig, name: str) -> VenueRailsConfig:
     return own.model_copy(update=inherited)
 
 
-def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
+def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = REAL_CLOCK) -> OrderManager:
     """Venues, their rails and the execution ledger, from the config."""
-    venues = build_venues(config.venues, clock=time.time_ns)
+    venues = build_venues(config.venues, clock=clock.time_ns)
     unknown = sorted(set(config.rails) - set(venues))
     if unknown:
         raise ConfigError(f"rails configured for unknown venue(s): {', '.join(unknown)}")
@@ -71,6 +71,7 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics) -> OrderManager:
         venues,
         rails,
         config.journal_path,
+        clock.time_ns,
         journal_fsync=config.journal_fsync,
         retention=config.order_retention,
         dedupe_window=config.dedupe_window,

@@ -20,7 +20,6 @@ import logging
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import ConfigError, UnavailableError
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ class SqliteStore(_SharedConnection):
                 conn.execute(step.sqlite)
                 conn.execute(
                     "INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                    (step.version, step.description, time.time()),
+                    (step.version, step.description, REAL_CLOCK.time()),
                 )
                 log.info("[STORE] %s: applied migration %d (%s)", self.location, step.version, step.description)
                 current = step.version
@@ -254,7 +254,7 @@ class SqliteStore(_SharedConnection):
         self.put_many({key: value})
 
     def put_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
-        now = time.time()
+        now = REAL_CLOCK.time()
         with self._transaction() as conn:
             # Values are encoded inside the transaction: one that fails rolls back the rows before it.
             conn.executemany(
@@ -329,7 +329,7 @@ class PostgresStore(_SharedConnection):
                 cur.execute(sql.SQL(step.postgres).format(schema=schema))
                 cur.execute(
                     sql.SQL("INSERT INTO {} (version, description, applied_at) VALUES (%s, %s, %s)").format(versions),
-                    (step.version, step.description, time.time()),
+                    (step.version, step.description, REAL_CLOCK.time()),
                 )
                 log.info("[STORE] %s: applied migration %d (%s)", self.location, step.version, step.description)
                 current = step.version
@@ -345,7 +345,7 @@ class PostgresStore(_SharedConnection):
         self.put_many({key: value})
 
     def put_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
-        now = time.time()
+        now = REAL_CLOCK.time()
         statement = sql.SQL(
             "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
             "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"

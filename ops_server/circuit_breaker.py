@@ -16,11 +16,11 @@ State changes are logged, counted in ``engine_circuit_transitions_total{state}``
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from enum import StrEnum
 from typing import Protocol
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import UnavailableError
 from ops_server.metrics import OpsMetrics
 
@@ -52,7 +52,7 @@ class CircuitBreaker:
         probe_interval: float = 0.5,
         *,
         on_change: Callable[[CircuitState], None] | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = REAL_CLOCK.monotonic,
     ) -> None:
         if failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
@@ -108,14 +108,21 @@ class EngineGate:
         metrics: ops metrics (circuit state and transitions).
         failure_threshold: consecutive refusals that open the circuit.
         probe_interval: seconds between probes while OPEN.
+        clock: monotonic clock (seconds).
     """
 
     def __init__(
-        self, link: LinkState, metrics: OpsMetrics, *, failure_threshold: int = 5, probe_interval: float = 0.5
+        self,
+        link: LinkState,
+        metrics: OpsMetrics,
+        *,
+        failure_threshold: int = 5,
+        probe_interval: float = 0.5,
+        clock: Callable[[], float] = REAL_CLOCK.monotonic,
     ) -> None:
         self._link = link
         self._metrics = metrics
-        self.breaker = CircuitBreaker(failure_threshold, probe_interval, on_change=self._on_change)
+        self.breaker = CircuitBreaker(failure_threshold, probe_interval, on_change=self._on_change, clock=clock)
         metrics.circuit_state.set(0)
 
     def _on_change(self, state: CircuitState) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.auth import StrategyAuthenticator
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.store import open_store
@@ -72,31 +73,45 @@ class OpsCore:
     :attr:`auth`; nothing else. The domain objects (:attr:`registry`, :attr:`measurement`, :attr:`allocator`,
     :attr:`canaries`, :attr:`risk`) are public for health and for embedding ops in one process (tests,
     backtests), not for servicers.
+
+    ``clock`` is the time every part reads (simulated in a backtest); ``link_factory`` builds the engine link
+    with :class:`~ops_server.engine_link.EngineLink`'s arguments (a backtest passes an in-process link).
     """
 
-    def __init__(self, config: OpsConfig, *, tracing: Tracing | None = None) -> None:
+    def __init__(
+        self,
+        config: OpsConfig,
+        *,
+        tracing: Tracing | None = None,
+        clock: Clock = REAL_CLOCK,
+        link_factory: Callable[..., EngineLink] = EngineLink,
+    ) -> None:
         if config.risk_limits_path is None:
             raise ConfigError("risk_limits_path is required: ops does not trade without risk limits")
         self.config = config
+        self.clock = clock
         self.metrics = OpsMetrics()
         self.tracing = tracing or Tracing("ops", config.span_file, enabled=config.tracing)
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         store = open_store(config.database_url, state_dir / "state.db")
-        self.events = EventHub(state_dir / "audit.jsonl")
+        self.events = EventHub(state_dir / "audit.jsonl", clock=clock)
         registry = working_registry(config, state_dir)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=registry.strategies())
         allocator = CapitalAllocator(policy, sample_seconds=config.sample_interval_seconds)
-        risk = RiskRails(RiskLimits.load(config.risk_limits_path), on_event=self._on_risk_event)
-        canaries = CanaryManager(registry, self._on_canary_event, sample_seconds=config.sample_interval_seconds)
+        limits = RiskLimits.load(config.risk_limits_path)
+        risk = RiskRails(limits, clock.monotonic, self._on_risk_event, wall_clock=clock.time)
+        canaries = CanaryManager(
+            registry, self._on_canary_event, clock.now, sample_seconds=config.sample_interval_seconds
+        )
         measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
         self.tracker = tracker = OrderTracker(
             state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync
         )
-        exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd)
+        exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)
         cursor = ReportCursor()
-        self.link = link = EngineLink(
+        self.link = link = link_factory(
             config.engine_address,
             config.engine_token,
             self._on_reports,
@@ -104,8 +119,9 @@ class OpsCore:
             cursor,
             on_connected=self._on_engine_connected,
             tls=config.engine_tls,
+            clock=clock,
         )
-        self.engine_gate = EngineGate(link, self.metrics)
+        self.engine_gate = EngineGate(link, self.metrics, clock=clock.monotonic)
         live_sink = LiveOrderSink(config.live_venue, config.account)
         paper_sink = PaperOrderSink(config.paper_venue)
         self.signals = SignalPath(
@@ -121,6 +137,7 @@ class OpsCore:
             paper_sink=paper_sink,
             metrics=self.metrics,
             tracing=self.tracing,
+            clock=clock,
         )
         self.feedback = ExecutionFeedback(
             tracker=tracker,
@@ -132,8 +149,9 @@ class OpsCore:
             paper_sink=paper_sink,
             metrics=self.metrics,
             tracing=self.tracing,
+            clock=clock,
         )
-        self.state = OpsState(store, allocator, risk, canaries, measurement, state_dir / "state.json")
+        self.state = OpsState(store, allocator, risk, canaries, measurement, state_dir / "state.json", clock=clock)
         self.periodic = PeriodicDecisions(
             registry=registry,
             measurement=measurement,
@@ -146,6 +164,7 @@ class OpsCore:
             metrics=self.metrics,
             state=self.state,
             shadow_capital_usd=config.shadow_capital_usd,
+            clock=clock,
         )
         self.queries = OpsQueries(
             registry=registry,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass
@@ -28,6 +27,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER
 from nautilus_mesh.backoff import Backoff
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.tls import ClientTls, open_channel
@@ -92,6 +92,7 @@ class EngineLink:
         on_connected: called after each successful (re)connect and reconciliation.
         queue_size: bound of the outgoing command queue.
         tls: CA (and client certificate for mutual TLS) to dial the engine with; None dials plaintext.
+        clock: monotonic time of link state changes and quotes.
     """
 
     address: str
@@ -105,6 +106,7 @@ class EngineLink:
     backoff_initial: float = 0.05
     backoff_max: float = 0.25
     tls: ClientTls | None = None
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self, queue_size: int) -> None:
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
@@ -120,7 +122,7 @@ class EngineLink:
         """Venue name -> kind ("live" or "paper"), as the engine lists them."""
         self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
         """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
-        self.state_since = time.monotonic()
+        self.state_since = self.clock.monotonic()
         """Monotonic time of the last change of ``connected``."""
         self._quotes_live = False
         self.last_quote_at: float | None = None
@@ -223,7 +225,7 @@ class EngineLink:
                 await self.reconcile()
                 writer = asyncio.create_task(self._write(call), name="engine-link-writer")
                 self._connected.set()
-                self.state_since = time.monotonic()
+                self.state_since = self.clock.monotonic()
                 log.info("[ENGINE-LINK] connected to %s (session %s)", self.address, self.session_id)
                 if self.on_connected is not None:
                     self.on_connected()
@@ -244,7 +246,7 @@ class EngineLink:
             finally:
                 if self._connected.is_set():
                     self._connected.clear()
-                    self.state_since = time.monotonic()
+                    self.state_since = self.clock.monotonic()
                     log.warning("[ENGINE-LINK] link to %s down; signals answer ENGINE_UNAVAILABLE", self.address)
                 if writer is not None:
                     writer.cancel()
@@ -311,7 +313,7 @@ class EngineLink:
                 async for frame in call:
                     backoff.reset()
                     self.on_quotes(frame.quotes)
-                    self.last_quote_at = now = time.monotonic()
+                    self.last_quote_at = now = self.clock.monotonic()
                     for quote in frame.quotes:
                         self.quote_times[quote.instrument] = now
                     self._quotes_live = True

@@ -11,11 +11,11 @@ import asyncio
 import itertools
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.files import JsonlWriter
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,13 @@ class EventHub:
     Args:
         audit_path: the JSONL audit log; None keeps events in memory only.
         recent: how many recent events are kept for new subscribers and queries.
+        clock: wall time of events.
     """
 
-    def __init__(self, audit_path: str | os.PathLike[str] | None, recent: int = 1000) -> None:
+    def __init__(
+        self, audit_path: str | os.PathLike[str] | None, recent: int = 1000, *, clock: Clock = REAL_CLOCK
+    ) -> None:
+        self._clock = clock
         self._audit = JsonlWriter(audit_path) if audit_path else None
         self._seq = itertools.count(1)
         self._subscribers: set[asyncio.Queue[OpsEvent]] = set()
@@ -51,7 +55,7 @@ class EventHub:
         self.dropped = 0
 
     def publish(self, kind: str, message: str, **attributes: object) -> OpsEvent:
-        event = OpsEvent(next(self._seq), kind, time.time(), message, {k: str(v) for k, v in attributes.items()})
+        event = OpsEvent(next(self._seq), kind, self._clock.time(), message, {k: str(v) for k, v in attributes.items()})
         self.recent.append(event)
         if self._audit is not None:
             self._audit.append(event.to_record())

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, trace_exemplar
 from ops_server import wire
 from ops_server.engine_link import EngineLink, ReportCursor
@@ -52,6 +52,7 @@ class ExecutionFeedback:
         paper_sink: re-sends orders of the paper venue.
         metrics: ops' metrics.
         tracing: ops' tracing.
+        clock: wall time (signal-to-fill latency from the order's arrival time).
     """
 
     tracker: OrderTracker
@@ -63,6 +64,7 @@ class ExecutionFeedback:
     paper_sink: PaperOrderSink
     metrics: OpsMetrics
     tracing: Tracing
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
         self._streams: dict[str, set[FillQueue]] = {}
@@ -128,7 +130,7 @@ class ExecutionFeedback:
             return
         self.metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
-            latency = max(0.0, (time.time_ns() - order.created_ns) / 1e9)
+            latency = max(0.0, (self.clock.time_ns() - order.created_ns) / 1e9)
             self.metrics.signal_to_fill.observe(latency, trace_exemplar())  # the report's trace
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
         with self.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):

@@ -6,13 +6,13 @@ Marks come from the engine's quote stream; instrument rules (lot, tick) from the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from ops_server.allocation import CapitalAllocator
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode
@@ -42,6 +42,7 @@ class ExposureView:
         measurement: filled positions and marks.
         tracker: open orders.
         shadow_capital_usd: the paper capital a SHADOW model is sized on, USD.
+        clock: monotonic time of quotes (mark age for the stale-mark rail).
     """
 
     registry: ModelRegistry
@@ -49,6 +50,7 @@ class ExposureView:
     measurement: Measurement
     tracker: OrderTracker
     shadow_capital_usd: Decimal
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
         self.rules: dict[str, InstrumentRules] = {}
@@ -122,10 +124,10 @@ class ExposureView:
     def mark_age(self, instrument: str) -> float | None:
         """Seconds since the instrument's last quote (monotonic clock), or None before the first."""
         at = self._mark_time.get(instrument)
-        return None if at is None else time.monotonic() - at
+        return None if at is None else self.clock.monotonic() - at
 
     def on_quotes(self, quotes: Sequence[common_pb2.Quote]) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for quote in quotes:
             if quote.mid:
                 self.measurement.set_mark(quote.instrument, Decimal(quote.mid))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.health import Check, Health, rollup
 from nautilus_mesh.store import StateStore
 from nautilus_mesh.telemetry import Tracing
@@ -89,6 +90,7 @@ class OpsHealth:
         inputs: the other views (marks limit, allocator, sampler, canaries).
         interval: seconds between refreshes of gRPC health and metrics.
         store_probe_interval: seconds between store probes.
+        clock: wall and monotonic time of the checks (the core's clock).
     """
 
     link: EngineLink
@@ -100,11 +102,12 @@ class OpsHealth:
     _: KW_ONLY
     interval: float = 0.2
     store_probe_interval: float = 5.0
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
         self._store_check: Check | None = None
         self._store_probed_at = 0.0
-        self._started_at = time.time()
+        self._started_at = self.clock.time()
         self._exports_failed_seen = 0
         self._servicer: health_aio.HealthServicer | None = None
         self._published: dict[str, int] = {}
@@ -114,7 +117,7 @@ class OpsHealth:
 
     def engine_link(self) -> Check:
         link = self.link
-        age = time.monotonic() - link.state_since
+        age = self.clock.monotonic() - link.state_since
         if not link.connected:
             return Check("engine_link", Health.UNHEALTHY, f"order stream to {link.address} down", age)
         if not link.quotes_live:
@@ -128,7 +131,7 @@ class OpsHealth:
 
     def circuit(self) -> Check:
         breaker = self.breaker
-        age = time.monotonic() - breaker.since
+        age = self.clock.monotonic() - breaker.since
         detail = f"{breaker.state.value}, {breaker.consecutive_failures} consecutive failure(s)"
         status = Health.HEALTHY if breaker.state is CircuitState.CLOSED else Health.UNHEALTHY
         return Check("engine_circuit", status, detail, age)
@@ -144,7 +147,7 @@ class OpsHealth:
         return Check("report_seq", Health.HEALTHY, f"applied every report up to seq {cursor.watermark}")
 
     def marks(self) -> list[Check]:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         limit = self.inputs.stale_mark_seconds()
         checks = []
         for instrument in sorted(set(self.inputs.instruments())):
@@ -160,7 +163,7 @@ class OpsHealth:
         return checks
 
     def store(self) -> Check:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._store_check is None or now - self._store_probed_at >= self.store_probe_interval:
             self._store_probed_at = now
             started = time.perf_counter()
@@ -183,7 +186,7 @@ class OpsHealth:
         return Check(check.name, check.status, check.detail, now - self._store_probed_at)
 
     def _periodic(self, name: str, last: float | None, interval: float) -> Check:
-        now = time.time()
+        now = self.clock.time()
         late_after = 3 * interval + 1.0
         if last is None:
             age = now - self._started_at
@@ -208,10 +211,10 @@ class OpsHealth:
             return Check("span_exporter", Health.HEALTHY, "tracing disabled")
         last_ok = stats.last_ok_at or 0.0
         if stats.last_failure_at is not None and stats.last_failure_at > last_ok:
-            age = time.monotonic() - stats.last_failure_at
+            age = REAL_CLOCK.monotonic() - stats.last_failure_at
             detail = f"{kind}: last export failed ({stats.last_error}), {stats.failed} failed batch(es)"
             return Check("span_exporter", Health.DEGRADED, detail, age)
-        age = time.monotonic() - stats.last_ok_at if stats.last_ok_at is not None else 0.0
+        age = REAL_CLOCK.monotonic() - stats.last_ok_at if stats.last_ok_at is not None else 0.0
         return Check("span_exporter", Health.HEALTHY, f"{kind}: {stats.exported} batch(es) exported", age)
 
     def checks(self) -> list[Check]:
@@ -325,4 +328,5 @@ def ops_health(core: OpsCore) -> OpsHealth:
                 for strategy, run in core.canaries.runs.items()
             ],
         ),
+        clock=core.clock,
     )

@@ -13,13 +13,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import RiskRejectedError
 from nautilus_mesh.status import error_detail
 
@@ -50,7 +50,7 @@ class StrategyIntake:
         rate: float | None,
         burst: int | None,
         registry: CollectorRegistry,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = REAL_CLOCK.monotonic,
     ) -> None:
         self.rate = rate
         self.burst = float(burst if burst is not None else max(1.0, rate or 1.0))

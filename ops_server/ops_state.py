@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from decimal import Decimal
 from pathlib import Path
 
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.files import load_json_file
 from nautilus_mesh.store import StateStore
 from ops_server.allocation import CapitalAllocator
@@ -43,6 +44,7 @@ class OpsState:
         canaries: every canary controller and its paired returns.
         measurement: day-start equity per model.
         legacy_path: the pre-store ``state.json``, imported once when the store is empty.
+        clock: wall time (the trading day).
     """
 
     store: StateStore
@@ -51,9 +53,11 @@ class OpsState:
     canaries: CanaryManager
     measurement: Measurement
     legacy_path: Path
+    _: KW_ONLY
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
-        self.trading_day = utc_day(time.time())
+        self.trading_day = utc_day(self.clock.time())
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""

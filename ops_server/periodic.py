@@ -8,13 +8,13 @@ and publish new allocations and routing weights as events; quotas change for the
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
 from ops_server import performance
 from ops_server.allocation import AllocationDecision, CapitalAllocator
@@ -61,6 +61,7 @@ class PeriodicDecisions:
         metrics: ops' metrics.
         state: where decisions are persisted.
         shadow_capital_usd: the paper capital of a paper twin, USD.
+        clock: wall time of samples and allocation cycles (simulated in a backtest).
     """
 
     registry: ModelRegistry
@@ -74,6 +75,7 @@ class PeriodicDecisions:
     metrics: OpsMetrics
     state: OpsState
     shadow_capital_usd: Decimal
+    clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
         self.last_allocation: AllocationDecision | None = None
@@ -96,7 +98,7 @@ class PeriodicDecisions:
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
-        now = self.last_sample_at = time.time()
+        now = self.last_sample_at = self.clock.time()
         self.state.roll_day(now)  # daily-loss limits count from UTC midnight
         bases = self.capital_bases()
         sampled = self.measurement.sample(now, bases)
@@ -171,7 +173,7 @@ class PeriodicDecisions:
 
     def run_allocation(self, forced: bool = False) -> AllocationDecision:
         """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids)."""
-        decision = self.allocator.run_cycle(self.strategy_returns(), time.time(), forced=forced)
+        decision = self.allocator.run_cycle(self.strategy_returns(), self.clock.time(), forced=forced)
         self.metrics.allocation_decisions.labels(decision.reason.value).inc()
         if decision.changed or forced:
             weights = {f"weight.{k}": f"{v:.6f}" for k, v in decision.new_weights.items()}

@@ -212,7 +212,7 @@ class OpsQueries:
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)
         return [
-            wire.canary_status(run.controller.status(), run.controller.config.schedule)
+            wire.canary_status(run.controller.status(), run.controller.config.schedule, run.backtest)
             for sid, run in self.canaries.runs.items()
             if (not strategy_id or sid == strategy_id) and scope.sees_strategy(sid)
         ]

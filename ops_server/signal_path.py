@@ -21,6 +21,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, PermissionDeniedError, RiskRejectedError, UnavailableError
 from nautilus_mesh.status import error_detail
@@ -65,6 +66,7 @@ class SignalPath:
         paper_sink: builds commands for the paper venue.
         metrics: ops' metrics (children bound per model).
         tracing: ops' tracing.
+        clock: wall time of arrival (latency durations use the performance counter).
     """
 
     def __init__(
@@ -82,7 +84,9 @@ class SignalPath:
         paper_sink: PaperOrderSink,
         metrics: OpsMetrics,
         tracing: Tracing,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
+        self._clock = clock
         self._registry = registry
         self._router = router
         self._exposure = exposure
@@ -130,7 +134,7 @@ class SignalPath:
 
     def _decide(self, signal: ops_pb2.Signal, principal: Principal, frame: _Frame) -> ops_pb2.SignalDecision:
         started = time.perf_counter()
-        arrived_ns = time.time_ns()
+        arrived_ns = self._clock.time_ns()
         known = self._registry.knows(signal.model_id)
         metrics = self._metrics.model(signal.model_id if known else UNKNOWN_MODEL_LABEL)
         metrics.received.inc()

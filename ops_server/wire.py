@@ -17,6 +17,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import fmt
 from ops_server.allocation import CapitalAllocator
 from ops_server.canary import CanaryStatus
+from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict
 from ops_server.events import OpsEvent
 from ops_server.measurement import ModelPerformance, PositionState
 from ops_server.model_registry import ModelRoute, RoutingMode
@@ -183,8 +184,10 @@ def allocations(allocator: CapitalAllocator) -> list[ops_pb2.Allocation]:
     ]
 
 
-def canary_status(status: CanaryStatus, schedule: tuple[float, ...]) -> ops_pb2.CanaryStatus:
-    """The wire form of a controller's status (non-finite statistics are left out)."""
+def canary_status(
+    status: CanaryStatus, schedule: tuple[float, ...], backtest: BacktestVerdict | None = None
+) -> ops_pb2.CanaryStatus:
+    """The wire form of a controller's status (non-finite statistics are left out) and its backtest verdict."""
     pb = ops_pb2.CanaryStatus(
         strategy_id=status.strategy,
         canary_model=status.canary_model,
@@ -207,6 +210,18 @@ def canary_status(status: CanaryStatus, schedule: tuple[float, ...]) -> ops_pb2.
                 outcome=check.outcome.value,
                 statistics={k: v for k, v in check.statistics().items() if math.isfinite(v)},
                 at_unix_nanos=unix_nanos(check.at),
+            )
+        )
+    if backtest is not None and backtest.status is not BacktestStatus.NONE:
+        pb.backtest.CopyFrom(
+            ops_pb2.CanaryBacktest(
+                report=backtest.report,
+                status=backtest.status.value,
+                required=backtest.required,
+                sharpe_annual=backtest.sharpe_annual,
+                max_drawdown_ratio=backtest.max_drawdown_ratio,
+                pnl_usd=backtest.pnl_usd,
+                note=backtest.note,
             )
         )
     return pb

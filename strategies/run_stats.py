@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from clients.strategy_stats import LatencySummary, ModelCounts, StrategySnapshot
 from clients.traces import percentile
+from nautilus_mesh.clock import REAL_CLOCK
 
 LATENCY_SAMPLES = 100_000
 """Most recent latency samples kept per kind (decision, fill)."""
@@ -28,7 +28,7 @@ def latency_summary(samples: Sequence[float]) -> LatencySummary:
 class RunnerStats:
     """Counters and latency samples of one runner (latencies in milliseconds)."""
 
-    started_monotonic: float = field(default_factory=time.monotonic)
+    started_monotonic: float = field(default_factory=REAL_CLOCK.monotonic)
     signals: Counter[str] = field(default_factory=Counter)
     decisions: dict[str, Counter[str]] = field(default_factory=dict)
     fills: Counter[str] = field(default_factory=Counter)
@@ -45,7 +45,7 @@ class RunnerStats:
         self.decisions.setdefault(model_id, Counter())[status] += 1
 
     def elapsed(self) -> float:
-        return max(time.monotonic() - self.started_monotonic, 1e-9)
+        return max(REAL_CLOCK.monotonic() - self.started_monotonic, 1e-9)
 
     def model_snapshot(self, model_id: str) -> ModelCounts:
         decisions = self.decisions.get(model_id, Counter())

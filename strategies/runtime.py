@@ -37,6 +37,7 @@ from clients.strategy_stats import ModelCounts, StatsFile, StrategySnapshot
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
+from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing
 from strategies.config import Model
 from strategies.run_stats import RunnerStats, latency_summary
@@ -174,7 +175,7 @@ def combined_snapshot(runners: Sequence[StrategyRunner]) -> StatsFile:
     for snap in strategies.values():
         models.update(snap.get("models", {}))
     return {
-        "updated_at_unix": round(time.time(), 3),
+        "updated_at_unix": round(REAL_CLOCK.time(), 3),
         "totals": {
             "elapsed_s": round(elapsed, 3),
             "signals": signals,
@@ -214,6 +215,7 @@ class StrategyRunner:
         backoff_initial: first reconnect delay in seconds (doubles up to ``backoff_max``).
         backoff_max: largest reconnect delay in seconds.
         outbox_size: bound of the queue of frames waiting for the signal stream.
+        clock: wall time stamped on signals (``created_at_unix_nanos``).
     """
 
     def __init__(
@@ -232,8 +234,10 @@ class StrategyRunner:
         backoff_initial: float = 0.1,
         backoff_max: float = 0.25,
         outbox_size: int = 1000,
+        clock: Clock = REAL_CLOCK,
     ) -> None:
         self.name = name
+        self._clock = clock
         self._token = token
         self.ops_address = ops_address
         self.engine_address = engine_address
@@ -276,7 +280,7 @@ class StrategyRunner:
             except ValueError:
                 continue
             prices.append((quote.instrument, mid, quote.ts_unix_nanos))
-        signals = self.planner.plan(prices, time.time_ns(), emit=self._ops_connected if emit is None else emit)
+        signals = self.planner.plan(prices, self._clock.time_ns(), emit=self._ops_connected if emit is None else emit)
         if not signals:
             return []
         for signal in signals:
@@ -393,9 +397,9 @@ class StrategyRunner:
                 log.info("[STRATEGY] %s stopped (%d signals still in flight)", self.name, self.in_flight)
 
     async def _wait_drained(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
+        deadline = REAL_CLOCK.monotonic() + seconds  # a real-time wait on the stream (asyncio timeouts)
         while self._pending and self._ops_connected:
-            remaining = deadline - time.monotonic()
+            remaining = deadline - REAL_CLOCK.monotonic()
             if remaining <= 0:
                 return
             self._progress.clear()

@@ -42,3 +42,11 @@ def test_bench_engine_when_run_with_minimal_sizes_then_reports_one_frame_per_fra
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "in 4 report frames for 4 command frames" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_backtest_when_run_with_minimal_sizes_then_prints_the_rate() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_backtest.py"), "--quotes", "200"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "quotes/s" in done.stdout and "momentum_v1:" in done.stdout

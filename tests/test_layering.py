@@ -13,12 +13,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # package -> top-level packages of this project it must never import
 FORBIDDEN = {
-    "nautilus_mesh": {"engine_server", "ops_server", "clients", "strategies"},
-    "engine_server": {"ops_server", "clients", "strategies"},
-    "ops_server": {"engine_server", "strategies"},
-    "clients": {"engine_server", "ops_server", "strategies"},
-    "strategies": {"engine_server", "ops_server"},
+    "nautilus_mesh": {"engine_server", "ops_server", "clients", "strategies", "backtests"},
+    "engine_server": {"ops_server", "clients", "strategies", "backtests"},
+    "ops_server": {"engine_server", "strategies", "backtests"},
+    "clients": {"engine_server", "ops_server", "strategies", "backtests"},
+    "strategies": {"engine_server", "ops_server", "backtests"},
 }
+# backtests/ sits on top of everything (it wires ops, the engine and a strategy's models in one process) and nothing
+# imports it: the CLI runs it as a child process (``python -m backtests``).
 
 # The one exception: the operator tools read the config directory through the services' own config models.
 CONFIG_READERS = {"clients/config_dir.py": {"engine_server.config", "ops_server.config"}}
@@ -108,7 +110,27 @@ def test_code_outside_ops_when_walked_reaches_only_ops_entry_points() -> None:
     assert violations == []
 
 
-@pytest.mark.parametrize("top", ["ops_server", "engine_server", "clients"])
+# What the backtest runner may import from ops beyond its entry points, and why:
+BACKTEST_OPS_IMPORTS = {
+    "ops_server.engine_link",  # the transport seam it replaces with an in-process link (a subclass)
+    "ops_server.canary.checks",  # --compare runs the canary controller's own check, not a copy of its formulas
+    "ops_server.canary.config",  # ... with the strategy's canary policy
+    "ops_server.model_registry",  # ... read from the registry file
+    "ops_server.performance",  # per-bar <-> annual Sharpe conversion of those figures
+}
+
+
+def test_backtest_runner_when_walked_reaches_only_ops_entry_points_and_named_seams() -> None:
+    violations = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "backtests").rglob("*.py")
+        for name in sorted(imported_modules(path))
+        if name.split(".")[0] == "ops_server" and name not in OPS_ENTRY_POINTS | BACKTEST_OPS_IMPORTS
+    ]
+    assert violations == []
+
+
+@pytest.mark.parametrize("top", ["ops_server", "engine_server", "clients", "backtests"])
 def test_module_when_counted_has_at_most_500_lines(top: str) -> None:
     too_long = {
         str(p.relative_to(ROOT)): n

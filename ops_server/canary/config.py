@@ -80,6 +80,18 @@ class CanaryConfig(pydantic.BaseModel):
     back at once."""
     max_error_rate: float | None = pydantic.Field(0.05, ge=0, le=1)
     """Guard: fraction of the canary's signals/orders that errored, in [0, 1]; more rolls back at once."""
+    backtest_report: str | None = None
+    """The canary model's backtest report (the ``report.json`` of ``nautilus-mesh backtest``), absolute or relative
+    to ops' working directory; ``nautilus-mesh canary status`` shows it beside the live statistics. None: none."""
+    backtest_min_sharpe_annual: float | None = pydantic.Field(None, allow_inf_nan=False)
+    """Threshold on the report: the canary model's backtest Sharpe ratio must be at least this, annualised (Sharpe
+    units per sqrt(year)). None: not checked."""
+    backtest_max_drawdown_ratio: float | None = pydantic.Field(None, gt=0, le=1)
+    """Threshold on the report: the canary model's backtest maximum drawdown must be at most this, a fraction of peak
+    equity in (0, 1]. None: not checked."""
+    require_backtest: bool = False
+    """Hold the canary in SHADOW (no check runs; an operator promotion is refused with ``BACKTEST_REQUIRED``) while
+    its backtest report is missing, lacks the canary model or fails the thresholds above."""
 
     @pydantic.model_validator(mode="before")
     @classmethod

@@ -7,6 +7,9 @@
   controller's weights, and their live returns are compared on the same sampling timestamps.
 - Every transition changes the registry's routing weights (and modes) for the next signal, is
   audited as an event, logged by the controller and exported as ``canary_weight{strategy,model}``.
+- A canary block that requires a backtest (``require_backtest``) holds its canary in SHADOW while the backtest
+  report is missing or fails its thresholds (:mod:`ops_server.canary.backtest_gate`): no check runs, and an
+  operator promotion out of SHADOW is refused with ``BACKTEST_REQUIRED``. The report is read again while held.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from nautilus_mesh.errors import NotFoundError
+from nautilus_mesh.clock import REAL_CLOCK
+from nautilus_mesh.errors import NotFoundError, ValidationError
+from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict, judge_backtest
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
 from ops_server.canary.guards import GuardSnapshot
@@ -33,6 +38,8 @@ class CanaryRun:
     controller: CanaryController
     canary_returns: list[float] = field(default_factory=list)
     stable_returns: list[float] = field(default_factory=list)
+    backtest: BacktestVerdict = field(default_factory=lambda: BacktestVerdict(BacktestStatus.NONE))
+    """The canary model's backtest report as judged against the canary block."""
 
 
 class CanaryManager:
@@ -49,7 +56,7 @@ class CanaryManager:
         self,
         registry: ModelRegistry,
         publish: Callable[[CanaryEvent], None],
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        now: Callable[[], datetime] = REAL_CLOCK.now,
         *,
         sample_seconds: float = 1.0,
     ) -> None:
@@ -75,7 +82,7 @@ class CanaryManager:
                 sample_seconds=sample_seconds,
                 trials=len(spec.models),
             )
-            self.runs[strategy_id] = CanaryRun(controller)
+            self.runs[strategy_id] = CanaryRun(controller, backtest=judge_backtest(config, canary_model))
             self._apply(controller)
 
     def run(self, strategy_id: str) -> CanaryRun:
@@ -118,16 +125,37 @@ class CanaryManager:
         now = self.clock()
         for run in self.runs.values():
             c = run.controller
+            if self._held_in_shadow(run, reread=True):
+                continue
             new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model))
             events.extend(self._after(c, new))
         return events
 
     def operate(self, strategy_id: str, action: str, reason: str, **kwargs: Any) -> list[CanaryEvent]:
         """An operator call: promote, rollback, pause, resume or confirm."""
-        controller = self.run(strategy_id).controller
+        run = self.run(strategy_id)
+        controller = run.controller
+        if action == "promote" and self._held_in_shadow(run, reread=True):
+            raise ValidationError(
+                "BACKTEST_REQUIRED",
+                f"{controller.canary_model} stays in SHADOW: {run.backtest.note}",
+                {"strategy": strategy_id, "backtest": run.backtest.status.value, "report": run.backtest.report},
+            )
         method = getattr(controller, action)
         new: list[CanaryEvent] = method(self.clock(), reason, **kwargs)
         return self._after(controller, new)
+
+    def _held_in_shadow(self, run: CanaryRun, *, reread: bool) -> bool:
+        """True while the canary is in SHADOW and its policy asks for a backtest that does not allow leaving it."""
+        c = run.controller
+        if c.state is not CanaryState.SHADOW or not c.config.require_backtest:
+            return False
+        if reread:
+            verdict = judge_backtest(c.config, c.canary_model)
+            if verdict != run.backtest and verdict.blocks_promotion:
+                log.warning("[CANARY] %s held in shadow: %s", c.canary_model, verdict.note)
+            run.backtest = verdict
+        return run.backtest.blocks_promotion
 
     def _after(self, controller: CanaryController, events: list[CanaryEvent]) -> list[CanaryEvent]:
         moved = any(e.from_state != e.to_state or e.step_percent_before != e.step_percent_after for e in events)
@@ -174,5 +202,6 @@ class CanaryManager:
             if strategy_id not in self.runs:
                 continue
             controller = CanaryController.restore(saved["controller"])
-            self.runs[strategy_id] = CanaryRun(controller, list(saved["canary"]), list(saved["stable"]))
+            backtest = judge_backtest(controller.config, controller.canary_model)
+            self.runs[strategy_id] = CanaryRun(controller, list(saved["canary"]), list(saved["stable"]), backtest)
             self._apply(controller)

@@ -45,12 +45,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import ConfigError, RiskRejectedError
 from ops_server.risk.config import ModelLimits, RiskLimits
@@ -90,10 +90,10 @@ class RiskRails:
     def __init__(
         self,
         limits: RiskLimits,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = REAL_CLOCK.monotonic,
         on_event: Callable[[RiskEvent], None] | None = None,
         *,
-        wall_clock: Callable[[], float] = time.time,
+        wall_clock: Callable[[], float] = REAL_CLOCK.time,
     ) -> None:
         self._limits = limits
         self._clock = clock

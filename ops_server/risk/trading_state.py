@@ -11,12 +11,12 @@ audits and counts.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import ConfigError, ValidationError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class TradingStates:
         wall_clock: Epoch seconds for :attr:`RiskEvent.at`.
     """
 
-    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, wall_clock: Callable[[], float] = REAL_CLOCK.time) -> None:
         self._wall_clock = wall_clock
         self._global = TradingState.ACTIVE
         self._kill_switch = False

@@ -999,6 +999,7 @@ class CanaryStatus(_message.Message):
     SCHEDULE_FIELD_NUMBER: _builtins.int
     DEFLATED_SHARPE_RATIO_FIELD_NUMBER: _builtins.int
     TRIALS_FIELD_NUMBER: _builtins.int
+    BACKTEST_FIELD_NUMBER: _builtins.int
     strategy_id: _builtins.str
     canary_model: _builtins.str
     stable_model: _builtins.str
@@ -1020,6 +1021,10 @@ class CanaryStatus(_message.Message):
     def last_check(self) -> Global___CanaryCheck: ...
     @_builtins.property
     def schedule(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]: ...
+    @_builtins.property
+    def backtest(self) -> Global___CanaryBacktest:
+        """The canary model's backtest report as judged against the canary block (unset when none is configured)."""
+
     def __init__(
         self,
         *,
@@ -1037,14 +1042,68 @@ class CanaryStatus(_message.Message):
         schedule: _abc.Iterable[_builtins.float] | None = ...,
         deflated_sharpe_ratio: _builtins.float = ...,
         trials: _builtins.int = ...,
+        backtest: Global___CanaryBacktest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_check", b"last_check"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "last_check", b"last_check"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["canary_model", b"canary_model", "deflated_sharpe_ratio", b"deflated_sharpe_ratio", "failed_checks", b"failed_checks", "inconclusive_checks", b"inconclusive_checks", "last_check", b"last_check", "schedule", b"schedule", "stable_model", b"stable_model", "state", b"state", "step_index", b"step_index", "step_percent", b"step_percent", "step_started_at_unix_nanos", b"step_started_at_unix_nanos", "strategy_id", b"strategy_id", "trials", b"trials", "weights", b"weights"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backtest", b"backtest", "canary_model", b"canary_model", "deflated_sharpe_ratio", b"deflated_sharpe_ratio", "failed_checks", b"failed_checks", "inconclusive_checks", b"inconclusive_checks", "last_check", b"last_check", "schedule", b"schedule", "stable_model", b"stable_model", "state", b"state", "step_index", b"step_index", "step_percent", b"step_percent", "step_started_at_unix_nanos", b"step_started_at_unix_nanos", "strategy_id", b"strategy_id", "trials", b"trials", "weights", b"weights"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CanaryStatus: _TypeAlias = CanaryStatus  # noqa: Y015
+
+@_typing.final
+class CanaryBacktest(_message.Message):
+    """A canary model's backtest report (written by `nautilus-mesh backtest`) judged against its canary block."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    SHARPE_ANNUAL_FIELD_NUMBER: _builtins.int
+    MAX_DRAWDOWN_RATIO_FIELD_NUMBER: _builtins.int
+    PNL_USD_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    report: _builtins.str
+    """Path of the report as configured (`backtest_report`)."""
+    status: _builtins.str
+    """NONE, MISSING (unreadable or without the canary model), PASSED or FAILED (a threshold missed)."""
+    required: _builtins.bool
+    """True when the policy holds the canary in SHADOW unless the status is PASSED (`require_backtest`)."""
+    sharpe_annual: _builtins.float
+    """The canary model's backtest Sharpe ratio, annualised (unset when the report has none)."""
+    max_drawdown_ratio: _builtins.float
+    """The canary model's backtest maximum drawdown, a fraction of peak equity (unset when the report has none)."""
+    pnl_usd: _builtins.str
+    """The canary model's backtest PnL, USD (decimal string)."""
+    note: _builtins.str
+    """Why the status is what it is."""
+    def __init__(
+        self,
+        *,
+        report: _builtins.str = ...,
+        status: _builtins.str = ...,
+        required: _builtins.bool = ...,
+        sharpe_annual: _builtins.float | None = ...,
+        max_drawdown_ratio: _builtins.float | None = ...,
+        pnl_usd: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_drawdown_ratio", b"_max_drawdown_ratio", "_sharpe_annual", b"_sharpe_annual", "max_drawdown_ratio", b"max_drawdown_ratio", "sharpe_annual", b"sharpe_annual"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_drawdown_ratio", b"_max_drawdown_ratio", "_sharpe_annual", b"_sharpe_annual", "max_drawdown_ratio", b"max_drawdown_ratio", "note", b"note", "pnl_usd", b"pnl_usd", "report", b"report", "required", b"required", "sharpe_annual", b"sharpe_annual", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_drawdown_ratio: _TypeAlias = _typing.Literal["max_drawdown_ratio"]  # noqa: Y015
+    _WhichOneofArgType__max_drawdown_ratio: _TypeAlias = _typing.Literal["_max_drawdown_ratio", b"_max_drawdown_ratio"]  # noqa: Y015
+    _WhichOneofReturnType__sharpe_annual: _TypeAlias = _typing.Literal["sharpe_annual"]  # noqa: Y015
+    _WhichOneofArgType__sharpe_annual: _TypeAlias = _typing.Literal["_sharpe_annual", b"_sharpe_annual"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_drawdown_ratio) -> _WhichOneofReturnType__max_drawdown_ratio | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sharpe_annual) -> _WhichOneofReturnType__sharpe_annual | None: ...
+
+Global___CanaryBacktest: _TypeAlias = CanaryBacktest  # noqa: Y015
 
 @_typing.final
 class GetCanaryStatusRequest(_message.Message):

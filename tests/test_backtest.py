@@ -1,0 +1,209 @@
+"""Backtests through the live code path: determinism, the report, bad input, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from backtests.api import run_backtest, write_outputs
+from backtests.runner import BacktestSpec
+from backtests.tape import TapeError, load_tape
+from nautilus_mesh.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = ROOT / "config" / "demo"
+SAMPLE = ROOT / "backtests" / "data" / "btc_1s.csv"
+
+
+def small_tape(tmp_path: Path, rows: int = 900) -> Path:
+    """The first ``rows`` quotes of the sample tape (15 minutes of one-second quotes)."""
+    lines = SAMPLE.read_text(encoding="utf-8").splitlines()[: rows + 1]
+    path = tmp_path / "btc_small.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def spec(**overrides: object) -> BacktestSpec:
+    base: dict[str, object] = {"strategy": "momentum", "config_dir": CONFIG_DIR, "seed": 7, "sample_seconds": 10.0}
+    base.update(overrides)
+    base.setdefault("bar_seconds", 60.0)
+    return BacktestSpec(**base)  # type: ignore[arg-type]
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "quotes.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# -- determinism and the report -------------------------------------------------------------------------------
+
+
+def test_backtest_when_run_twice_on_same_data_and_seed_writes_byte_identical_reports(tmp_path: Path) -> None:
+    data = small_tape(tmp_path)
+    outputs = []
+    for run in ("a", "b"):
+        result = run_backtest(spec(), data, with_compare=True, workdir=tmp_path / f"state-{run}")
+        written = write_outputs(result, tmp_path / run)
+        outputs.append({p.name: p.read_bytes() for p in written})
+    assert outputs[0].keys() == {"report.json", "report.txt", "momentum_v1.equity.png", "momentum_v2.equity.png"}
+    assert outputs[0] == outputs[1]
+
+
+def test_backtest_when_run_trades_through_ops_and_the_sim_venue_and_reports_every_figure(tmp_path: Path) -> None:
+    result = run_backtest(spec(models=("momentum_v1",)), small_tape(tmp_path))
+    report = result.report
+    model = report["models"]["momentum_v1"]
+    assert report["data"] == {
+        "source": "file",
+        "path": (tmp_path / "btc_small.csv").as_posix(),
+        "quotes_count": 900,
+        "instruments": ["BTC-USD"],
+        "first_ts_ns": 1_767_225_600_000_000_000,
+        "last_ts_ns": 1_767_225_600_000_000_000 + 899 * 1_000_000_000,
+        "duration_s": 899.0,
+    }
+    assert model["fills_count"] > 0 and model["signals_count"] > 0
+    assert model["decisions_by_status"]["ACCEPTED"] > 0
+    assert model["capital_usd"] == "500000"  # an equal share of the demo policy's 1,000,000 between two strategies
+    assert float(model["fees_usd"]) > 0 and float(model["turnover_usd"]) > 0
+    pnl = float(model["realized_pnl_usd"]) + float(model["unrealized_pnl_usd"]) - float(model["fees_usd"])
+    assert float(model["pnl_usd"]) == pytest.approx(pnl, abs=0.02)
+    assert 0.0 <= model["max_drawdown_ratio"] <= 1.0
+    assert model["samples_count"] == len(model["equity_curve"]["t_s"]) == 90  # every 10 s from 10 s on, and the end
+    assert "momentum_v1" in result.table and "Sharpe (annualised)" in result.table
+    assert report["compare"] is None
+
+
+def test_backtest_when_rails_refuse_orders_counts_rejections_by_code(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    limits = json.loads((config / "risk_limits.json").read_text(encoding="utf-8"))
+    limits["default_model"]["max_order_notional"] = "1000"
+    (config / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
+    result = run_backtest(spec(config_dir=config, models=("momentum_v1",)), small_tape(tmp_path, 300))
+    model = result.report["models"]["momentum_v1"]
+    assert model["rejections_by_code"]["MAX_ORDER_NOTIONAL"] == model["decisions_by_status"]["REJECTED"] > 0
+    assert model["fills_count"] == 0
+
+
+def test_backtest_when_run_stamps_ops_events_and_orders_with_simulated_time(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(CONFIG_DIR, config)
+    limits = json.loads((config / "risk_limits.json").read_text(encoding="utf-8"))
+    limits["default_model"]["max_order_notional"] = "1000"
+    (config / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
+    run_backtest(spec(config_dir=config, models=("momentum_v1",)), small_tape(tmp_path, 300), workdir=tmp_path / "st")
+    audit_log = (tmp_path / "st" / "momentum_v1" / "ops" / "audit.jsonl").read_text(encoding="utf-8")
+    audit = [json.loads(line) for line in audit_log.splitlines()]
+    rejected = [e["at"] for e in audit if e["kind"] == "RISK_REJECTED"]
+    first_s, last_s = 1_767_225_600, 1_767_225_600 + 299
+    assert rejected and all(first_s <= at <= last_s for at in rejected)  # the tape's time, not the wall clock
+
+
+def test_backtest_compare_when_two_models_reports_the_canary_check_figures(tmp_path: Path) -> None:
+    result = run_backtest(spec(), small_tape(tmp_path), with_compare=True)
+    compare = result.report["compare"]
+    assert compare["stable_model"] == "momentum_v1" and compare["canary_model"] == "momentum_v2"
+    assert compare["outcome"] in ("PASSED", "FAILED", "INCONCLUSIVE")
+    assert compare["paired_bars"] == 14  # 89 paired returns (the first sample has none) in bars of 6
+    for key in ("sharpe_diff_annual", "jobson_korkie_z", "psr_canary", "dsr_canary", "returns_correlation"):
+        assert isinstance(compare[key], float), key
+    assert "compare momentum_v2 (canary) vs momentum_v1 (stable)" in result.table
+
+
+def test_backtest_without_data_replays_the_seeded_synthetic_market(tmp_path: Path) -> None:
+    one = run_backtest(spec(models=("momentum_v1",)), None, quotes=300)
+    two = run_backtest(spec(models=("momentum_v1",)), None, quotes=300)
+    assert one.report["data"]["source"] == "synthetic" and one.report["data"]["quotes_count"] == 300
+    assert one.json == two.json
+    other_seed = run_backtest(spec(models=("momentum_v1",), seed=8), None, quotes=300)
+    assert other_seed.report["models"] != one.report["models"]
+
+
+# -- bad input ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "problem"),
+    [
+        ("ts,bid\n1,100\n", 1, "missing column(s) ask"),
+        ("ts,bid,ask\n1,100,101\n3,100,101\n2,100,101\n", 4, "ts 2 is not after the previous BTC-USD quote (3)"),
+        ("ts,bid,ask\n1,100,101\n2,100,101\n2,100,101\n", 4, "is not after the previous"),
+        ("ts,bid,ask\n1,100,101\n2,NaN,101\n", 3, "bid is not finite: 'NaN'"),
+        ("ts,bid,ask\n1,100,101\n2,100,nan\n", 3, "ask is not finite"),
+        ("ts,bid,ask\n1,100,101\n2,102,101\n", 3, "crossed quote: bid 102 >= ask 101"),
+        ("ts,bid,ask\n1,100,100\n", 2, "crossed quote"),
+        ("ts,bid,ask\n1,abc,101\n", 2, "bid is not a number: 'abc'"),
+        ("ts,bid,ask\n1.5,100,101\n", 2, "ts is not an integer of nanoseconds"),
+        ("ts,bid,ask,bid_size\n1,100,101,1\n", 1, "give both or neither"),
+    ],
+)
+def test_load_tape_when_a_row_is_bad_refuses_it_with_its_line_number(
+    tmp_path: Path, text: str, line: int, problem: str
+) -> None:
+    path = write_csv(tmp_path, text)
+    with pytest.raises(TapeError) as raised:
+        load_tape(path)
+    assert raised.value.line == line
+    assert f"{path}:{line}: " in raised.value.message
+    assert problem in raised.value.message
+
+
+def test_load_tape_when_the_engine_replay_format_is_given_reads_symbols_and_sizes(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path, "ts,symbol,bid,ask,bid_size,ask_size\n1,ETH-USD,3000,3001,2,3\n1,BTC-USD,60000,60001,1,1\n"
+    )
+    quotes = load_tape(path)
+    assert [(q.symbol, q.bid_size, q.ask_size) for q in quotes] == [("ETH-USD", 2, 3), ("BTC-USD", 1, 1)]
+
+
+def test_backtest_when_the_strategy_is_unknown_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown strategy 'nope'; known strategies: momentum, meanrev"):
+        run_backtest(spec(strategy="nope"), None, quotes=10)
+
+
+def test_backtest_when_a_model_is_unknown_lists_the_strategy_models() -> None:
+    with pytest.raises(ConfigError, match=r"has no model x; its models: momentum_v1, momentum_v2"):
+        run_backtest(spec(models=("x",)), None, quotes=10)
+
+
+# -- the CLI --------------------------------------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", "backtest", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_cli_backtest_when_run_writes_the_report_plot_and_prints_the_table(tmp_path: Path) -> None:
+    data = small_tape(tmp_path, 300)
+    done = cli("--strategy", "momentum", "--models", "momentum_v1", "--data", str(data), "--out", "out", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "momentum_v1" in done.stdout and "PnL (USD)" in done.stdout
+    assert "quotes/s" in done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert report["models"]["momentum_v1"]["quotes_count"] == 300
+    assert (tmp_path / "out" / "momentum_v1.equity.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_backtest_when_input_is_bad_exits_2_with_the_line(tmp_path: Path) -> None:
+    write_csv(tmp_path, "ts,bid,ask\n1,100,101\n2,101,100\n")
+    done = cli("--strategy", "momentum", "--data", "quotes.csv", "--no-plot", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "quotes.csv:3: crossed quote" in done.stderr
+    unknown = cli("--strategy", "nope", "--no-plot", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "known strategies: momentum, meanrev" in unknown.stderr
