@@ -60,13 +60,14 @@ from clients.commands import (
     cmd_signal,
     cmd_stats,
     cmd_status,
-    cmd_traces,
     cmd_weights,
     rpc_failure,
 )
 from clients.journal_dump import cmd_journal_dump
 from clients.launcher import run_mesh
 from clients.sdk import MeshRpcError
+from clients.trace_report import add_arguments as add_trace_arguments
+from clients.trace_report import run_traces
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,8 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     signal.add_argument("--target", required=True, type=float, help="target exposure in [-1, 1]")
     signal.add_argument("--signal-id", default=None, help="signal id (default: a fresh unique id)")
 
-    traces = sub.add_parser("traces", help="per-stage latency percentiles from local span files")
-    traces.add_argument("--dir", default="var/traces", help="directory of span JSONL files")
+    traces = sub.add_parser("traces", help="per-stage latency (spans, wire, queue) and waterfalls from span files")
+    add_trace_arguments(traces)
 
     journal = sub.add_parser("journal", help="read a service's journal")
     journal_sub = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -199,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
         if args.command == "traces":
-            return cmd_traces(args, console)
+            return run_traces(args, console)
         if args.command == "journal":
             return cmd_journal_dump(args, sys.stdout)
         handler: Command = args.handler

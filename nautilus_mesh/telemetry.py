@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import importlib.metadata
+import json
 import logging
 import os
 import time
@@ -213,6 +214,28 @@ class _CountingExporter(SpanExporter):
         return self._inner.force_flush(timeout_millis)
 
 
+OTLP_NOTE_SUFFIX = ".otlp.json"
+"""Beside a service's span file, ``<service>.otlp.json`` says its spans went to an OTLP endpoint instead."""
+
+
+def otlp_note_path(span_file: Path) -> Path:
+    """Where a service whose span file would be ``span_file`` notes that it exports over OTLP."""
+    return span_file.with_name(span_file.name.removesuffix(".jsonl") + OTLP_NOTE_SUFFIX)
+
+
+def _note_exporter(span_file: Path, service_name: str, endpoint: str) -> None:
+    """Leave (OTLP) or remove (span file) the note ``nautilus-mesh traces`` reads when it finds no spans."""
+    note = otlp_note_path(span_file)
+    try:
+        if endpoint:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text(json.dumps({"service": service_name, "endpoint": endpoint}) + "\n", encoding="utf-8")
+        else:
+            note.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only directory: the note is a convenience, never a reason to fail
+        log.debug("[TRACING] could not update %s: %s", note, exc)
+
+
 class Tracing:
     """One service's tracer provider and helpers for per-message spans.
 
@@ -233,13 +256,14 @@ class Tracing:
         provider = TracerProvider(resource=service_resource(service_name))
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         exporter: SpanExporter
+        path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
+        _note_exporter(path, service_name, endpoint or "")
         if endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()
             log.info("[TRACING] %s exports spans over OTLP to %s", service_name, endpoint)
         else:
-            path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
             exporter = JsonlSpanExporter(path)
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
@@ -277,6 +301,9 @@ class Tracing:
         attrs = dict(attributes or {})
         if destination:
             attrs.update(messaging_attributes("receive", destination))
+        received_ns = _FRAME_RECEIVED_NS.get()
+        if received_ns:
+            attrs[FRAME_RECEIVED_ATTRIBUTE] = received_ns
         with self.tracer.start_as_current_span(
             name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attrs
         ) as span:
@@ -320,6 +347,26 @@ class Tracing:
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+
+
+FRAME_RECEIVED_ATTRIBUTE = "nautilus.frame.received_ns"
+"""CONSUMER span attribute: when (``time.time_ns()``) the stream frame carrying the message was read off the wire.
+
+Between the producer span's end and this instant the message was on the wire (with the sender's outbox wait);
+between this instant and the consumer span's start it queued in the receiver (earlier items of its frame, the
+event loop). ``nautilus-mesh traces`` splits each hop into those two segments.
+"""
+
+_FRAME_RECEIVED_NS: contextvars.ContextVar[int] = contextvars.ContextVar("nautilus_frame_received_ns", default=0)
+
+
+def frame_received() -> None:
+    """Note that a stream frame was just read: the CONSUMER spans of its items record the instant.
+
+    Call it in the task that reads the stream, right after each frame arrives and before its items are handled.
+    One clock read per frame; unsampled items never look at it.
+    """
+    _FRAME_RECEIVED_NS.set(time.time_ns())
 
 
 _PASSTHROUGH: contextvars.ContextVar[str] = contextvars.ContextVar("nautilus_unsampled_traceparent", default="")

@@ -37,7 +37,7 @@ from clients.strategy_stats import ModelCounts, StatsFile, StrategySnapshot
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
-from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing
+from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing, frame_received
 from strategies.config import Model
 from strategies.run_stats import RunnerStats, latency_summary
 
@@ -444,6 +444,7 @@ class StrategyRunner:
             self.stats.connected["ops"] = True
             try:
                 async for response in call:
+                    frame_received()
                     backoff.reset()
                     self.handle_response(response)
                 if closing.is_set():

@@ -195,6 +195,11 @@ def render(root: Path) -> str:
         "(messaging semantic conventions; never parented on the long-lived stream's span). Acks and cancels carry "
         "the order's context on without a span of their own. With no OTLP endpoint, spans go to "
         "`var/traces/<service>.jsonl` and `nautilus-mesh traces` prints per-stage latency percentiles.\n\n"
+        "Every CONSUMER span also carries `nautilus.frame.received_ns`: when (Unix ns) the stream frame holding its "
+        "message was read off the wire. With it a trace splits into stages that add up to its end-to-end time: the "
+        "spans, `wire A->B` (producer span end to frame read, the sender's outbox wait included) and "
+        "`queue before <span>` (frame read to consumer span start); `nautilus-mesh traces` reports them per stage "
+        "and as waterfalls (`--slowest N`, `--trace ID`).\n\n"
         "| span | kind | opened in | attributes | events (attributes) |\n| --- | --- | --- | --- | --- |\n"
     )
     for span in sorted(spans.values(), key=lambda s: (order.get(s.name, len(order)), s.name)):
