@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from nautilus_mesh.files import JsonlWriter
 
@@ -179,6 +181,10 @@ class ExportStats:
     last_ok_at: float | None = None
     last_failure_at: float | None = None
     last_error: str = ""
+    spans_failed: int = 0
+    """Spans in the batches that failed to export."""
+    spans_queue_full: int = 0
+    """Spans the batch processor dropped because its queue was full (export slower than spans are made)."""
 
 
 class _CountingExporter(SpanExporter):
@@ -193,6 +199,7 @@ class _CountingExporter(SpanExporter):
             result = self._inner.export(spans)
         except Exception as exc:
             self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
             self._stats.last_failure_at = time.monotonic()
             self._stats.last_error = type(exc).__name__
             log.warning("[TRACING] span export failed: %s", type(exc).__name__)
@@ -202,6 +209,7 @@ class _CountingExporter(SpanExporter):
             self._stats.last_ok_at = time.monotonic()
         else:
             self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
             self._stats.last_failure_at = time.monotonic()
             self._stats.last_error = "export returned FAILURE"
             log.warning("[TRACING] span export failed (%d so far)", self._stats.failed)
@@ -236,6 +244,58 @@ def _note_exporter(span_file: Path, service_name: str, endpoint: str) -> None:
         log.debug("[TRACING] could not update %s: %s", note, exc)
 
 
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A batch span processor that counts the spans it drops because its queue is full.
+
+    The SDK drops the oldest queued span to make room and only logs it; this looks at the queue's length first.
+    """
+
+    def __init__(self, exporter: SpanExporter, stats: ExportStats, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._stats = stats
+        self._queue = getattr(self._batch_processor, "_queue", None)  # a bounded deque in SDK 1.3x-1.4x
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        full = queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+        if full and span.context is not None and span.context.trace_flags.sampled:
+            self._stats.spans_queue_full += 1
+        super().on_end(span)
+
+
+class SpansDroppedCollector:
+    """``spans_dropped_total{reason}``: spans lost on the way out (``export_failed``, ``queue_full``).
+
+    Registered on a service's registry; reads the live :class:`ExportStats`, so both series exist from the start.
+    """
+
+    def __init__(self, tracing: Tracing, registry: CollectorRegistry) -> None:
+        self._stats = tracing.export_stats
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "spans_dropped",
+            "Spans never exported, by reason: export_failed (the exporter failed) or queue_full (batch queue full).",
+            labels=["reason"],
+        )
+        family.add_metric(["export_failed"], self._stats.spans_failed)
+        family.add_metric(["queue_full"], self._stats.spans_queue_full)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return self.collect()
+
+
+_SPANS_DROPPED: weakref.WeakKeyDictionary[CollectorRegistry, SpansDroppedCollector] = weakref.WeakKeyDictionary()
+
+
+def count_dropped_spans(tracing: Tracing, registry: CollectorRegistry) -> None:
+    """Export ``spans_dropped_total`` of ``tracing`` on ``registry`` (once per registry)."""
+    if registry not in _SPANS_DROPPED:
+        _SPANS_DROPPED[registry] = SpansDroppedCollector(tracing, registry)
+
+
 class Tracing:
     """One service's tracer provider and helpers for per-message spans.
 
@@ -268,7 +328,7 @@ class Tracing:
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = _CountingExporter(exporter, self.export_stats)
-        provider.add_span_processor(BatchSpanProcessor(counted, schedule_delay_millis=500))
+        provider.add_span_processor(_CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500))
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
 

@@ -21,7 +21,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from docgen import HEADER
 from engine_server.metrics import EngineMetrics
 from nautilus_mesh.request_guard import malformed_requests_counter
-from nautilus_mesh.telemetry import LATENCY_BUCKETS
+from nautilus_mesh.rpc_spans import RpcMetrics
+from nautilus_mesh.telemetry import LATENCY_BUCKETS, SpansDroppedCollector, Tracing, count_dropped_spans
 from ops_server.metrics import DECISION_STATUSES, ROUTING_MODES, SIGNAL_STAGES, OpsMetrics
 
 SPAN_SOURCES = ("strategies", "ops_server", "engine_server", "clients")
@@ -93,6 +94,12 @@ def metric_rows(registry: CollectorRegistry) -> list[MetricRow]:
         shown = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
         labels = tuple(metric._labelnames)
         rows.append(MetricRow(shown, kind, labels, _unit(shown, kind), metric._documentation))
+    for collector in list(registry._collector_to_names):  # custom collectors (spans_dropped_total) describe theirs
+        if isinstance(collector, SpansDroppedCollector):
+            for family in collector.describe():
+                labels = tuple(sorted(set().union(*(s.labels for s in family.samples))))
+                shown = f"{family.name}_total" if family.type == "counter" else family.name
+                rows.append(MetricRow(shown, family.type, labels, _unit(shown, family.type), family.documentation))
     return sorted(rows, key=lambda r: r.name)
 
 
@@ -174,8 +181,12 @@ def render(root: Path) -> str:
     """The whole of docs/metrics.md."""
     ops = OpsMetrics()
     malformed_requests_counter(ops.registry)
+    RpcMetrics.of(ops.registry)
+    count_dropped_spans(Tracing("ops", enabled=False), ops.registry)
     engine = EngineMetrics()
     malformed_requests_counter(engine.registry)
+    RpcMetrics.of(engine.registry)
+    count_dropped_spans(Tracing("engine", enabled=False), engine.registry)
     buckets = ", ".join(f"{b:g}" for b in LATENCY_BUCKETS)
     out = [HEADER.format(source="OpsMetrics, EngineMetrics and the spans in the source"), "# Metrics and traces\n\n"]
     out.append(
