@@ -344,7 +344,7 @@ class StrategyRunner:
                 self.stats.fills[fill.model_id] += 1
                 pending = self._pending.pop((fill.model_id, fill.signal_id), None)
                 if pending is not None:
-                    self.stats.fill_latency_ms.append((now - pending.sent_ns) / 1e6)
+                    self.stats.record_fill_latency((now - pending.sent_ns) / 1e6)
         self._progress.set()
 
     @property

@@ -24,6 +24,7 @@ from nautilus_mesh.request_guard import malformed_requests_counter
 from nautilus_mesh.rpc_spans import RpcMetrics
 from nautilus_mesh.telemetry import LATENCY_BUCKETS, SpansDroppedCollector, Tracing, count_dropped_spans
 from ops_server.metrics import DECISION_STATUSES, ROUTING_MODES, SIGNAL_STAGES, OpsMetrics
+from strategies.metrics import RunnerCounters, StrategyMetrics
 
 SPAN_SOURCES = ("strategies", "ops_server", "engine_server", "clients")
 # Hop order of a signal's trace, for the table's order; spans not listed here come after, by name.
@@ -94,10 +95,10 @@ def metric_rows(registry: CollectorRegistry) -> list[MetricRow]:
         shown = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
         labels = tuple(metric._labelnames)
         rows.append(MetricRow(shown, kind, labels, _unit(shown, kind), metric._documentation))
-    for collector in list(registry._collector_to_names):  # custom collectors (spans_dropped_total) describe theirs
-        if isinstance(collector, SpansDroppedCollector):
+    for collector in list(registry._collector_to_names):  # our custom collectors describe theirs
+        if isinstance(collector, SpansDroppedCollector | RunnerCounters):
             for family in collector.describe():
-                labels = tuple(sorted(set().union(*(s.labels for s in family.samples))))
+                labels = tuple(family._labelnames)
                 shown = f"{family.name}_total" if family.type == "counter" else family.name
                 rows.append(MetricRow(shown, family.type, labels, _unit(shown, family.type), family.documentation))
     return sorted(rows, key=lambda r: r.name)
@@ -197,6 +198,14 @@ def render(root: Path) -> str:
     )
     out.append(_metrics_table("Ops metrics (`ops_server/metrics.py`)", metric_rows(ops.registry)))
     out.append(_metrics_table("Engine metrics (`engine_server/metrics.py`)", metric_rows(engine.registry)))
+    strategies = StrategyMetrics()
+    strategies.watch([])
+    out.append(
+        _metrics_table(
+            "Strategy metrics (`strategies/metrics.py`, served when `metrics_port` is set in strategies.json)",
+            metric_rows(strategies.registry),
+        )
+    )
     spans = spans_in_source(root)
     order = {name: i for i, name in enumerate(HOPS)}
     out.append(
