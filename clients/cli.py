@@ -63,6 +63,8 @@ from clients.commands import (
     cmd_weights,
     rpc_failure,
 )
+from clients.dashboard import add_arguments as add_dashboard_arguments
+from clients.dashboard import run_dashboard
 from clients.journal_dump import cmd_journal_dump
 from clients.launcher import run_mesh
 from clients.sdk import MeshRpcError
@@ -96,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     traces = sub.add_parser("traces", help="per-stage latency (spans, wire, queue) and waterfalls from span files")
     add_trace_arguments(traces)
+
+    dashboard = sub.add_parser("dashboard", help="serve the latency dashboard page (metrics and span files)")
+    add_dashboard_arguments(dashboard)
 
     journal = sub.add_parser("journal", help="read a service's journal")
     journal_sub = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -201,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         if args.command == "traces":
             return run_traces(args, console)
+        if args.command == "dashboard":
+            return run_dashboard(args)
         if args.command == "journal":
             return cmd_journal_dump(args, sys.stdout)
         handler: Command = args.handler
