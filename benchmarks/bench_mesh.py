@@ -133,6 +133,16 @@ def rss_mb(pid: int | None = None) -> float:
     return math.nan
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far, in seconds (Linux /proc, clock-tick resolution)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Result:
     scenario: str
@@ -148,6 +158,8 @@ class Result:
     rss_mb: float = math.nan
     rate_offered: float = 0.0
     note: str = ""
+    cpu_us_per_signal: dict[str, float] = field(default_factory=dict)
+    """Three processes: CPU time (user + system) each service used per signal in the run, microseconds."""
 
     @property
     def rate(self) -> float:
@@ -168,6 +180,7 @@ class Result:
             "first_fill_p99_ms": num(percentile(self.fill_ms, 0.99)),
             "rss_mb": num(self.rss_mb),
             "latency_measured": self.latency_label,
+            **{f"{name}_cpu_us_per_signal": num(us) for name, us in self.cpu_us_per_signal.items()},
         }
 
     def to_wire(self) -> dict[str, Any]:
@@ -528,8 +541,13 @@ async def run_mesh3(args: argparse.Namespace) -> list[Result]:
         async with mesh_processes(Path(tmp_name)) as (address, procs):
             runs = [(0.0, args.batch), (0.0, 1), *((rate, args.batch) for rate in args.rates)]
             for n, (rate, batch) in enumerate(runs):
+                cpu_before = [cpu_seconds(p.pid) for p in procs]
                 result = await run_load_client(address, f"m3-{n}", args, rate, batch)
                 result.scenario = "mesh, 3 processes"
+                result.cpu_us_per_signal = {
+                    name: (cpu_seconds(p.pid) - before) / max(1, result.signals) * 1e6
+                    for name, p, before in zip(("engine", "ops"), procs, cpu_before, strict=True)
+                }
                 result.rss_mb = sum(rss_mb(p.pid) for p in procs)
                 results.append(result)
     return results
@@ -856,6 +874,8 @@ def print_table(results: Sequence[Result]) -> None:
             line += " (rejected: " + ", ".join(f"{k} {v}" for k, v in r.rejections.most_common()) + ")"
         if r.fill_ms or r.accepted:
             line += f"; first fill seen for {len(r.fill_ms)} of {r.accepted} accepted"
+        if r.cpu_us_per_signal:
+            line += "; CPU per signal " + ", ".join(f"{k} {v:,.0f} us" for k, v in r.cpu_us_per_signal.items())
         if r.note:
             line += f"; {r.note}"
         print(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -18,8 +19,12 @@ _DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1
 MAX_INTEGER_DIGITS = 18
 # At most this many digits after the point (after trailing zeros are dropped).
 MAX_FRACTION_DIGITS = 18
+# Prices and quantities repeat from one order to the next: parsing and formatting are pure functions of their input,
+# so the most recent results are kept (bounded) instead of being computed again on every order and report.
+CACHE_ENTRIES = 16384
 
 
+@functools.lru_cache(maxsize=CACHE_ENTRIES)
 def parse_decimal(
     text: str, field: str, *, positive: bool = False, allow_empty: bool = False, code: str = "INVALID_DECIMAL"
 ) -> Decimal | None:
@@ -69,10 +74,20 @@ def fmt(value: Decimal | None) -> str:
     """Canonical decimal string: no exponent, no trailing zeros ("" for None)."""
     if value is None:
         return ""
+    try:
+        return _fmt_cached(value)
+    except TypeError:  # a signalling NaN cannot be hashed
+        return _canonical(value)
+
+
+def _canonical(value: Decimal) -> str:
     if value == 0:
         return "0"
-    text = format(value.normalize(), "f")
-    return text
+    return format(value.normalize(), "f")
+
+
+# Equal decimals (1.0 and 1.00) share one entry: they have one canonical string.
+_fmt_cached = functools.lru_cache(maxsize=CACHE_ENTRIES, typed=True)(_canonical)
 
 
 def require_finite(value: float, field: str, low: float, high: float) -> float:

@@ -19,6 +19,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import random
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +33,8 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
@@ -313,7 +316,7 @@ class Tracing:
         if not enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
-        provider = TracerProvider(resource=service_resource(service_name))
+        provider = TracerProvider(resource=service_resource(service_name), id_generator=_PresetTraceIds())
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         exporter: SpanExporter
         path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
@@ -351,8 +354,12 @@ class Tracing:
         if self.provider is None:  # tracing off: no span work on the hot path
             yield INVALID_SPAN
             return
-        if carrier is not None and is_unsampled(carrier.traceparent):
-            token = _PASSTHROUGH.set(carrier.traceparent)
+        traceparent = carrier.traceparent if carrier is not None else ""
+        unsampled = traceparent if is_unsampled(traceparent) else ""
+        if not unsampled and not is_sampled(traceparent) and not _current_span_valid():
+            unsampled = self._root_decision(name)  # a root here: decide once, and skip the span if unsampled
+        if unsampled:
+            token = _PASSTHROUGH.set(unsampled)
             try:
                 yield INVALID_SPAN
             finally:
@@ -368,6 +375,20 @@ class Tracing:
             name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attrs
         ) as span:
             yield span
+
+    def _root_decision(self, name: str) -> str:
+        """Take the sampling decision for a trace that starts here, before any span work.
+
+        Returns an unsampled traceparent to carry on when the sampler says no; when it says yes, returns "" and the
+        next root span gets the trace id the sampler decided on (a ratio sampler decides by trace id).
+        """
+        assert self.provider is not None
+        trace_id = random.getrandbits(128) or 1
+        result = self.provider.sampler.should_sample(_EMPTY_CONTEXT, trace_id, name, SpanKind.CONSUMER)
+        if result.decision is Decision.RECORD_AND_SAMPLE:
+            _NEXT_TRACE_ID.set(trace_id)
+            return ""
+        return f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"
 
     @contextmanager
     def produce(
@@ -431,6 +452,24 @@ def frame_received() -> None:
 
 _PASSTHROUGH: contextvars.ContextVar[str] = contextvars.ContextVar("nautilus_unsampled_traceparent", default="")
 """The unsampled traceparent of the message being consumed, for what it produces."""
+_NEXT_TRACE_ID: contextvars.ContextVar[int] = contextvars.ContextVar("nautilus_next_trace_id", default=0)
+"""The trace id a root's sampling decision was taken for, for the root span that follows it."""
+_EMPTY_CONTEXT = Context()
+
+
+class _PresetTraceIds(RandomIdGenerator):
+    """Random ids, except that a root span takes the trace id its sampling decision was taken for."""
+
+    def generate_trace_id(self) -> int:
+        preset = _NEXT_TRACE_ID.get()
+        if preset:
+            _NEXT_TRACE_ID.set(0)
+            return preset
+        return super().generate_trace_id()
+
+
+def _current_span_valid() -> bool:
+    return trace.get_current_span().get_span_context().is_valid
 
 
 def is_sampled(traceparent: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
-from nautilus_mesh.telemetry import Tracing, extract, trace_id_of
+from nautilus_mesh.telemetry import Tracing, extract, is_sampled, is_unsampled, trace_id_of
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
@@ -63,3 +63,52 @@ async def test_consumer_span_when_message_carries_context_joins_that_trace(tmp_p
         assert f"{span.get_span_context().trace_id:032x}" == trace_id_of(outgoing.traceparent)
     assert extract(common_pb2.TraceContext()) is None  # an empty carrier starts no trace
     tracing.shutdown()
+
+
+def _root_then_child(tracing: Tracing) -> tuple[object, str]:
+    """A message consumed with no trace context (a root here), and what its order would carry on."""
+    carried = common_pb2.TraceContext()
+    with tracing.consume("root receive", common_pb2.TraceContext()) as span, tracing.produce("child send", carried):
+        pass
+    return span, carried.traceparent
+
+
+def test_root_when_sampler_says_no_makes_no_span_and_carries_an_unsampled_context(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
+    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    span, carried = _root_then_child(tracing)
+    tracing.force_flush()
+    assert not span.get_span_context().is_valid  # no span work at all, not even a non-recording SDK span
+    assert is_unsampled(carried)  # the order carries the decision on, so the engine skips its spans too
+    assert not (tmp_path / "spans.jsonl").exists() or not (tmp_path / "spans.jsonl").read_text().strip()
+    tracing.shutdown()
+
+
+def test_root_when_sampler_says_yes_is_a_recorded_trace_with_the_decided_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
+    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    span, carried = _root_then_child(tracing)
+    tracing.force_flush()
+    context = span.get_span_context()  # type: ignore[attr-defined]
+    assert context.is_valid and context.trace_flags.sampled
+    assert is_sampled(carried) and trace_id_of(carried) == f"{context.trace_id:032x}"
+    names = (tmp_path / "spans.jsonl").read_text()
+    assert "root receive" in names and "child send" in names
+    tracing.shutdown()
+
+
+def test_root_sampling_at_a_ratio_records_about_that_share_of_roots(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    sampled = sum(is_sampled(_root_then_child(tracing)[1]) for _ in range(4000))
+    tracing.shutdown()
+    assert 800 <= sampled <= 1200  # 1000 expected; a binomial sd of 27, so this fails only if the ratio is wrong
