@@ -133,7 +133,10 @@ def run_traces(args: argparse.Namespace, console: Console) -> int:
         for outcome in (FILLED, REJECTED, OPEN):
             _print_outcome(console, outcome, doc[outcome], args.dir)
     chosen = {b["trace_id"] for b in doc["waterfalls"]}
-    for b in sorted((b for b in breakdowns if b.trace_id in chosen), key=lambda b: b.end_to_end_ns, reverse=True):
-        console.file.write("\n" + "\n".join(waterfall_lines(b)) + "\n")
-    console.file.flush()
+    try:
+        for b in sorted((b for b in breakdowns if b.trace_id in chosen), key=lambda b: b.end_to_end_ns, reverse=True):
+            console.file.write("\n" + "\n".join(waterfall_lines(b)) + "\n")
+        console.file.flush()
+    except BrokenPipeError:  # piped into head: the reader has seen enough
+        pass
     return 0
