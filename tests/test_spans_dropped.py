@@ -41,13 +41,15 @@ def test_spans_dropped_when_export_fails_counts_the_spans_of_the_batch(tmp_path:
     count_dropped_spans(tracing, registry)
     assert tracing.provider is not None
     processor = tracing.provider._active_span_processor._span_processors[0]  # type: ignore[attr-defined]
-    processor._batch_processor._exporter._inner = FailingExporter()
+    counting = processor._batch_processor._exporter
+    span_file, counting._inner = counting._inner, FailingExporter()
     for _ in range(3):
         with tracing.consume("ops.signal receive", SAMPLED):
             pass
     tracing.force_flush()
     assert dropped(registry, "export_failed") == 3
     tracing.shutdown()
+    span_file.shutdown()
 
 
 def test_spans_dropped_when_batch_queue_full_counts_what_it_pushed_out(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
