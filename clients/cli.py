@@ -61,13 +61,16 @@ from clients.commands import (
     cmd_signal,
     cmd_stats,
     cmd_status,
-    cmd_traces,
     cmd_weights,
     rpc_failure,
 )
+from clients.dashboard import add_arguments as add_dashboard_arguments
+from clients.dashboard import run_dashboard
 from clients.journal_dump import cmd_journal_dump
 from clients.launcher import run_mesh
 from clients.sdk import MeshRpcError
+from clients.trace_report import add_arguments as add_trace_arguments
+from clients.trace_report import run_traces
 from nautilus_mesh.errors import ConfigError
 
 
@@ -99,8 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_backtest_options(backtest)
     backtest.set_defaults(handler=run_backtest)
 
-    traces = sub.add_parser("traces", help="per-stage latency percentiles from local span files")
-    traces.add_argument("--dir", default="var/traces", help="directory of span JSONL files")
+    traces = sub.add_parser("traces", help="per-stage latency (spans, wire, queue) and waterfalls from span files")
+    add_trace_arguments(traces)
+
+    dashboard = sub.add_parser("dashboard", help="serve the latency dashboard page (metrics and span files)")
+    add_dashboard_arguments(dashboard)
 
     journal = sub.add_parser("journal", help="read a service's journal")
     journal_sub = journal.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -208,7 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "backtest":
             return run_backtest(argv[argv.index("backtest") + 1 :])
         if args.command == "traces":
-            return cmd_traces(args, console)
+            return run_traces(args, console)
+        if args.command == "dashboard":
+            return run_dashboard(args)
         if args.command == "journal":
             return cmd_journal_dump(args, sys.stdout)
         handler: Command = args.handler

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from clients.config_dir import demo_admin_token, demo_engine_token, demo_strategy_token
 from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
-from clients.traces import load_spans, print_table, render_summary, summarize_spans
+from clients.traces import print_table
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, ops_pb2
 from nautilus_mesh.health import health_name
@@ -200,12 +200,6 @@ async def cmd_signal(args: argparse.Namespace, console: Console) -> int:
     if decision.status == ops_pb2.DECISION_STATUS_REJECTED:
         print(f"rejected: {decision.error.code}: {decision.error.message}", file=sys.stderr)
         return 1
-    return 0
-
-
-def cmd_traces(args: argparse.Namespace, console: Console) -> int:
-    stages, end_to_end = summarize_spans(load_spans(args.dir))
-    render_summary(stages, end_to_end, console, source=args.dir)
     return 0
 
 

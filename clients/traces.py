@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nautilus_mesh.files import read_jsonl
+from nautilus_mesh.telemetry import FRAME_RECEIVED_ATTRIBUTE
 
 __all__ = [
     "END_TO_END",
@@ -32,6 +33,7 @@ __all__ = [
     "percentile",
     "print_table",
     "render_summary",
+    "stage_stats",
     "summarize_spans",
 ]
 
@@ -67,6 +69,9 @@ class SpanRecord:
     service: str
     start_ns: int
     end_ns: int
+    status: str = ""
+    received_ns: int = 0
+    """When the frame carrying the span's message was read off the stream (CONSUMER spans; 0 when unknown)."""
 
     @property
     def duration_ns(self) -> int:
@@ -104,14 +109,16 @@ def load_spans(directory: str | os.PathLike[str]) -> list[SpanRecord]:
                         service=str(record.get("service", "")),
                         start_ns=int(record["start_ns"]),
                         end_ns=int(record["end_ns"]),
+                        status=str(record.get("status", "")),
+                        received_ns=int((record.get("attributes") or {}).get(FRAME_RECEIVED_ATTRIBUTE, 0)),
                     )
                 )
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 continue  # a span without timing cannot contribute a latency
     return spans
 
 
-def _stats(name: str, durations_ns: Sequence[int], services: Iterable[str] = ()) -> StageStats:
+def stage_stats(name: str, durations_ns: Sequence[int], services: Iterable[str] = ()) -> StageStats:
     ms = [d / 1e6 for d in durations_ns]
     return StageStats(
         name=name,
@@ -146,8 +153,8 @@ def summarize_spans(spans: Iterable[SpanRecord]) -> tuple[list[StageStats], Stag
         if len(members) >= 2:
             end_to_end.append(max(s.end_ns for s in members) - first)
     order = sorted(by_name, key=lambda n: (percentile(offsets[n], 50), n))
-    stages = [_stats(name, by_name[name], services[name]) for name in order]
-    return stages, _stats(END_TO_END, end_to_end)
+    stages = [stage_stats(name, by_name[name], services[name]) for name in order]
+    return stages, stage_stats(END_TO_END, end_to_end)
 
 
 def render_summary(stages: Sequence[StageStats], end_to_end: StageStats, console: Console, *, source: str) -> None:

@@ -34,7 +34,7 @@ from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, Venu
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
-from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, Tracing, inject, is_sampled, mark_error
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, Tracing, frame_received, inject, is_sampled, mark_error
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         async def read() -> None:
             try:
                 async for frame in request_iterator:
+                    frame_received()
                     if len(frame.commands) > self._max_commands:
                         error = ValidationError(
                             "FRAME_TOO_LARGE",

@@ -1,19 +1,29 @@
-"""A SERVER span around every unary RPC (queries, admin calls), named and attributed per the OTel RPC conventions.
+"""RPC metrics for every call, and a SERVER span around every unary RPC (queries, admin calls), named and
+attributed per the OTel RPC conventions.
 
 Streams are left alone: their messages have their own per-message spans (see :mod:`nautilus_mesh.telemetry`), and
 wrapping a streaming handler is what breaks the contrib gRPC instrumentation. The span is parented on a
 ``traceparent`` request header when the client sent one, and ends with ``rpc.grpc.status_code`` and, for anything
 but OK, status ERROR with the code's name. Health checks and reflection (``grpc.*`` services) get none.
+
+Metrics (:class:`RpcMetricsInterceptor`): every RPC, unary or stream, is counted when it ends in
+``grpc_server_handled_total`` and timed in ``grpc_server_handling_seconds``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import inspect
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from nautilus_mesh.telemetry import Tracing
 
@@ -80,3 +90,178 @@ class RpcSpanInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+# -- RPC metrics ----------------------------------------------------------------------------------
+
+_RPC_METRICS: weakref.WeakKeyDictionary[CollectorRegistry, RpcMetrics] = weakref.WeakKeyDictionary()
+
+
+class RpcMetrics:
+    """``grpc_server_handled_total{grpc_service,grpc_method,grpc_code}`` and ``grpc_server_handling_seconds``
+    (the names of the Go and Java grpc-prometheus interceptors), one pair per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.handled = Counter(
+            "grpc_server_handled_total",
+            "RPCs completed on the server, by service, method and status code (streams count when they end).",
+            ["grpc_service", "grpc_method", "grpc_code"],
+            registry=registry,
+        )
+        self.handling = Histogram(
+            "grpc_server_handling_seconds",
+            "Seconds from the start of an RPC to its end (a stream's whole life), by service and method.",
+            ["grpc_service", "grpc_method"],
+            buckets=RPC_BUCKETS,
+            registry=registry,
+        )
+
+    @classmethod
+    def of(cls, registry: CollectorRegistry) -> RpcMetrics:
+        """The pair in ``registry`` (created on first use, however many servers share the registry)."""
+        metrics = _RPC_METRICS.get(registry)
+        if metrics is None:
+            metrics = _RPC_METRICS[registry] = cls(registry)
+        return metrics
+
+    def initialize(self, service_names: Sequence[str]) -> None:
+        """Create every method's ``OK`` series at zero, so a dashboard shows 0 rather than no data before traffic."""
+        pool = descriptor_pool.Default()
+        for service in service_names:
+            try:
+                descriptor = pool.FindServiceByName(service)
+            except KeyError:
+                continue
+            for method in descriptor.methods:
+                self.handled.labels(service, method.name, "OK")
+                self.handling.labels(service, method.name)
+
+    def observe(self, service: str, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.handled.labels(service, method, code.name).inc()
+        self.handling.labels(service, method).observe(seconds)
+
+
+RPC_BUCKETS: tuple[float, ...] = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    3600.0,
+    float("inf"),
+)
+"""Handling-time buckets (seconds): sub-millisecond unary calls up to streams that live for an hour."""
+
+
+class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Counts every RPC when it ends in :class:`RpcMetrics`.
+
+    Each handler is wrapped once per call; the code is the one the context ended with (``context.abort``), else
+    ``CANCELLED`` when the client went away, ``UNKNOWN`` when the handler raised and ``OK`` otherwise. A stream's
+    responses pass through one extra async generator step each (a frame, not an item: streams batch).
+    """
+
+    def __init__(self, metrics: RpcMetrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        service, _, name = str(handler_call_details.method).lstrip("/").partition("/")
+        metrics = self._metrics
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    response = await inner(request, context)
+                except BaseException:
+                    metrics.observe(service, name, _status_of(context, grpc.StatusCode.UNKNOWN), _since(started))
+                    raise
+                metrics.observe(service, name, _status_of(context, grpc.StatusCode.OK), _since(started))
+                return response
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+
+        def finish(context: Any, started: float, error: BaseException | None) -> None:
+            if isinstance(error, asyncio.CancelledError | GeneratorExit) or context.cancelled():
+                code = grpc.StatusCode.CANCELLED  # the client went away (or the server is stopping)
+            else:
+                code = _status_of(context, grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN)
+            metrics.observe(service, name, code, _since(started))
+
+        def streamed(behaviour: Callable[[Any, Any], Any]) -> Callable[[Any, Any], AsyncIterator[Any]]:
+            async def responses(request: Any, context: Any) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                try:
+                    result = behaviour(request, context)
+                    if inspect.isasyncgen(result):
+                        async for response in result:
+                            yield response
+                    else:  # a handler that writes with context.write and returns
+                        await result
+                except BaseException as exc:
+                    finish(context, started, exc)
+                    raise
+                finish(context, started, None)
+
+            return responses
+
+        def collected(behaviour: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+            async def response(request_iterator: Any, context: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    answer = await behaviour(request_iterator, context)
+                except BaseException as exc:
+                    finish(context, started, exc)
+                    raise
+                finish(context, started, None)
+                return answer
+
+            return response
+
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                streamed(handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                collected(handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                streamed(handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started

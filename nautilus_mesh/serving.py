@@ -24,8 +24,8 @@ from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.instance_lock import InstanceLock
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.request_guard import guard
-from nautilus_mesh.rpc_spans import RpcSpanInterceptor
-from nautilus_mesh.telemetry import MetricsServer, Tracing
+from nautilus_mesh.rpc_spans import RpcMetrics, RpcMetricsInterceptor, RpcSpanInterceptor
+from nautilus_mesh.telemetry import MetricsServer, Tracing, count_dropped_spans
 from nautilus_mesh.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,20 @@ async def start_server(
         host: address to bind (127.0.0.1 in tests).
         port: port to bind; 0 picks a free one.
         tls: certificate (and client CA for mutual TLS); None serves plaintext, the loopback default.
-        registry: where ``malformed_requests_total{method}`` is counted (the service's metrics registry).
+        registry: where ``malformed_requests_total{method}`` and the RPC metrics (``grpc_server_handled_total``,
+            ``grpc_server_handling_seconds``; every method's OK series starts at zero) are counted, and, with
+            ``tracing``, ``spans_dropped_total{reason}``.
         tracing: the service's tracing; unary RPCs then get ``rpc.*`` SERVER spans (:mod:`nautilus_mesh.rpc_spans`).
     """
-    interceptors = [RpcSpanInterceptor(tracing)] if tracing is not None and tracing.provider is not None else []
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if registry is not None:
+        rpc_metrics = RpcMetrics.of(registry)
+        rpc_metrics.initialize(service_names)
+        interceptors.append(RpcMetricsInterceptor(rpc_metrics))
+    if tracing is not None and registry is not None:
+        count_dropped_spans(tracing, registry)
+    if tracing is not None and tracing.provider is not None:
+        interceptors.append(RpcSpanInterceptor(tracing))
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(guard(server, registry))  # undecodable request bytes answer INVALID_ARGUMENT, not UNKNOWN or a silent OK
     health_servicer = health_aio.HealthServicer()

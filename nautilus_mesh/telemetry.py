@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextvars
 import importlib.metadata
+import json
 import logging
 import os
 import random
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.files import JsonlWriter
@@ -181,6 +184,10 @@ class ExportStats:
     last_ok_at: float | None = None
     last_failure_at: float | None = None
     last_error: str = ""
+    spans_failed: int = 0
+    """Spans in the batches that failed to export."""
+    spans_queue_full: int = 0
+    """Spans the batch processor dropped because its queue was full (export slower than spans are made)."""
 
 
 class _CountingExporter(SpanExporter):
@@ -195,6 +202,7 @@ class _CountingExporter(SpanExporter):
             result = self._inner.export(spans)
         except Exception as exc:
             self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
             self._stats.last_failure_at = REAL_CLOCK.monotonic()
             self._stats.last_error = type(exc).__name__
             log.warning("[TRACING] span export failed: %s", type(exc).__name__)
@@ -204,6 +212,7 @@ class _CountingExporter(SpanExporter):
             self._stats.last_ok_at = REAL_CLOCK.monotonic()
         else:
             self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
             self._stats.last_failure_at = REAL_CLOCK.monotonic()
             self._stats.last_error = "export returned FAILURE"
             log.warning("[TRACING] span export failed (%d so far)", self._stats.failed)
@@ -214,6 +223,80 @@ class _CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self._inner.force_flush(timeout_millis)
+
+
+OTLP_NOTE_SUFFIX = ".otlp.json"
+"""Beside a service's span file, ``<service>.otlp.json`` says its spans went to an OTLP endpoint instead."""
+
+
+def otlp_note_path(span_file: Path) -> Path:
+    """Where a service whose span file would be ``span_file`` notes that it exports over OTLP."""
+    return span_file.with_name(span_file.name.removesuffix(".jsonl") + OTLP_NOTE_SUFFIX)
+
+
+def _note_exporter(span_file: Path, service_name: str, endpoint: str) -> None:
+    """Leave (OTLP) or remove (span file) the note ``nautilus-mesh traces`` reads when it finds no spans."""
+    note = otlp_note_path(span_file)
+    try:
+        if endpoint:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text(json.dumps({"service": service_name, "endpoint": endpoint}) + "\n", encoding="utf-8")
+        else:
+            note.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only directory: the note is a convenience, never a reason to fail
+        log.debug("[TRACING] could not update %s: %s", note, exc)
+
+
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A batch span processor that counts the spans it drops because its queue is full.
+
+    The SDK drops the oldest queued span to make room and only logs it; this looks at the queue's length first.
+    """
+
+    def __init__(self, exporter: SpanExporter, stats: ExportStats, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._stats = stats
+        self._queue = getattr(self._batch_processor, "_queue", None)  # a bounded deque in SDK 1.3x-1.4x
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        full = queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+        if full and span.context is not None and span.context.trace_flags.sampled:
+            self._stats.spans_queue_full += 1
+        super().on_end(span)
+
+
+class SpansDroppedCollector:
+    """``spans_dropped_total{reason}``: spans lost on the way out (``export_failed``, ``queue_full``).
+
+    Registered on a service's registry; reads the live :class:`ExportStats`, so both series exist from the start.
+    """
+
+    def __init__(self, tracing: Tracing, registry: CollectorRegistry) -> None:
+        self._stats = tracing.export_stats
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "spans_dropped",
+            "Spans never exported, by reason: export_failed (the exporter failed) or queue_full (batch queue full).",
+            labels=["reason"],
+        )
+        family.add_metric(["export_failed"], self._stats.spans_failed)
+        family.add_metric(["queue_full"], self._stats.spans_queue_full)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return self.collect()
+
+
+_SPANS_DROPPED: weakref.WeakKeyDictionary[CollectorRegistry, SpansDroppedCollector] = weakref.WeakKeyDictionary()
+
+
+def count_dropped_spans(tracing: Tracing, registry: CollectorRegistry) -> None:
+    """Export ``spans_dropped_total`` of ``tracing`` on ``registry`` (once per registry)."""
+    if registry not in _SPANS_DROPPED:
+        _SPANS_DROPPED[registry] = SpansDroppedCollector(tracing, registry)
 
 
 class Tracing:
@@ -236,18 +319,19 @@ class Tracing:
         provider = TracerProvider(resource=service_resource(service_name), id_generator=_PresetTraceIds())
         endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
         exporter: SpanExporter
+        path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
+        _note_exporter(path, service_name, endpoint or "")
         if endpoint:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             exporter = OTLPSpanExporter()
             log.info("[TRACING] %s exports spans over OTLP to %s", service_name, endpoint)
         else:
-            path = Path(span_file) if span_file else Path("var/traces") / f"{service_name}.jsonl"
             exporter = JsonlSpanExporter(path)
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = _CountingExporter(exporter, self.export_stats)
-        provider.add_span_processor(BatchSpanProcessor(counted, schedule_delay_millis=500))
+        provider.add_span_processor(_CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500))
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
 
@@ -284,6 +368,9 @@ class Tracing:
         attrs = dict(attributes or {})
         if destination:
             attrs.update(messaging_attributes("receive", destination))
+        received_ns = _FRAME_RECEIVED_NS.get()
+        if received_ns:
+            attrs[FRAME_RECEIVED_ATTRIBUTE] = received_ns
         with self.tracer.start_as_current_span(
             name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attrs
         ) as span:
@@ -341,6 +428,26 @@ class Tracing:
     def shutdown(self) -> None:
         if self.provider is not None:
             self.provider.shutdown()
+
+
+FRAME_RECEIVED_ATTRIBUTE = "nautilus.frame.received_ns"
+"""CONSUMER span attribute: when (wall-clock ns since the epoch) the stream frame carrying the message was read.
+
+Between the producer span's end and this instant the message was on the wire (with the sender's outbox wait);
+between this instant and the consumer span's start it queued in the receiver (earlier items of its frame, the
+event loop). ``nautilus-mesh traces`` splits each hop into those two segments.
+"""
+
+_FRAME_RECEIVED_NS: contextvars.ContextVar[int] = contextvars.ContextVar("nautilus_frame_received_ns", default=0)
+
+
+def frame_received() -> None:
+    """Note that a stream frame was just read: the CONSUMER spans of its items record the instant.
+
+    Call it in the task that reads the stream, right after each frame arrives and before its items are handled.
+    One clock read per frame; unsampled items never look at it.
+    """
+    _FRAME_RECEIVED_NS.set(REAL_CLOCK.time_ns())  # wall time, as span timestamps are, in a backtest too
 
 
 _PASSTHROUGH: contextvars.ContextVar[str] = contextvars.ContextVar("nautilus_unsampled_traceparent", default="")

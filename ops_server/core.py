@@ -124,6 +124,10 @@ class OpsCore:
         self.engine_gate = EngineGate(link, self.metrics, clock=clock.monotonic)
         live_sink = LiveOrderSink(config.live_venue, config.account)
         paper_sink = PaperOrderSink(config.paper_venue)
+        for route in registry.routes():  # every configured model's series exist at zero before its first signal
+            self.metrics.model(route.model_id)
+        for venue in (live_sink.venue, paper_sink.venue):
+            self.metrics.venue_orders(venue)
         self.signals = SignalPath(
             registry=registry,
             router=SignalRouter(registry, exposure, config.signal_id_max_length),

@@ -30,6 +30,7 @@ from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
+from nautilus_mesh.telemetry import frame_received
 from nautilus_mesh.tls import ClientTls, open_channel
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class EngineLink:
                     self.on_connected()
                 backoff.reset()
                 async for frame in call:
+                    frame_received()
                     self.on_reports(frame.reports)
                 if self._stopping:
                     return
@@ -290,6 +292,7 @@ class EngineLink:
             )
             fetched += len(page.reports)
             if page.reports:
+                frame_received()
                 self.on_reports(page.reports)
             if not page.next_page_token:
                 self.cursor.complete_up_to(max([since, *[r.seq for r in page.reports]]))

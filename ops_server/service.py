@@ -23,6 +23,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, Principal, StrategyAuthenticator, metadata_value, require_token
 from nautilus_mesh.errors import MeshError, ValidationError
 from nautilus_mesh.status import abort, error_detail, error_from_detail
+from nautilus_mesh.telemetry import frame_received
 from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
@@ -167,6 +168,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         async def read() -> None:
             try:
                 async for frame in request_iterator:
+                    frame_received()
                     if outbox.fill_seqs is not None:  # the stream's first frame: the only one that may resume
                         if frame.resume_after_fill_seq:
                             self._resume_fills(frame.resume_after_fill_seq, principal, outbox)

@@ -19,8 +19,9 @@ from pathlib import Path
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
-from nautilus_mesh.telemetry import Tracing
+from nautilus_mesh.telemetry import MetricsServer, Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
+from strategies.metrics import StrategyMetrics
 from strategies.runtime import StrategyRunner, combined_snapshot
 
 log = logging.getLogger("strategies")
@@ -35,6 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run; 0 = until SIGINT/SIGTERM")
     parser.add_argument("--span-file", default="var/traces/strategies.jsonl", help="JSONL span file (no OTLP)")
     parser.add_argument("--no-tracing", action="store_true", help="disable per-message spans")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve /metrics on this port (0 = any free port); overrides metrics_port",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument(
         "--log-format",
@@ -81,6 +88,12 @@ async def run(config: StrategiesConfig, args: argparse.Namespace) -> int:
     }
     runners = build_runners(config, tracings)
     stats_path = Path(args.stats_file)
+    metrics_port = args.metrics_port if args.metrics_port is not None else config.metrics_port
+    metrics_server = None
+    if metrics_port is not None:
+        metrics = StrategyMetrics()
+        metrics.watch(runners)
+        metrics_server = MetricsServer(metrics.registry, config.metrics_host, metrics_port)
 
     async def report() -> None:
         while True:
@@ -104,6 +117,8 @@ async def run(config: StrategiesConfig, args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         write_stats(stats_path, runners)
+        if metrics_server is not None:
+            metrics_server.close()
         for tracing in tracings.values():
             if tracing is not None:
                 tracing.shutdown()

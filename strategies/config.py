@@ -84,6 +84,10 @@ class StrategiesConfig(StrictModel):
     current quota, so allocation and canary weight changes reach positions without a new target."""
     quote_venue: str = ""
     """Only quotes of this venue feed the models ("" = every venue the engine streams)."""
+    metrics_host: str = "127.0.0.1"
+    """Address the strategies' Prometheus /metrics server binds."""
+    metrics_port: int | None = pydantic.Field(None, ge=0, le=65535)
+    """Port of the strategies' /metrics (signals sent, decisions, signal-to-fill); None (the default) serves none."""
     strategies: list[StrategyEntry] = pydantic.Field(min_length=1)
     """The strategy processes, each with its models."""
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from clients.strategy_stats import LatencySummary, ModelCounts, StrategySnapshot
@@ -40,6 +40,14 @@ class RunnerStats:
     connected: dict[str, bool] = field(default_factory=lambda: {"ops": False, "engine": False})
     frames_sent: int = 0
     """Request frames written (after coalescing)."""
+    fill_latency_observer: Callable[[float], None] | None = None
+    """Also told each signal-to-first-fill latency, in seconds (the ``/metrics`` histogram), when set."""
+
+    def record_fill_latency(self, ms: float) -> None:
+        """One signal's latency from sent to its first fill, in milliseconds."""
+        self.fill_latency_ms.append(ms)
+        if self.fill_latency_observer is not None:
+            self.fill_latency_observer(ms / 1000)
 
     def count_decision(self, model_id: str, status: str) -> None:
         self.decisions.setdefault(model_id, Counter())[status] += 1

@@ -38,7 +38,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.clock import REAL_CLOCK, Clock
-from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing
+from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing, frame_received
 from strategies.config import Model
 from strategies.run_stats import RunnerStats, latency_summary
 
@@ -348,7 +348,7 @@ class StrategyRunner:
                 self.stats.fills[fill.model_id] += 1
                 pending = self._pending.pop((fill.model_id, fill.signal_id), None)
                 if pending is not None:
-                    self.stats.fill_latency_ms.append((now - pending.sent_ns) / 1e6)
+                    self.stats.record_fill_latency((now - pending.sent_ns) / 1e6)
         self._progress.set()
 
     @property
@@ -448,6 +448,7 @@ class StrategyRunner:
             self.stats.connected["ops"] = True
             try:
                 async for response in call:
+                    frame_received()
                     backoff.reset()
                     self.handle_response(response)
                 if closing.is_set():

@@ -13,6 +13,8 @@ import yaml
 
 from engine_server.config import load_engine_config
 from engine_server.metrics import EngineMetrics
+from nautilus_mesh.rpc_spans import RpcMetrics
+from nautilus_mesh.telemetry import Tracing, count_dropped_spans
 from ops_server.config import load_ops_config
 from ops_server.metrics import OpsMetrics
 from strategies.config import load_strategies
@@ -75,6 +77,8 @@ def test_prometheus_when_parsed_scrapes_the_metrics_ports_the_services_serve() -
 def exported_sample_names() -> set[str]:
     names: set[str] = set()
     for registry in (OpsMetrics().registry, EngineMetrics().registry):
+        RpcMetrics.of(registry)  # added by the gRPC server
+        count_dropped_spans(Tracing("t", enabled=False), registry)
         for family in registry.collect():
             names.add(family.name)
             names.update(f"{family.name}{suffix}" for suffix in ("_total", "_bucket", "_count", "_sum"))
@@ -87,13 +91,29 @@ def test_grafana_dashboard_when_parsed_queries_only_exported_metrics() -> None:
     queried: set[str] = set()
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
-            tokens = set(re.findall(r"\b[a-z][a-z0-9_]*\b", target["expr"]))
+            expr = re.sub(r"\bby\s*\([^)]*\)", "", target["expr"])  # grouping labels are not metric names
+            tokens = set(re.findall(r"\b[a-z][a-z0-9_]*\b", expr))
             queried |= {t for t in tokens if "_" in t and t != "histogram_quantile"}
     assert queried, "the dashboard queries nothing"
     assert queried <= exported, f"panels query metrics nobody exports: {sorted(queried - exported)}"
     assert {"signal_latency_seconds_bucket", "allocated_capital_usd", "canary_weight"} <= queried
     provisioning = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/datasources.yaml").read_text())
     assert {d["uid"] for d in provisioning["datasources"]} == {"prometheus", "jaeger"}
+
+
+def test_grafana_dashboard_when_parsed_links_exemplars_to_jaeger_and_breaks_down_stages() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/nautilus-mesh.json").read_text())
+    panels = {p["title"]: p for p in dashboard["panels"]}
+    for title in ("Signal latency in ops (p50 / p99)", "Signal to fill (p50 / p99)"):
+        assert all(t.get("exemplar") is True for t in panels[title]["targets"]), title
+    stages = next(p for t, p in panels.items() if t.startswith("Stage breakdown"))
+    assert stages["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
+    assert any("ops_stage_latency_seconds_sum" in t["expr"] for t in stages["targets"])
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    provisioning = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/datasources.yaml").read_text())
+    prometheus = next(d for d in provisioning["datasources"] if d["uid"] == "prometheus")
+    assert prometheus["jsonData"]["exemplarTraceIdDestinations"] == [{"name": "trace_id", "datasourceUid": "jaeger"}]
 
 
 def test_prometheus_rules_when_parsed_query_only_exported_metrics_and_compose_loads_them() -> None:

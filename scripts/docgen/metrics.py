@@ -21,8 +21,10 @@ from prometheus_client.metrics import MetricWrapperBase
 from docgen import HEADER
 from engine_server.metrics import EngineMetrics
 from nautilus_mesh.request_guard import malformed_requests_counter
-from nautilus_mesh.telemetry import LATENCY_BUCKETS
+from nautilus_mesh.rpc_spans import RpcMetrics
+from nautilus_mesh.telemetry import LATENCY_BUCKETS, SpansDroppedCollector, Tracing, count_dropped_spans
 from ops_server.metrics import DECISION_STATUSES, ROUTING_MODES, SIGNAL_STAGES, OpsMetrics
+from strategies.metrics import RunnerCounters, StrategyMetrics
 
 SPAN_SOURCES = ("strategies", "ops_server", "engine_server", "clients")
 # Hop order of a signal's trace, for the table's order; spans not listed here come after, by name.
@@ -93,6 +95,12 @@ def metric_rows(registry: CollectorRegistry) -> list[MetricRow]:
         shown = f"{name}_total" if kind == "counter" and not name.endswith("_total") else name
         labels = tuple(metric._labelnames)
         rows.append(MetricRow(shown, kind, labels, _unit(shown, kind), metric._documentation))
+    for collector in list(registry._collector_to_names):  # our custom collectors describe theirs
+        if isinstance(collector, SpansDroppedCollector | RunnerCounters):
+            for family in collector.describe():
+                labels = tuple(family._labelnames)
+                shown = f"{family.name}_total" if family.type == "counter" else family.name
+                rows.append(MetricRow(shown, family.type, labels, _unit(shown, family.type), family.documentation))
     return sorted(rows, key=lambda r: r.name)
 
 
@@ -174,8 +182,12 @@ def render(root: Path) -> str:
     """The whole of docs/metrics.md."""
     ops = OpsMetrics()
     malformed_requests_counter(ops.registry)
+    RpcMetrics.of(ops.registry)
+    count_dropped_spans(Tracing("ops", enabled=False), ops.registry)
     engine = EngineMetrics()
     malformed_requests_counter(engine.registry)
+    RpcMetrics.of(engine.registry)
+    count_dropped_spans(Tracing("engine", enabled=False), engine.registry)
     buckets = ", ".join(f"{b:g}" for b in LATENCY_BUCKETS)
     out = [HEADER.format(source="OpsMetrics, EngineMetrics and the spans in the source"), "# Metrics and traces\n\n"]
     out.append(
@@ -186,6 +198,14 @@ def render(root: Path) -> str:
     )
     out.append(_metrics_table("Ops metrics (`ops_server/metrics.py`)", metric_rows(ops.registry)))
     out.append(_metrics_table("Engine metrics (`engine_server/metrics.py`)", metric_rows(engine.registry)))
+    strategies = StrategyMetrics()
+    strategies.watch([])
+    out.append(
+        _metrics_table(
+            "Strategy metrics (`strategies/metrics.py`, served when `metrics_port` is set in strategies.json)",
+            metric_rows(strategies.registry),
+        )
+    )
     spans = spans_in_source(root)
     order = {name: i for i, name in enumerate(HOPS)}
     out.append(
@@ -195,6 +215,11 @@ def render(root: Path) -> str:
         "(messaging semantic conventions; never parented on the long-lived stream's span). Acks and cancels carry "
         "the order's context on without a span of their own. With no OTLP endpoint, spans go to "
         "`var/traces/<service>.jsonl` and `nautilus-mesh traces` prints per-stage latency percentiles.\n\n"
+        "Every CONSUMER span also carries `nautilus.frame.received_ns`: when (Unix ns) the stream frame holding its "
+        "message was read off the wire. With it a trace splits into stages that add up to its end-to-end time: the "
+        "spans, `wire A->B` (producer span end to frame read, the sender's outbox wait included) and "
+        "`queue before <span>` (frame read to consumer span start); `nautilus-mesh traces` reports them per stage "
+        "and as waterfalls (`--slowest N`, `--trace ID`).\n\n"
         "| span | kind | opened in | attributes | events (attributes) |\n| --- | --- | --- | --- | --- |\n"
     )
     for span in sorted(spans.values(), key=lambda s: (order.get(s.name, len(order)), s.name)):
