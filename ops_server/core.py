@@ -89,7 +89,12 @@ class OpsCore:
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=registry.strategies())
         allocator = CapitalAllocator(policy, sample_seconds=config.sample_interval_seconds)
         risk = RiskRails(RiskLimits.load(config.risk_limits_path), on_event=self._on_risk_event)
-        canaries = CanaryManager(registry, self._on_canary_event, sample_seconds=config.sample_interval_seconds)
+        canaries = CanaryManager(
+            registry,
+            self._on_canary_event,
+            sample_seconds=config.sample_interval_seconds,
+            window_samples=config.canary_window_samples,
+        )
         measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
         self.tracker = tracker = OrderTracker(
             state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync

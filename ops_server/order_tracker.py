@@ -9,6 +9,7 @@ may not have reached the engine, to be re-sent (the engine deduplicates by clien
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -175,7 +176,7 @@ class OrderTracker:
         self.orders[order.client_order_id] = order
         self._adjust_open(order, order.open_quantity)
         if len(self.orders) > self.history:
-            for coid in list(self.orders)[: len(self.orders) - self.history]:
+            for coid in list(itertools.islice(self.orders, len(self.orders) - self.history)):
                 if self.orders[coid].status in TERMINAL:
                     del self.orders[coid]
 
