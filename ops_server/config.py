@@ -85,8 +85,15 @@ class OpsConfig(StrictModel):
     """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
     survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``
     fsyncs every record."""
+    journal_segment_bytes: int = pydantic.Field(64 * 1024 * 1024, ge=1024)
+    """Size at which ops closes the journal segment being written, bytes (checked every
+    ``sample_interval_seconds``): a snapshot of what the closed segments rebuild goes to the state store and they are
+    deleted, so the journal on disk stays within about two segments and a restart replays only what follows."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
+    order_history: int = pydantic.Field(100_000, gt=0)
+    """Orders and fills kept in memory for ``ListOrders``/``ListFills`` (count each); finished orders beyond it leave
+    memory (open orders always stay), and the journal keeps every one."""
     tracing: bool = True
     """Record spans; False makes every span a no-op."""
     span_file: Path | None = None

@@ -76,6 +76,15 @@ class ReportCursor:
     def highest(self) -> int:
         return max(self._above, default=self.watermark)
 
+    def state(self) -> dict[str, object]:
+        """The cursor as a JSON-able dict (the journal snapshot keeps it)."""
+        return {"watermark": self.watermark, "above": sorted(self._above)}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Put back what :meth:`state` returned."""
+        self.watermark = int(state["watermark"])  # type: ignore[call-overload]
+        self._above = {int(s) for s in state["above"]}  # type: ignore[attr-defined]
+
 
 class EngineLink:
     """Keeps the order stream and quote stream to the engine alive.

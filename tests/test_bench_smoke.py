@@ -42,3 +42,20 @@ def test_bench_engine_when_run_with_minimal_sizes_then_reports_one_frame_per_fra
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "in 4 report frames for 4 command frames" in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_services(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_soak.py"), "--duration", "4", "--rate", "50",
+        "--sample-seconds", "0.5", "--baseline-seconds", "1", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["signals_sent"] > 0 and sum(figures["decisions"].values()) == figures["signals_sent"]
+    for service in ("ops", "engine"):
+        row = figures["services"][service]
+        assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
+    assert "growth" in done.stdout and "ops" in done.stdout and "engine" in done.stdout
