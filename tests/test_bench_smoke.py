@@ -59,3 +59,18 @@ def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_service
         row = figures["services"][service]
         assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
     assert "growth" in done.stdout and "ops" in done.stdout and "engine" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_flood_when_run_for_seconds_then_reports_p99_alone_and_flooded(tmp_path: Path) -> None:
+    out = tmp_path / "flood.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_flood.py"), "--seconds", "2", "--rate", "20",
+        "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["alone"]["n"] > 0 and figures["flooded"]["n"] > 0
+    assert figures["p99_ratio"] is not None and figures["flooder"]["signals_written"] > 0
+    assert "p99 flooded / alone" in done.stdout
