@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
+from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from ops_server import engine_link as engine_link_module
 from ops_server import service as service_module
+from ops_server.engine_link import REPORT_SLICE_MAX, apply_in_slices
 from ops_server.intake import SLICE_SIGNALS, SliceSizer
 from ops_server.service import OpsService
 from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, start_mesh, stop_mesh, wait_until
@@ -167,3 +170,32 @@ async def test_stream_when_deciding_is_slow_a_neighbours_signal_waits_for_one_sm
     # After the first slice measured 2 ms a signal, every slice is one signal: a turn lasts one signal, not 32.
     assert path.slices[0] == SLICE_SIGNALS and set(path.slices[1:]) == {1}
     assert len(path.order) == 501
+
+
+async def test_engine_reports_when_a_frame_is_slow_to_apply_are_applied_in_slices_with_turns_between(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A large frame of engine reports does not hold the event loop: once a report is known to take longer than a
+    slice's target, reports are applied a slice at a time and other tasks run in between."""
+    clock = _Clock()
+    monkeypatch.setattr(engine_link_module.time, "perf_counter", lambda: clock.now)
+    applied: list[int] = []
+    turns: list[int] = []
+
+    def on_reports(reports: Sequence[engine_pb2.ExecutionReport]) -> None:
+        clock.now += 0.002 * len(reports)  # 2 ms a report
+        applied.append(len(reports))
+
+    async def neighbour() -> None:
+        for _ in range(10):
+            turns.append(sum(applied))
+            await asyncio.sleep(0)
+
+    frame = [engine_pb2.ExecutionReport(seq=i + 1) for i in range(REPORT_SLICE_MAX + 100)]
+    other = asyncio.create_task(neighbour())
+    await apply_in_slices(frame, on_reports, SliceSizer(most=REPORT_SLICE_MAX))
+    await other
+
+    assert sum(applied) == len(frame) and applied[0] == REPORT_SLICE_MAX  # nothing measured before the first
+    assert set(applied[1:]) == {1}  # after the first slice measured 2 ms a report
+    assert len({t for t in turns if 0 < t < len(frame)}) >= 5  # the neighbour ran between slices
