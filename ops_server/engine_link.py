@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -31,6 +32,7 @@ from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.telemetry import frame_received
 from nautilus_mesh.tls import ClientTls, open_channel
+from ops_server.intake import SliceSizer
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,42 @@ class ReportCursor:
     def highest(self) -> int:
         return max(self._above, default=self.watermark)
 
+    def state(self) -> dict[str, object]:
+        """The cursor as a JSON-able dict (the journal snapshot keeps it)."""
+        return {"watermark": self.watermark, "above": sorted(self._above)}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Put back what :meth:`state` returned."""
+        self.watermark = int(state["watermark"])  # type: ignore[call-overload]
+        self._above = {int(s) for s in state["above"]}  # type: ignore[attr-defined]
+
+
+REPORT_SLICE_MAX = 256
+"""Most engine reports applied in one turn of the event loop (count)."""
+
+
+async def apply_in_slices(
+    reports: Sequence[engine_pb2.ExecutionReport],
+    on_reports: Callable[[Sequence[engine_pb2.ExecutionReport]], None],
+    sizer: SliceSizer,
+) -> None:
+    """Apply a frame of reports in slices of about a millisecond of work, yielding the event loop between them.
+
+    A large frame (the reports of a busy strategy's orders) would otherwise hold the loop for its whole length and
+    every stream's next turn with it. Each slice is journaled and then applied before the loop is yielded, so what
+    memory holds always matches the journal between slices.
+    """
+    start = 0
+    while start < len(reports):
+        if start:
+            await asyncio.sleep(0)
+        size = sizer.size()
+        began = time.perf_counter()
+        part = reports[start : start + size]
+        on_reports(part)
+        sizer.observe(len(part), time.perf_counter() - began)
+        start += size
+
 
 class EngineLink:
     """Keeps the order stream and quote stream to the engine alive.
@@ -113,6 +151,7 @@ class EngineLink:
         self.address = address
         self._token = token
         self._on_reports = on_reports
+        self._report_slices = SliceSizer(most=REPORT_SLICE_MAX)
         self._on_quotes = on_quotes
         self._on_connected = on_connected
         self.cursor = cursor
@@ -242,7 +281,7 @@ class EngineLink:
                 backoff.reset()
                 async for frame in call:
                     frame_received()
-                    self._on_reports(frame.reports)
+                    await apply_in_slices(frame.reports, self._on_reports, self._report_slices)
                 if self._stopping:
                     return
                 log.warning("[ENGINE-LINK] order stream ended by the engine")
