@@ -15,19 +15,24 @@ from google.protobuf import json_format
 import nautilus_mesh.api
 from clients.commands import CliError
 from nautilus_mesh.files import read_jsonl
-from nautilus_mesh.journal import JournalFormatError, JournalReader, is_binary_journal
+from nautilus_mesh.journal import JournalFormatError, is_binary_journal
+from nautilus_mesh.journal_segments import SegmentedJournalReader, list_segments
 
 
 def cmd_journal_dump(args: argparse.Namespace, out: TextIO) -> int:
     """One JSON object per record: ``{"offset", "type", "record"}`` (protobuf JSON, original field names).
 
+    A segmented journal (``journal.bin``, ``journal.000001.bin``, ...) is read segment by segment in order from the
+    configured path, whichever segments compaction has left; ``offset`` is global (``segment << 40 | offset``).
+
     A binary journal is self-describing (its header names each record's message type); a JSONL
     journal (ops today, the engine before the binary format) is printed record by record as it is.
     """
     path = Path(args.path)
-    if not path.is_file():
+    segments = list_segments(path)
+    if not segments:
         raise CliError(f"no journal at {path}", 2)
-    if not is_binary_journal(path):
+    if not is_binary_journal(segments[0][1]):
         try:
             for line in read_jsonl(path):
                 out.write(json.dumps({"type": "jsonl", "record": line}, separators=(",", ":")) + "\n")
@@ -35,7 +40,7 @@ def cmd_journal_dump(args: argparse.Namespace, out: TextIO) -> int:
             raise CliError(f"{path} is neither a binary nor a JSONL journal", 2) from None
         return 0
     import_generated_messages()
-    reader = JournalReader(path)
+    reader = SegmentedJournalReader(path)  # every segment in order: journal.bin, journal.000001.bin, ...
     try:
         for record in reader.records():
             body = json_format.MessageToDict(record.message, preserving_proto_field_name=True)

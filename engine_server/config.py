@@ -43,6 +43,12 @@ class EngineConfig(StrictModel):
     """Finished orders kept in memory (count); older ones are answered from the journal."""
     dedupe_window: int = pydantic.Field(200_000, ge=0)
     """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory."""
+    report_history: int = pydantic.Field(50_000, gt=0)
+    """Execution reports kept in memory for ``ListExecutions`` (count); older ranges are read from the journal."""
+    journal_segment_bytes: int | None = pydantic.Field(64 * 1024 * 1024, ge=4096)
+    """Size at which the engine starts a new journal segment (``journal.000001.bin``, ...), bytes; None keeps one
+    file. Segments are read in order as one journal; the engine keeps every segment (it has no snapshot to compact
+    behind)."""
     tick_interval_ms: float = pydantic.Field(100.0, gt=0)
     """How often the venues' markets advance (market maker requotes, resting orders may fill)."""
     venues: list[VenueConfig] = pydantic.Field(default_factory=default_venues)

@@ -24,16 +24,26 @@ from engine_server.order_lifecycle import Order, OrderStatus
 from engine_server.venues.base import ZERO, ExecType, OrderRequest, VenueEvent, rejected_event
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.files import read_jsonl
-from nautilus_mesh.journal import JournalReader, JournalWriter, is_binary_journal
+from nautilus_mesh.journal import FsyncPolicy, JournalWriter, fsync_policy, is_binary_journal
+from nautilus_mesh.journal_segments import SegmentedJournalReader, SegmentedJournalWriter
 
 log = logging.getLogger(__name__)
+
+
+def open_journal(
+    path: Path, fsync: FsyncPolicy | bool, replayed: SegmentedJournalReader, segment_bytes: int | None
+) -> SegmentedJournalWriter:
+    """The ledger's journal writer after its replay: a new segment past ``segment_bytes`` (None: one file)."""
+    return SegmentedJournalWriter(
+        path, JOURNAL_SCHEMA, fsync=fsync_policy(fsync), replayed=replayed, segment_bytes=segment_bytes
+    )
 
 
 def order_from_journal(path: Path, coid: str) -> tuple[Order | None, list[Report]]:
     """An order that left memory, rebuilt from the journal at ``path`` with its reports (None when absent)."""
     order: Order | None = None
     reports: list[Report] = []
-    for record in JournalReader(path, JOURNAL_SCHEMA).records():
+    for record in SegmentedJournalReader(path, JOURNAL_SCHEMA).records():
         message = record.message
         if record.tag == ORDER_TAG:
             assert isinstance(message, journal_pb2.OrderRecord)

@@ -49,7 +49,7 @@ from engine_server.execution_report import (
     report_pb,
     request_from_pb,
 )
-from engine_server.ledger_recovery import migrate_if_needed, order_from_journal, restart_events
+from engine_server.ledger_recovery import migrate_if_needed, open_journal, order_from_journal, restart_events
 from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order, cancel_reject
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import (
@@ -62,7 +62,8 @@ from engine_server.venues.base import (
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
-from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter, fsync_policy
+from nautilus_mesh.journal import FsyncPolicy
+from nautilus_mesh.journal_segments import SegmentedJournalReader, SegmentedJournalWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,8 @@ class OrderManager:
         journal_fsync: ``never``, ``batch`` (one fsync per commit) or ``always``; see
             :mod:`nautilus_mesh.journal`. ``True``/``False`` mean ``batch``/``never``.
         retention: Finished orders (and their reports) kept in memory; older ones leave memory.
-        dedupe_window: Orders whose ids are still recognised as duplicates after leaving memory
-            (a fingerprint each, about 100 bytes), answered from the journal.
+        dedupe_window: Orders whose ids are still recognised as duplicates after leaving memory (a fingerprint each,
+            about 100 bytes), answered from the journal. journal_segment_bytes: a new journal segment past this size.
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class OrderManager:
         journal_fsync: FsyncPolicy | bool = "batch",
         retention: int = 20_000,
         dedupe_window: int = 200_000,
+        journal_segment_bytes: int | None = None,
     ) -> None:
         self._venues = dict(venues)
         # Live venues advance before paper ones, so a paper venue copies the quotes of this same step.
@@ -128,15 +130,13 @@ class OrderManager:
         self.anomalies = 0
         """Venue events dropped because they were illegal for their order (should stay 0)."""
         self._journal_path = journal_path
-        self._journal: JournalWriter | None = None
+        self._journal: SegmentedJournalWriter | None = None
         self.restart_reports: list[Report] = []
         if journal_path is not None:
             journal_path = Path(journal_path)
             migrate_if_needed(journal_path)
             reader = self._replay(journal_path)
-            self._journal = JournalWriter(
-                journal_path, JOURNAL_SCHEMA, fsync=fsync_policy(journal_fsync), replayed=reader
-            )
+            self._journal = open_journal(journal_path, journal_fsync, reader, journal_segment_bytes)
             self.restart_reports = self._cancel_after_restart()
 
     # ------------------------------------------------------------------ queries
@@ -226,7 +226,7 @@ class OrderManager:
         sessions: dict[str, tuple[str, Mapping[str, str]]] = {}
         at = bisect.bisect_right(self._seq_index, (since_seq + 1, sys.maxsize)) - 1
         start = self._seq_index[at][1] if at >= 0 else 0
-        for record in JournalReader(self._journal_path, JOURNAL_SCHEMA).records(start):
+        for record in SegmentedJournalReader(self._journal_path, JOURNAL_SCHEMA).records(start):
             message = record.message
             if record.tag == ORDER_TAG:
                 assert isinstance(message, journal_pb2.OrderRecord)
@@ -445,9 +445,9 @@ class OrderManager:
             self._journal.commit()  # records of the current frame are part of the answer
         return order_from_journal(self._journal_path, coid)
 
-    def _replay(self, path: Path) -> JournalReader:
+    def _replay(self, path: Path) -> SegmentedJournalReader:
         orders = reports = 0
-        reader = JournalReader(path, JOURNAL_SCHEMA)
+        reader = SegmentedJournalReader(path, JOURNAL_SCHEMA)
         for record in reader.records():
             message = record.message
             try:

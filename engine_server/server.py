@@ -75,6 +75,8 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = R
         journal_fsync=config.journal_fsync,
         retention=config.order_retention,
         dedupe_window=config.dedupe_window,
+        history_limit=config.report_history,
+        journal_segment_bytes=config.journal_segment_bytes,
     )
 
 

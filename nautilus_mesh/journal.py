@@ -318,6 +318,11 @@ class JournalWriter:
         """Records appended since the last commit."""
         return len(self._pending)
 
+    @property
+    def end(self) -> int:
+        """The file's size once the pending records are committed, bytes."""
+        return self._end + self._pending_bytes
+
     def append(self, message: Message) -> int:
         """Encode one record for the next commit (``always``: write and fsync it now); returns its offset."""
         tag = self._tags[type(message)]

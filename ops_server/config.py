@@ -68,6 +68,10 @@ class OpsConfig(StrictModel):
     """How often the capital allocator runs a cycle (its cooldown still applies)."""
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)
     """How often the canary controller evaluates its checks and guards, seconds."""
+    canary_window_samples: int = pydantic.Field(86_400, ge=100)
+    """Most samples of each canary return series held in memory and in the state store (count; a day at 1 s
+    sampling). Samples before the current step and the live track record are dropped anyway; a step or track record
+    longer than this is judged on its most recent ``canary_window_samples`` samples."""
     max_signals_per_frame: int = pydantic.Field(1000, gt=0)
     """Most signals one StreamSignals frame may carry (count); a larger frame gets one ``FRAME_TOO_LARGE`` rejection."""
     signal_id_max_length: int = pydantic.Field(128, gt=0)
@@ -81,8 +85,15 @@ class OpsConfig(StrictModel):
     """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
     survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``
     fsyncs every record."""
+    journal_segment_bytes: int = pydantic.Field(64 * 1024 * 1024, ge=1024)
+    """Size at which ops closes the journal segment being written, bytes (checked every
+    ``sample_interval_seconds``): a snapshot of what the closed segments rebuild goes to the state store and they are
+    deleted, so the journal on disk stays within about two segments and a restart replays only what follows."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
+    order_history: int = pydantic.Field(100_000, gt=0)
+    """Orders and fills kept in memory for ``ListOrders``/``ListFills`` (count each); finished orders beyond it leave
+    memory (open orders always stay), and the journal keeps every one."""
     tracing: bool = True
     """Record spans; False makes every span a no-op."""
     span_file: Path | None = None

@@ -8,6 +8,7 @@ The parts, one concept each (see docs/architecture.md):
 - :class:`~ops_server.periodic.PeriodicDecisions`: sampling, the allocation cycle, canary evaluation.
 - :class:`~ops_server.queries.OpsQueries` and :class:`~ops_server.controls.OpsControls`: what the servicers call.
 - :class:`~ops_server.ops_state.OpsState`: the restartable state in the state store.
+- :class:`~ops_server.journal_compaction.JournalCompaction`: the journal's snapshot in the store, old segments deleted.
 
 Everything runs on one event loop: the signal path is synchronous between awaits, so sizing reads a consistent
 view of positions, open orders and quotas.
@@ -39,6 +40,7 @@ from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.events import EventHub
 from ops_server.execution_feedback import ExecutionFeedback
 from ops_server.exposure import ExposureView
+from ops_server.journal_compaction import JournalCompaction
 from ops_server.measurement import Measurement
 from ops_server.metrics import OpsMetrics
 from ops_server.model_registry import ModelRegistry
@@ -103,11 +105,18 @@ class OpsCore:
         limits = RiskLimits.load(config.risk_limits_path)
         risk = RiskRails(limits, clock.monotonic, self._on_risk_event, wall_clock=clock.time)
         canaries = CanaryManager(
-            registry, self._on_canary_event, clock.now, sample_seconds=config.sample_interval_seconds
+            registry,
+            self._on_canary_event,
+            clock.now,
+            sample_seconds=config.sample_interval_seconds,
+            window_samples=config.canary_window_samples,
         )
         measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
         self.tracker = tracker = OrderTracker(
-            state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync
+            state_dir / "journal.bin",
+            dedup_window=config.dedup_window,
+            history=config.order_history,
+            journal_fsync=config.journal_fsync,
         )
         exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)
         cursor = ReportCursor()
@@ -156,6 +165,7 @@ class OpsCore:
             clock=clock,
         )
         self.state = OpsState(store, allocator, risk, canaries, measurement, state_dir / "state.json", clock=clock)
+        self.compaction = JournalCompaction(store, tracker, measurement, cursor, config.journal_segment_bytes)
         self.periodic = PeriodicDecisions(
             registry=registry,
             measurement=measurement,
@@ -201,7 +211,7 @@ class OpsCore:
     def _recover(self) -> None:
         """Restore the saved state, replay the journal, then the trading day (which needs the replayed books)."""
         self.state.restore()
-        replayed = self.tracker.replay(self.feedback.replay_report)
+        replayed = self.tracker.replay(self.feedback.replay_report, self.compaction.restore())
         self.state.restore_trading_day()
         if replayed:
             self.events.publish("RECOVERED", f"replayed {replayed} journal records", records=replayed)
@@ -222,6 +232,7 @@ class OpsCore:
             self._every("ops-allocator", cfg.allocation_interval_seconds, self.periodic.run_allocation),
             self._every("ops-reconcile", RECONCILE_INTERVAL_SECONDS, self.feedback.close_gaps),
             self._every("ops-canary", cfg.canary_interval_seconds, self.periodic.evaluate_canaries),
+            self._every("ops-journal", cfg.sample_interval_seconds, self.compaction.maybe_checkpoint),
         ]
 
     async def stop(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import KW_ONLY, InitVar, dataclass
@@ -32,6 +33,7 @@ from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 from nautilus_mesh.telemetry import frame_received
 from nautilus_mesh.tls import ClientTls, open_channel
+from ops_server.intake import SliceSizer
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +80,42 @@ class ReportCursor:
     def highest(self) -> int:
         return max(self._above, default=self.watermark)
 
+    def state(self) -> dict[str, object]:
+        """The cursor as a JSON-able dict (the journal snapshot keeps it)."""
+        return {"watermark": self.watermark, "above": sorted(self._above)}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Put back what :meth:`state` returned."""
+        self.watermark = int(state["watermark"])  # type: ignore[call-overload]
+        self._above = {int(s) for s in state["above"]}  # type: ignore[attr-defined]
+
+
+REPORT_SLICE_MAX = 256
+"""Most engine reports applied in one turn of the event loop (count)."""
+
+
+async def apply_in_slices(
+    reports: Sequence[engine_pb2.ExecutionReport],
+    on_reports: Callable[[Sequence[engine_pb2.ExecutionReport]], None],
+    sizer: SliceSizer,
+) -> None:
+    """Apply a frame of reports in slices of about a millisecond of work, yielding the event loop between them.
+
+    A large frame (the reports of a busy strategy's orders) would otherwise hold the loop for its whole length and
+    every stream's next turn with it. Each slice is journaled and then applied before the loop is yielded, so what
+    memory holds always matches the journal between slices.
+    """
+    start = 0
+    while start < len(reports):
+        if start:
+            await asyncio.sleep(0)
+        size = sizer.size()
+        began = time.perf_counter()
+        part = reports[start : start + size]
+        on_reports(part)
+        sizer.observe(len(part), time.perf_counter() - began)
+        start += size
+
 
 @dataclass(eq=False, repr=False)
 class EngineLink:
@@ -110,6 +148,7 @@ class EngineLink:
     clock: Clock = REAL_CLOCK
 
     def __post_init__(self, queue_size: int) -> None:
+        self._report_slices = SliceSizer(most=REPORT_SLICE_MAX)
         self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=queue_size)
         self._channel: grpc.aio.Channel | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -233,7 +272,7 @@ class EngineLink:
                 backoff.reset()
                 async for frame in call:
                     frame_received()
-                    self.on_reports(frame.reports)
+                    await apply_in_slices(frame.reports, self.on_reports, self._report_slices)
                 if self._stopping:
                     return
                 log.warning("[ENGINE-LINK] order stream ended by the engine")

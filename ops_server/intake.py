@@ -2,7 +2,10 @@
 
 - **Slices.** A frame is decided in slices of at most ``SLICE_SIGNALS`` signals, and the event loop is yielded between
   slices, so the streams with work take turns (asyncio runs ready tasks in order): a well-behaved strategy's frame
-  waits for at most one slice of a flooding neighbour, not for its whole backlog.
+  waits for at most one slice of a flooding neighbour, not for its whole backlog. A slice is also bounded in time
+  (:class:`SliceSizer`, ``SLICE_SECONDS``): its size follows the measured cost per signal, so when deciding is slow
+  (a loaded host, tracing) a slice still lasts about a millisecond. Each answer of a neighbour takes a few turns
+  of the event loop (its frame read, decided, its answer written), and each turn waits for one slice.
 - **Backpressure.** A stream whose answers are not being read stops being read: once its answers waiting to be sent
   reach a high-water mark, ops reads no further frame from it until they drain (gRPC flow control then holds the
   sender).
@@ -26,7 +29,36 @@ from nautilus_mesh.status import error_detail
 log = logging.getLogger(__name__)
 
 SLICE_SIGNALS = 32
-"""Signals decided before the event loop is yielded to other streams (count)."""
+"""Signals decided before the event loop is yielded to other streams, at most (count)."""
+SLICE_SECONDS = 0.001
+"""How long a slice of a multi-slice frame should take: slices hold fewer signals when deciding is slow (seconds)."""
+
+
+class SliceSizer:
+    """The size of the next slice: as many signals as fit in ``target_seconds`` at the measured cost per signal.
+
+    Args:
+        target_seconds: the time a slice should take, seconds.
+        most: the largest slice (count).
+    """
+
+    def __init__(self, target_seconds: float = SLICE_SECONDS, most: int = SLICE_SIGNALS) -> None:
+        self.target_seconds = target_seconds
+        self.most = most
+        self.per_signal = 0.0
+        """Moving average of the seconds one signal takes to decide (0 until measured)."""
+
+    def size(self) -> int:
+        """Signals in the next slice, 1..``most``."""
+        if self.per_signal <= 0.0:
+            return self.most
+        return max(1, min(self.most, int(self.target_seconds / self.per_signal)))
+
+    def observe(self, signals: int, seconds: float) -> None:
+        """A slice of ``signals`` took ``seconds``."""
+        if signals > 0:
+            cost = seconds / signals
+            self.per_signal = cost if self.per_signal <= 0.0 else 0.8 * self.per_signal + 0.2 * cost
 
 
 @dataclass

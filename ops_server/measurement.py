@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from ops_server import performance
 from ops_server.performance import aggregate_returns, bars_per_year, samples_per_bar
@@ -269,6 +270,35 @@ class Measurement:
             book.max_drawdown_ratio = float(saved["max_drawdown_ratio"])
             book.peak_pnl = Decimal(saved["peak_pnl"])
             book.max_drawdown_usd = Decimal(saved["max_drawdown_usd"])
+
+    def positions_state(self) -> dict[str, dict[str, object]]:
+        """Every book's positions and fill count as strings (what the journal's fills built), for a snapshot."""
+        return {
+            model_id: {
+                "fills": book.fills,
+                "positions": {
+                    instrument: {
+                        "quantity": str(p.quantity),
+                        "avg_cost": str(p.avg_cost),
+                        "realized": str(p.realized),
+                        "fees": str(p.fees),
+                        "slippage": str(p.slippage),
+                    }
+                    for instrument, p in book.positions.items()
+                },
+            }
+            for model_id, book in self._books.items()
+        }
+
+    def restore_positions(self, state: Mapping[str, Mapping[str, Any]]) -> None:
+        """Put back what :meth:`positions_state` saved."""
+        for model_id, saved in state.items():
+            book = self.book(model_id)
+            book.fills = int(saved["fills"])
+            book.positions = {
+                instrument: PositionState(**{name: Decimal(value) for name, value in p.items()})
+                for instrument, p in saved["positions"].items()
+            }
 
     def annual_sharpe(self, returns: list[float]) -> float:
         """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised (0.0 below 2 bars)."""

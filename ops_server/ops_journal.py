@@ -6,6 +6,10 @@ commits them with one write before the frame's orders leave (write-ahead per fra
 committed with one write before any of it is applied. Replay tolerates a torn tail (a crash mid-write): the reader
 stops there with a warning and the service starts. ``nautilus-mesh journal dump`` prints a journal as JSON lines.
 
+The journal is segmented (:mod:`nautilus_mesh.journal_segments`): ``journal.bin``, then ``journal.000001.bin`` and
+on. Ops moves to a new segment at a checkpoint (:mod:`ops_server.journal_compaction`), which saves a snapshot of
+what the closed segments rebuild in the state store and then deletes them; replay starts after the snapshot.
+
 A JSONL journal written before the binary format (``journal.jsonl`` beside the binary one) is migrated once on
 open and kept as ``journal.jsonl.migrated``.
 """
@@ -22,7 +26,8 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.files import read_jsonl
-from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalWriter
+from nautilus_mesh.journal import FsyncPolicy, JournalWriter
+from nautilus_mesh.journal_segments import SegmentedJournalReader, SegmentedJournalWriter, drop_segments_before
 
 log = logging.getLogger(__name__)
 
@@ -44,26 +49,42 @@ class OpsJournal:
     def __init__(self, path: Path, fsync: FsyncPolicy = "never") -> None:
         self.path = path
         self._fsync: FsyncPolicy = fsync
-        self._writer: JournalWriter | None = None
+        self._writer: SegmentedJournalWriter | None = None
         legacy = path.with_suffix(".jsonl")
         if legacy != path and legacy.exists() and not path.exists():
             migrate_jsonl(legacy, path)
 
-    def replay(self) -> Iterator[Record]:
-        """Every good record in order (a torn tail is skipped with a warning); then the journal is open to append."""
-        reader: JournalReader | None = None
-        if self.path.exists() and self.path.stat().st_size:
-            reader = JournalReader(self.path, SCHEMA)
-            for record in reader.records():
-                message = record.message
-                assert isinstance(message, journal_pb2.DecisionRecord | engine_pb2.ExecutionReport)
-                yield message
-        self._writer = JournalWriter(self.path, SCHEMA, fsync=self._fsync, replayed=reader)
+    def replay(self, first_segment: int = 0) -> Iterator[Record]:
+        """Every good record of the segments from ``first_segment`` on, in order (a torn tail is skipped with a
+        warning); then the journal is open to append. Segments before ``first_segment`` (covered by a snapshot, left
+        by a crash before their deletion) are deleted."""
+        drop_segments_before(self.path, first_segment)
+        reader = SegmentedJournalReader(self.path, SCHEMA, first_segment=first_segment)
+        for record in reader.records():
+            message = record.message
+            assert isinstance(message, journal_pb2.DecisionRecord | engine_pb2.ExecutionReport)
+            yield message
+        self._writer = SegmentedJournalWriter(
+            self.path, SCHEMA, fsync=self._fsync, replayed=reader, first_segment=first_segment
+        )
 
-    def _open(self) -> JournalWriter:
+    def _open(self) -> SegmentedJournalWriter:
         if self._writer is None:
-            self._writer = JournalWriter(self.path, SCHEMA, fsync=self._fsync)
+            self._writer = SegmentedJournalWriter(self.path, SCHEMA, fsync=self._fsync)
         return self._writer
+
+    @property
+    def segment_size(self) -> int:
+        """Bytes in the segment being written."""
+        return self._open().size
+
+    def roll(self) -> int:
+        """Commit, close the current segment and start the next; returns the closed segment's index."""
+        return self._open().roll()
+
+    def drop_through(self, last: int) -> int:
+        """Delete the segments ``<= last`` (a snapshot in the state store covers them); returns how many."""
+        return self._open().drop_through(last)
 
     def append_decision(self, decision: ops_pb2.SignalDecision, order: journal_pb2.TrackedOrderRecord | None) -> None:
         """Encode a decision (and its order) for the next commit."""

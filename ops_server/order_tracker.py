@@ -9,6 +9,7 @@ may not have reached the engine, to be re-sent (the engine deduplicates by clien
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -166,6 +167,10 @@ class OrderTracker:
         if self._journal is not None:
             self._journal.append_decision(decision, None if order is None else order.to_pb())
 
+    def remember(self, decision: ops_pb2.SignalDecision) -> None:
+        """Remember a decision for duplicate detection only (a journal snapshot's decisions)."""
+        self._remember(decision)
+
     def _remember(self, decision: ops_pb2.SignalDecision) -> None:
         self.decisions[(decision.model_id, decision.signal_id)] = decision
         while len(self.decisions) > self.dedup_window:
@@ -175,7 +180,7 @@ class OrderTracker:
         self.orders[order.client_order_id] = order
         self._adjust_open(order, order.open_quantity)
         if len(self.orders) > self.history:
-            for coid in list(self.orders)[: len(self.orders) - self.history]:
+            for coid in list(itertools.islice(self.orders, len(self.orders) - self.history)):
                 if self.orders[coid].status in TERMINAL:
                     del self.orders[coid]
 
@@ -228,15 +233,26 @@ class OrderTracker:
 
     # -- recovery --------------------------------------------------------------------------
 
-    def replay(self, on_report: Callable[[engine_pb2.ExecutionReport], None]) -> int:
-        """Rebuild from the journal; ``on_report`` re-applies each journaled report (in order).
+    @property
+    def journal(self) -> OpsJournal | None:
+        """The journal (None when everything is kept in memory only)."""
+        return self._journal
+
+    def restore_order(self, order: TrackedOrder) -> None:
+        """Put back an order as a journal snapshot saved it (fills and status included)."""
+        self.orders[order.client_order_id] = order
+        self._adjust_open(order, order.open_quantity)
+
+    def replay(self, on_report: Callable[[engine_pb2.ExecutionReport], None], first_segment: int = 0) -> int:
+        """Rebuild from the journal's segments from ``first_segment`` on (a snapshot restored the ones before);
+        ``on_report`` re-applies each journaled report (in order).
 
         Returns the number of records replayed.
         """
         if self._journal is None:
             return 0
         count = 0
-        for record in self._journal.replay():
+        for record in self._journal.replay(first_segment):
             count += 1
             if isinstance(record, journal_pb2.DecisionRecord):
                 self._remember(record.decision)

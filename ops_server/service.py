@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -27,7 +28,7 @@ from nautilus_mesh.telemetry import frame_received
 from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
-from ops_server.intake import SLICE_SIGNALS, StrategyIntake
+from ops_server.intake import SliceSizer, StrategyIntake
 from ops_server.queries import EVERYTHING, OpsQueries, Scope
 from ops_server.signal_path import SignalPath
 
@@ -95,6 +96,9 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     intake: StrategyIntake | None = None
     stream_queue_size: int = 10_000
 
+    def __post_init__(self) -> None:
+        self._slices = SliceSizer()
+
     async def _principal(self, context: Context) -> Principal:
         try:
             return self.auth.authenticate(context.invocation_metadata())
@@ -144,14 +148,20 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def _decide_fairly(
         self, signals: Sequence[ops_pb2.Signal], principal: Principal
     ) -> list[ops_pb2.SignalDecision]:
-        """Decide a frame in slices, yielding the event loop between them so other streams take turns."""
-        if len(signals) <= SLICE_SIGNALS or len(signals) > self.max_signals_per_frame:
+        """Decide a frame in slices (:class:`SliceSizer`), yielding the event loop between them so other streams take
+        turns."""
+        if len(signals) > self.max_signals_per_frame:
             return self._decide_frame(signals, principal)
         decisions: list[ops_pb2.SignalDecision] = []
-        for start in range(0, len(signals), SLICE_SIGNALS):
+        start = 0
+        while start < len(signals):
             if start:
                 await asyncio.sleep(0)
-            decisions.extend(self._decide_frame(signals[start : start + SLICE_SIGNALS], principal))
+            size = self._slices.size()
+            began = time.perf_counter()
+            decisions.extend(self._decide_frame(signals[start : start + size], principal))
+            self._slices.observe(min(size, len(signals) - start), time.perf_counter() - began)
+            start += size
         return decisions
 
     async def StreamSignals(

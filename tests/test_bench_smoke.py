@@ -50,3 +50,34 @@ def test_bench_backtest_when_run_with_minimal_sizes_then_prints_the_rate() -> No
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "quotes/s" in done.stdout and "momentum_v1:" in done.stdout
+
+
+def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_services(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_soak.py"), "--duration", "4", "--rate", "50",
+        "--sample-seconds", "0.5", "--baseline-seconds", "1", "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["signals_sent"] > 0 and sum(figures["decisions"].values()) == figures["signals_sent"]
+    for service in ("ops", "engine"):
+        row = figures["services"][service]
+        assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
+    assert "growth" in done.stdout and "ops" in done.stdout and "engine" in done.stdout
+
+
+@pytest.mark.timeout(150)
+def test_bench_flood_when_run_for_seconds_then_reports_p99_alone_and_flooded(tmp_path: Path) -> None:
+    out = tmp_path / "flood.json"
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_flood.py"), "--seconds", "2", "--rate", "20",
+        "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=140, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    assert figures["alone"]["n"] > 0 and figures["flooded"]["n"] > 0
+    assert figures["p99_ratio"] is not None and figures["flooder"]["signals_written"] > 0
+    assert "p99 flooded / alone" in done.stdout

@@ -42,8 +42,8 @@ async def engine(tmp_path: Path) -> AsyncIterator[EngineServer]:
         await server.stop(grace=0.1)
 
 
-def write_ops_config(tmp_path: Path, engine_port: int, port: int) -> Path:
-    config = {
+def write_ops_config(tmp_path: Path, engine_port: int, port: int, **extra: object) -> Path:
+    config: dict[str, object] = {
         "port": port,
         "metrics_port": None,
         "engine_address": f"127.0.0.1:{engine_port}",
@@ -59,6 +59,7 @@ def write_ops_config(tmp_path: Path, engine_port: int, port: int) -> Path:
         "state_dir": str(tmp_path / "ops"),
         "span_file": str(tmp_path / "spans" / "ops.jsonl"),
         "sample_interval_seconds": 0.2,
+        **extra,
     }
     path = tmp_path / "ops.json"
     path.write_text(json.dumps(config))
@@ -116,11 +117,13 @@ def engine_positions(engine: EngineServer) -> dict[tuple[str, str], Decimal]:
     return {k: v for k, v in out.items() if v}
 
 
+@pytest.mark.parametrize("compacted", [False, True], ids=["one-segment", "after-compaction"])
 async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_nothing(
-    engine: EngineServer, tmp_path: Path
+    engine: EngineServer, tmp_path: Path, compacted: bool
 ) -> None:
     port = free_port()
-    config = write_ops_config(tmp_path, engine.port, port)
+    # Compacted: a checkpoint at the first 1 KiB of journal, so the kill comes after a snapshot replaced segment 0.
+    config = write_ops_config(tmp_path, engine.port, port, **({"journal_segment_bytes": 1024} if compacted else {}))
     log = tmp_path / "ops.log"
     proc = await start_ops(config, port, log)
     try:
@@ -152,6 +155,9 @@ async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_noth
         await wait_until(lambda: all(engine.core.manager.get_order(c).is_terminal for c in coids))  # type: ignore[union-attr]
         expected = engine_positions(engine)
         assert expected, "nothing filled"
+        if compacted:
+            await wait_until(lambda: not (tmp_path / "ops" / "journal.bin").exists())
+            assert list((tmp_path / "ops").glob("journal.0*.bin"))
         os.kill(proc.pid, signal.SIGKILL)
         assert await proc.wait() == -signal.SIGKILL
 

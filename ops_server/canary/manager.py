@@ -5,6 +5,9 @@
   Paper books never mix with live ones, so a canary starts its first live step flat.
 - From the first live step, the canary and the stable model share the strategy's flow by the
   controller's weights, and their live returns are compared on the same sampling timestamps.
+- Each run's paired series live in bounded memory (:mod:`ops_server.canary.return_window`): samples before the
+  current step and the live track record are dropped (the checks never read them), and at most
+  ``window_samples`` are held; the state store saves only those.
 - Every transition changes the registry's routing weights (and modes) for the next signal, is
   audited as an event, logged by the controller and exported as ``canary_weight{strategy,model}``.
 - A canary block that requires a backtest (``require_backtest``) holds its canary in SHADOW while the backtest
@@ -26,6 +29,7 @@ from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict, jud
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
 from ops_server.canary.guards import GuardSnapshot
+from ops_server.canary.return_window import DEFAULT_WINDOW_SAMPLES, ReturnWindow
 from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
 
 log = logging.getLogger(__name__)
@@ -36,10 +40,19 @@ class CanaryRun:
     """One controller and the paired return series it judges."""
 
     controller: CanaryController
-    canary_returns: list[float] = field(default_factory=list)
-    stable_returns: list[float] = field(default_factory=list)
+    canary_returns: ReturnWindow = field(default_factory=ReturnWindow)
+    stable_returns: ReturnWindow = field(default_factory=ReturnWindow)
     backtest: BacktestVerdict = field(default_factory=lambda: BacktestVerdict(BacktestStatus.NONE))
     """The canary model's backtest report as judged against the canary block."""
+
+    def forget_unread(self) -> None:
+        """Drop the samples no check reads again: those before the current step and the live track record."""
+        saved = self.controller.snapshot()
+        step_start = int(saved["step_start_obs"])  # type: ignore[call-overload]
+        live_start = saved["live_start_obs"]
+        first = step_start if live_start is None else min(step_start, int(live_start))  # type: ignore[call-overload]
+        self.canary_returns.forget_before(first)
+        self.stable_returns.forget_before(first)
 
 
 class CanaryManager:
@@ -50,6 +63,7 @@ class CanaryManager:
         publish: called with every controller event (audit, WatchEvents, metrics).
         now: clock (timezone-aware datetimes); replaceable later through :attr:`clock`.
         sample_seconds: the interval between two recorded returns, seconds (ops' ``sample_interval_seconds``).
+        window_samples: most samples held per return series (ops' ``canary_window_samples``), count.
     """
 
     def __init__(
@@ -59,8 +73,10 @@ class CanaryManager:
         now: Callable[[], datetime] = REAL_CLOCK.now,
         *,
         sample_seconds: float = 1.0,
+        window_samples: int = DEFAULT_WINDOW_SAMPLES,
     ) -> None:
         self.registry = registry
+        self.window_samples = window_samples
         self.sample_seconds = sample_seconds
         self._publish = publish
         self.clock = now
@@ -82,8 +98,24 @@ class CanaryManager:
                 sample_seconds=sample_seconds,
                 trials=len(spec.models),
             )
-            self.runs[strategy_id] = CanaryRun(controller, backtest=judge_backtest(config, canary_model))
+            self.runs[strategy_id] = self._new_run(controller)
             self._apply(controller)
+
+    def _new_run(
+        self, controller: CanaryController, saved: Mapping[str, Any] | None = None, name: str = ""
+    ) -> CanaryRun:
+        saved = saved or {}
+        first = int(saved.get("first_index", 0))
+        limit = self.window_samples
+        run = CanaryRun(
+            controller,
+            ReturnWindow(saved.get("canary", ()), first, limit),
+            ReturnWindow(saved.get("stable", ()), first, limit),
+            judge_backtest(controller.config, controller.canary_model),
+        )
+        if len(run.canary_returns) != len(run.stable_returns):
+            raise ValueError(f"saved canary of {name!r}: paired series of different lengths")
+        return run
 
     def run(self, strategy_id: str) -> CanaryRun:
         run = self.runs.get(strategy_id)
@@ -129,6 +161,7 @@ class CanaryManager:
                 continue
             new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model))
             events.extend(self._after(c, new))
+            run.forget_unread()
         return events
 
     def operate(self, strategy_id: str, action: str, reason: str, **kwargs: Any) -> list[CanaryEvent]:
@@ -192,16 +225,23 @@ class CanaryManager:
             )
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            s: {"controller": r.controller.snapshot(), "canary": r.canary_returns, "stable": r.stable_returns}
-            for s, r in self.runs.items()
-        }
+        """Every run's controller and the samples its checks may still read (``first_index``: the absolute index of
+        the first saved sample)."""
+        saved: dict[str, Any] = {}
+        for strategy_id, run in self.runs.items():
+            run.forget_unread()
+            saved[strategy_id] = {
+                "controller": run.controller.snapshot(),
+                "first_index": run.canary_returns.oldest,
+                "canary": run.canary_returns.held,
+                "stable": run.stable_returns.held,
+            }
+        return saved
 
     def restore(self, state: Mapping[str, Any]) -> None:
         for strategy_id, saved in state.items():
             if strategy_id not in self.runs:
                 continue
             controller = CanaryController.restore(saved["controller"])
-            backtest = judge_backtest(controller.config, controller.canary_model)
-            self.runs[strategy_id] = CanaryRun(controller, list(saved["canary"]), list(saved["stable"]), backtest)
+            self.runs[strategy_id] = self._new_run(controller, saved, strategy_id)
             self._apply(controller)

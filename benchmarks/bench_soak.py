@@ -1,0 +1,226 @@
+"""Soak: the mesh at a steady signal rate for a long time, and how the memory of ops and engine moves.
+
+Runs the mesh as three processes (engine and ops as ``python -m ...`` on free ports, this script as the strategy),
+sends signals at ``--rate`` per second in frames every 100 ms (every signal id new, each signal flipping its
+target so each one trades), reads every answer, and samples the resident set size (RSS) of ops and engine every
+``--sample-seconds``. It prints, per service, the RSS after the warm-up (``--baseline-seconds``, default the first
+minute), at the end and the growth between them in percent (target: <= 5%), and with ``--json PATH`` writes the
+figures and every sample.
+
+Memory is bounded by retention windows, not by the run's length, so the windows must fill during the warm-up for
+the growth to say anything: by default the soak runs with small windows (``--retention 5000``: ops'
+``dedup_window`` and ``order_history``, the engine's ``order_retention``, its ``dedupe_window`` at 2x and its
+``report_history`` at 4x). ``--retention 0`` keeps the services' defaults (the windows then take hours to fill at
+a modest rate, and RSS grows until they do).
+
+    .venv/bin/python benchmarks/bench_soak.py                      # 10 minutes at 200 signals/s
+    .venv/bin/python benchmarks/bench_soak.py --duration 180 --json var/bench/soak.json
+
+Not a test: timing and memory figures are printed, never asserted (tests/test_bench_smoke.py runs it briefly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+SCRIPT = Path(__file__).resolve()
+sys.path.insert(0, str(SCRIPT.parent))
+sys.path.insert(0, str(SCRIPT.parents[1]))
+
+import bench_mesh  # noqa: E402
+import grpc  # noqa: E402
+from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, rss_mb  # noqa: E402
+
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
+
+TARGET_GROWTH_PERCENT = 5.0
+FRAME_SECONDS = 0.1
+
+
+def rss_of(pid: int) -> float:
+    """RSS in MB: psutil when installed, else /proc."""
+    try:
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
+        return float(psutil.Process(pid).memory_info().rss) / (1024 * 1024)
+    except ImportError:
+        return rss_mb(pid)
+
+
+def retention_settings(retention: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Ops and engine config overrides for the retention windows (none for 0: the services' defaults)."""
+    if retention <= 0:
+        return {}, {}
+    ops = {"dedup_window": retention, "order_history": retention}
+    engine = {"order_retention": retention, "dedupe_window": 2 * retention, "report_history": 4 * retention}
+    return ops, engine
+
+
+@contextlib.asynccontextmanager
+async def soak_mesh(tmp: Path, retention: int) -> AsyncIterator[tuple[str, dict[str, int]]]:
+    """The benchmark mesh's engine and ops processes with the soak's retention windows."""
+    ops_extra, engine_extra = retention_settings(retention)
+    ops_settings, engine_settings = bench_mesh.ops_settings, bench_mesh.engine_settings
+
+    def ops_with(tmp_dir: Path, port: int, engine_port: int) -> dict[str, Any]:
+        return {**ops_settings(tmp_dir, port, engine_port), **ops_extra}
+
+    def engine_with(tmp_dir: Path, port: int) -> dict[str, Any]:
+        return {**engine_settings(tmp_dir, port), **engine_extra}
+
+    bench_mesh.ops_settings, bench_mesh.engine_settings = ops_with, engine_with
+    try:
+        async with bench_mesh.mesh_processes(tmp) as (address, procs):
+            yield address, {"engine": procs[0].pid, "ops": procs[1].pid}
+    finally:
+        bench_mesh.ops_settings, bench_mesh.engine_settings = ops_settings, engine_settings
+
+
+def soak_signal(k: int) -> ops_pb2.Signal:
+    """Signal number ``k``: alternating instruments, each instrument's target flipping sign every time."""
+    target = TARGET if (k // 2) % 2 == 0 else -TARGET
+    return ops_pb2.Signal(signal_id=f"soak-{k}", model_id=MODEL, instrument=INSTRUMENTS[k % 2], target=target)
+
+
+class SteadyStrategy:
+    """One StreamSignals stream sending ``rate`` new signals per second and reading every answer."""
+
+    def __init__(self, stub: ops_pb2_grpc.OpsServiceStub, rate: float) -> None:
+        self.call = cast(SignalCall, stub.StreamSignals(metadata=META))  # type: ignore[call-arg]
+        self.rate = rate
+        self.sent = 0
+        self.decisions: Counter[str] = Counter()
+        self.fills = 0
+        self._reader = asyncio.create_task(self._read(), name="soak-reader")
+
+    async def _read(self) -> None:
+        while True:
+            response = await self.call.read()
+            if not isinstance(response, ops_pb2.StreamSignalsResponse):
+                return
+            for decision in response.decisions:
+                self.decisions[ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")] += 1
+            self.fills += len(response.fills)
+
+    async def run(self, seconds: float) -> None:
+        started = time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < seconds:
+            due = int(elapsed * self.rate) + 1
+            if due > self.sent:
+                signals = [soak_signal(k) for k in range(self.sent, due)]
+                await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
+                self.sent = due
+            await asyncio.sleep(FRAME_SECONDS)
+
+    async def close(self) -> None:
+        with contextlib.suppress(grpc.RpcError, asyncio.InvalidStateError):
+            await self.call.done_writing()
+        with contextlib.suppress(asyncio.TimeoutError, grpc.RpcError):
+            await asyncio.wait_for(self._reader, 10)
+        self.call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, grpc.RpcError):
+            await self._reader
+
+
+async def sample_rss(pids: dict[str, int], every: float, started: float, out: list[dict[str, float]]) -> None:
+    while True:
+        out.append({"t": round(time.perf_counter() - started, 2), **{name: rss_of(pid) for name, pid in pids.items()}})
+        await asyncio.sleep(every)
+
+
+def growth(samples: list[dict[str, float]], baseline_seconds: float, name: str) -> dict[str, float | None]:
+    """RSS after the warm-up, at the end, the maximum, and the growth between the first two in percent."""
+    after = [s for s in samples if s["t"] >= baseline_seconds]
+    if not after:
+        return {"baseline_mb": None, "end_mb": None, "max_mb": None, "growth_percent": None}
+    base, end = after[0][name], after[-1][name]
+    return {
+        "baseline_mb": round(base, 1),
+        "end_mb": round(end, 1),
+        "max_mb": round(max(s[name] for s in after), 1),
+        "growth_percent": round((end - base) / base * 100, 2) if base else None,
+    }
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    samples: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp_name:
+        async with soak_mesh(Path(tmp_name), args.retention) as (address, pids):
+            channel = grpc.aio.insecure_channel(address)
+            strategy = SteadyStrategy(ops_pb2_grpc.OpsServiceStub(channel), args.rate)
+            started = time.perf_counter()
+            sampler = asyncio.create_task(sample_rss(pids, args.sample_seconds, started, samples))
+            try:
+                await strategy.run(args.duration)
+            finally:
+                await strategy.close()
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+                await channel.close()
+            last = {name: rss_of(pid) for name, pid in pids.items()}
+            samples.append({"t": round(time.perf_counter() - started, 2), **last})
+    services = {name: growth(samples, args.baseline_seconds, name) for name in ("ops", "engine")}
+    return {
+        "duration_s": args.duration,
+        "rate_per_s": args.rate,
+        "retention": args.retention,
+        "baseline_s": args.baseline_seconds,
+        "signals_sent": strategy.sent,
+        "decisions": dict(strategy.decisions),
+        "fills": strategy.fills,
+        "services": services,
+        "target_growth_percent": TARGET_GROWTH_PERCENT,
+        "samples": samples,
+    }
+
+
+def report(figures: dict[str, Any]) -> None:
+    print(
+        f"soak: {figures['duration_s']:g} s at {figures['rate_per_s']:g} signals/s, {figures['signals_sent']} "
+        f"signals, decisions {figures['decisions']}, {figures['fills']} fills, "
+        f"retention windows {figures['retention'] or 'default'}"
+    )
+    print(f"{'service':<8} {'RSS after ' + str(figures['baseline_s']) + ' s':>18} {'end':>9} {'max':>9} {'growth':>9}")
+    for name, row in figures["services"].items():
+        if row["baseline_mb"] is None:
+            print(f"{name:<8} (no sample after the warm-up: run longer than --baseline-seconds)")
+            continue
+        pct = row["growth_percent"]
+        over = f"  over {TARGET_GROWTH_PERCENT:g}%"
+        verdict = "" if pct is None else ("  ok" if pct <= TARGET_GROWTH_PERCENT else over)
+        print(
+            f"{name:<8} {row['baseline_mb']:>15.1f} MB {row['end_mb']:>6.1f} MB {row['max_mb']:>6.1f} MB "
+            f"{pct:>+8.2f}%{verdict}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=600.0, help="seconds of load (default 600)")
+    parser.add_argument("--rate", type=float, default=200.0, help="signals per second (default 200)")
+    parser.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between RSS samples")
+    parser.add_argument("--baseline-seconds", type=float, default=60.0, help="warm-up before the baseline RSS")
+    parser.add_argument("--retention", type=int, default=5000, help="retention windows (0: service defaults)")
+    parser.add_argument("--json", type=Path, help="write the figures and samples here")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(soak(args))
+    report(figures)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Segmented journals and ops' compaction behind a snapshot: restarts lose and double nothing at any step."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from clients.cli import main
+from engine_server.order_manager import OrderManager
+from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
+from engine_server.venues.sim import SimVenue, SimVenueConfig
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.journal_segments import (
+    SEGMENT_SHIFT,
+    SegmentedJournalReader,
+    SegmentedJournalWriter,
+    list_segments,
+    segment_path,
+)
+from nautilus_mesh.store import SqliteStore
+from ops_server.engine_link import ReportCursor
+from ops_server.journal_compaction import SNAPSHOT_KEY, JournalCompaction
+from ops_server.measurement import Measurement
+from ops_server.order_tracker import OrderTracker, TrackedOrder
+from tests.venues import instrument
+
+SCHEMA = {1: journal_pb2.OrderRecord, 2: engine_pb2.ExecutionReport}
+D = Decimal
+
+
+def report(seq: int, coid: str = "c", qty: str = "1") -> engine_pb2.ExecutionReport:
+    return engine_pb2.ExecutionReport(
+        seq=seq,
+        exec_id=f"x-{seq}",
+        client_order_id=coid,
+        exec_type=engine_pb2.EXEC_TYPE_PARTIAL_FILL,
+        order_status=engine_pb2.ORDER_STATUS_PARTIALLY_FILLED,
+        last_qty=qty,
+        last_price="100",
+        fee="0.01",
+    )
+
+
+def seqs(path: Path, first_segment: int = 0) -> list[int]:
+    reader = SegmentedJournalReader(path, SCHEMA, first_segment=first_segment)
+    return [r.message.seq for r in reader.records() if isinstance(r.message, engine_pb2.ExecutionReport)]
+
+
+# -- the segmented journal ------------------------------------------------------------------------
+
+
+def test_segments_when_a_commit_passes_the_size_then_the_next_records_go_to_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never", segment_bytes=200)
+    offsets = {}
+    for seq in range(1, 31):
+        offsets[seq] = writer.append(report(seq))
+        writer.commit()
+    writer.close()
+
+    files = list_segments(path)
+    assert [index for index, _ in files] == list(range(len(files))) and len(files) > 3
+    assert files[0][1] == path and files[1][1].name == "journal.000001.bin"
+    assert seqs(path) == list(range(1, 31))
+    # A global offset reads from its record, in whichever segment it is.
+    start = offsets[17]
+    assert start >> SEGMENT_SHIFT > 0
+    reader = SegmentedJournalReader(path, SCHEMA)
+    assert [r.message.seq for r in reader.records(start)] == list(range(17, 31))  # type: ignore[attr-defined]
+
+
+def test_segments_when_reopened_then_appends_to_the_newest_and_reads_all_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="batch")
+    writer.write([report(1)])
+    writer.roll()
+    writer.write([report(2)])
+    writer.close()
+    reader = SegmentedJournalReader(path, SCHEMA)
+    assert [r.message.seq for r in reader.records()] == [1, 2]  # type: ignore[attr-defined]
+    again = SegmentedJournalWriter(path, SCHEMA, fsync="batch", replayed=reader)
+    again.write([report(3)])
+    again.close()
+    assert again.segment == 1 and seqs(path) == [1, 2, 3]
+
+
+def test_segments_when_the_newest_has_a_torn_tail_then_it_is_cut_and_appends_follow(tmp_path: Path) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
+    writer.write([report(1)])
+    writer.roll()
+    writer.write([report(2)])
+    writer.close()
+    newest = segment_path(path, 1)
+    with newest.open("ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x01\x02")  # a crash mid-append
+
+    reader = SegmentedJournalReader(path, SCHEMA)
+    assert [r.message.seq for r in reader.records()] == [1, 2]  # type: ignore[attr-defined]
+    assert reader.dropped_bytes == 6
+    again = SegmentedJournalWriter(path, SCHEMA, fsync="never", replayed=reader)
+    again.write([report(3)])
+    again.close()
+    assert seqs(path) == [1, 2, 3]
+    assert any(p.name.startswith("journal.000001.bin.torn-") for p in tmp_path.iterdir())
+
+
+def test_segments_when_a_crash_left_an_empty_or_torn_new_segment_then_it_reads_empty_and_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
+    writer.write([report(1)])
+    writer.close()
+    segment_path(path, 1).write_bytes(b"NMJ")  # the roll's header write was torn
+
+    reader = SegmentedJournalReader(path, SCHEMA)
+    assert [r.message.seq for r in reader.records()] == [1]  # type: ignore[attr-defined]
+    again = SegmentedJournalWriter(path, SCHEMA, fsync="never", replayed=reader)
+    again.write([report(2)])
+    again.close()
+    assert again.segment == 1 and seqs(path) == [1, 2]
+
+
+def test_segments_when_dropped_through_k_then_only_later_segments_remain_and_writing_never_goes_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="batch")
+    for seq in range(1, 4):
+        writer.write([report(seq)])
+        writer.roll()
+    assert writer.drop_through(10) == 3  # never the current segment
+    writer.close()
+    assert [i for i, _ in list_segments(path)] == [3] and seqs(path) == []
+    # Every segment gone (a snapshot covers through 5): the writer starts at the first segment after it.
+    segment_path(path, 3).unlink()
+    after = SegmentedJournalWriter(path, SCHEMA, fsync="batch", first_segment=6)
+    after.write([report(9)])
+    after.close()
+    assert [i for i, _ in list_segments(path)] == [6] and seqs(path, first_segment=6) == [9]
+
+
+def test_journal_dump_when_the_journal_is_segmented_and_compacted_prints_the_remaining_segments_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.bin"
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
+    for seq in range(1, 5):
+        writer.write([report(seq)])
+        writer.roll()
+    writer.drop_through(1)
+    writer.close()
+    assert not path.exists()
+    assert main(["journal", "dump", str(path)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [int(line["record"]["seq"]) for line in lines] == [3, 4]
+    assert [line["offset"] >> SEGMENT_SHIFT for line in lines] == [2, 3]
+
+
+def test_engine_when_its_journal_spans_segments_then_restart_and_old_reads_come_from_every_segment(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.bin"
+
+    def manager() -> OrderManager:
+        venue = SimVenue(SimVenueConfig(instruments=(instrument(),), seed=1))
+        return OrderManager(
+            {"sim": venue}, journal_path=path, clock=lambda: 1_000, retention=1, history_limit=2,
+            journal_segment_bytes=4096,
+        )  # fmt: skip
+
+    first = manager()
+    submitted = []
+    for i in range(60):
+        side = Side.BUY if i % 2 == 0 else Side.SELL
+        req = OrderRequest(f"c{i}", "s1", "acct", "m1", "TST-USD", side, OrderType.MARKET, TimeInForce.IOC, D("0.1"))
+        submitted.extend(first.submit("sim", req))
+    first.close()
+    assert len(list_segments(path)) > 2
+
+    again = manager()
+    assert again.last_seq == submitted[-1].seq
+    assert [r.seq for r in again.list_executions(0, 1000)] == [r.seq for r in submitted]
+    assert again.get_order("c0") is not None  # left memory: read back from the first segment
+    again.close()
+
+
+# -- ops: compaction behind a snapshot in the state store -----------------------------------------
+
+
+class OpsParts:
+    """The parts of ops the journal rebuilds, over one state dir and one SQLite store."""
+
+    def __init__(self, tmp: Path, segment_bytes: int = 4096) -> None:
+        self.store = SqliteStore(tmp / "state.db")
+        self.tracker = OrderTracker(tmp / "journal.bin", history=1000)
+        self.measurement = Measurement(1.0)
+        self.cursor = ReportCursor()
+        self.compaction = JournalCompaction(self.store, self.tracker, self.measurement, self.cursor, segment_bytes)
+        first = self.compaction.restore()
+        self.tracker.replay(self.apply, first)
+
+    def apply(self, r: engine_pb2.ExecutionReport) -> None:
+        self.cursor.mark(r.seq)
+        fill = self.tracker.apply_report(r, journal=False)
+        if fill is not None:
+            o = fill.order
+            self.measurement.apply_fill(o.model_id, o.instrument, fill.signed_qty, fill.price, fill.fee)
+
+    def decide(self, n: int) -> None:
+        coid = f"o-{n}"
+        decision = ops_pb2.SignalDecision(
+            signal_id=f"s-{n}", model_id="m1", status=ops_pb2.DECISION_STATUS_ACCEPTED, client_order_id=coid
+        )
+        order = TrackedOrder(coid, f"s-{n}", "m1", "strat", "BTC-USD", "BUY", D(2), "LIVE", "sim", D(100), n)
+        self.tracker.record(decision, order)
+        self.tracker.commit()
+
+    def fill(self, n: int, seq: int) -> None:
+        r = report(seq, f"o-{n}")
+        r.side = common_pb2.SIDE_BUY
+        self.tracker.journal_reports([r])
+        self.apply(r)
+
+    def state(self) -> tuple[object, ...]:
+        orders = {c: (o.filled, o.status, o.acknowledged) for c, o in self.tracker.orders.items()}
+        decisions = sorted(self.tracker.decisions)
+        return orders, decisions, self.measurement.positions_state(), self.cursor.state()
+
+    def close(self) -> None:
+        self.tracker.close()
+        self.store.close()
+
+
+def trade(parts: OpsParts, start: int, count: int) -> None:
+    for n in range(start, start + count):
+        parts.decide(n)
+        parts.fill(n, seq=n)
+
+
+def test_ops_when_restarted_after_compaction_replays_only_what_follows_the_snapshot(tmp_path: Path) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 40)
+    assert ops.compaction.due()
+    closed = ops.compaction.checkpoint()
+    trade(ops, 41, 5)
+    before = ops.state()
+    ops.close()
+    assert [i for i, _ in list_segments(tmp_path / "journal.bin")] == [closed + 1]
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before
+    assert again.tracker.previous_decision("m1", "s-3") is not None  # duplicates still recognised
+    assert again.measurement.position("m1", "BTC-USD") == D(45)  # one fill of 1 per signal: not doubled
+    assert again.store.get(SNAPSHOT_KEY)["through_segment"] == closed  # type: ignore[index]
+    again.close()
+
+
+def test_ops_when_killed_between_snapshot_and_deletion_deletes_the_leftovers_and_doubles_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 30)
+    journal = ops.tracker.journal
+    assert journal is not None
+    monkeypatch.setattr(journal, "drop_through", lambda last: 0)  # the crash: snapshot saved, nothing deleted
+    closed = ops.compaction.checkpoint()
+    trade(ops, 31, 3)
+    before = ops.state()
+    ops.close()
+    assert [i for i, _ in list_segments(tmp_path / "journal.bin")] == [0, 1]
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before
+    assert again.measurement.position("m1", "BTC-USD") == D(33)
+    assert [i for i, _ in list_segments(tmp_path / "journal.bin")] == [closed + 1]
+    again.close()
+
+
+def test_ops_when_killed_between_roll_and_snapshot_replays_every_segment_and_loses_nothing(tmp_path: Path) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 10)
+    journal = ops.tracker.journal
+    assert journal is not None
+    journal.roll()  # the crash: new segment started, no snapshot saved
+    trade(ops, 11, 10)
+    before = ops.state()
+    ops.close()
+
+    again = OpsParts(tmp_path)
+    assert again.store.get(SNAPSHOT_KEY) is None
+    assert again.state() == before and again.measurement.position("m1", "BTC-USD") == D(20)
+    again.close()
+
+
+def test_ops_when_compacted_twice_with_a_torn_newest_segment_restarts_with_every_committed_frame(
+    tmp_path: Path,
+) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 20)
+    ops.compaction.checkpoint()
+    trade(ops, 21, 20)
+    last = ops.compaction.checkpoint()
+    trade(ops, 41, 4)
+    before = ops.state()
+    ops.close()
+    with segment_path(tmp_path / "journal.bin", last + 1).open("ab") as fh:
+        fh.write(b"\x40\x00\x00\x00\x01\x02")
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before and again.measurement.position("m1", "BTC-USD") == D(44)
+    trade(again, 45, 1)
+    again.close()
+    third = OpsParts(tmp_path)
+    assert third.measurement.position("m1", "BTC-USD") == D(45)
+    third.close()
