@@ -6,6 +6,7 @@ Marks come from the engine's quote stream; instrument rules (lot, tick) from the
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
@@ -63,8 +64,7 @@ class ExposureView:
         SHADOW. Rounding down keeps the sum of a strategy's quotas within its allocation."""
         if route.mode is RoutingMode.SHADOW:
             return self.shadow_capital_usd
-        raw = self.allocator.allocation_usd(route.strategy_id) * Decimal(repr(route.weight))
-        return raw.quantize(CENT, rounding=ROUND_DOWN)
+        return _quota_usd(self.allocator.allocation_usd(route.strategy_id), route.weight)
 
     def used_quota(self, model_id: str) -> Decimal:
         """Gross notional of a model's positions plus open orders at current marks, USD."""
@@ -141,3 +141,9 @@ class ExposureView:
                 min_quantity=Decimal(spec.min_quantity or "0"),
                 tick_size=Decimal(spec.tick_size),
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def _quota_usd(allocation_usd: Decimal, weight: float) -> Decimal:
+    """``allocation_usd * weight`` rounded down to the cent (asked on every signal; both change rarely)."""
+    return (allocation_usd * Decimal(repr(weight))).quantize(CENT, rounding=ROUND_DOWN)

@@ -14,6 +14,7 @@ gRPC. The standalone what-if CLI is ``python -m ops_server.allocation``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,16 @@ __all__ = ["AllocationDecision", "AllocationReason", "CapitalAllocator"]
 
 _CENTS = Decimal("0.01")
 _WEIGHT_QUANTUM = Decimal("1e-12")
+
+
+@functools.lru_cache(maxsize=1024)
+def _allocation_usd(total_capital: Decimal, weight: float) -> Decimal:
+    """``total_capital * weight`` rounded down to cents (asked on every signal; weights change once a cycle)."""
+    # Round the weight first so float noise (0.19999999999999998) does not cost a cent.
+    amount = total_capital * Decimal(repr(weight)).quantize(_WEIGHT_QUANTUM)
+    return amount.quantize(_CENTS, rounding=ROUND_DOWN)
+
+
 _SNAPSHOT_VERSION = 1
 
 
@@ -178,10 +189,7 @@ class CapitalAllocator:
             raise NotFoundError(
                 "UNKNOWN_STRATEGY", f"strategy {strategy!r} is not in the capital policy", {"strategy": strategy}
             )
-        # Round the weight first so float noise (0.19999999999999998) does not cost a cent.
-        weight = Decimal(repr(self._weights[strategy])).quantize(_WEIGHT_QUANTUM)
-        amount = self._policy.total_capital * weight
-        return amount.quantize(_CENTS, rounding=ROUND_DOWN)
+        return _allocation_usd(self._policy.total_capital, self._weights[strategy])
 
     def allocations_usd(self) -> dict[str, Decimal]:
         """:meth:`allocation_usd` for every strategy, in policy order."""
