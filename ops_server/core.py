@@ -105,7 +105,9 @@ class OpsCore:
         canaries = CanaryManager(
             registry, self._on_canary_event, clock.now, sample_seconds=config.sample_interval_seconds
         )
-        measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
+        measurement = Measurement(
+            config.sample_interval_seconds, config.stats_bar_seconds, min_bars=config.stats_min_bars
+        )
         self.tracker = tracker = OrderTracker(
             state_dir / "journal.bin", dedup_window=config.dedup_window, journal_fsync=config.journal_fsync
         )
