@@ -178,6 +178,7 @@ class PeriodicDecisions:
                     observations=len(bars),
                     fills=sum(p.fills for p in perfs),
                     bar_seconds=self._measurement.bar_seconds,
+                    min_bars=self._measurement.min_bars,
                 )
             )
         return out
