@@ -189,6 +189,7 @@ def _ops_files(spec: BacktestSpec, entry: StrategyEntry, model: BuiltModel, work
             "live_venue": LIVE_VENUE,
             "sample_interval_seconds": spec.sample_seconds,
             "stats_bar_seconds": spec.bar_seconds,
+            "stats_min_bars": 2,  # the report gives its Sharpe ratio with the bars behind it, however few
             "allocation_interval_seconds": max(10.0, spec.sample_seconds),
             "canary_interval_seconds": spec.sample_seconds,
             "tracing": False,

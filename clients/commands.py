@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from rich.console import Console
 
 from clients.config_dir import demo_admin_token, demo_engine_token, demo_strategy_token
+from clients.launcher import sharpe_cell
 from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import print_table
 from nautilus_mesh.api.common.v1 import common_pb2
@@ -143,10 +144,12 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
                 str(s.fills) if s else "0",
                 " ".join(held.get(m.model_id, [])) or "flat",
                 _money(s.equity) if s else "-",
-                f"{s.sharpe:.2f}" if s else "-",
+                sharpe_cell(s),
+                str(s.observations) if s else "-",
             ]
         )
     headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe/yr"]
+    headers.append("bars")  # "-" for Sharpe below ops' stats_min_bars
     print_table(console, "models", headers, rows)
     alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in allocations.allocations]
     title = f"allocations (total {_money(allocations.total_capital_usd)}, last {allocations.last_reason or '-'})"
@@ -298,7 +301,7 @@ def _stats_row(first: str, s: ops_pb2.ModelStats) -> list[str]:
         _money(s.unrealized_pnl),
         _money(s.fees),
         _money(s.slippage),
-        f"{s.sharpe:.2f}",
+        sharpe_cell(s),
         f"{s.drawdown_ratio:.2%}",
         f"{s.max_drawdown_ratio:.2%}",
         f"{s.max_drawdown_usd:,.2f}",

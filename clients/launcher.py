@@ -108,8 +108,20 @@ def read_stats(path: Path = STATS_FILE) -> StatsFile:
 
 # --- status table ----------------------------------------------------------------------------
 
-MIN_BARS_SHOWN = 10
-"""Bars (of ops' ``stats_bar_seconds``) before the status table shows a Sharpe ratio: fewer say nothing yet."""
+MIN_BARS_SHOWN = 30
+"""Bars (of ops' ``stats_bar_seconds``) before a table shows a Sharpe ratio when ops does not say (an ops that
+predates ``ModelStats.min_bars``); otherwise ops' ``stats_min_bars`` decides."""
+
+
+def sharpe_cell(s: ops_pb2.ModelStats | None) -> str:
+    """The annualised Sharpe ratio for a table, or "-" while it rests on fewer bars than ops' ``stats_min_bars``.
+
+    An annualised Sharpe ratio from ``n`` bars has a standard error of about ``sqrt(bars per year / n)``: from a few
+    minutes of data it is noise of thousands, so a table shows none rather than a number that means nothing.
+    """
+    if s is None or s.observations < (s.min_bars or MIN_BARS_SHOWN):
+        return "-"
+    return f"{s.sharpe:.2f}"
 
 
 def _money(text: str) -> str:
@@ -194,14 +206,15 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
                 str(s.fills) if s else _count(counts, "fills", model_id in counted),
                 view.positions.get(model_id, "flat"),
                 _money(s.equity) if s else "-",
-                f"{s.sharpe:.2f}" if s and s.observations >= MIN_BARS_SHOWN else "-",
+                sharpe_cell(s),
+                str(s.observations) if s else "-",
                 f"{s.drawdown_ratio:.2%}" if s else "-",
                 f"{m.routing_weight:.2f} / {_money(m.quota_usd)}" if m else "-",
             ]
         )
-    # Sharpe annualised from the bars of ops' stats_bar_seconds ("-" below MIN_BARS_SHOWN); drawdown of peak equity.
-    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "sharpe/yr", "drawdown ratio"]
-    headers.append("weight / quota usd")
+    # Sharpe annualised from the bars of ops' stats_bar_seconds ("-" below stats_min_bars); drawdown of peak equity.
+    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "sharpe/yr", "bars"]
+    headers += ["drawdown ratio", "weight / quota usd"]
     print_table(console, f"models ({time.strftime('%H:%M:%S')})", headers, rows)
     service_rows = []
     for name, snap in sorted((stats.get("strategies") or {}).items()):

@@ -64,6 +64,10 @@ class OpsConfig(StrictModel):
     stats_bar_seconds: float = pydantic.Field(60.0, gt=0)
     """Horizon the sampled returns are summed to before the Sharpe ratio and hit rate shown in metrics, ``stats``
     and ``GetModelStats`` (annualised from these bars), seconds; rounded to a whole number of samples."""
+    stats_min_bars: int = pydantic.Field(30, ge=2)
+    """Bars (of ``stats_bar_seconds``) a Sharpe ratio needs before metrics, ``stats``, ``status`` and
+    ``GetModelStats`` report it (count); below it the Sharpe ratio is 0 in metrics and ``GetModelStats`` and "-" in
+    tables. An annualised Sharpe ratio from ``n`` bars has a standard error of about ``sqrt(bars per year / n)``."""
     allocation_interval_seconds: float = pydantic.Field(10.0, gt=0)
     """How often the capital allocator runs a cycle (its cooldown still applies)."""
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)

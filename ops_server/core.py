@@ -111,7 +111,9 @@ class OpsCore:
             sample_seconds=config.sample_interval_seconds,
             window_samples=config.canary_window_samples,
         )
-        measurement = Measurement(config.sample_interval_seconds, config.stats_bar_seconds)
+        measurement = Measurement(
+            config.sample_interval_seconds, config.stats_bar_seconds, min_bars=config.stats_min_bars
+        )
         self.tracker = tracker = OrderTracker(
             state_dir / "journal.bin",
             dedup_window=config.dedup_window,

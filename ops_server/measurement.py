@@ -107,7 +107,7 @@ class ModelPerformance:
     equity: Decimal
     """PnL: realized + unrealized - fees, USD."""
     sharpe_annual: float
-    """Sharpe ratio annualised from returns summed into bars (Sharpe per sqrt(year))."""
+    """Sharpe ratio annualised from returns summed into bars (Sharpe per sqrt(year)); 0.0 below ``min_bars`` bars."""
     drawdown_ratio: float
     """Current fall from peak equity, a fraction of the peak."""
     max_drawdown_ratio: float
@@ -120,6 +120,8 @@ class ModelPerformance:
     observations: int
     """Bars behind the Sharpe ratio and the hit rate (count)."""
     fills: int
+    min_bars: int = 2
+    """Bars the Sharpe ratio needs before it is reported (count); ``sharpe_annual`` is 0.0 below it."""
 
 
 class Measurement:
@@ -129,9 +131,16 @@ class Measurement:
         sample_seconds: interval between two samples, seconds.
         bar_seconds: horizon returns are summed to before Sharpe and hit rate, seconds (rounded to whole samples).
         history: maximum samples kept per model.
+        min_bars: bars a Sharpe ratio needs before it is reported (count); below it the Sharpe ratio is 0.0.
     """
 
-    def __init__(self, sample_seconds: float, bar_seconds: float = 60.0, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self, sample_seconds: float, bar_seconds: float = 60.0, history: int = DEFAULT_HISTORY, min_bars: int = 2
+    ) -> None:
+        if min_bars < 2:
+            raise ValueError(f"min_bars must be at least 2 (a Sharpe ratio needs a standard deviation), got {min_bars}")
+        self.min_bars = min_bars
+        """Bars a Sharpe ratio needs before it is reported (count)."""
         self.samples_per_bar = samples_per_bar(bar_seconds, sample_seconds)
         self.bar_seconds = self.samples_per_bar * sample_seconds
         """The effective bar, seconds (a whole number of samples)."""
@@ -301,9 +310,15 @@ class Measurement:
             }
 
     def annual_sharpe(self, returns: list[float]) -> float:
-        """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised (0.0 below 2 bars)."""
-        bars = self.bar_returns(returns)
-        return performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= 2 else 0.0
+        """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised.
+
+        0.0 below ``min_bars`` bars: an annualised estimate from ``n`` bars has a standard error of about
+        ``sqrt(bars_per_year / n)``, so a figure from a handful of bars says nothing.
+        """
+        return self._bar_sharpe(self.bar_returns(returns))
+
+    def _bar_sharpe(self, bars: list[float]) -> float:
+        return performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= self.min_bars else 0.0
 
     def bar_returns(self, returns: list[float]) -> list[float]:
         """Sampled returns summed into bars (the most recent whole bars)."""
@@ -330,7 +345,7 @@ class Measurement:
             fees=sum((p.fees for _, p in positions), start=ZERO),
             slippage=sum((p.slippage for _, p in positions), start=ZERO),
             equity=self.equity(model_id),
-            sharpe_annual=performance.annualized_sharpe(bars, self.bars_per_year) if len(bars) >= 2 else 0.0,
+            sharpe_annual=self._bar_sharpe(bars),
             drawdown_ratio=self.drawdown_ratio(model_id),
             max_drawdown_ratio=book.max_drawdown_ratio,
             drawdown_usd=self.drawdown_usd(model_id),
@@ -338,6 +353,7 @@ class Measurement:
             hit_rate=performance.hit_rate(bars) if bars else 0.0,
             observations=len(bars),
             fills=book.fills,
+            min_bars=self.min_bars,
         )
 
     def combined_equity(self, model_ids: Iterable[str]) -> list[float]:

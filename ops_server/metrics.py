@@ -106,7 +106,8 @@ class OpsMetrics:
         )
         self.model_sharpe = Gauge(
             "model_sharpe",
-            "Sharpe ratio per model, annualised from returns summed into bars (Sharpe per sqrt(year)).",
+            "Sharpe ratio per model, annualised from returns summed into bars (Sharpe per sqrt(year)); "
+            "0 until stats_min_bars bars.",
             ["model"],
             registry=r,
         )

@@ -165,6 +165,7 @@ class PeriodicDecisions:
                     observations=len(bars),
                     fills=sum(p.fills for p in perfs),
                     bar_seconds=self.measurement.bar_seconds,
+                    min_bars=self.measurement.min_bars,
                 )
             )
         return out

@@ -220,11 +220,8 @@ class SignalPath:
             mode=RoutingMode.SHADOW,
             stable=False,
         )
-        twin_signal = ops_pb2.Signal()
-        twin_signal.CopyFrom(signal)
-        twin_signal.model_id = twin.model_id
         try:
-            routed = self._router.size(twin_signal, twin)
+            routed = self._router.size(signal, twin)  # sizing reads the route's book, not the signal's model
             if routed is None:
                 return
             decision = ops_pb2.SignalDecision(

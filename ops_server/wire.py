@@ -159,6 +159,7 @@ def model_stats(route: ModelRoute, perf: ModelPerformance, bar_seconds: float) -
         observations=perf.observations,
         fills=perf.fills,
         bar_seconds=bar_seconds,
+        min_bars=perf.min_bars,
     )
 
 

@@ -129,7 +129,9 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     run = core.canaries.runs["momentum"]
     clock = [datetime.now(UTC)]
     core.canaries.clock = lambda: clock[0]
-    good = [0.001, 0.002, -0.0005, 0.0015, 0.001, 0.0025, -0.001, 0.002] * 60  # a steady, positive series
+    good = [0.001, 0.002, -0.0005, 0.0015, 0.001, 0.0025, -0.001, 0.002] * 200  # a steady, positive series
+    # Each step needs the demo's 30 new bars of 1 s: 150 samples of the mesh fixture's 0.2 s.
+    per_step = run.controller.config.min_observations * 5
 
     def observe(n: int) -> None:
         start = len(run.canary_returns)
@@ -139,7 +141,7 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     percents = []
     for _ in range(8):
         clock[0] += timedelta(seconds=60)
-        observe(40)
+        observe(per_step)
         core.periodic.evaluate_canaries()
         percents.append(run.controller.step_percent)
     assert percents[:4] == [5.0, 10.0, 25.0, 50.0]

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from nautilus_mesh.errors import ConfigError
-from ops_server.canary import CanaryConfig, CanaryController, CanaryReason, CanaryState, CheckOutcome, GuardSnapshot
+from ops_server.canary import (
+    CanaryConfig,
+    CanaryController,
+    CanaryReason,
+    CanaryState,
+    CheckOutcome,
+    GuardSnapshot,
+)
+from ops_server.canary.config import CanaryBlock
 from ops_server.performance import SECONDS_PER_YEAR
 
 T0 = datetime(2026, 1, 5, 0, 0, tzinfo=UTC)
@@ -80,3 +90,33 @@ def test_canary_when_clearly_better_in_demo_market_reaches_100_percent_in_bounde
 def test_config_when_old_per_sample_tolerance_given_is_refused_with_the_new_name() -> None:
     with pytest.raises(ConfigError, match="sharpe_tolerance_annual"):
         CanaryConfig.from_dict({"tolerance": 0.1})
+
+
+def demo_canary_config() -> CanaryConfig:
+    registry = json.loads((Path(__file__).resolve().parent.parent / "config/demo/registry.json").read_text())
+    return CanaryBlock.from_dict(registry["strategies"]["momentum"]["canary"]).config()
+
+
+def test_demo_canary_when_one_bar_short_of_its_minimum_does_not_step() -> None:
+    cfg = demo_canary_config()
+    # The demo asks for real evidence: 30 bars in shadow and at every live step before a check.
+    assert cfg.shadow_min_observations >= 30 and cfg.min_observations >= 30 and cfg.bar_seconds == 1
+    ctl = CanaryController("momentum", "momentum_v2", "momentum_v1", cfg, T0, sample_seconds=1.0)
+    rng = random.Random(3)
+    stable = [rng.gauss(0.0, SIGMA) for _ in range(200)]
+    canary = [s + abs(rng.gauss(0.0, SIGMA)) for s in stable]  # better at every sample: it passes once judged
+    late = T0 + timedelta(seconds=10 * cfg.shadow_min_dwell_seconds)  # dwell is not what holds it
+    shadow = cfg.shadow_min_observations
+
+    assert ctl.evaluate(late, canary[: shadow - 1], stable[: shadow - 1], GuardSnapshot()) == []
+    assert ctl.state is CanaryState.SHADOW and ctl.status().last_check is None
+    (event,) = ctl.evaluate(late, canary[:shadow], stable[:shadow], GuardSnapshot())
+    assert event.reason is CanaryReason.SHADOW_PASSED and ctl.step_percent == cfg.schedule[0]
+
+    # At a live step too: no check until min_observations new bars.
+    later = late + timedelta(seconds=10 * cfg.min_dwell_seconds)
+    n = shadow + cfg.min_observations
+    assert ctl.evaluate(later, canary[: n - 1], stable[: n - 1], GuardSnapshot()) == []
+    assert ctl.step_percent == cfg.schedule[0]
+    (event,) = ctl.evaluate(later, canary[:n], stable[:n], GuardSnapshot())
+    assert event.reason is CanaryReason.CHECK_PASSED and ctl.step_percent == cfg.schedule[1]

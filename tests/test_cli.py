@@ -26,7 +26,7 @@ from clients.commands import (
     resolve_token,
 )
 from clients.config_dir import MeshEndpoints, endpoints_from_config
-from clients.launcher import OpsView, print_status, ready_line, summary_line
+from clients.launcher import MIN_BARS_SHOWN, OpsView, print_status, ready_line, sharpe_cell, summary_line
 from engine_server.order_manager import OrderManager
 from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
 from engine_server.venues.sim import SimVenue, SimVenueConfig
@@ -365,3 +365,16 @@ def test_journal_dump_when_jsonl_journal_given_prints_its_records(
 
 def test_journal_dump_when_file_missing_exits_2(tmp_path: Path) -> None:
     assert main(["journal", "dump", str(tmp_path / "none.bin")]) == 2
+
+
+def test_sharpe_cell_when_fewer_bars_than_ops_minimum_shows_dash_then_the_figure() -> None:
+    def stats(observations: int, min_bars: int) -> ops_pb2.ModelStats:
+        return ops_pb2.ModelStats(sharpe=1.234, observations=observations, min_bars=min_bars)
+
+    assert sharpe_cell(None) == "-"
+    assert sharpe_cell(stats(29, 30)) == "-"
+    assert sharpe_cell(stats(30, 30)) == "1.23"
+    assert sharpe_cell(stats(5, 5)) == "1.23"  # ops' stats_min_bars decides
+    # An ops that predates min_bars: the client's own minimum.
+    assert sharpe_cell(stats(MIN_BARS_SHOWN - 1, 0)) == "-"
+    assert sharpe_cell(stats(MIN_BARS_SHOWN, 0)) == "1.23"

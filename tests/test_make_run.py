@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import shutil
@@ -34,6 +35,23 @@ def demo_config_on(tmp: Path, ops: int, engine: int, ops_metrics: int, engine_me
     return config
 
 
+def status_rows(lines: list[str]) -> list[dict[str, str]]:
+    """Every model row of every status table `up` printed, keyed by column header (plain-text tables)."""
+    rows: list[dict[str, str]] = []
+    for index, title in enumerate(lines[:-1]):
+        if not title.startswith("models ("):
+            continue
+        header = lines[index + 1]
+        starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]  # a header holds single spaces only
+        bounds = list(itertools.pairwise([*starts, None]))
+        names = [header[a:b].strip() for a, b in bounds]
+        for line in lines[index + 2 :]:
+            if not line.startswith(("momentum_v", "meanrev_v")):
+                break
+            rows.append({name: line[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)})
+    return rows
+
+
 def test_up_when_run_for_a_few_seconds_prints_ready_then_a_parsable_summary(tmp_path: Path) -> None:
     ops, engine, ops_metrics, engine_metrics = free_ports(4)
     config = demo_config_on(tmp_path, ops, engine, ops_metrics, engine_metrics)
@@ -59,6 +77,14 @@ def test_up_when_run_for_a_few_seconds_prints_ready_then_a_parsable_summary(tmp_
     signals, orders, fills = (int(summary.group(i)) for i in (1, 2, 3))
     assert signals > 0 and 0 < orders <= signals and fills > 0
     assert float(summary.group(5)) <= float(summary.group(6))
+    # The status tables show sane figures: no Sharpe ratio until it rests on stats_min_bars bars, then a plausible
+    # one; drawdown a fraction of peak equity.
+    rows = status_rows(lines)
+    assert {row["model"] for row in rows} == {"momentum_v1", "momentum_v2", "meanrev_v1"}
+    for row in rows:
+        assert row["sharpe/yr"] == "-" or abs(float(row["sharpe/yr"])) < 50, row
+        assert row["sharpe/yr"] == "-" or int(row["bars"]) >= 30, row
+        assert 0.0 <= float(row["drawdown ratio"].removesuffix("%")) / 100 <= 1.0, row
     # Everything it started has stopped, and its state landed under the working directory.
     assert (tmp_path / "var" / "ops" / "journal.bin").exists()
     assert (tmp_path / "var" / "engine" / "journal.bin").exists()

@@ -6,7 +6,11 @@ import math
 import statistics
 from decimal import Decimal
 
+import pydantic
+import pytest
+
 from ops_server import wire
+from ops_server.config import OpsConfig
 from ops_server.measurement import Measurement, PositionState
 from ops_server.model_registry import ModelRoute, RoutingMode
 from ops_server.performance import SECONDS_PER_YEAR
@@ -118,3 +122,47 @@ def test_drawdown_when_allocation_is_cut_changes_no_drawdown_figure() -> None:
     # Equity 1000 -> 1100 -> 1050: 50/1100 of the peak, 50 USD.
     assert math.isclose(before.drawdown_ratio, 50 / 1100, rel_tol=1e-12)
     assert before.drawdown_usd == D(50)
+
+
+def _alternating(min_bars: int, samples: int) -> Measurement:
+    """A model whose PnL moves +2, -1, +2, -1... over a 1000 base, sampled once a second into one-second bars."""
+    m = Measurement(sample_seconds=1.0, bar_seconds=1.0, min_bars=min_bars)
+    m.apply_fill("m1", "X", D(1), D(100), D(0))
+    mark = D(100)
+    for second in range(samples):
+        mark += D(2) if second % 2 else D(-1)
+        m.set_mark("X", mark)
+        m.sample(float(second), {"m1": D(1000)})
+    return m
+
+
+def test_sharpe_when_fewer_bars_than_min_bars_is_not_reported() -> None:
+    m = _alternating(min_bars=5, samples=5)  # 5 samples: 4 returns, 4 bars
+    perf = m.performance("m1")
+    assert (perf.observations, perf.min_bars, perf.sharpe_annual) == (4, 5, 0.0)
+    assert m.annual_sharpe(m.returns("m1")) == 0.0
+    stats = wire.model_stats(
+        ModelRoute("m1", "s", "1", frozenset({"X"}), 1.0, RoutingMode.LIVE, True), perf, m.bar_seconds
+    )
+    assert (stats.sharpe, stats.observations, stats.min_bars) == (0.0, 4, 5)
+
+
+def test_sharpe_when_min_bars_reached_is_reported_annualised() -> None:
+    m = _alternating(min_bars=5, samples=6)  # 5 bars
+    perf = m.performance("m1")
+    bars = m.returns("m1")
+    expected = statistics.mean(bars) / statistics.stdev(bars) * math.sqrt(SECONDS_PER_YEAR)
+    assert perf.observations == 5 and math.isclose(perf.sharpe_annual, expected, rel_tol=1e-9)
+    assert m.annual_sharpe(bars) == perf.sharpe_annual
+
+
+def test_min_bars_when_below_two_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_bars"):
+        Measurement(sample_seconds=1.0, min_bars=1)
+
+
+def test_ops_config_when_stats_min_bars_omitted_defaults_to_30_and_refuses_one() -> None:
+    base = {"engine_address": "127.0.0.1:1", "registry_path": "r.json", "capital_policy_path": "p.json"}
+    assert OpsConfig.model_validate(base).stats_min_bars == 30
+    with pytest.raises(pydantic.ValidationError):
+        OpsConfig.model_validate({**base, "stats_min_bars": 1})

@@ -684,6 +684,7 @@ class ModelStats(_message.Message):
     MAX_DRAWDOWN_RATIO_FIELD_NUMBER: _builtins.int
     DRAWDOWN_RATIO_FIELD_NUMBER: _builtins.int
     BAR_SECONDS_FIELD_NUMBER: _builtins.int
+    MIN_BARS_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     strategy_id: _builtins.str
     mode: Global___RoutingMode.ValueType
@@ -709,6 +710,10 @@ class ModelStats(_message.Message):
     """Current fall of equity from its peak, fraction of the peak (what the drawdown rails and guards compare)."""
     bar_seconds: _builtins.float
     """Length of the bars sharpe and hit_rate are computed on, seconds."""
+    min_bars: _builtins.int
+    """Bars sharpe needs before it is reported (ops' stats_min_bars); while observations is below it, sharpe is 0 and
+    says nothing (tables show "-"). 0 from an ops that predates the field.
+    """
     def __init__(
         self,
         *,
@@ -729,10 +734,11 @@ class ModelStats(_message.Message):
         max_drawdown_ratio: _builtins.float = ...,
         drawdown_ratio: _builtins.float = ...,
         bar_seconds: _builtins.float = ...,
+        min_bars: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar_seconds", b"bar_seconds", "drawdown_ratio", b"drawdown_ratio", "equity", b"equity", "fees", b"fees", "fills", b"fills", "hit_rate", b"hit_rate", "max_drawdown", b"max_drawdown", "max_drawdown_ratio", b"max_drawdown_ratio", "max_drawdown_usd", b"max_drawdown_usd", "mode", b"mode", "model_id", b"model_id", "observations", b"observations", "realized_pnl", b"realized_pnl", "sharpe", b"sharpe", "slippage", b"slippage", "strategy_id", b"strategy_id", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bar_seconds", b"bar_seconds", "drawdown_ratio", b"drawdown_ratio", "equity", b"equity", "fees", b"fees", "fills", b"fills", "hit_rate", b"hit_rate", "max_drawdown", b"max_drawdown", "max_drawdown_ratio", b"max_drawdown_ratio", "max_drawdown_usd", b"max_drawdown_usd", "min_bars", b"min_bars", "mode", b"mode", "model_id", b"model_id", "observations", b"observations", "realized_pnl", b"realized_pnl", "sharpe", b"sharpe", "slippage", b"slippage", "strategy_id", b"strategy_id", "unrealized_pnl", b"unrealized_pnl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
