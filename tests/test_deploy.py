@@ -5,6 +5,7 @@ and every metric a Grafana panel queries is one the services export."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import yaml
 
 from engine_server.config import load_engine_config
 from engine_server.metrics import EngineMetrics
+from nautilus_mesh.log_format import JsonFormatter
 from nautilus_mesh.rpc_spans import RpcMetrics
 from nautilus_mesh.telemetry import Tracing, count_dropped_spans
 from ops_server.config import load_ops_config
@@ -98,7 +100,7 @@ def test_grafana_dashboard_when_parsed_queries_only_exported_metrics() -> None:
     assert queried <= exported, f"panels query metrics nobody exports: {sorted(queried - exported)}"
     assert {"signal_latency_seconds_bucket", "allocated_capital_usd", "canary_weight"} <= queried
     provisioning = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/datasources.yaml").read_text())
-    assert {d["uid"] for d in provisioning["datasources"]} == {"prometheus", "jaeger"}
+    assert {d["uid"] for d in provisioning["datasources"]} == {"prometheus", "jaeger", "loki"}
 
 
 def test_grafana_dashboard_when_parsed_links_exemplars_to_jaeger_and_breaks_down_stages() -> None:
@@ -184,3 +186,36 @@ def test_collector_when_parsed_limits_memory_first_and_serves_health() -> None:
     assert collector["service"]["pipelines"]["traces"]["processors"][0] == "memory_limiter"
     assert "health_check" in collector["service"]["extensions"]
     assert collector["extensions"]["health_check"]["endpoint"].endswith(":13133")
+
+
+def test_compose_when_parsed_ships_json_logs_to_loki_and_links_traces_and_logs_both_ways(tmp_path: Path) -> None:
+    services = compose()["services"]
+    for name in ("engine", "ops", "strategies"):
+        assert services[name]["environment"]["LOG_FORMAT"] == "json", name
+    assert {"loki", "promtail"} <= set(services) and "loki" in services["grafana"]["depends_on"]
+    promtail = yaml.safe_load((ROOT / "deploy/promtail/promtail.yaml").read_text())
+    assert promtail["clients"][0]["url"] == "http://loki:3100/loki/api/v1/push"
+    (job,) = promtail["scrape_configs"]
+    keep = next(r for r in job["relabel_configs"] if r.get("action") == "keep")
+    assert re.fullmatch(keep["regex"], "ops") and re.fullmatch(keep["regex"], "engine")
+    assert re.fullmatch(keep["regex"], "strategies") and not re.fullmatch(keep["regex"], "postgres")
+
+    # A real JSON log line of ours, written inside a span: Grafana's derived field finds its trace id in it, and the
+    # trace's "logs" query (its line filter, after Grafana's $$ escape) matches it.
+    tracing = Tracing("deploy-test", tmp_path / "spans.jsonl")
+    record = logging.LogRecord("ops_server", logging.WARNING, __file__, 1, "signal %r rejected", ("s-1",), None)
+    with tracing.tracer.start_as_current_span("ops.signal receive") as span:
+        line = JsonFormatter().format(record)
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+    tracing.shutdown()
+    sources = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/datasources.yaml").read_text())
+    by_uid = {d["uid"]: d for d in sources["datasources"]}
+    (derived,) = by_uid["loki"]["jsonData"]["derivedFields"]
+    assert derived["datasourceUid"] == "jaeger"
+    match = re.search(derived["matcherRegex"], line)
+    assert match is not None and match.group(1) == trace_id
+    to_logs = by_uid["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert to_logs["datasourceUid"] == "loki"
+    query = to_logs["query"].replace("$$", "$").replace("${__trace.traceId}", trace_id)
+    needle = re.search(r'\|= "([^"]+)"', query)
+    assert needle is not None and needle.group(1) in line
