@@ -58,6 +58,8 @@ class ExposureView:
         self._allocator = allocator
         self._measurement = measurement
         self._tracker = tracker
+        self.other_workers_gross = Decimal(0)
+        """Gross exposure the other ops workers hold, USD (several workers; kept by ops_server.coordination)."""
         self._shadow_capital = shadow_capital_usd
         self.rules: dict[str, InstrumentRules] = {}
         self._mark_time: dict[str, float] = {}
@@ -103,9 +105,14 @@ class ExposureView:
     def live_models(self) -> list[str]:
         return [r.model_id for r in self._registry.routes() if r.mode is RoutingMode.LIVE]
 
-    def gross_exposure(self) -> Decimal:
-        """Gross notional of every live model's positions at current marks, USD."""
+    def own_gross_exposure(self) -> Decimal:
+        """Gross notional of the live positions this ops process holds, at current marks, USD."""
         return self._measurement.gross_exposure(self.live_models())
+
+    def gross_exposure(self) -> Decimal:
+        """Gross notional of every live model's positions at current marks, USD (with several ops workers, this
+        worker's plus what the others last wrote to the store)."""
+        return self.own_gross_exposure() + self.other_workers_gross
 
     def risk_context(self, route: ModelRoute, instrument: str) -> RiskContext:
         """The numbers the rails check one order of ``route`` in ``instrument`` against."""

@@ -1,0 +1,236 @@
+"""Ops as two workers sharded by strategy on one engine and the real PostgreSQL (real gRPC on loopback)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from psycopg import sql
+
+from clients.sdk import OpsClient
+from engine_server.server import EngineServer
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.status import from_rpc_error
+from ops_server.core import OpsCore
+from ops_server.server import OpsServer
+from tests.conftest import (
+    MEANREV_TOKEN,
+    MOMENTUM_TOKEN,
+    engine_config,
+    flat_instruments,
+    free_ports,
+    ops_config,
+    start_mesh,
+    stop_mesh,
+    wait_until,
+)
+from tests.test_store import PG_URL, postgres_accepts_connections
+
+SHARDS = {"momentum": 0, "meanrev": 1}
+FLAT_VENUES = [
+    {"name": "sim", "adapter": "sim", "seed": 1, "instruments": flat_instruments()},
+    {"name": "paper", "adapter": "paper", "follows": "sim"},
+]
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh schema prefix on the real PostgreSQL; the shared schema and every worker's are dropped after."""
+    if not postgres_accepts_connections():
+        pytest.skip("PostgreSQL does not accept connections on 127.0.0.1:5432")
+    schema = f"test_shards_{uuid.uuid4().hex[:10]}"
+    yield schema
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        for name in (schema, f"{schema}_w0", f"{schema}_w1"):
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+@dataclass
+class Shards:
+    engine: EngineServer
+    workers: list[OpsServer]
+
+    def address(self, index: int) -> str:
+        return f"127.0.0.1:{self.workers[index].port}"
+
+
+def worker_overrides(tmp: Path, schema: str, index: int, ports: list[int], **extra: Any) -> dict[str, Any]:
+    return {
+        "port": ports[index],
+        "ops_workers": 2,
+        "worker_index": index,
+        "worker_addresses": tuple(f"127.0.0.1:{p}" for p in ports),
+        "shard_map": SHARDS,
+        "database_url": f"{PG_URL}?schema={schema}",
+        "state_dir": tmp / f"ops-{index}",
+        "coordination_interval_seconds": 0.1,
+        **extra,
+    }
+
+
+async def start_shards(tmp: Path, schema: str, **extra: Any) -> Shards:
+    engine = EngineServer(engine_config(tmp, venues=FLAT_VENUES))
+    await engine.start()
+    ports = free_ports(2)
+    workers = []
+    for index in range(2):
+        worker = OpsServer(ops_config(tmp, engine.port, **worker_overrides(tmp, schema, index, ports, **extra)))
+        await worker.start()
+        workers.append(worker)
+    for worker in workers:
+        core = worker.core
+        await wait_until(lambda core=core: core.engine_connected and len(core.queries.marks()) >= 3)  # type: ignore[misc]
+    return Shards(engine, workers)
+
+
+async def stop_shards(shards: Shards) -> None:
+    for worker in shards.workers:
+        await worker.stop(grace=0.5)
+    await shards.engine.stop(grace=0.5)
+
+
+@pytest.fixture
+async def shards(tmp_path: Path, pg_schema: str) -> AsyncIterator[Shards]:
+    s = await start_shards(tmp_path, pg_schema)
+    try:
+        yield s
+    finally:
+        await stop_shards(s)
+
+
+def signal(signal_id: str, model_id: str, instrument: str, target: float) -> ops_pb2.Signal:
+    return ops_pb2.Signal(signal_id=signal_id, model_id=model_id, instrument=instrument, target=target)
+
+
+SCRIPT = [
+    ("m-1", "momentum_v1", "BTC-USD", 0.002, MOMENTUM_TOKEN),
+    ("r-1", "meanrev_v1", "SOL-USD", -0.002, MEANREV_TOKEN),
+    ("m-2", "momentum_v1", "ETH-USD", -0.001, MOMENTUM_TOKEN),
+    ("r-2", "meanrev_v1", "ETH-USD", 0.001, MEANREV_TOKEN),
+    ("m-3", "momentum_v1", "BTC-USD", 0.003, MOMENTUM_TOKEN),
+]
+
+
+async def run_script(addresses: list[str]) -> None:
+    """Submit the script's signals through the SDK, each on the first address (redirected when it is not the owner)."""
+    for signal_id, model, instrument, target, token in SCRIPT:
+        async with OpsClient(addresses[0], strategy_token=token) as ops:
+            decision = await ops.submit_signal(signal(signal_id, model, instrument, target))
+            assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+
+
+def positions_of(servers: list[OpsServer]) -> dict[tuple[str, str], Decimal]:
+    out: dict[tuple[str, str], Decimal] = {}
+    for server in servers:
+        for p in server.core.queries.positions():
+            if Decimal(p.quantity):
+                key = (p.model_id, p.instrument)
+                assert key not in out, f"{key} held by two workers"
+                out[key] = Decimal(p.quantity)
+    return out
+
+
+def all_filled(servers: list[OpsServer]) -> bool:
+    return all(not o.open_quantity for s in servers for o in s.core.tracker.orders.values())
+
+
+async def test_ops_when_two_workers_without_postgres_refuses_to_start(tmp_path: Path) -> None:
+    config = ops_config(tmp_path, 1, ops_workers=2, worker_addresses=("127.0.0.1:1", "127.0.0.1:2"))
+    with pytest.raises(ConfigError) as raised:
+        OpsCore(config)
+    assert raised.value.code == "SHARDING_NEEDS_POSTGRES"
+    assert "PostgreSQL" in raised.value.message
+
+
+async def test_submit_signal_when_sent_to_the_wrong_worker_is_refused_with_the_owner_address(shards: Shards) -> None:
+    async with grpc.aio.insecure_channel(shards.address(1)) as channel:
+        stub = ops_pb2_grpc.OpsServiceStub(channel)
+        metadata = (("x-strategy-token", MOMENTUM_TOKEN),)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.SubmitSignal(
+                ops_pb2.SubmitSignalRequest(signal=signal("w-1", "momentum_v1", "BTC-USD", 0.1)), metadata=metadata
+            )
+        shard_map = await stub.GetShardMap(ops_pb2.GetShardMapRequest(), metadata=metadata)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    detail = from_rpc_error(raised.value)
+    assert detail is not None and detail.code == "WRONG_SHARD"
+    assert detail.details["owner_address"] == shards.address(0)
+    assert shard_map.workers == 2 and shard_map.worker_index == 1
+    assert {(a.strategy_id, a.worker_index, a.address) for a in shard_map.assignments} == {
+        ("momentum", 0, shards.address(0)),
+        ("meanrev", 1, shards.address(1)),
+    }
+    assert not shards.workers[1].core.tracker.orders
+
+
+async def test_signal_stream_when_opened_on_the_wrong_worker_follows_to_the_owner_once(shards: Shards) -> None:
+    ids = [f"s-{i}" for i in range(30)]
+    decided: list[str] = []
+    async with OpsClient(shards.address(1), strategy_token=MOMENTUM_TOKEN) as ops:
+        stream = ops.stream_signals()
+        for i in range(0, len(ids), 10):  # three frames written before any answer
+            frame = [signal(s, "momentum_v1", "BTC-USD", 0.001 * (n + 1)) for n, s in enumerate(ids[i : i + 10])]
+            await stream.write(ops_pb2.StreamSignalsRequest(signals=frame))
+        async for response in stream:
+            decided.extend(d.signal_id for d in response.decisions)
+            if len(decided) >= len(ids):
+                stream.cancel()
+                break
+    assert sorted(decided) == sorted(ids)  # every signal decided once: none lost, none doubled
+    owner, other = shards.workers[0].core, shards.workers[1].core
+    assert {o.signal_id for o in owner.tracker.orders.values()} == set(ids) and not other.tracker.orders
+
+
+async def test_two_workers_when_given_the_same_signals_hold_what_one_worker_holds(
+    tmp_path: Path, shards: Shards
+) -> None:
+    await run_script([shards.address(1), shards.address(0)])
+    await wait_until(lambda: all_filled(shards.workers))
+    await wait_until(lambda: len(positions_of(shards.workers)) == 4)
+    sharded = positions_of(shards.workers)
+    fills = [f for w in shards.workers for f in w.core.tracker.fills.values()]
+    exec_ids = [f.exec_id for f in fills]
+    assert len(exec_ids) == len(set(exec_ids))  # no fill applied by two workers
+
+    single = await start_mesh(tmp_path / "single", engine={"venues": FLAT_VENUES})
+    try:
+        await run_script([single.ops_address])
+        await wait_until(lambda: all_filled([single.ops]))
+        await wait_until(lambda: len(positions_of([single.ops])) == 4)
+        assert positions_of([single.ops]) == sharded
+        assert len(single.ops.core.tracker.fills) == len(fills)
+    finally:
+        await stop_mesh(single)
+
+
+async def test_kill_switch_when_engaged_on_one_worker_halts_the_other_within_a_second(shards: Shards) -> None:
+    first, second = shards.workers[0].core, shards.workers[1].core
+    await first.controls.engage_kill_switch("test")
+    await wait_until(lambda: second.risk.kill_switch_engaged, within=1.0)
+    first.controls.release_kill_switch("test over")
+    await wait_until(lambda: not second.risk.kill_switch_engaged, within=1.0)
+
+
+async def test_allocation_when_two_workers_run_has_one_leader_and_sums_to_the_policy_capital(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    s = await start_shards(tmp_path, pg_schema, allocation_interval_seconds=0.5)
+    try:
+        coordinators = [w.coordinator for w in s.workers]
+        assert all(c is not None for c in coordinators)
+        await wait_until(lambda: sum(bool(c and c.leader) for c in coordinators) == 1, within=5)
+        await wait_until(lambda: all(c is not None and c.applied_cycle >= 0 for c in coordinators), within=5)
+        for worker in s.workers:
+            allocations = worker.core.allocator.allocations_usd()
+            assert sum(allocations.values()) == worker.core.allocator.policy.total_capital
+        assert s.workers[0].core.allocator.weights == s.workers[1].core.allocator.weights
+    finally:
+        await stop_shards(s)
