@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from tests.conftest import (
     stop_mesh,
     wait_until,
 )
+from tests.test_crash_recovery import start_ops, write_ops_config
 from tests.test_store import PG_URL, postgres_accepts_connections
 
 SHARDS = {"momentum": 0, "meanrev": 1}
@@ -106,7 +111,7 @@ async def shards(tmp_path: Path, pg_schema: str) -> AsyncIterator[Shards]:
         await stop_shards(s)
 
 
-def signal(signal_id: str, model_id: str, instrument: str, target: float) -> ops_pb2.Signal:
+def make_signal(signal_id: str, model_id: str, instrument: str, target: float) -> ops_pb2.Signal:
     return ops_pb2.Signal(signal_id=signal_id, model_id=model_id, instrument=instrument, target=target)
 
 
@@ -123,7 +128,7 @@ async def run_script(addresses: list[str]) -> None:
     """Submit the script's signals through the SDK, each on the first address (redirected when it is not the owner)."""
     for signal_id, model, instrument, target, token in SCRIPT:
         async with OpsClient(addresses[0], strategy_token=token) as ops:
-            decision = await ops.submit_signal(signal(signal_id, model, instrument, target))
+            decision = await ops.submit_signal(make_signal(signal_id, model, instrument, target))
             assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
 
 
@@ -156,7 +161,7 @@ async def test_submit_signal_when_sent_to_the_wrong_worker_is_refused_with_the_o
         metadata = (("x-strategy-token", MOMENTUM_TOKEN),)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.SubmitSignal(
-                ops_pb2.SubmitSignalRequest(signal=signal("w-1", "momentum_v1", "BTC-USD", 0.1)), metadata=metadata
+                ops_pb2.SubmitSignalRequest(signal=make_signal("w-1", "momentum_v1", "BTC-USD", 0.1)), metadata=metadata
             )
         shard_map = await stub.GetShardMap(ops_pb2.GetShardMapRequest(), metadata=metadata)
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -177,7 +182,7 @@ async def test_signal_stream_when_opened_on_the_wrong_worker_follows_to_the_owne
     async with OpsClient(shards.address(1), strategy_token=MOMENTUM_TOKEN) as ops:
         stream = ops.stream_signals()
         for i in range(0, len(ids), 10):  # three frames written before any answer
-            frame = [signal(s, "momentum_v1", "BTC-USD", 0.001 * (n + 1)) for n, s in enumerate(ids[i : i + 10])]
+            frame = [make_signal(s, "momentum_v1", "BTC-USD", 0.001 * (n + 1)) for n, s in enumerate(ids[i : i + 10])]
             await stream.write(ops_pb2.StreamSignalsRequest(signals=frame))
         async for response in stream:
             decided.extend(d.signal_id for d in response.decisions)
@@ -234,3 +239,98 @@ async def test_allocation_when_two_workers_run_has_one_leader_and_sums_to_the_po
         assert s.workers[0].core.allocator.weights == s.workers[1].core.allocator.weights
     finally:
         await stop_shards(s)
+
+
+def shared_documents(schema: str, prefix: str) -> dict[str, dict[str, Any]]:
+    """The shared documents whose key starts with ``prefix``, read behind the workers' backs."""
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        rows = conn.execute(
+            sql.SQL("SELECT key, value FROM {} WHERE key LIKE %s").format(sql.Identifier(schema, "documents")),
+            (prefix + "%",),
+        ).fetchall()
+    return {key: value for key, value in rows}
+
+
+def latest_allocation(schema: str) -> dict[str, Any] | None:
+    try:
+        return shared_documents(schema, "allocation/latest").get("allocation/latest")
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
+def audit_kinds(path: Path, kind: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e.get("kind") == kind]
+
+
+async def test_allocator_leader_when_sigkilled_moves_to_the_other_worker_within_five_seconds(
+    tmp_path: Path, pg_schema: str
+) -> None:
+    engine = EngineServer(engine_config(tmp_path))
+    await engine.start()
+    ports = free_ports(2)
+    procs: dict[int, asyncio.subprocess.Process] = {}
+    try:
+        for index in range(2):
+            folder = tmp_path / f"w{index}"
+            folder.mkdir()
+            config = write_ops_config(
+                folder,
+                engine.port,
+                ports[0],
+                ops_workers=2,
+                worker_index=index,
+                worker_addresses=[f"127.0.0.1:{p}" for p in ports],
+                shard_map=SHARDS,
+                database_url=f"{PG_URL}?schema={pg_schema}",
+                allocation_interval_seconds=0.5,
+                coordination_interval_seconds=0.1,
+            )
+            procs[index] = await start_ops(config, ports[index], folder / "ops.log")
+
+        await wait_until(lambda: latest_allocation(pg_schema) is not None, within=10)
+        first = latest_allocation(pg_schema)
+        assert first is not None
+        leader = int(first["leader"])
+        follower = 1 - leader
+        procs[leader].send_signal(signal.SIGKILL)
+        await procs[leader].wait()
+        killed_at = time.monotonic()
+
+        def taken_over() -> bool:
+            doc = latest_allocation(pg_schema)
+            return doc is not None and int(doc["leader"]) == follower
+
+        await wait_until(taken_over, within=5)
+        assert time.monotonic() - killed_at < 5
+        await wait_until(
+            lambda: (
+                len([d for d in shared_documents(pg_schema, "allocation/cycle/").values() if d["leader"] == follower])
+                >= 2
+            ),
+            within=5,
+        )
+
+        procs[follower].send_signal(signal.SIGTERM)  # a graceful stop: its audit log is complete
+        await asyncio.wait_for(procs[follower].wait(), 10)
+        cycles = shared_documents(pg_schema, "allocation/cycle/")
+        assert all(key == f"allocation/cycle/{doc['cycle_id']}" for key, doc in cycles.items())
+        # The new leader ran a cycle only for the ids it then decided: none ran twice, none decided by two leaders.
+        led = sorted(int(d["cycle_id"]) for d in cycles.values() if d["leader"] == follower)
+        before = [int(d["cycle_id"]) for d in cycles.values() if d["leader"] == leader]
+        assert not set(led) & set(before)
+        audit = tmp_path / f"w{follower}" / "ops" / f"worker-{follower}" / "audit.jsonl"
+        ran = [e for e in audit_kinds(audit, "ALLOCATION") if "cycle_id" not in e]
+        assert len(ran) >= len(led)  # every decided cycle was run by it (the last run may not be written yet)
+        assert len(ran) <= len(led) + 1
+        assert len(audit_kinds(audit, "LEADER")) == 1
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), 10)
+                except TimeoutError:
+                    proc.kill()
+        await engine.stop(grace=0.1)
