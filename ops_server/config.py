@@ -139,9 +139,14 @@ def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
     return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
 
+WORKER_METRICS_STRIDE = 100
+"""Worker ``i`` of several serves /metrics on ``metrics_port + 100 * i`` (8002, 8102, ... in the demo)."""
+
+
 def env_workers(config: OpsConfig) -> OpsConfig:
-    """``config`` with ``OPS_WORKERS``/``OPS_WORKER_INDEX`` applied and, for a worker of several, its own port,
-    metrics port (both base + index) and state folder (``<state_dir>/worker-<index>``)."""
+    """``config`` with ``OPS_WORKERS``/``OPS_WORKER_INDEX`` applied and, for a worker of several, its own port
+    (base + index, unless ``worker_addresses`` names it), metrics port (base + 100 x index: clear of the engine's,
+    next to ops' in the demo) and state folder (``<state_dir>/worker-<index>``)."""
     updates: dict[str, object] = {}
     for name, field in (("OPS_WORKERS", "ops_workers"), ("OPS_WORKER_INDEX", "worker_index")):
         raw = os.environ.get(name, "").strip()
@@ -155,11 +160,12 @@ def env_workers(config: OpsConfig) -> OpsConfig:
     index = config.worker_index
     addresses = config.worker_addresses or tuple(f"{config.host}:{config.port + i}" for i in range(config.ops_workers))
     port = int(addresses[index].rsplit(":", 1)[1]) if index < len(addresses) else config.port
+    metrics = config.metrics_port
     return config.model_copy(
         update={
             "worker_addresses": addresses,
             "port": port,
-            "metrics_port": None if config.metrics_port is None else config.metrics_port + index,
+            "metrics_port": None if metrics is None else metrics + WORKER_METRICS_STRIDE * index,
             "state_dir": Path(config.state_dir) / f"worker-{index}",
         }
     )
