@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import signal
 import time
@@ -23,8 +24,10 @@ from engine_server.server import EngineServer
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.status import from_rpc_error
+from ops_server.config import load_ops_config
 from ops_server.core import OpsCore
 from ops_server.server import OpsServer
+from ops_server.sharding import ShardMap, check_deployment, stable_index, worker_database_url
 from tests.conftest import (
     MEANREV_TOKEN,
     MOMENTUM_TOKEN,
@@ -334,3 +337,57 @@ async def test_allocator_leader_when_sigkilled_moves_to_the_other_worker_within_
                 except TimeoutError:
                     proc.kill()
         await engine.stop(grace=0.1)
+
+
+def test_stable_index_when_asked_twice_is_sha256_of_the_name_mod_n() -> None:
+    digest = hashlib.sha256(b"momentum").digest()
+    assert stable_index("momentum", 7) == int.from_bytes(digest, "big") % 7
+    assert [stable_index("momentum", 2), stable_index("meanrev", 2)] == [0, 0]  # fixed across runs and processes
+
+
+def test_shard_map_when_one_worker_owns_every_strategy(tmp_path: Path) -> None:
+    shards = ShardMap.from_config(ops_config(tmp_path, 1, shard_map={"momentum": 3}), ["momentum", "meanrev"])
+    assert not shards.sharded and shards.owns("momentum") and shards.owns("meanrev")
+    shards.check("momentum")
+    assert shards.describe().workers == 1
+
+
+def test_check_deployment_when_a_placement_or_an_index_is_out_of_range_refuses(tmp_path: Path) -> None:
+    base = {"ops_workers": 2, "database_url": PG_URL, "worker_addresses": ("a:1", "a:2")}
+    check_deployment(ops_config(tmp_path, 1, **base))
+    for bad in ({"shard_map": {"momentum": 2}}, {"worker_index": 2}, {"worker_addresses": ("a:1",)}):
+        with pytest.raises(ConfigError):
+            check_deployment(ops_config(tmp_path, 1, **{**base, **bad}))
+
+
+def test_load_ops_config_when_ops_workers_env_is_set_gives_the_worker_its_ports_and_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_ops_config(tmp_path, 1, 6000, metrics_port=7000, database_url=PG_URL)
+    monkeypatch.setenv("OPS_WORKERS", "3")
+    monkeypatch.setenv("OPS_WORKER_INDEX", "2")
+    config = load_ops_config(path)
+    assert (config.ops_workers, config.worker_index, config.port, config.metrics_port) == (3, 2, 6002, 7200)
+    assert config.worker_addresses == ("127.0.0.1:6000", "127.0.0.1:6001", "127.0.0.1:6002")
+    assert config.state_dir == tmp_path / "ops" / "worker-2"
+    assert worker_database_url(config) == f"{PG_URL}?schema=nautilus_w2"
+    monkeypatch.setenv("OPS_WORKERS", "zero")
+    with pytest.raises(ConfigError):
+        load_ops_config(path)
+
+
+async def test_gross_exposure_when_one_worker_holds_positions_counts_them_on_the_other(shards: Shards) -> None:
+    await run_script([shards.address(0), shards.address(1)])
+    first, second = shards.workers[0].core, shards.workers[1].core
+    await wait_until(lambda: all_filled(shards.workers) and first.exposure.own_gross_exposure() > 0)
+    await wait_until(
+        lambda: (
+            second.exposure.other_workers_gross == first.exposure.own_gross_exposure()
+            and first.exposure.other_workers_gross == second.exposure.own_gross_exposure()
+        ),
+        within=2,
+    )
+    assert second.exposure.gross_exposure() == first.exposure.gross_exposure() > first.exposure.own_gross_exposure()
+    # Each worker tracks only its own strategies' orders (reports of the other's reach it by reconciliation only).
+    assert {o.model_id.split("@")[0] for o in first.tracker.orders.values()} == {"momentum_v1"}
+    assert {o.model_id.split("@")[0] for o in second.tracker.orders.values()} == {"meanrev_v1"}
