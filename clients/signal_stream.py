@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
@@ -22,6 +23,15 @@ StreamCall = grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.Str
 WRONG_SHARD = "WRONG_SHARD"
 WORKER_HEADER = "x-ops-worker"
 """Response header ops sends as soon as it accepts a signal stream (the index of the ops worker)."""
+ACCEPTANCE_WAIT_SECONDS = 0.5
+"""How long a new stream waits for ops' acceptance header before its first write; a server that sends no header
+before its first response (a test double, an older ops) gets the frames after this wait."""
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a background future's outcome, so an error in it is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
 
 
 def wrong_shard_owner(error: MeshRpcError) -> str | None:
@@ -40,9 +50,9 @@ class SignalStream:
 
     With ops sharded over several workers, a stream opened on a worker that does not own the strategy is refused
     with ``WRONG_SHARD`` before anything is read. The stream writes its first frame only once ops accepted the call
-    (its response headers carry ``x-ops-worker``), and with ``reopen`` given it follows a ``WRONG_SHARD`` refusal
-    once, reopening the call on the owner's address: no signal reaches the refusing worker, so none is lost or
-    decided twice.
+    (its response headers carry ``x-ops-worker``, sent at once; a server without them is written to after
+    :data:`ACCEPTANCE_WAIT_SECONDS`), and with ``reopen`` given it follows a ``WRONG_SHARD`` refusal once, reopening
+    the call on the owner's address: no signal reaches the refusing worker, so none is lost or decided twice.
 
     Args:
         call: the grpc.aio bidi call.
@@ -81,14 +91,27 @@ class SignalStream:
         async with self._opening:
             while not self._accepted:
                 call = self._call
+                headers = asyncio.ensure_future(call.initial_metadata())
+                await asyncio.wait({headers}, timeout=ACCEPTANCE_WAIT_SECONDS)
+                if not headers.done():  # a server that answers its headers with its first response: go on
+                    headers.add_done_callback(_consume)
+                    self._accepted = True
+                    break
                 try:
-                    metadata = await call.initial_metadata()
+                    metadata = headers.result()
                 except grpc.aio.AioRpcError as exc:
                     raise MeshRpcError.from_rpc_error(exc) from None
                 if metadata is not None and any(key == WORKER_HEADER for key, _ in metadata):
                     self._accepted = True
                     break
-                code = await call.code()  # no acceptance header: the call ended, read how
+                # No acceptance header: either the call ended (a refusal, read how) or a server without the header.
+                ended = asyncio.ensure_future(call.code())
+                await asyncio.wait({ended}, timeout=ACCEPTANCE_WAIT_SECONDS)
+                if not ended.done():
+                    ended.add_done_callback(_consume)
+                    self._accepted = True
+                    break
+                code = ended.result()
                 if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
                     self._accepted = True
                     break
