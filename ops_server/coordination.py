@@ -41,6 +41,7 @@ from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.events import EventHub
 from ops_server.exposure import ExposureView
+from ops_server.metrics import OpsMetrics
 from ops_server.ops_state import OpsState
 from ops_server.periodic import PeriodicDecisions
 from ops_server.risk import RiskRails
@@ -67,8 +68,10 @@ class Coordinator:
         exposure: ExposureView,
         events: EventHub,
         state: OpsState,
+        metrics: OpsMetrics,
         clock: Clock = REAL_CLOCK,
     ) -> None:
+        self._metrics = metrics
         self._config = config
         self._shards = shards
         self._periodic = periodic
@@ -117,11 +120,13 @@ class Coordinator:
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
+                self._metrics.coordination_failures.inc()
                 log.warning(
                     "[COORD] worker %d: store unreachable (%s); retrying", self._shards.index, type(exc).__name__
                 )
                 await self._drop_connections()
             except Exception:
+                self._metrics.coordination_failures.inc()
                 log.exception("[COORD] worker %d: coordination step failed", self._shards.index)
             await asyncio.sleep(self._config.coordination_interval_seconds)
 
@@ -134,6 +139,7 @@ class Coordinator:
         if self.leader:
             log.warning("[COORD] worker %d: lost the allocator leadership with its connection", self._shards.index)
         self.leader = False
+        self._metrics.allocator_leader.set(0)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -228,6 +234,7 @@ class Coordinator:
         if self._lock_conn is None or self._lock_conn.closed:
             self._lock_conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
             self.leader = False
+            self._metrics.allocator_leader.set(0)
         if self.leader:
             await self._lock_conn.execute("SELECT 1")  # a dead connection raises: the lock went with it
             return True
@@ -235,6 +242,7 @@ class Coordinator:
         row = await cur.fetchone()
         if row is not None and row[0]:
             self.leader = True
+            self._metrics.allocator_leader.set(1)
             log.warning("[COORD] worker %d is the allocator leader", self._shards.index)
             self._events.publish(
                 "LEADER", f"ops worker {self._shards.index} leads the allocator", worker=self._shards.index

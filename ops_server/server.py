@@ -46,8 +46,11 @@ class OpsServer(ServiceHost):
                 exposure=core.exposure,
                 events=core.events,
                 state=core.state,
+                metrics=core.metrics,
                 clock=core.clock,
             )
+        else:
+            core.metrics.allocator_leader.set(1)  # a single ops runs its own allocation cycles
         self.service = OpsService(
             auth=core.auth,
             signals=core.signals,

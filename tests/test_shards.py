@@ -235,6 +235,8 @@ async def test_allocation_when_two_workers_run_has_one_leader_and_sums_to_the_po
         coordinators = [w.coordinator for w in s.workers]
         assert all(c is not None for c in coordinators)
         await wait_until(lambda: sum(bool(c and c.leader) for c in coordinators) == 1, within=5)
+        leaders = [w.core.metrics.registry.get_sample_value("ops_allocator_leader") for w in s.workers]
+        assert sorted(leaders) == [0.0, 1.0]
         await wait_until(lambda: all(c is not None and c.applied_cycle >= 0 for c in coordinators), within=5)
         for worker in s.workers:
             allocations = worker.core.allocator.allocations_usd()
