@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from clients.sdk import OpsClient
+from clients.sdk import MeshRpcError, OpsClient
 from engine_server.server import EngineServer
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.errors import ConfigError
@@ -208,6 +208,13 @@ async def test_two_workers_when_given_the_same_signals_hold_what_one_worker_hold
     exec_ids = [f.exec_id for f in fills]
     assert len(exec_ids) == len(set(exec_ids))  # no fill applied by two workers
 
+    def reconciled(server: OpsServer) -> float:
+        return server.core.metrics.registry.get_sample_value("reconciled_reports_total") or 0.0
+
+    # Each worker fetches the other's reports by ListExecutions reconciliation, and applies none of them.
+    await wait_until(lambda: all(reconciled(w) > 0 for w in shards.workers), within=10)
+    assert positions_of(shards.workers) == sharded
+
     single = await start_mesh(tmp_path / "single", engine={"venues": FLAT_VENUES})
     try:
         await run_script([single.ops_address])
@@ -223,6 +230,10 @@ async def test_kill_switch_when_engaged_on_one_worker_halts_the_other_within_a_s
     first, second = shards.workers[0].core, shards.workers[1].core
     await first.controls.engage_kill_switch("test")
     await wait_until(lambda: second.risk.kill_switch_engaged, within=1.0)
+    async with OpsClient(shards.address(1), strategy_token=MEANREV_TOKEN) as ops:
+        with pytest.raises(MeshRpcError) as halted:
+            await ops.submit_signal(make_signal("k-1", "meanrev_v1", "SOL-USD", 0.001))
+    assert halted.value.detail is not None and halted.value.detail.code == "TRADING_HALTED"
     first.controls.release_kill_switch("test over")
     await wait_until(lambda: not second.risk.kill_switch_engaged, within=1.0)
 
