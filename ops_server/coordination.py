@@ -8,8 +8,8 @@ Every ``coordination_interval_seconds`` (0.2 s) each worker, on the event loop w
    interval plus a store round trip.
 2. **Exposure**: this worker's own gross exposure goes to ``exposure/<index>``; the others' sum becomes
    :attr:`ExposureView.other_workers_gross`, so the gross-exposure rail counts every shard.
-3. **Returns**: the return series of the strategies this worker owns go to ``returns/<strategy>`` (at most once a
-   sample interval).
+3. **Returns**: the return series of the strategies this worker owns go to ``returns/<strategy>`` (their last
+   ``lookback`` samples, what the allocator reads; at most once a sample interval).
 4. **Leader**: one worker holds a PostgreSQL advisory lock (``pg_try_advisory_lock`` on a connection of its own);
    a worker that dies (even by SIGKILL) loses its connection and so the lock, and the next worker to poll takes
    it. The leader runs the allocation cycle ``cycle_id = floor(now / allocation_interval_seconds)`` on every
@@ -224,8 +224,10 @@ class Coordinator:
             return
         self._returns_written_at = now
         series = self._periodic.strategy_returns()
+        lookback = self._allocator.policy.lookback  # the allocator reads no more than this
         for strategy in self._shards.owned(series):
-            await self._put(conn, f"returns/{strategy}", {"worker": self._shards.index, "returns": series[strategy]})
+            returns = series[strategy][-lookback:]
+            await self._put(conn, f"returns/{strategy}", {"worker": self._shards.index, "returns": returns})
 
     # -- leadership and the allocation cycle -------------------------------------------------
 
