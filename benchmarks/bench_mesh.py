@@ -9,6 +9,11 @@ Scenarios (``--only`` picks some; names in brackets):
   and a load client (this script with ``--load-client``), each its own process, on loopback.
 * [mesh1] the mesh in one process: the real engine and ops gRPC servers started as the tests start
   them (``tests/conftest.py``) with the load client on the same event loop.
+* [mesh2w] ops scaled out: the engine and two ops workers sharded by strategy (``ops_workers: 2``, momentum on
+  worker 0, meanrev on worker 1, coordinated on PostgreSQL at ``BENCH_DATABASE_URL``, default the local
+  ``postgresql://postgres@127.0.0.1:5432/test``; skipped when it does not answer), each worker its own process, with
+  one load-client process per strategy running at once. The closed-loop row ``both`` is the two clients' signals
+  over the wall time from the first send to the last decision; compare it with ``mesh3``'s single ops.
 * [pipeline] ops' signal path in process: ``SignalPath.handle_frame`` called in a loop on the real,
   connected servers (no client hop); first fills are taken from a fill subscription inside ops.
 * [echo] the transport ceiling: a raw grpc.aio bidi echo on the OpsService descriptor (one
@@ -80,11 +85,16 @@ SERVICE = ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 FILL_QUIET_SECONDS = 3.0
 FILL_MAX_WAIT_SECONDS = 20.0
 DECISION_TIMEOUT_SECONDS = 120.0
-SCENARIOS = ("mesh3", "mesh1", "pipeline", "echo", "http")
+SCENARIOS = ("mesh3", "mesh2w", "mesh1", "pipeline", "echo", "http")
 DEMO = ROOT / "config" / "demo"
 ENGINE_TOKEN = "bench-engine-token"
 STRATEGY_TOKEN = "bench-momentum-token"
 META = (("x-strategy-token", STRATEGY_TOKEN),)
+MEANREV_TOKEN = "bench-meanrev-token"
+LOAD_STRATEGIES = {
+    "momentum": ("momentum_v1", ("BTC-USD", "ETH-USD"), STRATEGY_TOKEN),
+    "meanrev": ("meanrev_v1", ("SOL-USD", "ETH-USD"), MEANREV_TOKEN),
+}
 
 SignalCall = grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
 
@@ -512,7 +522,7 @@ async def run_load_client(address: str, prefix: str, args: argparse.Namespace, r
     cmd = [
         sys.executable, str(SCRIPT), "--load-client", address, "--prefix", prefix,
         "--rate", str(rate), "--batch", str(batch), "--signals", str(args.signals), "--window", str(args.window),
-        "--duration", str(args.duration),
+        "--duration", str(args.duration), "--strategy", getattr(args, "strategy", "momentum"),
     ]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = await proc.communicate()
@@ -553,7 +563,130 @@ async def run_mesh3(args: argparse.Namespace) -> list[Result]:
     return results
 
 
+def use_strategy(name: str) -> None:
+    """Make this (load-client) process signal for ``name``'s model, instruments and token."""
+    global MODEL, INSTRUMENTS, META
+    model, instruments, token = LOAD_STRATEGIES[name]
+    MODEL, INSTRUMENTS, META = model, instruments, (("x-strategy-token", token),)
+
+
+# -- ops scaled out: two workers ------------------------------------------------------------------
+
+BENCH_DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def drop_schemas(url: str, schemas: Sequence[str]) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for schema in schemas:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def run_load_client_for(
+    address: str, prefix: str, args: argparse.Namespace, rate: float, batch: int, strategy: str
+) -> Result:
+    saved = args.strategy
+    args.strategy = strategy
+    try:
+        return await run_load_client(address, prefix, args, rate, batch)
+    finally:
+        args.strategy = saved
+
+
+async def run_mesh2w(args: argparse.Namespace) -> list[Result]:
+    if not postgres_answers(BENCH_DATABASE_URL):
+        print(f"mesh2w skipped: PostgreSQL does not answer at {BENCH_DATABASE_URL} (set BENCH_DATABASE_URL)")
+        return []
+    schema = f"bench_{os.getpid()}_{int(time.time())}"
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-mesh2w-") as tmp_name:
+        tmp = Path(tmp_name)
+        engine_port, port0, port1 = free_ports(3)
+        engine_cfg, ops_cfg = tmp / "engine.json", tmp / "ops.json"
+        engine_cfg.write_text(json.dumps(engine_settings(tmp, engine_port)), encoding="utf-8")
+        settings = ops_settings(tmp, port0, engine_port)
+        settings["strategies"]["meanrev"] = {"token": MEANREV_TOKEN, "models": ["meanrev_v1"]}
+        separator = "&" if "?" in BENCH_DATABASE_URL else "?"
+        settings.update(
+            ops_workers=2,
+            worker_addresses=[f"127.0.0.1:{port0}", f"127.0.0.1:{port1}"],
+            shard_map={"momentum": 0, "meanrev": 1},
+            database_url=f"{BENCH_DATABASE_URL}{separator}schema={schema}",
+        )
+        ops_cfg.write_text(json.dumps(settings), encoding="utf-8")
+        logs = open_logs(tmp, ("engine", "ops-0", "ops-1"))
+        procs: list[asyncio.subprocess.Process] = []
+        try:
+            for n, (module, cfg, port, env) in enumerate(
+                (
+                    ("engine_server", engine_cfg, engine_port, {}),
+                    ("ops_server", ops_cfg, port0, {"OPS_WORKER_INDEX": "0"}),
+                    ("ops_server", ops_cfg, port1, {"OPS_WORKER_INDEX": "1"}),
+                )
+            ):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", module, "--config", str(cfg), "--log-level", "WARNING",
+                    cwd=ROOT, stdout=logs[n], stderr=subprocess.STDOUT, env={**os.environ, **env},
+                )  # fmt: skip
+                procs.append(proc)
+                await wait_serving(f"127.0.0.1:{port}")
+            for n, rate in enumerate([0.0, *args.rates]):
+                cpu_before = [cpu_seconds(p.pid) for p in procs]
+                started = time.perf_counter()
+                pair = await asyncio.gather(
+                    run_load_client_for(f"127.0.0.1:{port0}", f"w2-{n}-m", args, rate, args.batch, "momentum"),
+                    run_load_client_for(f"127.0.0.1:{port1}", f"w2-{n}-r", args, rate, args.batch, "meanrev"),
+                )
+                wall = time.perf_counter() - started
+                both = Result(
+                    "ops, 2 workers",
+                    (f"open 2 x {rate:,.0f}/s" if rate else f"closed, frames of {args.batch}") + ", both",
+                    sum(r.signals for r in pair),
+                    max(r.seconds for r in pair),
+                    [x for r in pair for x in r.latency_ms],
+                    "signal->decision",
+                    fill_ms=[x for r in pair for x in r.fill_ms],
+                    statuses=sum((r.statuses for r in pair), Counter()),
+                    accepted=sum(r.accepted for r in pair),
+                    rejections=sum((r.rejections for r in pair), Counter()),
+                    rate_offered=2 * rate,
+                    note=f"two load clients at once, {wall:.1f} s wall including start-up",
+                )
+                both.cpu_us_per_signal = {
+                    name: (cpu_seconds(p.pid) - before) / max(1, both.signals) * 1e6
+                    for name, p, before in zip(("engine", "ops-0", "ops-1"), procs, cpu_before, strict=True)
+                }
+                both.rss_mb = sum(rss_mb(p.pid) for p in procs)
+                results.append(both)
+        finally:
+            for proc in reversed(procs):
+                if proc.returncode is None:
+                    proc.terminate()
+                    try:
+                        await asyncio.wait_for(proc.wait(), 10)
+                    except TimeoutError:
+                        proc.kill()
+                        await proc.wait()
+            for log_file in logs:
+                log_file.close()
+            drop_schemas(BENCH_DATABASE_URL, [schema, f"{schema}_w0", f"{schema}_w1"])
+    return results
+
+
 async def load_client_main(args: argparse.Namespace) -> None:
+    use_strategy(args.strategy)
     async with grpc.aio.insecure_channel(args.load_client) as channel:
         result = await drive(channel, args.prefix, args, fills=True, rate=args.rate, batch=args.batch)
     print(json.dumps(result.to_wire()))
@@ -923,7 +1056,14 @@ async def run(args: argparse.Namespace) -> list[Result]:
     )
     print()
     started = time.perf_counter()
-    runners = {"mesh3": run_mesh3, "mesh1": run_mesh1, "pipeline": run_pipeline, "echo": run_echo, "http": run_http}
+    runners = {
+        "mesh3": run_mesh3,
+        "mesh2w": run_mesh2w,
+        "mesh1": run_mesh1,
+        "pipeline": run_pipeline,
+        "echo": run_echo,
+        "http": run_http,
+    }
     results: list[Result] = []
     for name in SCENARIOS:
         if name in args.only:
@@ -947,6 +1087,7 @@ def main() -> None:
     parser.add_argument("--load-client", default="", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="load", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", default="momentum", choices=sorted(LOAD_STRATEGIES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}

@@ -42,6 +42,7 @@ from clients.config_dir import (
     demo_admin_token,
     demo_strategy_token,
     endpoints_from_config,
+    ops_config,
     state_dirs_from_config,
 )
 from clients.processes import (
@@ -80,6 +81,41 @@ def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[
         if address and address_in_use(address):
             problems.append(f"{name} address {address} is already in use")
     return problems
+
+
+def ops_worker_specs(config_dir: str | os.PathLike[str], ops_address: str) -> list[ChildSpec]:
+    """The ops processes to start: one, or with ``OPS_WORKERS`` (else ``ops_workers`` of ``ops.json``) above 1, one
+    per worker on ports base, base+1, ... (each told its index by ``OPS_WORKER_INDEX``)."""
+    root = Path(config_dir)
+    args = ("--config", str(root / "ops.json"))
+    config = ops_config(root)
+    raw = os.environ.get("OPS_WORKERS", "").strip() or str(config.ops_workers if config else 1)
+    workers = int(raw) if raw.isdigit() and int(raw) > 0 else 1
+    if workers == 1:
+        return [ChildSpec("ops", "ops_server", args, ops_address)]
+    host, port = ops_address.rsplit(":", 1)
+    return [
+        ChildSpec(
+            "ops" if i == 0 else f"ops-{i}",
+            "ops_server",
+            args,
+            f"{host}:{int(port) + i}",
+            env=(("OPS_WORKERS", str(workers)), ("OPS_WORKER_INDEX", str(i))),
+        )
+        for i in range(workers)
+    ]
+
+
+def sharding_problems(config_dir: str | os.PathLike[str], workers: int) -> list[str]:
+    """Why ``workers`` ops workers cannot run on this config ([] when they can)."""
+    config = ops_config(config_dir)
+    url = config.database_url if config else ""
+    if workers > 1 and url.partition(":")[0].lower() not in ("postgresql", "postgres"):
+        return [
+            f"OPS_WORKERS={workers} needs a PostgreSQL database_url in ops.json (SQLite serves one worker); "
+            "see docs/scale-out.md"
+        ]
+    return []
 
 
 def ready_line(endpoints: MeshEndpoints) -> str:
@@ -273,7 +309,8 @@ async def run_mesh(
     console = console or Console()
     root = Path(config_dir)
     endpoints = endpoints_from_config(root)
-    problems = preflight(endpoints, state_dirs_from_config(root))
+    ops_specs = ops_worker_specs(root, endpoints.ops)
+    problems = preflight(endpoints, state_dirs_from_config(root)) + sharding_problems(root, len(ops_specs))
     if problems:
         for problem in problems:
             log.error("[LAUNCHER] %s", problem)
@@ -289,16 +326,19 @@ async def run_mesh(
 
     specs = {
         "engine": ChildSpec("engine", "engine_server", ("--config", str(root / "engine.json")), endpoints.engine),
-        "ops": ChildSpec("ops", "ops_server", ("--config", str(root / "ops.json")), endpoints.ops),
+        **{spec.name: spec for spec in ops_specs},
         "strategies": ChildSpec(
             "strategies", "strategies", ("--config", str(root / "strategies.json"), "--stats-file", str(STATS_FILE))
         ),
     }
     engine = await start_process("engine", "engine_server", specs["engine"].args)
-    ops = await start_process("ops", "ops_server", specs["ops"].args)
-    procs = [ops, engine]  # stop order
-    failures = await asyncio.gather(wait_ready(engine, endpoints.engine), wait_ready(ops, endpoints.ops))
-    for proc, failure in zip((engine, ops), failures, strict=True):
+    workers = [await start_process(s.name, s.module, s.args, extra_env=s.env) for s in ops_specs]
+    procs = [*workers, engine]  # stop order
+    failures = await asyncio.gather(
+        wait_ready(engine, endpoints.engine),
+        *(wait_ready(proc, spec.address or endpoints.ops) for proc, spec in zip(workers, ops_specs, strict=True)),
+    )
+    for proc, failure in zip((engine, *workers), failures, strict=True):
         if failure:
             print(f"error: {failure}; last lines of {proc.log_path}:", file=sys.stderr)
             print(proc.log_tail(), file=sys.stderr, flush=True)
@@ -309,6 +349,8 @@ async def run_mesh(
     if with_strategies:
         strategies = await start_process("strategies", "strategies", specs["strategies"].args)
         procs.insert(0, strategies)
+    if len(ops_specs) > 1:
+        print("ops workers: " + " ".join(f"{spec.name}={spec.address}" for spec in ops_specs), flush=True)
     print(ready_line(endpoints), flush=True)
 
     exit_code = 0

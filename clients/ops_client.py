@@ -8,9 +8,10 @@ import grpc
 
 from clients.client_base import DEFAULT_TIMEOUT, _Client
 from clients.errors import MeshRpcError, call
-from clients.signal_stream import SignalStream
+from clients.signal_stream import SignalStream, StreamCall, wrong_shard_owner
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
+from nautilus_mesh.serving import CHANNEL_OPTIONS
 
 __all__ = ["OpsClient"]
 
@@ -51,6 +52,36 @@ class OpsClient(_Client):
             metadata.append((ADMIN_TOKEN_HEADER, admin_token))
         super().__init__(address, tuple(metadata), timeout)
         self._stub = ops_pb2_grpc.OpsServiceStub(self._channel)
+        self._owners: dict[str, tuple[grpc.aio.Channel, ops_pb2_grpc.OpsServiceAsyncStub]] = {}
+
+    def _owner_stub(self, address: str) -> ops_pb2_grpc.OpsServiceAsyncStub:
+        """A stub on another ops worker (sharded ops), its channel kept until :meth:`close`."""
+        if address not in self._owners:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._owners[address] = (channel, ops_pb2_grpc.OpsServiceStub(channel))
+        return self._owners[address][1]
+
+    def _reopen_stream(self, address: str) -> StreamCall:
+        return self._owner_stub(address).StreamSignals(None, metadata=self._metadata)
+
+    async def close(self) -> None:
+        """Close the channel (and those opened on other ops workers), cancelling calls still in flight.
+
+        ``async with`` calls it on exit; call it yourself when you hold a client without one.
+
+        Example:
+            >>> async def main() -> None:
+            ...     ops = OpsClient(ops_address, strategy_token=strategy_token)
+            ...     try:
+            ...         await ops.get_stream_limits()
+            ...     finally:
+            ...         await ops.close()
+            >>> asyncio.run(main())
+        """
+        for channel, _ in self._owners.values():
+            await channel.close(None)
+        self._owners.clear()
+        await super().close()
 
     def stream_signals(self) -> SignalStream:
         """Open the bidi signal stream (no deadline: it is long-lived).
@@ -80,7 +111,7 @@ class OpsClient(_Client):
             'DECISION_STATUS_ACCEPTED'
 
         """
-        return SignalStream(self._stub.StreamSignals(None, metadata=self._metadata))
+        return SignalStream(self._stub.StreamSignals(None, metadata=self._metadata), reopen=self._reopen_stream)
 
     async def submit_signal(self, signal: ops_pb2.Signal) -> ops_pb2.SignalDecision:
         """Submit one signal and wait for its decision.
@@ -115,8 +146,30 @@ class OpsClient(_Client):
             ('DECISION_STATUS_ACCEPTED', 'OUT_OF_RANGE')
         """
         request = ops_pb2.SubmitSignalRequest(signal=signal)
-        response = await call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+        try:
+            response = await call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+        except MeshRpcError as exc:
+            owner = wrong_shard_owner(exc)
+            if owner is None:
+                raise
+            # Another ops worker owns the strategy (nothing was decided here): follow the refusal once.
+            stub = self._owner_stub(owner)
+            response = await call(stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
         return response.decision
+
+    async def get_shard_map(self) -> ops_pb2.GetShardMapResponse:
+        """Which ops worker owns which strategy (``workers`` is 1 when ops is not sharded).
+
+        Example:
+            >>> async def main() -> int:
+            ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
+            ...         return (await ops.get_shard_map()).workers
+            >>> asyncio.run(main())
+            1
+        """
+        return await call(
+            self._stub.GetShardMap(ops_pb2.GetShardMapRequest(), metadata=self._metadata, timeout=self.timeout)
+        )
 
     async def get_stream_limits(self) -> ops_pb2.GetStreamLimitsResponse:
         """The bounds ops holds ``StreamSignals`` to (signals per frame): size frames by them.

@@ -87,11 +87,18 @@ def _write_pid(name: str, pid: int) -> None:
 
 
 async def start_process(
-    name: str, module: str, args: Sequence[str], log_dir: Path = LOG_DIR, *, append: bool = False
+    name: str,
+    module: str,
+    args: Sequence[str],
+    log_dir: Path = LOG_DIR,
+    *,
+    append: bool = False,
+    extra_env: Sequence[tuple[str, str]] = (),
 ) -> ManagedProcess:
-    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated unless ``append``)."""
+    """Start ``python -m module args`` with output to ``log_dir/<name>.log`` (truncated unless ``append``), with
+    ``extra_env`` added to the launcher's environment."""
     log_path, log_file = _open_log(log_dir, name, append=append)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **dict(extra_env)}
     # Sample traces unless the operator chose otherwise: the decision is taken once, at the strategy,
     # and followed by ops and engine (parent-based), so an unsampled signal costs no span work.
     env.setdefault("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -138,6 +145,8 @@ class ChildSpec:
     args: tuple[str, ...]
     address: str | None = None
     restarts: int = 0
+    env: tuple[tuple[str, str], ...] = ()
+    """Added to the child's environment (e.g. ``OPS_WORKER_INDEX`` of an ops worker)."""
 
 
 class Supervisor:
@@ -184,7 +193,7 @@ class Supervisor:
             await asyncio.wait_for(stop.wait(), backoff)
         if stop.is_set():
             return True
-        proc = await start_process(spec.name, spec.module, spec.args, append=True)
+        proc = await start_process(spec.name, spec.module, spec.args, append=True, extra_env=spec.env)
         self.procs[self.procs.index(dead)] = proc
         if spec.address is not None:
             failure = await wait_ready(proc, spec.address)

@@ -4,15 +4,42 @@ coalescer that merges what a producer has queued into one frame (no timer)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 
 from clients.errors import MeshRpcError
 from nautilus_mesh.api.ops.v1 import ops_pb2
 
+log = logging.getLogger(__name__)
+
 MAX_SIGNALS_PER_FRAME = 500
 """Signals per request frame the SDK builds at most; ops refuses frames above its own bound (1000 by default)."""
+
+StreamCall = grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
+
+WRONG_SHARD = "WRONG_SHARD"
+WORKER_HEADER = "x-ops-worker"
+"""Response header ops sends as soon as it accepts a signal stream (the index of the ops worker)."""
+ACCEPTANCE_WAIT_SECONDS = 0.5
+"""How long a new stream waits for ops' acceptance header before its first write; a server that sends no header
+before its first response (a test double, an older ops) gets the frames after this wait."""
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve a background future's outcome, so an error in it is not reported as never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
+def wrong_shard_owner(error: MeshRpcError) -> str | None:
+    """The owner's address when ``error`` is ops' ``WRONG_SHARD`` refusal (another ops worker owns the strategy)."""
+    detail = error.detail
+    if error.code != grpc.StatusCode.FAILED_PRECONDITION or detail is None or detail.code != WRONG_SHARD:
+        return None
+    return detail.details.get("owner_address") or None
 
 
 class SignalStream:
@@ -21,8 +48,15 @@ class SignalStream:
     Made by :meth:`OpsClient.stream_signals`. Iterating yields the response frames until the
     server ends the call; stop iterating after :meth:`cancel`.
 
+    With ops sharded over several workers, a stream opened on a worker that does not own the strategy is refused
+    with ``WRONG_SHARD`` before anything is read. The stream writes its first frame only once ops accepted the call
+    (its response headers carry ``x-ops-worker``, sent at once; a server without them is written to after
+    :data:`ACCEPTANCE_WAIT_SECONDS`), and with ``reopen`` given it follows a ``WRONG_SHARD`` refusal once, reopening
+    the call on the owner's address: no signal reaches the refusing worker, so none is lost or decided twice.
+
     Args:
         call: the grpc.aio bidi call.
+        reopen: opens the same call on another ops address (None: a ``WRONG_SHARD`` refusal is raised as it is).
 
     Example:
         >>> async def main() -> str:
@@ -39,10 +73,57 @@ class SignalStream:
 
     """
 
-    def __init__(
-        self, call: grpc.aio.StreamStreamCall[ops_pb2.StreamSignalsRequest, ops_pb2.StreamSignalsResponse]
-    ) -> None:
+    def __init__(self, call: StreamCall, reopen: Callable[[str], StreamCall] | None = None) -> None:
         self._call = call
+        self._reopen = reopen
+        self._accepted = False
+        self._followed = False
+        self._opening = asyncio.Lock()
+
+    async def _open(self) -> None:
+        """Wait until ops accepted the call; follow one ``WRONG_SHARD`` refusal to the owner.
+
+        Raises:
+            MeshRpcError: ops refused the call for another reason (or refused it twice).
+        """
+        if self._accepted:
+            return
+        async with self._opening:
+            while not self._accepted:
+                call = self._call
+                headers = asyncio.ensure_future(call.initial_metadata())
+                await asyncio.wait({headers}, timeout=ACCEPTANCE_WAIT_SECONDS)
+                if not headers.done():  # a server that answers its headers with its first response: go on
+                    headers.add_done_callback(_consume)
+                    self._accepted = True
+                    break
+                try:
+                    metadata = headers.result()
+                except grpc.aio.AioRpcError as exc:
+                    raise MeshRpcError.from_rpc_error(exc) from None
+                if metadata is not None and any(key == WORKER_HEADER for key, _ in metadata):
+                    self._accepted = True
+                    break
+                # No acceptance header: either the call ended (a refusal, read how) or a server without the header.
+                ended = asyncio.ensure_future(call.code())
+                await asyncio.wait({ended}, timeout=ACCEPTANCE_WAIT_SECONDS)
+                if not ended.done():
+                    ended.add_done_callback(_consume)
+                    self._accepted = True
+                    break
+                code = ended.result()
+                if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+                    self._accepted = True
+                    break
+                error = MeshRpcError.from_rpc_error(
+                    grpc.aio.AioRpcError(code, metadata, await call.trailing_metadata(), await call.details(), None)
+                )
+                owner = wrong_shard_owner(error)
+                if owner is None or self._reopen is None or self._followed:
+                    raise error
+                self._followed = True
+                self._call = self._reopen(owner)
+                log.info("[SDK] signal stream refused with WRONG_SHARD; reopened on the owner %s", owner)
 
     async def write(self, frame: ops_pb2.StreamSignalsRequest) -> None:
         """Send one frame of signals.
@@ -71,6 +152,7 @@ class SignalStream:
             2
 
         """
+        await self._open()
         try:
             await self._call.write(frame)
         except grpc.aio.AioRpcError as exc:
@@ -98,6 +180,7 @@ class SignalStream:
             ['OUT_OF_RANGE']
 
         """
+        await self._open()
         try:
             await self._call.done_writing()
         except grpc.aio.AioRpcError as exc:
@@ -125,6 +208,7 @@ class SignalStream:
         self._call.cancel()
 
     async def __aiter__(self) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
+        await self._open()
         try:
             async for response in self._call:
                 yield response

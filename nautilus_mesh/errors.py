@@ -11,7 +11,8 @@ rejection details only at the service boundary (``nautilus_mesh.status``).
     ├── NotFoundError              unknown id (kind ``not_found``)
     ├── RiskRejectedError          a risk rail denied an order (kind ``risk_rejected``)
     ├── VenueRejectedError         a venue rail or venue denied an order (kind ``venue_rejected``)
-    └── UnavailableError           a dependency is down (kind ``unavailable``)
+    ├── UnavailableError           a dependency is down (kind ``unavailable``)
+    └── FailedPreconditionError    sent to the wrong place, e.g. another ops worker (kind ``failed_precondition``)
 """
 
 from __future__ import annotations
@@ -106,3 +107,9 @@ class UnavailableError(MeshError):
     """A dependency (engine, store) cannot be reached right now."""
 
     kind = "unavailable"
+
+
+class FailedPreconditionError(MeshError):
+    """The request cannot be served here as things stand (e.g. ``WRONG_SHARD``: another ops worker owns it)."""
+
+    kind = "failed_precondition"

@@ -21,6 +21,7 @@ from nautilus_mesh.bounds import clip, escape_controls
 from nautilus_mesh.errors import (
     AuthError,
     ConfigError,
+    FailedPreconditionError,
     MeshError,
     NotFoundError,
     PermissionDeniedError,
@@ -54,6 +55,8 @@ def grpc_code_for(error: MeshError) -> grpc.StatusCode:
         return grpc.StatusCode.FAILED_PRECONDITION
     if isinstance(error, UnavailableError):
         return grpc.StatusCode.UNAVAILABLE
+    if isinstance(error, FailedPreconditionError):
+        return grpc.StatusCode.FAILED_PRECONDITION
     return grpc.StatusCode.INTERNAL
 
 
@@ -160,6 +163,7 @@ _KINDS: dict[str, type[MeshError]] = {
         VenueRejectedError,
         UnavailableError,
         ConfigError,
+        FailedPreconditionError,
     )
 }
 

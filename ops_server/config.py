@@ -10,6 +10,7 @@ from typing import Literal
 import pydantic
 
 from nautilus_mesh.config import Secret, SentSecret, StrictModel, load_config
+from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.tls import ClientTls, ServerTls
 
 
@@ -51,6 +52,18 @@ class OpsConfig(StrictModel):
     """Where ops keeps its state: "" = the SQLite file ``<state_dir>/state.db``; ``sqlite:///<path>`` for another
     SQLite file; ``postgresql://user:password@host:port/db`` for PostgreSQL (schema ``nautilus``, or
     ``?schema=<name>``). May carry a password: never logged."""
+    ops_workers: int = pydantic.Field(1, ge=1, le=64)
+    """How many ops workers share the strategies, each its own process (count; env ``OPS_WORKERS`` overrides it).
+    More than one needs a PostgreSQL ``database_url`` (see docs/scale-out.md); 1 is today's single ops."""
+    worker_index: int = pydantic.Field(0, ge=0)
+    """This worker's index, 0 .. ``ops_workers``-1 (env ``OPS_WORKER_INDEX`` overrides it)."""
+    worker_addresses: tuple[str, ...] = ()
+    """host:port of every worker, by index; empty derives them as ``host``:``port``+i (the launcher's layout)."""
+    shard_map: dict[str, int] = {}
+    """Strategy -> worker index, for strategies placed by hand; the others go to sha256(name) mod ``ops_workers``."""
+    coordination_interval_seconds: float = pydantic.Field(0.2, gt=0, le=1.0)
+    """How often a worker of several polls the store for the shared state (kill switch, global trading state,
+    allocations, the other workers' exposure) and writes its own, seconds."""
     account: str = "main"
     """Engine account the live orders are booked on."""
     live_venue: str = "sim"
@@ -111,8 +124,11 @@ class OpsConfig(StrictModel):
 
 
 def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
-    """Load the ops config; relative paths inside it are resolved against the file's folder."""
+    """Load the ops config; relative paths inside it are resolved against the file's folder. ``OPS_WORKERS`` and
+    ``OPS_WORKER_INDEX`` override ``ops_workers`` and ``worker_index``; a worker of several then gets its own port,
+    metrics port and state folder (see :func:`ops_server.sharding.worker_config`)."""
     config = load_config(OpsConfig, path)
+    config = env_workers(config)
     base = Path(path).resolve().parent
 
     def resolve(p: Path | None) -> Path | None:
@@ -125,3 +141,35 @@ def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
     if config.risk_limits_path is not None:
         updates["risk_limits_path"] = resolve(config.risk_limits_path)
     return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
+
+
+WORKER_METRICS_STRIDE = 100
+"""Worker ``i`` of several serves /metrics on ``metrics_port + 100 * i`` (8002, 8102, ... in the demo)."""
+
+
+def env_workers(config: OpsConfig) -> OpsConfig:
+    """``config`` with ``OPS_WORKERS``/``OPS_WORKER_INDEX`` applied and, for a worker of several, its own port
+    (base + index, unless ``worker_addresses`` names it), metrics port (base + 100 x index: clear of the engine's,
+    next to ops' in the demo) and state folder (``<state_dir>/worker-<index>``)."""
+    updates: dict[str, object] = {}
+    for name, field in (("OPS_WORKERS", "ops_workers"), ("OPS_WORKER_INDEX", "worker_index")):
+        raw = os.environ.get(name, "").strip()
+        if raw:
+            if not raw.isdigit() or (field == "ops_workers" and not 1 <= int(raw) <= 64):
+                raise ConfigError(f"{name} must be a whole number (ops_workers 1..64), got {raw!r}")
+            updates[field] = int(raw)
+    config = config.model_copy(update=updates)
+    if config.ops_workers == 1:
+        return config
+    index = config.worker_index
+    addresses = config.worker_addresses or tuple(f"{config.host}:{config.port + i}" for i in range(config.ops_workers))
+    port = int(addresses[index].rsplit(":", 1)[1]) if index < len(addresses) else config.port
+    metrics = config.metrics_port
+    return config.model_copy(
+        update={
+            "worker_addresses": addresses,
+            "port": port,
+            "metrics_port": None if metrics is None else metrics + WORKER_METRICS_STRIDE * index,
+            "state_dir": Path(config.state_dir) / f"worker-{index}",
+        }
+    )

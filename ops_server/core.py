@@ -51,6 +51,7 @@ from ops_server.periodic import PeriodicDecisions
 from ops_server.queries import OpsQueries
 from ops_server.risk import RiskEvent, RiskLimits, RiskRails
 from ops_server.router import SignalRouter
+from ops_server.sharding import check_deployment, worker_database_url
 from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ class OpsCore:
         self.tracing = tracing or Tracing("ops", config.span_file, enabled=config.tracing)
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.database_url, state_dir / "state.db")
+        check_deployment(config)  # several workers need PostgreSQL; each keeps its own documents in its own schema
+        store = open_store(worker_database_url(config), state_dir / "state.db")
         self.events = EventHub(state_dir / "audit.jsonl", clock=clock)
         registry = working_registry(config, state_dir)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
@@ -206,7 +208,7 @@ class OpsCore:
             link=link,
         )
         self.registry, self.measurement, self.allocator, self.canaries = registry, measurement, allocator, canaries
-        self.risk = risk
+        self.risk, self.exposure = risk, exposure
         self._tasks: list[asyncio.Task[None]] = []
         self._recover()
 
@@ -231,11 +233,14 @@ class OpsCore:
         cfg = self.config
         self._tasks = [
             self._every("ops-sampler", cfg.sample_interval_seconds, self.periodic.sample),
-            self._every("ops-allocator", cfg.allocation_interval_seconds, self.periodic.run_allocation),
             self._every("ops-reconcile", RECONCILE_INTERVAL_SECONDS, self.feedback.close_gaps),
             self._every("ops-canary", cfg.canary_interval_seconds, self.periodic.evaluate_canaries),
             self._every("ops-journal", cfg.sample_interval_seconds, self.compaction.maybe_checkpoint),
         ]
+        if cfg.ops_workers == 1:  # several workers: the elected leader runs the cycles (ops_server.coordination)
+            self._tasks.append(
+                self._every("ops-allocator", cfg.allocation_interval_seconds, self.periodic.run_allocation)
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -54,6 +54,8 @@ class ExposureView:
     clock: Clock = REAL_CLOCK
 
     def __post_init__(self) -> None:
+        self.other_workers_gross = ZERO
+        """Gross exposure the other ops workers hold, USD (several workers; kept by ops_server.coordination)."""
         self.rules: dict[str, InstrumentRules] = {}
         self._mark_time: dict[str, float] = {}
 
@@ -97,9 +99,14 @@ class ExposureView:
     def live_models(self) -> list[str]:
         return [r.model_id for r in self.registry.routes() if r.mode is RoutingMode.LIVE]
 
-    def gross_exposure(self) -> Decimal:
-        """Gross notional of every live model's positions at current marks, USD."""
+    def own_gross_exposure(self) -> Decimal:
+        """Gross notional of the live positions this ops process holds, at current marks, USD."""
         return self.measurement.gross_exposure(self.live_models())
+
+    def gross_exposure(self) -> Decimal:
+        """Gross notional of every live model's positions at current marks, USD (with several ops workers, this
+        worker's plus what the others last wrote to the store)."""
+        return self.own_gross_exposure() + self.other_workers_gross
 
     def risk_context(self, route: ModelRoute, instrument: str) -> RiskContext:
         """The numbers the rails check one order of ``route`` in ``instrument`` against."""

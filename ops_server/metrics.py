@@ -139,6 +139,16 @@ class OpsMetrics:
             "canary_weight", "Routing weight per model under canary.", ["strategy", "model"], registry=r
         )
         self.engine_connected = Gauge("engine_connected", "1 while the engine order stream is up.", registry=r)
+        self.allocator_leader = Gauge(
+            "ops_allocator_leader",
+            "1 while this ops process runs the allocation cycles (a single ops always; one of several workers).",
+            registry=r,
+        )
+        self.coordination_failures = Counter(
+            "ops_coordination_failures_total",
+            "Coordination rounds of an ops worker (one of several) that failed, e.g. the store unreachable.",
+            registry=r,
+        )
         self.engine_reconnects = Counter("engine_reconnects_total", "Engine order stream reconnects.", registry=r)
         self.reconciled_reports = Counter(
             "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r

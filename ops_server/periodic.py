@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -172,9 +172,13 @@ class PeriodicDecisions:
 
     # -- allocation ------------------------------------------------------------------------
 
-    def run_allocation(self, forced: bool = False) -> AllocationDecision:
-        """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids)."""
-        decision = self.allocator.run_cycle(self.strategy_returns(), self.clock.time(), forced=forced)
+    def run_allocation(
+        self, forced: bool = False, returns: Mapping[str, Sequence[float]] | None = None
+    ) -> AllocationDecision:
+        """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids), on
+        ``returns`` when given (every worker's series, sharded ops), else on this process's own series."""
+        series = self.strategy_returns() if returns is None else returns
+        decision = self.allocator.run_cycle(series, self.clock.time(), forced=forced)
         self.metrics.allocation_decisions.labels(decision.reason.value).inc()
         if decision.changed or forced:
             weights = {f"weight.{k}": f"{v:.6f}" for k, v in decision.new_weights.items()}

@@ -11,10 +11,12 @@ from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2
 from nautilus_mesh.serving import ServiceHost, service_main
 from ops_server.admin import OpsAdminService
 from ops_server.config import OpsConfig, load_ops_config
+from ops_server.coordination import Coordinator
 from ops_server.core import OpsCore
 from ops_server.health import ops_health
 from ops_server.intake import StrategyIntake
 from ops_server.service import OpsService
+from ops_server.sharding import ShardMap
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,24 @@ class OpsServer(ServiceHost):
         super().__init__(config)
         self.config = config
         self.core = core = OpsCore(config)
+        self.shards = shards = ShardMap.from_config(config, core.registry.strategies())
+        self.coordinator: Coordinator | None = None
+        if shards.sharded:  # several workers: leader election, shared rails and exposure through PostgreSQL
+            self.coordinator = Coordinator(
+                config,
+                shards,
+                periodic=core.periodic,
+                allocator=core.allocator,
+                risk=core.risk,
+                controls=core.controls,
+                exposure=core.exposure,
+                events=core.events,
+                state=core.state,
+                metrics=core.metrics,
+                clock=core.clock,
+            )
+        else:
+            core.metrics.allocator_leader.set(1)  # a single ops runs its own allocation cycles
         self.service = OpsService(
             auth=core.auth,
             signals=core.signals,
@@ -39,6 +59,7 @@ class OpsServer(ServiceHost):
             max_signals_per_frame=config.max_signals_per_frame,
             admin_token=config.admin_token,
             intake=StrategyIntake(config.intake_signals_per_second, config.intake_burst, core.metrics.registry),
+            shards=shards,
         )
         self.health = ops_health(core)
         self.admin = OpsAdminService(
@@ -47,6 +68,8 @@ class OpsServer(ServiceHost):
 
     async def start(self) -> None:
         await self.core.start()
+        if self.coordinator is not None:
+            await self.coordinator.start()
 
         def register(server: grpc.aio.Server) -> None:
             ops_pb2_grpc.add_OpsServiceServicer_to_server(self.service, server)
@@ -59,6 +82,8 @@ class OpsServer(ServiceHost):
         """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
         await self.health.stop()
         await self.stop_serving(grace)
+        if self.coordinator is not None:
+            await self.coordinator.stop()
         await self.core.stop()
         self.close_metrics()
         self.core.tracing.shutdown()

@@ -30,6 +30,7 @@ from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
 from ops_server.intake import SliceSizer, StrategyIntake
 from ops_server.queries import EVERYTHING, OpsQueries, Scope
+from ops_server.sharding import WORKER_HEADER, ShardMap
 from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         intake: the per-strategy signal rate at intake (None: no limit).
         max_signals_per_frame: the most signals one ``StreamSignalsRequest`` may carry.
         stream_queue_size: bound of each stream's outgoing queue (decisions and fills).
+        shards: which ops worker owns which strategy (None: one worker owns them all).
     """
 
     auth: StrategyAuthenticator
@@ -95,6 +97,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     admin_token: str = ""
     intake: StrategyIntake | None = None
     stream_queue_size: int = 10_000
+    shards: ShardMap | None = None
 
     def __post_init__(self) -> None:
         self._slices = SliceSizer()
@@ -112,6 +115,16 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             return answer(scope)
         except MeshError as exc:
             await abort(context, exc)
+
+    async def _owned_principal(self, context: Context) -> Principal:
+        """The caller, refused with ``WRONG_SHARD`` when another ops worker owns its strategy."""
+        principal = await self._principal(context)
+        if self.shards is not None:
+            try:
+                self.shards.check(principal.name)
+            except MeshError as exc:
+                await abort(context, exc)
+        return principal
 
     async def _scope(self, context: Context) -> Scope:
         """The caller's read scope: everything with the admin token, else the strategy token's own models."""
@@ -167,7 +180,9 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def StreamSignals(
         self, request_iterator: AsyncIterator[ops_pb2.StreamSignalsRequest], context: Context
     ) -> AsyncIterator[ops_pb2.StreamSignalsResponse]:
-        principal = await self._principal(context)
+        principal = await self._owned_principal(context)
+        # Accepted: say so at once (clients wait for it before writing, so a refused stream loses no signal).
+        await context.send_initial_metadata(((WORKER_HEADER, str(self.shards.index if self.shards else 0)),))
         outbox = _StreamOutbox(self.stream_queue_size)
         self.fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
         log.info("[OPS] signal stream opened by strategy %s", principal.name)
@@ -249,7 +264,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     async def SubmitSignal(
         self, request: ops_pb2.SubmitSignalRequest, context: Context
     ) -> ops_pb2.SubmitSignalResponse:
-        principal = await self._principal(context)
+        principal = await self._owned_principal(context)
         decision = self._decide_frame((request.signal,), principal)[0]
         if decision.status == ops_pb2.DECISION_STATUS_REJECTED:
             await abort(context, error_from_detail(decision.error))
@@ -350,3 +365,9 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self, request: ops_pb2.GetTradingStateRequest, context: Context
     ) -> ops_pb2.GetTradingStateResponse:
         return self.queries.trading_states(await self._scope(context))
+
+    async def GetShardMap(self, request: ops_pb2.GetShardMapRequest, context: Context) -> ops_pb2.GetShardMapResponse:
+        await self._scope(context)
+        if self.shards is None:
+            return ops_pb2.GetShardMapResponse(workers=1)
+        return self.shards.describe()

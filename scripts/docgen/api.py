@@ -201,6 +201,11 @@ EXAMPLES: dict[str, Example] = {
         "limits = await ops.get_stream_limits()  # size StreamSignals frames by limits.max_signals_per_frame",
         [*AUTH_ERRORS, MALFORMED],
     ),
+    "nautilus.ops.v1.OpsService.GetShardMap": Example(
+        {},
+        "shards = await ops.get_shard_map()  # workers, and the worker owning each strategy (docs/scale-out.md)",
+        [*AUTH_ERRORS, MALFORMED],
+    ),
     # OpsAdminService
     "nautilus.ops.v1.OpsAdminService.TriggerAllocation": Example(
         {"reason": "new policy reviewed"},

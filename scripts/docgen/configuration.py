@@ -103,6 +103,18 @@ class EnvVar:
 # Every environment variable the services and tools read; ``render`` compares this list with the source.
 ENV_VARS = (
     EnvVar(
+        "OPS_WORKERS",
+        "ops, `nautilus-mesh up`",
+        "How many ops workers share the strategies (overrides `ops_workers`; more than one needs PostgreSQL). "
+        "`nautilus-mesh up` starts that many ops processes on ports base, base+1, ... (see docs/scale-out.md).",
+    ),
+    EnvVar(
+        "OPS_WORKER_INDEX",
+        "ops",
+        "This ops process's worker index (overrides `worker_index`); its gRPC and metrics ports are the configured "
+        "ones plus the index and its state folder `<state_dir>/worker-<index>`.",
+    ),
+    EnvVar(
         "NAUTILUS_STRATEGY_TOKEN",
         "CLI",
         "Strategy token of the CLI's OpsService calls when `--token` is not "

@@ -1392,3 +1392,104 @@ class GetStreamLimitsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStreamLimitsResponse: _TypeAlias = GetStreamLimitsResponse  # noqa: Y015
+
+@_typing.final
+class GetShardMapRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShardMapRequest: _TypeAlias = GetShardMapRequest  # noqa: Y015
+
+@_typing.final
+class ShardWorker(_message.Message):
+    """One ops worker of a sharded deployment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The worker's index, 0 .. workers-1."""
+    address: _builtins.str
+    """host:port of the worker's gRPC server."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "index", b"index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardWorker: _TypeAlias = ShardWorker  # noqa: Y015
+
+@_typing.final
+class ShardAssignment(_message.Message):
+    """Which worker owns a strategy: its signal streams, orders, fills and positions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STRATEGY_ID_FIELD_NUMBER: _builtins.int
+    WORKER_INDEX_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    strategy_id: _builtins.str
+    worker_index: _builtins.int
+    address: _builtins.str
+    """host:port of the owning worker."""
+    def __init__(
+        self,
+        *,
+        strategy_id: _builtins.str = ...,
+        worker_index: _builtins.int = ...,
+        address: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "strategy_id", b"strategy_id", "worker_index", b"worker_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShardAssignment: _TypeAlias = ShardAssignment  # noqa: Y015
+
+@_typing.final
+class GetShardMapResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKERS_FIELD_NUMBER: _builtins.int
+    WORKER_INDEX_FIELD_NUMBER: _builtins.int
+    WORKER_LIST_FIELD_NUMBER: _builtins.int
+    ASSIGNMENTS_FIELD_NUMBER: _builtins.int
+    workers: _builtins.int
+    """How many ops workers share the strategies (1: not sharded)."""
+    worker_index: _builtins.int
+    """The index of the worker that answered."""
+    @_builtins.property
+    def worker_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardWorker]: ...
+    @_builtins.property
+    def assignments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardAssignment]: ...
+    def __init__(
+        self,
+        *,
+        workers: _builtins.int = ...,
+        worker_index: _builtins.int = ...,
+        worker_list: _abc.Iterable[Global___ShardWorker] | None = ...,
+        assignments: _abc.Iterable[Global___ShardAssignment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assignments", b"assignments", "worker_index", b"worker_index", "worker_list", b"worker_list", "workers", b"workers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetShardMapResponse: _TypeAlias = GetShardMapResponse  # noqa: Y015

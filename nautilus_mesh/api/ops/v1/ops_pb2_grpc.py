@@ -108,6 +108,11 @@ class OpsServiceStub:
                 request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.SerializeToString,
                 response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.FromString,
                 _registered_method=True)
+        self.GetShardMap = channel.unary_unary(
+                '/nautilus.ops.v1.OpsService/GetShardMap',
+                request_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapRequest.SerializeToString,
+                response_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapResponse.FromString,
+                _registered_method=True)
 
 
 class OpsServiceServicer:
@@ -215,6 +220,15 @@ class OpsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetShardMap(self, request, context):
+        """Which ops worker owns which strategy when ops runs as several workers sharded by strategy. A signal stream or
+        SubmitSignal reaching another worker is refused with FAILED_PRECONDITION, code WRONG_SHARD, and the owner's
+        address in the error's details ("owner_address").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OpsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +301,11 @@ def add_OpsServiceServicer_to_server(servicer, server):
                     servicer.GetStreamLimits,
                     request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.FromString,
                     response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.SerializeToString,
+            ),
+            'GetShardMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShardMap,
+                    request_deserializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapRequest.FromString,
+                    response_serializer=nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -670,6 +689,33 @@ class OpsService:
             '/nautilus.ops.v1.OpsService/GetStreamLimits',
             nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsRequest.SerializeToString,
             nautilus_dot_ops_dot_v1_dot_ops__pb2.GetStreamLimitsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShardMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/nautilus.ops.v1.OpsService/GetShardMap',
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapRequest.SerializeToString,
+            nautilus_dot_ops_dot_v1_dot_ops__pb2.GetShardMapResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,6 +67,11 @@ class OpsServiceStub:
     """Trading states: global, per model, and the kill switch."""
     GetStreamLimits: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetStreamLimitsRequest, _ops_pb2.GetStreamLimitsResponse]
     """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
+    GetShardMap: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetShardMapRequest, _ops_pb2.GetShardMapResponse]
+    """Which ops worker owns which strategy when ops runs as several workers sharded by strategy. A signal stream or
+    SubmitSignal reaching another worker is refused with FAILED_PRECONDITION, code WRONG_SHARD, and the owner's
+    address in the error's details ("owner_address").
+    """
 
 @_typing.type_check_only
 class OpsServiceAsyncStub(OpsServiceStub):
@@ -106,6 +111,11 @@ class OpsServiceAsyncStub(OpsServiceStub):
     """Trading states: global, per model, and the kill switch."""
     GetStreamLimits: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetStreamLimitsRequest, _ops_pb2.GetStreamLimitsResponse]  # type: ignore[assignment]
     """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
+    GetShardMap: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetShardMapRequest, _ops_pb2.GetShardMapResponse]  # type: ignore[assignment]
+    """Which ops worker owns which strategy when ops runs as several workers sharded by strategy. A signal stream or
+    SubmitSignal reaching another worker is refused with FAILED_PRECONDITION, code WRONG_SHARD, and the owner's
+    address in the error's details ("owner_address").
+    """
 
 class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
     """The strategies' entry point: signals in, decisions and fills out, plus queries.
@@ -226,5 +236,16 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.GetStreamLimitsResponse, _abc.Awaitable[_ops_pb2.GetStreamLimitsResponse]]:
         """The bounds this server holds its streams to (signals per frame): clients size their frames by it."""
+
+    @_abc_1.abstractmethod
+    def GetShardMap(
+        self,
+        request: _ops_pb2.GetShardMapRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ops_pb2.GetShardMapResponse, _abc.Awaitable[_ops_pb2.GetShardMapResponse]]:
+        """Which ops worker owns which strategy when ops runs as several workers sharded by strategy. A signal stream or
+        SubmitSignal reaching another worker is refused with FAILED_PRECONDITION, code WRONG_SHARD, and the owner's
+        address in the error's details ("owner_address").
+        """
 
 def add_OpsServiceServicer_to_server(servicer: OpsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,306 @@
+"""Several ops workers kept in step through PostgreSQL: the allocator's leader, global rails, exposure.
+
+Every ``coordination_interval_seconds`` (0.2 s) each worker, on the event loop with psycopg's async driver:
+
+1. **Global rails**: a kill switch or global trading state changed on this worker is written to the store document
+   ``rails`` with the next version; a newer version written by another worker is applied here (the kill switch
+   engaged or released, the global state set), so an operator's halt on one worker reaches every worker within one
+   interval plus a store round trip.
+2. **Exposure**: this worker's own gross exposure goes to ``exposure/<index>``; the others' sum becomes
+   :attr:`ExposureView.other_workers_gross`, so the gross-exposure rail counts every shard.
+3. **Returns**: the return series of the strategies this worker owns go to ``returns/<strategy>`` (their last
+   ``lookback`` samples, what the allocator reads; at most once a sample interval).
+4. **Leader**: one worker holds a PostgreSQL advisory lock (``pg_try_advisory_lock`` on a connection of its own);
+   a worker that dies (even by SIGKILL) loses its connection and so the lock, and the next worker to poll takes
+   it. The leader runs the allocation cycle ``cycle_id = floor(now / allocation_interval_seconds)`` on every
+   strategy's series from the store and inserts ``allocation/cycle/<cycle_id>`` (``ON CONFLICT DO NOTHING``: a
+   cycle id is decided once, whoever leads) together with ``allocation/latest``, in one transaction.
+5. **Apply**: every worker applies ``allocation/latest`` when its cycle id is newer than the one it applied.
+
+The shared documents live in the configured schema's ``documents`` table; each worker's own state stays in its own
+schema (:func:`ops_server.sharding.worker_database_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from nautilus_mesh.clock import REAL_CLOCK, Clock
+from nautilus_mesh.decimals import fmt
+from nautilus_mesh.store import PostgresStore, _split_schema
+from ops_server.allocation import CapitalAllocator
+from ops_server.config import OpsConfig
+from ops_server.controls import OpsControls
+from ops_server.events import EventHub
+from ops_server.exposure import ExposureView
+from ops_server.metrics import OpsMetrics
+from ops_server.ops_state import OpsState
+from ops_server.periodic import PeriodicDecisions
+from ops_server.risk import RiskRails
+from ops_server.risk.trading_state import TradingState
+from ops_server.sharding import ShardMap
+
+log = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+
+class Coordinator:
+    """One worker's side of the coordination (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: OpsConfig,
+        shards: ShardMap,
+        *,
+        periodic: PeriodicDecisions,
+        allocator: CapitalAllocator,
+        risk: RiskRails,
+        controls: OpsControls,
+        exposure: ExposureView,
+        events: EventHub,
+        state: OpsState,
+        metrics: OpsMetrics,
+        clock: Clock = REAL_CLOCK,
+    ) -> None:
+        self._metrics = metrics
+        self._config = config
+        self._shards = shards
+        self._periodic = periodic
+        self._allocator = allocator
+        self._risk = risk
+        self._controls = controls
+        self._exposure = exposure
+        self._events = events
+        self._state = state
+        self._clock = clock
+        self._url, self._schema = _split_schema(config.database_url)
+        self._documents = sql.Identifier(self._schema, "documents")
+        self._lock_key = f"nautilus_mesh.allocator:{self._schema}"
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock_conn: psycopg.AsyncConnection[Any] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.leader = False
+        self.applied_cycle = -1
+        self._rails_synced = self._local_rails()
+        self._rails_version = 0
+        self._returns_written_at = float("-inf")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # The shared schema and its documents table, migrated like any store (serialised between workers).
+        await asyncio.to_thread(lambda: PostgresStore(self._url, self._schema).close())
+        self._task = asyncio.create_task(self._loop(), name="ops-coordination")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for conn in (self._conn, self._lock_conn):
+            if conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+        self._conn = self._lock_conn = None
+        self.leader = False
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except psycopg.Error as exc:
+                self._metrics.coordination_failures.inc()
+                log.warning(
+                    "[COORD] worker %d: store unreachable (%s); retrying", self._shards.index, type(exc).__name__
+                )
+                await self._drop_connections()
+            except Exception:
+                self._metrics.coordination_failures.inc()
+                log.exception("[COORD] worker %d: coordination step failed", self._shards.index)
+            await asyncio.sleep(self._config.coordination_interval_seconds)
+
+    async def _drop_connections(self) -> None:
+        for conn in (self._conn, self._lock_conn):
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+        self._conn = self._lock_conn = None
+        if self.leader:
+            log.warning("[COORD] worker %d: lost the allocator leadership with its connection", self._shards.index)
+        self.leader = False
+        self._metrics.allocator_leader.set(0)
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    async def tick(self) -> None:
+        """One round: rails, exposure, returns, leadership and its cycle, then the latest allocation."""
+        conn = await self._connection()
+        await self._sync_rails(conn)
+        await self._sync_exposure(conn)
+        await self._write_returns(conn)
+        if await self._hold_leadership():
+            await self._lead(conn)
+        await self._apply_latest(conn)
+
+    # -- documents -------------------------------------------------------------------------
+
+    async def _get(self, conn: psycopg.AsyncConnection[Any], key: str) -> Document | None:
+        cur = await conn.execute(sql.SQL("SELECT value FROM {} WHERE key = %s").format(self._documents), (key,))
+        row = await cur.fetchone()
+        return None if row is None else dict(row[0])
+
+    async def _put(self, conn: psycopg.AsyncConnection[Any], key: str, value: Document) -> None:
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
+            ).format(self._documents),
+            (key, json.dumps(value, allow_nan=False), self._clock.time()),
+        )
+
+    # -- global rails ----------------------------------------------------------------------
+
+    def _local_rails(self) -> tuple[bool, str]:
+        return self._risk.kill_switch_engaged, str(self._risk.global_state)
+
+    async def _sync_rails(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        local = self._local_rails()
+        if local != self._rails_synced:  # changed here (an operator, a rail): this worker's change wins
+            version = int(((await self._get(conn, "rails")) or {}).get("version", 0)) + 1
+            kill, state = local
+            mine: Document = {"version": version, "kill_switch": kill, "global_state": state}
+            await self._put(conn, "rails", {**mine, "worker": self._shards.index})
+            self._rails_synced, self._rails_version = local, version
+            log.info("[COORD] worker %d: published global rails %s", self._shards.index, mine)
+            return
+        doc = await self._get(conn, "rails")
+        if doc is None or int(doc["version"]) <= self._rails_version:
+            return
+        await self._apply_rails(doc)
+        self._rails_synced, self._rails_version = self._local_rails(), int(doc["version"])
+
+    async def _apply_rails(self, doc: Document) -> None:
+        kill, state = bool(doc["kill_switch"]), TradingState(doc["global_state"])
+        reason = f"from ops worker {doc.get('worker')} (global rails v{doc['version']})"
+        if kill and not self._risk.kill_switch_engaged:
+            await self._controls.engage_kill_switch(reason)
+        elif not kill and self._risk.kill_switch_engaged:
+            self._controls.release_kill_switch(reason)
+        if self._risk.global_state is not state:
+            self._controls.set_trading_state(None, state, reason)
+        log.warning("[COORD] worker %d: applied global rails %s", self._shards.index, reason)
+
+    # -- exposure and returns --------------------------------------------------------------
+
+    async def _sync_exposure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        own = self._exposure.own_gross_exposure()
+        await self._put(conn, f"exposure/{self._shards.index}", {"gross": fmt(own), "at": self._clock.time()})
+        cur = await conn.execute(
+            sql.SQL("SELECT key, value FROM {} WHERE key LIKE 'exposure/%%'").format(self._documents)
+        )
+        others = Decimal(0)
+        for key, value in await cur.fetchall():
+            if key != f"exposure/{self._shards.index}":
+                others += Decimal(str(value["gross"]))
+        self._exposure.other_workers_gross = others
+
+    async def _write_returns(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        now = self._clock.monotonic()
+        if now - self._returns_written_at < self._config.sample_interval_seconds:
+            return
+        self._returns_written_at = now
+        series = self._periodic.strategy_returns()
+        lookback = self._allocator.policy.lookback  # the allocator reads no more than this
+        for strategy in self._shards.owned(series):
+            returns = series[strategy][-lookback:]
+            await self._put(conn, f"returns/{strategy}", {"worker": self._shards.index, "returns": returns})
+
+    # -- leadership and the allocation cycle -------------------------------------------------
+
+    async def _hold_leadership(self) -> bool:
+        """True while this worker holds the advisory lock (trying to take it when it does not)."""
+        if self._lock_conn is None or self._lock_conn.closed:
+            self._lock_conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+            self.leader = False
+            self._metrics.allocator_leader.set(0)
+        if self.leader:
+            await self._lock_conn.execute("SELECT 1")  # a dead connection raises: the lock went with it
+            return True
+        cur = await self._lock_conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._lock_key,))
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            self.leader = True
+            self._metrics.allocator_leader.set(1)
+            log.warning("[COORD] worker %d is the allocator leader", self._shards.index)
+            self._events.publish(
+                "LEADER", f"ops worker {self._shards.index} leads the allocator", worker=self._shards.index
+            )
+        return self.leader
+
+    def cycle_id(self) -> int:
+        return int(self._clock.time() // self._config.allocation_interval_seconds)
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cycle = self.cycle_id()
+        if cycle <= self.applied_cycle:
+            return
+        key = f"allocation/cycle/{cycle}"
+        if await self._get(conn, key) is not None:
+            return  # decided already (by a leader before this one): applied below
+        returns: dict[str, list[float]] = {}
+        cur = await conn.execute(
+            sql.SQL("SELECT key, value FROM {} WHERE key LIKE 'returns/%%'").format(self._documents)
+        )
+        for k, value in await cur.fetchall():
+            returns[k.removeprefix("returns/")] = [float(x) for x in value["returns"]]
+        decision = self._periodic.run_allocation(returns=returns)
+        doc = {
+            "cycle_id": cycle,
+            "leader": self._shards.index,
+            "reason": decision.reason.value,
+            "message": decision.message,
+            "allocator": json.loads(json.dumps(self._allocator.snapshot(), default=str)),
+        }
+        encoded = json.dumps(doc, allow_nan=False)
+        async with conn.transaction():
+            cur = await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
+                    "ON CONFLICT (key) DO NOTHING RETURNING key"
+                ).format(self._documents),
+                (key, encoded, self._clock.time()),
+            )
+            if await cur.fetchone() is None:
+                return  # another leader decided this cycle first: its document is applied below
+            await self._put(conn, "allocation/latest", doc)
+        self.applied_cycle = cycle
+        log.info("[COORD] worker %d led allocation cycle %d: %s", self._shards.index, cycle, decision.reason.value)
+
+    async def _apply_latest(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        doc = await self._get(conn, "allocation/latest")
+        if doc is None or int(doc["cycle_id"]) <= self.applied_cycle:
+            return
+        self._allocator.restore(doc["allocator"])
+        self._periodic.update_allocation_metrics()
+        self._state.save()
+        self.applied_cycle = int(doc["cycle_id"])
+        self._events.publish(
+            "ALLOCATION",
+            f"applied allocation cycle {doc['cycle_id']} of leader worker {doc['leader']}: {doc['message']}",
+            reason=str(doc["reason"]),
+            cycle_id=self.applied_cycle,
+        )

@@ -1,0 +1,110 @@
+"""`nautilus-mesh up` with OPS_WORKERS=2: two ops workers on ports base and base+1, the strategies trading on both."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from clients.launcher import ops_worker_specs, sharding_problems
+from clients.sdk import OpsClient
+from tests.conftest import free_ports
+from tests.test_launcher_supervision import fills, read_until
+from tests.test_make_run import CLI, demo_config_on
+from tests.test_shards import pg_schema  # noqa: F401  (fixture)
+from tests.test_store import PG_URL
+
+ADMIN = "demo-admin-token"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def ports_with_neighbours() -> tuple[int, int, int, int]:
+    """ops (and ops+1), engine, ops metrics (and +100), engine metrics: all free right now."""
+    for _ in range(50):
+        ops, engine, ops_metrics, engine_metrics = free_ports(4)
+        if port_is_free(ops + 1) and port_is_free(ops_metrics + 100) and ops_metrics + 100 not in (engine, ops + 1):
+            return ops, engine, ops_metrics, engine_metrics
+    raise AssertionError("no free ports with free neighbours")
+
+
+def scrape(port: int) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return bytes(response.read())
+
+
+def test_ops_worker_specs_when_ops_workers_is_2_gives_each_worker_its_port_and_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = demo_config_on(tmp_path, 7000, 7100, 7200, 7300)
+    monkeypatch.setenv("OPS_WORKERS", "2")
+    specs = ops_worker_specs(config, "127.0.0.1:7000")
+    assert [(s.name, s.address, dict(s.env)["OPS_WORKER_INDEX"]) for s in specs] == [
+        ("ops", "127.0.0.1:7000", "0"),
+        ("ops-1", "127.0.0.1:7001", "1"),
+    ]
+    assert "PostgreSQL" in sharding_problems(config, 2)[0]
+    monkeypatch.delenv("OPS_WORKERS")
+    assert [s.name for s in ops_worker_specs(config, "127.0.0.1:7000")] == ["ops"]
+    assert sharding_problems(config, 1) == []
+
+
+@pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
+@pytest.mark.timeout(120)
+async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
+    tmp_path: Path,
+    pg_schema: str,  # noqa: F811
+) -> None:
+    ops_port, engine_port, ops_metrics, engine_metrics = ports_with_neighbours()
+    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
+    ops_json = config / "ops.json"
+    data = json.loads(ops_json.read_text())
+    data.update({"database_url": f"{PG_URL}?schema={pg_schema}", "shard_map": {"momentum": 0, "meanrev": 1}})
+    ops_json.write_text(json.dumps(data))
+    assert CLI is not None
+    proc = await asyncio.create_subprocess_exec(
+        CLI, "up", "--duration", "60", "--config-dir", str(config),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "OPS_WORKERS": "2"},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    workers = [f"127.0.0.1:{ops_port}", f"127.0.0.1:{ops_port + 1}"]
+    try:
+        line = await read_until(proc.stdout, "ops workers:", seen, 60)
+        assert line.split() == ["ops", "workers:", f"ops={workers[0]}", f"ops-1={workers[1]}"]
+        await read_until(proc.stdout, "ready:", seen, 30)
+        async with OpsClient(workers[0], admin_token=ADMIN) as ops:
+            shard_map = await ops.get_shard_map()
+        assert {a.strategy_id: a.address for a in shard_map.assignments} == {
+            "momentum": workers[0],
+            "meanrev": workers[1],
+        }
+        # The strategies dial worker 0; meanrev's stream is refused there and follows to worker 1.
+        deadline = time.monotonic() + 40
+        while await fills(workers[0], "demo-momentum-token") == 0 or await fills(workers[1], "demo-meanrev-token") == 0:
+            assert time.monotonic() < deadline, "both workers should fill:\n" + "\n".join(seen[-40:])
+            await asyncio.sleep(0.2)
+        for port in (ops_metrics, ops_metrics + 100):  # each worker its own /metrics
+            assert b"signals_routed_total" in await asyncio.to_thread(scrape, port)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            rest = await asyncio.wait_for(proc.stdout.read(), 60)
+            seen.extend(rest.decode().splitlines())
+        code = await proc.wait()
+    assert code == 0, "\n".join(seen[-40:])
