@@ -14,9 +14,10 @@ from pathlib import Path
 
 from engine_server.config import EngineConfig, load_engine_config
 from nautilus_mesh.auth import is_plain_token
-from ops_server.config import OpsConfig, load_ops_config
+from ops_server.config import WORKER_PORT_STRIDE, OpsConfig, load_ops_config
 
 __all__ = [
+    "WORKER_PORT_STRIDE",
     "MeshEndpoints",
     "demo_admin_token",
     "demo_engine_token",

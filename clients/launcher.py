@@ -38,6 +38,7 @@ from typing import Any
 from rich.console import Console
 
 from clients.config_dir import (
+    WORKER_PORT_STRIDE,
     MeshEndpoints,
     demo_admin_token,
     demo_strategy_token,
@@ -85,7 +86,7 @@ def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[
 
 def ops_worker_specs(config_dir: str | os.PathLike[str], ops_address: str) -> list[ChildSpec]:
     """The ops processes to start: one, or with ``OPS_WORKERS`` (else ``ops_workers`` of ``ops.json``) above 1, one
-    per worker on ports base, base+1, ... (each told its index by ``OPS_WORKER_INDEX``)."""
+    per worker on ports base, base+100, ... (each told its index by ``OPS_WORKER_INDEX``)."""
     root = Path(config_dir)
     args = ("--config", str(root / "ops.json"))
     config = ops_config(root)
@@ -99,7 +100,7 @@ def ops_worker_specs(config_dir: str | os.PathLike[str], ops_address: str) -> li
             "ops" if i == 0 else f"ops-{i}",
             "ops_server",
             args,
-            f"{host}:{int(port) + i}",
+            f"{host}:{int(port) + WORKER_PORT_STRIDE * i}",
             env=(("OPS_WORKERS", str(workers)), ("OPS_WORKER_INDEX", str(i))),
         )
         for i in range(workers)

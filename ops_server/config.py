@@ -143,14 +143,16 @@ def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
     return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
 
 
-WORKER_METRICS_STRIDE = 100
-"""Worker ``i`` of several serves /metrics on ``metrics_port + 100 * i`` (8002, 8102, ... in the demo)."""
+WORKER_PORT_STRIDE = 100
+"""Worker ``i`` of several serves gRPC on ``port + 100 * i`` (50051, 50151, ... in the demo, clear of the engine's
+50052) and /metrics on ``metrics_port + 100 * i`` (8002, 8102, ..., clear of the engine's 8003)."""
+WORKER_METRICS_STRIDE = WORKER_PORT_STRIDE
 
 
 def env_workers(config: OpsConfig) -> OpsConfig:
     """``config`` with ``OPS_WORKERS``/``OPS_WORKER_INDEX`` applied and, for a worker of several, its own port
-    (base + index, unless ``worker_addresses`` names it), metrics port (base + 100 x index: clear of the engine's,
-    next to ops' in the demo) and state folder (``<state_dir>/worker-<index>``)."""
+    (base + 100 x index, unless ``worker_addresses`` names it), metrics port (base + 100 x index: both clear of the
+    engine's ports, next to ops' in the demo) and state folder (``<state_dir>/worker-<index>``)."""
     updates: dict[str, object] = {}
     for name, field in (("OPS_WORKERS", "ops_workers"), ("OPS_WORKER_INDEX", "worker_index")):
         raw = os.environ.get(name, "").strip()
@@ -162,7 +164,9 @@ def env_workers(config: OpsConfig) -> OpsConfig:
     if config.ops_workers == 1:
         return config
     index = config.worker_index
-    addresses = config.worker_addresses or tuple(f"{config.host}:{config.port + i}" for i in range(config.ops_workers))
+    addresses = config.worker_addresses or tuple(
+        f"{config.host}:{config.port + WORKER_PORT_STRIDE * i}" for i in range(config.ops_workers)
+    )
     port = int(addresses[index].rsplit(":", 1)[1]) if index < len(addresses) else config.port
     metrics = config.metrics_port
     return config.model_copy(

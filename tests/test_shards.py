@@ -380,8 +380,8 @@ def test_load_ops_config_when_ops_workers_env_is_set_gives_the_worker_its_ports_
     monkeypatch.setenv("OPS_WORKERS", "3")
     monkeypatch.setenv("OPS_WORKER_INDEX", "2")
     config = load_ops_config(path)
-    assert (config.ops_workers, config.worker_index, config.port, config.metrics_port) == (3, 2, 6002, 7200)
-    assert config.worker_addresses == ("127.0.0.1:6000", "127.0.0.1:6001", "127.0.0.1:6002")
+    assert (config.ops_workers, config.worker_index, config.port, config.metrics_port) == (3, 2, 6200, 7200)
+    assert config.worker_addresses == ("127.0.0.1:6000", "127.0.0.1:6100", "127.0.0.1:6200")
     assert config.state_dir == tmp_path / "ops" / "worker-2"
     assert worker_database_url(config) == f"{PG_URL}?schema=nautilus_w2"
     monkeypatch.setenv("OPS_WORKERS", "zero")

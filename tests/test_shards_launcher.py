@@ -1,4 +1,4 @@
-"""`nautilus-mesh up` with OPS_WORKERS=2: two ops workers on ports base and base+1, the strategies trading on both."""
+"""`nautilus-mesh up` with OPS_WORKERS=2: two ops workers on ports base and base+100, the strategies trading on both."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def port_is_free(port: int) -> bool:
 
 
 def ports_with_neighbours() -> tuple[int, int, int, int]:
-    """ops (and ops+1), engine, ops metrics (and +100), engine metrics: all free right now."""
+    """ops (and ops+100), engine, ops metrics (and +100), engine metrics: all free right now."""
     for _ in range(50):
         ops, engine, ops_metrics, engine_metrics = free_ports(4)
-        if port_is_free(ops + 1) and port_is_free(ops_metrics + 100) and ops_metrics + 100 not in (engine, ops + 1):
+        taken = {ops, engine, ops_metrics, engine_metrics}
+        neighbours = {ops + 100, ops_metrics + 100}
+        if len(neighbours) == 2 and not neighbours & taken and all(port_is_free(p) for p in neighbours):
             return ops, engine, ops_metrics, engine_metrics
     raise AssertionError("no free ports with free neighbours")
 
@@ -50,12 +52,12 @@ def scrape(port: int) -> bytes:
 def test_ops_worker_specs_when_ops_workers_is_2_gives_each_worker_its_port_and_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = demo_config_on(tmp_path, 7000, 7100, 7200, 7300)
+    config = demo_config_on(tmp_path, 7000, 7001, 7200, 7300)
     monkeypatch.setenv("OPS_WORKERS", "2")
     specs = ops_worker_specs(config, "127.0.0.1:7000")
     assert [(s.name, s.address, dict(s.env)["OPS_WORKER_INDEX"]) for s in specs] == [
         ("ops", "127.0.0.1:7000", "0"),
-        ("ops-1", "127.0.0.1:7001", "1"),
+        ("ops-1", "127.0.0.1:7100", "1"),
     ]
     assert "PostgreSQL" in sharding_problems(config, 2)[0]
     monkeypatch.delenv("OPS_WORKERS")
@@ -83,7 +85,7 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
     )  # fmt: skip
     assert proc.stdout is not None
     seen: list[str] = []
-    workers = [f"127.0.0.1:{ops_port}", f"127.0.0.1:{ops_port + 1}"]
+    workers = [f"127.0.0.1:{ops_port}", f"127.0.0.1:{ops_port + 100}"]
     try:
         line = await read_until(proc.stdout, "ops workers:", seen, 60)
         assert line.split() == ["ops", "workers:", f"ops={workers[0]}", f"ops-1={workers[1]}"]
