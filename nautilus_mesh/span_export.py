@@ -1,0 +1,202 @@
+"""Where finished spans go: a JSONL span file (rotated by size) or OTLP, counted on the way out.
+
+:class:`JsonlSpanExporter` writes the span files ``nautilus-mesh traces`` reads; :class:`ExportStats` and the
+counting wrappers feed the ``tracing`` health check, ``span_export_failures_total`` and ``spans_dropped_total``;
+the OTLP note tells ``nautilus-mesh traces`` where spans went instead of a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
+
+from nautilus_mesh.clock import REAL_CLOCK
+from nautilus_mesh.files import JsonlWriter
+
+if TYPE_CHECKING:
+    from nautilus_mesh.telemetry import Tracing
+
+log = logging.getLogger("nautilus_mesh.telemetry")
+
+
+SPAN_FILE_MAX_BYTES = int(os.environ.get("NAUTILUS_SPAN_FILE_MAX_BYTES", str(64 * 1024 * 1024)))
+"""Size in bytes past which a span file rotates to ``<name>.1`` (``NAUTILUS_SPAN_FILE_MAX_BYTES``; 64 MiB)."""
+
+
+class JsonlSpanExporter(SpanExporter):
+    """Writes finished spans as JSON lines (one object per span)."""
+
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = SPAN_FILE_MAX_BYTES) -> None:
+        self._writer = JsonlWriter(path, max_bytes=max_bytes)
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        records = []
+        for span in spans:
+            ctx = span.get_span_context()
+            if ctx is None:
+                continue
+            records.append(
+                {
+                    "trace_id": f"{ctx.trace_id:032x}",
+                    "span_id": f"{ctx.span_id:016x}",
+                    "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else "",
+                    "name": span.name,
+                    "kind": span.kind.name,
+                    "service": str(span.resource.attributes.get("service.name", "")),
+                    "start_ns": span.start_time,
+                    "end_ns": span.end_time,
+                    "attributes": {k: _jsonable(v) for k, v in (span.attributes or {}).items()},
+                    "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
+                    "status": span.status.status_code.name,
+                    "status_message": span.status.description or "",
+                }
+            )
+        self._writer.append_many(records)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self._writer.close()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return list(value)
+    return value
+
+
+@dataclass
+class ExportStats:
+    """How span export is going: batches exported and failed, the last outcome and its time."""
+
+    exported: int = 0
+    failed: int = 0
+    last_ok_at: float | None = None
+    last_failure_at: float | None = None
+    last_error: str = ""
+    spans_failed: int = 0
+    """Spans in the batches that failed to export."""
+    spans_queue_full: int = 0
+    """Spans the batch processor dropped because its queue was full (export slower than spans are made)."""
+
+
+class CountingExporter(SpanExporter):
+    """Wraps an exporter and counts successes and failures (health and ``span_export_failures_total``)."""
+
+    def __init__(self, inner: SpanExporter, stats: ExportStats) -> None:
+        self._inner = inner
+        self._stats = stats
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self._inner.export(spans)
+        except Exception as exc:
+            self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
+            self._stats.last_failure_at = REAL_CLOCK.monotonic()
+            self._stats.last_error = type(exc).__name__
+            log.warning("[TRACING] span export failed: %s", type(exc).__name__)
+            return SpanExportResult.FAILURE
+        if result is SpanExportResult.SUCCESS:
+            self._stats.exported += 1
+            self._stats.last_ok_at = REAL_CLOCK.monotonic()
+        else:
+            self._stats.failed += 1
+            self._stats.spans_failed += len(spans)
+            self._stats.last_failure_at = REAL_CLOCK.monotonic()
+            self._stats.last_error = "export returned FAILURE"
+            log.warning("[TRACING] span export failed (%d so far)", self._stats.failed)
+        return result
+
+    def shutdown(self) -> None:
+        self._inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+
+OTLP_NOTE_SUFFIX = ".otlp.json"
+"""Beside a service's span file, ``<service>.otlp.json`` says its spans went to an OTLP endpoint instead."""
+
+
+def otlp_note_path(span_file: Path) -> Path:
+    """Where a service whose span file would be ``span_file`` notes that it exports over OTLP."""
+    return span_file.with_name(span_file.name.removesuffix(".jsonl") + OTLP_NOTE_SUFFIX)
+
+
+def note_exporter(span_file: Path, service_name: str, endpoint: str) -> None:
+    """Leave (OTLP) or remove (span file) the note ``nautilus-mesh traces`` reads when it finds no spans."""
+    note = otlp_note_path(span_file)
+    try:
+        if endpoint:
+            note.parent.mkdir(parents=True, exist_ok=True)
+            note.write_text(json.dumps({"service": service_name, "endpoint": endpoint}) + "\n", encoding="utf-8")
+        else:
+            note.unlink(missing_ok=True)
+    except OSError as exc:  # a read-only directory: the note is a convenience, never a reason to fail
+        log.debug("[TRACING] could not update %s: %s", note, exc)
+
+
+class CountingBatchSpanProcessor(BatchSpanProcessor):
+    """A batch span processor that counts the spans it drops because its queue is full.
+
+    The SDK drops the oldest queued span to make room and only logs it; this looks at the queue's length first.
+    """
+
+    def __init__(self, exporter: SpanExporter, stats: ExportStats, **kwargs: Any) -> None:
+        super().__init__(exporter, **kwargs)
+        self._stats = stats
+        self._queue = getattr(self._batch_processor, "_queue", None)  # a bounded deque in SDK 1.3x-1.4x
+
+    def on_end(self, span: ReadableSpan) -> None:
+        queue = self._queue
+        full = queue is not None and queue.maxlen is not None and len(queue) >= queue.maxlen
+        if full and span.context is not None and span.context.trace_flags.sampled:
+            self._stats.spans_queue_full += 1
+        super().on_end(span)
+
+
+class SpansDroppedCollector:
+    """``spans_dropped_total{reason}``: spans lost on the way out (``export_failed``, ``queue_full``).
+
+    Registered on a service's registry; reads the live :class:`ExportStats`, so both series exist from the start.
+    """
+
+    def __init__(self, tracing: Tracing, registry: CollectorRegistry) -> None:
+        self._stats = tracing.export_stats
+        registry.register(self)
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "spans_dropped",
+            "Spans never exported, by reason: export_failed (the exporter failed) or queue_full (batch queue full).",
+            labels=["reason"],
+        )
+        family.add_metric(["export_failed"], self._stats.spans_failed)
+        family.add_metric(["queue_full"], self._stats.spans_queue_full)
+        yield family
+
+    def describe(self) -> Iterator[CounterMetricFamily]:
+        return self.collect()
+
+
+_SPANS_DROPPED: weakref.WeakKeyDictionary[CollectorRegistry, SpansDroppedCollector] = weakref.WeakKeyDictionary()
+
+
+def count_dropped_spans(tracing: Tracing, registry: CollectorRegistry) -> None:
+    """Export ``spans_dropped_total`` of ``tracing`` on ``registry`` (once per registry)."""
+    if registry not in _SPANS_DROPPED:
+        _SPANS_DROPPED[registry] = SpansDroppedCollector(tracing, registry)
