@@ -505,16 +505,31 @@ async def mesh_processes(tmp: Path) -> AsyncIterator[tuple[str, list[asyncio.sub
             await wait_serving(f"127.0.0.1:{port}")
         yield f"127.0.0.1:{ops_port}", procs
     finally:
-        for proc in reversed(procs):
-            if proc.returncode is None:
-                proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), 10)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
-        for log_file in logs:
-            log_file.close()
+        await stop_processes(procs, logs)
+
+
+async def stop_processes(procs: Sequence[asyncio.subprocess.Process], logs: Sequence[Any]) -> None:
+    """Terminate the processes (last started first; killed after 10 s) and close their log files."""
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    for log_file in logs:
+        log_file.close()
+
+
+def cpu_us_per_signal(
+    names: Sequence[str], procs: Sequence[asyncio.subprocess.Process], before: Sequence[float], signals: int
+) -> dict[str, float]:
+    """CPU time each process used since ``before`` (its :func:`cpu_seconds` then), per signal, microseconds."""
+    return {
+        name: (cpu_seconds(p.pid) - start) / max(1, signals) * 1e6
+        for name, p, start in zip(names, procs, before, strict=True)
+    }
 
 
 async def run_load_client(address: str, prefix: str, args: argparse.Namespace, rate: float, batch: int) -> Result:
@@ -554,10 +569,7 @@ async def run_mesh3(args: argparse.Namespace) -> list[Result]:
                 cpu_before = [cpu_seconds(p.pid) for p in procs]
                 result = await run_load_client(address, f"m3-{n}", args, rate, batch)
                 result.scenario = "mesh, 3 processes"
-                result.cpu_us_per_signal = {
-                    name: (cpu_seconds(p.pid) - before) / max(1, result.signals) * 1e6
-                    for name, p, before in zip(("engine", "ops"), procs, cpu_before, strict=True)
-                }
+                result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
                 result.rss_mb = sum(rss_mb(p.pid) for p in procs)
                 results.append(result)
     return results
@@ -664,23 +676,12 @@ async def run_mesh2w(args: argparse.Namespace) -> list[Result]:
                     rate_offered=2 * rate,
                     note=f"two load clients at once, {wall:.1f} s wall including start-up",
                 )
-                both.cpu_us_per_signal = {
-                    name: (cpu_seconds(p.pid) - before) / max(1, both.signals) * 1e6
-                    for name, p, before in zip(("engine", "ops-0", "ops-1"), procs, cpu_before, strict=True)
-                }
+                names = ("engine", "ops-0", "ops-1")
+                both.cpu_us_per_signal = cpu_us_per_signal(names, procs, cpu_before, both.signals)
                 both.rss_mb = sum(rss_mb(p.pid) for p in procs)
                 results.append(both)
         finally:
-            for proc in reversed(procs):
-                if proc.returncode is None:
-                    proc.terminate()
-                    try:
-                        await asyncio.wait_for(proc.wait(), 10)
-                    except TimeoutError:
-                        proc.kill()
-                        await proc.wait()
-            for log_file in logs:
-                log_file.close()
+            await stop_processes(procs, logs)
             drop_schemas(BENCH_DATABASE_URL, [schema, f"{schema}_w0", f"{schema}_w1"])
     return results
 

@@ -65,6 +65,13 @@ async def test_consumer_span_when_message_carries_context_joins_that_trace(tmp_p
     tracing.shutdown()
 
 
+def _ratio_tracing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ratio: str) -> Tracing:
+    """A service's tracing that samples roots at ``ratio`` (as ``make run`` configures it)."""
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+    return Tracing("roots", tmp_path / "spans.jsonl")
+
+
 def _root_then_child(tracing: Tracing) -> tuple[object, str]:
     """A message consumed with no trace context (a root here), and what its order would carry on."""
     carried = common_pb2.TraceContext()
@@ -76,9 +83,7 @@ def _root_then_child(tracing: Tracing) -> tuple[object, str]:
 def test_root_when_sampler_says_no_makes_no_span_and_carries_an_unsampled_context(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0")
-    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    tracing = _ratio_tracing(monkeypatch, tmp_path, "0")
     span, carried = _root_then_child(tracing)
     tracing.force_flush()
     assert not span.get_span_context().is_valid  # no span work at all, not even a non-recording SDK span
@@ -90,9 +95,7 @@ def test_root_when_sampler_says_no_makes_no_span_and_carries_an_unsampled_contex
 def test_root_when_sampler_says_yes_is_a_recorded_trace_with_the_decided_id(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "1")
-    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    tracing = _ratio_tracing(monkeypatch, tmp_path, "1")
     span, carried = _root_then_child(tracing)
     tracing.force_flush()
     context = span.get_span_context()  # type: ignore[attr-defined]
@@ -106,9 +109,7 @@ def test_root_when_sampler_says_yes_is_a_recorded_trace_with_the_decided_id(
 def test_root_sampling_at_a_ratio_records_about_that_share_of_roots(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
-    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
-    tracing = Tracing("roots", tmp_path / "spans.jsonl")
+    tracing = _ratio_tracing(monkeypatch, tmp_path, "0.25")
     sampled = sum(is_sampled(_root_then_child(tracing)[1]) for _ in range(4000))
     tracing.shutdown()
     assert 800 <= sampled <= 1200  # 1000 expected; a binomial sd of 27, so this fails only if the ratio is wrong
