@@ -6,21 +6,18 @@ no gaps) and a deterministic ``exec_id`` (``f"{venue}-{seq}"``). Ops reconciles 
 
 Guarantees:
 
-- **Idempotent submit.** A repeated ``client_order_id`` (including one that was rejected) is never
-  executed again; the call returns every report of the existing order. Ids are "burned" once used,
-  as FIX ClOrdIDs are. Finished orders leave memory after a retention window (``retention``
-  finished orders); a repeat of an id that left memory but is within the last ``dedupe_window``
-  orders is recognised by a fingerprint and answered from the journal. An id older than both
-  windows (and every id when there is no journal) is no longer recognised: ops never re-sends an
-  order that old (its own duplicate window is 200,000 signals).
-- **Never overfilled.** Each event passes through :meth:`Order.apply`; an illegal or overfilling
-  event is logged as an anomaly, counted, and dropped instead of reaching ops.
-- **Durable before visible (group commit).** With a journal, every order and report is appended to
-  the binary journal (:mod:`nautilus_mesh.journal`) and committed, with one write and, under the
-  ``batch`` fsync policy, one fsync, before the call returns its reports. Inside :meth:`frame`
-  the commit waits for the end of the frame: the engine service runs one commands frame in one
-  ``frame()`` and sends its reports after it, so a frame costs one write. On construction the
-  journal is replayed, so ``seq``, orders and deduplication survive ``kill -9``.
+- **Idempotent submit.** A repeated ``client_order_id`` (including a rejected one) is never executed again; the
+  call returns every report of the existing order (ids are burned once used, as FIX ClOrdIDs are). Finished orders
+  leave memory after ``retention`` finished orders; a repeat of an id that left memory but is within the last
+  ``dedupe_window`` orders is recognised by a fingerprint and answered from the journal. An older id (and every id
+  without a journal) is no longer recognised: ops never re-sends an order that old (its duplicate window is 200,000).
+- **Never overfilled.** Each event passes through :meth:`Order.apply`; an illegal or overfilling event is logged as
+  an anomaly, counted, and dropped instead of reaching ops.
+- **Durable before visible (group commit).** With a journal, every order and report is appended to the binary
+  journal (:mod:`nautilus_mesh.journal`) and committed (one write and, under ``batch``, one fsync) before the call
+  returns its reports; inside :meth:`frame` the commit waits for the end of the frame. After :meth:`defer_fsync` the
+  fsync is the caller's to run (the engine service runs it on a thread and sends reports after it). On construction
+  the journal is replayed, so ``seq``, orders and deduplication survive ``kill -9``.
 - **Restart semantics** (:mod:`engine_server.ledger_recovery`). Venue books are in memory and are not restored:
   orders still open in the replayed journal are reported CANCELED (``ENGINE_RESTART``, new seqs, journaled), also
   in :attr:`OrderManager.restart_reports`. A JSONL journal (before the binary format) is migrated once on start.
@@ -79,16 +76,15 @@ class OrderManager:
 
     Args:
         venues: Venue adapters by name.
-        rails: Rails per venue name, or one ``VenueRails`` for every venue. A venue without rails gets
-            a default (no limits, cancel-on-disconnect on).
+        rails: Rails per venue name, or one for every venue (default: no limits, cancel-on-disconnect on).
         journal_path: Binary journal; replayed on construction, committed before reports are returned.
         clock: Wall clock in ns (injected in tests).
         history_limit: Reports kept in memory for ``list_executions``; older ones are read from the journal.
-        journal_fsync: ``never``, ``batch`` (one fsync per commit) or ``always``; see
-            :mod:`nautilus_mesh.journal`. ``True``/``False`` mean ``batch``/``never``.
+        journal_fsync: ``never``, ``batch`` (one fsync per commit) or ``always`` (``True``/``False``: batch/never).
         retention: Finished orders (and their reports) kept in memory; older ones leave memory.
         dedupe_window: Orders whose ids are still recognised as duplicates after leaving memory (a fingerprint each,
-            about 100 bytes), answered from the journal. journal_segment_bytes: a new journal segment past this size.
+            about 100 bytes), answered from the journal.
+        journal_segment_bytes: a new journal segment past this size, bytes.
     """
 
     def __init__(
@@ -124,6 +120,7 @@ class OrderManager:
         self._forgotten: OrderedDict[int, None] = OrderedDict()
         """Fingerprints (``hash``) of the ids of orders that left memory, oldest first."""
         self._frame_depth = 0
+        self._deferred_sync = False
         self._seq_index: list[tuple[int, int]] = []
         """Sparse (seq, journal offset) of reports, ascending: where to start reading an old range."""
         self._seq = 0
@@ -139,6 +136,14 @@ class OrderManager:
             self._journal = open_journal(journal_path, journal_fsync, reader, journal_segment_bytes)
             self.restart_reports = self._cancel_after_restart()
 
+    def defer_fsync(self) -> Callable[[], None] | None:
+        """Commits under ``batch`` write without fsync from now on; returns the journal's thread-safe ``sync``, to run
+        before a commit's reports are sent (:class:`~nautilus_mesh.group_sync.GroupSync`). None: nothing deferred."""
+        if self._journal is None or self._journal.fsync != "batch":
+            return None
+        self._deferred_sync = True
+        return self._journal.sync
+
     # ------------------------------------------------------------------ queries
 
     @property
@@ -152,10 +157,8 @@ class OrderManager:
         return self._venues
 
     def get_order(self, client_order_id: str) -> Order | None:
-        """The order with this id, or None. The object is the ledger's own: read it, do not mutate it.
-
-        An order that has left memory within the dedupe window is rebuilt from the journal.
-        """
+        """The order with this id, or None (the ledger's own object: read it, do not mutate it); an order that has
+        left memory within the dedupe window is rebuilt from the journal."""
         order = self._orders.get(client_order_id)
         if order is None and self._left_memory(client_order_id):
             order = self._from_journal(client_order_id)[0]
@@ -181,17 +184,15 @@ class OrderManager:
 
     @contextlib.contextmanager
     def frame(self) -> Iterator[None]:
-        """Group the journal records of every call inside into one commit at the end (nestable).
-
-        Reports returned inside the frame are not yet durable: send them only after it ends.
-        """
+        """Group the journal records of every call inside into one commit at the end (nestable); reports returned
+        inside are not yet durable: send them only after it ends."""
         self._frame_depth += 1
         try:
             yield
         finally:
             self._frame_depth -= 1
             if self._frame_depth == 0 and self._journal is not None:
-                self._journal.commit()
+                self._journal.commit(sync=not self._deferred_sync)
 
     def open_orders(
         self, *, session_id: str | None = None, model_id: str | None = None, venue: str | None = None
@@ -221,7 +222,7 @@ class OrderManager:
                 {"since_seq": since_seq, "oldest_available": first - 1},
             )
         if self._journal is not None:
-            self._journal.commit()
+            self._journal.commit(sync=not self._deferred_sync)
         out: list[Report] = []
         sessions: dict[str, tuple[str, Mapping[str, str]]] = {}
         at = bisect.bisect_right(self._seq_index, (since_seq + 1, sys.maxsize)) - 1
@@ -363,7 +364,7 @@ class OrderManager:
                     self._index(report.seq, journal.append(report_pb(report)))
                 self._remember(report)
         if journal is not None and self._frame_depth == 0:
-            journal.commit()
+            journal.commit(sync=not self._deferred_sync)
         return reports
 
     def _apply(self, event: VenueEvent, details: Mapping[str, str]) -> Report | None:
@@ -442,7 +443,7 @@ class OrderManager:
         """An order that left memory, rebuilt from the journal with its reports (None when absent)."""
         assert self._journal_path is not None
         if self._journal is not None:
-            self._journal.commit()  # records of the current frame are part of the answer
+            self._journal.commit(sync=not self._deferred_sync)  # the current frame's records are part of the answer
         return order_from_journal(self._journal_path, coid)
 
     def _replay(self, path: Path) -> SegmentedJournalReader:

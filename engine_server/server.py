@@ -12,9 +12,10 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from engine_server.config import EngineConfig, load_engine_config
+from engine_server.market_data import MarketDataService
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager
-from engine_server.service import EngineCore, EngineService, MarketDataService
+from engine_server.service import EngineCore, EngineService
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
 from engine_server.venues.paper import PaperVenueConfig
@@ -98,7 +99,7 @@ class EngineServer(ServiceHost):
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.core.start()
+        await self.core.start(group_commit=True)
         engine = EngineService(
             self.core, self.config.ops_token, max_commands_per_frame=self.config.max_commands_per_frame
         )

@@ -1,4 +1,4 @@
-"""``nautilus.engine.v1.EngineService`` and ``MarketDataService``: the gRPC face of the OrderManager.
+"""``nautilus.engine.v1.EngineService``: the gRPC face of the OrderManager (quotes: :mod:`engine_server.market_data`).
 
 One event loop owns the OrderManager (it is not thread-safe): order frames, the market ticker
 and unary calls all run on it. Each order stream is a session with one writer fed by a bounded
@@ -31,6 +31,7 @@ from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, VenueRejectedError
+from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
 from nautilus_mesh.status import abort, error_detail
@@ -57,8 +58,19 @@ class EngineCore:
         self._quote_subscribers: set[asyncio.Queue[list[common_pb2.Quote]]] = set()
         self._last_quotes: dict[tuple[str, str], common_pb2.Quote] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.group_sync: GroupSync | None = None
+        """fsyncs the journal off the loop (:meth:`start` with ``group_commit``); reports wait for their fsync."""
 
-    async def start(self) -> None:
+    async def start(self, *, group_commit: bool = False) -> None:
+        """Send the restart's reports and start the market ticker.
+
+        ``group_commit``: under the ``batch`` fsync policy, fsync the journal on a thread of its own, one fsync for
+        every frame written meanwhile, and send each frame's reports once its fsync returned (in order), instead of
+        stalling the loop for each flush. What is sent is durable either way.
+        """
+        sync = self.manager.defer_fsync() if group_commit else None
+        if sync is not None:
+            self.group_sync = GroupSync(sync, asyncio.get_running_loop(), name="engine-journal-fsync")
         if self.manager.restart_reports:
             self.dispatch(self.manager.restart_reports)
         self._publish_quotes()
@@ -69,6 +81,10 @@ class EngineCore:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self.group_sync is not None:  # what was written is released (sent) before the sessions end
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.group_sync.drain(), 10)
+            self.group_sync.close()
         for queue in self.sessions.values():
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
@@ -92,10 +108,27 @@ class EngineCore:
         return report_pb(report)
 
     def dispatch(self, reports: Sequence[Report]) -> None:
-        """Send reports to the sessions that own their orders (one frame per session).
+        """Send reports to the sessions that own their orders (one frame per session), once they are durable.
 
-        Call it only once the reports are journaled (after the manager's frame ended).
+        Call it once the reports are journaled (after the manager's frame ended). Under group commit they leave when
+        the fsync that covers them returned, after every report dispatched before them.
         """
+        if self.group_sync is None:
+            self._send(reports)
+        else:
+            self.group_sync.after_sync(lambda: self._send(reports))
+
+    async def durable(self) -> int:
+        """Wait until every report written so far is durable (and those dispatched sent); returns the newest seq then.
+
+        A unary answer that carries reports waits for it, so no client sees a report a crash could take back.
+        """
+        seq = self.manager.last_seq
+        if self.group_sync is not None:
+            await self.group_sync.drain()
+        return seq
+
+    def _send(self, reports: Sequence[Report]) -> None:
         frames: dict[str, list[engine_pb2.ExecutionReport]] = {}
         metrics = self.metrics
         tracing = self.tracing.provider is not None
@@ -385,11 +418,11 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                 since = int(request.page_token)
             except ValueError:
                 await abort(context, ValidationError("INVALID_PAGE_TOKEN", "bad page_token", field="page_token"))
+        last = await self.core.durable()  # never a report that is not yet fsynced
         try:
-            reports = self.core.manager.list_executions(since, size)
+            reports = [r for r in self.core.manager.list_executions(since, size) if r.seq <= last]
         except MeshError as exc:
             await abort(context, exc)
-        last = self.core.manager.last_seq
         next_token = str(reports[-1].seq) if reports and reports[-1].seq < last and len(reports) == size else ""
         return engine_pb2.ListExecutionsResponse(
             reports=[self.core.to_pb(r) for r in reports], next_page_token=next_token, last_seq=last
@@ -434,6 +467,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         except MeshError as exc:  # ORDER_NOT_FOUND, or a cancel reject (TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE)
             await abort(context, exc)
         self.core.dispatch(reports)
+        await self.core.durable()
         return engine_pb2.CancelOrderResponse(reports=[self.core.to_pb(r) for r in reports])
 
     async def ListVenues(
@@ -451,6 +485,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         manager = self.core.manager
         reports = manager.cancel_all(model_id=request.model_id or None, venue=request.venue or None)
         self.core.dispatch(reports)
+        await self.core.durable()
         canceled = sum(1 for r in reports if r.exec_type.value == "CANCELED")
         remaining = len(manager.open_orders(model_id=request.model_id or None, venue=request.venue or None))
         log.warning(
@@ -461,36 +496,3 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
             remaining,
         )
         return engine_pb2.CancelAllOrdersResponse(canceled_count=canceled, resting_remaining=remaining)
-
-
-class MarketDataService(engine_pb2_grpc.MarketDataServiceServicer):
-    """Quotes of the live venues. Public, read-only: no token needed."""
-
-    def __init__(self, core: EngineCore) -> None:
-        self.core = core
-
-    async def StreamQuotes(
-        self, request: engine_pb2.StreamQuotesRequest, context: Context
-    ) -> AsyncIterator[engine_pb2.StreamQuotesResponse]:
-        wanted = frozenset(request.instruments)
-        queue = self.core.subscribe_quotes()
-        try:
-            snapshot = [q for q in self.core.live_quotes() if not wanted or q.instrument in wanted]
-            if snapshot:
-                yield engine_pb2.StreamQuotesResponse(quotes=snapshot)
-            while True:
-                quotes = await queue.get()
-                selected = [q for q in quotes if not wanted or q.instrument in wanted]
-                if selected:
-                    yield engine_pb2.StreamQuotesResponse(quotes=selected)
-        finally:
-            self.core.unsubscribe_quotes(queue)
-
-    async def GetQuote(self, request: engine_pb2.GetQuoteRequest, context: Context) -> engine_pb2.GetQuoteResponse:
-        for quote in self.core.live_quotes():
-            if quote.instrument == request.instrument:
-                return engine_pb2.GetQuoteResponse(quote=quote)
-        await abort(
-            context,
-            NotFoundError("UNKNOWN_INSTRUMENT", f"no quote for {request.instrument!r}", field="instrument"),
-        )

@@ -290,6 +290,7 @@ class JournalWriter:
         self.fsync: FsyncPolicy = fsync
         self._tags = {cls: tag for tag, cls in schema.items()}
         self._pending: list[bytes] = []
+        self._unsynced = False  # written by commit(sync=False), not yet fsynced
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fresh = not self.path.exists() or self.path.stat().st_size == 0
@@ -337,15 +338,37 @@ class JournalWriter:
         self._pending_bytes += len(record)
         return offset
 
-    def commit(self) -> int:
-        """Write every pending record with one write (and one fsync under ``batch``); returns how many."""
+    def commit(self, *, sync: bool = True) -> int:
+        """Write every pending record with one write (and one fsync under ``batch``); returns how many.
+
+        ``sync=False`` under ``batch`` writes now and leaves the fsync to :meth:`sync`, which another thread may call
+        (group commit off the event loop: the caller must not act on the records before that fsync returned).
+        """
         if not self._pending:
             return 0
         records, self._pending = self._pending, []
         self._pending_bytes = 0
+        batch = self.fsync == "batch"
         with self._lock:
-            self._write(b"".join(records), sync=self.fsync == "batch")
+            self._write(b"".join(records), sync=batch and sync)
+            self._unsynced = self._unsynced or (batch and not sync)
         return len(records)
+
+    def sync(self) -> None:
+        """fsync what :meth:`commit` wrote with ``sync=False`` (thread-safe; returns at once when nothing is owed).
+
+        The fsync runs on a duplicate of the file descriptor outside the lock, so the writer keeps writing meanwhile;
+        whatever was written before this call is durable when it returns.
+        """
+        with self._lock:
+            if self._fd < 0 or not self._unsynced:
+                return
+            self._unsynced = False
+            fd = os.dup(self._fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def write(self, messages: Iterable[Message]) -> int:
         """Append ``messages`` and commit them as one group."""
@@ -360,6 +383,9 @@ class JournalWriter:
                 return
         self.commit()
         with self._lock:
+            if self._unsynced:
+                os.fsync(self._fd)
+                self._unsynced = False
             os.close(self._fd)
             self._fd = -1
 

@@ -168,12 +168,17 @@ class SegmentedJournalWriter:
         """Encode one record for the next commit; returns its global offset."""
         return self.segment << SEGMENT_SHIFT | self._writer.append(message)
 
-    def commit(self) -> int:
-        """Write the pending records with one write (see :meth:`JournalWriter.commit`); may then roll."""
-        count = self._writer.commit()
+    def commit(self, *, sync: bool = True) -> int:
+        """Write the pending records with one write (see :meth:`JournalWriter.commit`); may then roll (a rolled
+        segment is fsynced as it closes, whatever ``sync`` says)."""
+        count = self._writer.commit(sync=sync)
         if self.segment_bytes is not None and self._writer.end >= self.segment_bytes:
             self.roll()
         return count
+
+    def sync(self) -> None:
+        """fsync the segment being written (see :meth:`JournalWriter.sync`; thread-safe)."""
+        self._writer.sync()
 
     def write(self, messages: Iterable[Message]) -> int:
         """Append ``messages`` and commit them as one group."""

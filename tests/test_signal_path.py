@@ -35,8 +35,8 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
     original_commit = JournalWriter.commit
     original_send = core.link.send
 
-    def counting_commit(self: JournalWriter) -> int:
-        written = original_commit(self)
+    def counting_commit(self: JournalWriter, *, sync: bool = True) -> int:
+        written = original_commit(self, sync=sync)
         if self.path.name == "journal.bin" and written:
             writes.append(written)
             assert len(batches) < len(writes), "a frame's orders left before its journal write"
