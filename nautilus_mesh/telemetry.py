@@ -252,6 +252,20 @@ class Tracing:
             inject(carrier)
             yield span
 
+    def carry_unsampled(self, carrier: TraceCarrier) -> None:
+        """Write the current trace into ``carrier`` with the sampled flag cleared: whatever follows the message (the
+        receiver's spans, their reports) makes no span, though it stays in the same trace id. No-op with tracing off."""
+        if self.provider is None:
+            return
+        unsampled = _PASSTHROUGH.get()
+        if not unsampled:
+            context = trace.get_current_span().get_span_context()
+            if not context.is_valid:
+                return
+            unsampled = f"00-{context.trace_id:032x}-{context.span_id:016x}-00"
+        carrier.traceparent = unsampled
+        carrier.tracestate = ""
+
     def force_flush(self) -> None:
         if self.provider is not None:
             self.provider.force_flush()

@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from nautilus_mesh.api.common.v1 import common_pb2
@@ -233,7 +234,7 @@ class SignalPath:
                 side=wire.SIDE_PB[routed.order.side],
                 quantity=fmt(routed.order.quantity),
             )
-            self._send(decision, routed, twin, frame, arrived_ns)
+            self._send(decision, routed, twin, frame, arrived_ns, traced=False)
         except MeshError as exc:  # the twin only measures; it never changes the live decision
             log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
 
@@ -276,8 +277,14 @@ class SignalPath:
         route: ModelRoute,
         frame: _Frame,
         arrived_ns: int,
+        *,
+        traced: bool = True,
     ) -> None:
-        """Record the order (journaled with the frame) and queue its command for the frame's batch."""
+        """Record the order (journaled with the frame) and queue its command for the frame's batch.
+
+        ``traced=False`` (a paper twin): the order carries the signal's trace on unsampled, so neither this send, the
+        engine nor its reports and fills make spans; a twin only measures, it is not on the signal's way to a venue.
+        """
         order = routed.order
         if self._venue_problem is not None:
             raise UnavailableError("VENUE_MISCONFIGURED", f"no order is sent: {self._venue_problem}")
@@ -290,7 +297,13 @@ class SignalPath:
             "nautilus.client_order_id": order.client_order_id,
             "nautilus.model_id": order.model_id,
         }
-        with self._tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM):
+        if not traced:
+            self._tracing.carry_unsampled(trace)
+        with (
+            self._tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM)
+            if traced
+            else nullcontext()
+        ):
             decision.trace.CopyFrom(trace)
             tracked = TrackedOrder(
                 client_order_id=order.client_order_id,

@@ -94,6 +94,13 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
         "ops.fill send",
         "strategy.fill receive",
     } <= names
+    # The stable model's paper twin (the demo canary is in shadow) rode the same trace unsampled: no span of its own.
+    twins = mesh.ops.core.queries.orders("momentum_v1@paper", 10, "").items
+    twin = [mesh.ops.core.queries.order(o.client_order_id) for o in twins if o.signal_id == "e2e-1"]
+    assert len(twin) == 1 and twin[0] is not None and twin[0].traceparent.endswith("-00"), twins
+    assert trace_id_of(twin[0].traceparent) == trace_id
+    span_models = {s["attributes"].get("nautilus.model_id") for s in spans if s["trace_id"] == trace_id}
+    assert "momentum_v1" in span_models and "momentum_v1@paper" not in span_models
     strategy_tracing.shutdown()
 
 
