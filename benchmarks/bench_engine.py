@@ -27,10 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine_server.config import EngineConfig
 from engine_server.metrics import EngineMetrics
-from engine_server.server import GC_THRESHOLDS, build_manager
+from engine_server.server import build_manager
 from engine_server.service import EngineCore
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.serving import GC_THRESHOLDS
 from nautilus_mesh.telemetry import Tracing
 
 SESSION = "bench"
@@ -137,7 +138,7 @@ def main() -> None:
     parser.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (not the engine's)")
     args = parser.parse_args()
     if not args.default_gc:
-        gc.set_threshold(*GC_THRESHOLDS)  # as python -m engine_server runs
+        gc.set_threshold(*GC_THRESHOLDS)  # as the services run (nautilus_mesh.serving)
     asyncio.run(run(args))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import Sequence
 
@@ -136,14 +135,7 @@ class EngineServer(ServiceHost):
         self.tracing.shutdown()
 
 
-GC_THRESHOLDS = (20_000, 20, 20)
-"""Cyclic GC thresholds of the engine process. The defaults (700, 10, 10) run a collection every few
-orders and a full one, which walks the retained orders and reports, every ~70,000 allocations: about
-13 us per order. The ledger makes few reference cycles, so collecting 30x less often costs little memory."""
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    gc.set_threshold(*GC_THRESHOLDS)
     return service_main(
         argv,
         prog="python -m engine_server",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -231,9 +232,22 @@ class Service(Protocol):
 ConfigT = TypeVar("ConfigT", bound=pydantic.BaseModel)
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""Cyclic GC thresholds of the service processes. The defaults (700, 10, 10) run a collection every few signals and
+a full one, which walks every retained order, decision and report, every ~70,000 allocations: measured at about
+55 us of ops' CPU per signal (9 us with these). The ledgers make few reference cycles, so collecting 30x less often
+costs little memory; what exists once a service has started is frozen out of collections altogether."""
+
+
 async def serve_until_signalled(service: Service, label: str) -> None:
-    """Start ``service``, wait for SIGINT or SIGTERM, then stop it gracefully."""
+    """Start ``service``, wait for SIGINT or SIGTERM, then stop it gracefully.
+
+    Once started, everything alive (modules, config, replayed state) is moved out of the GC's generations
+    (``gc.freeze``), so later full collections only walk what the service made since.
+    """
     await service.start()
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -273,6 +287,7 @@ def service_main(
     )
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         config = load(args.config)
         if args.port is not None:
