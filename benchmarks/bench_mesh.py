@@ -434,6 +434,15 @@ def raised_risk_limits(tmp: Path) -> Path:
     return path
 
 
+BENCH_VENUES = [
+    {"name": "sim", "adapter": "sim", "seed": 7, "market_maker": {"level_notional": "5000000"}},
+    {"name": "paper", "adapter": "paper", "follows": "sim"},
+]
+"""The demo's venues with a book 100x deeper: a frame of 200 IOC orders arrives between two requotes, and the bench
+measures the mesh, not the simulated liquidity (with the demo's depth, orders late in a frame find an empty side and
+are cancelled unfilled)."""
+
+
 def engine_settings(tmp: Path, port: int) -> dict[str, Any]:
     return {
         "port": port,
@@ -443,6 +452,7 @@ def engine_settings(tmp: Path, port: int) -> dict[str, Any]:
         "journal_fsync": "batch",
         "tick_interval_ms": 20,
         "span_file": str(tmp / "spans" / "engine.jsonl"),
+        "venues": BENCH_VENUES,
     }
 
 

@@ -243,6 +243,7 @@ class EngineLink:
                     await call.done_writing()
                     return
                 self._unsent.append(first)  # type: ignore[arg-type]
+            await self._settle()
             while not self._queue.empty() and len(self._unsent) < self.max_commands_per_frame:
                 item = self._queue.get_nowait()
                 if item is _STOP:
@@ -253,6 +254,16 @@ class EngineLink:
                 self._unsent.append(item)  # type: ignore[arg-type]
             await call.write(engine_pb2.StreamOrdersRequest(commands=self._unsent))
             self._unsent = []
+
+    async def _settle(self) -> None:
+        """Let the signal path finish the burst it is deciding before a frame is cut: it yields the loop between the
+        slices of a frame (and other streams take turns), so cutting at once sends a frame per slice, each with its
+        own engine round (execute, journal, reports). This waits one loop turn at a time, only while the queue keeps
+        growing and the frame is not full: no timer, and a lone command leaves after a single turn."""
+        seen = -1
+        while seen != self._queue.qsize() and self._queue.qsize() + len(self._unsent) < self.max_commands_per_frame:
+            seen = self._queue.qsize()
+            await asyncio.sleep(0)
 
     async def _order_loop(self) -> None:
         backoff = Backoff(self.backoff_initial, self.backoff_max)

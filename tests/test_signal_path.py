@@ -17,7 +17,7 @@ from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry
 from ops_server.order_tracker import OrderTracker
-from tests.conftest import MOMENTUM_TOKEN, Mesh
+from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
@@ -139,3 +139,40 @@ def test_quota_when_two_half_weights_split_odd_cents_rounds_down_within_the_allo
     quotas = [exposure.quota(registry.route(m)) for m in ("a", "b")]
     assert quotas == [Decimal("50.01"), Decimal("50.01")]
     assert sum(quotas) <= Decimal("100.03")
+
+
+def engine_frames(mesh: Mesh) -> float:
+    """Commands frames the engine has executed (its frame-latency histogram's count)."""
+    for family in mesh.engine.metrics.frame_latency.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                return sample.value
+    return 0.0
+
+
+async def test_frame_when_decided_in_slices_reaches_the_engine_as_one_commands_frame(mesh: Mesh) -> None:
+    """A frame of 80 signals is decided in slices (other streams may take turns between them); its 160 orders (live
+    and paper twin) still leave as one commands frame, not one per slice."""
+    await wait_until(lambda: mesh.ops.core.queries.mark("BTC-USD") is not None)
+    before = engine_frames(mesh)
+    frame = [
+        signal(f"burst-{i}", 0.2 if i % 2 else -0.2, instrument=("BTC-USD", "ETH-USD")[i // 2 % 2]) for i in range(80)
+    ]
+
+    async def outgoing() -> AsyncIterator[ops_pb2.StreamSignalsRequest]:
+        yield ops_pb2.StreamSignalsRequest(signals=frame)
+        await asyncio.sleep(30)
+
+    decided: list[ops_pb2.SignalDecision] = []
+    async with mesh.channel() as channel:
+        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=META)
+        async for answer in call:
+            decided.extend(answer.decisions)
+            if len(decided) == len(frame):
+                break
+        call.cancel()
+    accepted = [d for d in decided if d.status == ops_pb2.DECISION_STATUS_ACCEPTED]
+    assert len(accepted) > 32, "more than one slice (SLICE_SIGNALS) of orders"
+    await wait_until(lambda: engine_frames(mesh) > before)
+    await asyncio.sleep(0.2)  # a second frame, if any, would have arrived by now
+    assert engine_frames(mesh) - before == 1
