@@ -288,7 +288,10 @@ async def cmd_allocations(args: argparse.Namespace, console: Console) -> int:
 async def cmd_allocations_trigger(args: argparse.Namespace, console: Console) -> int:
     async with _admin_client(args) as admin:
         response = await admin.trigger_allocation(reason=args.reason)
-    _print_allocations(console, f"allocation {response.reason}: {response.message or '-'}", response.allocations)
+    title = f"allocation {response.reason}: {response.message or '-'}"
+    if response.cycle_id:  # several ops workers: the allocator leader ran it for every worker
+        title += f" (cycle {response.cycle_id}, run by ops worker {response.leader_worker_index})"
+    _print_allocations(console, title, response.allocations)
     return 0
 
 
