@@ -13,6 +13,7 @@ from clients.sdk import MeshRpcError, OpsAdminClient
 from ops_server import coordination
 from ops_server.coordination import Coordinator
 from tests.conftest import ADMIN_TOKEN, DEMO, wait_until, write_json
+from tests.test_cli_e2e import cli
 from tests.test_shards import (  # noqa: F401  (pg_schema, shards: fixtures)
     Shards,
     pg_schema,
@@ -129,3 +130,16 @@ async def test_trigger_allocation_when_no_worker_leads_is_withdrawn_after_the_ti
             assert cycles and not [d for d in cycles.values() if d.get("forced")]
         finally:
             await stop_shards(s)
+
+
+async def test_allocations_trigger_command_when_asked_on_the_follower_prints_the_cycle_and_its_leader(
+    shards: Shards,  # noqa: F811
+    pg_schema: str,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    leader, follower = await leader_and_follower(shards)
+    argv = ["--ops", shards.address(follower), "--admin-token", ADMIN_TOKEN, "--reason", "from the CLI"]
+    code, out, err = await cli(capsys, "allocations", "trigger", *argv)
+    assert code == 0, err
+    (forced,) = [d for d in shared_documents(pg_schema, "allocation/cycle/").values() if d.get("forced")]
+    assert f"(cycle {forced['cycle_id']}, run by ops worker {leader})" in out
