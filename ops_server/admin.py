@@ -95,7 +95,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
                     reason=decision.reason.value, message=decision.message, allocations=self._controls.allocations()
                 )
             # Several workers: the allocator leader runs it once, whichever worker was asked; every worker applies it.
-            cycle = await self._coordinator.request_cycle(request.reason)
+            cycle = await self._coordinator.request_cycle(request.reason, within=context.time_remaining())
             self._controls.audit(
                 "TriggerAllocation", request.reason, result=cycle.reason, cycle_id=cycle.cycle_id, leader=cycle.leader
             )

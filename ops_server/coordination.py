@@ -71,7 +71,10 @@ Document = dict[str, Any]
 
 REQUEST_PREFIX = "allocation/request/"
 FORCED_CYCLE_TIMEOUT_SECONDS = 10.0
-"""How long a worker waits for the leader to run (and itself to apply) a forced cycle, seconds."""
+"""How long a worker waits for the leader to run (and itself to apply) a forced cycle, seconds (less when the caller's
+deadline is nearer)."""
+DEADLINE_MARGIN_SECONDS = 0.3
+"""Time kept before the caller's deadline to withdraw the request and answer, seconds."""
 REFUSALS: dict[str, type[MeshError]] = {
     "permission_denied": PermissionDeniedError,
     "validation_failed": ValidationError,
@@ -385,8 +388,13 @@ class Coordinator:
                 decision.reason.value,
             )
 
-    async def request_cycle(self, reason: str) -> SharedCycle:
+    async def request_cycle(self, reason: str, within: float | None = None) -> SharedCycle:
         """Ask the allocator leader for a forced cycle, wait until it ran and this worker applied it.
+
+        Args:
+            reason: the operator's reason, kept with the request.
+            within: seconds the caller still waits (its gRPC deadline), if it has one: the request is withdrawn a
+                little before, so the caller hears why rather than ``DEADLINE_EXCEEDED``.
 
         Raises:
             UnavailableError: ``ALLOCATOR_LEADER_UNAVAILABLE`` when no leader ran it in time (then it never runs).
@@ -395,6 +403,8 @@ class Coordinator:
         key = REQUEST_PREFIX + uuid.uuid4().hex
         poll = min(0.05, self._config.coordination_interval_seconds)
         timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * self._config.coordination_interval_seconds)
+        if within is not None:
+            timeout = max(0.1, min(timeout, within - DEADLINE_MARGIN_SECONDS))
         deadline = self._clock.monotonic() + timeout
         log.info("[COORD] worker %d asks the allocator leader for a forced cycle (%s)", self._shards.index, reason)
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)

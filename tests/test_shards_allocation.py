@@ -121,9 +121,15 @@ async def test_trigger_allocation_when_no_worker_leads_is_withdrawn_after_the_ti
                 with pytest.raises(MeshRpcError) as refused:
                     await admin.trigger_allocation(reason="nobody leads")
             assert refused.value.detail is not None and refused.value.detail.code == "ALLOCATOR_LEADER_UNAVAILABLE"
+            # A caller with a nearer deadline hears the same answer before it, not DEADLINE_EXCEEDED.
+            async with OpsAdminClient(s.address(0), admin_token=ADMIN_TOKEN, timeout=1.0) as hurried:
+                with pytest.raises(MeshRpcError) as refused:
+                    await hurried.trigger_allocation(reason="nobody leads, in a hurry")
+            assert refused.value.detail is not None and refused.value.detail.code == "ALLOCATOR_LEADER_UNAVAILABLE"
             assert not shared_documents(pg_schema, "allocation/request/")  # withdrawn: a later leader runs nothing
-            registry = s.workers[1].core.metrics.registry
-            assert registry.get_sample_value("ops_allocation_requests_total", {"outcome": "TIMEOUT"}) == 1.0
+            for worker in s.workers:
+                registry = worker.core.metrics.registry
+                assert registry.get_sample_value("ops_allocation_requests_total", {"outcome": "TIMEOUT"}) == 1.0
             lock.execute("SELECT pg_advisory_unlock(hashtext(%s))", (f"nautilus_mesh.allocator:{pg_schema}",))
             await leader_and_follower(s)
             cycles = shared_documents(pg_schema, "allocation/cycle/")
