@@ -53,7 +53,7 @@ from nautilus_mesh.errors import (
     ValidationError,
 )
 from nautilus_mesh.store import PostgresStore, _split_schema
-from ops_server.allocation import AllocationDecision, CapitalAllocator
+from ops_server.allocation import AllocationDecision, AllocationReason, CapitalAllocator
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.events import EventHub
@@ -311,6 +311,7 @@ class Coordinator:
             "reason": decision.reason.value,
             "message": decision.message,
             "allocator": json.loads(json.dumps(self._allocator.snapshot(), default=str)),
+            "at": self._clock.time(),
             **extra,
         }
 
@@ -456,6 +457,19 @@ class Coordinator:
         self._periodic.update_allocation_metrics()
         self._state.save()
         self.applied_cycle = int(doc["cycle_id"])
+        # The applied cycle is this worker's last one too: GetAllocations' last_reason, the allocator health check.
+        self._periodic.last_allocation = AllocationDecision(
+            reason=AllocationReason(str(doc["reason"])),
+            at=float(doc.get("at", self._clock.time())),
+            previous_weights={},
+            new_weights=dict(self._allocator.weights),
+            scores={},
+            sharpe={},
+            observations={},
+            turnover=0.0,
+            forced=bool(doc.get("forced", False)),
+            message=str(doc["message"]),
+        )
         self._events.publish(
             "ALLOCATION",
             f"applied allocation cycle {doc['cycle_id']} of leader worker {doc['leader']}: {doc['message']}",

@@ -68,6 +68,10 @@ async def test_trigger_allocation_when_asked_on_the_follower_runs_one_cycle_on_t
         assert worker.coordinator is not None and worker.coordinator.applied_cycle == response.cycle_id
     first, second = (w.core.allocator for w in shards.workers)
     assert first.weights == second.weights
+    for worker in shards.workers:  # the follower reports the applied cycle as its last one, like the leader
+        assert worker.core.queries.allocations().last_reason == response.reason
+        allocator_check = next(c for c in worker.health.report()[1] if c.name == "allocator")
+        assert allocator_check.detail.startswith("runs every"), allocator_check  # not "no cycle yet"
     answered = {a.strategy_id: a.capital_usd for a in response.allocations}
     assert answered == {a.strategy_id: a.capital_usd for a in shards.workers[leader].core.controls.allocations()}
     assert not shared_documents(pg_schema, "allocation/request/")  # the answered request is gone
