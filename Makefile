@@ -20,8 +20,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# OPS_WORKERS=2 runs ops as two workers; they share PostgreSQL, so pass OPS_DATABASE_URL=postgresql://... too unless
+# ops.json has one (docs/scale-out.md). Unset, ops.json decides.
+OPS_WORKERS ?=
+OPS_DATABASE_URL ?=
 run: install
-	$(BIN)/nautilus-mesh up --duration $(DURATION)
+	OPS_WORKERS="$(OPS_WORKERS)" OPS_DATABASE_URL="$(OPS_DATABASE_URL)" $(BIN)/nautilus-mesh up --duration $(DURATION)
 
 test: install lint typecheck buf-lint buf-breaking protos-check docs-check rules pytest node-test
 

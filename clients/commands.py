@@ -24,6 +24,7 @@ from rich.console import Console
 
 from clients.config_dir import demo_admin_token, demo_engine_token, demo_strategy_token
 from clients.launcher import sharpe_cell
+from clients.ops_view import OpsReader
 from clients.sdk import EngineClient, MeshRpcError, OpsAdminClient, OpsClient
 from clients.traces import print_table
 from nautilus_mesh.api.common.v1 import common_pb2
@@ -119,38 +120,38 @@ def _number(value: float) -> str:
 
 
 async def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    async with _client(args) as ops:
-        models = await ops.list_models()
-        stats = await ops.get_model_stats()
-        positions = await ops.get_positions()
-        allocations = await ops.get_allocations()
-    by_model = {s.model_id: s for s in stats.models}
-    held: dict[str, list[str]] = {}
-    for p in positions:
-        if p.quantity and p.quantity not in ("0", "0.0"):
-            held.setdefault(p.model_id, []).append(f"{p.instrument}:{p.quantity}")
+    """Every model's row from the ops worker owning it: ``--ops`` names any worker, the shard map the rest."""
+    token = resolve_token(args.token, os.environ, args.config_dir)
+    if not token:
+        raise CliError(f"no strategy token: pass --token or set {TOKEN_ENV}", 2)
+    admin = resolve_admin_token(args.admin_token, os.environ, args.config_dir)
+    async with OpsReader(args.ops, strategy_token=token, admin_token=admin, timeout=CLI_TIMEOUT) as reader:
+        view = await reader.read()
+    sharded = bool(view.owners)
     rows = []
-    for m in models:
-        s = by_model.get(m.model_id)
+    for m in view.models:
+        s = view.stats.get(m.model_id)
         state = common_pb2.TradingState.Name(m.trading_state).removeprefix("TRADING_STATE_")
         rows.append(
             [
                 m.model_id,
                 m.strategy_id,
+                *([str(view.owners.get(m.model_id, "-"))] if sharded else []),
                 _mode(m.mode),
                 f"{m.routing_weight:.2f}",
                 _money(m.quota_usd),
                 state,
                 str(s.fills) if s else "0",
-                " ".join(held.get(m.model_id, [])) or "flat",
+                view.positions.get(m.model_id, "flat"),
                 _money(s.equity) if s else "-",
                 sharpe_cell(s),
                 str(s.observations) if s else "-",
             ]
         )
-    headers = ["model", "strategy", "mode", "weight", "quota usd", "state", "fills", "position", "pnl", "sharpe/yr"]
-    headers.append("bars")  # "-" for Sharpe below ops' stats_min_bars
-    print_table(console, "models", headers, rows)
+    headers = ["model", "strategy", *(["worker"] if sharded else []), "mode", "weight", "quota usd", "state"]
+    headers += ["fills", "position", "pnl", "sharpe/yr", "bars"]  # "-" for Sharpe below ops' stats_min_bars
+    print_table(console, f"models ({view.workers} ops workers)" if sharded else "models", headers, rows)
+    allocations = view.allocations or ops_pb2.GetAllocationsResponse()
     alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in allocations.allocations]
     title = f"allocations (total {_money(allocations.total_capital_usd)}, last {allocations.last_reason or '-'})"
     print_table(console, title, ["strategy", "fraction", "capital usd"], alloc_rows)
@@ -288,7 +289,10 @@ async def cmd_allocations(args: argparse.Namespace, console: Console) -> int:
 async def cmd_allocations_trigger(args: argparse.Namespace, console: Console) -> int:
     async with _admin_client(args) as admin:
         response = await admin.trigger_allocation(reason=args.reason)
-    _print_allocations(console, f"allocation {response.reason}: {response.message or '-'}", response.allocations)
+    title = f"allocation {response.reason}: {response.message or '-'}"
+    if response.cycle_id:  # several ops workers: the allocator leader ran it for every worker
+        title += f" (cycle {response.cycle_id}, run by ops worker {response.leader_worker_index})"
+    _print_allocations(console, title, response.allocations)
     return 0
 
 

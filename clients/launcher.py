@@ -29,8 +29,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from clients.config_dir import (
     ops_config,
     state_dirs_from_config,
 )
+from clients.ops_view import OpsReader, OpsView
 from clients.processes import (
     MAX_RESTARTS,
     ChildSpec,
@@ -54,7 +54,6 @@ from clients.processes import (
     stop_all,
     wait_ready,
 )
-from clients.sdk import MeshRpcError, OpsClient
 from clients.strategy_stats import StatsFile, read_stats_file
 from clients.traces import print_table
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -113,8 +112,9 @@ def sharding_problems(config_dir: str | os.PathLike[str], workers: int) -> list[
     url = config.database_url if config else ""
     if workers > 1 and url.partition(":")[0].lower() not in ("postgresql", "postgres"):
         return [
-            f"OPS_WORKERS={workers} needs a PostgreSQL database_url in ops.json (SQLite serves one worker); "
-            "see docs/scale-out.md"
+            f"OPS_WORKERS={workers} needs PostgreSQL: the workers share allocations, the kill switch and exposure "
+            "through it, SQLite serves one worker. Set OPS_DATABASE_URL=postgresql://... (make run OPS_WORKERS=2 "
+            "OPS_DATABASE_URL=...) or a postgresql:// database_url in ops.json; see docs/scale-out.md"
         ]
     return []
 
@@ -168,44 +168,6 @@ def _money(text: str) -> str:
         return text or "-"
 
 
-def _is_zero(quantity: str) -> bool:
-    try:
-        return Decimal(quantity) == 0
-    except InvalidOperation:  # not a number: show it as it came
-        return False
-
-
-def _positions_by_model(positions: Sequence[ops_pb2.Position]) -> dict[str, str]:
-    out: dict[str, list[str]] = {}
-    for p in positions:
-        if _is_zero(p.quantity):
-            continue
-        out.setdefault(p.model_id, []).append(f"{p.instrument}:{p.quantity}")
-    return {m: " ".join(v) for m, v in out.items()}
-
-
-@dataclass
-class OpsView:
-    """What the status table shows from ops (empty when ops did not answer)."""
-
-    models: list[ops_pb2.ModelInfo]
-    stats: dict[str, ops_pb2.ModelStats]
-    positions: dict[str, str]
-    allocations: ops_pb2.GetAllocationsResponse | None
-    error: str = ""
-
-
-async def fetch_ops_view(ops: OpsClient) -> OpsView:
-    """Models, stats, positions and allocations from ops, or an OpsView carrying the error."""
-    try:
-        models, stats, positions, allocations = await asyncio.gather(
-            ops.list_models(), ops.get_model_stats(), ops.get_positions(), ops.get_allocations()
-        )
-    except MeshRpcError as exc:
-        return OpsView([], {}, {}, None, error=str(exc))
-    return OpsView(models, {s.model_id: s for s in stats.models}, _positions_by_model(positions), allocations)
-
-
 def _count(counts: Mapping[str, Any], key: str, known: bool = True) -> str:
     """A strategy-side count, or ``-`` while the stats file has no figure for it yet (not a misleading 0)."""
     value = counts.get(key)
@@ -229,6 +191,7 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
     names = [m.model_id for m in view.models] or sorted(model_stats)
     info = {m.model_id: m for m in view.models}
     counted = _counted_models(stats)
+    sharded = bool(view.owners)
     rows = []
     for model_id in names:
         counts = model_stats.get(model_id) or {}
@@ -237,6 +200,7 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
         rows.append(
             [
                 model_id,
+                *([str(view.owners.get(model_id, "-"))] if sharded else []),
                 ops_pb2.RoutingMode.Name(m.mode).removeprefix("ROUTING_MODE_") if m else "-",
                 _count(counts, "signals", model_id in counted),
                 _count(counts, "accepted", model_id in counted),
@@ -250,8 +214,9 @@ def print_status(console: Console, view: OpsView, stats: Mapping[str, Any]) -> N
             ]
         )
     # Sharpe annualised from the bars of ops' stats_bar_seconds ("-" below stats_min_bars); drawdown of peak equity.
-    headers = ["model", "mode", "signals", "orders", "fills", "position", "pnl", "sharpe/yr", "bars"]
-    headers += ["drawdown ratio", "weight / quota usd"]
+    # Several ops workers: "worker" is the one owning the model's strategy, whose figures the row shows.
+    headers = ["model", *(["worker"] if sharded else []), "mode", "signals", "orders", "fills", "position", "pnl"]
+    headers += ["sharpe/yr", "bars", "drawdown ratio", "weight / quota usd"]
     print_table(console, f"models ({time.strftime('%H:%M:%S')})", headers, rows)
     service_rows = []
     for name, snap in sorted((stats.get("strategies") or {}).items()):
@@ -357,7 +322,8 @@ async def run_mesh(
     exit_code = 0
     deadline = time.monotonic() + duration if duration > 0 else None
     # The status table shows every model: read with the operator's token when the config has one.
-    client = OpsClient(endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root), timeout=2.0)
+    # Every ops worker is read (through the shard map): each model's row comes from the worker owning it.
+    client = OpsReader(endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root), timeout=2.0)
     supervisor = Supervisor(procs, specs, max_restarts)
     next_status = time.monotonic() + status_interval
     try:
@@ -383,7 +349,7 @@ async def run_mesh(
                 continue
             next_status = time.monotonic() + status_interval
             if not stop.is_set():
-                print_status(console, await fetch_ops_view(client), read_stats())
+                print_status(console, await client.view(), read_stats())
     finally:
         await client.close()
         await stop_all(supervisor.procs)

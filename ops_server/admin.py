@@ -20,6 +20,7 @@ from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.status import abort
 from ops_server import wire
 from ops_server.controls import ConfigTarget, OpsControls
+from ops_server.coordination import Coordinator
 from ops_server.health import OpsHealth
 from ops_server.queries import OpsQueries
 
@@ -43,9 +44,19 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         queries: the read views an answer shows.
         admin_token: the ``x-ops-token`` value; empty closes the service.
         health: every check of ops' health, for ``GetHealth``.
+        coordinator: this worker's coordination when ops runs as several workers (forced cycles go to the leader).
     """
 
-    def __init__(self, *, controls: OpsControls, queries: OpsQueries, admin_token: str, health: OpsHealth) -> None:
+    def __init__(
+        self,
+        *,
+        controls: OpsControls,
+        queries: OpsQueries,
+        admin_token: str,
+        health: OpsHealth,
+        coordinator: Coordinator | None = None,
+    ) -> None:
+        self._coordinator = coordinator
         self._controls = controls
         self._queries = queries
         self._token = admin_token
@@ -77,10 +88,23 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     async def TriggerAllocation(
         self, request: admin_pb2.TriggerAllocationRequest, context: Context
     ) -> admin_pb2.TriggerAllocationResponse:
-        def run() -> admin_pb2.TriggerAllocationResponse:
-            decision = self._controls.trigger_allocation(request.reason)
+        async def run() -> admin_pb2.TriggerAllocationResponse:
+            if self._coordinator is None:  # a single ops runs it here
+                decision = self._controls.trigger_allocation(request.reason)
+                return admin_pb2.TriggerAllocationResponse(
+                    reason=decision.reason.value, message=decision.message, allocations=self._controls.allocations()
+                )
+            # Several workers: the allocator leader runs it once, whichever worker was asked; every worker applies it.
+            cycle = await self._coordinator.request_cycle(request.reason, within=context.time_remaining())
+            self._controls.audit(
+                "TriggerAllocation", request.reason, result=cycle.reason, cycle_id=cycle.cycle_id, leader=cycle.leader
+            )
             return admin_pb2.TriggerAllocationResponse(
-                reason=decision.reason.value, message=decision.message, allocations=self._controls.allocations()
+                reason=cycle.reason,
+                message=cycle.message,
+                allocations=self._controls.allocations(),
+                cycle_id=cycle.cycle_id,
+                leader_worker_index=cycle.leader,
             )
 
         return await self._guard(context, "TriggerAllocation", run)

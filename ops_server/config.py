@@ -124,9 +124,9 @@ class OpsConfig(StrictModel):
 
 
 def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
-    """Load the ops config; relative paths inside it are resolved against the file's folder. ``OPS_WORKERS`` and
-    ``OPS_WORKER_INDEX`` override ``ops_workers`` and ``worker_index``; a worker of several then gets its own port,
-    metrics port and state folder (see :func:`ops_server.sharding.worker_config`)."""
+    """Load the ops config; relative paths inside it are resolved against the file's folder. ``OPS_DATABASE_URL``,
+    ``OPS_WORKERS`` and ``OPS_WORKER_INDEX`` override ``database_url``, ``ops_workers`` and ``worker_index``; a
+    worker of several then gets its own port, metrics port and state folder (see :func:`env_workers`)."""
     config = load_config(OpsConfig, path)
     config = env_workers(config)
     base = Path(path).resolve().parent
@@ -150,10 +150,14 @@ WORKER_METRICS_STRIDE = WORKER_PORT_STRIDE
 
 
 def env_workers(config: OpsConfig) -> OpsConfig:
-    """``config`` with ``OPS_WORKERS``/``OPS_WORKER_INDEX`` applied and, for a worker of several, its own port
-    (base + 100 x index, unless ``worker_addresses`` names it), metrics port (base + 100 x index: both clear of the
-    engine's ports, next to ops' in the demo) and state folder (``<state_dir>/worker-<index>``)."""
+    """``config`` with ``OPS_DATABASE_URL``, ``OPS_WORKERS`` and ``OPS_WORKER_INDEX`` applied and, for a worker of
+    several, its own port (base + 100 x index, unless ``worker_addresses`` names it), metrics port (base + 100 x
+    index: both clear of the engine's ports, next to ops' in the demo) and state folder
+    (``<state_dir>/worker-<index>``)."""
     updates: dict[str, object] = {}
+    database_url = os.environ.get("OPS_DATABASE_URL", "").strip()
+    if database_url:  # e.g. `make run OPS_WORKERS=2 OPS_DATABASE_URL=postgresql://...` on the SQLite demo config
+        updates["database_url"] = database_url
     for name, field in (("OPS_WORKERS", "ops_workers"), ("OPS_WORKER_INDEX", "worker_index")):
         raw = os.environ.get(name, "").strip()
         if raw:

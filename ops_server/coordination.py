@@ -16,6 +16,14 @@ Every ``coordination_interval_seconds`` (0.2 s) each worker, on the event loop w
    strategy's series from the store and inserts ``allocation/cycle/<cycle_id>`` (``ON CONFLICT DO NOTHING``: a
    cycle id is decided once, whoever leads) together with ``allocation/latest``, in one transaction.
 5. **Apply**: every worker applies ``allocation/latest`` when its cycle id is newer than the one it applied.
+6. **Forced cycles**: an operator's ``TriggerAllocation`` on any worker writes ``allocation/request/<uuid>``
+   (:meth:`Coordinator.request_cycle`). The leader runs one forced cycle for every pending request at its next
+   round, under the next free cycle id (``max(current, last decided + 1)``: the periodic cycle of that id is then
+   skipped), inserts it like any cycle and answers each request with the cycle id in the same transaction. The
+   asking worker waits for that answer and for its own application of the cycle, then replies: one cycle, run
+   once by the leader, applied by every worker. A request no leader answers within
+   :data:`FORCED_CYCLE_TIMEOUT_SECONDS` is withdrawn (never run later) and refused with
+   ``ALLOCATOR_LEADER_UNAVAILABLE``.
 
 The shared documents live in the configured schema's ``documents`` table; each worker's own state stays in its own
 schema (:func:`ops_server.sharding.worker_database_url`).
@@ -27,6 +35,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import uuid
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -35,8 +45,15 @@ from psycopg import sql
 
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
+from nautilus_mesh.errors import (
+    FailedPreconditionError,
+    MeshError,
+    PermissionDeniedError,
+    UnavailableError,
+    ValidationError,
+)
 from nautilus_mesh.store import PostgresStore, _split_schema
-from ops_server.allocation import CapitalAllocator
+from ops_server.allocation import AllocationDecision, AllocationReason, CapitalAllocator
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
 from ops_server.events import EventHub
@@ -51,6 +68,28 @@ from ops_server.sharding import ShardMap
 log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+
+REQUEST_PREFIX = "allocation/request/"
+FORCED_CYCLE_TIMEOUT_SECONDS = 10.0
+"""How long a worker waits for the leader to run (and itself to apply) a forced cycle, seconds (less when the caller's
+deadline is nearer)."""
+DEADLINE_MARGIN_SECONDS = 0.3
+"""Time kept before the caller's deadline to withdraw the request and answer, seconds."""
+REFUSALS: dict[str, type[MeshError]] = {
+    "permission_denied": PermissionDeniedError,
+    "validation_failed": ValidationError,
+}
+
+
+@dataclass(frozen=True)
+class SharedCycle:
+    """A forced allocation cycle the leader ran for a request (see the module docstring, step 6)."""
+
+    cycle_id: int
+    leader: int
+    reason: str
+    """The allocator's reason (FORCED, COOLDOWN, ...)."""
+    message: str
 
 
 class Coordinator:
@@ -93,6 +132,7 @@ class Coordinator:
         self._rails_synced = self._local_rails()
         self._rails_version = 0
         self._returns_written_at = float("-inf")
+        self._wake = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -128,7 +168,9 @@ class Coordinator:
             except Exception:
                 self._metrics.coordination_failures.inc()
                 log.exception("[COORD] worker %d: coordination step failed", self._shards.index)
-            await asyncio.sleep(self._config.coordination_interval_seconds)
+            with contextlib.suppress(TimeoutError):  # a forced cycle's request wakes the loop early
+                await asyncio.wait_for(self._wake.wait(), self._config.coordination_interval_seconds)
+            self._wake.clear()
 
     async def _drop_connections(self) -> None:
         for conn in (self._conn, self._lock_conn):
@@ -153,6 +195,7 @@ class Coordinator:
         await self._sync_exposure(conn)
         await self._write_returns(conn)
         if await self._hold_leadership():
+            await self._serve_requests(conn)
             await self._lead(conn)
         await self._apply_latest(conn)
 
@@ -254,41 +297,157 @@ class Coordinator:
     def cycle_id(self) -> int:
         return int(self._clock.time() // self._config.allocation_interval_seconds)
 
-    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        cycle = self.cycle_id()
-        if cycle <= self.applied_cycle:
-            return
-        key = f"allocation/cycle/{cycle}"
-        if await self._get(conn, key) is not None:
-            return  # decided already (by a leader before this one): applied below
-        returns: dict[str, list[float]] = {}
+    async def _returns(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, list[float]]:
+        """Every strategy's return series, as the workers wrote them."""
         cur = await conn.execute(
             sql.SQL("SELECT key, value FROM {} WHERE key LIKE 'returns/%%'").format(self._documents)
         )
-        for k, value in await cur.fetchall():
-            returns[k.removeprefix("returns/")] = [float(x) for x in value["returns"]]
-        decision = self._periodic.run_allocation(returns=returns)
-        doc = {
+        return {k.removeprefix("returns/"): [float(x) for x in value["returns"]] for k, value in await cur.fetchall()}
+
+    def _cycle_document(self, cycle: int, decision: AllocationDecision, **extra: object) -> Document:
+        return {
             "cycle_id": cycle,
             "leader": self._shards.index,
             "reason": decision.reason.value,
             "message": decision.message,
             "allocator": json.loads(json.dumps(self._allocator.snapshot(), default=str)),
+            "at": self._clock.time(),
+            **extra,
         }
-        encoded = json.dumps(doc, allow_nan=False)
+
+    async def _decide(
+        self, conn: psycopg.AsyncConnection[Any], doc: Document, answered: dict[str, Document] | None = None
+    ) -> bool:
+        """Insert cycle ``doc`` and make it the latest (and answer ``answered`` requests), in one transaction; False
+        when another leader decided that cycle id first."""
         async with conn.transaction():
             cur = await conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
                     "ON CONFLICT (key) DO NOTHING RETURNING key"
                 ).format(self._documents),
-                (key, encoded, self._clock.time()),
+                (f"allocation/cycle/{doc['cycle_id']}", json.dumps(doc, allow_nan=False), self._clock.time()),
             )
             if await cur.fetchone() is None:
-                return  # another leader decided this cycle first: its document is applied below
+                return False
             await self._put(conn, "allocation/latest", doc)
-        self.applied_cycle = cycle
-        log.info("[COORD] worker %d led allocation cycle %d: %s", self._shards.index, cycle, decision.reason.value)
+            for key, value in (answered or {}).items():
+                await self._put(conn, key, value)
+        self.applied_cycle = int(doc["cycle_id"])
+        return True
+
+    async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        cycle = self.cycle_id()
+        if cycle <= self.applied_cycle:
+            return
+        if await self._get(conn, f"allocation/cycle/{cycle}") is not None:
+            return  # decided already (by a leader before this one): applied below
+        decision = self._periodic.run_allocation(returns=await self._returns(conn))
+        if await self._decide(conn, self._cycle_document(cycle, decision)):
+            log.info("[COORD] worker %d led allocation cycle %d: %s", self._shards.index, cycle, decision.reason.value)
+
+    # -- forced cycles ---------------------------------------------------------------------
+
+    async def _serve_requests(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Run one forced cycle for every pending request (the leader only)."""
+        cur = await conn.execute(
+            sql.SQL("SELECT key, value FROM {} WHERE key LIKE %s AND NOT (value ? 'outcome') ORDER BY key").format(
+                self._documents
+            ),
+            (REQUEST_PREFIX + "%",),
+        )
+        pending: dict[str, Document] = {key: dict(value) for key, value in await cur.fetchall()}
+        if not pending:
+            return
+        latest = await self._get(conn, "allocation/latest")
+        decided = int(latest["cycle_id"]) if latest is not None else -1
+        cycle = max(self.cycle_id(), self.applied_cycle + 1, decided + 1)
+        askers = sorted({int(r["worker"]) for r in pending.values()})
+        try:
+            decision = self._periodic.run_allocation(forced=True, returns=await self._returns(conn))
+        except MeshError as exc:
+            log.warning("[COORD] worker %d refused a forced allocation cycle: %s", self._shards.index, exc.code)
+            refusal = {"outcome": "REFUSED", "kind": exc.kind, "code": exc.code, "message": exc.message}
+            for key, value in pending.items():
+                await self._put(conn, key, {**value, **refusal})
+            return
+        doc = self._cycle_document(
+            cycle,
+            decision,
+            forced=True,
+            requested_by=askers,
+            requests=[key.removeprefix(REQUEST_PREFIX) for key in pending],
+        )
+        answer = {"outcome": "RAN", "cycle_id": cycle, "leader": self._shards.index}
+        answer |= {"result": decision.reason.value, "message": decision.message}
+        if await self._decide(conn, doc, {key: {**value, **answer} for key, value in pending.items()}):
+            log.warning(
+                "[COORD] worker %d ran forced allocation cycle %d for worker(s) %s: %s",
+                self._shards.index,
+                cycle,
+                askers,
+                decision.reason.value,
+            )
+
+    async def request_cycle(self, reason: str, within: float | None = None) -> SharedCycle:
+        """Ask the allocator leader for a forced cycle, wait until it ran and this worker applied it.
+
+        Args:
+            reason: the operator's reason, kept with the request.
+            within: seconds the caller still waits (its gRPC deadline), if it has one: the request is withdrawn a
+                little before, so the caller hears why rather than ``DEADLINE_EXCEEDED``.
+
+        Raises:
+            UnavailableError: ``ALLOCATOR_LEADER_UNAVAILABLE`` when no leader ran it in time (then it never runs).
+            PermissionDeniedError: the leader's refusal (the capital policy disables manual allocation).
+        """
+        key = REQUEST_PREFIX + uuid.uuid4().hex
+        poll = min(0.05, self._config.coordination_interval_seconds)
+        timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * self._config.coordination_interval_seconds)
+        if within is not None:
+            timeout = max(0.1, min(timeout, within - DEADLINE_MARGIN_SECONDS))
+        deadline = self._clock.monotonic() + timeout
+        log.info("[COORD] worker %d asks the allocator leader for a forced cycle (%s)", self._shards.index, reason)
+        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
+        try:
+            request = {"worker": self._shards.index, "operator_reason": reason, "at": self._clock.time()}
+            await self._put(conn, key, request)
+            self._wake.set()
+            while (answer := await self._get(conn, key)) is None or "outcome" not in answer:
+                if self._clock.monotonic() >= deadline and await self._withdraw(conn, key):
+                    self._metrics.allocation_requests.labels("TIMEOUT").inc()
+                    raise UnavailableError(
+                        "ALLOCATOR_LEADER_UNAVAILABLE",
+                        f"no allocator leader ran the forced cycle within {timeout:g} s; it was withdrawn, nothing ran",
+                    )
+                await asyncio.sleep(poll)
+            await conn.execute(sql.SQL("DELETE FROM {} WHERE key = %s").format(self._documents), (key,))
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+        self._metrics.allocation_requests.labels(str(answer["outcome"])).inc()
+        if answer["outcome"] != "RAN":
+            error = REFUSALS.get(str(answer.get("kind")), FailedPreconditionError)
+            raise error(str(answer["code"]), str(answer["message"]))
+        cycle = int(answer["cycle_id"])
+        self._wake.set()
+        while self.applied_cycle < cycle:
+            if self._clock.monotonic() >= deadline:
+                raise UnavailableError(
+                    "ALLOCATION_NOT_APPLIED",
+                    f"the leader ran forced cycle {cycle} but worker {self._shards.index} has not applied it yet",
+                    {"cycle_id": cycle},
+                )
+            await asyncio.sleep(poll)
+        return SharedCycle(cycle, int(answer["leader"]), str(answer["result"]), str(answer["message"]))
+
+    async def _withdraw(self, conn: psycopg.AsyncConnection[Any], key: str) -> bool:
+        """Delete request ``key`` unless a leader answered it meanwhile; True when it was withdrawn."""
+        cur = await conn.execute(
+            sql.SQL("DELETE FROM {} WHERE key = %s AND NOT (value ? 'outcome') RETURNING key").format(self._documents),
+            (key,),
+        )
+        return await cur.fetchone() is not None
 
     async def _apply_latest(self, conn: psycopg.AsyncConnection[Any]) -> None:
         doc = await self._get(conn, "allocation/latest")
@@ -298,6 +457,19 @@ class Coordinator:
         self._periodic.update_allocation_metrics()
         self._state.save()
         self.applied_cycle = int(doc["cycle_id"])
+        # The applied cycle is this worker's last one too: GetAllocations' last_reason, the allocator health check.
+        self._periodic.last_allocation = AllocationDecision(
+            reason=AllocationReason(str(doc["reason"])),
+            at=float(doc.get("at", self._clock.time())),
+            previous_weights={},
+            new_weights=dict(self._allocator.weights),
+            scores={},
+            sharpe={},
+            observations={},
+            turnover=0.0,
+            forced=bool(doc.get("forced", False)),
+            message=str(doc["message"]),
+        )
         self._events.publish(
             "ALLOCATION",
             f"applied allocation cycle {doc['cycle_id']} of leader worker {doc['leader']}: {doc['message']}",

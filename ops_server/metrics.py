@@ -149,6 +149,13 @@ class OpsMetrics:
             "Coordination rounds of an ops worker (one of several) that failed, e.g. the store unreachable.",
             registry=r,
         )
+        self.allocation_requests = Counter(
+            "ops_allocation_requests_total",
+            "Forced allocation cycles this ops worker (one of several) asked the allocator leader for, by outcome: "
+            "RAN, REFUSED (by the capital policy), TIMEOUT (no leader answered; withdrawn, nothing ran).",
+            ["outcome"],
+            registry=r,
+        )
         self.engine_reconnects = Counter("engine_reconnects_total", "Engine order stream reconnects.", registry=r)
         self.reconciled_reports = Counter(
             "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r

@@ -63,7 +63,11 @@ class OpsServer(ServiceHost):
         )
         self.health = ops_health(core)
         self.admin = OpsAdminService(
-            controls=core.controls, queries=core.queries, admin_token=config.admin_token, health=self.health
+            controls=core.controls,
+            queries=core.queries,
+            admin_token=config.admin_token,
+            health=self.health,
+            coordinator=self.coordinator,
         )
 
     async def start(self) -> None:

@@ -126,8 +126,9 @@ def check_deployment(config: OpsConfig) -> None:
         return
     if not is_postgres(config.database_url):
         raise ConfigError(
-            f"ops_workers={n} needs a PostgreSQL database_url (postgresql://...): the workers share allocations, "
-            "the kill switch and exposure through it; SQLite serves a single worker only (ops_workers=1)",
+            f"ops_workers={n} needs a PostgreSQL database_url (postgresql://..., or env OPS_DATABASE_URL): the "
+            "workers share allocations, the kill switch and exposure through it; SQLite serves a single worker only "
+            "(ops_workers=1)",
             code="SHARDING_NEEDS_POSTGRES",
         )
     if not 0 <= config.worker_index < n:

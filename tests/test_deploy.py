@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from engine_server.config import load_engine_config
@@ -17,11 +21,14 @@ from engine_server.metrics import EngineMetrics
 from nautilus_mesh.log_format import JsonFormatter
 from nautilus_mesh.rpc_spans import RpcMetrics
 from nautilus_mesh.telemetry import Tracing, count_dropped_spans
-from ops_server.config import load_ops_config
+from ops_server.config import OpsConfig, load_ops_config
 from ops_server.metrics import OpsMetrics
+from ops_server.sharding import ShardMap, check_deployment, is_postgres
 from strategies.config import load_strategies
 
 ROOT = Path(__file__).resolve().parent.parent
+OPS_SERVICES = ("ops", "ops-1")
+"""The compose file's ops workers, by index."""
 
 
 def compose() -> dict[str, Any]:
@@ -37,12 +44,15 @@ def config_arg(service: dict[str, Any]) -> Path:
 
 def test_compose_when_parsed_runs_engine_ops_strategies_and_the_observability_stack() -> None:
     services = compose()["services"]
-    assert {"engine", "ops", "strategies", "prometheus", "otel-collector", "jaeger", "grafana"} <= set(services)
+    assert {"engine", "ops", "ops-1", "strategies", "prometheus", "otel-collector", "jaeger", "grafana"} <= set(
+        services
+    )
     assert services["engine"]["command"][:3] == ["python", "-m", "engine_server"]
     assert services["ops"]["command"][:3] == ["python", "-m", "ops_server"]
+    assert services["ops-1"]["command"] == services["ops"]["command"]
     assert services["strategies"]["command"][:3] == ["python", "-m", "strategies"]
     assert services["ops"]["depends_on"]["engine"]["condition"] == "service_healthy"
-    for name in ("engine", "ops", "strategies"):
+    for name in ("engine", "ops", "ops-1", "strategies"):
         env = services[name]["environment"]
         assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4317"
     for service in services.values():
@@ -66,14 +76,29 @@ def test_compose_configs_when_loaded_are_valid_and_wired_to_each_other() -> None
     assert ops.registry_path.exists() and ops.capital_policy_path.exists()
 
 
-def test_prometheus_when_parsed_scrapes_the_metrics_ports_the_services_serve() -> None:
+def ops_worker_config(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> OpsConfig:
+    """The config an ops service of the compose file runs with (its OPS_* environment applied)."""
+    for name in ("OPS_WORKERS", "OPS_WORKER_INDEX", "OPS_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in service["environment"].items():
+        if name.startswith("OPS_"):
+            monkeypatch.setenv(name, str(value))
+    return load_ops_config(config_arg(service))
+
+
+def test_prometheus_when_parsed_scrapes_every_ops_worker_with_its_worker_label(monkeypatch: pytest.MonkeyPatch) -> None:
     services = compose()["services"]
     engine = load_engine_config(config_arg(services["engine"]))
-    ops = load_ops_config(config_arg(services["ops"]))
+    workers = [ops_worker_config(services[name], monkeypatch) for name in OPS_SERVICES]
     prometheus = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in prometheus["scrape_configs"]}
-    assert targets == {"ops": [f"ops:{ops.metrics_port}"], "engine": [f"engine:{engine.metrics_port}"]}
-    assert engine.metrics_host == ops.metrics_host == "0.0.0.0"
+    jobs = {job["job_name"]: job["static_configs"] for job in prometheus["scrape_configs"]}
+    assert set(jobs) == {"ops", "engine"}
+    assert [(c["targets"], c.get("labels")) for c in jobs["ops"]] == [
+        ([f"{name}:{config.metrics_port}"], {"worker": str(config.worker_index)})
+        for name, config in zip(OPS_SERVICES, workers, strict=True)
+    ]
+    assert [c["targets"] for c in jobs["engine"]] == [[f"engine:{engine.metrics_port}"]]
+    assert engine.metrics_host == "0.0.0.0" and all(w.metrics_host == "0.0.0.0" for w in workers)
 
 
 def exported_sample_names() -> set[str]:
@@ -154,16 +179,17 @@ def test_compose_when_parsed_checks_grpc_health_restarts_and_stores_in_postgresq
     for name, port in (("engine", 50052), ("ops", 50051)):
         test = services[name]["healthcheck"]["test"]
         assert test == ["CMD", "python", "-m", "nautilus_mesh.healthcheck", f"127.0.0.1:{port}"]
-    for name in ("engine", "ops", "strategies", "postgres", "otel-collector", "prometheus"):
+    for name in ("engine", "ops", "ops-1", "strategies", "postgres", "otel-collector", "prometheus"):
         assert services[name]["restart"] == "unless-stopped", name
-    assert services["ops"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    for name in OPS_SERVICES:
+        assert services[name]["depends_on"]["postgres"]["condition"] == "service_healthy"
     ops = load_ops_config(config_arg(services["ops"]))
     pg = services["postgres"]["environment"]
     assert (
         ops.database_url
         == f"postgresql://{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/{pg['POSTGRES_DB']}"
     )
-    for name in ("engine", "ops", "strategies"):
+    for name in ("engine", "ops", "ops-1", "strategies"):
         ratio = float(services[name]["environment"]["OTEL_TRACES_SAMPLER_ARG"])
         assert 0 < ratio < 1, f"{name} samples {ratio:.0%} of traces"
 
@@ -190,7 +216,7 @@ def test_collector_when_parsed_limits_memory_first_and_serves_health() -> None:
 
 def test_compose_when_parsed_ships_json_logs_to_loki_and_links_traces_and_logs_both_ways(tmp_path: Path) -> None:
     services = compose()["services"]
-    for name in ("engine", "ops", "strategies"):
+    for name in ("engine", "ops", "ops-1", "strategies"):
         assert services[name]["environment"]["LOG_FORMAT"] == "json", name
     assert {"loki", "promtail"} <= set(services) and "loki" in services["grafana"]["depends_on"]
     promtail = yaml.safe_load((ROOT / "deploy/promtail/promtail.yaml").read_text())
@@ -199,6 +225,7 @@ def test_compose_when_parsed_ships_json_logs_to_loki_and_links_traces_and_logs_b
     keep = next(r for r in job["relabel_configs"] if r.get("action") == "keep")
     assert re.fullmatch(keep["regex"], "ops") and re.fullmatch(keep["regex"], "engine")
     assert re.fullmatch(keep["regex"], "strategies") and not re.fullmatch(keep["regex"], "postgres")
+    assert re.fullmatch(keep["regex"], "ops-1")
 
     # A real JSON log line of ours, written inside a span: Grafana's derived field finds its trace id in it, and the
     # trace's "logs" query (its line filter, after Grafana's $$ escape) matches it.
@@ -219,3 +246,88 @@ def test_compose_when_parsed_ships_json_logs_to_loki_and_links_traces_and_logs_b
     query = to_logs["query"].replace("$$", "$").replace("${__trace.traceId}", trace_id)
     needle = re.search(r'\|= "([^"]+)"', query)
     assert needle is not None and needle.group(1) in line
+
+
+def test_compose_when_parsed_runs_two_ops_workers_sharing_postgresql_each_on_its_ports(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    services = compose()["services"]
+    workers = [ops_worker_config(services[name], monkeypatch) for name in OPS_SERVICES]
+    for index, (name, config) in enumerate(zip(OPS_SERVICES, workers, strict=True)):
+        service = services[name]
+        assert service["environment"]["OPS_WORKER_INDEX"] == str(index)
+        assert (config.ops_workers, config.worker_index) == (2, index)
+        assert (config.port, config.metrics_port) == (50051 + 100 * index, 8002 + 100 * index)
+        assert service["ports"] == [f"{config.port}:{config.port}", f"{config.metrics_port}:{config.metrics_port}"]
+        assert service["healthcheck"]["test"][-1] == f"127.0.0.1:{config.port}"
+        assert config.worker_addresses[index] == f"{name}:{config.port}"  # where a WRONG_SHARD refusal sends
+        assert service["depends_on"]["engine"]["condition"] == "service_healthy"
+        assert services["strategies"]["depends_on"][name]["condition"] == "service_healthy"
+        check_deployment(config)  # PostgreSQL, index and addresses in range
+    assert workers[0].database_url == workers[1].database_url and is_postgres(workers[0].database_url)
+    assert workers[0].state_dir != workers[1].state_dir
+    assert len({v for name in OPS_SERVICES for v in services[name]["volumes"]}) == 2  # a state volume each
+    shards = ShardMap.from_config(workers[0], ["momentum", "meanrev"])
+    assert {s: shards.address(shards.owner(s)) for s in ("momentum", "meanrev")} == {
+        "momentum": "ops:50051",
+        "meanrev": "ops-1:50151",  # both workers trade in the demo stack
+    }
+    assert load_strategies(config_arg(services["strategies"])).ops_address == "ops:50051"  # follows WRONG_SHARD
+
+
+def test_compose_ops_worker_when_the_store_is_sqlite_refuses_to_start_and_says_why(tmp_path: Path) -> None:
+    """What `ops-1` does if the compose file's database_url were SQLite: it stops at once with a clear message."""
+    service = compose()["services"]["ops-1"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    env |= {k: str(v) for k, v in service["environment"].items() if k.startswith("OPS_")}
+    env |= {"OPS_DATABASE_URL": f"sqlite:///{tmp_path / 'state.db'}", "OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+    result = subprocess.run(
+        [sys.executable, "-m", "ops_server", "--config", str(config_arg(service))],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "error: ops_workers=2 needs a PostgreSQL database_url" in result.stderr
+    assert "SQLite serves a single worker only" in result.stderr
+
+
+def ops_only_metrics() -> set[str]:
+    """Sample names only ops exports (the engine has none of them)."""
+    ops, engine = (
+        {f.name for f in registry.collect()} for registry in (OpsMetrics().registry, EngineMetrics().registry)
+    )
+    return {f"{n}{suffix}" for n in ops - engine for suffix in ("", "_total", "_bucket", "_count", "_sum")}
+
+
+def test_grafana_dashboard_when_parsed_selects_ops_workers_and_splits_decisions_and_latency_by_worker() -> None:
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/nautilus-mesh.json").read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert variable["name"] == "worker" and variable["includeAll"] and variable["multi"]
+    assert variable["query"]["query"] == 'label_values(up{job="ops"}, worker)'
+    ops_only = ops_only_metrics()
+    selectors = 0
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            # Every selector of an ops-only metric is narrowed to the chosen workers.
+            for name, braces in re.findall(r"\b([a-z][a-z0-9_]*)(\{[^}]*\})?", target["expr"]):
+                if name in ops_only:
+                    selectors += 1
+                    assert 'worker=~"$worker"' in braces, (panel["title"], target["expr"])
+    assert selectors > 20
+    by_worker = {p["title"]: [t["expr"] for t in p["targets"]] for p in dashboard["panels"] if "worker" in p["title"]}
+    decisions = by_worker["Decisions per second by ops worker"]
+    assert decisions == ['sum by (worker, status) (rate(decisions_total{worker=~"$worker"}[1m]))']
+    latency = by_worker["Signal latency in ops by worker (p50 / p99)"]
+    assert all("sum by (le, worker)" in expr and "signal_latency_seconds_bucket" in expr for expr in latency)
+    panels = {p["title"]: p for p in dashboard["panels"]}  # the mesh-wide panels still sum over the workers
+    assert "sum(rate(signals_routed_total{" in panels["Signals routed per second"]["targets"][0]["expr"]
+
+
+def test_prometheus_rules_when_parsed_split_decisions_and_latency_by_worker() -> None:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules/nautilus.yml").read_text())
+    recorded = {r["record"]: r["expr"] for g in rules["groups"] for r in g["rules"] if "record" in r}
+    assert "sum by (worker, status)" in recorded["worker:decisions:rate1m"]
+    for quantile in ("p50", "p99"):
+        assert "sum by (le, worker)" in recorded[f"worker:signal_latency_seconds:{quantile}_1m"]
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    assert alerts["OpsWorkerDown"]["expr"] == 'up{job="ops"} == 0'
+    assert "{{ $labels.worker }}" in alerts["OpsWorkerDown"]["annotations"]["summary"]

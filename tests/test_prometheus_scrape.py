@@ -9,17 +9,27 @@ import os
 import shutil
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from clients.sdk import OpsClient
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MOMENTUM_TOKEN, Mesh, free_port, wait_until
+from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, wait_until
+from tests.test_shards import (  # noqa: F401  (pg_schema: fixture)
+    make_signal,
+    pg_schema,
+    run_script,
+    start_shards,
+    stop_shards,
+)
 
 PROMETHEUS = shutil.which("prometheus")
-RULES_DIR = Path(__file__).resolve().parent.parent / "deploy" / "prometheus" / "rules"
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
+RULES_DIR = DEPLOY / "rules"
 if PROMETHEUS is None and os.environ.get("NAUTILUS_REQUIRE_PROMETHEUS") == "1":
     raise RuntimeError("prometheus is required here (NAUTILUS_REQUIRE_PROMETHEUS=1) but not installed")
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus (Debian package) is installed by .ci/run")
@@ -151,3 +161,79 @@ async def test_prometheus_when_loading_the_deployed_rules_raises_engine_link_dow
         while (await alerts(web)).get("EngineLinkDown") != "pending":
             assert loop.time() < deadline, f"EngineLinkDown never went pending: {await alerts(web)}"
             await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(120)
+async def test_prometheus_when_scraping_two_ops_workers_labels_each_by_worker_and_the_rules_split_and_sum_them(
+    tmp_path: Path,
+    pg_schema: str,  # noqa: F811
+) -> None:
+    """The deployed scrape config and rules (their clocks at 1 s) on two real ops workers sharing PostgreSQL: each
+    worker's series carry its `worker` label, the worker rules split by it and the mesh-wide ones sum over it."""
+    shards = await start_shards(tmp_path, pg_schema, metrics_port=0)
+    try:
+        ports = []
+        for worker in shards.workers:
+            assert worker.metrics_server is not None
+            ports.append(worker.metrics_server.port)
+        deployed = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+        (ops_job,) = [job for job in deployed["scrape_configs"] if job["job_name"] == "ops"]
+        local = {"ops:8002": f"127.0.0.1:{ports[0]}", "ops-1:8102": f"127.0.0.1:{ports[1]}"}
+        for static in ops_job["static_configs"]:
+            static["targets"] = [local[target] for target in static["targets"]]
+        rules = yaml.safe_load((RULES_DIR / "nautilus.yml").read_text())
+        for group in rules["groups"]:
+            group["interval"] = "1s"
+        (tmp_path / "rules").mkdir()
+        (tmp_path / "rules" / "nautilus.yml").write_text(yaml.safe_dump(rules))
+        deployed |= {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(tmp_path / "rules" / "*.yml")],
+            "scrape_configs": [ops_job],
+        }
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump(deployed))
+
+        async with prometheus(tmp_path, config) as (server, web):
+            loop = asyncio.get_running_loop()
+
+            async def until(promql: str, done: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+                deadline = loop.time() + 30
+                while not done(result := await query(web, promql)):
+                    assert server.returncode is None, log_tail(tmp_path / "prometheus.log")
+                    assert loop.time() < deadline, f"{promql}: {result}"
+                    await asyncio.sleep(0.5)
+                return result
+
+            def workers(result: list[dict[str, Any]]) -> set[str]:
+                return {r["metric"].get("worker", "") for r in result}
+
+            up = await until('up{job="ops"} == 1', lambda r: workers(r) == {"0", "1"})
+            assert {(r["metric"]["worker"], r["metric"]["instance"]) for r in up} == {
+                ("0", f"127.0.0.1:{ports[0]}"),
+                ("1", f"127.0.0.1:{ports[1]}"),
+            }
+            await run_script([shards.address(0), shards.address(1)])  # momentum on worker 0, meanrev on worker 1
+            accepted = await until(
+                'sum by (worker) (decisions_total{status="ACCEPTED"})',
+                lambda r: {x["metric"].get("worker"): float(x["value"][1]) for x in r} == {"0": 3.0, "1": 2.0},
+            )
+            assert len(accepted) == 2
+            routed = await query(web, 'signals_routed_total{model="meanrev_v1"} > 0')
+            assert workers(routed) == {"1"}  # a model's signals counted by its owner only
+            # A series' first sample is no increase: a second batch on each worker gives the rates something to see.
+            for address, token, model, instrument in (
+                (shards.address(0), MOMENTUM_TOKEN, "momentum_v1", "BTC-USD"),
+                (shards.address(1), MEANREV_TOKEN, "meanrev_v1", "SOL-USD"),
+            ):
+                async with OpsClient(address, strategy_token=token) as ops:
+                    decision = await ops.submit_signal(make_signal(f"{model}-again", model, instrument, 0.001))
+                assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+            await until('worker:decisions:rate1m{status="ACCEPTED"} > 0', lambda r: workers(r) == {"0", "1"})
+            await until("worker:signal_latency_seconds:p99_1m > 0", lambda r: workers(r) == {"0", "1"})
+            total = await until("nautilus:signal_latency_seconds:p99_1m > 0", lambda r: len(r) == 1)
+            assert workers(total) == {""}  # the mesh-wide quantile sums over the workers
+            leaders = await query(web, "sum(ops_allocator_leader)")
+            assert leaders and float(leaders[0]["value"][1]) == 1.0
+    finally:
+        await stop_shards(shards)

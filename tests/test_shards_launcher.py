@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +18,7 @@ from clients.launcher import ops_worker_specs, sharding_problems
 from clients.sdk import OpsClient
 from tests.conftest import free_ports
 from tests.test_launcher_supervision import fills, read_until
-from tests.test_make_run import CLI, demo_config_on
+from tests.test_make_run import CLI, ROOT, demo_config_on, status_rows
 from tests.test_shards import pg_schema  # noqa: F401  (fixture)
 from tests.test_store import PG_URL
 
@@ -59,7 +60,8 @@ def test_ops_worker_specs_when_ops_workers_is_2_gives_each_worker_its_port_and_i
         ("ops", "127.0.0.1:7000", "0"),
         ("ops-1", "127.0.0.1:7100", "1"),
     ]
-    assert "PostgreSQL" in sharding_problems(config, 2)[0]
+    (problem,) = sharding_problems(config, 2)  # the demo config stores in SQLite
+    assert "needs PostgreSQL" in problem and "OPS_DATABASE_URL" in problem
     monkeypatch.delenv("OPS_WORKERS")
     assert [s.name for s in ops_worker_specs(config, "127.0.0.1:7000")] == ["ops"]
     assert sharding_problems(config, 1) == []
@@ -72,16 +74,13 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
     pg_schema: str,  # noqa: F811
 ) -> None:
     ops_port, engine_port, ops_metrics, engine_metrics = ports_with_neighbours()
-    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
-    ops_json = config / "ops.json"
-    data = json.loads(ops_json.read_text())
-    data.update({"database_url": f"{PG_URL}?schema={pg_schema}", "shard_map": {"momentum": 0, "meanrev": 1}})
-    ops_json.write_text(json.dumps(data))
+    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)  # meanrev placed on 1
     assert CLI is not None
+    # What `make run OPS_WORKERS=2 OPS_DATABASE_URL=...` runs (see test_make_run_when_given_ops_workers_passes_them).
     proc = await asyncio.create_subprocess_exec(
         CLI, "up", "--duration", "60", "--config-dir", str(config),
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "OPS_WORKERS": "2"},
+        env={**os.environ, "OPS_WORKERS": "2", "OPS_DATABASE_URL": f"{PG_URL}?schema={pg_schema}"},
     )  # fmt: skip
     assert proc.stdout is not None
     seen: list[str] = []
@@ -103,6 +102,18 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
             await asyncio.sleep(0.2)
         for port in (ops_metrics, ops_metrics + 100):  # each worker its own /metrics
             assert b"signals_routed_total" in await asyncio.to_thread(scrape, port)
+        # The status table reads both workers: meanrev's row is worker 1's, with its fills (worker 0 has none).
+        deadline = time.monotonic() + 30
+        while not any(
+            row["model"] == "meanrev_v1" and row["worker"] == "1" and int(row["fills"]) > 0 for row in status_rows(seen)
+        ):
+            assert time.monotonic() < deadline, "no status row of meanrev from worker 1:\n" + "\n".join(seen[-40:])
+            await read_until(proc.stdout, "meanrev_v1", seen, 30)
+        assert {row["model"]: row["worker"] for row in status_rows(seen)} == {
+            "momentum_v1": "0",
+            "momentum_v2": "0",
+            "meanrev_v1": "1",
+        }
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)
@@ -110,3 +121,31 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
             seen.extend(rest.decode().splitlines())
         code = await proc.wait()
     assert code == 0, "\n".join(seen[-40:])
+
+
+def test_up_when_ops_workers_is_2_on_sqlite_refuses_before_starting_anything(tmp_path: Path) -> None:
+    if CLI is None:
+        pytest.skip("the console script is installed by `make test`")
+    ops_port, engine_port, ops_metrics, engine_metrics = ports_with_neighbours()
+    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
+    result = subprocess.run(
+        [CLI, "up", "--duration", "5", "--config-dir", str(config)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, "OPS_WORKERS": "2"},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "OPS_WORKERS=2 needs PostgreSQL" in result.stderr and "OPS_DATABASE_URL" in result.stderr
+    assert not (tmp_path / "var").exists()  # refused before any process, log or state folder
+
+
+def test_make_run_when_given_ops_workers_passes_them_and_the_database_url_to_the_launcher() -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    url = "postgresql://postgres@127.0.0.1:5432/test?schema=demo"
+    result = subprocess.run(
+        [make, "-n", "run", "OPS_WORKERS=2", f"OPS_DATABASE_URL={url}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (line,) = [line for line in result.stdout.splitlines() if "nautilus-mesh up" in line]
+    assert line.startswith(f'OPS_WORKERS="2" OPS_DATABASE_URL="{url}" ')
+    assert line.endswith("/nautilus-mesh up --duration 0")

@@ -106,13 +106,20 @@ ENV_VARS = (
         "OPS_WORKERS",
         "ops, `nautilus-mesh up`",
         "How many ops workers share the strategies (overrides `ops_workers`; more than one needs PostgreSQL). "
-        "`nautilus-mesh up` starts that many ops processes on ports base, base+1, ... (see docs/scale-out.md).",
+        "`nautilus-mesh up` (and `make run OPS_WORKERS=2`) starts that many ops processes on ports base, base+100, "
+        "... (see docs/scale-out.md).",
     ),
     EnvVar(
         "OPS_WORKER_INDEX",
         "ops",
         "This ops process's worker index (overrides `worker_index`); its gRPC and metrics ports are the configured "
-        "ones plus the index and its state folder `<state_dir>/worker-<index>`.",
+        "ones plus 100 x the index and its state folder `<state_dir>/worker-<index>`.",
+    ),
+    EnvVar(
+        "OPS_DATABASE_URL",
+        "ops, `nautilus-mesh up`",
+        "Ops' state store (overrides `database_url`), e.g. `postgresql://postgres@127.0.0.1:5432/test?schema=demo` "
+        "to run the SQLite demo config as several workers: `make run OPS_WORKERS=2 OPS_DATABASE_URL=...`.",
     ),
     EnvVar(
         "NAUTILUS_STRATEGY_TOKEN",

@@ -68,9 +68,17 @@ class TriggerAllocationResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     ALLOCATIONS_FIELD_NUMBER: _builtins.int
+    CYCLE_ID_FIELD_NUMBER: _builtins.int
+    LEADER_WORKER_INDEX_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     """APPLIED, FORCED, COOLDOWN, DEADBAND or KEPT."""
     message: _builtins.str
+    cycle_id: _builtins.int
+    """Sharded ops (several workers): the id of the cycle the allocator leader ran for this call, on whichever worker
+    it was made, and applied on every worker before the answer; 0 for a single ops.
+    """
+    leader_worker_index: _builtins.int
+    """Sharded ops: the index of the worker that led (ran) the cycle; 0 for a single ops."""
     @_builtins.property
     def allocations(self) -> _containers.RepeatedCompositeFieldContainer[_ops_pb2.Allocation]: ...
     def __init__(
@@ -79,10 +87,12 @@ class TriggerAllocationResponse(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         allocations: _abc.Iterable[_ops_pb2.Allocation] | None = ...,
+        cycle_id: _builtins.int = ...,
+        leader_worker_index: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocations", b"allocations", "cycle_id", b"cycle_id", "leader_worker_index", b"leader_worker_index", "message", b"message", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
