@@ -398,11 +398,8 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
     async def GetOrder(self, request: engine_pb2.GetOrderRequest, context: Context) -> engine_pb2.GetOrderResponse:
         await self._authorize(context)
         order = self.core.manager.get_order(request.client_order_id)
-        if order is None:
-            await abort(
-                context,
-                NotFoundError("ORDER_NOT_FOUND", f"no order {request.client_order_id!r}", field="client_order_id"),
-            )
+        if order is None:  # ORDER_NOT_FOUND, or ORDER_PAST_RETENTION for an id a snapshot let go
+            await abort(context, self.core.manager.missing_order_error(request.client_order_id))
         req = order.request
         return engine_pb2.GetOrderResponse(
             order=engine_pb2.Order(
