@@ -120,6 +120,7 @@ class OpsCore:
             state_dir / "journal.bin",
             dedup_window=config.dedup_window,
             history=config.order_history,
+            archive_retention=config.order_archive,
             journal_fsync=config.journal_fsync,
         )
         exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)

@@ -135,6 +135,7 @@ class JournalCompaction:
         if journal is None:
             raise RuntimeError("no journal to checkpoint")
         self._tracker.commit()
+        self._tracker.flush_archive()  # what left memory is on disk before the records that hold it are deleted
         closed = journal.roll()
         self._store.put(SNAPSHOT_KEY, self.snapshot(closed))
         journal.drop_through(closed)
