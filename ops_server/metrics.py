@@ -67,6 +67,12 @@ class OpsMetrics:
         self.fills_dropped = Counter(
             "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills).", registry=r
         )
+        self.archived = Gauge(
+            "order_archive_rows_written",
+            "Orders and fills that left memory written to the on-disk archive (history.db) by this process, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.risk_rejections = Counter(
             "risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"], registry=r
         )

@@ -36,6 +36,7 @@ _SCHEMA = (
     "model_id TEXT NOT NULL, fill BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS archived_fills_model ON archived_fills (model_id, ord)",
 )
+_TABLES = ("archived_orders", "archived_fills")
 TRIM_EVERY = 1000
 """Rows past the retention are deleted once per this many archived rows (count)."""
 
@@ -65,6 +66,14 @@ class OrderArchive:
         self._conn.execute("PRAGMA synchronous=NORMAL")
         for statement in _SCHEMA:
             self._conn.execute(statement)
+        orders, fills = (self._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in _TABLES)  # noqa: S608
+        log.info(
+            "[ARCHIVE] %s: %d order(s) and %d fill(s) that left memory, kept up to %d each",
+            path,
+            orders,
+            fills,
+            retention,
+        )
         self._orders: list[tuple[str, str, str, bytes, str, int]] = []
         self._fills: list[tuple[str, str, bytes]] = []
         self._since_trim = 0
@@ -118,7 +127,7 @@ class OrderArchive:
     def _trim(self) -> None:
         self._since_trim = 0
         deleted = 0
-        for table in ("archived_orders", "archived_fills"):
+        for table in _TABLES:
             cursor = self._conn.execute(
                 f"DELETE FROM {table} WHERE ord <= (SELECT MAX(ord) FROM {table}) - ?",  # noqa: S608 - fixed names
                 (self.retention,),
