@@ -12,6 +12,7 @@ from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2, ops_pb2_grpc
 from nautilus_mesh.errors import ValidationError
 from ops_server import order_archive
 from ops_server.order_archive import ARCHIVE_TOKEN, OrderArchive, merged_page
+from ops_server.order_tracker import OrderTracker, TrackedOrder
 from tests.conftest import MOMENTUM_TOKEN, running_mesh, wait_until
 
 META = (("x-strategy-token", MOMENTUM_TOKEN),)
@@ -129,3 +130,35 @@ async def test_list_orders_and_fills_when_past_order_history_then_every_one_list
         stub = mesh.ops_stub(channel)
         assert await all_pages(stub, fills=False) == orders
         assert await all_pages(stub, fills=True) == fills
+
+
+def test_archive_when_ops_killed_before_committing_it_then_the_replay_archives_every_order_once(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.bin"
+    tracker = OrderTracker(journal, history=3, archive_retention=100)
+    for i in range(10):
+        coid = f"o-{i}"
+        decision = ops_pb2.SignalDecision(signal_id=f"s-{i}", model_id="m1", client_order_id=coid, quantity="1")
+        order = TrackedOrder(coid, f"s-{i}", "m1", "strat", "BTC-USD", "BUY", Decimal(1), "LIVE", "sim", Decimal(1), i)
+        tracker.record(decision, order)
+        tracker.commit()
+        fill = engine_pb2.ExecutionReport(
+            seq=i + 1, exec_id=f"sim-{i + 1}", client_order_id=coid, exec_type=engine_pb2.EXEC_TYPE_FILL,
+            order_status=engine_pb2.ORDER_STATUS_FILLED, last_qty="1", last_price="100",
+        )  # fmt: skip
+        tracker.apply_report(fill)
+    assert tracker.archive is not None and tracker.archive.pending == 7  # queued, not written: then kill -9
+    assert tracker.archive.orders("", None, 10**9, 100) != []  # a query writes what is queued ...
+    (tmp_path / "history.db").unlink()  # ... so start over from an archive that lost it all
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"history.db{suffix}").unlink(missing_ok=True)
+
+    again = OrderTracker(journal, history=3, archive_retention=100)
+    again.replay(lambda r: again.apply_report(r, journal=False))
+    assert again.archive is not None
+    archived = [r.client_order_id for _, r, _, _ in again.archive.orders("", None, 10**9, 100)]
+    assert archived == [f"o-{i}" for i in range(6, -1, -1)] and list(again.orders) == ["o-7", "o-8", "o-9"]
+    again.close()
+    third = OrderTracker(journal, history=3, archive_retention=100)  # a second restart replays the same again
+    third.replay(lambda r: third.apply_report(r, journal=False))
+    assert third.archive is not None and len(third.archive.orders("", None, 10**9, 100)) == 7  # nothing twice
+    third.close()
