@@ -167,6 +167,7 @@ _KINDS: dict[str, type[MeshError]] = {
         UnavailableError,
         ConfigError,
         FailedPreconditionError,
+        OutOfRangeError,
     )
 }
 

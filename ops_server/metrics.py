@@ -159,6 +159,12 @@ class OpsMetrics:
         self.reconciled_reports = Counter(
             "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r
         )
+        self.reconcile_history_skips = Gauge(
+            "engine_reconcile_history_skips",
+            "Reconciliations (since start) that began at the engine's oldest retained report: this ops had applied "
+            "none and the engine let older ones go (EXECUTIONS_PAST_RETENTION).",
+            registry=r,
+        )
         self.duplicate_reports = Counter(
             "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
         )

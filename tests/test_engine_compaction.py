@@ -16,7 +16,8 @@ from engine_server.order_manager import OrderManager
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import OutOfRangeError
 from nautilus_mesh.journal_segments import SegmentedJournalWriter, list_segments
-from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine
+from ops_server.server import OpsServer
+from tests.conftest import ENGINE_TOKEN, flat_instruments, ops_config, order_command, running_engine, wait_until
 from tests.test_order_manager import FakeClock, req, sim_venues
 
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "compaction-test"))
@@ -219,3 +220,22 @@ async def test_engine_when_compacting_then_metrics_and_grpc_answer_out_of_range(
             with pytest.raises(grpc.aio.AioRpcError) as gone:
                 await stub.GetOrder(engine_pb2.GetOrderRequest(client_order_id="g0"), metadata=META)
             assert gone.value.code() == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_new_ops_when_the_engine_let_its_oldest_reports_go_then_reconciles_from_the_oldest_kept(
+    tmp_path: Path,
+) -> None:
+    settings = {"snapshot_every_bytes": 2048, "execution_retention": 5, "order_retention": 1, "report_history": 3}
+    async with running_engine(tmp_path, **settings) as engine:
+        engine.core.execute([order_command(f"old{i}", "0.01", account="a") for i in range(20)], "gone-session")
+        engine.core.manager.compact()
+        oldest = engine.core.manager.oldest_available_seq
+        assert oldest > 1
+        ops = OpsServer(ops_config(tmp_path, engine.port))  # a new worker: it has applied no report yet
+        await ops.start()
+        try:
+            core = ops.core
+            await wait_until(lambda: core.engine_connected and core.link.cursor.watermark >= oldest - 1)
+            assert core.metrics.registry.get_sample_value("engine_reconcile_history_skips") == 1
+        finally:
+            await ops.stop(grace=0.1)
