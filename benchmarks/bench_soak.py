@@ -4,14 +4,15 @@ Runs the mesh as three processes (engine and ops as ``python -m ...`` on free po
 sends signals at ``--rate`` per second in frames every 100 ms (every signal id new, each signal flipping its
 target so each one trades), reads every answer, and samples the resident set size (RSS) of ops and engine every
 ``--sample-seconds``. It prints, per service, the RSS after the warm-up (``--baseline-seconds``, default the first
-minute), at the end and the growth between them in percent (target: <= 5%), and with ``--json PATH`` writes the
-figures and every sample.
+minute), at the end and the growth between them in percent (target: <= 5%), then the engine's journal on disk
+(its segments and snapshot, MB) at the same moments, and with ``--json PATH`` writes the figures and every sample.
 
 Memory is bounded by retention windows, not by the run's length, so the windows must fill during the warm-up for
 the growth to say anything: by default the soak runs with small windows (``--retention 5000``: ops'
-``dedup_window`` and ``order_history``, the engine's ``order_retention``, its ``dedupe_window`` at 2x and its
-``report_history`` at 4x). ``--retention 0`` keeps the services' defaults (the windows then take hours to fill at
-a modest rate, and RSS grows until they do).
+``dedup_window`` and ``order_history``, the engine's ``order_retention``, its ``dedupe_window`` at 2x, its
+``report_history`` and ``execution_retention`` at 4x, and a journal snapshot every ``--snapshot-mb`` MB).
+``--retention 0`` keeps the services' defaults (the windows then take hours to fill at a modest rate, and RSS grows
+until they do).
 
     .venv/bin/python benchmarks/bench_soak.py                      # 10 minutes at 200 signals/s
     .venv/bin/python benchmarks/bench_soak.py --duration 180 --json var/bench/soak.json
@@ -57,19 +58,35 @@ def rss_of(pid: int) -> float:
         return rss_mb(pid)
 
 
-def retention_settings(retention: int) -> tuple[dict[str, Any], dict[str, Any]]:
+def retention_settings(retention: int, snapshot_mb: float = 4.0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Ops and engine config overrides for the retention windows (none for 0: the services' defaults)."""
     if retention <= 0:
         return {}, {}
     ops = {"dedup_window": retention, "order_history": retention}
-    engine = {"order_retention": retention, "dedupe_window": 2 * retention, "report_history": 4 * retention}
+    engine = {
+        "order_retention": retention,
+        "dedupe_window": 2 * retention,
+        "report_history": 4 * retention,
+        "execution_retention": 4 * retention,
+        "snapshot_every_bytes": int(snapshot_mb * 1024 * 1024),
+        "journal_segment_bytes": int(snapshot_mb * 1024 * 1024),
+    }
     return ops, engine
 
 
+def journal_mb(folder: Path) -> float:
+    """The engine journal on disk in MB: every segment and the snapshot (0 before the first write)."""
+    total = 0
+    for file in folder.glob("journal*"):
+        with contextlib.suppress(FileNotFoundError):  # a segment deleted by a compaction in between
+            total += file.stat().st_size
+    return total / (1024 * 1024)
+
+
 @contextlib.asynccontextmanager
-async def soak_mesh(tmp: Path, retention: int) -> AsyncIterator[tuple[str, dict[str, int]]]:
+async def soak_mesh(tmp: Path, retention: int, snapshot_mb: float = 4.0) -> AsyncIterator[tuple[str, dict[str, int]]]:
     """The benchmark mesh's engine and ops processes with the soak's retention windows."""
-    ops_extra, engine_extra = retention_settings(retention)
+    ops_extra, engine_extra = retention_settings(retention, snapshot_mb)
     ops_settings, engine_settings = bench_mesh.ops_settings, bench_mesh.engine_settings
 
     def ops_with(tmp_dir: Path, port: int, engine_port: int) -> dict[str, Any]:
@@ -133,9 +150,17 @@ class SteadyStrategy:
             await self._reader
 
 
-async def sample_rss(pids: dict[str, int], every: float, started: float, out: list[dict[str, float]]) -> None:
+def sample(pids: dict[str, int], journal: Path, started: float) -> dict[str, float]:
+    """RSS of each service (MB) and the engine journal on disk (MB, ``engine_journal``), at one moment."""
+    rss = {name: rss_of(pid) for name, pid in pids.items()}
+    return {"t": round(time.perf_counter() - started, 2), **rss, "engine_journal": journal_mb(journal)}
+
+
+async def sample_rss(
+    pids: dict[str, int], journal: Path, every: float, started: float, out: list[dict[str, float]]
+) -> None:
     while True:
-        out.append({"t": round(time.perf_counter() - started, 2), **{name: rss_of(pid) for name, pid in pids.items()}})
+        out.append(sample(pids, journal, started))
         await asyncio.sleep(every)
 
 
@@ -156,11 +181,12 @@ def growth(samples: list[dict[str, float]], baseline_seconds: float, name: str) 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp_name:
-        async with soak_mesh(Path(tmp_name), args.retention) as (address, pids):
+        journal = Path(tmp_name) / "engine"
+        async with soak_mesh(Path(tmp_name), args.retention, args.snapshot_mb) as (address, pids):
             channel = grpc.aio.insecure_channel(address)
             strategy = SteadyStrategy(ops_pb2_grpc.OpsServiceStub(channel), args.rate)
             started = time.perf_counter()
-            sampler = asyncio.create_task(sample_rss(pids, args.sample_seconds, started, samples))
+            sampler = asyncio.create_task(sample_rss(pids, journal, args.sample_seconds, started, samples))
             try:
                 await strategy.run(args.duration)
             finally:
@@ -169,9 +195,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
                 await channel.close()
-            last = {name: rss_of(pid) for name, pid in pids.items()}
-            samples.append({"t": round(time.perf_counter() - started, 2), **last})
+            samples.append(sample(pids, journal, started))
     services = {name: growth(samples, args.baseline_seconds, name) for name in ("ops", "engine")}
+    journal_row = growth(samples, args.baseline_seconds, "engine_journal")
     return {
         "duration_s": args.duration,
         "rate_per_s": args.rate,
@@ -181,6 +207,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "decisions": dict(strategy.decisions),
         "fills": strategy.fills,
         "services": services,
+        "engine_journal": journal_row,
         "target_growth_percent": TARGET_GROWTH_PERCENT,
         "samples": samples,
     }
@@ -204,6 +231,12 @@ def report(figures: dict[str, Any]) -> None:
             f"{name:<8} {row['baseline_mb']:>15.1f} MB {row['end_mb']:>6.1f} MB {row['max_mb']:>6.1f} MB "
             f"{pct:>+8.2f}%{verdict}"
         )
+    journal = figures["engine_journal"]
+    if journal["baseline_mb"] is not None:
+        print(
+            f"engine journal on disk (segments + snapshot): {journal['baseline_mb']:.1f} MB after the warm-up, "
+            f"{journal['end_mb']:.1f} MB at the end, {journal['max_mb']:.1f} MB at most"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -213,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sample-seconds", type=float, default=10.0, help="seconds between RSS samples")
     parser.add_argument("--baseline-seconds", type=float, default=60.0, help="warm-up before the baseline RSS")
     parser.add_argument("--retention", type=int, default=5000, help="retention windows (0: service defaults)")
+    parser.add_argument("--snapshot-mb", type=float, default=4.0, help="engine journal MB between snapshots")
     parser.add_argument("--json", type=Path, help="write the figures and samples here")
     args = parser.parse_args(argv)
     figures = asyncio.run(soak(args))

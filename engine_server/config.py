@@ -46,9 +46,16 @@ class EngineConfig(StrictModel):
     report_history: int = pydantic.Field(50_000, gt=0)
     """Execution reports kept in memory for ``ListExecutions`` (count); older ranges are read from the journal."""
     journal_segment_bytes: int | None = pydantic.Field(64 * 1024 * 1024, ge=4096)
-    """Size at which the engine starts a new journal segment (``journal.000001.bin``, ...), bytes; None keeps one
-    file. Segments are read in order as one journal; the engine keeps every segment (it has no snapshot to compact
-    behind)."""
+    """Size at which the engine starts a new journal segment (``journal.000001.bin``, ...), bytes; None starts one
+    only at a snapshot. Segments are read in order as one journal."""
+    snapshot_every_bytes: int | None = pydantic.Field(64 * 1024 * 1024, ge=1024)
+    """Journal bytes written since the last snapshot that trigger the next compaction (bytes): the ledger is saved
+    to ``journal.snapshot.json`` beside the journal and the segments it covers are deleted, so a restart replays only
+    what follows. None never compacts (every segment is kept and replayed)."""
+    execution_retention: int = pydantic.Field(50_000, gt=0)
+    """Execution reports (count) each snapshot keeps for ``ListExecutions`` once the segments holding them are
+    deleted; a ``since_seq`` older than what is kept is answered ``OUT_OF_RANGE`` (``EXECUTIONS_PAST_RETENTION``)
+    with the oldest available seq."""
     tick_interval_ms: float = pydantic.Field(100.0, gt=0)
     """How often the venues' markets advance (market maker requotes, resting orders may fill)."""
     venues: list[VenueConfig] = pydantic.Field(default_factory=default_venues)

@@ -70,6 +70,43 @@ class Report(VenueEvent):
     """The report's protobuf once :func:`report_pb` has built it (set once, never changed)."""
 
 
+def report_of(
+    event: VenueEvent,
+    seq: int,
+    venue: str,
+    req: OrderRequest,
+    status: OrderStatus,
+    details: Mapping[str, str],
+) -> Report:
+    """The report of one venue event applied to an order of ``venue`` (its ``exec_id`` is ``venue-seq``)."""
+    return Report(
+        seq=seq,
+        exec_id=f"{venue}-{seq}",
+        venue=venue,
+        client_order_id=event.client_order_id,
+        venue_order_id=event.venue_order_id,
+        model_id=req.model_id,
+        account=req.account,
+        session_id=req.session_id,
+        symbol=event.symbol,
+        side=event.side,
+        exec_type=event.exec_type,
+        order_status=status,
+        last_qty=event.last_qty,
+        last_price=event.last_price,
+        cum_qty=event.cum_qty,
+        leaves_qty=event.leaves_qty,
+        avg_price=event.avg_price,
+        fee=event.fee,
+        liquidity=event.liquidity,
+        reason_code=event.reason_code,
+        reason_text=event.reason_text,
+        ts_ns=event.ts_ns,
+        trace=req.trace,
+        reason_details=details,
+    )
+
+
 def report_pb(report: Report) -> engine_pb2.ExecutionReport:
     """The report as ``ExecutionReport``, built on first use and then shared (journal, wire, queries).
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from engine_server.execution_report import (
@@ -31,33 +31,81 @@ log = logging.getLogger(__name__)
 
 
 def open_journal(
-    path: Path, fsync: FsyncPolicy | bool, replayed: SegmentedJournalReader, segment_bytes: int | None
+    path: Path,
+    fsync: FsyncPolicy | bool,
+    replayed: SegmentedJournalReader,
+    segment_bytes: int | None,
+    first_segment: int = 0,
 ) -> SegmentedJournalWriter:
-    """The ledger's journal writer after its replay: a new segment past ``segment_bytes`` (None: one file)."""
+    """The ledger's journal writer after its replay: a new segment past ``segment_bytes`` (None: one file), never
+    one before ``first_segment`` (a snapshot covers those)."""
     return SegmentedJournalWriter(
-        path, JOURNAL_SCHEMA, fsync=fsync_policy(fsync), replayed=replayed, segment_bytes=segment_bytes
+        path,
+        JOURNAL_SCHEMA,
+        fsync=fsync_policy(fsync),
+        replayed=replayed,
+        segment_bytes=segment_bytes,
+        first_segment=first_segment,
     )
 
 
-def order_from_journal(path: Path, coid: str) -> tuple[Order | None, list[Report]]:
-    """An order that left memory, rebuilt from the journal at ``path`` with its reports (None when absent)."""
-    order: Order | None = None
+def order_of(record: journal_pb2.OrderRecord) -> Order:
+    """A new order (status NEW) from its journal record."""
+    created = record.created_unix_nanos
+    req = request_from_pb(record)
+    return Order(req.client_order_id, record.order.venue, req, created_ns=created, updated_ns=created)
+
+
+def order_from_journal(
+    path: Path,
+    coid: str,
+    first_segment: int = 0,
+    seed: journal_pb2.OrderRecord | None = None,
+    seed_reports: Iterable[engine_pb2.ExecutionReport] = (),
+) -> tuple[Order | None, list[Report]]:
+    """An order that left memory, rebuilt from the journal at ``path`` (segments from ``first_segment``) with its
+    reports (None when absent). ``seed`` and ``seed_reports`` are what a snapshot holds of it, applied first; a
+    report without its order (the order record was compacted) is returned all the same."""
+    order = None if seed is None else order_of(seed)
     reports: list[Report] = []
-    for record in SegmentedJournalReader(path, JOURNAL_SCHEMA).records():
+
+    def take(message: engine_pb2.ExecutionReport) -> None:
+        session, trace = ("", {}) if order is None else (order.request.session_id, order.request.trace)
+        report = report_from_pb(message, session, trace)
+        if order is not None:
+            order.apply(report)
+        reports.append(report)
+
+    for seeded in seed_reports:
+        take(seeded)
+    for record in SegmentedJournalReader(path, JOURNAL_SCHEMA, first_segment=first_segment).records():
         message = record.message
         if record.tag == ORDER_TAG:
             assert isinstance(message, journal_pb2.OrderRecord)
             if message.order.client_order_id == coid:
-                req = request_from_pb(message)
-                created = message.created_unix_nanos
-                order = Order(coid, message.order.venue, req, created_ns=created, updated_ns=created)
-        elif record.tag == REPORT_TAG and order is not None:
+                order = order_of(message)
+        elif record.tag == REPORT_TAG:
             assert isinstance(message, engine_pb2.ExecutionReport)
             if message.client_order_id == coid:
-                report = report_from_pb(message, order.request.session_id, order.request.trace)
-                order.apply(report)
-                reports.append(report)
+                take(message)
     return order, reports
+
+
+def journal_reports(path: Path, since_seq: int, start: int, first_segment: int) -> Iterator[Report]:
+    """The journaled reports with ``seq > since_seq`` from the global offset ``start`` on (segments from
+    ``first_segment``), ascending; session and trace come from the order records read on the way."""
+    sessions: dict[str, tuple[str, Mapping[str, str]]] = {}
+    for record in SegmentedJournalReader(path, JOURNAL_SCHEMA, first_segment=first_segment).records(start):
+        message = record.message
+        if record.tag == ORDER_TAG:
+            assert isinstance(message, journal_pb2.OrderRecord)
+            req = request_from_pb(message)
+            sessions[req.client_order_id] = (req.session_id, req.trace)
+        elif record.tag == REPORT_TAG:
+            assert isinstance(message, engine_pb2.ExecutionReport)
+            if message.seq > since_seq:
+                session, trace = sessions.get(message.client_order_id, ("", {}))
+                yield report_from_pb(message, session, trace)
 
 
 def restart_events(open_orders: Iterable[Order], now: int) -> list[VenueEvent]:

@@ -38,6 +38,22 @@ class EngineMetrics:
         self.orders_in_memory = Gauge(
             "engine_orders_in_memory", "Orders held in memory (open plus the retention window).", registry=r
         )
+        self.journal_snapshots = Counter(
+            "engine_journal_snapshots_total",
+            "Journal snapshots written (each followed by deleting the segments it covers).",
+            registry=r,
+        )
+        self.journal_snapshot_seq = Gauge(
+            "engine_journal_snapshot_seq", "Sequence number the newest journal snapshot covers (0: none).", registry=r
+        )
+        self.journal_bytes = Gauge(
+            "engine_journal_bytes", "Bytes of the journal segments on disk (the snapshot file excluded).", registry=r
+        )
+        self.journal_replayed_records = Gauge(
+            "engine_journal_replayed_records",
+            "Journal records replayed at the last start (those after the snapshot).",
+            registry=r,
+        )
         self.frame_latency = Histogram(
             "engine_frame_latency_seconds",
             "Time to execute one frame of order commands.",

@@ -66,8 +66,12 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = R
     def on_reject(venue: str, rail: str) -> None:
         metrics.venue_rejections.labels(venue, rail).inc()
 
+    def on_snapshot(seq: int) -> None:
+        metrics.journal_snapshots.inc()
+        metrics.journal_snapshot_seq.set(seq)
+
     rails = {name: VenueRails(rails_settings(config, name), venue=name, on_reject=on_reject) for name in venues}
-    return OrderManager(
+    manager = OrderManager(
         venues,
         rails,
         config.journal_path,
@@ -77,7 +81,14 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = R
         dedupe_window=config.dedupe_window,
         history_limit=config.report_history,
         journal_segment_bytes=config.journal_segment_bytes,
+        snapshot_every_bytes=config.snapshot_every_bytes,
+        execution_retention=config.execution_retention,
+        on_snapshot=on_snapshot,
     )
+    metrics.journal_snapshot_seq.set(manager.snapshot_seq)
+    metrics.journal_replayed_records.set(manager.replayed_records)
+    metrics.journal_bytes.set_function(lambda: manager.journal_bytes)
+    return manager
 
 
 class EngineServer(ServiceHost):

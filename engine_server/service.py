@@ -30,7 +30,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import MeshError, NotFoundError, ValidationError, VenueRejectedError
+from nautilus_mesh.errors import MeshError, ValidationError, VenueRejectedError
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
@@ -431,11 +431,8 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
     async def GetOrder(self, request: engine_pb2.GetOrderRequest, context: Context) -> engine_pb2.GetOrderResponse:
         await self._authorize(context)
         order = self.core.manager.get_order(request.client_order_id)
-        if order is None:
-            await abort(
-                context,
-                NotFoundError("ORDER_NOT_FOUND", f"no order {request.client_order_id!r}", field="client_order_id"),
-            )
+        if order is None:  # ORDER_NOT_FOUND, or ORDER_PAST_RETENTION for an id a snapshot let go
+            await abort(context, self.core.manager.missing_order_error(request.client_order_id))
         req = order.request
         return engine_pb2.GetOrderResponse(
             order=engine_pb2.Order(

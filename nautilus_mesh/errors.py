@@ -12,7 +12,8 @@ rejection details only at the service boundary (``nautilus_mesh.status``).
     ├── RiskRejectedError          a risk rail denied an order (kind ``risk_rejected``)
     ├── VenueRejectedError         a venue rail or venue denied an order (kind ``venue_rejected``)
     ├── UnavailableError           a dependency is down (kind ``unavailable``)
-    └── FailedPreconditionError    sent to the wrong place, e.g. another ops worker (kind ``failed_precondition``)
+    ├── FailedPreconditionError    sent to the wrong place, e.g. another ops worker (kind ``failed_precondition``)
+    └── OutOfRangeError            asks for what is past a retention window (kind ``out_of_range``)
 """
 
 from __future__ import annotations
@@ -113,3 +114,10 @@ class FailedPreconditionError(MeshError):
     """The request cannot be served here as things stand (e.g. ``WRONG_SHARD``: another ops worker owns it)."""
 
     kind = "failed_precondition"
+
+
+class OutOfRangeError(MeshError):
+    """The request asks for what is no longer kept (e.g. ``EXECUTIONS_PAST_RETENTION``: reports older than the
+    engine's retention window); the details say what the oldest available item is."""
+
+    kind = "out_of_range"

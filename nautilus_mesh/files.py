@@ -109,8 +109,11 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with ``text`` atomically: readers see the old or the new file, never half."""
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, sync_dir: bool = False) -> None:
+    """Replace ``path`` with ``text`` atomically: readers see the old or the new file, never half.
+
+    ``sync_dir`` also fsyncs the folder after the rename, so the replacement itself survives an OS crash.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
@@ -123,6 +126,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if sync_dir:
+        fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def load_json_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -61,6 +62,13 @@ def list_segments(path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
             if match and int(match.group(1)) > 0:
                 found.append((int(match.group(1)), entry))
     return sorted(found)
+
+
+def segments_bytes(path: str | os.PathLike[str], first: int = 0, below: int | None = None) -> int:
+    """Bytes on disk of the segments ``first <= index < below`` (every segment from ``first`` when ``below`` is
+    None)."""
+    last = sys.maxsize if below is None else below
+    return sum(file.stat().st_size for index, file in list_segments(path) if first <= index < last)
 
 
 def split_offset(offset: int) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from nautilus_mesh.errors import (
     FailedPreconditionError,
     MeshError,
     NotFoundError,
+    OutOfRangeError,
     PermissionDeniedError,
     RiskRejectedError,
     UnavailableError,
@@ -57,6 +58,8 @@ def grpc_code_for(error: MeshError) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
     if isinstance(error, FailedPreconditionError):
         return grpc.StatusCode.FAILED_PRECONDITION
+    if isinstance(error, OutOfRangeError):
+        return grpc.StatusCode.OUT_OF_RANGE
     return grpc.StatusCode.INTERNAL
 
 
@@ -164,6 +167,7 @@ _KINDS: dict[str, type[MeshError]] = {
         UnavailableError,
         ConfigError,
         FailedPreconditionError,
+        OutOfRangeError,
     )
 }
 

@@ -120,8 +120,12 @@ class OpsCore:
             state_dir / "journal.bin",
             dedup_window=config.dedup_window,
             history=config.order_history,
+            archive_retention=config.order_archive,
             journal_fsync=config.journal_fsync,
         )
+        if (archive := tracker.archive) is not None:  # read at each scrape: nothing on the signal path
+            self.metrics.archived.labels("order").set_function(lambda: archive.archived_orders)
+            self.metrics.archived.labels("fill").set_function(lambda: archive.archived_fills)
         exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)
         cursor = ReportCursor()
         self.link = link = link_factory(

@@ -31,6 +31,7 @@ from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import UnavailableError
 from nautilus_mesh.serving import CHANNEL_OPTIONS
+from nautilus_mesh.status import from_rpc_error
 from nautilus_mesh.telemetry import frame_received
 from nautilus_mesh.tls import ClientTls, open_channel
 from ops_server.intake import SliceSizer
@@ -156,6 +157,8 @@ class EngineLink:
         self._stopping = False
         self.session_id = f"ops-{uuid.uuid4().hex[:12]}"
         self.reconnects = 0
+        self.history_skips = 0
+        """Reconciliations that started at the engine's oldest retained report (this ops had applied none)."""
         self._unsent: list[engine_pb2.OrderCommand] = []
         self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
         self.venue_kinds: dict[str, str] = {}
@@ -335,11 +338,15 @@ class EngineLink:
         since = self.cursor.watermark
         token = ""
         while True:
-            page = await self.stub.ListExecutions(
-                engine_pb2.ListExecutionsRequest(since_seq=since, page_size=1000, page_token=token),
-                metadata=self._metadata(),
-                timeout=10,
-            )
+            try:
+                page = await self.stub.ListExecutions(
+                    engine_pb2.ListExecutionsRequest(since_seq=since, page_size=1000, page_token=token),
+                    metadata=self._metadata(),
+                    timeout=10,
+                )
+            except grpc.aio.AioRpcError as exc:
+                since = self._start_of_retention(exc, since, token)
+                continue
             fetched += len(page.reports)
             if page.reports:
                 frame_received()
@@ -351,6 +358,23 @@ class EngineLink:
         if fetched:
             log.info("[ENGINE-LINK] reconciled %d report(s) after seq %d", fetched, since)
         return fetched
+
+    def _start_of_retention(self, exc: grpc.aio.AioRpcError, since: int, token: str) -> int:
+        """Where an ops that has applied no report yet starts when the engine let its oldest reports go.
+
+        Its cursor is 0 (a new worker, or fresh state): no report before the engine's oldest can concern an order it
+        knows, so it starts at the oldest available one. Any other cursor re-raises: ops must not skip reports.
+        """
+        detail = from_rpc_error(exc) if exc.code() == grpc.StatusCode.OUT_OF_RANGE else None
+        oldest = detail.details.get("oldest_available_seq", "") if detail is not None else ""
+        if since != 0 or token or not oldest.isdigit() or detail is None or detail.code != "EXECUTIONS_PAST_RETENTION":
+            raise exc
+        self.history_skips += 1
+        log.warning(
+            "[ENGINE-LINK] the engine keeps reports from seq %s on and this ops has applied none: reconciling from it",
+            oldest,
+        )
+        return int(oldest) - 1
 
     async def cancel_all(self, venue: str = "", model_id: str = "") -> engine_pb2.CancelAllOrdersResponse:
         response: engine_pb2.CancelAllOrdersResponse = await self.stub.CancelAllOrders(

@@ -69,6 +69,8 @@ class ExecutionFeedback:
     def __post_init__(self) -> None:
         self._streams: dict[str, set[FillQueue]] = {}
         self._connects = 0
+        link = self.link  # read at each scrape
+        self.metrics.reconcile_history_skips.set_function(lambda: getattr(link, "history_skips", 0))
 
     # -- fill streams ----------------------------------------------------------------------
 

@@ -22,16 +22,12 @@ two plus the snapshot.
 
 from __future__ import annotations
 
-import base64
 import logging
-import struct
-from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Any, TypeVar
-
-from google.protobuf.message import Message
+from typing import Any
 
 from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
+from nautilus_mesh.snapshots import pack, unpack
 from nautilus_mesh.store import StateStore
 from ops_server.engine_link import ReportCursor
 from ops_server.measurement import Measurement
@@ -42,31 +38,7 @@ log = logging.getLogger(__name__)
 SNAPSHOT_KEY = "journal_snapshot"
 """The state store document holding the journal snapshot."""
 SNAPSHOT_VERSION = 1
-_LENGTH = struct.Struct("<I")
-M = TypeVar("M", bound=Message)
-
-
-def pack(messages: Iterable[Message]) -> str:
-    """Length-prefixed serialised messages, base64: a compact list of protobuf messages inside a JSON document."""
-    parts = []
-    for message in messages:
-        payload = message.SerializeToString()
-        parts.append(_LENGTH.pack(len(payload)))
-        parts.append(payload)
-    return base64.b64encode(b"".join(parts)).decode("ascii")
-
-
-def unpack(blob: str, cls: type[M]) -> Iterator[M]:
-    """The messages :func:`pack` wrote."""
-    data = base64.b64decode(blob)
-    pos = 0
-    while pos < len(data):
-        (length,) = _LENGTH.unpack_from(data, pos)
-        pos += _LENGTH.size
-        message = cls()
-        message.ParseFromString(data[pos : pos + length])
-        pos += length
-        yield message
+__all__ = ["SNAPSHOT_KEY", "JournalCompaction", "pack", "unpack"]
 
 
 class JournalCompaction:
@@ -163,6 +135,7 @@ class JournalCompaction:
         if journal is None:
             raise RuntimeError("no journal to checkpoint")
         self._tracker.commit()
+        self._tracker.flush_archive()  # what left memory is on disk before the records that hold it are deleted
         closed = journal.roll()
         self._store.put(SNAPSHOT_KEY, self.snapshot(closed))
         journal.drop_through(closed)

@@ -67,6 +67,12 @@ class OpsMetrics:
         self.fills_dropped = Counter(
             "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills).", registry=r
         )
+        self.archived = Gauge(
+            "order_archive_rows_written",
+            "Orders and fills that left memory written to the on-disk archive (history.db) by this process, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self.risk_rejections = Counter(
             "risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"], registry=r
         )
@@ -159,6 +165,12 @@ class OpsMetrics:
         self.engine_reconnects = Counter("engine_reconnects_total", "Engine order stream reconnects.", registry=r)
         self.reconciled_reports = Counter(
             "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r
+        )
+        self.reconcile_history_skips = Gauge(
+            "engine_reconcile_history_skips",
+            "Reconciliations (since start) that began at the engine's oldest retained report: this ops had applied "
+            "none and the engine let older ones go (EXECUTIONS_PAST_RETENTION).",
+            registry=r,
         )
         self.duplicate_reports = Counter(
             "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r

@@ -23,6 +23,7 @@ from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.journal import FsyncPolicy
 from ops_server.ops_journal import OpsJournal
+from ops_server.order_archive import OrderArchive
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,9 @@ TERMINAL = frozenset(
     }
 )
 FILL_TYPES = frozenset({engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_FILL})
+ARCHIVE_BATCH = 256
+"""Orders and fills that left memory are written to the archive in batches of this many (count), and before every
+journal snapshot and query."""
 
 
 @dataclass
@@ -126,12 +130,15 @@ class OrderTracker:
             frame: survives power loss) or ``always``.
         dedup_window: how many signal decisions are remembered for duplicate detection.
         history: how many orders and fills are kept for queries (open orders are always kept).
+        archive_retention: how many orders and fills that left memory are kept on disk for queries (count each,
+            ``history.db`` beside the journal, :mod:`ops_server.order_archive`); None keeps none.
     """
 
     journal_path: str | os.PathLike[str] | None = None
     journal_fsync: FsyncPolicy = "never"
     dedup_window: int = 200_000
     history: int = 100_000
+    archive_retention: int | None = None
     decisions: OrderedDict[tuple[str, str], ops_pb2.SignalDecision] = field(default_factory=OrderedDict)
     orders: OrderedDict[str, TrackedOrder] = field(default_factory=OrderedDict)
     fills: OrderedDict[str, ops_pb2.Fill] = field(default_factory=OrderedDict)
@@ -139,11 +146,16 @@ class OrderTracker:
 
     def __post_init__(self) -> None:
         self._journal = OpsJournal(Path(self.journal_path), self.journal_fsync) if self.journal_path else None
+        self.archive: OrderArchive | None = None
+        if self.journal_path and self.archive_retention is not None:
+            self.archive = OrderArchive(Path(self.journal_path).with_name("history.db"), self.archive_retention)
 
     def close(self) -> None:
         self.commit()
         if self._journal is not None:
             self._journal.close()
+        if self.archive is not None:
+            self.archive.close()
 
     def commit(self) -> None:
         """Write the decisions recorded since the last commit with one write (group commit).
@@ -152,6 +164,13 @@ class OrderTracker:
         """
         if self._journal is not None:
             self._journal.commit()
+        if self.archive is not None and self.archive.pending >= ARCHIVE_BATCH:
+            self.archive.commit()
+
+    def flush_archive(self) -> None:
+        """Commit the orders and fills queued for the archive (before a journal snapshot lets their records go)."""
+        if self.archive is not None:
+            self.archive.commit()
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -181,8 +200,11 @@ class OrderTracker:
         self._adjust_open(order, order.open_quantity)
         if len(self.orders) > self.history:
             for coid in list(itertools.islice(self.orders, len(self.orders) - self.history)):
-                if self.orders[coid].status in TERMINAL:
+                old = self.orders[coid]
+                if old.status in TERMINAL:
                     del self.orders[coid]
+                    if self.archive is not None:
+                        self.archive.add_order(old.to_pb(), old.filled, old.status)
 
     def _adjust_open(self, order: TrackedOrder, delta: Decimal) -> None:
         key = (order.model_id, order.instrument)
@@ -229,7 +251,9 @@ class OrderTracker:
     def remember_fill(self, fill: ops_pb2.Fill) -> None:
         self.fills[fill.exec_id] = fill
         while len(self.fills) > self.history:
-            self.fills.popitem(last=False)
+            _, old = self.fills.popitem(last=False)
+            if self.archive is not None:
+                self.archive.add_fill(old)
 
     # -- recovery --------------------------------------------------------------------------
 

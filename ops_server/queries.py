@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import PermissionDeniedError
-from nautilus_mesh.pagination import Page, paginate
+from nautilus_mesh.pagination import Page
 from ops_server import wire
 from ops_server.allocation import CapitalAllocator
 from ops_server.canary.manager import CanaryManager
@@ -28,11 +28,19 @@ from ops_server.events import EventHub, OpsEvent
 from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry, ModelRoute
+from ops_server.order_archive import merged_page
 from ops_server.order_tracker import OrderTracker, TrackedOrder
 from ops_server.periodic import PeriodicDecisions
 from ops_server.risk import RiskRails, TradingState
 
 ZERO = Decimal(0)
+
+
+def archived_order(record: journal_pb2.TrackedOrderRecord, filled: Decimal, status: int) -> TrackedOrder:
+    """An order read back from the archive, as it was when it left memory."""
+    order = TrackedOrder.from_pb(record)
+    order.filled, order.status = filled, status
+    return order
 
 
 @dataclass(frozen=True)
@@ -181,25 +189,49 @@ class OpsQueries:
     def orders(
         self, model_id: str, page_size: int, page_token: str, scope: Scope = EVERYTHING
     ) -> Page[ops_pb2.OrderSummary]:
-        """Newest first (a shadow model's paper orders are listed under its paper book, ``<model>@paper``)."""
+        """Newest first, then the orders that left memory, most recently archived first (a shadow model's paper
+        orders are listed under its paper book, ``<model>@paper``)."""
         scope.require_model(model_id)
+        tracker = self.tracker
         orders = [
             o
-            for o in reversed(self.tracker.orders.values())
+            for o in reversed(tracker.orders.values())
             if (not model_id or o.model_id == model_id) and scope.sees_model(o.owner or o.model_id)
         ]
-        page = paginate(orders, page_size, page_token)
+        archive = tracker.archive
+
+        def fetch(before: int, limit: int) -> list[tuple[int, TrackedOrder]]:
+            assert archive is not None
+            rows = archive.orders(model_id, scope.models, before, limit)
+            return [(at, archived_order(record, filled, status)) for at, record, filled, status in rows]
+
+        page = merged_page(
+            orders,
+            page_size,
+            page_token,
+            None if archive is None else fetch,
+            lambda o: o.client_order_id in tracker.orders,
+        )
         return Page([wire.order_summary(o) for o in page.items], page.next_page_token)
 
     def fills(self, model_id: str, page_size: int, page_token: str, scope: Scope = EVERYTHING) -> Page[ops_pb2.Fill]:
-        """Newest first."""
+        """Newest first, then the fills that left memory, most recently archived first."""
         scope.require_model(model_id)
+        tracker = self.tracker
         fills = [
             f
-            for f in reversed(self.tracker.fills.values())
+            for f in reversed(tracker.fills.values())
             if (not model_id or f.model_id == model_id) and scope.sees_model(f.model_id)
         ]
-        return paginate(fills, page_size, page_token)
+        archive = tracker.archive
+
+        def fetch(before: int, limit: int) -> list[tuple[int, ops_pb2.Fill]]:
+            assert archive is not None
+            return archive.fills(model_id, scope.models, before, limit)
+
+        return merged_page(
+            fills, page_size, page_token, None if archive is None else fetch, lambda f: f.exec_id in tracker.fills
+        )
 
     # -- canaries, risk and events ---------------------------------------------------------
 

@@ -65,7 +65,8 @@ def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_service
     for service in ("ops", "engine"):
         row = figures["services"][service]
         assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
-    assert "growth" in done.stdout and "ops" in done.stdout and "engine" in done.stdout
+    assert figures["engine_journal"]["end_mb"] > 0 and all("engine_journal" in s for s in figures["samples"])
+    assert "growth" in done.stdout and "ops" in done.stdout and "engine journal on disk" in done.stdout
 
 
 @pytest.mark.timeout(150)

@@ -1,7 +1,9 @@
 """kill -9 of the engine process under load (frames of 100 orders), then a restart on the same journal.
 
 Write-ahead per frame: every report ops received before the kill is in the journal after the restart
-(nothing lost); re-sending every frame executes no order twice (nothing doubled); seq stays gap-free.
+(nothing lost); re-sending every frame executes no order twice (nothing doubled); seq stays gap-free. The
+``compacted`` case snapshots the ledger every few KiB (with a small order retention, so re-sent ids are
+recognised by their fingerprints), so the kill lands anywhere in or between compactions.
 """
 
 from __future__ import annotations
@@ -81,9 +83,16 @@ async def all_executions(stub: engine_pb2_grpc.EngineServiceStub) -> list[engine
             return out
 
 
-@pytest.mark.parametrize("segment_bytes", [None, 4096], ids=["one-file", "segmented"])
+COMPACTED = {"snapshot_every_bytes": 4096, "order_retention": 50, "execution_retention": 100_000}
+
+
+@pytest.mark.parametrize(
+    ("segment_bytes", "compaction"),
+    [(None, {}), (4096, {}), (4096, COMPACTED)],
+    ids=["one-file", "segmented", "compacted"],
+)
 async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doubles_nothing(
-    tmp_path: Path, segment_bytes: int | None
+    tmp_path: Path, segment_bytes: int | None, compaction: dict[str, int]
 ) -> None:
     port = free_port()
     config = tmp_path / "engine.json"
@@ -96,6 +105,8 @@ async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doub
         "tick_interval_ms": 20,
         "tracing": False,
         "journal_segment_bytes": segment_bytes,
+        "snapshot_every_bytes": None,
+        **compaction,
     }
     config.write_text(json.dumps(settings), encoding="utf-8")
     log = tmp_path / "engine.log"
@@ -116,7 +127,10 @@ async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doub
         await proc.wait()
         call.cancel()
     assert received, tail(log)
-    if segment_bytes:  # the kill hit a journal of several segments; only the newest may be torn
+    if compaction:  # the kill hit a compacted journal: a snapshot and the segments after it
+        assert (tmp_path / "engine" / "journal.snapshot.json").exists()
+        assert not (tmp_path / "engine" / "journal.bin").exists()
+    elif segment_bytes:  # the kill hit a journal of several segments; only the newest may be torn
         assert len(list((tmp_path / "engine").glob("journal.0*.bin"))) >= 2
 
     proc = await start_engine(config, port, log)
@@ -142,6 +156,9 @@ async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doub
 
     assert [r.seq for r in final] == list(range(1, len(final) + 1))
     assert final[: len(journaled)] == journaled
+    if compaction:  # compactions ran before the kill, and the restart started from a snapshot
+        text = log.read_text()
+        assert text.count("journal compacted") >= 3 and "journal snapshot restored" in text, tail(log)
     accepted = Counter(r.client_order_id for r in final if r.exec_type == engine_pb2.EXEC_TYPE_ACCEPTED)
     ended = Counter(
         r.client_order_id

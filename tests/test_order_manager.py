@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from engine_server import order_manager
+from engine_server import execution_ledger
 from engine_server.execution_report import JOURNAL_SCHEMA, REPORT_TAG, report_from_pb, report_pb
 from engine_server.order_lifecycle import OrderStatus
 from engine_server.order_manager import OrderManager
@@ -443,7 +443,7 @@ def test_journal_when_jsonl_from_earlier_version_then_migrated_once_and_replayed
 def test_list_executions_when_old_range_then_read_from_the_journal_near_its_start(
     clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(order_manager, "JOURNAL_INDEX_EVERY", 3)
+    monkeypatch.setattr(execution_ledger, "JOURNAL_INDEX_EVERY", 3)
     path = tmp_path / "j.bin"
     manager = OrderManager(sim_venues(), journal_path=path, clock=clock, history_limit=2)
     for i in range(10):

@@ -313,7 +313,17 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.engine.v1.EngineService.ListExecutions": Example(
         {"since_seq": 0, "page_size": 100},
         "page = await engine.list_executions(since_seq=0, page_size=100)",
-        [*AUTH_ERRORS, MALFORMED, *PAGE_ERRORS],
+        [
+            *AUTH_ERRORS,
+            MALFORMED,
+            *PAGE_ERRORS,
+            (
+                "OUT_OF_RANGE",
+                "EXECUTIONS_PAST_RETENTION",
+                "reports after since_seq were let go by a journal snapshot (`execution_retention`); the detail "
+                "`oldest_available_seq` is the oldest seq still available (ask from it minus one)",
+            ),
+        ],
     ),
     "nautilus.engine.v1.EngineService.GetOrder": Example(
         {"client_order_id": "o-1"},
@@ -323,6 +333,11 @@ EXAMPLES: dict[str, Example] = {
             MALFORMED,
             ("INVALID_ARGUMENT", "MISSING_FIELD", "client_order_id is empty"),
             ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
+            (
+                "OUT_OF_RANGE",
+                "ORDER_PAST_RETENTION",
+                "the id was seen (it is still refused as a duplicate) but a journal snapshot let its records go",
+            ),
         ],
     ),
     "nautilus.engine.v1.EngineService.ListVenues": Example(

@@ -1,0 +1,164 @@
+"""Orders and fills that left ops' memory (past ``order_history``) are still listed, from the on-disk archive."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from nautilus_mesh.api.engine.v1 import engine_pb2
+from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2, ops_pb2_grpc
+from nautilus_mesh.errors import ValidationError
+from ops_server import order_archive
+from ops_server.order_archive import ARCHIVE_TOKEN, OrderArchive, merged_page
+from ops_server.order_tracker import OrderTracker, TrackedOrder
+from tests.conftest import MOMENTUM_TOKEN, running_mesh, wait_until
+
+META = (("x-strategy-token", MOMENTUM_TOKEN),)
+ORDERS = 50
+
+
+def record(coid: str, model: str = "m1") -> journal_pb2.TrackedOrderRecord:
+    return journal_pb2.TrackedOrderRecord(client_order_id=coid, model_id=model, side="BUY", quantity="1")
+
+
+def test_merged_page_when_paged_then_memory_first_then_archive_without_repeats(tmp_path: Path) -> None:
+    archive = OrderArchive(tmp_path / "history.db", retention=100)
+    for i in range(8):  # o0..o7 left memory, oldest first; o7 is back in memory (a replay put it there)
+        archive.add_order(record(f"o{i}"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
+    archive.add_order(record("x0", model="other"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
+    archive.add_order(record("o0"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)  # archived twice: kept once
+    memory = ["o10", "o9", "o8", "o7"]
+
+    def fetch(before: int, limit: int) -> list[tuple[int, str]]:
+        return [(at, r.client_order_id) for at, r, _, _ in archive.orders("m1", None, before, limit)]
+
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = merged_page(memory, 3, token, fetch, lambda coid: coid in memory)
+        assert len(page.items) <= 3
+        seen.extend(page.items)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [f"o{i}" for i in range(10, -1, -1)]
+    assert int(merged_page(memory, 4, "", fetch, lambda c: c in memory).next_page_token) == ARCHIVE_TOKEN + 9 * 10**17
+    with pytest.raises(ValidationError):
+        merged_page(memory, 3, "not-a-token", fetch, lambda c: False)
+    assert archive.orders("m1", frozenset({"someone-else"}), 10**9, 10) == []
+    archive.close()
+
+
+def test_archive_when_past_retention_then_oldest_rows_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(order_archive, "TRIM_EVERY", 5)
+    archive = OrderArchive(tmp_path / "history.db", retention=4)
+    for i in range(12):
+        archive.add_fill(ops_pb2.Fill(exec_id=f"e{i}", model_id="m1", seq=i + 1))
+        archive.commit()
+    kept = [fill.exec_id for _, fill in archive.fills("", None, 10**9, 100)]
+    assert kept[:4] == ["e11", "e10", "e9", "e8"] and len(kept) <= 4 + 5
+    archive.close()
+
+
+async def all_pages(stub: ops_pb2_grpc.OpsServiceStub, fills: bool) -> list[str]:
+    """Every page of ListFills (exec ids) or ListOrders (client order ids) of momentum_v1, 7 at a time."""
+    out: list[str] = []
+    token = ""
+    while True:
+        if fills:
+            page = await stub.ListFills(
+                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=META
+            )
+            out.extend(f.exec_id for f in page.fills)
+            token = page.next_page_token
+        else:
+            response = await stub.ListOrders(
+                ops_pb2.ListOrdersRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=META
+            )
+            out.extend(o.client_order_id for o in response.orders)
+            token = response.next_page_token
+        if not token:
+            return out
+
+
+async def test_list_orders_and_fills_when_past_order_history_then_every_one_listed_in_order_after_restart_too(
+    tmp_path: Path,
+) -> None:
+    ops = {"order_history": 10}
+    submitted: list[str] = []
+    async with running_mesh(tmp_path, ops=ops) as mesh:
+        tracker = mesh.ops.core.tracker
+        async with mesh.channel() as channel:
+            stub = mesh.ops_stub(channel)
+            for i in range(ORDERS):
+                decision = await stub.SubmitSignal(
+                    ops_pb2.SubmitSignalRequest(
+                        signal=ops_pb2.Signal(
+                            signal_id=f"h-{i}",
+                            model_id="momentum_v1",
+                            instrument="BTC-USD",
+                            target=0.05 * (i % 2 * 2 - 1),
+                        )
+                    ),
+                    metadata=META,
+                )
+                coid = decision.decision.client_order_id
+                assert coid, decision
+                submitted.append(coid)
+                await wait_until(
+                    lambda: all(
+                        o.status != engine_pb2.ORDER_STATUS_NEW and o.open_quantity == 0
+                        for o in tracker.orders.values()
+                    )
+                )
+            assert len(tracker.orders) < ORDERS and len(tracker.fills) <= 10  # most left memory
+            orders = await all_pages(stub, fills=False)
+            fills = await all_pages(stub, fills=True)
+            archived = mesh.ops.core.metrics.registry.get_sample_value("order_archive_rows_written", {"kind": "order"})
+            assert archived is not None and archived >= ORDERS - 10 - 1  # the queries wrote what was queued
+        engine_fills = [
+            r.exec_id
+            for r in mesh.engine.core.manager.list_executions(0, 5000)
+            if r.model_id == "momentum_v1" and r.last_qty > 0
+        ]
+    assert orders == submitted[::-1]  # all 50, newest first
+    assert fills == engine_fills[::-1] and len(fills) >= ORDERS
+
+    async with running_mesh(tmp_path, ops=ops) as mesh, mesh.channel() as channel:
+        stub = mesh.ops_stub(channel)
+        assert await all_pages(stub, fills=False) == orders
+        assert await all_pages(stub, fills=True) == fills
+
+
+def test_archive_when_ops_killed_before_committing_it_then_the_replay_archives_every_order_once(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.bin"
+    tracker = OrderTracker(journal, history=3, archive_retention=100)
+    for i in range(10):
+        coid = f"o-{i}"
+        decision = ops_pb2.SignalDecision(signal_id=f"s-{i}", model_id="m1", client_order_id=coid, quantity="1")
+        order = TrackedOrder(coid, f"s-{i}", "m1", "strat", "BTC-USD", "BUY", Decimal(1), "LIVE", "sim", Decimal(1), i)
+        tracker.record(decision, order)
+        tracker.commit()
+        fill = engine_pb2.ExecutionReport(
+            seq=i + 1, exec_id=f"sim-{i + 1}", client_order_id=coid, exec_type=engine_pb2.EXEC_TYPE_FILL,
+            order_status=engine_pb2.ORDER_STATUS_FILLED, last_qty="1", last_price="100",
+        )  # fmt: skip
+        tracker.apply_report(fill)
+    assert tracker.archive is not None and tracker.archive.pending == 7  # queued, not written: then kill -9
+    assert tracker.archive.orders("", None, 10**9, 100) != []  # a query writes what is queued ...
+    (tmp_path / "history.db").unlink()  # ... so start over from an archive that lost it all
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"history.db{suffix}").unlink(missing_ok=True)
+
+    again = OrderTracker(journal, history=3, archive_retention=100)
+    again.replay(lambda r: again.apply_report(r, journal=False))
+    assert again.archive is not None
+    archived = [r.client_order_id for _, r, _, _ in again.archive.orders("", None, 10**9, 100)]
+    assert archived == [f"o-{i}" for i in range(6, -1, -1)] and list(again.orders) == ["o-7", "o-8", "o-9"]
+    again.close()
+    third = OrderTracker(journal, history=3, archive_retention=100)  # a second restart replays the same again
+    third.replay(lambda r: third.apply_report(r, journal=False))
+    assert third.archive is not None and len(third.archive.orders("", None, 10**9, 100)) == 7  # nothing twice
+    third.close()
