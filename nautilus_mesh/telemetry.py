@@ -252,6 +252,10 @@ class Tracing:
             inject(carrier)
             yield span
 
+    def in_unsampled_trace(self) -> bool:
+        """True inside :meth:`consume` of a message whose trace is not sampled (what it produces makes no span)."""
+        return self.provider is not None and bool(_PASSTHROUGH.get())
+
     def carry_unsampled(self, carrier: TraceCarrier) -> None:
         """Write the current trace into ``carrier`` with the sampled flag cleared: whatever follows the message (the
         receiver's spans, their reports) makes no span, though it stays in the same trace id. No-op with tracing off."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.clock import REAL_CLOCK, Clock
-from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, trace_exemplar
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, is_unsampled, trace_exemplar
 from ops_server import wire
 from ops_server.engine_link import EngineLink, ReportCursor
 from ops_server.exposure import ExposureView
@@ -108,6 +108,11 @@ class ExecutionFeedback:
 
     def _apply(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
         traced = fan_out and report.exec_type in TRACED_EXEC_TYPES
+        if traced and is_unsampled(report.trace.traceparent) and self.tracing.provider is not None:
+            applied = self.tracker.apply_report(report, journal=False)  # unsampled: no span here, nor for its fill
+            if applied is not None:
+                self._apply_fill(applied, fan_out=fan_out, unsampled=report.trace.traceparent)
+            return
         span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if traced:
             attrs = {
@@ -121,7 +126,9 @@ class ExecutionFeedback:
             if applied is not None:
                 self._apply_fill(applied, fan_out=fan_out)
 
-    def _apply_fill(self, applied: AppliedFill, *, fan_out: bool) -> None:
+    def _apply_fill(self, applied: AppliedFill, *, fan_out: bool, unsampled: str = "") -> None:
+        """Book a fill and send it to its strategy's streams; ``unsampled``: the report's unsampled context, carried on
+        to the fill as it is (no span)."""
         order, report = applied.order, applied.report
         self.measurement.apply_fill(
             order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
@@ -133,14 +140,21 @@ class ExecutionFeedback:
         self.metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
             latency = max(0.0, (self.clock.time_ns() - order.created_ns) / 1e9)
-            self.metrics.signal_to_fill.observe(latency, trace_exemplar())  # the report's trace
+            self.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace
+        if unsampled:
+            fill.trace.traceparent = unsampled
+            self._fan_out(order.owner, fill)
+            return
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
         with self.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
-            for queue in self._streams.get(order.owner, ()):
-                try:
-                    queue.put_nowait(fill)
-                except asyncio.QueueFull:
-                    self.metrics.fills_dropped.inc()
+            self._fan_out(order.owner, fill)
+
+    def _fan_out(self, owner: str, fill: ops_pb2.Fill) -> None:
+        for queue in self._streams.get(owner, ()):
+            try:
+                queue.put_nowait(fill)
+            except asyncio.QueueFull:
+                self.metrics.fills_dropped.inc()
 
     # -- connection ------------------------------------------------------------------------
 

@@ -297,7 +297,8 @@ class SignalPath:
             "nautilus.client_order_id": order.client_order_id,
             "nautilus.model_id": order.model_id,
         }
-        if not traced:
+        traced = traced and not self._tracing.in_unsampled_trace()
+        if not traced:  # carried on unsampled as it is: no span work (most signals, at the default sampling)
             self._tracing.carry_unsampled(trace)
         with (
             self._tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM)

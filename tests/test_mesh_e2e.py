@@ -203,3 +203,5 @@ async def test_signal_when_its_trace_is_unsampled_costs_no_span_and_carries_the_
     spans = [s for f in (tmp_path / "spans").glob("*.jsonl") for s in read_jsonl(f)]
     assert not [s for s in spans if s["trace_id"] == "ab" * 16]
     assert mesh.engine.core.manager.get_order(decision.client_order_id) is not None  # it did trade
+    fills = [f for f in mesh.ops.core.queries.fills("momentum_v1", 100, "").items if f.signal_id == "unsampled-1"]
+    assert fills and all(f.trace.traceparent == unsampled for f in fills)  # the fill carries it on to the strategy
