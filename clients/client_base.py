@@ -9,7 +9,7 @@ import grpc
 
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 
-__all__ = ["DEFAULT_TIMEOUT", "Metadata"]
+__all__ = ["DEFAULT_TIMEOUT", "AsyncClosing", "Metadata"]
 
 DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
@@ -17,7 +17,22 @@ DEFAULT_TIMEOUT = 10.0
 Metadata = tuple[tuple[str, str], ...]
 
 
-class _Client:
+class AsyncClosing:
+    """``async with`` support for anything with an async :meth:`close`."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class _Client(AsyncClosing):
     def __init__(self, address: str, metadata: Metadata, timeout: float) -> None:
         self.address = address
         self.timeout = timeout
@@ -68,11 +83,3 @@ class _Client:
             >>> asyncio.run(main())
         """
         await self._channel.close(None)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()

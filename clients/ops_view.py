@@ -13,9 +13,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from types import TracebackType
-from typing import Self
 
+from clients.client_base import AsyncClosing
 from clients.sdk import MeshRpcError, OpsClient
 from nautilus_mesh.api.ops.v1 import ops_pb2
 
@@ -70,7 +69,7 @@ def positions_by_model(positions: Sequence[ops_pb2.Position]) -> dict[str, str]:
     return {m: " ".join(v) for m, v in out.items()}
 
 
-class OpsReader:
+class OpsReader(AsyncClosing):
     """Reads the status view from the ops at ``address`` and, when it is one of several workers, from every worker.
 
     Args:
@@ -97,14 +96,6 @@ class OpsReader:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     async def _workers(self) -> tuple[dict[int, str], dict[str, int]]:
         """Worker index -> address, and strategy -> owning worker ({} for a single ops)."""
