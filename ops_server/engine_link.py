@@ -45,6 +45,10 @@ _STOP = object()
 
 DEFAULT_COMMANDS_PER_FRAME = 1000
 """Commands per StreamOrders frame until the engine says its own bound (an engine without the field)."""
+SETTLE_SECONDS = 0.02
+"""The longest a command waits for the rest of its burst before its frame is cut, seconds: about the time ops takes
+to decide a frame of 100 signals with their paper twins, so such a frame leaves as one commands frame, while a flood
+of frames from many streams still sends every 20 ms."""
 
 
 class ReportCursor:
@@ -262,9 +266,14 @@ class EngineLink:
         """Let the signal path finish the burst it is deciding before a frame is cut: it yields the loop between the
         slices of a frame (and other streams take turns), so cutting at once sends a frame per slice, each with its
         own engine round (execute, journal, reports). This waits one loop turn at a time, only while the queue keeps
-        growing and the frame is not full: no timer, and a lone command leaves after a single turn."""
-        seen = -1
-        while seen != self._queue.qsize() and self._queue.qsize() + len(self._unsent) < self.max_commands_per_frame:
+        growing, the frame is not full and the first command has waited less than ``SETTLE_SECONDS``: no timer, and
+        a lone command leaves after a single turn."""
+        seen, started = -1, time.perf_counter()
+        while (
+            seen != self._queue.qsize()
+            and self._queue.qsize() + len(self._unsent) < self.max_commands_per_frame
+            and time.perf_counter() - started < SETTLE_SECONDS
+        ):
             seen = self._queue.qsize()
             await asyncio.sleep(0)
 
