@@ -48,6 +48,9 @@ class EngineHealth:
         else:
             out.append(Check("quotes", Health.DEGRADED, "no live quotes"))
         out.append(Check("last_seq", Health.HEALTHY, f"journaled every report up to seq {core.manager.last_seq}"))
+        if core.group_sync is not None and core.group_sync.failure:
+            detail = f"journal fsync failed ({core.group_sync.failure}); reports are held, restart on a sound disk"
+            out.append(Check("journal", Health.UNHEALTHY, detail))
         sessions = len(core.sessions)
         if sessions:
             out.append(Check("ops_session", Health.HEALTHY, f"{sessions} order session(s) connected"))

@@ -30,7 +30,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_value, require_token
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
-from nautilus_mesh.errors import MeshError, ValidationError, VenueRejectedError
+from nautilus_mesh.errors import MeshError, UnavailableError, ValidationError, VenueRejectedError
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
@@ -62,12 +62,8 @@ class EngineCore:
         """fsyncs the journal off the loop (:meth:`start` with ``group_commit``); reports wait for their fsync."""
 
     async def start(self, *, group_commit: bool = False) -> None:
-        """Send the restart's reports and start the market ticker.
-
-        ``group_commit``: under the ``batch`` fsync policy, fsync the journal on a thread of its own, one fsync for
-        every frame written meanwhile, and send each frame's reports once its fsync returned (in order), instead of
-        stalling the loop for each flush. What is sent is durable either way.
-        """
+        """Send the restart's reports, start the market ticker; ``group_commit`` (``batch`` policy): fsync on a thread
+        of its own, one fsync for the frames written meanwhile, reports sent in order once theirs returned."""
         sync = self.manager.defer_fsync() if group_commit else None
         if sync is not None:
             self.group_sync = GroupSync(sync, asyncio.get_running_loop(), name="engine-journal-fsync")
@@ -82,8 +78,9 @@ class EngineCore:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         if self.group_sync is not None:  # what was written is released (sent) before the sessions end
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.group_sync.drain(), 10)
+            if not self.group_sync.failure:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.group_sync.drain(), 10)
             self.group_sync.close()
         for queue in self.sessions.values():
             with contextlib.suppress(asyncio.QueueFull):
@@ -108,24 +105,24 @@ class EngineCore:
         return report_pb(report)
 
     def dispatch(self, reports: Sequence[Report]) -> None:
-        """Send reports to the sessions that own their orders (one frame per session), once they are durable.
-
-        Call it once the reports are journaled (after the manager's frame ended). Under group commit they leave when
-        the fsync that covers them returned, after every report dispatched before them.
-        """
+        """Send journaled reports (after the manager's frame ended) to the sessions owning their orders, one frame per
+        session; under group commit once the fsync covering them returned, after those dispatched before them."""
         if self.group_sync is None:
             self._send(reports)
         else:
             self.group_sync.after_sync(lambda: self._send(reports))
 
     async def durable(self) -> int:
-        """Wait until every report written so far is durable (and those dispatched sent); returns the newest seq then.
-
-        A unary answer that carries reports waits for it, so no client sees a report a crash could take back.
-        """
+        """Wait until every report written so far is durable (a unary answer carrying reports waits for it, so no
+        client sees a report a crash could take back); returns the newest seq then. Raises ``JOURNAL_FSYNC_FAILED``."""
         seq = self.manager.last_seq
         if self.group_sync is not None:
-            await self.group_sync.drain()
+            try:
+                await self.group_sync.drain()
+            except OSError as exc:
+                raise UnavailableError(
+                    "JOURNAL_FSYNC_FAILED", f"the engine journal cannot be made durable: {exc}"
+                ) from None
         return seq
 
     def _send(self, reports: Sequence[Report]) -> None:
@@ -333,6 +330,12 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         status, checks = self._health.report()
         return engine_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
 
+    async def _durable(self, context: Context) -> None:
+        try:
+            await self.core.durable()
+        except MeshError as exc:  # JOURNAL_FSYNC_FAILED
+            await abort(context, exc)
+
     async def _authorize(self, context: Context) -> None:
         try:
             require_token(context.invocation_metadata(), ENGINE_TOKEN_HEADER, self._token, door="engine order entry")
@@ -418,8 +421,8 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                 since = int(request.page_token)
             except ValueError:
                 await abort(context, ValidationError("INVALID_PAGE_TOKEN", "bad page_token", field="page_token"))
-        last = await self.core.durable()  # never a report that is not yet fsynced
         try:
+            last = await self.core.durable()  # never a report that is not yet fsynced
             reports = [r for r in self.core.manager.list_executions(since, size) if r.seq <= last]
         except MeshError as exc:
             await abort(context, exc)
@@ -464,7 +467,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         except MeshError as exc:  # ORDER_NOT_FOUND, or a cancel reject (TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE)
             await abort(context, exc)
         self.core.dispatch(reports)
-        await self.core.durable()
+        await self._durable(context)
         return engine_pb2.CancelOrderResponse(reports=[self.core.to_pb(r) for r in reports])
 
     async def ListVenues(
@@ -482,7 +485,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         manager = self.core.manager
         reports = manager.cancel_all(model_id=request.model_id or None, venue=request.venue or None)
         self.core.dispatch(reports)
-        await self.core.durable()
+        await self._durable(context)
         canceled = sum(1 for r in reports if r.exec_type.value == "CANCELED")
         remaining = len(manager.open_orders(model_id=request.model_id or None, venue=request.venue or None))
         log.warning(

@@ -36,6 +36,9 @@ class GroupSync:
         """fsyncs run so far (each covers every request waiting when it started)."""
         self.released = 0
         """Release callbacks run so far."""
+        self.failure = ""
+        """Why the last fsync failed ("" while none has): nothing is released after a failure."""
+        self._waiters: set[asyncio.Future[None]] = set()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -44,15 +47,25 @@ class GroupSync:
         self._requests.put(release)
 
     async def drain(self) -> None:
-        """Wait until every release asked for so far has run."""
+        """Wait until every release asked for so far has run.
+
+        Raises:
+            OSError: an fsync failed (before or while waiting): what was written may not be durable.
+        """
+        if self.failure:
+            raise OSError(self.failure)
         done: asyncio.Future[None] = self._loop.create_future()
 
         def release() -> None:
             if not done.done():
                 done.set_result(None)
 
+        self._waiters.add(done)
         self.after_sync(release)
-        await done
+        try:
+            await done
+        finally:
+            self._waiters.discard(done)
 
     def close(self) -> None:
         """Stop the thread after it served what is waiting (their releases are still scheduled on the loop)."""
@@ -69,13 +82,20 @@ class GroupSync:
                 try:
                     self._sync()
                     self.fsyncs += 1
-                except OSError:  # a disk that cannot fsync: nothing written can be called durable
-                    log.critical("[JOURNAL] fsync failed; holding %d release(s)", len(releases), exc_info=True)
-                    raise
+                except OSError as exc:  # a disk that cannot fsync: nothing written since can be called durable
+                    self.failure = f"{type(exc).__name__}: {exc}"
+                    log.critical("[JOURNAL] fsync failed; holding %d release(s) and all later ones", len(releases))
+                    self._loop.call_soon_threadsafe(self._fail_waiters)
+                    return
                 for release in releases:
                     self._loop.call_soon_threadsafe(self._release, release)
             if len(releases) < len(group):
                 return
+
+    def _fail_waiters(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(OSError(self.failure))
 
     def _release(self, release: Callable[[], None]) -> None:
         self.released += 1

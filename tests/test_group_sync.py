@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from engine_server.service import EngineCore
+from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.journal import JournalWriter
@@ -124,3 +125,35 @@ async def test_engine_when_fsync_is_slow_holds_reports_until_durable(tmp_path: P
         assert frame and {r.client_order_id for r in frame} == {"gs-1"}
         assert [r.seq for r in answer.reports] == sorted(r.seq for r in frame)
         assert answer.last_seq == frame[-1].seq
+
+
+async def test_fsync_when_it_fails_releases_nothing_more_and_the_engine_says_unhealthy(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, journal_fsync="batch") as server:
+        core: EngineCore = server.core
+        assert core.group_sync is not None
+
+        def broken_disk() -> None:
+            raise OSError(5, "Input/output error")
+
+        core.group_sync._sync = broken_disk
+        queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
+        core.sessions["held"] = queue
+
+        core.execute([order_command("gs-eio", "0.1")], "held")
+        await asyncio.sleep(0.1)
+
+        assert queue.empty(), "a report whose fsync failed is never sent"
+        assert "Input/output error" in core.group_sync.failure
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = await engine_pb2_grpc.EngineServiceStub(channel).GetHealth(
+                engine_pb2.GetHealthRequest(), metadata=META
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await engine_pb2_grpc.EngineServiceStub(channel).ListExecutions(
+                    engine_pb2.ListExecutionsRequest(since_seq=0), metadata=META
+                )
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "JOURNAL_FSYNC_FAILED" in str(refused.value.details()) + str(refused.value.trailing_metadata())
+        journal = [c for c in health.checks if c.name == "journal"]
+        assert journal and journal[0].status == common_pb2.HEALTH_STATUS_UNHEALTHY, health
+        assert health.status == common_pb2.HEALTH_STATUS_UNHEALTHY
