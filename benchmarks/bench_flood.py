@@ -66,6 +66,17 @@ class FloodMesh:
         """CPU seconds engine and ops have used so far."""
         return [cpu_seconds(p.pid) for p in self.procs]
 
+    async def settle(self, busy: float = 0.3, within: float = 180.0) -> float:
+        """Wait until engine and ops each use less than ``busy`` of a core over a second (the flood's orders, reports
+        and fills worked off); returns the seconds waited."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            before = self.cpu()
+            await asyncio.sleep(1.0)
+            if all(b - a < busy for a, b in zip(before, self.cpu(), strict=True)):
+                break
+        return time.perf_counter() - started
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of ops' samples called ``name`` whose labels include ``labels`` (0 when there is none)."""
         with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:  # noqa: S310 (our own loopback URL)
@@ -197,10 +208,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu = {"alone": [0.0, 0.0], "flooded": [0.0, 0.0]}  # CPU seconds of engine and ops in each phase
     wall = {"alone": 0.0, "flooded": 0.0}
     written = 0
+    settled = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp_name:
         async with flood_mesh(Path(tmp_name), args.flood_frame, args.intake_rate) as mesh:
             await calm_stream(mesh.address, args.rate, min(2.0, args.seconds), "warm")  # first quotes, first fills
             for round_ in range(args.rounds):  # alternated, so a noisy minute on the host hits both phases
+                if round_:
+                    settled += await mesh.settle()  # the last flood's aftermath is not measured as "alone"
                 before, started = mesh.cpu(), time.perf_counter()
                 alone += await calm_stream(mesh.address, args.rate, args.seconds, f"alone{round_}")
                 middle, switched = mesh.cpu(), time.perf_counter()
@@ -237,6 +251,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for phase, used in cpu.items()
         },
         "flooder": flood,
+        "settle_seconds": settled,
     }
 
 
@@ -256,6 +271,8 @@ def report(figures: dict[str, Any]) -> None:
     ratio = figures["p99_ratio"]
     verdict = "ok" if ratio is not None and ratio <= TARGET_RATIO else f"over {TARGET_RATIO:g}x"
     print(f"  p99 flooded / alone: {ratio:.2f}x ({verdict})")
+    if figures["rounds"] > 1:
+        print(f"  settling after each flood before the next round: {figures['settle_seconds']:.1f} s in all")
     flood = figures["flooder"]
     print(
         f"  flooder: {flood['signals_written']} signals written, {flood['signals_decided']} decided by ops"
