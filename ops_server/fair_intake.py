@@ -22,8 +22,9 @@ Two bounds per stream make a stream that floods without reading its answers stop
   probes BDP, which gRPC clients do by default).
 
 Answers go onto the stream's outbox in signal order, frame after frame. The work per frame is O(1) (a deque append,
-a list append per turn); the deciding itself is the signal path's. When nothing else waits, a stream's first slice is
-decided at once in its reader's task (no hop through the worker), so a lone strategy pays nothing for the fairness.
+a list append per turn); the deciding itself is the signal path's. A new stream's first slice is decided at once in
+its reader's task (no hop through the worker), so a lone strategy pays nothing for the fairness and a well-behaved
+one under a flood waits no longer than it must.
 A stream that closes drops its undecided frames: its client saw no answer for them and sends them again (a signal
 decided before that answers ``DUPLICATE``).
 """
@@ -159,14 +160,15 @@ class FairIntake:
         self._add_pending(len(signals))
         if stream.queued or stream.paused:
             return  # already waiting for its turn (or for its answers to drain)
-        if self._worker is None and not self._new and not self._old:
-            # Nobody else waits: this stream's first slice is decided now, in its reader's task.
+        if self._new:
+            self._new.append(stream)  # behind the new streams that came first
+            stream.queued = True
+        else:
+            # A new stream's turn is the next one; the worker is not mid-slice (it yields between slices), so that
+            # turn is taken now, in this reader's task: no hop through the worker for a well-behaved stream.
             self._turn(stream)
             if not stream.frames or stream.paused or stream.closed:
                 return
-        else:
-            self._new.append(stream)
-            stream.queued = True
         self._start_worker()
 
     async def finish(self, stream: IntakeStream) -> None:
