@@ -275,8 +275,8 @@ def report(figures: dict[str, Any]) -> None:
         print(f"  settling after each flood before the next round: {figures['settle_seconds']:.1f} s in all")
     flood = figures["flooder"]
     print(
-        f"  flooder: {flood['signals_written']} signals written, {flood['signals_decided']} decided by ops"
-        f" ({flood['rate_limited']} of them RATE_LIMITED), {flood['orders_booked']} orders booked;"
+        f"  flooder: {flood['signals_written']} signals written, {flood['signals_decided']} decided by ops,"
+        f" {flood['rate_limited']} answered RATE_LIMITED, {flood['orders_booked']} orders booked;"
         f" its stream paused {flood['stream_pauses']} time(s)"
     )
 
