@@ -5,9 +5,12 @@ The mesh runs as processes (engine and ops as ``python -m ...`` on free ports). 
 flooder (``momentum``, its own process: this script with ``--flooder``) writes frames of ``--flood-frame`` signals
 as fast as the transport takes them and never reads an answer. Each signal trades (targets flip), so the flood
 costs ops and engine real work. Printed: the well-behaved strategy's signal-to-decision p50/p99 alone and with the
-flooder, and their ratio (target: p99 within 2x), plus how many signals the flooder got decided (ops' metrics).
+flooder, and their ratio (target: p99 within 2x), the CPU ops and the engine used in each phase, and what became of
+the flood: signals written, decided by ops, orders booked, and how often ops paused the flooder's stream (from ops'
+``/metrics``).
 
     .venv/bin/python benchmarks/bench_flood.py                    # 20 s alone, 20 s flooded, 50 signals/s
+    .venv/bin/python benchmarks/bench_flood.py --rounds 3 --seconds 10   # phases alternated: host noise hits both
     .venv/bin/python benchmarks/bench_flood.py --seconds 30 --json var/bench/flood.json
     .venv/bin/python benchmarks/bench_flood.py --intake-rate 500   # ops refusing a strategy's excess at intake
 
@@ -19,11 +22,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -34,7 +39,7 @@ sys.path.insert(0, str(SCRIPT.parents[1]))
 
 import bench_mesh  # noqa: E402
 import grpc  # noqa: E402
-from bench_mesh import META, TARGET, SignalCall, percentile  # noqa: E402
+from bench_mesh import META, TARGET, SignalCall, cpu_seconds, free_ports, percentile  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 
@@ -49,23 +54,62 @@ def signal(prefix: str, model: str, instrument: str, k: int) -> ops_pb2.Signal:
     )
 
 
+@dataclasses.dataclass
+class FloodMesh:
+    """The running mesh: ops' address, its /metrics URL, and the engine and ops processes (in that order)."""
+
+    address: str
+    metrics_url: str
+    procs: list[asyncio.subprocess.Process]
+
+    def cpu(self) -> list[float]:
+        """CPU seconds engine and ops have used so far."""
+        return [cpu_seconds(p.pid) for p in self.procs]
+
+    async def settle(self, busy: float = 0.3, within: float = 180.0) -> float:
+        """Wait until engine and ops each use less than ``busy`` of a core over a second (the flood's orders, reports
+        and fills worked off); returns the seconds waited."""
+        started = time.perf_counter()
+        while time.perf_counter() - started < within:
+            before = self.cpu()
+            await asyncio.sleep(1.0)
+            if all(b - a < busy for a, b in zip(before, self.cpu(), strict=True)):
+                break
+        return time.perf_counter() - started
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ops' samples called ``name`` whose labels include ``labels`` (0 when there is none)."""
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as reply:  # noqa: S310 (our own loopback URL)
+            text = reply.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+
 @contextlib.asynccontextmanager
-async def flood_mesh(tmp: Path, frame: int, intake_rate: float | None) -> AsyncIterator[str]:
-    """The benchmark mesh with a second strategy (``meanrev``) for the well-behaved stream."""
+async def flood_mesh(tmp: Path, frame: int, intake_rate: float | None) -> AsyncIterator[FloodMesh]:
+    """The benchmark mesh with a second strategy (``meanrev``) for the well-behaved stream, and ops' /metrics."""
     ops_settings = bench_mesh.ops_settings
+    (metrics_port,) = free_ports(1)
 
     def with_meanrev(tmp_dir: Path, port: int, engine_port: int) -> dict[str, Any]:
         settings = ops_settings(tmp_dir, port, engine_port)
         settings["strategies"]["meanrev"] = {"token": CALM_TOKEN, "models": ["meanrev_v1"]}
         settings["max_signals_per_frame"] = max(frame, 1000)
+        settings["metrics_port"] = metrics_port
         if intake_rate:
             settings["intake_signals_per_second"] = intake_rate
         return settings
 
     bench_mesh.ops_settings = with_meanrev
     try:
-        async with bench_mesh.mesh_processes(tmp) as (address, _procs):
-            yield address
+        async with bench_mesh.mesh_processes(tmp) as (address, procs):
+            yield FloodMesh(address, f"http://127.0.0.1:{metrics_port}/metrics", procs)
     finally:
         bench_mesh.ops_settings = ops_settings
 
@@ -143,56 +187,106 @@ async def decided_by(address: str, model: str) -> int:
                 return count
 
 
+async def flooded_phase(mesh: FloodMesh, args: argparse.Namespace, prefix: str) -> tuple[list[float], int]:
+    """The well-behaved stream while a flooder process floods; its latencies and the signals the flooder wrote."""
+    cmd = [
+        sys.executable, str(SCRIPT), "--flooder", mesh.address, "--flood-frame", str(args.flood_frame),
+        "--seconds", str(args.seconds + 2),
+    ]  # fmt: skip
+    flooder = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    await asyncio.sleep(0.2)  # the flooder's stream is open; the measurement covers the whole flood
+    flooded = await calm_stream(mesh.address, args.rate, args.seconds, prefix)
+    out, err = await flooder.communicate()
+    if flooder.returncode != 0:
+        raise RuntimeError(f"flooder failed: {err.decode(errors='replace')[-2000:]}")
+    return flooded, int(json.loads(out.decode().strip().splitlines()[-1])["signals_written"])
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    alone: list[float] = []
+    flooded: list[float] = []
+    cpu = {"alone": [0.0, 0.0], "flooded": [0.0, 0.0]}  # CPU seconds of engine and ops in each phase
+    wall = {"alone": 0.0, "flooded": 0.0}
+    written = 0
+    settled = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp_name:
-        async with flood_mesh(Path(tmp_name), args.flood_frame, args.intake_rate) as address:
-            await calm_stream(address, args.rate, min(2.0, args.seconds), "warm")  # first quotes, first fills
-            alone = await calm_stream(address, args.rate, args.seconds, "alone")
-            cmd = [
-                sys.executable, str(SCRIPT), "--flooder", address, "--flood-frame", str(args.flood_frame),
-                "--seconds", str(args.seconds + 2),
-            ]  # fmt: skip
-            flooder = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            await asyncio.sleep(0.2)  # the flooder's stream is open; the measurement covers the whole flood
-            flooded = await calm_stream(address, args.rate, args.seconds, "flooded")
-            out, err = await flooder.communicate()
-            if flooder.returncode != 0:
-                raise RuntimeError(f"flooder failed: {err.decode(errors='replace')[-2000:]}")
-            flood = json.loads(out.decode().strip().splitlines()[-1])
-            flood["orders_booked"] = await decided_by(address, "momentum_v1")
+        async with flood_mesh(Path(tmp_name), args.flood_frame, args.intake_rate) as mesh:
+            await calm_stream(mesh.address, args.rate, min(2.0, args.seconds), "warm")  # first quotes, first fills
+            for round_ in range(args.rounds):  # alternated, so a noisy minute on the host hits both phases
+                if round_:
+                    settled += await mesh.settle()  # the last flood's aftermath is not measured as "alone"
+                before, started = mesh.cpu(), time.perf_counter()
+                alone += await calm_stream(mesh.address, args.rate, args.seconds, f"alone{round_}")
+                middle, switched = mesh.cpu(), time.perf_counter()
+                latencies, signals = await flooded_phase(mesh, args, f"flooded{round_}")
+                flooded += latencies
+                written += signals
+                after, ended = mesh.cpu(), time.perf_counter()
+                for phase, (a, b), seconds in (
+                    ("alone", (before, middle), switched - started),
+                    ("flooded", (middle, after), ended - switched),
+                ):
+                    cpu[phase] = [c + (y - x) for c, x, y in zip(cpu[phase], a, b, strict=True)]
+                    wall[phase] += seconds
+            flood = {
+                "signals_written": written,
+                "signals_decided": int(mesh.metric("signal_decisions_total", model="momentum_v1")),
+                "rate_limited": int(mesh.metric("intake_rejections_total", strategy="momentum")),
+                "stream_pauses": int(mesh.metric("signal_stream_pauses_total", strategy="momentum")),
+                "orders_booked": await decided_by(mesh.address, "momentum_v1"),
+            }
     p99_alone, p99_flooded = percentile(alone, 0.99), percentile(flooded, 0.99)
     return {
         "rate_per_s": args.rate,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "flood_frame": args.flood_frame,
         "intake_rate": args.intake_rate,
         "alone": {"n": len(alone), "p50_ms": percentile(alone, 0.5), "p99_ms": p99_alone},
         "flooded": {"n": len(flooded), "p50_ms": percentile(flooded, 0.5), "p99_ms": p99_flooded},
         "p99_ratio": p99_flooded / p99_alone if p99_alone else None,
         "target_ratio": TARGET_RATIO,
+        "cpu_share": {  # CPU seconds per wall second of the phase (1.0 = one core)
+            phase: dict(zip(("engine", "ops"), (c / wall[phase] for c in used), strict=True))
+            for phase, used in cpu.items()
+        },
         "flooder": flood,
+        "settle_seconds": settled,
     }
 
 
 def report(figures: dict[str, Any]) -> None:
+    rounds = f", {figures['rounds']} rounds alternated" if figures["rounds"] > 1 else ""
     print(
-        f"well-behaved strategy at {figures['rate_per_s']:g} signals/s (one per frame), {figures['seconds']:g} s each;"
-        f" flooder: frames of {figures['flood_frame']}, never reads; intake limit "
+        f"well-behaved strategy at {figures['rate_per_s']:g} signals/s (one per frame), {figures['seconds']:g} s each"
+        f"{rounds}; flooder: frames of {figures['flood_frame']}, never reads; intake limit "
         f"{figures['intake_rate'] or 'none'}"
     )
     for name in ("alone", "flooded"):
-        row = figures[name]
-        print(f"  {name:<8} n={row['n']:<6} p50 {row['p50_ms']:8.2f} ms   p99 {row['p99_ms']:8.2f} ms")
+        row, cpu = figures[name], figures["cpu_share"][name]
+        print(
+            f"  {name:<8} n={row['n']:<6} p50 {row['p50_ms']:8.2f} ms   p99 {row['p99_ms']:8.2f} ms"
+            f"   CPU ops {cpu['ops']:4.0%} engine {cpu['engine']:4.0%}"
+        )
     ratio = figures["p99_ratio"]
     verdict = "ok" if ratio is not None and ratio <= TARGET_RATIO else f"over {TARGET_RATIO:g}x"
     print(f"  p99 flooded / alone: {ratio:.2f}x ({verdict})")
+    if figures["rounds"] > 1:
+        print(f"  settling after each flood before the next round: {figures['settle_seconds']:.1f} s in all")
     flood = figures["flooder"]
-    print(f"  flooder: {flood['signals_written']} signals written, {flood['orders_booked']} orders booked by ops")
+    print(
+        f"  flooder: {flood['signals_written']} signals written, {flood['signals_decided']} decided by ops,"
+        f" {flood['rate_limited']} answered RATE_LIMITED, {flood['orders_booked']} orders booked;"
+        f" its stream paused {flood['stream_pauses']} time(s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds measured alone, then flooded")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="alone/flooded pairs, alternated (figures pool the rounds)"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="the well-behaved strategy's signals per second")
     parser.add_argument("--flood-frame", type=int, default=100, help="signals per flooder frame")
     parser.add_argument(

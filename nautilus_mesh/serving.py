@@ -54,6 +54,18 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     # One process per port: with SO_REUSEPORT (gRPC's default on Linux) a second server binds the same port
     # and the kernel splits connections between the two.
     ("grpc.so_reuseport", 0),
+    # Flow control that means something: no BDP probing on what this server receives. With probing, gRPC's
+    # transport announces a receive window of max(4 MiB, 2 x the measured bandwidth-delay product) whenever memory
+    # is not short (chttp2 flow_control.cc, "anything goes" below 20% memory pressure), whether or not the
+    # application reads: a stream ops stopped reading (fair intake, a paused stream) kept taking the sender's frames
+    # into ops' memory, 4 MiB per stream. Without it a stream's window stays at HTTP/2's 64 KiB, and a sender whose
+    # stream is not read is held after 64 KiB. Measured (benchmarks/bench_flood.py, docs/performance.md): the
+    # flooder's unread frames in ops fell from ~100,000 to ~2,000 signals (its writes block instead), and the
+    # throughput of one stream of large frames on loopback did not change (a 64 KiB window holds 10+ frames of
+    # 100 signals). It does nothing for what ops sends: the window a client announces for its answers is the
+    # client's own (4 MiB with probing, the default), which is why a stream that does not read its answers is
+    # paused by ops itself (stream_max_pending_answers, ops_server/fair_intake.py).
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [

@@ -20,6 +20,12 @@ class StrategyAccess(StrictModel):
     ``file:PATH``. Empty disables the strategy."""
     models: tuple[str, ...]
     """Models this token may signal for."""
+    intake_signals_per_second: float | None = pydantic.Field(None, gt=0)
+    """This strategy's own signal rate at intake, signals per second, in place of the top-level
+    ``intake_signals_per_second`` (None: the top-level one)."""
+    intake_burst: int | None = pydantic.Field(None, gt=0)
+    """This strategy's own burst under its rate, in place of the top-level ``intake_burst`` (count of signals; None:
+    the top-level one, else one second's worth of its rate)."""
 
 
 class OpsConfig(StrictModel):
@@ -94,10 +100,18 @@ class OpsConfig(StrictModel):
     signal_id_max_length: int = pydantic.Field(128, gt=0)
     """Longest ``signal_id`` (and instrument) accepted, in characters."""
     intake_signals_per_second: float | None = pydantic.Field(None, gt=0)
-    """Signals per second one strategy may send (all its streams and SubmitSignal together); the excess is
-    answered ``RATE_LIMITED`` (rail ``intake``) without being decided. None: no limit."""
+    """Signals per second each strategy may send (all its streams and SubmitSignal together, a token bucket per
+    strategy; a strategy's own ``intake_signals_per_second`` in ``strategies`` overrides it). The excess is answered
+    in-band ``REJECTED`` with code ``RATE_LIMITED`` (rail ``intake``) without being decided, counted in
+    ``intake_rejections_total{strategy}`` and logged at most once per 10 s per strategy. None: no limit."""
     intake_burst: int | None = pydantic.Field(None, gt=0)
-    """Signals a strategy may send back to back under ``intake_signals_per_second`` (default: one second's worth)."""
+    """Signals a strategy may send back to back under ``intake_signals_per_second`` (count; default: one second's
+    worth)."""
+    stream_max_pending_answers: int = pydantic.Field(2_000, gt=0)
+    """Answers (decisions and fills) of one signal stream waiting to be sent at which ops pauses the stream: none of
+    its signals is read or decided until half of them are sent (count). A strategy that does not read its answers
+    is paused once its HTTP/2 receive window is full as well (64 KiB, or up to 4 MiB when its gRPC client probes
+    the bandwidth-delay product, the default)."""
     journal_fsync: Literal["never", "batch", "always"] = "never"
     """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
     survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``

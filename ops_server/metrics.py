@@ -203,6 +203,29 @@ class OpsMetrics:
             ["strategy", "state"],
             registry=r,
         )
+        # Fair intake (ops_server/fair_intake.py, ops_server/intake.py): what a flooding strategy is held to.
+        self.intake_rejections = Counter(
+            "intake_rejections_total",
+            "Signals answered RATE_LIMITED at intake (not decided): the strategy is over its signal rate.",
+            ["strategy"],
+            registry=r,
+        )
+        self.stream_pauses = Counter(
+            "signal_stream_pauses_total",
+            "Times a signal stream was paused: stream_max_pending_answers of its answers waited to be sent (the "
+            "strategy is not reading them); nothing more of it is read or decided until half of them are sent.",
+            ["strategy"],
+            registry=r,
+        )
+        self.streams_paused = Gauge(
+            "signal_streams_paused", "Signal streams paused now (their answers are not being read).", registry=r
+        )
+        self.intake_pending = Gauge(
+            "intake_pending_signals",
+            "Signals read from the signal streams and waiting for their turn to be decided (at most two frames per "
+            "stream).",
+            registry=r,
+        )
         self.span_export_failures = Counter(
             "span_export_failures_total", "Span export batches that failed (OTLP unreachable, file error).", registry=r
         )

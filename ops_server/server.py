@@ -14,7 +14,7 @@ from ops_server.config import OpsConfig, load_ops_config
 from ops_server.coordination import Coordinator
 from ops_server.core import OpsCore
 from ops_server.health import ops_health
-from ops_server.intake import StrategyIntake
+from ops_server.intake import IntakeRate, StrategyIntake
 from ops_server.service import OpsService
 from ops_server.sharding import ShardMap
 
@@ -58,7 +58,18 @@ class OpsServer(ServiceHost):
             queries=core.queries,
             max_signals_per_frame=config.max_signals_per_frame,
             admin_token=config.admin_token,
-            intake=StrategyIntake(config.intake_signals_per_second, config.intake_burst, core.metrics.registry),
+            intake=StrategyIntake(
+                config.intake_signals_per_second,
+                config.intake_burst,
+                core.metrics,
+                {
+                    name: IntakeRate(access.intake_signals_per_second, access.intake_burst)
+                    for name, access in config.strategies.items()
+                    if access.intake_signals_per_second is not None or access.intake_burst is not None
+                },
+            ),
+            stream_max_pending_answers=config.stream_max_pending_answers,
+            metrics=core.metrics,
             shards=shards,
         )
         self.health = ops_health(core)

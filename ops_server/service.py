@@ -4,7 +4,9 @@ Every call needs a strategy token; the read RPCs also take the admin token (``x-
 token reads its own models and strategies only, the admin token reads everything (see
 :class:`~ops_server.queries.Scope`). A bad item in a stream is answered in-band and the stream stays open; an
 unexpected failure is logged with the stream and the item, answered in-band with ``INTERNAL``, and the stream goes
-on (or, when the stream itself breaks, ends with a non-OK status, never with OK).
+on (or, when the stream itself breaks, ends with a non-OK status, never with OK). The frames of every signal stream
+are decided by one :class:`~ops_server.fair_intake.FairIntake`: turns of one slice, new streams first, and a
+stream whose answers are not being read is paused.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -28,7 +29,9 @@ from nautilus_mesh.telemetry import frame_received
 from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
-from ops_server.intake import SliceSizer, StrategyIntake
+from ops_server.fair_intake import MAX_PENDING_ANSWERS, FairIntake
+from ops_server.intake import StrategyIntake
+from ops_server.metrics import OpsMetrics
 from ops_server.queries import EVERYTHING, OpsQueries, Scope
 from ops_server.sharding import WORKER_HEADER, ShardMap
 from ops_server.signal_path import SignalPath
@@ -85,7 +88,9 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         admin_token: the operator's token; it may read everything ("" closes that door).
         intake: the per-strategy signal rate at intake (None: no limit).
         max_signals_per_frame: the most signals one ``StreamSignalsRequest`` may carry.
-        stream_queue_size: bound of each stream's outgoing queue (decisions and fills).
+        stream_queue_size: bound of each stream's outgoing queue (decisions and fills; fills beyond it are dropped).
+        stream_max_pending_answers: answers of a stream waiting to be sent at which it is paused (count).
+        metrics: where the intake counts pauses and pending signals (None: a registry of its own, for tests).
         shards: which ops worker owns which strategy (None: one worker owns them all).
     """
 
@@ -97,10 +102,16 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     admin_token: str = ""
     intake: StrategyIntake | None = None
     stream_queue_size: int = 10_000
+    stream_max_pending_answers: int = MAX_PENDING_ANSWERS
+    metrics: OpsMetrics | None = None
     shards: ShardMap | None = None
 
     def __post_init__(self) -> None:
-        self._slices = SliceSizer()
+        self.fair = FairIntake(
+            self._decide_frame,
+            max_pending_answers=self.stream_max_pending_answers,
+            metrics=self.metrics or OpsMetrics(),
+        )
 
     async def _principal(self, context: Context) -> Principal:
         try:
@@ -146,36 +157,37 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 field="signals",
             )
             return [ops_pb2.SignalDecision(status=ops_pb2.DECISION_STATUS_REJECTED, error=error_detail(error))]
-        refused: list[ops_pb2.SignalDecision] = []
-        if self.intake is not None:
+        if self.intake is not None and self.intake.limited:
             admitted = self.intake.admit(principal.name, len(signals))
-            refused = [self.intake.refusal(s) for s in signals[admitted:]]
-            signals = signals[:admitted]
+            if admitted < len(signals):
+                return self._decide_over_rate(signals, admitted, principal)
+        return self._handle(signals, principal)
+
+    def _decide_over_rate(
+        self, signals: Sequence[ops_pb2.Signal], admitted: int, principal: Principal
+    ) -> list[ops_pb2.SignalDecision]:
+        """The first ``admitted`` signals are decided; of the rest, a duplicate of a signal already decided is answered
+        ``DUPLICATE`` as always (it takes no token), every other one ``RATE_LIMITED``. Answers stay in signal order."""
+        assert self.intake is not None
+        handled = list(signals[:admitted])
+        refused: dict[int, ops_pb2.SignalDecision] = {}
+        for index in range(admitted, len(signals)):
+            signal = signals[index]
+            if self.signals.is_duplicate(signal, principal):
+                handled.append(signal)
+            else:
+                refused[index] = self.intake.refusal(signal, principal.name)
+        self.intake.refused(principal.name, len(refused))
+        decided = iter(self._handle(handled, principal))
+        return [refused[i] if i in refused else next(decided) for i in range(len(signals))]
+
+    def _handle(self, signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
         try:
-            return self.signals.handle_frame(signals, principal) + refused
+            return self.signals.handle_frame(signals, principal)
         except Exception:
             ids = ", ".join(repr(s.signal_id) for s in signals[:5])
             log.exception("[OPS] stream of strategy %s: deciding signals %s failed", principal.name, ids)
-            return [internal_decision(s) for s in signals] + refused
-
-    async def _decide_fairly(
-        self, signals: Sequence[ops_pb2.Signal], principal: Principal
-    ) -> list[ops_pb2.SignalDecision]:
-        """Decide a frame in slices (:class:`SliceSizer`), yielding the event loop between them so other streams take
-        turns."""
-        if len(signals) > self.max_signals_per_frame:
-            return self._decide_frame(signals, principal)
-        decisions: list[ops_pb2.SignalDecision] = []
-        start = 0
-        while start < len(signals):
-            if start:
-                await asyncio.sleep(0)
-            size = self._slices.size()
-            began = time.perf_counter()
-            decisions.extend(self._decide_frame(signals[start : start + size], principal))
-            self._slices.observe(min(size, len(signals) - start), time.perf_counter() - began)
-            start += size
-        return decisions
+            return [internal_decision(s) for s in signals]
 
     async def StreamSignals(
         self, request_iterator: AsyncIterator[ops_pb2.StreamSignalsRequest], context: Context
@@ -183,12 +195,11 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         principal = await self._owned_principal(context)
         # Accepted: say so at once (clients wait for it before writing, so a refused stream loses no signal).
         await context.send_initial_metadata(((WORKER_HEADER, str(self.shards.index if self.shards else 0)),))
-        outbox = _StreamOutbox(self.stream_queue_size)
+        outbox = _StreamOutbox(max(self.stream_queue_size, self.stream_max_pending_answers))
         self.fills.subscribe(principal.models, outbox)  # type: ignore[arg-type]
+        stream = self.fair.open(principal, outbox)
         log.info("[OPS] signal stream opened by strategy %s", principal.name)
         failure: list[BaseException] = []
-        drained = asyncio.Event()
-        high_water = 2 * self.max_signals_per_frame  # answers waiting to be sent before this stream stops being read
 
         async def read() -> None:
             try:
@@ -198,11 +209,11 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                         if frame.resume_after_fill_seq:
                             self._resume_fills(frame.resume_after_fill_seq, principal, outbox)
                         outbox.stop_remembering()
-                    for decision in await self._decide_fairly(frame.signals, principal):
-                        await outbox.put(decision)
-                    while outbox.qsize() >= high_water:  # answers not being read: stop reading (backpressure)
-                        drained.clear()
-                        await drained.wait()
+                    # Queued for its turn; waits while two frames of this stream are undecided or the stream is
+                    # paused (its answers not being read), so nothing more is read from it (backpressure).
+                    whole = len(frame.signals) > self.max_signals_per_frame  # one FRAME_TOO_LARGE answer
+                    await self.fair.submit(stream, frame.signals, whole=whole)
+                await self.fair.finish(stream)  # every frame read is answered before the stream ends
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the stream itself broke: end it with a status, not with OK
@@ -233,11 +244,12 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                         break
                     item = outbox.get_nowait()
                 if decisions or fills:
-                    yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)
-                drained.set()
+                    yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)  # returns once sent
+                self.fair.sent(stream)  # a paused stream resumes once half its answers are sent
             if failure:
                 await context.abort(grpc.StatusCode.INTERNAL, f"signal stream failed: {type(failure[0]).__name__}")
         finally:
+            self.fair.close(stream)
             self.fills.unsubscribe(outbox)  # type: ignore[arg-type]
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -123,6 +123,14 @@ class SignalPath:
                 self._link.send(frame.commands)
         return decisions
 
+    def is_duplicate(self, signal: ops_pb2.Signal, principal: Principal) -> bool:
+        """True when ``signal`` repeats one already decided for a model of ``principal`` (it is answered
+        ``DUPLICATE``, with no work beyond the lookup)."""
+        return (
+            signal.model_id in principal.models
+            and self._tracker.previous_decision(signal.model_id, signal.signal_id) is not None
+        )
+
     def set_venue_problem(self, problem: str | None) -> None:
         """Refuse every order (``VENUE_MISCONFIGURED``) while the engine's venues do not fit the config."""
         self._venue_problem = problem

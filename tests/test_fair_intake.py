@@ -1,26 +1,33 @@
-"""A flooding strategy does not stall the others (frames decided in slices that take turns), and an optional
-per-strategy signal rate at intake refuses the excess in-band."""
+"""A flooding strategy does not stall the others: frames are decided in turns of one slice (new streams first), a
+stream whose answers are not being read is paused at its bound, and an optional per-strategy signal rate at intake
+refuses the excess in-band. Assertions are on counts and order, never on elapsed time."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import grpc
 import pytest
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.auth import Principal
+from nautilus_mesh.log_safety import LogThrottle
 from ops_server import engine_link as engine_link_module
-from ops_server import service as service_module
+from ops_server import fair_intake as fair_intake_module
+from ops_server.config import StrategyAccess
 from ops_server.engine_link import REPORT_SLICE_MAX, apply_in_slices
+from ops_server.fair_intake import INTAKE_FRAMES, FairIntake, IntakeStream
 from ops_server.intake import SLICE_SIGNALS, SliceSizer
-from ops_server.service import OpsService
-from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, running_mesh, start_mesh, stop_mesh, wait_until
+from ops_server.metrics import OpsMetrics
+from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, running_mesh, wait_until
 
-FLOOD_FRAMES = 50
 FRAME = 100
+FLOOD_FRAMES = 80
+BOUND = 300  # stream_max_pending_answers of the mesh under test
 
 
 def flood_frame(i: int) -> ops_pb2.StreamSignalsRequest:
@@ -32,28 +39,48 @@ def flood_frame(i: int) -> ops_pb2.StreamSignalsRequest:
     )
 
 
-async def test_stream_when_a_neighbour_floods_without_reading_still_gets_its_decisions(tmp_path: Path) -> None:
-    mesh = await start_mesh(tmp_path, ops={"max_signals_per_frame": FRAME})
-    registry = mesh.ops.core.metrics.registry
+def calm_signal(i: int) -> ops_pb2.Signal:
+    return ops_pb2.Signal(signal_id=f"calm-{i}", model_id="meanrev_v1", instrument="SOL-USD", target=0.0)
 
-    def decided(model: str) -> float:
-        return sum(
-            registry.get_sample_value("signal_decisions_total", {"model": model, "status": s}) or 0.0
-            for s in ("ACCEPTED", "REJECTED", "NO_ACTION", "DUPLICATE")
-        )
 
-    written = [0]
-    try:
-        async with mesh.channel() as flood_channel, mesh.channel() as calm_channel:
+async def test_stream_when_a_neighbour_floods_without_reading_is_answered_and_the_flooder_paused_at_its_bound(
+    tmp_path: Path,
+) -> None:
+    ops = {"max_signals_per_frame": FRAME, "stream_max_pending_answers": BOUND}
+    async with running_mesh(tmp_path, ops=ops) as mesh:
+        service, registry = mesh.ops.service, mesh.ops.core.metrics.registry
+
+        def decided(model: str) -> float:
+            return sum(
+                registry.get_sample_value("signal_decisions_total", {"model": model, "status": s}) or 0.0
+                for s in ("ACCEPTED", "REJECTED", "NO_ACTION", "DUPLICATE")
+            )
+
+        def paused_streams() -> list[IntakeStream]:
+            return [s for s in service.fair.streams() if s.paused]
+
+        # The flooder's client does not probe the bandwidth-delay product, so its receive window stays at HTTP/2's
+        # 64 KiB and fills after ~2,000 unread answers; with probing (gRPC's default) it grows to 4 MiB first.
+        flood_channel = grpc.aio.insecure_channel(mesh.ops_address, options=[("grpc.http2.bdp_probe", 0)])
+        async with flood_channel, mesh.channel() as calm_channel:
             flood = mesh.ops_stub(flood_channel).StreamSignals(metadata=(("x-strategy-token", MOMENTUM_TOKEN),))
+            written = [0]
 
-            async def flooding() -> None:  # writes as fast as ops reads, never reads an answer
+            async def flooding() -> None:  # writes as fast as ops takes frames; reads nothing (yet)
                 for i in range(FLOOD_FRAMES):
                     await flood.write(flood_frame(i))
                     written[0] += 1
 
             flooder = asyncio.create_task(flooding())
-            await wait_until(lambda: decided("momentum_v1") >= FRAME)
+            await wait_until(lambda: len(paused_streams()) == 1)
+            (paused,) = paused_streams()
+            assert paused.principal.name == "momentum"
+            assert paused.outbox.qsize() <= BOUND  # the answers ops holds for it stay under the bound
+            assert len(paused.frames) <= INTAKE_FRAMES  # and so do the frames it read and has not decided
+            assert registry.get_sample_value("signal_stream_pauses_total", {"strategy": "momentum"}) == 1
+            assert registry.get_sample_value("signal_streams_paused") == 1
+            flood_decided = decided("momentum_v1")
+            assert flood_decided < FLOOD_FRAMES * FRAME and written[0] < FLOOD_FRAMES  # bounded: not all read
 
             requests: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
 
@@ -66,26 +93,36 @@ async def test_stream_when_a_neighbour_floods_without_reading_still_gets_its_dec
             )
             answers: list[ops_pb2.SignalDecision] = []
             for i in range(5):
-                signal = ops_pb2.Signal(signal_id=f"calm-{i}", model_id="meanrev_v1", instrument="SOL-USD", target=0.0)
-                await requests.put(ops_pb2.StreamSignalsRequest(signals=[signal]))
+                await requests.put(ops_pb2.StreamSignalsRequest(signals=[calm_signal(i)]))
             async for frame in calm:
                 answers.extend(frame.decisions)
                 if len(answers) >= 5:
                     break
             assert [d.signal_id for d in answers] == [f"calm-{i}" for i in range(5)]
-
             assert decided("meanrev_v1") == 5
+            # Still paused: not one more of the flooder's signals was decided while its answers went unread.
+            assert decided("momentum_v1") == flood_decided and paused.paused
+            assert paused.outbox.qsize() <= BOUND
             await requests.put(None)
             calm.cancel()
-            flooder.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await flooder
-            flood.cancel()
-    finally:
-        await stop_mesh(mesh)
+
+            # The flooder reads at last: it resumes, and every signal it wrote is answered once, in order.
+            flood_answers: list[str] = []
+            while len(flood_answers) < FLOOD_FRAMES * FRAME:
+                response = await flood.read()
+                assert isinstance(response, ops_pb2.StreamSignalsResponse)
+                flood_answers.extend(d.signal_id for d in response.decisions)
+            await flooder
+            assert flood_answers == [f"flood-{i}-{k}" for i in range(FLOOD_FRAMES) for k in range(FRAME)]
+            assert registry.get_sample_value("signal_streams_paused") == 0
+            await flood.done_writing()
+            assert await flood.code() == grpc.StatusCode.OK
+        await wait_until(lambda: registry.get_sample_value("intake_pending_signals") == 0)
 
 
-async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_band(tmp_path: Path) -> None:
+async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_band(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async with running_mesh(tmp_path, ops={"intake_signals_per_second": 10, "intake_burst": 10}) as mesh:
         signals = [
             ops_pb2.Signal(signal_id=f"rate-{i}", model_id="momentum_v1", instrument="BTC-USD", target=0.0)
@@ -93,17 +130,192 @@ async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_ban
         ]
         async with mesh.channel() as channel:
             call = mesh.ops_stub(channel).StreamSignals(metadata=(("x-strategy-token", MOMENTUM_TOKEN),))
-            await call.write(ops_pb2.StreamSignalsRequest(signals=signals))
-            decisions: list[ops_pb2.SignalDecision] = []
-            while len(decisions) < 30:
-                frame = await call.read()
-                decisions.extend(frame.decisions)
+            with caplog.at_level(logging.WARNING, logger="ops_server.intake"):
+                await call.write(ops_pb2.StreamSignalsRequest(signals=signals))
+                for k in range(5):  # a flood of over-rate frames: one warning line, not one per frame
+                    await call.write(ops_pb2.StreamSignalsRequest(signals=[*signals[:5], signals[20 + k]]))
+                decisions: list[ops_pb2.SignalDecision] = []
+                while len(decisions) < 30 + 5 * 6:
+                    frame = await call.read()
+                    decisions.extend(frame.decisions)
             call.cancel()
-        refused = [d for d in decisions if d.error.code == "RATE_LIMITED"]
-        assert len(refused) == 20 and all(d.error.details["rail"] == "intake" for d in refused)
+        first, repeats = decisions[:30], decisions[30:]
+        refused = [d for d in first if d.error.code == "RATE_LIMITED"]
         assert [d.signal_id for d in refused] == [f"rate-{i}" for i in range(10, 30)]
+        assert all(
+            d.status == ops_pb2.DECISION_STATUS_REJECTED and d.error.details["rail"] == "intake" for d in refused
+        )
+        # Duplicates of decided signals are still answered DUPLICATE over the rate; new signals are refused.
+        duplicate, refused_code = ops_pb2.DECISION_STATUS_DUPLICATE, ops_pb2.DECISION_STATUS_REJECTED
+        assert [d.status for d in repeats] == ([duplicate] * 5 + [refused_code]) * 5
+        assert [d.signal_id for d in repeats[5::6]] == [f"rate-{20 + k}" for k in range(5)]
         registry = mesh.ops.core.metrics.registry
-        assert registry.get_sample_value("intake_rejections_total", {"strategy": "momentum"}) == 20
+        assert registry.get_sample_value("intake_rejections_total", {"strategy": "momentum"}) == 25
+        lines = [r.getMessage() for r in caplog.records if "over its intake rate" in r.getMessage()]
+        assert len(lines) == 1 and "20 signal(s) answered RATE_LIMITED" in lines[0]
+
+
+async def test_intake_when_a_strategy_has_its_own_rate_it_applies_to_that_strategy_only(tmp_path: Path) -> None:
+    strategies = {
+        "momentum": StrategyAccess(token=MOMENTUM_TOKEN, models=("momentum_v1",), intake_signals_per_second=1),
+        "meanrev": StrategyAccess(token=MEANREV_TOKEN, models=("meanrev_v1",)),
+    }
+    async with running_mesh(tmp_path, ops={"strategies": strategies}) as mesh, mesh.channel() as channel:
+        stub = mesh.ops_stub(channel)
+        for token, model, instrument, expected_refused in (
+            (MOMENTUM_TOKEN, "momentum_v1", "BTC-USD", 4),
+            (MEANREV_TOKEN, "meanrev_v1", "SOL-USD", 0),
+        ):
+            call = stub.StreamSignals(metadata=(("x-strategy-token", token),))
+            signals = [
+                ops_pb2.Signal(signal_id=f"own-{i}", model_id=model, instrument=instrument, target=0.0)
+                for i in range(5)
+            ]
+            await call.write(ops_pb2.StreamSignalsRequest(signals=signals))
+            frame = await call.read()
+            codes = [d.error.code for d in frame.decisions]
+            assert codes.count("RATE_LIMITED") == expected_refused, (model, codes)
+            call.cancel()
+
+
+# -- the scheduler alone ---------------------------------------------------------------------------------------------
+
+
+class _Path:
+    """Decides by recording who was decided, slice by slice."""
+
+    def __init__(self) -> None:
+        self.order: list[str] = []
+        self.slices: list[tuple[str, int]] = []
+
+    def decide(self, signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
+        self.order.extend(s.signal_id for s in signals)
+        self.slices.append((principal.name, len(signals)))
+        return [ops_pb2.SignalDecision(signal_id=s.signal_id, model_id=s.model_id) for s in signals]
+
+
+def _principal(name: str) -> Principal:
+    return Principal(name=name, models=frozenset({f"{name}_v1"}))
+
+
+def _signals(prefix: str, n: int) -> list[ops_pb2.Signal]:
+    return [ops_pb2.Signal(signal_id=f"{prefix}-{i}", model_id="m") for i in range(n)]
+
+
+def _intake(path: _Path, bound: int = 10_000, sizer: SliceSizer | None = None) -> FairIntake:
+    return FairIntake(path.decide, max_pending_answers=bound, metrics=OpsMetrics(), sizer=sizer or SliceSizer())
+
+
+def _drain(outbox: asyncio.Queue[ops_pb2.SignalDecision]) -> list[str]:
+    out = []
+    while not outbox.empty():
+        out.append(outbox.get_nowait().signal_id)
+    return out
+
+
+async def _until(predicate: object, turns: int = 10_000) -> None:
+    """Yield the event loop until ``predicate()`` holds (a bounded number of turns, no clock)."""
+    for _ in range(turns):
+        if predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition not met")
+
+
+async def test_intake_when_a_new_stream_arrives_amid_several_floods_it_waits_for_the_one_slice_in_progress() -> None:
+    path = _Path()
+    intake = _intake(path)
+    floods = [intake.open(_principal(f"flood{k}"), asyncio.Queue()) for k in range(3)]
+    for k, stream in enumerate(floods):
+        for f in range(INTAKE_FRAMES):
+            await intake.submit(stream, _signals(f"flood{k}.{f}", 320))
+    await _until(lambda: len(path.slices) >= 6)  # the floods are taking turns
+    calm = intake.open(_principal("calm"), asyncio.Queue())
+    before = len(path.slices)
+    await intake.submit(calm, _signals("calm", 1))
+    await _until(lambda: "calm-0" in path.order)
+    # Decided at the next turn: after at most the slice in progress, not after a slice of each flooding stream.
+    assert path.slices.index(("calm", 1)) - before <= 1
+    await _until(lambda: intake.pending_signals == 0)
+
+
+async def test_intake_when_streams_have_backlogs_they_take_turns_one_slice_each() -> None:
+    path = _Path()
+    intake = _intake(path)
+    a, b = (intake.open(_principal(n), asyncio.Queue()) for n in ("a", "b"))
+    await intake.submit(a, _signals("a", 5 * SLICE_SIGNALS))
+    await intake.submit(b, _signals("b", 5 * SLICE_SIGNALS))
+    await _until(lambda: intake.pending_signals == 0)
+    assert path.slices == [("a", SLICE_SIGNALS), ("b", SLICE_SIGNALS)] * 5
+
+
+async def test_intake_when_a_streams_answers_are_not_read_pauses_it_at_the_bound_and_resumes_at_half() -> None:
+    path = _Path()
+    bound = 50
+    intake = _intake(path, bound=bound)
+    outbox: asyncio.Queue[ops_pb2.SignalDecision] = asyncio.Queue()
+    stream = intake.open(_principal("flood"), outbox)
+    await intake.submit(stream, _signals("f0", 40))
+    await intake.submit(stream, _signals("f1", 40))
+    await _until(lambda: stream.paused)
+    assert outbox.qsize() == bound and len(path.order) == bound  # decided exactly up to the bound, no further
+    await intake.submit(stream, _signals("f2", 40))  # f0 is decided: f1 and f2 are the two undecided frames
+    assert intake.pending_signals == 30 + 40
+    submitted = asyncio.create_task(intake.submit(stream, _signals("f3", 40)))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not submitted.done()  # two frames undecided: the reader waits (it reads nothing more)
+    assert len(path.order) == bound
+    answers = [outbox.get_nowait().signal_id for _ in range(bound // 2 - 1)]  # not yet half drained
+    intake.sent(stream)
+    assert stream.paused
+    answers.append(outbox.get_nowait().signal_id)
+    intake.sent(stream)
+    assert not stream.paused
+    while len(answers) < 160:  # the strategy reads: the outbox drains, the stream resumes, f3 is read
+        await _until(lambda: not outbox.empty())
+        answers += _drain(outbox)
+        intake.sent(stream)
+    assert submitted.done() and intake.pending_signals == 0
+    expected = [f"f{f}-{i}" for f in range(4) for i in range(40)]
+    assert answers == expected and path.order == expected  # every signal answered once, in order
+
+
+async def test_intake_when_a_stream_closes_drops_its_undecided_frames() -> None:
+    path = _Path()
+    intake = _intake(path, bound=10)
+    stream = intake.open(_principal("gone"), asyncio.Queue())
+    await intake.submit(stream, _signals("g", 30))
+    await _until(lambda: stream.paused)
+    intake.close(stream)
+    assert intake.pending_signals == 0 and intake.streams() == () and not stream.paused
+    await intake.finish(stream)  # returns: nothing more will be decided
+
+
+async def test_intake_when_deciding_is_slow_a_neighbours_signal_waits_for_one_small_slice_not_a_large_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The neighbour's frame is decided after the flooder's first slice (32 before anything was measured) and at
+    most one more slice, which is a single signal once a signal is known to take longer than a slice's target."""
+    now = [0.0]
+    monkeypatch.setattr(fair_intake_module.time, "perf_counter", lambda: now[0])
+    path = _Path()
+
+    def slow(signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
+        now[0] += 0.002 * len(signals)  # 2 ms a signal
+        return path.decide(signals, principal)
+
+    intake = FairIntake(slow, metrics=OpsMetrics())
+    flood = intake.open(_principal("flood"), asyncio.Queue())
+    await intake.submit(flood, _signals("flood", 500))  # its first slice is decided at once, in this task
+    calm = intake.open(_principal("calm"), asyncio.Queue())
+    await intake.submit(calm, _signals("calm", 1))
+    await _until(lambda: intake.pending_signals == 0)
+
+    assert path.order.index("calm-0") <= SLICE_SIGNALS + 1
+    # After the first slice measured 2 ms a signal, every slice is one signal: a turn lasts one signal, not 32.
+    assert path.slices[0] == ("flood", SLICE_SIGNALS) and {n for _, n in path.slices[1:]} == {1}
+    assert len(path.order) == 501
 
 
 def test_slice_sizer_when_deciding_is_slow_shrinks_slices_to_its_time_target() -> None:
@@ -119,54 +331,15 @@ def test_slice_sizer_when_deciding_is_slow_shrinks_slices_to_its_time_target() -
     assert sizer.size() == 32
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-
-class _SlowPath:
-    """A signal path whose every signal takes 2 ms of (fake) time; records who was decided when."""
-
-    def __init__(self, clock: _Clock) -> None:
-        self.clock = clock
-        self.order: list[str] = []
-        self.slices: list[int] = []
-
-    def handle_frame(self, signals: list[ops_pb2.Signal], principal: object) -> list[ops_pb2.SignalDecision]:
-        self.clock.now += 0.002 * len(signals)
-        self.order.extend(s.signal_id for s in signals)
-        self.slices.append(len(signals))
-        return [ops_pb2.SignalDecision(signal_id=s.signal_id, model_id=s.model_id) for s in signals]
-
-
-async def test_stream_when_deciding_is_slow_a_neighbours_signal_waits_for_one_small_slice_not_a_large_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The neighbour's frame is decided after the flooder's first slice (32 before anything was measured) and at
-    most one more slice, which is a single signal once a signal is known to take longer than a slice's target."""
-    clock = _Clock()
-    monkeypatch.setattr(service_module.time, "perf_counter", lambda: clock.now)
-    path = _SlowPath(clock)
-    service = OpsService(
-        auth=None,  # type: ignore[arg-type]
-        signals=path,  # type: ignore[arg-type]
-        fills=None,  # type: ignore[arg-type]
-        queries=None,  # type: ignore[arg-type]
-        max_signals_per_frame=1000,
-    )
-    flood = [ops_pb2.Signal(signal_id=f"flood-{i}", model_id="momentum_v1") for i in range(500)]
-    calm = [ops_pb2.Signal(signal_id="calm-0", model_id="meanrev_v1")]
-
-    flooding = asyncio.create_task(service._decide_fairly(flood, None))  # type: ignore[arg-type]
-    await asyncio.sleep(0)  # the flooder's first slice is decided
-    calm_decisions = await service._decide_fairly(calm, None)  # type: ignore[arg-type]
-    await flooding
-
-    assert [d.signal_id for d in calm_decisions] == ["calm-0"]
-    assert path.order.index("calm-0") == SLICE_SIGNALS
-    # After the first slice measured 2 ms a signal, every slice is one signal: a turn lasts one signal, not 32.
-    assert path.slices[0] == SLICE_SIGNALS and set(path.slices[1:]) == {1}
-    assert len(path.order) == 501
+def test_log_throttle_when_events_repeat_logs_one_line_per_interval_with_the_count() -> None:
+    now = [100.0]
+    throttle = LogThrottle(10.0, clock=lambda: now[0])
+    assert throttle.note("a", 3) == 3  # the first event of a key is logged
+    assert throttle.note("a", 4) is None and throttle.note("b") == 1  # keys are independent
+    now[0] += 9.9
+    assert throttle.note("a") is None
+    now[0] += 0.1
+    assert throttle.note("a", 2) == 7  # everything since the last line
 
 
 async def test_engine_reports_when_a_frame_is_slow_to_apply_are_applied_in_slices_with_turns_between(
@@ -174,13 +347,13 @@ async def test_engine_reports_when_a_frame_is_slow_to_apply_are_applied_in_slice
 ) -> None:
     """A large frame of engine reports does not hold the event loop: once a report is known to take longer than a
     slice's target, reports are applied a slice at a time and other tasks run in between."""
-    clock = _Clock()
-    monkeypatch.setattr(engine_link_module.time, "perf_counter", lambda: clock.now)
+    now = [0.0]
+    monkeypatch.setattr(engine_link_module.time, "perf_counter", lambda: now[0])
     applied: list[int] = []
     turns: list[int] = []
 
     def on_reports(reports: Sequence[engine_pb2.ExecutionReport]) -> None:
-        clock.now += 0.002 * len(reports)  # 2 ms a report
+        now[0] += 0.002 * len(reports)  # 2 ms a report
         applied.append(len(reports))
 
     async def neighbour() -> None:

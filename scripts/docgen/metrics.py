@@ -69,6 +69,8 @@ UNITS = {
     "component_up": "bool (0, 1)",
     "engine_circuit_state": "enum",
     "engine_orders_in_memory": "count",
+    "intake_pending_signals": "count",
+    "signal_streams_paused": "count",
 }
 LABEL_VALUES = {
     "mode": ROUTING_MODES,
