@@ -169,6 +169,8 @@ class EngineLink:
         """Venue name -> kind ("live" or "paper"), as the engine lists them."""
         self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
         """The engine's bound on commands per StreamOrders frame (from ListVenues)."""
+        self.more_coming: Callable[[], bool] = lambda: False
+        """True while the signal path has more slices scheduled (set by the intake): the writer waits for them."""
         self.state_since = self.clock.monotonic()
         """Monotonic time of the last change of ``connected``."""
         self._quotes_live = False
@@ -266,11 +268,11 @@ class EngineLink:
         """Let the signal path finish the burst it is deciding before a frame is cut: it yields the loop between the
         slices of a frame (and other streams take turns), so cutting at once sends a frame per slice, each with its
         own engine round (execute, journal, reports). This waits one loop turn at a time, only while the queue keeps
-        growing, the frame is not full and the first command has waited less than ``SETTLE_SECONDS``: no timer, and
-        a lone command leaves after a single turn."""
+        growing or :attr:`more_coming` says slices are still scheduled, the frame is not full and the first command
+        has waited less than ``SETTLE_SECONDS``: no timer, and a lone command leaves after a single turn."""
         seen, started = -1, time.perf_counter()
         while (
-            seen != self._queue.qsize()
+            (seen != self._queue.qsize() or self.more_coming())
             and self._queue.qsize() + len(self._unsent) < self.max_commands_per_frame
             and time.perf_counter() - started < SETTLE_SECONDS
         ):

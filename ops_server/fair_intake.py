@@ -204,6 +204,11 @@ class FairIntake:
     # -- the worker ------------------------------------------------------------------------
 
     @property
+    def busy(self) -> bool:
+        """True while slices are scheduled: more decisions (and their orders) follow in the next loop turns."""
+        return self._worker is not None
+
+    @property
     def pending_signals(self) -> int:
         """Signals read from every stream and not yet decided."""
         return self._pending

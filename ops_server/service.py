@@ -112,6 +112,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             max_pending_answers=self.stream_max_pending_answers,
             metrics=self.metrics or OpsMetrics(),
         )
+        self.signals.set_burst_hint(lambda: self.fair.busy)
 
     async def _principal(self, context: Context) -> Principal:
         try:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
@@ -130,6 +130,10 @@ class SignalPath:
             signal.model_id in principal.models
             and self._tracker.previous_decision(signal.model_id, signal.signal_id) is not None
         )
+
+    def set_burst_hint(self, more_coming: Callable[[], bool]) -> None:
+        """Tell the engine link whether more slices are being decided, so it cuts one commands frame per burst."""
+        self._link.more_coming = more_coming
 
     def set_venue_problem(self, problem: str | None) -> None:
         """Refuse every order (``VENUE_MISCONFIGURED``) while the engine's venues do not fit the config."""
