@@ -10,10 +10,12 @@ document ``journal_snapshot`` and lets the journal forget what came before:
 3. the snapshot, marked ``through_segment = K``, is written to the state store in one transaction;
 4. the segments ``<= K`` are deleted, oldest first.
 
-The steps run without yielding to the event loop, so no frame is half applied in between. ``kill -9`` at any point
-loses and doubles nothing: before step 3 commits, the previous snapshot (or none) and every segment after it are
-still there; after it, a restart restores the snapshot, deletes any segment ``<= K`` left over and replays only
-the segments after ``K``.
+Steps 1 and 2 and the taking of the snapshot run without yielding to the event loop, so no frame is half applied in
+between. The periodic checkpoint then encodes and writes the snapshot on a worker thread (step 3) while the loop goes
+on journaling into segment ``K + 1``, which the snapshot does not cover, and deletes the covered segments once the
+write returned. ``kill -9`` at any point loses and doubles nothing: before step 3 commits, the previous snapshot (or
+none) and every segment after it are still there; after it, a restart restores the snapshot, deletes any segment
+``<= K`` left over and replays only the segments after ``K``.
 
 A checkpoint runs when the segment being written has reached ``journal_segment_bytes`` (checked every
 ``sample_interval_seconds``), so a segment is about that size and the journal on disk stays within a segment or
@@ -22,7 +24,9 @@ two plus the snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -35,9 +39,23 @@ from ops_server.order_tracker import OrderTracker, TrackedOrder
 
 log = logging.getLogger(__name__)
 
+
+def _saved_orders(saved: Any) -> Iterator[tuple[journal_pb2.TrackedOrderRecord, str, int, bool]]:
+    """(record, filled, status, acknowledged) of each order of a snapshot of either version."""
+    orders = saved["orders"]
+    if isinstance(orders, list):  # version 1
+        for order in orders:
+            record = next(unpack(order["record"], journal_pb2.TrackedOrderRecord))
+            yield record, order["filled"], order["status"], order["acknowledged"]
+        return
+    records = unpack(orders["records"], journal_pb2.TrackedOrderRecord)
+    yield from zip(records, orders["filled"], orders["status"], orders["acknowledged"], strict=True)
+
+
 SNAPSHOT_KEY = "journal_snapshot"
 """The state store document holding the journal snapshot."""
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+"""2: orders as one packed list of records and columns (1: a document per order, still read)."""
 __all__ = ["SNAPSHOT_KEY", "JournalCompaction", "pack", "unpack"]
 
 
@@ -75,12 +93,11 @@ class JournalCompaction:
         tracker = self._tracker
         for decision in unpack(saved["decisions"], ops_pb2.SignalDecision):
             tracker.remember(decision)
-        for order in saved["orders"]:
-            record = next(unpack(order["record"], journal_pb2.TrackedOrderRecord))
+        for record, filled, status, acknowledged in _saved_orders(saved):
             tracked = TrackedOrder.from_pb(record)
-            tracked.filled = Decimal(order["filled"])
-            tracked.status = int(order["status"])
-            tracked.acknowledged = bool(order["acknowledged"])
+            tracked.filled = Decimal(filled)
+            tracked.status = int(status)
+            tracked.acknowledged = bool(acknowledged)
             tracker.restore_order(tracked)
         for fill in unpack(saved["fills"], ops_pb2.Fill):
             tracker.remember_fill(fill)
@@ -97,36 +114,50 @@ class JournalCompaction:
 
     def snapshot(self, through_segment: int) -> dict[str, Any]:
         """What the journal up to now rebuilds, marked as covering the segments up to ``through_segment``."""
+        return self._capture(through_segment)()
+
+    def _capture(self, through_segment: int) -> Callable[[], dict[str, Any]]:
+        """Take the snapshot's state now (cheap: references to immutable messages, and the orders' changing fields
+        copied); the returned function encodes it, on any thread (an order's record fields never change)."""
         tracker = self._tracker
-        orders = [
-            {
-                "record": pack([order.to_pb()]),
-                "filled": str(order.filled),
-                "status": order.status,
-                "acknowledged": order.acknowledged,
+        decisions, fills, orders = (
+            list(tracker.decisions.values()),
+            list(tracker.fills.values()),
+            list(tracker.orders.values()),
+        )
+        filled = [order.filled for order in orders]  # Decimals: immutable, formatted by encode()
+        status = [order.status for order in orders]
+        acknowledged = [order.acknowledged for order in orders]
+        books, cursor = self._measurement.positions_state(), self._cursor.state()
+
+        def encode() -> dict[str, Any]:
+            return {
+                "version": SNAPSHOT_VERSION,
+                "through_segment": through_segment,
+                "decisions": pack(decisions),
+                "orders": {  # one packed list and three columns: a dict per order costs a second per 100,000
+                    "records": pack(order.to_pb() for order in orders),
+                    "filled": [str(qty) for qty in filled],
+                    "status": status,
+                    "acknowledged": acknowledged,
+                },
+                "fills": pack(fills),
+                "books": books,
+                "cursor": cursor,
             }
-            for order in tracker.orders.values()
-        ]
-        return {
-            "version": SNAPSHOT_VERSION,
-            "through_segment": through_segment,
-            "decisions": pack(tracker.decisions.values()),
-            "orders": orders,
-            "fills": pack(tracker.fills.values()),
-            "books": self._measurement.positions_state(),
-            "cursor": self._cursor.state(),
-        }
+
+        return encode
 
     def due(self) -> bool:
         """True when the segment being written has reached ``segment_bytes``."""
         journal = self._tracker.journal
         return journal is not None and journal.segment_size >= self.segment_bytes
 
-    def maybe_checkpoint(self) -> bool:
-        """Checkpoint when due; True when one ran."""
+    async def maybe_checkpoint(self) -> bool:
+        """Checkpoint when due (the store write off the event loop); True when one ran."""
         if not self.due():
             return False
-        self.checkpoint()
+        await self.checkpoint_off_loop()
         return True
 
     def checkpoint(self) -> int:
@@ -138,6 +169,25 @@ class JournalCompaction:
         self._tracker.flush_archive()  # what left memory is on disk before the records that hold it are deleted
         closed = journal.roll()
         self._store.put(SNAPSHOT_KEY, self.snapshot(closed))
+        journal.drop_through(closed)
+        self.checkpoints += 1
+        return closed
+
+    async def checkpoint_off_loop(self) -> int:
+        """:meth:`checkpoint` with the snapshot's encoding and store write on a worker thread.
+
+        The snapshot is taken on the event loop, between frames (so it is consistent with the closed segment); while
+        the store writes it, the loop goes on journaling into the next segment; the covered segments are deleted only
+        once the write returned. ``kill -9`` meanwhile leaves the previous snapshot and every segment after it.
+        """
+        journal = self._tracker.journal
+        if journal is None:
+            raise RuntimeError("no journal to checkpoint")
+        self._tracker.commit()
+        self._tracker.flush_archive()
+        closed = journal.roll()
+        encode = self._capture(closed)
+        await asyncio.to_thread(lambda: self._store.put(SNAPSHOT_KEY, encode()))
         journal.drop_through(closed)
         self.checkpoints += 1
         return closed

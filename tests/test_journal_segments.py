@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +18,7 @@ from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
+from nautilus_mesh.api.ops.v1 import journal_pb2 as ops_journal_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.journal_segments import (
     SEGMENT_SHIFT,
@@ -22,6 +27,7 @@ from nautilus_mesh.journal_segments import (
     list_segments,
     segment_path,
 )
+from nautilus_mesh.snapshots import pack, unpack
 from nautilus_mesh.store import SqliteStore
 from ops_server.engine_link import ReportCursor
 from ops_server.journal_compaction import SNAPSHOT_KEY, JournalCompaction
@@ -320,3 +326,55 @@ def test_ops_when_compacted_twice_with_a_torn_newest_segment_restarts_with_every
     third = OpsParts(tmp_path)
     assert third.measurement.position("m1", "BTC-USD") == D(45)
     third.close()
+
+
+async def test_ops_when_checkpoint_writes_off_the_loop_keeps_trading_and_restarts_with_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 40)
+    write_started, write_may_finish = threading.Event(), threading.Event()
+    put = ops.store.put
+
+    def slow_put(key: str, value: Mapping[str, Any]) -> None:
+        write_started.set()
+        write_may_finish.wait(5)
+        put(key, value)
+
+    monkeypatch.setattr(ops.store, "put", slow_put)
+    checkpoint = asyncio.ensure_future(ops.compaction.maybe_checkpoint())
+    assert await asyncio.to_thread(write_started.wait, 5), "the snapshot is written on a worker thread"
+    trade(ops, 41, 5)  # the loop keeps deciding while the store writes: these go to the next segment
+    assert not checkpoint.done()
+    assert len(list_segments(tmp_path / "journal.bin")) == 2, "nothing deleted before the snapshot is written"
+    write_may_finish.set()
+    assert await checkpoint is True
+    before = ops.state()
+    ops.close()
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before
+    assert again.measurement.position("m1", "BTC-USD") == D(45)
+    assert again.tracker.previous_decision("m1", "s-43") is not None
+    again.close()
+
+
+def test_ops_when_its_snapshot_is_of_the_first_version_restores_it(tmp_path: Path) -> None:
+    ops = OpsParts(tmp_path)
+    trade(ops, 1, 12)
+    closed = ops.compaction.checkpoint()
+    saved = dict(ops.store.get(SNAPSHOT_KEY) or {})
+    columns = saved["orders"]
+    records = [pack([r]) for r in unpack(columns["records"], ops_journal_pb2.TrackedOrderRecord)]
+    saved["orders"] = [  # version 1: a document per order
+        {"record": rec, "filled": f, "status": s, "acknowledged": a}
+        for rec, f, s, a in zip(records, columns["filled"], columns["status"], columns["acknowledged"], strict=True)
+    ]
+    saved["version"] = 1
+    ops.store.put(SNAPSHOT_KEY, saved)
+    before = ops.state()
+    ops.close()
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before and closed >= 0
+    again.close()
