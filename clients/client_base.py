@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from types import TracebackType
 from typing import Self
 
@@ -17,11 +18,12 @@ DEFAULT_TIMEOUT = 10.0
 Metadata = tuple[tuple[str, str], ...]
 
 
-class AsyncClosing:
+class AsyncClosing(abc.ABC):
     """``async with`` support for anything with an async :meth:`close`."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        raise NotImplementedError
+        """Release what the object holds (channels, clients)."""
 
     async def __aenter__(self) -> Self:
         return self

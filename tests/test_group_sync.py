@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -92,6 +93,20 @@ async def test_release_when_requested_runs_in_order_after_one_fsync_per_group() 
     assert group.fsyncs <= 3, "requests waiting together share one fsync"
 
 
+async def order_behind(
+    core: EngineCore, sync: Callable[[], None], coid: str
+) -> asyncio.Queue[list[engine_pb2.ExecutionReport] | None]:
+    """Put ``sync`` in place of the engine's journal fsync, execute one order on a session of its own, let the loop
+    run a moment; returns the session's report queue."""
+    assert core.group_sync is not None
+    core.group_sync._sync = sync
+    queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
+    core.sessions["held"] = queue
+    core.execute([order_command(coid, "0.1")], "held")
+    await asyncio.sleep(0.1)
+    return queue
+
+
 async def test_engine_when_fsync_is_slow_holds_reports_until_durable(tmp_path: Path) -> None:
     async with running_engine(tmp_path, journal_fsync="batch") as server:
         core: EngineCore = server.core
@@ -103,12 +118,7 @@ async def test_engine_when_fsync_is_slow_holds_reports_until_durable(tmp_path: P
             gate.wait(5)
             journal_sync()
 
-        core.group_sync._sync = slow_sync
-        queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
-        core.sessions["held"] = queue
-
-        core.execute([order_command("gs-1", "0.1")], "held")
-        await asyncio.sleep(0.05)
+        queue = await order_behind(core, slow_sync, "gs-1")
         assert queue.empty(), "no report leaves before the fsync of its frame"
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -135,12 +145,7 @@ async def test_fsync_when_it_fails_releases_nothing_more_and_the_engine_says_unh
         def broken_disk() -> None:
             raise OSError(5, "Input/output error")
 
-        core.group_sync._sync = broken_disk
-        queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
-        core.sessions["held"] = queue
-
-        core.execute([order_command("gs-eio", "0.1")], "held")
-        await asyncio.sleep(0.1)
+        queue = await order_behind(core, broken_disk, "gs-eio")
 
         assert queue.empty(), "a report whose fsync failed is never sent"
         assert "Input/output error" in core.group_sync.failure
