@@ -108,13 +108,11 @@ class ExecutionFeedback:
 
     def _apply(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
         traced = fan_out and report.exec_type in TRACED_EXEC_TYPES
-        if traced and is_unsampled(report.trace.traceparent) and self.tracing.provider is not None:
-            applied = self.tracker.apply_report(report, journal=False)  # unsampled: no span here, nor for its fill
-            if applied is not None:
-                self._apply_fill(applied, fan_out=fan_out, unsampled=report.trace.traceparent)
-            return
+        unsampled = ""  # an unsampled report: no span here, nor for its fill (the context is carried on as it is)
+        if traced and self.tracing.provider is not None and is_unsampled(report.trace.traceparent):
+            unsampled = report.trace.traceparent
         span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-        if traced:
+        if traced and not unsampled:
             attrs = {
                 "messaging.message.id": report.exec_id,
                 "nautilus.client_order_id": report.client_order_id,
@@ -124,7 +122,7 @@ class ExecutionFeedback:
         with span:
             applied = self.tracker.apply_report(report, journal=False)
             if applied is not None:
-                self._apply_fill(applied, fan_out=fan_out)
+                self._apply_fill(applied, fan_out=fan_out, unsampled=unsampled)
 
     def _apply_fill(self, applied: AppliedFill, *, fan_out: bool, unsampled: str = "") -> None:
         """Book a fill and send it to its strategy's streams; ``unsampled``: the report's unsampled context, carried on

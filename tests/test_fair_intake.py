@@ -241,7 +241,7 @@ async def test_intake_when_a_new_stream_arrives_amid_several_floods_it_waits_for
 
 async def test_intake_when_streams_have_backlogs_they_take_turns_one_slice_each() -> None:
     path = _Path()
-    intake = _intake(path)
+    intake = _intake(path, sizer=SliceSizer(target_seconds=60.0))  # full slices however slow the machine is
     a, b = (intake.open(_principal(n), asyncio.Queue()) for n in ("a", "b"))
     await intake.submit(a, _signals("a", 5 * SLICE_SIGNALS))
     await intake.submit(b, _signals("b", 5 * SLICE_SIGNALS))
