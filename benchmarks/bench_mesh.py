@@ -18,6 +18,9 @@ Scenarios (``--only`` picks some; names in brackets):
   connected servers (no client hop); first fills are taken from a fill subscription inside ops.
 * [echo] the transport ceiling: a raw grpc.aio bidi echo on the OpsService descriptor (one
   SignalDecision per signal, no logic) driven by the same client code, same framing.
+* [tracing] what tracing costs: the three-process closed loop with tracing off, at ``--sampling`` and at 100%,
+  on fresh processes, alternated ``--tracing-rounds`` times (default 3); the median round of each, with its
+  throughput and CPU-per-signal cost against tracing off.
 * [http] the design the mesh replaces: FastAPI + HTTPX (uvicorn in a thread) answering the same
   echo as JSON, batched (one POST per frame) and one POST per signal.
 
@@ -85,7 +88,7 @@ SERVICE = ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 FILL_QUIET_SECONDS = 3.0
 FILL_MAX_WAIT_SECONDS = 20.0
 DECISION_TIMEOUT_SECONDS = 120.0
-SCENARIOS = ("mesh3", "mesh2w", "mesh1", "pipeline", "echo", "http")
+SCENARIOS = ("mesh3", "mesh2w", "mesh1", "pipeline", "echo", "http", "tracing")
 DEMO = ROOT / "config" / "demo"
 ENGINE_TOKEN = "bench-engine-token"
 STRATEGY_TOKEN = "bench-momentum-token"
@@ -493,13 +496,25 @@ def open_logs(tmp: Path, names: Sequence[str]) -> list[Any]:
 
 
 @contextlib.asynccontextmanager
-async def mesh_processes(tmp: Path) -> AsyncIterator[tuple[str, list[asyncio.subprocess.Process]]]:
-    """Engine and ops as two processes (``python -m ...``) on free ports; yields ops' address and both."""
+async def mesh_processes(
+    tmp: Path, sampling: float | None = -1.0
+) -> AsyncIterator[tuple[str, list[asyncio.subprocess.Process]]]:
+    """Engine and ops as two processes (``python -m ...``) on free ports; yields ops' address and both.
+
+    ``sampling``: the trace sampling ratio of both services (negative: the run's ``--sampling``; ``None``: tracing
+    off, ``tracing: false`` in both configs)."""
     engine_port, ops_port = free_ports(2)
     engine_cfg = tmp / "engine.json"
     ops_cfg = tmp / "ops.json"
-    engine_cfg.write_text(json.dumps(engine_settings(tmp, engine_port)), encoding="utf-8")
-    ops_cfg.write_text(json.dumps(ops_settings(tmp, ops_port, engine_port)), encoding="utf-8")
+    settings = engine_settings(tmp, engine_port), ops_settings(tmp, ops_port, engine_port)
+    env = dict(os.environ)
+    if sampling is None:
+        for config in settings:
+            config["tracing"] = False
+    elif sampling >= 0:
+        env["OTEL_TRACES_SAMPLER_ARG"] = str(sampling)
+    engine_cfg.write_text(json.dumps(settings[0]), encoding="utf-8")
+    ops_cfg.write_text(json.dumps(settings[1]), encoding="utf-8")
     procs: list[asyncio.subprocess.Process] = []
     logs = open_logs(tmp, ("engine", "ops"))
     try:
@@ -509,7 +524,7 @@ async def mesh_processes(tmp: Path) -> AsyncIterator[tuple[str, list[asyncio.sub
         ):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", module, "--config", str(cfg), "--log-level", "WARNING",
-                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
             procs.append(proc)
             await wait_serving(f"127.0.0.1:{port}")
@@ -582,6 +597,42 @@ async def run_mesh3(args: argparse.Namespace) -> list[Result]:
                 result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
                 result.rss_mb = sum(rss_mb(p.pid) for p in procs)
                 results.append(result)
+    return results
+
+
+TRACING_SETTINGS: tuple[tuple[str, float | None], ...] = (("off", None), ("default", -1.0), ("every span", 1.0))
+"""The tracing scenario's settings: tracing off, the run's ``--sampling`` ratio, and every signal sampled."""
+
+
+async def run_tracing(args: argparse.Namespace) -> list[Result]:
+    """What tracing costs: the three-process closed loop (frames of ``--batch``) with tracing off, at ``--sampling``
+    and at 100%, each on fresh processes, the three settings alternated ``--tracing-rounds`` times (one machine's
+    drift spreads over all three). Rows: the median round of each setting; the note gives its cost against off."""
+    by_setting: dict[str, list[Result]] = {name: [] for name, _ in TRACING_SETTINGS}
+    for round_no in range(args.tracing_rounds):
+        for name, sampling in TRACING_SETTINGS:
+            with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp_name:
+                async with mesh_processes(Path(tmp_name), sampling) as (address, procs):
+                    cpu_before = [cpu_seconds(p.pid) for p in procs]
+                    result = await run_load_client(address, f"tr-{round_no}-{name}", args, 0.0, args.batch)
+                    result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
+                    result.rss_mb = sum(rss_mb(p.pid) for p in procs)
+            by_setting[name].append(result)
+    off = sorted(by_setting["off"], key=lambda r: r.rate)[len(by_setting["off"]) // 2]
+    off_cpu = sum(off.cpu_us_per_signal.values())
+    results = []
+    for name, sampling in TRACING_SETTINGS:
+        runs = sorted(by_setting[name], key=lambda r: r.rate)
+        median = runs[len(runs) // 2]
+        ratio = args.sampling if sampling is not None and sampling < 0 else sampling
+        median.scenario = "mesh3, tracing " + ("off" if ratio is None else f"{ratio:.0%}")
+        rates = ", ".join(f"{r.rate:,.0f}" for r in by_setting[name])
+        cpu = sum(median.cpu_us_per_signal.values())
+        median.note = (
+            f"signals/s of the rounds {rates}; median {1 - median.rate / off.rate:+.1%} throughput cost, "
+            f"{cpu / off_cpu - 1:+.1%} CPU per signal (engine + ops) against tracing off"
+        )
+        results.append(median)
     return results
 
 
@@ -844,7 +895,8 @@ async def run_echo(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            for n, (rate, batch) in enumerate(loads(args)):
+            # One signal per frame too: the transport's ceiling for the mesh's one-per-frame row.
+            for n, (rate, batch) in enumerate([*loads(args)[:1], (0.0, 1), *loads(args)[1:]]):
                 result = await drive(channel, f"echo-{n}", args, fills=False, rate=rate, batch=batch)
                 result.scenario = "grpc.aio echo"
                 result.rss_mb = rss_mb()
@@ -1074,6 +1126,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
         "pipeline": run_pipeline,
         "echo": run_echo,
         "http": run_http,
+        "tracing": run_tracing,
     }
     results: list[Result] = []
     for name in SCENARIOS:
@@ -1092,6 +1145,9 @@ def main() -> None:
     parser.add_argument("--rates", default="1000,5000", help="open-loop rates in signals/s (default 1000,5000)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per open-loop rate (default 5)")
     parser.add_argument("--sampling", type=float, default=0.1, help="trace sampling ratio (default 0.1)")
+    parser.add_argument(
+        "--tracing-rounds", type=int, default=3, help="tracing scenario: rounds of off / default / 100%% (default 3)"
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios to run (default {','.join(SCENARIOS)})")
     parser.add_argument("--json", default="", metavar="PATH", help="write the figures as JSON")
     parser.add_argument("--plot", default="", metavar="PATH", help="draw latency vs rate (PNG, matplotlib)")
@@ -1102,8 +1158,8 @@ def main() -> None:
     args = parser.parse_args()
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if args.signals <= 0 or args.batch <= 0 or args.window <= 0 or args.duration <= 0:
-        parser.error("--signals, --batch, --window and --duration must be positive")
+    if min(args.signals, args.batch, args.window, args.duration, args.tracing_rounds) <= 0:
+        parser.error("--signals, --batch, --window, --duration and --tracing-rounds must be positive")
     if unknown := args.only - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")

@@ -17,8 +17,9 @@ KEYS = {"scenario", "signals_per_s", "p50_ms", "p99_ms", "first_fill_p50_ms", "f
 def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,echo", "--signals", "20",
-        "--batch", "10", "--window", "2", "--rates", "100", "--duration", "0.2", "--json", str(out),
+        sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,echo,tracing", "--signals",
+        "20", "--batch", "10", "--window", "2", "--rates", "100", "--duration", "0.2", "--tracing-rounds", "1",
+        "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=230, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -28,12 +29,17 @@ def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_pat
         ("mesh, 3 processes", "closed, frames of 1"),
         ("mesh, 3 processes", "open 100/s"),
         ("grpc.aio echo", "closed, frames of 10"),
+        ("grpc.aio echo", "closed, frames of 1"),
         ("grpc.aio echo", "open 100/s"),
+        ("mesh3, tracing off", "closed, frames of 10"),
+        ("mesh3, tracing 10%", "closed, frames of 10"),
+        ("mesh3, tracing 100%", "closed, frames of 10"),
     }
     assert all(row.keys() >= KEYS and row["signals_per_s"] for row in rows)
     mesh_closed = next(r for r in rows if r["scenario"] == "mesh, 3 processes" and r["load"] == "closed, frames of 10")
     assert mesh_closed["first_fill_p50_ms"] is not None and mesh_closed["rss_mb"] > 0
     assert "grpc.aio echo" in done.stdout and "x echo" in done.stdout
+    assert "throughput cost" in done.stdout and "CPU per signal (engine + ops) against tracing off" in done.stdout
 
 
 @pytest.mark.timeout(120)
