@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -271,6 +272,26 @@ async def serve_until_signalled(service: Service, label: str) -> None:
     await service.stop()
 
 
+EVENT_LOOPS = ("uvloop", "asyncio")
+"""What ``NAUTILUS_EVENT_LOOP`` may name: uvloop (the default) or the standard library's loop."""
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop a service runs on, from ``NAUTILUS_EVENT_LOOP``: ``uvloop`` (default; libuv underneath, which
+    takes less CPU per gRPC message than the standard loop) or ``asyncio`` (the standard library's loop; returns
+    None). Raises ConfigError for any other value."""
+    choice = os.environ.get("NAUTILUS_EVENT_LOOP", "uvloop").strip().lower() or "uvloop"
+    if choice not in EVENT_LOOPS:
+        raise ConfigError(
+            f"NAUTILUS_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}, got {choice!r}", code="BAD_EVENT_LOOP"
+        )
+    if choice == "asyncio":
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
 def service_main(
     argv: Sequence[str] | None,
     *,
@@ -301,6 +322,7 @@ def service_main(
     configure_logging(args.log_level, args.log_format)
     gc.set_threshold(*GC_THRESHOLDS)
     try:
+        loop_factory = event_loop_factory()
         config = load(args.config)
         if args.port is not None:
             config = config.model_copy(update={"port": args.port})
@@ -308,7 +330,9 @@ def service_main(
         with contextlib.ExitStack() as stack:
             if directory is not None:
                 stack.enter_context(InstanceLock(directory, label.lower()))
-            asyncio.run(serve_until_signalled(build(config), label))
+            log.info("[%s] event loop: %s", label, "uvloop" if loop_factory else "asyncio")
+            with asyncio.Runner(loop_factory=loop_factory) as runner:
+                runner.run(serve_until_signalled(build(config), label))
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from nautilus_mesh.serving import event_loop_factory
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +26,39 @@ def test_server_when_config_missing_exits_2_with_one_line(module: str, tmp_path:
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'nope.json'}"]
+
+
+@pytest.mark.parametrize("module", ["engine_server", "ops_server"])
+def test_server_when_event_loop_unknown_exits_2_naming_the_variable(module: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--config", str(tmp_path / "nope.json")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NAUTILUS_EVENT_LOOP": "trio"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: NAUTILUS_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'"
+    ]
+
+
+@pytest.mark.parametrize(("value", "loop_type"), [("", "uvloop.Loop"), ("uvloop", "uvloop.Loop"), ("asyncio", None)])
+def test_event_loop_factory_when_variable_set_then_builds_that_loop(
+    value: str, loop_type: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NAUTILUS_EVENT_LOOP", value)
+    factory = event_loop_factory()
+    if loop_type is None:
+        assert factory is None  # asyncio.Runner then makes the standard library's loop
+        return
+    assert factory is not None
+    loop = factory()
+    try:
+        assert f"{type(loop).__module__}.{type(loop).__name__}" == loop_type
+    finally:
+        loop.close()
 
 
 def test_ops_when_config_has_unknown_key_names_it(tmp_path: Path) -> None:
