@@ -86,6 +86,7 @@ async def all_executions(stub: engine_pb2_grpc.EngineServiceStub) -> list[engine
 COMPACTED = {"snapshot_every_bytes": 4096, "order_retention": 50, "execution_retention": 100_000}
 
 
+@pytest.mark.timeout(180)  # a hang guard: the compacted case snapshots every 4 KiB, ~75 s on a busy 2-core host
 @pytest.mark.parametrize(
     ("segment_bytes", "compaction"),
     [(None, {}), (4096, {}), (4096, COMPACTED)],
