@@ -172,9 +172,10 @@ class SignalStream:
             ...                                 instrument="BTC-USD", target=7.0)  # out of range
             ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
             ...         await stream.done_writing()
-            ...         async for frame in stream:
-            ...             stream.cancel()
-            ...             return [d.error.code for d in frame.decisions]
+            ...         async for frame in stream:  # a frame may carry only fills of earlier orders
+            ...             if frame.decisions:
+            ...                 stream.cancel()
+            ...                 return [d.error.code for d in frame.decisions]
             ...     return []
             >>> asyncio.run(main())  # a bad signal is answered in-band; the stream stays usable
             ['OUT_OF_RANGE']
