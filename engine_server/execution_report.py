@@ -12,7 +12,7 @@ before the binary format, for their one-time migration only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -22,6 +22,7 @@ from engine_server.venues.base import ExecType, OrderRequest, OrderType, Side, T
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.decimals import fmt
+from nautilus_mesh.fields import values_of
 
 SIDE_PB: Mapping[Side, common_pb2.Side.ValueType] = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
 SIDE_OF: Mapping[int, Side] = {v: k for k, v in SIDE_PB.items()}
@@ -73,13 +74,6 @@ class Report(VenueEvent):
     """Structured details of a rejection (e.g. requested and maximum), empty otherwise."""
     pb_cache: engine_pb2.ExecutionReport | None = field(default=None, compare=False, repr=False)
     """The report's protobuf once :func:`report_pb` has built it (set once, never changed)."""
-
-
-def values_of(source: object, names: Iterable[str], convert: Callable[[Any], Any] | None = None) -> dict[str, Any]:
-    """``source``'s attributes ``names`` by name (passed through ``convert``): keyword arguments of another type."""
-    if convert is None:
-        return {name: getattr(source, name) for name in names}
-    return {name: convert(getattr(source, name)) for name in names}
 
 
 def report_of(
