@@ -22,6 +22,7 @@ from tests.conftest import (
     DEMO,
     ENGINE_TOKEN,
     MEANREV_TOKEN,
+    MOMENTUM_META,
     MOMENTUM_TOKEN,
     engine_config,
     free_port,
@@ -29,7 +30,6 @@ from tests.conftest import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
 
 @pytest.fixture
@@ -103,7 +103,9 @@ async def start_ops(config: Path, port: int, log: Path) -> asyncio.subprocess.Pr
 
 async def positions(port: int) -> dict[tuple[str, str], Decimal]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        response = await ops_pb2_grpc.OpsServiceStub(channel).GetPositions(ops_pb2.GetPositionsRequest(), metadata=META)
+        response = await ops_pb2_grpc.OpsServiceStub(channel).GetPositions(
+            ops_pb2.GetPositionsRequest(), metadata=MOMENTUM_META
+        )
     return {(p.model_id, p.instrument): Decimal(p.quantity) for p in response.positions if Decimal(p.quantity)}
 
 
@@ -142,7 +144,7 @@ async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_noth
                                     signal_id=f"k9-{i}", model_id="momentum_v1", instrument=instrument, target=target
                                 )
                             ),
-                            metadata=META,
+                            metadata=MOMENTUM_META,
                         )
                         decisions.append(response.decision)
                         break
@@ -172,11 +174,11 @@ async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_noth
                 ops_pb2.SubmitSignalRequest(
                     signal=ops_pb2.Signal(signal_id="k9-0", model_id="momentum_v1", instrument="BTC-USD", target=0.2)
                 ),
-                metadata=META,
+                metadata=MOMENTUM_META,
             )
             assert again.decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
             fills = await stub.ListFills(
-                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=META
+                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=MOMENTUM_META
             )
         engine_fills = {
             r.exec_id for r in engine.core.manager.list_executions(0, 5000) if r.client_order_id in coids and r.last_qty
