@@ -8,6 +8,7 @@ from pathlib import Path
 
 import grpc
 
+from clients.trace_stages import HOPS
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -83,15 +84,7 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
     services = {s["service"] for s in spans if s["trace_id"] == trace_id}
     assert {"strategy-momentum", "ops", "engine"} <= services
     names = {s["name"] for s in spans if s["trace_id"] == trace_id}
-    assert {
-        "ops.signal receive",
-        "ops.order send",
-        "engine.order receive",
-        "engine.report send",
-        "ops.report receive",
-        "ops.fill send",
-        "strategy.fill receive",
-    } <= names
+    assert set(HOPS) <= names
     # The stable model's paper twin (the demo canary is in shadow) rode the same trace unsampled: no span of its own.
     twins = mesh.ops.core.queries.orders("momentum_v1@paper", 10, "").items
     twin = [mesh.ops.core.queries.order(o.client_order_id) for o in twins if o.signal_id == "e2e-1"]
