@@ -6,17 +6,16 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine_server.server import EngineServer
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from ops_server.health import ENGINE_LINK_SERVICE
 from tests.conftest import (
     ADMIN_TOKEN,
     DEMO,
@@ -28,6 +27,7 @@ from tests.conftest import (
     free_port,
     wait_until,
 )
+from tests.processes import SERVING, start_serving, wait_health
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,39 +66,11 @@ def write_ops_config(tmp_path: Path, engine_port: int, port: int, **extra: objec
     return path
 
 
-def tail(log: Path) -> str:
-    return log.read_text()[-2000:]
-
-
 async def start_ops(config: Path, port: int, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ops_server",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-
-        async def serving() -> bool:
-            try:
-                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return response.status == health_pb2.HealthCheckResponse.SERVING
-
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise AssertionError(f"ops exited with {proc.returncode}: {tail(log)}")
-            if await serving():
-                return proc
-            await asyncio.sleep(0.05)
-    raise AssertionError("ops did not become SERVING")
+    """An ops process, once it serves and its link to the engine is up (a signal before that is refused)."""
+    proc = await start_serving("ops_server", config, port, log)
+    await wait_health(f"127.0.0.1:{port}", SERVING, service=ENGINE_LINK_SERVICE, proc=proc, log=log)
+    return proc
 
 
 async def positions(port: int) -> dict[tuple[str, str], Decimal]:
