@@ -25,26 +25,6 @@ Example:
     'momentum_v1'
 """
 
-from clients.sdk import (
-    DEFAULT_TIMEOUT,
-    MAX_SIGNALS_PER_FRAME,
-    EngineClient,
-    FrameCoalescer,
-    MeshRpcError,
-    OpsAdminClient,
-    OpsClient,
-    SignalStream,
-    wait_serving,
-)
-
-__all__ = [
-    "DEFAULT_TIMEOUT",
-    "MAX_SIGNALS_PER_FRAME",
-    "EngineClient",
-    "FrameCoalescer",
-    "MeshRpcError",
-    "OpsAdminClient",
-    "OpsClient",
-    "SignalStream",
-    "wait_serving",
-]
+# The public names are exactly those of ``clients.sdk`` (its ``__all__``).
+from clients.sdk import *  # noqa: F403
+from clients.sdk import __all__ as __all__

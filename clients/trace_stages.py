@@ -25,6 +25,7 @@ from clients.traces import END_TO_END, SpanRecord, StageStats, percentile, stage
 
 __all__ = [
     "FILLED",
+    "HOPS",
     "OPEN",
     "REJECTED",
     "Segment",
@@ -35,7 +36,19 @@ __all__ = [
     "waterfall_lines",
 ]
 
-FILL_RECEIVE = "strategy.fill receive"
+HOPS = (
+    "strategy.signal send",
+    "ops.signal receive",
+    "ops.order send",
+    "engine.order receive",
+    "engine.report send",
+    "ops.report receive",
+    "ops.fill send",
+    "strategy.fill receive",
+)
+"""The spans of a filled signal's trace, in the order the signal and its fill pass them."""
+
+FILL_RECEIVE = HOPS[-1]
 """The span that ends a filled signal's trace: the strategy received its first fill."""
 
 FILLED = "filled"

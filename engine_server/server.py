@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -22,6 +21,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.serving import ServiceHost, service_main
+from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import Tracing
 
 log = logging.getLogger(__name__)
@@ -136,10 +136,7 @@ class EngineServer(ServiceHost):
             await self.update_venue_health()
 
     async def stop(self, grace: float = 5.0) -> None:
-        if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+        await cancel_and_wait(self._health_task)
         await self.stop_serving(grace)
         await self.core.stop()
         self.close_metrics()

@@ -12,6 +12,7 @@ Metrics (:class:`RpcMetricsInterceptor`): every RPC, unary or stream, is counted
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import inspect
 import time
@@ -39,11 +40,8 @@ def _status_of(context: Any, default: grpc.StatusCode) -> grpc.StatusCode:
     return default
 
 
-class RpcSpanInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Opens ``<service>/<method>`` SERVER spans on ``tracing`` for unary-unary calls."""
-
-    def __init__(self, tracing: Tracing) -> None:
-        self._tracing = tracing
+class HandlerWrapper(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """An interceptor that runs each call's handler (when the server has one) as :meth:`wrap` returns it."""
 
     async def intercept_service(
         self,
@@ -51,7 +49,27 @@ class RpcSpanInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or self._tracing.provider is None:
+        if handler is None:
+            return handler
+        return self.wrap(handler, handler_call_details)
+
+    @abc.abstractmethod
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        """The handler to run for the call: ``handler`` itself, or one that calls it."""
+
+
+class RpcSpanInterceptor(HandlerWrapper):
+    """Opens ``<service>/<method>`` SERVER spans on ``tracing`` for unary-unary calls."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self._tracing = tracing
+
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        if handler.unary_unary is None or self._tracing.provider is None:
             return handler
         method = str(handler_call_details.method)
         service, _, name = method.lstrip("/").partition("/")
@@ -165,7 +183,7 @@ RPC_BUCKETS: tuple[float, ...] = (
 """Handling-time buckets (seconds): sub-millisecond unary calls up to streams that live for an hour."""
 
 
-class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class RpcMetricsInterceptor(HandlerWrapper):
     """Counts every RPC when it ends in :class:`RpcMetrics`.
 
     Each handler is wrapped once per call; the code is the one the context ended with (``context.abort``), else
@@ -176,14 +194,9 @@ class RpcMetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
     def __init__(self, metrics: RpcMetrics) -> None:
         self._metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
+    def wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler[Any, Any]:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
         service, _, name = str(handler_call_details.method).lstrip("/").partition("/")
         metrics = self._metrics
         if handler.unary_unary is not None:

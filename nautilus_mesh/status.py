@@ -9,6 +9,7 @@ Stream items are answered in-band with the same ``ErrorDetail``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import NoReturn
 
 import grpc
@@ -40,26 +41,32 @@ ERROR_DOMAIN = "nautilus-mesh"
 _EXHAUSTED_CODES = frozenset({"INVALID_QUOTE", "RATE_LIMITED", "GROSS_EXPOSURE"})
 
 
+GRPC_CODES: Mapping[type[MeshError], grpc.StatusCode] = {
+    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
+    ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    AuthError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    NotFoundError: grpc.StatusCode.NOT_FOUND,
+    RiskRejectedError: grpc.StatusCode.FAILED_PRECONDITION,
+    VenueRejectedError: grpc.StatusCode.FAILED_PRECONDITION,
+    UnavailableError: grpc.StatusCode.UNAVAILABLE,
+    FailedPreconditionError: grpc.StatusCode.FAILED_PRECONDITION,
+    OutOfRangeError: grpc.StatusCode.OUT_OF_RANGE,
+}
+"""The gRPC status code of each kind of mesh error (a subclass takes its nearest listed base's)."""
+
+
 def grpc_code_for(error: MeshError) -> grpc.StatusCode:
-    """The gRPC status code that best describes a mesh error."""
-    if isinstance(error, (ValidationError, ConfigError)):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(error, AuthError):
-        return grpc.StatusCode.UNAUTHENTICATED
-    if isinstance(error, PermissionDeniedError):
-        return grpc.StatusCode.PERMISSION_DENIED
-    if isinstance(error, NotFoundError):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(error, (RiskRejectedError, VenueRejectedError)):
-        if error.code in _EXHAUSTED_CODES:
-            return grpc.StatusCode.RESOURCE_EXHAUSTED
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(error, UnavailableError):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(error, FailedPreconditionError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(error, OutOfRangeError):
-        return grpc.StatusCode.OUT_OF_RANGE
+    """The gRPC status code that best describes a mesh error (``INTERNAL`` for a kind not in :data:`GRPC_CODES`).
+
+    A risk or venue rejection whose code means a budget is used up is ``RESOURCE_EXHAUSTED``.
+    """
+    if isinstance(error, RiskRejectedError | VenueRejectedError) and error.code in _EXHAUSTED_CODES:
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
+    for kind in type(error).__mro__:
+        code = GRPC_CODES.get(kind)
+        if code is not None:
+            return code
     return grpc.StatusCode.INTERNAL
 
 

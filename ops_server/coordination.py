@@ -53,6 +53,7 @@ from nautilus_mesh.errors import (
     ValidationError,
 )
 from nautilus_mesh.store import PostgresStore, _split_schema
+from nautilus_mesh.tasks import cancel_and_wait
 from ops_server.allocation import AllocationDecision, AllocationReason, CapitalAllocator
 from ops_server.config import OpsConfig
 from ops_server.controls import OpsControls
@@ -142,10 +143,7 @@ class Coordinator:
         self._task = asyncio.create_task(self._loop(), name="ops-coordination")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for conn in (self._conn, self._lock_conn):
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):

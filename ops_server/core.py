@@ -17,7 +17,6 @@ view of positions, open orders and quotas.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -29,6 +28,7 @@ from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.store import open_store
+from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import Tracing
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
 from ops_server.canary import CanaryEvent
@@ -247,11 +247,7 @@ class OpsCore:
             )
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.link.stop()
         self.state.close()  # stop() may run twice; the first one saved the final state
         self.tracker.close()

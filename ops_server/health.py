@@ -23,7 +23,6 @@ Metrics: ``component_up{component}``, ``mark_age_seconds{instrument}``, ``span_e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +35,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.health import Check, Health, rollup
 from nautilus_mesh.store import StateStore
+from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import Tracing
 from ops_server.circuit_breaker import CircuitBreaker, CircuitState
 from ops_server.engine_link import EngineLink
@@ -290,10 +290,7 @@ class OpsHealth:
         self._task = asyncio.create_task(self._loop(), name="ops-health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._servicer is not None:
             for service in DEPENDENCY_SERVICES:
                 await self._servicer.set(service, _NOT_SERVING)

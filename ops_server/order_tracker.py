@@ -21,6 +21,7 @@ from pathlib import Path
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.decimals import fmt
+from nautilus_mesh.fields import values_of
 from nautilus_mesh.journal import FsyncPolicy
 from ops_server.ops_journal import OpsJournal
 from ops_server.order_archive import OrderArchive
@@ -40,6 +41,21 @@ FILL_TYPES = frozenset({engine_pb2.EXEC_TYPE_FILL, engine_pb2.EXEC_TYPE_PARTIAL_
 ARCHIVE_BATCH = 256
 """Orders and fills that left memory are written to the archive in batches of this many (count), and before every
 journal snapshot and query."""
+
+
+RECORD_FIELDS = (
+    "client_order_id",
+    "signal_id",
+    "model_id",
+    "strategy_id",
+    "instrument",
+    "side",
+    "mode",
+    "venue",
+    "traceparent",
+    "owner",
+)
+"""Fields a tracked order and its ``TrackedOrderRecord`` hold under one name and type."""
 
 
 @dataclass
@@ -93,19 +109,10 @@ class TrackedOrder:
     @classmethod
     def from_pb(cls, r: journal_pb2.TrackedOrderRecord) -> TrackedOrder:
         return cls(
-            client_order_id=r.client_order_id,
-            signal_id=r.signal_id,
-            model_id=r.model_id,
-            strategy_id=r.strategy_id,
-            instrument=r.instrument,
-            side=r.side,
+            **values_of(r, RECORD_FIELDS),
             quantity=Decimal(r.quantity),
-            mode=r.mode,
-            venue=r.venue,
             reference_mid=Decimal(r.reference_mid),
             created_ns=r.created_unix_nanos,
-            traceparent=r.traceparent,
-            owner=r.owner,
         )
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import signal
@@ -19,6 +18,7 @@ from pathlib import Path
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
+from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import MetricsServer, Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
 from strategies.metrics import StrategyMetrics
@@ -112,10 +112,7 @@ async def run(config: StrategiesConfig, args: argparse.Namespace) -> int:
     try:
         results = await asyncio.gather(*(r.run(stop) for r in runners), return_exceptions=True)
     finally:
-        for task in helpers:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*helpers)
         write_stats(stats_path, runners)
         if metrics_server is not None:
             metrics_server.close()

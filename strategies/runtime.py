@@ -38,6 +38,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
 from nautilus_mesh.clock import REAL_CLOCK, Clock
+from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing, frame_received
 from strategies.config import Model
 from strategies.run_stats import RunnerStats, latency_summary
@@ -383,9 +384,7 @@ class StrategyRunner:
             try:
                 await stop.wait()
             finally:
-                quotes_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await quotes_task
+                await cancel_and_wait(quotes_task)
                 await self._wait_drained(self.drain_timeout)
                 closing.set()
                 with contextlib.suppress(asyncio.QueueFull):

@@ -29,6 +29,10 @@ DEMO = ROOT / "config" / "demo"
 ENGINE_TOKEN = "test-engine-token"
 ADMIN_TOKEN = "test-admin-token"
 MOMENTUM_TOKEN = "test-momentum-token"
+MOMENTUM_META = (("x-strategy-token", MOMENTUM_TOKEN),)
+"""gRPC metadata of a call as the momentum strategy."""
+ADMIN_META = (("x-ops-token", ADMIN_TOKEN),)
+"""gRPC metadata of an operator's call."""
 MEANREV_TOKEN = "test-meanrev-token"
 
 

@@ -85,6 +85,13 @@ async def wait_health(
         await asyncio.sleep(0.02)
 
 
+async def start_serving(module: str, config: Path, port: int, log: Path) -> asyncio.subprocess.Process:
+    """``python -m <module> --config <config>`` once its health check on ``port`` says SERVING (output to ``log``)."""
+    proc = await spawn(module, config, log)
+    await wait_health(f"127.0.0.1:{port}", SERVING, proc=proc, log=log)
+    return proc
+
+
 async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()

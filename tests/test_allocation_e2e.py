@@ -10,10 +10,15 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh, seed_returns, write_json
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+from tests.conftest import (
+    ADMIN_META,
+    DEMO,
+    MOMENTUM_META,
+    Mesh,
+    running_mesh,
+    seed_returns,
+    write_json,
+)
 
 
 async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_uses_new_quota(mesh: Mesh) -> None:
@@ -22,20 +27,20 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-        events = stub.WatchEvents(ops_pb2.WatchEventsRequest(kinds=["ALLOCATION"]), metadata=ADMIN)
-        before = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN)
+        events = stub.WatchEvents(ops_pb2.WatchEventsRequest(kinds=["ALLOCATION"]), metadata=ADMIN_META)
+        before = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN_META)
         assert {a.strategy_id: a.fraction for a in before.allocations} == {"momentum": 0.5, "meanrev": 0.5}
 
-        response = await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="test"), metadata=ADMIN)
+        response = await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="test"), metadata=ADMIN_META)
         assert response.reason == "FORCED"
         weights = {a.strategy_id: a.fraction for a in response.allocations}
         # Target is momentum at its 0.8 cap; the 0.3 turnover cap moves half of the 0.6 L1 distance.
         assert weights == pytest.approx({"momentum": 0.65, "meanrev": 0.35})
 
-        after = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN)
+        after = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN_META)
         assert after.last_reason == "FORCED"
         assert Decimal(after.allocations[0].capital_usd) + Decimal(after.allocations[1].capital_usd) <= Decimal(1000000)
-        quota = await stub.GetModelQuota(ops_pb2.GetModelQuotaRequest(model_id="momentum_v1"), metadata=META)
+        quota = await stub.GetModelQuota(ops_pb2.GetModelQuotaRequest(model_id="momentum_v1"), metadata=MOMENTUM_META)
         assert Decimal(quota.quota_usd) == Decimal("650000.00")
         assert core.metrics.registry.get_sample_value("allocated_capital_usd", {"model": "momentum_v1"}) == 650000.0
 
@@ -45,7 +50,7 @@ async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_use
             ops_pb2.SubmitSignalRequest(
                 signal=ops_pb2.Signal(signal_id="a-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
             ),
-            metadata=META,
+            metadata=MOMENTUM_META,
         )
         expected = (Decimal("65000") / mark).quantize(Decimal("0.0001"), rounding="ROUND_DOWN")
         assert abs(Decimal(decision.decision.quantity) - expected) <= Decimal("0.0002")  # mark may tick in between
@@ -64,7 +69,7 @@ async def test_trigger_allocation_when_policy_disables_manual_is_permission_deni
         async with mesh.channel() as channel:
             admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
+                await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN_META)
             assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             assert "MANUAL_ALLOCATION_DISABLED" in (caught.value.details() or "")
         assert mesh.ops.core.allocator.weights == {"momentum": 0.5, "meanrev": 0.5}
@@ -77,7 +82,7 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
             ops_pb2.SubmitSignalRequest(
                 signal=ops_pb2.Signal(signal_id="s-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
             ),
-            metadata=META,
+            metadata=MOMENTUM_META,
         )
         core = mesh.ops.core
         from tests.conftest import wait_until
@@ -85,7 +90,7 @@ async def test_model_stats_when_queried_report_per_model_and_per_strategy(mesh: 
         await wait_until(lambda: core.measurement.book("momentum_v1").fills > 0)
         core.periodic.sample()
         core.periodic.sample()
-        stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=ADMIN)
+        stats = await stub.GetModelStats(ops_pb2.GetModelStatsRequest(), metadata=ADMIN_META)
         by_model = {m.model_id: m for m in stats.models}
         assert by_model["momentum_v1"].fills >= 1
         assert Decimal(by_model["momentum_v1"].fees) > 0

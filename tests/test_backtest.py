@@ -80,12 +80,18 @@ def test_backtest_when_run_trades_through_ops_and_the_sim_venue_and_reports_ever
     assert report["compare"] is None
 
 
-def test_backtest_when_rails_refuse_orders_counts_rejections_by_code(tmp_path: Path) -> None:
+def config_with_max_order_notional(tmp_path: Path, notional: str) -> Path:
+    """A copy of the backtest config whose models may send orders of at most ``notional`` (quote currency) each."""
     config = tmp_path / "config"
     shutil.copytree(CONFIG_DIR, config)
     limits = json.loads((config / "risk_limits.json").read_text(encoding="utf-8"))
-    limits["default_model"]["max_order_notional"] = "1000"
+    limits["default_model"]["max_order_notional"] = notional
     (config / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
+    return config
+
+
+def test_backtest_when_rails_refuse_orders_counts_rejections_by_code(tmp_path: Path) -> None:
+    config = config_with_max_order_notional(tmp_path, "1000")
     result = run_backtest(spec(config_dir=config, models=("momentum_v1",)), small_tape(tmp_path, 300))
     model = result.report["models"]["momentum_v1"]
     assert model["rejections_by_code"]["MAX_ORDER_NOTIONAL"] == model["decisions_by_status"]["REJECTED"] > 0
@@ -93,11 +99,7 @@ def test_backtest_when_rails_refuse_orders_counts_rejections_by_code(tmp_path: P
 
 
 def test_backtest_when_run_stamps_ops_events_and_orders_with_simulated_time(tmp_path: Path) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(CONFIG_DIR, config)
-    limits = json.loads((config / "risk_limits.json").read_text(encoding="utf-8"))
-    limits["default_model"]["max_order_notional"] = "1000"
-    (config / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
+    config = config_with_max_order_notional(tmp_path, "1000")
     run_backtest(spec(config_dir=config, models=("momentum_v1",)), small_tape(tmp_path, 300), workdir=tmp_path / "st")
     audit_log = (tmp_path / "st" / "momentum_v1" / "ops" / "audit.jsonl").read_text(encoding="utf-8")
     audit = [json.loads(line) for line in audit_log.splitlines()]

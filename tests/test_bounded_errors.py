@@ -11,9 +11,7 @@ import pytest
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.errors import RiskRejectedError, ValidationError
 from nautilus_mesh.status import error_detail, from_rpc_error, to_rpc_status
-from tests.conftest import MOMENTUM_TOKEN, Mesh
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import MOMENTUM_META, Mesh
 
 
 @pytest.mark.parametrize(
@@ -35,7 +33,9 @@ async def test_submit_signal_when_instrument_is_3000_chars_answers_a_small_inval
     signal = ops_pb2.Signal(signal_id="long-1", model_id="momentum_v1", instrument="B" * 3000, target=0.1)
     async with mesh.channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await mesh.ops_stub(channel).SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=META)
+            await mesh.ops_stub(channel).SubmitSignal(
+                ops_pb2.SubmitSignalRequest(signal=signal), metadata=MOMENTUM_META
+            )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     detail = from_rpc_error(caught.value)
     assert detail is not None and (detail.code, detail.field) == ("FIELD_TOO_LONG", "instrument")
@@ -55,7 +55,7 @@ async def test_stream_when_one_signal_is_megabytes_rejects_it_in_band_and_keeps_
 
     decisions: list[ops_pb2.SignalDecision] = []
     async with mesh.channel() as channel:
-        call = mesh.ops_stub(channel).StreamSignals(requests(), metadata=META)
+        call = mesh.ops_stub(channel).StreamSignals(requests(), metadata=MOMENTUM_META)
         async for response in call:
             decisions.extend(response.decisions)
             if len(decisions) == 1:

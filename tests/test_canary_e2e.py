@@ -10,10 +10,7 @@ import pytest
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+from tests.conftest import ADMIN_META, MOMENTUM_META, Mesh, wait_until
 
 
 def signal(signal_id: str, model: str, target: float) -> ops_pb2.Signal:
@@ -29,7 +26,7 @@ def engine_orders_by_venue(mesh: Mesh, model_id: str) -> dict[str, int]:
 
 
 async def models(stub: object) -> dict[str, ops_pb2.ModelInfo]:
-    response = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="momentum"), metadata=META)  # type: ignore[attr-defined]
+    response = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="momentum"), metadata=MOMENTUM_META)  # type: ignore[attr-defined]
     return {m.model_id: m for m in response.models}
 
 
@@ -37,13 +34,13 @@ async def test_shadow_model_when_signalling_trades_only_on_paper_and_is_measured
     core = mesh.ops.core
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        status = await stub.GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=META)
+        status = await stub.GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=MOMENTUM_META)
         assert [c.state for c in status.canaries] == [ops_pb2.CANARY_STATE_SHADOW]
         shadow = await stub.SubmitSignal(
-            ops_pb2.SubmitSignalRequest(signal=signal("sh-1", "momentum_v2", 0.3)), metadata=META
+            ops_pb2.SubmitSignalRequest(signal=signal("sh-1", "momentum_v2", 0.3)), metadata=MOMENTUM_META
         )
         live = await stub.SubmitSignal(
-            ops_pb2.SubmitSignalRequest(signal=signal("sh-2", "momentum_v1", 0.3)), metadata=META
+            ops_pb2.SubmitSignalRequest(signal=signal("sh-2", "momentum_v1", 0.3)), metadata=MOMENTUM_META
         )
     assert shadow.decision.mode == ops_pb2.ROUTING_MODE_SHADOW
     assert shadow.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
@@ -69,10 +66,12 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         stub = mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         # Shadow trading first: a paper position that must not leak into the live book.
-        await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("op-0", "momentum_v2", -1.0)), metadata=META)
+        await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("op-0", "momentum_v2", -1.0)), metadata=MOMENTUM_META
+        )
         await wait_until(lambda: core.queries.position("momentum_v2@paper", "BTC-USD") < 0)
         promoted = await admin.PromoteCanary(
-            admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="looks good"), metadata=ADMIN
+            admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="looks good"), metadata=ADMIN_META
         )
         assert promoted.status.state == ops_pb2.CANARY_STATE_STEPPING and promoted.status.step_percent == 5.0
         routes = await models(stub)
@@ -84,7 +83,7 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         ) == pytest.approx(0.05)
         # The canary's quota is now 5% of the strategy's: its signal goes live, small.
         canary = await stub.SubmitSignal(
-            ops_pb2.SubmitSignalRequest(signal=signal("op-1", "momentum_v2", 1.0)), metadata=META
+            ops_pb2.SubmitSignalRequest(signal=signal("op-1", "momentum_v2", 1.0)), metadata=MOMENTUM_META
         )
         assert canary.decision.mode == ops_pb2.ROUTING_MODE_LIVE
         assert canary.decision.side == common_pb2.SIDE_BUY
@@ -96,11 +95,11 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         assert full * Decimal("0.99") <= Decimal(canary.decision.quantity) <= full * Decimal("1.01")
 
         paused = await admin.PauseCanary(
-            admin_pb2.PauseCanaryRequest(strategy_id="momentum", reason="hold"), metadata=ADMIN
+            admin_pb2.PauseCanaryRequest(strategy_id="momentum", reason="hold"), metadata=ADMIN_META
         )
         assert paused.status.state == ops_pb2.CANARY_STATE_PAUSED
         rolled = await admin.RollbackCanary(
-            admin_pb2.RollbackCanaryRequest(strategy_id="momentum", reason="operator"), metadata=ADMIN
+            admin_pb2.RollbackCanaryRequest(strategy_id="momentum", reason="operator"), metadata=ADMIN_META
         )
         assert rolled.status.state == ops_pb2.CANARY_STATE_ROLLED_BACK
         routes = await models(stub)
@@ -111,13 +110,13 @@ async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh
         held = core.queries.position("momentum_v2", "BTC-USD")
         assert held > 0
         unwind = await stub.SubmitSignal(
-            ops_pb2.SubmitSignalRequest(signal=signal("op-2", "momentum_v2", 0.5)), metadata=META
+            ops_pb2.SubmitSignalRequest(signal=signal("op-2", "momentum_v2", 0.5)), metadata=MOMENTUM_META
         )
         assert unwind.decision.side == common_pb2.SIDE_SELL and Decimal(unwind.decision.quantity) == held
         # A finished canary refuses further controls with a clear code.
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await admin.PromoteCanary(
-                admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="again"), metadata=ADMIN
+                admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="again"), metadata=ADMIN_META
             )
         assert "CANARY_FINISHED" in (caught.value.details() or "")
     kinds = [(e.kind, e.attributes.get("to_state")) for e in core.queries.recent_events() if e.kind == "CANARY"]
@@ -149,7 +148,7 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
     assert run.controller.state.value == "WAITING_CONFIRMATION"
     assert core.registry.route("momentum_v2").weight == pytest.approx(0.5)
     async with mesh.channel() as channel:
-        status = await mesh.ops_stub(channel).GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=META)
+        status = await mesh.ops_stub(channel).GetCanaryStatus(ops_pb2.GetCanaryStatusRequest(), metadata=MOMENTUM_META)
         (canary,) = status.canaries
         # The deflated Sharpe ratio of the last check, over the registry's two versions of momentum.
         assert canary.trials == 2
@@ -158,7 +157,7 @@ async def test_canary_when_checks_pass_steps_automatically_and_waits_for_confirm
         assert canary.last_check.statistics["bar_seconds"] == pytest.approx(1.0)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         confirmed = await admin.ConfirmCanary(
-            admin_pb2.ConfirmCanaryRequest(strategy_id="momentum", reason="reviewed"), metadata=ADMIN
+            admin_pb2.ConfirmCanaryRequest(strategy_id="momentum", reason="reviewed"), metadata=ADMIN_META
         )
     assert confirmed.status.state == ops_pb2.CANARY_STATE_PROMOTED
     route = core.registry.route("momentum_v2")
@@ -170,8 +169,12 @@ async def test_canary_when_drawdown_guard_trips_rolls_back_at_once(mesh: Mesh) -
     core = mesh.ops.core
     async with mesh.channel() as channel:
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-        await admin.PromoteCanary(admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="go"), metadata=ADMIN)
-        await admin.PromoteCanary(admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="go"), metadata=ADMIN)
+        await admin.PromoteCanary(
+            admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="go"), metadata=ADMIN_META
+        )
+        await admin.PromoteCanary(
+            admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="go"), metadata=ADMIN_META
+        )
     run = core.canaries.runs["momentum"]
     assert run.controller.step_percent == 10.0
     # A canary whose equity is 60% under its peak (the demo guard is 50%), with no failed check.

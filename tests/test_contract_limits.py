@@ -10,9 +10,7 @@ import pytest
 from clients.sdk import OpsClient
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, running_mesh, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_META, MOMENTUM_TOKEN, running_mesh, wait_until
 
 
 async def test_stream_limits_when_asked_are_the_configured_frame_bound(tmp_path: Path) -> None:
@@ -31,7 +29,7 @@ async def test_engine_frame_bound_when_listed_is_what_ops_batches_to(tmp_path: P
         assert venues.max_commands_per_frame == 3
         assert mesh.ops.core.link.max_commands_per_frame == 3
         # A frame of five signals (five live orders plus paper twins) leaves in frames of at most three commands.
-        principal = mesh.ops.core.auth.authenticate(META)
+        principal = mesh.ops.core.auth.authenticate(MOMENTUM_META)
         signals = [
             ops_pb2.Signal(signal_id=f"cap-{i}", model_id="momentum_v1", instrument=inst, target=0.01 * (i + 1))
             for i, inst in enumerate(["BTC-USD", "ETH-USD"])
@@ -47,7 +45,7 @@ async def test_venue_when_config_names_the_wrong_kind_refuses_every_order(
     tmp_path: Path, setting: str, venue: str
 ) -> None:
     async with running_mesh(tmp_path, ops={setting: venue}) as mesh:
-        principal = mesh.ops.core.auth.authenticate(META)
+        principal = mesh.ops.core.auth.authenticate(MOMENTUM_META)
         signal = ops_pb2.Signal(signal_id="kind-1", model_id="momentum_v2", instrument="BTC-USD", target=0.1)
         decision = mesh.ops.core.signals.handle(signal, principal)  # a shadow model: a paper order
         assert decision.status == ops_pb2.DECISION_STATUS_REJECTED

@@ -6,30 +6,30 @@ import asyncio
 import json
 import os
 import signal
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from engine_server.server import EngineServer
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from ops_server.health import ENGINE_LINK_SERVICE
 from tests.conftest import (
     ADMIN_TOKEN,
     DEMO,
     ENGINE_TOKEN,
     MEANREV_TOKEN,
+    MOMENTUM_META,
     MOMENTUM_TOKEN,
     engine_config,
     free_port,
     wait_until,
 )
+from tests.processes import SERVING, start_serving, wait_health
 
 ROOT = Path(__file__).resolve().parent.parent
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
 
 @pytest.fixture
@@ -66,44 +66,18 @@ def write_ops_config(tmp_path: Path, engine_port: int, port: int, **extra: objec
     return path
 
 
-def tail(log: Path) -> str:
-    return log.read_text()[-2000:]
-
-
 async def start_ops(config: Path, port: int, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:  # the child keeps its own descriptor
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ops_server",
-            "--config",
-            str(config),
-            cwd=ROOT,
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-
-        async def serving() -> bool:
-            try:
-                response = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            except grpc.aio.AioRpcError:
-                return False
-            return response.status == health_pb2.HealthCheckResponse.SERVING
-
-        for _ in range(300):
-            if proc.returncode is not None:
-                raise AssertionError(f"ops exited with {proc.returncode}: {tail(log)}")
-            if await serving():
-                return proc
-            await asyncio.sleep(0.05)
-    raise AssertionError("ops did not become SERVING")
+    """An ops process, once it serves and its link to the engine is up (a signal before that is refused)."""
+    proc = await start_serving("ops_server", config, port, log)
+    await wait_health(f"127.0.0.1:{port}", SERVING, service=ENGINE_LINK_SERVICE, proc=proc, log=log)
+    return proc
 
 
 async def positions(port: int) -> dict[tuple[str, str], Decimal]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        response = await ops_pb2_grpc.OpsServiceStub(channel).GetPositions(ops_pb2.GetPositionsRequest(), metadata=META)
+        response = await ops_pb2_grpc.OpsServiceStub(channel).GetPositions(
+            ops_pb2.GetPositionsRequest(), metadata=MOMENTUM_META
+        )
     return {(p.model_id, p.instrument): Decimal(p.quantity) for p in response.positions if Decimal(p.quantity)}
 
 
@@ -142,7 +116,7 @@ async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_noth
                                     signal_id=f"k9-{i}", model_id="momentum_v1", instrument=instrument, target=target
                                 )
                             ),
-                            metadata=META,
+                            metadata=MOMENTUM_META,
                         )
                         decisions.append(response.decision)
                         break
@@ -172,11 +146,11 @@ async def test_ops_when_killed_with_sigkill_and_restarted_loses_and_doubles_noth
                 ops_pb2.SubmitSignalRequest(
                     signal=ops_pb2.Signal(signal_id="k9-0", model_id="momentum_v1", instrument="BTC-USD", target=0.2)
                 ),
-                metadata=META,
+                metadata=MOMENTUM_META,
             )
             assert again.decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
             fills = await stub.ListFills(
-                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=META
+                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=MOMENTUM_META
             )
         engine_fills = {
             r.exec_id for r in engine.core.manager.list_executions(0, 5000) if r.client_order_id in coids and r.last_qty

@@ -19,7 +19,7 @@ from clients.dashboard_page import render_page
 from clients.trace_stages import FILLED, break_down_all
 from clients.traces import load_spans
 from tests.conftest import free_ports
-from tests.test_make_run import CLI, demo_config_on
+from tests.launcher import CLI, demo_config_on, up_command
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 CHARTS = ("latency", "throughput", "stages", "waterfalls", "allocations", "weights")
@@ -92,7 +92,7 @@ def test_dashboard_when_opened_in_headless_chromium_draws_every_chart_without_er
     assert CLI is not None and CHROMIUM is not None
     mesh_log = (tmp_path / "mesh.log").open("w")
     mesh = subprocess.Popen(
-        [CLI, "up", "--duration", "60", "--config-dir", str(config)], cwd=tmp_path, stdout=mesh_log,
+        up_command(config, 60), cwd=tmp_path, stdout=mesh_log,
         stderr=subprocess.STDOUT, env=env,
     )  # fmt: skip
     page_log = (tmp_path / "dashboard.log").open("w")

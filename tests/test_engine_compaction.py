@@ -42,6 +42,25 @@ def everything(manager: OrderManager) -> list[bytes]:
     return out
 
 
+def assert_resent_orders_execute_nothing(manager: OrderManager, first: int, count: int) -> None:
+    """The orders of ``trade(manager, first, count)`` again: every id is a duplicate, so no report is made."""
+    seq = manager.last_seq
+    trade(manager, first, count)
+    assert manager.last_seq == seq
+
+
+def compact_killed_by(monkeypatch: pytest.MonkeyPatch, target: object, name: str, manager: OrderManager) -> None:
+    """Compact with ``target.name`` replaced by a process kill (SystemExit), then put it back."""
+
+    def killed(*args: object, **kwargs: object) -> int:
+        raise SystemExit(f"killed in {name}")
+
+    monkeypatch.setattr(target, name, killed)
+    with pytest.raises(SystemExit):
+        manager.compact()
+    monkeypatch.undo()
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -147,14 +166,8 @@ def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_noth
     manager = ledger(path, clock)
     trade(manager, 0, 12)
     before = everything(manager)
-
-    def killed(self: SegmentedJournalWriter, last: int) -> int:
-        raise SystemExit("killed after the snapshot, before the covered segments are deleted")
-
-    monkeypatch.setattr(SegmentedJournalWriter, "drop_through", killed)
-    with pytest.raises(SystemExit):
-        manager.compact()
-    monkeypatch.undo()
+    # killed after the snapshot, before the covered segments are deleted
+    compact_killed_by(monkeypatch, SegmentedJournalWriter, "drop_through", manager)
     assert snapshot_path(path).exists() and len(list_segments(path)) == 2  # covered segment 0 is still there
 
     restarted = ledger(path, clock)
@@ -162,9 +175,7 @@ def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_noth
     assert restarted.replayed_records == 0
     after = everything(restarted)
     assert after[: len(before)] == before and len(after) == len(before) + len(restarted.restart_reports)
-    seq = restarted.last_seq
-    trade(restarted, 0, 12)
-    assert restarted.last_seq == seq
+    assert_resent_orders_execute_nothing(restarted, 0, 12)
     restarted.close()
 
 
@@ -177,20 +188,11 @@ def test_crash_when_writing_the_snapshot_then_the_previous_state_is_replayed_who
     manager.compact()
     trade(manager, 6, 6)
     before = everything(manager)
-
-    def killed(*args: object, **kwargs: object) -> int:
-        raise SystemExit("killed while writing the snapshot")
-
-    monkeypatch.setattr(execution_ledger, "save_snapshot", killed)
-    with pytest.raises(SystemExit):
-        manager.compact()
-    monkeypatch.undo()
+    compact_killed_by(monkeypatch, execution_ledger, "save_snapshot", manager)  # killed while writing the snapshot
 
     restarted = ledger(path, clock)  # the previous snapshot and every segment after it
     assert everything(restarted)[: len(before)] == before
-    seq = restarted.last_seq
-    trade(restarted, 0, 12)
-    assert restarted.last_seq == seq
+    assert_resent_orders_execute_nothing(restarted, 0, 12)
     restarted.close()
 
 

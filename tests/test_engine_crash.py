@@ -8,21 +8,19 @@ recognised by their fingerprints), so the kill lands anywhere in or between comp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
-import sys
 from collections import Counter
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from tests.conftest import ENGINE_TOKEN, free_port, order_command
+from tests.processes import start_serving, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "crash-test"))
@@ -45,29 +43,6 @@ def frames() -> list[engine_pb2.StreamOrdersRequest]:
         ]
         out.append(engine_pb2.StreamOrdersRequest(commands=commands))
     return out
-
-
-def tail(log: Path) -> str:
-    return log.read_text()[-2000:]
-
-
-async def start_engine(config: Path, port: int, log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine_server", "--config", str(config),
-            cwd=ROOT, stdout=out, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        for _ in range(400):
-            if proc.returncode is not None:
-                raise AssertionError(f"engine exited with {proc.returncode}: {tail(log)}")
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return proc
-            await asyncio.sleep(0.05)
-    raise AssertionError("engine did not become SERVING")
 
 
 async def all_executions(stub: engine_pb2_grpc.EngineServiceStub) -> list[engine_pb2.ExecutionReport]:
@@ -113,7 +88,7 @@ async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doub
     log = tmp_path / "engine.log"
     work = frames()
 
-    proc = await start_engine(config, port, log)
+    proc = await start_serving("engine_server", config, port, log)
     received: list[engine_pb2.ExecutionReport] = []
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = engine_pb2_grpc.EngineServiceStub(channel).StreamOrders(metadata=META)
@@ -134,7 +109,7 @@ async def test_engine_when_killed_under_load_then_restart_loses_nothing_and_doub
     elif segment_bytes:  # the kill hit a journal of several segments; only the newest may be torn
         assert len(list((tmp_path / "engine").glob("journal.0*.bin"))) >= 2
 
-    proc = await start_engine(config, port, log)
+    proc = await start_serving("engine_server", config, port, log)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = engine_pb2_grpc.EngineServiceStub(channel)

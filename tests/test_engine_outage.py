@@ -20,12 +20,11 @@ import pytest
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
 from ops_server.health import ENGINE_LINK_SERVICE
-from tests.conftest import DEMO, MOMENTUM_TOKEN, free_ports, write_json
+from tests.conftest import DEMO, MOMENTUM_META, free_ports, write_json
 from tests.processes import SERVING, spawn, stop, wait_health, write_configs
 
 OUTAGE_SECONDS = float(os.environ.get("NAUTILUS_OUTAGE_SECONDS", "10"))
 NOT_SERVING = 2
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 
 pytestmark = pytest.mark.timeout(OUTAGE_SECONDS + 90)
 
@@ -43,7 +42,7 @@ class Trader:
         signal = ops_pb2.Signal(signal_id=f"o-{self.n}", model_id="momentum_v1", instrument="BTC-USD", target=target)
         try:
             response = await self.stub.SubmitSignal(
-                ops_pb2.SubmitSignalRequest(signal=signal), metadata=META, timeout=2
+                ops_pb2.SubmitSignalRequest(signal=signal), metadata=MOMENTUM_META, timeout=2
             )
         except grpc.aio.AioRpcError as exc:
             detail = from_rpc_error(exc)
@@ -52,7 +51,7 @@ class Trader:
 
     async def fills(self) -> int:
         response = await self.stub.ListFills(
-            ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=META, timeout=2
+            ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=1000), metadata=MOMENTUM_META, timeout=2
         )
         return len(response.fills)
 

@@ -9,9 +9,7 @@ import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from ops_server import service as service_module
-from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import MOMENTUM_META, Mesh, wait_until
 
 
 def signal(signal_id: str, target: float) -> ops_pb2.Signal:
@@ -26,7 +24,7 @@ async def filled(mesh: Mesh, client_order_id: str) -> None:
 async def test_stream_when_reopened_with_a_resume_cursor_gets_the_missed_fills_once(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        first = stub.StreamSignals(metadata=META)
+        first = stub.StreamSignals(metadata=MOMENTUM_META)
         await first.write(ops_pb2.StreamSignalsRequest(signals=[signal("r-1", 0.1)]))
         seen: list[ops_pb2.Fill] = []
         while not seen:
@@ -38,12 +36,12 @@ async def test_stream_when_reopened_with_a_resume_cursor_gets_the_missed_fills_o
         missed = []
         for i, target in ((2, 0.2), (3, 0.05)):
             response = await stub.SubmitSignal(
-                ops_pb2.SubmitSignalRequest(signal=signal(f"r-{i}", target)), metadata=META
+                ops_pb2.SubmitSignalRequest(signal=signal(f"r-{i}", target)), metadata=MOMENTUM_META
             )
             await filled(mesh, response.decision.client_order_id)
             missed.append(response.decision.client_order_id)
 
-        second = stub.StreamSignals(metadata=META)
+        second = stub.StreamSignals(metadata=MOMENTUM_META)
         await second.write(ops_pb2.StreamSignalsRequest(resume_after_fill_seq=cursor))
         expected = {f.exec_id for f in mesh.ops.core.queries.fills_after(cursor, frozenset({"momentum_v1"}))}
         assert expected and {
@@ -70,7 +68,7 @@ async def test_response_frames_when_items_are_many_bytes_are_split_by_size(
         for i in range(20)
     ]
     async with mesh.channel() as channel:
-        call = mesh.ops_stub(channel).StreamSignals(metadata=META)
+        call = mesh.ops_stub(channel).StreamSignals(metadata=MOMENTUM_META)
         await call.write(ops_pb2.StreamSignalsRequest(signals=signals))
         frames: list[ops_pb2.StreamSignalsResponse] = []
         while sum(len(f.decisions) for f in frames) < 20:

@@ -21,10 +21,11 @@ from nautilus_mesh.status import from_rpc_error
 from ops_server.circuit_breaker import CircuitBreaker, CircuitState
 from ops_server.health import ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE
 from tests.conftest import (
+    ADMIN_META,
     ADMIN_TOKEN,
     DEMO,
     ENGINE_TOKEN,
-    MOMENTUM_TOKEN,
+    MOMENTUM_META,
     Mesh,
     engine_config,
     free_port,
@@ -35,8 +36,6 @@ from tests.conftest import (
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-STRATEGY = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
 
 
 async def health_status(channel: grpc.aio.Channel, service: str) -> int:
@@ -55,7 +54,7 @@ async def submit(channel: grpc.aio.Channel, signal_id: str, target: float) -> st
             ops_pb2.SubmitSignalRequest(
                 signal=ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument="BTC-USD", target=target)
             ),
-            metadata=STRATEGY,
+            metadata=MOMENTUM_META,
         )
     except grpc.aio.AioRpcError as exc:
         detail = from_rpc_error(exc)
@@ -68,7 +67,7 @@ async def test_health_when_engine_is_up_serves_every_dependency_and_reports_heal
         for service in ("", ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE):
             await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
         response = await admin_pb2_grpc.OpsAdminServiceStub(channel).GetHealth(
-            admin_pb2.GetHealthRequest(), metadata=ADMIN
+            admin_pb2.GetHealthRequest(), metadata=ADMIN_META
         )
     checks = {c.name: c for c in response.checks}
     assert {"engine_link", "engine_circuit", "report_seq", "store", "allocator", "sampler", "span_exporter"} <= set(
@@ -140,7 +139,7 @@ async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_
         assert core.engine_gate.breaker.state is CircuitState.OPEN
         assert sample(mesh, "engine_circuit_state", {}) == 2
         response = await admin_pb2_grpc.OpsAdminServiceStub(channel).GetHealth(
-            admin_pb2.GetHealthRequest(), metadata=ADMIN
+            admin_pb2.GetHealthRequest(), metadata=ADMIN_META
         )
         checks = {c.name: c for c in response.checks}
         assert response.status == common_pb2.HEALTH_STATUS_UNHEALTHY

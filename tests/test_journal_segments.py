@@ -20,6 +20,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.api.ops.v1 import journal_pb2 as ops_journal_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.journal import FsyncPolicy
 from nautilus_mesh.journal_segments import (
     SEGMENT_SHIFT,
     SegmentedJournalReader,
@@ -52,6 +53,26 @@ def report(seq: int, coid: str = "c", qty: str = "1") -> engine_pb2.ExecutionRep
     )
 
 
+def write_segments(path: Path, *segments: list[int], fsync: FsyncPolicy = "never") -> None:
+    """A segmented journal holding the reports of these seqs, one list per segment."""
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync=fsync)
+    for index, segment in enumerate(segments):
+        if index:
+            writer.roll()
+        writer.write([report(seq) for seq in segment])
+    writer.close()
+
+
+def write_after_replay(
+    path: Path, replayed: SegmentedJournalReader, seq: int, fsync: FsyncPolicy = "never"
+) -> SegmentedJournalWriter:
+    """Reopen the journal ``replayed`` read, write the report ``seq`` and close (the writer is returned)."""
+    writer = SegmentedJournalWriter(path, SCHEMA, fsync=fsync, replayed=replayed)
+    writer.write([report(seq)])
+    writer.close()
+    return writer
+
+
 def seqs(path: Path, first_segment: int = 0) -> list[int]:
     reader = SegmentedJournalReader(path, SCHEMA, first_segment=first_segment)
     return [r.message.seq for r in reader.records() if isinstance(r.message, engine_pb2.ExecutionReport)]
@@ -82,26 +103,16 @@ def test_segments_when_a_commit_passes_the_size_then_the_next_records_go_to_a_ne
 
 def test_segments_when_reopened_then_appends_to_the_newest_and_reads_all_in_order(tmp_path: Path) -> None:
     path = tmp_path / "journal.bin"
-    writer = SegmentedJournalWriter(path, SCHEMA, fsync="batch")
-    writer.write([report(1)])
-    writer.roll()
-    writer.write([report(2)])
-    writer.close()
+    write_segments(path, [1], [2], fsync="batch")
     reader = SegmentedJournalReader(path, SCHEMA)
     assert [r.message.seq for r in reader.records()] == [1, 2]  # type: ignore[attr-defined]
-    again = SegmentedJournalWriter(path, SCHEMA, fsync="batch", replayed=reader)
-    again.write([report(3)])
-    again.close()
+    again = write_after_replay(path, reader, 3, fsync="batch")
     assert again.segment == 1 and seqs(path) == [1, 2, 3]
 
 
 def test_segments_when_the_newest_has_a_torn_tail_then_it_is_cut_and_appends_follow(tmp_path: Path) -> None:
     path = tmp_path / "journal.bin"
-    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
-    writer.write([report(1)])
-    writer.roll()
-    writer.write([report(2)])
-    writer.close()
+    write_segments(path, [1], [2])
     newest = segment_path(path, 1)
     with newest.open("ab") as fh:
         fh.write(b"\x40\x00\x00\x00\x01\x02")  # a crash mid-append
@@ -109,9 +120,7 @@ def test_segments_when_the_newest_has_a_torn_tail_then_it_is_cut_and_appends_fol
     reader = SegmentedJournalReader(path, SCHEMA)
     assert [r.message.seq for r in reader.records()] == [1, 2]  # type: ignore[attr-defined]
     assert reader.dropped_bytes == 6
-    again = SegmentedJournalWriter(path, SCHEMA, fsync="never", replayed=reader)
-    again.write([report(3)])
-    again.close()
+    write_after_replay(path, reader, 3)
     assert seqs(path) == [1, 2, 3]
     assert any(p.name.startswith("journal.000001.bin.torn-") for p in tmp_path.iterdir())
 
@@ -120,16 +129,12 @@ def test_segments_when_a_crash_left_an_empty_or_torn_new_segment_then_it_reads_e
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.bin"
-    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
-    writer.write([report(1)])
-    writer.close()
+    write_segments(path, [1])
     segment_path(path, 1).write_bytes(b"NMJ")  # the roll's header write was torn
 
     reader = SegmentedJournalReader(path, SCHEMA)
     assert [r.message.seq for r in reader.records()] == [1]  # type: ignore[attr-defined]
-    again = SegmentedJournalWriter(path, SCHEMA, fsync="never", replayed=reader)
-    again.write([report(2)])
-    again.close()
+    again = write_after_replay(path, reader, 2)
     assert again.segment == 1 and seqs(path) == [1, 2]
 
 

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from clients.sdk import OpsClient
 from tests.conftest import free_ports
-from tests.test_make_run import CLI, demo_config_on
+from tests.launcher import CLI, demo_config_on, fills, interrupt_up, read_until, start_up
 
 pytestmark = [
     pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`"),
@@ -20,50 +19,25 @@ pytestmark = [
 ]
 
 
-async def read_until(stream: asyncio.StreamReader, predicate: str, seen: list[str], within: float) -> str:
-    deadline = time.monotonic() + within
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no line with {predicate!r} within {within}s; got:\n" + "\n".join(seen[-40:]))
-        line = (await asyncio.wait_for(stream.readline(), remaining)).decode()
-        if not line:
-            raise AssertionError("launcher output ended; got:\n" + "\n".join(seen[-40:]))
-        seen.append(line.rstrip())
-        if predicate in line:
-            return line
-
-
-async def fills(address: str, token: str) -> int:
-    async with OpsClient(address, strategy_token=token, timeout=2) as ops:
-        stats = await ops.get_model_stats()
-    return sum(m.fills for m in stats.models)
-
-
 async def test_up_when_ops_is_killed_restarts_it_and_the_mesh_trades_again(tmp_path: Path) -> None:
     ops_port, engine_port, ops_metrics, engine_metrics = free_ports(4)
     config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
-    assert CLI is not None
-    proc = await asyncio.create_subprocess_exec(
-        CLI, "up", "--duration", "90", "--config-dir", str(config),
-        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
+    proc, stdout = await start_up(config, tmp_path, 90)
     seen: list[str] = []
     address = f"127.0.0.1:{ops_port}"
     token = "demo-momentum-token"
     try:
-        await read_until(proc.stdout, "ready:", seen, 60)
+        await read_until(stdout, "ready:", seen, 60)
         pid = int((tmp_path / "var" / "run" / "ops.pid").read_text())
         deadline = time.monotonic() + 30
         while await fills(address, token) == 0:
             assert time.monotonic() < deadline, "no fill before the kill"
             await asyncio.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
-        died = await read_until(proc.stdout, "error: ops exited", seen, 10)
+        died = await read_until(stdout, "error: ops exited", seen, 10)
         assert "code -9" in died
-        await read_until(proc.stdout, "restarting ops in", seen, 5)
-        restarted = await read_until(proc.stdout, "restarted: ops", seen, 30)
+        await read_until(stdout, "restarting ops in", seen, 5)
+        restarted = await read_until(stdout, "restarted: ops", seen, 30)
         assert int(restarted.rsplit("pid=", 1)[1]) != pid
         restarted_at = time.monotonic()
         before = await fills(address, token)  # restored from the journal
@@ -74,30 +48,21 @@ async def test_up_when_ops_is_killed_restarts_it_and_the_mesh_trades_again(tmp_p
         print(f"strategies filled again {time.monotonic() - restarted_at:.2f}s after ops was back")
         assert proc.returncode is None  # the mesh kept running
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            rest = await asyncio.wait_for(proc.stdout.read(), 60)
-            seen.extend(rest.decode().splitlines())
-        code = await proc.wait()
+        code = await interrupt_up(proc, stdout, seen)
     assert code == 0, "\n".join(seen[-40:])
 
 
 async def test_up_when_no_restart_and_ops_is_killed_stops_everything_with_exit_1(tmp_path: Path) -> None:
     ops_port, engine_port, ops_metrics, engine_metrics = free_ports(4)
     config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
-    assert CLI is not None
-    proc = await asyncio.create_subprocess_exec(
-        CLI, "up", "--no-restart", "--duration", "90", "--config-dir", str(config),
-        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
+    proc, stdout = await start_up(config, tmp_path, 90, "--no-restart")
     seen: list[str] = []
     try:
-        await read_until(proc.stdout, "ready:", seen, 60)
+        await read_until(stdout, "ready:", seen, 60)
         pid = int((tmp_path / "var" / "run" / "ops.pid").read_text())
         os.kill(pid, signal.SIGKILL)
-        await read_until(proc.stdout, "error: ops exited with code -9", seen, 10)
-        rest = await asyncio.wait_for(proc.stdout.read(), 60)
+        await read_until(stdout, "error: ops exited with code -9", seen, 10)
+        rest = await asyncio.wait_for(stdout.read(), 60)
         seen.extend(rest.decode().splitlines())
         code = await asyncio.wait_for(proc.wait(), 30)
     finally:

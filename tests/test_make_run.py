@@ -2,67 +2,21 @@
 
 from __future__ import annotations
 
-import itertools
-import json
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import free_ports
+from tests.launcher import CLI, demo_config_on, run_up, status_rows
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = shutil.which("nautilus-mesh", path=str(Path(sys.executable).parent))
 pytestmark = pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
-
-
-def demo_config_on(tmp: Path, ops: int, engine: int, ops_metrics: int, engine_metrics: int) -> Path:
-    """The demo config with its ports moved to free ones, so the test never meets a running demo."""
-    config = tmp / "config"
-    shutil.copytree(ROOT / "config" / "demo", config)
-    edit = {
-        "engine.json": {"port": engine, "metrics_port": engine_metrics},
-        "ops.json": {"port": ops, "metrics_port": ops_metrics, "engine_address": f"127.0.0.1:{engine}"},
-        "strategies.json": {"ops_address": f"127.0.0.1:{ops}", "engine_address": f"127.0.0.1:{engine}"},
-    }
-    for name, values in edit.items():
-        data = json.loads((config / name).read_text())
-        data.update(values)
-        (config / name).write_text(json.dumps(data))
-    return config
-
-
-def status_rows(lines: list[str]) -> list[dict[str, str]]:
-    """Every model row of every status table `up` printed, keyed by column header (plain-text tables)."""
-    rows: list[dict[str, str]] = []
-    for index, title in enumerate(lines[:-1]):
-        if not title.startswith("models ("):
-            continue
-        header = lines[index + 1]
-        starts = [m.start() for m in re.finditer(r"\S+(?: \S+)*", header)]  # a header holds single spaces only
-        bounds = list(itertools.pairwise([*starts, None]))
-        names = [header[a:b].strip() for a, b in bounds]
-        for line in lines[index + 2 :]:
-            if not line.startswith(("momentum_v", "meanrev_v")):
-                break
-            rows.append({name: line[a:b].strip() for name, (a, b) in zip(names, bounds, strict=True)})
-    return rows
 
 
 def test_up_when_run_for_a_few_seconds_prints_ready_then_a_parsable_summary(tmp_path: Path) -> None:
     ops, engine, ops_metrics, engine_metrics = free_ports(4)
     config = demo_config_on(tmp_path, ops, engine, ops_metrics, engine_metrics)
-    assert CLI is not None
-    result = subprocess.run(
-        [CLI, "up", "--duration", "8", "--config-dir", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_up(config, tmp_path, 8)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
     ready = [line for line in lines if line.startswith("ready:")]

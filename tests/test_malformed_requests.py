@@ -10,13 +10,12 @@ import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.status import from_rpc_error
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_META, Mesh
 
 # Field 1 with wire type 7, which does not exist: no protobuf message decodes this.
 GARBAGE = b"\x0f\xff\xfe\x00garbage"
 # Field 1 as a string holding invalid UTF-8.
 BAD_UTF8 = b"\x0a\x02\xff\xfe"
-STRATEGY = (("x-strategy-token", MOMENTUM_TOKEN),)
 ENGINE = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "garbage-session"))
 
 
@@ -45,7 +44,7 @@ async def test_unary_when_bytes_do_not_decode_answers_invalid_argument(
     mesh: Mesh, target: str, method: str, payload: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     address = mesh.ops_address if target == "ops" else mesh.engine_address
-    metadata = STRATEGY if target == "ops" else ENGINE
+    metadata = MOMENTUM_META if target == "ops" else ENGINE
     caplog.set_level(logging.WARNING, logger="nautilus_mesh.request_guard")
     async with grpc.aio.insecure_channel(address) as channel:
         call = channel.unary_unary(method, request_serializer=identity, response_deserializer=identity)
@@ -75,7 +74,7 @@ async def test_stream_when_a_frame_does_not_decode_ends_with_invalid_argument(
     mesh: Mesh, target: str, method: str, good: bytes
 ) -> None:
     address = mesh.ops_address if target == "ops" else mesh.engine_address
-    metadata = STRATEGY if target == "ops" else ENGINE
+    metadata = MOMENTUM_META if target == "ops" else ENGINE
 
     async def frames() -> AsyncIterator[bytes]:
         yield good

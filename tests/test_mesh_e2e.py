@@ -8,14 +8,13 @@ from pathlib import Path
 
 import grpc
 
+from clients.trace_stages import HOPS
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.files import read_jsonl
 from nautilus_mesh.telemetry import Tracing, trace_id_of
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, order_command, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_META, Mesh, order_command, wait_until
 
 
 def signal(signal_id: str, target: float, model: str = "momentum_v1", instrument: str = "BTC-USD") -> ops_pb2.Signal:
@@ -35,7 +34,7 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
 
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        call = stub.StreamSignals(outgoing(), metadata=META)
+        call = stub.StreamSignals(outgoing(), metadata=MOMENTUM_META)
         await requests.put(ops_pb2.StreamSignalsRequest(signals=[sig]))
         decisions: list[ops_pb2.SignalDecision] = []
         fills: list[ops_pb2.Fill] = []
@@ -65,7 +64,7 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
         filled = sum(Decimal(f.quantity) for f in fills)
         assert order is not None and order.filled_qty == filled and 0 < filled <= Decimal(decision.quantity)
 
-        positions = await stub.GetPositions(ops_pb2.GetPositionsRequest(model_id="momentum_v1"), metadata=META)
+        positions = await stub.GetPositions(ops_pb2.GetPositionsRequest(model_id="momentum_v1"), metadata=MOMENTUM_META)
         btc = [p for p in positions.positions if p.instrument == "BTC-USD"]
         assert len(btc) == 1 and Decimal(btc[0].quantity) == filled
         async with grpc.aio.insecure_channel(mesh.engine_address) as engine_channel:
@@ -85,15 +84,7 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
     services = {s["service"] for s in spans if s["trace_id"] == trace_id}
     assert {"strategy-momentum", "ops", "engine"} <= services
     names = {s["name"] for s in spans if s["trace_id"] == trace_id}
-    assert {
-        "ops.signal receive",
-        "ops.order send",
-        "engine.order receive",
-        "engine.report send",
-        "ops.report receive",
-        "ops.fill send",
-        "strategy.fill receive",
-    } <= names
+    assert set(HOPS) <= names
     # The stable model's paper twin (the demo canary is in shadow) rode the same trace unsampled: no span of its own.
     twins = mesh.ops.core.queries.orders("momentum_v1@paper", 10, "").items
     twin = [mesh.ops.core.queries.order(o.client_order_id) for o in twins if o.signal_id == "e2e-1"]
@@ -107,8 +98,12 @@ async def test_signal_when_streamed_becomes_order_fill_and_position_in_one_trace
 async def test_duplicate_signal_id_when_resent_does_not_double_the_position(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        first = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("dup-1", 0.25)), metadata=META)
-        second = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("dup-1", 0.25)), metadata=META)
+        first = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("dup-1", 0.25)), metadata=MOMENTUM_META
+        )
+        second = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("dup-1", 0.25)), metadata=MOMENTUM_META
+        )
         assert first.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
         assert second.decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
         assert second.decision.client_order_id == first.decision.client_order_id
@@ -117,7 +112,9 @@ async def test_duplicate_signal_id_when_resent_does_not_double_the_position(mesh
         position = core.queries.position("momentum_v1", "BTC-USD")
         assert 0 < position <= Decimal(first.decision.quantity)
         # A new signal id with the same target converges on the target instead of doubling it.
-        third = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("dup-2", 0.25)), metadata=META)
+        third = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("dup-2", 0.25)), metadata=MOMENTUM_META
+        )
         assert third.decision.status in (ops_pb2.DECISION_STATUS_NO_ACTION, ops_pb2.DECISION_STATUS_ACCEPTED)
         if third.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED:
             await wait_until(lambda: core.queries.order(third.decision.client_order_id).open_quantity == 0)
@@ -132,7 +129,9 @@ async def test_duplicate_client_order_id_at_engine_when_resent_executes_once(mes
     core = mesh.ops.core
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        first = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("coid-1", 0.2)), metadata=META)
+        first = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("coid-1", 0.2)), metadata=MOMENTUM_META
+        )
     coid = first.decision.client_order_id
     await wait_until(lambda: core.queries.order(coid).open_quantity == 0)
     position = core.queries.position("momentum_v1", "BTC-USD")
@@ -176,7 +175,7 @@ async def test_strategy_token_for_one_model_when_signalling_another_is_refused(m
         try:
             await stub.SubmitSignal(
                 ops_pb2.SubmitSignalRequest(signal=signal("x-1", 0.1, model="meanrev_v1", instrument="SOL-USD")),
-                metadata=META,
+                metadata=MOMENTUM_META,
             )
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -191,7 +190,7 @@ async def test_signal_when_its_trace_is_unsampled_costs_no_span_and_carries_the_
     unsampled = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-00"
     sig = signal("unsampled-1", 0.2)
     sig.trace.traceparent = unsampled
-    principal = mesh.ops.core.auth.authenticate(META)
+    principal = mesh.ops.core.auth.authenticate(MOMENTUM_META)
     decision = mesh.ops.core.signals.handle(sig, principal)
     assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
     assert decision.trace.traceparent == unsampled  # the order carries the strategy's decision on

@@ -13,9 +13,8 @@ from nautilus_mesh.errors import ValidationError
 from ops_server import order_archive
 from ops_server.order_archive import ARCHIVE_TOKEN, OrderArchive, merged_page
 from ops_server.order_tracker import OrderTracker, TrackedOrder
-from tests.conftest import MOMENTUM_TOKEN, running_mesh, wait_until
+from tests.conftest import MOMENTUM_META, running_mesh, wait_until
 
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 ORDERS = 50
 
 
@@ -69,13 +68,13 @@ async def all_pages(stub: ops_pb2_grpc.OpsServiceStub, fills: bool) -> list[str]
     while True:
         if fills:
             page = await stub.ListFills(
-                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=META
+                ops_pb2.ListFillsRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=MOMENTUM_META
             )
             out.extend(f.exec_id for f in page.fills)
             token = page.next_page_token
         else:
             response = await stub.ListOrders(
-                ops_pb2.ListOrdersRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=META
+                ops_pb2.ListOrdersRequest(model_id="momentum_v1", page_size=7, page_token=token), metadata=MOMENTUM_META
             )
             out.extend(o.client_order_id for o in response.orders)
             token = response.next_page_token
@@ -102,7 +101,7 @@ async def test_list_orders_and_fills_when_past_order_history_then_every_one_list
                             target=0.05 * (i % 2 * 2 - 1),
                         )
                     ),
-                    metadata=META,
+                    metadata=MOMENTUM_META,
                 )
                 coid = decision.decision.client_order_id
                 assert coid, decision

@@ -11,24 +11,23 @@ import pytest
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from tests.conftest import (
-    ADMIN_TOKEN,
-    MOMENTUM_TOKEN,
+    ADMIN_META,
+    MOMENTUM_META,
     Mesh,
     wait_until,
 )
 
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
-
 
 async def promote(admin: admin_pb2_grpc.OpsAdminServiceStub) -> None:
-    await admin.PromoteCanary(admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="test"), metadata=ADMIN)
+    await admin.PromoteCanary(
+        admin_pb2.PromoteCanaryRequest(strategy_id="momentum", reason="test"), metadata=ADMIN_META
+    )
 
 
 async def submit(stub: object, signal_id: str, model: str, target: float, instrument: str = "BTC-USD") -> None:
     signal = ops_pb2.Signal(signal_id=signal_id, model_id=model, instrument=instrument, target=target)
     with contextlib.suppress(grpc.aio.AioRpcError):  # a denial answers with an error status; counted either way
-        await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=META)  # type: ignore[attr-defined]
+        await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=MOMENTUM_META)  # type: ignore[attr-defined]
 
 
 async def test_strategy_returns_when_weights_change_combine_each_sample_with_the_weights_of_its_time(
@@ -69,7 +68,7 @@ async def test_canary_guards_when_others_breach_or_rails_are_not_capital_count_o
             admin_pb2.SetTradingStateRequest(
                 model_id="momentum_v2", state=common_pb2.TRADING_STATE_HALTED, reason="test"
             ),
-            metadata=ADMIN,
+            metadata=ADMIN_META,
         )
         await submit(stub, "v2-c", "momentum_v2", 0.0)
 
@@ -81,7 +80,7 @@ async def test_canary_guards_when_others_breach_or_rails_are_not_capital_count_o
             admin_pb2.SetTradingStateRequest(
                 model_id="momentum_v2", state=common_pb2.TRADING_STATE_ACTIVE, reason="test"
             ),
-            metadata=ADMIN,
+            metadata=ADMIN_META,
         )
         await promote(admin)
     assert core.canaries.runs["momentum"].controller.step_percent == 100.0

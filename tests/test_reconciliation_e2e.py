@@ -12,9 +12,15 @@ import grpc
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from ops_server.server import OpsServer
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, ops_config, order_command, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import (
+    ENGINE_TOKEN,
+    MOMENTUM_META,
+    Mesh,
+    free_port,
+    ops_config,
+    order_command,
+    wait_until,
+)
 
 
 def engine_positions(mesh: Mesh, coids: set[str]) -> dict[tuple[str, str], Decimal]:
@@ -37,7 +43,7 @@ async def submit(stub: object, signal_id: str, instrument: str, target: float) -
         ops_pb2.SubmitSignalRequest(
             signal=ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument=instrument, target=target)
         ),
-        metadata=META,
+        metadata=MOMENTUM_META,
     )
     return response.decision
 

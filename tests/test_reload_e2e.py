@@ -11,10 +11,7 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
-from tests.conftest import ADMIN_TOKEN, DEMO, MOMENTUM_TOKEN, Mesh, running_mesh
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
+from tests.conftest import ADMIN_META, DEMO, Mesh, running_mesh
 
 
 @pytest.fixture
@@ -30,7 +27,7 @@ async def editable_mesh(tmp_path: Path) -> AsyncIterator[Mesh]:
 
 
 async def reload(admin: admin_pb2_grpc.OpsAdminServiceStub, target: int) -> admin_pb2.ReloadConfigResponse:
-    return await admin.ReloadConfig(admin_pb2.ReloadConfigRequest(target=target), metadata=ADMIN)  # type: ignore[arg-type]
+    return await admin.ReloadConfig(admin_pb2.ReloadConfigRequest(target=target), metadata=ADMIN_META)  # type: ignore[arg-type]
 
 
 async def test_capital_policy_reload_when_bounds_infeasible_is_refused_and_old_policy_stays(
@@ -81,5 +78,5 @@ async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes
         registry["strategies"]["meanrev"]["models"]["meanrev_v1"].update(weight=1.0, mode="SHADOW")
         path.write_text(json.dumps(registry))
         await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
-        models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=ADMIN)
+        models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=ADMIN_META)
         assert [(m.model_id, m.mode) for m in models.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_SHADOW)]

@@ -16,10 +16,10 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from nautilus_mesh.status import from_rpc_error
 from tests.conftest import (
-    ADMIN_TOKEN,
+    ADMIN_META,
     DEMO,
     ENGINE_TOKEN,
-    MOMENTUM_TOKEN,
+    MOMENTUM_META,
     Mesh,
     flat_venues,
     order_command,
@@ -27,9 +27,6 @@ from tests.conftest import (
     wait_until,
     write_json,
 )
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
-ADMIN = (("x-ops-token", ADMIN_TOKEN),)
 
 
 def signal(signal_id: str, target: float, instrument: str = "BTC-USD") -> ops_pb2.Signal:
@@ -39,11 +36,11 @@ def signal(signal_id: str, target: float, instrument: str = "BTC-USD") -> ops_pb
 async def set_model_state(admin: admin_pb2_grpc.OpsAdminServiceStub, state: common_pb2.TradingState.ValueType) -> None:
     """Set momentum_v1's trading state as an operator."""
     request = admin_pb2.SetTradingStateRequest(model_id="momentum_v1", state=state, reason="test")
-    await admin.SetTradingState(request, metadata=ADMIN)
+    await admin.SetTradingState(request, metadata=ADMIN_META)
 
 
 async def buy_15_btc(mesh: Mesh, stub: object) -> None:
-    response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-1", 0.75)), metadata=META)  # type: ignore[attr-defined]
+    response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-1", 0.75)), metadata=MOMENTUM_META)  # type: ignore[attr-defined]
     assert response.decision.quantity == "15"
     core = mesh.ops.core
     await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(15))
@@ -55,7 +52,9 @@ async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_an
         await buy_15_btc(small_mesh, stub)  # uses 1500 of the 2000 quota
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("q-2", 0.5, "ETH-USD")), metadata=META)
+            await stub.SubmitSignal(
+                ops_pb2.SubmitSignalRequest(signal=signal("q-2", 0.5, "ETH-USD")), metadata=MOMENTUM_META
+            )
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         detail = from_rpc_error(caught.value)
         assert detail is not None
@@ -63,7 +62,7 @@ async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_an
         assert dict(detail.details) == {"requested": "1000", "available": "500"}
 
         call = stub.StreamSignals(
-            iter([ops_pb2.StreamSignalsRequest(signals=[signal("q-3", 0.5, "ETH-USD")])]), metadata=META
+            iter([ops_pb2.StreamSignalsRequest(signals=[signal("q-3", 0.5, "ETH-USD")])]), metadata=MOMENTUM_META
         )
         decisions = [d async for frame in call for d in frame.decisions]
         assert len(decisions) == 1
@@ -86,18 +85,20 @@ async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_
         await buy_15_btc(small_mesh, stub)
         await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-up", 0.9)), metadata=META)
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-up", 0.9)), metadata=MOMENTUM_META)
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
-        down = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-down", 0.25)), metadata=META)
+        down = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("r-down", 0.25)), metadata=MOMENTUM_META
+        )
         assert down.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
         assert down.decision.side == common_pb2.SIDE_SELL
 
         await set_model_state(admin, common_pb2.TRADING_STATE_HALTED)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("h-down", 0.0)), metadata=META)
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("h-down", 0.0)), metadata=MOMENTUM_META)
         assert from_rpc_error(caught.value).code == "TRADING_HALTED"  # type: ignore[union-attr]
-        state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=META)
+        state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=MOMENTUM_META)
         assert state.models["momentum_v1"] == common_pb2.TRADING_STATE_HALTED
         assert state.global_state == common_pb2.TRADING_STATE_ACTIVE
 
@@ -123,22 +124,26 @@ async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signal
         async with small_mesh.channel() as channel:
             stub = small_mesh.ops_stub(channel)
             admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-            engaged = await admin.EngageKillSwitch(admin_pb2.EngageKillSwitchRequest(reason="test"), metadata=ADMIN)
+            engaged = await admin.EngageKillSwitch(
+                admin_pb2.EngageKillSwitchRequest(reason="test"), metadata=ADMIN_META
+            )
             assert engaged.canceled_count == 3
             assert engaged.resting_remaining == 0 and engaged.cancels_confirmed
             assert manager.open_orders() == []
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("k-1", 0.1)), metadata=META)
+                await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("k-1", 0.1)), metadata=MOMENTUM_META)
             assert from_rpc_error(caught.value).code == "TRADING_HALTED"  # type: ignore[union-attr]
-            state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=META)
+            state = await stub.GetTradingState(ops_pb2.GetTradingStateRequest(), metadata=MOMENTUM_META)
             assert state.kill_switch_engaged and state.global_state == common_pb2.TRADING_STATE_HALTED
 
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason=""), metadata=ADMIN)
+                await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason=""), metadata=ADMIN_META)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason="all clear"), metadata=ADMIN)
-            accepted = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("k-2", 0.1)), metadata=META)
+            await admin.ReleaseKillSwitch(admin_pb2.ReleaseKillSwitchRequest(reason="all clear"), metadata=ADMIN_META)
+            accepted = await stub.SubmitSignal(
+                ops_pb2.SubmitSignalRequest(signal=signal("k-2", 0.1)), metadata=MOMENTUM_META
+            )
             assert accepted.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
         await outbox.put(None)
         call.cancel()
@@ -152,22 +157,22 @@ async def test_reload_when_risk_file_is_malformed_keeps_previous_limits(small_me
     async with small_mesh.channel() as channel:
         stub = small_mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-        before = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+        before = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
         reload = admin_pb2.ReloadConfigRequest(target=admin_pb2.CONFIG_TARGET_RISK_LIMITS)
         for bad in ('{"global": ', '{"global": {"max_gross_exposure": "-5"}}'):
             path.write_text(bad)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await admin.ReloadConfig(reload, metadata=ADMIN)
+                await admin.ReloadConfig(reload, metadata=ADMIN_META)
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+            after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
             assert after.limits == before.limits
 
         good = json.loads((DEMO / "risk_limits.json").read_text())
         good["global"]["max_gross_exposure"] = "1234567"
         path.write_text(json.dumps(good))
-        response = await admin.ReloadConfig(reload, metadata=ADMIN)
+        response = await admin.ReloadConfig(reload, metadata=ADMIN_META)
         assert "reloaded" in response.message
-        after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=META)
+        after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
         assert after.limits["global"]["max_gross_exposure"] == "1234567"
 
 
@@ -175,7 +180,7 @@ async def test_admin_when_token_missing_or_wrong_is_refused(small_mesh: Mesh) ->
     async with small_mesh.channel() as channel:
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         request = admin_pb2.SetTradingStateRequest(state=common_pb2.TRADING_STATE_HALTED, reason="x")
-        for metadata in ((), (("x-ops-token", "wrong"),), META):
+        for metadata in ((), (("x-ops-token", "wrong"),), MOMENTUM_META):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await admin.SetTradingState(request, metadata=metadata)
             assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -186,7 +191,7 @@ async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) ->
     async with running_mesh(tmp_path, ops={"admin_token": ""}) as mesh, mesh.channel() as channel:
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN)
+            await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN_META)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "DOOR_DISABLED" in (caught.value.details() or "")
 
@@ -198,11 +203,11 @@ async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_r
     async with small_mesh.channel() as channel:
         stub = small_mesh.ops_stub(channel)
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-        long = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-1", 0.5)), metadata=META)
+        long = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-1", 0.5)), metadata=MOMENTUM_META)
         assert long.decision.quantity == "10"
         await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
         await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
-        flip = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-2", -0.25)), metadata=META)
+        flip = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-2", -0.25)), metadata=MOMENTUM_META)
     decision = flip.decision
     assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
     assert (decision.side, decision.quantity) == (common_pb2.SIDE_SELL, "10")
@@ -229,10 +234,12 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
         async with mesh.channel() as channel:
             stub = mesh.ops_stub(channel)
             admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=META)
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=MOMENTUM_META)
             await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
             await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=META)
+                await stub.SubmitSignal(
+                    ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=MOMENTUM_META
+                )
         assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
         assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(10)

@@ -8,9 +8,8 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
+from tests.conftest import MOMENTUM_META, Mesh, wait_until
 
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
 OPS = "nautilus.ops.v1.OpsService"
 ENGINE = "nautilus.engine.v1.EngineService"
 
@@ -39,7 +38,7 @@ async def test_rpc_metrics_when_servers_start_have_every_method_at_zero(mesh: Me
 async def test_unary_rpc_when_answered_or_refused_is_counted_by_code_and_timed(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=META, timeout=10)
+        await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=MOMENTUM_META, timeout=10)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -51,14 +50,14 @@ async def test_unary_rpc_when_answered_or_refused_is_counted_by_code_and_timed(m
 async def test_stream_when_it_ends_is_counted_once_with_its_code(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
-        call = stub.StreamSignals(iter([ops_pb2.StreamSignalsRequest()]), metadata=META)
+        call = stub.StreamSignals(iter([ops_pb2.StreamSignalsRequest()]), metadata=MOMENTUM_META)
         async for _ in call:
             pass
         assert await call.code() == grpc.StatusCode.OK
         await wait_until(lambda: handled(mesh, "StreamSignals", "OK") == 1)
         assert handling_count(mesh, "StreamSignals") == 1
 
-        cancelled = stub.StreamSignals(metadata=META)
+        cancelled = stub.StreamSignals(metadata=MOMENTUM_META)
         await cancelled.write(ops_pb2.StreamSignalsRequest())
         await asyncio.sleep(0.2)
         cancelled.cancel()

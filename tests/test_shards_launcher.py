@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -17,8 +16,7 @@ import pytest
 from clients.launcher import ops_worker_specs, sharding_problems
 from clients.sdk import OpsClient
 from tests.conftest import free_ports
-from tests.test_launcher_supervision import fills, read_until
-from tests.test_make_run import CLI, ROOT, demo_config_on, status_rows
+from tests.launcher import CLI, ROOT, demo_config_on, fills, interrupt_up, read_until, run_up, start_up, status_rows
 from tests.test_shards import pg_schema  # noqa: F401  (fixture)
 from tests.test_store import PG_URL
 
@@ -75,20 +73,15 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
 ) -> None:
     ops_port, engine_port, ops_metrics, engine_metrics = ports_with_neighbours()
     config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)  # meanrev placed on 1
-    assert CLI is not None
     # What `make run OPS_WORKERS=2 OPS_DATABASE_URL=...` runs (see test_make_run_when_given_ops_workers_passes_them).
-    proc = await asyncio.create_subprocess_exec(
-        CLI, "up", "--duration", "60", "--config-dir", str(config),
-        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "OPS_WORKERS": "2", "OPS_DATABASE_URL": f"{PG_URL}?schema={pg_schema}"},
-    )  # fmt: skip
-    assert proc.stdout is not None
+    env = {**os.environ, "OPS_WORKERS": "2", "OPS_DATABASE_URL": f"{PG_URL}?schema={pg_schema}"}
+    proc, stdout = await start_up(config, tmp_path, 60, env=env)
     seen: list[str] = []
     workers = [f"127.0.0.1:{ops_port}", f"127.0.0.1:{ops_port + 100}"]
     try:
-        line = await read_until(proc.stdout, "ops workers:", seen, 60)
+        line = await read_until(stdout, "ops workers:", seen, 60)
         assert line.split() == ["ops", "workers:", f"ops={workers[0]}", f"ops-1={workers[1]}"]
-        await read_until(proc.stdout, "ready:", seen, 30)
+        await read_until(stdout, "ready:", seen, 30)
         async with OpsClient(workers[0], admin_token=ADMIN) as ops:
             shard_map = await ops.get_shard_map()
         assert {a.strategy_id: a.address for a in shard_map.assignments} == {
@@ -108,18 +101,14 @@ async def test_up_when_ops_workers_is_2_starts_two_workers_and_both_trade(
             row["model"] == "meanrev_v1" and row["worker"] == "1" and int(row["fills"]) > 0 for row in status_rows(seen)
         ):
             assert time.monotonic() < deadline, "no status row of meanrev from worker 1:\n" + "\n".join(seen[-40:])
-            await read_until(proc.stdout, "meanrev_v1", seen, 30)
+            await read_until(stdout, "meanrev_v1", seen, 30)
         assert {row["model"]: row["worker"] for row in status_rows(seen)} == {
             "momentum_v1": "0",
             "momentum_v2": "0",
             "meanrev_v1": "1",
         }
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            rest = await asyncio.wait_for(proc.stdout.read(), 60)
-            seen.extend(rest.decode().splitlines())
-        code = await proc.wait()
+        code = await interrupt_up(proc, stdout, seen)
     assert code == 0, "\n".join(seen[-40:])
 
 
@@ -128,10 +117,7 @@ def test_up_when_ops_workers_is_2_on_sqlite_refuses_before_starting_anything(tmp
         pytest.skip("the console script is installed by `make test`")
     ops_port, engine_port, ops_metrics, engine_metrics = ports_with_neighbours()
     config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
-    result = subprocess.run(
-        [CLI, "up", "--duration", "5", "--config-dir", str(config)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, env={**os.environ, "OPS_WORKERS": "2"},
-    )  # fmt: skip
+    result = run_up(config, tmp_path, 5, {**os.environ, "OPS_WORKERS": "2"}, timeout_s=60)
     assert result.returncode == 2
     assert "OPS_WORKERS=2 needs PostgreSQL" in result.stderr and "OPS_DATABASE_URL" in result.stderr
     assert not (tmp_path / "var").exists()  # refused before any process, log or state folder

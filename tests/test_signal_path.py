@@ -18,9 +18,7 @@ from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry
 from ops_server.order_tracker import OrderTracker
-from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import MOMENTUM_META, Mesh, wait_until
 
 
 def signal(signal_id: str, target: float, model: str = "momentum_v1", instrument: str = "BTC-USD") -> ops_pb2.Signal:
@@ -49,7 +47,7 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
 
     monkeypatch.setattr(JournalWriter, "commit", counting_commit)
     monkeypatch.setattr(core.link, "send", counting_send)
-    principal = core.auth.authenticate(META)
+    principal = core.auth.authenticate(MOMENTUM_META)
     frame = [signal("gc-1", 0.1), signal("gc-2", 0.1, instrument="ETH-USD"), signal("gc-3", 0.1, model="momentum_v2")]
 
     decisions = core.signals.handle_frame(frame, principal)
@@ -64,7 +62,7 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
 
 async def test_frame_when_two_signals_target_one_model_sizes_the_second_against_the_first(mesh: Mesh) -> None:
     core = mesh.ops.core
-    principal = core.auth.authenticate(META)
+    principal = core.auth.authenticate(MOMENTUM_META)
     first, second = core.signals.handle_frame([signal("same-1", 0.1), signal("same-2", 0.1)], principal)
     assert first.status == ops_pb2.DECISION_STATUS_ACCEPTED
     assert second.status == ops_pb2.DECISION_STATUS_NO_ACTION  # the first order's open quantity already reaches 0.1
@@ -91,7 +89,7 @@ async def test_stream_when_deciding_fails_unexpectedly_answers_internal_in_band_
             yield item
 
     async with mesh.channel() as channel:
-        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=META)
+        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=MOMENTUM_META)
         await requests.put(ops_pb2.StreamSignalsRequest(signals=[signal("boom-1", 0.1)]))
         await requests.put(ops_pb2.StreamSignalsRequest(signals=[signal("fine-1", 0.1)]))
         decisions: list[ops_pb2.SignalDecision] = []
@@ -170,7 +168,7 @@ async def test_frame_when_decided_in_slices_reaches_the_engine_as_one_commands_f
 
     decided: list[ops_pb2.SignalDecision] = []
     async with mesh.channel() as channel:
-        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=META)
+        call = mesh.ops_stub(channel).StreamSignals(outgoing(), metadata=MOMENTUM_META)
         async for answer in call:
             decided.extend(answer.decisions)
             if len(decided) == len(frame):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.files import read_jsonl
-from tests.conftest import MOMENTUM_TOKEN, Mesh, wait_until
-
-META = (("x-strategy-token", MOMENTUM_TOKEN),)
+from tests.conftest import MOMENTUM_META, Mesh, wait_until
 
 
 async def test_signal_to_fill_when_order_filled_is_timed_from_the_signals_arrival(mesh: Mesh) -> None:
@@ -14,7 +12,7 @@ async def test_signal_to_fill_when_order_filled_is_timed_from_the_signals_arriva
     async with mesh.channel() as channel:
         stub = mesh.ops_stub(channel)
         signal = ops_pb2.Signal(signal_id="t-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
-        response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=META)
+        response = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=MOMENTUM_META)
     coid = response.decision.client_order_id
     await wait_until(lambda: core.measurement.book("momentum_v1").fills > 0)
     order = core.queries.order(coid)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import free_ports
-from tests.test_make_run import CLI, demo_config_on
+from tests.launcher import CLI, demo_config_on, run_up
 
 pytestmark = pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
 
@@ -23,15 +23,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = {**os.environ, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
     env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
     env.pop("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None)
-    assert CLI is not None
-    result = subprocess.run(
-        [CLI, "up", "--duration", "12", "--config-dir", str(config)],
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = run_up(config, tmp, 12, env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp
 

@@ -194,13 +194,7 @@ class TradingStates:
 
     def engage_kill_switch(self, reason: str) -> RiskEvent:
         """Set the global state to HALTED and record the kill switch as engaged."""
-        before = self._global
-        self._global = TradingState.HALTED
-        self._kill_switch = True
-        log.warning("[RISK] kill switch ENGAGED: global %s -> HALTED (reason: %s)", before, reason)
-        return self.event(
-            "KILL_SWITCH_ENGAGED", "", "kill_switch", "", reason, {"reason": reason}, before, TradingState.HALTED
-        )
+        return self._set_kill_switch(True, reason)
 
     def release_kill_switch(self, reason: str) -> RiskEvent:
         """Release the kill switch and restore the global state to ACTIVE; model states are kept.
@@ -211,13 +205,17 @@ class TradingStates:
         """
         if not self._kill_switch:
             raise ValidationError("KILL_SWITCH_NOT_ENGAGED", "the kill switch is not engaged", field="kill_switch")
+        return self._set_kill_switch(False, reason)
+
+    def _set_kill_switch(self, engaged: bool, reason: str) -> RiskEvent:
+        """Engage (global HALTED) or release (global ACTIVE) the kill switch, and the event that records it."""
         before = self._global
-        self._global = TradingState.ACTIVE
-        self._kill_switch = False
-        log.warning("[RISK] kill switch released: global %s -> ACTIVE (reason: %s)", before, reason)
-        return self.event(
-            "KILL_SWITCH_RELEASED", "", "kill_switch", "", reason, {"reason": reason}, before, TradingState.ACTIVE
-        )
+        after = TradingState.HALTED if engaged else TradingState.ACTIVE
+        self._global = after
+        self._kill_switch = engaged
+        what, code = ("ENGAGED", "KILL_SWITCH_ENGAGED") if engaged else ("released", "KILL_SWITCH_RELEASED")
+        log.warning("[RISK] kill switch %s: global %s -> %s (reason: %s)", what, before, after, reason)
+        return self.event(code, "", "kill_switch", "", reason, {"reason": reason}, before, after)
 
     def _set_model(self, model_id: str, state: TradingState) -> TradingState:
         before = self.model_state(model_id)

@@ -18,6 +18,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
+from clients.trace_stages import HOPS
 from docgen import HEADER
 from engine_server.metrics import EngineMetrics
 from nautilus_mesh.request_guard import malformed_requests_counter
@@ -27,17 +28,6 @@ from ops_server.metrics import DECISION_STATUSES, ROUTING_MODES, SIGNAL_STAGES, 
 from strategies.metrics import RunnerCounters, StrategyMetrics
 
 SPAN_SOURCES = ("strategies", "ops_server", "engine_server", "clients")
-# Hop order of a signal's trace, for the table's order; spans not listed here come after, by name.
-HOPS = (
-    "strategy.signal send",
-    "ops.signal receive",
-    "ops.order send",
-    "engine.order receive",
-    "engine.report send",
-    "ops.report receive",
-    "ops.fill send",
-    "strategy.fill receive",
-)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 /**
  * Loads the mesh's contract at run time with @grpc/proto-loader, from the repository's `protos/`
- * (the one source of truth) plus the two google.rpc files vendored in `clients/node/protos/`.
+ * (the one source of truth) plus the two google.rpc files vendored in `clients/node/vendor/protos/`.
  *
  * The TypeScript types in `src/gen/` are generated from the same files by `npm run build`
  * (proto-loader-gen-types), with the same loader options, so the types cannot drift from what is loaded.
@@ -35,8 +35,8 @@ const ERROR_FILES = ['google/rpc/status.proto', 'google/rpc/error_details.proto'
 /** The package's own folder (this file is compiled to `dist/src/`). */
 const PACKAGE_DIR = path.resolve(__dirname, '..', '..');
 
-/** The vendored google.rpc protos (status.proto, error_details.proto). */
-export const VENDORED_PROTOS_DIR = path.join(PACKAGE_DIR, 'protos');
+/** The vendored google.rpc protos (status.proto, error_details.proto), kept apart from our own code. */
+export const VENDORED_PROTOS_DIR = path.join(PACKAGE_DIR, 'vendor', 'protos');
 
 /** Where the contract lives: `$NAUTILUS_PROTOS`, else the repository's `protos/` two folders up. */
 export function defaultProtoDir(): string {
