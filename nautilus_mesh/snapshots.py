@@ -5,6 +5,11 @@ engine in a file beside its journal). Both pack their protobuf records the same 
 the engine's file is replaced atomically (:func:`write_snapshot`): a reader sees the previous snapshot or the new
 one, never a part, and with ``sync=True`` the rename is durable (folder fsynced) before the call returns, so the
 journal segments it covers may be deleted after it.
+
+Both encode their snapshot on a worker thread while the event loop goes on, and a thread holds the GIL through any
+single C call: a packed list is base64-encoded in chunks of :data:`B64_CHUNK_BYTES` and a document's text is put
+together by :func:`json_text` (the packed lists copied as they are, not scanned by the JSON encoder), so no step of
+the encoding holds the GIL for more than a few milliseconds.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import base64
 import json
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,17 +29,58 @@ from nautilus_mesh.files import atomic_write_text
 _LENGTH = struct.Struct("<I")
 M = TypeVar("M", bound=Message)
 
-__all__ = ["pack", "read_snapshot", "unpack", "write_snapshot"]
+B64_CHUNK_BYTES = 3 << 18
+"""Bytes base64-encoded per call (786,432, a multiple of 3: the chunks' texts concatenate into the whole's)."""
+__all__ = [
+    "B64_CHUNK_BYTES",
+    "Packed",
+    "json_text",
+    "pack",
+    "pack_serialized",
+    "read_snapshot",
+    "unpack",
+    "write_snapshot",
+]
 
 
-def pack(messages: Iterable[Message]) -> str:
+class Packed(str):
+    """A packed list (:func:`pack`): base64 text, which a JSON string holds as it is (nothing to escape)."""
+
+    __slots__ = ()
+
+
+def pack(messages: Iterable[Message]) -> Packed:
     """Length-prefixed serialised messages, base64: a compact list of protobuf messages inside a JSON document."""
-    parts = []
-    for message in messages:
-        payload = message.SerializeToString()
-        parts.append(_LENGTH.pack(len(payload)))
-        parts.append(payload)
-    return base64.b64encode(b"".join(parts)).decode("ascii")
+    return pack_serialized(message.SerializeToString() for message in messages)
+
+
+def pack_serialized(payloads: Iterable[bytes]) -> Packed:
+    """:func:`pack` of messages already serialised (the same text), base64-encoded chunk by chunk."""
+    length = _LENGTH.pack
+    data = memoryview(b"".join(part for payload in payloads for part in (length(len(payload)), payload)))
+    chunks = [base64.b64encode(data[at : at + B64_CHUNK_BYTES]) for at in range(0, len(data), B64_CHUNK_BYTES)]
+    return Packed(b"".join(chunks).decode("ascii"))
+
+
+def json_text(document: Mapping[str, Any]) -> str:
+    """``document`` as compact strict JSON text, the same value as ``json.dumps`` gives, with each :class:`Packed`
+    value (at any depth of objects) copied between quotes instead of being scanned by the encoder."""
+    parts: list[str] = []
+
+    def put(value: object) -> None:
+        if isinstance(value, Packed):
+            parts.extend(('"', value, '"'))
+        elif isinstance(value, Mapping):
+            parts.append("{")
+            for n, (key, item) in enumerate(value.items()):
+                parts.append(("," if n else "") + json.dumps(str(key)) + ":")
+                put(item)
+            parts.append("}")
+        else:
+            parts.append(json.dumps(value, allow_nan=False, separators=(",", ":")))
+
+    put(document)
+    return "".join(parts)
 
 
 def unpack(blob: str, cls: type[M]) -> Iterator[M]:
@@ -56,7 +102,7 @@ def write_snapshot(path: str | os.PathLike[str], document: dict[str, Any], *, sy
     ``sync`` also fsyncs the folder after the rename, so the new snapshot survives an OS crash before anything
     that relies on it (deleting the journal segments it covers) happens.
     """
-    text = json.dumps(document, separators=(",", ":"))
+    text = json_text(document)
     atomic_write_text(path, text, sync_dir=sync)
     return len(text)
 

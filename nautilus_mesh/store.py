@@ -38,6 +38,18 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class EncodedDocument:
+    """A document already encoded: the text of a strict JSON object, stored as it is (a writer that builds a large
+    document piecewise off the event loop hands it over without a second, GIL-holding encoding pass)."""
+
+    text: str
+
+
+Value = Mapping[str, Any] | EncodedDocument
+"""What :meth:`StateStore.put` takes: a JSON object, or one already encoded."""
+
+
 class StateStore(Protocol):
     """JSON documents by key; every write call is atomic."""
 
@@ -55,7 +67,7 @@ class StateStore(Protocol):
         """The document stored under ``key``, or None."""
         ...
 
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
+    def put(self, key: str, value: Value) -> None:
         """Store ``value`` under ``key`` (replacing it) in one transaction.
 
         Raises:
@@ -63,7 +75,7 @@ class StateStore(Protocol):
         """
         ...
 
-    def put_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
+    def put_many(self, items: Mapping[str, Value]) -> None:
         """Store every item in one transaction: all of them or, on any failure, none."""
         ...
 
@@ -96,7 +108,9 @@ MIGRATIONS: tuple[Migration, ...] = (
 """Append only: a released step is never edited, a change is a new step with the next version."""
 
 
-def _encode(key: str, value: Mapping[str, Any]) -> str:
+def _encode(key: str, value: Value) -> str:
+    if isinstance(value, EncodedDocument):
+        return value.text
     if not isinstance(value, Mapping):
         raise TypeError(f"store document {key!r} must be a JSON object, got {type(value).__name__}")
     # Strict JSON (no NaN/Infinity), so the same text is valid in both databases.
@@ -250,10 +264,10 @@ class SqliteStore(_SharedConnection):
             row = self._conn.execute("SELECT value FROM documents WHERE key = ?", (key,)).fetchone()
         return None if row is None else _decode(key, row[0])
 
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
+    def put(self, key: str, value: Value) -> None:
         self.put_many({key: value})
 
-    def put_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
+    def put_many(self, items: Mapping[str, Value]) -> None:
         now = REAL_CLOCK.time()
         with self._transaction() as conn:
             # Values are encoded inside the transaction: one that fails rolls back the rows before it.
@@ -341,10 +355,10 @@ class PostgresStore(_SharedConnection):
             row = cur.fetchone()
         return None if row is None else _decode(key, row[0])
 
-    def put(self, key: str, value: Mapping[str, Any]) -> None:
+    def put(self, key: str, value: Value) -> None:
         self.put_many({key: value})
 
-    def put_many(self, items: Mapping[str, Mapping[str, Any]]) -> None:
+    def put_many(self, items: Mapping[str, Value]) -> None:
         now = REAL_CLOCK.time()
         statement = sql.SQL(
             "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "

@@ -383,3 +383,44 @@ def test_ops_when_its_snapshot_is_of_the_first_version_restores_it(tmp_path: Pat
     again = OpsParts(tmp_path)
     assert again.state() == before and closed >= 0
     again.close()
+
+
+def test_snapshot_encoding_when_packed_in_chunks_then_text_and_json_value_are_those_of_the_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+    import struct
+
+    from nautilus_mesh import snapshots
+
+    monkeypatch.setattr(snapshots, "B64_CHUNK_BYTES", 3 * 7)  # many chunks, one ending mid-message
+    messages = [ops_pb2.SignalDecision(signal_id=f"s-{n}" * (n % 5 + 1), model_id="m1") for n in range(50)]
+    whole = b"".join(struct.pack("<I", len(m.SerializeToString())) + m.SerializeToString() for m in messages)
+    packed = snapshots.pack(messages)
+    assert packed == base64.b64encode(whole).decode("ascii")
+    assert list(unpack(packed, ops_pb2.SignalDecision)) == messages
+    assert snapshots.pack_serialized(m.SerializeToString() for m in messages) == packed
+    document = {"v": 2, "blob": packed, "nested": {"k": [1, 'é"\\'], "p": snapshots.pack([]), "n": None}}
+    assert snapshots.json_text(document) == json.dumps(document, separators=(",", ":"))
+
+
+def test_ops_snapshot_when_windows_evicted_then_restore_keeps_their_order_and_the_encoded_records(
+    tmp_path: Path,
+) -> None:
+    ops = OpsParts(tmp_path, segment_bytes=1 << 20)
+    ops.tracker.dedup_window, ops.tracker.history = 7, 6
+    trade(ops, 1, 12)
+    ops.decide(13)  # open: kept past the history while the finished ones before it leave
+    trade(ops, 14, 4)
+    order = list(ops.tracker.orders), list(ops.tracker.decisions), list(ops.tracker.fills)
+    cached = {coid: o.record_bytes() for coid, o in ops.tracker.orders.items()}
+    ops.compaction.checkpoint()
+    before = ops.state()
+    ops.close()
+
+    again = OpsParts(tmp_path)
+    again.tracker.dedup_window, again.tracker.history = 7, 6
+    assert again.state() == before
+    assert (list(again.tracker.orders), list(again.tracker.decisions), list(again.tracker.fills)) == order
+    assert {coid: o.to_pb().SerializeToString() for coid, o in again.tracker.orders.items()} == cached
+    again.close()
