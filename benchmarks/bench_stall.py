@@ -9,13 +9,15 @@ Run: .venv/bin/python benchmarks/bench_stall.py [--orders N] [--repeat R]
   server compacts (on the loop, or off it when the ledger offers ``compact_off_loop``) under the same ticker.
 
 ``longest_gap_ms`` is the longest interval the ticker saw between two wake-ups (the loop stall), ``wall_ms`` the
-time from the start of the checkpoint to its end; both in milliseconds, the median of ``--repeat`` runs.
+time from the start of the checkpoint to its end; both in milliseconds, the median of ``--repeat`` runs. The cyclic
+GC runs with the services' thresholds (``nautilus_mesh.serving.GC_THRESHOLDS``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from engine_server.venues.sim import SimVenue, SimVenueConfig  # noqa: E402
 from nautilus_mesh.api.common.v1 import common_pb2  # noqa: E402
 from nautilus_mesh.api.engine.v1 import engine_pb2  # noqa: E402
 from nautilus_mesh.api.ops.v1 import ops_pb2  # noqa: E402
+from nautilus_mesh.serving import GC_THRESHOLDS  # noqa: E402
 from nautilus_mesh.store import SqliteStore  # noqa: E402
 from ops_server.engine_link import ReportCursor  # noqa: E402
 from ops_server.journal_compaction import JournalCompaction  # noqa: E402
@@ -128,6 +131,7 @@ async def main() -> None:
     parser.add_argument("--orders", type=int, default=80_000, help="decisions and orders in the state (count)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each measurement (count)")
     args = parser.parse_args()
+    gc.set_threshold(*GC_THRESHOLDS)  # as the services run (the state is made after their start: not frozen)
     with tempfile.TemporaryDirectory(prefix="bench-stall-") as name:
         tmp = Path(name)
         compaction, tracker = ops_state(tmp, args.orders)

@@ -7,13 +7,15 @@ committed (group commit: one write per frame, :meth:`ExecutionLedger.frame`; the
 Finished orders leave memory after ``retention`` more finished; the ids of the last ``dedupe_window`` that left are
 kept as fingerprints, so a repeat is never executed again.
 
-**Compaction** (:mod:`engine_server.ledger_snapshot`). Once ``snapshot_every_bytes`` of journal were written since
-the last snapshot, at the end of a commit: the journal closes its segment ``K`` and starts ``K + 1``; the snapshot
-(what replaying segments ``<= K`` rebuilds) replaces ``journal.snapshot.json`` atomically; segments ``<= K`` are
-deleted. ``kill -9`` at any point loses and doubles nothing: before the rename the previous snapshot and every
-segment after it are on disk; after it, a restart deletes the segments ``<= K`` left over and replays the later
-ones. ``list_executions`` answers from the snapshot's ``oldest_seq - 1`` on (the last ``execution_retention``
-reports at each snapshot, and all since); older is ``OUT_OF_RANGE`` (``EXECUTIONS_PAST_RETENTION``).
+**Compaction** (:mod:`engine_server.ledger_compaction`, :mod:`engine_server.ledger_snapshot`). Once
+``snapshot_every_bytes`` of journal were written since the last snapshot, at the end of a commit: the journal closes
+its segment ``K`` and starts ``K + 1``; the snapshot (what replaying segments ``<= K`` rebuilds) replaces
+``journal.snapshot.json`` atomically (encoded and written on a worker thread once the engine server called
+:meth:`compact_in_background`); segments ``<= K`` are deleted. ``kill -9`` at any point loses and doubles
+nothing: before the rename the previous snapshot and every segment after it are on disk; after it, a restart deletes
+the segments ``<= K`` left over and replays the later ones. ``list_executions`` answers from the snapshot's
+``oldest_seq - 1`` on (the last ``execution_retention`` reports at each snapshot, and all since); older is
+``OUT_OF_RANGE`` (``EXECUTIONS_PAST_RETENTION``).
 
 Not thread-safe: call it from one thread (the engine's event loop).
 """
@@ -38,6 +40,7 @@ from engine_server.execution_report import (
     report_of,
     report_pb,
 )
+from engine_server.ledger_compaction import LedgerCompaction
 from engine_server.ledger_recovery import (
     journal_reports,
     migrate_if_needed,
@@ -48,10 +51,8 @@ from engine_server.ledger_recovery import (
 )
 from engine_server.ledger_snapshot import (
     LedgerSnapshot,
-    build_snapshot,
     fingerprint,
     load_snapshot,
-    save_snapshot,
     snapshot_order,
     snapshot_path,
     snapshot_reports,
@@ -62,7 +63,6 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.errors import MeshError, NotFoundError, OutOfRangeError
 from nautilus_mesh.journal import FsyncPolicy
 from nautilus_mesh.journal_segments import (
-    SEGMENT_SHIFT,
     SegmentedJournalReader,
     SegmentedJournalWriter,
     drop_segments_before,
@@ -77,7 +77,7 @@ JOURNAL_INDEX_EVERY = 1000  # one (seq, journal offset) pair per this many repor
 __all__ = ["MAX_LIST_LIMIT", "ExecutionLedger", "Report"]
 
 
-class ExecutionLedger:
+class ExecutionLedger(LedgerCompaction):
     """Orders, reports, ``seq`` and deduplication, journaled and compacted behind a snapshot.
 
     Args:
@@ -289,55 +289,11 @@ class ExecutionLedger:
 
     # ------------------------------------------------------------------ compaction
 
-    def compact(self) -> int:
-        """Snapshot the ledger and delete the journal segments the snapshot covers; returns the last one's index.
-
-        Call it between frames (the ledger and the journal hold the same then).
-        """
-        journal, path = self._journal, self._snapshot_file
-        if journal is None or path is None:
-            raise RuntimeError("no journal to compact")
-        journal.commit()
-        closed = journal.roll()
-        oldest = max(self._oldest_seq, self._seq - self._execution_retention + 1)
-        retained = itertools.chain(self._stored_or_memory(oldest - 1), *self._order_reports.values())
-        snapshot = build_snapshot(closed, oldest, self._orders.values(), retained, self._finished, self._forgotten)
-        size = save_snapshot(path, snapshot, sync=journal.fsync != "never")
-        self._first_segment, self.snapshot_seq, self._oldest_seq = closed + 1, self._seq, oldest
-        deleted = journal.drop_through(closed)
-        self._seq_index = [entry for entry in self._seq_index if entry[1] >> SEGMENT_SHIFT > closed]
-        self._tail_closed = (-1, 0)
-        self.snapshots += 1
-        counts = (len(snapshot.orders), len(snapshot.reports), oldest, deleted)
-        log.info(
-            "[ORDER-MANAGER] journal compacted: snapshot at seq %d through segment %d (%d bytes, %d orders, %d "
-            "reports, oldest available seq %d); %d segment(s) deleted",
-            *(self._seq, closed, size, *counts),
-        )
-        if self._on_snapshot is not None:
-            self._on_snapshot(self._seq)
-        return closed
-
     def _stored_or_memory(self, since_seq: int) -> Iterator[Report]:
         first = self._history[0].seq if self._history else self._seq + 1  # as in list_executions, without a limit
         if since_seq + 1 >= first:
             return itertools.islice(self._history, since_seq + 1 - first, None)
         return self._stored_reports(since_seq)
-
-    def bytes_since_snapshot(self) -> int:
-        """Journal bytes written since the newest snapshot (its trigger; 0 without a journal)."""
-        journal = self._journal
-        if journal is None or self._journal_path is None:
-            return 0
-        seen, closed = self._tail_closed
-        if seen != journal.segment:  # a segment was closed since: sum the closed ones once
-            closed = segments_bytes(self._journal_path, self._first_segment, journal.segment)
-            self._tail_closed = (journal.segment, closed)
-        return closed + journal.size
-
-    def _maybe_compact(self) -> None:
-        if self._snapshot_every is not None and self.bytes_since_snapshot() >= self._snapshot_every:
-            self.compact()
 
     # ------------------------------------------------------------------ internals
 

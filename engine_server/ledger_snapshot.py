@@ -10,8 +10,9 @@
 - ``forgotten``: the fingerprints of the ids of the orders that had left memory within the dedupe window, so a
   repeated ``client_order_id`` among them is still refused after its records are gone.
 
-The file is replaced atomically (:func:`nautilus_mesh.snapshots.write_snapshot`, folder fsynced unless the journal's
-fsync policy is ``never``) before any segment it covers is deleted.
+The file is replaced atomically (:mod:`engine_server.ledger_compaction`: written beside it and fsynced, on a worker
+thread in the engine server, then renamed over it, folder fsynced unless the journal's fsync policy is ``never``)
+before any segment it covers is deleted.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 from engine_server.execution_report import Report, order_record, report_from_pb, report_pb
 from engine_server.order_lifecycle import Order
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
-from nautilus_mesh.snapshots import pack, read_snapshot, unpack, write_snapshot
+from nautilus_mesh.snapshots import pack, read_snapshot, unpack
 
 SNAPSHOT_VERSION = 1
 
@@ -113,11 +114,6 @@ def build_snapshot(
         finished=list(finished),
         forgotten=list(forgotten),
     )
-
-
-def save_snapshot(path: Path, snapshot: LedgerSnapshot, *, sync: bool) -> int:
-    """Replace the snapshot file atomically (folder fsynced when ``sync``); returns its size in bytes."""
-    return write_snapshot(path, snapshot.document(), sync=sync)
 
 
 def load_snapshot(path: Path) -> LedgerSnapshot | None:

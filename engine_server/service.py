@@ -67,6 +67,7 @@ class EngineCore:
         sync = self.manager.defer_fsync() if group_commit else None
         if sync is not None:
             self.group_sync = GroupSync(sync, asyncio.get_running_loop(), name="engine-journal-fsync")
+        self.manager.compact_in_background()  # snapshots encoded and written on a worker thread
         if self.manager.restart_reports:
             self.dispatch(self.manager.restart_reports)
         self._publish_quotes()
@@ -85,7 +86,7 @@ class EngineCore:
         for queue in self.sessions.values():
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
-        self.manager.close()
+        await self.manager.aclose()
 
     async def _tick_loop(self) -> None:
         while True:

@@ -114,6 +114,12 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, sync_dir: bool
 
     ``sync_dir`` also fsyncs the folder after the rename, so the replacement itself survives an OS crash.
     """
+    install_staged(stage_text(path, text), path, sync_dir=sync_dir)
+
+
+def stage_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to a new temporary file beside ``path`` and fsync it; returns it (for :func:`install_staged`:
+    the slow half of :func:`atomic_write_text`, fit for a worker thread)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
@@ -122,9 +128,19 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, sync_dir: bool
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
+def install_staged(staged: Path, path: str | os.PathLike[str], *, sync_dir: bool = False) -> None:
+    """Rename a file :func:`stage_text` wrote over ``path`` (``sync_dir``: then fsync the folder)."""
+    p = Path(path)
+    try:
+        os.replace(staged, p)
+    except BaseException:
+        staged.unlink(missing_ok=True)
         raise
     if sync_dir:
         fd = os.open(p.parent, os.O_RDONLY)

@@ -3,13 +3,15 @@ replays only the tail, and what a crash between the steps leaves (nothing lost, 
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
-from engine_server import execution_ledger
+from engine_server import ledger_compaction
 from engine_server.execution_report import report_pb
 from engine_server.ledger_snapshot import snapshot_path
 from engine_server.order_manager import OrderManager
@@ -188,7 +190,7 @@ def test_crash_when_writing_the_snapshot_then_the_previous_state_is_replayed_who
     manager.compact()
     trade(manager, 6, 6)
     before = everything(manager)
-    compact_killed_by(monkeypatch, execution_ledger, "save_snapshot", manager)  # killed while writing the snapshot
+    compact_killed_by(monkeypatch, ledger_compaction, "stage_text", manager)  # killed while writing the snapshot
 
     restarted = ledger(path, clock)  # the previous snapshot and every segment after it
     assert everything(restarted)[: len(before)] == before
@@ -241,3 +243,80 @@ async def test_new_ops_when_the_engine_let_its_oldest_reports_go_then_reconciles
             assert core.metrics.registry.get_sample_value("engine_reconcile_history_skips") == 1
         finally:
             await ops.stop(grace=0.1)
+
+
+# -- compaction written on a worker thread (as the engine server runs it) --------------------------------
+
+
+async def test_background_compaction_when_writing_then_trading_and_reads_go_on_and_restart_loses_nothing(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.bin"
+    settings: dict[str, Any] = {"snapshot_every_bytes": 4096, "retention": 3}
+    manager = ledger(path, clock, **settings)
+    manager.compact_in_background()
+    started, may_finish = threading.Event(), threading.Event()
+    stage = ledger_compaction.stage_text
+
+    def slow_stage(*args: Any) -> Path:
+        started.set()
+        may_finish.wait(10)
+        return stage(*args)
+
+    monkeypatch.setattr(ledger_compaction, "stage_text", slow_stage)
+    trade(manager, 0, 60)  # far past 4 KiB: one commit started a compaction, the later ones saw it in flight
+    assert await asyncio.to_thread(started.wait, 10), "the snapshot is written on a worker thread"
+    trade(manager, 60, 9)  # the loop trades on meanwhile, into the next segment
+    segments = len(list_segments(path))
+    assert manager.snapshots == 0 and manager.snapshot_seq == 0 and segments >= 2  # nothing installed or deleted
+    during, c1 = everything(manager), [r.exec_id for r in manager.reports_for("c1")]  # c1 left memory: from disk
+    assert len(during) == len(set(during)) == manager.last_seq and len(c1) == 2
+
+    may_finish.set()
+    await manager.compaction_done()
+    assert manager.snapshots == 1 and 0 < manager.snapshot_seq < manager.last_seq
+    assert len(list_segments(path)) < segments
+    assert everything(manager) == during  # the snapshot's reports and the tail's, once each
+    assert [r.exec_id for r in manager.reports_for("c1")] == c1
+    await manager.aclose()
+
+    restarted = ledger(path, clock, **settings)
+    assert everything(restarted)[: len(during)] == during
+    seq = restarted.last_seq
+    for i in range(69):  # every id is a duplicate: nothing executes again
+        restarted.submit("sim", req(f"c{i}", price=None))
+    assert restarted.last_seq == seq
+    restarted.close()
+
+
+async def test_background_compaction_when_the_write_fails_then_segments_stay_and_a_later_one_succeeds(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "journal.bin"
+    manager = ledger(path, clock, snapshot_every_bytes=4096)
+    manager.compact_in_background()
+
+    attempts: list[object] = []
+
+    def full_disk(*args: Any) -> Path:
+        attempts.append(args)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ledger_compaction, "stage_text", full_disk)
+    trade(manager, 0, 30)
+    await asyncio.sleep(0)
+    await manager.compaction_done()
+    assert manager.snapshots == 0 and not snapshot_path(path).exists() and len(attempts) == 1
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temporary file left
+    trade(manager, 30, 3)  # not yet another 4 KiB since the failure: no retry on every commit
+    await asyncio.sleep(0)
+    await manager.compaction_done()
+    assert len(attempts) == 1 and manager.snapshots == 0
+    monkeypatch.undo()
+    before = everything(manager)
+    trade(manager, 33, 30)
+    await asyncio.sleep(0)
+    await manager.compaction_done()
+    assert manager.snapshots == 1
+    assert everything(manager)[: len(before)] == before
+    await manager.aclose()
