@@ -1,6 +1,6 @@
 """How long a journal checkpoint (ops) and a journal compaction (engine) hold the event loop, on a realistic state.
 
-Run: .venv/bin/python benchmarks/bench_stall.py [--orders N] [--repeat R]
+Run: .venv/bin/python scripts/bench_stall.py [--orders N] [--repeat R]
 
 * ops: an ``OrderTracker`` with ``--orders`` decisions, each sending an order that got one fill (the state behind the
   ops journal of the three-process mesh after ~40,000 signals with their paper twins), checkpointed into a SQLite
