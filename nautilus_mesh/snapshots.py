@@ -1,10 +1,9 @@
-"""Snapshot documents: lists of protobuf messages packed into a JSON document, written atomically.
+"""Snapshot documents: lists of protobuf messages packed into a JSON document.
 
 A service that compacts its journal keeps a snapshot of what the journal rebuilds (ops in its state store, the
-engine in a file beside its journal). Both pack their protobuf records the same way (:func:`pack`, :func:`unpack`);
-the engine's file is replaced atomically (:func:`write_snapshot`): a reader sees the previous snapshot or the new
-one, never a part, and with ``sync=True`` the rename is durable (folder fsynced) before the call returns, so the
-journal segments it covers may be deleted after it.
+engine in a file beside its journal, replaced atomically by :mod:`engine_server.ledger_compaction`). Both pack their
+protobuf records the same way (:func:`pack`, :func:`unpack`) and read them back with :func:`unpack`
+(:func:`read_snapshot` reads the engine's file).
 
 Both encode their snapshot on a worker thread while the event loop goes on, and a thread holds the GIL through any
 single C call: a packed list is base64-encoded in chunks of :data:`B64_CHUNK_BYTES` and a document's text is put
@@ -24,8 +23,6 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from nautilus_mesh.files import atomic_write_text
-
 _LENGTH = struct.Struct("<I")
 M = TypeVar("M", bound=Message)
 
@@ -39,7 +36,6 @@ __all__ = [
     "pack_serialized",
     "read_snapshot",
     "unpack",
-    "write_snapshot",
 ]
 
 
@@ -94,17 +90,6 @@ def unpack(blob: str, cls: type[M]) -> Iterator[M]:
         message.ParseFromString(data[pos : pos + length])
         pos += length
         yield message
-
-
-def write_snapshot(path: str | os.PathLike[str], document: dict[str, Any], *, sync: bool = True) -> int:
-    """Replace the snapshot at ``path`` with ``document`` atomically; returns its size in bytes.
-
-    ``sync`` also fsyncs the folder after the rename, so the new snapshot survives an OS crash before anything
-    that relies on it (deleting the journal segments it covers) happens.
-    """
-    text = json_text(document)
-    atomic_write_text(path, text, sync_dir=sync)
-    return len(text)
 
 
 def read_snapshot(path: str | os.PathLike[str]) -> dict[str, Any] | None:
