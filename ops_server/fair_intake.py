@@ -45,6 +45,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from prometheus_client import Counter
+
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.log_safety import LogThrottle
@@ -364,32 +366,29 @@ class FairIntake:
 
     def _hold(self, stream: IntakeStream) -> None:
         stream.held = True
-        name = stream.principal.name
-        self._metrics.stream_holds.labels(name).inc()
-        held = self._hold_log.note(name)
-        if held is not None:
-            log.warning(
-                "[OPS] signal stream of strategy %s held back: it has a backlog while another stream is active, so "
-                "streams with a backlog get %g%% of ops' deciding time; %d hold(s) of its streams in the last %g s",
-                name,
-                self.backlog_share * 100,
-                held,
-                PAUSE_LOG_SECONDS,
-            )
+        what = "held back: it has a backlog while another stream is active, so those get %g%% of ops' deciding time"
+        self._warn(stream, self._hold_log, self._metrics.stream_holds, "hold", what, self.backlog_share * 100)
 
     def _pause(self, stream: IntakeStream) -> None:
         stream.paused = True
         self._set_paused(1)
+        what = "paused: %d answers wait to be sent (it is not reading them)"
+        self._warn(stream, self._pause_log, self._metrics.stream_pauses, "pause", what, stream.outbox.qsize())
+
+    def _warn(
+        self, stream: IntakeStream, throttle: LogThrottle, counter: Counter, kind: str, what: str, *args: object
+    ) -> None:
+        """Count a decision about ``stream`` in ``counter`` and log it (one line per strategy per PAUSE_LOG_SECONDS)."""
         name = stream.principal.name
-        self._metrics.stream_pauses.labels(name).inc()
-        held = self._pause_log.note(name)
-        if held is not None:
+        counter.labels(name).inc()
+        count = throttle.note(name)
+        if count is not None:
             log.warning(
-                "[OPS] signal stream of strategy %s paused: %d answers wait to be sent (it is not reading them); "
-                "%d pause(s) of its streams in the last %g s",
+                "[OPS] signal stream of strategy %s %s; %d %s(s) of its streams in the last %g s",
                 name,
-                stream.outbox.qsize(),
-                held,
+                what % args,
+                count,
+                kind,
                 PAUSE_LOG_SECONDS,
             )
 
