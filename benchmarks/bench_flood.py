@@ -6,13 +6,14 @@ flooder (``momentum``, its own process: this script with ``--flooder``) writes f
 as fast as the transport takes them and never reads an answer. Each signal trades (targets flip), so the flood
 costs ops and engine real work. Printed: the well-behaved strategy's signal-to-decision p50/p99 alone and with the
 flooder, and their ratio (target: p99 within 2x), the CPU ops and the engine used in each phase, and what became of
-the flood: signals written, decided by ops, orders booked, and how often ops paused the flooder's stream (from ops'
-``/metrics``).
+the flood: signals written, decided by ops, orders booked, and how often ops paused the flooder's stream and held
+it back (from ops' ``/metrics``).
 
     .venv/bin/python benchmarks/bench_flood.py                    # 20 s alone, 20 s flooded, 50 signals/s
     .venv/bin/python benchmarks/bench_flood.py --rounds 3 --seconds 10   # phases alternated: host noise hits both
     .venv/bin/python benchmarks/bench_flood.py --seconds 30 --json var/bench/flood.json
     .venv/bin/python benchmarks/bench_flood.py --intake-rate 500   # ops refusing a strategy's excess at intake
+    .venv/bin/python benchmarks/bench_flood.py --backlog-share 1   # ops never holding a backlogged stream back
 
 Not a test: timing is printed, never asserted (tests/test_bench_smoke.py runs it briefly).
 """
@@ -92,7 +93,9 @@ class FloodMesh:
 
 
 @contextlib.asynccontextmanager
-async def flood_mesh(tmp: Path, frame: int, intake_rate: float | None) -> AsyncIterator[FloodMesh]:
+async def flood_mesh(
+    tmp: Path, frame: int, intake_rate: float | None, backlog_share: float | None = None
+) -> AsyncIterator[FloodMesh]:
     """The benchmark mesh with a second strategy (``meanrev``) for the well-behaved stream, and ops' /metrics."""
     ops_settings = bench_mesh.ops_settings
     (metrics_port,) = free_ports(1)
@@ -104,6 +107,8 @@ async def flood_mesh(tmp: Path, frame: int, intake_rate: float | None) -> AsyncI
         settings["metrics_port"] = metrics_port
         if intake_rate:
             settings["intake_signals_per_second"] = intake_rate
+        if backlog_share is not None:
+            settings["stream_backlog_share"] = backlog_share
         return settings
 
     bench_mesh.ops_settings = with_meanrev
@@ -210,7 +215,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     written = 0
     settled = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-flood-") as tmp_name:
-        async with flood_mesh(Path(tmp_name), args.flood_frame, args.intake_rate) as mesh:
+        async with flood_mesh(Path(tmp_name), args.flood_frame, args.intake_rate, args.backlog_share) as mesh:
             await calm_stream(mesh.address, args.rate, min(2.0, args.seconds), "warm")  # first quotes, first fills
             for round_ in range(args.rounds):  # alternated, so a noisy minute on the host hits both phases
                 if round_:
@@ -233,6 +238,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "signals_decided": int(mesh.metric("signal_decisions_total", model="momentum_v1")),
                 "rate_limited": int(mesh.metric("intake_rejections_total", strategy="momentum")),
                 "stream_pauses": int(mesh.metric("signal_stream_pauses_total", strategy="momentum")),
+                "stream_holds": int(mesh.metric("signal_stream_holds_total", strategy="momentum")),
                 "orders_booked": await decided_by(mesh.address, "momentum_v1"),
             }
     p99_alone, p99_flooded = percentile(alone, 0.99), percentile(flooded, 0.99)
@@ -242,6 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": args.rounds,
         "flood_frame": args.flood_frame,
         "intake_rate": args.intake_rate,
+        "backlog_share": args.backlog_share,
         "alone": {"n": len(alone), "p50_ms": percentile(alone, 0.5), "p99_ms": p99_alone},
         "flooded": {"n": len(flooded), "p50_ms": percentile(flooded, 0.5), "p99_ms": p99_flooded},
         "p99_ratio": p99_flooded / p99_alone if p99_alone else None,
@@ -260,7 +267,7 @@ def report(figures: dict[str, Any]) -> None:
     print(
         f"well-behaved strategy at {figures['rate_per_s']:g} signals/s (one per frame), {figures['seconds']:g} s each"
         f"{rounds}; flooder: frames of {figures['flood_frame']}, never reads; intake limit "
-        f"{figures['intake_rate'] or 'none'}"
+        f"{figures['intake_rate'] or 'none'}; backlog share {figures['backlog_share'] or 'default'}"
     )
     for name in ("alone", "flooded"):
         row, cpu = figures[name], figures["cpu_share"][name]
@@ -277,7 +284,7 @@ def report(figures: dict[str, Any]) -> None:
     print(
         f"  flooder: {flood['signals_written']} signals written, {flood['signals_decided']} decided by ops,"
         f" {flood['rate_limited']} answered RATE_LIMITED, {flood['orders_booked']} orders booked;"
-        f" its stream paused {flood['stream_pauses']} time(s)"
+        f" its stream paused {flood['stream_pauses']} time(s), held back {flood['stream_holds']} time(s)"
     )
 
 
@@ -291,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flood-frame", type=int, default=100, help="signals per flooder frame")
     parser.add_argument(
         "--intake-rate", type=float, help="ops' intake_signals_per_second (per strategy; default: no limit)"
+    )
+    parser.add_argument(
+        "--backlog-share", type=float, help="ops' stream_backlog_share (default: ops' default; 1: never held back)"
     )
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--flooder", metavar="ADDRESS", help=argparse.SUPPRESS)

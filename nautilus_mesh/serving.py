@@ -65,7 +65,8 @@ SERVER_OPTIONS: list[tuple[str, int]] = [
     # throughput of one stream of large frames on loopback did not change (a 64 KiB window holds 10+ frames of
     # 100 signals). It does nothing for what ops sends: the window a client announces for its answers is the
     # client's own (4 MiB with probing, the default), which is why a stream that does not read its answers is
-    # paused by ops itself (stream_max_pending_answers, ops_server/fair_intake.py).
+    # paused by ops itself (stream_max_pending_answers, ops_server/fair_intake.py), and why a stream with a backlog
+    # is held back while another stream is active (stream_backlog_share): the pause comes only after that window.
     ("grpc.http2.bdp_probe", 0),
 ]
 

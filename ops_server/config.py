@@ -112,6 +112,11 @@ class OpsConfig(StrictModel):
     its signals is read or decided until half of them are sent (count). A strategy that does not read its answers
     is paused once its HTTP/2 receive window is full as well (64 KiB, or up to 4 MiB when its gRPC client probes
     the bandwidth-delay product, the default)."""
+    stream_backlog_share: float = pydantic.Field(0.1, gt=0, le=1)
+    """Fraction of ops' deciding time (0-1] that the signal streams with a backlog get, together, while another
+    strategy's stream without a backlog is active (a frame of it decided in the last second): a strategy flooding
+    ops is held back to this share while a neighbour trades, whether or not it reads its answers; the neighbour's
+    frames never wait for it. A stream alone, or streams that all have a backlog, are not held back. 1: never."""
     journal_fsync: Literal["never", "batch", "always"] = "never"
     """Durability of ops' journal (``<state_dir>/journal.bin``), one write per frame in every case: ``never``
     survives a process crash (kill -9), ``batch`` adds one fsync per frame and survives power loss, ``always``

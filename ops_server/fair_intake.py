@@ -21,6 +21,13 @@ Two bounds per stream make a stream that floods without reading its answers stop
   window is full (64 KiB by default; up to 4 MiB or twice the measured bandwidth-delay product when its gRPC client
   probes BDP, which gRPC clients do by default).
 
+While another stream without a backlog is **active** (a frame of it decided within ``ACTIVE_SECONDS``), the
+streams with a backlog are **held back** to ``backlog_share`` of ops' deciding time, together: after a slice that
+took *d* seconds the next backlogged slice waits until *d* / ``backlog_share`` seconds after that one began. The
+sparse stream's own frames never wait for that; a flood's cost to the host (deciding, its orders in the engine,
+its answers, its frames) shrinks to that share while a neighbour trades, whatever the flooder's client window
+hides of its not reading. A stream alone, or streams that all have a backlog, are never held back.
+
 Answers go onto the stream's outbox in signal order, frame after frame. The work per frame is O(1) (a deque append,
 a list append per turn); the deciding itself is the signal path's. A new stream's first slice is decided at once in
 its reader's task (no hop through the worker), so a lone strategy pays nothing for the fairness and a well-behaved
@@ -34,9 +41,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Protocol
+
+from prometheus_client import Counter
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
@@ -51,7 +60,12 @@ INTAKE_FRAMES = 2
 MAX_PENDING_ANSWERS = 2_000
 """Default of ``stream_max_pending_answers``: answers waiting to be sent before a stream is paused (count)."""
 PAUSE_LOG_SECONDS = 30.0
-"""A strategy's pause warnings are logged at most once per this many seconds (the others are counted into it)."""
+"""A strategy's pause and hold warnings are logged at most once per this many seconds (the others are counted in)."""
+BACKLOG_SHARE = 0.1
+"""Default of ``stream_backlog_share``: the fraction of ops' deciding time (0-1] the streams with a backlog get,
+together, while another stream without one is active (1: never held back)."""
+ACTIVE_SECONDS = 1.0
+"""A stream without a backlog counts as active for this long after a frame of it was decided (seconds)."""
 
 Decide = Callable[[Sequence[ops_pb2.Signal], Principal], list[ops_pb2.SignalDecision]]
 """Decides a slice: one decision per signal, in order (a frame over the size limit: a single rejection)."""
@@ -83,6 +97,7 @@ class IntakeStream:
         self.frames: deque[_Frame] = deque()
         self.queued = False  # in one of the intake's two lists
         self.paused = False  # at its bound of answers waiting to be sent
+        self.held = False  # has a backlog while another stream is active: decided at most at the backlog share
         self.closed = False
         self.failure: BaseException | None = None
         self._progress = asyncio.Event()  # set when a frame of this stream was decided (or it failed or closed)
@@ -106,8 +121,11 @@ class FairIntake:
     Args:
         decide: decides a slice of signals for a principal.
         max_pending_answers: answers waiting to be sent at which a stream is paused (count).
-        metrics: where ``signal_stream_pauses_total``, ``signal_streams_paused`` and ``intake_pending_signals`` go.
+        metrics: where ``signal_stream_pauses_total``, ``signal_streams_paused``, ``signal_stream_holds_total`` and
+            ``intake_pending_signals`` go.
         sizer: slice sizes from the measured cost per signal.
+        backlog_share: the fraction of deciding time (0-1] the streams with a backlog get while another is active.
+        clock: seconds (a slice's duration, and when the next backlogged slice may start).
     """
 
     def __init__(
@@ -117,9 +135,13 @@ class FairIntake:
         max_pending_answers: int = MAX_PENDING_ANSWERS,
         metrics: OpsMetrics,
         sizer: SliceSizer | None = None,
+        backlog_share: float = BACKLOG_SHARE,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         if max_pending_answers < 1:
             raise ValueError("max_pending_answers must be at least 1")
+        if not 0.0 < backlog_share <= 1.0:
+            raise ValueError("backlog_share must be in (0, 1]")
         self._decide = decide
         self.max_pending_answers = max_pending_answers
         self._resume_at = max_pending_answers // 2
@@ -127,11 +149,19 @@ class FairIntake:
         self._metrics = metrics
         self._new: deque[IntakeStream] = deque()  # streams that had nothing waiting: served first
         self._old: deque[IntakeStream] = deque()  # streams with a backlog: round-robin
+        self._held: list[IntakeStream] = []  # backlogged streams waiting for the backlog's next share, in turn order
+        self._sparse: OrderedDict[IntakeStream, float] = OrderedDict()  # no backlog: when a frame was last decided
+        self.backlog_share = backlog_share
+        self._clock = clock or time.perf_counter
+        self._backlog_at = 0.0  # clock time before which no held-back slice starts
+        self._wake = asyncio.Event()  # set when work arrives while the worker waits for the backlog's share
+        self._waiting = False
         self._worker: asyncio.Task[None] | None = None
         self._open: set[IntakeStream] = set()
         self._pending = 0
         self._paused = 0
         self._pause_log = LogThrottle(PAUSE_LOG_SECONDS)
+        self._hold_log = LogThrottle(PAUSE_LOG_SECONDS)
 
     # -- a stream's side -------------------------------------------------------------------
 
@@ -160,6 +190,8 @@ class FairIntake:
         self._add_pending(len(signals))
         if stream.queued or stream.paused:
             return  # already waiting for its turn (or for its answers to drain)
+        self._sparse[stream] = self._clock()  # nothing was waiting: an active stream without a backlog
+        self._sparse.move_to_end(stream)
         if self._new:
             self._new.append(stream)  # behind the new streams that came first
             stream.queued = True
@@ -184,8 +216,7 @@ class FairIntake:
             stream.paused = False
             self._set_paused(-1)
             if stream.frames and not stream.closed:
-                self._old.append(stream)
-                stream.queued = True
+                self._backlogged(stream)
                 self._start_worker()
 
     def close(self, stream: IntakeStream) -> None:
@@ -194,6 +225,8 @@ class FairIntake:
             return
         stream.closed = True
         self._open.discard(stream)
+        self._sparse.pop(stream, None)
+        stream.held = False
         self._add_pending(-stream.undecided)
         stream.frames.clear()
         if stream.paused:
@@ -205,8 +238,9 @@ class FairIntake:
 
     @property
     def busy(self) -> bool:
-        """True while slices are scheduled: more decisions (and their orders) follow in the next loop turns."""
-        return self._worker is not None
+        """True while slices are scheduled: more decisions (and their orders) follow in the next loop turns (not
+        while the backlogged streams wait for their share)."""
+        return self._worker is not None and not self._waiting
 
     @property
     def pending_signals(self) -> int:
@@ -216,25 +250,77 @@ class FairIntake:
     def _start_worker(self) -> None:
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="fair-intake")
+        elif self._waiting:
+            self._wake.set()  # a new stream's frame (or a resumed stream) is not kept waiting for the backlog's share
 
     async def _run(self) -> None:
-        """Slices, one turn at a time, while any stream has work; the event loop is yielded after every slice."""
+        """Slices, one turn at a time, while any stream has work; the event loop is yielded after every slice, and
+        while every stream with work is held back the worker waits for the backlog's next share."""
         try:
-            while (stream := self._next()) is not None:
+            while True:
+                stream = self._next()
+                if stream is None:
+                    if not self._held:
+                        return
+                    await self._wait_until(self._backlog_at)
+                    self._old.extendleft(reversed(self._held))  # their turns again, in the order they had
+                    self._held.clear()
+                    continue
+                held, began = stream.held, self._clock()
                 self._turn(stream)
+                if held:  # the next backlogged slice starts no sooner than the backlog's share allows
+                    self._backlog_at = began + (self._clock() - began) / self.backlog_share
                 await asyncio.sleep(0)
         finally:
             self._worker = None
 
+    async def _wait_until(self, at: float) -> None:
+        delay = at - self._clock()
+        if delay <= 0.0:
+            return
+        self._waiting = True
+        self._wake.clear()
+        timer = asyncio.get_running_loop().call_later(delay, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
+            self._waiting = False
+
     def _next(self) -> IntakeStream | None:
-        """The stream whose turn it is: new streams first, then the backlogged ones in turn; None when none waits."""
-        for streams in (self._new, self._old):
-            while streams:
-                stream = streams.popleft()
-                stream.queued = False
-                if not stream.closed and stream.frames and not stream.paused:
-                    return stream
+        """The stream whose turn it is: new streams first, then the backlogged ones in turn, but a backlogged one only
+        within its share while another stream is active (else it joins the held ones); None when none may go now."""
+        while self._new:
+            stream = self._new.popleft()
+            stream.queued = False
+            if not stream.closed and stream.frames and not stream.paused:
+                return stream
+        now = self._clock()
+        while self._old:
+            stream = self._old.popleft()
+            stream.queued = False
+            if stream.closed or not stream.frames or stream.paused:
+                continue
+            if self.backlog_share >= 1.0 or not self._other_active(stream, now):
+                stream.held = False
+                return stream
+            if not stream.held:
+                self._hold(stream)
+            if now >= self._backlog_at:
+                return stream
+            self._held.append(stream)
+            stream.queued = True
         return None
+
+    def _other_active(self, stream: IntakeStream, now: float) -> bool:
+        """Whether a stream other than ``stream`` had a frame decided without a backlog in the last ACTIVE_SECONDS."""
+        sparse = self._sparse
+        while sparse:
+            oldest, at = next(iter(sparse.items()))
+            if at >= now - ACTIVE_SECONDS:
+                break
+            del sparse[oldest]
+        return any(other is not stream for other, _ in zip(reversed(sparse), range(2), strict=False))
 
     def _turn(self, stream: IntakeStream) -> None:
         """Decide one slice of ``stream``'s oldest frame, put its answers on the outbox, queue the stream again."""
@@ -248,7 +334,7 @@ class FairIntake:
         else:
             size = min(self._sizer.size(), room)
             chunk = frame.signals[frame.start : frame.start + size]
-        began = time.perf_counter()
+        began = self._clock()
         try:
             decisions = self._decide(chunk, stream.principal)
         except Exception as exc:  # the signal path answers its own failures in-band; this is a bug in the intake
@@ -257,7 +343,7 @@ class FairIntake:
             self.close(stream)
             return
         if not frame.whole:
-            self._sizer.observe(len(chunk), time.perf_counter() - began)
+            self._sizer.observe(len(chunk), self._clock() - began)
         for decision in decisions:
             stream.outbox.put_nowait(decision)  # room was checked: the outbox never refuses an answer
         frame.start += len(chunk)
@@ -265,26 +351,44 @@ class FairIntake:
         if frame.whole or frame.start >= len(frame.signals):
             stream.frames.popleft()
             stream._progressed()
-        if stream.frames:
-            if stream.outbox.qsize() >= self.max_pending_answers:
-                self._pause(stream)
-            else:
-                self._old.append(stream)
-                stream.queued = True
+        if not stream.frames:
+            stream.held = False  # no backlog left: its next frame is a new stream's
+        elif stream.outbox.qsize() >= self.max_pending_answers:
+            self._pause(stream)
+        else:
+            self._backlogged(stream)
+
+    def _backlogged(self, stream: IntakeStream) -> None:
+        """Queue ``stream`` for a turn among the streams with a backlog (it no longer counts as active without one)."""
+        self._sparse.pop(stream, None)
+        self._old.append(stream)
+        stream.queued = True
+
+    def _hold(self, stream: IntakeStream) -> None:
+        stream.held = True
+        what = "held back: it has a backlog while another stream is active, so those get %g%% of ops' deciding time"
+        self._warn(stream, self._hold_log, self._metrics.stream_holds, "hold", what, self.backlog_share * 100)
 
     def _pause(self, stream: IntakeStream) -> None:
         stream.paused = True
         self._set_paused(1)
+        what = "paused: %d answers wait to be sent (it is not reading them)"
+        self._warn(stream, self._pause_log, self._metrics.stream_pauses, "pause", what, stream.outbox.qsize())
+
+    def _warn(
+        self, stream: IntakeStream, throttle: LogThrottle, counter: Counter, kind: str, what: str, *args: object
+    ) -> None:
+        """Count a decision about ``stream`` in ``counter`` and log it (one line per strategy per PAUSE_LOG_SECONDS)."""
         name = stream.principal.name
-        self._metrics.stream_pauses.labels(name).inc()
-        held = self._pause_log.note(name)
-        if held is not None:
+        counter.labels(name).inc()
+        count = throttle.note(name)
+        if count is not None:
             log.warning(
-                "[OPS] signal stream of strategy %s paused: %d answers wait to be sent (it is not reading them); "
-                "%d pause(s) of its streams in the last %g s",
+                "[OPS] signal stream of strategy %s %s; %d %s(s) of its streams in the last %g s",
                 name,
-                stream.outbox.qsize(),
-                held,
+                what % args,
+                count,
+                kind,
                 PAUSE_LOG_SECONDS,
             )
 

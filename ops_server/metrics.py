@@ -217,6 +217,13 @@ class OpsMetrics:
             ["strategy"],
             registry=r,
         )
+        self.stream_holds = Counter(
+            "signal_stream_holds_total",
+            "Times a signal stream with a backlog was held back because another stream without one was active: "
+            "streams with a backlog then get stream_backlog_share of ops' deciding time until none is active.",
+            ["strategy"],
+            registry=r,
+        )
         self.streams_paused = Gauge(
             "signal_streams_paused", "Signal streams paused now (their answers are not being read).", registry=r
         )

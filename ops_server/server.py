@@ -69,6 +69,7 @@ class OpsServer(ServiceHost):
                 },
             ),
             stream_max_pending_answers=config.stream_max_pending_answers,
+            stream_backlog_share=config.stream_backlog_share,
             metrics=core.metrics,
             shards=shards,
         )

@@ -29,7 +29,7 @@ from nautilus_mesh.telemetry import frame_received
 from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.execution_feedback import ExecutionFeedback
-from ops_server.fair_intake import MAX_PENDING_ANSWERS, FairIntake
+from ops_server.fair_intake import BACKLOG_SHARE, MAX_PENDING_ANSWERS, FairIntake
 from ops_server.intake import StrategyIntake
 from ops_server.metrics import OpsMetrics
 from ops_server.queries import EVERYTHING, OpsQueries, Scope
@@ -90,6 +90,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         max_signals_per_frame: the most signals one ``StreamSignalsRequest`` may carry.
         stream_queue_size: bound of each stream's outgoing queue (decisions and fills; fills beyond it are dropped).
         stream_max_pending_answers: answers of a stream waiting to be sent at which it is paused (count).
+        stream_backlog_share: fraction of deciding time the streams with a backlog get while another is active.
         metrics: where the intake counts pauses and pending signals (None: a registry of its own, for tests).
         shards: which ops worker owns which strategy (None: one worker owns them all).
     """
@@ -103,6 +104,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     intake: StrategyIntake | None = None
     stream_queue_size: int = 10_000
     stream_max_pending_answers: int = MAX_PENDING_ANSWERS
+    stream_backlog_share: float = BACKLOG_SHARE
     metrics: OpsMetrics | None = None
     shards: ShardMap | None = None
 
@@ -110,6 +112,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         self.fair = FairIntake(
             self._decide_frame,
             max_pending_answers=self.stream_max_pending_answers,
+            backlog_share=self.stream_backlog_share,
             metrics=self.metrics or OpsMetrics(),
         )
         self.signals.set_burst_hint(lambda: self.fair.busy)

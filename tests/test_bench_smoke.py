@@ -87,4 +87,5 @@ def test_bench_flood_when_run_for_seconds_then_reports_p99_alone_and_flooded(tmp
     figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["alone"]["n"] > 0 and figures["flooded"]["n"] > 0
     assert figures["p99_ratio"] is not None and figures["flooder"]["signals_written"] > 0
+    assert figures["flooder"]["stream_holds"] >= 0 and figures["backlog_share"] is None  # ops' default share
     assert "p99 flooded / alone" in done.stdout

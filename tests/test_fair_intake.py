@@ -20,7 +20,7 @@ from ops_server import engine_link as engine_link_module
 from ops_server import fair_intake as fair_intake_module
 from ops_server.config import StrategyAccess
 from ops_server.engine_link import REPORT_SLICE_MAX, apply_in_slices
-from ops_server.fair_intake import INTAKE_FRAMES, FairIntake, IntakeStream
+from ops_server.fair_intake import INTAKE_FRAMES, Decide, FairIntake, IntakeStream
 from ops_server.intake import SLICE_SIGNALS, SliceSizer
 from ops_server.metrics import OpsMetrics
 from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, running_mesh, wait_until
@@ -203,7 +203,10 @@ def _signals(prefix: str, n: int) -> list[ops_pb2.Signal]:
 
 
 def _intake(path: _Path, bound: int = 10_000, sizer: SliceSizer | None = None) -> FairIntake:
-    return FairIntake(path.decide, max_pending_answers=bound, metrics=OpsMetrics(), sizer=sizer or SliceSizer())
+    """An intake that never holds a backlog back (share 1): these tests are about turns and bounds."""
+    return FairIntake(
+        path.decide, max_pending_answers=bound, metrics=OpsMetrics(), sizer=sizer or SliceSizer(), backlog_share=1.0
+    )
 
 
 def _drain(outbox: asyncio.Queue[ops_pb2.SignalDecision]) -> list[str]:
@@ -305,7 +308,7 @@ async def test_intake_when_deciding_is_slow_a_neighbours_signal_waits_for_one_sm
         now[0] += 0.002 * len(signals)  # 2 ms a signal
         return path.decide(signals, principal)
 
-    intake = FairIntake(slow, metrics=OpsMetrics())
+    intake = FairIntake(slow, metrics=OpsMetrics(), backlog_share=1.0)
     flood = intake.open(_principal("flood"), asyncio.Queue())
     await intake.submit(flood, _signals("flood", 500))  # its first slice is decided at once, in this task
     calm = intake.open(_principal("calm"), asyncio.Queue())
@@ -369,3 +372,99 @@ async def test_engine_reports_when_a_frame_is_slow_to_apply_are_applied_in_slice
     assert sum(applied) == len(frame) and applied[0] == REPORT_SLICE_MAX  # nothing measured before the first
     assert set(applied[1:]) == {1}  # after the first slice measured 2 ms a report
     assert len({t for t in turns if 0 < t < len(frame)}) >= 5  # the neighbour ran between slices
+
+
+SIGNAL_COST_SECONDS = 0.0001
+"""What deciding one signal advances the test's clock by (seconds; the host's clock is never read)."""
+
+
+def _costly(path: _Path, now: list[float]) -> Decide:
+    """``path``'s deciding, advancing the test's clock ``now[0]`` by SIGNAL_COST_SECONDS a signal."""
+
+    def decide(signals: Sequence[ops_pb2.Signal], principal: Principal) -> list[ops_pb2.SignalDecision]:
+        now[0] += SIGNAL_COST_SECONDS * len(signals)
+        return path.decide(signals, principal)
+
+    return decide
+
+
+async def _flood_beside_a_trading_stream(share: float) -> tuple[FairIntake, OpsMetrics, list[float], list[str]]:
+    """A stream floods (two frames of 640 signals) while another sends one signal a frame, one every 2 ms of the
+    test's clock for 80 ms, then goes quiet past ACTIVE_SECONDS until the flood is decided.
+
+    Returns the intake, its metrics, for each trading frame the clock time spent deciding the flood since the flood
+    was backlogged (seconds), and every answer of both streams in the order they came."""
+    now = [0.0]
+    path = _Path()
+    costly = _costly(path, now)
+    metrics = OpsMetrics()
+    sizer = SliceSizer(target_seconds=60.0)  # full slices of SLICE_SIGNALS
+    intake = FairIntake(costly, metrics=metrics, sizer=sizer, backlog_share=share, clock=lambda: now[0])
+    calm_out: asyncio.Queue[ops_pb2.SignalDecision] = asyncio.Queue()
+    flood_out: asyncio.Queue[ops_pb2.SignalDecision] = asyncio.Queue()
+    calm, flood = intake.open(_principal("calm"), calm_out), intake.open(_principal("flood"), flood_out)
+    await intake.submit(calm, _signals("calm-start", 1))
+    await intake.submit(flood, _signals("flood0", 640))  # a new stream: its first slice is decided at once
+    await intake.submit(flood, _signals("flood1", 640))
+    backlogged_at, first_slice = now[0], sum(1 for s in path.order if s.startswith("flood"))
+    flood_seconds: list[float] = []
+    answers = _drain(calm_out)
+    for i in range(40):
+        now[0] += 0.002
+        await intake.submit(calm, _signals(f"calm{i}", 1))
+        assert _drain(calm_out) == [f"calm{i}-0"]  # decided at once: it never waits for the flood's share
+        answers.append(f"calm{i}-0")
+        for _ in range(5):
+            await asyncio.sleep(0)  # the worker's turns
+        flooded = sum(1 for s in path.order if s.startswith("flood")) - first_slice
+        flood_seconds.append(flooded * SIGNAL_COST_SECONDS)
+        assert flood_seconds[-1] <= share * (now[0] - backlogged_at) + SLICE_SIGNALS * SIGNAL_COST_SECONDS
+    now[0] += fair_intake_module.ACTIVE_SECONDS + 0.1  # the trading stream is quiet: the flood goes at full speed
+    await asyncio.wait_for(intake.finish(flood), timeout=60)
+    return intake, metrics, flood_seconds, answers + _drain(flood_out)
+
+
+async def test_intake_when_a_stream_without_backlog_is_active_holds_a_flood_to_its_share_and_loses_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="ops_server.fair_intake"):
+        intake, metrics, flood_seconds, answers = await _flood_beside_a_trading_stream(share=0.25)
+    # While the neighbour traded (80 ms of waiting and 4 ms of its deciding on the clock) the flood got at most a
+    # quarter of the clock, asserted after every frame: F <= 0.25 x (84 ms + F) + one slice (3.2 ms), so F < 33 ms
+    # of its 125 ms of work; and at least the slice it was due first.
+    assert SLICE_SIGNALS * SIGNAL_COST_SECONDS <= flood_seconds[-1] < 0.033
+    # Then it was decided in full: every signal of both streams answered once, each stream's in order.
+    flood = [a for a in answers if a.startswith("flood")]
+    assert flood == [f"flood{f}-{i}" for f in range(2) for i in range(640)]
+    assert [a for a in answers if a.startswith("calm")] == ["calm-start-0"] + [f"calm{i}-0" for i in range(40)]
+    assert intake.pending_signals == 0
+    # One decision to hold it back (it stayed held while the neighbour traded): one count, one log line.
+    assert metrics.registry.get_sample_value("signal_stream_holds_total", {"strategy": "flood"}) == 1
+    assert metrics.registry.get_sample_value("signal_stream_holds_total", {"strategy": "calm"}) is None
+    lines = [r.getMessage() for r in caplog.records if "held back" in r.getMessage()]
+    assert len(lines) == 1 and "strategy flood held back" in lines[0] and "25%" in lines[0]
+
+
+async def test_intake_when_backlog_share_is_whole_a_flood_beside_a_trading_stream_is_not_held_back() -> None:
+    """The control for the test above: the same scenario without the share decides the whole flood while the
+    neighbour trades."""
+    _, metrics, flood_seconds, _ = await _flood_beside_a_trading_stream(share=1.0)
+    assert flood_seconds[-1] == (1280 - SLICE_SIGNALS) * SIGNAL_COST_SECONDS
+    assert metrics.registry.get_sample_value("signal_stream_holds_total", {"strategy": "flood"}) is None
+
+
+async def test_intake_when_a_stream_with_a_backlog_is_alone_it_is_never_held_back() -> None:
+    """A lone strategy (one that also sent frames with nothing waiting before) keeps the whole of ops: its backlog
+    is decided without waiting on the clock, which this test never advances but by deciding."""
+    now = [0.0]
+    path = _Path()
+    costly = _costly(path, now)
+    metrics = OpsMetrics()
+    intake = FairIntake(costly, metrics=metrics, backlog_share=0.1, clock=lambda: now[0])
+    lone = intake.open(_principal("lone"), asyncio.Queue())
+    await intake.submit(lone, _signals("small", 1))  # decided at once: the stream counts as active without backlog
+    await intake.submit(lone, _signals("big0", 640))
+    await intake.submit(lone, _signals("big1", 640))
+    await _until(lambda: intake.pending_signals == 0)
+    assert len(path.order) == 1281
+    assert metrics.registry.get_sample_value("signal_stream_holds_total", {"strategy": "lone"}) is None
