@@ -80,6 +80,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 from nautilus_mesh.journal_segments import list_segments  # noqa: E402
+from tests.localhost import free_ports, stop  # noqa: E402
 
 MODEL = "momentum_v1"
 JOURNAL_BYTES: int | None = None
@@ -405,23 +406,19 @@ async def drive(
         await client.close()
 
 
+def write_figures(path: Path | None, figures: Any) -> None:
+    """``figures`` as JSON in ``path``, its folder made first; nothing when ``path`` is None (no ``--json``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+
 def loads(args: argparse.Namespace) -> list[tuple[float, int]]:
     """(rate, batch) per load: closed loop first (rate 0), then each open-loop rate."""
     return [(0.0, args.batch), *((rate, args.batch) for rate in args.rates)]
 
 
 # -- mesh, three processes ------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def raised_risk_limits(tmp: Path) -> Path:
@@ -538,15 +535,9 @@ async def mesh_processes(
 
 
 async def stop_processes(procs: Sequence[asyncio.subprocess.Process], logs: Sequence[Any]) -> None:
-    """Terminate the processes (last started first; killed after 10 s) and close their log files."""
+    """Stop the processes (last started first; see :func:`tests.localhost.stop`) and close their log files."""
     for proc in reversed(procs):
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop(proc)
     for log_file in logs:
         log_file.close()
 
