@@ -203,16 +203,17 @@ class Result:
 
     def to_wire(self) -> dict[str, Any]:
         """What a load-client process hands back to the benchmark (raw samples)."""
-        return {
-            "signals": self.signals,
-            "seconds": self.seconds,
-            "latency_ms": self.latency_ms,
-            "fill_ms": self.fill_ms,
-            "statuses": dict(self.statuses),
-            "accepted": self.accepted,
-            "rejections": dict(self.rejections),
-            "note": self.note,
-        }
+        return {name: getattr(self, name) for name in WIRE_FIELDS}
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any], *, load: str, rate_offered: float) -> Result:
+        """The result a load-client process handed back (:meth:`to_wire`), signal to decision latency."""
+        counted = {"statuses": Counter(wire["statuses"]), "rejections": Counter(wire["rejections"])}
+        return cls("", load, latency_label="signal->decision", rate_offered=rate_offered, **{**wire, **counted})
+
+
+WIRE_FIELDS = ("signals", "seconds", "latency_ms", "fill_ms", "statuses", "accepted", "rejections", "note")
+"""The fields of a :class:`Result` a load-client process hands back (JSON on its standard output)."""
 
 
 # -- gRPC stream client (mesh and echo) -----------------------------------------------------------
@@ -563,21 +564,8 @@ async def run_load_client(address: str, prefix: str, args: argparse.Namespace, r
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load client failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    wire = json.loads(out.decode().strip().splitlines()[-1])
-    return Result(
-        "",
-        f"open {rate:,.0f}/s" if rate else f"closed, frames of {batch}",
-        wire["signals"],
-        wire["seconds"],
-        wire["latency_ms"],
-        "signal->decision",
-        fill_ms=wire["fill_ms"],
-        statuses=Counter(wire["statuses"]),
-        accepted=wire["accepted"],
-        rejections=Counter(wire["rejections"]),
-        rate_offered=rate,
-        note=wire["note"],
-    )
+    load = f"open {rate:,.0f}/s" if rate else f"closed, frames of {batch}"
+    return Result.from_wire(json.loads(out.decode().strip().splitlines()[-1]), load=load, rate_offered=rate)
 
 
 async def run_mesh3(args: argparse.Namespace) -> list[Result]:
