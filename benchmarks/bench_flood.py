@@ -40,9 +40,10 @@ sys.path.insert(0, str(SCRIPT.parents[1]))
 
 import bench_mesh  # noqa: E402
 import grpc  # noqa: E402
-from bench_mesh import META, TARGET, SignalCall, cpu_seconds, free_ports, percentile  # noqa: E402
+from bench_mesh import META, TARGET, SignalCall, cpu_seconds, percentile, write_figures  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
+from tests.localhost import free_ports  # noqa: E402
 
 CALM_TOKEN = "bench-meanrev-token"
 CALM_META = (("x-strategy-token", CALM_TOKEN),)
@@ -310,9 +311,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     figures = asyncio.run(run(args))
     report(figures)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

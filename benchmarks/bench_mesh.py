@@ -80,6 +80,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 from nautilus_mesh.journal_segments import list_segments  # noqa: E402
+from tests.localhost import free_ports, stop  # noqa: E402
 
 MODEL = "momentum_v1"
 JOURNAL_BYTES: int | None = None
@@ -202,16 +203,17 @@ class Result:
 
     def to_wire(self) -> dict[str, Any]:
         """What a load-client process hands back to the benchmark (raw samples)."""
-        return {
-            "signals": self.signals,
-            "seconds": self.seconds,
-            "latency_ms": self.latency_ms,
-            "fill_ms": self.fill_ms,
-            "statuses": dict(self.statuses),
-            "accepted": self.accepted,
-            "rejections": dict(self.rejections),
-            "note": self.note,
-        }
+        return {name: getattr(self, name) for name in WIRE_FIELDS}
+
+    @classmethod
+    def from_wire(cls, wire: dict[str, Any], *, load: str, rate_offered: float) -> Result:
+        """The result a load-client process handed back (:meth:`to_wire`), signal to decision latency."""
+        counted = {"statuses": Counter(wire["statuses"]), "rejections": Counter(wire["rejections"])}
+        return cls("", load, latency_label="signal->decision", rate_offered=rate_offered, **{**wire, **counted})
+
+
+WIRE_FIELDS = ("signals", "seconds", "latency_ms", "fill_ms", "statuses", "accepted", "rejections", "note")
+"""The fields of a :class:`Result` a load-client process hands back (JSON on its standard output)."""
 
 
 # -- gRPC stream client (mesh and echo) -----------------------------------------------------------
@@ -405,23 +407,19 @@ async def drive(
         await client.close()
 
 
+def write_figures(path: Path | None, figures: Any) -> None:
+    """``figures`` as JSON in ``path``, its folder made first; nothing when ``path`` is None (no ``--json``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+
+
 def loads(args: argparse.Namespace) -> list[tuple[float, int]]:
     """(rate, batch) per load: closed loop first (rate 0), then each open-loop rate."""
     return [(0.0, args.batch), *((rate, args.batch) for rate in args.rates)]
 
 
 # -- mesh, three processes ------------------------------------------------------------------------
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def raised_risk_limits(tmp: Path) -> Path:
@@ -538,15 +536,9 @@ async def mesh_processes(
 
 
 async def stop_processes(procs: Sequence[asyncio.subprocess.Process], logs: Sequence[Any]) -> None:
-    """Terminate the processes (last started first; killed after 10 s) and close their log files."""
+    """Stop the processes (last started first; see :func:`tests.localhost.stop`) and close their log files."""
     for proc in reversed(procs):
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop(proc)
     for log_file in logs:
         log_file.close()
 
@@ -572,21 +564,8 @@ async def run_load_client(address: str, prefix: str, args: argparse.Namespace, r
     out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"load client failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
-    wire = json.loads(out.decode().strip().splitlines()[-1])
-    return Result(
-        "",
-        f"open {rate:,.0f}/s" if rate else f"closed, frames of {batch}",
-        wire["signals"],
-        wire["seconds"],
-        wire["latency_ms"],
-        "signal->decision",
-        fill_ms=wire["fill_ms"],
-        statuses=Counter(wire["statuses"]),
-        accepted=wire["accepted"],
-        rejections=Counter(wire["rejections"]),
-        rate_offered=rate,
-        note=wire["note"],
-    )
+    load = f"open {rate:,.0f}/s" if rate else f"closed, frames of {batch}"
+    return Result.from_wire(json.loads(out.decode().strip().splitlines()[-1]), load=load, rate_offered=rate)
 
 
 async def run_mesh3(args: argparse.Namespace) -> list[Result]:

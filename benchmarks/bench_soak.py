@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ sys.path.insert(0, str(SCRIPT.parents[1]))
 
 import bench_mesh  # noqa: E402
 import grpc  # noqa: E402
-from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, rss_mb  # noqa: E402
+from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, rss_mb, write_figures  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 
@@ -251,9 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     figures = asyncio.run(soak(args))
     report(figures)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(figures, indent=1), encoding="utf-8")
+    write_figures(args.json, figures)
 
 
 if __name__ == "__main__":

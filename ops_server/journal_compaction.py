@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -59,38 +60,29 @@ SNAPSHOT_VERSION = 2
 __all__ = ["SNAPSHOT_KEY", "JournalCompaction", "pack", "unpack"]
 
 
+@dataclass(eq=False)
 class JournalCompaction:
-    """Checkpoints of ops' journal into the state store, and the restore that precedes the replay.
+    """Checkpoints of ops' journal into the state store, and the restore that precedes the replay."""
 
-    Args:
-        store: the state store the snapshot is written to.
-        tracker: decisions, orders and fills (and the journal).
-        measurement: the books' positions.
-        cursor: the report cursor.
-        segment_bytes: size at which the segment being written is closed by the next checkpoint, bytes.
-    """
-
-    def __init__(
-        self,
-        store: StateStore,
-        tracker: OrderTracker,
-        measurement: Measurement,
-        cursor: ReportCursor,
-        segment_bytes: int,
-    ) -> None:
-        self._store = store
-        self._tracker = tracker
-        self._measurement = measurement
-        self._cursor = cursor
-        self.segment_bytes = segment_bytes
-        self.checkpoints = 0
+    store: StateStore
+    """The state store the snapshot is written to."""
+    tracker: OrderTracker
+    """Decisions, orders and fills (and the journal)."""
+    measurement: Measurement
+    """The books' positions."""
+    cursor: ReportCursor
+    """The report cursor."""
+    segment_bytes: int
+    """Size at which the segment being written is closed by the next checkpoint, bytes."""
+    checkpoints: int = field(default=0, init=False)
+    """Checkpoints taken since the start."""
 
     def restore(self) -> int:
         """Restore the snapshot, if the store holds one; returns the first segment the replay must read."""
-        saved = self._store.get(SNAPSHOT_KEY)
-        if not saved or self._tracker.journal is None:
+        saved = self.store.get(SNAPSHOT_KEY)
+        if not saved or self.tracker.journal is None:
             return 0
-        tracker = self._tracker
+        tracker = self.tracker
         for decision in unpack(saved["decisions"], ops_pb2.SignalDecision):
             tracker.remember(decision)
         for record, filled, status, acknowledged in _saved_orders(saved):
@@ -101,8 +93,8 @@ class JournalCompaction:
             tracker.restore_order(tracked)
         for fill in unpack(saved["fills"], ops_pb2.Fill):
             tracker.remember_fill(fill)
-        self._measurement.restore_positions(saved["books"])
-        self._cursor.restore(saved["cursor"])
+        self.measurement.restore_positions(saved["books"])
+        self.cursor.restore(saved["cursor"])
         through = int(saved["through_segment"])
         log.info(
             "[TRACKER] journal snapshot through segment %d restored: %d order(s), %d decision(s)",
@@ -123,7 +115,7 @@ class JournalCompaction:
 
         The encoding holds the GIL only in short calls (:func:`nautilus_mesh.snapshots.json_text`), so the loop keeps
         its turns meanwhile; the document's JSON value is the same as before."""
-        tracker = self._tracker
+        tracker = self.tracker
         # dict.values of an OrderedDict walks its dict's entries, in insertion order, about 10x faster than its own
         # linked list; the same order, since the tracker only appends, replaces and pops (never move_to_end).
         decisions, fills, orders = (
@@ -134,7 +126,7 @@ class JournalCompaction:
         filled = [order.filled for order in orders]  # Decimals: immutable, formatted by encode()
         status = [order.status for order in orders]
         acknowledged = [order.acknowledged for order in orders]
-        books, cursor = self._measurement.positions_state(), self._cursor.state()
+        books, cursor = self.measurement.positions_state(), self.cursor.state()
 
         def encode() -> EncodedDocument:
             document = {
@@ -157,7 +149,7 @@ class JournalCompaction:
 
     def due(self) -> bool:
         """True when the segment being written has reached ``segment_bytes``."""
-        journal = self._tracker.journal
+        journal = self.tracker.journal
         return journal is not None and journal.segment_size >= self.segment_bytes
 
     async def maybe_checkpoint(self) -> bool:
@@ -169,13 +161,13 @@ class JournalCompaction:
 
     def checkpoint(self) -> int:
         """Close the current segment, save the snapshot covering it and delete what it covers; returns its index."""
-        journal = self._tracker.journal
+        journal = self.tracker.journal
         if journal is None:
             raise RuntimeError("no journal to checkpoint")
-        self._tracker.commit()
-        self._tracker.flush_archive()  # what left memory is on disk before the records that hold it are deleted
+        self.tracker.commit()
+        self.tracker.flush_archive()  # what left memory is on disk before the records that hold it are deleted
         closed = journal.roll()
-        self._store.put(SNAPSHOT_KEY, self.snapshot(closed))
+        self.store.put(SNAPSHOT_KEY, self.snapshot(closed))
         journal.drop_through(closed)
         self.checkpoints += 1
         return closed
@@ -187,14 +179,14 @@ class JournalCompaction:
         the store writes it, the loop goes on journaling into the next segment; the covered segments are deleted only
         once the write returned. ``kill -9`` meanwhile leaves the previous snapshot and every segment after it.
         """
-        journal = self._tracker.journal
+        journal = self.tracker.journal
         if journal is None:
             raise RuntimeError("no journal to checkpoint")
-        self._tracker.commit()
-        self._tracker.flush_archive()
+        self.tracker.commit()
+        self.tracker.flush_archive()
         closed = journal.roll()
         encode = self._capture(closed)
-        await asyncio.to_thread(lambda: self._store.put(SNAPSHOT_KEY, encode()))
+        await asyncio.to_thread(lambda: self.store.put(SNAPSHOT_KEY, encode()))
         journal.drop_through(closed)
         self.checkpoints += 1
         return closed

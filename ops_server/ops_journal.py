@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
@@ -172,53 +173,63 @@ _REPORT_STRINGS = (
 _DECISION_STRINGS = ("signal_id", "model_id", "client_order_id", "quantity")
 
 
+@dataclass(frozen=True, slots=True)
+class _RecordFields:
+    """The fields of one message type a journal record keeps: strings and integers as they are, enums by name."""
+
+    strings: tuple[str, ...]
+    enums: dict[str, Callable[[Any], str]]
+    """Field name -> its enum's ``Name`` (number -> name); a record without the field reads as the zero value."""
+    ints: tuple[str, ...] = ()
+
+    def record(self, message: Any) -> dict[str, Any]:
+        """``message``'s fields as a record (its trace context under ``trace`` when it has one)."""
+        record: dict[str, Any] = {name: getattr(message, name) for name in (*self.strings, *self.ints)}
+        record.update((name, name_of(getattr(message, name))) for name, name_of in self.enums.items())
+        if message.trace.traceparent:
+            record["trace"] = {"traceparent": message.trace.traceparent}
+        return record
+
+    def arguments(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The message's constructor arguments read from ``record`` (a missing field: its default)."""
+        arguments: dict[str, Any] = {name: record.get(name, "") for name in self.strings}
+        arguments.update((name, int(record.get(name, 0))) for name in self.ints)
+        arguments.update((name, record.get(name, name_of(0))) for name, name_of in self.enums.items())
+        return arguments
+
+
+_REPORT_FIELDS = _RecordFields(
+    _REPORT_STRINGS,
+    {"side": common_pb2.Side.Name, "exec_type": engine_pb2.ExecType.Name, "order_status": engine_pb2.OrderStatus.Name},
+    ints=("seq", "ts_unix_nanos"),
+)
+_DECISION_FIELDS = _RecordFields(
+    _DECISION_STRINGS,
+    {"status": ops_pb2.DecisionStatus.Name, "mode": ops_pb2.RoutingMode.Name, "side": common_pb2.Side.Name},
+)
+
+
+_Traced = TypeVar("_Traced", engine_pb2.ExecutionReport, ops_pb2.SignalDecision)
+
+
+def _with_trace(message: _Traced, record: dict[str, Any]) -> _Traced:
+    """``message`` with the trace context ``record`` keeps under ``trace`` (none: left unset)."""
+    if traceparent := str(record.get("trace", {}).get("traceparent", "")):
+        message.trace.traceparent = traceparent
+    return message
+
+
 def report_record(report: engine_pb2.ExecutionReport) -> dict[str, Any]:
-    record: dict[str, Any] = {name: getattr(report, name) for name in _REPORT_STRINGS}
-    record["seq"] = report.seq
-    record["ts_unix_nanos"] = report.ts_unix_nanos
-    record["side"] = common_pb2.Side.Name(report.side)
-    record["exec_type"] = engine_pb2.ExecType.Name(report.exec_type)
-    record["order_status"] = engine_pb2.OrderStatus.Name(report.order_status)
-    if report.trace.traceparent:
-        record["trace"] = {"traceparent": report.trace.traceparent}
-    return record
-
-
-def _traceparent(record: dict[str, Any]) -> str:
-    return str(record.get("trace", {}).get("traceparent", ""))
+    return _REPORT_FIELDS.record(report)
 
 
 def report_from_record(record: dict[str, Any]) -> engine_pb2.ExecutionReport:
-    report = engine_pb2.ExecutionReport(
-        seq=int(record.get("seq", 0)),
-        ts_unix_nanos=int(record.get("ts_unix_nanos", 0)),
-        side=record.get("side", "SIDE_UNSPECIFIED"),
-        exec_type=record.get("exec_type", "EXEC_TYPE_UNSPECIFIED"),
-        order_status=record.get("order_status", "ORDER_STATUS_UNSPECIFIED"),
-        **{name: record.get(name, "") for name in _REPORT_STRINGS},
-    )
-    if traceparent := _traceparent(record):
-        report.trace.traceparent = traceparent
-    return report
+    return _with_trace(engine_pb2.ExecutionReport(**_REPORT_FIELDS.arguments(record)), record)
 
 
 def decision_record(decision: ops_pb2.SignalDecision) -> dict[str, Any]:
-    record: dict[str, Any] = {name: getattr(decision, name) for name in _DECISION_STRINGS}
-    record["status"] = ops_pb2.DecisionStatus.Name(decision.status)
-    record["mode"] = ops_pb2.RoutingMode.Name(decision.mode)
-    record["side"] = common_pb2.Side.Name(decision.side)
-    if decision.trace.traceparent:
-        record["trace"] = {"traceparent": decision.trace.traceparent}
-    return record
+    return _DECISION_FIELDS.record(decision)
 
 
 def decision_from_record(record: dict[str, Any]) -> ops_pb2.SignalDecision:
-    decision = ops_pb2.SignalDecision(
-        status=record.get("status", "DECISION_STATUS_UNSPECIFIED"),
-        mode=record.get("mode", "ROUTING_MODE_UNSPECIFIED"),
-        side=record.get("side", "SIDE_UNSPECIFIED"),
-        **{name: record.get(name, "") for name in _DECISION_STRINGS},
-    )
-    if traceparent := _traceparent(record):
-        decision.trace.traceparent = traceparent
-    return decision
+    return _with_trace(ops_pb2.SignalDecision(**_DECISION_FIELDS.arguments(record)), record)

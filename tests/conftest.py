@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -43,22 +42,6 @@ async def wait_until(predicate: Callable[[], bool], within: float = 10.0, interv
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on right now (for processes that need a port before they start)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
 
 
 def flat_instruments(price: str = "100.00") -> list[dict[str, Any]]:

@@ -92,16 +92,6 @@ async def start_serving(module: str, config: Path, port: int, log: Path) -> asyn
     return proc
 
 
-async def stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
 @contextlib.contextmanager
 def server_process(
     args: list[str], log_path: Path, env: dict[str, str] | None = None

@@ -6,7 +6,6 @@ The commands against a running mesh are in ``test_cli_e2e.py``.
 from __future__ import annotations
 
 import json
-import socket
 from decimal import Decimal
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.errors import ConfigError
+from tests.localhost import free_port
 from tests.venues import instrument
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
@@ -43,12 +43,6 @@ def _ops_config(tmp_path: Path, tokens: dict[str, str], **fields: object) -> Pat
     config = {"registry_path": "registry.json", "capital_policy_path": "capital.json", "strategies": strategies}
     (tmp_path / "ops.json").write_text(json.dumps({**config, **fields}))
     return tmp_path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -282,7 +276,7 @@ def test_event_line_when_no_attributes_ends_with_the_message() -> None:
 
 
 def test_main_when_ops_unreachable_prints_one_line_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     code = main(["status", "--ops", address, "--token", "t"])
     err = capsys.readouterr().err
     assert code == 2
@@ -293,7 +287,7 @@ def test_main_when_no_token_anywhere_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
-    code = main(["positions", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{_free_port()}"])
+    code = main(["positions", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{free_port()}"])
     assert code == 2
     assert "no strategy token" in capsys.readouterr().err
 
@@ -301,14 +295,14 @@ def test_main_when_no_token_anywhere_exits_2(
 def test_main_when_admin_call_and_ops_unreachable_prints_one_line_and_exits_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     code = main(["risk", "kill-switch", "engage", "--reason", "drill", "--ops", address, "--admin-token", "a"])
     assert code == 2
     assert capsys.readouterr().err == f"error: ops not reachable at {address}\n"
 
 
 def test_main_when_events_and_ops_unreachable_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
-    address = f"127.0.0.1:{_free_port()}"
+    address = f"127.0.0.1:{free_port()}"
     assert main(["events", "--ops", address, "--token", "t", "--count", "1"]) == 2
     assert capsys.readouterr().err == f"error: ops not reachable at {address}\n"
 
@@ -317,7 +311,7 @@ def test_main_when_no_admin_token_anywhere_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv(ADMIN_TOKEN_ENV, raising=False)
-    argv = ["risk", "reload", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{_free_port()}"]
+    argv = ["risk", "reload", "--config-dir", str(tmp_path), "--ops", f"127.0.0.1:{free_port()}"]
     assert main(argv) == 2
     assert "no admin token" in capsys.readouterr().err
 
@@ -325,7 +319,7 @@ def test_main_when_no_admin_token_anywhere_exits_2(
 @pytest.mark.parametrize("pair", ["m", "=0.5", "m=half"])
 def test_main_when_weight_malformed_exits_2_before_calling(pair: str, capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["weights", "--strategy", "s", "--set", pair, "--reason", "r", "--admin-token", "a"]
-    assert main([*argv, "--ops", f"127.0.0.1:{_free_port()}"]) == 2
+    assert main([*argv, "--ops", f"127.0.0.1:{free_port()}"]) == 2
     assert "--set wants MODEL=WEIGHT" in capsys.readouterr().err
 
 

@@ -24,9 +24,9 @@ from tests.conftest import (
     MOMENTUM_META,
     MOMENTUM_TOKEN,
     engine_config,
-    free_port,
     wait_until,
 )
+from tests.localhost import free_port
 from tests.processes import SERVING, start_serving, wait_health
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,8 +18,8 @@ from clients.dashboard import Dashboard, Scrape, histogram_quantile, parse_metri
 from clients.dashboard_page import render_page
 from clients.trace_stages import FILLED, break_down_all
 from clients.traces import load_spans
-from tests.conftest import free_ports
 from tests.launcher import CLI, demo_config_on, up_command
+from tests.localhost import free_ports
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 CHARTS = ("latency", "throughput", "stages", "waterfalls", "allocations", "weights")

@@ -19,7 +19,8 @@ import pytest
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
-from tests.conftest import ENGINE_TOKEN, free_port, order_command
+from tests.conftest import ENGINE_TOKEN, order_command
+from tests.localhost import free_port
 from tests.processes import start_serving, tail
 
 ROOT = Path(__file__).resolve().parent.parent

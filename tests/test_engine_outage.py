@@ -20,8 +20,9 @@ import pytest
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
 from ops_server.health import ENGINE_LINK_SERVICE
-from tests.conftest import DEMO, MOMENTUM_META, free_ports, write_json
-from tests.processes import SERVING, spawn, stop, wait_health, write_configs
+from tests.conftest import DEMO, MOMENTUM_META, write_json
+from tests.localhost import free_ports, stop
+from tests.processes import SERVING, spawn, wait_health, write_configs
 
 OUTAGE_SECONDS = float(os.environ.get("NAUTILUS_OUTAGE_SECONDS", "10"))
 NOT_SERVING = 2

@@ -15,28 +15,29 @@ from nautilus_mesh.serving import event_loop_factory
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("module", ["engine_server", "ops_server"])
-def test_server_when_config_missing_exits_2_with_one_line(module: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--config", str(tmp_path / "nope.json")],
+def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m <args>`` from the repository root, to its exit (60 s at most), its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env=env,
     )
+
+
+@pytest.mark.parametrize("module", ["engine_server", "ops_server"])
+def test_server_when_config_missing_exits_2_with_one_line(module: str, tmp_path: Path) -> None:
+    result = run_module(module, "--config", str(tmp_path / "nope.json"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: config file not found: {tmp_path / 'nope.json'}"]
 
 
 @pytest.mark.parametrize("module", ["engine_server", "ops_server"])
 def test_server_when_event_loop_unknown_exits_2_naming_the_variable(module: str, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", module, "--config", str(tmp_path / "nope.json")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "NAUTILUS_EVENT_LOOP": "trio"},
+    result = run_module(
+        module, "--config", str(tmp_path / "nope.json"), env={**os.environ, "NAUTILUS_EVENT_LOOP": "trio"}
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
@@ -66,13 +67,7 @@ def test_ops_when_config_has_unknown_key_names_it(tmp_path: Path) -> None:
     config["engine_adress"] = "typo"
     path = tmp_path / "ops.json"
     path.write_text(json.dumps(config))
-    result = subprocess.run(
-        [sys.executable, "-m", "ops_server", "--config", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_module("ops_server", "--config", str(path))
     assert result.returncode == 2
     assert "engine_adress" in result.stderr and "Traceback" not in result.stderr
 
@@ -81,20 +76,6 @@ def test_ops_when_config_has_unknown_key_names_it(tmp_path: Path) -> None:
 def test_allocator_what_if_when_run_as_module_prints_the_decision(module: str, tmp_path: Path) -> None:
     returns = tmp_path / "returns.json"
     returns.write_text(json.dumps({"momentum": [0.01, 0.02, 0.015] * 20, "meanrev": [0.0, -0.01, 0.005] * 20}))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            module,
-            "--returns",
-            str(returns),
-            "--policy",
-            str(ROOT / "config/demo/capital_policy.json"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_module(module, "--returns", str(returns), "--policy", str(ROOT / "config/demo/capital_policy.json"))
     assert result.returncode == 0, result.stderr
     assert "reason:" in result.stdout and "momentum" in result.stdout

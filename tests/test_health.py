@@ -28,11 +28,11 @@ from tests.conftest import (
     MOMENTUM_META,
     Mesh,
     engine_config,
-    free_port,
     running_mesh,
     wait_until,
     write_json,
 )
+from tests.localhost import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -24,7 +24,8 @@ import pytest
 
 from clients.sdk import OpsClient
 from ops_server.health import ENGINE_LINK_SERVICE
-from tests.conftest import DEMO, MEANREV_TOKEN, MOMENTUM_TOKEN, free_ports
+from tests.conftest import DEMO, MEANREV_TOKEN, MOMENTUM_TOKEN
+from tests.localhost import free_ports
 from tests.processes import tail, write_configs
 from tests.test_store import PG_URL, postgres_accepts_connections
 

@@ -15,7 +15,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_safety import MAX_FIELD_CHARS, SafeLogFilter
-from tests.conftest import free_ports
+from tests.localhost import free_ports
 from tests.processes import server_process, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_ports
 from tests.launcher import CLI, demo_config_on, run_up, status_rows
+from tests.localhost import free_ports
 
 pytestmark = pytest.mark.skipif(CLI is None, reason="the console script is installed by `make test`")
 

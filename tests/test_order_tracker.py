@@ -52,6 +52,12 @@ def test_journal_codecs_when_round_tripped_keep_every_replayed_field() -> None:
     assert decision_from_record(decision_record(DECISION)) == DECISION
 
 
+def test_journal_codecs_when_a_record_lacks_fields_read_them_as_the_defaults() -> None:
+    assert report_from_record({}) == engine_pb2.ExecutionReport()
+    assert decision_from_record({"signal_id": "s-2"}) == ops_pb2.SignalDecision(signal_id="s-2")
+    assert not decision_from_record({"trace": {}}).HasField("trace")
+
+
 def test_journal_codecs_when_given_protobuf_json_mapping_read_it_too() -> None:
     legacy = json_format.MessageToDict(REPORT, preserving_proto_field_name=True)
     assert report_from_record(legacy) == REPORT

@@ -18,7 +18,8 @@ import yaml
 
 from clients.sdk import OpsClient
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, wait_until
+from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
+from tests.localhost import free_port
 from tests.test_shards import (  # noqa: F401  (pg_schema: fixture)
     make_signal,
     pg_schema,

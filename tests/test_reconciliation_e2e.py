@@ -16,11 +16,11 @@ from tests.conftest import (
     ENGINE_TOKEN,
     MOMENTUM_META,
     Mesh,
-    free_port,
     ops_config,
     order_command,
     wait_until,
 )
+from tests.localhost import free_port
 
 
 def engine_positions(mesh: Mesh, coids: set[str]) -> dict[tuple[str, str], Decimal]:

@@ -33,12 +33,12 @@ from tests.conftest import (
     MOMENTUM_TOKEN,
     engine_config,
     flat_instruments,
-    free_ports,
     ops_config,
     start_mesh,
     stop_mesh,
     wait_until,
 )
+from tests.localhost import free_ports
 from tests.test_crash_recovery import start_ops, write_ops_config
 from tests.test_store import PG_URL, postgres_accepts_connections
 

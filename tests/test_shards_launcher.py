@@ -15,8 +15,8 @@ import pytest
 
 from clients.launcher import ops_worker_specs, sharding_problems
 from clients.sdk import OpsClient
-from tests.conftest import free_ports
 from tests.launcher import CLI, ROOT, demo_config_on, fills, interrupt_up, read_until, run_up, start_up, status_rows
+from tests.localhost import free_ports
 from tests.test_shards import pg_schema  # noqa: F401  (fixture)
 from tests.test_store import PG_URL
 

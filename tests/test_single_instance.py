@@ -19,7 +19,8 @@ from clients.config_dir import MeshEndpoints
 from clients.launcher import preflight, run_mesh
 from clients.sdk import wait_serving
 from nautilus_mesh.instance_lock import InstanceLock, lock_holder
-from tests.conftest import DEMO, free_ports, wait_until
+from tests.conftest import DEMO, wait_until
+from tests.localhost import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,6 +31,7 @@ from nautilus_mesh.store import (
 from ops_server.core import OpsCore
 from ops_server.server import OpsServer
 from tests.conftest import Mesh, ops_config, running_mesh, seed_returns
+from tests.localhost import free_port
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_URL = f"postgresql://postgres@{PG_HOST}:{PG_PORT}/test"
@@ -255,9 +256,7 @@ def test_open_store_when_url_is_unsupported_raises_config_error_without_password
 
 
 def test_open_store_when_postgresql_is_unreachable_raises_unavailable_without_password(tmp_path: Path) -> None:
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     with pytest.raises(UnavailableError, match="cannot connect to state store") as caught:
         open_store(f"postgresql://admin:s3cret@127.0.0.1:{port}/ops", tmp_path / "state.db")
     assert "s3cret" not in caught.value.message

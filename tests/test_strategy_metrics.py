@@ -10,7 +10,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, free_port, wait_until
+from tests.conftest import MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
+from tests.localhost import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

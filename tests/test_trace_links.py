@@ -25,7 +25,8 @@ from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.log_format import JsonFormatter, UtcTextFormatter
 from nautilus_mesh.log_safety import SafeLogFilter
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing
-from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, free_ports, wait_until
+from tests.conftest import ENGINE_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
+from tests.localhost import free_ports
 from tests.processes import server_process, write_engine_json, write_ops_json
 
 ROOT = Path(__file__).resolve().parent.parent
