@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -80,7 +81,7 @@ class PendingCompaction:
             self.staged.unlink(missing_ok=True)
 
 
-class LedgerCompaction:
+class LedgerCompaction(ABC):
     """The compaction half of :class:`engine_server.execution_ledger.ExecutionLedger`, which mixes it in and sets
     the attributes declared here. On the loop only (like the ledger); :meth:`PendingCompaction.write` is the part
     that runs on a thread."""
@@ -108,8 +109,9 @@ class LedgerCompaction:
     _retry_floor = 0
     """Journal bytes since the snapshot when the last background compaction failed (0: none failed)."""
 
+    @abstractmethod
     def _stored_or_memory(self, since_seq: int) -> Iterator[Report]:
-        raise NotImplementedError
+        """The reports with ``seq > since_seq``, from the snapshot, the journal or memory (the ledger's)."""
 
     def compact(self) -> int:
         """Snapshot the ledger and delete the journal segments the snapshot covers; returns the last one's index.
@@ -151,8 +153,9 @@ class LedgerCompaction:
         await self.compaction_done()
         self.close()
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Close the journal (the ledger's)."""
 
     def _begin_compaction(self) -> PendingCompaction:
         journal, path = self._journal, self._snapshot_file
