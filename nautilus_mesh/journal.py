@@ -326,8 +326,12 @@ class JournalWriter:
 
     def append(self, message: Message) -> int:
         """Encode one record for the next commit (``always``: write and fsync it now); returns its offset."""
-        tag = self._tags[type(message)]
-        payload = message.SerializeToString()
+        return self.append_serialized(type(message), message.SerializeToString())
+
+    def append_serialized(self, kind: type[Message], payload: bytes) -> int:
+        """:meth:`append` of a record already serialised: ``payload`` is a ``kind`` message's bytes (a caller that
+        builds them from parts it keeps encoded saves a parse and a serialisation)."""
+        tag = self._tags[kind]
         record = _HEAD.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((tag,)))), tag) + payload
         offset = self._end + self._pending_bytes
         if self.fsync == "always":

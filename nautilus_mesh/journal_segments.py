@@ -176,6 +176,10 @@ class SegmentedJournalWriter:
         """Encode one record for the next commit; returns its global offset."""
         return self.segment << SEGMENT_SHIFT | self._writer.append(message)
 
+    def append_serialized(self, kind: type[Message], payload: bytes) -> int:
+        """:meth:`append` of a record already serialised (see :meth:`JournalWriter.append_serialized`)."""
+        return self.segment << SEGMENT_SHIFT | self._writer.append_serialized(kind, payload)
+
     def commit(self, *, sync: bool = True) -> int:
         """Write the pending records with one write (see :meth:`JournalWriter.commit`); may then roll (a rolled
         segment is fsynced as it closes, whatever ``sync`` says)."""

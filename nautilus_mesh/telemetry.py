@@ -20,7 +20,7 @@ import logging
 import os
 import random
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Protocol
 
@@ -166,7 +166,6 @@ class Tracing:
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
 
-    @contextmanager
     def consume(
         self,
         name: str,
@@ -174,28 +173,33 @@ class Tracing:
         attributes: Mapping[str, str | int | float] | None = None,
         *,
         destination: str = "",
-    ) -> Iterator[Span]:
+    ) -> AbstractContextManager[Span]:
         """A CONSUMER span parented on the context carried in a received message.
 
         ``destination`` (the stream, e.g. :data:`OPS_SIGNAL_STREAM`) adds the OTel messaging attributes.
 
         An unsampled context (the strategy decided once, at the root) costs no span work: no span is made, and what
-        this message produces carries the same unsampled context on (see :meth:`produce`).
+        this message produces carries the same unsampled context on (see :meth:`produce`). That path is a small
+        context manager of its own rather than a generator: it is what most messages take.
         """
         if self.provider is None:  # tracing off: no span work on the hot path
-            yield INVALID_SPAN
-            return
+            return _NO_SPAN
         traceparent = carrier.traceparent if carrier is not None else ""
         unsampled = traceparent if is_unsampled(traceparent) else ""
         if not unsampled and not is_sampled(traceparent) and not _current_span_valid():
             unsampled = self._root_decision(name)  # a root here: decide once, and skip the span if unsampled
         if unsampled:
-            token = _PASSTHROUGH.set(unsampled)
-            try:
-                yield INVALID_SPAN
-            finally:
-                _PASSTHROUGH.reset(token)
-            return
+            return _Passthrough(unsampled)
+        return self._consumer_span(name, carrier, attributes, destination)
+
+    @contextmanager
+    def _consumer_span(
+        self,
+        name: str,
+        carrier: TraceCarrier | None,
+        attributes: Mapping[str, str | int | float] | None,
+        destination: str,
+    ) -> Iterator[Span]:
         attrs = dict(attributes or {})
         if destination:
             attrs.update(messaging_attributes("receive", destination))
@@ -304,6 +308,27 @@ _PASSTHROUGH: contextvars.ContextVar[str] = contextvars.ContextVar("nautilus_uns
 _NEXT_TRACE_ID: contextvars.ContextVar[int] = contextvars.ContextVar("nautilus_next_trace_id", default=0)
 """The trace id a root's sampling decision was taken for, for the root span that follows it."""
 _EMPTY_CONTEXT = Context()
+
+
+class _Passthrough(AbstractContextManager[Span]):
+    """What :meth:`Tracing.consume` returns for an unsampled message: no span, the unsampled traceparent set for what
+    the message produces while it is handled."""
+
+    __slots__ = ("_token", "_traceparent")
+
+    def __init__(self, traceparent: str) -> None:
+        self._traceparent = traceparent
+
+    def __enter__(self) -> Span:
+        self._token = _PASSTHROUGH.set(self._traceparent)
+        return INVALID_SPAN
+
+    def __exit__(self, *exc: object) -> None:
+        _PASSTHROUGH.reset(self._token)
+
+
+_NO_SPAN: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
+"""What :meth:`Tracing.consume` returns with tracing off (reusable: it holds no state)."""
 
 
 class _PresetTraceIds(RandomIdGenerator):

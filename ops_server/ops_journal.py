@@ -38,6 +38,22 @@ SCHEMA = {1: journal_pb2.DecisionRecord, 2: engine_pb2.ExecutionReport}
 Record = journal_pb2.DecisionRecord | engine_pb2.ExecutionReport
 
 
+_DECISION_KEY = bytes(((journal_pb2.DecisionRecord.DECISION_FIELD_NUMBER << 3) | 2,))
+_ORDER_KEY = bytes(((journal_pb2.DecisionRecord.ORDER_FIELD_NUMBER << 3) | 2,))
+"""Keys of ``DecisionRecord``'s two fields on the wire (field number, wire type 2: length-delimited)."""
+
+
+def _submessage(key: bytes, encoded: bytes) -> bytes:
+    """A length-delimited protobuf field: its key, the length as a varint, the bytes."""
+    size = len(encoded)
+    head = bytearray(key)
+    while size > 0x7F:
+        head.append((size & 0x7F) | 0x80)
+        size >>= 7
+    head.append(size)
+    return bytes(head) + encoded
+
+
 class OpsJournal:
     """The binary journal of one ops service.
 
@@ -87,12 +103,16 @@ class OpsJournal:
         """Delete the segments ``<= last`` (a snapshot in the state store covers them); returns how many."""
         return self._open().drop_through(last)
 
-    def append_decision(self, decision: ops_pb2.SignalDecision, order: journal_pb2.TrackedOrderRecord | None) -> None:
-        """Encode a decision (and its order) for the next commit."""
-        record = journal_pb2.DecisionRecord(decision=decision)
+    def append_decision(self, decision: ops_pb2.SignalDecision, order: bytes | None) -> None:
+        """Encode a decision (and its order, a serialised ``TrackedOrderRecord``) for the next commit.
+
+        The ``DecisionRecord`` is put together from the two encodings, bytes for bytes what building it and
+        serialising it would give, without copying either message into it.
+        """
+        payload = _submessage(_DECISION_KEY, decision.SerializeToString())
         if order is not None:
-            record.order.CopyFrom(order)
-        self._open().append(record)
+            payload += _submessage(_ORDER_KEY, order)
+        self._open().append_serialized(journal_pb2.DecisionRecord, payload)
 
     def append_report(self, report: engine_pb2.ExecutionReport) -> None:
         """Encode an applied report for the next commit."""

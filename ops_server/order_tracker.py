@@ -200,7 +200,7 @@ class OrderTracker:
         if order is not None:
             self._add_order(order)
         if self._journal is not None:
-            self._journal.append_decision(decision, None if order is None else order.to_pb())
+            self._journal.append_decision(decision, None if order is None else order.record_bytes())
 
     def remember(self, decision: ops_pb2.SignalDecision) -> None:
         """Remember a decision for duplicate detection only (a journal snapshot's decisions)."""

@@ -102,6 +102,7 @@ class SignalPath:
         self._tracing = tracing
         self._decision_counts: dict[str, Counter[str]] = {}
         self._venue_problem: str | None = None
+        self._twins: dict[str, tuple[ModelRoute, ModelRoute]] = {}
 
     # -- public ----------------------------------------------------------------------------
 
@@ -224,15 +225,7 @@ class SignalPath:
 
     def _trade_paper_twin(self, signal: ops_pb2.Signal, route: ModelRoute, frame: _Frame, arrived_ns: int) -> None:
         """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
-        twin = ModelRoute(
-            model_id=paper_book(route.model_id),
-            strategy_id=route.strategy_id,
-            version=route.version,
-            instruments=route.instruments,
-            weight=0.0,
-            mode=RoutingMode.SHADOW,
-            stable=False,
-        )
+        twin = self._twin_route(route)
         try:
             routed = self._router.size(signal, twin)  # sizing reads the route's book, not the signal's model
             if routed is None:
@@ -249,6 +242,23 @@ class SignalPath:
             self._send(decision, routed, twin, frame, arrived_ns, traced=False)
         except MeshError as exc:  # the twin only measures; it never changes the live decision
             log.debug("[OPS] paper twin of %s skipped: %s", route.model_id, exc.code)
+
+    def _twin_route(self, route: ModelRoute) -> ModelRoute:
+        """The paper twin's route, built once per route (the registry keeps a model's route until it changes)."""
+        cached = self._twins.get(route.model_id)
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        twin = ModelRoute(
+            model_id=paper_book(route.model_id),
+            strategy_id=route.strategy_id,
+            version=route.version,
+            instruments=route.instruments,
+            weight=0.0,
+            mode=RoutingMode.SHADOW,
+            stable=False,
+        )
+        self._twins[route.model_id] = (route, twin)
+        return twin
 
     def _check_risk(
         self, routed: LiveOrder | ShadowOrder, route: ModelRoute

@@ -6,12 +6,13 @@ import json
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
 from google.protobuf import json_format
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.api.ops.v1 import ops_pb2
-from ops_server.ops_journal import decision_from_record, decision_record, report_from_record, report_record
+from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
+from ops_server.ops_journal import OpsJournal, decision_from_record, decision_record, report_from_record, report_record
 from ops_server.order_tracker import OrderTracker, TrackedOrder
 
 REPORT = engine_pb2.ExecutionReport(
@@ -62,6 +63,27 @@ def test_journal_codecs_when_given_protobuf_json_mapping_read_it_too() -> None:
     legacy = json_format.MessageToDict(REPORT, preserving_proto_field_name=True)
     assert report_from_record(legacy) == REPORT
     assert decision_from_record(json_format.MessageToDict(DECISION, preserving_proto_field_name=True)) == DECISION
+
+
+@pytest.mark.parametrize("reason_bytes", [0, 200, 20_000])
+def test_journal_decision_record_when_put_together_from_encodings_equals_the_built_message(
+    tmp_path: Path, reason_bytes: int
+) -> None:
+    decision = ops_pb2.SignalDecision()
+    decision.CopyFrom(DECISION)
+    decision.error.message = "x" * reason_bytes  # lengths of one, two and three varint bytes
+    order = TrackedOrder("o-1", "s-1", "m1", "strat", "BTC-USD", "SELL", Decimal(2), "LIVE", "sim", Decimal(100), 1)
+    journal = OpsJournal(tmp_path / "journal.bin")
+    journal.append_decision(decision, order.record_bytes())
+    journal.append_decision(decision, None)
+    journal.close()
+
+    records = list(OpsJournal(tmp_path / "journal.bin").replay())
+    built = journal_pb2.DecisionRecord(decision=decision, order=order.to_pb())
+    assert [r.SerializeToString() for r in records] == [
+        built.SerializeToString(),
+        journal_pb2.DecisionRecord(decision=decision).SerializeToString(),
+    ]
 
 
 def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Path) -> None:
