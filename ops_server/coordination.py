@@ -36,7 +36,7 @@ import contextlib
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -93,36 +93,39 @@ class SharedCycle:
     message: str
 
 
+@dataclass(eq=False, repr=False)
 class Coordinator:
-    """One worker's side of the coordination (see the module docstring)."""
+    """One worker's side of the coordination (see the module docstring).
 
-    def __init__(
-        self,
-        config: OpsConfig,
-        shards: ShardMap,
-        *,
-        periodic: PeriodicDecisions,
-        allocator: CapitalAllocator,
-        risk: RiskRails,
-        controls: OpsControls,
-        exposure: ExposureView,
-        events: EventHub,
-        state: OpsState,
-        metrics: OpsMetrics,
-        clock: Clock = REAL_CLOCK,
-    ) -> None:
-        self._metrics = metrics
-        self._config = config
-        self._shards = shards
-        self._periodic = periodic
-        self._allocator = allocator
-        self._risk = risk
-        self._controls = controls
-        self._exposure = exposure
-        self._events = events
-        self._state = state
-        self._clock = clock
-        self._url, self._schema = _split_schema(config.database_url)
+    Args:
+        config: ops' config (the shared store's URL, the coordination and allocation intervals).
+        shards: which worker this is and the strategies it owns.
+        periodic: allocation cycles (run by the leader) and their metrics.
+        allocator: the capital allocator whose weights the leader shares.
+        risk: the rails whose kill switch and global trading state the workers share.
+        controls: applies the shared kill switch and trading state.
+        exposure: gross exposure, this worker's published and the others' applied.
+        events: audit log and WatchEvents.
+        state: saved once a shared allocation is applied.
+        metrics: ops' metrics.
+        clock: wall time of shared documents, monotonic time of request deadlines.
+    """
+
+    config: OpsConfig
+    shards: ShardMap
+    _: KW_ONLY
+    periodic: PeriodicDecisions
+    allocator: CapitalAllocator
+    risk: RiskRails
+    controls: OpsControls
+    exposure: ExposureView
+    events: EventHub
+    state: OpsState
+    metrics: OpsMetrics
+    clock: Clock = REAL_CLOCK
+
+    def __post_init__(self) -> None:
+        self._url, self._schema = _split_schema(self.config.database_url)
         self._documents = sql.Identifier(self._schema, "documents")
         self._lock_key = f"nautilus_mesh.allocator:{self._schema}"
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -158,16 +161,16 @@ class Coordinator:
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
-                self._metrics.coordination_failures.inc()
+                self.metrics.coordination_failures.inc()
                 log.warning(
-                    "[COORD] worker %d: store unreachable (%s); retrying", self._shards.index, type(exc).__name__
+                    "[COORD] worker %d: store unreachable (%s); retrying", self.shards.index, type(exc).__name__
                 )
                 await self._drop_connections()
             except Exception:
-                self._metrics.coordination_failures.inc()
-                log.exception("[COORD] worker %d: coordination step failed", self._shards.index)
+                self.metrics.coordination_failures.inc()
+                log.exception("[COORD] worker %d: coordination step failed", self.shards.index)
             with contextlib.suppress(TimeoutError):  # a forced cycle's request wakes the loop early
-                await asyncio.wait_for(self._wake.wait(), self._config.coordination_interval_seconds)
+                await asyncio.wait_for(self._wake.wait(), self.config.coordination_interval_seconds)
             self._wake.clear()
 
     async def _drop_connections(self) -> None:
@@ -177,9 +180,9 @@ class Coordinator:
                     await conn.close()
         self._conn = self._lock_conn = None
         if self.leader:
-            log.warning("[COORD] worker %d: lost the allocator leadership with its connection", self._shards.index)
+            log.warning("[COORD] worker %d: lost the allocator leadership with its connection", self.shards.index)
         self.leader = False
-        self._metrics.allocator_leader.set(0)
+        self.metrics.allocator_leader.set(0)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -210,13 +213,13 @@ class Coordinator:
                 "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
             ).format(self._documents),
-            (key, json.dumps(value, allow_nan=False), self._clock.time()),
+            (key, json.dumps(value, allow_nan=False), self.clock.time()),
         )
 
     # -- global rails ----------------------------------------------------------------------
 
     def _local_rails(self) -> tuple[bool, str]:
-        return self._risk.kill_switch_engaged, str(self._risk.global_state)
+        return self.risk.kill_switch_engaged, str(self.risk.global_state)
 
     async def _sync_rails(self, conn: psycopg.AsyncConnection[Any]) -> None:
         local = self._local_rails()
@@ -224,9 +227,9 @@ class Coordinator:
             version = int(((await self._get(conn, "rails")) or {}).get("version", 0)) + 1
             kill, state = local
             mine: Document = {"version": version, "kill_switch": kill, "global_state": state}
-            await self._put(conn, "rails", {**mine, "worker": self._shards.index})
+            await self._put(conn, "rails", {**mine, "worker": self.shards.index})
             self._rails_synced, self._rails_version = local, version
-            log.info("[COORD] worker %d: published global rails %s", self._shards.index, mine)
+            log.info("[COORD] worker %d: published global rails %s", self.shards.index, mine)
             return
         doc = await self._get(conn, "rails")
         if doc is None or int(doc["version"]) <= self._rails_version:
@@ -237,38 +240,38 @@ class Coordinator:
     async def _apply_rails(self, doc: Document) -> None:
         kill, state = bool(doc["kill_switch"]), TradingState(doc["global_state"])
         reason = f"from ops worker {doc.get('worker')} (global rails v{doc['version']})"
-        if kill and not self._risk.kill_switch_engaged:
-            await self._controls.engage_kill_switch(reason)
-        elif not kill and self._risk.kill_switch_engaged:
-            self._controls.release_kill_switch(reason)
-        if self._risk.global_state is not state:
-            self._controls.set_trading_state(None, state, reason)
-        log.warning("[COORD] worker %d: applied global rails %s", self._shards.index, reason)
+        if kill and not self.risk.kill_switch_engaged:
+            await self.controls.engage_kill_switch(reason)
+        elif not kill and self.risk.kill_switch_engaged:
+            self.controls.release_kill_switch(reason)
+        if self.risk.global_state is not state:
+            self.controls.set_trading_state(None, state, reason)
+        log.warning("[COORD] worker %d: applied global rails %s", self.shards.index, reason)
 
     # -- exposure and returns --------------------------------------------------------------
 
     async def _sync_exposure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        own = self._exposure.own_gross_exposure()
-        await self._put(conn, f"exposure/{self._shards.index}", {"gross": fmt(own), "at": self._clock.time()})
+        own = self.exposure.own_gross_exposure()
+        await self._put(conn, f"exposure/{self.shards.index}", {"gross": fmt(own), "at": self.clock.time()})
         cur = await conn.execute(
             sql.SQL("SELECT key, value FROM {} WHERE key LIKE 'exposure/%%'").format(self._documents)
         )
         others = Decimal(0)
         for key, value in await cur.fetchall():
-            if key != f"exposure/{self._shards.index}":
+            if key != f"exposure/{self.shards.index}":
                 others += Decimal(str(value["gross"]))
-        self._exposure.other_workers_gross = others
+        self.exposure.other_workers_gross = others
 
     async def _write_returns(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        now = self._clock.monotonic()
-        if now - self._returns_written_at < self._config.sample_interval_seconds:
+        now = self.clock.monotonic()
+        if now - self._returns_written_at < self.config.sample_interval_seconds:
             return
         self._returns_written_at = now
-        series = self._periodic.strategy_returns()
-        lookback = self._allocator.policy.lookback  # the allocator reads no more than this
-        for strategy in self._shards.owned(series):
+        series = self.periodic.strategy_returns()
+        lookback = self.allocator.policy.lookback  # the allocator reads no more than this
+        for strategy in self.shards.owned(series):
             returns = series[strategy][-lookback:]
-            await self._put(conn, f"returns/{strategy}", {"worker": self._shards.index, "returns": returns})
+            await self._put(conn, f"returns/{strategy}", {"worker": self.shards.index, "returns": returns})
 
     # -- leadership and the allocation cycle -------------------------------------------------
 
@@ -277,7 +280,7 @@ class Coordinator:
         if self._lock_conn is None or self._lock_conn.closed:
             self._lock_conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
             self.leader = False
-            self._metrics.allocator_leader.set(0)
+            self.metrics.allocator_leader.set(0)
         if self.leader:
             await self._lock_conn.execute("SELECT 1")  # a dead connection raises: the lock went with it
             return True
@@ -285,15 +288,15 @@ class Coordinator:
         row = await cur.fetchone()
         if row is not None and row[0]:
             self.leader = True
-            self._metrics.allocator_leader.set(1)
-            log.warning("[COORD] worker %d is the allocator leader", self._shards.index)
-            self._events.publish(
-                "LEADER", f"ops worker {self._shards.index} leads the allocator", worker=self._shards.index
+            self.metrics.allocator_leader.set(1)
+            log.warning("[COORD] worker %d is the allocator leader", self.shards.index)
+            self.events.publish(
+                "LEADER", f"ops worker {self.shards.index} leads the allocator", worker=self.shards.index
             )
         return self.leader
 
     def cycle_id(self) -> int:
-        return int(self._clock.time() // self._config.allocation_interval_seconds)
+        return int(self.clock.time() // self.config.allocation_interval_seconds)
 
     async def _returns(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, list[float]]:
         """Every strategy's return series, as the workers wrote them."""
@@ -305,11 +308,11 @@ class Coordinator:
     def _cycle_document(self, cycle: int, decision: AllocationDecision, **extra: object) -> Document:
         return {
             "cycle_id": cycle,
-            "leader": self._shards.index,
+            "leader": self.shards.index,
             "reason": decision.reason.value,
             "message": decision.message,
-            "allocator": json.loads(json.dumps(self._allocator.snapshot(), default=str)),
-            "at": self._clock.time(),
+            "allocator": json.loads(json.dumps(self.allocator.snapshot(), default=str)),
+            "at": self.clock.time(),
             **extra,
         }
 
@@ -324,7 +327,7 @@ class Coordinator:
                     "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
                     "ON CONFLICT (key) DO NOTHING RETURNING key"
                 ).format(self._documents),
-                (f"allocation/cycle/{doc['cycle_id']}", json.dumps(doc, allow_nan=False), self._clock.time()),
+                (f"allocation/cycle/{doc['cycle_id']}", json.dumps(doc, allow_nan=False), self.clock.time()),
             )
             if await cur.fetchone() is None:
                 return False
@@ -340,9 +343,9 @@ class Coordinator:
             return
         if await self._get(conn, f"allocation/cycle/{cycle}") is not None:
             return  # decided already (by a leader before this one): applied below
-        decision = self._periodic.run_allocation(returns=await self._returns(conn))
+        decision = self.periodic.run_allocation(returns=await self._returns(conn))
         if await self._decide(conn, self._cycle_document(cycle, decision)):
-            log.info("[COORD] worker %d led allocation cycle %d: %s", self._shards.index, cycle, decision.reason.value)
+            log.info("[COORD] worker %d led allocation cycle %d: %s", self.shards.index, cycle, decision.reason.value)
 
     # -- forced cycles ---------------------------------------------------------------------
 
@@ -362,9 +365,9 @@ class Coordinator:
         cycle = max(self.cycle_id(), self.applied_cycle + 1, decided + 1)
         askers = sorted({int(r["worker"]) for r in pending.values()})
         try:
-            decision = self._periodic.run_allocation(forced=True, returns=await self._returns(conn))
+            decision = self.periodic.run_allocation(forced=True, returns=await self._returns(conn))
         except MeshError as exc:
-            log.warning("[COORD] worker %d refused a forced allocation cycle: %s", self._shards.index, exc.code)
+            log.warning("[COORD] worker %d refused a forced allocation cycle: %s", self.shards.index, exc.code)
             refusal = {"outcome": "REFUSED", "kind": exc.kind, "code": exc.code, "message": exc.message}
             for key, value in pending.items():
                 await self._put(conn, key, {**value, **refusal})
@@ -376,12 +379,12 @@ class Coordinator:
             requested_by=askers,
             requests=[key.removeprefix(REQUEST_PREFIX) for key in pending],
         )
-        answer = {"outcome": "RAN", "cycle_id": cycle, "leader": self._shards.index}
+        answer = {"outcome": "RAN", "cycle_id": cycle, "leader": self.shards.index}
         answer |= {"result": decision.reason.value, "message": decision.message}
         if await self._decide(conn, doc, {key: {**value, **answer} for key, value in pending.items()}):
             log.warning(
                 "[COORD] worker %d ran forced allocation cycle %d for worker(s) %s: %s",
-                self._shards.index,
+                self.shards.index,
                 cycle,
                 askers,
                 decision.reason.value,
@@ -400,20 +403,20 @@ class Coordinator:
             PermissionDeniedError: the leader's refusal (the capital policy disables manual allocation).
         """
         key = REQUEST_PREFIX + uuid.uuid4().hex
-        poll = min(0.05, self._config.coordination_interval_seconds)
-        timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * self._config.coordination_interval_seconds)
+        poll = min(0.05, self.config.coordination_interval_seconds)
+        timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * self.config.coordination_interval_seconds)
         if within is not None:
             timeout = max(0.1, min(timeout, within - DEADLINE_MARGIN_SECONDS))
-        deadline = self._clock.monotonic() + timeout
-        log.info("[COORD] worker %d asks the allocator leader for a forced cycle (%s)", self._shards.index, reason)
+        deadline = self.clock.monotonic() + timeout
+        log.info("[COORD] worker %d asks the allocator leader for a forced cycle (%s)", self.shards.index, reason)
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
         try:
-            request = {"worker": self._shards.index, "operator_reason": reason, "at": self._clock.time()}
+            request = {"worker": self.shards.index, "operator_reason": reason, "at": self.clock.time()}
             await self._put(conn, key, request)
             self._wake.set()
             while (answer := await self._get(conn, key)) is None or "outcome" not in answer:
-                if self._clock.monotonic() >= deadline and await self._withdraw(conn, key):
-                    self._metrics.allocation_requests.labels("TIMEOUT").inc()
+                if self.clock.monotonic() >= deadline and await self._withdraw(conn, key):
+                    self.metrics.allocation_requests.labels("TIMEOUT").inc()
                     raise UnavailableError(
                         "ALLOCATOR_LEADER_UNAVAILABLE",
                         f"no allocator leader ran the forced cycle within {timeout:g} s; it was withdrawn, nothing ran",
@@ -423,17 +426,17 @@ class Coordinator:
         finally:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
-        self._metrics.allocation_requests.labels(str(answer["outcome"])).inc()
+        self.metrics.allocation_requests.labels(str(answer["outcome"])).inc()
         if answer["outcome"] != "RAN":
             error = REFUSALS.get(str(answer.get("kind")), FailedPreconditionError)
             raise error(str(answer["code"]), str(answer["message"]))
         cycle = int(answer["cycle_id"])
         self._wake.set()
         while self.applied_cycle < cycle:
-            if self._clock.monotonic() >= deadline:
+            if self.clock.monotonic() >= deadline:
                 raise UnavailableError(
                     "ALLOCATION_NOT_APPLIED",
-                    f"the leader ran forced cycle {cycle} but worker {self._shards.index} has not applied it yet",
+                    f"the leader ran forced cycle {cycle} but worker {self.shards.index} has not applied it yet",
                     {"cycle_id": cycle},
                 )
             await asyncio.sleep(poll)
@@ -451,16 +454,16 @@ class Coordinator:
         doc = await self._get(conn, "allocation/latest")
         if doc is None or int(doc["cycle_id"]) <= self.applied_cycle:
             return
-        self._allocator.restore(doc["allocator"])
-        self._periodic.update_allocation_metrics()
-        self._state.save()
+        self.allocator.restore(doc["allocator"])
+        self.periodic.update_allocation_metrics()
+        self.state.save()
         self.applied_cycle = int(doc["cycle_id"])
         # The applied cycle is this worker's last one too: GetAllocations' last_reason, the allocator health check.
-        self._periodic.last_allocation = AllocationDecision(
+        self.periodic.last_allocation = AllocationDecision(
             reason=AllocationReason(str(doc["reason"])),
-            at=float(doc.get("at", self._clock.time())),
+            at=float(doc.get("at", self.clock.time())),
             previous_weights={},
-            new_weights=dict(self._allocator.weights),
+            new_weights=dict(self.allocator.weights),
             scores={},
             sharpe={},
             observations={},
@@ -468,7 +471,7 @@ class Coordinator:
             forced=bool(doc.get("forced", False)),
             message=str(doc["message"]),
         )
-        self._events.publish(
+        self.events.publish(
             "ALLOCATION",
             f"applied allocation cycle {doc['cycle_id']} of leader worker {doc['leader']}: {doc['message']}",
             reason=str(doc["reason"]),
