@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 
 Context = grpc.aio.ServicerContext[object, object]
 T = TypeVar("T")
+CanaryRequest = (
+    admin_pb2.RollbackCanaryRequest
+    | admin_pb2.PauseCanaryRequest
+    | admin_pb2.ResumeCanaryRequest
+    | admin_pb2.ConfirmCanaryRequest
+)
 
 CONFIG_TARGETS = {
     admin_pb2.CONFIG_TARGET_RISK_LIMITS: ConfigTarget.RISK_LIMITS,
@@ -36,6 +43,7 @@ CONFIG_TARGETS = {
 }
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     """Operators' controls.
 
@@ -47,24 +55,15 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         coordinator: this worker's coordination when ops runs as several workers (forced cycles go to the leader).
     """
 
-    def __init__(
-        self,
-        *,
-        controls: OpsControls,
-        queries: OpsQueries,
-        admin_token: str,
-        health: OpsHealth,
-        coordinator: Coordinator | None = None,
-    ) -> None:
-        self._coordinator = coordinator
-        self._controls = controls
-        self._queries = queries
-        self._token = admin_token
-        self._health = health
+    controls: OpsControls
+    queries: OpsQueries
+    admin_token: str
+    health: OpsHealth
+    coordinator: Coordinator | None = None
 
     async def GetHealth(self, request: admin_pb2.GetHealthRequest, context: Context) -> admin_pb2.GetHealthResponse:
         def run() -> admin_pb2.GetHealthResponse:
-            status, checks = self._health.report()
+            status, checks = self.health.report()
             return admin_pb2.GetHealthResponse(status=HEALTH_PB[status], checks=[c.to_pb() for c in checks])
 
         return await self._guard(context, "GetHealth", run)
@@ -72,7 +71,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     async def _guard(self, context: Context, action: str, call: Callable[[], Awaitable[T] | T]) -> T:
         """Authorize, run, map errors to statuses, and audit a refusal."""
         try:
-            require_token(context.invocation_metadata(), ADMIN_TOKEN_HEADER, self._token, door="admin")
+            require_token(context.invocation_metadata(), ADMIN_TOKEN_HEADER, self.admin_token, door="admin")
         except MeshError as exc:
             log.warning("[ADMIN] %s refused: %s", action, exc.code)
             await abort(context, exc)
@@ -81,7 +80,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             if isinstance(result, Awaitable):
                 result = await result
         except MeshError as exc:
-            self._controls.audit_refusal(action, exc)
+            self.controls.audit_refusal(action, exc)
             await abort(context, exc)
         return result
 
@@ -89,20 +88,20 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.TriggerAllocationRequest, context: Context
     ) -> admin_pb2.TriggerAllocationResponse:
         async def run() -> admin_pb2.TriggerAllocationResponse:
-            if self._coordinator is None:  # a single ops runs it here
-                decision = self._controls.trigger_allocation(request.reason)
+            if self.coordinator is None:  # a single ops runs it here
+                decision = self.controls.trigger_allocation(request.reason)
                 return admin_pb2.TriggerAllocationResponse(
-                    reason=decision.reason.value, message=decision.message, allocations=self._controls.allocations()
+                    reason=decision.reason.value, message=decision.message, allocations=self.controls.allocations()
                 )
             # Several workers: the allocator leader runs it once, whichever worker was asked; every worker applies it.
-            cycle = await self._coordinator.request_cycle(request.reason, within=context.time_remaining())
-            self._controls.audit(
+            cycle = await self.coordinator.request_cycle(request.reason, within=context.time_remaining())
+            self.controls.audit(
                 "TriggerAllocation", request.reason, result=cycle.reason, cycle_id=cycle.cycle_id, leader=cycle.leader
             )
             return admin_pb2.TriggerAllocationResponse(
                 reason=cycle.reason,
                 message=cycle.message,
-                allocations=self._controls.allocations(),
+                allocations=self.controls.allocations(),
                 cycle_id=cycle.cycle_id,
                 leader_worker_index=cycle.leader,
             )
@@ -116,7 +115,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             context,
             "SetRoutingWeights",
             lambda: admin_pb2.SetRoutingWeightsResponse(
-                models=self._controls.set_routing_weights(request.strategy_id, dict(request.weights), request.reason)
+                models=self.controls.set_routing_weights(request.strategy_id, dict(request.weights), request.reason)
             ),
         )
 
@@ -127,7 +126,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             context,
             "PromoteCanary",
             lambda: admin_pb2.PromoteCanaryResponse(
-                status=self._controls.operate_canary(
+                status=self.controls.operate_canary(
                     request.strategy_id, "promote", request.reason, to_full=request.to_full
                 )
             ),
@@ -136,45 +135,33 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     async def RollbackCanary(
         self, request: admin_pb2.RollbackCanaryRequest, context: Context
     ) -> admin_pb2.RollbackCanaryResponse:
-        return await self._guard(
-            context,
-            "RollbackCanary",
-            lambda: admin_pb2.RollbackCanaryResponse(
-                status=self._controls.operate_canary(request.strategy_id, "rollback", request.reason)
-            ),
+        return await self._operate_canary(
+            context, "RollbackCanary", "rollback", request, admin_pb2.RollbackCanaryResponse
         )
 
     async def PauseCanary(
         self, request: admin_pb2.PauseCanaryRequest, context: Context
     ) -> admin_pb2.PauseCanaryResponse:
-        return await self._guard(
-            context,
-            "PauseCanary",
-            lambda: admin_pb2.PauseCanaryResponse(
-                status=self._controls.operate_canary(request.strategy_id, "pause", request.reason)
-            ),
-        )
+        return await self._operate_canary(context, "PauseCanary", "pause", request, admin_pb2.PauseCanaryResponse)
 
     async def ResumeCanary(
         self, request: admin_pb2.ResumeCanaryRequest, context: Context
     ) -> admin_pb2.ResumeCanaryResponse:
-        return await self._guard(
-            context,
-            "ResumeCanary",
-            lambda: admin_pb2.ResumeCanaryResponse(
-                status=self._controls.operate_canary(request.strategy_id, "resume", request.reason)
-            ),
-        )
+        return await self._operate_canary(context, "ResumeCanary", "resume", request, admin_pb2.ResumeCanaryResponse)
 
     async def ConfirmCanary(
         self, request: admin_pb2.ConfirmCanaryRequest, context: Context
     ) -> admin_pb2.ConfirmCanaryResponse:
+        return await self._operate_canary(context, "ConfirmCanary", "confirm", request, admin_pb2.ConfirmCanaryResponse)
+
+    async def _operate_canary(
+        self, context: Context, rpc: str, action: str, request: CanaryRequest, response: Callable[..., T]
+    ) -> T:
+        """A canary control with no options (rollback, pause, resume, confirm): its status after the action."""
         return await self._guard(
             context,
-            "ConfirmCanary",
-            lambda: admin_pb2.ConfirmCanaryResponse(
-                status=self._controls.operate_canary(request.strategy_id, "confirm", request.reason)
-            ),
+            rpc,
+            lambda: response(status=self.controls.operate_canary(request.strategy_id, action, request.reason)),
         )
 
     async def SetTradingState(
@@ -185,14 +172,14 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             if state is None:
                 raise ValidationError("INVALID_STATE", "state must be ACTIVE, REDUCING or HALTED", field="state")
             model = request.model_id or None
-            self._controls.set_trading_state(model, state, request.reason)
+            self.controls.set_trading_state(model, state, request.reason)
             model_state = (
-                wire.TRADING_STATE_PB[self._queries.trading_state(model)]
+                wire.TRADING_STATE_PB[self.queries.trading_state(model)]
                 if model
                 else common_pb2.TRADING_STATE_UNSPECIFIED
             )
             return admin_pb2.SetTradingStateResponse(
-                global_state=wire.TRADING_STATE_PB[self._queries.trading_state()], model_state=model_state
+                global_state=wire.TRADING_STATE_PB[self.queries.trading_state()], model_state=model_state
             )
 
         return await self._guard(context, "SetTradingState", run)
@@ -201,7 +188,7 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.EngageKillSwitchRequest, context: Context
     ) -> admin_pb2.EngageKillSwitchResponse:
         async def run() -> admin_pb2.EngageKillSwitchResponse:
-            canceled, remaining = await self._controls.engage_kill_switch(request.reason or "operator")
+            canceled, remaining = await self.controls.engage_kill_switch(request.reason or "operator")
             return admin_pb2.EngageKillSwitchResponse(
                 canceled_count=canceled, resting_remaining=remaining, cancels_confirmed=remaining == 0
             )
@@ -212,10 +199,8 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         self, request: admin_pb2.ReleaseKillSwitchRequest, context: Context
     ) -> admin_pb2.ReleaseKillSwitchResponse:
         def run() -> admin_pb2.ReleaseKillSwitchResponse:
-            self._controls.release_kill_switch(request.reason)
-            return admin_pb2.ReleaseKillSwitchResponse(
-                global_state=wire.TRADING_STATE_PB[self._queries.trading_state()]
-            )
+            self.controls.release_kill_switch(request.reason)
+            return admin_pb2.ReleaseKillSwitchResponse(global_state=wire.TRADING_STATE_PB[self.queries.trading_state()])
 
         return await self._guard(context, "ReleaseKillSwitch", run)
 
@@ -226,6 +211,6 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
             target = CONFIG_TARGETS.get(request.target)
             if target is None:
                 raise ValidationError("INVALID_TARGET", "target must name a config file", field="target")
-            return admin_pb2.ReloadConfigResponse(message=self._controls.reload(target))
+            return admin_pb2.ReloadConfigResponse(message=self.controls.reload(target))
 
         return await self._guard(context, "ReloadConfig", run)
