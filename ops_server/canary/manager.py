@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, InitVar, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,7 @@ class CanaryRun:
         self.stable_returns.forget_before(first)
 
 
+@dataclass(eq=False, repr=False)
 class CanaryManager:
     """The canaries of every strategy that has one in the registry.
 
@@ -66,22 +67,17 @@ class CanaryManager:
         window_samples: most samples held per return series (ops' ``canary_window_samples``), count.
     """
 
-    def __init__(
-        self,
-        registry: ModelRegistry,
-        publish: Callable[[CanaryEvent], None],
-        now: Callable[[], datetime] = REAL_CLOCK.now,
-        *,
-        sample_seconds: float = 1.0,
-        window_samples: int = DEFAULT_WINDOW_SAMPLES,
-    ) -> None:
-        self.registry = registry
-        self.window_samples = window_samples
-        self.sample_seconds = sample_seconds
-        self._publish = publish
+    registry: ModelRegistry
+    publish: Callable[[CanaryEvent], None]
+    now: InitVar[Callable[[], datetime]] = REAL_CLOCK.now
+    _: KW_ONLY
+    sample_seconds: float = 1.0
+    window_samples: int = DEFAULT_WINDOW_SAMPLES
+
+    def __post_init__(self, now: Callable[[], datetime]) -> None:
         self.clock = now
         self.runs: dict[str, CanaryRun] = {}
-        for strategy_id, spec in registry.data.strategies.items():
+        for strategy_id, spec in self.registry.data.strategies.items():
             if spec.canary is None:
                 continue
             canary_model = spec.canary.model_id
@@ -95,7 +91,7 @@ class CanaryManager:
                 spec.stable_model,
                 config,
                 self.clock(),
-                sample_seconds=sample_seconds,
+                sample_seconds=self.sample_seconds,
                 trials=len(spec.models),
             )
             self.runs[strategy_id] = self._new_run(controller)
@@ -195,7 +191,7 @@ class CanaryManager:
         if moved:
             self._apply(controller)
         for event in events:
-            self._publish(event)
+            self.publish(event)
         return events
 
     def _apply(self, controller: CanaryController) -> None:
