@@ -28,7 +28,7 @@ import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, InitVar, dataclass
 
 import grpc
 
@@ -199,6 +199,7 @@ class _Pending:
     accepted: bool = False
 
 
+@dataclass(eq=False, repr=False)
 class StrategyRunner:
     """Runs one strategy's models against live quotes and streams their signals to ops.
 
@@ -219,42 +220,33 @@ class StrategyRunner:
         clock: wall time stamped on signals (``created_at_unix_nanos``).
     """
 
-    def __init__(
-        self,
-        name: str,
-        token: str,
-        models: Sequence[ModelSpec],
-        ops_address: str,
-        engine_address: str,
-        tracing: Tracing | None = None,
-        min_target_change: float = 0.05,
-        *,
-        quote_venue: str = "",
-        refresh_seconds: float = 0.0,
-        drain_timeout: float = 2.0,
-        backoff_initial: float = 0.1,
-        backoff_max: float = 0.25,
-        outbox_size: int = 1000,
-        clock: Clock = REAL_CLOCK,
-    ) -> None:
-        self.name = name
-        self._clock = clock
-        self._token = token
-        self.ops_address = ops_address
-        self.engine_address = engine_address
-        self.tracing = tracing
-        self.quote_venue = quote_venue
-        self.drain_timeout = drain_timeout
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+    name: str
+    token: str
+    models: InitVar[Sequence[ModelSpec]]
+    ops_address: str
+    engine_address: str
+    tracing: Tracing | None = None
+    min_target_change: float = 0.05
+    _: KW_ONLY
+    quote_venue: str = ""
+    refresh_seconds: float = 0.0
+    drain_timeout: float = 2.0
+    backoff_initial: float = 0.1
+    backoff_max: float = 0.25
+    outbox_size: int = 1000
+    clock: Clock = REAL_CLOCK
+
+    def __post_init__(self, models: Sequence[ModelSpec]) -> None:
         self.last_fill_seq = 0
         """The highest fill seq seen: sent when a stream (re)opens, so ops replays the fills missed meanwhile."""
         self.frame_limit = MAX_SIGNALS_PER_FRAME
         """Signals per request frame: our own bound until ops says a smaller one (GetStreamLimits)."""
-        self._outbox_size = outbox_size
         # Run-unique prefix: signal ids stay unique per model across restarts (ops deduplicates by id).
         self.planner = SignalPlanner(
-            models, min_target_change, run_id=f"{name}-{uuid.uuid4().hex[:8]}", refresh_seconds=refresh_seconds
+            models,
+            self.min_target_change,
+            run_id=f"{self.name}-{uuid.uuid4().hex[:8]}",
+            refresh_seconds=self.refresh_seconds,
         )
         self.stats = RunnerStats()
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
@@ -281,7 +273,7 @@ class StrategyRunner:
             except ValueError:
                 continue
             prices.append((quote.instrument, mid, quote.ts_unix_nanos))
-        signals = self.planner.plan(prices, self._clock.time_ns(), emit=self._ops_connected if emit is None else emit)
+        signals = self.planner.plan(prices, self.clock.time_ns(), emit=self._ops_connected if emit is None else emit)
         if not signals:
             return []
         for signal in signals:
@@ -372,10 +364,10 @@ class StrategyRunner:
         are awaited for up to ``drain_timeout`` seconds, then the signal stream is half-closed
         so ops finishes it cleanly.
         """
-        outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue(self._outbox_size)
+        outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue(self.outbox_size)
         closing = asyncio.Event()
         async with (
-            OpsClient(self.ops_address, strategy_token=self._token) as ops,
+            OpsClient(self.ops_address, strategy_token=self.token) as ops,
             EngineClient(self.engine_address) as engine,
         ):
             quotes_task = asyncio.create_task(self._quote_loop(engine, outbox), name=f"{self.name}-quotes")
@@ -408,7 +400,7 @@ class StrategyRunner:
     async def _quote_loop(
         self, engine: EngineClient, outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None]
     ) -> None:
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while True:
             try:
                 self.planner.forget_quotes()
@@ -433,7 +425,7 @@ class StrategyRunner:
         outbox: asyncio.Queue[ops_pb2.StreamSignalsRequest | None],
         closing: asyncio.Event,
     ) -> None:
-        backoff = Backoff(self._backoff_initial, self._backoff_max)
+        backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not closing.is_set():
             await self._learn_frame_limit(ops)
             call = ops.stream_signals()
