@@ -45,10 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_backtest(spec, args.data, quotes=args.quotes, with_compare=args.compare)
         out = args.out or Path("var/backtests") / args.strategy
         written = write_outputs(result, out, plots=not args.no_plot)
-    except MeshError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
+    except (MeshError, RuntimeError) as exc:  # a MeshError's str() is its message
         print(f"error: {exc}", file=sys.stderr)
         return 2
     took = time.perf_counter() - started

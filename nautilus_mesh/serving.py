@@ -334,10 +334,7 @@ def service_main(
             log.info("[%s] event loop: %s", label, "uvloop" if loop_factory else "asyncio")
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(serve_until_signalled(build(config), label))
-    except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except OSError as exc:
+    except (ConfigError, OSError) as exc:  # a ConfigError's str() is its message
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
