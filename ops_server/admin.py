@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[object, object]
 T = TypeVar("T")
 CanaryRequest = (
-    admin_pb2.RollbackCanaryRequest
+    admin_pb2.PromoteCanaryRequest
+    | admin_pb2.RollbackCanaryRequest
     | admin_pb2.PauseCanaryRequest
     | admin_pb2.ResumeCanaryRequest
     | admin_pb2.ConfirmCanaryRequest
@@ -122,14 +123,8 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
     async def PromoteCanary(
         self, request: admin_pb2.PromoteCanaryRequest, context: Context
     ) -> admin_pb2.PromoteCanaryResponse:
-        return await self._guard(
-            context,
-            "PromoteCanary",
-            lambda: admin_pb2.PromoteCanaryResponse(
-                status=self.controls.operate_canary(
-                    request.strategy_id, "promote", request.reason, to_full=request.to_full
-                )
-            ),
+        return await self._operate_canary(
+            context, "PromoteCanary", "promote", request, admin_pb2.PromoteCanaryResponse, to_full=request.to_full
         )
 
     async def RollbackCanary(
@@ -155,13 +150,22 @@ class OpsAdminService(admin_pb2_grpc.OpsAdminServiceServicer):
         return await self._operate_canary(context, "ConfirmCanary", "confirm", request, admin_pb2.ConfirmCanaryResponse)
 
     async def _operate_canary(
-        self, context: Context, rpc: str, action: str, request: CanaryRequest, response: Callable[..., T]
+        self,
+        context: Context,
+        rpc: str,
+        action: str,
+        request: CanaryRequest,
+        response: Callable[..., T],
+        *,
+        to_full: bool = False,
     ) -> T:
-        """A canary control with no options (rollback, pause, resume, confirm): its status after the action."""
+        """A canary control (promote, rollback, pause, resume or confirm): the canary's status after it."""
         return await self._guard(
             context,
             rpc,
-            lambda: response(status=self.controls.operate_canary(request.strategy_id, action, request.reason)),
+            lambda: response(
+                status=self.controls.operate_canary(request.strategy_id, action, request.reason, to_full=to_full)
+            ),
         )
 
     async def SetTradingState(
