@@ -80,12 +80,19 @@ def _root_then_child(tracing: Tracing) -> tuple[object, str]:
     return span, carried.traceparent
 
 
+def _one_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ratio: str) -> tuple[Tracing, object, str]:
+    """One root and its child under a sampling ``ratio``, flushed: the tracing, the root span and the child's
+    carried traceparent."""
+    tracing = _ratio_tracing(monkeypatch, tmp_path, ratio)
+    span, carried = _root_then_child(tracing)
+    tracing.force_flush()
+    return tracing, span, carried
+
+
 def test_root_when_sampler_says_no_makes_no_span_and_carries_an_unsampled_context(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    tracing = _ratio_tracing(monkeypatch, tmp_path, "0")
-    span, carried = _root_then_child(tracing)
-    tracing.force_flush()
+    tracing, span, carried = _one_root(monkeypatch, tmp_path, "0")
     assert not span.get_span_context().is_valid  # no span work at all, not even a non-recording SDK span
     assert is_unsampled(carried)  # the order carries the decision on, so the engine skips its spans too
     assert not (tmp_path / "spans.jsonl").exists() or not (tmp_path / "spans.jsonl").read_text().strip()
@@ -95,9 +102,7 @@ def test_root_when_sampler_says_no_makes_no_span_and_carries_an_unsampled_contex
 def test_root_when_sampler_says_yes_is_a_recorded_trace_with_the_decided_id(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    tracing = _ratio_tracing(monkeypatch, tmp_path, "1")
-    span, carried = _root_then_child(tracing)
-    tracing.force_flush()
+    tracing, span, carried = _one_root(monkeypatch, tmp_path, "1")
     context = span.get_span_context()  # type: ignore[attr-defined]
     assert context.is_valid and context.trace_flags.sampled
     assert is_sampled(carried) and trace_id_of(carried) == f"{context.trace_id:032x}"
