@@ -296,28 +296,26 @@ def test_evaluate_when_confirmation_required_holds_at_50_in_waiting() -> None:
     assert ctl.weights()["momentum_v2"] == 0.5
 
 
-def test_rollback_when_waiting_confirmation_rolls_back() -> None:
+@pytest.mark.parametrize(
+    ("action", "to_state", "reason", "weight"),
+    [
+        ("rollback", CanaryState.ROLLED_BACK, CanaryReason.MANUAL_ROLLBACK, 0.0),
+        ("confirm", CanaryState.PROMOTED, CanaryReason.CONFIRMED, 1.0),
+    ],
+)
+def test_operator_when_waiting_confirmation_rolls_back_to_0_or_confirms_to_100(
+    action: str, to_state: CanaryState, reason: CanaryReason, weight: float
+) -> None:
     feed = Feed()
     ctl = drive_to_waiting(feed)
 
-    (event,) = ctl.rollback(feed.now, "PM does not like the fills")
+    (event,) = getattr(ctl, action)(feed.now, "decided by the desk")
 
     assert event.from_state is CanaryState.WAITING_CONFIRMATION
-    assert event.to_state is CanaryState.ROLLED_BACK
-    assert event.reason is CanaryReason.MANUAL_ROLLBACK
-    assert (event.step_percent_before, event.step_percent_after) == (50.0, 0.0)
-    assert ctl.weights()["momentum_v2"] == 0.0
-
-
-def test_confirm_when_waiting_promotes_to_full() -> None:
-    feed = Feed()
-    ctl = drive_to_waiting(feed)
-
-    (event,) = ctl.confirm(feed.now, "reviewed by desk head")
-
-    assert event.reason is CanaryReason.CONFIRMED
-    assert ctl.state is CanaryState.PROMOTED
-    assert ctl.weights()["momentum_v2"] == 1.0
+    assert event.to_state is to_state and ctl.state is to_state
+    assert event.reason is reason
+    assert (event.step_percent_before, event.step_percent_after) == (50.0, weight * 100)
+    assert ctl.weights()["momentum_v2"] == weight
 
 
 def test_confirm_when_given_in_advance_lets_the_gate_pass() -> None:
