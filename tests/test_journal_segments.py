@@ -53,14 +53,19 @@ def report(seq: int, coid: str = "c", qty: str = "1") -> engine_pb2.ExecutionRep
     )
 
 
-def write_segments(path: Path, *segments: list[int], fsync: FsyncPolicy = "never") -> None:
-    """A segmented journal holding the reports of these seqs, one list per segment."""
+def open_segments(path: Path, *segments: list[int], fsync: FsyncPolicy = "never") -> SegmentedJournalWriter:
+    """The writer of a segmented journal holding the reports of these seqs, one list per segment, left open."""
     writer = SegmentedJournalWriter(path, SCHEMA, fsync=fsync)
     for index, segment in enumerate(segments):
         if index:
             writer.roll()
         writer.write([report(seq) for seq in segment])
-    writer.close()
+    return writer
+
+
+def write_segments(path: Path, *segments: list[int], fsync: FsyncPolicy = "never") -> None:
+    """A segmented journal holding the reports of these seqs, one list per segment."""
+    open_segments(path, *segments, fsync=fsync).close()
 
 
 def write_after_replay(
@@ -142,10 +147,7 @@ def test_segments_when_dropped_through_k_then_only_later_segments_remain_and_wri
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.bin"
-    writer = SegmentedJournalWriter(path, SCHEMA, fsync="batch")
-    for seq in range(1, 4):
-        writer.write([report(seq)])
-        writer.roll()
+    writer = open_segments(path, [1], [2], [3], [], fsync="batch")  # the current segment is empty
     assert writer.drop_through(10) == 3  # never the current segment
     writer.close()
     assert [i for i, _ in list_segments(path)] == [3] and seqs(path) == []
@@ -161,10 +163,7 @@ def test_journal_dump_when_the_journal_is_segmented_and_compacted_prints_the_rem
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "journal.bin"
-    writer = SegmentedJournalWriter(path, SCHEMA, fsync="never")
-    for seq in range(1, 5):
-        writer.write([report(seq)])
-        writer.roll()
+    writer = open_segments(path, [1], [2], [3], [4], [])
     writer.drop_through(1)
     writer.close()
     assert not path.exists()
