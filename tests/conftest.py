@@ -19,7 +19,7 @@ from engine_server.config import EngineConfig
 from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.api.ops.v1 import ops_pb2_grpc
+from nautilus_mesh.api.ops.v1 import admin_pb2_grpc, ops_pb2_grpc
 from ops_server.config import OpsConfig, StrategyAccess
 from ops_server.server import OpsServer
 
@@ -80,6 +80,12 @@ class Mesh:
 
     def ops_stub(self, channel: grpc.aio.Channel) -> ops_pb2_grpc.OpsServiceStub:
         return ops_pb2_grpc.OpsServiceStub(channel)
+
+    @contextlib.asynccontextmanager
+    async def stubs(self) -> AsyncIterator[tuple[ops_pb2_grpc.OpsServiceStub, admin_pb2_grpc.OpsAdminServiceStub]]:
+        """An OpsService and an OpsAdminService stub on one channel to ops, closed on exit."""
+        async with self.channel() as channel:
+            yield self.ops_stub(channel), admin_pb2_grpc.OpsAdminServiceStub(channel)
 
 
 def engine_config(tmp: Path, **overrides: Any) -> EngineConfig:

@@ -24,9 +24,7 @@ from tests.conftest import (
 async def test_trigger_allocation_when_allowed_moves_capital_and_next_signal_uses_new_quota(mesh: Mesh) -> None:
     seed_returns(mesh)
     core = mesh.ops.core
-    async with mesh.channel() as channel:
-        stub = mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with mesh.stubs() as (stub, admin):
         events = stub.WatchEvents(ops_pb2.WatchEventsRequest(kinds=["ALLOCATION"]), metadata=ADMIN_META)
         before = await stub.GetAllocations(ops_pb2.GetAllocationsRequest(), metadata=ADMIN_META)
         assert {a.strategy_id: a.fraction for a in before.allocations} == {"momentum": 0.5, "meanrev": 0.5}

@@ -62,9 +62,7 @@ async def test_shadow_model_when_signalling_trades_only_on_paper_and_is_measured
 
 async def test_operator_controls_when_used_move_weights_for_the_next_signal(mesh: Mesh) -> None:
     core = mesh.ops.core
-    async with mesh.channel() as channel:
-        stub = mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with mesh.stubs() as (stub, admin):
         # Shadow trading first: a paper position that must not leak into the live book.
         await stub.SubmitSignal(
             ops_pb2.SubmitSignalRequest(signal=signal("op-0", "momentum_v2", -1.0)), metadata=MOMENTUM_META

@@ -49,9 +49,7 @@ async def test_canary_guards_when_others_breach_or_rails_are_not_capital_count_o
     small_mesh: Mesh,
 ) -> None:
     core = small_mesh.ops.core
-    async with small_mesh.channel() as channel:
-        stub = small_mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with small_mesh.stubs() as (stub, admin):
         for _ in range(4):
             await promote(admin)  # 5, 10, 25, 50 %: momentum_v2's quota is 1000
         assert core.canaries.runs["momentum"].controller.step_percent == 50.0

@@ -65,9 +65,7 @@ async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes
 ) -> None:
     path = tmp_path / "registry.json"
     registry = json.loads(path.read_text())
-    async with editable_mesh.channel() as channel:
-        stub = editable_mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with editable_mesh.stubs() as (stub, admin):
         registry["strategies"]["meanrev"]["models"]["meanrev_v1"]["weight"] = 0.5
         path.write_text(json.dumps(registry))
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -79,9 +79,7 @@ async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_an
 
 
 async def test_reducing_state_when_set_by_operator_passes_reductions_and_denies_increases(small_mesh: Mesh) -> None:
-    async with small_mesh.channel() as channel:
-        stub = small_mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with small_mesh.stubs() as (stub, admin):
         await buy_15_btc(small_mesh, stub)
         await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -121,9 +119,7 @@ async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signal
             await outbox.put(engine_pb2.StreamOrdersRequest(commands=[order_command(f"rest-{i}", "1", price)]))
         await wait_until(lambda: len(manager.open_orders()) == 3)
 
-        async with small_mesh.channel() as channel:
-            stub = small_mesh.ops_stub(channel)
-            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        async with small_mesh.stubs() as (stub, admin):
             engaged = await admin.EngageKillSwitch(
                 admin_pb2.EngageKillSwitchRequest(reason="test"), metadata=ADMIN_META
             )
@@ -154,9 +150,7 @@ async def test_kill_switch_when_engaged_cancels_resting_orders_and_denies_signal
 async def test_reload_when_risk_file_is_malformed_keeps_previous_limits(small_mesh: Mesh) -> None:
     path = small_mesh.ops.config.risk_limits_path
     assert path is not None
-    async with small_mesh.channel() as channel:
-        stub = small_mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with small_mesh.stubs() as (stub, admin):
         before = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
         reload = admin_pb2.ReloadConfigRequest(target=admin_pb2.CONFIG_TARGET_RISK_LIMITS)
         for bad in ('{"global": ', '{"global": {"max_gross_exposure": "-5"}}'):
@@ -200,9 +194,7 @@ async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_r
     small_mesh: Mesh,
 ) -> None:
     core = small_mesh.ops.core
-    async with small_mesh.channel() as channel:
-        stub = small_mesh.ops_stub(channel)
-        admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+    async with small_mesh.stubs() as (stub, admin):
         long = await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("f-1", 0.5)), metadata=MOMENTUM_META)
         assert long.decision.quantity == "10"
         await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
@@ -231,9 +223,7 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
         },
     ) as mesh:
         core = mesh.ops.core
-        async with mesh.channel() as channel:
-            stub = mesh.ops_stub(channel)
-            admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
+        async with mesh.stubs() as (stub, admin):
             await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=MOMENTUM_META)
             await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
             await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
