@@ -129,8 +129,12 @@ def _reference_projection(t: list[float], lo: list[float], hi: list[float]) -> l
     return [min(u, max(l_, x - a)) for x, l_, u in zip(t, lo, hi, strict=True)]
 
 
+Problem = tuple[list[float], list[float], list[float]]
+"""Targets, lower bounds and upper bounds of a projection onto the bounded simplex."""
+
+
 @st.composite
-def feasible_problems(draw: st.DrawFn) -> tuple[list[float], list[float], list[float]]:
+def feasible_problems(draw: st.DrawFn) -> Problem:
     n = draw(st.integers(min_value=1, max_value=8))
     unit = st.floats(min_value=0.0, max_value=1.0)
     scale = draw(unit)
@@ -143,9 +147,7 @@ def feasible_problems(draw: st.DrawFn) -> tuple[list[float], list[float], list[f
 
 @settings(max_examples=300, deadline=None)
 @given(feasible_problems())
-def test_project_bounded_simplex_when_feasible_bounds_sums_to_one_and_respects_bounds(
-    problem: tuple[list[float], list[float], list[float]],
-) -> None:
+def test_project_bounded_simplex_when_feasible_bounds_sums_to_one_and_respects_bounds(problem: Problem) -> None:
     targets, lower, upper = problem
     weights = project_bounded_simplex(targets, lower, upper)
     assert abs(math.fsum(weights) - 1.0) <= 1e-9
@@ -157,9 +159,7 @@ def test_project_bounded_simplex_when_feasible_bounds_sums_to_one_and_respects_b
 
 @settings(max_examples=300, deadline=None)
 @given(feasible_problems())
-def test_project_bounded_simplex_when_targets_already_feasible_returns_targets(
-    problem: tuple[list[float], list[float], list[float]],
-) -> None:
+def test_project_bounded_simplex_when_targets_already_feasible_returns_targets(problem: Problem) -> None:
     targets, lower, upper = problem
     feasible = project_bounded_simplex(targets, lower, upper)
     assert project_bounded_simplex(feasible, lower, upper) == pytest.approx(feasible, abs=1e-12)
