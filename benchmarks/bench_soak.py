@@ -1,7 +1,7 @@
 """Soak: the mesh at a steady signal rate for a long time, and how the memory of ops and engine moves.
 
 Runs the mesh as three processes (engine and ops as ``python -m ...`` on free ports, this script as the strategy),
-sends signals at ``--rate`` per second in frames every 100 ms (every signal id new, each signal flipping its
+sends signals at ``--rate`` per second in frames every 100 ms (every signal id new, each signal moving its
 target so each one trades), reads every answer, and samples the resident set size (RSS) of ops and engine every
 ``--sample-seconds``. It prints, per service, the RSS after the warm-up (``--baseline-seconds``, default the first
 minute), at the end and the growth between them in percent (target: <= 5%), then the engine's journal on disk
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import sys
 import tempfile
 import time
@@ -102,9 +103,20 @@ async def soak_mesh(tmp: Path, retention: int, snapshot_mb: float = 4.0) -> Asyn
         bench_mesh.ops_settings, bench_mesh.engine_settings = ops_settings, engine_settings
 
 
+SOAK_TARGET_STEP = 0.04
+"""Each signal moves its instrument's target by this fraction of ``TARGET`` (up, then back down)."""
+MAX_FRAME_SIGNALS = 100
+"""Signals per frame at most (a sender that fell behind catches up in several frames, within the frame limit)."""
+
+
 def soak_signal(k: int) -> ops_pb2.Signal:
-    """Signal number ``k``: alternating instruments, each instrument's target flipping sign every time."""
-    target = TARGET if (k // 2) % 2 == 0 else -TARGET
+    """Signal number ``k``: alternating instruments, each instrument's target moving between two nearby levels.
+
+    Every signal trades, a small order (~100 USD with the demo's quota). Flipping the whole position instead would
+    pay the spread on it each time: after ~140,000 signals the model has lost its capital, the drawdown rail moves it
+    to REDUCING and the soak measures rejections.
+    """
+    target = TARGET if (k // 2) % 2 == 0 else TARGET * (1 - SOAK_TARGET_STEP)
     return ops_pb2.Signal(signal_id=f"soak-{k}", model_id=MODEL, instrument=INSTRUMENTS[k % 2], target=target)
 
 
@@ -116,6 +128,8 @@ class SteadyStrategy:
         self.rate = rate
         self.sent = 0
         self.decisions: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+        """Rejected signals by error code (a soak whose signals are rejected measures the rejections, not trading)."""
         self.fills = 0
         self._reader = asyncio.create_task(self._read(), name="soak-reader")
 
@@ -126,6 +140,8 @@ class SteadyStrategy:
                 return
             for decision in response.decisions:
                 self.decisions[ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")] += 1
+                if decision.status == ops_pb2.DECISION_STATUS_REJECTED:
+                    self.rejections[decision.error.code] += 1
             self.fills += len(response.fills)
 
     async def run(self, seconds: float) -> None:
@@ -133,9 +149,11 @@ class SteadyStrategy:
         while (elapsed := time.perf_counter() - started) < seconds:
             due = int(elapsed * self.rate) + 1
             if due > self.sent:
-                signals = [soak_signal(k) for k in range(self.sent, due)]
-                await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
-                self.sent = due
+                while self.sent < due:
+                    end = min(due, self.sent + MAX_FRAME_SIGNALS)
+                    signals = [soak_signal(k) for k in range(self.sent, end)]
+                    await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
+                    self.sent = end
             await asyncio.sleep(FRAME_SECONDS)
 
     async def close(self) -> None:
@@ -177,6 +195,13 @@ def growth(samples: list[dict[str, float]], baseline_seconds: float, name: str) 
     }
 
 
+def copy_logs(run_folder: Path, to: Path) -> None:
+    """Copy the services' logs of a run (``engine.log``, ``ops.log``) into ``to``."""
+    to.mkdir(parents=True, exist_ok=True)
+    for log_file in run_folder.glob("*.log"):
+        shutil.copy(log_file, to / log_file.name)
+
+
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     samples: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-soak-") as tmp_name:
@@ -195,6 +220,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                     await sampler
                 await channel.close()
             samples.append(sample(pids, journal, started))
+        if args.logs is not None:  # the services' logs outlive the run's folder
+            copy_logs(Path(tmp_name), args.logs)
     services = {name: growth(samples, args.baseline_seconds, name) for name in ("ops", "engine")}
     journal_row = growth(samples, args.baseline_seconds, "engine_journal")
     return {
@@ -204,6 +231,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "baseline_s": args.baseline_seconds,
         "signals_sent": strategy.sent,
         "decisions": dict(strategy.decisions),
+        "rejections": dict(strategy.rejections),
         "fills": strategy.fills,
         "services": services,
         "engine_journal": journal_row,
@@ -218,6 +246,8 @@ def report(figures: dict[str, Any]) -> None:
         f"signals, decisions {figures['decisions']}, {figures['fills']} fills, "
         f"retention windows {figures['retention'] or 'default'}"
     )
+    if figures["rejections"]:
+        print(f"rejected, by code: {figures['rejections']} (RSS then measures rejections, not trading)")
     print(f"{'service':<8} {'RSS after ' + str(figures['baseline_s']) + ' s':>18} {'end':>9} {'max':>9} {'growth':>9}")
     for name, row in figures["services"].items():
         if row["baseline_mb"] is None:
@@ -247,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--retention", type=int, default=5000, help="retention windows (0: service defaults)")
     parser.add_argument("--snapshot-mb", type=float, default=4.0, help="engine journal MB between snapshots")
     parser.add_argument("--json", type=Path, help="write the figures and samples here")
+    parser.add_argument("--logs", type=Path, metavar="DIR", help="copy the services' logs here at the end")
     args = parser.parse_args(argv)
     figures = asyncio.run(soak(args))
     report(figures)

@@ -68,6 +68,7 @@ def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_service
     assert done.returncode == 0, done.stderr[-3000:]
     figures = json.loads(out.read_text(encoding="utf-8"))
     assert figures["signals_sent"] > 0 and sum(figures["decisions"].values()) == figures["signals_sent"]
+    assert figures["decisions"].get("ACCEPTED") == figures["signals_sent"] and figures["rejections"] == {}  # it trades
     for service in ("ops", "engine"):
         row = figures["services"][service]
         assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
