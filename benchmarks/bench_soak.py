@@ -148,12 +148,11 @@ class SteadyStrategy:
         started = time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
             due = int(elapsed * self.rate) + 1
-            if due > self.sent:
-                while self.sent < due:
-                    end = min(due, self.sent + MAX_FRAME_SIGNALS)
-                    signals = [soak_signal(k) for k in range(self.sent, end)]
-                    await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
-                    self.sent = end
+            while self.sent < due:
+                end = min(due, self.sent + MAX_FRAME_SIGNALS)
+                signals = [soak_signal(k) for k in range(self.sent, end)]
+                await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
+                self.sent = end
             await asyncio.sleep(FRAME_SECONDS)
 
     async def close(self) -> None:
