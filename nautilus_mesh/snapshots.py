@@ -62,21 +62,26 @@ def json_text(document: Mapping[str, Any]) -> str:
     """``document`` as compact strict JSON text, the same value as ``json.dumps`` gives, with each :class:`Packed`
     value (at any depth of objects) copied between quotes instead of being scanned by the encoder."""
     parts: list[str] = []
-
-    def put(value: object) -> None:
-        if isinstance(value, Packed):
-            parts.extend(('"', value, '"'))
-        elif isinstance(value, Mapping):
-            parts.append("{")
-            for n, (key, item) in enumerate(value.items()):
-                parts.append(("," if n else "") + json.dumps(str(key)) + ":")
-                put(item)
-            parts.append("}")
-        else:
-            parts.append(json.dumps(value, allow_nan=False, separators=(",", ":")))
-
-    put(document)
+    _put_json(document, parts)
     return "".join(parts)
+
+
+def _put_json(value: object, parts: list[str]) -> None:
+    """Append ``value``'s JSON text to ``parts``.
+
+    A plain function, not a closure over ``parts`` calling itself: such a closure is a reference cycle, which would
+    keep every part (a snapshot's packed lists, tens of MB) alive until the next full collection of the cyclic GC,
+    rare in the services (:data:`nautilus_mesh.serving.GC_THRESHOLDS`)."""
+    if isinstance(value, Packed):
+        parts.extend(('"', value, '"'))
+    elif isinstance(value, Mapping):
+        parts.append("{")
+        for n, (key, item) in enumerate(value.items()):
+            parts.append(("," if n else "") + json.dumps(str(key)) + ":")
+            _put_json(item, parts)
+        parts.append("}")
+    else:
+        parts.append(json.dumps(value, allow_nan=False, separators=(",", ":")))
 
 
 def unpack(blob: str, cls: type[M]) -> Iterator[M]:
