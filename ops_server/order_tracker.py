@@ -9,10 +9,9 @@ may not have reached the engine, to be re-sent (the engine deduplicates by clien
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -145,7 +144,8 @@ class OrderTracker:
         journal_fsync: ``never`` (one write per frame: survives a process crash), ``batch`` (plus one fsync per
             frame: survives power loss) or ``always``.
         dedup_window: how many signal decisions are remembered for duplicate detection.
-        history: how many orders and fills are kept for queries (open orders are always kept).
+        history: how many orders and fills are kept for queries (count each); open orders are always kept, finished
+            ones leave memory in the order they finished.
         archive_retention: how many orders and fills that left memory are kept on disk for queries (count each,
             ``history.db`` beside the journal, :mod:`ops_server.order_archive`); None keeps none.
     """
@@ -159,6 +159,9 @@ class OrderTracker:
     orders: OrderedDict[str, TrackedOrder] = field(default_factory=OrderedDict)
     fills: OrderedDict[str, ops_pb2.Fill] = field(default_factory=OrderedDict)
     _open: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    _finished: deque[str] = field(default_factory=deque)
+    """Client order ids of finished orders, in the order they finished: the next to leave memory first (open orders
+    resting at the head of ``orders`` are never walked again and again)."""
 
     def __post_init__(self) -> None:
         self._journal = OpsJournal(Path(self.journal_path), self.journal_fsync) if self.journal_path else None
@@ -214,13 +217,14 @@ class OrderTracker:
     def _add_order(self, order: TrackedOrder) -> None:
         self.orders[order.client_order_id] = order
         self._adjust_open(order, order.open_quantity)
-        if len(self.orders) > self.history:
-            for coid in list(itertools.islice(self.orders, len(self.orders) - self.history)):
-                old = self.orders[coid]
-                if old.status in TERMINAL:
-                    del self.orders[coid]
-                    if self.archive is not None:
-                        self.archive.add_order(old.to_pb(), old.filled, old.status)
+        if order.status in TERMINAL:
+            self._finished.append(order.client_order_id)
+        while len(self.orders) > self.history and self._finished:
+            old = self.orders.get(self._finished.popleft())
+            if old is not None and old.status in TERMINAL:
+                del self.orders[old.client_order_id]
+                if self.archive is not None:
+                    self.archive.add_order(old.to_pb(), old.filled, old.status)
 
     def _adjust_open(self, order: TrackedOrder, delta: Decimal) -> None:
         key = (order.model_id, order.instrument)
@@ -260,6 +264,8 @@ class OrderTracker:
                 signed = qty if order.side == "BUY" else -qty
                 fill = AppliedFill(order, report, signed, Decimal(report.last_price), Decimal(report.fee or "0"))
         if report.order_status != engine_pb2.ORDER_STATUS_UNSPECIFIED:
+            if report.order_status in TERMINAL and order.status not in TERMINAL:
+                self._finished.append(order.client_order_id)
             order.status = report.order_status
         self._adjust_open(order, order.open_quantity - before)
         return fill
@@ -282,6 +288,8 @@ class OrderTracker:
         """Put back an order as a journal snapshot saved it (fills and status included)."""
         self.orders[order.client_order_id] = order
         self._adjust_open(order, order.open_quantity)
+        if order.status in TERMINAL:
+            self._finished.append(order.client_order_id)
 
     def replay(self, on_report: Callable[[engine_pb2.ExecutionReport], None], first_segment: int = 0) -> int:
         """Rebuild from the journal's segments from ``first_segment`` on (a snapshot restored the ones before);

@@ -145,3 +145,39 @@ def legacy_order(order: TrackedOrder) -> dict[str, object]:
         "traceparent": order.traceparent,
         "owner": order.owner,
     }
+
+
+def test_tracker_when_open_orders_rest_at_the_head_keeps_them_and_lets_finished_ones_leave_in_finishing_order() -> None:
+    tracker = OrderTracker(history=6)
+
+    def send(i: int) -> None:
+        coid = f"o-{i}"
+        decision = ops_pb2.SignalDecision(signal_id=f"s-{i}", model_id="m1", client_order_id=coid, quantity="1")
+        tracker.record(
+            decision,
+            TrackedOrder(coid, f"s-{i}", "m1", "st", "BTC-USD", "BUY", Decimal(1), "LIVE", "sim", Decimal(1), i),
+        )
+
+    def finish(i: int, status: int = engine_pb2.ORDER_STATUS_FILLED) -> None:
+        report = engine_pb2.ExecutionReport(
+            seq=i + 1, client_order_id=f"o-{i}", exec_type=engine_pb2.EXEC_TYPE_FILL, order_status=status,
+            last_qty="1", last_price="100",
+        )  # fmt: skip
+        tracker.apply_report(report)
+
+    for i in range(3):
+        send(i)  # three resting orders, never finished
+    for i in range(3, 10):
+        send(i)
+    finish(9)
+    finish(3, engine_pb2.ORDER_STATUS_CANCELED)
+    for i in range(4, 9):
+        finish(i)
+    send(10)  # over the history: finished orders leave, oldest finished first, open ones stay
+    assert list(tracker.orders) == ["o-0", "o-1", "o-2", "o-7", "o-8", "o-10"]  # o-9, o-3 ... o-6 left
+    assert tracker.open_quantity("m1", "BTC-USD") == Decimal(4)
+    finish(0)
+    send(11)
+    send(12)
+    send(13)
+    assert list(tracker.orders) == ["o-1", "o-2", "o-10", "o-11", "o-12", "o-13"]  # o-7, o-8, then o-0
