@@ -129,7 +129,7 @@ class OpsConfig(StrictModel):
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     order_history: int = pydantic.Field(100_000, gt=0)
     """Orders and fills kept in memory for ``ListOrders``/``ListFills`` (count each); finished orders beyond it leave
-    memory (open orders always stay) for the on-disk archive (``order_archive``)."""
+    memory, oldest finished first (open orders always stay), for the on-disk archive (``order_archive``)."""
     order_archive: int | None = pydantic.Field(1_000_000, gt=0)
     """Orders and fills that left memory kept on disk for ``ListOrders``/``ListFills`` (count each; ``history.db`` in
     ``state_dir``, about 150 bytes each); older ones are deleted and no longer listed. None keeps none."""
