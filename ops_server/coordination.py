@@ -36,7 +36,7 @@ import contextlib
 import json
 import logging
 import uuid
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -123,20 +123,20 @@ class Coordinator:
     state: OpsState
     metrics: OpsMetrics
     clock: Clock = REAL_CLOCK
+    leader: bool = field(init=False, default=False)
+    applied_cycle: int = field(init=False, default=-1)
+    _conn: psycopg.AsyncConnection[Any] | None = field(init=False, default=None)
+    _lock_conn: psycopg.AsyncConnection[Any] | None = field(init=False, default=None)
+    _task: asyncio.Task[None] | None = field(init=False, default=None)
+    _rails_version: int = field(init=False, default=0)
+    _returns_written_at: float = field(init=False, default=float("-inf"))
+    _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self._url, self._schema = _split_schema(self.config.database_url)
         self._documents = sql.Identifier(self._schema, "documents")
         self._lock_key = f"nautilus_mesh.allocator:{self._schema}"
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock_conn: psycopg.AsyncConnection[Any] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.leader = False
-        self.applied_cycle = -1
         self._rails_synced = self._local_rails()
-        self._rails_version = 0
-        self._returns_written_at = float("-inf")
-        self._wake = asyncio.Event()
 
     # -- lifecycle -------------------------------------------------------------------------
 

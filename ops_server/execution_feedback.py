@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -65,10 +65,10 @@ class ExecutionFeedback:
     metrics: OpsMetrics
     tracing: Tracing
     clock: Clock = REAL_CLOCK
+    _streams: dict[str, set[FillQueue]] = field(init=False, default_factory=dict)
+    _connects: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        self._streams: dict[str, set[FillQueue]] = {}
-        self._connects = 0
         link = self.link  # read at each scrape
         self.metrics.reconcile_history_skips.set_function(lambda: getattr(link, "history_skips", 0))
 

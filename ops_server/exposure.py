@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
 from nautilus_mesh.api.common.v1 import common_pb2
@@ -52,12 +52,10 @@ class ExposureView:
     tracker: OrderTracker
     shadow_capital_usd: Decimal
     clock: Clock = REAL_CLOCK
-
-    def __post_init__(self) -> None:
-        self.other_workers_gross = ZERO
-        """Gross exposure the other ops workers hold, USD (several workers; kept by ops_server.coordination)."""
-        self.rules: dict[str, InstrumentRules] = {}
-        self._mark_time: dict[str, float] = {}
+    other_workers_gross: Decimal = field(init=False, default=ZERO)
+    """Gross exposure the other ops workers hold, USD (several workers; kept by ops_server.coordination)."""
+    rules: dict[str, InstrumentRules] = field(init=False, default_factory=dict)
+    _mark_time: dict[str, float] = field(init=False, default_factory=dict)
 
     # -- quota -----------------------------------------------------------------------------
 

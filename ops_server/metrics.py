@@ -6,6 +6,7 @@ The signal path never calls ``labels()``: the children of a model, a venue and a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
@@ -50,191 +51,152 @@ class OpsMetrics:
         r = self.registry = CollectorRegistry()
         ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
         PlatformCollector(registry=r)  # python_info
-        self.signals_received = Counter("signals_received_total", "Signals received, by model.", ["model"], registry=r)
-        self.signals_routed = Counter(
-            "signals_routed_total",
-            "Signals routed to an order or no-op, by model and mode.",
-            ["model", "mode"],
-            registry=r,
+        counter = functools.partial(Counter, registry=r)
+        gauge = functools.partial(Gauge, registry=r)
+        histogram = functools.partial(Histogram, registry=r)
+        self.signals_received = counter("signals_received_total", "Signals received, by model.", ["model"])
+        self.signals_routed = counter(
+            "signals_routed_total", "Signals routed to an order or no-op, by model and mode.", ["model", "mode"]
         )
-        self.decisions = Counter(
-            "signal_decisions_total", "Signal decisions by status.", ["model", "status"], registry=r
+        self.decisions = counter("signal_decisions_total", "Signal decisions by status.", ["model", "status"])
+        self.orders_submitted = counter("orders_submitted_total", "Orders sent to the engine, by venue.", ["venue"])
+        self.fills = counter("fills_total", "Fills applied, by model.", ["model"])
+        self.fills_dropped = counter(
+            "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills)."
         )
-        self.orders_submitted = Counter(
-            "orders_submitted_total", "Orders sent to the engine, by venue.", ["venue"], registry=r
-        )
-        self.fills = Counter("fills_total", "Fills applied, by model.", ["model"], registry=r)
-        self.fills_dropped = Counter(
-            "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills).", registry=r
-        )
-        self.archived = Gauge(
+        self.archived = gauge(
             "order_archive_rows_written",
             "Orders and fills that left memory written to the on-disk archive (history.db) by this process, by kind.",
             ["kind"],
-            registry=r,
         )
-        self.risk_rejections = Counter(
-            "risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"], registry=r
+        self.risk_rejections = counter("risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"])
+        self.allocated_capital = gauge(
+            "allocated_capital_usd", "Capital quota per model (strategy allocation x routing weight).", ["model"]
         )
-        self.allocated_capital = Gauge(
-            "allocated_capital_usd",
-            "Capital quota per model (strategy allocation x routing weight).",
-            ["model"],
-            registry=r,
+        self.strategy_allocation = gauge("strategy_allocation_fraction", "Capital fraction per strategy.", ["strategy"])
+        self.allocation_decisions = counter(
+            "allocation_decisions_total", "Capital allocator cycles by reason.", ["reason"]
         )
-        self.strategy_allocation = Gauge(
-            "strategy_allocation_fraction", "Capital fraction per strategy.", ["strategy"], registry=r
-        )
-        self.allocation_decisions = Counter(
-            "allocation_decisions_total", "Capital allocator cycles by reason.", ["reason"], registry=r
-        )
-        self.signal_latency = Histogram(
+        self.signal_latency = histogram(
             "signal_latency_seconds",
             "Time from receiving a signal to its decision (order sent) in ops.",
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.signal_to_fill = Histogram(
+        self.signal_to_fill = histogram(
             "signal_to_fill_seconds",
             "Time from a signal's arrival at ops to the first fill of its order.",
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.stage_latency = Histogram(
-            "ops_stage_latency_seconds",
-            "Per-stage latency of the signal path.",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.stage_latency = histogram(
+            "ops_stage_latency_seconds", "Per-stage latency of the signal path.", ["stage"], buckets=LATENCY_BUCKETS
         )
-        self.model_pnl = Gauge(
-            "model_pnl_usd", "Equity (realized + unrealized - fees) per model.", ["model"], registry=r
-        )
-        self.model_sharpe = Gauge(
+        self.model_pnl = gauge("model_pnl_usd", "Equity (realized + unrealized - fees) per model.", ["model"])
+        self.model_sharpe = gauge(
             "model_sharpe",
             "Sharpe ratio per model, annualised from returns summed into bars (Sharpe per sqrt(year)); "
             "0 until stats_min_bars bars.",
             ["model"],
-            registry=r,
         )
-        self.model_drawdown_ratio = Gauge(
+        self.model_drawdown_ratio = gauge(
             "model_drawdown_ratio",
             "Current fall of equity (capital base + PnL) from its peak per model, fraction of the peak.",
             ["model"],
-            registry=r,
         )
-        self.model_max_drawdown_ratio = Gauge(
+        self.model_max_drawdown_ratio = gauge(
             "model_max_drawdown_ratio",
             "Largest fall of equity (capital base + PnL) from its peak per model, fraction of the peak.",
             ["model"],
-            registry=r,
         )
-        self.model_max_drawdown_usd = Gauge(
-            "model_max_drawdown_usd", "Largest fall of PnL from its peak per model, USD.", ["model"], registry=r
+        self.model_max_drawdown_usd = gauge(
+            "model_max_drawdown_usd", "Largest fall of PnL from its peak per model, USD.", ["model"]
         )
-        self.model_position = Gauge(
-            "model_position", "Position per model and instrument.", ["model", "instrument"], registry=r
-        )
-        self.trading_state = Gauge(
+        self.model_position = gauge("model_position", "Position per model and instrument.", ["model", "instrument"])
+        self.trading_state = gauge(
             "trading_state",
             'Trading state (0 ACTIVE, 1 REDUCING, 2 HALTED): scope="global", or scope="model" with its model.',
             ["scope", "model"],
-            registry=r,
         )
-        self.canary_weight = Gauge(
-            "canary_weight", "Routing weight per model under canary.", ["strategy", "model"], registry=r
-        )
-        self.engine_connected = Gauge("engine_connected", "1 while the engine order stream is up.", registry=r)
-        self.allocator_leader = Gauge(
+        self.canary_weight = gauge("canary_weight", "Routing weight per model under canary.", ["strategy", "model"])
+        self.engine_connected = gauge("engine_connected", "1 while the engine order stream is up.")
+        self.allocator_leader = gauge(
             "ops_allocator_leader",
             "1 while this ops process runs the allocation cycles (a single ops always; one of several workers).",
-            registry=r,
         )
-        self.coordination_failures = Counter(
+        self.coordination_failures = counter(
             "ops_coordination_failures_total",
             "Coordination rounds of an ops worker (one of several) that failed, e.g. the store unreachable.",
-            registry=r,
         )
-        self.allocation_requests = Counter(
+        self.allocation_requests = counter(
             "ops_allocation_requests_total",
             "Forced allocation cycles this ops worker (one of several) asked the allocator leader for, by outcome: "
             "RAN, REFUSED (by the capital policy), TIMEOUT (no leader answered; withdrawn, nothing ran).",
             ["outcome"],
-            registry=r,
         )
-        self.engine_reconnects = Counter("engine_reconnects_total", "Engine order stream reconnects.", registry=r)
-        self.reconciled_reports = Counter(
-            "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation.", registry=r
+        self.engine_reconnects = counter("engine_reconnects_total", "Engine order stream reconnects.")
+        self.reconciled_reports = counter(
+            "reconciled_reports_total", "Reports fetched by ListExecutions reconciliation."
         )
-        self.reconcile_history_skips = Gauge(
+        self.reconcile_history_skips = gauge(
             "engine_reconcile_history_skips",
             "Reconciliations (since start) that began at the engine's oldest retained report: this ops had applied "
             "none and the engine let older ones go (EXECUTIONS_PAST_RETENTION).",
-            registry=r,
         )
-        self.duplicate_reports = Counter(
-            "duplicate_reports_total", "Engine reports ignored because their seq was already applied.", registry=r
+        self.duplicate_reports = counter(
+            "duplicate_reports_total", "Engine reports ignored because their seq was already applied."
         )
         # Operability: rejections by code, component health, mark freshness, circuit breaker, canary.
-        self.decisions_by_code = Counter(
+        self.decisions_by_code = counter(
             "decisions_total",
             'Signal decisions by model, status and code (code="" unless rejected).',
             ["model", "status", "code"],
-            registry=r,
         )
-        self.component_up = Gauge(
+        self.component_up = gauge(
             "component_up",
             "1 while a dependency of ops is healthy (engine_link, quotes, marks, store, span_exporter, circuit).",
             ["component"],
-            registry=r,
         )
-        self.mark_age = Gauge(
-            "mark_age_seconds", "Seconds since the last quote of each routed instrument.", ["instrument"], registry=r
+        self.mark_age = gauge(
+            "mark_age_seconds", "Seconds since the last quote of each routed instrument.", ["instrument"]
         )
-        self.circuit_state = Gauge(
-            "engine_circuit_state", "Engine-link circuit breaker: 0 CLOSED, 1 HALF_OPEN, 2 OPEN.", registry=r
+        self.circuit_state = gauge(
+            "engine_circuit_state", "Engine-link circuit breaker: 0 CLOSED, 1 HALF_OPEN, 2 OPEN."
         )
-        self.circuit_transitions = Counter(
-            "engine_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["state"], registry=r
+        self.circuit_transitions = counter(
+            "engine_circuit_transitions_total", "Circuit breaker state changes, by new state.", ["state"]
         )
-        self.canary_transitions = Counter(
+        self.canary_transitions = counter(
             "canary_transitions_total",
             "Canary controller transitions, by strategy and new state (e.g. ROLLED_BACK).",
             ["strategy", "state"],
-            registry=r,
         )
         # Fair intake (ops_server/fair_intake.py, ops_server/intake.py): what a flooding strategy is held to.
-        self.intake_rejections = Counter(
+        self.intake_rejections = counter(
             "intake_rejections_total",
             "Signals answered RATE_LIMITED at intake (not decided): the strategy is over its signal rate.",
             ["strategy"],
-            registry=r,
         )
-        self.stream_pauses = Counter(
+        self.stream_pauses = counter(
             "signal_stream_pauses_total",
             "Times a signal stream was paused: stream_max_pending_answers of its answers waited to be sent (the "
             "strategy is not reading them); nothing more of it is read or decided until half of them are sent.",
             ["strategy"],
-            registry=r,
         )
-        self.stream_holds = Counter(
+        self.stream_holds = counter(
             "signal_stream_holds_total",
             "Times a signal stream with a backlog was held back because another stream without one was active: "
             "streams with a backlog then get stream_backlog_share of ops' deciding time until none is active.",
             ["strategy"],
-            registry=r,
         )
-        self.streams_paused = Gauge(
-            "signal_streams_paused", "Signal streams paused now (their answers are not being read).", registry=r
+        self.streams_paused = gauge(
+            "signal_streams_paused", "Signal streams paused now (their answers are not being read)."
         )
-        self.intake_pending = Gauge(
+        self.intake_pending = gauge(
             "intake_pending_signals",
             "Signals read from the signal streams and waiting for their turn to be decided (at most two frames per "
             "stream).",
-            registry=r,
         )
-        self.span_export_failures = Counter(
-            "span_export_failures_total", "Span export batches that failed (OTLP unreachable, file error).", registry=r
+        self.span_export_failures = counter(
+            "span_export_failures_total", "Span export batches that failed (OTLP unreachable, file error)."
         )
         stages = {stage: self.stage_latency.labels(stage) for stage in SIGNAL_STAGES}
         self.stage_route, self.stage_size = stages["route"], stages["size"]

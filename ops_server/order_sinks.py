@@ -38,7 +38,7 @@ class LiveOrderSink:
         self._account = account
 
     def command(self, order: LiveOrder, trace: common_pb2.TraceContext) -> engine_pb2.OrderCommand:
-        return _command(order.order, self.venue, self._account, trace)
+        return engine_pb2.OrderCommand(new_order=wire.new_order(order.order, self.venue, self._account, trace))
 
 
 class PaperOrderSink:
@@ -48,21 +48,7 @@ class PaperOrderSink:
         self.venue = paper_venue
 
     def command(self, order: ShadowOrder, trace: common_pb2.TraceContext) -> engine_pb2.OrderCommand:
-        return _command(order.order, self.venue, PAPER_ACCOUNT, trace)
-
-
-def _command(order: SizedOrder, venue: str, account: str, trace: common_pb2.TraceContext) -> engine_pb2.OrderCommand:
-    new = wire.new_order(
-        client_order_id=order.client_order_id,
-        venue=venue,
-        account=account,
-        model_id=order.model_id,
-        instrument=order.instrument,
-        side=order.side,
-        quantity=order.quantity,
-        trace=trace,
-    )
-    return engine_pb2.OrderCommand(new_order=new)
+        return engine_pb2.OrderCommand(new_order=wire.new_order(order.order, self.venue, PAPER_ACCOUNT, trace))
 
 
 def resend_commands(

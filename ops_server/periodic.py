@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
@@ -76,14 +76,14 @@ class PeriodicDecisions:
     state: OpsState
     shadow_capital_usd: Decimal
     clock: Clock = REAL_CLOCK
+    last_allocation: AllocationDecision | None = field(init=False, default=None)
+    last_sample_at: float | None = field(init=False, default=None)
+    """Epoch seconds of the last equity sample (health)."""
+    # Each strategy's return per sample, combined with the routing weights in force when it was taken.
+    _strategy_returns: dict[str, deque[float]] = field(init=False, default_factory=dict)
+    _guard_baselines: dict[str, _GuardBaseline] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.last_allocation: AllocationDecision | None = None
-        self.last_sample_at: float | None = None
-        """Epoch seconds of the last equity sample (health)."""
-        # Each strategy's return per sample, combined with the routing weights in force when it was taken.
-        self._strategy_returns: dict[str, deque[float]] = {}
-        self._guard_baselines: dict[str, _GuardBaseline] = {}
         for run in self.canaries.runs.values():  # each canary's current step counts from now
             self._guard_baseline(run.controller.canary_model)
 

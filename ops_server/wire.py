@@ -23,6 +23,7 @@ from ops_server.measurement import ModelPerformance, PositionState
 from ops_server.model_registry import ModelRoute, RoutingMode
 from ops_server.order_tracker import TrackedOrder
 from ops_server.risk import ModelLimits, RiskLimits, TradingState
+from ops_server.router import SizedOrder
 
 MODE_PB = {
     RoutingMode.LIVE: ops_pb2.ROUTING_MODE_LIVE,
@@ -71,28 +72,19 @@ def model_info(route: ModelRoute, quota: Decimal, state: TradingState) -> ops_pb
     )
 
 
-def new_order(
-    *,
-    client_order_id: str,
-    venue: str,
-    account: str,
-    model_id: str,
-    instrument: str,
-    side: str,
-    quantity: Decimal,
-    trace: common_pb2.TraceContext,
-) -> engine_pb2.NewOrder:
-    """The engine command for one of ops' orders (always MARKET IOC: a signal is a target, not a resting quote)."""
+def new_order(order: SizedOrder, venue: str, account: str, trace: common_pb2.TraceContext) -> engine_pb2.NewOrder:
+    """The engine command for one of ops' orders, sent to ``venue`` and booked on ``account`` (always MARKET IOC: a
+    signal is a target, not a resting quote)."""
     return engine_pb2.NewOrder(
-        client_order_id=client_order_id,
+        client_order_id=order.client_order_id,
         venue=venue,
         account=account,
-        model_id=model_id,
-        instrument=instrument,
-        side=SIDE_PB[side],
+        model_id=order.model_id,
+        instrument=order.instrument,
+        side=SIDE_PB[order.side],
         order_type=common_pb2.ORDER_TYPE_MARKET,
         time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-        quantity=fmt(quantity),
+        quantity=fmt(order.quantity),
         trace=trace,
     )
 
