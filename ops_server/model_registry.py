@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -32,6 +32,20 @@ log = logging.getLogger(__name__)
 
 WEIGHT_TOLERANCE = 0.001
 PAPER_SUFFIX = "@paper"
+
+_V = TypeVar("_V")
+
+
+def lookup(table: Mapping[str, _V], key: str, code: str, message: str, *, field: str, detail: str = "") -> _V:
+    """``table[key]``, or a NotFoundError ``code`` naming the request ``field`` when the key is unknown.
+
+    ``message`` is formatted with the key's repr (``"unknown model {!r}"``) only when the key is missing; with
+    ``detail`` the details carry the key under that name.
+    """
+    try:
+        return table[key]
+    except KeyError:
+        raise NotFoundError(code, message.format(key), {detail: key} if detail else None, field=field) from None
 
 
 def paper_book(model_id: str) -> str:
@@ -171,12 +185,9 @@ class ModelRegistry:
 
     def route(self, model_id: str) -> ModelRoute:
         """The route of a model; NotFoundError (``UNKNOWN_MODEL``) for an unknown id."""
-        route = self._routes.get(model_id)
-        if route is None:
-            raise NotFoundError(
-                "UNKNOWN_MODEL", f"unknown model {model_id!r}", {"model_id": model_id}, field="model_id"
-            )
-        return route
+        return lookup(
+            self._routes, model_id, "UNKNOWN_MODEL", "unknown model {!r}", field="model_id", detail="model_id"
+        )
 
     def knows(self, model_id: str) -> bool:
         return model_id in self._routes
@@ -210,9 +221,9 @@ class ModelRegistry:
     ) -> None:
         """Replace a strategy's routing weights (and optionally modes and stable model), validated and persisted."""
         with self._lock:
-            strategy = self._data.strategies.get(strategy_id)
-            if strategy is None:
-                raise NotFoundError("UNKNOWN_STRATEGY", f"unknown strategy {strategy_id!r}", field="strategy_id")
+            strategy = lookup(
+                self._data.strategies, strategy_id, "UNKNOWN_STRATEGY", "unknown strategy {!r}", field="strategy_id"
+            )
             unknown = sorted(set(weights) - set(strategy.models))
             if unknown:
                 raise ValidationError(

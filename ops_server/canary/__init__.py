@@ -9,19 +9,12 @@
   ``ops_server.canary.manager``: it builds on the model registry, which reads this package's config).
 """
 
+from ops_server.canary import events
 from ops_server.canary.config import CanaryConfig
 from ops_server.canary.controller import CanaryController
-from ops_server.canary.events import CanaryEvent, CanaryReason, CanaryState, CanaryStatus, CheckOutcome, CheckResult
+from ops_server.canary.events import *  # noqa: F403
 from ops_server.canary.guards import GuardSnapshot
 
-__all__ = [
-    "CanaryConfig",
-    "CanaryController",
-    "CanaryEvent",
-    "CanaryReason",
-    "CanaryState",
-    "CanaryStatus",
-    "CheckOutcome",
-    "CheckResult",
-    "GuardSnapshot",
-]
+# The vocabulary of ``events`` (its ``__all__``) is public here as a whole.
+__all__ = ["CanaryConfig", "CanaryController", "GuardSnapshot"]
+__all__ += events.__all__

@@ -23,10 +23,6 @@ __all__ = [
     "CanaryStatus",
     "CheckOutcome",
     "CheckResult",
-    "check_from_dict",
-    "check_to_dict",
-    "log_event",
-    "require_aware",
 ]
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,13 @@ from datetime import datetime
 from typing import Any
 
 from nautilus_mesh.clock import REAL_CLOCK
-from nautilus_mesh.errors import NotFoundError, ValidationError
+from nautilus_mesh.errors import ValidationError
 from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict, judge_backtest
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
 from ops_server.canary.guards import GuardSnapshot
 from ops_server.canary.return_window import DEFAULT_WINDOW_SAMPLES, ReturnWindow
-from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
+from ops_server.model_registry import ModelRegistry, RoutingMode, lookup, paper_book
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +114,9 @@ class CanaryManager:
         return run
 
     def run(self, strategy_id: str) -> CanaryRun:
-        run = self.runs.get(strategy_id)
-        if run is None:
-            raise NotFoundError(
-                "NO_CANARY", f"strategy {strategy_id!r} has no canary", {"strategy": strategy_id}, field="strategy_id"
-            )
-        return run
+        return lookup(
+            self.runs, strategy_id, "NO_CANARY", "strategy {!r} has no canary", field="strategy_id", detail="strategy"
+        )
 
     def owns_weights(self, strategy_id: str) -> bool:
         """True while a canary is in progress for the strategy: its controller, not an operator, sets the weights."""
