@@ -31,6 +31,7 @@ from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, UnavailableError, ValidationError, VenueRejectedError
+from nautilus_mesh.fields import values_of
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
@@ -265,12 +266,8 @@ class EngineCore:
         return common_pb2.Quote(
             instrument=quote.symbol,
             venue=venue,
-            bid=fmt(quote.bid),
-            ask=fmt(quote.ask),
-            bid_size=fmt(quote.bid_size),
-            ask_size=fmt(quote.ask_size),
-            mid=fmt(quote.mid),
             ts_unix_nanos=quote.ts_ns,
+            **values_of(quote, wire.QUOTE_DECIMALS, fmt),
         )
 
     def live_quotes(self) -> list[common_pb2.Quote]:

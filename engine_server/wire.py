@@ -19,6 +19,8 @@ DEFAULT_PAGE = 500
 # Reports that get a span of their own: the ones that change positions or end an order in error.
 TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
 FILL_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL})
+QUOTE_DECIMALS = ("bid", "ask", "bid_size", "ask_size", "mid")
+"""A quote's decimal fields, decimal strings under the same names in its ``Quote`` message."""
 
 
 MAX_PAGE = 5000
