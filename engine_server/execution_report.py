@@ -55,6 +55,8 @@ SAME_FIELDS = ("seq", "exec_id", "client_order_id", "venue_order_id", "venue", "
 """Fields a report and its ``ExecutionReport`` hold under one name and type."""
 DECIMAL_FIELDS = ("last_qty", "last_price", "cum_qty", "leaves_qty", "avg_price", "fee")
 """A report's decimal fields, decimal strings in its ``ExecutionReport`` (same names)."""
+ORDER_SAME_FIELDS = ("client_order_id", "account", "model_id")
+"""Fields an order request and its ``NewOrder`` hold under one name and type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,16 +214,14 @@ def request_from_pb(record: journal_pb2.OrderRecord) -> OrderRequest:
     if new.trace.tracestate:
         trace["tracestate"] = new.trace.tracestate
     return OrderRequest(
-        client_order_id=new.client_order_id,
-        session_id=record.session_id,
-        account=new.account,
-        model_id=new.model_id,
+        **values_of(new, ORDER_SAME_FIELDS),
         symbol=new.instrument,
         side=SIDE_OF[new.side],
         order_type=ORDER_TYPE_OF[new.order_type],
         time_in_force=TIF_OF[new.time_in_force],
         quantity=Decimal(new.quantity),
         limit_price=Decimal(new.limit_price) if new.limit_price else None,
+        session_id=record.session_id,
         trace=trace,
     )
 
