@@ -55,6 +55,8 @@ SAME_FIELDS = ("seq", "exec_id", "client_order_id", "venue_order_id", "venue", "
 """Fields a report and its ``ExecutionReport`` hold under one name and type."""
 DECIMAL_FIELDS = ("last_qty", "last_price", "cum_qty", "leaves_qty", "avg_price", "fee")
 """A report's decimal fields, decimal strings in its ``ExecutionReport`` (same names)."""
+ORDER_SAME_FIELDS = ("client_order_id", "account", "model_id")
+"""Fields an order request and its ``NewOrder`` hold under one name and type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,20 +179,26 @@ def report_from_pb(pb: engine_pb2.ExecutionReport, session_id: str, trace: Mappi
     )
 
 
+def write_order(pb: engine_pb2.NewOrder | engine_pb2.Order, venue: str, req: OrderRequest) -> None:
+    """Write ``req``, an order on ``venue``, into the fields ``NewOrder`` and ``Order`` share (all but the trace of
+    one and the state of the other)."""
+    pb.client_order_id = req.client_order_id
+    pb.venue = venue
+    pb.account = req.account
+    pb.model_id = req.model_id
+    pb.instrument = req.symbol
+    pb.side = SIDE_PB[req.side]
+    pb.order_type = ORDER_TYPE_PB[req.order_type]
+    pb.time_in_force = TIF_PB[req.time_in_force]
+    pb.quantity = fmt(req.quantity)
+    pb.limit_price = fmt(req.limit_price)
+
+
 def order_record(venue: str, req: OrderRequest, created_ns: int) -> journal_pb2.OrderRecord:
     """The journal record of a new order."""
     record = journal_pb2.OrderRecord(session_id=req.session_id, created_unix_nanos=created_ns)
     new = record.order
-    new.client_order_id = req.client_order_id
-    new.venue = venue
-    new.account = req.account
-    new.model_id = req.model_id
-    new.instrument = req.symbol
-    new.side = SIDE_PB[req.side]
-    new.order_type = ORDER_TYPE_PB[req.order_type]
-    new.time_in_force = TIF_PB[req.time_in_force]
-    new.quantity = fmt(req.quantity)
-    new.limit_price = fmt(req.limit_price)
+    write_order(new, venue, req)
     if req.trace:
         new.trace.traceparent = req.trace.get("traceparent", "")
         new.trace.tracestate = req.trace.get("tracestate", "")
@@ -206,16 +214,14 @@ def request_from_pb(record: journal_pb2.OrderRecord) -> OrderRequest:
     if new.trace.tracestate:
         trace["tracestate"] = new.trace.tracestate
     return OrderRequest(
-        client_order_id=new.client_order_id,
-        session_id=record.session_id,
-        account=new.account,
-        model_id=new.model_id,
+        **values_of(new, ORDER_SAME_FIELDS),
         symbol=new.instrument,
         side=SIDE_OF[new.side],
         order_type=ORDER_TYPE_OF[new.order_type],
         time_in_force=TIF_OF[new.time_in_force],
         quantity=Decimal(new.quantity),
         limit_price=Decimal(new.limit_price) if new.limit_price else None,
+        session_id=record.session_id,
         trace=trace,
     )
 

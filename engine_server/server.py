@@ -40,6 +40,16 @@ SIZE_RAILS = ("max_order_qty", "max_order_qty_by_symbol", "max_order_notional")
 """The rails that bound an order's size; a paper venue inherits them from the live venue it follows."""
 
 
+LEDGER_SETTINGS = {
+    "journal_fsync",
+    "dedupe_window",
+    "journal_segment_bytes",
+    "snapshot_every_bytes",
+    "execution_retention",
+}
+"""The engine config fields that are execution ledger settings of the same name."""
+
+
 def rails_settings(config: EngineConfig, name: str) -> VenueRailsConfig:
     """The rails of venue ``name``: its own, and for a paper venue the size rails of the venue it follows where it
     sets none (a shadow order is held to the same sizes as the live one it stands for)."""
@@ -76,13 +86,9 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = R
         rails,
         config.journal_path,
         clock.time_ns,
-        journal_fsync=config.journal_fsync,
+        **config.model_dump(include=LEDGER_SETTINGS),
         retention=config.order_retention,
-        dedupe_window=config.dedupe_window,
         history_limit=config.report_history,
-        journal_segment_bytes=config.journal_segment_bytes,
-        snapshot_every_bytes=config.snapshot_every_bytes,
-        execution_retention=config.execution_retention,
         on_snapshot=on_snapshot,
     )
     metrics.journal_snapshot_seq.set(manager.snapshot_seq)

@@ -20,7 +20,7 @@ from dataclasses import KW_ONLY, dataclass
 import grpc
 
 from engine_server import wire
-from engine_server.execution_report import report_pb
+from engine_server.execution_report import STATUS_PB, report_pb, write_order
 from engine_server.health import EngineHealth
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager, Report
@@ -31,6 +31,7 @@ from nautilus_mesh.auth import ENGINE_TOKEN_HEADER, SESSION_ID_HEADER, metadata_
 from nautilus_mesh.bounds import MAX_ID_CHARS, clip, require_bounded
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, UnavailableError, ValidationError, VenueRejectedError
+from nautilus_mesh.fields import values_of
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
 from nautilus_mesh.pagination import page_size
@@ -265,12 +266,8 @@ class EngineCore:
         return common_pb2.Quote(
             instrument=quote.symbol,
             venue=venue,
-            bid=fmt(quote.bid),
-            ask=fmt(quote.ask),
-            bid_size=fmt(quote.bid_size),
-            ask_size=fmt(quote.ask_size),
-            mid=fmt(quote.mid),
             ts_unix_nanos=quote.ts_ns,
+            **values_of(quote, wire.QUOTE_DECIMALS, fmt),
         )
 
     def live_quotes(self) -> list[common_pb2.Quote]:
@@ -437,25 +434,14 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         order = self.core.manager.get_order(request.client_order_id)
         if order is None:  # ORDER_NOT_FOUND, or ORDER_PAST_RETENTION for an id a snapshot let go
             await abort(context, self.core.manager.missing_order_error(request.client_order_id))
-        req = order.request
-        return engine_pb2.GetOrderResponse(
-            order=engine_pb2.Order(
-                client_order_id=order.client_order_id,
-                venue=order.venue,
-                model_id=req.model_id,
-                account=req.account,
-                instrument=req.symbol,
-                side=wire.SIDE_PB[req.side],
-                order_type=wire.TYPE_PB[req.order_type],
-                time_in_force=wire.TIF_PB[req.time_in_force],
-                quantity=fmt(req.quantity),
-                limit_price=fmt(req.limit_price),
-                status=wire.status_pb(order.status.value),  # type: ignore[arg-type]
-                filled_qty=fmt(order.filled_qty),
-                avg_price=fmt(order.avg_price),
-                fees=fmt(order.fees),
-            )
+        pb = engine_pb2.Order(
+            status=STATUS_PB[order.status],
+            filled_qty=fmt(order.filled_qty),
+            avg_price=fmt(order.avg_price),
+            fees=fmt(order.fees),
         )
+        write_order(pb, order.venue, order.request)
+        return engine_pb2.GetOrderResponse(order=pb)
 
     async def CancelOrder(
         self, request: engine_pb2.CancelOrderRequest, context: Context

@@ -1,32 +1,26 @@
-"""Every mapping between the engine's domain objects and the wire: strict parsing of order commands (plain ASCII
-decimals, known enums, bounded strings), the re-used client order id check, venue listings and trace sampling flags.
+"""The engine's domain objects from and to the wire: strict parsing of order commands (plain ASCII decimals, known
+enums, bounded strings), the re-used client order id check, venue listings and trace sampling flags. The enum tables
+are :mod:`engine_server.execution_report`'s, shared with the journal.
 """
 
 from __future__ import annotations
 
+from engine_server.execution_report import ORDER_TYPE_OF, SIDE_OF, TIF_OF
 from engine_server.order_lifecycle import Order
 from engine_server.order_manager import OrderManager
-from engine_server.venues.base import ExecType, OrderRequest, OrderType, Side, TimeInForce
+from engine_server.venues.base import ExecType, OrderRequest, TimeInForce
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.bounds import require_bounded
 from nautilus_mesh.decimals import fmt, parse_decimal
 from nautilus_mesh.errors import ValidationError
 
-SIDE = {common_pb2.SIDE_BUY: Side.BUY, common_pb2.SIDE_SELL: Side.SELL}
-SIDE_PB = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
-TYPE = {common_pb2.ORDER_TYPE_MARKET: OrderType.MARKET, common_pb2.ORDER_TYPE_LIMIT: OrderType.LIMIT}
-TIF = {
-    common_pb2.TIME_IN_FORCE_GTC: TimeInForce.GTC,
-    common_pb2.TIME_IN_FORCE_IOC: TimeInForce.IOC,
-    common_pb2.TIME_IN_FORCE_FOK: TimeInForce.FOK,
-}
-TYPE_PB = {v: k for k, v in TYPE.items()}
-TIF_PB = {v: k for k, v in TIF.items()}
 DEFAULT_PAGE = 500
 # Reports that get a span of their own: the ones that change positions or end an order in error.
 TRACED_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL, ExecType.REJECTED})
 FILL_EXEC_TYPES = frozenset({ExecType.FILL, ExecType.PARTIAL_FILL})
+QUOTE_DECIMALS = ("bid", "ask", "bid_size", "ask_size", "mid")
+"""A quote's decimal fields, decimal strings under the same names in its ``Quote`` message."""
 
 
 MAX_PAGE = 5000
@@ -42,15 +36,15 @@ def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, st
         ("model_id", new.model_id, False),
     ):
         require_bounded(value, name, required=required)
-    if new.side not in SIDE:
+    if new.side not in SIDE_OF:
         raise ValidationError("INVALID_SIDE", "side must be BUY or SELL", field="side")
-    if new.order_type not in TYPE:
+    if new.order_type not in ORDER_TYPE_OF:
         raise ValidationError("INVALID_ORDER_TYPE", "order_type must be MARKET or LIMIT", field="order_type")
-    if new.time_in_force not in TIF and new.time_in_force != common_pb2.TIME_IN_FORCE_UNSPECIFIED:
+    if new.time_in_force not in TIF_OF and new.time_in_force != common_pb2.TIME_IN_FORCE_UNSPECIFIED:
         raise ValidationError(
             "INVALID_TIME_IN_FORCE", f"unknown time_in_force {new.time_in_force}", field="time_in_force"
         )
-    tif = TIF.get(new.time_in_force, TimeInForce.IOC if new.order_type == common_pb2.ORDER_TYPE_MARKET else None)
+    tif = TIF_OF.get(new.time_in_force, TimeInForce.IOC if new.order_type == common_pb2.ORDER_TYPE_MARKET else None)
     if tif is None:
         raise ValidationError(
             "INVALID_TIME_IN_FORCE", "time_in_force is required for LIMIT orders", field="time_in_force"
@@ -68,8 +62,8 @@ def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, st
         account=new.account or "default",
         model_id=new.model_id,
         symbol=new.instrument,
-        side=SIDE[new.side],
-        order_type=TYPE[new.order_type],
+        side=SIDE_OF[new.side],
+        order_type=ORDER_TYPE_OF[new.order_type],
         time_in_force=tif,
         quantity=quantity,
         limit_price=limit,
@@ -109,10 +103,6 @@ def check_reuse(previous: Order | None, venue: str, request: OrderRequest) -> No
             {"differs": ",".join(differs)},
             field="client_order_id",
         )
-
-
-def status_pb(status: str) -> int:
-    return int(engine_pb2.OrderStatus.Value(f"ORDER_STATUS_{status}"))
 
 
 def venue_infos(manager: OrderManager) -> list[engine_pb2.VenueInfo]:
