@@ -51,8 +51,19 @@ def assert_resent_orders_execute_nothing(manager: OrderManager, first: int, coun
     assert manager.last_seq == seq
 
 
-def compact_killed_by(monkeypatch: pytest.MonkeyPatch, target: object, name: str, manager: OrderManager) -> None:
-    """Compact with ``target.name`` replaced by a process kill (SystemExit), then put it back."""
+def trade_then_kill_compaction(
+    monkeypatch: pytest.MonkeyPatch, manager: OrderManager, batches: list[int], target: object, name: str
+) -> list[bytes]:
+    """``trade`` the ``batches`` of orders one after the other (c0, c1, ...) with a completed compaction between two
+    batches, then compact with ``target.name`` replaced by a process kill (SystemExit) and put it back; returns every
+    report made before the kill."""
+    first = 0
+    for i, count in enumerate(batches):
+        if i:
+            manager.compact()
+        trade(manager, first, count)
+        first += count
+    before = everything(manager)
 
     def killed(*args: object, **kwargs: object) -> int:
         raise SystemExit(f"killed in {name}")
@@ -61,6 +72,7 @@ def compact_killed_by(monkeypatch: pytest.MonkeyPatch, target: object, name: str
     with pytest.raises(SystemExit):
         manager.compact()
     monkeypatch.undo()
+    return before
 
 
 @pytest.fixture
@@ -165,11 +177,8 @@ def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_noth
     clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "journal.bin"
-    manager = ledger(path, clock)
-    trade(manager, 0, 12)
-    before = everything(manager)
     # killed after the snapshot, before the covered segments are deleted
-    compact_killed_by(monkeypatch, SegmentedJournalWriter, "drop_through", manager)
+    before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [12], SegmentedJournalWriter, "drop_through")
     assert snapshot_path(path).exists() and len(list_segments(path)) == 2  # covered segment 0 is still there
 
     restarted = ledger(path, clock)
@@ -185,12 +194,8 @@ def test_crash_when_writing_the_snapshot_then_the_previous_state_is_replayed_who
     clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "journal.bin"
-    manager = ledger(path, clock)
-    trade(manager, 0, 6)
-    manager.compact()
-    trade(manager, 6, 6)
-    before = everything(manager)
-    compact_killed_by(monkeypatch, ledger_compaction, "stage_text", manager)  # killed while writing the snapshot
+    # a compaction done, then killed while writing the next snapshot
+    before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [6, 6], ledger_compaction, "stage_text")
 
     restarted = ledger(path, clock)  # the previous snapshot and every segment after it
     assert everything(restarted)[: len(before)] == before
