@@ -80,10 +80,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before(
-    clock: FakeClock, tmp_path: Path
-) -> None:
-    path = tmp_path / "journal.bin"
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """The test's engine journal (the segments and the snapshot go beside it)."""
+    return tmp_path / "journal.bin"
+
+
+def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before(clock: FakeClock, path: Path) -> None:
     manager = ledger(path, clock)
     trade(manager, 0, 30)
     through = manager.compact()
@@ -108,8 +111,7 @@ def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before
     restarted.close()
 
 
-def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: FakeClock, tmp_path: Path) -> None:
-    path = tmp_path / "journal.bin"
+def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: FakeClock, path: Path) -> None:
     manager = ledger(path, clock, snapshot_every_bytes=4096, journal_segment_bytes=4096, retention=10)
     trade(manager, 0, 200)
     assert manager.snapshots >= 5
@@ -124,9 +126,8 @@ def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: 
 
 
 def test_list_executions_when_since_precedes_retention_then_out_of_range_with_oldest_available(
-    clock: FakeClock, tmp_path: Path
+    clock: FakeClock, path: Path
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, execution_retention=10, history_limit=5)
     trade(manager, 0, 20)
     last = manager.last_seq
@@ -149,9 +150,8 @@ def test_list_executions_when_since_precedes_retention_then_out_of_range_with_ol
 
 
 def test_duplicate_when_order_left_memory_and_its_records_were_compacted_then_never_executed_again(
-    clock: FakeClock, tmp_path: Path
+    clock: FakeClock, path: Path
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, retention=2, execution_retention=3)
     for i in range(10):
         manager.submit("sim", req(f"d{i}", price=None))
@@ -174,9 +174,8 @@ def test_duplicate_when_order_left_memory_and_its_records_were_compacted_then_ne
 
 
 def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_nothing_and_doubles_nothing(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     # killed after the snapshot, before the covered segments are deleted
     before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [12], SegmentedJournalWriter, "drop_through")
     assert snapshot_path(path).exists() and len(list_segments(path)) == 2  # covered segment 0 is still there
@@ -191,9 +190,8 @@ def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_noth
 
 
 def test_crash_when_writing_the_snapshot_then_the_previous_state_is_replayed_whole(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     # a compaction done, then killed while writing the next snapshot
     before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [6, 6], ledger_compaction, "stage_text")
 
@@ -254,9 +252,8 @@ async def test_new_ops_when_the_engine_let_its_oldest_reports_go_then_reconciles
 
 
 async def test_background_compaction_when_writing_then_trading_and_reads_go_on_and_restart_loses_nothing(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     settings: dict[str, Any] = {"snapshot_every_bytes": 4096, "retention": 3}
     manager = ledger(path, clock, **settings)
     manager.compact_in_background()
@@ -295,9 +292,8 @@ async def test_background_compaction_when_writing_then_trading_and_reads_go_on_a
 
 
 async def test_background_compaction_when_the_write_fails_then_segments_stay_and_a_later_one_succeeds(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, snapshot_every_bytes=4096)
     manager.compact_in_background()
 
