@@ -124,6 +124,18 @@ def canary_example(action: str, reason: str, note: str = "") -> Example:
     )
 
 
+def book_page_example(kind: str, comment: str = "") -> Example:
+    """The example of a paged list of the book (``ListOrders`` is ``kind="order"``), on ``momentum_v1``."""
+    return Example(
+        {"model_id": "momentum_v1", "page_size": 50},
+        f'page = await ops.list_{kind}s("momentum_v1", page_size=50){comment}',
+        [*MODEL_SCOPE, *PAGE_ERRORS],
+        f"The {kind}s of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
+        f"booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every {kind} "
+        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
+    )
+
+
 EXAMPLES: dict[str, Example] = {
     # OpsService
     "nautilus.ops.v1.OpsService.StreamSignals": Example(
@@ -165,22 +177,8 @@ EXAMPLES: dict[str, Example] = {
         'stats = await ops.get_model_stats("momentum_v1")',
         MODEL_SCOPE,
     ),
-    "nautilus.ops.v1.OpsService.ListOrders": Example(
-        {"model_id": "momentum_v1", "page_size": 50},
-        'page = await ops.list_orders("momentum_v1", page_size=50)  # then page_token=page.next_page_token',
-        [*MODEL_SCOPE, *PAGE_ERRORS],
-        "The orders of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every order "
-        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
-    ),
-    "nautilus.ops.v1.OpsService.ListFills": Example(
-        {"model_id": "momentum_v1", "page_size": 50},
-        'page = await ops.list_fills("momentum_v1", page_size=50)',
-        [*MODEL_SCOPE, *PAGE_ERRORS],
-        "The fills of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every fill "
-        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
-    ),
+    "nautilus.ops.v1.OpsService.ListOrders": book_page_example("order", "  # then page_token=page.next_page_token"),
+    "nautilus.ops.v1.OpsService.ListFills": book_page_example("fill"),
     "nautilus.ops.v1.OpsService.GetCanaryStatus": Example(
         {"strategy_id": "momentum"},
         'canaries = await ops.get_canary_status("momentum")',
