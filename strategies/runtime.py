@@ -27,7 +27,6 @@ import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import KW_ONLY, InitVar, dataclass
 
 import grpc
@@ -252,6 +251,7 @@ class StrategyRunner:
         self._pending: OrderedDict[tuple[str, str], _Pending] = OrderedDict()
         self._ops_connected = False
         self._progress = asyncio.Event()
+        self._spans = self.tracing or Tracing(self.name, enabled=False)  # off: spans that cost nothing and make nothing
 
     # --- pure core ---------------------------------------------------------------------------
 
@@ -283,11 +283,7 @@ class StrategyRunner:
                 "nautilus.signal_id": signal.signal_id,
             }
             # The PRODUCER span's context goes into signal.trace: ops parents its spans on it.
-            with (
-                self.tracing.produce("strategy.signal send", signal.trace, attrs, destination=OPS_SIGNAL_STREAM)
-                if self.tracing
-                else nullcontext()
-            ):
+            with self._spans.produce("strategy.signal send", signal.trace, attrs, destination=OPS_SIGNAL_STREAM):
                 self._track_sent(signal)
         return [
             ops_pb2.StreamSignalsRequest(signals=signals[i : i + self.frame_limit])
@@ -333,11 +329,7 @@ class StrategyRunner:
                 "nautilus.signal_id": fill.signal_id,
                 "nautilus.client_order_id": fill.client_order_id,
             }
-            with (
-                self.tracing.consume("strategy.fill receive", fill.trace, attrs, destination=OPS_SIGNAL_STREAM)
-                if self.tracing
-                else nullcontext()
-            ):
+            with self._spans.consume("strategy.fill receive", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
                 self.stats.fills[fill.model_id] += 1
                 pending = self._pending.pop((fill.model_id, fill.signal_id), None)
                 if pending is not None:

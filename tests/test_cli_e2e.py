@@ -49,6 +49,11 @@ def admin(mesh: Mesh, token: str = ADMIN_TOKEN) -> list[str]:
     return ["--ops", mesh.ops_address, "--admin-token", token]
 
 
+def control(mesh: Mesh, reason: str, token: str = ADMIN_TOKEN) -> list[str]:
+    """An operator's control: the reason it is audited with, plus the admin token."""
+    return ["--reason", reason, *admin(mesh, token)]
+
+
 def row(out: str, first: str) -> str:
     """The plain-text table row that starts with ``first``."""
     return next(line for line in out.splitlines() if line.split() and line.split()[0] == first)
@@ -74,7 +79,7 @@ async def test_canary_promote_when_reason_given_then_status_shows_stepping_5_per
     mesh: Mesh, capsys: Capture
 ) -> None:
     code, out, err = await cli(
-        capsys, "canary", "promote", "--strategy", "momentum", "--reason", "shadow looks good", *admin(mesh)
+        capsys, "canary", "promote", "--strategy", "momentum", *control(mesh, "shadow looks good")
     )
     assert (code, err) == (0, "")
     assert "STEPPING" in row(out, "momentum")
@@ -87,10 +92,8 @@ async def test_canary_promote_when_reason_given_then_status_shows_stepping_5_per
 
 
 async def test_canary_rollback_when_promoted_returns_weight_to_stable(mesh: Mesh, capsys: Capture) -> None:
-    await cli(capsys, "canary", "promote", "--strategy", "momentum", "--reason", "step", *admin(mesh))
-    code, out, err = await cli(
-        capsys, "canary", "rollback", "--strategy", "momentum", "--reason", "drawdown", *admin(mesh)
-    )
+    await cli(capsys, "canary", "promote", "--strategy", "momentum", *control(mesh, "step"))
+    code, out, err = await cli(capsys, "canary", "rollback", "--strategy", "momentum", *control(mesh, "drawdown"))
     assert (code, err) == (0, "")
     line = row(out, "momentum")
     assert " ROLLED_BACK " in line
@@ -98,14 +101,14 @@ async def test_canary_rollback_when_promoted_returns_weight_to_stable(mesh: Mesh
 
 
 async def test_canary_pause_when_reason_blank_exits_1_with_reason_required(mesh: Mesh, capsys: Capture) -> None:
-    code, out, err = await cli(capsys, "canary", "pause", "--strategy", "momentum", "--reason", " ", *admin(mesh))
+    code, out, err = await cli(capsys, "canary", "pause", "--strategy", "momentum", *control(mesh, " "))
     assert (code, out) == (1, "")
     assert err.startswith("error: INVALID_ARGUMENT REASON_REQUIRED:")
 
 
 async def test_canary_promote_when_admin_token_wrong_exits_1_with_unauthenticated(mesh: Mesh, capsys: Capture) -> None:
     code, out, err = await cli(
-        capsys, "canary", "promote", "--strategy", "momentum", "--reason", "r", *admin(mesh, "not-the-token")
+        capsys, "canary", "promote", "--strategy", "momentum", *control(mesh, "r", "not-the-token")
     )
     assert (code, out) == (1, "")
     assert err.startswith("error: UNAUTHENTICATED")
@@ -127,7 +130,7 @@ async def test_allocations_when_mesh_running_lists_fraction_and_capital_per_stra
 
 
 async def test_allocations_trigger_when_reason_given_prints_the_decision(mesh: Mesh, capsys: Capture) -> None:
-    code, out, err = await cli(capsys, "allocations", "trigger", "--reason", "rebalance now", *admin(mesh))
+    code, out, err = await cli(capsys, "allocations", "trigger", *control(mesh, "rebalance now"))
     assert (code, err) == (0, "")
     assert out.startswith("allocation ")
     assert {"momentum", "meanrev"} <= {line.split()[0] for line in out.splitlines()[2:] if line.strip()}
@@ -162,7 +165,7 @@ async def test_stats_when_model_given_lists_only_that_model(mesh: Mesh, capsys: 
 
 async def test_weights_when_strategy_has_no_canary_sets_them(mesh: Mesh, capsys: Capture) -> None:
     code, out, err = await cli(
-        capsys, "weights", "--strategy", "meanrev", "--set", "meanrev_v1=1", "--reason", "reset", *admin(mesh)
+        capsys, "weights", "--strategy", "meanrev", "--set", "meanrev_v1=1", *control(mesh, "reset")
     )
     assert (code, err) == (0, "")
     assert row(out, "meanrev_v1").split()[2] == "1.00"
@@ -178,9 +181,7 @@ async def test_weights_when_canary_in_progress_exits_1_with_canary_active(mesh: 
         "momentum_v1=0.5",
         "--set",
         "momentum_v2=0.5",
-        "--reason",
-        "manual",
-        *admin(mesh),
+        *control(mesh, "manual"),
     )
     assert code == 1
     assert "CANARY_ACTIVE" in err
@@ -204,14 +205,14 @@ async def test_risk_state_when_mesh_starts_is_active_with_kill_switch_off(mesh: 
 
 
 async def test_risk_kill_switch_when_engaged_then_released_halts_then_restores(mesh: Mesh, capsys: Capture) -> None:
-    code, out, err = await cli(capsys, "risk", "kill-switch", "engage", "--reason", "drill", *admin(mesh))
+    code, out, err = await cli(capsys, "risk", "kill-switch", "engage", *control(mesh, "drill"))
     assert (code, err) == (0, "")
     assert out.startswith("kill switch engaged: canceled=")
 
     _, out, _ = await cli(capsys, "risk", "state", *query(mesh))
     assert out.splitlines()[0] == "global=HALTED kill_switch=ENGAGED"
 
-    code, out, err = await cli(capsys, "risk", "kill-switch", "release", "--reason", "drill over", *admin(mesh))
+    code, out, err = await cli(capsys, "risk", "kill-switch", "release", *control(mesh, "drill over"))
     assert (code, err) == (0, "")
     assert out.startswith("kill switch released: global=")
 
@@ -221,16 +222,7 @@ async def test_risk_kill_switch_when_engaged_then_released_halts_then_restores(m
 
 async def test_risk_set_state_when_model_given_changes_only_that_model(mesh: Mesh, capsys: Capture) -> None:
     code, out, err = await cli(
-        capsys,
-        "risk",
-        "set-state",
-        "--model",
-        "momentum_v1",
-        "--state",
-        "REDUCING",
-        "--reason",
-        "wind down",
-        *admin(mesh),
+        capsys, "risk", "set-state", "--model", "momentum_v1", "--state", "REDUCING", *control(mesh, "wind down")
     )
     assert (code, err) == (0, "")
     assert out == "global=ACTIVE momentum_v1=REDUCING\n"
@@ -246,7 +238,7 @@ async def test_risk_reload_when_file_valid_reports_the_file(mesh: Mesh, capsys: 
 
 
 async def test_events_when_recent_and_kind_given_prints_the_audited_control(mesh: Mesh, capsys: Capture) -> None:
-    await cli(capsys, "canary", "pause", "--strategy", "momentum", "--reason", "look closer", *admin(mesh))
+    await cli(capsys, "canary", "pause", "--strategy", "momentum", *control(mesh, "look closer"))
     code, out, err = await cli(capsys, "events", "--kind", "ADMIN", "--recent", "--count", "1", *query(mesh))
     assert (code, err) == (0, "")
     lines = out.splitlines()

@@ -51,8 +51,19 @@ def assert_resent_orders_execute_nothing(manager: OrderManager, first: int, coun
     assert manager.last_seq == seq
 
 
-def compact_killed_by(monkeypatch: pytest.MonkeyPatch, target: object, name: str, manager: OrderManager) -> None:
-    """Compact with ``target.name`` replaced by a process kill (SystemExit), then put it back."""
+def trade_then_kill_compaction(
+    monkeypatch: pytest.MonkeyPatch, manager: OrderManager, batches: list[int], target: object, name: str
+) -> list[bytes]:
+    """``trade`` the ``batches`` of orders one after the other (c0, c1, ...) with a completed compaction between two
+    batches, then compact with ``target.name`` replaced by a process kill (SystemExit) and put it back; returns every
+    report made before the kill."""
+    first = 0
+    for i, count in enumerate(batches):
+        if i:
+            manager.compact()
+        trade(manager, first, count)
+        first += count
+    before = everything(manager)
 
     def killed(*args: object, **kwargs: object) -> int:
         raise SystemExit(f"killed in {name}")
@@ -61,6 +72,7 @@ def compact_killed_by(monkeypatch: pytest.MonkeyPatch, target: object, name: str
     with pytest.raises(SystemExit):
         manager.compact()
     monkeypatch.undo()
+    return before
 
 
 @pytest.fixture
@@ -68,10 +80,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before(
-    clock: FakeClock, tmp_path: Path
-) -> None:
-    path = tmp_path / "journal.bin"
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """The test's engine journal (the segments and the snapshot go beside it)."""
+    return tmp_path / "journal.bin"
+
+
+def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before(clock: FakeClock, path: Path) -> None:
     manager = ledger(path, clock)
     trade(manager, 0, 30)
     through = manager.compact()
@@ -96,8 +111,7 @@ def test_restart_when_compacted_then_replays_only_the_tail_and_answers_as_before
     restarted.close()
 
 
-def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: FakeClock, tmp_path: Path) -> None:
-    path = tmp_path / "journal.bin"
+def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: FakeClock, path: Path) -> None:
     manager = ledger(path, clock, snapshot_every_bytes=4096, journal_segment_bytes=4096, retention=10)
     trade(manager, 0, 200)
     assert manager.snapshots >= 5
@@ -112,9 +126,8 @@ def test_compaction_when_triggered_by_bytes_then_the_journal_stays_small(clock: 
 
 
 def test_list_executions_when_since_precedes_retention_then_out_of_range_with_oldest_available(
-    clock: FakeClock, tmp_path: Path
+    clock: FakeClock, path: Path
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, execution_retention=10, history_limit=5)
     trade(manager, 0, 20)
     last = manager.last_seq
@@ -137,9 +150,8 @@ def test_list_executions_when_since_precedes_retention_then_out_of_range_with_ol
 
 
 def test_duplicate_when_order_left_memory_and_its_records_were_compacted_then_never_executed_again(
-    clock: FakeClock, tmp_path: Path
+    clock: FakeClock, path: Path
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, retention=2, execution_retention=3)
     for i in range(10):
         manager.submit("sim", req(f"d{i}", price=None))
@@ -162,14 +174,10 @@ def test_duplicate_when_order_left_memory_and_its_records_were_compacted_then_ne
 
 
 def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_nothing_and_doubles_nothing(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
-    manager = ledger(path, clock)
-    trade(manager, 0, 12)
-    before = everything(manager)
     # killed after the snapshot, before the covered segments are deleted
-    compact_killed_by(monkeypatch, SegmentedJournalWriter, "drop_through", manager)
+    before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [12], SegmentedJournalWriter, "drop_through")
     assert snapshot_path(path).exists() and len(list_segments(path)) == 2  # covered segment 0 is still there
 
     restarted = ledger(path, clock)
@@ -182,15 +190,10 @@ def test_crash_when_between_snapshot_and_segment_removal_then_restart_loses_noth
 
 
 def test_crash_when_writing_the_snapshot_then_the_previous_state_is_replayed_whole(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
-    manager = ledger(path, clock)
-    trade(manager, 0, 6)
-    manager.compact()
-    trade(manager, 6, 6)
-    before = everything(manager)
-    compact_killed_by(monkeypatch, ledger_compaction, "stage_text", manager)  # killed while writing the snapshot
+    # a compaction done, then killed while writing the next snapshot
+    before = trade_then_kill_compaction(monkeypatch, ledger(path, clock), [6, 6], ledger_compaction, "stage_text")
 
     restarted = ledger(path, clock)  # the previous snapshot and every segment after it
     assert everything(restarted)[: len(before)] == before
@@ -249,9 +252,8 @@ async def test_new_ops_when_the_engine_let_its_oldest_reports_go_then_reconciles
 
 
 async def test_background_compaction_when_writing_then_trading_and_reads_go_on_and_restart_loses_nothing(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     settings: dict[str, Any] = {"snapshot_every_bytes": 4096, "retention": 3}
     manager = ledger(path, clock, **settings)
     manager.compact_in_background()
@@ -290,9 +292,8 @@ async def test_background_compaction_when_writing_then_trading_and_reads_go_on_a
 
 
 async def test_background_compaction_when_the_write_fails_then_segments_stay_and_a_later_one_succeeds(
-    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "journal.bin"
     manager = ledger(path, clock, snapshot_every_bytes=4096)
     manager.compact_in_background()
 

@@ -11,14 +11,7 @@ import pytest
 
 from engine_server.config import EngineConfig
 from engine_server.venues import VENUE_FACTORIES, build_venues
-from engine_server.venues.base import (
-    ExecType,
-    OrderRequest,
-    Quote,
-    QuoteFeed,
-    Side,
-    VenueAdapter,
-)
+from engine_server.venues.base import ExecType, OrderRequest, Quote, QuoteFeed, Side, VenueAdapter
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import MarketMakerConfig, SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig

@@ -15,14 +15,7 @@ from engine_server.execution_report import JOURNAL_SCHEMA, REPORT_TAG, report_fr
 from engine_server.order_lifecycle import OrderStatus
 from engine_server.order_manager import OrderManager
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
-from engine_server.venues.base import (
-    ExecType,
-    OrderRequest,
-    Quote,
-    QuoteFeed,
-    Side,
-    VenueAdapter,
-)
+from engine_server.venues.base import ExecType, OrderRequest, Quote, QuoteFeed, Side, VenueAdapter
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig

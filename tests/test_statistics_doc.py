@@ -8,14 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_server.canary.stats import (
-    deflated_sharpe_ratio,
-    describe_returns,
-    expected_max_sharpe,
-    min_track_record_length,
-    probabilistic_sharpe_ratio,
-    sharpe_difference_test,
-)
+from ops_server.canary import stats
 from ops_server.measurement import Measurement
 from ops_server.performance import (
     aggregate_returns,
@@ -48,7 +41,7 @@ def test_worked_example_when_recomputed_matches_every_number_in_the_doc() -> Non
     assert k == 2 and stable == pytest.approx(STABLE_BARS) and canary == pytest.approx(CANARY_BARS)
     shown(bars_per_year(60), "525,600")
     shown(math.sqrt(bars_per_year(60)), "724.98")
-    ms, mc = describe_returns(stable), describe_returns(canary)
+    ms, mc = stats.describe_returns(stable), stats.describe_returns(canary)
     for value, text in [
         (ms.mean, "0.00075"),
         (mc.mean, "0.001125"),
@@ -64,7 +57,7 @@ def test_worked_example_when_recomputed_matches_every_number_in_the_doc() -> Non
         (mc.kurtosis, "2.00543"),
     ]:
         shown(value, text)
-    test = sharpe_difference_test(canary, stable)
+    test = stats.sharpe_difference_test(canary, stable)
     shown(test.diff, "0.13859")
     shown(test.rho, "0.96817")
     shown(test.se, "0.10096")
@@ -73,12 +66,12 @@ def test_worked_example_when_recomputed_matches_every_number_in_the_doc() -> Non
     shown(tolerance, "0.0013793")
     shown(test.lower_bound(1.645), "-0.027480")
     assert test.lower_bound(1.645) < -tolerance and test.z > -1.645  # INCONCLUSIVE
-    shown(probabilistic_sharpe_ratio(mc.sharpe, 0.0, mc.n, mc.skew, mc.kurtosis), "0.86867")
-    shown(min_track_record_length(mc.sharpe, 0.0, 0.95, mc.skew, mc.kurtosis), "16.094")
+    shown(stats.probabilistic_sharpe_ratio(mc.sharpe, 0.0, mc.n, mc.skew, mc.kurtosis), "0.86867")
+    shown(stats.min_track_record_length(mc.sharpe, 0.0, 0.95, mc.skew, mc.kurtosis), "16.094")
     variance = (1 - mc.skew * mc.sharpe + (mc.kurtosis - 1) / 4 * mc.sharpe**2) / (mc.n - 1)
     shown(variance, "0.15392")
-    shown(expected_max_sharpe(2, variance), "0.20391")
-    shown(deflated_sharpe_ratio(mc.sharpe, mc.n, 2, mc.skew, mc.kurtosis), "0.72587")
+    shown(stats.expected_max_sharpe(2, variance), "0.20391")
+    shown(stats.deflated_sharpe_ratio(mc.sharpe, mc.n, 2, mc.skew, mc.kurtosis), "0.72587")
 
 
 def test_worked_drawdown_when_recomputed_matches_the_doc() -> None:

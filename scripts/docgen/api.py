@@ -102,7 +102,11 @@ CANARY_ERRORS = [
 
 @dataclass(frozen=True)
 class Example:
-    """How to call one RPC: the request as grpcurl JSON, the SDK call (None: not in the SDK) and its errors."""
+    """How to call one RPC: the request as grpcurl JSON, the SDK call (None: not in the SDK) and its own errors.
+
+    Its table of errors starts with those every RPC shares: the auth errors (when its service needs a token), then
+    ``MALFORMED_REQUEST``.
+    """
 
     request: dict[str, Any]
     sdk: str | None
@@ -115,8 +119,20 @@ def canary_example(action: str, reason: str, note: str = "") -> Example:
     return Example(
         {"strategy_id": "momentum", "reason": reason},
         f'status = await admin.{action}_canary("momentum", reason="{reason}")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
+        CANARY_ERRORS,
         note,
+    )
+
+
+def book_page_example(kind: str, comment: str = "") -> Example:
+    """The example of a paged list of the book (``ListOrders`` is ``kind="order"``), on ``momentum_v1``."""
+    return Example(
+        {"model_id": "momentum_v1", "page_size": 50},
+        f'page = await ops.list_{kind}s("momentum_v1", page_size=50){comment}',
+        [*MODEL_SCOPE, *PAGE_ERRORS],
+        f"The {kind}s of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
+        f"booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every {kind} "
+        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
     )
 
 
@@ -129,7 +145,7 @@ EXAMPLES: dict[str, Example] = {
         "await call.write(ops_pb2.StreamSignalsRequest(signals=[signal]))\n"
         "async for frame in call:  # decisions, then the fills of their orders\n"
         "    print(frame.decisions, frame.fills)",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
         "A `REJECTED` decision's `error` carries the codes `SubmitSignal` answers as statuses. A frame of more than "
         "`max_signals_per_frame` signals is answered with one `REJECTED` decision (`FRAME_TOO_LARGE`).",
     ),
@@ -138,90 +154,64 @@ EXAMPLES: dict[str, Example] = {
         "decision = await ops.submit_signal(\n"
         '    ops_pb2.Signal(signal_id="s-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)\n'
         ")",
-        [*AUTH_ERRORS, MALFORMED, *SIGNAL_ERRORS],
+        SIGNAL_ERRORS,
     ),
     "nautilus.ops.v1.OpsService.GetPositions": Example(
         {"model_id": "momentum_v1"},
         'positions = await ops.get_positions("momentum_v1")',
-        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE],
+        MODEL_SCOPE,
     ),
     "nautilus.ops.v1.OpsService.ListModels": Example(
         {"strategy_id": "momentum"},
         'models = await ops.list_models("momentum")',
-        [*AUTH_ERRORS, MALFORMED, *STRATEGY_SCOPE],
+        STRATEGY_SCOPE,
     ),
-    "nautilus.ops.v1.OpsService.GetAllocations": Example(
-        {}, "allocations = await ops.get_allocations()", [*AUTH_ERRORS, MALFORMED]
-    ),
+    "nautilus.ops.v1.OpsService.GetAllocations": Example({}, "allocations = await ops.get_allocations()", []),
     "nautilus.ops.v1.OpsService.GetModelQuota": Example(
         {"model_id": "momentum_v1"},
         'quota = await ops.get_model_quota("momentum_v1")',
-        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *UNKNOWN_MODEL],
+        [*MODEL_SCOPE, *UNKNOWN_MODEL],
     ),
     "nautilus.ops.v1.OpsService.GetModelStats": Example(
         {"model_id": "momentum_v1"},
         'stats = await ops.get_model_stats("momentum_v1")',
-        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE],
+        MODEL_SCOPE,
     ),
-    "nautilus.ops.v1.OpsService.ListOrders": Example(
-        {"model_id": "momentum_v1", "page_size": 50},
-        'page = await ops.list_orders("momentum_v1", page_size=50)  # then page_token=page.next_page_token',
-        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *PAGE_ERRORS],
-        "The orders of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every order "
-        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
-    ),
-    "nautilus.ops.v1.OpsService.ListFills": Example(
-        {"model_id": "momentum_v1", "page_size": 50},
-        'page = await ops.list_fills("momentum_v1", page_size=50)',
-        [*AUTH_ERRORS, MALFORMED, *MODEL_SCOPE, *PAGE_ERRORS],
-        "The fills of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        "booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every fill "
-        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
-    ),
+    "nautilus.ops.v1.OpsService.ListOrders": book_page_example("order", "  # then page_token=page.next_page_token"),
+    "nautilus.ops.v1.OpsService.ListFills": book_page_example("fill"),
     "nautilus.ops.v1.OpsService.GetCanaryStatus": Example(
         {"strategy_id": "momentum"},
         'canaries = await ops.get_canary_status("momentum")',
-        [*AUTH_ERRORS, MALFORMED, *STRATEGY_SCOPE],
+        STRATEGY_SCOPE,
     ),
     "nautilus.ops.v1.OpsService.WatchEvents": Example(
         {"kinds": ["CANARY", "ALLOCATION"], "include_recent": True},
         'async for event in ops.watch_events(["CANARY", "ALLOCATION"], include_recent=True):\n'
         "    print(event.kind, event.message)",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
     ),
-    "nautilus.ops.v1.OpsService.GetRiskLimits": Example(
-        {}, "limits = await ops.get_risk_limits()", [*AUTH_ERRORS, MALFORMED]
-    ),
-    "nautilus.ops.v1.OpsService.GetTradingState": Example(
-        {}, "states = await ops.get_trading_state()", [*AUTH_ERRORS, MALFORMED]
-    ),
+    "nautilus.ops.v1.OpsService.GetRiskLimits": Example({}, "limits = await ops.get_risk_limits()", []),
+    "nautilus.ops.v1.OpsService.GetTradingState": Example({}, "states = await ops.get_trading_state()", []),
     "nautilus.ops.v1.OpsService.GetStreamLimits": Example(
         {},
         "limits = await ops.get_stream_limits()  # size StreamSignals frames by limits.max_signals_per_frame",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
     ),
     "nautilus.ops.v1.OpsService.GetShardMap": Example(
         {},
         "shards = await ops.get_shard_map()  # workers, and the worker owning each strategy (docs/scale-out.md)",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
     ),
     # OpsAdminService
     "nautilus.ops.v1.OpsAdminService.TriggerAllocation": Example(
         {"reason": "new policy reviewed"},
         'decision = await admin.trigger_allocation(reason="new policy reviewed")',
-        [
-            *AUTH_ERRORS,
-            MALFORMED,
-            ("PERMISSION_DENIED", "MANUAL_ALLOCATION_DISABLED", "the policy has `allow_manual: false`"),
-        ],
+        [("PERMISSION_DENIED", "MANUAL_ALLOCATION_DISABLED", "the policy has `allow_manual: false`")],
     ),
     "nautilus.ops.v1.OpsAdminService.SetRoutingWeights": Example(
         {"strategy_id": "meanrev", "weights": {"meanrev_v1": 1.0}, "reason": "rebalance"},
         'models = await admin.set_routing_weights("meanrev", {"meanrev_v1": 1.0}, reason="rebalance")',
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("INVALID_ARGUMENT", "INVALID_WEIGHTS", "a weight outside [0, 1] or a sum other than 1 (+-0.001)"),
             ("INVALID_ARGUMENT", "CANARY_ACTIVE", "a canary owns the strategy's weights: use the canary controls"),
             ("NOT_FOUND", "UNKNOWN_STRATEGY, UNKNOWN_MODEL", "no such strategy, or a model not in it"),
@@ -230,7 +220,7 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsAdminService.PromoteCanary": Example(
         {"strategy_id": "momentum", "reason": "shadow looks good"},
         'status = await admin.promote_canary("momentum", reason="shadow looks good")',
-        [*AUTH_ERRORS, MALFORMED, *CANARY_ERRORS],
+        CANARY_ERRORS,
     ),
     "nautilus.ops.v1.OpsAdminService.RollbackCanary": canary_example("rollback", "slippage too high"),
     "nautilus.ops.v1.OpsAdminService.PauseCanary": canary_example("pause", "investigating fills"),
@@ -245,8 +235,6 @@ EXAMPLES: dict[str, Example] = {
         {"model_id": "momentum_v1", "state": "TRADING_STATE_REDUCING", "reason": "end of day"},
         'await admin.set_trading_state(common_pb2.TRADING_STATE_REDUCING, model_id="momentum_v1", reason="end of day")',
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("INVALID_ARGUMENT", "INVALID_STATE", "state is not ACTIVE, REDUCING or HALTED"),
             (
                 "INVALID_ARGUMENT",
@@ -260,22 +248,18 @@ EXAMPLES: dict[str, Example] = {
         {"reason": "venue incident"},
         'result = await admin.engage_kill_switch(reason="venue incident")',
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("UNAVAILABLE", "ENGINE_UNAVAILABLE", "ops is halted, but the engine could not be asked to cancel (retry)"),
         ],
     ),
     "nautilus.ops.v1.OpsAdminService.ReleaseKillSwitch": Example(
         {"reason": "incident closed"},
         'state = await admin.release_kill_switch(reason="incident closed")',
-        [*AUTH_ERRORS, MALFORMED, *REASON, ("INVALID_ARGUMENT", "KILL_SWITCH_NOT_ENGAGED", "nothing to release")],
+        [*REASON, ("INVALID_ARGUMENT", "KILL_SWITCH_NOT_ENGAGED", "nothing to release")],
     ),
     "nautilus.ops.v1.OpsAdminService.ReloadConfig": Example(
         {"target": "CONFIG_TARGET_RISK_LIMITS"},
         "note = await admin.reload_config(admin_pb2.CONFIG_TARGET_RISK_LIMITS)",
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("INVALID_ARGUMENT", "INVALID_TARGET", "target is UNSPECIFIED"),
             ("INVALID_ARGUMENT", "CONFIG_INVALID", "the file is invalid; the previous config stays in force"),
         ],
@@ -283,7 +267,7 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsAdminService.GetHealth": Example(
         {},
         "health = await admin.get_health()  # status and one check per part, with detail and age",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
     ),
     # EngineService
     "nautilus.engine.v1.EngineService.StreamOrders": Example(
@@ -305,7 +289,7 @@ EXAMPLES: dict[str, Example] = {
             ]
         },
         None,
-        [*AUTH_ERRORS, MALFORMED],
+        [],
         "Ops's own session (the SDK does not wrap it). A bad command is answered in-band with a `REJECTED` report "
         "(`INVALID_SIDE`, `INVALID_ORDER_TYPE`, `INVALID_TIME_IN_FORCE`, `INVALID_QUANTITY`, `INVALID_PRICE`, "
         "`FIELD_TOO_LONG`, `CLIENT_ORDER_ID_REUSED`, a venue rail's code); the stream stays open.",
@@ -314,8 +298,6 @@ EXAMPLES: dict[str, Example] = {
         {"since_seq": 0, "page_size": 100},
         "page = await engine.list_executions(since_seq=0, page_size=100)",
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             *PAGE_ERRORS,
             (
                 "OUT_OF_RANGE",
@@ -329,8 +311,6 @@ EXAMPLES: dict[str, Example] = {
         {"client_order_id": "o-1"},
         'order = await engine.get_order("o-1")',
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("INVALID_ARGUMENT", "MISSING_FIELD", "client_order_id is empty"),
             ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
             (
@@ -340,18 +320,14 @@ EXAMPLES: dict[str, Example] = {
             ),
         ],
     ),
-    "nautilus.engine.v1.EngineService.ListVenues": Example(
-        {}, "venues = await engine.list_venues()", [*AUTH_ERRORS, MALFORMED]
-    ),
+    "nautilus.engine.v1.EngineService.ListVenues": Example({}, "venues = await engine.list_venues()", []),
     "nautilus.engine.v1.EngineService.CancelAllOrders": Example(
-        {"venue": "sim"}, 'result = await engine.cancel_all_orders(venue="sim")', [*AUTH_ERRORS, MALFORMED]
+        {"venue": "sim"}, 'result = await engine.cancel_all_orders(venue="sim")', []
     ),
     "nautilus.engine.v1.EngineService.CancelOrder": Example(
         {"client_order_id": "o-1"},
         None,
         [
-            *AUTH_ERRORS,
-            MALFORMED,
             ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
             (
                 "FAILED_PRECONDITION",
@@ -365,18 +341,18 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.engine.v1.EngineService.GetHealth": Example(
         {},
         "health = await engine.get_health()  # venues, quotes, journal, last seq, ops session",
-        [*AUTH_ERRORS, MALFORMED],
+        [],
     ),
     # MarketDataService
     "nautilus.engine.v1.MarketDataService.StreamQuotes": Example(
         {"instruments": ["BTC-USD"]},
         'async for frame in engine.stream_quotes(["BTC-USD"]):\n    print(frame.quotes)',
-        [MALFORMED],
+        [],
     ),
     "nautilus.engine.v1.MarketDataService.GetQuote": Example(
         {"instrument": "BTC-USD"},
         'quote = await engine.get_quote("BTC-USD")',
-        [MALFORMED, ("NOT_FOUND", "UNKNOWN_INSTRUMENT", "no venue quotes this instrument")],
+        [("NOT_FOUND", "UNKNOWN_INSTRUMENT", "no venue quotes this instrument")],
     ),
 }
 
@@ -561,7 +537,7 @@ def render(fds: descriptor_pb2.FileDescriptorSet) -> str:
                 if example.sdk is not None:
                     out.append("```python\n" + _sdk(full, example) + "\n```\n\n")
                 out.append("| status | codes (`ErrorInfo.reason`) | when |\n| --- | --- | --- |\n")
-                for status, codes, when in example.errors:
+                for status, codes, when in [*(AUTH_ERRORS if header else []), MALFORMED, *example.errors]:
                     coded = ", ".join(f"`{c.strip()}`" for c in codes.split(","))
                     out.append(f"| `{status}` | {coded} | {_cell(when)} |\n")
                 out.append("\n")
