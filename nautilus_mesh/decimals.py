@@ -21,7 +21,7 @@ MAX_INTEGER_DIGITS = 18
 MAX_FRACTION_DIGITS = 18
 # Prices and quantities repeat from one order to the next: parsing and formatting are pure functions of their input,
 # so the most recent results are kept (bounded) instead of being computed again on every order and report.
-CACHE_ENTRIES = 16384
+CACHE_ENTRIES = 2048
 
 
 @functools.lru_cache(maxsize=CACHE_ENTRIES)
