@@ -132,7 +132,8 @@ class OpsConfig(StrictModel):
     memory, oldest finished first (open orders always stay), for the on-disk archive (``order_archive``)."""
     order_archive: int | None = pydantic.Field(1_000_000, gt=0)
     """Orders and fills that left memory kept on disk for ``ListOrders``/``ListFills`` (count each; ``history.db`` in
-    ``state_dir``, about 150 bytes each); older ones are deleted and no longer listed. None keeps none."""
+    ``state_dir``, about 300 bytes each with its indexes: ~600 MB at the default); older ones are deleted and no
+    longer listed. None keeps none."""
     tracing: bool = True
     """Record spans; False makes every span a no-op."""
     span_file: Path | None = None
