@@ -23,6 +23,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.fields import values_of
+from nautilus_mesh.frozen import quick_init
 
 SIDE_PB: Mapping[Side, common_pb2.Side.ValueType] = {Side.BUY: common_pb2.SIDE_BUY, Side.SELL: common_pb2.SIDE_SELL}
 SIDE_OF: Mapping[int, Side] = {v: k for k, v in SIDE_PB.items()}
@@ -59,6 +60,7 @@ ORDER_SAME_FIELDS = ("client_order_id", "account", "model_id")
 """Fields an order request and its ``NewOrder`` hold under one name and type."""
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Report(VenueEvent):
     """An execution report: the venue event it was made from, plus the ledger's sequence number and the order's

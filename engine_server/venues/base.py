@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pydantic
 
 from nautilus_mesh.config import StrictModel
+from nautilus_mesh.frozen import quick_init
 
 VenueKind = Literal["live", "paper"]
 
@@ -107,6 +108,7 @@ class Instrument(StrictModel):
         return self
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OrderRequest:
     """A new order as the engine receives it.
@@ -138,6 +140,7 @@ class OrderRequest:
     trace: Mapping[str, str] = field(default_factory=dict)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class VenueEvent:
     """One event a venue emits about one client order (no sequence number: the ledger adds it).

@@ -32,6 +32,7 @@ from engine_server.venues.base import (
     TimeInForce,
     VenueEvent,
 )
+from nautilus_mesh.frozen import quick_init
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ PRICE_QUANTUM = Decimal("0.00000001")
 _BPS = Decimal(10000)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class BookOrder:
     """An order as the book sees it (the venue fills in the venue order id)."""
