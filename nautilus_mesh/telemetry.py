@@ -19,10 +19,10 @@ import importlib.metadata
 import logging
 import os
 import random
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -31,11 +31,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
 
 from nautilus_mesh.clock import REAL_CLOCK
+from nautilus_mesh.message_spans import CurrentSpan, start_span
 from nautilus_mesh.span_export import OTLP_NOTE_SUFFIX as OTLP_NOTE_SUFFIX
 from nautilus_mesh.span_export import SPAN_FILE_MAX_BYTES as SPAN_FILE_MAX_BYTES
 from nautilus_mesh.span_export import CountingBatchSpanProcessor, CountingExporter, note_exporter
@@ -162,7 +163,8 @@ class Tracing:
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = CountingExporter(exporter, self.export_stats)
-        provider.add_span_processor(CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500))
+        self._processor = CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500)
+        provider.add_span_processor(self._processor)
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
 
@@ -192,24 +194,37 @@ class Tracing:
             return _Passthrough(unsampled)
         return self._consumer_span(name, carrier, attributes, destination)
 
-    @contextmanager
     def _consumer_span(
         self,
         name: str,
         carrier: TraceCarrier | None,
         attributes: Mapping[str, str | int | float] | None,
         destination: str,
-    ) -> Iterator[Span]:
+    ) -> AbstractContextManager[Span]:
         attrs = dict(attributes or {})
         if destination:
             attrs.update(messaging_attributes("receive", destination))
         received_ns = _FRAME_RECEIVED_NS.get()
         if received_ns:
             attrs[FRAME_RECEIVED_ATTRIBUTE] = received_ns
-        with self.tracer.start_as_current_span(
-            name, context=extract(carrier), kind=SpanKind.CONSUMER, attributes=attrs
-        ) as span:
-            yield span
+        return CurrentSpan(self._start(name, SpanKind.CONSUMER, extract(carrier), attrs))
+
+    def _start(self, name: str, kind: SpanKind, parent: Context | None, attributes: dict[str, Any]) -> Span:
+        """A message span (:mod:`nautilus_mesh.message_spans`), sampled by the provider's sampler."""
+        assert self.provider is not None
+        preset = _NEXT_TRACE_ID.get()  # a root whose sampling decision was taken: its trace id
+        if preset:
+            _NEXT_TRACE_ID.set(0)
+        return start_span(
+            name,
+            kind,
+            parent,
+            attributes,
+            sampler=self.provider.sampler,
+            resource=self.provider.resource,
+            processor=self._processor,
+            root_trace_id=preset,
+        )
 
     def _root_decision(self, name: str) -> str:
         """Take the sampling decision for a trace that starts here, before any span work.
@@ -225,7 +240,6 @@ class Tracing:
             return ""
         return f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"
 
-    @contextmanager
     def produce(
         self,
         name: str,
@@ -234,27 +248,24 @@ class Tracing:
         *,
         parent: TraceCarrier | None = None,
         destination: str = "",
-    ) -> Iterator[Span]:
-        """A PRODUCER span whose context is injected into ``carrier``.
+    ) -> AbstractContextManager[Span]:
+        """A PRODUCER span whose context is written into ``carrier``.
 
         Its parent is ``parent``'s context when given (a report about an earlier order), else the current span.
         ``destination`` (the stream) adds the OTel messaging attributes.
         """
         if self.provider is None:
-            yield INVALID_SPAN
-            return
+            return _NO_SPAN
         unsampled = parent.traceparent if parent is not None else _PASSTHROUGH.get()
         if is_unsampled(unsampled):  # carry the unsampled context on, no span work
             carrier.traceparent = unsampled
-            yield INVALID_SPAN
-            return
-        context = extract(parent) if parent is not None else None
+            return _NO_SPAN
         attrs = dict(attributes or {})
         if destination:
             attrs.update(messaging_attributes("send", destination))
-        with self.tracer.start_as_current_span(name, context=context, kind=SpanKind.PRODUCER, attributes=attrs) as span:
-            inject(carrier)
-            yield span
+        span = self._start(name, SpanKind.PRODUCER, extract(parent) if parent is not None else None, attrs)
+        write_context(carrier, span.get_span_context())
+        return CurrentSpan(span)
 
     def in_unsampled_trace(self) -> bool:
         """True inside :meth:`consume` of a message whose trace is not sampled (what it produces makes no span)."""
@@ -372,6 +383,13 @@ def inject(carrier: TraceCarrier) -> None:
     _PROPAGATOR.inject(headers)
     carrier.traceparent = headers.get("traceparent", "")
     carrier.tracestate = headers.get("tracestate", "")
+
+
+def write_context(carrier: TraceCarrier, context: SpanContext) -> None:
+    """Write ``context`` into a ``TraceContext`` message, as W3C ``traceparent`` and ``tracestate`` (what
+    :func:`inject` writes for the same span once it is current)."""
+    carrier.traceparent = f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"
+    carrier.tracestate = context.trace_state.to_header() if context.trace_state else ""
 
 
 def trace_id_of(traceparent: str) -> str:

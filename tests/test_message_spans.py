@@ -1,0 +1,120 @@
+"""Message spans (``nautilus_mesh.message_spans``): what the exporters receive is what the SDK's own span gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from nautilus_mesh.api.common.v1 import common_pb2
+from nautilus_mesh.message_spans import RecordingSpan
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, extract, messaging_attributes
+
+SAMPLED_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def spans_of(tracing: Tracing, path: Path) -> list[dict[str, Any]]:
+    tracing.force_flush()
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def comparable(span: dict[str, Any]) -> dict[str, Any]:
+    """A span record without its own span id and times (and with the exception's stack trace cut to its last line)."""
+    events = [
+        {**e, "attributes": {**e["attributes"], "exception.stacktrace": e["attributes"]["exception.stacktrace"][-40:]}}
+        if "exception.stacktrace" in e["attributes"]
+        else e
+        for e in span["events"]
+    ]
+    return {k: v for k, v in span.items() if k not in ("span_id", "start_ns", "end_ns")} | {"events": events}
+
+
+def sdk_span(tracing: Tracing, name: str, kind: SpanKind, carrier: common_pb2.TraceContext, attrs: dict[str, Any]):  # type: ignore[no-untyped-def]
+    return tracing.tracer.start_as_current_span(name, context=extract(carrier), kind=kind, attributes=attrs)
+
+
+@pytest.fixture
+def tracing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tracing:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    return Tracing("ops", tmp_path / "spans.jsonl")
+
+
+def test_consume_and_produce_record_what_the_sdk_span_records(tracing: Tracing, tmp_path: Path) -> None:
+    attrs = {"messaging.message.id": "s-1", "nautilus.model_id": "m1", "nautilus.signal_id": "s-1"}
+    carrier = common_pb2.TraceContext(traceparent=SAMPLED_PARENT)
+    out = common_pb2.TraceContext()
+    with tracing.consume("ops.signal receive", carrier, attrs, destination=OPS_SIGNAL_STREAM) as span:
+        assert isinstance(span, RecordingSpan)  # made here, not by the SDK
+        span.set_attribute("nautilus.client_order_id", "o-1")
+        span.add_event("rejected", {"code": "X"})
+        with tracing.produce(
+            "ops.order send", out, {"nautilus.client_order_id": "o-1"}, destination=ENGINE_ORDER_STREAM
+        ):
+            pass
+    consume_attrs = attrs | messaging_attributes("receive", OPS_SIGNAL_STREAM)
+    with sdk_span(tracing, "ops.signal receive", SpanKind.CONSUMER, carrier, consume_attrs) as span:
+        span.set_attribute("nautilus.client_order_id", "o-1")
+        span.add_event("rejected", {"code": "X"})
+        produce_attrs = {"nautilus.client_order_id": "o-1"} | messaging_attributes("send", ENGINE_ORDER_STREAM)
+        with tracing.tracer.start_as_current_span("ops.order send", kind=SpanKind.PRODUCER, attributes=produce_attrs):
+            pass
+    ours_produce, ours_consume, sdk_produce, sdk_consume = spans_of(  # in the order they ended
+        tracing, tmp_path / "spans.jsonl"
+    )
+    assert comparable(ours_consume) == comparable(sdk_consume)
+    assert comparable(ours_produce) | {"parent_span_id": ""} == comparable(sdk_produce) | {"parent_span_id": ""}
+    assert ours_consume["parent_span_id"] == "b7ad6b7169203331"  # the carrier's span
+    assert ours_produce["parent_span_id"] == ours_consume["span_id"]  # the current span while it was made
+    assert out.traceparent == f"00-{ours_produce['trace_id']}-{ours_produce['span_id']}-01"
+    assert ours_consume["start_ns"] <= ours_produce["start_ns"] <= ours_produce["end_ns"] <= ours_consume["end_ns"]
+
+
+def test_an_exception_leaving_the_block_is_recorded_as_the_sdk_records_it(tracing: Tracing, tmp_path: Path) -> None:
+    carrier = common_pb2.TraceContext(traceparent=SAMPLED_PARENT)
+    with pytest.raises(ValueError, match="boom"), tracing.consume("engine.order receive", carrier, {"a": 1}):
+        raise ValueError("boom")
+    with (
+        pytest.raises(ValueError, match="boom"),
+        sdk_span(tracing, "engine.order receive", SpanKind.CONSUMER, carrier, {"a": 1}),
+    ):
+        raise ValueError("boom")
+    ours, sdk = spans_of(tracing, tmp_path / "spans.jsonl")
+    assert ours["status"] == "ERROR" and ours["status_message"] == "ValueError: boom"
+    assert ours["events"][0]["attributes"]["exception.type"] == "ValueError"
+    assert comparable(ours) == comparable(sdk)
+
+
+def test_status_ok_is_final_unset_is_ignored_and_an_ended_span_changes_no_more(
+    tracing: Tracing, tmp_path: Path
+) -> None:
+    carrier = common_pb2.TraceContext(traceparent=SAMPLED_PARENT)
+    with tracing.consume("a", carrier) as first:
+        first.set_status(Status(StatusCode.ERROR, "X"))
+        first.set_status(StatusCode.UNSET)
+    with tracing.consume("b", carrier) as second:
+        second.set_status(StatusCode.OK)
+        second.set_status(Status(StatusCode.ERROR, "late"))
+    second.set_attribute("after", "end")
+    second.add_event("after")
+    assert not second.is_recording()
+    a, b = spans_of(tracing, tmp_path / "spans.jsonl")
+    assert (a["status"], a["status_message"]) == ("ERROR", "X")
+    assert (b["status"], b["attributes"].get("after"), b["events"]) == ("OK", None, [])
+
+
+def test_a_span_the_sampler_drops_is_not_recorded_and_carries_an_unsampled_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")  # not parent-based: drops even a sampled parent's child
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    tracing = Tracing("engine", tmp_path / "spans.jsonl")
+    out = common_pb2.TraceContext()
+    with tracing.produce("engine.report send", out, parent=common_pb2.TraceContext(traceparent=SAMPLED_PARENT)) as span:
+        assert not span.is_recording()
+    tracing.force_flush()
+    assert not (tmp_path / "spans.jsonl").exists() or not (tmp_path / "spans.jsonl").read_text()
+    assert out.traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-") and out.traceparent.endswith("-00")
