@@ -19,6 +19,7 @@ import importlib.metadata
 import logging
 import os
 import random
+import re
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -31,7 +32,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -367,10 +368,24 @@ def is_unsampled(traceparent: str) -> bool:
     return len(traceparent) == 55 and traceparent[-1] not in "13579bdf"
 
 
+_PLAIN_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""A version-00 traceparent, the only kind the mesh writes: read without the propagator's general parsing."""
+
+
 def extract(carrier: TraceCarrier | None) -> Context | None:
-    """The OpenTelemetry context carried in a ``TraceContext`` message, or None when it is empty."""
+    """The OpenTelemetry context carried in a ``TraceContext`` message, or None when it is empty.
+
+    A plain version-00 ``traceparent`` without ``tracestate`` (what the mesh writes) is read directly, to the context
+    the W3C propagator would give; anything else goes through the propagator."""
     if carrier is None or not carrier.traceparent:
         return None
+    plain = None if carrier.tracestate else _PLAIN_TRACEPARENT.fullmatch(carrier.traceparent)
+    if plain is not None:
+        trace_id, span_id = int(plain[1], 16), int(plain[2], 16)
+        if trace_id and span_id:
+            flags = TraceFlags(int(plain[3], 16))
+            remote = SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
+            return trace.set_span_in_context(trace.NonRecordingSpan(remote), _EMPTY_CONTEXT)
     headers = {"traceparent": carrier.traceparent}
     if carrier.tracestate:
         headers["tracestate"] = carrier.tracestate

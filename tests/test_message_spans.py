@@ -118,3 +118,37 @@ def test_a_span_the_sampler_drops_is_not_recorded_and_carries_an_unsampled_conte
     tracing.force_flush()
     assert not (tmp_path / "spans.jsonl").exists() or not (tmp_path / "spans.jsonl").read_text()
     assert out.traceparent.startswith("00-0af7651916cd43dd8448eb211c80319c-") and out.traceparent.endswith("-00")
+
+
+@pytest.mark.parametrize(
+    ("traceparent", "tracestate"),
+    [
+        (SAMPLED_PARENT, ""),
+        (SAMPLED_PARENT[:-2] + "00", ""),
+        (SAMPLED_PARENT, "vendor=1,other=2"),
+        (SAMPLED_PARENT.upper(), ""),
+        ("ff" + SAMPLED_PARENT[2:], ""),
+        ("01" + SAMPLED_PARENT[2:] + "-extra", ""),
+        ("00-" + "0" * 32 + "-b7ad6b7169203331-01", ""),
+        ("00-0af7651916cd43dd8448eb211c80319c-" + "0" * 16 + "-01", ""),
+        (SAMPLED_PARENT + "-extra", ""),
+        ("00-0af7651916cd43dd8448eb211c8031_c-b7ad6b7169203331-01", ""),
+        ("garbage", ""),
+    ],
+)
+def test_extract_gives_the_context_the_w3c_propagator_gives(traceparent: str, tracestate: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    headers = {"traceparent": traceparent} | ({"tracestate": tracestate} if tracestate else {})
+    expected = trace.get_current_span(TraceContextTextMapPropagator().extract(headers)).get_span_context()
+    context = extract(common_pb2.TraceContext(traceparent=traceparent, tracestate=tracestate))
+    got = trace.get_current_span(context).get_span_context()
+    assert (got.trace_id, got.span_id, got.trace_flags, got.is_remote, got.is_valid) == (
+        expected.trace_id,
+        expected.span_id,
+        expected.trace_flags,
+        expected.is_remote,
+        expected.is_valid,
+    )
+    assert got.trace_state == expected.trace_state
