@@ -28,9 +28,13 @@ def _default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
+"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
+
+
 def dumps(record: Mapping[str, Any]) -> str:
     """Serialise one record as a compact JSON line (Decimals as strings)."""
-    return json.dumps(record, default=_default, separators=(",", ":"))
+    return _ENCODER.encode(record)
 
 
 class JsonlWriter:

@@ -56,7 +56,7 @@ class JsonlSpanExporter(SpanExporter):
                     "service": str(span.resource.attributes.get("service.name", "")),
                     "start_ns": span.start_time,
                     "end_ns": span.end_time,
-                    "attributes": {k: _jsonable(v) for k, v in (span.attributes or {}).items()},
+                    "attributes": dict(span.attributes or {}),  # tuple values encode as JSON arrays
                     "events": [{"name": e.name, "attributes": dict(e.attributes or {})} for e in span.events],
                     "status": span.status.status_code.name,
                     "status_message": span.status.description or "",
@@ -70,12 +70,6 @@ class JsonlSpanExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return list(value)
-    return value
 
 
 @dataclass

@@ -152,3 +152,11 @@ def test_extract_gives_the_context_the_w3c_propagator_gives(traceparent: str, tr
         expected.is_valid,
     )
     assert got.trace_state == expected.trace_state
+
+
+def test_span_file_writes_sequence_attributes_as_json_arrays(tracing: Tracing, tmp_path: Path) -> None:
+    with tracing.consume("a", common_pb2.TraceContext(traceparent=SAMPLED_PARENT)) as span:
+        span.set_attribute("venues", ("sim", "paper"))
+        span.set_attribute("n", 3)
+    (record,) = spans_of(tracing, tmp_path / "spans.jsonl")
+    assert record["attributes"] == {"venues": ["sim", "paper"], "n": 3}
