@@ -81,12 +81,12 @@ class RecordingSpan(Span, ReadableSpan):
         return self._end_time is None
 
     def set_attribute(self, key: str, value: types.AttributeValue) -> None:
-        if self._end_time is None:
+        if self._end_time is None and value is not None:  # the SDK drops a None value too
             self._attributes[key] = value  # type: ignore[index]  # the dict given at the start
 
     def set_attributes(self, attributes: Mapping[str, types.AttributeValue]) -> None:
-        if self._end_time is None:
-            self._attributes.update(attributes)  # type: ignore[union-attr]
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
 
     def add_event(self, name: str, attributes: types.Attributes = None, timestamp: int | None = None) -> None:
         if self._end_time is None:

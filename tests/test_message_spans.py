@@ -158,5 +158,6 @@ def test_span_file_writes_sequence_attributes_as_json_arrays(tracing: Tracing, t
     with tracing.consume("a", common_pb2.TraceContext(traceparent=SAMPLED_PARENT)) as span:
         span.set_attribute("venues", ("sim", "paper"))
         span.set_attribute("n", 3)
+        span.set_attribute("missing", None)  # dropped, as the SDK drops it
     (record,) = spans_of(tracing, tmp_path / "spans.jsonl")
     assert record["attributes"] == {"venues": ["sim", "paper"], "n": 3}
