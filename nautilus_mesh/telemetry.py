@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
@@ -164,7 +164,9 @@ class Tracing:
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = CountingExporter(exporter, self.export_stats)
-        self._processor = CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500)
+        self._processor: SpanProcessor = CountingBatchSpanProcessor(
+            counted, self.export_stats, schedule_delay_millis=500
+        )
         provider.add_span_processor(self._processor)
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")

@@ -51,6 +51,14 @@ def test_bench_engine_when_run_with_minimal_sizes_then_reports_one_frame_per_fra
 
 
 @pytest.mark.timeout(120)
+def test_bench_spans_when_run_with_minimal_sizes_then_prints_both_kinds_of_span() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_spans.py"), "--spans", "300", "--rounds", "1"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "SDK span      made and ended" in done.stdout and "message span  made and ended" in done.stdout
+
+
+@pytest.mark.timeout(120)
 def test_bench_backtest_when_run_with_minimal_sizes_then_prints_the_rate() -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_backtest.py"), "--quotes", "200"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
