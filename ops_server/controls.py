@@ -6,23 +6,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import grpc
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.errors import ConfigError, MeshError, UnavailableError, ValidationError
 from ops_server import wire
-from ops_server.allocation import AllocationDecision, CapitalAllocator, CapitalPolicy
-from ops_server.canary.manager import CanaryManager
-from ops_server.config import OpsConfig
-from ops_server.engine_link import EngineLink
-from ops_server.events import EventHub
+from ops_server.allocation import AllocationDecision, CapitalPolicy
 from ops_server.model_registry import ModelRegistry
-from ops_server.ops_state import OpsState
+from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
 from ops_server.queries import OpsQueries
-from ops_server.risk import RiskRails, TradingState
+from ops_server.risk import TradingState
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +33,31 @@ class ConfigTarget:
     MODEL_REGISTRY = "model_registry"
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
+@dataclass(eq=False, repr=False)
 class OpsControls:
-    """What OpsAdminService does, as plain methods (raising MeshError for a refusal)."""
+    """What OpsAdminService does, as plain methods (raising MeshError for a refusal).
 
-    config: OpsConfig
-    registry: ModelRegistry
-    allocator: CapitalAllocator
-    risk: RiskRails
-    canaries: CanaryManager
+    Args:
+        parts: the ops service's domain objects (the registry, allocator, risk rails and canaries it changes;
+            events for the audit; state, saved after each change).
+        periodic: allocation cycles run on demand.
+        queries: what a control answers with after it acts.
+    """
+
+    parts: OpsParts
+    _: KW_ONLY
     periodic: PeriodicDecisions
     queries: OpsQueries
-    events: EventHub
-    state: OpsState
-    link: EngineLink
 
     # -- audit -----------------------------------------------------------------------------
 
     def audit(self, action: str, reason: str, **attributes: object) -> None:
         log.info("[ADMIN] %s (%s)", action, reason or "no reason given")
-        self.events.publish("ADMIN", f"{action}: {reason}", action=action, reason=reason, **attributes)
+        self.parts.events.publish("ADMIN", f"{action}: {reason}", action=action, reason=reason, **attributes)
 
     def audit_refusal(self, action: str, error: MeshError) -> None:
         log.warning("[ADMIN] %s failed: %s %s", action, error.code, error.message)
-        self.events.publish("ADMIN", f"{action} refused: {error.message}", action=action, code=error.code)
+        self.parts.events.publish("ADMIN", f"{action} refused: {error.message}", action=action, code=error.code)
 
     # -- capital and routing ---------------------------------------------------------------
 
@@ -71,20 +68,21 @@ class OpsControls:
         return decision
 
     def allocations(self) -> list[ops_pb2.Allocation]:
-        return wire.allocations(self.allocator)
+        return wire.allocations(self.parts.allocator)
 
     def set_routing_weights(
         self, strategy_id: str, weights: Mapping[str, float], reason: str
     ) -> list[ops_pb2.ModelInfo]:
         """Set a strategy's routing weights (they must sum to 1); refused while a canary owns them."""
-        if self.canaries.owns_weights(strategy_id):
+        parts = self.parts
+        if parts.canaries.owns_weights(strategy_id):
             raise ValidationError(
                 "CANARY_ACTIVE",
                 f"strategy {strategy_id!r} has a canary in progress: use the canary controls",
                 field="strategy_id",
             )
-        self.registry.set_weights(strategy_id, dict(weights))
-        self.events.publish(
+        parts.registry.set_weights(strategy_id, dict(weights))
+        parts.events.publish(
             "WEIGHTS_CHANGED",
             f"routing weights of {strategy_id} set by an operator",
             strategy=strategy_id,
@@ -104,7 +102,7 @@ class OpsControls:
         if not reason.strip():
             raise ValidationError("REASON_REQUIRED", "a reason is required for canary controls", field="reason")
         kwargs = {"to_full": to_full} if action == "promote" else {}
-        self.canaries.operate(strategy_id, action, reason, **kwargs)
+        self.parts.canaries.operate(strategy_id, action, reason, **kwargs)
         self.audit(f"canary.{action}", reason, strategy=strategy_id)
         return self.queries.canary_statuses(strategy_id)[0]
 
@@ -113,22 +111,23 @@ class OpsControls:
     def set_trading_state(self, model_id: str | None, state: TradingState, reason: str) -> None:
         """Set a model's (or, with None, the global) trading state."""
         if model_id is not None:
-            self.registry.route(model_id)  # NotFoundError for an unknown model
-        self.risk.set_state(model_id, state, reason or "operator")
+            self.parts.registry.route(model_id)  # NotFoundError for an unknown model
+        self.parts.risk.set_state(model_id, state, reason or "operator")
 
     async def engage_kill_switch(self, reason: str) -> tuple[int, int]:
         """Halt everything, then cancel every resting order at the engine; returns (cancelled, still resting)."""
-        self.risk.engage_kill_switch(reason)
-        self.state.save()
+        parts = self.parts
+        parts.risk.engage_kill_switch(reason)
+        parts.state.save()
         try:
-            response = await self.link.cancel_all()
+            response = await parts.link.cancel_all()
         except grpc.aio.AioRpcError as exc:
             raise UnavailableError(
                 "ENGINE_UNAVAILABLE",
                 f"trading is halted, but the engine could not cancel resting orders: {exc.code().name}",
             ) from None
         canceled, resting = response.canceled_count, response.resting_remaining
-        self.events.publish(
+        parts.events.publish(
             "KILL_SWITCH",
             f"kill switch engaged: {canceled} order(s) cancelled, {resting} resting",
             canceled=canceled,
@@ -141,28 +140,29 @@ class OpsControls:
     def release_kill_switch(self, reason: str) -> None:
         if not reason.strip():
             raise ValidationError("REASON_REQUIRED", "releasing the kill switch needs a reason", field="reason")
-        self.risk.release_kill_switch(reason)
-        self.state.save()
+        self.parts.risk.release_kill_switch(reason)
+        self.parts.state.save()
 
     # -- config ----------------------------------------------------------------------------
 
     def reload(self, target: str) -> str:
         """Reload one config file; a bad file is refused and what is in force stays. Returns what was done."""
-        cfg = self.config
+        parts = self.parts
+        cfg = parts.config
         if target == ConfigTarget.RISK_LIMITS:
             if cfg.risk_limits_path is None:
                 raise ConfigError("no risk limits file is configured")
-            self.risk.reload(cfg.risk_limits_path)
+            parts.risk.reload(cfg.risk_limits_path)
             message = f"risk limits reloaded from {cfg.risk_limits_path.name}"
         elif target == ConfigTarget.CAPITAL_POLICY:
-            policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=self.registry.strategies())
-            self.allocator.set_policy(policy)
+            policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=parts.registry.strategies())
+            parts.allocator.set_policy(policy)
             self.periodic.update_allocation_metrics()
-            self.state.save()
+            parts.state.save()
             message = f"capital policy reloaded from {cfg.capital_policy_path.name}"
         elif target == ConfigTarget.MODEL_REGISTRY:
             fresh = ModelRegistry.load(cfg.registry_path)
-            for strategy_id in self.registry.apply_weights_from(fresh, skip=self.canaries.owns_weights):
+            for strategy_id in parts.registry.apply_weights_from(fresh, skip=parts.canaries.owns_weights):
                 self.periodic.update_weight_metrics(strategy_id)
             message = f"model registry weights reloaded from {cfg.registry_path.name}"
         else:

@@ -43,7 +43,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import (
     FailedPreconditionError,
@@ -54,15 +53,10 @@ from nautilus_mesh.errors import (
 )
 from nautilus_mesh.store import PostgresStore, _split_schema
 from nautilus_mesh.tasks import cancel_and_wait
-from ops_server.allocation import AllocationDecision, AllocationReason, CapitalAllocator
-from ops_server.config import OpsConfig
+from ops_server.allocation import AllocationDecision, AllocationReason
 from ops_server.controls import OpsControls
-from ops_server.events import EventHub
-from ops_server.exposure import ExposureView
-from ops_server.metrics import OpsMetrics
-from ops_server.ops_state import OpsState
+from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
-from ops_server.risk import RiskRails
 from ops_server.risk.trading_state import TradingState
 from ops_server.sharding import ShardMap
 
@@ -98,31 +92,21 @@ class Coordinator:
     """One worker's side of the coordination (see the module docstring).
 
     Args:
-        config: ops' config (the shared store's URL, the coordination and allocation intervals).
+        parts: the ops service's domain objects: the config (the shared store's URL, the coordination and
+            allocation intervals), the allocator whose weights the leader shares, the risk rails whose kill switch
+            and global trading state the workers share, the exposure (gross exposure, this worker's published and
+            the others' applied), events, state (saved once a shared allocation is applied), metrics, and the
+            clock (wall time of shared documents, monotonic time of request deadlines).
         shards: which worker this is and the strategies it owns.
         periodic: allocation cycles (run by the leader) and their metrics.
-        allocator: the capital allocator whose weights the leader shares.
-        risk: the rails whose kill switch and global trading state the workers share.
         controls: applies the shared kill switch and trading state.
-        exposure: gross exposure, this worker's published and the others' applied.
-        events: audit log and WatchEvents.
-        state: saved once a shared allocation is applied.
-        metrics: ops' metrics.
-        clock: wall time of shared documents, monotonic time of request deadlines.
     """
 
-    config: OpsConfig
+    parts: OpsParts
     shards: ShardMap
     _: KW_ONLY
     periodic: PeriodicDecisions
-    allocator: CapitalAllocator
-    risk: RiskRails
     controls: OpsControls
-    exposure: ExposureView
-    events: EventHub
-    state: OpsState
-    metrics: OpsMetrics
-    clock: Clock = REAL_CLOCK
     leader: bool = field(init=False, default=False)
     applied_cycle: int = field(init=False, default=-1)
     _conn: psycopg.AsyncConnection[Any] | None = field(init=False, default=None)
@@ -133,7 +117,7 @@ class Coordinator:
     _wake: asyncio.Event = field(init=False, default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
-        self._url, self._schema = _split_schema(self.config.database_url)
+        self._url, self._schema = _split_schema(self.parts.config.database_url)
         self._documents = sql.Identifier(self._schema, "documents")
         self._lock_key = f"nautilus_mesh.allocator:{self._schema}"
         self._rails_synced = self._local_rails()
@@ -155,22 +139,23 @@ class Coordinator:
         self.leader = False
 
     async def _loop(self) -> None:
+        parts = self.parts
         while True:
             try:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
             except psycopg.Error as exc:
-                self.metrics.coordination_failures.inc()
+                parts.metrics.coordination_failures.inc()
                 log.warning(
                     "[COORD] worker %d: store unreachable (%s); retrying", self.shards.index, type(exc).__name__
                 )
                 await self._drop_connections()
             except Exception:
-                self.metrics.coordination_failures.inc()
+                parts.metrics.coordination_failures.inc()
                 log.exception("[COORD] worker %d: coordination step failed", self.shards.index)
             with contextlib.suppress(TimeoutError):  # a forced cycle's request wakes the loop early
-                await asyncio.wait_for(self._wake.wait(), self.config.coordination_interval_seconds)
+                await asyncio.wait_for(self._wake.wait(), parts.config.coordination_interval_seconds)
             self._wake.clear()
 
     async def _drop_connections(self) -> None:
@@ -182,7 +167,7 @@ class Coordinator:
         if self.leader:
             log.warning("[COORD] worker %d: lost the allocator leadership with its connection", self.shards.index)
         self.leader = False
-        self.metrics.allocator_leader.set(0)
+        self.parts.metrics.allocator_leader.set(0)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
@@ -213,13 +198,13 @@ class Coordinator:
                 "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
                 "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at"
             ).format(self._documents),
-            (key, json.dumps(value, allow_nan=False), self.clock.time()),
+            (key, json.dumps(value, allow_nan=False), self.parts.clock.time()),
         )
 
     # -- global rails ----------------------------------------------------------------------
 
     def _local_rails(self) -> tuple[bool, str]:
-        return self.risk.kill_switch_engaged, str(self.risk.global_state)
+        return self.parts.risk.kill_switch_engaged, str(self.parts.risk.global_state)
 
     async def _sync_rails(self, conn: psycopg.AsyncConnection[Any]) -> None:
         local = self._local_rails()
@@ -238,21 +223,23 @@ class Coordinator:
         self._rails_synced, self._rails_version = self._local_rails(), int(doc["version"])
 
     async def _apply_rails(self, doc: Document) -> None:
+        parts = self.parts
         kill, state = bool(doc["kill_switch"]), TradingState(doc["global_state"])
         reason = f"from ops worker {doc.get('worker')} (global rails v{doc['version']})"
-        if kill and not self.risk.kill_switch_engaged:
+        if kill and not parts.risk.kill_switch_engaged:
             await self.controls.engage_kill_switch(reason)
-        elif not kill and self.risk.kill_switch_engaged:
+        elif not kill and parts.risk.kill_switch_engaged:
             self.controls.release_kill_switch(reason)
-        if self.risk.global_state is not state:
+        if parts.risk.global_state is not state:
             self.controls.set_trading_state(None, state, reason)
         log.warning("[COORD] worker %d: applied global rails %s", self.shards.index, reason)
 
     # -- exposure and returns --------------------------------------------------------------
 
     async def _sync_exposure(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        own = self.exposure.own_gross_exposure()
-        await self._put(conn, f"exposure/{self.shards.index}", {"gross": fmt(own), "at": self.clock.time()})
+        parts = self.parts
+        own = parts.exposure.own_gross_exposure()
+        await self._put(conn, f"exposure/{self.shards.index}", {"gross": fmt(own), "at": parts.clock.time()})
         cur = await conn.execute(
             sql.SQL("SELECT key, value FROM {} WHERE key LIKE 'exposure/%%'").format(self._documents)
         )
@@ -260,15 +247,16 @@ class Coordinator:
         for key, value in await cur.fetchall():
             if key != f"exposure/{self.shards.index}":
                 others += Decimal(str(value["gross"]))
-        self.exposure.other_workers_gross = others
+        parts.exposure.other_workers_gross = others
 
     async def _write_returns(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        now = self.clock.monotonic()
-        if now - self._returns_written_at < self.config.sample_interval_seconds:
+        parts = self.parts
+        now = parts.clock.monotonic()
+        if now - self._returns_written_at < parts.config.sample_interval_seconds:
             return
         self._returns_written_at = now
         series = self.periodic.strategy_returns()
-        lookback = self.allocator.policy.lookback  # the allocator reads no more than this
+        lookback = parts.allocator.policy.lookback  # the allocator reads no more than this
         for strategy in self.shards.owned(series):
             returns = series[strategy][-lookback:]
             await self._put(conn, f"returns/{strategy}", {"worker": self.shards.index, "returns": returns})
@@ -277,10 +265,11 @@ class Coordinator:
 
     async def _hold_leadership(self) -> bool:
         """True while this worker holds the advisory lock (trying to take it when it does not)."""
+        parts = self.parts
         if self._lock_conn is None or self._lock_conn.closed:
             self._lock_conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
             self.leader = False
-            self.metrics.allocator_leader.set(0)
+            parts.metrics.allocator_leader.set(0)
         if self.leader:
             await self._lock_conn.execute("SELECT 1")  # a dead connection raises: the lock went with it
             return True
@@ -288,15 +277,15 @@ class Coordinator:
         row = await cur.fetchone()
         if row is not None and row[0]:
             self.leader = True
-            self.metrics.allocator_leader.set(1)
+            parts.metrics.allocator_leader.set(1)
             log.warning("[COORD] worker %d is the allocator leader", self.shards.index)
-            self.events.publish(
+            parts.events.publish(
                 "LEADER", f"ops worker {self.shards.index} leads the allocator", worker=self.shards.index
             )
         return self.leader
 
     def cycle_id(self) -> int:
-        return int(self.clock.time() // self.config.allocation_interval_seconds)
+        return int(self.parts.clock.time() // self.parts.config.allocation_interval_seconds)
 
     async def _returns(self, conn: psycopg.AsyncConnection[Any]) -> dict[str, list[float]]:
         """Every strategy's return series, as the workers wrote them."""
@@ -311,8 +300,8 @@ class Coordinator:
             "leader": self.shards.index,
             "reason": decision.reason.value,
             "message": decision.message,
-            "allocator": json.loads(json.dumps(self.allocator.snapshot(), default=str)),
-            "at": self.clock.time(),
+            "allocator": json.loads(json.dumps(self.parts.allocator.snapshot(), default=str)),
+            "at": self.parts.clock.time(),
             **extra,
         }
 
@@ -327,7 +316,7 @@ class Coordinator:
                     "INSERT INTO {} (key, value, updated_at) VALUES (%s, %s::jsonb, %s) "
                     "ON CONFLICT (key) DO NOTHING RETURNING key"
                 ).format(self._documents),
-                (f"allocation/cycle/{doc['cycle_id']}", json.dumps(doc, allow_nan=False), self.clock.time()),
+                (f"allocation/cycle/{doc['cycle_id']}", json.dumps(doc, allow_nan=False), self.parts.clock.time()),
             )
             if await cur.fetchone() is None:
                 return False
@@ -402,21 +391,22 @@ class Coordinator:
             UnavailableError: ``ALLOCATOR_LEADER_UNAVAILABLE`` when no leader ran it in time (then it never runs).
             PermissionDeniedError: the leader's refusal (the capital policy disables manual allocation).
         """
+        parts = self.parts
         key = REQUEST_PREFIX + uuid.uuid4().hex
-        poll = min(0.05, self.config.coordination_interval_seconds)
-        timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * self.config.coordination_interval_seconds)
+        poll = min(0.05, parts.config.coordination_interval_seconds)
+        timeout = max(FORCED_CYCLE_TIMEOUT_SECONDS, 20 * parts.config.coordination_interval_seconds)
         if within is not None:
             timeout = max(0.1, min(timeout, within - DEADLINE_MARGIN_SECONDS))
-        deadline = self.clock.monotonic() + timeout
+        deadline = parts.clock.monotonic() + timeout
         log.info("[COORD] worker %d asks the allocator leader for a forced cycle (%s)", self.shards.index, reason)
         conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, connect_timeout=5)
         try:
-            request = {"worker": self.shards.index, "operator_reason": reason, "at": self.clock.time()}
+            request = {"worker": self.shards.index, "operator_reason": reason, "at": parts.clock.time()}
             await self._put(conn, key, request)
             self._wake.set()
             while (answer := await self._get(conn, key)) is None or "outcome" not in answer:
-                if self.clock.monotonic() >= deadline and await self._withdraw(conn, key):
-                    self.metrics.allocation_requests.labels("TIMEOUT").inc()
+                if parts.clock.monotonic() >= deadline and await self._withdraw(conn, key):
+                    parts.metrics.allocation_requests.labels("TIMEOUT").inc()
                     raise UnavailableError(
                         "ALLOCATOR_LEADER_UNAVAILABLE",
                         f"no allocator leader ran the forced cycle within {timeout:g} s; it was withdrawn, nothing ran",
@@ -426,14 +416,14 @@ class Coordinator:
         finally:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
-        self.metrics.allocation_requests.labels(str(answer["outcome"])).inc()
+        parts.metrics.allocation_requests.labels(str(answer["outcome"])).inc()
         if answer["outcome"] != "RAN":
             error = REFUSALS.get(str(answer.get("kind")), FailedPreconditionError)
             raise error(str(answer["code"]), str(answer["message"]))
         cycle = int(answer["cycle_id"])
         self._wake.set()
         while self.applied_cycle < cycle:
-            if self.clock.monotonic() >= deadline:
+            if parts.clock.monotonic() >= deadline:
                 raise UnavailableError(
                     "ALLOCATION_NOT_APPLIED",
                     f"the leader ran forced cycle {cycle} but worker {self.shards.index} has not applied it yet",
@@ -451,19 +441,20 @@ class Coordinator:
         return await cur.fetchone() is not None
 
     async def _apply_latest(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        parts = self.parts
         doc = await self._get(conn, "allocation/latest")
         if doc is None or int(doc["cycle_id"]) <= self.applied_cycle:
             return
-        self.allocator.restore(doc["allocator"])
+        parts.allocator.restore(doc["allocator"])
         self.periodic.update_allocation_metrics()
-        self.state.save()
+        parts.state.save()
         self.applied_cycle = int(doc["cycle_id"])
         # The applied cycle is this worker's last one too: GetAllocations' last_reason, the allocator health check.
         self.periodic.last_allocation = AllocationDecision(
             reason=AllocationReason(str(doc["reason"])),
-            at=float(doc.get("at", self.clock.time())),
+            at=float(doc.get("at", parts.clock.time())),
             previous_weights={},
-            new_weights=dict(self.allocator.weights),
+            new_weights=dict(parts.allocator.weights),
             scores={},
             sharpe={},
             observations={},
@@ -471,7 +462,7 @@ class Coordinator:
             forced=bool(doc.get("forced", False)),
             message=str(doc["message"]),
         )
-        self.events.publish(
+        parts.events.publish(
             "ALLOCATION",
             f"applied allocation cycle {doc['cycle_id']} of leader worker {doc['leader']}: {doc['message']}",
             reason=str(doc["reason"]),

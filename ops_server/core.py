@@ -47,6 +47,7 @@ from ops_server.model_registry import ModelRegistry
 from ops_server.ops_state import OpsState
 from ops_server.order_sinks import LiveOrderSink, PaperOrderSink, venue_problem
 from ops_server.order_tracker import OrderTracker
+from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
 from ops_server.queries import OpsQueries
 from ops_server.risk import RiskEvent, RiskLimits, RiskRails
@@ -139,78 +140,36 @@ class OpsCore:
             clock=clock,
         )
         self.engine_gate = EngineGate(link, self.metrics, clock=clock.monotonic)
-        live_sink = LiveOrderSink(config.live_venue, config.account)
-        paper_sink = PaperOrderSink(config.paper_venue)
-        for route in registry.routes():  # every configured model's series exist at zero before its first signal
-            self.metrics.model(route.model_id)
-        for venue in (live_sink.venue, paper_sink.venue):
-            self.metrics.venue_orders(venue)
-        self.signals = SignalPath(
-            registry=registry,
-            router=SignalRouter(registry, exposure, config.signal_id_max_length),
-            exposure=exposure,
-            risk=risk,
-            tracker=tracker,
-            canaries=canaries,
-            link=link,
-            gate=self.engine_gate,
-            live_sink=live_sink,
-            paper_sink=paper_sink,
-            metrics=self.metrics,
-            tracing=self.tracing,
-            clock=clock,
-        )
-        self.feedback = ExecutionFeedback(
-            tracker=tracker,
-            measurement=measurement,
-            exposure=exposure,
-            cursor=cursor,
-            link=link,
-            live_sink=live_sink,
-            paper_sink=paper_sink,
-            metrics=self.metrics,
-            tracing=self.tracing,
-            clock=clock,
-        )
-        self.state = OpsState(store, allocator, risk, canaries, measurement, state_dir / "state.json", clock=clock)
-        self.compaction = JournalCompaction(store, tracker, measurement, cursor, config.journal_segment_bytes)
-        self.periodic = PeriodicDecisions(
-            registry=registry,
-            measurement=measurement,
-            exposure=exposure,
-            allocator=allocator,
-            risk=risk,
-            canaries=canaries,
-            signals=self.signals,
-            events=self.events,
-            metrics=self.metrics,
-            state=self.state,
-            shadow_capital_usd=config.shadow_capital_usd,
-            clock=clock,
-        )
-        self.queries = OpsQueries(
-            registry=registry,
-            measurement=measurement,
-            exposure=exposure,
-            tracker=tracker,
-            allocator=allocator,
-            risk=risk,
-            canaries=canaries,
-            periodic=self.periodic,
-            events=self.events,
-        )
-        self.controls = OpsControls(
+        self.parts = parts = OpsParts(
             config=config,
             registry=registry,
+            measurement=measurement,
+            exposure=exposure,
+            tracker=tracker,
+            live_sink=LiveOrderSink(config.live_venue, config.account),
+            paper_sink=PaperOrderSink(config.paper_venue),
+            link=link,
             allocator=allocator,
             risk=risk,
             canaries=canaries,
-            periodic=self.periodic,
-            queries=self.queries,
+            state=OpsState(store, allocator, risk, canaries, measurement, state_dir / "state.json", clock=clock),
             events=self.events,
-            state=self.state,
-            link=link,
+            metrics=self.metrics,
+            tracing=self.tracing,
+            clock=clock,
         )
+        for route in registry.routes():  # every configured model's series exist at zero before its first signal
+            self.metrics.model(route.model_id)
+        for venue in (parts.live_sink.venue, parts.paper_sink.venue):
+            self.metrics.venue_orders(venue)
+        router = SignalRouter(registry, exposure, config.signal_id_max_length)
+        self.signals = SignalPath(parts, router=router, gate=self.engine_gate)
+        self.feedback = ExecutionFeedback(parts, cursor=cursor)
+        self.state = parts.state
+        self.compaction = JournalCompaction(store, tracker, measurement, cursor, config.journal_segment_bytes)
+        self.periodic = PeriodicDecisions(parts, signals=self.signals)
+        self.queries = OpsQueries(parts, periodic=self.periodic)
+        self.controls = OpsControls(parts, periodic=self.periodic, queries=self.queries)
         self.registry, self.measurement, self.allocator, self.canaries = registry, measurement, allocator, canaries
         self.risk, self.exposure = risk, exposure
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,19 +14,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from nautilus_mesh.clock import REAL_CLOCK, Clock
-from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, is_unsampled, trace_exemplar
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, is_unsampled, trace_exemplar
 from ops_server import wire
-from ops_server.engine_link import EngineLink, ReportCursor
-from ops_server.exposure import ExposureView
-from ops_server.measurement import Measurement
-from ops_server.metrics import OpsMetrics
-from ops_server.order_sinks import LiveOrderSink, PaperOrderSink, resend_commands
-from ops_server.order_tracker import AppliedFill, OrderTracker
+from ops_server.engine_link import ReportCursor
+from ops_server.order_sinks import resend_commands
+from ops_server.order_tracker import AppliedFill
+from ops_server.parts import OpsParts
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +35,27 @@ TRACED_EXEC_TYPES = frozenset(
 FillQueue = asyncio.Queue[ops_pb2.Fill]
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
+@dataclass(eq=False, repr=False)
 class ExecutionFeedback:
     """Applies engine reports and delivers fills.
 
     Args:
-        tracker: orders and their fills (journaled).
-        measurement: positions and PnL the fills update.
-        exposure: instrument rules refreshed on connect.
+        parts: the ops service's domain objects; feedback journals and applies reports on the tracker, updates
+            measurement, refreshes the exposure's instrument rules on connect, re-sends through the engine link
+            and both venues' sinks, and reads the clock's wall time (signal-to-fill latency from the order's
+            arrival time).
         cursor: the exactly-once cursor over report seqs.
-        link: the engine link (re-sends, reconciliation).
-        live_sink: re-sends orders of the live venue.
-        paper_sink: re-sends orders of the paper venue.
-        metrics: ops' metrics.
-        tracing: ops' tracing.
-        clock: wall time (signal-to-fill latency from the order's arrival time).
     """
 
-    tracker: OrderTracker
-    measurement: Measurement
-    exposure: ExposureView
+    parts: OpsParts
+    _: KW_ONLY
     cursor: ReportCursor
-    link: EngineLink
-    live_sink: LiveOrderSink
-    paper_sink: PaperOrderSink
-    metrics: OpsMetrics
-    tracing: Tracing
-    clock: Clock = REAL_CLOCK
     _streams: dict[str, set[FillQueue]] = field(init=False, default_factory=dict)
     _connects: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
-        link = self.link  # read at each scrape
-        self.metrics.reconcile_history_skips.set_function(lambda: getattr(link, "history_skips", 0))
+        link = self.parts.link  # read at each scrape
+        self.parts.metrics.reconcile_history_skips.set_function(lambda: getattr(link, "history_skips", 0))
 
     # -- fill streams ----------------------------------------------------------------------
 
@@ -93,11 +78,11 @@ class ExecutionFeedback:
                 log.warning("[OPS] engine rejected a command: %s", report.error.message)
                 continue
             if self.cursor.seen(report.seq):
-                self.metrics.duplicate_reports.inc()
+                self.parts.metrics.duplicate_reports.inc()
                 continue
             self.cursor.mark(report.seq)
             fresh.append(report)
-        self.tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
+        self.parts.tracker.journal_reports(fresh)  # one write for the frame, before anything is applied
         for report in fresh:
             self._apply(report, fan_out=True)
 
@@ -107,9 +92,10 @@ class ExecutionFeedback:
         self._apply(report, fan_out=False)
 
     def _apply(self, report: engine_pb2.ExecutionReport, *, fan_out: bool) -> None:
+        parts = self.parts
         traced = fan_out and report.exec_type in TRACED_EXEC_TYPES
         unsampled = ""  # an unsampled report: no span here, nor for its fill (the context is carried on as it is)
-        if traced and self.tracing.provider is not None and is_unsampled(report.trace.traceparent):
+        if traced and parts.tracing.provider is not None and is_unsampled(report.trace.traceparent):
             unsampled = report.trace.traceparent
         span: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
         if traced and not unsampled:
@@ -118,33 +104,34 @@ class ExecutionFeedback:
                 "nautilus.client_order_id": report.client_order_id,
                 "nautilus.model_id": report.model_id,
             }
-            span = self.tracing.consume("ops.report receive", report.trace, attrs, destination=ENGINE_ORDER_STREAM)
+            span = parts.tracing.consume("ops.report receive", report.trace, attrs, destination=ENGINE_ORDER_STREAM)
         with span:
-            applied = self.tracker.apply_report(report, journal=False)
+            applied = parts.tracker.apply_report(report, journal=False)
             if applied is not None:
                 self._apply_fill(applied, fan_out=fan_out, unsampled=unsampled)
 
     def _apply_fill(self, applied: AppliedFill, *, fan_out: bool, unsampled: str = "") -> None:
         """Book a fill and send it to its strategy's streams; ``unsampled``: the report's unsampled context, carried on
         to the fill as it is (no span)."""
+        parts = self.parts
         order, report = applied.order, applied.report
-        self.measurement.apply_fill(
+        parts.measurement.apply_fill(
             order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
         )
         fill = wire.fill(order, report)
-        self.tracker.remember_fill(fill)
+        parts.tracker.remember_fill(fill)
         if not fan_out:
             return
-        self.metrics.model(order.model_id).fills.inc()
+        parts.metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
-            latency = max(0.0, (self.clock.time_ns() - order.created_ns) / 1e9)
-            self.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace
+            latency = max(0.0, (parts.clock.time_ns() - order.created_ns) / 1e9)
+            parts.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace
         if unsampled:
             fill.trace.traceparent = unsampled
             self._fan_out(order.owner, fill)
             return
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
-        with self.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
+        with parts.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
             self._fan_out(order.owner, fill)
 
     def _fan_out(self, owner: str, fill: ops_pb2.Fill) -> None:
@@ -152,25 +139,27 @@ class ExecutionFeedback:
             try:
                 queue.put_nowait(fill)
             except asyncio.QueueFull:
-                self.metrics.fills_dropped.inc()
+                self.parts.metrics.fills_dropped.inc()
 
     # -- connection ------------------------------------------------------------------------
 
     def on_connected(self, *, resend: bool = True) -> None:
         """After each (re)connect: refresh instrument rules, re-send what may never have left (unless ``resend`` is
         False: the venues do not fit the config)."""
-        self.metrics.engine_connected.set(1)
+        parts = self.parts
+        parts.metrics.engine_connected.set(1)
         self._connects += 1
         if self._connects > 1:
-            self.metrics.engine_reconnects.inc()
-        self.exposure.set_instruments(self.link.instruments.values())
-        pending = list(self.tracker.unacknowledged()) if resend else []
+            parts.metrics.engine_reconnects.inc()
+        parts.exposure.set_instruments(parts.link.instruments.values())
+        pending = list(parts.tracker.unacknowledged()) if resend else []
         if pending:
-            self.link.send(resend_commands(pending, self.live_sink, self.paper_sink))
+            parts.link.send(resend_commands(pending, parts.live_sink, parts.paper_sink))
             log.info("[OPS] re-sent %d unacknowledged order(s) after connect", len(pending))
 
     async def close_gaps(self) -> None:
         """Reconcile when a report seq was skipped (reports of other sessions, or a lost frame)."""
-        self.metrics.engine_connected.set(1 if self.link.connected else 0)
-        if self.link.connected and self.cursor.highest > self.cursor.watermark:
-            self.metrics.reconciled_reports.inc(await self.link.reconcile())
+        parts = self.parts
+        parts.metrics.engine_connected.set(1 if parts.link.connected else 0)
+        if parts.link.connected and self.cursor.highest > self.cursor.watermark:
+            parts.metrics.reconciled_reports.inc(await parts.link.reconcile())

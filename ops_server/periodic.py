@@ -10,23 +10,17 @@ from __future__ import annotations
 import logging
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from decimal import Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
 from ops_server import performance
-from ops_server.allocation import AllocationDecision, CapitalAllocator
+from ops_server.allocation import AllocationDecision
 from ops_server.canary import CanaryEvent, GuardSnapshot
-from ops_server.canary.manager import CanaryManager
-from ops_server.events import EventHub
-from ops_server.exposure import ExposureView
-from ops_server.measurement import DEFAULT_HISTORY, Measurement, drawdown_of_pnl_curve
-from ops_server.metrics import OpsMetrics
-from ops_server.model_registry import ModelRegistry, RoutingMode, paper_book
-from ops_server.ops_state import OpsState
-from ops_server.risk import RiskRails
+from ops_server.measurement import DEFAULT_HISTORY, drawdown_of_pnl_curve
+from ops_server.model_registry import RoutingMode, paper_book
+from ops_server.parts import OpsParts
 from ops_server.signal_path import SignalPath
 
 log = logging.getLogger(__name__)
@@ -45,37 +39,22 @@ class _GuardBaseline:
     decisions: Counter[str]
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
+@dataclass(eq=False, repr=False)
 class PeriodicDecisions:
     """Sampling, allocation and canary evaluation, each run by ops on its own interval.
 
     Args:
-        registry: models and routing weights.
-        measurement: books and return series.
-        exposure: model quotas (the capital base of each return).
-        allocator: the capital allocator.
-        risk: the rails fed with daily PnL and drawdown.
-        canaries: every strategy's canary.
+        parts: the ops service's domain objects; sampling reads the registry, measurement (books and return
+            series) and exposure (each model's quota, the capital base of its returns), feeds the risk rails daily
+            PnL and drawdown, runs the allocator and every strategy's canary, publishes to events, persists to
+            state, and reads the clock's wall time (simulated in a backtest); a paper twin's capital base is the
+            config's ``shadow_capital_usd``.
         signals: the signal path (decision counts for the canary's error-rate guard).
-        events: audit log and WatchEvents.
-        metrics: ops' metrics.
-        state: where decisions are persisted.
-        shadow_capital_usd: the paper capital of a paper twin, USD.
-        clock: wall time of samples and allocation cycles (simulated in a backtest).
     """
 
-    registry: ModelRegistry
-    measurement: Measurement
-    exposure: ExposureView
-    allocator: CapitalAllocator
-    risk: RiskRails
-    canaries: CanaryManager
+    parts: OpsParts
+    _: KW_ONLY
     signals: SignalPath
-    events: EventHub
-    metrics: OpsMetrics
-    state: OpsState
-    shadow_capital_usd: Decimal
-    clock: Clock = REAL_CLOCK
     last_allocation: AllocationDecision | None = field(init=False, default=None)
     last_sample_at: float | None = field(init=False, default=None)
     """Epoch seconds of the last equity sample (health)."""
@@ -84,49 +63,51 @@ class PeriodicDecisions:
     _guard_baselines: dict[str, _GuardBaseline] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
-        for run in self.canaries.runs.values():  # each canary's current step counts from now
+        for run in self.parts.canaries.runs.values():  # each canary's current step counts from now
             self._guard_baseline(run.controller.canary_model)
 
     # -- sampling --------------------------------------------------------------------------
 
     def capital_bases(self) -> dict[str, Decimal]:
         """Each book's capital base in USD: the model's quota, or the paper capital of a paper twin."""
-        bases = {r.book: self.exposure.quota(r) for r in self.registry.routes()}
-        for run in self.canaries.runs.values():
-            bases[paper_book(run.controller.stable_model)] = self.shadow_capital_usd
+        parts = self.parts
+        bases = {r.book: parts.exposure.quota(r) for r in parts.registry.routes()}
+        for run in parts.canaries.runs.values():
+            bases[paper_book(run.controller.stable_model)] = parts.config.shadow_capital_usd
         return bases
 
     def sample(self) -> None:
         """Sample equity into return series, feed loss limits, refresh metrics."""
-        now = self.last_sample_at = self.clock.time()
-        self.state.roll_day(now)  # daily-loss limits count from UTC midnight
+        parts = self.parts
+        now = self.last_sample_at = parts.clock.time()
+        parts.state.roll_day(now)  # daily-loss limits count from UTC midnight
         bases = self.capital_bases()
-        sampled = self.measurement.sample(now, bases)
-        self.canaries.record_sample(sampled)
+        sampled = parts.measurement.sample(now, bases)
+        parts.canaries.record_sample(sampled)
         self.record_strategy_returns(sampled)
-        m = self.metrics
-        for route in self.registry.routes():
+        m = parts.metrics
+        for route in parts.registry.routes():
             model = route.model_id
-            perf = self.measurement.performance(route.book)
+            perf = parts.measurement.performance(route.book)
             m.model_pnl.labels(model).set(float(perf.equity))
             m.model_sharpe.labels(model).set(perf.sharpe_annual)
             m.model_drawdown_ratio.labels(model).set(perf.drawdown_ratio)
             m.model_max_drawdown_ratio.labels(model).set(perf.max_drawdown_ratio)
             m.model_max_drawdown_usd.labels(model).set(float(perf.max_drawdown_usd))
-            m.trading_state.labels("model", model).set(STATE_NUMBER[self.risk.state(model).value])
+            m.trading_state.labels("model", model).set(STATE_NUMBER[parts.risk.state(model).value])
             for instrument in route.instruments:
-                position = self.measurement.position(route.book, instrument)
+                position = parts.measurement.position(route.book, instrument)
                 m.model_position.labels(model, instrument).set(float(position))
             if route.mode is RoutingMode.LIVE:
-                drawdown_ratio = self.measurement.drawdown_ratio(model)
-                self.risk.update_pnl(model, self.measurement.daily_pnl(model), drawdown_ratio)
-        m.trading_state.labels("global", "").set(STATE_NUMBER[self.risk.global_state.value])
+                drawdown_ratio = parts.measurement.drawdown_ratio(model)
+                parts.risk.update_pnl(model, parts.measurement.daily_pnl(model), drawdown_ratio)
+        m.trading_state.labels("global", "").set(STATE_NUMBER[parts.risk.global_state.value])
         self.update_allocation_metrics()
 
     def record_strategy_returns(self, sampled: Mapping[str, float]) -> None:
         """Append each strategy's return of this sample: its live models' returns by the weights in force now."""
-        for strategy in self.registry.strategies():
-            routes = [r for r in self.registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
+        for strategy in self.parts.registry.strategies():
+            routes = [r for r in self.parts.registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
             if not any(r.model_id in sampled for r in routes):
                 continue  # no live model had a return to give (first sample, or no capital)
             combined = sum(r.weight * sampled.get(r.model_id, 0.0) for r in routes)
@@ -134,18 +115,19 @@ class PeriodicDecisions:
 
     def strategy_returns(self) -> dict[str, list[float]]:
         """Per strategy: its return per sample, each combined with the routing weights in force when it was taken."""
-        return {s: list(self._strategy_returns.get(s, ())) for s in self.registry.strategies()}
+        return {s: list(self._strategy_returns.get(s, ())) for s in self.parts.registry.strategies()}
 
     def strategy_stats(self) -> list[ops_pb2.ModelStats]:
         """Per strategy: its live models' PnL summed, and statistics of the weight-combined return series."""
+        parts = self.parts
         out = []
         returns = self.strategy_returns()
-        for strategy in self.registry.strategies():
-            live = [r.model_id for r in self.registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
-            perfs = [self.measurement.performance(model) for model in live]
+        for strategy in parts.registry.strategies():
+            live = [r.model_id for r in parts.registry.models_of(strategy) if r.mode is RoutingMode.LIVE]
+            perfs = [parts.measurement.performance(model) for model in live]
             series = returns.get(strategy, [])
-            bars = self.measurement.bar_returns(series)
-            max_usd = drawdown_of_pnl_curve(self.measurement.combined_equity(live))
+            bars = parts.measurement.bar_returns(series)
+            max_usd = drawdown_of_pnl_curve(parts.measurement.combined_equity(live))
             index = _equity_index(series)
             out.append(
                 ops_pb2.ModelStats(
@@ -156,7 +138,7 @@ class PeriodicDecisions:
                     fees=fmt(sum((p.fees for p in perfs), start=ZERO)),
                     slippage=fmt(sum((p.slippage for p in perfs), start=ZERO)),
                     equity=fmt(sum((p.equity for p in perfs), start=ZERO)),
-                    sharpe=self.measurement.annual_sharpe(series),
+                    sharpe=parts.measurement.annual_sharpe(series),
                     max_drawdown=max_usd,
                     max_drawdown_usd=max_usd,
                     max_drawdown_ratio=performance.max_drawdown(index) if index else 0.0,
@@ -164,8 +146,8 @@ class PeriodicDecisions:
                     hit_rate=performance.hit_rate(bars) if bars else 0.0,
                     observations=len(bars),
                     fills=sum(p.fills for p in perfs),
-                    bar_seconds=self.measurement.bar_seconds,
-                    min_bars=self.measurement.min_bars,
+                    bar_seconds=parts.measurement.bar_seconds,
+                    min_bars=parts.measurement.min_bars,
                 )
             )
         return out
@@ -177,37 +159,39 @@ class PeriodicDecisions:
     ) -> AllocationDecision:
         """One capital allocator cycle (raises PermissionDeniedError for a forced cycle the policy forbids), on
         ``returns`` when given (every worker's series, sharded ops), else on this process's own series."""
+        parts = self.parts
         series = self.strategy_returns() if returns is None else returns
-        decision = self.allocator.run_cycle(series, self.clock.time(), forced=forced)
-        self.metrics.allocation_decisions.labels(decision.reason.value).inc()
+        decision = parts.allocator.run_cycle(series, parts.clock.time(), forced=forced)
+        parts.metrics.allocation_decisions.labels(decision.reason.value).inc()
         if decision.changed or forced:
             weights = {f"weight.{k}": f"{v:.6f}" for k, v in decision.new_weights.items()}
-            self.events.publish("ALLOCATION", decision.message, reason=decision.reason.value, **weights)
-            self.state.save()
+            parts.events.publish("ALLOCATION", decision.message, reason=decision.reason.value, **weights)
+            parts.state.save()
         else:
-            self.events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
+            parts.events.publish("ALLOCATION", decision.message, reason=decision.reason.value)
         self.last_allocation = decision
         self.update_allocation_metrics()
         return decision
 
     def update_allocation_metrics(self) -> None:
         """``strategy_allocation_fraction`` and ``allocated_capital_usd`` (0 for a model that is not live)."""
-        for strategy, weight in self.allocator.weights.items():
-            self.metrics.strategy_allocation.labels(strategy).set(weight)
-        for route in self.registry.routes():
-            quota = self.exposure.quota(route) if route.mode is RoutingMode.LIVE else ZERO
-            self.metrics.allocated_capital.labels(route.model_id).set(float(quota))
+        parts = self.parts
+        for strategy, weight in parts.allocator.weights.items():
+            parts.metrics.strategy_allocation.labels(strategy).set(weight)
+        for route in parts.registry.routes():
+            quota = parts.exposure.quota(route) if route.mode is RoutingMode.LIVE else ZERO
+            parts.metrics.allocated_capital.labels(route.model_id).set(float(quota))
 
     def update_weight_metrics(self, strategy_id: str) -> None:
         """``canary_weight`` of every model of a strategy, after its routing weights changed."""
-        for route in self.registry.models_of(strategy_id):
-            self.metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
+        for route in self.parts.registry.models_of(strategy_id):
+            self.parts.metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
         self.update_allocation_metrics()
 
     # -- canaries --------------------------------------------------------------------------
 
     def evaluate_canaries(self) -> list[CanaryEvent]:
-        return self.canaries.evaluate(self.canary_guards)
+        return self.parts.canaries.evaluate(self.canary_guards)
 
     def canary_guards(self, model_id: str) -> GuardSnapshot:
         """The canary's hard-guard inputs: drawdown and daily loss from measurement, breaches and error rate.
@@ -216,22 +200,23 @@ class PeriodicDecisions:
         is its rejected decisions other than risk denials (already counted as breaches, or not the model's fault)
         over its decisions, since the step began too.
         """
-        route = self.registry.route(model_id)
+        parts = self.parts
+        route = parts.registry.route(model_id)
         book = route.book  # the paper book while the canary is in shadow
         baseline = self._guard_baseline(model_id)
         decisions = self.signals.decision_counts(model_id) - baseline.decisions
         total = sum(decisions.values())
-        risk_denials = self.risk.rejections_of(model_id) - baseline.risk_rejections
+        risk_denials = parts.risk.rejections_of(model_id) - baseline.risk_rejections
         errors = max(0, decisions["REJECTED"] - risk_denials)
         return GuardSnapshot(
-            drawdown_ratio=self.measurement.drawdown_ratio(book),
-            daily_loss=float(max(ZERO, -self.measurement.daily_pnl(book))),
-            risk_breaches=self.risk.capital_breaches(model_id) - baseline.capital_breaches,
+            drawdown_ratio=parts.measurement.drawdown_ratio(book),
+            daily_loss=float(max(ZERO, -parts.measurement.daily_pnl(book))),
+            risk_breaches=parts.risk.capital_breaches(model_id) - baseline.capital_breaches,
             error_rate=errors / total if total else 0.0,
         )
 
     def _canary_step(self, model_id: str) -> tuple[str, int]:
-        for run in self.canaries.runs.values():
+        for run in self.parts.canaries.runs.values():
             if run.controller.canary_model == model_id:
                 status = run.controller.status()
                 return status.step_started_at.isoformat(), status.step_index
@@ -245,8 +230,8 @@ class PeriodicDecisions:
         if baseline is None or baseline.step != step:
             baseline = _GuardBaseline(
                 step=step,
-                capital_breaches=self.risk.capital_breaches(model_id),
-                risk_rejections=self.risk.rejections_of(model_id),
+                capital_breaches=self.parts.risk.capital_breaches(model_id),
+                risk_rejections=self.parts.risk.rejections_of(model_id),
                 decisions=Counter(self.signals.decision_counts(model_id)),
             )
             self._guard_baselines[model_id] = baseline
@@ -254,8 +239,9 @@ class PeriodicDecisions:
 
     def on_canary_event(self, event: CanaryEvent) -> None:
         """Audit a controller event, refresh the weight gauges, persist."""
-        self.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
-        self.events.publish(
+        parts = self.parts
+        parts.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
+        parts.events.publish(
             "CANARY",
             event.message,
             strategy=event.strategy,
@@ -268,7 +254,7 @@ class PeriodicDecisions:
         )
         self.update_weight_metrics(event.strategy)
         self._guard_baseline(event.model_id)  # a new step starts counting breaches from here
-        self.state.save()
+        parts.state.save()
 
 
 def _equity_index(returns: list[float]) -> list[float]:

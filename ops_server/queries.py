@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -22,16 +22,13 @@ from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import PermissionDeniedError
 from nautilus_mesh.pagination import Page
 from ops_server import wire
-from ops_server.allocation import CapitalAllocator
-from ops_server.canary.manager import CanaryManager
-from ops_server.events import EventHub, OpsEvent
-from ops_server.exposure import ExposureView
-from ops_server.measurement import Measurement
-from ops_server.model_registry import ModelRegistry, ModelRoute
+from ops_server.events import OpsEvent
+from ops_server.model_registry import ModelRoute
 from ops_server.order_archive import merged_page
-from ops_server.order_tracker import OrderTracker, TrackedOrder
+from ops_server.order_tracker import TrackedOrder
+from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
-from ops_server.risk import RiskRails, TradingState
+from ops_server.risk import TradingState
 
 ZERO = Decimal(0)
 
@@ -79,23 +76,24 @@ EVERYTHING = Scope("operator", None, None)
 """The operator's scope: every model and strategy."""
 
 
-@dataclass(eq=False, repr=False, kw_only=True)
+@dataclass(eq=False, repr=False)
 class OpsQueries:
-    """Answers the read RPCs of OpsService (and the reads of OpsAdminService)."""
+    """Answers the read RPCs of OpsService (and the reads of OpsAdminService).
 
-    registry: ModelRegistry
-    measurement: Measurement
-    exposure: ExposureView
-    tracker: OrderTracker
-    allocator: CapitalAllocator
-    risk: RiskRails
-    canaries: CanaryManager
+    Args:
+        parts: the ops service's domain objects (read, never changed here).
+        periodic: the last allocation and sample.
+    """
+
+    parts: OpsParts
+    _: KW_ONLY
     periodic: PeriodicDecisions
-    events: EventHub
 
     def scope_of(self, principal: Principal) -> Scope:
         """A strategy token's scope: its models and the strategies they belong to."""
-        strategies = frozenset(self.registry.route(m).strategy_id for m in principal.models if self.registry.knows(m))
+        strategies = frozenset(
+            self.parts.registry.route(m).strategy_id for m in principal.models if self.parts.registry.knows(m)
+        )
         return Scope(principal.name, principal.models, strategies)
 
     def _routes(self, scope: Scope, model_id: str = "", strategy_id: str = "") -> list[ModelRoute]:
@@ -103,7 +101,7 @@ class OpsQueries:
         scope.require_strategy(strategy_id)
         return [
             r
-            for r in self.registry.routes()
+            for r in self.parts.registry.routes()
             if (not model_id or r.model_id == model_id)
             and (not strategy_id or r.strategy_id == strategy_id)
             and scope.sees_model(r.model_id)
@@ -112,20 +110,21 @@ class OpsQueries:
     # -- models and capital ----------------------------------------------------------------
 
     def model_info(self, route: ModelRoute) -> ops_pb2.ModelInfo:
-        return wire.model_info(route, self.exposure.quota(route), self.risk.state(route.model_id))
+        return wire.model_info(route, self.parts.exposure.quota(route), self.parts.risk.state(route.model_id))
 
     def models(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.ModelInfo]:
         return [self.model_info(r) for r in self._routes(scope, strategy_id=strategy_id)]
 
     def route(self, model_id: str) -> ModelRoute:
         """A model's route; NotFoundError ``UNKNOWN_MODEL`` for an unknown id."""
-        return self.registry.route(model_id)
+        return self.parts.registry.route(model_id)
 
     def quota(self, model_id: str, scope: Scope = EVERYTHING) -> ops_pb2.GetModelQuotaResponse:
+        parts = self.parts
         scope.require_model(model_id)
-        route = self.registry.route(model_id)
-        quota = self.exposure.quota(route)
-        used = self.exposure.used_quota(route.model_id)
+        route = parts.registry.route(model_id)
+        quota = parts.exposure.quota(route)
+        used = parts.exposure.used_quota(route.model_id)
         return ops_pb2.GetModelQuotaResponse(
             model_id=route.model_id,
             quota_usd=fmt(quota),
@@ -134,45 +133,47 @@ class OpsQueries:
         )
 
     def allocations(self, scope: Scope = EVERYTHING) -> ops_pb2.GetAllocationsResponse:
+        parts = self.parts
         last = self.periodic.last_allocation
         return ops_pb2.GetAllocationsResponse(
-            allocations=[a for a in wire.allocations(self.allocator) if scope.sees_strategy(a.strategy_id)],
-            total_capital_usd=fmt(self.allocator.policy.total_capital),
-            updated_at_unix_nanos=wire.unix_nanos(self.allocator.last_applied_at),
+            allocations=[a for a in wire.allocations(parts.allocator) if scope.sees_strategy(a.strategy_id)],
+            total_capital_usd=fmt(parts.allocator.policy.total_capital),
+            updated_at_unix_nanos=wire.unix_nanos(parts.allocator.last_applied_at),
             last_reason=last.reason.value if last is not None else "",
         )
 
     def allocation_usd(self, strategy_id: str) -> Decimal:
         """A strategy's capital in USD."""
-        return self.allocator.allocation_usd(strategy_id)
+        return self.parts.allocator.allocation_usd(strategy_id)
 
     # -- positions and performance ---------------------------------------------------------
 
     def positions(self, model_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.Position]:
         """Positions per model and instrument; a shadow model shows its paper book."""
+        parts = self.parts
         out = []
         for route in self._routes(scope, model_id=model_id):
-            book = self.measurement.book(route.book)
+            book = parts.measurement.book(route.book)
             for instrument, state in sorted(book.positions.items()):
-                rules = self.exposure.rules.get(instrument)
+                rules = parts.exposure.rules.get(instrument)
                 tick = rules.tick_size if rules is not None else None
-                out.append(wire.position(route, instrument, state, self.exposure.mark(instrument), tick))
+                out.append(wire.position(route, instrument, state, parts.exposure.mark(instrument), tick))
         return out
 
     def position(self, book: str, instrument: str) -> Decimal:
         """Filled position (signed quantity) of a book (a model id, or ``<model>@paper``)."""
-        return self.measurement.position(book, instrument)
+        return self.parts.measurement.position(book, instrument)
 
     def mark(self, instrument: str) -> Decimal | None:
-        return self.exposure.mark(instrument)
+        return self.parts.exposure.mark(instrument)
 
     def marks(self) -> dict[str, Decimal]:
-        return dict(self.exposure.marks())
+        return dict(self.parts.exposure.marks())
 
     def stats(self, model_id: str = "", scope: Scope = EVERYTHING) -> ops_pb2.GetModelStatsResponse:
         routes = self._routes(scope, model_id=model_id)
-        bar = self.measurement.bar_seconds
-        models = [wire.model_stats(r, self.measurement.performance(r.book), bar) for r in routes]
+        bar = self.parts.measurement.bar_seconds
+        models = [wire.model_stats(r, self.parts.measurement.performance(r.book), bar) for r in routes]
         strategies = [s for s in self.periodic.strategy_stats() if scope.sees_strategy(s.strategy_id)]
         return ops_pb2.GetModelStatsResponse(models=models, strategies=strategies)
 
@@ -180,11 +181,11 @@ class OpsQueries:
 
     def order(self, client_order_id: str) -> TrackedOrder | None:
         """One of ops' orders by client order id (None when unknown or past the history window)."""
-        return self.tracker.orders.get(client_order_id)
+        return self.parts.tracker.orders.get(client_order_id)
 
     def previous_decision(self, model_id: str, signal_id: str) -> ops_pb2.SignalDecision | None:
         """The decision already taken for a signal id, within the dedupe window."""
-        return self.tracker.previous_decision(model_id, signal_id)
+        return self.parts.tracker.previous_decision(model_id, signal_id)
 
     def orders(
         self, model_id: str, page_size: int, page_token: str, scope: Scope = EVERYTHING
@@ -192,7 +193,7 @@ class OpsQueries:
         """Newest first, then the orders that left memory, most recently archived first (a shadow model's paper
         orders are listed under its paper book, ``<model>@paper``)."""
         scope.require_model(model_id)
-        tracker = self.tracker
+        tracker = self.parts.tracker
         orders = [
             o
             for o in reversed(tracker.orders.values())
@@ -217,7 +218,7 @@ class OpsQueries:
     def fills(self, model_id: str, page_size: int, page_token: str, scope: Scope = EVERYTHING) -> Page[ops_pb2.Fill]:
         """Newest first, then the fills that left memory, most recently archived first."""
         scope.require_model(model_id)
-        tracker = self.tracker
+        tracker = self.parts.tracker
         fills = [
             f
             for f in reversed(tracker.fills.values())
@@ -238,32 +239,33 @@ class OpsQueries:
     def fills_after(self, seq: int, models: frozenset[str]) -> list[ops_pb2.Fill]:
         """Fills of ``models`` with a seq above ``seq``, oldest first (within the fill history ops keeps)."""
         return sorted(
-            (f for f in self.tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
+            (f for f in self.parts.tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
         )
 
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)
         return [
             wire.canary_status(run.controller.status(), run.controller.config.schedule, run.backtest)
-            for sid, run in self.canaries.runs.items()
+            for sid, run in self.parts.canaries.runs.items()
             if (not strategy_id or sid == strategy_id) and scope.sees_strategy(sid)
         ]
 
     def risk_limits(self, scope: Scope = EVERYTHING) -> dict[str, Any]:
-        limits = wire.limits(self.risk.limits)
+        limits = wire.limits(self.parts.risk.limits)
         limits["models"] = {m: v for m, v in limits["models"].items() if scope.sees_model(m)}
         return limits
 
     def trading_states(self, scope: Scope = EVERYTHING) -> ops_pb2.GetTradingStateResponse:
-        models = {r.model_id: self.risk.state(r.model_id) for r in self._routes(scope)}
-        return wire.trading_states(self.risk.global_state, self.risk.kill_switch_engaged, models)
+        parts = self.parts
+        models = {r.model_id: parts.risk.state(r.model_id) for r in self._routes(scope)}
+        return wire.trading_states(parts.risk.global_state, parts.risk.kill_switch_engaged, models)
 
     def trading_state(self, model_id: str | None = None) -> TradingState:
         """The effective state of a model, or the global state when ``model_id`` is None."""
-        return self.risk.global_state if model_id is None else self.risk.state(model_id)
+        return self.parts.risk.global_state if model_id is None else self.parts.risk.state(model_id)
 
     def recent_events(self) -> Iterable[OpsEvent]:
-        return tuple(self.events.recent)
+        return tuple(self.parts.events.recent)
 
     @staticmethod
     def event_visible(event: OpsEvent, scope: Scope) -> bool:
@@ -275,7 +277,7 @@ class OpsQueries:
         return bool((model and scope.sees_model(model)) or (strategy and scope.sees_strategy(strategy)))
 
     def subscribe_events(self) -> asyncio.Queue[OpsEvent]:
-        return self.events.subscribe()
+        return self.parts.events.subscribe()
 
     def unsubscribe_events(self, queue: asyncio.Queue[OpsEvent]) -> None:
-        self.events.unsubscribe(queue)
+        self.parts.events.unsubscribe(queue)

@@ -36,19 +36,7 @@ class OpsServer(ServiceHost):
         self.shards = shards = ShardMap.from_config(config, core.registry.strategies())
         self.coordinator: Coordinator | None = None
         if shards.sharded:  # several workers: leader election, shared rails and exposure through PostgreSQL
-            self.coordinator = Coordinator(
-                config,
-                shards,
-                periodic=core.periodic,
-                allocator=core.allocator,
-                risk=core.risk,
-                controls=core.controls,
-                exposure=core.exposure,
-                events=core.events,
-                state=core.state,
-                metrics=core.metrics,
-                clock=core.clock,
-            )
+            self.coordinator = Coordinator(core.parts, shards, periodic=core.periodic, controls=core.controls)
         else:
             core.metrics.allocator_leader.set(1)  # a single ops runs its own allocation cycles
         self.service = OpsService(

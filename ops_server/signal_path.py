@@ -22,21 +22,17 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
-from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import MeshError, PermissionDeniedError, RiskRejectedError, UnavailableError
 from nautilus_mesh.status import error_detail
-from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, Tracing, mark_error, trace_exemplar
+from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, mark_error, trace_exemplar
 from ops_server import wire
-from ops_server.canary.manager import CanaryManager
 from ops_server.circuit_breaker import EngineGate
-from ops_server.engine_link import EngineLink
-from ops_server.exposure import ExposureView
-from ops_server.metrics import ModelMetrics, OpsMetrics
-from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, paper_book
-from ops_server.order_sinks import LiveOrderSink, PaperOrderSink
-from ops_server.order_tracker import OrderTracker, TrackedOrder
-from ops_server.risk import OrderIntent, RiskRails, Side
+from ops_server.metrics import ModelMetrics
+from ops_server.model_registry import ModelRoute, RoutingMode, paper_book
+from ops_server.order_tracker import TrackedOrder
+from ops_server.parts import OpsParts
+from ops_server.risk import OrderIntent, Side
 from ops_server.router import LiveOrder, ShadowOrder, SignalRouter
 
 log = logging.getLogger(__name__)
@@ -55,51 +51,18 @@ class SignalPath:
     """Decides signals and sends their orders.
 
     Args:
-        registry: models, their strategies, modes and weights.
-        router: validation, routing and sizing.
-        exposure: quotas, positions, open orders and marks (the rails' numbers).
-        risk: the pre-trade risk rails.
-        tracker: decisions and orders, journaled (write-ahead).
-        canaries: which stable models have a shadow canary (and so a paper twin).
-        link: the engine link the orders leave by.
+        parts: the ops service's domain objects; the path reads the registry, exposure, risk rails, tracker,
+            canaries (which stable models have a paper twin), the engine link and both venues' sinks, metrics
+            (children bound per model), tracing and the clock (wall time of arrival; latency durations use the
+            performance counter).
+        router: routes and sizes each signal.
         gate: refuses signals at once while the engine link cannot take orders (circuit breaker).
-        live_sink: builds commands for the live venue.
-        paper_sink: builds commands for the paper venue.
-        metrics: ops' metrics (children bound per model).
-        tracing: ops' tracing.
-        clock: wall time of arrival (latency durations use the performance counter).
     """
 
-    def __init__(
-        self,
-        *,
-        registry: ModelRegistry,
-        router: SignalRouter,
-        exposure: ExposureView,
-        risk: RiskRails,
-        tracker: OrderTracker,
-        canaries: CanaryManager,
-        link: EngineLink,
-        gate: EngineGate,
-        live_sink: LiveOrderSink,
-        paper_sink: PaperOrderSink,
-        metrics: OpsMetrics,
-        tracing: Tracing,
-        clock: Clock = REAL_CLOCK,
-    ) -> None:
-        self._clock = clock
-        self._registry = registry
+    def __init__(self, parts: OpsParts, *, router: SignalRouter, gate: EngineGate) -> None:
+        self.parts = parts
         self._router = router
-        self._exposure = exposure
-        self._risk = risk
-        self._tracker = tracker
-        self._canaries = canaries
-        self._link = link
         self._gate = gate
-        self._live_sink = live_sink
-        self._paper_sink = paper_sink
-        self._metrics = metrics
-        self._tracing = tracing
         self._decision_counts: dict[str, Counter[str]] = {}
         self._venue_problem: str | None = None
         self._twins: dict[str, tuple[ModelRoute, ModelRoute]] = {}
@@ -119,9 +82,9 @@ class SignalPath:
         try:
             decisions = [self._decide(signal, principal, frame) for signal in signals]
         finally:
-            self._tracker.commit()  # write-ahead: the frame's decisions are journaled before its orders leave
+            self.parts.tracker.commit()  # write-ahead: the frame's decisions are journaled before its orders leave
             if frame.commands:
-                self._link.send(frame.commands)
+                self.parts.link.send(frame.commands)
         return decisions
 
     def is_duplicate(self, signal: ops_pb2.Signal, principal: Principal) -> bool:
@@ -129,12 +92,12 @@ class SignalPath:
         ``DUPLICATE``, with no work beyond the lookup)."""
         return (
             signal.model_id in principal.models
-            and self._tracker.previous_decision(signal.model_id, signal.signal_id) is not None
+            and self.parts.tracker.previous_decision(signal.model_id, signal.signal_id) is not None
         )
 
     def set_burst_hint(self, more_coming: Callable[[], bool]) -> None:
         """Tell the engine link whether more slices are being decided, so it cuts one commands frame per burst."""
-        self._link.more_coming = more_coming
+        self.parts.link.more_coming = more_coming
 
     def set_venue_problem(self, problem: str | None) -> None:
         """Refuse every order (``VENUE_MISCONFIGURED``) while the engine's venues do not fit the config."""
@@ -147,18 +110,19 @@ class SignalPath:
     # -- one signal ------------------------------------------------------------------------
 
     def _decide(self, signal: ops_pb2.Signal, principal: Principal, frame: _Frame) -> ops_pb2.SignalDecision:
+        parts = self.parts
         started = time.perf_counter()
-        arrived_ns = self._clock.time_ns()
-        known = self._registry.knows(signal.model_id)
-        metrics = self._metrics.model(signal.model_id if known else UNKNOWN_MODEL_LABEL)
+        arrived_ns = parts.clock.time_ns()
+        known = parts.registry.knows(signal.model_id)
+        metrics = parts.metrics.model(signal.model_id if known else UNKNOWN_MODEL_LABEL)
         metrics.received.inc()
         attrs = {
             "messaging.message.id": signal.signal_id,
             "nautilus.model_id": signal.model_id,
             "nautilus.signal_id": signal.signal_id,
         }
-        with self._tracing.consume("ops.signal receive", signal.trace, attrs, destination=OPS_SIGNAL_STREAM) as span:
-            previous = self._tracker.previous_decision(signal.model_id, signal.signal_id)
+        with parts.tracing.consume("ops.signal receive", signal.trace, attrs, destination=OPS_SIGNAL_STREAM) as span:
+            previous = parts.tracker.previous_decision(signal.model_id, signal.signal_id)
             if previous is not None and signal.model_id in principal.models:
                 duplicate = ops_pb2.SignalDecision()
                 duplicate.CopyFrom(previous)
@@ -171,14 +135,14 @@ class SignalPath:
                 route = self._router.route(signal)
                 self._gate.require()  # ENGINE_UNAVAILABLE before any sizing while the engine link is down
                 decision.mode = wire.MODE_PB[route.mode]
-                if route.model_id in self._canaries.shadow_twins():
+                if route.model_id in parts.canaries.shadow_twins():
                     self._trade_paper_twin(signal, route, frame, arrived_ns)
                 t_route = time.perf_counter()
                 routed = self._router.size(signal, route)
                 metrics.routed[route.mode.value].inc()
                 if routed is None:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
-                    self._tracker.record(decision, None)
+                    parts.tracker.record(decision, None)
                     self._count(signal.model_id, metrics, decision)
                     return decision
                 t_size = time.perf_counter()
@@ -194,10 +158,10 @@ class SignalPath:
                 span.set_attribute("nautilus.client_order_id", order.client_order_id)
                 self._send(decision, routed, route, frame, arrived_ns)
                 t_send = time.perf_counter()
-                self._metrics.stage_route.observe(t_route - started)
-                self._metrics.stage_size.observe(t_size - t_route)
-                self._metrics.stage_risk.observe(t_risk - t_size)
-                self._metrics.stage_send.observe(t_send - t_risk)
+                parts.metrics.stage_route.observe(t_route - started)
+                parts.metrics.stage_size.observe(t_size - t_route)
+                parts.metrics.stage_risk.observe(t_risk - t_size)
+                parts.metrics.stage_send.observe(t_send - t_risk)
             except MeshError as exc:
                 decision.status = ops_pb2.DECISION_STATUS_REJECTED
                 decision.error.CopyFrom(error_detail(exc))
@@ -214,7 +178,7 @@ class SignalPath:
                         exc.message,
                     )
             self._count(signal.model_id if known else "", metrics, decision)
-            self._metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
+            parts.metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision
 
     def _count(self, model_id: str, metrics: ModelMetrics, decision: ops_pb2.SignalDecision) -> None:
@@ -264,13 +228,14 @@ class SignalPath:
         self, routed: LiveOrder | ShadowOrder, route: ModelRoute
     ) -> tuple[LiveOrder | ShadowOrder, RiskRejectedError | None]:
         """Apply the rails; returns the order to send and, for a clipped reduce-only flip, its refused part."""
+        parts = self.parts
         if isinstance(routed, ShadowOrder):
             return routed, None  # paper orders carry no risk to capital; the paper venue applies its venue rails
         order = routed.order
-        context = self._exposure.risk_context(route, order.instrument)
+        context = parts.exposure.risk_context(route, order.instrument)
         intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
         refused: RiskRejectedError | None = None
-        clipped = self._risk.reduce_only_clip(intent, context)
+        clipped = parts.risk.reduce_only_clip(intent, context)
         if clipped is not None:
             opening = order.quantity - clipped
             refused = RiskRejectedError(
@@ -289,7 +254,7 @@ class SignalPath:
             order = dataclasses.replace(order, quantity=clipped)
             routed = LiveOrder(order)
             intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
-        self._risk.check(intent, context)
+        parts.risk.check(intent, context)
         return routed, refused
 
     def _send(
@@ -307,23 +272,24 @@ class SignalPath:
         ``traced=False`` (a paper twin): the order carries the signal's trace on unsampled, so neither this send, the
         engine nor its reports and fills make spans; a twin only measures, it is not on the signal's way to a venue.
         """
+        parts = self.parts
         order = routed.order
         if self._venue_problem is not None:
             raise UnavailableError("VENUE_MISCONFIGURED", f"no order is sent: {self._venue_problem}")
-        if not self._link.has_room(len(frame.commands) + 1):
+        if not parts.link.has_room(len(frame.commands) + 1):
             raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is down or backlogged; no order was sent")
-        venue = self._paper_sink.venue if isinstance(routed, ShadowOrder) else self._live_sink.venue
+        venue = parts.paper_sink.venue if isinstance(routed, ShadowOrder) else parts.live_sink.venue
         trace = common_pb2.TraceContext()
         attrs = {
             "messaging.message.id": order.client_order_id,
             "nautilus.client_order_id": order.client_order_id,
             "nautilus.model_id": order.model_id,
         }
-        traced = traced and not self._tracing.in_unsampled_trace()
+        traced = traced and not parts.tracing.in_unsampled_trace()
         if not traced:  # carried on unsampled as it is: no span work (most signals, at the default sampling)
-            self._tracing.carry_unsampled(trace)
+            parts.tracing.carry_unsampled(trace)
         with (
-            self._tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM)
+            parts.tracing.produce("ops.order send", trace, attrs, destination=ENGINE_ORDER_STREAM)
             if traced
             else nullcontext()
         ):
@@ -345,10 +311,10 @@ class SignalPath:
             )
             # Write-ahead: recorded now, journaled when the frame commits, sent after that; an order journaled but
             # never acknowledged is re-sent on reconnect (the engine deduplicates by client order id).
-            self._tracker.record(decision, tracked)
+            parts.tracker.record(decision, tracked)
             match routed:
                 case LiveOrder():
-                    frame.commands.append(self._live_sink.command(routed, trace))
+                    frame.commands.append(parts.live_sink.command(routed, trace))
                 case ShadowOrder():
-                    frame.commands.append(self._paper_sink.command(routed, trace))
-        self._metrics.venue_orders(venue).inc()
+                    frame.commands.append(parts.paper_sink.command(routed, trace))
+        parts.metrics.venue_orders(venue).inc()
