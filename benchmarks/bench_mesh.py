@@ -76,9 +76,10 @@ import httpx  # noqa: E402
 import pydantic  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi import FastAPI  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from clients.sdk import wait_serving  # noqa: E402
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE  # noqa: E402
 from nautilus_mesh.journal_segments import list_segments  # noqa: E402
 from tests.localhost import free_ports, stop  # noqa: E402
 
@@ -479,18 +480,12 @@ def ops_settings(tmp: Path, port: int, engine_port: int) -> dict[str, Any]:
     } | ({"journal_segment_bytes": JOURNAL_BYTES} if JOURNAL_BYTES else {})
 
 
-async def wait_serving(address: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            with contextlib.suppress(grpc.RpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{address} did not become SERVING within {within} s")
-            await asyncio.sleep(0.1)
+async def wait_ready(address: str, module: str, within: float = 60.0) -> None:
+    """Wait until the service at ``address`` is SERVING; for ops also its engine link and marks, so that the first
+    signal of a run finds the engine connected and every mark in (not ``ENGINE_UNAVAILABLE`` or ``NO_MARK``)."""
+    services = ("", OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE) if module == "ops_server" else ("",)
+    for service in services:
+        await wait_serving(address, within, service=service)
 
 
 def open_logs(tmp: Path, names: Sequence[str]) -> list[Any]:
@@ -529,7 +524,7 @@ async def mesh_processes(
                 cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, env=env,
             )  # fmt: skip
             procs.append(proc)
-            await wait_serving(f"127.0.0.1:{port}")
+            await wait_ready(f"127.0.0.1:{port}", module)
         yield f"127.0.0.1:{ops_port}", procs
     finally:
         await stop_processes(procs, logs)
@@ -708,7 +703,7 @@ async def run_mesh2w(args: argparse.Namespace) -> list[Result]:
                     cwd=ROOT, stdout=logs[n], stderr=subprocess.STDOUT, env={**os.environ, **env},
                 )  # fmt: skip
                 procs.append(proc)
-                await wait_serving(f"127.0.0.1:{port}")
+                await wait_ready(f"127.0.0.1:{port}", module)
             for n, rate in enumerate([0.0, *args.rates]):
                 cpu_before = [cpu_seconds(p.pid) for p in procs]
                 started = time.perf_counter()

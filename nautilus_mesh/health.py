@@ -13,6 +13,13 @@ from enum import IntEnum
 
 from nautilus_mesh.api.common.v1 import common_pb2
 
+OPS_ENGINE_LINK_SERVICE = "nautilus.ops.v1.engine_link"
+"""Ops' gRPC health service that is NOT_SERVING while its order stream to the engine is down or quotes stop."""
+OPS_MARKS_SERVICE = "nautilus.ops.v1.marks"
+"""Ops' gRPC health service that is NOT_SERVING while a routed instrument's mark is missing or too old."""
+OPS_STORE_SERVICE = "nautilus.ops.v1.store"
+"""Ops' gRPC health service that is NOT_SERVING while its state store does not answer a read."""
+
 
 class Health(IntEnum):
     """Status of one check (ordered: a larger value is worse)."""

@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
 from nautilus_mesh.clock import REAL_CLOCK, Clock
-from nautilus_mesh.health import Check, Health, rollup
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE, OPS_STORE_SERVICE, Check, Health, rollup
 from nautilus_mesh.store import StateStore
 from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import Tracing
@@ -46,10 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ENGINE_LINK_SERVICE = "nautilus.ops.v1.engine_link"
-MARKS_SERVICE = "nautilus.ops.v1.marks"
-STORE_SERVICE = "nautilus.ops.v1.store"
-DEPENDENCY_SERVICES = (ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE)
+DEPENDENCY_SERVICES = (OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE, OPS_STORE_SERVICE)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -265,9 +262,9 @@ class OpsHealth:
         if failed > self._exports_failed_seen:
             self.metrics.span_export_failures.inc(failed - self._exports_failed_seen)
             self._exports_failed_seen = failed
-        await self._publish(ENGINE_LINK_SERVICE, link_ok)
-        await self._publish(MARKS_SERVICE, marks_ok)
-        await self._publish(STORE_SERVICE, store_ok)
+        await self._publish(OPS_ENGINE_LINK_SERVICE, link_ok)
+        await self._publish(OPS_MARKS_SERVICE, marks_ok)
+        await self._publish(OPS_STORE_SERVICE, store_ok)
         return checks
 
     async def _publish(self, service: str, ok: bool) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from engine_server.server import EngineServer
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
-from ops_server.health import ENGINE_LINK_SERVICE
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE
 from tests.conftest import (
     ADMIN_TOKEN,
     DEMO,
@@ -69,7 +69,7 @@ def write_ops_config(tmp_path: Path, engine_port: int, port: int, **extra: objec
 async def start_ops(config: Path, port: int, log: Path) -> asyncio.subprocess.Process:
     """An ops process, once it serves and its link to the engine is up (a signal before that is refused)."""
     proc = await start_serving("ops_server", config, port, log)
-    await wait_health(f"127.0.0.1:{port}", SERVING, service=ENGINE_LINK_SERVICE, proc=proc, log=log)
+    await wait_health(f"127.0.0.1:{port}", SERVING, service=OPS_ENGINE_LINK_SERVICE, proc=proc, log=log)
     return proc
 
 

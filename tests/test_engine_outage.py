@@ -18,8 +18,8 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE
 from nautilus_mesh.status import from_rpc_error
-from ops_server.health import ENGINE_LINK_SERVICE
 from tests.conftest import DEMO, MOMENTUM_META, write_json
 from tests.localhost import free_ports, stop
 from tests.processes import SERVING, spawn, wait_health, write_configs
@@ -72,7 +72,7 @@ async def test_engine_outage_when_engine_killed_and_restarted_reports_truthfully
     ops = await spawn("ops_server", ops_cfg, ops_log)
     try:
         await wait_health(engine_addr, SERVING, proc=engine, log=engine_log)
-        await wait_health(ops_addr, SERVING, service=ENGINE_LINK_SERVICE, proc=ops, log=ops_log)
+        await wait_health(ops_addr, SERVING, service=OPS_ENGINE_LINK_SERVICE, proc=ops, log=ops_log)
         async with grpc.aio.insecure_channel(ops_addr) as channel:
             trader = Trader(ops_pb2_grpc.OpsServiceStub(channel))
             deadline = time.monotonic() + 15
@@ -83,7 +83,7 @@ async def test_engine_outage_when_engine_killed_and_restarted_reports_truthfully
             engine.send_signal(signal.SIGKILL)
             killed_at = time.monotonic()
             await engine.wait()
-            down_at = await wait_health(ops_addr, NOT_SERVING, service=ENGINE_LINK_SERVICE, within=5)
+            down_at = await wait_health(ops_addr, NOT_SERVING, service=OPS_ENGINE_LINK_SERVICE, within=5)
             assert down_at - killed_at < 1.0, f"engine_link NOT_SERVING {down_at - killed_at:.2f}s after the kill"
             assert await wait_health(ops_addr, SERVING, within=1)  # overall stays SERVING: ops still answers
 
@@ -95,7 +95,7 @@ async def test_engine_outage_when_engine_killed_and_restarted_reports_truthfully
             fills_before = await trader.fills()
             engine = await spawn("engine_server", engine_cfg, engine_log)
             ready_at = await wait_health(engine_addr, SERVING, proc=engine, log=engine_log, within=30)
-            link_at = await wait_health(ops_addr, SERVING, service=ENGINE_LINK_SERVICE, within=10)
+            link_at = await wait_health(ops_addr, SERVING, service=OPS_ENGINE_LINK_SERVICE, within=10)
             after: list[str] = []
             while await trader.fills() == fills_before:
                 assert time.monotonic() - ready_at < 10, f"no fill 10 s after the engine came back: {after}"

@@ -17,9 +17,9 @@ from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE, OPS_STORE_SERVICE
 from nautilus_mesh.status import from_rpc_error
 from ops_server.circuit_breaker import CircuitBreaker, CircuitState
-from ops_server.health import ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE
 from tests.conftest import (
     ADMIN_META,
     ADMIN_TOKEN,
@@ -64,7 +64,7 @@ async def submit(channel: grpc.aio.Channel, signal_id: str, target: float) -> st
 
 async def test_health_when_engine_is_up_serves_every_dependency_and_reports_healthy(mesh: Mesh) -> None:
     async with mesh.channel() as channel:
-        for service in ("", ENGINE_LINK_SERVICE, MARKS_SERVICE, STORE_SERVICE):
+        for service in ("", OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE, OPS_STORE_SERVICE):
             await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
         response = await admin_pb2_grpc.OpsAdminServiceStub(channel).GetHealth(
             admin_pb2.GetHealthRequest(), metadata=ADMIN_META
@@ -118,12 +118,12 @@ async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_
     core = mesh.ops.core
     engine_port = mesh.engine.port
     async with mesh.channel() as channel:
-        for service in ("", ENGINE_LINK_SERVICE, MARKS_SERVICE):
+        for service in ("", OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE):
             await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
         await mesh.engine.stop(grace=0.1)
         await wait_until(lambda: not core.link.connected, within=2)
-        await wait_until_async(lambda: health_status(channel, ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
-        await wait_until_async(lambda: health_status(channel, MARKS_SERVICE), NOT_SERVING, within=3)  # > 1 s old
+        await wait_until_async(lambda: health_status(channel, OPS_ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
+        await wait_until_async(lambda: health_status(channel, OPS_MARKS_SERVICE), NOT_SERVING, within=3)  # > 1 s old
         assert await health_status(channel, "") == SERVING  # ops still answers: orchestrators must not restart it
         assert await health_status(channel, "nautilus.ops.v1.OpsService") == SERVING
         decisions = [await submit(channel, f"down-{i}", 0.1 if i % 2 else -0.1) for i in range(8)]
@@ -150,7 +150,7 @@ async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_
         mesh.engine = EngineServer(engine_config(tmp_path, port=engine_port))
         await mesh.engine.start()
         await wait_until(lambda: core.link.available, within=3)
-        await wait_until_async(lambda: health_status(channel, ENGINE_LINK_SERVICE), SERVING, within=3)
+        await wait_until_async(lambda: health_status(channel, OPS_ENGINE_LINK_SERVICE), SERVING, within=3)
         outcomes = [await submit(channel, f"up-{i}", 0.1 if i % 2 else -0.1) for i in range(3)]
         assert outcomes[0] == "ACCEPTED", outcomes  # the first signal after the link is back trades
         assert core.engine_gate.breaker.state is CircuitState.CLOSED
@@ -200,7 +200,7 @@ async def test_health_cli_when_mesh_is_up_prints_every_check_and_probes_exit_by_
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no demo config fallbacks
     async with mesh.channel() as channel:
-        for service in (ENGINE_LINK_SERVICE, MARKS_SERVICE):
+        for service in (OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE):
             await wait_until_async(lambda s=service: health_status(channel, s), SERVING, within=2)
     await wait_until(lambda: mesh.ops.core.periodic.last_sample_at is not None)
     args = ["health", "--ops", mesh.ops_address, "--admin-token", ADMIN_TOKEN]
@@ -211,13 +211,13 @@ async def test_health_cli_when_mesh_is_up_prints_every_check_and_probes_exit_by_
         assert check in out, check
     assert code == 0
     probe_args = ["health", "--probe", "--ops", mesh.ops_address, "--service"]
-    assert await asyncio.to_thread(main, [*probe_args, ENGINE_LINK_SERVICE]) == 0
+    assert await asyncio.to_thread(main, [*probe_args, OPS_ENGINE_LINK_SERVICE]) == 0
     assert await asyncio.to_thread(main, [*probe_args, "nautilus.ops.v1.nope"]) == 1
     await mesh.engine.stop(grace=0.1)
     await wait_until(lambda: not mesh.ops.core.link.connected, within=2)
     async with mesh.channel() as channel:
-        await wait_until_async(lambda: health_status(channel, ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
-    assert await asyncio.to_thread(main, [*probe_args, ENGINE_LINK_SERVICE]) == 1
+        await wait_until_async(lambda: health_status(channel, OPS_ENGINE_LINK_SERVICE), NOT_SERVING, within=1)
+    assert await asyncio.to_thread(main, [*probe_args, OPS_ENGINE_LINK_SERVICE]) == 1
     assert await asyncio.to_thread(main, [*probe_args, ""]) == 0  # overall stays SERVING
     code = await asyncio.to_thread(main, args)
     out = capsys.readouterr().out

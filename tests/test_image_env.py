@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from clients.sdk import OpsClient
-from ops_server.health import ENGINE_LINK_SERVICE
+from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE
 from tests.conftest import DEMO, MEANREV_TOKEN, MOMENTUM_TOKEN
 from tests.localhost import free_ports
 from tests.processes import tail, write_configs
@@ -126,7 +126,7 @@ async def test_image_env_when_built_like_the_dockerfile_imports_and_starts_every
         await wait_probe(python, f"127.0.0.1:{engine_port}")
         await start("ops_server", "--config", str(ops_cfg))
         await wait_probe(python, f"127.0.0.1:{ops_port}")
-        await wait_probe(python, f"127.0.0.1:{ops_port}", ENGINE_LINK_SERVICE, within=10)
+        await wait_probe(python, f"127.0.0.1:{ops_port}", OPS_ENGINE_LINK_SERVICE, within=10)
         await wait_probe(python, f"127.0.0.1:{ops_port}", "nautilus.ops.v1.store", within=10)
         await start("strategies", "--config", str(strategies_cfg), "--stats-file", str(run / "stats.json"))
         deadline = time.monotonic() + 60
