@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from nautilus_mesh.telemetry import Tracing
+from nautilus_mesh.telemetry import LATENCY_BUCKETS, Tracing
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -159,28 +159,8 @@ class RpcMetrics:
         self.handling.labels(service, method).observe(seconds)
 
 
-RPC_BUCKETS: tuple[float, ...] = (
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    3600.0,
-    float("inf"),
-)
-"""Handling-time buckets (seconds): sub-millisecond unary calls up to streams that live for an hour."""
+RPC_BUCKETS: tuple[float, ...] = (*LATENCY_BUCKETS[:-1], 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0, float("inf"))
+"""Handling-time buckets (seconds): the latency buckets, then longer ones for streams that live up to an hour."""
 
 
 class RpcMetricsInterceptor(HandlerWrapper):

@@ -22,7 +22,7 @@ from clients.trace_stages import HOPS
 from docgen import HEADER
 from engine_server.metrics import EngineMetrics
 from nautilus_mesh.request_guard import malformed_requests_counter
-from nautilus_mesh.rpc_spans import RpcMetrics
+from nautilus_mesh.rpc_spans import RPC_BUCKETS, RpcMetrics
 from nautilus_mesh.telemetry import LATENCY_BUCKETS, SpansDroppedCollector, Tracing, count_dropped_spans
 from ops_server.metrics import DECISION_STATUSES, ROUTING_MODES, SIGNAL_STAGES, OpsMetrics
 from strategies.metrics import RunnerCounters, StrategyMetrics
@@ -181,12 +181,13 @@ def render(root: Path) -> str:
     RpcMetrics.of(engine.registry)
     count_dropped_spans(Tracing("engine", enabled=False), engine.registry)
     buckets = ", ".join(f"{b:g}" for b in LATENCY_BUCKETS)
+    long_buckets = ", ".join(f"{b:g}" for b in RPC_BUCKETS[len(LATENCY_BUCKETS) - 1 : -1])
     out = [HEADER.format(source="OpsMetrics, EngineMetrics and the spans in the source"), "# Metrics and traces\n\n"]
     out.append(
         "Both services export Prometheus text/OpenMetrics on `/metrics`: ops on `metrics_port` (8002 in the demo), "
         "the engine on its `metrics_port` (8003). Counters are shown with their `_total` suffix; histograms also "
         "export `_bucket`, `_sum` and `_count`. Latency histograms share the buckets (seconds) "
-        f"`{buckets}`.\n\n"
+        f"`{buckets}`; `grpc_server_handling_seconds` adds `{long_buckets}` for streams that live long.\n\n"
     )
     out.append(_metrics_table("Ops metrics (`ops_server/metrics.py`)", metric_rows(ops.registry)))
     out.append(_metrics_table("Engine metrics (`engine_server/metrics.py`)", metric_rows(engine.registry)))
