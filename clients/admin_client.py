@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from clients.client_base import DEFAULT_TIMEOUT, _Client
-from clients.errors import call
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER
@@ -61,7 +60,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.GetHealthRequest()
-        return await call(self._stub.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetHealth, request)
 
     async def trigger_allocation(self, *, reason: str = "") -> admin_pb2.TriggerAllocationResponse:
         """Run a capital allocation cycle now, bypassing the cooldown.
@@ -86,7 +85,7 @@ class OpsAdminClient(_Client):
             ['meanrev', 'momentum']
         """
         request = admin_pb2.TriggerAllocationRequest(reason=reason)
-        return await call(self._stub.TriggerAllocation(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.TriggerAllocation, request)
 
     async def set_routing_weights(
         self, strategy_id: str, weights: Mapping[str, float], *, reason: str = ""
@@ -114,7 +113,7 @@ class OpsAdminClient(_Client):
             [('meanrev_v1', 1.0)]
         """
         request = admin_pb2.SetRoutingWeightsRequest(strategy_id=strategy_id, weights=dict(weights), reason=reason)
-        response = await call(self._stub.SetRoutingWeights(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.SetRoutingWeights, request)
         return list(response.models)
 
     async def promote_canary(self, strategy_id: str, *, reason: str, to_full: bool = False) -> ops_pb2.CanaryStatus:
@@ -141,7 +140,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.PromoteCanaryRequest(strategy_id=strategy_id, to_full=to_full, reason=reason)
-        response = await call(self._stub.PromoteCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.PromoteCanary, request)
         return response.status
 
     async def rollback_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -167,7 +166,7 @@ class OpsAdminClient(_Client):
             ('CANARY_STATE_ROLLED_BACK', 0.0)
         """
         request = admin_pb2.RollbackCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await call(self._stub.RollbackCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.RollbackCanary, request)
         return response.status
 
     async def pause_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -196,7 +195,7 @@ class OpsAdminClient(_Client):
             ['CANARY_STATE_PAUSED', 'CANARY_STATE_...']
         """
         request = admin_pb2.PauseCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await call(self._stub.PauseCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.PauseCanary, request)
         return response.status
 
     async def resume_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -223,7 +222,7 @@ class OpsAdminClient(_Client):
             True
         """
         request = admin_pb2.ResumeCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await call(self._stub.ResumeCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.ResumeCanary, request)
         return response.status
 
     async def confirm_canary(self, strategy_id: str, *, reason: str) -> ops_pb2.CanaryStatus:
@@ -256,7 +255,7 @@ class OpsAdminClient(_Client):
             'REASON_REQUIRED'
         """
         request = admin_pb2.ConfirmCanaryRequest(strategy_id=strategy_id, reason=reason)
-        response = await call(self._stub.ConfirmCanary(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.ConfirmCanary, request)
         return response.status
 
     async def set_trading_state(
@@ -290,7 +289,7 @@ class OpsAdminClient(_Client):
             ['TRADING_STATE_REDUCING', 'TRADING_STATE_ACTIVE']
         """
         request = admin_pb2.SetTradingStateRequest(model_id=model_id, state=state, reason=reason)
-        return await call(self._stub.SetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.SetTradingState, request)
 
     async def engage_kill_switch(self, *, reason: str = "") -> admin_pb2.EngageKillSwitchResponse:
         """Halt everything and cancel every resting order at the engine.
@@ -319,7 +318,7 @@ class OpsAdminClient(_Client):
             (True, 'TRADING_STATE_ACTIVE')
         """
         request = admin_pb2.EngageKillSwitchRequest(reason=reason)
-        return await call(self._stub.EngageKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.EngageKillSwitch, request)
 
     async def release_kill_switch(self, *, reason: str) -> common_pb2.TradingState.ValueType:
         """Release the kill switch (a separate, audited call).
@@ -346,7 +345,7 @@ class OpsAdminClient(_Client):
             'KILL_SWITCH_NOT_ENGAGED'
         """
         request = admin_pb2.ReleaseKillSwitchRequest(reason=reason)
-        response = await call(self._stub.ReleaseKillSwitch(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.ReleaseKillSwitch, request)
         return response.global_state
 
     async def reload_config(self, target: admin_pb2.ConfigTarget.ValueType) -> str:
@@ -371,5 +370,5 @@ class OpsAdminClient(_Client):
             'risk limits reloaded from risk_limits.json'
         """
         request = admin_pb2.ReloadConfigRequest(target=target)
-        response = await call(self._stub.ReloadConfig(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.ReloadConfig, request)
         return response.message

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import abc
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 
+from clients.errors import call
 from nautilus_mesh.serving import CHANNEL_OPTIONS
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncClosing", "Metadata"]
@@ -16,6 +18,9 @@ DEFAULT_TIMEOUT = 10.0
 """Seconds a unary call may take before it fails with DEADLINE_EXCEEDED."""
 
 Metadata = tuple[tuple[str, str], ...]
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
 
 
 class AsyncClosing(abc.ABC):
@@ -69,6 +74,12 @@ class _Client(AsyncClosing):
             (('x-ops-token', 'secret'),)
         """
         return self._metadata
+
+    async def _unary(
+        self, method: grpc.aio.UnaryUnaryMultiCallable[RequestT, ResponseT], request: RequestT
+    ) -> ResponseT:
+        """Call one unary method with this client's auth metadata and timeout; a failure raises MeshRpcError."""
+        return await call(method(request, metadata=self._metadata, timeout=self.timeout))
 
     async def close(self) -> None:
         """Close the channel, cancelling calls still in flight.

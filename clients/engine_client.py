@@ -10,7 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.client_base import DEFAULT_TIMEOUT, _Client
-from clients.errors import MeshRpcError, call
+from clients.errors import MeshRpcError
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.auth import ENGINE_TOKEN_HEADER
@@ -62,7 +62,7 @@ class EngineClient(_Client):
             'HEALTH_STATUS_...'
         """
         request = engine_pb2.GetHealthRequest()
-        return await call(self._engine.GetHealth(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._engine.GetHealth, request)
 
     async def list_venues(self) -> list[engine_pb2.VenueInfo]:
         """Venues with their status and instrument specs.
@@ -82,7 +82,7 @@ class EngineClient(_Client):
             [('sim', 'live'), ('paper', 'paper')]
         """
         request = engine_pb2.ListVenuesRequest()
-        response = await call(self._engine.ListVenues(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._engine.ListVenues, request)
         return list(response.venues)
 
     async def list_executions(
@@ -112,7 +112,7 @@ class EngineClient(_Client):
             True
         """
         request = engine_pb2.ListExecutionsRequest(since_seq=since_seq, page_size=page_size, page_token=page_token)
-        return await call(self._engine.ListExecutions(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._engine.ListExecutions, request)
 
     async def get_order(self, client_order_id: str) -> engine_pb2.Order:
         """One order by client order id.
@@ -138,7 +138,7 @@ class EngineClient(_Client):
             'ORDER_NOT_FOUND'
         """
         request = engine_pb2.GetOrderRequest(client_order_id=client_order_id)
-        response = await call(self._engine.GetOrder(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._engine.GetOrder, request)
         return response.order
 
     async def cancel_all_orders(self, *, venue: str = "", model_id: str = "") -> engine_pb2.CancelAllOrdersResponse:
@@ -162,7 +162,7 @@ class EngineClient(_Client):
             0
         """
         request = engine_pb2.CancelAllOrdersRequest(venue=venue, model_id=model_id)
-        return await call(self._engine.CancelAllOrders(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._engine.CancelAllOrders, request)
 
     async def get_quote(self, instrument: str) -> common_pb2.Quote:
         """The current quote of one instrument.
@@ -186,7 +186,7 @@ class EngineClient(_Client):
             True
         """
         request = engine_pb2.GetQuoteRequest(instrument=instrument)
-        response = await call(self._market.GetQuote(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._market.GetQuote, request)
         return response.quote
 
     async def stream_quotes(self, instruments: Sequence[str] = ()) -> AsyncIterator[engine_pb2.StreamQuotesResponse]:

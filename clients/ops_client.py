@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator, Sequence
 import grpc
 
 from clients.client_base import DEFAULT_TIMEOUT, _Client
-from clients.errors import MeshRpcError, call
+from clients.errors import MeshRpcError
 from clients.signal_stream import SignalStream, StreamCall, wrong_shard_owner
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import ADMIN_TOKEN_HEADER, STRATEGY_TOKEN_HEADER
@@ -147,14 +147,14 @@ class OpsClient(_Client):
         """
         request = ops_pb2.SubmitSignalRequest(signal=signal)
         try:
-            response = await call(self._stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+            response = await self._unary(self._stub.SubmitSignal, request)
         except MeshRpcError as exc:
             owner = wrong_shard_owner(exc)
             if owner is None:
                 raise
             # Another ops worker owns the strategy (nothing was decided here): follow the refusal once.
             stub = self._owner_stub(owner)
-            response = await call(stub.SubmitSignal(request, metadata=self._metadata, timeout=self.timeout))
+            response = await self._unary(stub.SubmitSignal, request)
         return response.decision
 
     async def get_shard_map(self) -> ops_pb2.GetShardMapResponse:
@@ -167,9 +167,7 @@ class OpsClient(_Client):
             >>> asyncio.run(main())
             1
         """
-        return await call(
-            self._stub.GetShardMap(ops_pb2.GetShardMapRequest(), metadata=self._metadata, timeout=self.timeout)
-        )
+        return await self._unary(self._stub.GetShardMap, ops_pb2.GetShardMapRequest())
 
     async def get_stream_limits(self) -> ops_pb2.GetStreamLimitsResponse:
         """The bounds ops holds ``StreamSignals`` to (signals per frame): size frames by them.
@@ -190,7 +188,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetStreamLimitsRequest()
-        return await call(self._stub.GetStreamLimits(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetStreamLimits, request)
 
     async def get_positions(self, model_id: str = "") -> list[ops_pb2.Position]:
         """Positions per model and instrument (one model when ``model_id`` is given).
@@ -215,7 +213,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetPositionsRequest(model_id=model_id)
-        response = await call(self._stub.GetPositions(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.GetPositions, request)
         return list(response.positions)
 
     async def list_models(self, strategy_id: str = "") -> list[ops_pb2.ModelInfo]:
@@ -241,7 +239,7 @@ class OpsClient(_Client):
             momentum momentum_v2 2.0.0
         """
         request = ops_pb2.ListModelsRequest(strategy_id=strategy_id)
-        response = await call(self._stub.ListModels(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.ListModels, request)
         return list(response.models)
 
     async def get_allocations(self) -> ops_pb2.GetAllocationsResponse:
@@ -262,7 +260,7 @@ class OpsClient(_Client):
             '1000000'
         """
         request = ops_pb2.GetAllocationsRequest()
-        return await call(self._stub.GetAllocations(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetAllocations, request)
 
     async def get_model_quota(self, model_id: str) -> ops_pb2.GetModelQuotaResponse:
         """A model's quota, used and available capital.
@@ -287,7 +285,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.GetModelQuotaRequest(model_id=model_id)
-        return await call(self._stub.GetModelQuota(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetModelQuota, request)
 
     async def get_model_stats(self, model_id: str = "") -> ops_pb2.GetModelStatsResponse:
         """Performance per model and per strategy.
@@ -310,7 +308,7 @@ class OpsClient(_Client):
             ['momentum_v2']
         """
         request = ops_pb2.GetModelStatsRequest(model_id=model_id)
-        return await call(self._stub.GetModelStats(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetModelStats, request)
 
     async def list_orders(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
@@ -341,7 +339,7 @@ class OpsClient(_Client):
             True
         """
         request = ops_pb2.ListOrdersRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await call(self._stub.ListOrders(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.ListOrders, request)
 
     async def list_fills(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
@@ -371,7 +369,7 @@ class OpsClient(_Client):
             'INVALID_PAGE_TOKEN'
         """
         request = ops_pb2.ListFillsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
-        return await call(self._stub.ListFills(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.ListFills, request)
 
     async def get_canary_status(self, strategy_id: str = "") -> list[ops_pb2.CanaryStatus]:
         """Canary state of each strategy that has a canary (one strategy when given).
@@ -394,7 +392,7 @@ class OpsClient(_Client):
             [('momentum_v2', 'momentum_v1')]
         """
         request = ops_pb2.GetCanaryStatusRequest(strategy_id=strategy_id)
-        response = await call(self._stub.GetCanaryStatus(request, metadata=self._metadata, timeout=self.timeout))
+        response = await self._unary(self._stub.GetCanaryStatus, request)
         return list(response.canaries)
 
     async def get_risk_limits(self) -> ops_pb2.GetRiskLimitsResponse:
@@ -415,7 +413,7 @@ class OpsClient(_Client):
             ['default_model', 'global', 'models']
         """
         request = ops_pb2.GetRiskLimitsRequest()
-        return await call(self._stub.GetRiskLimits(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetRiskLimits, request)
 
     async def get_trading_state(self) -> ops_pb2.GetTradingStateResponse:
         """Global and per-model trading states and whether the kill switch is engaged.
@@ -434,7 +432,7 @@ class OpsClient(_Client):
             'TRADING_STATE_ACTIVE'
         """
         request = ops_pb2.GetTradingStateRequest()
-        return await call(self._stub.GetTradingState(request, metadata=self._metadata, timeout=self.timeout))
+        return await self._unary(self._stub.GetTradingState, request)
 
     async def watch_events(
         self, kinds: Sequence[str] = (), *, include_recent: bool = False

@@ -104,11 +104,11 @@ class EngineServer(ServiceHost):
         super().__init__(config)
         self.config = config
         self.metrics = EngineMetrics()
-        self.tracing = Tracing("engine", config.span_file, enabled=config.tracing)
+        self.tracing = tracing = Tracing("engine", config.span_file, enabled=config.tracing)
         self.core = EngineCore(
             build_manager(config, self.metrics),
             self.metrics,
-            self.tracing,
+            tracing,
             tick_interval=config.tick_interval_ms / 1000,
             session_queue_size=config.session_queue_size,
         )
@@ -141,12 +141,11 @@ class EngineServer(ServiceHost):
             await asyncio.sleep(5)
             await self.update_venue_health()
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop_health_updates(self) -> None:
         await cancel_and_wait(self._health_task)
-        await self.stop_serving(grace)
+
+    async def stop_parts(self) -> None:
         await self.core.stop()
-        self.close_metrics()
-        self.tracing.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

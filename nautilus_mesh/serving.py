@@ -127,7 +127,10 @@ class HostConfig(Protocol):
 
 class ServiceHost:
     """What every service's server has, written once: its gRPC server on ``host:port`` (TLS when configured, health
-    and reflection), its ``/metrics`` endpoint, and the bound port and address.
+    and reflection), its ``/metrics`` endpoint, the bound port and address, and the order it stops in.
+
+    A service sets :attr:`tracing` and fills in :meth:`stop_parts` (and :meth:`stop_health_updates` when it
+    refreshes health of its own).
 
     Args:
         config: the service's config (host, port, tls, metrics_host, metrics_port).
@@ -137,6 +140,7 @@ class ServiceHost:
         self._host_config = config
         self.grpc: RunningServer | None = None
         self.metrics_server: MetricsServer | None = None
+        self.tracing: Tracing | None = None
 
     @property
     def port(self) -> int:
@@ -172,6 +176,23 @@ class ServiceHost:
     def close_metrics(self) -> None:
         if self.metrics_server is not None:
             self.metrics_server.close()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful: stop refreshing health, NOT_SERVING and let in-flight calls and streams finish for ``grace``
+        seconds, stop the gRPC server, then the service's own parts (which persist their state), ``/metrics``
+        and tracing (its last spans flushed)."""
+        await self.stop_health_updates()
+        await self.stop_serving(grace)
+        await self.stop_parts()
+        self.close_metrics()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+    async def stop_health_updates(self) -> None:
+        """Stop what the service runs to refresh its health services (nothing by default)."""
+
+    async def stop_parts(self) -> None:
+        """Stop the service's own parts once no call is served any more (nothing by default)."""
 
 
 async def start_server(

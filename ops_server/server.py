@@ -33,6 +33,7 @@ class OpsServer(ServiceHost):
         super().__init__(config)
         self.config = config
         self.core = core = OpsCore(config)
+        self.tracing = core.tracing
         self.shards = shards = ShardMap.from_config(config, core.registry.strategies())
         self.coordinator: Coordinator | None = None
         if shards.sharded:  # several workers: leader election, shared rails and exposure through PostgreSQL
@@ -82,15 +83,14 @@ class OpsServer(ServiceHost):
         running = await self.serve(register, SERVICE_NAMES, self.core.metrics.registry, self.core.tracing)
         await self.health.start(running.health)  # per-dependency health: engine_link, marks, store
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Graceful: NOT_SERVING, let streams drain for ``grace`` seconds, stop, then persist."""
+    async def stop_health_updates(self) -> None:
         await self.health.stop()
-        await self.stop_serving(grace)
+
+    async def stop_parts(self) -> None:
+        """The coordination first (a leader gives up its lock), then the core, which persists."""
         if self.coordinator is not None:
             await self.coordinator.stop()
         await self.core.stop()
-        self.close_metrics()
-        self.core.tracing.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
