@@ -42,7 +42,8 @@ class EngineConfig(StrictModel):
     order_retention: int = pydantic.Field(20_000, ge=0)
     """Finished orders kept in memory (count); older ones are answered from the journal."""
     dedupe_window: int = pydantic.Field(200_000, ge=0)
-    """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory."""
+    """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory (a 64-bit fingerprint
+    each, about 34 bytes of memory with its index: 7 MB at the default)."""
     report_history: int = pydantic.Field(50_000, gt=0)
     """Execution reports kept in memory for ``ListExecutions`` (count); older ranges are read from the journal."""
     journal_segment_bytes: int | None = pydantic.Field(64 * 1024 * 1024, ge=4096)

@@ -40,6 +40,7 @@ from engine_server.execution_report import (
     report_of,
     report_pb,
 )
+from engine_server.fingerprints import FingerprintWindow
 from engine_server.ledger_compaction import LedgerCompaction
 from engine_server.ledger_recovery import (
     journal_reports,
@@ -86,7 +87,8 @@ class ExecutionLedger(LedgerCompaction):
         history_limit: Reports kept in memory for ``list_executions`` (count); older ones are read from disk.
         journal_fsync: ``never``, ``batch`` (one fsync per commit) or ``always`` (``True``/``False``: batch/never).
         retention: Finished orders (and their reports) kept in memory (count).
-        dedupe_window: Orders whose ids stay recognised as duplicates after leaving memory (count, 8 bytes each).
+        dedupe_window: Orders whose ids stay recognised as duplicates after leaving memory (count; a 64-bit
+            fingerprint each, about 34 bytes of memory with its index: :mod:`engine_server.fingerprints`).
         journal_segment_bytes: A new journal segment past this size (bytes; None: only at a snapshot).
         snapshot_every_bytes: Journal bytes since the last snapshot that trigger the next (None: never compacts).
         execution_retention: Reports (count) a snapshot keeps for ``list_executions`` once their segments are gone.
@@ -115,8 +117,8 @@ class ExecutionLedger(LedgerCompaction):
         self._retention = max(0, retention)
         self._finished: OrderedDict[str, None] = OrderedDict()  # finished orders still in memory, oldest first
         self._dedupe_window = max(0, dedupe_window)
-        self._forgotten: OrderedDict[int, None] = OrderedDict()
-        """Fingerprints (:func:`fingerprint`) of the ids of orders that left memory, oldest first."""
+        self._forgotten = FingerprintWindow(self._dedupe_window)
+        """Fingerprints (:func:`fingerprint`) of the ids of the last ``dedupe_window`` orders that left memory."""
         self._frame_depth = 0
         self._deferred_sync = False
         self._seq_index: list[tuple[int, int]] = []
@@ -358,9 +360,7 @@ class ExecutionLedger(LedgerCompaction):
             self._orders.pop(old, None)
             self._order_reports.pop(old, None)
             if self._dedupe_window:
-                self._forgotten[fingerprint(old)] = None
-                if len(self._forgotten) > self._dedupe_window:
-                    self._forgotten.popitem(last=False)
+                self._forgotten.add(fingerprint(old))
 
     def _from_journal(self, coid: str) -> tuple[Order | None, list[Report]]:
         """An order that left memory, rebuilt from the snapshot and the journal with its reports (None: absent)."""
@@ -379,7 +379,7 @@ class ExecutionLedger(LedgerCompaction):
         self._first_segment = snapshot.through_segment + 1
         self._seq = self.snapshot_seq = snapshot.seq
         self._oldest_seq = snapshot.oldest_seq
-        self._forgotten.update(dict.fromkeys(snapshot.forgotten))
+        self._forgotten.extend(snapshot.forgotten)
         for record in snapshot.orders:
             order = order_of(record)
             self._orders[order.client_order_id] = self._open[order.client_order_id] = order

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine_server.execution_report import Report
+from engine_server.fingerprints import FingerprintWindow
 from engine_server.ledger_snapshot import LedgerSnapshot, build_snapshot
 from engine_server.order_lifecycle import Order
 from nautilus_mesh.files import install_staged, stage_text
@@ -98,7 +99,7 @@ class LedgerCompaction(ABC):
     _orders: dict[str, Order]
     _order_reports: dict[str, list[Report]]
     _finished: OrderedDict[str, None]
-    _forgotten: OrderedDict[int, None]
+    _forgotten: FingerprintWindow
     _seq_index: list[tuple[int, int]]
     _tail_closed: tuple[int, int]
     snapshot_seq: int
@@ -166,7 +167,7 @@ class LedgerCompaction(ABC):
         oldest = max(self._oldest_seq, self._seq - self._execution_retention + 1)
         retained = list(itertools.chain(self._stored_or_memory(oldest - 1), *self._order_reports.values()))
         # dict.keys of an OrderedDict walks its dict's entries, in the same order (appends and pops only) and faster.
-        finished, forgotten = list(dict.keys(self._finished)), list(dict.keys(self._forgotten))
+        finished, forgotten = list(dict.keys(self._finished)), self._forgotten.oldest_first()
         orders = list(self._orders.values())
         sync = journal.fsync != "never"
         return PendingCompaction(path, sync, closed, self._seq, oldest, orders, retained, finished, forgotten)
