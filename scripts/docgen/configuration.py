@@ -110,6 +110,14 @@ ENV_VARS = (
         "Any other value: the service exits 2 naming the variable.",
     ),
     EnvVar(
+        "MALLOC_MMAP_THRESHOLD_",
+        "engine, ops",
+        "glibc's mmap threshold, bytes. Unset, each service holds it at 128 KiB (glibc's start) so the large "
+        "transient buffers of snapshots and checkpoints get pages of their own, given back when freed, instead of "
+        "fragmenting the heap as glibc's moving threshold lets them; set, the service leaves glibc to it "
+        "(docs/performance.md).",
+    ),
+    EnvVar(
         "OPS_WORKERS",
         "ops, `nautilus-mesh up`",
         "How many ops workers share the strategies (overrides `ops_workers`; more than one needs PostgreSQL). "
