@@ -1,14 +1,16 @@
 """The engine's work per order, in one process: EngineCore.execute on frames of order commands.
 
 Run: .venv/bin/python benchmarks/bench_engine.py [--orders N] [--frame F] [--fsync never|batch|always]
-     [--tracing] [--profile N]
+     [--tracing] [--profile N] [--rss-every N] [--default-gc]
 
 What ops sends, as the engine receives it: frames of F ``NewOrder`` commands (default 100) for the
 demo's sim venue, market IOC orders small enough for the market maker to fill, alternating buy and
 sell on BTC-USD and ETH-USD. Each frame goes through parsing, venue rails, matching, the ledger
 (seq), the journal (in a temporary directory, with the given fsync policy) and the report frame
 queued for the session, exactly as ``EngineService.StreamOrders`` does it. ``--profile N`` prints
-the N most expensive functions (cProfile, cumulative time). Timing is never pass/fail.
+the N most expensive functions (cProfile, cumulative time). ``--rss-every N`` prints the process's RSS every N
+orders, with the journal's snapshots written on a worker thread as the server writes them (the memory over a long
+run, e.g. ``--orders 1000000 --rss-every 100000``). Timing is never pass/fail.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from engine_server.server import build_manager
 from engine_server.service import EngineCore
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.serving import GC_THRESHOLDS
+from nautilus_mesh.serving import GC_THRESHOLDS, fix_mmap_threshold
 from nautilus_mesh.telemetry import Tracing
 
 SESSION = "bench"
@@ -87,6 +89,8 @@ async def run(args: argparse.Namespace) -> None:
         core = EngineCore(build_manager(config, metrics), metrics, tracing)
         queue: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
         core.sessions[SESSION] = queue
+        if args.rss_every:
+            core.manager.compact_in_background()  # as the engine server runs: snapshots written on a worker thread
         warm = make_frames(2 * args.frame, args.frame, "warm")
         for frame in warm:
             core.execute(frame.commands, SESSION)
@@ -109,10 +113,15 @@ async def run(args: argparse.Namespace) -> None:
                     out = queue.get_nowait()
                     frames_out += 1
                     reports += len(out or ())
+                if args.rss_every:
+                    await asyncio.sleep(0)  # a compaction's worker thread reports back through the loop
             if profiler is not None:
                 profiler.disable()
             seconds += time.perf_counter() - started
             cpu += time.process_time() - cpu_started
+            done = min(args.orders, first + CHUNK)
+            if args.rss_every and done // args.rss_every > first // args.rss_every:  # a multiple of N passed
+                print(f"{done:>10,} orders: RSS {rss_mb():.1f} MB, {core.manager.snapshots} snapshots", flush=True)
         cpu_us = cpu / args.orders * 1e6
         orders_in_memory = core.manager.orders_in_memory
         core.manager.close()
@@ -135,10 +144,20 @@ def main() -> None:
     parser.add_argument("--fsync", choices=("never", "batch", "always"), default="batch")
     parser.add_argument("--tracing", action="store_true", help="trace every order (spans to a temp file)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="print the N top cProfile entries")
-    parser.add_argument("--default-gc", action="store_true", help="keep Python's GC thresholds (not the engine's)")
+    parser.add_argument(
+        "--rss-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the RSS every N orders, snapshots written on a worker thread as in the server (memory runs)",
+    )
+    parser.add_argument(
+        "--default-gc", action="store_true", help="keep Python's GC thresholds and glibc's malloc (not the services')"
+    )
     args = parser.parse_args()
     if not args.default_gc:
         gc.set_threshold(*GC_THRESHOLDS)  # as the services run (nautilus_mesh.serving)
+        fix_mmap_threshold()
     asyncio.run(run(args))
 
 

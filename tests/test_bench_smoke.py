@@ -50,6 +50,14 @@ def test_bench_engine_when_run_with_minimal_sizes_then_reports_one_frame_per_fra
     assert "in 4 report frames for 4 command frames" in done.stdout
 
 
+def test_bench_engine_when_asked_for_rss_prints_it_at_each_multiple() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_engine.py"), "--orders", "25000", "--rss-every", "10000"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if "orders: RSS" in line]
+    assert [line.split()[0] for line in lines] == ["10,000", "20,000"], done.stdout
+
+
 @pytest.mark.timeout(120)
 def test_bench_spans_when_run_with_minimal_sizes_then_prints_both_kinds_of_span() -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_spans.py"), "--spans", "300", "--rounds", "1"]
