@@ -87,10 +87,12 @@ bench: install
 	mkdir -p var/bench
 	$(PY) benchmarks/bench_mesh.py --json var/bench/mesh.json --plot var/bench/latency-vs-rate.png $(BENCH_ARGS)
 
-# The engine alone: matching engine and the engine's per-order work (EngineCore.execute on frames).
+# The engine alone: matching engine and the engine's per-order work (EngineCore.execute on frames); the latency
+# floor of this machine (one gRPC hop between two processes, one fsync).
 bench-micro: install
 	$(PY) benchmarks/bench_matching.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_hop.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache $(NODE_DIR)/dist $(NODE_DIR)/src/gen

@@ -130,13 +130,14 @@ class SignalPath:
                 metrics.count_decision("DUPLICATE")
                 return duplicate
             decision = ops_pb2.SignalDecision(signal_id=signal.signal_id, model_id=signal.model_id)
+            twin_of: ModelRoute | None = None  # the stable model's route while its canary is in shadow
             try:
                 principal.require_model(signal.model_id)
                 route = self._router.route(signal)
                 self._gate.require()  # ENGINE_UNAVAILABLE before any sizing while the engine link is down
                 decision.mode = wire.MODE_PB[route.mode]
                 if route.model_id in parts.canaries.shadow_twins():
-                    self._trade_paper_twin(signal, route, frame, arrived_ns)
+                    twin_of = route
                 t_route = time.perf_counter()
                 routed = self._router.size(signal, route)
                 metrics.routed[route.mode.value].inc()
@@ -144,6 +145,8 @@ class SignalPath:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
                     parts.tracker.record(decision, None)
                     self._count(signal.model_id, metrics, decision)
+                    if twin_of is not None:
+                        self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
                     return decision
                 t_size = time.perf_counter()
                 routed, refused = self._check_risk(routed, route)
@@ -177,6 +180,8 @@ class SignalPath:
                         exc.code,
                         exc.message,
                     )
+            if twin_of is not None:  # after the live order: the twin never delays it, in ops or at the engine
+                self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
             self._count(signal.model_id if known else "", metrics, decision)
             parts.metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision

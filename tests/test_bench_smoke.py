@@ -59,6 +59,17 @@ def test_bench_engine_when_asked_for_rss_prints_it_at_each_multiple() -> None:
 
 
 @pytest.mark.timeout(120)
+def test_bench_hop_when_run_with_minimal_sizes_prints_round_trips_and_fsyncs() -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_hop.py"), "--rates", "0,200", "--messages", "5"]
+    done = subprocess.run([*cmd, "--fsyncs", "3"], cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines() if line.strip()}
+    for label in ("back2back", "200"):  # p50 / p90 / p99 of each rate, in ms
+        assert len(rows[label]) == 5 and 0 < float(rows[label][0]) <= float(rows[label][4]), done.stdout
+    assert "fsync of a 300-byte append" in done.stdout
+
+
+@pytest.mark.timeout(120)
 def test_bench_spans_when_run_with_minimal_sizes_then_prints_both_kinds_of_span() -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_spans.py"), "--spans", "300", "--rounds", "1"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)

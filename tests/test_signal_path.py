@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
+from nautilus_mesh.errors import RiskRejectedError
 from nautilus_mesh.journal import JournalWriter, read_journal
 from ops_server import engine_link
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
@@ -58,6 +60,53 @@ async def test_frame_when_decided_is_journaled_with_one_write_before_one_command
     assert len(writes) == 1 and len(batches) == 1 and writes[0] == batches[0] >= 3
     journaled = [r.message for r in read_journal(mesh.tmp / "ops" / "journal.bin") if r.tag == 1]
     assert {"gc-1", "gc-2", "gc-3"} <= {r.decision.signal_id for r in journaled}  # type: ignore[attr-defined]
+
+
+def commands_sent(core: object, monkeypatch: pytest.MonkeyPatch) -> list[list[tuple[str, str]]]:
+    """The (model_id, venue) of each command of each batch ops sends the engine from now on."""
+    link = core.link  # type: ignore[attr-defined]
+    original, batches = link.send, []
+
+    def recording_send(commands: Sequence[engine_pb2.OrderCommand]) -> None:
+        batches.append([(c.new_order.model_id, c.new_order.venue) for c in commands])
+        original(commands)
+
+    monkeypatch.setattr(link, "send", recording_send)
+    return batches
+
+
+async def test_frame_when_canary_in_shadow_sends_the_live_order_before_its_paper_twin(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = mesh.ops.core
+    assert "momentum_v1" in core.parts.canaries.shadow_twins()  # the demo canary is in shadow
+    batches = commands_sent(core, monkeypatch)
+    principal = core.auth.authenticate(MOMENTUM_META)
+
+    (decision,) = core.signals.handle_frame([signal("order-1", 0.1)], principal)
+
+    assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+    # First in the frame, the live order reaches the engine ahead of the twin, which only measures.
+    assert batches == [[("momentum_v1", "sim"), ("momentum_v1@paper", "paper")]]
+
+
+async def test_frame_when_the_live_order_is_refused_still_trades_the_paper_twin(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = mesh.ops.core
+    batches = commands_sent(core, monkeypatch)
+
+    def refuse(*_: object) -> None:
+        raise RiskRejectedError("MAX_ORDER_NOTIONAL", "refused by the test")
+
+    monkeypatch.setattr(core.parts.risk, "check", refuse)
+    principal = core.auth.authenticate(MOMENTUM_META)
+
+    (decision,) = core.signals.handle_frame([signal("refused-1", 0.1)], principal)
+
+    assert decision.status == ops_pb2.DECISION_STATUS_REJECTED and decision.error.code == "MAX_ORDER_NOTIONAL"
+    # The twin measures the stable model's intent on paper, whatever the rails said of its live order.
+    assert batches == [[("momentum_v1@paper", "paper")]]
 
 
 async def test_frame_when_two_signals_target_one_model_sizes_the_second_against_the_first(mesh: Mesh) -> None:
