@@ -29,9 +29,18 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, Sampler
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 from opentelemetry.util import types
 
 from nautilus_mesh.clock import REAL_CLOCK
@@ -129,6 +138,22 @@ class RecordingSpan(Span, ReadableSpan):
         self._processor.on_end(self)
 
 
+def parent_decides(sampler: Sampler) -> bool:
+    """True when ``sampler`` gives a span with a valid parent the parent's decision and trace state, whatever else: the
+    SDK's ``ParentBased`` with its default delegates (``ALWAYS_ON`` under a sampled parent, ``ALWAYS_OFF`` under an
+    unsampled one), which every ``parentbased_*`` value of ``OTEL_TRACES_SAMPLER`` configures. :func:`start_span`
+    then skips the sampler for such a span."""
+    return isinstance(sampler, ParentBased) and all(
+        getattr(sampler, name, None) is delegate
+        for name, delegate in (
+            ("_remote_parent_sampled", ALWAYS_ON),
+            ("_remote_parent_not_sampled", ALWAYS_OFF),
+            ("_local_parent_sampled", ALWAYS_ON),
+            ("_local_parent_not_sampled", ALWAYS_OFF),
+        )
+    )
+
+
 def start_span(
     name: str,
     kind: SpanKind,
@@ -139,24 +164,34 @@ def start_span(
     resource: Resource,
     processor: SpanProcessor,
     root_trace_id: int = 0,
+    follow_parent: bool = False,
 ) -> Span:
     """A new span under ``parent`` (None: the current context), sampled as the SDK samples one: a recording span, or a
     non-recording one carrying the ids when the sampler drops it. ``root_trace_id``: the trace id of a root span (one
-    without a valid parent), when its sampling decision was taken before (0: a random one)."""
+    without a valid parent), when its sampling decision was taken before (0: a random one). ``follow_parent``: the
+    sampler is one :func:`parent_decides` accepts, so a span with a valid parent takes the parent's decision and trace
+    state without asking it (the same result, without the sampler's calls and result object)."""
     parent_context = trace.get_current_span(parent).get_span_context()
     if parent_context.is_valid:
         trace_id = parent_context.trace_id
     else:
         parent_context, trace_id = None, root_trace_id or random.getrandbits(128) or 1  # type: ignore[assignment]
-    result = sampler.should_sample(parent, trace_id, name, kind, attributes)
+    trace_state: TraceState | None
+    if follow_parent and parent_context is not None:
+        sampled, trace_state = parent_context.trace_flags.sampled, parent_context.trace_state
+        recording = sampled
+    else:
+        result = sampler.should_sample(parent, trace_id, name, kind, attributes)
+        sampled, trace_state = result.decision is Decision.RECORD_AND_SAMPLE, result.trace_state
+        recording = result.decision is not Decision.DROP
     context = SpanContext(
         trace_id,
         random.getrandbits(64) or 1,
         is_remote=False,
-        trace_flags=_SAMPLED if result.decision is Decision.RECORD_AND_SAMPLE else _NOT_SAMPLED,
-        trace_state=result.trace_state,
+        trace_flags=_SAMPLED if sampled else _NOT_SAMPLED,
+        trace_state=trace_state,
     )
-    if result.decision is Decision.DROP:
+    if not recording:
         return NonRecordingSpan(context)
     return RecordingSpan(name, context, parent_context, kind, attributes, resource, processor)
 

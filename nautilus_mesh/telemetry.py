@@ -37,7 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry, start_http_server
 
 from nautilus_mesh.clock import REAL_CLOCK
-from nautilus_mesh.message_spans import CurrentSpan, start_span
+from nautilus_mesh.message_spans import CurrentSpan, parent_decides, start_span
 from nautilus_mesh.span_export import OTLP_NOTE_SUFFIX as OTLP_NOTE_SUFFIX
 from nautilus_mesh.span_export import SPAN_FILE_MAX_BYTES as SPAN_FILE_MAX_BYTES
 from nautilus_mesh.span_export import CountingBatchSpanProcessor, CountingExporter, note_exporter
@@ -146,6 +146,7 @@ class Tracing:
         self.provider: TracerProvider | None = None
         self.export_stats = ExportStats()
         self.exporter_kind = "off"
+        self._follow_parent = False
         if not enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
@@ -170,6 +171,7 @@ class Tracing:
         provider.add_span_processor(self._processor)
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
+        self._follow_parent = parent_decides(provider.sampler)
 
     def consume(
         self,
@@ -227,6 +229,7 @@ class Tracing:
             resource=self.provider.resource,
             processor=self._processor,
             root_trace_id=preset,
+            follow_parent=self._follow_parent,
         )
 
     def _root_decision(self, name: str) -> str:

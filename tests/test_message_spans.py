@@ -161,3 +161,76 @@ def test_span_file_writes_sequence_attributes_as_json_arrays(tracing: Tracing, t
         span.set_attribute("missing", None)  # dropped, as the SDK drops it
     (record,) = spans_of(tracing, tmp_path / "spans.jsonl")
     assert record["attributes"] == {"venues": ["sim", "paper"], "n": 3}
+
+
+@pytest.mark.parametrize(
+    ("sampler", "decides"),
+    [
+        ("parentbased_always_on", True),
+        ("parentbased_always_off", True),
+        ("parentbased_traceidratio", True),
+        ("always_on", False),
+        ("traceidratio", False),
+    ],
+)
+def test_parent_decides_for_the_parent_based_samplers_only(
+    sampler: str, decides: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    from nautilus_mesh.message_spans import parent_decides
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    assert parent_decides(TracerProvider().sampler) is decides
+    assert not parent_decides(ParentBased(ALWAYS_ON, local_parent_not_sampled=ALWAYS_ON))  # a delegate of its own
+
+
+@pytest.mark.parametrize("flags", ["01", "00"])
+@pytest.mark.parametrize("remote", [True, False])
+@pytest.mark.parametrize("tracestate", ["", "vendor=1,other=2"])
+def test_a_child_that_follows_its_parent_gets_what_the_sampler_gives(flags: str, remote: bool, tracestate: str) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    from nautilus_mesh.message_spans import start_span
+
+    parent = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=remote,
+        trace_flags=TraceFlags(int(flags, 16)),
+        trace_state=TraceState.from_header([tracestate]) if tracestate else TraceState(),
+    )
+    context = trace.set_span_in_context(NonRecordingSpan(parent))
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(0.0))  # a root here would never be sampled
+    kept: list[object] = []
+
+    class Keep:
+        def on_end(self, span: object) -> None:
+            kept.append(span)
+
+    made = [
+        start_span(
+            "child",
+            SpanKind.CONSUMER,
+            context,
+            {"a": "b"},
+            sampler=provider.sampler,
+            resource=provider.resource,
+            processor=Keep(),  # type: ignore[arg-type]
+            follow_parent=follow,
+        )
+        for follow in (False, True)
+    ]
+    asked, followed = (span.get_span_context() for span in made)
+    assert (followed.trace_id, followed.trace_flags, followed.trace_state) == (
+        asked.trace_id,
+        asked.trace_flags,
+        asked.trace_state,
+    )
+    assert followed.trace_flags.sampled is (flags == "01") and followed.trace_state == parent.trace_state
+    assert made[1].is_recording() is made[0].is_recording() is (flags == "01")
