@@ -12,7 +12,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,9 @@ _ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
 """One encoder for every record (``json.dumps`` with options builds a new one per call)."""
 
 
-def dumps(record: Mapping[str, Any]) -> str:
-    """Serialise one record as a compact JSON line (Decimals as strings)."""
-    return _ENCODER.encode(record)
+def dumps(value: object) -> str:
+    """Serialise one record (or any JSON value) as compact JSON on one line (Decimals as strings)."""
+    return _ENCODER.encode(value)
 
 
 class JsonlWriter:
@@ -69,7 +69,11 @@ class JsonlWriter:
 
     def append_many(self, records: Iterator[Mapping[str, Any]] | tuple[Mapping[str, Any], ...] | list[Any]) -> None:
         """Append several records with one flush."""
-        text = "".join(dumps(r) + "\n" for r in records)
+        self.append_lines(dumps(r) for r in records)
+
+    def append_lines(self, lines: Iterable[str]) -> None:
+        """Append records already encoded as JSON, one per string (no newline inside), with one flush."""
+        text = "".join(line + "\n" for line in lines)
         if not text:
             return
         with self._lock:
