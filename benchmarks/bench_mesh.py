@@ -1,7 +1,7 @@
 """End-to-end mesh throughput and signal-to-fill latency against its reference points, in one run and one table.
 
 Run: .venv/bin/python benchmarks/bench_mesh.py [--signals N] [--batch B] [--window W] [--rates 1000,5000]
-     [--duration S] [--sampling R] [--only a,b,...] [--journal-mib M] [--json PATH] [--plot PATH]
+     [--duration S] [--sampling R] [--only a,b,...] [--journal-mib M] [--json PATH] [--plot PATH] [--default-gc]
 
 Scenarios (``--only`` picks some; names in brackets):
 
@@ -42,7 +42,10 @@ and exactly-once processing stay as deployed. Tracing samples ``--sampling`` of 
 (default 0.1, as ``make run``) through ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``.
 
 ``rss_mb`` is the resident memory of engine + ops after the scenario (three processes) or of this
-one process (in-process scenarios). Timing is never pass/fail: figures and ratios only.
+one process (in-process scenarios). This process collects garbage and allocates as the services do
+(``nautilus_mesh.serving.GC_THRESHOLDS``, glibc's mmap threshold), so the in-process scenarios run the services' code
+under the services' settings; ``--default-gc`` keeps Python's and glibc's defaults. The load-client processes keep
+the defaults, as a strategy does. Timing is never pass/fail: figures and ratios only.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -81,6 +85,7 @@ from clients.sdk import wait_serving  # noqa: E402
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE  # noqa: E402
 from nautilus_mesh.journal_segments import list_segments  # noqa: E402
+from nautilus_mesh.serving import GC_THRESHOLDS, fix_mmap_threshold  # noqa: E402
 from tests.localhost import free_ports, stop  # noqa: E402
 
 MODEL = "momentum_v1"
@@ -1147,6 +1152,11 @@ def main() -> None:
         help="ops journal segment and engine snapshot interval, MiB (default: the services' 64 MiB; 16 makes "
         "checkpoints and compactions happen within a 30 s run at 1,000 signals/s)",
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="in-process scenarios: keep Python's GC thresholds and glibc's malloc (not the services')",
+    )
     parser.add_argument("--load-client", default="", metavar="ADDRESS", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", default="load", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -1164,6 +1174,9 @@ def main() -> None:
     if args.load_client:
         asyncio.run(load_client_main(args))
         return
+    if not args.default_gc:
+        gc.set_threshold(*GC_THRESHOLDS)  # as the services run (nautilus_mesh.serving)
+        fix_mmap_threshold()
     results = asyncio.run(run(args))
     if args.json:
         Path(args.json).write_text(json.dumps([r.figures() for r in results], indent=2) + "\n", encoding="utf-8")
