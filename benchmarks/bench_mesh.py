@@ -757,7 +757,7 @@ async def run_mesh1(args: argparse.Namespace) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="bench-mesh1-") as tmp_name:
         tmp = Path(tmp_name)
-        mesh = await start_mesh(tmp, engine={"journal_fsync": "batch"}, ops=in_process_ops(tmp))
+        mesh = await start_mesh(tmp, engine=in_process_engine(), ops=in_process_ops(tmp))
         try:
             async with mesh.channel() as channel:
                 for n, (rate, batch) in enumerate(loads(args)):
@@ -768,6 +768,12 @@ async def run_mesh1(args: argparse.Namespace) -> list[Result]:
         finally:
             await stop_mesh(mesh)
     return results
+
+
+def in_process_engine() -> dict[str, Any]:
+    """Engine overrides of the tests' mesh: the journal's ``batch`` fsync and the bench's deeper venues, as the
+    three-process mesh runs them."""
+    return {"journal_fsync": "batch", "venues": BENCH_VENUES}
 
 
 def in_process_ops(tmp: Path) -> dict[str, Any]:
@@ -784,7 +790,7 @@ async def run_pipeline(args: argparse.Namespace) -> list[Result]:
 
     with tempfile.TemporaryDirectory(prefix="bench-core-") as tmp_name:
         tmp = Path(tmp_name)
-        mesh = await start_mesh(tmp, engine={"journal_fsync": "batch"}, ops=in_process_ops(tmp))
+        mesh = await start_mesh(tmp, engine=in_process_engine(), ops=in_process_ops(tmp))
         core = mesh.ops.core
         principal = core.auth.authenticate(META)
         fills: asyncio.Queue[ops_pb2.Fill] = asyncio.Queue()
