@@ -32,16 +32,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import Decision
-from opentelemetry.trace import (
-    INVALID_SPAN,
-    INVALID_SPAN_CONTEXT,
-    Span,
-    SpanContext,
-    SpanKind,
-    Status,
-    StatusCode,
-    TraceFlags,
-)
+from opentelemetry.trace import INVALID_SPAN, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -410,7 +401,7 @@ def inject(carrier: TraceCarrier) -> None:
     """Write the current span's context into a ``TraceContext`` message, as the W3C propagator writes it (both fields
     empty when there is no current span), without the propagator's header dict."""
     context = trace.get_current_span().get_span_context()
-    if context == INVALID_SPAN_CONTEXT:
+    if context == trace.INVALID_SPAN_CONTEXT:
         carrier.traceparent = carrier.tracestate = ""
     else:
         write_context(carrier, context)
