@@ -40,6 +40,7 @@ def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_pat
     assert mesh_closed["first_fill_p50_ms"] is not None and mesh_closed["rss_mb"] > 0
     assert "grpc.aio echo" in done.stdout and "x echo" in done.stdout
     assert "throughput cost" in done.stdout and "CPU per signal (engine + ops) against tracing off" in done.stdout
+    assert "best round" in done.stdout and "against off's best" in done.stdout
 
 
 @pytest.mark.timeout(120)
