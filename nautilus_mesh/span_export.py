@@ -66,8 +66,9 @@ class JsonlSpanExporter(SpanExporter):
 
     def __init__(self, path: str | os.PathLike[str], max_bytes: int | None = SPAN_FILE_MAX_BYTES) -> None:
         self._writer = JsonlWriter(path, max_bytes=max_bytes)
-        self._resource: Resource | None = None
-        self._service = '""'  # the JSON of the last resource's service name (every span of a service shares one)
+        # The last resource and the JSON of its service name (every span of a service shares one), one tuple so
+        # that a concurrent export never pairs a resource with another's name.
+        self._service: tuple[Resource | None, str] = (None, '""')
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         self._writer.append_lines(line for line in map(self._line, spans) if line)
@@ -81,16 +82,17 @@ class JsonlSpanExporter(SpanExporter):
         ctx = span.get_span_context()
         if ctx is None:
             return ""
-        if span.resource is not self._resource:
-            self._resource = span.resource
-            self._service = dumps(str(span.resource.attributes.get("service.name", "")))
+        resource, service = self._service
+        if span.resource is not resource:
+            service = dumps(str(span.resource.attributes.get("service.name", "")))
+            self._service = (span.resource, service)
         parent = f"{span.parent.span_id:016x}" if span.parent else ""
         events = span.events
         status = span.status
         events_json = dumps([{"name": e.name, "attributes": _plain(e.attributes)} for e in events]) if events else "[]"
         return (
             f'{{"trace_id":"{ctx.trace_id:032x}","span_id":"{ctx.span_id:016x}","parent_span_id":"{parent}",'
-            f'"name":{dumps(span.name)},"kind":"{_KIND_NAME[span.kind]}","service":{self._service},'
+            f'"name":{dumps(span.name)},"kind":"{_KIND_NAME[span.kind]}","service":{service},'
             f'"start_ns":{_number(span.start_time)},"end_ns":{_number(span.end_time)},'
             f'"attributes":{dumps(_plain(span.attributes))},'
             f'"events":{events_json},'
