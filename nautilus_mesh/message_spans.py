@@ -29,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision, ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
@@ -154,6 +154,28 @@ def parent_decides(sampler: Sampler) -> bool:
     )
 
 
+def root_bound(sampler: Sampler) -> int | None:
+    """For a sampler that decides a root span by its trace id alone, the bound under which ``trace_id & (2**64 - 1)``
+    is sampled, compared as the SDK's ``TraceIdRatioBased`` compares it: a sampler :func:`parent_decides` accepts over
+    ``TraceIdRatioBased`` (its bound), ``ALWAYS_ON`` (2**64: every trace id) or ``ALWAYS_OFF`` (0: none), which is what
+    every ``parentbased_*`` value of ``OTEL_TRACES_SAMPLER`` configures. None for any other sampler: it is asked."""
+    if not parent_decides(sampler):
+        return None
+    root = getattr(sampler, "_root", None)
+    if type(root) is TraceIdRatioBased:  # exactly: a subclass may decide otherwise
+        return root.bound
+    if root is ALWAYS_ON:
+        return TraceIdRatioBased.TRACE_ID_LIMIT + 1
+    if root is ALWAYS_OFF:
+        return 0
+    return None
+
+
+def root_sampled(bound: int, trace_id: int) -> bool:
+    """The decision of a sampler with :func:`root_bound` ``bound`` for a root span of ``trace_id``."""
+    return trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+
+
 def start_span(
     name: str,
     kind: SpanKind,
@@ -165,12 +187,15 @@ def start_span(
     processor: SpanProcessor,
     root_trace_id: int = 0,
     follow_parent: bool = False,
+    root_decided: bool = False,
 ) -> Span:
     """A new span under ``parent`` (None: the current context), sampled as the SDK samples one: a recording span, or a
     non-recording one carrying the ids when the sampler drops it. ``root_trace_id``: the trace id of a root span (one
     without a valid parent), when its sampling decision was taken before (0: a random one). ``follow_parent``: the
     sampler is one :func:`parent_decides` accepts, so a span with a valid parent takes the parent's decision and trace
-    state without asking it (the same result, without the sampler's calls and result object)."""
+    state without asking it (the same result, without the sampler's calls and result object). ``root_decided``: a
+    root span (no valid parent) of ``root_trace_id`` is sampled, as :func:`root_sampled` decided for a sampler with a
+    :func:`root_bound` (the sampler's own answer: sampled, no trace state), so the sampler is not asked again."""
     parent_context = trace.get_current_span(parent).get_span_context()
     if parent_context.is_valid:
         trace_id = parent_context.trace_id
@@ -180,6 +205,8 @@ def start_span(
     if follow_parent and parent_context is not None:
         sampled, trace_state = parent_context.trace_flags.sampled, parent_context.trace_state
         recording = sampled
+    elif root_decided and parent_context is None and root_trace_id:
+        sampled, trace_state, recording = True, None, True
     else:
         result = sampler.should_sample(parent, trace_id, name, kind, attributes)
         sampled, trace_state = result.decision is Decision.RECORD_AND_SAMPLE, result.trace_state

@@ -37,7 +37,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from prometheus_client import CollectorRegistry, start_http_server
 
 from nautilus_mesh.clock import REAL_CLOCK
-from nautilus_mesh.message_spans import CurrentSpan, parent_decides, start_span
+from nautilus_mesh.message_spans import CurrentSpan, parent_decides, root_bound, root_sampled, start_span
 from nautilus_mesh.span_export import OTLP_NOTE_SUFFIX as OTLP_NOTE_SUFFIX
 from nautilus_mesh.span_export import SPAN_FILE_MAX_BYTES as SPAN_FILE_MAX_BYTES
 from nautilus_mesh.span_export import CountingBatchSpanProcessor, CountingExporter, note_exporter
@@ -147,6 +147,7 @@ class Tracing:
         self.export_stats = ExportStats()
         self.exporter_kind = "off"
         self._follow_parent = False
+        self._root_bound: int | None = None
         if not enabled:
             self.tracer: trace.Tracer = trace.NoOpTracer()
             return
@@ -172,6 +173,7 @@ class Tracing:
         self.provider = provider
         self.tracer = provider.get_tracer("nautilus_mesh")
         self._follow_parent = parent_decides(provider.sampler)
+        self._root_bound = root_bound(provider.sampler)
 
     def consume(
         self,
@@ -230,6 +232,7 @@ class Tracing:
             processor=self._processor,
             root_trace_id=preset,
             follow_parent=self._follow_parent,
+            root_decided=self._root_bound is not None,
         )
 
     def _root_decision(self, name: str) -> str:
@@ -240,8 +243,13 @@ class Tracing:
         """
         assert self.provider is not None
         trace_id = random.getrandbits(128) or 1
-        result = self.provider.sampler.should_sample(_EMPTY_CONTEXT, trace_id, name, SpanKind.CONSUMER)
-        if result.decision is Decision.RECORD_AND_SAMPLE:
+        bound = self._root_bound  # a ratio, always-on or always-off root: decided by the trace id, as the SDK does
+        if bound is not None:
+            sampled = root_sampled(bound, trace_id)
+        else:
+            result = self.provider.sampler.should_sample(_EMPTY_CONTEXT, trace_id, name, SpanKind.CONSUMER)
+            sampled = result.decision is Decision.RECORD_AND_SAMPLE
+        if sampled:
             _NEXT_TRACE_ID.set(trace_id)
             return ""
         return f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-00"

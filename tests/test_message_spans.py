@@ -234,3 +234,118 @@ def test_a_child_that_follows_its_parent_gets_what_the_sampler_gives(flags: str,
     )
     assert followed.trace_flags.sampled is (flags == "01") and followed.trace_state == parent.trace_state
     assert made[1].is_recording() is made[0].is_recording() is (flags == "01")
+
+
+@pytest.mark.parametrize(
+    ("sampler", "arg", "bound"),
+    [
+        ("parentbased_traceidratio", "0.25", 1 << 62),
+        ("parentbased_traceidratio", "0", 0),
+        ("parentbased_always_on", "", 1 << 64),
+        ("parentbased_always_off", "", 0),
+        ("traceidratio", "0.25", None),  # not parent-based: asked for every span
+        ("always_on", "", None),
+    ],
+)
+def test_root_bound_of_the_samplers_that_decide_a_root_by_its_trace_id(
+    sampler: str, arg: str, bound: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    from nautilus_mesh.message_spans import root_bound
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", sampler)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", arg)
+    assert root_bound(TracerProvider().sampler) == bound
+
+    class Stricter(TraceIdRatioBased):  # a subclass may decide otherwise: asked
+        pass
+
+    assert root_bound(ParentBased(Stricter(0.5))) is None
+    assert root_bound(ParentBased(ALWAYS_ON, local_parent_not_sampled=ALWAYS_ON)) is None
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.5, 1.0])
+def test_root_sampled_decides_as_the_sdk_sampler_for_every_trace_id(rate: float) -> None:
+    import random
+
+    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace.sampling import Decision, ParentBasedTraceIdRatio, TraceIdRatioBased
+
+    from nautilus_mesh.message_spans import root_bound, root_sampled
+
+    sampler = ParentBasedTraceIdRatio(rate)
+    bound = root_bound(sampler)
+    assert bound is not None
+    low = TraceIdRatioBased.get_bound_for_rate(rate)
+    edges = [1, low - 1, low, low + 1, (1 << 64) - 1, (1 << 64) | max(low - 1, 0), (1 << 128) - 1]
+    rng = random.Random(7)
+    for trace_id in [t for t in edges if t > 0] + [rng.getrandbits(128) or 1 for _ in range(2000)]:
+        asked = sampler.should_sample(Context(), trace_id, "root", SpanKind.CONSUMER)
+        assert root_sampled(bound, trace_id) is (asked.decision is Decision.RECORD_AND_SAMPLE), hex(trace_id)
+
+
+def test_a_root_decided_by_its_trace_id_gets_what_the_sampler_gives() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
+
+    from nautilus_mesh.message_spans import start_span
+
+    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(1.0))
+    kept: list[object] = []
+
+    class Keep:
+        def on_end(self, span: object) -> None:
+            kept.append(span)
+
+    trace_id = 0x0AF7651916CD43DD8448EB211C80319C
+    made = [
+        start_span(
+            "root",
+            SpanKind.CONSUMER,
+            None,
+            {"a": "b"},
+            sampler=provider.sampler,
+            resource=provider.resource,
+            processor=Keep(),  # type: ignore[arg-type]
+            root_trace_id=trace_id,
+            root_decided=decided,
+        )
+        for decided in (False, True)
+    ]
+    asked, decided = (span.get_span_context() for span in made)
+    assert (decided.trace_id, decided.trace_flags, decided.trace_state) == (
+        asked.trace_id,
+        asked.trace_flags,
+        asked.trace_state,
+    )
+    assert decided.trace_id == trace_id and decided.trace_flags.sampled
+    assert made[0].is_recording() and made[1].is_recording()
+
+
+@pytest.mark.parametrize("ratio", ["0.0", "0.3", "1.0"])
+def test_a_message_without_a_trace_is_sampled_as_its_trace_id_says(
+    ratio: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", ratio)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    tracing = Tracing("ops", tmp_path / "spans.jsonl")
+    seen = []
+    for _ in range(300):
+        out = common_pb2.TraceContext()
+        with tracing.consume("ops.signal receive", common_pb2.TraceContext()):
+            if tracing.in_unsampled_trace():
+                tracing.carry_unsampled(out)
+        seen.append(out.traceparent)
+    spans = spans_of(tracing, tmp_path / "spans.jsonl")
+    bound = TraceIdRatioBased.get_bound_for_rate(float(ratio))
+    for span in spans:  # each sampled root's trace id is one the ratio samples
+        assert int(span["trace_id"], 16) & ((1 << 64) - 1) < bound
+    for traceparent in filter(None, seen):  # each unsampled one's is one it does not
+        assert int(traceparent.split("-")[1], 16) & ((1 << 64) - 1) >= bound
+    assert len(spans) + len(list(filter(None, seen))) == 300
+    assert (len(spans) == 300) is (ratio == "1.0") and (len(spans) == 0) is (ratio == "0.0")
