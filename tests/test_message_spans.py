@@ -36,6 +36,44 @@ def sdk_span(tracing: Tracing, name: str, kind: SpanKind, carrier: common_pb2.Tr
     return tracing.tracer.start_as_current_span(name, context=extract(carrier), kind=kind, attributes=attrs)
 
 
+def asked_and_skipped(sampler: Any, parent: Any, *, root_trace_id: int = 0, **skip: bool) -> tuple[Any, Any]:
+    """The same span started twice with ``start_span``: asking ``sampler``, then with ``skip`` (the keyword that lets
+    it take the decision without the sampler) set."""
+    from opentelemetry.sdk.resources import Resource
+
+    from nautilus_mesh.message_spans import start_span
+
+    class Drop:
+        def on_end(self, span: object) -> None:
+            pass
+
+    made = [
+        start_span(
+            "span",
+            SpanKind.CONSUMER,
+            parent,
+            {"a": "b"},
+            sampler=sampler,
+            resource=Resource.create({}),
+            processor=Drop(),  # type: ignore[arg-type]
+            root_trace_id=root_trace_id,
+            **{name: on and value for name, value in skip.items()},
+        )
+        for on in (False, True)
+    ]
+    return made[0], made[1]
+
+
+def same_decision(asked: Any, skipped: Any) -> bool:
+    a, b = asked.get_span_context(), skipped.get_span_context()
+    return (a.trace_id, a.trace_flags, a.trace_state, asked.is_recording()) == (
+        b.trace_id,
+        b.trace_flags,
+        b.trace_state,
+        skipped.is_recording(),
+    )
+
+
 @pytest.fixture
 def tracing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Tracing:
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
@@ -192,11 +230,8 @@ def test_parent_decides_for_the_parent_based_samplers_only(
 @pytest.mark.parametrize("tracestate", ["", "vendor=1,other=2"])
 def test_a_child_that_follows_its_parent_gets_what_the_sampler_gives(flags: str, remote: bool, tracestate: str) -> None:
     from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
     from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
-
-    from nautilus_mesh.message_spans import start_span
 
     parent = SpanContext(
         0x0AF7651916CD43DD8448EB211C80319C,
@@ -206,34 +241,12 @@ def test_a_child_that_follows_its_parent_gets_what_the_sampler_gives(flags: str,
         trace_state=TraceState.from_header([tracestate]) if tracestate else TraceState(),
     )
     context = trace.set_span_in_context(NonRecordingSpan(parent))
-    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(0.0))  # a root here would never be sampled
-    kept: list[object] = []
-
-    class Keep:
-        def on_end(self, span: object) -> None:
-            kept.append(span)
-
-    made = [
-        start_span(
-            "child",
-            SpanKind.CONSUMER,
-            context,
-            {"a": "b"},
-            sampler=provider.sampler,
-            resource=provider.resource,
-            processor=Keep(),  # type: ignore[arg-type]
-            follow_parent=follow,
-        )
-        for follow in (False, True)
-    ]
-    asked, followed = (span.get_span_context() for span in made)
-    assert (followed.trace_id, followed.trace_flags, followed.trace_state) == (
-        asked.trace_id,
-        asked.trace_flags,
-        asked.trace_state,
-    )
+    sampler = ParentBasedTraceIdRatio(0.0)  # a root here would never be sampled
+    asked, skipped = asked_and_skipped(sampler, context, follow_parent=True)
+    assert same_decision(asked, skipped)
+    followed = skipped.get_span_context()
     assert followed.trace_flags.sampled is (flags == "01") and followed.trace_state == parent.trace_state
-    assert made[1].is_recording() is made[0].is_recording() is (flags == "01")
+    assert skipped.is_recording() is (flags == "01")
 
 
 @pytest.mark.parametrize(
@@ -287,41 +300,12 @@ def test_root_sampled_decides_as_the_sdk_sampler_for_every_trace_id(rate: float)
 
 
 def test_a_root_decided_by_its_trace_id_gets_what_the_sampler_gives() -> None:
-    from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.sampling import ParentBasedTraceIdRatio
 
-    from nautilus_mesh.message_spans import start_span
-
-    provider = TracerProvider(sampler=ParentBasedTraceIdRatio(1.0))
-    kept: list[object] = []
-
-    class Keep:
-        def on_end(self, span: object) -> None:
-            kept.append(span)
-
     trace_id = 0x0AF7651916CD43DD8448EB211C80319C
-    made = [
-        start_span(
-            "root",
-            SpanKind.CONSUMER,
-            None,
-            {"a": "b"},
-            sampler=provider.sampler,
-            resource=provider.resource,
-            processor=Keep(),  # type: ignore[arg-type]
-            root_trace_id=trace_id,
-            root_decided=decided,
-        )
-        for decided in (False, True)
-    ]
-    asked, decided = (span.get_span_context() for span in made)
-    assert (decided.trace_id, decided.trace_flags, decided.trace_state) == (
-        asked.trace_id,
-        asked.trace_flags,
-        asked.trace_state,
-    )
-    assert decided.trace_id == trace_id and decided.trace_flags.sampled
-    assert made[0].is_recording() and made[1].is_recording()
+    asked, decided = asked_and_skipped(ParentBasedTraceIdRatio(1.0), None, root_decided=True, root_trace_id=trace_id)
+    assert same_decision(asked, decided)
+    assert decided.get_span_context().trace_id == trace_id and decided.is_recording()
 
 
 @pytest.mark.parametrize("ratio", ["0.0", "0.3", "1.0"])
