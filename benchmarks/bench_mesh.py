@@ -45,7 +45,8 @@ and exactly-once processing stay as deployed. Tracing samples ``--sampling`` of 
 one process (in-process scenarios). This process collects garbage and allocates as the services do
 (``nautilus_mesh.serving.GC_THRESHOLDS``, glibc's mmap threshold), so the in-process scenarios run the services' code
 under the services' settings; ``--default-gc`` keeps Python's and glibc's defaults. The load-client processes keep
-the defaults, as a strategy does. Timing is never pass/fail: figures and ratios only.
+those defaults and run on the event loop ``python -m strategies`` runs on (``NAUTILUS_EVENT_LOOP``, uvloop by
+default), as a strategy does. Timing is never pass/fail: figures and ratios only.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ from clients.sdk import wait_serving  # noqa: E402
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE  # noqa: E402
 from nautilus_mesh.journal_segments import list_segments  # noqa: E402
-from nautilus_mesh.serving import GC_THRESHOLDS, fix_mmap_threshold  # noqa: E402
+from nautilus_mesh.serving import GC_THRESHOLDS, event_loop_factory, fix_mmap_threshold  # noqa: E402
 from tests.localhost import free_ports, stop  # noqa: E402
 
 MODEL = "momentum_v1"
@@ -1182,8 +1183,9 @@ def main() -> None:
     if unknown := args.only - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-    if args.load_client:
-        asyncio.run(load_client_main(args))
+    if args.load_client:  # a strategy process: on the loop `python -m strategies` runs on (NAUTILUS_EVENT_LOOP)
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(load_client_main(args))
         return
     if not args.default_gc:
         gc.set_threshold(*GC_THRESHOLDS)  # as the services run (nautilus_mesh.serving)

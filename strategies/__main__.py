@@ -1,7 +1,8 @@
 """``python -m strategies``: run every strategy of a strategies.json concurrently.
 
 One runner per strategy entry (one signal stream each), a combined stats snapshot written
-atomically every second and at exit, graceful stop on SIGINT/SIGTERM or after ``--duration``.
+atomically every second and at exit, graceful stop on SIGINT/SIGTERM or after ``--duration``. The strategies run on
+the event loop ``NAUTILUS_EVENT_LOOP`` names, as ops and the engine do (uvloop unless it says ``asyncio``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
+from nautilus_mesh.serving import event_loop_factory
 from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import MetricsServer, Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
@@ -138,10 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         config = load_strategies(args.config)
+        loop_factory = event_loop_factory()  # NAUTILUS_EVENT_LOOP, as ops and the engine read it
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    return asyncio.run(run(config, args))
+    log.info("[STRATEGIES] event loop: %s", "uvloop" if loop_factory else "asyncio")
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run(config, args))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -79,3 +80,37 @@ def test_allocator_what_if_when_run_as_module_prints_the_decision(module: str, t
     result = run_module(module, "--returns", str(returns), "--policy", str(ROOT / "config/demo/capital_policy.json"))
     assert result.returncode == 0, result.stderr
     assert "reason:" in result.stdout and "momentum" in result.stdout
+
+
+def test_strategies_when_event_loop_unknown_exits_2_naming_the_variable() -> None:
+    result = run_module(
+        "strategies",
+        "--config",
+        str(ROOT / "config/demo/strategies.json"),
+        env={**os.environ, "NAUTILUS_EVENT_LOOP": "trio"},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: NAUTILUS_EVENT_LOOP must be one of uvloop, asyncio, got 'trio'"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "loop_type"), [("", "uvloop.Loop"), ("asyncio", "asyncio.unix_events._UnixSelectorEventLoop")]
+)
+def test_strategies_run_on_the_event_loop_the_variable_names(
+    value: str, loop_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import strategies.__main__ as strategies_main
+
+    seen: list[str] = []
+
+    async def run(config: object, args: object) -> int:
+        loop = asyncio.get_running_loop()
+        seen.append(f"{type(loop).__module__}.{type(loop).__name__}")
+        return 0
+
+    monkeypatch.setenv("NAUTILUS_EVENT_LOOP", value)
+    monkeypatch.setattr(strategies_main, "run", run)
+    assert strategies_main.main(["--config", str(ROOT / "config/demo/strategies.json")]) == 0
+    assert seen == [loop_type]

@@ -104,10 +104,10 @@ class EnvVar:
 ENV_VARS = (
     EnvVar(
         "NAUTILUS_EVENT_LOOP",
-        "engine, ops",
-        "The event loop the service runs on: `uvloop` (default; libuv underneath, about 10-20% less CPU per gRPC "
+        "engine, ops, strategies",
+        "The event loop the process runs on: `uvloop` (default; libuv underneath, about 10-20% less CPU per gRPC "
         "message than the standard loop, see docs/performance.md) or `asyncio` (the standard library's loop). "
-        "Any other value: the service exits 2 naming the variable.",
+        "Any other value: the process exits 2 naming the variable.",
     ),
     EnvVar(
         "MALLOC_MMAP_THRESHOLD_",
