@@ -20,7 +20,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def _default(value: object) -> object:
+def json_default(value: object) -> object:
+    """What a JSON record holds for a value the encoder does not know: a Decimal as its string, a set as a sorted
+    list; anything else raises TypeError."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, (set, frozenset)):
@@ -28,7 +30,7 @@ def _default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"))
+_ENCODER = json.JSONEncoder(default=json_default, separators=(",", ":"))
 """One encoder for every record (``json.dumps`` with options builds a new one per call)."""
 
 

@@ -1,7 +1,9 @@
 """The span file's lines (``JsonlSpanExporter``) and the trace context the engine writes (``telemetry.inject``).
 
 Each line is checked against the documented record, built here key by key and encoded with ``files.dumps``: the
-exporter writes its lines without building that record, so the test holds the two equal character for character.
+exporter writes its lines without building that record (and encodes the span's values with orjson where that gives the
+same text), so the test holds the two equal character for character, floats aside (the same number, maybe spelled
+otherwise).
 """
 
 from __future__ import annotations
@@ -90,6 +92,9 @@ SPANS = {
     ),
     "a resource without a service name": readable(resource=Resource({"host.name": "h1"})),
     "a span not ended": readable(end=None),
+    "text outside ASCII in an attribute and an event": readable(
+        attributes={"model": "mom\u00e9ntum"}, events=(Event("note", {"text": "\u2713 ok"}),)
+    ),
 }
 
 
@@ -102,6 +107,28 @@ def test_each_line_is_the_documented_record_character_for_character(case: str, t
     (line,) = path.read_text(encoding="utf-8").splitlines()
     assert line == dumps(record(SPANS[case]))
     assert json.loads(line) == json.loads(dumps(record(SPANS[case])))
+
+
+def test_a_float_is_the_same_number_however_it_is_spelled(tmp_path: Path) -> None:
+    span = readable(attributes={"tiny": 1e-07, "huge": 1e16, "third": 1 / 3})
+    path = tmp_path / "spans.jsonl"
+    exporter = JsonlSpanExporter(path)
+    exporter.export([span])
+    exporter.shutdown()
+    (line,) = path.read_text(encoding="utf-8").splitlines()
+    assert json.loads(line) == json.loads(dumps(record(span)))
+    assert json.loads(line)["attributes"] == {"tiny": 1e-07, "huge": 1e16, "third": 1 / 3}
+
+
+def test_an_integer_beyond_64_bits_is_written_as_the_standard_encoder_writes_it(tmp_path: Path) -> None:
+    span = readable(attributes={"big": 2**70, "small": -(2**63)})
+    path = tmp_path / "spans.jsonl"
+    exporter = JsonlSpanExporter(path)
+    exporter.export([span])
+    exporter.shutdown()
+    (line,) = path.read_text(encoding="utf-8").splitlines()
+    assert line == dumps(record(span))
+    assert json.loads(line)["attributes"]["big"] == 2**70
 
 
 def test_spans_of_two_services_in_one_batch_name_their_own_service(tmp_path: Path) -> None:
