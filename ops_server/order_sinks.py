@@ -38,7 +38,7 @@ class LiveOrderSink:
         self._account = account
 
     def command(self, order: LiveOrder, trace: common_pb2.TraceContext) -> engine_pb2.OrderCommand:
-        return engine_pb2.OrderCommand(new_order=wire.new_order(order.order, self.venue, self._account, trace))
+        return wire.order_command(order.order, self.venue, self._account, trace)
 
 
 class PaperOrderSink:
@@ -48,7 +48,7 @@ class PaperOrderSink:
         self.venue = paper_venue
 
     def command(self, order: ShadowOrder, trace: common_pb2.TraceContext) -> engine_pb2.OrderCommand:
-        return engine_pb2.OrderCommand(new_order=wire.new_order(order.order, self.venue, PAPER_ACCOUNT, trace))
+        return wire.order_command(order.order, self.venue, PAPER_ACCOUNT, trace)
 
 
 def resend_commands(

@@ -72,21 +72,25 @@ def model_info(route: ModelRoute, quota: Decimal, state: TradingState) -> ops_pb
     )
 
 
-def new_order(order: SizedOrder, venue: str, account: str, trace: common_pb2.TraceContext) -> engine_pb2.NewOrder:
-    """The engine command for one of ops' orders, sent to ``venue`` and booked on ``account`` (always MARKET IOC: a
-    signal is a target, not a resting quote)."""
-    return engine_pb2.NewOrder(
-        client_order_id=order.client_order_id,
-        venue=venue,
-        account=account,
-        model_id=order.model_id,
-        instrument=order.instrument,
-        side=SIDE_PB[order.side],
-        order_type=common_pb2.ORDER_TYPE_MARKET,
-        time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-        quantity=fmt(order.quantity),
-        trace=trace,
-    )
+def order_command(
+    order: SizedOrder, venue: str, account: str, trace: common_pb2.TraceContext
+) -> engine_pb2.OrderCommand:
+    """The engine command for one of ops' orders: a ``NewOrder`` sent to ``venue`` and booked on ``account`` (always
+    MARKET IOC: a signal is a target, not a resting quote). Written into the command's own ``new_order`` field by
+    field: building a ``NewOrder`` and then the command around it copies the order once more (0.8 of 1.6 us)."""
+    command = engine_pb2.OrderCommand()
+    new = command.new_order
+    new.client_order_id = order.client_order_id
+    new.venue = venue
+    new.account = account
+    new.model_id = order.model_id
+    new.instrument = order.instrument
+    new.side = SIDE_PB[order.side]
+    new.order_type = common_pb2.ORDER_TYPE_MARKET
+    new.time_in_force = common_pb2.TIME_IN_FORCE_IOC
+    new.quantity = fmt(order.quantity)
+    new.trace.CopyFrom(trace)
+    return command
 
 
 def fill(order: TrackedOrder, report: engine_pb2.ExecutionReport) -> ops_pb2.Fill:
