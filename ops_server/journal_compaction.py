@@ -132,7 +132,7 @@ class JournalCompaction:
             document = {
                 "version": SNAPSHOT_VERSION,
                 "through_segment": through_segment,
-                "decisions": pack(decisions),
+                "decisions": pack_serialized(decisions),
                 "orders": {  # one packed list and three columns: a dict per order costs a second per 100,000
                     "records": pack_serialized(order.record_bytes() for order in orders),
                     "filled": [str(qty) for qty in filled],

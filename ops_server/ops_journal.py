@@ -103,13 +103,14 @@ class OpsJournal:
         """Delete the segments ``<= last`` (a snapshot in the state store covers them); returns how many."""
         return self._open().drop_through(last)
 
-    def append_decision(self, decision: ops_pb2.SignalDecision, order: bytes | None) -> None:
-        """Encode a decision (and its order, a serialised ``TrackedOrderRecord``) for the next commit.
+    def append_decision(self, decision: bytes, order: bytes | None) -> None:
+        """Encode a decision (a serialised ``SignalDecision``) and its order (a serialised ``TrackedOrderRecord``)
+        for the next commit.
 
         The ``DecisionRecord`` is put together from the two encodings, bytes for bytes what building it and
         serialising it would give, without copying either message into it.
         """
-        payload = _submessage(_DECISION_KEY, decision.SerializeToString())
+        payload = _submessage(_DECISION_KEY, decision)
         if order is not None:
             payload += _submessage(_ORDER_KEY, order)
         self._open().append_serialized(journal_pb2.DecisionRecord, payload)

@@ -90,9 +90,8 @@ class SignalPath:
     def is_duplicate(self, signal: ops_pb2.Signal, principal: Principal) -> bool:
         """True when ``signal`` repeats one already decided for a model of ``principal`` (it is answered
         ``DUPLICATE``, with no work beyond the lookup)."""
-        return (
-            signal.model_id in principal.models
-            and self.parts.tracker.previous_decision(signal.model_id, signal.signal_id) is not None
+        return signal.model_id in principal.models and self.parts.tracker.knows_decision(
+            signal.model_id, signal.signal_id
         )
 
     def set_burst_hint(self, more_coming: Callable[[], bool]) -> None:
@@ -124,8 +123,7 @@ class SignalPath:
         with parts.tracing.consume("ops.signal receive", signal.trace, attrs, destination=OPS_SIGNAL_STREAM) as span:
             previous = parts.tracker.previous_decision(signal.model_id, signal.signal_id)
             if previous is not None and signal.model_id in principal.models:
-                duplicate = ops_pb2.SignalDecision()
-                duplicate.CopyFrom(previous)
+                duplicate = previous  # a message of its own, read from the remembered bytes
                 duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
                 metrics.count_decision("DUPLICATE")
                 return duplicate

@@ -74,8 +74,8 @@ def test_journal_decision_record_when_put_together_from_encodings_equals_the_bui
     decision.error.message = "x" * reason_bytes  # lengths of one, two and three varint bytes
     order = TrackedOrder("o-1", "s-1", "m1", "strat", "BTC-USD", "SELL", Decimal(2), "LIVE", "sim", Decimal(100), 1)
     journal = OpsJournal(tmp_path / "journal.bin")
-    journal.append_decision(decision, order.record_bytes())
-    journal.append_decision(decision, None)
+    journal.append_decision(decision.SerializeToString(), order.record_bytes())
+    journal.append_decision(decision.SerializeToString(), None)
     journal.close()
 
     records = list(OpsJournal(tmp_path / "journal.bin").replay())
@@ -106,6 +106,23 @@ def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Pa
     assert again.orders["o-1"].filled == Decimal("0.5")
     assert again.open_quantity("m1", "BTC-USD") == Decimal("-1.5")
     again.close()
+
+
+def test_tracker_remembers_a_decision_as_recorded_and_hands_out_copies() -> None:
+    tracker = OrderTracker(dedup_window=2)
+    decision = ops_pb2.SignalDecision()
+    decision.CopyFrom(DECISION)
+    tracker.record(decision, None)
+    decision.status = ops_pb2.DECISION_STATUS_REJECTED  # after the record: neither remembered nor journaled
+    first = tracker.previous_decision("m1", "s-1")
+    assert first == DECISION and tracker.knows_decision("m1", "s-1")
+    assert first is not None
+    first.status = ops_pb2.DECISION_STATUS_DUPLICATE  # a caller's copy: the next reader still gets the decision
+    assert tracker.previous_decision("m1", "s-1") == DECISION
+    assert tracker.previous_decision("m1", "s-2") is None and not tracker.knows_decision("m1", "s-2")
+    for n in (2, 3):  # the window keeps the two newest
+        tracker.record(ops_pb2.SignalDecision(signal_id=f"s-{n}", model_id="m1"), None)
+    assert not tracker.knows_decision("m1", "s-1") and tracker.knows_decision("m1", "s-3")
 
 
 def test_tracker_when_a_jsonl_journal_is_found_migrates_it_once_and_replays_it(tmp_path: Path) -> None:
