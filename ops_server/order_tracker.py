@@ -190,9 +190,10 @@ class OrderTracker:
             self.archive.commit()
 
     def flush_archive(self) -> None:
-        """Commit the orders and fills queued for the archive (before a journal snapshot lets their records go)."""
+        """Write the orders and fills queued for the archive and wait for them (before a journal snapshot lets their
+        records go)."""
         if self.archive is not None:
-            self.archive.commit()
+            self.archive.flush()
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -236,7 +237,9 @@ class OrderTracker:
             if old is not None and old.status in TERMINAL:
                 del self.orders[old.client_order_id]
                 if self.archive is not None:
-                    self.archive.add_order(old.to_pb(), old.filled, old.status)
+                    self.archive.add_order(
+                        old.client_order_id, old.model_id, old.owner, old.record_bytes(), old.filled, old.status
+                    )
 
     def _adjust_open(self, order: TrackedOrder, delta: Decimal) -> None:
         key = (order.model_id, order.instrument)

@@ -7,10 +7,13 @@ Run: .venv/bin/python scripts/bench_stall.py [--orders N] [--repeat R]
   state store by ``JournalCompaction.checkpoint_off_loop`` while a ticker task on the same loop wakes every 1 ms.
 * engine: an ``OrderManager`` whose journal holds ``--orders`` filled market orders, compacted the way the engine
   server compacts (on the loop, or off it when the ledger offers ``compact_off_loop``) under the same ticker.
+* ops archive: batches of ``ARCHIVE_BATCH`` orders and fills that left memory written to the archive
+  (``history.db``), as the tracker writes one at steady state, under the same ticker.
 
 ``longest_gap_ms`` is the longest interval the ticker saw between two wake-ups (the loop stall), ``wall_ms`` the
-time from the start of the checkpoint to its end; both in milliseconds, the median of ``--repeat`` runs. The cyclic
-GC runs with the services' thresholds (``nautilus_mesh.serving.GC_THRESHOLDS``).
+time from the start of the checkpoint to its end; both in milliseconds, the median of ``--repeat`` runs (for the
+archive, the median of its batches, and its worst gap). The cyclic GC runs with the services' thresholds
+(``nautilus_mesh.serving.GC_THRESHOLDS``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from nautilus_mesh.store import SqliteStore  # noqa: E402
 from ops_server.engine_link import ReportCursor  # noqa: E402
 from ops_server.journal_compaction import JournalCompaction  # noqa: E402
 from ops_server.measurement import Measurement  # noqa: E402
-from ops_server.order_tracker import OrderTracker, TrackedOrder  # noqa: E402
+from ops_server.order_archive import OrderArchive  # noqa: E402
+from ops_server.order_tracker import ARCHIVE_BATCH, OrderTracker, TrackedOrder  # noqa: E402
 from tests.venues import instrument, order_request  # noqa: E402
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -114,6 +118,37 @@ def ops_state(tmp: Path, orders: int) -> tuple[JournalCompaction, OrderTracker]:
     return compaction, tracker
 
 
+ARCHIVE_BATCHES = 200
+"""Batches of ``ARCHIVE_BATCH`` rows the archive measurement writes (count): ~15 MB of rows, so SQLite's WAL is
+checkpointed into the file (and fsynced) a few times, as it is at steady state."""
+
+
+async def archive_batches(tmp: Path) -> list[tuple[float, float]]:
+    """(longest gap, wall) of each batch of orders and fills written to the archive of orders that left memory, as
+    the tracker writes one once ``ARCHIVE_BATCH`` are queued (steady state: every new order pushes one out)."""
+    archive = OrderArchive(tmp / "history.db", retention=1_000_000)
+    record = TrackedOrder(
+        "c", "s", "momentum_v1", "momentum", "BTC-USD", "BUY", Decimal("0.01"), "LIVE", "sim", Decimal("50000.5"),
+        time.time_ns(), TRACEPARENT, "momentum_v1",
+    ).record_bytes()  # fmt: skip
+    runs = []
+    for batch in range(ARCHIVE_BATCHES):
+        for n in range(ARCHIVE_BATCH // 2):
+            at = batch * ARCHIVE_BATCH + n
+            archive.add_order(f"momentum_v1-sig-{at:08d}", "momentum_v1", "", record, Decimal("0.01"), 2)
+            archive.add_fill(ops_pb2.Fill(exec_id=f"sim-{at}", model_id="momentum_v1", seq=at, quantity="0.01"))
+
+        async def write() -> None:
+            archive.commit()
+            flush = getattr(archive, "flush", None)  # written by a thread of its own: wait for it too
+            if flush is not None:
+                await asyncio.to_thread(flush)
+
+        runs.append(await timed(write))
+    archive.close()
+    return runs
+
+
 def engine_state(tmp: Path, orders: int) -> OrderManager:
     venue = SimVenue(SimVenueConfig(instruments=(instrument(),), seed=1))
     manager = OrderManager({"sim": venue}, journal_path=tmp / "engine" / "journal.bin", journal_fsync="never")
@@ -148,10 +183,14 @@ async def main() -> None:
 
         engine = [await timed(compact) for _ in range(args.repeat)]
         manager.close()
+        archive = await archive_batches(tmp)
     for label, runs in (("ops checkpoint", ops), ("engine compaction", engine)):
         gap = statistics.median(r[0] for r in runs)
         wall = statistics.median(r[1] for r in runs)
         print(f"{label:18s} {args.orders:,} orders: longest_gap_ms {gap:7.1f}  wall_ms {wall:7.1f}")
+    gap, wall = statistics.median(r[0] for r in archive), statistics.median(r[1] for r in archive)
+    worst = max(r[0] for r in archive)
+    print(f"ops archive batch  {ARCHIVE_BATCH} rows: longest_gap_ms {gap:7.1f}  wall_ms {wall:7.1f}  worst {worst:.1f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,12 +23,18 @@ def record(coid: str, model: str = "m1") -> journal_pb2.TrackedOrderRecord:
     return journal_pb2.TrackedOrderRecord(client_order_id=coid, model_id=model, side="BUY", quantity="1")
 
 
+def archive_order(archive: OrderArchive, coid: str, model: str = "m1") -> None:
+    """Queue a filled order of ``model`` that left memory."""
+    encoded = record(coid, model).SerializeToString()
+    archive.add_order(coid, model, "", encoded, Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
+
+
 def test_merged_page_when_paged_then_memory_first_then_archive_without_repeats(tmp_path: Path) -> None:
     archive = OrderArchive(tmp_path / "history.db", retention=100)
     for i in range(8):  # o0..o7 left memory, oldest first; o7 is back in memory (a replay put it there)
-        archive.add_order(record(f"o{i}"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
-    archive.add_order(record("x0", model="other"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
-    archive.add_order(record("o0"), Decimal(1), engine_pb2.ORDER_STATUS_FILLED)  # archived twice: kept once
+        archive_order(archive, f"o{i}")
+    archive_order(archive, "x0", model="other")
+    archive_order(archive, "o0")  # archived twice: kept once
     memory = ["o10", "o9", "o8", "o7"]
 
     def fetch(before: int, limit: int) -> list[tuple[int, str]]:
@@ -58,6 +65,35 @@ def test_archive_when_past_retention_then_oldest_rows_deleted(tmp_path: Path, mo
         archive.commit()
     kept = [fill.exec_id for _, fill in archive.fills("", None, 10**9, 100)]
     assert kept[:4] == ["e11", "e10", "e9", "e8"] and len(kept) <= 4 + 5
+    archive.close()
+
+
+def test_archive_commit_hands_rows_to_its_writer_without_waiting_for_sqlite(tmp_path: Path) -> None:
+    archive = OrderArchive(tmp_path / "history.db", retention=100)
+    blocker = sqlite3.connect(tmp_path / "history.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the file: the archive's transaction must wait
+    archive_order(archive, "o1")
+    assert archive.commit() == 1  # returned while SQLite could not write
+    assert archive.pending == 0
+    assert blocker.execute("SELECT COUNT(*) FROM archived_orders").fetchone()[0] == 0
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    archive.flush()  # waits for the writer
+    assert [r.client_order_id for _, r, _, _ in archive.orders("", None, 10**9, 10)] == ["o1"]
+    assert archive.archived_orders == 1
+    archive.close()
+
+
+def test_archive_batch_that_fails_is_counted_raised_by_flush_and_the_next_is_written(tmp_path: Path) -> None:
+    archive = OrderArchive(tmp_path / "history.db", retention=100)
+    archive.add_order("bad", "m1", "", object(), Decimal(1), 0)  # type: ignore[arg-type]  # SQLite cannot bind it
+    archive.commit()
+    with pytest.raises(sqlite3.Error):
+        archive.flush()
+    assert archive.failed_batches == 1
+    archive_order(archive, "o1")
+    archive.flush()
+    assert [r.client_order_id for _, r, _, _ in archive.orders("", None, 10**9, 10)] == ["o1"]
     archive.close()
 
 
