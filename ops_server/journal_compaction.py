@@ -139,7 +139,7 @@ class JournalCompaction:
                     "status": status,
                     "acknowledged": acknowledged,
                 },
-                "fills": pack(fills),
+                "fills": pack_serialized(fill.encoded for fill in fills),
                 "books": books,
                 "cursor": cursor,
             }

@@ -89,6 +89,7 @@ class OrderArchive:
         self._lock = threading.Lock()  # the connection, one user at a time: the writer thread or a query
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ops-archive")
         self._writes: deque[Future[int]] = deque()  # batches handed to the writer, oldest first
+        self._failure: BaseException | None = None  # the first batch that failed since the last flush
         self.archived_orders = 0
         """Orders archived by this process (count)."""
         self.archived_fills = 0
@@ -104,9 +105,9 @@ class OrderArchive:
         ``model_id``'s own)."""
         self._orders.append((client_order_id, model_id, owner or model_id, record, str(filled), status))
 
-    def add_fill(self, fill: ops_pb2.Fill) -> None:
-        """Queue a fill that left memory for the next :meth:`commit`."""
-        self._fills.append((fill.exec_id, fill.model_id, fill.SerializeToString()))
+    def add_fill(self, exec_id: str, model_id: str, fill: bytes) -> None:
+        """Queue a fill that left memory (``fill``: the serialised ``Fill``) for the next :meth:`commit`."""
+        self._fills.append((exec_id, model_id, fill))
 
     @property
     def pending(self) -> int:
@@ -133,20 +134,24 @@ class OrderArchive:
                 in the journal, since a snapshot, which would let those records go, is taken only after a flush.
         """
         self.commit()
-        failure: BaseException | None = None
         while self._writes:
-            error = self._writes.popleft().exception()
-            if error is not None and failure is None:
-                failure = error
+            self._settle(self._writes.popleft())
+        failure, self._failure = self._failure, None
         if failure is not None:
             raise failure
 
     def _reap(self) -> None:
-        """Forget the batches already written; log the ones that failed."""
+        """Forget the batches already written (noting the ones that failed)."""
         while self._writes and self._writes[0].done():
-            error = self._writes.popleft().exception()
-            if error is not None:
-                log.error("[ARCHIVE] a batch of orders and fills could not be written to %s: %r", self.path, error)
+            self._settle(self._writes.popleft())
+
+    def _settle(self, write: Future[int]) -> None:
+        """Wait for one batch; a failure is logged and kept for the next :meth:`flush` (the first one since)."""
+        error = write.exception()
+        if error is not None:
+            log.error("[ARCHIVE] a batch of orders and fills could not be written to %s: %r", self.path, error)
+            if self._failure is None:
+                self._failure = error
 
     def _write(self, orders: list[tuple[str, str, str, bytes, str, int]], fills: list[tuple[str, str, bytes]]) -> int:
         """One transaction of archived rows (on the writer thread)."""

@@ -25,7 +25,7 @@ from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.model_registry import ModelRoute
 from ops_server.order_archive import merged_page
-from ops_server.order_tracker import TrackedOrder
+from ops_server.order_tracker import RememberedFill, TrackedOrder
 from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
 from ops_server.risk import TradingState
@@ -219,28 +219,30 @@ class OpsQueries:
         """Newest first, then the fills that left memory, most recently archived first."""
         scope.require_model(model_id)
         tracker = self.parts.tracker
-        fills = [
+        fills: list[RememberedFill | ops_pb2.Fill] = [
             f
             for f in reversed(tracker.fills.values())
             if (not model_id or f.model_id == model_id) and scope.sees_model(f.model_id)
         ]
         archive = tracker.archive
 
-        def fetch(before: int, limit: int) -> list[tuple[int, ops_pb2.Fill]]:
+        def fetch(before: int, limit: int) -> list[tuple[int, RememberedFill | ops_pb2.Fill]]:
             assert archive is not None
-            return archive.fills(model_id, scope.models, before, limit)
+            return list(archive.fills(model_id, scope.models, before, limit))
 
-        return merged_page(
+        page = merged_page(
             fills, page_size, page_token, None if archive is None else fetch, lambda f: f.exec_id in tracker.fills
         )
+        return Page([f.fill() if isinstance(f, RememberedFill) else f for f in page.items], page.next_page_token)
 
     # -- canaries, risk and events ---------------------------------------------------------
 
     def fills_after(self, seq: int, models: frozenset[str]) -> list[ops_pb2.Fill]:
         """Fills of ``models`` with a seq above ``seq``, oldest first (within the fill history ops keeps)."""
-        return sorted(
+        kept = sorted(
             (f for f in self.parts.tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
         )
+        return [f.fill() for f in kept]
 
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)
