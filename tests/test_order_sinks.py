@@ -6,6 +6,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from google.protobuf import text_format
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
@@ -15,33 +16,18 @@ from ops_server.router import LiveOrder, ShadowOrder, SizedOrder
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 ORDER = SizedOrder(
-    client_order_id="momentum_v1-s-42",
-    signal_id="s-42",
-    model_id="momentum_v1",
-    strategy_id="momentum",
-    instrument="BTC-USD",
-    side="SELL",
-    quantity=Decimal("0.01250"),
-    mark=Decimal("100.5"),
-    owner="momentum_v1",
+    "momentum_v1-s-42", "s-42", "momentum_v1", "momentum", "BTC-USD", "SELL", Decimal("0.01250"), Decimal("100.5")
 )
+"""A live order of momentum_v1 (owner unset: the model's own strategy gets its fills)."""
 
 
 def expected(venue: str, account: str) -> engine_pb2.OrderCommand:
-    """The command as the engine's contract spells it, built the plain way (a ``NewOrder``, then the command)."""
-    return engine_pb2.OrderCommand(
-        new_order=engine_pb2.NewOrder(
-            client_order_id="momentum_v1-s-42",
-            venue=venue,
-            account=account,
-            model_id="momentum_v1",
-            instrument="BTC-USD",
-            side=common_pb2.SIDE_SELL,
-            order_type=common_pb2.ORDER_TYPE_MARKET,
-            time_in_force=common_pb2.TIME_IN_FORCE_IOC,
-            quantity="0.0125",
-            trace=common_pb2.TraceContext(traceparent=TRACEPARENT),
-        )
+    """The command as the engine's contract spells it (protobuf text format, apart from how the code builds it)."""
+    return text_format.Parse(
+        f'new_order {{ client_order_id: "momentum_v1-s-42" venue: "{venue}" account: "{account}" '
+        'model_id: "momentum_v1" instrument: "BTC-USD" side: SIDE_SELL order_type: ORDER_TYPE_MARKET '
+        f'time_in_force: TIME_IN_FORCE_IOC quantity: "0.0125" trace {{ traceparent: "{TRACEPARENT}" }} }}',
+        engine_pb2.OrderCommand(),
     )
 
 
@@ -65,20 +51,8 @@ def test_a_command_does_not_share_the_trace_message_it_was_given() -> None:
 
 @pytest.mark.parametrize(("venue", "account"), [("sim", "main"), ("paper", PAPER_ACCOUNT)])
 def test_a_journaled_order_is_re_sent_as_the_command_first_sent(venue: str, account: str) -> None:
-    tracked = TrackedOrder(
-        client_order_id=ORDER.client_order_id,
-        signal_id=ORDER.signal_id,
-        model_id=ORDER.model_id,
-        strategy_id=ORDER.strategy_id,
-        instrument=ORDER.instrument,
-        side=ORDER.side,
-        quantity=ORDER.quantity,
-        mode="LIVE" if venue == "sim" else "SHADOW",
-        venue=venue,
-        reference_mid=ORDER.mark,
-        created_ns=1,
-        traceparent=TRACEPARENT,
-        owner=ORDER.owner,
-    )
+    mode = "LIVE" if venue == "sim" else "SHADOW"
+    fields = (ORDER.client_order_id, ORDER.signal_id, ORDER.model_id, ORDER.strategy_id, ORDER.instrument, ORDER.side)
+    tracked = TrackedOrder(*fields, ORDER.quantity, mode, venue, ORDER.mark, 1, TRACEPARENT)
     (command,) = resend_commands([tracked], LiveOrderSink("sim", "main"), PaperOrderSink("paper"))
     assert command == expected(venue, account)
