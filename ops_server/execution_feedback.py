@@ -119,8 +119,8 @@ class ExecutionFeedback:
             order.model_id, order.instrument, applied.signed_qty, applied.price, applied.fee, order.reference_mid
         )
         fill = wire.fill(order, report)
-        parts.tracker.remember_fill(fill)
         if not fan_out:
+            parts.tracker.remember_fill(fill)
             return
         parts.metrics.model(order.model_id).fills.inc()
         if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
@@ -128,11 +128,16 @@ class ExecutionFeedback:
             parts.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace
         if unsampled:
             fill.trace.traceparent = unsampled
-            self._fan_out(order.owner, fill)
+            self._deliver(order.owner, fill)
             return
         attrs = {"messaging.message.id": report.exec_id, "nautilus.model_id": order.model_id}
         with parts.tracing.produce("ops.fill send", fill.trace, attrs, destination=OPS_SIGNAL_STREAM):
-            self._fan_out(order.owner, fill)
+            self._deliver(order.owner, fill)
+
+    def _deliver(self, owner: str, fill: ops_pb2.Fill) -> None:
+        """Keep the fill for queries as it is sent (its trace context written) and send it to its strategy."""
+        self.parts.tracker.remember_fill(fill)
+        self._fan_out(owner, fill)
 
     def _fan_out(self, owner: str, fill: ops_pb2.Fill) -> None:
         for queue in self._streams.get(owner, ()):
