@@ -53,9 +53,9 @@ def _plain(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
 def _json(value: object) -> str:
     """``value`` as compact JSON, encoded by orjson (a tenth of the standard library's CPU for a span's eight
     attributes), else by :func:`nautilus_mesh.files.dumps` where orjson's text would differ in more than a float's
-    spelling: text outside ASCII (``\\uXXXX`` escapes, as the span file has always had them) and what orjson refuses
-    (an integer beyond 64 bits). A float may be spelled otherwise (``1e-07`` as ``1e-7``); a NaN or an infinity, which
-    JSON has no number for, is written ``null``."""
+    spelling: text outside ASCII (escaped as ``\\u00e9`` for é, as the span file has always had it) and what orjson
+    refuses (an integer beyond 64 bits). A float may be spelled otherwise (``1e-07`` as ``1e-7``); a NaN or an
+    infinity, which JSON has no number for, is written ``null``."""
     try:
         text = orjson.dumps(value, default=json_default).decode()
     except orjson.JSONEncodeError:
