@@ -127,6 +127,7 @@ class OpsCore:
         if (archive := tracker.archive) is not None:  # read at each scrape: nothing on the signal path
             self.metrics.archived.labels("order").set_function(lambda: archive.archived_orders)
             self.metrics.archived.labels("fill").set_function(lambda: archive.archived_fills)
+            self.metrics.archive_failed_batches.set_function(lambda: archive.failed_batches)
         exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)
         cursor = ReportCursor()
         self.link = link = link_factory(

@@ -69,6 +69,11 @@ class OpsMetrics:
             "Orders and fills that left memory written to the on-disk archive (history.db) by this process, by kind.",
             ["kind"],
         )
+        self.archive_failed_batches = gauge(
+            "order_archive_failed_batches",
+            "Batches of orders and fills the archive's writer could not write since this process started (their rows "
+            "come back with the journal's replay: no journal snapshot is taken until a flush succeeds).",
+        )
         self.risk_rejections = counter("risk_rejections_total", "Signals denied by a risk rail.", ["rail", "model"])
         self.allocated_capital = gauge(
             "allocated_capital_usd", "Capital quota per model (strategy allocation x routing weight).", ["model"]

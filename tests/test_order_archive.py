@@ -157,6 +157,7 @@ async def test_list_orders_and_fills_when_past_order_history_then_every_one_list
             fills = await all_pages(stub, fills=True)
             archived = mesh.ops.core.metrics.registry.get_sample_value("order_archive_rows_written", {"kind": "order"})
             assert archived is not None and archived >= ORDERS - 10 - 1  # the queries wrote what was queued
+            assert mesh.ops.core.metrics.registry.get_sample_value("order_archive_failed_batches") == 0
         engine_fills = [
             r.exec_id
             for r in mesh.engine.core.manager.list_executions(0, 5000)
