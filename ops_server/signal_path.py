@@ -121,12 +121,12 @@ class SignalPath:
             "nautilus.signal_id": signal.signal_id,
         }
         with parts.tracing.consume("ops.signal receive", signal.trace, attrs, destination=OPS_SIGNAL_STREAM) as span:
-            previous = parts.tracker.previous_decision(signal.model_id, signal.signal_id)
-            if previous is not None and signal.model_id in principal.models:
-                duplicate = previous  # a message of its own, read from the remembered bytes
-                duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
-                metrics.count_decision("DUPLICATE")
-                return duplicate
+            if signal.model_id in principal.models:  # a repeat is answered its decision (a new message), DUPLICATE
+                duplicate = parts.tracker.previous_decision(signal.model_id, signal.signal_id)
+                if duplicate is not None:
+                    duplicate.status = ops_pb2.DECISION_STATUS_DUPLICATE
+                    metrics.count_decision("DUPLICATE")
+                    return duplicate
             decision = ops_pb2.SignalDecision(signal_id=signal.signal_id, model_id=signal.model_id)
             twin_of: ModelRoute | None = None  # the stable model's route while its canary is in shadow
             try:
