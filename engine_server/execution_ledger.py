@@ -55,7 +55,6 @@ from engine_server.ledger_snapshot import (
     fingerprint,
     load_snapshot,
     snapshot_order,
-    snapshot_path,
     snapshot_reports,
 )
 from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order
@@ -69,6 +68,7 @@ from nautilus_mesh.journal_segments import (
     drop_segments_before,
     segments_bytes,
 )
+from nautilus_mesh.snapshots import snapshot_path
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@
    segments ``<= K`` rebuilds is taken by reference (the orders in memory, their reports and those of the retention
    window, the finished ids and the forgotten fingerprints; orders' records and reports never change);
 2. :meth:`PendingCompaction.write`, on any thread: the snapshot is built, encoded
-   (:func:`nautilus_mesh.snapshots.json_text`, in short GIL holds) and written to a temporary file beside
+   (:func:`nautilus_mesh.snapshots.json_text`, in short GIL holds, paced off the loop by a
+   :class:`nautilus_mesh.snapshots.Pacer` so the loop keeps most of the GIL) and written to a temporary file beside
    ``journal.snapshot.json``, fsynced;
 3. back on the loop, the ledger renames it over the snapshot (folder fsynced unless the policy is ``never``), moves
    its own marks (first segment, snapshot seq, oldest available seq) and deletes the segments ``<= K``.
@@ -34,7 +35,7 @@ from engine_server.ledger_snapshot import LedgerSnapshot, build_snapshot
 from engine_server.order_lifecycle import Order
 from nautilus_mesh.files import install_staged, stage_text
 from nautilus_mesh.journal_segments import SEGMENT_SHIFT, SegmentedJournalWriter, segments_bytes
-from nautilus_mesh.snapshots import json_text
+from nautilus_mesh.snapshots import Pacer, json_text
 
 log = logging.getLogger("engine_server.execution_ledger")
 
@@ -62,10 +63,13 @@ class PendingCompaction:
     size: int = 0
     """The snapshot file's size, bytes (once written)."""
 
-    def write(self) -> None:
-        """Build and encode the snapshot and write it to a temporary file beside :attr:`path`, fsynced (any thread)."""
-        snapshot = build_snapshot(self.closed, self.oldest, self.orders, self.reports, self.finished, self.forgotten)
-        text = json_text(snapshot.document())
+    def write(self, pace: Callable[[], None] | None = None) -> None:
+        """Build and encode the snapshot and write it to a temporary file beside :attr:`path`, fsynced (any thread;
+        ``pace``: a :class:`nautilus_mesh.snapshots.Pacer` made in that thread, called between steps)."""
+        snapshot = build_snapshot(
+            self.closed, self.oldest, self.orders, self.reports, self.finished, self.forgotten, pace
+        )
+        text = json_text(snapshot.document(pace))
         self.staged = stage_text(self.path, text)
         self.snapshot, self.size = snapshot, len(text)
 
@@ -128,11 +132,12 @@ class LedgerCompaction(ABC):
         return self._end_compaction(pending)
 
     async def compact_off_loop(self) -> int:
-        """:meth:`compact` with the snapshot built, encoded and written on a worker thread; the loop goes on
-        meanwhile (its commits go to the next segment) and installs the snapshot once it is written."""
+        """:meth:`compact` with the snapshot built, encoded and written on a worker thread, paced
+        (:class:`nautilus_mesh.snapshots.Pacer`: it holds the GIL at most ``SNAPSHOT_GIL_SHARE`` of the time); the
+        loop goes on meanwhile (its commits go to the next segment) and installs the snapshot once it is written."""
         pending = self._begin_compaction()
         try:
-            await asyncio.to_thread(pending.write)
+            await asyncio.to_thread(lambda: pending.write(Pacer()))
         except BaseException:
             pending.discard()
             raise

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,9 @@ from typing import Any
 from engine_server.execution_report import Report, order_record, report_from_pb, report_pb
 from engine_server.order_lifecycle import Order
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
-from nautilus_mesh.snapshots import pack, read_snapshot, unpack
+from nautilus_mesh.snapshots import paced, pack, read_snapshot, unpack
 
 SNAPSHOT_VERSION = 1
-
-
-def snapshot_path(journal_path: str | os.PathLike[str]) -> Path:
-    """The snapshot file of the journal configured at ``journal_path`` (``journal.snapshot.json``)."""
-    path = Path(journal_path)
-    return path.with_name(f"{path.stem}.snapshot.json")
 
 
 def fingerprint(client_order_id: str) -> int:
@@ -58,15 +51,15 @@ class LedgerSnapshot:
     finished: list[str]
     forgotten: list[int]
 
-    def document(self) -> dict[str, Any]:
-        """The JSON document of the snapshot."""
+    def document(self, pace: Callable[[], None] | None = None) -> dict[str, Any]:
+        """The JSON document of the snapshot (``pace``: :func:`nautilus_mesh.snapshots.pack`'s)."""
         return {
             "version": SNAPSHOT_VERSION,
             "through_segment": self.through_segment,
             "seq": self.seq,
             "oldest_seq": self.oldest_seq,
-            "orders": pack(self.orders),
-            "reports": pack(self.reports),
+            "orders": pack(self.orders, pace),
+            "reports": pack(self.reports, pace),
             "finished": self.finished,
             "forgotten": base64.b64encode(array("Q", self.forgotten).tobytes()).decode("ascii"),
         }
@@ -100,17 +93,18 @@ def build_snapshot(
     reports: Iterable[Report],
     finished: Iterable[str],
     forgotten: Iterable[int],
+    pace: Callable[[], None] | None = None,
 ) -> LedgerSnapshot:
     """The snapshot of a ledger: ``orders`` in memory, ``reports`` (theirs and the retention window, in any order,
-    a report may come twice), the finished ids in memory and the fingerprints of the ids that left it."""
-    orders = list(orders)
+    a report may come twice), the finished ids in memory and the fingerprints of the ids that left it. ``pace`` (a
+    :class:`nautilus_mesh.snapshots.Pacer`) is called between steps of the work."""
     by_seq = {report.seq: report for report in reports}
     return LedgerSnapshot(
         through_segment=through_segment,
         seq=max(by_seq, default=0),
         oldest_seq=oldest_seq,
-        orders=[order_record(o.venue, o.request, o.created_ns) for o in orders],
-        reports=[report_pb(by_seq[seq]) for seq in sorted(by_seq)],
+        orders=[order_record(o.venue, o.request, o.created_ns) for batch in paced(orders, pace) for o in batch],
+        reports=[report_pb(by_seq[seq]) for batch in paced(sorted(by_seq), pace) for seq in batch],
         finished=list(finished),
         forgotten=list(forgotten),
     )

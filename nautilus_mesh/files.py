@@ -127,15 +127,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, sync_dir: bool
     install_staged(stage_text(path, text), path, sync_dir=sync_dir)
 
 
-def stage_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` to a new temporary file beside ``path`` and fsync it; returns it (for :func:`install_staged`:
-    the slow half of :func:`atomic_write_text`, fit for a worker thread)."""
+def stage_text(path: str | os.PathLike[str], text: str | Iterable[str]) -> Path:
+    """Write ``text`` (or its pieces one after the other) to a new temporary file beside ``path`` and fsync it;
+    returns it (for :func:`install_staged`: the slow half of :func:`atomic_write_text`, fit for a worker thread)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+            fh.writelines([text] if isinstance(text, str) else text)
             fh.flush()
             os.fsync(fh.fileno())
     except BaseException:

@@ -160,27 +160,32 @@ class OpsHealth:
         return checks
 
     def store(self) -> Check:
-        now = self.clock.monotonic()
-        if self._store_check is None or now - self._store_probed_at >= self.store_probe_interval:
-            self._store_probed_at = now
-            started = time.perf_counter()
-            try:
-                self.state_store.get("allocator")
-            except Exception as exc:
-                if self._store_check is None or self._store_check.status is Health.HEALTHY:
-                    log.error(
-                        "[HEALTH] state store %s failed a read: %s", self.state_store.location, type(exc).__name__
-                    )
-                self._store_check = Check(
-                    "store", Health.UNHEALTHY, f"{self.state_store.location}: {type(exc).__name__}"
-                )
-            else:
-                took = (time.perf_counter() - started) * 1000
-                self._store_check = Check(
-                    "store", Health.HEALTHY, f"{self.state_store.location}: read in {took:.1f} ms"
-                )
+        """The state store's newest probe (a read; its age counts from the probe's start). The health loop probes
+        on a worker thread (:meth:`refresh`); this reads the store itself only before the first probe."""
+        if self._store_check is None:
+            self.probe_store()
         check = self._store_check
-        return Check(check.name, check.status, check.detail, now - self._store_probed_at)
+        assert check is not None
+        return Check(check.name, check.status, check.detail, self.clock.monotonic() - self._store_probed_at)
+
+    def store_probe_due(self) -> bool:
+        """True when no probe ran yet or the newest started ``store_probe_interval`` seconds ago or more."""
+        return self._store_check is None or self.clock.monotonic() - self._store_probed_at >= self.store_probe_interval
+
+    def probe_store(self) -> None:
+        """Read a document from the state store and keep the outcome as the ``store`` check (any thread: a read
+        waits while another thread writes, e.g. a journal checkpoint's snapshot, for a second or more)."""
+        self._store_probed_at = self.clock.monotonic()
+        started = time.perf_counter()
+        try:
+            self.state_store.get("allocator")
+        except Exception as exc:
+            if self._store_check is None or self._store_check.status is Health.HEALTHY:
+                log.error("[HEALTH] state store %s failed a read: %s", self.state_store.location, type(exc).__name__)
+            self._store_check = Check("store", Health.UNHEALTHY, f"{self.state_store.location}: {type(exc).__name__}")
+        else:
+            took = (time.perf_counter() - started) * 1000
+            self._store_check = Check("store", Health.HEALTHY, f"{self.state_store.location}: read in {took:.1f} ms")
 
     def _periodic(self, name: str, last: float | None, interval: float) -> Check:
         now = self.clock.time()
@@ -236,7 +241,10 @@ class OpsHealth:
     # -- publishing ------------------------------------------------------------------------
 
     async def refresh(self) -> list[Check]:
-        """Recompute the checks; update gRPC health of the dependency services and the metrics."""
+        """Recompute the checks (probing the state store on a worker thread when due, so a store busy with a long
+        write never holds the event loop); update gRPC health of the dependency services and the metrics."""
+        if self.store_probe_due():
+            await asyncio.to_thread(self.probe_store)
         checks = self.checks()
         by_name = {c.name: c for c in checks}
         marks = [c for c in checks if c.name.startswith("mark:")]

@@ -13,11 +13,11 @@ import pytest
 
 from engine_server import ledger_compaction
 from engine_server.execution_report import report_pb
-from engine_server.ledger_snapshot import snapshot_path
 from engine_server.order_manager import OrderManager
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import OutOfRangeError
 from nautilus_mesh.journal_segments import SegmentedJournalWriter, list_segments
+from nautilus_mesh.snapshots import snapshot_path
 from ops_server.server import OpsServer
 from tests.conftest import ENGINE_TOKEN, flat_instruments, ops_config, order_command, running_engine, wait_until
 from tests.test_order_manager import FakeClock, req, sim_venues

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -223,3 +224,35 @@ async def test_health_cli_when_mesh_is_up_prints_every_check_and_probes_exit_by_
     out = capsys.readouterr().out
     assert code == 1 and "ops: UNHEALTHY" in out, out
     assert await asyncio.to_thread(main, ["health", "--probe", "--ops", f"127.0.0.1:{free_port()}"]) == 2
+
+
+async def test_health_when_a_store_read_waits_probes_it_off_the_event_loop(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store busy with a long write (a read waits for it) holds neither the loop nor GetHealth."""
+    health = mesh.ops.health
+    store = health.state_store
+    started, release = threading.Event(), threading.Event()
+    read = store.get
+
+    def slow_get(key: str) -> object:
+        started.set()
+        release.wait(5)
+        return read(key)
+
+    monkeypatch.setattr(store, "get", slow_get)
+    monkeypatch.setattr(health, "store_probe_interval", 0.0)
+    refresh = asyncio.ensure_future(health.refresh())
+    try:
+        assert await asyncio.to_thread(started.wait, 5)
+        waited = time.perf_counter()
+        await asyncio.sleep(0.05)  # the loop keeps its turns while the probe waits on its thread
+        assert time.perf_counter() - waited < 1.0
+        _, checks = health.report()  # answers from the last probe, without reading the store
+        assert not refresh.done() and {c.name: c for c in checks}["store"].status.name == "HEALTHY"
+    finally:
+        release.set()
+    await refresh
+    store_check = {c.name: c for c in health.report()[1]}["store"]
+    took_ms = float(store_check.detail.split("read in ")[1].split()[0])
+    assert store_check.status.name == "HEALTHY" and took_ms >= 40  # the probe that waited is the one reported

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.api.ops.v1 import journal_pb2 as ops_journal_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.files import stage_text
 from nautilus_mesh.journal import FsyncPolicy
 from nautilus_mesh.journal_segments import (
     SEGMENT_SHIFT,
@@ -28,8 +28,9 @@ from nautilus_mesh.journal_segments import (
     list_segments,
     segment_path,
 )
-from nautilus_mesh.snapshots import pack, unpack
+from nautilus_mesh.snapshots import pack, read_snapshot, snapshot_path, unpack
 from nautilus_mesh.store import SqliteStore
+from ops_server import journal_compaction
 from ops_server.engine_link import ReportCursor
 from ops_server.journal_compaction import SNAPSHOT_KEY, JournalCompaction
 from ops_server.measurement import Measurement
@@ -268,7 +269,9 @@ def test_ops_when_restarted_after_compaction_replays_only_what_follows_the_snaps
     assert again.state() == before
     assert again.tracker.previous_decision("m1", "s-3") is not None  # duplicates still recognised
     assert again.measurement.position("m1", "BTC-USD") == D(45)  # one fill of 1 per signal: not doubled
-    assert again.store.get(SNAPSHOT_KEY)["through_segment"] == closed  # type: ignore[index]
+    saved = read_snapshot(snapshot_path(tmp_path / "journal.bin"))
+    assert saved is not None and saved["through_segment"] == closed
+    assert again.store.get(SNAPSHOT_KEY) is None  # a file beside the journal, not a document of the store
     again.close()
 
 
@@ -304,7 +307,7 @@ def test_ops_when_killed_between_roll_and_snapshot_replays_every_segment_and_los
     ops.close()
 
     again = OpsParts(tmp_path)
-    assert again.store.get(SNAPSHOT_KEY) is None
+    assert not snapshot_path(tmp_path / "journal.bin").exists()
     assert again.state() == before and again.measurement.position("m1", "BTC-USD") == D(20)
     again.close()
 
@@ -338,17 +341,17 @@ async def test_ops_when_checkpoint_writes_off_the_loop_keeps_trading_and_restart
     ops = OpsParts(tmp_path)
     trade(ops, 1, 40)
     write_started, write_may_finish = threading.Event(), threading.Event()
-    put = ops.store.put
 
-    def slow_put(key: str, value: Mapping[str, Any]) -> None:
+    def slow_stage(path: Path, parts: list[str]) -> Path:
         write_started.set()
         write_may_finish.wait(5)
-        put(key, value)
+        return stage_text(path, parts)
 
-    monkeypatch.setattr(ops.store, "put", slow_put)
+    monkeypatch.setattr(journal_compaction, "stage_text", slow_stage)
     checkpoint = asyncio.ensure_future(ops.compaction.maybe_checkpoint())
     assert await asyncio.to_thread(write_started.wait, 5), "the snapshot is written on a worker thread"
-    trade(ops, 41, 5)  # the loop keeps deciding while the store writes: these go to the next segment
+    trade(ops, 41, 5)  # the loop keeps deciding while the snapshot is written: these go to the next segment
+    ops.store.put("allocator", {"saved": "meanwhile"})  # the store is free: a state save does not wait for it
     assert not checkpoint.done()
     assert len(list_segments(tmp_path / "journal.bin")) == 2, "nothing deleted before the snapshot is written"
     write_may_finish.set()
@@ -363,11 +366,36 @@ async def test_ops_when_checkpoint_writes_off_the_loop_keeps_trading_and_restart
     again.close()
 
 
-def test_ops_when_its_snapshot_is_of_the_first_version_restores_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_ops_when_an_earlier_version_kept_its_snapshot_in_the_store_restores_it_and_moves_it_to_the_file(
+    tmp_path: Path, version: int
+) -> None:
     ops = OpsParts(tmp_path)
     trade(ops, 1, 12)
     closed = ops.compaction.checkpoint()
-    saved = dict(ops.store.get(SNAPSHOT_KEY) or {})
+    file = snapshot_path(tmp_path / "journal.bin")
+    saved = dict(read_snapshot(file) or {})
+    file.unlink()  # as an earlier version left it: the snapshot in the state store, no file
+    ops.store.put(SNAPSHOT_KEY, saved if version == 2 else first_version(saved))
+    before = ops.state()
+    ops.close()
+
+    again = OpsParts(tmp_path)
+    assert again.state() == before and closed >= 0
+    trade(again, 13, 30)
+    after = again.state()
+    moved = again.compaction.checkpoint()
+    assert read_snapshot(file)["through_segment"] == moved  # type: ignore[index]
+    assert again.store.get(SNAPSHOT_KEY) == {}  # emptied: a missing file is never answered by a stale snapshot
+    again.close()
+    third = OpsParts(tmp_path)
+    assert third.state() == after and third.measurement.position("m1", "BTC-USD") == D(42)
+    third.close()
+
+
+def first_version(saved: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 snapshot as version 1 wrote it: a document per order."""
+    saved = dict(saved)
     columns = saved["orders"]
     records = [pack([r]) for r in unpack(columns["records"], ops_journal_pb2.TrackedOrderRecord)]
     saved["orders"] = [  # version 1: a document per order
@@ -375,13 +403,7 @@ def test_ops_when_its_snapshot_is_of_the_first_version_restores_it(tmp_path: Pat
         for rec, f, s, a in zip(records, columns["filled"], columns["status"], columns["acknowledged"], strict=True)
     ]
     saved["version"] = 1
-    ops.store.put(SNAPSHOT_KEY, saved)
-    before = ops.state()
-    ops.close()
-
-    again = OpsParts(tmp_path)
-    assert again.state() == before and closed >= 0
-    again.close()
+    return saved
 
 
 def test_snapshot_encoding_when_packed_in_chunks_then_text_and_json_value_are_those_of_the_whole(
@@ -401,6 +423,36 @@ def test_snapshot_encoding_when_packed_in_chunks_then_text_and_json_value_are_th
     assert snapshots.pack_serialized(m.SerializeToString() for m in messages) == packed
     document = {"v": 2, "blob": packed, "nested": {"k": [1, 'é"\\'], "p": snapshots.pack([]), "n": None}}
     assert snapshots.json_text(document) == json.dumps(document, separators=(",", ":"))
+    assert "".join(snapshots.json_parts(document)) == snapshots.json_text(document)
+    monkeypatch.setattr(snapshots, "PACE_RECORDS", 8)  # a pause after every 8 records and every base64 chunk
+    pauses: list[int] = []
+    assert snapshots.pack(messages, lambda: pauses.append(1)) == packed
+    chunks = -(-len(whole) // (3 * 7))
+    assert len(pauses) == 2 * 7 + chunks  # 50 records: 7 batches serialised, 7 packed; then the chunks
+
+
+def test_pacer_when_called_after_work_sleeps_in_proportion_to_the_cpu_time_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nautilus_mesh import snapshots
+
+    clock = [10.0]
+    slept: list[float] = []
+    monkeypatch.setattr(snapshots.time, "thread_time", lambda: clock[0])
+    monkeypatch.setattr(snapshots.time, "sleep", slept.append)
+    pace = snapshots.Pacer(0.25)  # the thread may hold the GIL a quarter of the time: 3 s asleep per 1 s of work
+    clock[0] += 0.002
+    pace()
+    clock[0] += 0.004
+    pace()
+    pace()  # no work since: no pause
+    assert slept == pytest.approx([0.006, 0.012])
+    assert pace.slept_seconds == pytest.approx(0.018)
+    snapshots.Pacer(1.0)()  # a share of 1 never sleeps
+    assert len(slept) == 2
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="share"):
+            snapshots.Pacer(share)
 
 
 def test_ops_snapshot_when_windows_evicted_then_restore_keeps_their_order_and_the_encoded_records(
