@@ -1,4 +1,4 @@
-"""Soak: the mesh at a steady signal rate for a long time, and how the memory of ops and engine moves.
+"""Soak: the mesh at a steady signal rate for a long time, how the memory of ops and engine moves, and its latency.
 
 Runs the mesh as three processes (engine and ops as ``python -m ...`` on free ports, this script as the strategy),
 sends signals at ``--rate`` per second in frames every 100 ms (every signal id new, each signal moving its
@@ -6,6 +6,9 @@ target so each one trades), reads every answer, and samples the resident set siz
 ``--sample-seconds``. It prints, per service, the RSS after the warm-up (``--baseline-seconds``, default the first
 minute), at the end and the growth between them in percent (target: <= 5%), then the engine's journal on disk
 (its segments and snapshot, MB) at the same moments, and with ``--json PATH`` writes the figures and every sample.
+It also times each signal from its frame's write to its first fill at the strategy (milliseconds): p50, p99 and max
+over the run, and the p99 of its worst second, where a journal snapshot or a garbage collection that holds a service
+back shows (``--retention 0`` snapshots at the services' default sizes, tens of MB).
 
 Memory is bounded by retention windows, not by the run's length, so the windows must fill during the warm-up for
 the growth to say anything: by default the soak runs with small windows (``--retention 5000``: ops'
@@ -19,6 +22,7 @@ until they do).
 
     .venv/bin/python benchmarks/bench_soak.py                      # 10 minutes at 200 signals/s
     .venv/bin/python benchmarks/bench_soak.py --duration 180 --json var/bench/soak.json
+    .venv/bin/python benchmarks/bench_soak.py --rate 1000 --duration 150 --retention 0   # steady-state tail
 
 Not a test: timing and memory figures are printed, never asserted (tests/test_bench_smoke.py runs it briefly).
 """
@@ -43,7 +47,7 @@ sys.path.insert(0, str(SCRIPT.parents[1]))
 
 import bench_mesh  # noqa: E402
 import grpc  # noqa: E402
-from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, rss_mb, write_figures  # noqa: E402
+from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, percentile, rss_mb, write_figures  # noqa: E402
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 
@@ -139,6 +143,11 @@ class SteadyStrategy:
         self.rejections: Counter[str] = Counter()
         """Rejected signals by error code (a soak whose signals are rejected measures the rejections, not trading)."""
         self.fills = 0
+        self.started = time.perf_counter()
+        self.sent_at: dict[str, float] = {}
+        """perf_counter time each signal's frame was written, until its first fill (seconds)."""
+        self.first_fills: list[tuple[float, float]] = []
+        """(frame written, seconds since the run's start; its first fill's latency, milliseconds) per signal."""
         self._reader = asyncio.create_task(self._read(), name="soak-reader")
 
     async def _read(self) -> None:
@@ -151,14 +160,22 @@ class SteadyStrategy:
                 if decision.status == ops_pb2.DECISION_STATUS_REJECTED:
                     self.rejections[decision.error.code] += 1
             self.fills += len(response.fills)
+            now = time.perf_counter()
+            for fill in response.fills:
+                sent = self.sent_at.pop(fill.signal_id, None)
+                if sent is not None:
+                    self.first_fills.append((sent - self.started, (now - sent) * 1000))
 
     async def run(self, seconds: float) -> None:
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
             due = int(elapsed * self.rate) + 1
             while self.sent < due:
                 end = min(due, self.sent + MAX_FRAME_SIGNALS)
                 signals = [soak_signal(k) for k in range(self.sent, end)]
+                written = time.perf_counter()
+                for signal in signals:
+                    self.sent_at[signal.signal_id] = written
                 await self.call.write(ops_pb2.StreamSignalsRequest(signals=signals))
                 self.sent = end
             await asyncio.sleep(FRAME_SECONDS)
@@ -202,6 +219,24 @@ def growth(samples: list[dict[str, float]], baseline_seconds: float, name: str) 
     }
 
 
+def first_fill_latency(first_fills: list[tuple[float, float]]) -> dict[str, Any]:
+    """p50, p99 and max of the signals' first-fill latencies (ms), and the p99 of the worst second of the run."""
+    if not first_fills:
+        return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "worst_second": None}
+    latencies = [ms for _, ms in first_fills]
+    by_second: dict[int, list[float]] = {}
+    for at, ms in first_fills:
+        by_second.setdefault(int(at), []).append(ms)
+    worst = max(by_second, key=lambda second: percentile(by_second[second], 0.99))
+    return {
+        "count": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.50), 2),
+        "p99_ms": round(percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies), 2),
+        "worst_second": {"t_s": worst, "p99_ms": round(percentile(by_second[worst], 0.99), 2)},
+    }
+
+
 def copy_logs(run_folder: Path, to: Path) -> None:
     """Copy the services' logs of a run (``engine.log``, ``ops.log``) into ``to``."""
     to.mkdir(parents=True, exist_ok=True)
@@ -240,6 +275,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         "decisions": dict(strategy.decisions),
         "rejections": dict(strategy.rejections),
         "fills": strategy.fills,
+        "first_fill": first_fill_latency(strategy.first_fills),
         "services": services,
         "engine_journal": journal_row,
         "target_growth_percent": TARGET_GROWTH_PERCENT,
@@ -266,6 +302,14 @@ def report(figures: dict[str, Any]) -> None:
         print(
             f"{name:<8} {row['baseline_mb']:>15.1f} MB {row['end_mb']:>6.1f} MB {row['max_mb']:>6.1f} MB "
             f"{pct:>+8.2f}%{verdict}"
+        )
+    latency = figures["first_fill"]
+    if latency["count"]:
+        worst = latency["worst_second"]
+        print(
+            f"signal -> first fill over {latency['count']} signals: p50 {latency['p50_ms']:.1f} ms, "
+            f"p99 {latency['p99_ms']:.1f} ms, max {latency['max_ms']:.1f} ms; "
+            f"worst second (at {worst['t_s']} s): p99 {worst['p99_ms']:.1f} ms"
         )
     journal = figures["engine_journal"]
     if journal["baseline_mb"] is not None:

@@ -123,8 +123,9 @@ class OpsConfig(StrictModel):
     fsyncs every record."""
     journal_segment_bytes: int = pydantic.Field(64 * 1024 * 1024, ge=1024)
     """Size at which ops closes the journal segment being written, bytes (checked every
-    ``sample_interval_seconds``): a snapshot of what the closed segments rebuild goes to the state store and they are
-    deleted, so the journal on disk stays within about two segments and a restart replays only what follows."""
+    ``sample_interval_seconds``): a snapshot of what the closed segments rebuild goes to ``journal.snapshot.json``
+    beside the journal and they are deleted, so the journal on disk stays within about two segments and a restart
+    replays only what follows."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
     """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
     order_history: int = pydantic.Field(100_000, gt=0)

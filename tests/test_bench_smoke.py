@@ -102,6 +102,10 @@ def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_service
         assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
     assert figures["engine_journal"]["end_mb"] > 0 and all("engine_journal" in s for s in figures["samples"])
     assert "growth" in done.stdout and "ops" in done.stdout and "engine journal on disk" in done.stdout
+    latency = figures["first_fill"]
+    assert 0 < latency["count"] <= figures["signals_sent"] and "signal -> first fill" in done.stdout
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert latency["p50_ms"] <= latency["worst_second"]["p99_ms"] <= latency["max_ms"]
 
 
 @pytest.mark.timeout(150)
