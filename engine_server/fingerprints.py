@@ -74,6 +74,9 @@ class FingerprintWindow:
         yield from ring[at:]
         yield from ring[:at]
 
-    def oldest_first(self) -> list[int]:
-        """Every fingerprint kept, oldest first (what a snapshot saves)."""
-        return list(self)
+    def oldest_first(self) -> array[int]:
+        """Every fingerprint kept, oldest first (what a snapshot saves), unboxed: two slices of the ring copied, no
+        int object made, so neither the copy nor the cyclic GC's walk of a fresh list of 200,000 ints (~40 ms, a
+        cache miss per int) holds the event loop when a compaction takes it."""
+        ring, at = self._ring, self._next
+        return ring[at:] + ring[:at]

@@ -24,6 +24,7 @@ import asyncio
 import itertools
 import logging
 from abc import ABC, abstractmethod
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -57,7 +58,7 @@ class PendingCompaction:
     orders: list[Order]
     reports: list[Report]
     finished: list[str]
-    forgotten: list[int]
+    forgotten: array[int]
     snapshot: LedgerSnapshot | None = None
     staged: Path | None = field(default=None, repr=False)
     size: int = 0

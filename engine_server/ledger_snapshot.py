@@ -49,7 +49,8 @@ class LedgerSnapshot:
     orders: list[journal_pb2.OrderRecord]
     reports: list[engine_pb2.ExecutionReport]
     finished: list[str]
-    forgotten: list[int]
+    forgotten: array[int]
+    """The fingerprints, oldest first, unboxed (``array("Q")``)."""
 
     def document(self, pace: Callable[[], None] | None = None) -> dict[str, Any]:
         """The JSON document of the snapshot (``pace``: :func:`nautilus_mesh.snapshots.pack`'s)."""
@@ -61,7 +62,7 @@ class LedgerSnapshot:
             "orders": pack(self.orders, pace),
             "reports": pack(self.reports, pace),
             "finished": self.finished,
-            "forgotten": base64.b64encode(array("Q", self.forgotten).tobytes()).decode("ascii"),
+            "forgotten": base64.b64encode(self.forgotten.tobytes()).decode("ascii"),
         }
 
     @classmethod
@@ -82,7 +83,7 @@ class LedgerSnapshot:
             orders=list(unpack(doc["orders"], journal_pb2.OrderRecord)),
             reports=list(unpack(doc["reports"], engine_pb2.ExecutionReport)),
             finished=[str(coid) for coid in doc["finished"]],
-            forgotten=list(forgotten),
+            forgotten=forgotten,
         )
 
 
@@ -106,7 +107,7 @@ def build_snapshot(
         orders=[order_record(o.venue, o.request, o.created_ns) for batch in paced(orders, pace) for o in batch],
         reports=[report_pb(by_seq[seq]) for batch in paced(sorted(by_seq), pace) for seq in batch],
         finished=list(finished),
-        forgotten=list(forgotten),
+        forgotten=array("Q", forgotten),
     )
 
 

@@ -29,8 +29,8 @@ def test_window_when_filled_past_capacity_keeps_the_newest_in_order(capacity: in
         window.add(value)
         model_add(model, capacity, value)
         if n % 7 == 0:
-            assert window.oldest_first() == list(model)
-    assert window.oldest_first() == list(model) and len(window) == capacity
+            assert window.oldest_first().tolist() == list(model)
+    assert window.oldest_first().tolist() == list(model) and len(window) == capacity
     for value in model:
         assert value in window
     evicted = FingerprintWindow(capacity)
@@ -41,7 +41,7 @@ def test_window_when_filled_past_capacity_keeps_the_newest_in_order(capacity: in
 def test_window_when_capacity_zero_keeps_nothing() -> None:
     window = FingerprintWindow(0)
     window.add(fingerprint("o-1"))
-    assert len(window) == 0 and fingerprint("o-1") not in window and window.oldest_first() == []
+    assert len(window) == 0 and fingerprint("o-1") not in window and window.oldest_first().tolist() == []
 
 
 def test_window_when_asked_for_what_no_fingerprint_can_be_answers_false() -> None:
