@@ -1,0 +1,41 @@
+"""scripts/pause_watch: GC pauses and event-loop lags printed by a process that only has it on PYTHONPATH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PROGRAM = """
+import asyncio, gc, time, uvloop
+
+def blocker():
+    time.sleep(0.3)  # holds the loop
+
+async def main():
+    await asyncio.sleep(0.05)
+    blocker()
+    await asyncio.sleep(0.05)
+
+gc.collect()
+loop = uvloop.new_event_loop()
+loop.run_until_complete(main())
+loop.close()
+"""
+
+
+def test_pause_watch_when_on_pythonpath_reports_collections_and_a_blocked_loop_with_where_it_was() -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts" / "pause_watch"), PAUSE_WATCH_GC_MS="0")
+    done = subprocess.run(
+        [sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(line.startswith("GCPAUSE ") and " gen2 " in line and "thread=MainThread" in line for line in lines)
+    lags = [line for line in lines if line.startswith("LOOPLAG ")]
+    assert len(lags) == 1, lines  # one report per stall
+    lag_ms = int(lags[0].split("lag=")[1].split("ms")[0])
+    assert 60 <= lag_ms <= 1000 and ":blocker" in lags[0]
