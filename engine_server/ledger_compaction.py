@@ -6,7 +6,7 @@
    segments ``<= K`` rebuilds is taken by reference (the orders in memory, their reports and those of the retention
    window, the finished ids and the forgotten fingerprints; orders' records and reports never change);
 2. :meth:`PendingCompaction.write`, on any thread: the snapshot is built, encoded
-   (:func:`nautilus_mesh.snapshots.json_text`, in short GIL holds, paced off the loop by a
+   (:func:`nautilus_mesh.snapshots.json_parts`, in short GIL holds, paced off the loop by a
    :class:`nautilus_mesh.snapshots.Pacer` so the loop keeps most of the GIL) and written to a temporary file beside
    ``journal.snapshot.json``, fsynced;
 3. back on the loop, the ledger renames it over the snapshot (folder fsynced unless the policy is ``never``), moves
@@ -36,7 +36,7 @@ from engine_server.ledger_snapshot import LedgerSnapshot, build_snapshot
 from engine_server.order_lifecycle import Order
 from nautilus_mesh.files import install_staged, stage_text
 from nautilus_mesh.journal_segments import SEGMENT_SHIFT, SegmentedJournalWriter, segments_bytes
-from nautilus_mesh.snapshots import Pacer, json_text
+from nautilus_mesh.snapshots import Pacer, json_parts
 
 log = logging.getLogger("engine_server.execution_ledger")
 
@@ -70,9 +70,9 @@ class PendingCompaction:
         snapshot = build_snapshot(
             self.closed, self.oldest, self.orders, self.reports, self.finished, self.forgotten, pace
         )
-        text = json_text(snapshot.document(pace))
-        self.staged = stage_text(self.path, text)
-        self.snapshot, self.size = snapshot, len(text)
+        parts = json_parts(snapshot.document(pace))  # written one after the other: no joined copy of tens of MB
+        self.staged = stage_text(self.path, parts)
+        self.snapshot, self.size = snapshot, sum(map(len, parts))
 
     def install(self) -> LedgerSnapshot:
         """Rename the written snapshot over :attr:`path` (on the loop, after :meth:`write`); returns it."""
