@@ -38,16 +38,8 @@ log = logging.getLogger(__name__)
 Document = dict[str, Any]
 
 
-@dataclass(frozen=True)
-class EncodedDocument:
-    """A document already encoded: the text of a strict JSON object, stored as it is (a writer that builds a large
-    document piecewise off the event loop hands it over without a second, GIL-holding encoding pass)."""
-
-    text: str
-
-
-Value = Mapping[str, Any] | EncodedDocument
-"""What :meth:`StateStore.put` takes: a JSON object, or one already encoded."""
+Value = Mapping[str, Any]
+"""What :meth:`StateStore.put` takes: a JSON object."""
 
 
 class StateStore(Protocol):
@@ -109,8 +101,6 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def _encode(key: str, value: Value) -> str:
-    if isinstance(value, EncodedDocument):
-        return value.text
     if not isinstance(value, Mapping):
         raise TypeError(f"store document {key!r} must be a JSON object, got {type(value).__name__}")
     # Strict JSON (no NaN/Infinity), so the same text is valid in both databases.

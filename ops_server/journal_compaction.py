@@ -139,17 +139,12 @@ class JournalCompaction:
         )
         return through + 1
 
-    def snapshot(self, through_segment: int) -> str:
-        """What the journal up to now rebuilds, marked as covering the segments up to ``through_segment`` (the
-        snapshot file's JSON text)."""
-        return "".join(self._capture(through_segment)(None))
-
     def _capture(self, through_segment: int) -> Callable[[Callable[[], None] | None], list[str]]:
         """Take the snapshot's state now (cheap: references to immutable messages, and the orders' changing fields
         copied); the returned function encodes it, on any thread (an order's record fields never change, and each
         order keeps its encoded record: :meth:`TrackedOrder.record_bytes`).
 
-        The encoding holds the GIL only in short calls (:func:`nautilus_mesh.snapshots.json_text`) and, given a
+        The encoding holds the GIL only in short calls (:func:`nautilus_mesh.snapshots.json_parts`) and, given a
         :class:`~nautilus_mesh.snapshots.Pacer`, pauses between them, so the loop keeps most of the GIL meanwhile;
         the document's JSON value is the same either way."""
         tracker = self.tracker
