@@ -171,7 +171,7 @@ class JournalCompaction:
                     "status": status,
                     "acknowledged": acknowledged,
                 },
-                "fills": pack_serialized((fill.encoded for fill in fills), pace),
+                "fills": pack_serialized((encoded for _, _, _, encoded in fills), pace),
                 "books": books,
                 "cursor": cursor,
             }

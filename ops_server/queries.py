@@ -25,7 +25,7 @@ from ops_server import wire
 from ops_server.events import OpsEvent
 from ops_server.model_registry import ModelRoute
 from ops_server.order_archive import merged_page
-from ops_server.order_tracker import RememberedFill, TrackedOrder
+from ops_server.order_tracker import RememberedFill, TrackedOrder, fill_of
 from ops_server.parts import OpsParts
 from ops_server.periodic import PeriodicDecisions
 from ops_server.risk import TradingState
@@ -222,7 +222,7 @@ class OpsQueries:
         fills: list[RememberedFill | ops_pb2.Fill] = [
             f
             for f in reversed(tracker.fills.values())
-            if (not model_id or f.model_id == model_id) and scope.sees_model(f.model_id)
+            if (not model_id or f[1] == model_id) and scope.sees_model(f[1])  # f[1]: the fill's model
         ]
         archive = tracker.archive
 
@@ -231,18 +231,22 @@ class OpsQueries:
             return list(archive.fills(model_id, scope.models, before, limit))
 
         page = merged_page(
-            fills, page_size, page_token, None if archive is None else fetch, lambda f: f.exec_id in tracker.fills
+            fills,
+            page_size,
+            page_token,
+            None if archive is None else fetch,
+            lambda f: (f[0] if isinstance(f, tuple) else f.exec_id) in tracker.fills,  # f[0]: a kept fill's exec id
         )
-        return Page([f.fill() if isinstance(f, RememberedFill) else f for f in page.items], page.next_page_token)
+        return Page([fill_of(f) if isinstance(f, tuple) else f for f in page.items], page.next_page_token)
 
     # -- canaries, risk and events ---------------------------------------------------------
 
     def fills_after(self, seq: int, models: frozenset[str]) -> list[ops_pb2.Fill]:
         """Fills of ``models`` with a seq above ``seq``, oldest first (within the fill history ops keeps)."""
-        kept = sorted(
-            (f for f in self.parts.tracker.fills.values() if f.seq > seq and f.model_id in models), key=lambda f: f.seq
+        kept = sorted(  # (exec_id, model_id, seq, encoded)
+            (f for f in self.parts.tracker.fills.values() if f[2] > seq and f[1] in models), key=lambda f: f[2]
         )
-        return [f.fill() for f in kept]
+        return [fill_of(f) for f in kept]
 
     def canary_statuses(self, strategy_id: str = "", scope: Scope = EVERYTHING) -> list[ops_pb2.CanaryStatus]:
         scope.require_strategy(strategy_id)

@@ -205,7 +205,7 @@ async def test_two_workers_when_given_the_same_signals_hold_what_one_worker_hold
     await wait_until(lambda: len(positions_of(shards.workers)) == 4)
     sharded = positions_of(shards.workers)
     fills = [f for w in shards.workers for f in w.core.tracker.fills.values()]
-    exec_ids = [f.exec_id for f in fills]
+    exec_ids = [exec_id for exec_id, _, _, _ in fills]
     assert len(exec_ids) == len(set(exec_ids))  # no fill applied by two workers
 
     def reconciled(server: OpsServer) -> float:
