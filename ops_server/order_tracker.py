@@ -129,8 +129,8 @@ RememberedFill = tuple[str, str, int, bytes]
 """A fill ops keeps for ``ListFills`` and a stream's resume: ``(exec_id, model_id, seq, encoded)``, what they filter
 on and the ``Fill`` serialised (about 300 bytes of memory in all, where the message itself holds about 1.3 KB: its
 protobuf arena). A plain tuple, not a ``NamedTuple``: the cyclic GC stops tracking a tuple of atomic values, not a
-subclass's, and a full collection of ops' retained state (80,000 orders and fills) took 115 ms with the fills as
-``NamedTuple`` instances, 58 ms as tuples."""
+subclass's, and a full collection over ops' state at 80,000 orders and fills took 168 ms with the fills as
+``NamedTuple`` instances, 95 ms as tuples (``scripts/bench_stall.py``)."""
 
 
 def remembered_fill(fill: ops_pb2.Fill) -> RememberedFill:

@@ -9,6 +9,8 @@ Run: .venv/bin/python scripts/bench_stall.py [--orders N] [--repeat R]
   server compacts (on the loop, or off it when the ledger offers ``compact_off_loop``) under the same ticker.
 * ops archive: batches of ``ARCHIVE_BATCH`` orders and fills that left memory written to the archive
   (``history.db``), as the tracker writes one at steady state, under the same ticker.
+* ops full GC: one full collection of the cyclic GC over the ops state above (``gc.collect()``), the pause a service
+  takes when it walks every retained object, and how many objects the GC tracks.
 
 ``longest_gap_ms`` is the longest interval the ticker saw between two wake-ups (the loop stall), ``wall_ms`` the
 time from the start of the checkpoint to its end; both in milliseconds, the median of ``--repeat`` runs (for the
@@ -171,6 +173,12 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-stall-") as name:
         tmp = Path(name)
         compaction, tracker = ops_state(tmp, args.orders)
+        full_gc = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            gc.collect()
+            full_gc.append((time.perf_counter() - started) * 1e3)
+        tracked = len(gc.get_objects())
         ops = [await timed(compaction.checkpoint_off_loop) for _ in range(args.repeat)]
         tracker.close()
         manager = engine_state(tmp, args.orders)
@@ -189,6 +197,8 @@ async def main() -> None:
         gap = statistics.median(r[0] for r in runs)
         wall = statistics.median(r[1] for r in runs)
         print(f"{label:18s} {args.orders:,} orders: longest_gap_ms {gap:7.1f}  wall_ms {wall:7.1f}")
+    full_ms = statistics.median(full_gc)
+    print(f"ops full GC        {args.orders:,} orders: ms {full_ms:7.1f}  tracked objects {tracked:,}")
     gap, wall = statistics.median(r[0] for r in archive), statistics.median(r[1] for r in archive)
     worst = max(r[0] for r in archive)
     print(f"ops archive batch  {ARCHIVE_BATCH} rows: longest_gap_ms {gap:7.1f}  wall_ms {wall:7.1f}  worst {worst:.1f}")
