@@ -39,3 +39,20 @@ def test_pause_watch_when_on_pythonpath_reports_collections_and_a_blocked_loop_w
     assert len(lags) == 1, lines  # one report per stall
     lag_ms = int(lags[0].split("lag=")[1].split("ms")[0])
     assert 60 <= lag_ms <= 1000 and ":blocker" in lags[0]
+
+
+def test_pause_watch_gc_log_when_set_logs_every_collection_and_the_summary_totals_them(tmp_path: Path) -> None:
+    folder = tmp_path / "gc"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts" / "pause_watch"), PAUSE_WATCH_GC_LOG=str(folder))
+    program = "import gc\nfor _ in range(3):\n    gc.collect(0)\ngc.collect()\n"
+    done = subprocess.run(
+        [sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    summary = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "pause_watch" / "gc_summary.py"), str(folder)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    young = [line for line in summary if " gen0 " in line]
+    assert len(young) == 1 and int(young[0].split("collections ")[1].split()[0]) >= 3
+    assert any(" gen2 collections " in line for line in summary)

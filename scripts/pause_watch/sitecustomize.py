@@ -16,6 +16,15 @@ It writes two kinds of line to stderr (the services' log files):
   re-arms itself every 5 ms marks the loop's turns, and a watchdog thread looks every 20 ms; it sees a blocked loop
   (a lock, a read) where it waits, and a busy one between the GIL's switches. Loops made by ``uvloop.new_event_loop``
   only (the services' default, ``NAUTILUS_EVENT_LOOP``).
+
+With ``PAUSE_WATCH_GC_LOG=<folder>`` every collection, however short, is also appended to
+``<folder>/gc-<program>-<pid>.log`` as ``<generation> <ms> <objects collected>``, which ``gc_summary.py`` in this
+folder totals per process and generation (where the GC's time goes over a whole run, e.g. ``bench_mesh.py``'s,
+whose service logs are not kept):
+
+    PAUSE_WATCH_GC_LOG=var/gc PYTHONPATH=scripts/pause_watch .venv/bin/python benchmarks/bench_mesh.py \
+        --only mesh3 --signals 30000 --rates ""
+    .venv/bin/python scripts/pause_watch/gc_summary.py var/gc
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import traceback
 from typing import Any
 
 GC_MS = float(os.environ.get("PAUSE_WATCH_GC_MS", "5"))
+GC_LOG = os.environ.get("PAUSE_WATCH_GC_LOG", "")
+_gc_log: list[Any] = []
 LAG_MS = float(os.environ.get("PAUSE_WATCH_LAG_MS", "60"))
 _started: dict[int, float] = {}
 
@@ -39,11 +50,23 @@ def _gc_callback(phase: str, info: dict[str, Any]) -> None:
         _started[threading.get_ident()] = now
         return
     took_ms = (now - _started.pop(threading.get_ident(), now)) * 1000
+    if GC_LOG:
+        _log_collection(info, took_ms)
     if took_ms >= GC_MS:
         sys.stderr.write(
             f"GCPAUSE {time.time():.3f} gen{info['generation']} {took_ms:.1f}ms "
             f"thread={threading.current_thread().name} pid={os.getpid()}\n"
         )
+
+
+def _log_collection(info: dict[str, Any], took_ms: float) -> None:
+    if not _gc_log:
+        argv = sys.orig_argv  # sys.argv is not set yet when the first collections run at start-up
+        module = argv.index("-m") + 1 if "-m" in argv else 0
+        program = argv[module] if module else os.path.splitext(os.path.basename(argv[1] if len(argv) > 1 else "-"))[0]
+        os.makedirs(GC_LOG, exist_ok=True)
+        _gc_log.append(open(os.path.join(GC_LOG, f"gc-{program}-{os.getpid()}.log"), "a", buffering=1))  # noqa: SIM115
+    _gc_log[0].write(f"{info['generation']} {took_ms:.3f} {info.get('collected', 0)}\n")
 
 
 def _watch(loop: Any) -> None:
