@@ -19,7 +19,7 @@ ordinary CANCELED from ACCEPTED or PARTIALLY_FILLED.)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
 
@@ -120,8 +120,6 @@ class Order:
     reason_code: str = ""
     """Reason of the last reject or cancel."""
     reason_text: str = ""
-    history: list[OrderStatus] = field(default_factory=list)
-    """Statuses the order went through, oldest first (NEW excluded)."""
 
     @property
     def quantity(self) -> Decimal:
@@ -176,7 +174,6 @@ class Order:
         self.status = target
         if event.ts_ns > self.updated_ns:
             self.updated_ns = event.ts_ns
-        self.history.append(target)
         return target
 
     def _details(self, target: OrderStatus) -> dict[str, object]:

@@ -48,14 +48,13 @@ def new_order() -> Order:
 
 def test_apply_when_accepted_then_partial_then_fill_tracks_quantities_price_and_fees() -> None:
     order = new_order()
-    order.apply(ev(ExecType.ACCEPTED))
+    assert order.apply(ev(ExecType.ACCEPTED)) is OrderStatus.ACCEPTED
     partial = order.apply(ev(ExecType.PARTIAL_FILL, last="1", price="100", cum="1", fee="0.1", ts=5))
     assert partial is OrderStatus.PARTIALLY_FILLED and order.leaves_qty == D(2)
     assert order.apply(ev(ExecType.FILL, last="2", price="101", cum="3", fee="0.2", ts=9)) is OrderStatus.FILLED
     assert order.status is OrderStatus.FILLED and order.is_terminal
     assert (order.filled_qty, order.avg_price, order.fees) == (D(3), D("100.66666667"), D("0.3"))
     assert order.updated_ns == 9 and order.leaves_qty == 0 and order.venue_order_id == "v1"
-    assert order.history == [OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED]
 
 
 @pytest.mark.parametrize(
