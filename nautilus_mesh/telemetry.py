@@ -40,7 +40,12 @@ from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.message_spans import CurrentSpan, parent_decides, root_bound, root_sampled, start_span
 from nautilus_mesh.span_export import OTLP_NOTE_SUFFIX as OTLP_NOTE_SUFFIX
 from nautilus_mesh.span_export import SPAN_FILE_MAX_BYTES as SPAN_FILE_MAX_BYTES
-from nautilus_mesh.span_export import CountingBatchSpanProcessor, CountingExporter, note_exporter
+from nautilus_mesh.span_export import (
+    CountingBatchSpanProcessor,
+    CountingExporter,
+    InlineBatchSpanProcessor,
+    note_exporter,
+)
 from nautilus_mesh.span_export import ExportStats as ExportStats
 from nautilus_mesh.span_export import JsonlSpanExporter as JsonlSpanExporter
 from nautilus_mesh.span_export import SpansDroppedCollector as SpansDroppedCollector
@@ -166,8 +171,10 @@ class Tracing:
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = CountingExporter(exporter, self.export_stats)
-        self._processor: SpanProcessor = CountingBatchSpanProcessor(
-            counted, self.export_stats, schedule_delay_millis=500
+        self._processor: SpanProcessor = (
+            CountingBatchSpanProcessor(counted, self.export_stats, schedule_delay_millis=500)
+            if endpoint  # an export over the network may block: on the SDK's export thread
+            else InlineBatchSpanProcessor(counted)  # the span file: written in batches, no thread hand-off
         )
         provider.add_span_processor(self._processor)
         self.provider = provider
