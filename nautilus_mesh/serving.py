@@ -273,12 +273,15 @@ GC_THRESHOLDS = (20_000, 20, 20)
 """Cyclic GC thresholds of the service processes. The defaults (700, 10, 10) run a collection every few signals and
 a full one, which walks every retained order, decision and report, every ~70,000 allocations: measured at about
 55 us of ops' CPU per signal (9 us with these). The ledgers make few reference cycles, so collecting 30x less often
-costs little memory. Once serving, the collections run on a clock (:func:`collect_on_schedule`) and freeze what
-survives them; these thresholds still start one in a burst."""
+costs little memory; what exists once a service has started is frozen out of collections altogether. Once serving,
+the collections run on a clock (:func:`collect_on_schedule`); these thresholds still start one in a burst."""
 
 
 YOUNG_GC_SECONDS = 0.1
 """Seconds between the services' scheduled collections of the youngest generation (:func:`collect_on_schedule`)."""
+MIDDLE_GC_EVERY = 5
+"""Scheduled collections of the youngest generation per collection of the middle one (count): it then holds what
+survived the last half second, walked in a few ms, where the thresholds' 20 let two seconds' survivors pile up."""
 FULL_GC_SECONDS = 300.0
 """Seconds between the scheduled full collections (:func:`collect_on_schedule`). A full collection walks every
 retained order, decision and report (~150-220 ms at the default windows), so it is rare; the services make few
@@ -286,36 +289,30 @@ reference cycles, and what they do make waits at most this long to be freed."""
 
 
 def scheduled_collection(since_full_seconds: float) -> int:
-    """One scheduled collection, then what survived it frozen (``gc.freeze``); returns the generation collected.
-
-    A full collection, of everything frozen so far too (``gc.unfreeze`` first), once ``FULL_GC_SECONDS`` passed since
-    the last; else the youngest generation. Freezing the survivors means each object the services keep (an order, a
-    report, a decision: they keep tens of thousands) is walked by one young collection and then by none until the next
-    full one, where the middle generation's collections walked each of them once more (half a second of them at a
-    time: 15-75 ms on ops' or the engine's event loop, ~5% of the engine's CPU at 6,000 signals/s). The price: a
-    reference cycle still alive at its first collection and dropped later waits for the next full collection to be
-    freed (tens of objects a minute in the mesh under load, a few kB)."""
+    """One scheduled collection: a full one once ``FULL_GC_SECONDS`` passed since the last, else the middle
+    generation after ``MIDDLE_GC_EVERY`` collections of the youngest, else the youngest; returns the generation
+    collected."""
     if since_full_seconds >= FULL_GC_SECONDS:
-        gc.unfreeze()
         generation = 2
+    elif gc.get_count()[1] >= MIDDLE_GC_EVERY:
+        generation = 1
     else:
         generation = 0
     gc.collect(generation)
-    gc.freeze()
     return generation
 
 
 async def collect_on_schedule() -> None:
-    """Collect the cyclic GC's youngest generation every ``YOUNG_GC_SECONDS``, everything every ``FULL_GC_SECONDS``
-    (:func:`scheduled_collection`: what survives is frozen until the next full collection).
+    """Collect the cyclic GC's generations on a clock, the youngest every ``YOUNG_GC_SECONDS``.
 
     CPython starts a collection when its youngest generation's count passes the threshold, and counts allocations
     minus deallocations of any age. At a steady rate the services free old orders, reports and decisions as fast as
     they make new ones, so the count hovers under 20,000 while tens of thousands of new objects pile up in the
     youngest generation, and the collection that finally runs walks them all on the event loop: 30-55 ms in ops every
     ~9 s at 1,000 signals/s, ~150 ms in the engine when a compaction's lists arrive. Collected every 100 ms, the
-    youngest generation holds what 100 ms made; a burst that passes the threshold still starts a collection the usual
-    way (of objects made since the last freeze only)."""
+    youngest generation holds what 100 ms made. Since these collections keep its count under the threshold, the
+    older ones are collected here too (the middle one every ``MIDDLE_GC_EVERY`` young collections, a full one every
+    ``FULL_GC_SECONDS``); a burst that passes the threshold still starts a collection the usual way."""
     loop = asyncio.get_running_loop()
     last_full = loop.time()
     while True:
@@ -328,8 +325,8 @@ async def serve_until_signalled(service: Service, label: str) -> None:
     """Start ``service``, wait for SIGINT or SIGTERM, then stop it gracefully.
 
     Once started, everything alive (modules, config, replayed state) is moved out of the GC's generations
-    (``gc.freeze``); from then on the GC runs on a clock (:func:`collect_on_schedule`), and only its full collections
-    walk what is frozen.
+    (``gc.freeze``), so later full collections only walk what the service made since; from then on the GC runs
+    on a clock (:func:`collect_on_schedule`).
     """
     await service.start()
     gc.collect()
