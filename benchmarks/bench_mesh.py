@@ -18,9 +18,9 @@ Scenarios (``--only`` picks some; names in brackets):
   connected servers (no client hop); first fills are taken from a fill subscription inside ops.
 * [echo] the transport ceiling: a raw grpc.aio bidi echo on the OpsService descriptor (one
   SignalDecision per signal, no logic) driven by the same client code, same framing.
-* [tracing] what tracing costs: the three-process closed loop with tracing off, at ``--sampling`` and at 100%,
-  on fresh processes, alternated ``--tracing-rounds`` times (default 3); the median round of each, with its
-  throughput and CPU-per-signal cost against tracing off.
+* [tracing] what tracing costs: the three-process closed loop (``--tracing-signals``, default 10,000, a round) with
+  tracing off, at ``--sampling`` and at 100%, on fresh processes, alternated ``--tracing-rounds`` times (default 3);
+  the median round of each, with its throughput and CPU-per-signal cost against tracing off.
 * [http] the design the mesh replaces: FastAPI + HTTPX (uvicorn in a thread) answering the same
   echo as JSON, batched (one POST per frame) and one POST per signal.
 
@@ -592,18 +592,19 @@ TRACING_SETTINGS: tuple[tuple[str, float | None], ...] = (("off", None), ("defau
 
 
 async def run_tracing(args: argparse.Namespace) -> list[Result]:
-    """What tracing costs: the three-process closed loop (frames of ``--batch``) with tracing off, at ``--sampling``
-    and at 100%, each on fresh processes, the three settings alternated ``--tracing-rounds`` times (one machine's
-    drift spreads over all three). Rows: the median round of each setting; the note gives its cost against off, and
-    the cost of its best round against off's best (the rounds least slowed by whatever else the host runs: on a
-    shared host the steadier of the two figures)."""
+    """What tracing costs: the three-process closed loop (``--tracing-signals`` in frames of ``--batch``) with tracing
+    off, at ``--sampling`` and at 100%, each on fresh processes, the three settings alternated ``--tracing-rounds``
+    times (one machine's drift spreads over all three). Rows: the median round of each setting; the note gives its cost
+    against off, and the cost of its best round against off's best (the rounds least slowed by whatever else the host
+    runs: on a shared host the steadier of the two figures)."""
     by_setting: dict[str, list[Result]] = {name: [] for name, _ in TRACING_SETTINGS}
+    load = argparse.Namespace(**{**vars(args), "signals": args.tracing_signals})
     for round_no in range(args.tracing_rounds):
         for name, sampling in TRACING_SETTINGS:
             with tempfile.TemporaryDirectory(prefix="bench-tracing-") as tmp_name:
                 async with mesh_processes(Path(tmp_name), sampling) as (address, procs):
                     cpu_before = [cpu_seconds(p.pid) for p in procs]
-                    result = await run_load_client(address, f"tr-{round_no}-{name}", args, 0.0, args.batch)
+                    result = await run_load_client(address, f"tr-{round_no}-{name}", load, 0.0, args.batch)
                     result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
                     result.rss_mb = sum(rss_mb(p.pid) for p in procs)
             by_setting[name].append(result)
@@ -1154,6 +1155,13 @@ def main() -> None:
     parser.add_argument(
         "--tracing-rounds", type=int, default=3, help="tracing scenario: rounds of off / default / 100%% (default 3)"
     )
+    parser.add_argument(
+        "--tracing-signals",
+        type=int,
+        default=10_000,
+        help="tracing scenario: signals per round (default 10000: a round of --signals' 3,000 takes ~0.5 s, mostly "
+        "warm-up, and its cost figures move by more than the targets' margins)",
+    )
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"scenarios to run (default {','.join(SCENARIOS)})")
     parser.add_argument("--json", default="", metavar="PATH", help="write the figures as JSON")
     parser.add_argument("--plot", default="", metavar="PATH", help="draw latency vs rate (PNG, matplotlib)")
@@ -1178,8 +1186,10 @@ def main() -> None:
     JOURNAL_BYTES = int(args.journal_mib * (1 << 20)) or None
     args.rates = [float(r) for r in args.rates.split(",") if r.strip()]
     args.only = {s.strip() for s in args.only.split(",") if s.strip()}
-    if min(args.signals, args.batch, args.window, args.duration, args.tracing_rounds) <= 0:
-        parser.error("--signals, --batch, --window, --duration and --tracing-rounds must be positive")
+    if min(args.signals, args.batch, args.window, args.duration, args.tracing_rounds, args.tracing_signals) <= 0:
+        parser.error(
+            "--signals, --batch, --window, --duration, --tracing-rounds and --tracing-signals must be positive"
+        )
     if unknown := args.only - set(SCENARIOS):
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")

@@ -19,6 +19,7 @@ def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_pat
     cmd = [
         sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,echo,tracing", "--signals",
         "20", "--batch", "10", "--window", "2", "--rates", "100", "--duration", "0.2", "--tracing-rounds", "1",
+        "--tracing-signals", "20",
         "--json", str(out),
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=230, check=False)
