@@ -230,11 +230,10 @@ class InlineBatchSpanProcessor(SpanProcessor):
     thread.
 
     The SDK's batch processor hands every batch to its export thread, woken for each; in a service that thread and the
-    event loop then take turns on the GIL, and the turns cost more CPU than a span file's export itself (a line per
-    span, ~3 us, and one buffered write): with every signal sampled, the pipeline in process took ~100 us of CPU a
-    signal less with this processor (``docs/performance.md``). An exporter whose export may block (OTLP, over the
-    network) keeps the SDK's processor. Export failures are the exporter's to count (:class:`CountingExporter`);
-    nothing is queued, so nothing is dropped for a full queue.
+    event loop then take turns on the GIL, which costs CPU whenever the host is busy: with every signal sampled, ops
+    and the engine took 50-100 us less CPU a signal with this processor (``docs/performance.md``). An exporter whose
+    export may block (OTLP, over the network) keeps the SDK's processor. Export failures are the exporter's to count
+    (:class:`CountingExporter`); nothing is queued, so nothing is dropped for a full queue.
 
     Thread-safe: spans may end on any thread; batches are written one at a time.
     """
