@@ -256,10 +256,10 @@ class InlineBatchSpanProcessor(SpanProcessor):
         """Nothing to do when a span starts."""
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Collect a sampled span; write the batch once it has ``batch`` spans (an unsampled one is not exported, as
-        with the SDK's processor)."""
+        """Collect a sampled span; write the batch once it has ``batch`` spans (an unsampled one, or one ended after
+        :meth:`shutdown`, is not exported, as with the SDK's processor)."""
         context = span.context
-        if context is None or not context.trace_flags.sampled:
+        if context is None or not context.trace_flags.sampled or self._stopped.is_set():
             return
         with self._buffer_lock:
             self._spans.append(span)

@@ -61,6 +61,15 @@ def test_inline_processor_when_a_batch_fills_writes_it_on_the_thread_that_ended_
     assert exporter.batches[-1] == ["s6"] and exporter.shut  # what was left, then the exporter shut down
 
 
+def test_inline_processor_when_shut_down_exports_no_later_span() -> None:
+    exporter = Recorder()
+    processor = InlineBatchSpanProcessor(exporter, batch=1, flush_seconds=60)
+    tracer = provider(processor).get_tracer("t")
+    processor.shutdown()
+    tracer.start_span("late").end()
+    assert exporter.batches == [] and exporter.shut
+
+
 def test_inline_processor_when_few_spans_come_its_flusher_writes_them_within_the_period() -> None:
     exporter = Recorder()
     processor = InlineBatchSpanProcessor(exporter, batch=100, flush_seconds=0.05)
