@@ -87,8 +87,9 @@ class GroupSync:
                     log.critical("[JOURNAL] fsync failed; holding %d release(s) and all later ones", len(releases))
                     self._loop.call_soon_threadsafe(self._fail_waiters)
                     return
-                for release in releases:
-                    self._loop.call_soon_threadsafe(self._release, release)
+                # One wake-up of the loop per group, not per release: each call_soon_threadsafe writes to the loop's
+                # wake-up pipe, and a group holds every frame written while the previous fsync ran.
+                self._loop.call_soon_threadsafe(self._release_all, releases)
             if len(releases) < len(group):
                 return
 
@@ -97,9 +98,10 @@ class GroupSync:
             if not waiter.done():
                 waiter.set_exception(OSError(self.failure))
 
-    def _release(self, release: Callable[[], None]) -> None:
-        self.released += 1
-        try:
-            release()
-        except Exception:  # one failing release must not stop the others
-            log.exception("[JOURNAL] releasing work after an fsync failed")
+    def _release_all(self, releases: list[Callable[[], None]]) -> None:
+        for release in releases:
+            self.released += 1
+            try:
+                release()
+            except Exception:  # one failing release must not stop the others
+                log.exception("[JOURNAL] a release after an fsync raised; the others still run")

@@ -93,6 +93,28 @@ async def test_release_when_requested_runs_in_order_after_one_fsync_per_group() 
     assert group.fsyncs <= 3, "requests waiting together share one fsync"
 
 
+async def test_release_when_one_raises_runs_the_rest_of_its_group(caplog: pytest.LogCaptureFixture) -> None:
+    gate = threading.Event()
+    group = GroupSync(lambda: gate.wait(5), asyncio.get_running_loop())
+    released: list[int] = []
+
+    def failing() -> None:
+        raise RuntimeError("a release that fails")
+
+    try:
+        group.after_sync(lambda: released.append(0))
+        group.after_sync(failing)
+        group.after_sync(lambda: released.append(2))
+        gate.set()
+        await group.drain()
+    finally:
+        group.close()
+
+    assert released == [0, 2], "the releases after a failing one still ran, in order"
+    assert group.released == 4, "three releases and drain's own"
+    assert "a release after an fsync raised" in caplog.text
+
+
 async def order_behind(
     core: EngineCore, sync: Callable[[], None], coid: str
 ) -> asyncio.Queue[list[engine_pb2.ExecutionReport] | None]:
