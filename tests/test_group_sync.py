@@ -95,7 +95,11 @@ async def test_release_when_requested_runs_in_order_after_one_fsync_per_group() 
 
 async def test_release_when_one_raises_runs_the_rest_of_its_group(caplog: pytest.LogCaptureFixture) -> None:
     gate = threading.Event()
-    group = GroupSync(lambda: gate.wait(5), asyncio.get_running_loop())
+
+    def sync() -> None:
+        gate.wait(5)
+
+    group = GroupSync(sync, asyncio.get_running_loop())
     released: list[int] = []
 
     def failing() -> None:
