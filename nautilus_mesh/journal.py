@@ -288,7 +288,8 @@ class JournalWriter:
         _validate_schema(schema)
         self.path = Path(path)
         self.fsync: FsyncPolicy = fsync
-        self._tags = {cls: tag for tag, cls in schema.items()}
+        # Each type's tag and the CRC-32 of that tag byte, the checksum's start (the checksum covers tag + payload).
+        self._tags = {cls: (tag, zlib.crc32(bytes((tag,)))) for tag, cls in schema.items()}
         self._pending: list[bytes] = []
         self._unsynced = False  # written by commit(sync=False), not yet fsynced
         self._lock = threading.Lock()
@@ -331,8 +332,8 @@ class JournalWriter:
     def append_serialized(self, kind: type[Message], payload: bytes) -> int:
         """:meth:`append` of a record already serialised: ``payload`` is a ``kind`` message's bytes (a caller that
         builds them from parts it keeps encoded saves a parse and a serialisation)."""
-        tag = self._tags[kind]
-        record = _HEAD.pack(len(payload), zlib.crc32(payload, zlib.crc32(bytes((tag,)))), tag) + payload
+        tag, tag_crc = self._tags[kind]
+        record = _HEAD.pack(len(payload), zlib.crc32(payload, tag_crc), tag) + payload
         offset = self._end + self._pending_bytes
         if self.fsync == "always":
             with self._lock:
