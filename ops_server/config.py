@@ -127,7 +127,9 @@ class OpsConfig(StrictModel):
     beside the journal and they are deleted, so the journal on disk stays within about two segments and a restart
     replays only what follows."""
     dedup_window: int = pydantic.Field(200_000, gt=0)
-    """Signal ids remembered for duplicate detection (per process; older ids fall out)."""
+    """Strategies' signal ids remembered for duplicate detection (per process; older ids fall out). A paper twin's
+    decision, journaled with its order, takes no place in it: while a shadow canary runs, the window still holds this
+    many of the strategies' signals."""
     order_history: int = pydantic.Field(100_000, gt=0)
     """Orders and fills kept in memory for ``ListOrders``/``ListFills`` (count each); finished orders beyond it leave
     memory, oldest finished first (open orders always stay), for the on-disk archive (``order_archive``)."""

@@ -78,7 +78,8 @@ class StrategySpec(StrictModel):
     stable_model: str
     """The model that carries the strategy's capital when no canary runs; one of ``models``."""
     models: dict[str, ModelSpec] = pydantic.Field(min_length=1)
-    """Model id -> its routing."""
+    """Model id -> its routing. A model id may not end with ``@paper``: that suffix names paper books (a shadow model's
+    book, the stable model's paper twin)."""
     canary: CanaryBlock | None = None
     """Canary settings (``model_id`` plus the canary controller's config), when a canary runs."""
 
@@ -129,6 +130,10 @@ def _validate(data: RegistryFile, source: str) -> None:
                 f"{source}: strategy {sid!r}: stable_model {strategy.stable_model!r} is not one of its models"
             )
         for mid in strategy.models:
+            if is_paper_book(mid):
+                raise ConfigError(
+                    f"{source}: strategy {sid!r}: model id {mid!r} ends with {PAPER_SUFFIX!r}, which names paper books"
+                )
             if mid in seen:
                 raise ConfigError(f"{source}: model {mid!r} appears in strategies {seen[mid]!r} and {sid!r}")
             seen[mid] = sid

@@ -23,6 +23,7 @@ from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
 from nautilus_mesh.decimals import fmt
 from nautilus_mesh.fields import values_of
 from nautilus_mesh.journal import FsyncPolicy
+from ops_server.model_registry import is_paper_book
 from ops_server.ops_journal import OpsJournal
 from ops_server.order_archive import OrderArchive
 
@@ -243,6 +244,11 @@ class OrderTracker:
         self._remember(decision.model_id, decision.signal_id, decision.SerializeToString())
 
     def _remember(self, model_id: str, signal_id: str, encoded: bytes) -> None:
+        if is_paper_book(model_id):
+            # A paper twin's decision, journaled with its order but not remembered: no strategy can send a signal for
+            # a paper book, so nothing would ever look it up, and each would push a strategy's signal id out of the
+            # dedup_window while a shadow canary runs.
+            return
         self.decisions[(model_id, signal_id)] = encoded
         while len(self.decisions) > self.dedup_window:
             self.decisions.popitem(last=False)

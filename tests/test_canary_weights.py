@@ -155,3 +155,12 @@ def test_registry_set_weights_when_persisted_replaces_the_file_atomically(tmp_pa
     registry.set_weights("momentum", {"v1": 0.1, "v2": 0.9})
     assert ModelRegistry.load(path).route("v2").weight == 0.9
     assert [p.name for p in tmp_path.iterdir()] == ["registry.json"]  # no temp file left behind
+
+
+def test_registry_when_a_model_id_names_a_paper_book_is_refused() -> None:
+    models = {
+        "v1": {"instruments": ["BTC-USD"], "weight": 0.5},
+        "v1@paper": {"instruments": ["BTC-USD"], "weight": 0.5},
+    }
+    with pytest.raises(ConfigError, match="'v1@paper' ends with '@paper', which names paper books"):
+        ModelRegistry.from_dict({"strategies": {"momentum": {"stable_model": "v1", "models": models}}})

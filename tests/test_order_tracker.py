@@ -108,6 +108,28 @@ def test_tracker_when_replayed_rebuilds_orders_fills_and_duplicates(tmp_path: Pa
     again.close()
 
 
+def test_tracker_when_a_paper_twin_decides_journals_it_but_keeps_it_out_of_the_dedup_window(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.bin"
+    tracker = OrderTracker(journal, dedup_window=1)
+    twin_decision = ops_pb2.SignalDecision()
+    twin_decision.CopyFrom(DECISION)
+    twin_decision.model_id = "m1@paper"
+    twin = TrackedOrder(
+        "o-2", "s-1", "m1@paper", "strat", "BTC-USD", "SELL", Decimal(2), "SHADOW", "paper", Decimal(100), 1
+    )
+    tracker.record(DECISION, None)
+    tracker.record(twin_decision, twin)
+    assert tracker.knows_decision("m1", "s-1"), "the twin took no place in a window of one"
+    assert not tracker.knows_decision("m1@paper", "s-1")
+    tracker.close()
+
+    again = OrderTracker(journal, dedup_window=1)
+    assert again.replay(lambda r: None) == 2, "both decisions were journaled"
+    assert again.knows_decision("m1", "s-1") and not again.knows_decision("m1@paper", "s-1")
+    assert again.orders["o-2"].model_id == "m1@paper", "the twin's order is restored"
+    again.close()
+
+
 def test_tracker_remembers_a_decision_as_recorded_and_hands_out_copies() -> None:
     tracker = OrderTracker(dedup_window=2)
     decision = ops_pb2.SignalDecision()

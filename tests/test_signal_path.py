@@ -20,7 +20,7 @@ from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry
 from ops_server.order_tracker import OrderTracker
-from tests.conftest import MOMENTUM_META, Mesh, wait_until
+from tests.conftest import MOMENTUM_META, Mesh, running_mesh, wait_until
 
 
 def signal(signal_id: str, target: float, model: str = "momentum_v1", instrument: str = "BTC-USD") -> ops_pb2.Signal:
@@ -107,6 +107,25 @@ async def test_frame_when_the_live_order_is_refused_still_trades_the_paper_twin(
     assert decision.status == ops_pb2.DECISION_STATUS_REJECTED and decision.error.code == "MAX_ORDER_NOTIONAL"
     # The twin measures the stable model's intent on paper, whatever the rails said of its live order.
     assert batches == [[("momentum_v1@paper", "paper")]]
+
+
+async def test_dedup_window_when_a_shadow_canary_runs_holds_as_many_strategy_signals_as_it_says(
+    tmp_path: Path,
+) -> None:
+    async with running_mesh(tmp_path, ops={"dedup_window": 3}) as mesh:
+        core = mesh.ops.core
+        assert "momentum_v1" in core.parts.canaries.shadow_twins()  # each live order below has a paper twin
+        principal = core.auth.authenticate(MOMENTUM_META)
+        frame = [signal("dw-1", 0.1), signal("dw-2", -0.1), signal("dw-3", 0.1)]  # each one trades
+
+        decided = core.signals.handle_frame(frame, principal)
+        again = core.signals.handle_frame(frame, principal)
+
+        assert [d.status for d in decided] == [ops_pb2.DECISION_STATUS_ACCEPTED] * 3
+        # The twins' decisions are journaled with their orders but take no place in the window: all three ids of
+        # a window of three are still recognised.
+        assert [d.status for d in again] == [ops_pb2.DECISION_STATUS_DUPLICATE] * 3
+        assert [d.client_order_id for d in again] == [d.client_order_id for d in decided]
 
 
 async def test_frame_when_two_signals_target_one_model_sizes_the_second_against_the_first(mesh: Mesh) -> None:
