@@ -52,7 +52,8 @@ SECONDS_PER_YEAR = 365 * 24 * 3600
 
 
 def samples_per_bar(bar_seconds: float, sample_seconds: float) -> int:
-    """How many consecutive samples make one bar: ``round(bar_seconds / sample_seconds)``, at least 1.
+    """How many consecutive samples make one bar: ``round(bar_seconds / sample_seconds)``, at least 1 (halves to
+    even, as Python's ``round``: 2.5 gives 2, 3.5 gives 4).
 
     The effective bar is ``samples_per_bar * sample_seconds`` seconds; :func:`bars_per_year` takes that length.
 

@@ -396,6 +396,56 @@ def test_run_cycle_when_returns_not_finite_raises_validation_error() -> None:
     assert excinfo.value.code == "INVALID_RETURNS"
 
 
+@pytest.mark.parametrize(
+    ("where", "value"),
+    [("under min_observations", math.nan), ("in the partial bar left out", math.inf), ("overflowing", 1e308)],
+)
+def test_run_cycle_when_any_return_of_the_window_is_unusable_raises_validation_error(where: str, value: float) -> None:
+    allocator = CapitalAllocator(make_policy(bar_seconds=2), sample_seconds=1)
+    bad = {
+        "under min_observations": dict(RETURNS, carry=[0.01, value]),  # 2 < min_observations: never scored
+        "in the partial bar left out": dict(RETURNS, carry=[value, *RETURNS["carry"][:38]]),  # 39 returns: 1st left out
+        "overflowing": dict(RETURNS, carry=[value, value, *RETURNS["carry"][2:]]),  # finite, but its sums overflow
+    }[where]
+    with pytest.raises(ValidationError, match="carry") as excinfo:
+        allocator.run_cycle(bad, now=T0)
+    assert excinfo.value.code == "INVALID_RETURNS"
+
+
+def test_run_cycle_when_a_scored_strategy_has_under_two_bars_scores_it_flat() -> None:
+    # 30 one-second samples reach min_observations, but with 60 s bars they make no whole bar: a flat series,
+    # Sharpe 0, as statistics.md's rule for fewer than two values says (not a failed cycle).
+    allocator = CapitalAllocator(make_policy(bar_seconds=60, min_observations=30), sample_seconds=1)
+    decision = allocator.run_cycle({name: alternating(0.01, -0.005, 30) for name in NAMES}, now=T0)
+    assert decision.reason is AllocationReason.KEPT
+    assert decision.sharpe == {name: 0.0 for name in NAMES} and decision.scores == {name: 0.0 for name in NAMES}
+
+
+def test_run_cycle_when_deadband_equals_turnover_cap_applies_a_capped_move() -> None:
+    policy = make_policy(turnover_cap=0.05, deadband=0.05, min_observations=2, cooldown_seconds=0)
+    allocator = CapitalAllocator(policy, initial_weights={"momentum": 0.24, "meanrev": 0.44, "carry": 0.32})
+    returns = {
+        "momentum": [0.01, 0.03] * 10,
+        "meanrev": [0.0, 0.001] * 10,
+        "carry": [-0.01, 0.0] * 10,
+    }
+    decision = allocator.run_cycle(returns, now=T0)
+    assert decision.reason is AllocationReason.APPLIED, decision.message
+    assert decision.turnover == pytest.approx(0.05)
+    assert l1_distance(list(decision.new_weights.values()), list(decision.previous_weights.values())) == (
+        pytest.approx(0.05)
+    )
+
+
+def test_allocations_usd_when_weights_round_up_at_a_large_total_never_exceed_it() -> None:
+    weights = {"momentum": 0.2500000000006, "meanrev": 0.2500000000006, "carry": 0.4999999999988}
+    allocator = CapitalAllocator(make_policy(total_capital="1000000000000"), initial_weights=weights)
+    amounts = allocator.allocations_usd()
+    assert sum(amounts.values()) == Decimal("1000000000000")  # 1.00 over before: each weight rounded up
+    assert amounts["carry"] == Decimal("499999999998.00") and amounts["momentum"] == Decimal("250000000001.00")
+    assert all(allocator.allocation_usd(name) == amount for name, amount in amounts.items())
+
+
 def test_run_cycle_when_decision_made_logs_allocator_line(caplog: pytest.LogCaptureFixture) -> None:
     allocator = CapitalAllocator(make_policy(), last_applied_at=T0)
     with caplog.at_level(logging.INFO, logger="ops_server.allocation"):

@@ -14,12 +14,11 @@ gRPC. The standalone what-if CLI is ``python -m ops_server.allocation``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from enum import StrEnum
 from typing import Any
 
@@ -43,12 +42,25 @@ _CENTS = Decimal("0.01")
 _WEIGHT_QUANTUM = Decimal("1e-12")
 
 
-@functools.lru_cache(maxsize=1024)
 def _allocation_usd(total_capital: Decimal, weight: float) -> Decimal:
-    """``total_capital * weight`` rounded down to cents (asked on every signal; weights change once a cycle)."""
-    # Round the weight first so float noise (0.19999999999999998) does not cost a cent.
+    """``total_capital * weight`` rounded down to cents, the weight first rounded to 12 decimals so that float noise
+    (0.19999999999999998) does not cost a cent."""
     amount = total_capital * Decimal(repr(weight)).quantize(_WEIGHT_QUANTUM)
     return amount.quantize(_CENTS, rounding=ROUND_DOWN)
+
+
+def _allocations_usd(total_capital: Decimal, weights: Mapping[str, float]) -> dict[str, Decimal]:
+    """Every strategy's :func:`_allocation_usd`, never adding up to more than ``total_capital``: rounding a weight to
+    12 decimals may round it up, which above ~1e10 USD can outweigh the cents rounded down; what they exceed the total
+    by is taken from the largest allocations, a cent at a time."""
+    amounts = {name: _allocation_usd(total_capital, weight) for name, weight in weights.items()}
+    excess = sum(amounts.values(), Decimal(0)) - total_capital
+    while excess > 0:
+        largest = max(amounts, key=amounts.__getitem__)
+        cut = min(excess, amounts[largest]).quantize(_CENTS, rounding=ROUND_UP)
+        amounts[largest] -= cut
+        excess -= cut
+    return amounts
 
 
 _SNAPSHOT_VERSION = 1
@@ -157,7 +169,7 @@ class CapitalAllocator:
         self.sample_seconds = sample_seconds
         names = list(policy.strategies)
         start = initial_weights if initial_weights is not None else {n: 1.0 / len(names) for n in names}
-        self._weights = _conform(start, policy)
+        self._set_weights(_conform(start, policy))
         self._last_applied_at = _optional_time(last_applied_at)
         self._dsr: dict[str, float] = {}
 
@@ -179,8 +191,9 @@ class CapitalAllocator:
     def allocation_usd(self, strategy: str) -> Decimal:
         """Capital allocated to ``strategy``: ``total_capital * weight``, rounded down to cents.
 
-        The weight is first rounded to 12 decimals; rounding the amount down then means the
-        allocations never add up to more than the total capital.
+        The weight is first rounded to 12 decimals (float noise does not cost a cent); the allocations never add up to
+        more than the total capital (above ~1e10 USD, where a weight rounded up could outweigh the cents rounded
+        down, the excess is taken from the largest allocations).
 
         Raises:
             NotFoundError: If the strategy is not enabled in the policy (code ``UNKNOWN_STRATEGY``).
@@ -189,7 +202,7 @@ class CapitalAllocator:
             raise NotFoundError(
                 "UNKNOWN_STRATEGY", f"strategy {strategy!r} is not in the capital policy", {"strategy": strategy}
             )
-        return _allocation_usd(self._policy.total_capital, self._weights[strategy])
+        return self._amounts[strategy]
 
     def allocations_usd(self) -> dict[str, Decimal]:
         """:meth:`allocation_usd` for every strategy, in policy order."""
@@ -203,7 +216,7 @@ class CapitalAllocator:
         """
         before = dict(self._weights)
         self._policy = policy
-        self._weights = _conform(before, policy)
+        self._set_weights(_conform(before, policy))
         log.info(
             "[ALLOCATOR] policy updated: %d strategies, weights %s -> %s",
             len(policy.strategies),
@@ -233,7 +246,7 @@ class CapitalAllocator:
         last = state.get("last_applied_at")
         if last is not None and (isinstance(last, bool) or not isinstance(last, (int, float))):
             raise ConfigError(f"allocator state last_applied_at must be a number or null, got {last!r}")
-        self._weights = _conform(weights, self._policy)
+        self._set_weights(_conform(weights, self._policy))
         self._last_applied_at = _optional_time(last)
 
     def run_cycle(self, returns: Mapping[str, Sequence[float]], now: float, forced: bool = False) -> AllocationDecision:
@@ -251,7 +264,8 @@ class CapitalAllocator:
         Raises:
             PermissionDeniedError: ``forced`` while the policy disables manual allocation
                 (code ``MANUAL_ALLOCATION_DISABLED``).
-            ValidationError: A return series holds a NaN or infinity (code ``INVALID_RETURNS``).
+            ValidationError: A strategy's returns window (its last ``lookback``) holds a NaN or infinity, or returns so
+                large their sums overflow (code ``INVALID_RETURNS``).
         """
         if not math.isfinite(now):
             raise ValueError(f"cycle time must be finite, got {now!r}")
@@ -283,13 +297,15 @@ class CapitalAllocator:
         for name in names:
             window = list(returns.get(name, ()))[-policy.lookback :]
             observations[name] = len(window)
-            if len(window) < policy.min_observations:
-                fixed.append(name)
-                continue
             try:
+                if not all(map(math.isfinite, window)):
+                    raise ValueError("a return is NaN or infinite")
+                if len(window) < policy.min_observations:
+                    fixed.append(name)
+                    continue
                 window = aggregate_returns(window[len(window) % k :], k)  # the most recent whole bars
                 sr = sharpe_ratio(window)
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 raise ValidationError(
                     "INVALID_RETURNS", f"returns of strategy {name!r}: {exc}", {"strategy": name}
                 ) from exc
@@ -298,6 +314,8 @@ class CapitalAllocator:
             windows[name] = window
         # Several strategies scored at once are several trials: each Sharpe ratio is deflated by their number.
         for name, window in windows.items():
+            if len(window) < 2:  # a flat series (Sharpe 0); its moments, and so a deflated ratio, are undefined
+                continue
             m = describe_returns(window)
             self._dsr[name] = deflated_sharpe_ratio(m.sharpe, m.n, len(windows), m.skew, m.kurtosis)
 
@@ -328,6 +346,9 @@ class CapitalAllocator:
         turnover = l1_distance(capped, before)
         if wanted_turnover > policy.turnover_cap:
             notes.append(f"turnover capped {wanted_turnover:.2f}->{policy.turnover_cap:.2f}")
+            # A capped move is turnover_cap long by construction; measured back it may come out a hair short
+            # (0.049999...), which a deadband equal to the cap would refuse on every cycle.
+            turnover = policy.turnover_cap
         new = dict(zip(names, capped, strict=True))
 
         if turnover < policy.deadband:
@@ -337,13 +358,17 @@ class CapitalAllocator:
                 AllocationReason.DEADBAND, now, previous, previous, scores, sharpe, observations, forced, message
             )
 
-        self._weights = new
+        self._set_weights(new)
         self._last_applied_at = now
         reason = AllocationReason.FORCED if forced else AllocationReason.APPLIED
         message = "; ".join(n for n in notes if n)
         return self._decide(
             reason, now, previous, new, scores, sharpe, observations, forced, message, turnover=turnover
         )
+
+    def _set_weights(self, weights: dict[str, float]) -> None:
+        self._weights = weights
+        self._amounts = _allocations_usd(self._policy.total_capital, weights)  # read on every signal
 
     def _samples_per_bar(self) -> int:
         bar = self._policy.bar_seconds

@@ -81,7 +81,8 @@ class CapitalPolicy(pydantic.BaseModel):
     strategies: Mapping[str, StrategyBounds] = pydantic.Field(min_length=1)
     """The enabled strategies (in this order in decisions and reports) with their bounds."""
     cooldown_seconds: float = pydantic.Field(86_400.0, ge=0, allow_inf_nan=False)
-    """Minimum time between two applied (non-forced) allocations, seconds."""
+    """Minimum time after the last applied allocation, scheduled or forced, before a scheduled cycle may apply new
+    weights, seconds (a forced cycle skips it, and restarts it)."""
     lookback: int = pydantic.Field(500, ge=2)
     """Number of most recent returns scored per strategy (count)."""
     min_observations: int = pydantic.Field(30, ge=0)
