@@ -31,7 +31,7 @@ from engine_server.order_lifecycle import Order, cancel_reject
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues.base import ExecType, OrderRequest, VenueAdapter, VenueEvent, rejected_event
 from nautilus_mesh.clock import REAL_CLOCK
-from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
+from nautilus_mesh.errors import ValidationError, VenueRejectedError
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,15 @@ class OrderManager(ExecutionLedger):
 
         Raises:
             NotFoundError: ``ORDER_NOT_FOUND`` for an id the engine never saw.
-            VenueRejectedError: The cancel reject of a finished order (:func:`cancel_reject`).
+            OutOfRangeError: ``ORDER_PAST_RETENTION`` for a finished order whose records a snapshot let go.
+            VenueRejectedError: The cancel reject of a finished order (:func:`cancel_reject`), in memory or not.
         """
         coid = client_order_id
         if (order := self._orders.get(coid)) is None:
-            raise NotFoundError("ORDER_NOT_FOUND", f"no order {coid!r}", {"client_order_id": coid})
+            finished = self.get_order(coid)  # open orders never leave memory: one found this way is finished
+            if finished is not None:
+                raise cancel_reject(finished)
+            raise self.missing_order_error(coid)
         if order.is_terminal:
             raise cancel_reject(order)
         venue = self._venues.get(order.venue)

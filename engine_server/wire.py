@@ -53,9 +53,9 @@ def order_request(new: engine_pb2.NewOrder, session_id: str, trace: dict[str, st
     assert quantity is not None
     limit = parse_decimal(new.limit_price, "limit_price", positive=True, allow_empty=True, code="INVALID_PRICE")
     if new.order_type == common_pb2.ORDER_TYPE_LIMIT and limit is None:
-        raise ValidationError("MISSING_FIELD", "limit_price is required for LIMIT orders", field="limit_price")
+        raise ValidationError("INVALID_PRICE", "limit_price is required for LIMIT orders", field="limit_price")
     if new.order_type == common_pb2.ORDER_TYPE_MARKET and limit is not None:
-        raise ValidationError("INVALID_FIELD", "limit_price must be empty for MARKET orders", field="limit_price")
+        raise ValidationError("INVALID_PRICE", "limit_price must be empty for MARKET orders", field="limit_price")
     return OrderRequest(
         client_order_id=new.client_order_id,
         session_id=session_id,

@@ -164,6 +164,8 @@ def test_duplicate_when_order_left_memory_and_its_records_were_compacted_then_ne
     assert manager.submit("sim", req("d0", price=None)) == [] and manager.last_seq == seq
     assert manager.missing_order_error("d0").code == "ORDER_PAST_RETENTION"
     assert manager.missing_order_error("never-seen").code == "ORDER_NOT_FOUND"
+    with pytest.raises(OutOfRangeError, match="older than what the engine keeps"):
+        manager.cancel("d0")  # a cancel says what GetOrder says of it
     manager.close()
     restarted = ledger(path, clock, retention=2, execution_retention=3)  # the fingerprints come back from the snapshot
     seq = restarted.last_seq

@@ -320,6 +320,22 @@ def test_retention_when_orders_finish_then_memory_bounded_and_duplicates_answere
     restarted.close()
 
 
+def test_cancel_when_a_filled_order_left_memory_answers_too_late_to_cancel_as_in_memory(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    manager = OrderManager(sim_venues(), journal_path=tmp_path / "j.bin", clock=clock, retention=2)
+    for i in range(5):
+        manager.submit("sim", req(f"c{i}", price=None))
+    assert manager.orders_in_memory == 2  # c0 left memory; GetOrder rebuilds it from the journal
+    with pytest.raises(VenueRejectedError) as late:
+        manager.cancel("c0")
+    assert late.value.code == "TOO_LATE_TO_CANCEL" and late.value.details["status"] == "FILLED"
+    with pytest.raises(NotFoundError) as unknown:
+        manager.cancel("never-seen")
+    assert unknown.value.code == "ORDER_NOT_FOUND"
+    manager.close()
+
+
 def test_retention_when_no_journal_and_beyond_window_then_id_forgotten(clock: FakeClock) -> None:
     manager = OrderManager(sim_venues(), clock=clock, retention=1)
     manager.submit("sim", req("c0", price=None))

@@ -90,6 +90,8 @@ def command(coid: str, **fields: object) -> engine_pb2.OrderCommand:
             "INVALID_PRICE",
             "limit_price",
         ),
+        ({"order_type": common_pb2.ORDER_TYPE_LIMIT}, "INVALID_PRICE", "limit_price"),  # a LIMIT order needs one
+        ({"limit_price": "100"}, "INVALID_PRICE", "limit_price"),  # a MARKET order takes none
         ({"time_in_force": 99}, "INVALID_TIME_IN_FORCE", "time_in_force"),
         ({"side": 7}, "INVALID_SIDE", "side"),
         ({"model_id": "m" * 100_000}, "FIELD_TOO_LONG", "model_id"),

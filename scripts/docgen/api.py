@@ -291,8 +291,11 @@ EXAMPLES: dict[str, Example] = {
         None,
         [],
         "Ops's own session (the SDK does not wrap it). A bad command is answered in-band with a `REJECTED` report "
-        "(`INVALID_SIDE`, `INVALID_ORDER_TYPE`, `INVALID_TIME_IN_FORCE`, `INVALID_QUANTITY`, `INVALID_PRICE`, "
-        "`FIELD_TOO_LONG`, `CLIENT_ORDER_ID_REUSED`, a venue rail's code); the stream stays open.",
+        "(`MISSING_FIELD` for an empty `client_order_id` or `instrument`, `FIELD_TOO_LONG`, `INVALID_CHARACTERS`, "
+        "`INVALID_SIDE`, `INVALID_ORDER_TYPE`, `INVALID_TIME_IN_FORCE` (required for LIMIT orders; a MARKET order "
+        "without one is IOC), `INVALID_QUANTITY`, `INVALID_PRICE` (also a LIMIT order without `limit_price` and a "
+        "MARKET order with one), `CLIENT_ORDER_ID_REUSED`, a venue's or a venue rail's code); an empty `account` is "
+        "`default`. The stream stays open.",
     ),
     "nautilus.engine.v1.EngineService.ListExecutions": Example(
         {"since_seq": 0, "page_size": 100},
@@ -332,7 +335,13 @@ EXAMPLES: dict[str, Example] = {
             (
                 "FAILED_PRECONDITION",
                 "TOO_LATE_TO_CANCEL, ORDER_ALREADY_DONE",
-                "the order is filled, or already cancelled, rejected or expired",
+                "the order is filled, or already cancelled, rejected or expired (in memory or read back from the "
+                "journal)",
+            ),
+            (
+                "OUT_OF_RANGE",
+                "ORDER_PAST_RETENTION",
+                "a finished order whose records a journal snapshot let go (what `GetOrder` answers for it)",
             ),
         ],
         "Ops's call (the SDK does not wrap it): strategies change their target instead, and operators use the kill "

@@ -125,7 +125,8 @@ class EngineServiceServicer:
 
     def CancelOrder(self, request, context):
         """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
-        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one,
+        also after it left memory; OUT_OF_RANGE (ORDER_PAST_RETENTION) once a journal snapshot let its records go.
         On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -54,7 +54,8 @@ class EngineServiceStub:
     """
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]
     """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
-    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one,
+    also after it left memory; OUT_OF_RANGE (ORDER_PAST_RETENTION) once a journal snapshot let its records go.
     On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
     """
 
@@ -83,7 +84,8 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """
     CancelOrder: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelOrderRequest, _engine_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
-    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+    (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one,
+    also after it left memory; OUT_OF_RANGE (ORDER_PAST_RETENTION) once a journal snapshot let its records go.
     On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
     """
 
@@ -151,7 +153,8 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.CancelOrderResponse, _abc.Awaitable[_engine_pb2.CancelOrderResponse]]:
         """Cancels one order. NOT_FOUND (ORDER_NOT_FOUND) for an unknown id; FAILED_PRECONDITION with a cancel reject
-        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one.
+        (TOO_LATE_TO_CANCEL once filled, ORDER_ALREADY_DONE once cancelled, rejected or expired) for a finished one,
+        also after it left memory; OUT_OF_RANGE (ORDER_PAST_RETENTION) once a journal snapshot let its records go.
         On StreamOrders the same reject comes back in-band as a REJECTED report with seq 0 and that error.
         """
 
