@@ -205,7 +205,8 @@ def canary_status(
         pb.last_check.CopyFrom(
             ops_pb2.CanaryCheck(
                 outcome=check.outcome.value,
-                statistics={k: v for k, v in check.statistics().items() if math.isfinite(v)},
+                # Infinities too (the se of a flat series, MinTRL when SR <= SR*): left out, they would read as 0.
+                statistics={k: v for k, v in check.statistics().items() if not math.isnan(v)},
                 at_unix_nanos=unix_nanos(check.at),
             )
         )

@@ -4,6 +4,7 @@ that requires it holds the canary in SHADOW while the report is missing or faili
 from __future__ import annotations
 
 import json
+import math
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from rich.console import Console
 
 from clients.commands import _print_canaries
-from nautilus_mesh.errors import ValidationError
+from nautilus_mesh.errors import ConfigError, ValidationError
 from ops_server import wire
 from ops_server.canary.backtest_gate import BacktestStatus, judge_backtest
 from ops_server.canary.config import CanaryConfig
@@ -192,3 +193,76 @@ def test_canary_status_when_no_report_is_named_leaves_the_backtest_unset() -> No
     run = mgr.run("momentum")
     pb = wire.canary_status(run.controller.status(), run.controller.config.schedule, run.backtest)
     assert not pb.HasField("backtest")
+
+
+def test_canary_when_held_in_shadow_for_its_backtest_is_still_rolled_back_by_its_guards(tmp_path: Path) -> None:
+    mgr, events = manager(require_backtest=True, max_drawdown_ratio=0.1)  # no report: held in SHADOW
+    feed_good_returns(mgr)
+    mgr.evaluate(lambda model: GuardSnapshot(drawdown_ratio=0.9))
+    assert mgr.run("momentum").controller.state is CanaryState.ROLLED_BACK
+    assert [e.reason for e in events] == ["GUARD_DRAWDOWN"]
+
+
+def two_canaries(window_samples: int = 86_400) -> tuple[CanaryManager, list[CanaryEvent]]:
+    def strategy(name: str) -> dict[str, Any]:
+        models = {
+            f"{name}_v1": {"instruments": ["BTC-USD"], "weight": 1.0},
+            f"{name}_v2": {"instruments": ["BTC-USD"], "weight": 0.0, "mode": "SHADOW"},
+        }
+        block = {**canary_block(max_drawdown_ratio=0.1), "model_id": f"{name}_v2"}
+        return {"stable_model": f"{name}_v1", "models": models, "canary": block}
+
+    registry = ModelRegistry.from_dict({"strategies": {"first": strategy("first"), "second": strategy("second")}})
+    events: list[CanaryEvent] = []
+    mgr = CanaryManager(registry, events.append, lambda: NOW, sample_seconds=1.0, window_samples=window_samples)
+    return mgr, events
+
+
+def test_canary_when_one_fails_to_evaluate_the_others_guards_still_run(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    mgr, events = two_canaries()
+
+    def broken(*_: object, **__: object) -> list[CanaryEvent]:
+        raise RuntimeError("a canary that cannot be evaluated")
+
+    monkeypatch.setattr(mgr.run("first").controller, "evaluate", broken)
+    mgr.evaluate(lambda model: GuardSnapshot(drawdown_ratio=0.9))
+    assert mgr.run("second").controller.state is CanaryState.ROLLED_BACK
+    assert [(e.strategy, e.reason) for e in events] == [("second", "GUARD_DRAWDOWN")]
+    assert "evaluating the canary of strategy first failed" in caplog.text
+
+
+def test_canary_when_its_window_cannot_hold_a_check_refuses_to_start() -> None:
+    # 3 bars of 60 one-second samples: a window of 179 samples would judge two bars, or fail to compute.
+    registry = ModelRegistry.from_dict(
+        {
+            "strategies": {
+                "momentum": {
+                    "stable_model": "v1",
+                    "models": {
+                        "v1": {"instruments": ["BTC-USD"], "weight": 1.0},
+                        "v2": {"instruments": ["BTC-USD"], "weight": 0.0, "mode": "SHADOW"},
+                    },
+                    "canary": {**canary_block(), "bar_seconds": 60},
+                }
+            }
+        }
+    )
+    with pytest.raises(ConfigError, match="canary_window_samples 179 holds fewer samples than a check of strategy "):
+        CanaryManager(registry, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=179)
+    CanaryManager(registry, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=180)
+
+
+def test_canary_status_when_a_statistic_is_infinite_sends_infinity_not_a_missing_zero() -> None:
+    mgr, _ = manager(psr_benchmark_sharpe_annual=0.0)
+    run = mgr.run("momentum")
+    rng = random.Random(4)
+    for _ in range(10):  # a flat canary: se is infinite, and its Sharpe 0 is not above SR* 0, so MinTRL is too
+        run.canary_returns.append(0.001)
+        run.stable_returns.append(rng.gauss(0.001, 0.01))
+    mgr.evaluate(guards)
+    check = run.controller.status().last_check
+    assert check is not None and math.isinf(check.comparison.se) and math.isinf(check.min_trl)
+    pb = wire.canary_status(run.controller.status(), run.controller.config.schedule, run.backtest)
+    assert pb.last_check.statistics["se"] == math.inf and pb.last_check.statistics["min_trl"] == math.inf

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ops_server.canary import CanaryConfig
+from ops_server.canary.checks import CheckInputs, CheckOutcome, run_check
 from ops_server.canary.stats import (
     deflated_sharpe_ratio,
     describe_returns,
@@ -18,6 +21,8 @@ from ops_server.canary.stats import (
 )
 
 finite_returns = st.floats(min_value=-0.2, max_value=0.2, allow_nan=False, allow_infinity=False)
+# Returns to six decimals in [-0.2, 0.2]: a reference computed from raw products does not underflow on them.
+decimal_returns = st.integers(-200_000, 200_000).map(lambda i: i / 1e6)
 
 
 # ------------------------------------------------------------------------------------------ pinned numbers
@@ -108,9 +113,35 @@ def test_sharpe_difference_when_series_identical_returns_zero_se_and_zero_diff()
     result = sharpe_difference_test(series, list(series))
 
     assert result.diff == 0.0
-    assert result.se == pytest.approx(0.0, abs=1e-9)
+    assert result.se == 0.0  # exactly: 1 - rho is a sum of zeros, not 1 minus a product sum
     assert result.z == 0.0
-    assert result.rho == pytest.approx(1.0)
+    assert result.rho == 1.0
+
+
+@given(st.lists(finite_returns, min_size=3, max_size=60))
+def test_sharpe_difference_when_any_series_is_compared_with_itself_has_no_standard_error(series: list[float]) -> None:
+    result = sharpe_difference_test(series, list(series))
+    assert result.se in (0.0, math.inf)  # infinite only for a flat series
+    assert result.diff == 0.0 and result.z == 0.0
+
+
+@given(st.lists(st.tuples(decimal_returns, decimal_returns), min_size=3, max_size=60))
+def test_sharpe_difference_when_any_pair_is_given_matches_memmels_variance_as_published(
+    pairs: list[tuple[float, float]],
+) -> None:
+    canary, stable = [c for c, _ in pairs], [s for _, s in pairs]
+    result = sharpe_difference_test(canary, stable)
+    if math.isinf(result.se):
+        return  # a flat series
+    n, sr1, sr2 = len(pairs), result.sr_canary, result.sr_stable
+    mc, ms = math.fsum(canary) / n, math.fsum(stable) / n
+    cov = math.fsum((c - mc) * (s - ms) for c, s in pairs) / (n - 1)
+    sc = math.sqrt(math.fsum((c - mc) ** 2 for c in canary) / (n - 1))
+    ss = math.sqrt(math.fsum((s - ms) ** 2 for s in stable) / (n - 1))
+    rho = max(-1.0, min(1.0, cov / (sc * ss)))
+    variance = (2 - 2 * rho + 0.5 * (sr1 * sr1 + sr2 * sr2 - 2 * sr1 * sr2 * rho * rho)) / n  # statistics.md
+    assert result.rho == pytest.approx(rho, abs=1e-9)
+    assert result.se == pytest.approx(math.sqrt(max(variance, 0.0)), rel=1e-6, abs=1e-7)
 
 
 def test_describe_returns_when_constant_series_returns_flat_with_zero_sharpe() -> None:
@@ -175,7 +206,7 @@ def test_psr_when_any_input_returns_probability_monotone_in_n(sr: float, n: int)
         assert longer <= shorter
 
 
-@given(st.lists(st.tuples(finite_returns, finite_returns), min_size=3, max_size=60))
+@given(st.lists(st.tuples(decimal_returns, decimal_returns), min_size=3, max_size=60))
 def test_sharpe_difference_when_sides_swapped_returns_negated_diff_and_same_se(
     pairs: list[tuple[float, float]],
 ) -> None:
@@ -202,3 +233,12 @@ def test_deflated_sharpe_when_paper_example_returns_0_9004() -> None:
 
 def test_deflated_sharpe_when_one_trial_equals_the_psr() -> None:
     assert deflated_sharpe_ratio(0.1, 200, 1, -0.5, 4.0) == probabilistic_sharpe_ratio(0.1, 0.0, 200, -0.5, 4.0)
+
+
+def test_check_when_the_canary_trades_exactly_as_the_stable_model_at_zero_tolerance_passes() -> None:
+    series = [0.0012, -0.0031, 0.0007, 0.0025, -0.0004, 0.0019, -0.0011, 0.0003]
+    config = CanaryConfig.from_dict({"sharpe_tolerance_annual": 0.0, "bar_seconds": 1})
+    inputs = CheckInputs(datetime(2026, 1, 5, tzinfo=UTC), 5.0, series, list(series), 0, 0, 1, 1.0, 1, False)
+    result = run_check(config, inputs)
+    assert result.comparison.se == 0.0 and result.comparison.rho == 1.0
+    assert result.outcome is CheckOutcome.PASSED  # lower bound 0 >= -0: not worse, with certainty

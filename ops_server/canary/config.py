@@ -79,7 +79,8 @@ class CanaryConfig(pydantic.BaseModel):
     """Guard: the canary model's own breaches of capital rails since its current step began (count); more rolls
     back at once."""
     max_error_rate: float | None = pydantic.Field(0.05, ge=0, le=1)
-    """Guard: fraction of the canary's signals/orders that errored, in [0, 1]; more rolls back at once."""
+    """Guard: the canary's rejected decisions that were not risk denials, over its decisions since its current step
+    began, a fraction in [0, 1]; more rolls back at once."""
     backtest_report: str | None = None
     """The canary model's backtest report (the ``report.json`` of ``nautilus-mesh backtest``), absolute or relative
     to ops' working directory; ``nautilus-mesh canary status`` shows it beside the live statistics. None: none."""

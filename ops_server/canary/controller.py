@@ -183,6 +183,8 @@ class CanaryController:
         canary_returns: Sequence[float],
         stable_returns: Sequence[float],
         guards: GuardSnapshot,
+        *,
+        checks: bool = True,
     ) -> list[CanaryEvent]:
         """Apply the hard guards, then run a check if one is due, and move the canary accordingly.
 
@@ -191,6 +193,7 @@ class CanaryController:
             canary_returns: All canary per-period returns since ``started_at`` (paper returns while in shadow).
             stable_returns: The stable model's returns on the same timestamps; same length.
             guards: The canary's current guard measurements.
+            checks: False applies the guards only (a canary held in SHADOW until its backtest report passes).
 
         Returns:
             The events this call produced (empty when nothing was due or the canary is finished).
@@ -214,7 +217,7 @@ class CanaryController:
             message = "; ".join(text for _, text in tripped)
             return [self._move(now, CanaryState.ROLLED_BACK, -1, reason, message, guards.statistics())]
 
-        if self._state in (CanaryState.PAUSED, CanaryState.WAITING_CONFIRMATION):
+        if not checks or self._state in (CanaryState.PAUSED, CanaryState.WAITING_CONFIRMATION):
             return []
         if not self._check_due(now, total):
             return []

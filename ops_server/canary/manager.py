@@ -12,7 +12,10 @@
   audited as an event, logged by the controller and exported as ``canary_weight{strategy,model}``.
 - A canary block that requires a backtest (``require_backtest``) holds its canary in SHADOW while the backtest
   report is missing or fails its thresholds (:mod:`ops_server.canary.backtest_gate`): no check runs, and an
-  operator promotion out of SHADOW is refused with ``BACKTEST_REQUIRED``. The report is read again while held.
+  operator promotion out of SHADOW is refused with ``BACKTEST_REQUIRED``. The report is read again while held; the
+  hard guards still apply.
+- ``window_samples`` must hold the bars a check needs (the larger of ``min_observations`` and
+  ``shadow_min_observations``, in samples): a smaller window is refused at start (``ConfigError``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import datetime
 from typing import Any
 
 from nautilus_mesh.clock import REAL_CLOCK
-from nautilus_mesh.errors import ValidationError
+from nautilus_mesh.errors import ConfigError, ValidationError
 from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict, judge_backtest
 from ops_server.canary.controller import CanaryController
 from ops_server.canary.events import CanaryEvent, CanaryState
@@ -103,6 +106,16 @@ class CanaryManager:
         saved = saved or {}
         first = int(saved.get("first_index", 0))
         limit = self.window_samples
+        config = controller.config
+        bars = max(config.min_observations, config.shadow_min_observations)
+        needed = bars * controller.samples_per_bar
+        if limit < needed:  # a check would judge fewer bars than its minimum (or too few to compute at all)
+            raise ConfigError(
+                f"canary_window_samples {limit} holds fewer samples than a check of strategy "
+                f"{controller.strategy!r} needs: {bars} bars of {controller.samples_per_bar} samples "
+                f"(bar_seconds {config.bar_seconds:g} / sample_interval_seconds {self.sample_seconds:g}) = {needed}",
+                {"strategy": controller.strategy, "canary_window_samples": str(limit), "needed": str(needed)},
+            )
         run = CanaryRun(
             controller,
             ReturnWindow(saved.get("canary", ()), first, limit),
@@ -145,16 +158,21 @@ class CanaryManager:
                 run.stable_returns.append(returns[stable])
 
     def evaluate(self, guards: Callable[[str], GuardSnapshot]) -> list[CanaryEvent]:
-        """Run every due check and guard; apply and publish what changed."""
+        """Run every due check and guard; apply and publish what changed.
+
+        A canary held in SHADOW for its backtest gets its guards but no check. One canary's failure is logged and
+        leaves the others' checks and guards running."""
         events: list[CanaryEvent] = []
         now = self.clock()
-        for run in self.runs.values():
+        for strategy_id, run in self.runs.items():
             c = run.controller
-            if self._held_in_shadow(run, reread=True):
-                continue
-            new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model))
-            events.extend(self._after(c, new))
-            run.forget_unread()
+            try:
+                held = self._held_in_shadow(run, reread=True)
+                new = c.evaluate(now, run.canary_returns, run.stable_returns, guards(c.canary_model), checks=not held)
+                events.extend(self._after(c, new))
+                run.forget_unread()
+            except Exception:
+                log.exception("[CANARY] evaluating the canary of strategy %s failed; the others go on", strategy_id)
         return events
 
     def operate(self, strategy_id: str, action: str, reason: str, **kwargs: Any) -> list[CanaryEvent]:

@@ -185,14 +185,19 @@ def sharpe_difference_test(canary: Sequence[float], stable: Sequence[float]) -> 
     diff = mc.sharpe - ms.sharpe
     if mc.flat or ms.flat:
         return SharpeComparison(diff=diff, se=math.inf, z=0.0, rho=0.0, n=n, sr_canary=mc.sharpe, sr_stable=ms.sharpe)
-    # Correlate standardised deviations so tiny returns cannot underflow the covariance.
+    # Correlate standardised deviations so tiny returns cannot underflow the covariance. Pearson's rho of standardised
+    # series is 1 - sum((a - b)^2) / (2 (n - 1)); taken that way, 1 - rho is exactly 0 for identical series (as a
+    # product sum rounds to 0.9999999999999999, leaving a standard error of ~1e-9 where there is none) and keeps its
+    # digits when rho is near 1.
     dc = [(c - mc.mean) / mc.stdev for c in canary]
     ds = [(s - ms.mean) / ms.stdev for s in stable]
-    correlation = math.fsum(a * b for a, b in zip(dc, ds, strict=True)) / (n - 1)
-    # Rounding can push |rho| a hair past 1 for identical series; the formula needs a true correlation.
-    rho = min(1.0, max(-1.0, correlation))
+    apart = math.fsum((a - b) * (a - b) for a, b in zip(dc, ds, strict=True)) / (2.0 * (n - 1))
+    apart = min(2.0, apart)  # 1 - rho; rounding could push it a hair past 2 for opposite series
+    rho = 1.0 - apart
     sr1, sr2 = mc.sharpe, ms.sharpe
-    variance = (2.0 - 2.0 * rho + 0.5 * (sr1 * sr1 + sr2 * sr2 - 2.0 * sr1 * sr2 * rho * rho)) / n
+    # Memmel's variance (statistics.md), its terms rearranged to keep 1 - rho whole:
+    # 2 - 2 rho = 2 (1 - rho); SR_c^2 + SR_s^2 - 2 SR_c SR_s rho^2 = (SR_c - SR_s)^2 + 2 SR_c SR_s (1 - rho)(1 + rho).
+    variance = (2.0 * apart + 0.5 * (sr1 - sr2) ** 2 + sr1 * sr2 * apart * (1.0 + rho)) / n
     se = math.sqrt(max(variance, 0.0))
     # se == 0 only for identical series: no sampling error, so any difference is certain (and none is zero).
     z = diff / se if se > 0.0 else 0.0 if diff == 0.0 else math.copysign(math.inf, diff)

@@ -220,7 +220,14 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsAdminService.PromoteCanary": Example(
         {"strategy_id": "momentum", "reason": "shadow looks good"},
         'status = await admin.promote_canary("momentum", reason="shadow looks good")',
-        CANARY_ERRORS,
+        [
+            *CANARY_ERRORS,
+            (
+                "INVALID_ARGUMENT",
+                "BACKTEST_REQUIRED",
+                "the canary is held in SHADOW by `require_backtest`: its backtest report is missing or fails",
+            ),
+        ],
     ),
     "nautilus.ops.v1.OpsAdminService.RollbackCanary": canary_example("rollback", "slippage too high"),
     "nautilus.ops.v1.OpsAdminService.PauseCanary": canary_example("pause", "investigating fills"),
