@@ -20,6 +20,7 @@ Not thread-safe: call it from one thread (the engine's event loop).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -34,6 +35,10 @@ from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.errors import ValidationError, VenueRejectedError
 
 log = logging.getLogger(__name__)
+
+CANCEL_ON_DISCONNECT = "CANCEL_ON_DISCONNECT"
+"""Reason code of an open order cancelled because its session's stream dropped (the venue's ``cancel_on_disconnect``
+rail), where a client's own cancel says ``CANCELED_BY_CLIENT``."""
 
 _NO_DETAILS: Mapping[str, str] = {}
 __all__ = ["MAX_LIST_LIMIT", "OrderManager", "Report"]
@@ -145,6 +150,20 @@ class OrderManager(ExecutionLedger):
             return []
         return self._record(venue.cancel(client_order_id))
 
+    def _cancel_on_disconnect(self, order: Order) -> list[Report]:
+        """Cancel an open order of a session that dropped: its CANCELED event says why (``CANCEL_ON_DISCONNECT``),
+        the engine's decision, not the client's."""
+        venue = self._venues.get(order.venue)
+        if venue is None:
+            return []
+        events = [
+            dataclasses.replace(e, reason_code=CANCEL_ON_DISCONNECT, reason_text="cancelled: its session disconnected")
+            if e.exec_type is ExecType.CANCELED
+            else e
+            for e in venue.cancel(order.client_order_id)
+        ]
+        return self._record(events)
+
     def cancel_all(
         self, session_id: str | None = None, model_id: str | None = None, venue: str | None = None
     ) -> list[Report]:
@@ -166,7 +185,7 @@ class OrderManager(ExecutionLedger):
             for order in self.open_orders(session_id=session_id):
                 rails = self._rails.get(order.venue)
                 if rails is not None and rails.cancel_on_disconnect:
-                    reports.extend(self.cancel(order.client_order_id))
+                    reports.extend(self._cancel_on_disconnect(order))
         for rails in self._rails.values():
             rails.forget_session(session_id)
         log.info("[ORDER-MANAGER] session %s closed: %d cancel reports", session_id, len(reports))

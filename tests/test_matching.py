@@ -358,3 +358,27 @@ def test_determinism_when_same_seed_and_orders_then_identical_events() -> None:
 
 def test_determinism_when_seed_differs_then_price_path_differs() -> None:
     assert run_script(1) != run_script(2)
+
+
+@pytest.mark.parametrize(
+    ("qty", "price", "code"),
+    [
+        ("100000000000000000", "100.000000000001", None),  # 1e29 lots of 1e-12: a multiple, rests
+        ("100000000000000000.0000000000005", "100", "INVALID_LOT"),
+        ("1", "100.0000000000000000001", "INVALID_TICK"),
+    ],
+)
+def test_validate_when_quantity_or_price_has_more_steps_than_28_digits_judges_it_exactly(
+    qty: str, price: str, code: str | None
+) -> None:
+    fine = Instrument(symbol="FINE-USD", tick_size=D("1e-12"), lot_size=D("1e-12"), initial_price=D("100"))
+    events = OrderBook(fine).submit(order("o", Side.BUY, qty, price), 1)
+    assert [e.exec_type for e in events] == [ExecType.REJECTED if code else ExecType.ACCEPTED]
+    assert events[0].reason_code == (code or "")
+
+
+def test_instrument_when_its_lot_is_tiny_against_its_minimum_is_still_checked() -> None:
+    assert Instrument(symbol="X", tick_size=D("0.01"), lot_size=D("1E-30"), min_qty=D("1"), initial_price=D("100"))
+    off_the_lot = D("1.0000000000000000000000000000015")  # 1e30 lots and a half
+    with pytest.raises(ValueError, match="min_qty must be a multiple of lot_size"):
+        Instrument(symbol="X", tick_size=D("0.01"), lot_size=D("1E-30"), min_qty=off_the_lot, initial_price=D(1))

@@ -146,9 +146,13 @@ def test_session_closed_when_rails_configured_then_cancel_on_disconnect_applies(
     manager = OrderManager(sim_venues(), rails, clock=clock)
     manager.submit("sim", req("c1", session="ops-1"))
     manager.submit("sim", req("other", session="ops-2"))
-    manager.on_session_closed("ops-1")
+    reports = manager.on_session_closed("ops-1")
     assert [o.client_order_id for o in manager.open_orders(session_id="ops-1")] == expected_open
     assert [o.client_order_id for o in manager.open_orders(session_id="ops-2")] == ["other"]
+    # The engine cancelled it, not the client: its report says so.
+    assert [(r.client_order_id, r.exec_type, r.reason_code) for r in reports] == (
+        [("c1", ExecType.CANCELED, "CANCEL_ON_DISCONNECT")] if cancel_on_disconnect else []
+    )
 
 
 def test_advance_when_requote_crosses_resting_order_then_fill_report(clock: FakeClock) -> None:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import pydantic
 
 from nautilus_mesh.config import StrictModel
+from nautilus_mesh.decimals import is_multiple
 from nautilus_mesh.frozen import quick_init
 
 VenueKind = Literal["live", "paper"]
@@ -101,9 +102,9 @@ class Instrument(StrictModel):
     def _multiples(self) -> Instrument:
         if self.min_qty < self.lot_size:
             raise ValueError(f"{self.symbol}: min_qty must be >= lot_size")
-        if self.min_qty % self.lot_size != 0:
+        if not is_multiple(self.min_qty, self.lot_size):
             raise ValueError(f"{self.symbol}: min_qty must be a multiple of lot_size")
-        if self.initial_price % self.tick_size != 0:
+        if not is_multiple(self.initial_price, self.tick_size):
             raise ValueError(f"{self.symbol}: initial_price must be a multiple of tick_size")
         return self
 

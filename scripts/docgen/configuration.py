@@ -383,6 +383,22 @@ def _constraints(metadata: Sequence[Any]) -> str:
     return ", ".join(out)
 
 
+def _type_constraints(hint: Any) -> str:
+    """Constraints a field's type carries itself: an ``Annotated`` alias (``PositiveDecimal``), also inside an
+    optional (``X | None``) or as a mapping's values (``dict[str, Annotated[...]]``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Annotated:  # its metadata: pydantic.Field(...) (a FieldInfo holding the bounds) or bounds
+        return _constraints(
+            [bound for item in hint.__metadata__ for bound in getattr(item, "metadata", None) or [item]]
+        )
+    if origin in (typing.Union, types.UnionType):
+        return next((c for arg in args if arg is not type(None) and (c := _type_constraints(arg))), "")
+    if origin in (dict, Mapping) and len(args) == 2:
+        inner = _type_constraints(args[1])
+        return f"each value {inner}" if inner else ""
+    return ""
+
+
 _UNITS = (
     (r"_seconds$", "s"),
     (r"_ms$", "ms"),
@@ -460,7 +476,14 @@ def model_fields(cls: type) -> tuple[list[Field], list[type]]:
             doc = docs.get(name, "")
             hint = hints.get(name, info.annotation)
             out.append(
-                Field(key, _type_name(hint), _default(default), _constraints(info.metadata), _unit(name, doc, cls), doc)
+                Field(
+                    key,
+                    _type_name(hint),
+                    _default(default),
+                    _constraints(info.metadata) or _type_constraints(hint),
+                    _unit(name, doc, cls),
+                    doc,
+                )
             )
             nested += _nested(info.annotation)
     else:

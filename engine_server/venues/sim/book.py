@@ -32,6 +32,7 @@ from engine_server.venues.base import (
     TimeInForce,
     VenueEvent,
 )
+from nautilus_mesh.decimals import is_multiple
 from nautilus_mesh.frozen import quick_init
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ class OrderBook:
             return "INVALID_QUANTITY", f"quantity must be a positive number, got {qty}"
         if qty < inst.min_qty:
             return "INVALID_QUANTITY", f"quantity {qty} is below the minimum {inst.min_qty}"
-        if qty % inst.lot_size != 0:
+        if not is_multiple(qty, inst.lot_size):
             return "INVALID_LOT", f"quantity {qty} is not a multiple of the lot size {inst.lot_size}"
         price = order.limit_price
         if order.order_type is OrderType.MARKET:
@@ -249,7 +250,7 @@ class OrderBook:
             return None
         if price is None or not price.is_finite() or price <= 0:
             return "INVALID_PRICE", "a LIMIT order needs a positive limit price"
-        if price % inst.tick_size != 0:
+        if not is_multiple(price, inst.tick_size):
             return "INVALID_TICK", f"price {price} is not a multiple of the tick size {inst.tick_size}"
         return None
 

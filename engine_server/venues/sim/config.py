@@ -61,13 +61,16 @@ class MarketMakerConfig(StrictModel):
     spread_bps: Decimal = pydantic.Field(default=Decimal("4"), gt=0, le=2000)
     """Full spread of the innermost level around the mid, in basis points."""
     levels: int = pydantic.Field(default=5, ge=1, le=50)
-    """Price levels quoted per side."""
+    """Price levels quoted per side; a bid level that would be priced at or below 0 (many levels far apart) is not
+    quoted, so the bid side may hold fewer."""
     level_step_bps: Decimal = pydantic.Field(default=Decimal("2"), ge=0, le=1000)
     """Distance between consecutive levels, in basis points of the innermost price."""
     level_notional: Decimal = pydantic.Field(default=Decimal("50000"), gt=0)
-    """Size of each level as a notional at the instrument's initial price (rounded down to lots)."""
+    """Size of each level as a notional at the instrument's initial price, in the quote currency (rounded down to lots,
+    and raised to the instrument's ``min_qty`` when below it)."""
     level_size: dict[str, Annotated[Decimal, pydantic.Field(gt=0)]] = {}
-    """Optional per-symbol quantity per level, overriding ``level_notional``."""
+    """Optional per-symbol quantity per level, overriding ``level_notional`` (rounded down to lots, raised to
+    ``min_qty``)."""
 
 
 class LatencyConfig(StrictModel):

@@ -256,7 +256,11 @@ class ExecutionReport(_message.Message):
     ts_unix_nanos: _builtins.int
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail:
-        """Set on REJECTED and on rail-driven cancels."""
+        """Why the order was refused or ended, on every REJECTED, CANCELED and EXPIRED report (kind "venue_rejected" on
+        REJECTED, else "venue_event"): a reject's code or a rail's, CANCELED_BY_CLIENT, IOC_REMAINDER,
+        MARKET_REMAINDER, SELF_MATCH_PREVENTED, CANCEL_ON_DISCONNECT (its session dropped), ENGINE_RESTART,
+        FOK_NOT_FILLABLE. Unset on NEW and fills.
+        """
 
     @_builtins.property
     def trace(self) -> _common_pb2.TraceContext: ...
