@@ -112,7 +112,7 @@ class ExposureView:
         return RiskContext(
             position_qty=self.position(model_id, instrument),
             open_order_qty=self.open_quantity(model_id, instrument),
-            available_quota=self.available_quota(route),
+            available_quota=self.quota(route) - self.used_quota(model_id),  # unfloored: an overdraft counts
             gross_exposure=self.gross_exposure(),
             mark_age_seconds=self.mark_age(instrument),
         )

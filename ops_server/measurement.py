@@ -30,6 +30,7 @@ from ops_server.performance import aggregate_returns, bars_per_year, samples_per
 log = logging.getLogger(__name__)
 
 ZERO = Decimal(0)
+ONE = Decimal(1)
 DEFAULT_HISTORY = 10_000
 
 
@@ -86,10 +87,14 @@ class ModelBook:
     """Highest sampled PnL, USD."""
     max_drawdown_usd: Decimal = ZERO
     """Largest ``peak_pnl - PnL`` seen at a sample, USD."""
-    equity_index: float = 1.0
-    """Time-weighted equity index: equity (capital base + PnL) per unit, net of allocation changes (1.0 at start)."""
-    peak_index: float = 1.0
+    equity_index: Decimal = ONE
+    """Time-weighted equity index: equity (capital base + PnL) per unit, net of allocation changes (1 at start). A
+    decimal, so that a fall to exactly a limit (20% of 1000 USD) is exactly that fraction, not 0.19999999999999996."""
+    peak_index: Decimal = ONE
     """Highest ``equity_index`` seen (unitless)."""
+    resumed_from: Decimal | None = None
+    """PnL at the last sample before a restart (USD), restored from the state store: the first sample after it steps
+    the equity index from there (a fall across the restart is not forgotten); it records no return."""
     max_drawdown_ratio: float = 0.0
     """Largest ``1 - equity_index / peak_index`` seen (fraction of peak equity)."""
     day_start_equity: Decimal = ZERO
@@ -227,17 +232,20 @@ class Measurement:
             book = self.book(model_id)
             equity = self.equity(model_id)
             base = capital.get(model_id, ZERO)
-            if book.last_equity is not None and base > 0:
-                r = float((equity - book.last_equity) / base)
-                sampled[model_id] = r
-                book.returns.append(r)
+            previous = book.last_equity if book.last_equity is not None else book.resumed_from
+            if previous is not None and base > 0:
+                if book.last_equity is not None:  # none over a restart: the interval is not one sample long
+                    r = float((equity - previous) / base)
+                    sampled[model_id] = r
+                    book.returns.append(r)
                 # Equity is base + PnL; a new base is a deposit or withdrawal made before this interval, so the
                 # interval's return on equity is dPnL / (base + previous PnL). Equity wiped out leaves the index at 0.
-                start = base + book.last_equity
-                growth = float((base + equity) / start) if start > 0 else 0.0
-                book.equity_index = max(0.0, book.equity_index * growth)
+                start = base + previous
+                growth = (base + equity) / start if start > 0 else ZERO
+                book.equity_index = max(ZERO, book.equity_index * growth)
                 book.peak_index = max(book.peak_index, book.equity_index)
                 book.max_drawdown_ratio = max(book.max_drawdown_ratio, _fall(book.equity_index, book.peak_index))
+            book.resumed_from = None
             book.last_equity = equity
             book.equity_samples.append(float(equity))
             book.sample_times.append(now)
@@ -261,11 +269,12 @@ class Measurement:
         """Each book's drawdown memory (equity index, peaks, maxima) as strings, for the state store."""
         return {
             model_id: {
-                "equity_index": repr(book.equity_index),
-                "peak_index": repr(book.peak_index),
+                "equity_index": str(book.equity_index),
+                "peak_index": str(book.peak_index),
                 "max_drawdown_ratio": repr(book.max_drawdown_ratio),
                 "peak_pnl": str(book.peak_pnl),
                 "max_drawdown_usd": str(book.max_drawdown_usd),
+                **({"last_pnl": str(pnl)} if (pnl := _last_pnl(book)) is not None else {}),
             }
             for model_id, book in self._books.items()
         }
@@ -274,8 +283,9 @@ class Measurement:
         """Put back what :meth:`drawdown_state` saved, so a restart does not forget a drawdown (or its peak)."""
         for model_id, saved in state.items():
             book = self.book(model_id)
-            book.equity_index = float(saved["equity_index"])
-            book.peak_index = float(saved["peak_index"])
+            book.equity_index = Decimal(saved["equity_index"])  # a float's repr in states saved before: read as is
+            book.peak_index = Decimal(saved["peak_index"])
+            book.resumed_from = Decimal(saved["last_pnl"]) if "last_pnl" in saved else None
             book.max_drawdown_ratio = float(saved["max_drawdown_ratio"])
             book.peak_pnl = Decimal(saved["peak_pnl"])
             book.max_drawdown_usd = Decimal(saved["max_drawdown_usd"])
@@ -367,14 +377,21 @@ class Measurement:
         return list(book.returns) if book else []
 
 
-def _fall(index: float, peak: float) -> float:
+def _last_pnl(book: ModelBook) -> Decimal | None:
+    """The PnL the next sample's index step starts from: the last sample's, or the one restored from before a
+    restart while no sample has been taken since."""
+    return book.last_equity if book.last_equity is not None else book.resumed_from
+
+
+def _fall(index: Decimal, peak: Decimal) -> float:
     """``1 - index / peak`` clipped to [0, 1]: the fall from the peak as a fraction of it."""
-    return 0.0 if peak <= 0 else min(1.0, max(0.0, 1.0 - index / peak))
+    return 0.0 if peak <= 0 else float(min(ONE, max(ZERO, ONE - index / peak)))
 
 
 def drawdown_of_pnl_curve(pnl: list[float]) -> float:
-    """Largest fall from a peak of a PnL curve, in currency units (a PnL curve may start at zero)."""
-    peak = float("-inf")
+    """Largest fall from a peak of a PnL curve, in currency units: ``max(0, P_1..P_t) - P_t`` at its worst (PnL
+    starts at 0, so a curve that only falls has fallen from 0)."""
+    peak = 0.0
     worst = 0.0
     for value in pnl:
         peak = max(peak, value)

@@ -11,7 +11,7 @@ import pytest
 
 from ops_server import wire
 from ops_server.config import OpsConfig
-from ops_server.measurement import Measurement, PositionState
+from ops_server.measurement import Measurement, PositionState, drawdown_of_pnl_curve
 from ops_server.model_registry import ModelRoute, RoutingMode
 from ops_server.performance import SECONDS_PER_YEAR
 
@@ -122,6 +122,45 @@ def test_drawdown_when_allocation_is_cut_changes_no_drawdown_figure() -> None:
     # Equity 1000 -> 1100 -> 1050: 50/1100 of the peak, 50 USD.
     assert math.isclose(before.drawdown_ratio, 50 / 1100, rel_tol=1e-12)
     assert before.drawdown_usd == D(50)
+
+
+def test_drawdown_when_equity_falls_exactly_a_fifth_is_exactly_a_fifth() -> None:
+    m = Measurement(sample_seconds=1.0, bar_seconds=1.0)
+    m.apply_fill("m1", "X", D(10), D(100), D(0))
+    for t, mark in enumerate((100, 80)):  # PnL 0 -> -200 on a 1000 base
+        m.set_mark("X", D(mark))
+        m.sample(float(t), {"m1": D(1000)})
+    assert m.drawdown_ratio("m1") == 0.2  # not 0.19999999999999996: a limit of 0.2 is reached
+    assert m.performance("m1").max_drawdown_ratio == 0.2
+
+
+def test_drawdown_when_equity_falls_across_a_restart_counts_the_fall() -> None:
+    def measured() -> Measurement:
+        m = Measurement(sample_seconds=1.0, bar_seconds=1.0)
+        m.apply_fill("m1", "X", D(10), D(100), D(0))
+        return m
+
+    before = measured()
+    before.set_mark("X", D(100))
+    before.sample(0.0, {"m1": D(1000)})
+    before.set_mark("X", D(110))
+    before.sample(1.0, {"m1": D(1000)})  # PnL +100: index 1.1, the peak
+    saved = before.drawdown_state()
+
+    after = measured()  # positions rebuilt from the journal, the drawdown memory from the state store
+    after.restore_drawdown_state(saved)
+    after.set_mark("X", D(80))
+    returns = after.sample(2.0, {"m1": D(1000)})  # PnL -200 at the first sample after the restart
+    assert returns == {}, "no return over the restart: the interval is not one sample long"
+    assert math.isclose(after.drawdown_ratio("m1"), 1 - 800 / 1100, rel_tol=1e-12)  # as without the restart
+    assert after.drawdown_usd("m1") == D(300)
+    assert saved["m1"]["last_pnl"] == "100"
+
+
+def test_drawdown_of_a_pnl_curve_when_it_only_falls_is_measured_from_zero() -> None:
+    assert drawdown_of_pnl_curve([-10.0, -50.0]) == 50.0  # PnL starts at 0 (statistics.md)
+    assert drawdown_of_pnl_curve([20.0, 5.0, 30.0, 25.0]) == 15.0
+    assert drawdown_of_pnl_curve([]) == 0.0
 
 
 def _alternating(min_bars: int, samples: int) -> Measurement:

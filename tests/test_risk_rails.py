@@ -841,6 +841,42 @@ def test_quota_when_order_flips_position_needs_quota_only_for_the_opening_part()
     assert caught.value.details == {"requested": "1100", "available": "1000"}
 
 
+def test_quota_when_the_model_is_over_its_quota_a_flip_frees_only_what_the_close_gives_back() -> None:
+    rails = RiskRails(RiskLimits.from_dict(_flip_limits()), clock=lambda: 0.0)
+    # Long 5 at 100 on a quota cut to 100: 500 used, 400 over. Closing the 5 gives back 500, of which 100 is quota.
+    over = RiskContext(
+        position_qty=Decimal(5),
+        open_order_qty=Decimal(0),
+        available_quota=Decimal(-400),
+        gross_exposure=Decimal(500),
+        mark_age_seconds=0.0,
+    )
+    rails.check(OrderIntent("m1", "BTC-USD", Side.SELL, Decimal(6), Decimal(100)), over)  # opens 100: the quota
+    with pytest.raises(RiskRejectedError) as caught:
+        rails.check(OrderIntent("m1", "BTC-USD", Side.SELL, Decimal(8), Decimal(100)), over)  # opens 300
+    assert caught.value.code == "INVALID_QUOTE"
+    assert caught.value.details == {"requested": "300", "available": "100"}
+
+
+def test_gross_exposure_when_a_resting_order_closes_nothing_filled_counts_the_whole_order() -> None:
+    limits = _flip_limits()
+    limits["global"] = {**limits["global"], "max_gross_exposure": "5000"}  # type: ignore[dict-item]
+    rails = RiskRails(RiskLimits.from_dict(limits), clock=lambda: 0.0)
+    # Other models hold 5000 (the cap); this one is flat with a resting SELL 10, which the gross figure never
+    # counted: a BUY 15 at 100 would add 1500 of filled exposure, not 500.
+    resting = RiskContext(
+        position_qty=Decimal(0),
+        open_order_qty=Decimal(-10),
+        available_quota=Decimal(10_000),
+        gross_exposure=Decimal(5000),
+        mark_age_seconds=0.0,
+    )
+    with pytest.raises(RiskRejectedError) as caught:
+        rails.check(OrderIntent("m1", "BTC-USD", Side.BUY, Decimal(15), Decimal(100)), resting)
+    assert caught.value.code == "GROSS_EXPOSURE"
+    assert caught.value.details == {"current": "5000", "requested": "1500", "limit": "5000"}
+
+
 def _flip_limits() -> dict[str, object]:
     return {
         "global": {"max_gross_exposure": "1000000", "stale_mark_seconds": 10},

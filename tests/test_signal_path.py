@@ -208,6 +208,20 @@ def test_quota_when_two_half_weights_split_odd_cents_rounds_down_within_the_allo
     assert sum(quotas) <= Decimal("100.03")
 
 
+def test_risk_context_when_a_model_holds_more_than_its_quota_gives_the_overdraft() -> None:
+    registry = ModelRegistry.from_dict(
+        {"strategies": {"s": {"stable_model": "a", "models": {"a": {"instruments": ["BTC-USD"], "weight": 1.0}}}}}
+    )
+    policy = CapitalPolicy.from_dict({"total_capital": "100", "strategies": {"s": {}}})
+    measurement = Measurement(1.0)
+    exposure = ExposureView(registry, CapitalAllocator(policy), measurement, OrderTracker(None), Decimal(1))
+    measurement.set_mark("BTC-USD", Decimal(100))
+    measurement.apply_fill("a", "BTC-USD", Decimal(5), Decimal(100), Decimal(0))  # 500 held on a quota of 100
+    route = registry.route("a")
+    assert exposure.risk_context(route, "BTC-USD").available_quota == Decimal(-400)  # what the quota rail reads
+    assert exposure.available_quota(route) == 0  # what GetModelQuota shows: nothing left
+
+
 def engine_frames(mesh: Mesh) -> float:
     """Commands frames the engine has executed (its frame-latency histogram's count)."""
     for family in mesh.engine.metrics.frame_latency.collect():

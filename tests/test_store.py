@@ -355,7 +355,7 @@ async def test_ops_when_an_old_state_file_exists_imports_it_once(tmp_path: Path)
 async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
     async with running_mesh(tmp_path) as mesh:
         book = mesh.ops.core.measurement.book("momentum_v1")
-        book.equity_index, book.peak_index, book.max_drawdown_ratio = 0.7, 1.2, 0.5
+        book.equity_index, book.peak_index, book.max_drawdown_ratio = Decimal("0.7"), Decimal("1.2"), 0.5
         book.peak_pnl, book.max_drawdown_usd = Decimal("1234.5"), Decimal("600")
         await mesh.ops.stop(grace=0.5)
 

@@ -88,7 +88,8 @@ class RiskContext:
     open_order_qty: Decimal
     """The model's resting order quantity in the symbol, signed (buys positive)."""
     available_quota: Decimal
-    """The model's quota (USD) still available for new exposure."""
+    """The model's quota less the quota it uses (USD): negative while it holds more than its quota (after an
+    allocation cut or a mark move), so that closing part of an overdraft does not free quota it never had."""
     gross_exposure: Decimal
     """Gross exposure (USD) across all models before this order."""
     mark_age_seconds: float | None

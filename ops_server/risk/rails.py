@@ -11,10 +11,10 @@ rail                        code                        passes when
 ``trading_state``           ``REDUCE_ONLY``             ... and, when REDUCING, the order reduces exposure
 ``instrument``              ``INSTRUMENT_NOT_ALLOWED``  the symbol is on the allow-list (no list: all allowed)
 ``stale_mark``              ``STALE_MARK``              a mark exists and is at most ``stale_mark_seconds`` old
-``quota``                   ``INVALID_QUOTE``           opening notional <= the model's available quota
+``quota``                   ``INVALID_QUOTE``           opening notional <= available quota + closing notional
 ``max_order_notional``      ``MAX_ORDER_NOTIONAL``      order notional <= the model's ``max_order_notional``
 ``max_position``            ``MAX_POSITION``            ``|position + open + order|`` <= the symbol's limit
-``gross_exposure``          ``GROSS_EXPOSURE``          gross exposure - closing + opening <= the limit
+``gross_exposure``          ``GROSS_EXPOSURE``          gross exposure once the order filled <= the limit
 ``order_rate``              ``RATE_LIMITED``            the model's token bucket has a token (taken on pass)
 ==========================  ==========================  ======================================================
 
@@ -26,8 +26,13 @@ Rules:
   zero; a flip is not reducing). Such an order skips the quota, max-position and gross-exposure rails; every other
   rail still applies (a fat-fingered or stale-priced close is still refused, and HALTED still denies it).
 * An order that flips the position through zero is split: its *closing* part (up to ``|position + open|``) releases
-  that exposure, and only its *opening* part needs quota and counts toward gross exposure. For an order that opens
-  from flat, opening notional is the order notional (``requested`` in the ``INVALID_QUOTE`` details).
+  that exposure, and only its *opening* part needs quota: it passes when ``opening <= available + closing``, where
+  available is the model's quota less the quota it uses (negative while it is over its quota: an overdraft is not
+  freed by the close). For an order that opens from flat, opening notional is the order notional (``requested`` in
+  the ``INVALID_QUOTE`` details, ``available`` there being ``available + closing``).
+* Gross exposure counts filled positions at their marks (live models). The rail projects it as if the order filled:
+  ``gross + (|position + order| - |position|) x price``, the order's own effect on the model's filled position (a
+  resting order the gross figure never counted frees nothing).
 * In REDUCING, an order that flips the position is clipped to its reducing part by :meth:`RiskRails.reduce_only_clip`
   when the limits say ``reduce_only_flip: "clip"`` (the default; the signal path sends the clipped order and reports
   the refused opening part as ``REDUCE_ONLY_OPENING_REFUSED``), or denied whole (``REDUCE_ONLY``) with ``"deny"``.
@@ -203,14 +208,16 @@ class RiskRails:
                     },
                     rail="max_position",
                 )
-            gross_after = ctx.gross_exposure - closing + opening
+            # Gross exposure counts filled positions only: the order's effect on this model's filled position.
+            change = (abs(ctx.position_qty + intent.signed_quantity) - abs(ctx.position_qty)) * intent.price
+            gross_after = ctx.gross_exposure + change
             if gross_after > limits.max_gross_exposure:
                 raise RiskRejectedError(
                     "GROSS_EXPOSURE",
                     f"gross exposure would reach {fmt(gross_after)}, limit {fmt(limits.max_gross_exposure)}",
                     {
                         "current": fmt(ctx.gross_exposure),
-                        "requested": fmt(opening),
+                        "requested": fmt(change),
                         "limit": fmt(limits.max_gross_exposure),
                     },
                     rail="gross_exposure",

@@ -72,7 +72,8 @@ SIGNAL_ERRORS = [
     (
         "RESOURCE_EXHAUSTED",
         "INVALID_QUOTE, GROSS_EXPOSURE, RATE_LIMITED",
-        "a budget is used up (details `requested`, `available`)",
+        "a budget is used up (details: `requested`, `available` for `INVALID_QUOTE`; `current`, `requested`, `limit` "
+        "for `GROSS_EXPOSURE`; `rate_per_second`, `burst` for `RATE_LIMITED`)",
     ),
     ("UNAVAILABLE", "ENGINE_UNAVAILABLE", "the engine session is down; nothing was sent"),
 ]

@@ -389,6 +389,9 @@ class Position(_message.Message):
     instrument: _builtins.str
     quantity: _builtins.str
     avg_cost: _builtins.str
+    """Average cost of the open position, rounded half to even to the instrument's tick for display;
+    unrealized_pnl is computed from the unrounded average.
+    """
     realized_pnl: _builtins.str
     unrealized_pnl: _builtins.str
     mark: _builtins.str
