@@ -177,7 +177,7 @@ async def test_canary_when_drawdown_guard_trips_rolls_back_at_once(mesh: Mesh) -
     assert run.controller.step_percent == 10.0
     # A canary whose equity is 60% under its peak (the demo guard is 50%), with no failed check.
     book = core.measurement.book("momentum_v2")
-    book.peak_index, book.equity_index = 1.0, 0.4
+    book.peak_index, book.equity_index = Decimal(1), Decimal("0.4")
     events = core.periodic.evaluate_canaries()
     assert [e.reason.value for e in events] == ["GUARD_DRAWDOWN"]
     assert run.controller.state.value == "ROLLED_BACK"

@@ -2,9 +2,8 @@
 
 A canary starts in SHADOW (paper-traded on the same data as the stable model, weight 0) and steps through a
 schedule of live weights such as 5%, 10%, 25%, 50%, 100%. The controller is pure domain logic: the caller feeds
-it the clock, the paired return series and a guard snapshot, and publishes the events and weights it returns.
-The rollout policy (:class:`CanaryConfig`) and the guard measurements (:class:`GuardSnapshot`) are defined in
-:mod:`ops_server.canary.config` and :mod:`ops_server.canary.guards`; this module holds the controller.
+it the clock, the paired return series and a guard snapshot (:mod:`ops_server.canary.guards`), and publishes the
+events and weights it returns; the rollout policy is :class:`CanaryConfig` (:mod:`ops_server.canary.config`).
 
 State machine::
 
@@ -15,9 +14,8 @@ State machine::
                 |
                 +-- inconclusive limit / operator pause --> PAUSED --resume--> (state it was paused from)
 
-Units: returns sampled every ``sample_seconds`` are summed into bars of ``config.bar_seconds`` (counted from the
-step's first return); thresholds are annualised in the config and converted per bar, ``tol = sharpe_tolerance_annual
-/ sqrt(bars per year)`` and ``SR* = psr_benchmark_sharpe_annual / sqrt(bars per year)``; counts are bars.
+Units: returns sampled every ``sample_seconds`` are summed into bars of ``config.bar_seconds`` (from the step's first
+return); annualised thresholds are divided by ``sqrt(bars per year)`` per bar (``tol``, ``SR*``); counts are bars.
 
 Decision rule at each check (Sharpe difference ``diff = SR_canary - SR_stable`` per bar, with its
 Jobson-Korkie/Memmel standard error ``se``):
@@ -33,16 +31,15 @@ ratio against ``SR*`` and its deflated Sharpe ratio (``trials`` = the strategy's
 otherwise the check is INCONCLUSIVE.
 
 Observations: the caller passes the *full* canary and stable return series, aligned on the same timestamps, from
-the controller's ``started_at`` on (index 0 is the first period after it). The series only grow. The controller
-remembers how many observations it had seen when the current step began and compares only that tail, so every
-step is judged on returns earned at that step's weight. Operator transitions use the count seen at the last
-:meth:`CanaryController.evaluate` call.
+the controller's ``started_at`` on (index 0 is the first period after it); they only grow. The controller remembers
+how many observations it had seen when the current step began and compares only that tail, so every step is judged
+on returns earned at that step's weight. Operator transitions use the count seen at the last ``evaluate`` call.
 
 Cadence and counting: the first check at a step waits for the dwell and the minimum observations; later checks at
 the same step wait for another dwell and as many *new* observations, and each uses every return since the step
-began, so a step that is inconclusive gains power over time. Failed checks count over the canary's whole life
-(evidence against a model does not expire with a step); inconclusive checks count per step and restart on resume.
-Operator calls bypass checks and the track-record gate; an operator promotion to 100% counts as the confirmation.
+began, so an inconclusive step gains power over time. Failed checks count over the canary's whole life (evidence
+against a model does not expire with a step); inconclusive checks count per step and restart on resume. Operator
+calls bypass checks and the track-record gate; an operator promotion to 100% counts as the confirmation.
 """
 
 from __future__ import annotations
