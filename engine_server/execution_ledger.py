@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import itertools
 import logging
 import sys
@@ -58,7 +59,7 @@ from engine_server.ledger_snapshot import (
     snapshot_reports,
 )
 from engine_server.order_lifecycle import TERMINAL_STATUSES, IllegalTransitionError, Order
-from engine_server.venues.base import VenueEvent
+from engine_server.venues.base import ZERO, VenueEvent
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.errors import MeshError, NotFoundError, OutOfRangeError
 from nautilus_mesh.journal import FsyncPolicy
@@ -332,6 +333,21 @@ class ExecutionLedger(LedgerCompaction):
             return None
         if order.is_terminal:
             self._open.pop(order.client_order_id, None)
+        leaves = ZERO if order.is_terminal else order.request.quantity - order.filled_qty
+        if event.leaves_qty != leaves or event.avg_price != order.avg_price:
+            # The adapter's figures disagree with the order's own: the report carries the ledger's (what GetOrder
+            # shows), never a cancelled order with quantity left or an average no fill made.
+            self.anomalies += 1
+            log.error(
+                "[ORDER-MANAGER] venue %s event for %s corrected: leaves %s avg %s -> leaves %s avg %s",
+                order.venue,
+                order.client_order_id,
+                event.leaves_qty,
+                event.avg_price,
+                leaves,
+                order.avg_price,
+            )
+            event = dataclasses.replace(event, leaves_qty=leaves, avg_price=order.avg_price)
         self._seq += 1
         return report_of(event, self._seq, order.venue, order.request, status, details)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from decimal import Decimal
@@ -15,7 +16,7 @@ from engine_server.execution_report import JOURNAL_SCHEMA, REPORT_TAG, report_fr
 from engine_server.order_lifecycle import OrderStatus
 from engine_server.order_manager import OrderManager
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
-from engine_server.venues.base import ExecType, OrderRequest, Quote, QuoteFeed, Side, VenueAdapter
+from engine_server.venues.base import ExecType, OrderRequest, Quote, QuoteFeed, Side, VenueAdapter, VenueEvent
 from engine_server.venues.paper import PaperVenue, PaperVenueConfig
 from engine_server.venues.sim import SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
@@ -242,6 +243,24 @@ def test_journal_when_last_record_torn_then_replay_skips_it(clock: FakeClock, tm
     assert second.last_seq == seq and second.restart_reports == []
     assert second.submit("sim", req("c2"))[0].seq == seq + 1
     second.close()
+
+
+def test_report_when_an_adapter_misstates_leaves_or_average_carries_the_orders_own_figures(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    venues = sim_venues()
+    sim = venues["sim"]
+    manager = OrderManager(venues, clock=clock)
+    manager.submit("sim", req("rest", qty="2"))  # rests below the market: NEW, nothing filled
+    real_cancel = sim.cancel
+
+    def misstating(client_order_id: str) -> list[VenueEvent]:  # an adapter bug: quantity left on a cancel
+        return [dataclasses.replace(e, leaves_qty=D(5), avg_price=D(7)) for e in real_cancel(client_order_id)]
+
+    monkeypatch.setattr(sim, "cancel", misstating)
+    (report,) = manager.cancel("rest")
+    assert (report.exec_type, report.leaves_qty, report.avg_price) == (ExecType.CANCELED, D(0), D(0))
+    assert manager.anomalies == 1 and "event for rest corrected: leaves 5 avg 7 -> leaves 0 avg 0" in caplog.text
 
 
 def test_report_when_round_tripped_through_protobuf_then_equal(clock: FakeClock) -> None:
