@@ -48,8 +48,9 @@ def canary_block(**backtest: Any) -> dict[str, Any]:
     }
 
 
-def manager(**backtest: Any) -> tuple[CanaryManager, list[CanaryEvent]]:
-    registry = ModelRegistry.from_dict(
+def registry(**canary: Any) -> ModelRegistry:
+    """Strategy ``momentum``: stable ``v1``, canary ``v2`` in SHADOW with :func:`canary_block`'s settings."""
+    return ModelRegistry.from_dict(
         {
             "strategies": {
                 "momentum": {
@@ -58,13 +59,16 @@ def manager(**backtest: Any) -> tuple[CanaryManager, list[CanaryEvent]]:
                         "v1": {"instruments": ["BTC-USD"], "weight": 1.0},
                         "v2": {"instruments": ["BTC-USD"], "weight": 0.0, "mode": "SHADOW"},
                     },
-                    "canary": canary_block(**backtest),
+                    "canary": canary_block(**canary),
                 }
             }
         }
     )
+
+
+def manager(**backtest: Any) -> tuple[CanaryManager, list[CanaryEvent]]:
     events: list[CanaryEvent] = []
-    return CanaryManager(registry, events.append, lambda: NOW, sample_seconds=1.0), events
+    return CanaryManager(registry(**backtest), events.append, lambda: NOW, sample_seconds=1.0), events
 
 
 def feed_good_returns(mgr: CanaryManager) -> None:
@@ -235,23 +239,10 @@ def test_canary_when_one_fails_to_evaluate_the_others_guards_still_run(
 
 def test_canary_when_its_window_cannot_hold_a_check_refuses_to_start() -> None:
     # 3 bars of 60 one-second samples: a window of 179 samples would judge two bars, or fail to compute.
-    registry = ModelRegistry.from_dict(
-        {
-            "strategies": {
-                "momentum": {
-                    "stable_model": "v1",
-                    "models": {
-                        "v1": {"instruments": ["BTC-USD"], "weight": 1.0},
-                        "v2": {"instruments": ["BTC-USD"], "weight": 0.0, "mode": "SHADOW"},
-                    },
-                    "canary": {**canary_block(), "bar_seconds": 60},
-                }
-            }
-        }
-    )
+    minute_bars = registry(bar_seconds=60)
     with pytest.raises(ConfigError, match="canary_window_samples 179 holds fewer samples than a check of strategy "):
-        CanaryManager(registry, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=179)
-    CanaryManager(registry, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=180)
+        CanaryManager(minute_bars, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=179)
+    CanaryManager(minute_bars, lambda e: None, lambda: NOW, sample_seconds=1.0, window_samples=180)
 
 
 def test_canary_status_when_a_statistic_is_infinite_sends_infinity_not_a_missing_zero() -> None:
