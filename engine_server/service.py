@@ -410,7 +410,7 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
     ) -> engine_pb2.ListExecutionsResponse:
         await self._authorize(context)
         try:
-            size = page_size(request.page_size, default=wire.DEFAULT_PAGE)
+            size = page_size(request.page_size, default=wire.DEFAULT_PAGE, maximum=wire.MAX_PAGE)
         except MeshError as exc:
             await abort(context, exc)
         since = request.since_seq
@@ -431,6 +431,10 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
 
     async def GetOrder(self, request: engine_pb2.GetOrderRequest, context: Context) -> engine_pb2.GetOrderResponse:
         await self._authorize(context)
+        try:
+            require_bounded(request.client_order_id, "client_order_id", required=True)
+        except MeshError as exc:
+            await abort(context, exc)
         order = self.core.manager.get_order(request.client_order_id)
         if order is None:  # ORDER_NOT_FOUND, or ORDER_PAST_RETENTION for an id a snapshot let go
             await abort(context, self.core.manager.missing_order_error(request.client_order_id))

@@ -28,11 +28,11 @@ class Page(Generic[T]):
     next_page_token: str
 
 
-def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE) -> int:
-    """The number of items to serve for a requested page size."""
+def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE) -> int:
+    """The number of items to serve for a requested page size (0: ``default``; at most ``maximum``)."""
     if requested < 0:
         raise ValidationError("INVALID_PAGE_SIZE", "page_size must be >= 0", field="page_size")
-    return min(requested or default, MAX_PAGE_SIZE)
+    return min(requested or default, maximum)
 
 
 def token_number(page_token: str) -> int:

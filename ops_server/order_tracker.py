@@ -224,6 +224,10 @@ class OrderTracker:
         encoded = self.decisions.get((model_id, signal_id))
         return None if encoded is None else ops_pb2.SignalDecision.FromString(encoded)
 
+    def knows_order(self, client_order_id: str) -> bool:
+        """True when an order with this id is held (open, or finished within ``history``)."""
+        return client_order_id in self.orders
+
     def knows_decision(self, model_id: str, signal_id: str) -> bool:
         """True when a decision for this signal of this model is remembered (without reading it)."""
         return (model_id, signal_id) in self.decisions

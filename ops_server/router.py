@@ -16,7 +16,7 @@ from decimal import ROUND_DOWN, Decimal
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.bounds import require_bounded
 from nautilus_mesh.decimals import require_finite
-from nautilus_mesh.errors import NotFoundError, RiskRejectedError, ValidationError
+from nautilus_mesh.errors import NotFoundError, PermissionDeniedError, RiskRejectedError, ValidationError
 from ops_server.exposure import ExposureView
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, is_paper_book
 
@@ -91,23 +91,32 @@ class SignalRouter:
         self._exposure = exposure
         self._max_id_length = max_id_length
 
-    def route(self, signal: ops_pb2.Signal) -> ModelRoute:
-        """Validate a signal and find its model's route."""
+    def validate(self, signal: ops_pb2.Signal) -> None:
+        """Field-level validation (:func:`validate_signal`); raises ValidationError naming the field."""
         validate_signal(signal, self._max_id_length)
+
+    def route(self, signal: ops_pb2.Signal) -> ModelRoute:
+        """Find a validated signal's route.
+
+        Raises:
+            NotFoundError: ``UNKNOWN_MODEL``, or ``UNKNOWN_INSTRUMENT`` when the model does not trade the instrument.
+            PermissionDeniedError: ``MODEL_DISABLED``.
+        """
         try:
             route = self.registry.route(signal.model_id)
         except NotFoundError as exc:
-            raise ValidationError(exc.code, exc.message, exc.details, field="model_id") from None
+            raise NotFoundError(exc.code, exc.message, exc.details, field="model_id") from None
         if signal.instrument not in route.instruments:
-            raise ValidationError(
+            raise NotFoundError(
                 "UNKNOWN_INSTRUMENT",
                 f"model {route.model_id!r} does not trade {signal.instrument!r}",
                 {"model_id": route.model_id, "instrument": signal.instrument},
                 field="instrument",
             )
         if route.mode is RoutingMode.DISABLED:
-            raise RiskRejectedError(
-                "MODEL_DISABLED", f"model {route.model_id!r} is disabled", {"model_id": route.model_id}, rail="routing"
+            model = route.model_id
+            raise PermissionDeniedError(
+                "MODEL_DISABLED", f"model {model!r} is disabled", {"model_id": model}, field="model_id"
             )
         return route
 
@@ -115,8 +124,11 @@ class SignalRouter:
         """The order that moves the model to the signal's target, or None when already there."""
         rules = self._exposure.rules.get(signal.instrument)
         if rules is None:
-            raise ValidationError(
-                "UNKNOWN_INSTRUMENT", f"the engine does not list {signal.instrument!r}", field="instrument"
+            raise NotFoundError(
+                "UNKNOWN_INSTRUMENT",
+                f"the engine does not list {signal.instrument!r}",
+                {"instrument": signal.instrument},
+                field="instrument",
             )
         mark = self._exposure.mark(signal.instrument)
         if mark is None or mark <= 0:

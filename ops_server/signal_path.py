@@ -130,6 +130,7 @@ class SignalPath:
             decision = ops_pb2.SignalDecision(signal_id=signal.signal_id, model_id=signal.model_id)
             twin_of: ModelRoute | None = None  # the stable model's route while its canary is in shadow
             try:
+                self._router.validate(signal)  # a missing field is MISSING_FIELD before the token is asked about it
                 principal.require_model(signal.model_id)
                 route = self._router.route(signal)
                 self._gate.require()  # ENGINE_UNAVAILABLE before any sizing while the engine link is down
@@ -166,6 +167,8 @@ class SignalPath:
             except MeshError as exc:
                 decision.status = ops_pb2.DECISION_STATUS_REJECTED
                 decision.error.CopyFrom(error_detail(exc))
+                if self._remembers_refusal(signal, principal, exc):
+                    parts.tracker.record(decision, None)  # a repeat answers DUPLICATE, as for any decision
                 span.add_event("rejected", {"code": exc.code, "kind": exc.kind, "rail": getattr(exc, "rail", "")})
                 mark_error(span, exc.code)
                 if isinstance(exc, PermissionDeniedError):
@@ -184,6 +187,15 @@ class SignalPath:
             parts.metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision
 
+    def _remembers_refusal(self, signal: ops_pb2.Signal, principal: Principal, exc: MeshError) -> bool:
+        """Whether a REJECTED decision is remembered (journaled, and answered DUPLICATE to a repeat) like the others:
+        yes, unless nothing was decided on the signal's merits (UNAVAILABLE: the engine link down or backlogged, the
+        venues misconfigured; the strategy may send it again), the model is not the caller's (the id is not its to
+        burn) or the signal's ids are invalid (nothing to key it by)."""
+        if isinstance(exc, UnavailableError) or signal.model_id not in principal.models:
+            return False
+        return exc.field not in ("signal_id", "model_id") or exc.code not in ("MISSING_FIELD", "INVALID_ID")
+
     def _count(self, model_id: str, metrics: ModelMetrics, decision: ops_pb2.SignalDecision) -> None:
         status = wire.DECISION_STATUS_NAME[decision.status]
         metrics.count_decision(status, decision.error.code)
@@ -195,8 +207,8 @@ class SignalPath:
         twin = self._twin_route(route)
         try:
             routed = self._router.size(signal, twin)  # sizing reads the route's book, not the signal's model
-            if routed is None:
-                return
+            if routed is None or self.parts.tracker.knows_order(routed.order.client_order_id):
+                return  # nothing to trade, or this signal's twin order was sent already (a re-decided signal)
             decision = ops_pb2.SignalDecision(
                 signal_id=signal.signal_id,
                 model_id=twin.model_id,

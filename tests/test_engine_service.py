@@ -13,6 +13,7 @@ import pytest
 from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
+from nautilus_mesh.status import from_rpc_error
 from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine
 
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "test-session"))
@@ -131,10 +132,27 @@ async def test_list_executions_when_paged_returns_every_report_once_in_seq_order
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetOrder(engine_pb2.GetOrderRequest(client_order_id="nope"), metadata=META)
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await stub.GetOrder(engine_pb2.GetOrderRequest(client_order_id=""), metadata=META)
+        assert empty.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert from_rpc_error(empty.value).code == "MISSING_FIELD"  # type: ignore[union-attr]
         venues = await stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=META)
         assert [(v.name, v.kind, v.connected) for v in venues.venues] == [("sim", "live", True)]
         assert {s.instrument: s.lot_size for s in venues.venues[0].instrument_specs}["BTC-USD"] == "0.01"
     assert seqs == list(range(1, last + 1))
+
+
+async def test_list_executions_when_asked_for_5000_serves_up_to_5000_a_page(tmp_path: Path) -> None:
+    venues = [{"name": "sim", "adapter": "sim", "seed": 3, "instruments": flat_instruments()}]
+    async with running_engine(tmp_path, venues=venues) as engine:
+        engine.core.sessions["bulk"] = asyncio.Queue()
+        engine.core.execute([order_command(f"b-{i}", "0.01") for i in range(600)], "bulk")  # 1,200 reports
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+            stub = engine_pb2_grpc.EngineServiceStub(channel)
+            page = await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_size=5000), metadata=META)
+            default = await stub.ListExecutions(engine_pb2.ListExecutionsRequest(), metadata=META)
+    assert len(page.reports) == page.last_seq == 1200 and page.next_page_token == ""  # not cut at 1,000
+    assert len(default.reports) == 500 and default.next_page_token == "500"
 
 
 def sample(engine: EngineServer, name: str, **labels: str) -> float:

@@ -7,20 +7,22 @@ from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 
+import grpc
 import pytest
 
 from nautilus_mesh.api.engine.v1 import engine_pb2
-from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import Principal
-from nautilus_mesh.errors import RiskRejectedError
+from nautilus_mesh.errors import RiskRejectedError, UnavailableError
 from nautilus_mesh.journal import JournalWriter, read_journal
 from ops_server import engine_link
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
+from ops_server.config import StrategyAccess
 from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
-from ops_server.model_registry import ModelRegistry
+from ops_server.model_registry import ModelRegistry, RoutingMode
 from ops_server.order_tracker import OrderTracker
-from tests.conftest import MOMENTUM_META, Mesh, running_mesh, wait_until
+from tests.conftest import MOMENTUM_META, MOMENTUM_TOKEN, Mesh, running_mesh, wait_until
 
 
 def signal(signal_id: str, target: float, model: str = "momentum_v1", instrument: str = "BTC-USD") -> ops_pb2.Signal:
@@ -261,3 +263,64 @@ async def test_frame_when_decided_in_slices_reaches_the_engine_as_one_commands_f
     await wait_until(lambda: engine_frames(mesh) > before)
     await asyncio.sleep(0.2)  # a second frame, if any, would have arrived by now
     assert engine_frames(mesh) - before == 1
+
+
+async def test_signal_when_its_model_or_instrument_is_unknown_or_disabled_answers_the_documented_kind(
+    tmp_path: Path,
+) -> None:
+    access = StrategyAccess(token=MOMENTUM_TOKEN, models=("momentum_v1", "momentum_v2", "ghost_v1"))
+    async with running_mesh(tmp_path, ops={"strategies": {"momentum": access}}) as mesh:
+        core = mesh.ops.core
+        principal = core.auth.authenticate(MOMENTUM_META)
+        core.registry.set_weights(
+            "momentum", {"momentum_v1": 1.0, "momentum_v2": 0.0}, modes={"momentum_v2": RoutingMode.DISABLED}
+        )
+        frame = [
+            signal("k-1", 0.1, model="ghost_v1"),
+            signal("k-2", 0.1, instrument="XYZ-USD"),
+            signal("k-3", 0.1, model="momentum_v2"),
+            signal("k-4", 0.1, model=""),
+        ]
+        decisions = core.signals.handle_frame(frame, principal)
+        assert [(d.error.kind, d.error.code, d.error.field) for d in decisions] == [
+            ("not_found", "UNKNOWN_MODEL", "model_id"),
+            ("not_found", "UNKNOWN_INSTRUMENT", "instrument"),
+            ("permission_denied", "MODEL_DISABLED", "model_id"),
+            ("validation_failed", "MISSING_FIELD", "model_id"),  # a missing field before the token is asked
+        ]
+        async with mesh.channel() as channel:
+            stub = ops_pb2_grpc.OpsServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                request = ops_pb2.SubmitSignalRequest(signal=signal("k-5", 0.1, instrument="XYZ-USD"))
+                await stub.SubmitSignal(request, metadata=MOMENTUM_META)
+        assert unknown.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_signal_when_refused_on_its_merits_answers_a_repeat_duplicate(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = mesh.ops.core
+    principal = core.auth.authenticate(MOMENTUM_META)
+    (refused,) = core.signals.handle_frame([signal("once-1", 1.5)], principal)  # target out of range
+    (again,) = core.signals.handle_frame([signal("once-1", 0.001)], principal)
+    assert refused.status == ops_pb2.DECISION_STATUS_REJECTED and refused.error.code == "OUT_OF_RANGE"
+    assert again.status == ops_pb2.DECISION_STATUS_DUPLICATE and again.error.code == "OUT_OF_RANGE"
+
+
+async def test_signal_when_refused_for_want_of_the_engine_is_decided_again_and_its_twin_sent_once(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = mesh.ops.core
+    assert "momentum_v1" in core.parts.canaries.shadow_twins()
+    principal = core.auth.authenticate(MOMENTUM_META)
+    batches = commands_sent(core, monkeypatch)
+
+    def unavailable(*_: object) -> None:
+        raise UnavailableError("ENGINE_UNAVAILABLE", "the engine link is backlogged")
+
+    monkeypatch.setattr(core.parts.risk, "check", unavailable)
+    # The same signal id sent again, with another target: its twin would be a new order under the same id.
+    first, second = (core.signals.handle_frame([signal("retry-1", target)], principal)[0] for target in (0.1, 0.2))
+    assert [d.error.code for d in (first, second)] == ["ENGINE_UNAVAILABLE"] * 2  # decided again, not DUPLICATE
+    # The paper twin's order went out with the first decision; the second does not send its id again.
+    assert batches == [[("momentum_v1@paper", "paper")]]

@@ -131,10 +131,20 @@ def book_page_example(kind: str, comment: str = "") -> Example:
         {"model_id": "momentum_v1", "page_size": 50},
         f'page = await ops.list_{kind}s("momentum_v1", page_size=50){comment}',
         [*MODEL_SCOPE, *PAGE_ERRORS],
-        f"The {kind}s of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
-        f"booked in a paper book, listed as `<model>@paper`. Without `model_id` a strategy token lists every {kind} "
-        "of its own models, paper ones included; filtering on `<model>@paper` needs the admin token.",
+        PAPER_BOOKS[kind],
     )
+
+
+PAPER_BOOKS = {
+    "order": "The orders of a SHADOW model, and of a stable model's paper twin while a canary is in shadow, are "
+    "booked in a paper book and listed as `<model>@paper`. Without `model_id` a strategy token lists every order of "
+    "its own models, a SHADOW model's paper orders included; filtering on `<model>@paper` needs the admin token. A "
+    "paper twin's orders are ops' own (they measure the stable model on paper): only the admin token lists them.",
+    "fill": "A SHADOW model's fills are listed under the model's own id with mode `SHADOW`, as its strategy's stream "
+    "delivers them (its orders are listed as `<model>@paper`). A paper twin's fills are ops' own (they measure the "
+    "stable model on paper): only the admin token lists them, as `<stable>@paper`.",
+}
+"""What the book listings show of paper books, by kind."""
 
 
 EXAMPLES: dict[str, Example] = {

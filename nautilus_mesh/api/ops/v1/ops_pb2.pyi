@@ -265,9 +265,10 @@ class StreamSignalsRequest(_message.Message):
     SIGNALS_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_FILL_SEQ_FIELD_NUMBER: _builtins.int
     resume_after_fill_seq: _builtins.int
-    """Fills are resumed after this one: the seq of the last fill the strategy saw (0: none). Read on the stream's
-    first frame only: ops then sends once every fill of the stream's models with a higher seq that this stream has
-    not delivered (fills applied while no stream was open, e.g. during a restart's reconciliation). A frame may
+    """Fills are resumed after this one: the seq of the last fill the strategy saw (0: no replay). Read on the
+    stream's first frame only: ops then sends once every fill of the stream's models with a higher seq that this
+    stream has not delivered (fills applied while no stream was open, e.g. during a restart's reconciliation),
+    among those it holds in memory (the last order_history fills); older ones are listed by ListFills. A frame may
     carry it and no signal.
     """
     @_builtins.property
