@@ -10,6 +10,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from engine_server.config import EngineConfig, load_engine_config
+from engine_server.health import EngineHealth
 from engine_server.market_data import MarketDataService
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager
@@ -27,6 +28,8 @@ from nautilus_mesh.telemetry import Tracing
 log = logging.getLogger(__name__)
 
 VENUE_HEALTH_PREFIX = "nautilus.engine.v1.venue."
+HEALTH_REFRESH_SECONDS = 1.0
+"""How often the venues' health services and the ``component_up`` gauges are refreshed, seconds."""
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -113,6 +116,7 @@ class EngineServer(ServiceHost):
             session_queue_size=config.session_queue_size,
         )
         self._health_task: asyncio.Task[None] | None = None
+        self._health = EngineHealth(self.core)
 
     async def start(self) -> None:
         await self.core.start(group_commit=True)
@@ -130,15 +134,17 @@ class EngineServer(ServiceHost):
         self._health_task = asyncio.create_task(self._venue_health_loop(), name="engine-venue-health")
 
     async def update_venue_health(self) -> None:
-        """Each venue is a health service of its own: ``nautilus.engine.v1.venue.<name>``."""
+        """Each venue is a health service of its own: ``nautilus.engine.v1.venue.<name>``; and every health check's
+        ``component_up`` gauge follows its check (not only when ``GetHealth`` is called)."""
         assert self.grpc is not None
         for name, venue in self.core.manager.venues.items():
             status = SERVING if venue.status().connected else NOT_SERVING
             await self.grpc.health.set(f"{VENUE_HEALTH_PREFIX}{name}", status)
+        self._health.checks()  # sets component_up{component} for each check
 
     async def _venue_health_loop(self) -> None:
         while True:
-            await asyncio.sleep(5)
+            await asyncio.sleep(HEALTH_REFRESH_SECONDS)
             await self.update_venue_health()
 
     async def stop_health_updates(self) -> None:

@@ -140,6 +140,7 @@ class OpsCore:
             tls=config.engine_tls,
             clock=clock,
         )
+        self.metrics.engine_connected.set_function(lambda: 1.0 if link.connected else 0.0)  # at each scrape
         self.engine_gate = EngineGate(link, self.metrics, clock=clock.monotonic)
         self.parts = parts = OpsParts(
             config=config,

@@ -123,7 +123,7 @@ class ExecutionFeedback:
             parts.tracker.remember_fill(fill)
             return
         parts.metrics.model(order.model_id).fills.inc()
-        if order.filled == abs(applied.signed_qty):  # first fill of this order: signal arrival -> first fill
+        if order.owner and order.filled == abs(applied.signed_qty):  # a strategy's order's first fill (not a twin's)
             latency = max(0.0, (parts.clock.time_ns() - order.created_ns) / 1e9)
             parts.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace
         if unsampled:
@@ -152,7 +152,6 @@ class ExecutionFeedback:
         """After each (re)connect: refresh instrument rules, re-send what may never have left (unless ``resend`` is
         False: the venues do not fit the config)."""
         parts = self.parts
-        parts.metrics.engine_connected.set(1)
         self._connects += 1
         if self._connects > 1:
             parts.metrics.engine_reconnects.inc()
@@ -165,6 +164,5 @@ class ExecutionFeedback:
     async def close_gaps(self) -> None:
         """Reconcile when a report seq was skipped (reports of other sessions, or a lost frame)."""
         parts = self.parts
-        parts.metrics.engine_connected.set(1 if parts.link.connected else 0)
         if parts.link.connected and self.cursor.highest > self.cursor.watermark:
             parts.metrics.reconciled_reports.inc(await parts.link.reconcile())

@@ -60,7 +60,12 @@ class OpsMetrics:
         )
         self.decisions = counter("signal_decisions_total", "Signal decisions by status.", ["model", "status"])
         self.orders_submitted = counter("orders_submitted_total", "Orders sent to the engine, by venue.", ["venue"])
-        self.fills = counter("fills_total", "Fills applied, by model.", ["model"])
+        self.fills = counter(
+            "fills_total",
+            "Fills applied, by model (a paper book's as <model>@paper: a SHADOW model's, a stable model's paper "
+            "twin's).",
+            ["model"],
+        )
         self.fills_dropped = counter(
             "fills_dropped_total", "Fills not delivered to a slow strategy stream (still in ListFills)."
         )
@@ -84,12 +89,14 @@ class OpsMetrics:
         )
         self.signal_latency = histogram(
             "signal_latency_seconds",
-            "Time from receiving a signal to its decision (order sent) in ops.",
+            "Time from receiving a signal to its decision in ops (ACCEPTED with its order queued, or REJECTED; a "
+            "NO_ACTION or DUPLICATE answer is not observed).",
             buckets=LATENCY_BUCKETS,
         )
         self.signal_to_fill = histogram(
             "signal_to_fill_seconds",
-            "Time from a signal's arrival at ops to the first fill of its order.",
+            "Time from a signal's arrival at ops to the first fill of its order (a strategy's order: a paper twin's "
+            "fill is not observed).",
             buckets=LATENCY_BUCKETS,
         )
         self.stage_latency = histogram(
@@ -152,12 +159,14 @@ class OpsMetrics:
         # Operability: rejections by code, component health, mark freshness, circuit breaker, canary.
         self.decisions_by_code = counter(
             "decisions_total",
-            'Signal decisions by model, status and code (code="" unless rejected).',
+            'Signal decisions by model, status and code (code: the rejection code; "" for other decisions, but '
+            "REDUCE_ONLY_OPENING_REFUSED on an ACCEPTED reduce-only flip whose opening part was refused).",
             ["model", "status", "code"],
         )
         self.component_up = gauge(
             "component_up",
-            "1 while a dependency of ops is healthy (engine_link, quotes, marks, store, span_exporter, circuit).",
+            "1 while a dependency of ops is healthy (engine_link, quotes, marks, store, span_exporter, "
+            "engine_circuit).",
             ["component"],
         )
         self.mark_age = gauge(

@@ -50,10 +50,28 @@ async def test_metrics_when_a_signal_is_filled_expose_routing_orders_capital_and
     assert {0.00005, 0.0001, 0.0005, 0.001} <= bounds  # sub-millisecond resolution
     assert next(s[2] for s in buckets if s[1]["le"] == "+Inf") >= 1
 
+    # One strategy order, one first fill: the demo canary's paper twin filled too, and is not a signal's fill.
+    await wait_until(lambda: core.queries.fills("momentum_v1@paper", 10, "").items != [])
+    ops = await scrape(metered_mesh.ops.metrics_server.port)
+    to_fill = {s[0]: s[2] for s in ops["signal_to_fill_seconds"] if s[0].endswith("_count")}
+    assert to_fill == {"signal_to_fill_seconds_count": 1.0}
+
     engine = await scrape(metered_mesh.engine.metrics_server.port)
     received = {s[1]["venue"]: s[2] for s in engine["engine_orders"] if s[0].endswith("_total")}
     assert received["sim"] == 1
     assert "venue_rejections" in engine
+    # The engine's checks are on /metrics without anyone calling GetHealth.
+    up = {s[1]["component"]: s[2] for s in engine["component_up"]}
+    assert up["venue:sim"] == 1 and up["last_seq"] == 1 and "ops_session" in up
+
+
+async def test_engine_connected_when_the_engine_goes_away_reads_0_at_once(metered_mesh: Mesh) -> None:
+    core = metered_mesh.ops.core
+    assert metered_mesh.ops.metrics_server is not None
+    assert (await scrape(metered_mesh.ops.metrics_server.port))["engine_connected"][0][2] == 1
+    await metered_mesh.engine.stop(grace=0.1)
+    await wait_until(lambda: not core.engine_connected)
+    assert (await scrape(metered_mesh.ops.metrics_server.port))["engine_connected"][0][2] == 0
 
 
 async def test_engine_health_when_venues_connected_reports_each_venue_serving(mesh: Mesh) -> None:
