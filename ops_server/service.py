@@ -162,23 +162,26 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
             )
             return [ops_pb2.SignalDecision(status=ops_pb2.DECISION_STATUS_REJECTED, error=error_detail(error))]
         if self.intake is not None and self.intake.limited:
-            admitted = self.intake.admit(principal.name, len(signals))
-            if admitted < len(signals):
-                return self._decide_over_rate(signals, admitted, principal)
+            repeats = [self.signals.is_duplicate(s, principal) for s in signals]  # answered DUPLICATE, no token
+            fresh = len(signals) - sum(repeats)
+            admitted = self.intake.admit(principal.name, fresh)
+            if admitted < fresh:
+                return self._decide_over_rate(signals, repeats, admitted, principal)
         return self._handle(signals, principal)
 
     def _decide_over_rate(
-        self, signals: Sequence[ops_pb2.Signal], admitted: int, principal: Principal
+        self, signals: Sequence[ops_pb2.Signal], repeats: Sequence[bool], admitted: int, principal: Principal
     ) -> list[ops_pb2.SignalDecision]:
-        """The first ``admitted`` signals are decided; of the rest, a duplicate of a signal already decided is answered
-        ``DUPLICATE`` as always (it takes no token), every other one ``RATE_LIMITED``. Answers stay in signal order."""
+        """A duplicate of a signal already decided is answered ``DUPLICATE`` as always (it took no token); of the
+        others, the first ``admitted`` are decided and the rest answered ``RATE_LIMITED``. Answers stay in signal
+        order."""
         assert self.intake is not None
-        handled = list(signals[:admitted])
+        handled: list[ops_pb2.Signal] = []
         refused: dict[int, ops_pb2.SignalDecision] = {}
-        for index in range(admitted, len(signals)):
-            signal = signals[index]
-            if self.signals.is_duplicate(signal, principal):
+        for index, (signal, repeat) in enumerate(zip(signals, repeats, strict=True)):
+            if repeat or admitted > 0:
                 handled.append(signal)
+                admitted -= 0 if repeat else 1
             else:
                 refused[index] = self.intake.refusal(signal, principal.name)
         self.intake.refused(principal.name, len(refused))

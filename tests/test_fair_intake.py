@@ -155,6 +155,30 @@ async def test_intake_when_a_strategy_exceeds_its_rate_refuses_the_excess_in_ban
         assert len(lines) == 1 and "20 signal(s) answered RATE_LIMITED" in lines[0]
 
 
+async def test_intake_when_a_frame_repeats_a_decided_signal_the_repeat_takes_no_token(tmp_path: Path) -> None:
+    async with running_mesh(tmp_path, ops={"intake_signals_per_second": 1, "intake_burst": 4}) as mesh:
+
+        def sig(signal_id: str) -> ops_pb2.Signal:
+            return ops_pb2.Signal(signal_id=signal_id, model_id="momentum_v1", instrument="BTC-USD", target=0.0)
+
+        async with mesh.channel() as channel:
+            stub = mesh.ops_stub(channel)
+            call = stub.StreamSignals(metadata=(("x-strategy-token", MOMENTUM_TOKEN),))
+            await call.write(ops_pb2.StreamSignalsRequest(signals=[sig("d-1")]))  # 1 token of 4
+            first = (await call.read()).decisions
+            await call.write(ops_pb2.StreamSignalsRequest(signals=[sig("d-1"), sig("n-1"), sig("n-2"), sig("n-3")]))
+            decisions: list[ops_pb2.SignalDecision] = []
+            while len(decisions) < 4:
+                decisions.extend((await call.read()).decisions)
+            call.cancel()
+        assert [d.status for d in first] == [ops_pb2.DECISION_STATUS_NO_ACTION]
+        # The repeat is answered DUPLICATE without a token, so the three new signals have the three left.
+        assert [d.status for d in decisions] == [
+            ops_pb2.DECISION_STATUS_DUPLICATE,
+            *[ops_pb2.DECISION_STATUS_NO_ACTION] * 3,
+        ]
+
+
 async def test_intake_when_a_strategy_has_its_own_rate_it_applies_to_that_strategy_only(tmp_path: Path) -> None:
     strategies = {
         "momentum": StrategyAccess(token=MOMENTUM_TOKEN, models=("momentum_v1",), intake_signals_per_second=1),
