@@ -232,8 +232,10 @@ class Measurement:
             book = self.book(model_id)
             equity = self.equity(model_id)
             base = capital.get(model_id, ZERO)
-            previous = book.last_equity if book.last_equity is not None else book.resumed_from
-            if previous is not None and base > 0:
+            # The index steps from the last sample's PnL, or the one saved before a restart, or 0 (PnL starts at 0:
+            # fees paid before a book's first sample are a fall too); a return needs a previous sample.
+            previous = book.last_equity if book.last_equity is not None else book.resumed_from or ZERO
+            if base > 0:
                 if book.last_equity is not None:  # none over a restart: the interval is not one sample long
                     r = float((equity - previous) / base)
                     sampled[model_id] = r

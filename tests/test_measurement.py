@@ -157,6 +157,14 @@ def test_drawdown_when_equity_falls_across_a_restart_counts_the_fall() -> None:
     assert saved["m1"]["last_pnl"] == "100"
 
 
+def test_drawdown_when_fees_are_paid_before_the_first_sample_counts_them_from_pnl_0() -> None:
+    m = Measurement(sample_seconds=1.0, bar_seconds=1.0)
+    m.set_mark("X", D(100))
+    m.apply_fill("m1", "X", D(10), D(100), D(10))  # 10 USD of fees before the book's first sample
+    assert m.sample(0.0, {"m1": D(1000)}) == {}  # no return on a first sample
+    assert m.drawdown_ratio("m1") == 0.01 and m.drawdown_usd("m1") == D(10)
+
+
 def test_drawdown_of_a_pnl_curve_when_it_only_falls_is_measured_from_zero() -> None:
     assert drawdown_of_pnl_curve([-10.0, -50.0]) == 50.0  # PnL starts at 0 (statistics.md)
     assert drawdown_of_pnl_curve([20.0, 5.0, 30.0, 25.0]) == 15.0
