@@ -145,23 +145,23 @@ class OrderManager(ExecutionLedger):
             raise self.missing_order_error(coid)
         if order.is_terminal:
             raise cancel_reject(order)
-        venue = self._venues.get(order.venue)
-        if venue is None:
-            return []
-        return self._record(venue.cancel(client_order_id))
+        return self._cancel_open(order)
 
-    def _cancel_on_disconnect(self, order: Order) -> list[Report]:
-        """Cancel an open order of a session that dropped: its CANCELED event says why (``CANCEL_ON_DISCONNECT``),
-        the engine's decision, not the client's."""
+    def _cancel_open(self, order: Order, *, disconnected: bool = False) -> list[Report]:
+        """Cancel an open order at its venue; ``disconnected``: its session dropped, so its CANCELED event says
+        ``CANCEL_ON_DISCONNECT`` (the engine's decision, not the client's)."""
         venue = self._venues.get(order.venue)
         if venue is None:
             return []
-        events = [
-            dataclasses.replace(e, reason_code=CANCEL_ON_DISCONNECT, reason_text="cancelled: its session disconnected")
-            if e.exec_type is ExecType.CANCELED
-            else e
-            for e in venue.cancel(order.client_order_id)
-        ]
+        events = venue.cancel(order.client_order_id)
+        if disconnected:
+            text = "cancelled: its session disconnected"
+            events = [
+                dataclasses.replace(e, reason_code=CANCEL_ON_DISCONNECT, reason_text=text)
+                if e.exec_type is ExecType.CANCELED
+                else e
+                for e in events
+            ]
         return self._record(events)
 
     def cancel_all(
@@ -185,7 +185,7 @@ class OrderManager(ExecutionLedger):
             for order in self.open_orders(session_id=session_id):
                 rails = self._rails.get(order.venue)
                 if rails is not None and rails.cancel_on_disconnect:
-                    reports.extend(self._cancel_on_disconnect(order))
+                    reports.extend(self._cancel_open(order, disconnected=True))
         for rails in self._rails.values():
             rails.forget_session(session_id)
         log.info("[ORDER-MANAGER] session %s closed: %d cancel reports", session_id, len(reports))

@@ -121,7 +121,10 @@ class EngineServer(ServiceHost):
     async def start(self) -> None:
         await self.core.start(group_commit=True)
         engine = EngineService(
-            self.core, self.config.ops_token, max_commands_per_frame=self.config.max_commands_per_frame
+            self.core,
+            self.config.ops_token,
+            max_commands_per_frame=self.config.max_commands_per_frame,
+            health=self._health,
         )
         market = MarketDataService(self.core)
 

@@ -317,11 +317,18 @@ class EngineCore:
 class EngineService(engine_pb2_grpc.EngineServiceServicer):
     """Order entry for ops only (``x-engine-token``)."""
 
-    def __init__(self, core: EngineCore, ops_token: str, *, max_commands_per_frame: int = 1000) -> None:
+    def __init__(
+        self,
+        core: EngineCore,
+        ops_token: str,
+        *,
+        max_commands_per_frame: int = 1000,
+        health: EngineHealth | None = None,
+    ) -> None:
         self.core = core
         self._token = ops_token
         self._max_commands = max_commands_per_frame
-        self._health = EngineHealth(core)
+        self._health = health or EngineHealth(core)  # the server's, which also refreshes component_up
 
     async def GetHealth(self, request: engine_pb2.GetHealthRequest, context: Context) -> engine_pb2.GetHealthResponse:
         await self._authorize(context)

@@ -234,7 +234,7 @@ class Measurement:
             base = capital.get(model_id, ZERO)
             # The index steps from the last sample's PnL, or the one saved before a restart, or 0 (PnL starts at 0:
             # fees paid before a book's first sample are a fall too); a return needs a previous sample.
-            previous = book.last_equity if book.last_equity is not None else book.resumed_from or ZERO
+            previous = _last_pnl(book) or ZERO
             if base > 0:
                 if book.last_equity is not None:  # none over a restart: the interval is not one sample long
                     r = float((equity - previous) / base)
