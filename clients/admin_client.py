@@ -25,15 +25,13 @@ class OpsAdminClient(_Client):
         timeout: per-call deadline, in seconds.
 
     Example:
-        >>> async def main() -> str:
+        >>> async def main() -> None:
         ...     async with OpsAdminClient(ops_address, admin_token="wrong") as admin:
-        ...         try:
-        ...             await admin.trigger_allocation(reason="doc example")
-        ...         except MeshRpcError as exc:
-        ...             return exc.code.name
-        ...     return "accepted"
+        ...         await admin.trigger_allocation(reason="doc example")
         >>> asyncio.run(main())
-        'UNAUTHENTICATED'
+        Traceback (most recent call last):
+            ...
+        clients.errors.MeshRpcError: UNAUTHENTICATED: ...
     """
 
     def __init__(self, address: str, *, admin_token: str, timeout: float = DEFAULT_TIMEOUT) -> None:
@@ -244,15 +242,13 @@ class OpsAdminClient(_Client):
                 (``REASON_REQUIRED``, ``CANARY_FINISHED``).
 
         Example:
-            >>> async def main() -> str:
+            >>> async def main() -> ops_pb2.CanaryStatus:
             ...     async with OpsAdminClient(ops_address, admin_token=admin_token) as admin:
-            ...         try:
-            ...             await admin.confirm_canary("momentum", reason="")
-            ...         except MeshRpcError as exc:
-            ...             return exc.detail.code
-            ...     return "accepted"
+            ...         return await admin.confirm_canary("momentum", reason="")
             >>> asyncio.run(main())  # every canary control needs a reason
-            'REASON_REQUIRED'
+            Traceback (most recent call last):
+                ...
+            clients.errors.MeshRpcError: INVALID_ARGUMENT: REASON_REQUIRED: ...
         """
         request = admin_pb2.ConfirmCanaryRequest(strategy_id=strategy_id, reason=reason)
         response = await self._unary(self._stub.ConfirmCanary, request)
@@ -334,15 +330,13 @@ class OpsAdminClient(_Client):
                 when there is nothing to release.
 
         Example:
-            >>> async def main() -> str:
+            >>> async def main() -> None:
             ...     async with OpsAdminClient(ops_address, admin_token=admin_token) as admin:
-            ...         try:
-            ...             await admin.release_kill_switch(reason="doc example")
-            ...         except MeshRpcError as exc:
-            ...             return exc.detail.code
-            ...     return "released"
-            >>> asyncio.run(main())
-            'KILL_SWITCH_NOT_ENGAGED'
+            ...         await admin.release_kill_switch(reason="doc example")
+            >>> asyncio.run(main())  # nothing to release
+            Traceback (most recent call last):
+                ...
+            clients.errors.MeshRpcError: INVALID_ARGUMENT: KILL_SWITCH_NOT_ENGAGED: ...
         """
         request = admin_pb2.ReleaseKillSwitchRequest(reason=reason)
         response = await self._unary(self._stub.ReleaseKillSwitch, request)

@@ -127,15 +127,13 @@ class EngineClient(_Client):
             MeshRpcError: ``NOT_FOUND`` (``ORDER_NOT_FOUND``) for an unknown id.
 
         Example:
-            >>> async def main() -> str:
+            >>> async def main() -> None:
             ...     async with EngineClient(engine_address, engine_token=engine_token) as engine:
-            ...         try:
-            ...             await engine.get_order("no-such-order")
-            ...         except MeshRpcError as exc:
-            ...             return exc.detail.code
-            ...     return "found"
+            ...         await engine.get_order("no-such-order")
             >>> asyncio.run(main())
-            'ORDER_NOT_FOUND'
+            Traceback (most recent call last):
+                ...
+            clients.errors.MeshRpcError: NOT_FOUND: ORDER_NOT_FOUND: ...
         """
         request = engine_pb2.GetOrderRequest(client_order_id=client_order_id)
         response = await self._unary(self._engine.GetOrder, request)

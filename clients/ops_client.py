@@ -317,7 +317,7 @@ class OpsClient(_Client):
 
         Args:
             model_id: only this model's orders; every model's when empty.
-            page_size: orders per page (0: the server's default).
+            page_size: orders per page: 0 for 100; a larger size than 1,000 is served 1,000.
             page_token: ``next_page_token`` of the previous page; empty for the first page.
 
         Returns:
@@ -344,29 +344,19 @@ class OpsClient(_Client):
     async def list_fills(
         self, model_id: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> ops_pb2.ListFillsResponse:
-        """One page of fills, newest first.
+        """One page of fills, newest first: ``fills`` and ``next_page_token`` (empty on the last page).
 
-        Args:
-            model_id: only this model's fills; every model's when empty.
-            page_size: fills per page (0: the server's default).
-            page_token: ``next_page_token`` of the previous page; empty for the first page.
-
-        Returns:
-            ``fills`` and ``next_page_token`` (empty on the last page).
-
-        Raises:
-            MeshRpcError: ``INVALID_ARGUMENT`` (``INVALID_PAGE_SIZE``, ``INVALID_PAGE_TOKEN``).
+        Pages as :meth:`list_orders` does: ``model_id`` keeps one model's fills (every model's when empty);
+        ``page_size``, ``page_token`` and the errors (``INVALID_PAGE_SIZE``, ``INVALID_PAGE_TOKEN``) are the same.
 
         Example:
-            >>> async def main() -> str:
+            >>> async def main() -> None:
             ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
-            ...         try:
-            ...             await ops.list_fills(page_token="not-a-token")
-            ...         except MeshRpcError as exc:
-            ...             return exc.detail.code
-            ...     return "accepted"
+            ...         await ops.list_fills(page_token="not-a-token")
             >>> asyncio.run(main())
-            'INVALID_PAGE_TOKEN'
+            Traceback (most recent call last):
+                ...
+            clients.errors.MeshRpcError: INVALID_ARGUMENT: INVALID_PAGE_TOKEN: ...
         """
         request = ops_pb2.ListFillsRequest(model_id=model_id, page_size=page_size, page_token=page_token)
         return await self._unary(self._stub.ListFills, request)

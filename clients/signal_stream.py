@@ -59,17 +59,14 @@ class SignalStream:
         reopen: opens the same call on another ops address (None: a ``WRONG_SHARD`` refusal is raised as it is).
 
     Example:
-        >>> async def main() -> str:
+        >>> async def main() -> None:
         ...     async with OpsClient(ops_address) as ops:  # no strategy token
-        ...         stream = ops.stream_signals()
-        ...         try:
-        ...             async for _ in stream:
-        ...                 pass
-        ...         except MeshRpcError as exc:
-        ...             return exc.detail.code
-        ...     return "no error"
+        ...         async for _ in ops.stream_signals():
+        ...             pass
         >>> asyncio.run(main())
-        'MISSING_TOKEN'
+        Traceback (most recent call last):
+            ...
+        clients.errors.MeshRpcError: UNAUTHENTICATED: MISSING_TOKEN: ...
 
     """
 
@@ -193,18 +190,16 @@ class SignalStream:
         Stop iterating once cancelled: reading a cancelled call raises ``asyncio.CancelledError``.
 
         Example:
-            >>> async def main() -> str:
+            >>> async def main() -> None:
             ...     async with OpsClient(ops_address, strategy_token=strategy_token) as ops:
             ...         stream = ops.stream_signals()
-            ...         signal = ops_pb2.Signal(signal_id="doc-cancel-1", model_id="momentum_v1",
-            ...                                 instrument="BTC-USD", target=0.05)
-            ...         await stream.write(ops_pb2.StreamSignalsRequest(signals=[signal]))
-            ...         async for frame in stream:
-            ...             stream.cancel()
-            ...             return frame.decisions[0].signal_id
-            ...     return "no frame"
+            ...         stream.cancel()
+            ...         async for _ in stream:
+            ...             pass
             >>> asyncio.run(main())
-            'doc-cancel-1'
+            Traceback (most recent call last):
+                ...
+            asyncio.exceptions.CancelledError
         """
         self._call.cancel()
 
