@@ -87,10 +87,7 @@ class InProcessEngineLink(EngineLink):
 
     def connect(self) -> None:
         """Learn the venues and instruments (as ``ListVenues`` does), go live, run ops' on-connect."""
-        for venue in engine_wire.venue_infos(self._engine.manager):
-            self.venue_kinds[venue.name] = venue.kind
-            for spec in venue.instrument_specs:
-                self.instruments.setdefault(spec.instrument, spec)
+        self.learn_venues(engine_wire.venue_infos(self._engine.manager))
         self._connected.set()
         self._quotes_live = True
         self.state_since = self.clock.monotonic()

@@ -128,7 +128,16 @@ class OpsCore:
             self.metrics.archived.labels("order").set_function(lambda: archive.archived_orders)
             self.metrics.archived.labels("fill").set_function(lambda: archive.archived_fills)
             self.metrics.archive_failed_batches.set_function(lambda: archive.failed_batches)
-        exposure = ExposureView(registry, allocator, measurement, tracker, config.shadow_capital_usd, clock)
+        exposure = ExposureView(
+            registry,
+            allocator,
+            measurement,
+            tracker,
+            config.shadow_capital_usd,
+            clock,
+            live_venue=config.live_venue,
+            paper_venue=config.paper_venue,
+        )
         cursor = ReportCursor()
         self.link = link = link_factory(
             config.engine_address,

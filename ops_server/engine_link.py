@@ -164,7 +164,8 @@ class EngineLink:
         self.history_skips = 0
         """Reconciliations that started at the engine's oldest retained report (this ops had applied none)."""
         self._unsent: list[engine_pb2.OrderCommand] = []
-        self.instruments: dict[str, engine_pb2.InstrumentInfo] = {}
+        self.instruments: dict[str, list[engine_pb2.InstrumentInfo]] = {}
+        """Venue name -> the instruments it lists (lot, minimum quantity, tick), as of the last connect."""
         self.venue_kinds: dict[str, str] = {}
         """Venue name -> kind ("live" or "paper"), as the engine lists them."""
         self.max_commands_per_frame = DEFAULT_COMMANDS_PER_FRAME
@@ -338,10 +339,13 @@ class EngineLink:
         response = await self.stub.ListVenues(engine_pb2.ListVenuesRequest(), metadata=self._metadata(), timeout=5)
         if response.max_commands_per_frame:
             self.max_commands_per_frame = response.max_commands_per_frame
-        for venue in response.venues:
-            self.venue_kinds[venue.name] = venue.kind
-            for spec in venue.instrument_specs:
-                self.instruments.setdefault(spec.instrument, spec)
+        self.learn_venues(response.venues)
+
+    def learn_venues(self, venues: Sequence[engine_pb2.VenueInfo]) -> None:
+        """Take the venues the engine lists now, replacing what an earlier connect listed: an engine restarted with
+        other venues or instrument rules (a new lot size) is sized against the new ones."""
+        self.venue_kinds = {venue.name: venue.kind for venue in venues}
+        self.instruments = {venue.name: list(venue.instrument_specs) for venue in venues}
 
     async def reconcile(self) -> int:
         """Fetch and apply every report after the cursor's watermark; returns how many were fetched."""

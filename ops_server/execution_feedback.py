@@ -155,7 +155,7 @@ class ExecutionFeedback:
         self._connects += 1
         if self._connects > 1:
             parts.metrics.engine_reconnects.inc()
-        parts.exposure.set_instruments(parts.link.instruments.values())
+        parts.exposure.set_instruments(parts.link.instruments)
         pending = list(parts.tracker.unacknowledged()) if resend else []
         if pending:
             parts.link.send(resend_commands(pending, parts.live_sink, parts.paper_sink))

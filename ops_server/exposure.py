@@ -1,7 +1,8 @@
 """What a model holds and may use, as one view: quota, position + open orders, marks, used quota, gross exposure.
 
 The router sizes signals and the rails check orders against this one object, so both read the same numbers.
-Marks come from the engine's quote stream; instrument rules (lot, tick) from the engine's venue list.
+Marks come from the engine's quote stream; instrument rules (lot, minimum quantity, tick) from the engine's venue list,
+per venue: a model's orders are sized by the rules of the venue they go to (the paper venue's in SHADOW).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ops_server.risk import RiskContext
 
 ZERO = Decimal(0)
 CENT = Decimal("0.01")
+_NO_RULES: Mapping[str, InstrumentRules] = {}
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,8 @@ class ExposureView:
         tracker: open orders.
         shadow_capital_usd: the paper capital a SHADOW model is sized on, USD.
         clock: monotonic time of quotes (mark age for the stale-mark rail).
+        live_venue: the venue live orders go to (its instrument rules size them).
+        paper_venue: the venue SHADOW orders go to (its instrument rules size them).
     """
 
     registry: ModelRegistry
@@ -54,7 +58,9 @@ class ExposureView:
     clock: Clock = REAL_CLOCK
     other_workers_gross: Decimal = field(init=False, default=ZERO)
     """Gross exposure the other ops workers hold, USD (several workers; kept by ops_server.coordination)."""
-    rules: dict[str, InstrumentRules] = field(init=False, default_factory=dict)
+    live_venue: str = field(kw_only=True)
+    paper_venue: str = field(kw_only=True)
+    _rules: dict[str, dict[str, InstrumentRules]] = field(init=False, default_factory=dict)
     _mark_time: dict[str, float] = field(init=False, default_factory=dict)
 
     # -- quota -----------------------------------------------------------------------------
@@ -138,14 +144,26 @@ class ExposureView:
                 self.measurement.set_mark(quote.instrument, Decimal(quote.mid))
                 self._mark_time[quote.instrument] = now
 
-    def set_instruments(self, specs: Iterable[engine_pb2.InstrumentInfo]) -> None:
-        """Lot and tick rules of the instruments the engine lists."""
-        for spec in specs:
-            self.rules[spec.instrument] = InstrumentRules(
-                lot_size=Decimal(spec.lot_size),
-                min_quantity=Decimal(spec.min_quantity or "0"),
-                tick_size=Decimal(spec.tick_size),
-            )
+    def rules(self, route: ModelRoute, instrument: str) -> InstrumentRules | None:
+        """Lot, minimum quantity and tick of ``instrument`` at the venue ``route``'s orders go to (the paper venue in
+        SHADOW, the live venue otherwise); None when that venue does not list it."""
+        venue = self.paper_venue if route.mode is RoutingMode.SHADOW else self.live_venue
+        return self._rules.get(venue, _NO_RULES).get(instrument)
+
+    def set_instruments(self, by_venue: Mapping[str, Iterable[engine_pb2.InstrumentInfo]]) -> None:
+        """The instrument rules each venue lists (venue name -> its instruments), replacing the ones of an earlier
+        connect."""
+        self._rules = {
+            venue: {
+                spec.instrument: InstrumentRules(
+                    lot_size=Decimal(spec.lot_size),
+                    min_quantity=Decimal(spec.min_quantity or "0"),
+                    tick_size=Decimal(spec.tick_size),
+                )
+                for spec in specs
+            }
+            for venue, specs in by_venue.items()
+        }
 
 
 @functools.lru_cache(maxsize=1024)

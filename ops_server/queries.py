@@ -155,7 +155,7 @@ class OpsQueries:
         for route in self._routes(scope, model_id=model_id):
             book = parts.measurement.book(route.book)
             for instrument, state in sorted(book.positions.items()):
-                rules = parts.exposure.rules.get(instrument)
+                rules = parts.exposure.rules(route, instrument)
                 tick = rules.tick_size if rules is not None else None
                 out.append(wire.position(route, instrument, state, parts.exposure.mark(instrument), tick))
         return out

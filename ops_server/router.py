@@ -122,12 +122,13 @@ class SignalRouter:
 
     def size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
         """The order that moves the model to the signal's target, or None when already there."""
-        rules = self._exposure.rules.get(signal.instrument)
+        rules = self._exposure.rules(route, signal.instrument)
         if rules is None:
+            venue = self._exposure.paper_venue if route.mode is RoutingMode.SHADOW else self._exposure.live_venue
             raise NotFoundError(
                 "UNKNOWN_INSTRUMENT",
-                f"the engine does not list {signal.instrument!r}",
-                {"instrument": signal.instrument},
+                f"the engine's venue {venue!r} does not list {signal.instrument!r}",
+                {"instrument": signal.instrument, "venue": venue},
                 field="instrument",
             )
         mark = self._exposure.mark(signal.instrument)

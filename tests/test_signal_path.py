@@ -203,7 +203,13 @@ def test_quota_when_two_half_weights_split_odd_cents_rounds_down_within_the_allo
         }
     )
     exposure = ExposureView(
-        registry, CapitalAllocator(policy), Measurement(1.0), OrderTracker(None), shadow_capital_usd=Decimal(1)
+        registry,
+        CapitalAllocator(policy),
+        Measurement(1.0),
+        OrderTracker(None),
+        shadow_capital_usd=Decimal(1),
+        live_venue="sim",
+        paper_venue="paper",
     )
     quotas = [exposure.quota(registry.route(m)) for m in ("a", "b")]
     assert quotas == [Decimal("50.01"), Decimal("50.01")]
@@ -216,7 +222,15 @@ def test_risk_context_when_a_model_holds_more_than_its_quota_gives_the_overdraft
     )
     policy = CapitalPolicy.from_dict({"total_capital": "100", "strategies": {"s": {}}})
     measurement = Measurement(1.0)
-    exposure = ExposureView(registry, CapitalAllocator(policy), measurement, OrderTracker(None), Decimal(1))
+    exposure = ExposureView(
+        registry,
+        CapitalAllocator(policy),
+        measurement,
+        OrderTracker(None),
+        Decimal(1),
+        live_venue="sim",
+        paper_venue="paper",
+    )
     measurement.set_mark("BTC-USD", Decimal(100))
     measurement.apply_fill("a", "BTC-USD", Decimal(5), Decimal(100), Decimal(0))  # 500 held on a quota of 100
     route = registry.route("a")
