@@ -34,12 +34,14 @@ __all__ = [
     "bar_to_annual_sharpe",
     "bars_per_year",
     "describe_returns",
+    "exact_sum",
     "hit_rate",
     "is_flat",
     "kurtosis",
     "max_drawdown",
     "mean",
     "returns_from_equity",
+    "rounding_of",
     "samples_per_bar",
     "sharpe_ratio",
     "skewness",
@@ -91,8 +93,10 @@ def aggregate_returns(returns: Sequence[float], samples: int) -> list[float]:
     """Sum consecutive, non-overlapping groups of ``samples`` returns into one return per bar.
 
     The mesh's returns are PnL changes over the capital base (``dPnL / base``), which add up: the sum over a bar is
-    the bar's PnL over the base. Bars are counted from the first return; an incomplete last bar is left out (it
-    would mix a shorter horizon into the series). ``samples == 1`` returns the series unchanged.
+    the bar's PnL over the base. Each return is that quotient rounded to a float, so a bar whose PnL did not change
+    sums to rounding noise (``1e-20``) instead of 0: a sum within :func:`rounding_of` its returns is 0, as the exact
+    sum is (a flat bar, no hit and no miss). Bars are counted from the first return; an incomplete last bar is left
+    out (it would mix a shorter horizon into the series). ``samples == 1`` returns the series unchanged.
 
     Raises:
         ValueError: ``samples < 1`` or a non-finite return.
@@ -103,7 +107,25 @@ def aggregate_returns(returns: Sequence[float], samples: int) -> list[float]:
     if samples == 1:
         return values
     full = len(values) - len(values) % samples
-    return [math.fsum(values[i : i + samples]) for i in range(0, full, samples)]
+    return [exact_sum(values[i : i + samples]) for i in range(0, full, samples)]
+
+
+ROUNDING = 2.0**-52
+"""Relative error of a return rounded to a float (2^-53), with a factor of two for the quotient it was rounded from
+(unitless)."""
+
+
+def rounding_of(terms: Sequence[float]) -> float:
+    """How far the sum of ``terms`` may be from the exact sum of the values they were rounded from: ``2^-52`` of the
+    sum of their magnitudes."""
+    return ROUNDING * math.fsum(abs(t) for t in terms)
+
+
+def exact_sum(terms: Sequence[float]) -> float:
+    """The sum of rounded values, 0 when it is within their rounding of 0 (values that cancel exactly, rounded one by
+    one, leave a residue of about 1e-16 of their size)."""
+    total = math.fsum(terms)
+    return 0.0 if abs(total) <= rounding_of(terms) else total
 
 
 def _finite(values: Sequence[float], name: str) -> list[float]:

@@ -110,7 +110,7 @@ class PeriodicDecisions:
             routes = [r for r in self.parts.registry.models_of(strategy) if r.mode is RoutingMode.LIVE and r.weight > 0]
             if not any(r.model_id in sampled for r in routes):
                 continue  # no live model had a return to give (first sample, or no capital)
-            combined = sum(r.weight * sampled.get(r.model_id, 0.0) for r in routes)
+            combined = performance.exact_sum([r.weight * sampled.get(r.model_id, 0.0) for r in routes])
             self._strategy_returns.setdefault(strategy, deque(maxlen=DEFAULT_HISTORY)).append(combined)
 
     def strategy_returns(self) -> dict[str, list[float]]:

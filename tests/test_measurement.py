@@ -213,3 +213,38 @@ def test_ops_config_when_stats_min_bars_omitted_defaults_to_30_and_refuses_one()
     assert OpsConfig.model_validate(base).stats_min_bars == 30
     with pytest.raises(pydantic.ValidationError):
         OpsConfig.model_validate({**base, "stats_min_bars": 1})
+
+
+def test_a_bar_whose_pnl_did_not_change_is_a_zero_bar_neither_hit_nor_miss() -> None:
+    """Marks 100 -> 100.1 -> 100.3 -> 100 leave the bar's PnL where it was: its return is exactly 0, though each
+    sample's return, rounded to a float, is not a round number (their float sum is about 1e-20)."""
+    m = Measurement(sample_seconds=1.0, bar_seconds=3.0, min_bars=2)
+    capital = {"m": Decimal(1000)}
+    m.set_mark("X", Decimal(100))
+    m.apply_fill("m", "X", Decimal("0.3"), Decimal(100), Decimal(0))
+    m.sample(0.0, capital)
+    for t, mark in enumerate(["100.1", "100.3", "100", "100.5", "100.8", "101"], start=1):
+        m.set_mark("X", Decimal(mark))
+        m.sample(float(t), capital)
+    returns = m.returns("m")
+    assert math.fsum(returns[:3]) != 0  # the rounding residue the bar must not keep
+    assert m.bar_returns(returns) == [0.0, pytest.approx(0.0003, rel=1e-12)]
+    assert m.performance("m").hit_rate == 1.0  # the only non-zero bar is a gain
+
+
+def test_bars_whose_pnl_never_changes_are_a_flat_series_with_sharpe_0() -> None:
+    m = Measurement(sample_seconds=1.0, bar_seconds=3.0, min_bars=30)
+    capital = {"m": Decimal(1000)}
+    m.set_mark("X", Decimal(100))
+    m.apply_fill("m", "X", Decimal("0.3"), Decimal(100), Decimal(0))
+    m.sample(0.0, capital)
+    t = 0
+    for step in range(200):  # the mark wanders inside each bar and is back at 100 at its end
+        for mark in (Decimal(100) + Decimal(step % 47 + 1) / 10, Decimal(100) + Decimal(step % 13 + 1) / 10, 100):
+            t += 1
+            m.set_mark("X", Decimal(mark))
+            m.sample(float(t), capital)
+    perf = m.performance("m")
+    assert perf.observations == 200
+    assert perf.sharpe_annual == 0.0
+    assert perf.hit_rate == 0.0

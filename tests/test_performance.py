@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 
 import pytest
 
@@ -158,3 +159,11 @@ def test_allocator_when_one_strategy_is_flat_but_for_rounding_does_not_give_it_t
     flat = [0.001] * 100
     flat[3] = math.nextafter(0.001, 1.0)
     assert shrunk_score(perf.sharpe_ratio(flat), n=100, n0=0) == 0.0
+
+
+def test_exact_sum_when_weighted_returns_cancel_exactly_is_0_not_their_rounding_residue() -> None:
+    """0.75 x 5/13 - 0.25 x 15/13 is exactly 0; the rounded terms leave 5.6e-17 (a strategy whose models offset)."""
+    terms = [0.75 * float(Decimal(5) / Decimal(13)), 0.25 * float(-Decimal(15) / Decimal(13))]
+    assert math.fsum(terms) != 0
+    assert perf.exact_sum(terms) == 0.0
+    assert perf.exact_sum([1e-17, 2e-17]) == 3e-17  # small but not a residue: kept
