@@ -36,31 +36,42 @@ DEFAULT_HISTORY = 10_000
 
 @dataclass
 class PositionState:
-    """One model's position in one instrument."""
+    """One model's position in one instrument.
+
+    The open position's cost is kept as a sum (``cost``, USD: quantity x price of each opening fill, less what closing
+    fills took out) and the average cost is derived from it, so a position closed in full realizes exactly what its
+    fills paid and received (buy 1 at 100, 2 at 101, sell 3 at 101 realizes 1, not 0.9999...: an average of 100.666...
+    rounded to 28 digits would not give it back)."""
 
     quantity: Decimal = ZERO
     avg_cost: Decimal = ZERO
+    """``cost / |quantity|`` (0 when flat), USD per unit: what unrealized PnL is measured from."""
     realized: Decimal = ZERO
     fees: Decimal = ZERO
     slippage: Decimal = ZERO
+    cost: Decimal = ZERO
+    """What the open position cost, USD (positive for a long and a short alike)."""
 
     def apply(self, signed_qty: Decimal, price: Decimal, fee: Decimal) -> Decimal:
         """Apply a fill (positive buys, negative sells); returns the PnL it realized."""
         realized = ZERO
         q = self.quantity
         if q == 0 or (q > 0) == (signed_qty > 0):
-            total = abs(q) + abs(signed_qty)
-            self.avg_cost = (abs(q) * self.avg_cost + abs(signed_qty) * price) / total
+            self.cost += abs(signed_qty) * price
             self.quantity = q + signed_qty
+            self.avg_cost = self.cost / abs(self.quantity)
         else:
             closing = min(abs(q), abs(signed_qty))
             direction = 1 if q > 0 else -1
-            realized = closing * (price - self.avg_cost) * direction
+            closed_cost = self.cost if closing == abs(q) else self.cost * closing / abs(q)
+            realized = (closing * price - closed_cost) * direction
+            self.cost -= closed_cost
             self.quantity = q + signed_qty
             if self.quantity == 0:
-                self.avg_cost = ZERO
+                self.avg_cost = self.cost = ZERO
             elif (self.quantity > 0) != (q > 0):  # flipped through zero: the rest opens at this price
                 self.avg_cost = price
+                self.cost = abs(self.quantity) * price
         self.realized += realized
         self.fees += fee
         return realized
@@ -301,6 +312,7 @@ class Measurement:
                     instrument: {
                         "quantity": str(p.quantity),
                         "avg_cost": str(p.avg_cost),
+                        "cost": str(p.cost),
                         "realized": str(p.realized),
                         "fees": str(p.fees),
                         "slippage": str(p.slippage),
@@ -316,10 +328,7 @@ class Measurement:
         for model_id, saved in state.items():
             book = self.book(model_id)
             book.fills = int(saved["fills"])
-            book.positions = {
-                instrument: PositionState(**{name: Decimal(value) for name, value in p.items()})
-                for instrument, p in saved["positions"].items()
-            }
+            book.positions = {instrument: _position_of(p) for instrument, p in saved["positions"].items()}
 
     def annual_sharpe(self, returns: list[float]) -> float:
         """Sharpe ratio of sampled returns, summed into the most recent whole bars and annualised.
@@ -399,3 +408,12 @@ def drawdown_of_pnl_curve(pnl: list[float]) -> float:
         peak = max(peak, value)
         worst = max(worst, peak - value)
     return worst
+
+
+def _position_of(saved: Mapping[str, Any]) -> PositionState:
+    """A position from :meth:`Measurement.positions_state`'s strings; a snapshot written before ``cost`` was kept
+    gives the cost its average stood for."""
+    position = PositionState(**{name: Decimal(value) for name, value in saved.items()})
+    if "cost" not in saved:
+        position.cost = abs(position.quantity) * position.avg_cost
+    return position

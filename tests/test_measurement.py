@@ -248,3 +248,32 @@ def test_bars_whose_pnl_never_changes_are_a_flat_series_with_sharpe_0() -> None:
     assert perf.observations == 200
     assert perf.sharpe_annual == 0.0
     assert perf.hit_rate == 0.0
+
+
+def test_a_round_trip_closed_in_parts_realizes_exactly_what_its_fills_paid_and_received() -> None:
+    """Bought 1 at 100 and 2 at 101 (average 100.666..., no finite decimal), sold 3 at 101 or 1 then 2 at 102."""
+    whole = PositionState()
+    for qty, price in (("1", "100"), ("2", "101"), ("-3", "101")):
+        whole.apply(Decimal(qty), Decimal(price), Decimal(0))
+    assert whole.realized == Decimal(1)
+    parts = PositionState()
+    for qty, price in (("1", "100"), ("2", "101"), ("-1", "102"), ("-2", "102")):
+        parts.apply(Decimal(qty), Decimal(price), Decimal(0))
+    assert parts.realized == Decimal(4)
+    short = PositionState()
+    for qty, price in (("-1", "100"), ("-2", "101"), ("3", "99")):
+        short.apply(Decimal(qty), Decimal(price), Decimal(0))
+    assert short.realized == Decimal(5)
+    assert (parts.quantity, parts.cost, parts.avg_cost) == (0, 0, 0)
+
+
+def test_positions_restored_from_a_snapshot_without_cost_take_the_cost_their_average_stood_for() -> None:
+    m = Measurement(1.0)
+    m.apply_fill("m", "X", Decimal(2), Decimal(100), Decimal(0))
+    saved = m.positions_state()
+    del saved["m"]["positions"]["X"]["cost"]  # type: ignore[index]
+    restored = Measurement(1.0)
+    restored.restore_positions(saved)
+    assert restored.book("m").positions["X"].cost == Decimal(200)
+    restored.apply_fill("m", "X", Decimal(-2), Decimal(101), Decimal(0))
+    assert restored.book("m").positions["X"].realized == Decimal(2)
