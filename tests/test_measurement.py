@@ -264,7 +264,7 @@ def test_a_round_trip_closed_in_parts_realizes_exactly_what_its_fills_paid_and_r
     for qty, price in (("-1", "100"), ("-2", "101"), ("3", "99")):
         short.apply(Decimal(qty), Decimal(price), Decimal(0))
     assert short.realized == Decimal(5)
-    assert (parts.quantity, parts.cost, parts.avg_cost) == (0, 0, 0)
+    assert (parts.quantity, parts.cost, parts.avg_cost) == (Decimal(0), Decimal(0), Decimal(0))
 
 
 def test_positions_restored_from_a_snapshot_without_cost_take_the_cost_their_average_stood_for() -> None:
