@@ -18,6 +18,7 @@ Units (see docs/statistics.md):
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -378,10 +379,12 @@ class Measurement:
         )
 
     def combined_equity(self, model_ids: Iterable[str]) -> list[float]:
-        """The summed equity curve of several models over their common (most recent) samples."""
+        """The summed PnL curve of several models over the samples in memory, aligned on the most recent (USD); a
+        model with fewer samples (it went live later) counts as PnL 0 before its first, so a younger model never
+        shortens the curve (and a drawdown the others had is not forgotten)."""
         curves = [list(self.book(m).equity_samples) for m in model_ids]
-        n = min((len(c) for c in curves), default=0)
-        return [sum(c[len(c) - n + i] for c in curves) for i in range(n)]
+        n = max((len(c) for c in curves), default=0)
+        return [math.fsum(c[i - n + len(c)] for c in curves if i >= n - len(c)) for i in range(n)]
 
     def returns(self, model_id: str) -> list[float]:
         book = self._books.get(model_id)

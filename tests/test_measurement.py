@@ -277,3 +277,19 @@ def test_positions_restored_from_a_snapshot_without_cost_take_the_cost_their_ave
     assert restored.book("m").positions["X"].cost == Decimal(200)
     restored.apply_fill("m", "X", Decimal(-2), Decimal(101), Decimal(0))
     assert restored.book("m").positions["X"].realized == Decimal(2)
+
+
+def test_a_model_gone_live_later_counts_as_pnl_0_before_its_first_sample_in_the_summed_curve() -> None:
+    """The strategy's max_drawdown_usd reads this curve: a fall of 50 USD before the second model's first sample
+    stays in it."""
+    m = Measurement(1.0)
+    capital = {"a": Decimal(1000)}
+    m.set_mark("X", Decimal(100))
+    m.apply_fill("a", "X", Decimal(10), Decimal(100), Decimal(0))
+    for t, mark in enumerate(("100", "110", "105"), start=1):  # PnL 0, +100, +50
+        m.set_mark("X", Decimal(mark))
+        m.sample(float(t), capital)
+    capital["b"] = Decimal(1000)
+    m.sample(4.0, capital)
+    assert m.combined_equity(["a", "b"]) == [0.0, 100.0, 50.0, 50.0]
+    assert drawdown_of_pnl_curve(m.combined_equity(["a", "b"])) == 50.0

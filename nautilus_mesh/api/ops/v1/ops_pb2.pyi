@@ -667,7 +667,9 @@ Global___GetModelStatsRequest: _TypeAlias = GetModelStatsRequest  # noqa: Y015
 
 @_typing.final
 class ModelStats(_message.Message):
-    """Performance of a model or a strategy."""
+    """Performance of a model or a strategy (a strategy's: its live models' figures summed, and statistics of its
+    weight-combined returns).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -693,10 +695,15 @@ class ModelStats(_message.Message):
     strategy_id: _builtins.str
     mode: Global___RoutingMode.ValueType
     realized_pnl: _builtins.str
+    """PnL realized by closing fills, USD (decimal string)."""
     unrealized_pnl: _builtins.str
+    """PnL of the open positions at the current marks, from the unrounded average cost, USD (decimal string)."""
     fees: _builtins.str
+    """Fees paid, USD (decimal string; a rebate is negative)."""
     slippage: _builtins.str
+    """Cost of filling away from the mid at decision time, USD (decimal string; positive is a cost)."""
     equity: _builtins.str
+    """PnL: realized + unrealized - fees, USD (decimal string). The capital base is not in it."""
     sharpe: _builtins.float
     """Sharpe ratio annualised from returns summed into bars of bar_seconds (Sharpe per sqrt(year))."""
     max_drawdown: _builtins.float
@@ -706,12 +713,17 @@ class ModelStats(_message.Message):
     observations: _builtins.int
     """Bars behind sharpe and hit_rate."""
     fills: _builtins.int
+    """Fills applied to the book."""
     max_drawdown_usd: _builtins.float
     """Largest fall of PnL from its peak, USD."""
     max_drawdown_ratio: _builtins.float
-    """Largest fall of equity (capital base + PnL, allocation changes excluded) from its peak, fraction of the peak."""
+    """Largest fall of equity (capital base + PnL, allocation changes excluded) from its peak, fraction of the peak; a
+    strategy's: of the index of its weight-combined returns (docs/statistics.md).
+    """
     drawdown_ratio: _builtins.float
-    """Current fall of equity from its peak, fraction of the peak (what the drawdown rails and guards compare)."""
+    """Current fall of equity from its peak, fraction of the peak (what the drawdown rails and guards compare); a
+    strategy's: of the index of its weight-combined returns.
+    """
     bar_seconds: _builtins.float
     """Length of the bars sharpe and hit_rate are computed on, seconds."""
     min_bars: _builtins.int
