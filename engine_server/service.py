@@ -34,7 +34,7 @@ from nautilus_mesh.errors import MeshError, UnavailableError, ValidationError, V
 from nautilus_mesh.fields import values_of
 from nautilus_mesh.group_sync import GroupSync
 from nautilus_mesh.health import HEALTH_PB
-from nautilus_mesh.pagination import page_size
+from nautilus_mesh.pagination import page_size, token_number
 from nautilus_mesh.status import abort, error_detail
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, Tracing, frame_received, inject, is_sampled, mark_error
 
@@ -423,9 +423,9 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
         since = request.since_seq
         if request.page_token:
             try:
-                since = int(request.page_token)
-            except ValueError:
-                await abort(context, ValidationError("INVALID_PAGE_TOKEN", "bad page_token", field="page_token"))
+                since = token_number(request.page_token)  # the seq to list after, as the last page gave it
+            except MeshError as exc:
+                await abort(context, exc)
         try:
             last = await self.core.durable()  # never a report that is not yet fsynced
             reports = [r for r in self.core.manager.list_executions(since, size) if r.seq <= last]

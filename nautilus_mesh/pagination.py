@@ -39,7 +39,7 @@ def token_number(page_token: str) -> int:
     """The non-negative integer inside a page token (0 for the first page)."""
     if not page_token:
         return 0
-    if not page_token.isdigit() or len(page_token) > 20:
+    if not (page_token.isascii() and page_token.isdigit()) or len(page_token) > 20:
         raise ValidationError("INVALID_PAGE_TOKEN", "page_token is not one this server issued", field="page_token")
     return int(page_token)
 

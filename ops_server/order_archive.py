@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from nautilus_mesh.api.ops.v1 import journal_pb2, ops_pb2
+from nautilus_mesh.errors import ValidationError
 from nautilus_mesh.pagination import Page, page_size, token_number
 
 log = logging.getLogger(__name__)
@@ -271,6 +272,8 @@ def merged_page(
             return Page(items, str(start + size))
     else:
         before = start - ARCHIVE_TOKEN
+        if before > _NEWEST:  # above every position the archive gives out: not a token this server issued
+            raise ValidationError("INVALID_PAGE_TOKEN", "page_token is not one this server issued", field="page_token")
     if fetch is None:
         return Page(items, "")
     last_taken = before

@@ -155,6 +155,19 @@ async def test_list_executions_when_asked_for_5000_serves_up_to_5000_a_page(tmp_
     assert len(default.reports) == 500 and default.next_page_token == "500"
 
 
+async def test_list_executions_when_the_page_token_is_not_one_it_issued_answers_invalid_page_token(
+    engine: EngineServer,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+        stub = engine_pb2_grpc.EngineServiceStub(channel)
+        for token in ("-5", " 3 ", "1_0", "\u0663", "9" * 40, "abc"):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_token=token), metadata=META)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
+            assert from_rpc_error(refused.value).code == "INVALID_PAGE_TOKEN", token  # type: ignore[union-attr]
+        assert (await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_token="0"), metadata=META)).last_seq >= 0
+
+
 def sample(engine: EngineServer, name: str, **labels: str) -> float:
     value = engine.metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value

@@ -54,6 +54,12 @@ def test_merged_page_when_paged_then_memory_first_then_archive_without_repeats(t
     assert int(merged_page(memory, 4, "", fetch, lambda c: c in memory).next_page_token) == ARCHIVE_TOKEN + 9 * 10**17
     with pytest.raises(ValidationError):
         merged_page(memory, 3, "not-a-token", fetch, lambda c: False)
+    # Digits of other scripts ("²" is a digit to str.isdigit, not to int) and a position beyond any the archive
+    # gives out (too large for SQLite) are not tokens this server issued either.
+    for token in ("\u00b2", "\u0663", str(ARCHIVE_TOKEN + 9 * 10**17 + 1), "9" * 20):
+        with pytest.raises(ValidationError) as refused:
+            merged_page(memory, 3, token, fetch, lambda c: False)
+        assert refused.value.code == "INVALID_PAGE_TOKEN"
     assert archive.orders("m1", frozenset({"someone-else"}), 10**9, 10) == []
     archive.close()
 
