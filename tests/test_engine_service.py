@@ -165,7 +165,9 @@ async def test_list_executions_when_the_page_token_is_not_one_it_issued_answers_
                 await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_token=token), metadata=META)
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, token
             assert from_rpc_error(refused.value).code == "INVALID_PAGE_TOKEN", token  # type: ignore[union-attr]
-        assert (await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_token="0"), metadata=META)).last_seq >= 0
+        assert (
+            await stub.ListExecutions(engine_pb2.ListExecutionsRequest(page_token="0"), metadata=META)
+        ).last_seq >= 0
 
 
 def sample(engine: EngineServer, name: str, **labels: str) -> float:
