@@ -231,7 +231,7 @@ class ModelRegistry:
             )
             unknown = sorted(set(weights) - set(strategy.models))
             if unknown:
-                raise ValidationError(
+                raise NotFoundError(
                     "UNKNOWN_MODEL", f"strategy {strategy_id!r} has no model(s) {', '.join(unknown)}", field="weights"
                 )
             full = {m: weights.get(m, 0.0) for m in strategy.models}
@@ -253,8 +253,15 @@ class ModelRegistry:
         names; returns the strategies updated.
 
         Raises:
-            ConfigError: ``fresh`` adds or removes a model (that needs a restart); nothing is changed then.
+            ConfigError: ``fresh`` adds or removes a strategy or a model (that needs a restart); nothing is changed
+                then.
         """
+        added, removed = set(fresh.data.strategies) - set(self.strategies()), set(self.strategies()) - set(
+            fresh.data.strategies
+        )
+        if added or removed:
+            change = ", ".join([*(f"adds {s!r}" for s in sorted(added)), *(f"removes {s!r}" for s in sorted(removed))])
+            raise ConfigError(f"reloading {change}; restart ops to add or remove strategies")
         for strategy_id, spec in fresh.data.strategies.items():
             if set(spec.models) != {r.model_id for r in self.models_of(strategy_id)}:
                 raise ConfigError(

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from nautilus_mesh.status import from_rpc_error
 from tests.conftest import ADMIN_META, DEMO, Mesh, running_mesh
 
 
@@ -78,3 +79,30 @@ async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes
         await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
         models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=ADMIN_META)
         assert [(m.model_id, m.mode) for m in models.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_SHADOW)]
+
+
+async def test_registry_reload_when_a_strategy_is_dropped_or_the_file_unreadable_is_refused_config_invalid(
+    editable_mesh: Mesh, tmp_path: Path
+) -> None:
+    """A file without a strategy would leave that strategy in force while answering "reloaded"; a file that is not
+    UTF-8 or is a directory answered UNKNOWN. Each is CONFIG_INVALID, with the previous registry in force."""
+    path = tmp_path / "registry.json"
+    registry = json.loads(path.read_text())
+    core = editable_mesh.ops.core
+    async with editable_mesh.stubs() as (_, admin):
+        without = dict(registry, strategies={"momentum": registry["strategies"]["momentum"]})
+        path.write_text(json.dumps(without))
+        with pytest.raises(grpc.aio.AioRpcError) as dropped:
+            await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+        assert "removes 'meanrev'" in (dropped.value.details() or "")
+        path.write_bytes(b'{"strategies": "\xff"}')
+        with pytest.raises(grpc.aio.AioRpcError) as not_utf8:
+            await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+        path.unlink()
+        path.mkdir()
+        with pytest.raises(grpc.aio.AioRpcError) as directory:
+            await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+    for refused in (dropped, not_utf8, directory):
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert from_rpc_error(refused.value).code == "CONFIG_INVALID"  # type: ignore[union-attr]
+    assert "meanrev" in core.registry.strategies()

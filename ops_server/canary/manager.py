@@ -127,6 +127,20 @@ class CanaryManager:
         return run
 
     def run(self, strategy_id: str) -> CanaryRun:
+        """The strategy's canary run.
+
+        Raises:
+            NotFoundError: ``UNKNOWN_STRATEGY`` for a strategy the registry does not have, ``NO_CANARY`` for one
+                without a canary.
+        """
+        lookup(
+            self.registry.data.strategies,
+            strategy_id,
+            "UNKNOWN_STRATEGY",
+            "unknown strategy {!r}",
+            field="strategy_id",
+            detail="strategy",
+        )
         return lookup(
             self.runs, strategy_id, "NO_CANARY", "strategy {!r} has no canary", field="strategy_id", detail="strategy"
         )
