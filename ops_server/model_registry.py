@@ -256,8 +256,9 @@ class ModelRegistry:
             ConfigError: ``fresh`` adds or removes a strategy or a model (that needs a restart); nothing is changed
                 then.
         """
-        added, removed = set(fresh.data.strategies) - set(self.strategies()), set(self.strategies()) - set(
-            fresh.data.strategies
+        added, removed = (
+            set(fresh.data.strategies) - set(self.strategies()),
+            set(self.strategies()) - set(fresh.data.strategies),
         )
         if added or removed:
             change = ", ".join([*(f"adds {s!r}" for s in sorted(added)), *(f"removes {s!r}" for s in sorted(removed))])

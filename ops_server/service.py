@@ -285,7 +285,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
     ) -> ops_pb2.SubmitSignalResponse:
         principal = await self._owned_principal(context)
         decision = self._decide_frame((request.signal,), principal)[0]
-        if decision.status == ops_pb2.DECISION_STATUS_REJECTED:
+        if decision.status == ops_pb2.DECISION_STATUS_REJECTED or _repeats_a_refusal(decision):
             await abort(context, error_from_detail(decision.error))
         return ops_pb2.SubmitSignalResponse(decision=decision)
 
@@ -390,3 +390,13 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
         if self.shards is None:
             return ops_pb2.GetShardMapResponse(workers=1)
         return self.shards.describe()
+
+
+def _repeats_a_refusal(decision: ops_pb2.SignalDecision) -> bool:
+    """A DUPLICATE answer to a signal that was refused: it carries the refusal's error and no order (an accepted
+    decision always names its order, also when a reduce-only clip left an error beside it)."""
+    return (
+        decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
+        and decision.HasField("error")
+        and not decision.client_order_id
+    )

@@ -15,6 +15,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.errors import RiskRejectedError, UnavailableError
 from nautilus_mesh.journal import JournalWriter, read_journal
+from nautilus_mesh.status import from_rpc_error
 from ops_server import engine_link
 from ops_server.allocation import CapitalAllocator, CapitalPolicy
 from ops_server.config import StrategyAccess
@@ -319,6 +320,26 @@ async def test_signal_when_refused_on_its_merits_answers_a_repeat_duplicate(
     (again,) = core.signals.handle_frame([signal("once-1", 0.001)], principal)
     assert refused.status == ops_pb2.DECISION_STATUS_REJECTED and refused.error.code == "OUT_OF_RANGE"
     assert again.status == ops_pb2.DECISION_STATUS_DUPLICATE and again.error.code == "OUT_OF_RANGE"
+
+
+async def test_submit_signal_when_a_refused_signal_is_sent_again_refuses_it_again_with_the_same_status(
+    mesh: Mesh,
+) -> None:
+    """A unary client retrying after a deadline must not read a refusal as success; an accepted signal's repeat
+    answers DUPLICATE."""
+    async with mesh.channel() as channel:
+        stub = ops_pb2_grpc.OpsServiceStub(channel)
+        for _ in range(2):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                request = ops_pb2.SubmitSignalRequest(signal=signal("retry-1", 2.0))
+                await stub.SubmitSignal(request, metadata=MOMENTUM_META)
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert from_rpc_error(refused.value).code == "OUT_OF_RANGE"  # type: ignore[union-attr]
+        accepted = ops_pb2.SubmitSignalRequest(signal=signal("retry-2", 0.001))
+        first = await stub.SubmitSignal(accepted, metadata=MOMENTUM_META)
+        repeat = await stub.SubmitSignal(accepted, metadata=MOMENTUM_META)
+    assert first.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED
+    assert repeat.decision.status == ops_pb2.DECISION_STATUS_DUPLICATE
 
 
 async def test_signal_when_refused_for_want_of_the_engine_is_decided_again_and_its_twin_sent_once(

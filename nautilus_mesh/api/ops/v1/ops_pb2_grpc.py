@@ -130,7 +130,9 @@ class OpsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitSignal(self, request, context):
-        """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details.
+        """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details; a repeat of a refused signal
+        (same model and signal id) is refused again with the same status, and a repeat of any other decision answers it
+        with status DUPLICATE.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

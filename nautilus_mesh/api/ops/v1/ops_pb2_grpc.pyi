@@ -42,7 +42,10 @@ class OpsServiceStub:
     answered in-band with a REJECTED decision; the stream stays open.
     """
     SubmitSignal: _grpc.UnaryUnaryMultiCallable[_ops_pb2.SubmitSignalRequest, _ops_pb2.SubmitSignalResponse]
-    """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details."""
+    """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details; a repeat of a refused signal
+    (same model and signal id) is refused again with the same status, and a repeat of any other decision answers it
+    with status DUPLICATE.
+    """
     GetPositions: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetPositionsRequest, _ops_pb2.GetPositionsResponse]
     """Positions and PnL per model and instrument."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_ops_pb2.ListModelsRequest, _ops_pb2.ListModelsResponse]
@@ -86,7 +89,10 @@ class OpsServiceAsyncStub(OpsServiceStub):
     answered in-band with a REJECTED decision; the stream stays open.
     """
     SubmitSignal: _aio.UnaryUnaryMultiCallable[_ops_pb2.SubmitSignalRequest, _ops_pb2.SubmitSignalResponse]  # type: ignore[assignment]
-    """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details."""
+    """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details; a repeat of a refused signal
+    (same model and signal id) is refused again with the same status, and a repeat of any other decision answers it
+    with status DUPLICATE.
+    """
     GetPositions: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetPositionsRequest, _ops_pb2.GetPositionsResponse]  # type: ignore[assignment]
     """Positions and PnL per model and instrument."""
     ListModels: _aio.UnaryUnaryMultiCallable[_ops_pb2.ListModelsRequest, _ops_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -139,7 +145,10 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ops_pb2.SubmitSignalRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.SubmitSignalResponse, _abc.Awaitable[_ops_pb2.SubmitSignalResponse]]:
-        """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details."""
+        """One signal, one decision. Errors are gRPC statuses with google.rpc.Status details; a repeat of a refused signal
+        (same model and signal id) is refused again with the same status, and a repeat of any other decision answers it
+        with status DUPLICATE.
+        """
 
     @_abc_1.abstractmethod
     def GetPositions(
