@@ -72,19 +72,19 @@ class ExposureView:
             return self.shadow_capital_usd
         return _quota_usd(self.allocator.allocation_usd(route.strategy_id), route.weight)
 
-    def used_quota(self, model_id: str) -> Decimal:
-        """Gross notional of a model's positions plus open orders at current marks, USD."""
-        route = self.registry.route(model_id)
+    def used_quota(self, route: ModelRoute) -> Decimal:
+        """Gross notional of the positions plus open orders of the book the route trades (a SHADOW model's paper
+        book) at current marks, USD."""
         used = ZERO
         for instrument in route.instruments:
             mark = self.mark(instrument)
             if mark is not None:
-                used += abs(self.exposure_qty(model_id, instrument)) * mark
+                used += abs(self.exposure_qty(route.book, instrument)) * mark
         return used
 
     def available_quota(self, route: ModelRoute) -> Decimal:
         """Quota not yet used, USD (never negative)."""
-        return max(ZERO, self.quota(route) - self.used_quota(route.model_id))
+        return max(ZERO, self.quota(route) - self.used_quota(route))
 
     # -- positions -------------------------------------------------------------------------
 
@@ -118,7 +118,7 @@ class ExposureView:
         return RiskContext(
             position_qty=self.position(model_id, instrument),
             open_order_qty=self.open_quantity(model_id, instrument),
-            available_quota=self.quota(route) - self.used_quota(model_id),  # unfloored: an overdraft counts
+            available_quota=self.quota(route) - self.used_quota(route),  # unfloored: an overdraft counts
             gross_exposure=self.gross_exposure(),
             mark_age_seconds=self.mark_age(instrument),
         )

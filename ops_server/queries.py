@@ -124,7 +124,7 @@ class OpsQueries:
         scope.require_model(model_id)
         route = parts.registry.route(model_id)
         quota = parts.exposure.quota(route)
-        used = parts.exposure.used_quota(route.model_id)
+        used = parts.exposure.used_quota(route)
         return ops_pb2.GetModelQuotaResponse(
             model_id=route.model_id,
             quota_usd=fmt(quota),

@@ -13,6 +13,7 @@ import pytest
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
 from nautilus_mesh.auth import Principal
+from nautilus_mesh.decimals import fmt
 from nautilus_mesh.errors import RiskRejectedError, UnavailableError
 from nautilus_mesh.journal import JournalWriter, read_journal
 from nautilus_mesh.status import from_rpc_error
@@ -359,3 +360,16 @@ async def test_signal_when_refused_for_want_of_the_engine_is_decided_again_and_i
     assert [d.error.code for d in (first, second)] == ["ENGINE_UNAVAILABLE"] * 2  # decided again, not DUPLICATE
     # The paper twin's order went out with the first decision; the second does not send its id again.
     assert batches == [[("momentum_v1@paper", "paper")]]
+
+
+async def test_model_quota_of_a_shadow_model_counts_what_its_paper_book_holds(mesh: Mesh) -> None:
+    core = mesh.ops.core
+    principal = core.auth.authenticate(MOMENTUM_META)
+    await wait_until(lambda: core.exposure.mark("BTC-USD") is not None)
+    (decision,) = core.signals.handle_frame([signal("paper-quota-1", 0.5, model="momentum_v2")], principal)
+    assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED and decision.mode == ops_pb2.ROUTING_MODE_SHADOW
+    quota = core.queries.quota("momentum_v2")
+    held = abs(core.exposure.exposure_qty("momentum_v2@paper", "BTC-USD")) * core.exposure.mark("BTC-USD")
+    assert quota.quota_usd == fmt(core.config.shadow_capital_usd)
+    assert Decimal(quota.used_usd) == held > 0
+    assert Decimal(quota.available_usd) == max(Decimal(0), Decimal(quota.quota_usd) - held)

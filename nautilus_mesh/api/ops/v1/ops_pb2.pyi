@@ -627,8 +627,11 @@ class GetModelQuotaResponse(_message.Message):
     AVAILABLE_USD_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
     quota_usd: _builtins.str
+    """The quota, USD (decimal string)."""
     used_usd: _builtins.str
+    """Gross notional of the book's positions plus open orders at current marks, USD (decimal string)."""
     available_usd: _builtins.str
+    """quota_usd - used_usd, never below 0, USD (decimal string)."""
     def __init__(
         self,
         *,

@@ -160,7 +160,8 @@ class OpsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelQuota(self, request, context):
-        """A model's quota: strategy allocation x routing weight.
+        """A model's quota: strategy allocation x routing weight, rounded down to the cent (a SHADOW model's:
+        shadow_capital_usd, used by its paper book <model>@paper).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -53,7 +53,9 @@ class OpsServiceStub:
     GetAllocations: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetAllocationsRequest, _ops_pb2.GetAllocationsResponse]
     """Capital allocation per strategy."""
     GetModelQuota: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetModelQuotaRequest, _ops_pb2.GetModelQuotaResponse]
-    """A model's quota: strategy allocation x routing weight."""
+    """A model's quota: strategy allocation x routing weight, rounded down to the cent (a SHADOW model's:
+    shadow_capital_usd, used by its paper book <model>@paper).
+    """
     GetModelStats: _grpc.UnaryUnaryMultiCallable[_ops_pb2.GetModelStatsRequest, _ops_pb2.GetModelStatsResponse]
     """Performance statistics per model."""
     ListOrders: _grpc.UnaryUnaryMultiCallable[_ops_pb2.ListOrdersRequest, _ops_pb2.ListOrdersResponse]
@@ -100,7 +102,9 @@ class OpsServiceAsyncStub(OpsServiceStub):
     GetAllocations: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetAllocationsRequest, _ops_pb2.GetAllocationsResponse]  # type: ignore[assignment]
     """Capital allocation per strategy."""
     GetModelQuota: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetModelQuotaRequest, _ops_pb2.GetModelQuotaResponse]  # type: ignore[assignment]
-    """A model's quota: strategy allocation x routing weight."""
+    """A model's quota: strategy allocation x routing weight, rounded down to the cent (a SHADOW model's:
+    shadow_capital_usd, used by its paper book <model>@paper).
+    """
     GetModelStats: _aio.UnaryUnaryMultiCallable[_ops_pb2.GetModelStatsRequest, _ops_pb2.GetModelStatsResponse]  # type: ignore[assignment]
     """Performance statistics per model."""
     ListOrders: _aio.UnaryUnaryMultiCallable[_ops_pb2.ListOrdersRequest, _ops_pb2.ListOrdersResponse]  # type: ignore[assignment]
@@ -180,7 +184,9 @@ class OpsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ops_pb2.GetModelQuotaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_ops_pb2.GetModelQuotaResponse, _abc.Awaitable[_ops_pb2.GetModelQuotaResponse]]:
-        """A model's quota: strategy allocation x routing weight."""
+        """A model's quota: strategy allocation x routing weight, rounded down to the cent (a SHADOW model's:
+        shadow_capital_usd, used by its paper book <model>@paper).
+        """
 
     @_abc_1.abstractmethod
     def GetModelStats(
