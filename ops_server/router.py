@@ -64,13 +64,20 @@ def client_order_id(model_id: str, signal_id: str) -> str:
 
 
 def validate_signal(signal: ops_pb2.Signal, max_id_length: int = MAX_ID_LENGTH) -> None:
-    """Field-level validation of a signal; raises ValidationError naming the field."""
-    for field, value in (("signal_id", signal.signal_id), ("model_id", signal.model_id)):
+    """Field-level validation of a signal; raises ValidationError naming the field.
+
+    ``max_id_length`` (ops' ``signal_id_max_length``) bounds the signal id and the instrument; a model id is bounded
+    as the registry bounds it (:data:`MAX_ID_LENGTH`), so a tighter signal id limit never refuses a registered model.
+    """
+    for field, value, limit in (
+        ("signal_id", signal.signal_id, max_id_length),
+        ("model_id", signal.model_id, MAX_ID_LENGTH),
+    ):
         if not value:
             raise ValidationError("MISSING_FIELD", f"{field} is required", field=field)
-        if len(value) > max_id_length or not value.isprintable():
+        if len(value) > limit or not value.isprintable():
             raise ValidationError(
-                "INVALID_ID", f"{field} must be printable and at most {max_id_length} characters", field=field
+                "INVALID_ID", f"{field} must be printable and at most {limit} characters", field=field
             )
     require_bounded(signal.instrument, "instrument", limit=max_id_length, required=True)
     require_finite(signal.target, "target", -1.0, 1.0)
@@ -83,7 +90,7 @@ class SignalRouter:
     Args:
         registry: the model registry (routing mode, weights, instruments).
         exposure: quotas, positions plus open orders, marks and instrument rules.
-        max_id_length: the longest ``signal_id`` / ``model_id`` accepted, in characters.
+        max_id_length: the longest ``signal_id`` and instrument accepted, in characters.
     """
 
     def __init__(self, registry: ModelRegistry, exposure: ExposureView, max_id_length: int = MAX_ID_LENGTH) -> None:

@@ -373,3 +373,13 @@ async def test_model_quota_of_a_shadow_model_counts_what_its_paper_book_holds(me
     assert quota.quota_usd == fmt(core.config.shadow_capital_usd)
     assert Decimal(quota.used_usd) == held > 0
     assert Decimal(quota.available_usd) == max(Decimal(0), Decimal(quota.quota_usd) - held)
+
+
+async def test_signal_id_max_length_bounds_the_signal_id_not_the_model_id(tmp_path: Path) -> None:
+    async with running_mesh(tmp_path, ops={"signal_id_max_length": 8}) as mesh:
+        core = mesh.ops.core
+        principal = core.auth.authenticate(MOMENTUM_META)
+        short, long = core.signals.handle_frame([signal("s-1", 0.001), signal("s-123456789", 0.001)], principal)
+    assert len("momentum_v1") > 8
+    assert short.error.code != "INVALID_ID"
+    assert (long.error.code, long.error.field) == ("INVALID_ID", "signal_id")
