@@ -5,7 +5,8 @@ signal of the frame is sized against it), the frame's journal records are writte
 and only then do the frame's orders leave as one batch: the write-ahead rule holds per frame (DESIGN.md section 9).
 
 While a canary is in SHADOW, the stable model's signals are also paper-traded on a paper twin
-(``<stable>@paper``), whatever happens to the live order, so the canary is compared paper against paper.
+(``<stable>@paper``), whatever happens to the live order (unless trading is HALTED: then nothing is sent, paper
+orders included), so the canary is compared paper against paper.
 """
 
 from __future__ import annotations
@@ -206,6 +207,7 @@ class SignalPath:
         """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
         twin = self._twin_route(route)
         try:
+            self.parts.risk.check_paper(route.model_id)  # halted: no twin either (its live order was refused)
             routed = self._router.size(signal, twin)  # sizing reads the route's book, not the signal's model
             if routed is None or self.parts.tracker.knows_order(routed.order.client_order_id):
                 return  # nothing to trade, or this signal's twin order was sent already (a re-decided signal)
@@ -244,9 +246,11 @@ class SignalPath:
     ) -> tuple[LiveOrder | ShadowOrder, RiskRejectedError | None]:
         """Apply the rails; returns the order to send and, for a clipped reduce-only flip, its refused part."""
         parts = self.parts
-        if isinstance(routed, ShadowOrder):
-            return routed, None  # paper orders carry no risk to capital; the paper venue applies its venue rails
         order = routed.order
+        if isinstance(routed, ShadowOrder):  # no capital at risk: only HALTED refuses it (the kill switch included)
+            intent = OrderIntent(route.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
+            parts.risk.check_paper(route.model_id, intent)
+            return routed, None
         context = parts.exposure.risk_context(route, order.instrument)
         intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
         refused: RiskRejectedError | None = None

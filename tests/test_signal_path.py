@@ -24,6 +24,7 @@ from ops_server.exposure import ExposureView
 from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry, RoutingMode
 from ops_server.order_tracker import OrderTracker
+from ops_server.risk import TradingState
 from tests.conftest import MOMENTUM_META, MOMENTUM_TOKEN, Mesh, running_mesh, wait_until
 
 
@@ -383,3 +384,29 @@ async def test_signal_id_max_length_bounds_the_signal_id_not_the_model_id(tmp_pa
     assert len("momentum_v1") > 8
     assert short.error.code != "INVALID_ID"
     assert (long.error.code, long.error.field) == ("INVALID_ID", "signal_id")
+
+
+async def test_trading_halted_sends_no_paper_order_either(mesh: Mesh, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kill switch halts everything: the SHADOW model's signal is refused TRADING_HALTED (counted as the rails
+    count theirs) and the stable model's paper twin is not sent; released, both trade again."""
+    core = mesh.ops.core
+    assert "momentum_v1" in core.parts.canaries.shadow_twins()
+    principal = core.auth.authenticate(MOMENTUM_META)
+    await wait_until(lambda: core.exposure.mark("BTC-USD") is not None)
+    batches = commands_sent(core, monkeypatch)
+    core.parts.risk.set_state(None, TradingState.HALTED, "test")
+    live, shadow = core.signals.handle_frame(
+        [signal("halt-1", 0.01), signal("halt-2", 0.01, model="momentum_v2")], principal
+    )
+    assert [(d.status, d.error.code) for d in (live, shadow)] == [
+        (ops_pb2.DECISION_STATUS_REJECTED, "TRADING_HALTED")
+    ] * 2
+    assert batches == []
+    assert core.parts.risk.rejections.get(("trading_state", "momentum_v2")) == 1
+    core.parts.risk.set_state(None, TradingState.ACTIVE, "test")
+    core.signals.handle_frame([signal("halt-3", 0.01), signal("halt-4", 0.01, model="momentum_v2")], principal)
+    assert sorted(model for batch in batches for model, _ in batch) == [
+        "momentum_v1",
+        "momentum_v1@paper",
+        "momentum_v2@paper",
+    ]

@@ -224,16 +224,26 @@ class RiskRails:
                 )
         self._take_token(intent.model_id, model)
 
+    def check_paper(self, model_id: str, intent: OrderIntent | None = None) -> None:
+        """Check a paper order of ``model_id`` (a SHADOW model's, or its stable model's paper twin): only HALTED, the
+        global state's and then the model's, refuses it. It risks no capital, so the other rails do not apply (the
+        paper venue applies its venue rails); with ``intent`` a refusal is recorded as the rails record theirs.
+
+        Raises:
+            RiskRejectedError: ``TRADING_HALTED`` (rail ``trading_state``).
+        """
+        for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
+            if state is TradingState.HALTED:
+                exc = _halted(scope, state)
+                if intent is not None:
+                    self._record_rejection(intent, exc)
+                raise exc
+
     def _check_state(
         self, scope: str, state: TradingState, reducing: bool, intent: OrderIntent, ctx: RiskContext
     ) -> None:
         if state is TradingState.HALTED:
-            raise RiskRejectedError(
-                "TRADING_HALTED",
-                f"trading is halted ({scope})",
-                {"scope": scope, "state": str(state)},
-                rail="trading_state",
-            )
+            raise _halted(scope, state)
         if state is TradingState.REDUCING and not reducing:
             raise RiskRejectedError(
                 "REDUCE_ONLY",
@@ -409,3 +419,9 @@ class RiskRails:
             except Exception:
                 log.exception("[RISK] on_event callback failed for %s event (model=%s)", event.kind, event.model_id)
         return event
+
+
+def _halted(scope: str, state: TradingState) -> RiskRejectedError:
+    return RiskRejectedError(
+        "TRADING_HALTED", f"trading is halted ({scope})", {"scope": scope, "state": str(state)}, rail="trading_state"
+    )
