@@ -57,6 +57,14 @@ class ShadowOrder:
     order: SizedOrder
 
 
+class NoMarkError(RiskRejectedError):
+    """A signal cannot be sized: its instrument has no mark yet (``STALE_MARK``; the signal path asks the rails which
+    refusal comes first, :meth:`ops_server.risk.RiskRails.check_unpriced`)."""
+
+    def __init__(self, instrument: str) -> None:
+        super().__init__("STALE_MARK", f"no mark for {instrument} yet", {"instrument": instrument}, rail="stale_mark")
+
+
 def client_order_id(model_id: str, signal_id: str) -> str:
     """Deterministic client order id: the same model and signal always give the same id."""
     digest = hashlib.sha256(f"{model_id}\x00{signal_id}".encode()).hexdigest()[:24]
@@ -140,12 +148,7 @@ class SignalRouter:
             )
         mark = self._exposure.mark(signal.instrument)
         if mark is None or mark <= 0:
-            raise RiskRejectedError(
-                "STALE_MARK",
-                f"no mark for {signal.instrument} yet",
-                {"instrument": signal.instrument},
-                rail="stale_mark",
-            )
+            raise NoMarkError(signal.instrument)
         quota = self._exposure.quota(route)
         desired_raw = Decimal(repr(signal.target)) * quota / mark
         desired = (desired_raw / rules.lot_size).to_integral_value(rounding=ROUND_DOWN) * rules.lot_size

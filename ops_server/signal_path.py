@@ -34,7 +34,7 @@ from ops_server.model_registry import ModelRoute, RoutingMode, paper_book
 from ops_server.order_tracker import TrackedOrder
 from ops_server.parts import OpsParts
 from ops_server.risk import OrderIntent, Side
-from ops_server.router import LiveOrder, ShadowOrder, SignalRouter
+from ops_server.router import LiveOrder, NoMarkError, ShadowOrder, SignalRouter
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class SignalPath:
                 if route.model_id in parts.canaries.shadow_twins():
                     twin_of = route
                 t_route = time.perf_counter()
-                routed = self._router.size(signal, route)
+                routed = self._size(signal, route)
                 metrics.routed[route.mode.value].inc()
                 if routed is None:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
@@ -187,6 +187,17 @@ class SignalPath:
             self._count(signal.model_id if known else "", metrics, decision)
             parts.metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision
+
+    def _size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
+        """The router's order for the signal; without a mark to size it by, the refusal the rails put first (a paper
+        order's: HALTED, else the missing mark)."""
+        try:
+            return self._router.size(signal, route)
+        except NoMarkError:
+            if route.mode is RoutingMode.SHADOW:
+                self.parts.risk.check_paper(route.model_id)
+                raise
+            self.parts.risk.check_unpriced(route.model_id, signal.instrument)
 
     def _remembers_refusal(self, signal: ops_pb2.Signal, principal: Principal, exc: MeshError) -> bool:
         """Whether a REJECTED decision is remembered (journaled, and answered DUPLICATE to a repeat) like the others:

@@ -410,3 +410,19 @@ async def test_trading_halted_sends_no_paper_order_either(mesh: Mesh, monkeypatc
         "momentum_v1@paper",
         "momentum_v2@paper",
     ]
+
+
+async def test_a_signal_without_a_mark_is_refused_by_the_rail_that_comes_first_and_counted(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No mark yet: STALE_MARK, counted under risk_rejections_total{rail="stale_mark"} like any rail's refusal; while
+    trading is HALTED the halt comes first, as in the rails' order."""
+    core = mesh.ops.core
+    principal = core.auth.authenticate(MOMENTUM_META)
+    monkeypatch.setattr(core.exposure, "mark", lambda instrument: None)
+    (stale,) = core.signals.handle_frame([signal("no-mark-1", 0.01)], principal)
+    assert (stale.error.code, stale.error.details["mark_age_seconds"]) == ("STALE_MARK", "none")
+    assert core.parts.risk.rejections.get(("stale_mark", "momentum_v1")) == 1
+    core.parts.risk.set_state(None, TradingState.HALTED, "test")
+    (halted,) = core.signals.handle_frame([signal("no-mark-2", 0.01)], principal)
+    assert halted.error.code == "TRADING_HALTED"

@@ -53,7 +53,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, NoReturn
 
 from nautilus_mesh.clock import REAL_CLOCK
 from nautilus_mesh.decimals import fmt
@@ -161,12 +161,7 @@ class RiskRails:
         limits = self._limits
         model = limits.for_model(intent.model_id)
         if not limits.instrument_allowed(intent.symbol):
-            raise RiskRejectedError(
-                "INSTRUMENT_NOT_ALLOWED",
-                f"{intent.symbol} is not on the instrument allow-list",
-                {"symbol": intent.symbol},
-                rail="instrument",
-            )
+            raise _not_allowed(intent.symbol)
         if ctx.mark_age_seconds is None or ctx.mark_age_seconds > limits.stale_mark_seconds:
             age = "none" if ctx.mark_age_seconds is None else _fmt_float(ctx.mark_age_seconds)
             raise RiskRejectedError(
@@ -239,6 +234,31 @@ class RiskRails:
                     self._record_rejection(intent, exc)
                 raise exc
 
+    def check_unpriced(self, model_id: str, symbol: str) -> NoReturn:
+        """Refuse a signal of ``model_id`` in ``symbol`` that cannot be sized because the instrument has no mark yet,
+        with the rail the rails' order puts first: ``TRADING_HALTED`` (global, then the model's), then
+        ``INSTRUMENT_NOT_ALLOWED``, then ``STALE_MARK`` (REDUCING cannot tell a reducing order without its size; the
+        missing mark refuses it). Recorded as the rails record their refusals.
+
+        Raises:
+            RiskRejectedError: always.
+        """
+        exc: RiskRejectedError | None = None
+        for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
+            if exc is None and state is TradingState.HALTED:
+                exc = _halted(scope, state)
+        if exc is None and not self._limits.instrument_allowed(symbol):
+            exc = _not_allowed(symbol)
+        if exc is None:
+            exc = RiskRejectedError(
+                "STALE_MARK",
+                f"no mark for {symbol} yet",
+                {"mark_age_seconds": "none", "max_age_seconds": _fmt_float(self._limits.stale_mark_seconds)},
+                rail="stale_mark",
+            )
+        self._record(model_id, exc, f"symbol={symbol} (no mark: not sized)")
+        raise exc
+
     def _check_state(
         self, scope: str, state: TradingState, reducing: bool, intent: OrderIntent, ctx: RiskContext
     ) -> None:
@@ -297,20 +317,15 @@ class RiskRails:
         return sum(n for (_, model), n in self._rejections.items() if model == model_id)
 
     def _record_rejection(self, intent: OrderIntent, exc: RiskRejectedError) -> None:
-        key = (exc.rail, intent.model_id)
+        self._record(intent.model_id, exc, f"symbol={intent.symbol} side={intent.side} qty={fmt(intent.quantity)}")
+
+    def _record(self, model_id: str, exc: RiskRejectedError, order: str) -> None:
+        key = (exc.rail, model_id)
         self._rejections[key] = self._rejections.get(key, 0) + 1
-        log.info(
-            "[RISK] denied model=%s rail=%s code=%s symbol=%s side=%s qty=%s",
-            intent.model_id,
-            exc.rail,
-            exc.code,
-            intent.symbol,
-            intent.side,
-            fmt(intent.quantity),
-        )
-        state = self._states.effective(intent.model_id)
+        log.info("[RISK] denied model=%s rail=%s code=%s %s", model_id, exc.rail, exc.code, order)
+        state = self._states.effective(model_id)
         self._publish(
-            self._states.event("REJECTED", intent.model_id, exc.rail, exc.code, exc.message, exc.details, state, state)
+            self._states.event("REJECTED", model_id, exc.rail, exc.code, exc.message, exc.details, state, state)
         )
 
     # -- trading states
@@ -424,4 +439,10 @@ class RiskRails:
 def _halted(scope: str, state: TradingState) -> RiskRejectedError:
     return RiskRejectedError(
         "TRADING_HALTED", f"trading is halted ({scope})", {"scope": scope, "state": str(state)}, rail="trading_state"
+    )
+
+
+def _not_allowed(symbol: str) -> RiskRejectedError:
+    return RiskRejectedError(
+        "INSTRUMENT_NOT_ALLOWED", f"{symbol} is not on the instrument allow-list", {"symbol": symbol}, rail="instrument"
     )
