@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from decimal import ROUND_DOWN, Decimal
+from decimal import Context, Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.bounds import require_bounded
@@ -55,6 +55,10 @@ class ShadowOrder:
     """An order bound for the paper venue only."""
 
     order: SizedOrder
+
+
+_EXACT = Context(prec=200)
+"""Arithmetic wide enough to be exact for any product or whole quotient of wire decimals (at most 40 digits each)."""
 
 
 class NoMarkError(RiskRejectedError):
@@ -150,12 +154,17 @@ class SignalRouter:
         if mark is None or mark <= 0:
             raise NoMarkError(signal.instrument)
         quota = self._exposure.quota(route)
-        desired_raw = Decimal(repr(signal.target)) * quota / mark
-        desired = (desired_raw / rules.lot_size).to_integral_value(rounding=ROUND_DOWN) * rules.lot_size
+        # desired = target x quota / mark, rounded toward zero to the lot: whole lots by one exact integer division
+        # (in the default 28 digits, target x quota / mark could round up past a lot boundary before the floor).
+        lots = _EXACT.divide_int(
+            _EXACT.multiply(Decimal(repr(signal.target)), quota), _EXACT.multiply(mark, rules.lot_size)
+        )
+        desired = _EXACT.multiply(lots, rules.lot_size)
         book = route.book
         current = self._exposure.exposure_qty(book, signal.instrument)
-        delta = desired - current
-        if abs(delta) < rules.lot_size or abs(delta) < rules.min_quantity:
+        delta = _EXACT.subtract(desired, current)
+        size = delta.copy_abs()  # exact (abs() would round to the default 28 digits)
+        if size < rules.lot_size or size < rules.min_quantity:
             return None
         order = SizedOrder(
             client_order_id=client_order_id(book, signal.signal_id),
@@ -164,7 +173,7 @@ class SignalRouter:
             strategy_id=route.strategy_id,
             instrument=signal.instrument,
             side="BUY" if delta > 0 else "SELL",
-            quantity=abs(delta),
+            quantity=size,
             mark=mark,
             owner="" if is_paper_book(route.model_id) else route.model_id,
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import grpc
@@ -25,6 +27,7 @@ from ops_server.measurement import Measurement
 from ops_server.model_registry import ModelRegistry, RoutingMode
 from ops_server.order_tracker import OrderTracker
 from ops_server.risk import TradingState
+from ops_server.router import SignalRouter
 from tests.conftest import MOMENTUM_META, MOMENTUM_TOKEN, Mesh, running_mesh, wait_until
 
 
@@ -426,3 +429,30 @@ async def test_a_signal_without_a_mark_is_refused_by_the_rail_that_comes_first_a
     core.parts.risk.set_state(None, TradingState.HALTED, "test")
     (halted,) = core.signals.handle_frame([signal("no-mark-2", 0.01)], principal)
     assert halted.error.code == "TRADING_HALTED"
+
+
+def test_size_rounds_toward_zero_to_the_lot_even_beyond_28_digits() -> None:
+    """2/3 of a 45,489,426,346.38 USD quota at a mark of 3 in lots of 1e-18: the floor needs 29 digits, where the
+    default context rounded the quotient half-even first, up past the floor."""
+    registry = ModelRegistry.from_dict(
+        {"strategies": {"s": {"stable_model": "a", "models": {"a": {"instruments": ["X-USD"], "weight": 1.0}}}}}
+    )
+    policy = CapitalPolicy.from_dict({"total_capital": "45489426346.38", "strategies": {"s": {}}})
+    measurement = Measurement(1.0)
+    exposure = ExposureView(
+        registry, CapitalAllocator(policy), measurement, OrderTracker(None), Decimal(1), live_venue="v", paper_venue="p"
+    )
+    lot = "0.000000000000000001"
+    exposure.set_instruments(
+        {"v": [engine_pb2.InstrumentInfo(instrument="X-USD", lot_size=lot, min_quantity=lot, tick_size="0.01")]}
+    )
+    measurement.set_mark("X-USD", Decimal(3))
+    target = 0.6666666666666666
+    sized = SignalRouter(registry, exposure).size(
+        ops_pb2.Signal(signal_id="s-1", model_id="a", instrument="X-USD", target=target), registry.route("a")
+    )
+    assert sized is not None
+    exact = Fraction(Decimal(repr(target))) * Fraction(exposure.quota(registry.route("a"))) / 3
+    assert Fraction(sized.order.quantity) == Fraction(math.floor(exact / Fraction(Decimal(lot)))) * Fraction(
+        Decimal(lot)
+    )
