@@ -127,6 +127,14 @@ class StrategyAuthenticator:
         self._entries = [(name, token, frozenset(models)) for name, (token, models) in tokens.items() if token]
 
     def authenticate(self, metadata: Metadata) -> Principal:
+        """The principal whose token ``metadata`` presents.
+
+        Raises:
+            PermissionDeniedError: ``DOOR_DISABLED`` when no strategy has a token (the strategy door is closed).
+            AuthError: ``MISSING_TOKEN``, ``INVALID_TOKEN``.
+        """
+        if not self._entries:
+            raise PermissionDeniedError("DOOR_DISABLED", "the strategy door is disabled: no strategy token configured")
         presented = metadata_value(metadata, STRATEGY_TOKEN_HEADER)
         if not presented:
             raise AuthError("MISSING_TOKEN", f"missing {STRATEGY_TOKEN_HEADER} metadata")

@@ -13,8 +13,9 @@ import pytest
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
-from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
+from ops_server.config import StrategyAccess
 from tests.conftest import (
     ADMIN_META,
     DEMO,
@@ -186,6 +187,19 @@ async def test_admin_when_no_admin_token_configured_is_closed(tmp_path: Path) ->
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await admin.TriggerAllocation(admin_pb2.TriggerAllocationRequest(reason="x"), metadata=ADMIN_META)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert "DOOR_DISABLED" in (caught.value.details() or "")
+
+
+async def test_signals_when_no_strategy_token_configured_the_door_is_closed(tmp_path: Path) -> None:
+    closed = {"momentum": StrategyAccess(token="", models=("momentum_v1", "momentum_v2"))}
+    async with running_mesh(tmp_path, ops={"strategies": closed}) as mesh, mesh.channel() as channel:
+        stub = ops_pb2_grpc.OpsServiceStub(channel)
+        request = ops_pb2.SubmitSignalRequest(
+            signal=ops_pb2.Signal(signal_id="s-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.SubmitSignal(request, metadata=MOMENTUM_META)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert "DOOR_DISABLED" in (caught.value.details() or "")
 

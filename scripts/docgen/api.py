@@ -52,6 +52,18 @@ AUTH_ERRORS = [
     ("PERMISSION_DENIED", "DOOR_DISABLED", "the service has no token configured: the door is closed, not open"),
 ]
 MALFORMED = ("INVALID_ARGUMENT", "MALFORMED_REQUEST", "the request bytes do not decode")
+WRONG_SHARD = (
+    "FAILED_PRECONDITION",
+    "WRONG_SHARD",
+    "another ops worker owns the strategy (several workers; details: `owner_index`, `owner_address`)",
+)
+ENGINE_ID_ERRORS = [
+    (
+        "INVALID_ARGUMENT",
+        "MISSING_FIELD, FIELD_TOO_LONG, INVALID_CHARACTERS",
+        "client_order_id is empty, over 128 characters or not printable",
+    )
+]
 SIGNAL_ERRORS = [
     (
         "INVALID_ARGUMENT",
@@ -76,6 +88,8 @@ SIGNAL_ERRORS = [
         "for `GROSS_EXPOSURE`; `rate_per_second`, `burst` for `RATE_LIMITED`)",
     ),
     ("UNAVAILABLE", "ENGINE_UNAVAILABLE", "the engine session is down; nothing was sent"),
+    ("UNAVAILABLE", "VENUE_MISCONFIGURED", "the engine's venues do not fit ops' config; nothing was sent"),
+    WRONG_SHARD,
 ]
 MODEL_SCOPE = [
     (
@@ -158,7 +172,8 @@ EXAMPLES: dict[str, Example] = {
         "    print(frame.decisions, frame.fills)",
         [],
         "A `REJECTED` decision's `error` carries the codes `SubmitSignal` answers as statuses. A frame of more than "
-        "`max_signals_per_frame` signals is answered with one `REJECTED` decision (`FRAME_TOO_LARGE`).",
+        "`max_signals_per_frame` signals is answered with one `REJECTED` decision (`FRAME_TOO_LARGE`). On an ops "
+        "worker that does not own the strategy the stream ends with `FAILED_PRECONDITION`, `WRONG_SHARD`.",
     ),
     "nautilus.ops.v1.OpsService.SubmitSignal": Example(
         {"signal": {"signal_id": "s-1", "model_id": "momentum_v1", "instrument": "BTC-USD", "target": 0.1}},
@@ -279,7 +294,13 @@ EXAMPLES: dict[str, Example] = {
         "note = await admin.reload_config(admin_pb2.CONFIG_TARGET_RISK_LIMITS)",
         [
             ("INVALID_ARGUMENT", "INVALID_TARGET", "target is UNSPECIFIED"),
-            ("INVALID_ARGUMENT", "CONFIG_INVALID", "the file is invalid; the previous config stays in force"),
+            (
+                "INVALID_ARGUMENT",
+                "CONFIG_INVALID",
+                "the file is unreadable or invalid, or adds or removes a strategy or a model (a restart does that); "
+                "the previous config stays in force",
+            ),
+            ("INVALID_ARGUMENT", "UNKNOWN_STRATEGY", "the capital policy names a strategy the registry does not have"),
         ],
     ),
     "nautilus.ops.v1.OpsAdminService.GetHealth": Example(
@@ -312,8 +333,10 @@ EXAMPLES: dict[str, Example] = {
         "(`MISSING_FIELD` for an empty `client_order_id` or `instrument`, `FIELD_TOO_LONG`, `INVALID_CHARACTERS`, "
         "`INVALID_SIDE`, `INVALID_ORDER_TYPE`, `INVALID_TIME_IN_FORCE` (required for LIMIT orders; a MARKET order "
         "without one is IOC), `INVALID_QUANTITY`, `INVALID_PRICE` (also a LIMIT order without `limit_price` and a "
-        "MARKET order with one), `CLIENT_ORDER_ID_REUSED`, a venue's or a venue rail's code); an empty `account` is "
-        "`default`. The stream stays open.",
+        "MARKET order with one), `CLIENT_ORDER_ID_REUSED`, a venue's or a venue rail's code; `EMPTY_COMMAND` for a "
+        "command with neither `new_order` nor `cancel_order`; `ORDER_NOT_FOUND` for a cancel of an unknown id); an "
+        "empty `account` is `default`. A frame of more than `max_commands_per_frame` commands is answered with one "
+        "`REJECTED` report (`FRAME_TOO_LARGE`, seq 0) and executes nothing. The stream stays open.",
     ),
     "nautilus.engine.v1.EngineService.ListExecutions": Example(
         {"since_seq": 0, "page_size": 100},
@@ -326,13 +349,19 @@ EXAMPLES: dict[str, Example] = {
                 "reports after since_seq were let go by a journal snapshot (`execution_retention`); the detail "
                 "`oldest_available_seq` is the oldest seq still available (ask from it minus one)",
             ),
+            (
+                "NOT_FOUND",
+                "EXECUTIONS_TRUNCATED",
+                "an engine without a journal (`journal_path: null`) no longer holds the reports after since_seq in "
+                "its `report_history`",
+            ),
         ],
     ),
     "nautilus.engine.v1.EngineService.GetOrder": Example(
         {"client_order_id": "o-1"},
         'order = await engine.get_order("o-1")',
         [
-            ("INVALID_ARGUMENT", "MISSING_FIELD", "client_order_id is empty"),
+            *ENGINE_ID_ERRORS,
             ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
             (
                 "OUT_OF_RANGE",
@@ -349,6 +378,7 @@ EXAMPLES: dict[str, Example] = {
         {"client_order_id": "o-1"},
         None,
         [
+            *ENGINE_ID_ERRORS,
             ("NOT_FOUND", "ORDER_NOT_FOUND", "no order with this id"),
             (
                 "FAILED_PRECONDITION",

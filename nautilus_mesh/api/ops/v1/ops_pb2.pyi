@@ -56,7 +56,7 @@ class _DecisionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Decisi
     DECISION_STATUS_REJECTED: _DecisionStatus.ValueType  # 2
     """Refused; see error."""
     DECISION_STATUS_NO_ACTION: _DecisionStatus.ValueType  # 3
-    """Already at target (within a lot): no order needed."""
+    """No order needed: the order would be under one lot or under the instrument's minimum quantity."""
     DECISION_STATUS_DUPLICATE: _DecisionStatus.ValueType  # 4
     """The signal id was seen before; this is the earlier decision."""
 
@@ -69,7 +69,7 @@ DECISION_STATUS_ACCEPTED: DecisionStatus.ValueType  # 1
 DECISION_STATUS_REJECTED: DecisionStatus.ValueType  # 2
 """Refused; see error."""
 DECISION_STATUS_NO_ACTION: DecisionStatus.ValueType  # 3
-"""Already at target (within a lot): no order needed."""
+"""No order needed: the order would be under one lot or under the instrument's minimum quantity."""
 DECISION_STATUS_DUPLICATE: DecisionStatus.ValueType  # 4
 """The signal id was seen before; this is the earlier decision."""
 Global___DecisionStatus: _TypeAlias = DecisionStatus  # noqa: Y015
