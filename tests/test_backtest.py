@@ -55,6 +55,26 @@ def test_backtest_when_run_twice_on_same_data_and_seed_writes_byte_identical_rep
     assert outputs[0] == outputs[1]
 
 
+@pytest.mark.parametrize(("tape", "strategy"), [("btc_1s.csv", "momentum"), ("eth_1s.csv", "meanrev")])
+def test_the_committed_sample_reports_are_what_this_version_computes(
+    tape: str, strategy: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/backtests.md shows these reports and names one as a canary gate's input: `python -m
+    backtests.make_sample` must give them back byte for byte (a change to what is measured regenerates them)."""
+    monkeypatch.chdir(ROOT)  # the report names its tape relative to the repository root, as make_sample runs
+    committed = ROOT / "backtests" / "reports" / strategy
+    result = run_backtest(
+        BacktestSpec(strategy=strategy, config_dir=CONFIG_DIR, seed=7),
+        Path("backtests") / "data" / tape,
+        with_compare=strategy == "momentum",
+        workdir=tmp_path / "state",
+    )
+    written = write_outputs(result, tmp_path / "out")
+    for name in ("report.json", "report.txt"):
+        assert (tmp_path / "out" / name).read_text() == (committed / name).read_text(), name
+    assert {p.name for p in written} == {p.name for p in committed.iterdir()}
+
+
 def test_backtest_when_run_trades_through_ops_and_the_sim_venue_and_reports_every_figure(tmp_path: Path) -> None:
     result = run_backtest(spec(models=("momentum_v1",)), small_tape(tmp_path))
     report = result.report
