@@ -103,7 +103,9 @@ def load_tape(path: Path, *, default_symbol: str = DEFAULT_SYMBOL) -> list[TapeQ
                 ask = _decimal(row.get("ask"), "ask", path, line)
                 if bid >= ask:
                     raise TapeError(path, line, f"crossed quote: bid {bid} >= ask {ask}")
-                if ts <= last_ts.get(symbol, -1):
+                if ts < 0:
+                    raise TapeError(path, line, f"ts must be nanoseconds since the Unix epoch (>= 0), got {ts}")
+                if symbol in last_ts and ts <= last_ts[symbol]:
                     raise TapeError(path, line, f"ts {ts} is not after the previous {symbol} quote ({last_ts[symbol]})")
                 last_ts[symbol] = ts
                 sizes = (

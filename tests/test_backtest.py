@@ -164,6 +164,7 @@ def test_backtest_without_data_replays_the_seeded_synthetic_market(tmp_path: Pat
         ("ts,bid,ask\n1,abc,101\n", 2, "bid is not a number: 'abc'"),
         ("ts,bid,ask\n1.5,100,101\n", 2, "ts is not an integer of nanoseconds"),
         ("ts,bid,ask,bid_size\n1,100,101,1\n", 1, "give both or neither"),
+        ("ts,bid,ask\n-5,100,101\n", 2, "ts must be nanoseconds since the Unix epoch (>= 0), got -5"),
     ],
 )
 def test_load_tape_when_a_row_is_bad_refuses_it_with_its_line_number(
@@ -229,3 +230,7 @@ def test_cli_backtest_when_input_is_bad_exits_2_with_the_line(tmp_path: Path) ->
     unknown = cli("--strategy", "nope", "--no-plot", cwd=tmp_path)
     assert unknown.returncode == 2
     assert "known strategies: momentum, meanrev" in unknown.stderr
+    for option, value in (("--quotes", "0"), ("--sample-seconds", "nan"), ("--bar-seconds", "inf")):
+        refused = cli("--strategy", "momentum", option, value, "--no-plot", cwd=tmp_path)
+        assert refused.returncode == 2, option
+        assert f"argument {option}: must be" in refused.stderr, refused.stderr
