@@ -22,9 +22,10 @@ SentSecret = Annotated[str, pydantic.AfterValidator(resolve_sent_secret)]
 
 
 class StrictModel(pydantic.BaseModel):
-    """Base for config models: unknown keys are an error, values are immutable."""
+    """Base for config models: unknown keys are an error, values are immutable, a number is finite (NaN and
+    Infinity, which JSON readers accept, are refused naming the field)."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def validate_config(cls: type[ModelT], data: object, *, source: str, at: str = "") -> ModelT:

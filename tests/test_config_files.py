@@ -1,0 +1,43 @@
+"""Config files: what a bad value in each does (refused at load, naming the file and the field)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from nautilus_mesh.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "config" / "demo"
+
+
+@pytest.mark.parametrize(
+    ("file", "key", "loader"),
+    [
+        ("ops.json", "stats_bar_seconds", "ops_server.config:load_ops_config"),
+        ("ops.json", "allocation_interval_seconds", "ops_server.config:load_ops_config"),
+        ("engine.json", "tick_interval_ms", "engine_server.config:load_engine_config"),
+    ],
+)
+def test_a_config_number_given_as_infinity_or_nan_is_refused_naming_the_file_and_field(
+    tmp_path: Path, file: str, key: str, loader: str
+) -> None:
+    """JSON readers take Infinity and NaN (and 1e999 as infinity); a "> 0" interval of infinity started ops with a
+    loop that never ran, or stopped it with a traceback naming neither."""
+    module, name = loader.split(":")
+    load = getattr(importlib.import_module(module), name)
+    demo = json.loads((DEMO / file).read_text())
+    for value in ("Infinity", "NaN", "1e999"):
+        text = json.dumps({**demo, key: 0.5}).replace('"' + key + '": 0.5', f'"{key}": {value}')
+        path = tmp_path / file
+        path.write_text(text)
+        for relative in ("registry_path", "capital_policy_path", "risk_limits_path"):
+            if relative in demo:
+                shutil.copy(DEMO / Path(demo[relative]).name, tmp_path)
+        with pytest.raises(ConfigError) as refused:
+            load(path)
+        assert file in str(refused.value) and key in str(refused.value), value
