@@ -50,8 +50,8 @@ class OpsConfig(StrictModel):
     """The model registry file (strategies, models, weights, canaries); ops keeps a working copy in ``state_dir``."""
     capital_policy_path: Path
     """The capital allocator's policy file."""
-    risk_limits_path: Path | None = None
-    """The risk limits file; required: ops refuses to start without one (it does not trade without risk limits)."""
+    risk_limits_path: Path
+    """The risk limits file (ops does not trade without risk limits)."""
     state_dir: Path = Path("var/ops")
     """Folder of the journal, audit log, registry working copy, SQLite state store and the instance lock."""
     database_url: str = pydantic.Field("", repr=False)
@@ -150,23 +150,26 @@ class OpsConfig(StrictModel):
 
 
 def load_ops_config(path: str | os.PathLike[str]) -> OpsConfig:
-    """Load the ops config; relative paths inside it are resolved against the file's folder. ``OPS_DATABASE_URL``,
-    ``OPS_WORKERS`` and ``OPS_WORKER_INDEX`` override ``database_url``, ``ops_workers`` and ``worker_index``; a
-    worker of several then gets its own port, metrics port and state folder (see :func:`env_workers`)."""
+    """Load the ops config; the relative paths of the registry, capital policy and risk limits files are resolved
+    against the file's folder (``state_dir``, ``span_file`` and TLS files against the working directory).
+
+    ``OPS_DATABASE_URL``, ``OPS_WORKERS`` and ``OPS_WORKER_INDEX`` override ``database_url``, ``ops_workers`` and
+    ``worker_index``; a worker of several then gets its own port, metrics port and state folder (see
+    :func:`env_workers`)."""
     config = load_config(OpsConfig, path)
     config = env_workers(config)
     base = Path(path).resolve().parent
 
-    def resolve(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else base / p
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
 
-    updates: dict[str, object] = {
-        "registry_path": resolve(config.registry_path),
-        "capital_policy_path": resolve(config.capital_policy_path),
-    }
-    if config.risk_limits_path is not None:
-        updates["risk_limits_path"] = resolve(config.risk_limits_path)
-    return config.model_copy(update={k: v for k, v in updates.items() if v is not None})
+    return config.model_copy(
+        update={
+            "registry_path": resolve(config.registry_path),
+            "capital_policy_path": resolve(config.capital_policy_path),
+            "risk_limits_path": resolve(config.risk_limits_path),
+        }
+    )
 
 
 WORKER_PORT_STRIDE = 100

@@ -25,7 +25,6 @@ from pathlib import Path
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.auth import StrategyAuthenticator
 from nautilus_mesh.clock import REAL_CLOCK, Clock
-from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.store import open_store
 from nautilus_mesh.tasks import cancel_and_wait
@@ -90,8 +89,6 @@ class OpsCore:
         clock: Clock = REAL_CLOCK,
         link_factory: Callable[..., EngineLink] = EngineLink,
     ) -> None:
-        if config.risk_limits_path is None:
-            raise ConfigError("risk_limits_path is required: ops does not trade without risk limits")
         self.config = config
         self.clock = clock
         self.metrics = OpsMetrics()

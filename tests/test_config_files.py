@@ -41,3 +41,15 @@ def test_a_config_number_given_as_infinity_or_nan_is_refused_naming_the_file_and
         with pytest.raises(ConfigError) as refused:
             load(path)
         assert file in str(refused.value) and key in str(refused.value), value
+
+
+def test_ops_config_without_risk_limits_is_refused_at_load_naming_the_file_and_field(tmp_path: Path) -> None:
+    from ops_server.config import load_ops_config
+
+    demo = json.loads((DEMO / "ops.json").read_text())
+    del demo["risk_limits_path"]
+    path = tmp_path / "ops.json"
+    path.write_text(json.dumps(demo))
+    with pytest.raises(ConfigError) as refused:
+        load_ops_config(path)
+    assert "ops.json" in str(refused.value) and "risk_limits_path" in str(refused.value)

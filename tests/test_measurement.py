@@ -209,7 +209,12 @@ def test_min_bars_when_below_two_is_refused() -> None:
 
 
 def test_ops_config_when_stats_min_bars_omitted_defaults_to_30_and_refuses_one() -> None:
-    base = {"engine_address": "127.0.0.1:1", "registry_path": "r.json", "capital_policy_path": "p.json"}
+    base = {
+        "engine_address": "127.0.0.1:1",
+        "registry_path": "r.json",
+        "capital_policy_path": "p.json",
+        "risk_limits_path": "l.json",
+    }
     assert OpsConfig.model_validate(base).stats_min_bars == 30
     with pytest.raises(pydantic.ValidationError):
         OpsConfig.model_validate({**base, "stats_min_bars": 1})

@@ -30,6 +30,7 @@ def ops_data(**overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
         "registry_path": str(DEMO / "registry.json"),
         "capital_policy_path": str(DEMO / "capital_policy.json"),
+        "risk_limits_path": str(DEMO / "risk_limits.json"),
     }
     data.update(overrides)
     return data

@@ -53,7 +53,8 @@ FILES = (
         "config/demo/ops.json",
         OpsConfig,
         "The ops service (`python -m ops_server --config ...`): ports, tokens, file paths, intervals, TLS. "
-        "Relative paths are resolved against the file's folder.",
+        "Relative paths of the registry, capital policy and risk limits files are resolved against the file's "
+        "folder; `state_dir`, `span_file` and TLS files against the working directory.",
     ),
     ConfigFile(
         "config/demo/engine.json",
