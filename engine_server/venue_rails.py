@@ -48,7 +48,10 @@ PositiveDecimal = Annotated[Decimal, pydantic.Field(gt=0)]
 
 
 class VenueRailsConfig(StrictModel):
-    """Limits of one venue (``rails.<venue>`` of the engine config). ``None`` switches a rail off."""
+    """Limits of one venue (``rails.<venue>`` of the engine config). ``None`` switches a rail off. A paper venue takes
+    the size rails it does not set (``max_order_qty``, ``max_order_qty_by_symbol``, ``max_order_notional``) from the
+    venue it follows, so a shadow order is held to the sizes of the live one it stands for; set one to ``null`` to
+    switch it off there."""
 
     price_collar_bps: PositiveDecimal | None = None
     """Maximum distance of a limit price from the reference price, in basis points."""
@@ -61,7 +64,7 @@ class VenueRailsConfig(StrictModel):
     max_messages_per_second: float | None = pydantic.Field(default=None, gt=0, allow_inf_nan=False)
     """Token refill rate of each session's bucket (new orders per second)."""
     message_burst: int | None = pydantic.Field(default=None, ge=1)
-    """Bucket capacity; defaults to ``ceil(max_messages_per_second)``."""
+    """Bucket capacity; defaults to ``ceil(max_messages_per_second)``, and is refused without it."""
     cancel_on_disconnect: bool = True
     """Cancel a session's resting orders when its order stream drops."""
 

@@ -17,9 +17,9 @@ class MeanReversionConfig:
     """Parameters of the rolling z-score model."""
 
     window: int = 50
-    """Number of most recent mids in the rolling mean and deviation; also the warm-up length."""
+    """Number of most recent mids in the rolling mean and deviation; also the warm-up length. At least 2."""
     entry_z: float = 2.0
-    """|z| at which the target reaches a full -1/+1."""
+    """|z| at which the target reaches a full -1/+1; a finite number above 0."""
 
     def __post_init__(self) -> None:
         if self.window < 2:

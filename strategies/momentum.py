@@ -16,13 +16,13 @@ class MomentumConfig:
     """Parameters of the EMA-cross momentum model."""
 
     fast: int = 10
-    """Span of the fast EMA in quotes (smoothing factor 2 / (fast + 1))."""
+    """Span of the fast EMA in quotes (smoothing factor 2 / (fast + 1)); at least 1."""
     slow: int = 30
     """Span of the slow EMA in quotes; must be greater than ``fast``. Also the warm-up length."""
     scale: float = 5000.0
     """Target per unit of relative EMA spread: a 0.02% spread gives a full +1 target. EMAs over
     tens of quotes sit a few basis points apart on liquid instruments (about 0.005% on the demo
-    sim venue), so this puts typical targets around 0.25."""
+    sim venue), so this puts typical targets around 0.25. Above 0."""
 
     def __post_init__(self) -> None:
         if self.fast < 1:

@@ -53,3 +53,24 @@ def test_ops_config_without_risk_limits_is_refused_at_load_naming_the_file_and_f
     with pytest.raises(ConfigError) as refused:
         load_ops_config(path)
     assert "ops.json" in str(refused.value) and "risk_limits_path" in str(refused.value)
+
+
+def test_a_paper_venues_partial_market_maker_block_takes_the_rest_from_the_followed_venue(tmp_path: Path) -> None:
+    """configuration.md: market maker settings not given are the followed venue's (a block with one field set gave
+    the built-in defaults for every other: a 4 bps spread against live's 2)."""
+    from engine_server.config import load_engine_config
+    from engine_server.venues import build_venues
+
+    demo = json.loads((DEMO / "engine.json").read_text())
+    venues = [dict(v, market_maker={"levels": 3}) if v["name"] == "paper" else v for v in demo["venues"]]
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps({**demo, "venues": venues}))
+    built = build_venues(load_engine_config(path).venues)
+    live = built["sim"].config.market_maker  # type: ignore[attr-defined]
+    paper = built["paper"].config.market_maker  # type: ignore[attr-defined]
+    assert paper.levels == 3
+    assert (paper.spread_bps, paper.level_step_bps, paper.level_notional) == (
+        live.spread_bps,
+        live.level_step_bps,
+        live.level_notional,
+    )

@@ -55,7 +55,7 @@ def build_paper_venue(config: PaperVenueConfig, ctx: VenueBuildContext) -> Paper
     """Factory of a shadow venue (``"adapter": "paper"``, ``"follows": <live venue name>``).
 
     Instruments and market maker settings the config leaves out are the followed venue's, so the paper book
-    mirrors it.
+    mirrors it: a ``market_maker`` block that sets some fields takes the others from the followed venue's block.
     """
     feed = ctx.quote_feeds.get(config.follows)
     if feed is None:
@@ -66,8 +66,11 @@ def build_paper_venue(config: PaperVenueConfig, ctx: VenueBuildContext) -> Paper
     if not config.instruments:
         inherited["instruments"] = tuple(ctx.instruments.get(config.follows, {}).values())
     followed = ctx.configs.get(config.follows)
-    if "market_maker" not in config.model_fields_set and followed is not None:
-        inherited["market_maker"] = followed.market_maker
+    if followed is not None:
+        own = config.market_maker
+        inherited["market_maker"] = followed.market_maker.model_copy(
+            update={name: getattr(own, name) for name in own.model_fields_set}
+        )
     return PaperVenue(config.model_copy(update=inherited), feed.get, clock=ctx.clock)
 
 

@@ -406,7 +406,7 @@ _UNITS = (
     (r"_ns$", "ns"),
     (r"_bps$", "bps"),
     (r"_usd$", "USD"),
-    (r"port$", "port"),
+    (r"(^|_)port$", "port"),
     (r"_fraction$", "fraction"),
 )
 _DOC_UNITS = (
@@ -443,10 +443,12 @@ UNIT_OVERRIDES = {
     "MarketMakerConfig.level_size": "qty",
     "MarketMakerConfig.levels": "count",
     "OpsConfig.dedup_window": "count",
-    "CapitalPolicy.periods_per_year": "1/year",
-    "CanaryConfig.tolerance": "Sharpe",
     "CanaryConfig.z_crit": "z-score",
 }
+
+
+# Defaults a validator fills in from another field (the model declares the field required).
+DEFAULT_OVERRIDES = {"Instrument.min_qty": "`lot_size`"}
 
 
 def _unit(name: str, doc: str, owner: type | None = None) -> str:
@@ -480,7 +482,7 @@ def model_fields(cls: type) -> tuple[list[Field], list[type]]:
                 Field(
                     key,
                     _type_name(hint),
-                    _default(default),
+                    DEFAULT_OVERRIDES.get(f"{cls.__name__}.{name}") or _default(default),
                     _constraints(info.metadata) or _type_constraints(hint),
                     _unit(name, doc, cls),
                     doc,
