@@ -75,6 +75,19 @@ class EngineConfig(StrictModel):
     """Server certificate paths; with ``client_ca_file`` only clients with a certificate from that CA (ops) may
     connect (mutual TLS). None serves plaintext, the loopback default."""
 
+    @pydantic.model_validator(mode="after")
+    def _venue_names_resolve(self) -> EngineConfig:
+        """Each ``rails`` entry names a venue, and a paper venue follows a venue configured before it."""
+        names: list[str] = []
+        for venue in self.venues:
+            if isinstance(venue, PaperVenueConfig) and venue.follows not in names:
+                raise ValueError(f"paper venue {venue.name!r} follows {venue.follows!r}, not a venue before it")
+            names.append(venue.name)
+        unknown = sorted(set(self.rails) - set(names))
+        if unknown:
+            raise ValueError(f"rails for unknown venue(s): {', '.join(unknown)}")
+        return self
+
 
 def load_engine_config(path: str | os.PathLike[str]) -> EngineConfig:
     """Load and validate the engine config, venues and rails included.

@@ -33,6 +33,8 @@ def validate_config(cls: type[ModelT], data: object, *, source: str, at: str = "
     (prefixed by ``at`` when ``data`` sits inside a larger document)."""
     try:
         return cls.model_validate(data)
+    except ConfigError as exc:  # a validator's own ConfigError (with its code): named by the source at least
+        raise ConfigError(f"{source}: {exc.message}", exc.details, code=exc.code) from None
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in ([at] if at else []) + list(e['loc'])) or '<root>'}: {e['msg']}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from nautilus_mesh.bounds import echo
 from nautilus_mesh.errors import ValidationError
@@ -96,16 +97,10 @@ def require_finite(value: float, field: str, low: float, high: float) -> float:
     return value
 
 
-_WIDE_PRECISION = 200
-"""Digits of the context :func:`is_multiple` falls back to: enough for any quotient of two config or wire decimals."""
-
-
 def is_multiple(value: Decimal, step: Decimal) -> bool:
     """True when ``value`` is a whole multiple of ``step`` (exactly, at any magnitude: ``%`` in the default 28-digit
     context raises ``InvalidOperation`` once the quotient has more digits, e.g. 1e17 in lots of 1e-12)."""
     try:
         return value % step == 0
     except InvalidOperation:
-        with localcontext() as wide:
-            wide.prec = _WIDE_PRECISION
-            return value % step == 0
+        return Fraction(value) % Fraction(step) == 0  # exact at any magnitude

@@ -166,5 +166,8 @@ def load_strategies(path: str | os.PathLike[str]) -> StrategiesConfig:
     """
     config = load_config(StrategiesConfig, path)
     for strategy in config.strategies:
-        build_models(strategy)  # fail at load time, not when the runner starts
+        try:
+            build_models(strategy)  # fail at load time, not when the runner starts
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc.message}", exc.details, code=exc.code) from None
     return config

@@ -74,3 +74,43 @@ def test_a_paper_venues_partial_market_maker_block_takes_the_rest_from_the_follo
         live.level_step_bps,
         live.level_notional,
     )
+
+
+def _engine_with(tmp_path: Path, **changes: object) -> Path:
+    demo = json.loads((DEMO / "engine.json").read_text())
+    tmp_path.mkdir()
+    path = tmp_path / "engine.json"
+    path.write_text(json.dumps({**demo, **changes}))
+    return path
+
+
+def test_config_errors_found_after_the_fields_parse_still_name_the_file(tmp_path: Path) -> None:
+    """An unknown venue under rails, a paper venue following no venue before it, a price too large to check against
+    its tick, a strategy parameter out of range and a bad canary schedule: each names its file (they named nothing,
+    or crashed with decimal.InvalidOperation)."""
+    from engine_server.config import load_engine_config
+    from ops_server.model_registry import ModelRegistry
+    from strategies.config import load_strategies
+
+    demo = json.loads((DEMO / "engine.json").read_text())
+    sim = demo["venues"][0]
+    huge = dict(sim, instruments=[dict(sim["instruments"][0], initial_price="1e300")])
+    cases = [
+        (load_engine_config, _engine_with(tmp_path / "a", rails={**demo.get("rails", {}), "simm": {}}), "simm"),
+        (load_engine_config, _engine_with(tmp_path / "b", venues=[dict(demo["venues"][1], follows="nope")]), "nope"),
+        (load_engine_config, _engine_with(tmp_path / "c", venues=[huge, demo["venues"][1]]), "initial_price"),
+    ]
+    strategies = json.loads((DEMO / "strategies.json").read_text())
+    strategies["strategies"][0]["models"][0]["params"]["fast"] = 0
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "strategies.json").write_text(json.dumps(strategies))
+    cases.append((load_strategies, tmp_path / "d" / "strategies.json", "fast must be >= 1"))
+    registry = json.loads((DEMO / "registry.json").read_text())
+    registry["strategies"]["momentum"]["canary"]["schedule"] = [5, 200, 100]
+    (tmp_path / "e").mkdir()
+    (tmp_path / "e" / "registry.json").write_text(json.dumps(registry))
+    cases.append((ModelRegistry.load, tmp_path / "e" / "registry.json", "schedule"))
+    for load, path, problem in cases:
+        with pytest.raises(ConfigError) as refused:
+            load(path)
+        assert str(path) in str(refused.value) and problem in str(refused.value), str(refused.value)

@@ -24,8 +24,11 @@ from typing import Any, Literal
 import pydantic
 
 from nautilus_mesh.config import StrictModel
-from nautilus_mesh.decimals import is_multiple
+from nautilus_mesh.decimals import MAX_INTEGER_DIGITS, is_multiple
 from nautilus_mesh.frozen import quick_init
+
+WIRE_DECIMAL_LIMIT = Decimal(10) ** MAX_INTEGER_DIGITS
+"""Instrument sizes and prices stay below what a wire decimal may carry (1e18): ops reads them back from the wire."""
 
 VenueKind = Literal["live", "paper"]
 
@@ -74,17 +77,17 @@ class Instrument(StrictModel):
 
     symbol: str = pydantic.Field(min_length=1)
     """Venue symbol such as ``BTC-USD``."""
-    tick_size: Decimal = pydantic.Field(gt=0)
+    tick_size: Decimal = pydantic.Field(gt=0, lt=WIRE_DECIMAL_LIMIT)
     """Every limit price is a whole multiple of it."""
-    lot_size: Decimal = pydantic.Field(gt=0)
+    lot_size: Decimal = pydantic.Field(gt=0, lt=WIRE_DECIMAL_LIMIT)
     """Every quantity is a whole multiple of it."""
-    min_qty: Decimal
+    min_qty: Decimal = pydantic.Field(lt=WIRE_DECIMAL_LIMIT)
     """Smallest accepted quantity; a multiple of ``lot_size``, at least one lot (default: ``lot_size``)."""
     maker_fee_bps: Decimal = pydantic.Field(default=Decimal(0), ge=-1000, le=1000)
     """Fee on resting (maker) fills, in basis points of notional; may be negative (a rebate)."""
     taker_fee_bps: Decimal = pydantic.Field(default=Decimal(0), ge=0, le=1000)
     """Fee on aggressing (taker) fills, in basis points of notional."""
-    initial_price: Decimal = pydantic.Field(gt=0)
+    initial_price: Decimal = pydantic.Field(gt=0, lt=WIRE_DECIMAL_LIMIT)
     """Where the synthetic market starts; a multiple of ``tick_size``."""
     volatility: float = pydantic.Field(default=0.5, ge=0.0, le=10.0, allow_inf_nan=False)
     """Annualised volatility of the synthetic GBM mid (0.6 = 60 %)."""
