@@ -40,7 +40,12 @@ DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
 def _ops_config(tmp_path: Path, tokens: dict[str, str], **fields: object) -> Path:
     """A valid ``ops.json`` in ``tmp_path`` with these strategy tokens and top-level fields."""
     strategies = {name: {"token": token, "models": []} for name, token in tokens.items()}
-    config = {"registry_path": "registry.json", "capital_policy_path": "capital.json", "strategies": strategies}
+    config = {
+        "registry_path": "registry.json",
+        "capital_policy_path": "capital.json",
+        "risk_limits_path": "risk.json",
+        "strategies": strategies,
+    }
     (tmp_path / "ops.json").write_text(json.dumps({**config, **fields}))
     return tmp_path
 
