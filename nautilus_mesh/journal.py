@@ -202,6 +202,12 @@ class JournalReader:
                 continue
             payload = buf[pos + _HEAD_SIZE : end]
             if zlib.crc32(payload, zlib.crc32(bytes((tag,)))) != crc:
+                if _good_record_at(fh, base + end, size):
+                    raise JournalFormatError(
+                        f"{self.path}: the record at offset {base + pos} fails its CRC and good records follow it: "
+                        "damage in the middle (a disk fault; a crash only tears the end), not replayed around; "
+                        "restore the file or move it aside (nautilus-mesh journal dump shows what it holds)"
+                    )
                 self._torn(base + pos, size, "record fails its CRC")
                 return
             offset = base + pos
@@ -243,6 +249,18 @@ class JournalReader:
         log.warning(
             "[JOURNAL] %s: %s at offset %d; the last %d byte(s) are skipped", self.path, why, offset, self.dropped_bytes
         )
+
+
+def _good_record_at(fh: BinaryIO, offset: int, size: int) -> bool:
+    """Whether a whole record with a good CRC starts at ``offset`` of the file (after a damaged one: the damage is then
+    in the middle, not a torn tail). Moves the file position."""
+    if offset + _HEAD_SIZE > size:
+        return False
+    fh.seek(offset)
+    length, crc, tag = _HEAD.unpack(fh.read(_HEAD_SIZE))
+    if length > MAX_RECORD_BYTES or offset + _HEAD_SIZE + length > size:
+        return False
+    return bool(zlib.crc32(fh.read(length), zlib.crc32(bytes((tag,)))) == crc)
 
 
 def read_journal(path: str | os.PathLike[str], schema: JournalSchema | None = None) -> Iterator[JournalRecord]:

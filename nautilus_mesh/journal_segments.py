@@ -22,7 +22,9 @@ during it leaves a contiguous run of segments; a restart reads only the segments
 **Crash safety.** A segment is created complete with its header (written and, unless the policy is ``never``,
 fsynced together with the folder) before any record goes to it; a crash while rolling leaves an empty or torn
 newest segment, which reads as empty and is rewritten on open. Only the newest segment is written to, so only it
-can have a torn tail; a torn tail in an older segment (a disk fault) is skipped with a warning like any other.
+can have a torn tail: damage in an older one, an empty older one or a missing segment is a disk fault, and the reader
+refuses to replay around it (:class:`~nautilus_mesh.journal.JournalFormatError`): that would lose or repeat what it
+held.
 """
 
 from __future__ import annotations
@@ -36,7 +38,14 @@ from pathlib import Path
 
 from google.protobuf.message import Message
 
-from nautilus_mesh.journal import FsyncPolicy, JournalReader, JournalRecord, JournalSchema, JournalWriter
+from nautilus_mesh.journal import (
+    FsyncPolicy,
+    JournalFormatError,
+    JournalReader,
+    JournalRecord,
+    JournalSchema,
+    JournalWriter,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,14 @@ def split_offset(offset: int) -> tuple[int, int]:
     return offset >> SEGMENT_SHIFT, offset & _LOCAL_MASK
 
 
+def _size(file: Path) -> int | None:
+    """Bytes of a segment file; None when compaction deleted it meanwhile."""
+    try:
+        return file.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -108,16 +125,40 @@ class SegmentedJournalReader:
         self.newest_index = -1
 
     def records(self, start: int = 0) -> Iterator[JournalRecord]:
-        """Every good record of the segments from ``start`` (a global offset; 0 reads them all), in order."""
+        """Every good record of the segments from ``start`` (a global offset; 0 reads them all), in order.
+
+        Raises:
+            JournalFormatError: a segment is missing (the run from the first one read has a gap, or starts after
+                ``first_segment``), or one that is not the newest is empty or damaged: only the newest segment is
+                ever written to, so only it can have a torn tail; reading around a hole would lose or repeat what
+                it held.
+        """
         first, local = split_offset(start)
-        for index, file in list_segments(self.path):
-            if index < max(first, self.first_segment):
-                continue
+        segments = [(i, f) for i, f in list_segments(self.path) if i >= max(first, self.first_segment)]
+        # A whole replay starts at the snapshot's first segment; any read goes on without a gap (compaction deletes
+        # the oldest first, so the segments that exist always run on).
+        expected = self.first_segment if start == 0 and self.first_segment else (segments[0][0] if segments else 0)
+        for n, (index, file) in enumerate(segments):
+            if index != expected:
+                raise JournalFormatError(
+                    f"{segment_path(self.path, expected)}: segment {expected} of the journal is missing "
+                    f"(the next is {file.name}); not replayed around"
+                )
+            expected = index + 1
+            newest = n == len(segments) - 1
+            if not newest and _size(file) == 0:
+                raise JournalFormatError(f"{file}: segment {index} is empty but later segments exist (a disk fault)")
             reader = JournalReader(file, self._schema)
             offset = local if index == first else 0
             base = index << SEGMENT_SHIFT
             for record in reader.records(offset):
                 yield JournalRecord(record.tag, record.message, base | record.offset)
+            if not newest and reader.dropped_bytes:
+                raise JournalFormatError(
+                    f"{file}: segment {index} is damaged at offset {reader.valid_end} ({reader.dropped_bytes} byte(s) "
+                    "unread) but later segments exist: not a torn tail (only the newest segment is written to); "
+                    "not replayed around"
+                )
             self.types.update(reader.types)
             self.dropped_bytes += reader.dropped_bytes
             self.newest, self.newest_index = reader, index

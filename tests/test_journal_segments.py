@@ -20,7 +20,7 @@ from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.api.ops.v1 import journal_pb2 as ops_journal_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.files import stage_text
-from nautilus_mesh.journal import FsyncPolicy
+from nautilus_mesh.journal import FsyncPolicy, JournalFormatError
 from nautilus_mesh.journal_segments import (
     SEGMENT_SHIFT,
     SegmentedJournalReader,
@@ -129,6 +129,62 @@ def test_segments_when_the_newest_has_a_torn_tail_then_it_is_cut_and_appends_fol
     write_after_replay(path, reader, 3)
     assert seqs(path) == [1, 2, 3]
     assert any(p.name.startswith("journal.000001.bin.torn-") for p in tmp_path.iterdir())
+
+
+def _flip_byte(file: Path, at_from_end: int) -> None:
+    data = bytearray(file.read_bytes())
+    data[-at_from_end] ^= 0xFF
+    file.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("fault", ["damaged", "empty", "missing"])
+def test_segments_when_an_older_segment_is_damaged_empty_or_missing_then_nothing_is_replayed_around_it(
+    tmp_path: Path, fault: str
+) -> None:
+    """Only the newest segment is written to, so only it can have a torn tail: damage in an older one is a disk fault,
+    and replaying the later segments around the hole would lose or repeat what it held (an engine re-executed orders
+    it forgot and reported a filled one cancelled). The read stops with an error naming the file."""
+    path = tmp_path / "journal.bin"
+    write_segments(path, [1, 2, 3], [4, 5, 6], [7, 8])
+    older = segment_path(path, 1)
+    if fault == "damaged":
+        _flip_byte(older, 40)  # inside the payload of a record followed by others
+    elif fault == "empty":
+        older.write_bytes(b"")
+    else:
+        older.unlink()
+    with pytest.raises(JournalFormatError) as refused:
+        list(SegmentedJournalReader(path, SCHEMA).records())
+    assert older.name in str(refused.value)
+
+
+def test_segments_when_the_snapshots_next_segment_is_missing_then_the_replay_refuses(tmp_path: Path) -> None:
+    path = tmp_path / "journal.bin"
+    write_segments(path, [1], [2], [3], [4])
+    path.unlink()
+    segment_path(path, 1).unlink()
+    segment_path(path, 2).unlink()  # the snapshot covered segments 0 and 1 only
+    with pytest.raises(JournalFormatError, match="segment 2 of the journal is missing"):
+        list(SegmentedJournalReader(path, SCHEMA, first_segment=2).records())
+    assert [r.message.seq for r in SegmentedJournalReader(path, SCHEMA).records()] == [4]  # as journal dump reads
+
+
+def test_journal_when_a_record_in_the_middle_fails_its_crc_then_the_read_refuses(tmp_path: Path) -> None:
+    """A CRC failure with good records after it is damage in the middle, not a torn tail (a crash only tears the
+    end): skipping the rest would restart seq below what was sent. A bad last record is still a torn tail."""
+    path = tmp_path / "journal.bin"
+    write_segments(path, [1, 2, 3])
+    size = path.stat().st_size
+    last = len(report(3).SerializeToString())
+    _flip_byte(path, last + 20)  # the second record's payload
+    with pytest.raises(JournalFormatError, match="good records follow it"):
+        list(SegmentedJournalReader(path, SCHEMA).records())
+    torn = tmp_path / "torn.bin"
+    write_segments(torn, [1, 2, 3])
+    _flip_byte(torn, 5)  # the last record's payload
+    reader = SegmentedJournalReader(torn, SCHEMA)
+    assert [r.message.seq for r in reader.records()] == [1, 2]
+    assert reader.dropped_bytes > 0 and size == torn.stat().st_size
 
 
 def test_segments_when_a_crash_left_an_empty_or_torn_new_segment_then_it_reads_empty_and_is_rewritten(
