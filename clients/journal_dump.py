@@ -32,9 +32,9 @@ def cmd_journal_dump(args: argparse.Namespace, out: TextIO) -> int:
     segments = list_segments(path)
     if not segments:
         raise CliError(f"no journal at {path}", 2)
-    if not is_binary_journal(segments[0][1]):
+    if len(segments) == 1 and not is_binary_journal(segments[0][1]):  # one file that is not binary: JSONL
         try:
-            for line in read_jsonl(path):
+            for line in read_jsonl(segments[0][1]):
                 out.write(json.dumps({"type": "jsonl", "record": line}, separators=(",", ":")) + "\n")
         except UnicodeDecodeError:
             raise CliError(f"{path} is neither a binary nor a JSONL journal", 2) from None

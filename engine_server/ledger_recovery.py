@@ -3,6 +3,7 @@ and the one-time migration of a JSONL journal (written before the binary format)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -24,7 +25,14 @@ from engine_server.order_lifecycle import Order, OrderStatus
 from engine_server.venues.base import ZERO, ExecType, OrderRequest, VenueEvent, rejected_event
 from nautilus_mesh.api.engine.v1 import engine_pb2, journal_pb2
 from nautilus_mesh.files import read_jsonl
-from nautilus_mesh.journal import FsyncPolicy, JournalWriter, fsync_policy, is_binary_journal
+from nautilus_mesh.journal import (
+    MAGIC,
+    FsyncPolicy,
+    JournalFormatError,
+    JournalWriter,
+    fsync_policy,
+    is_binary_journal,
+)
 from nautilus_mesh.journal_segments import SegmentedJournalReader, SegmentedJournalWriter
 
 log = logging.getLogger(__name__)
@@ -189,6 +197,18 @@ def migrate_if_needed(journal_path: Path) -> None:
     binary format), to the binary journal ``journal_path``, once."""
     legacy = journal_path.with_suffix(".jsonl")
     if journal_path.exists() and journal_path.stat().st_size and not is_binary_journal(journal_path):
+        if not _looks_like_jsonl(journal_path):  # a binary journal with a damaged header is not migrated away
+            raise JournalFormatError(f"{journal_path} is not a binary journal (no {MAGIC!r} header) nor a JSONL one")
         migrate_jsonl(journal_path, journal_path)
     elif not journal_path.exists() and legacy != journal_path and legacy.exists():
         migrate_jsonl(legacy, journal_path)
+
+
+def _looks_like_jsonl(path: Path) -> bool:
+    """Whether a file reads as JSON lines: UTF-8 text whose first line is a JSON object."""
+    with open(path, "rb") as fh:
+        first = fh.readline(1 << 20).strip()
+    try:
+        return first.startswith(b"{") and isinstance(json.loads(first.decode("utf-8")), dict)
+    except (UnicodeDecodeError, ValueError):
+        return False

@@ -426,9 +426,17 @@ class JournalWriter:
         if end >= size:
             return
         keep = self.path.with_name(f"{self.path.name}.torn-{end}")
+        n = 0
+        while keep.exists():  # an earlier tear at this offset: its bytes are kept too
+            n += 1
+            keep = self.path.with_name(f"{self.path.name}.torn-{end}.{n}")
         with open(self.path, "rb") as src:
             src.seek(end)
-            keep.write_bytes(src.read())
+            data = src.read()
+        with open(keep, "xb") as out:
+            out.write(data)
+            os.fsync(out.fileno())
+        _fsync_dir(keep.parent)  # the bytes are safe aside before the journal lets them go
         os.truncate(self.path, end)
         log.warning("[JOURNAL] %s: %d byte(s) after offset %d moved to %s", self.path, size - end, end, keep)
 

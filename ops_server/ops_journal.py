@@ -79,7 +79,14 @@ class OpsJournal:
         reader = SegmentedJournalReader(self.path, SCHEMA, first_segment=first_segment)
         for record in reader.records():
             message = record.message
-            assert isinstance(message, journal_pb2.DecisionRecord | engine_pb2.ExecutionReport)
+            if not isinstance(message, journal_pb2.DecisionRecord | engine_pb2.ExecutionReport):  # a newer writer's
+                log.warning(
+                    "[OPS-JOURNAL] %s: record of a type this version does not know (%s) at offset %d skipped",
+                    self.path,
+                    message.DESCRIPTOR.full_name,
+                    record.offset,
+                )
+                continue
             yield message
         self._writer = SegmentedJournalWriter(
             self.path, SCHEMA, fsync=self._fsync, replayed=reader, first_segment=first_segment

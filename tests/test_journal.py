@@ -126,6 +126,20 @@ def test_journal_when_reopened_after_torn_tail_then_tail_kept_aside_and_appends_
     assert len(kept) == 1 and kept[0].read_bytes() == b"\x40\x00\x00\x00garbage"
 
 
+def test_journal_when_torn_twice_at_one_offset_then_both_tails_are_kept(tmp_path: Path) -> None:
+    """The second tear did overwrite the first one's kept-aside bytes (the only copy of what they held)."""
+    path = tmp_path / "j.bin"
+    write_some(path)
+    end = path.stat().st_size
+    for garbage in (b"\x40\x00\x00\x00first", b"\x40\x00\x00\x00second"):
+        with open(path, "ab") as fh:
+            fh.write(garbage)
+        JournalWriter(path, SCHEMA, fsync="never").close()
+        assert path.stat().st_size == end
+    kept = sorted(p.read_bytes() for p in tmp_path.glob("j.bin.torn-*"))
+    assert kept == [b"\x40\x00\x00\x00first", b"\x40\x00\x00\x00second"]
+
+
 def test_journal_when_file_is_jsonl_then_refused(tmp_path: Path) -> None:
     path = tmp_path / "j.jsonl"
     path.write_text('{"k":"order"}\n', encoding="utf-8")

@@ -30,7 +30,7 @@ from nautilus_mesh.journal_segments import (
 )
 from nautilus_mesh.snapshots import pack, read_snapshot, snapshot_path, unpack
 from nautilus_mesh.store import SqliteStore
-from ops_server import journal_compaction
+from ops_server import journal_compaction, ops_journal
 from ops_server.engine_link import ReportCursor
 from ops_server.journal_compaction import SNAPSHOT_KEY, JournalCompaction
 from ops_server.measurement import Measurement
@@ -228,6 +228,39 @@ def test_journal_dump_when_the_journal_is_segmented_and_compacted_prints_the_rem
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [int(line["record"]["seq"]) for line in lines] == [3, 4]
     assert [line["offset"] >> SEGMENT_SHIFT for line in lines] == [2, 3]
+
+
+def test_journal_dump_when_the_first_segment_is_empty_or_not_binary_then_it_fails_instead_of_printing_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It read a non-binary first segment as JSONL (and that from journal.bin, compacted away): no line, exit 0."""
+    empty = tmp_path / "a" / "journal.bin"
+    empty.parent.mkdir()
+    write_segments(empty, [1], [2], [3])
+    empty.write_bytes(b"")
+    damaged = tmp_path / "b" / "journal.bin"
+    damaged.parent.mkdir()
+    writer = open_segments(damaged, [1], [2], [3], [])
+    writer.drop_through(0)
+    writer.close()
+    _flip_byte(segment_path(damaged, 1), len(segment_path(damaged, 1).read_bytes()))  # its magic's first byte
+    for path in (empty, damaged):
+        assert main(["journal", "dump", str(path)]) == 2
+    assert "journal.bin" in capsys.readouterr().err
+
+
+def test_ops_journal_when_a_newer_writer_added_a_record_type_then_replay_skips_it_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An older ops stopped with a bare AssertionError on a record type its schema does not have."""
+    path = tmp_path / "journal.bin"
+    newer = {**ops_journal.SCHEMA, 9: common_pb2.TraceContext}
+    writer = SegmentedJournalWriter(path, newer, fsync="never")
+    writer.write([report(1), common_pb2.TraceContext(traceparent="00-x"), report(2)])
+    writer.close()
+    replayed = list(ops_journal.OpsJournal(path).replay())
+    assert [r.seq for r in replayed] == [1, 2]  # type: ignore[union-attr]
+    assert "does not know (nautilus.common.v1.TraceContext)" in caplog.text
 
 
 def test_engine_when_its_journal_spans_segments_then_restart_and_old_reads_come_from_every_segment(

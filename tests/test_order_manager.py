@@ -22,7 +22,7 @@ from engine_server.venues.sim import SimVenue, SimVenueConfig
 from engine_server.venues.template import TemplateVenue, TemplateVenueConfig
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.errors import NotFoundError, ValidationError, VenueRejectedError
-from nautilus_mesh.journal import is_binary_journal, read_journal
+from nautilus_mesh.journal import JournalFormatError, is_binary_journal, read_journal
 from tests.venues import instrument, order_request
 
 D = Decimal
@@ -470,6 +470,24 @@ def test_journal_when_jsonl_from_earlier_version_then_migrated_once_and_replayed
     again = OrderManager(sim_venues(), journal_path=path, clock=clock)
     assert again.last_seq == 4 and again.restart_reports == []
     again.close()
+
+
+@pytest.mark.parametrize("header", [b"XMJRNL\x00\x01", b"\x00" * 8])
+def test_journal_when_a_binary_journal_has_a_damaged_header_then_refused_not_migrated_as_jsonl(
+    clock: FakeClock, tmp_path: Path, header: bytes
+) -> None:
+    """A binary journal whose magic is damaged was taken for an old JSONL journal: the start crashed with a bare
+    UnicodeDecodeError, or (zero-filled) swapped the journal for an empty one and started again at seq 0."""
+    path = tmp_path / "journal.bin"
+    manager = OrderManager(sim_venues(), journal_path=path, clock=clock)
+    manager.submit("sim", req("m", price=None))
+    manager.close()
+    data = path.read_bytes()
+    path.write_bytes(header + data[len(header) :])
+    with pytest.raises(JournalFormatError, match="not a binary journal"):
+        OrderManager(sim_venues(), journal_path=path, clock=clock)
+    assert path.read_bytes()[len(header) :] == data[len(header) :]  # left as it was
+    assert not (tmp_path / "journal.bin.migrated").exists()
 
 
 def test_list_executions_when_old_range_then_read_from_the_journal_near_its_start(
