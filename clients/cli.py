@@ -1,7 +1,8 @@
 """``nautilus-mesh``: run the mesh and talk to it from a terminal.
 
 Subcommands: ``up`` (start engine, ops and demo strategies), ``status``, ``positions``,
-``signal`` (one SubmitSignal), ``traces`` (the embedded latency dashboard), ``journal dump PATH``
+``signal`` (one SubmitSignal), ``traces`` (the slowest traces, stage by stage), ``dashboard`` (the embedded
+latency dashboard), ``journal dump PATH``
 (a journal as JSON lines), and the operator's view and controls:
 
 - ``canary status`` and ``canary promote|rollback|pause|resume|confirm --strategy S --reason R``;

@@ -126,7 +126,9 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
         raise CliError(f"no strategy token: pass --token or set {TOKEN_ENV}", 2)
     admin = resolve_admin_token(args.admin_token, os.environ, args.config_dir)
     async with OpsReader(args.ops, strategy_token=token, admin_token=admin, timeout=CLI_TIMEOUT) as reader:
-        view = await reader.read()
+        view, failure = await reader.collect()
+    if failure is not None and not view.models:  # no worker answered
+        raise failure
     sharded = bool(view.owners)
     rows = []
     for m in view.models:
@@ -155,6 +157,9 @@ async def cmd_status(args: argparse.Namespace, console: Console) -> int:
     alloc_rows = [[a.strategy_id, f"{a.fraction:.3f}", _money(a.capital_usd)] for a in allocations.allocations]
     title = f"allocations (total {_money(allocations.total_capital_usd)}, last {allocations.last_reason or '-'})"
     print_table(console, title, ["strategy", "fraction", "capital usd"], alloc_rows)
+    if view.error:  # a worker did not answer: its models are listed without figures
+        print(f"error: {view.error}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -446,7 +451,8 @@ async def cmd_health(args: argparse.Namespace, console: Console) -> int:
         async with EngineClient(args.engine, engine_token=token, timeout=CLI_TIMEOUT) as engine:
             try:
                 engine_health = await engine.get_health()
-            except MeshRpcError as exc:
+            except MeshRpcError as exc:  # ops' checks still say what they see of the engine: print them first
+                print_table(console, "health checks", ["service", "check", "status", "age_s", "detail"], rows)
                 raise rpc_failure(exc, args.engine, "engine") from None
         rows += _health_rows(engine_health.checks, "engine")
         worst = max(worst, engine_health.status)

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import math
+import sys
 import threading
 import time
 import urllib.request
@@ -238,8 +239,12 @@ def run_dashboard(args: Any) -> int:
     sources = {"ops": args.ops_metrics, "engine": args.engine_metrics}
     if args.strategy_metrics:
         sources["strategies"] = args.strategy_metrics
-    server = DashboardServer(Dashboard(sources, args.dir, slowest=args.slowest), args.host, args.port,
-                             interval=args.interval)  # fmt: skip
+    try:
+        server = DashboardServer(Dashboard(sources, args.dir, slowest=args.slowest), args.host, args.port,
+                                 interval=args.interval)  # fmt: skip
+    except OSError as exc:  # the port is taken, or the host is not this machine's
+        print(f"error: could not bind {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     print(f"dashboard: {server.url}", flush=True)
     try:
         deadline = time.monotonic() + args.duration if args.duration > 0 else math.inf

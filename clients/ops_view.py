@@ -133,6 +133,10 @@ class OpsReader(AsyncClosing):
         """The view from every worker that answered; the others' failures in :attr:`OpsView.error`."""
         return (await self._collect())[0]
 
+    async def collect(self) -> tuple[OpsView, MeshRpcError | None]:
+        """:meth:`view`, and the first failed call (None when every worker answered)."""
+        return await self._collect()
+
     async def _collect(self) -> tuple[OpsView, MeshRpcError | None]:
         try:
             addresses, owner_of = await self._workers()

@@ -150,3 +150,16 @@ def test_dashboard_when_opened_in_headless_chromium_draws_every_chart_without_er
         assert found is not None and int(found.group(1)) > 0, f"chart {chart} is empty"
     assert screenshot.exists() and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
     print(f"dashboard screenshot: {screenshot}")
+
+
+def test_dashboard_when_its_port_is_taken_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from clients.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["dashboard", "--port", str(port), "--duration", "0.1"]) == 2
+    assert f"error: could not bind 127.0.0.1:{port}" in capsys.readouterr().err

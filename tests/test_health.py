@@ -223,6 +223,10 @@ async def test_health_cli_when_mesh_is_up_prints_every_check_and_probes_exit_by_
     code = await asyncio.to_thread(main, args)
     out = capsys.readouterr().out
     assert code == 1 and "ops: UNHEALTHY" in out, out
+    # With --engine and the engine down: ops' checks (which say what ops sees of it) are printed, then the error.
+    code = await asyncio.to_thread(main, [*args, "--engine", mesh.engine_address, "--engine-token", ENGINE_TOKEN])
+    out, err = capsys.readouterr()
+    assert code == 2 and "engine_link" in out and "engine not reachable" in err, (out, err)
     assert await asyncio.to_thread(main, ["health", "--probe", "--ops", f"127.0.0.1:{free_port()}"]) == 2
 
 

@@ -63,3 +63,21 @@ async def test_status_command_when_ops_runs_as_two_workers_shows_each_model_with
         fills = {s.model_id: s.fills for s in shards.workers[owner].core.queries.stats().models}[model]
         assert rows[model][7] == str(fills), rows[model]
     assert int(rows["meanrev_v1"][7]) > 0  # worker 1's fills, not worker 0's zero
+
+
+async def test_status_command_when_a_worker_is_down_lists_its_models_without_figures_names_it_and_exits_1(
+    shards: Shards,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/scale-out.md: the rows of a worker that does not answer, without figures, and its name in the error line
+    (the whole command failed, naming the worker that had answered)."""
+    await filled(shards)
+    await shards.workers[1].stop(grace=0.2)
+    capture: Capture = capsys
+    query = ["--ops", shards.address(0), "--token", MOMENTUM_TOKEN, "--admin-token", ADMIN_TOKEN]
+    code, out, err = await cli(capture, "status", *query)
+    assert code == 1, (out, err)
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.split() and line.split()[0] in OWNERS}
+    assert set(rows) == set(OWNERS)
+    assert rows["meanrev_v1"][7] == "0" and rows["momentum_v1"][7] != "0"  # no figures from the worker that is down
+    assert "ops worker 1" in err and shards.address(1) in err, err
