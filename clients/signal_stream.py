@@ -268,7 +268,7 @@ class FrameCoalescer:
             return None
         if self._queue.empty() or len(first.signals) >= self._limit:
             return first
-        merged = ops_pb2.StreamSignalsRequest()
+        merged = ops_pb2.StreamSignalsRequest(resume_after_fill_seq=first.resume_after_fill_seq)
         merged.signals.extend(first.signals)
         while not self._queue.empty():
             more = self._queue.get_nowait()
@@ -276,4 +276,6 @@ class FrameCoalescer:
                 self._carry.append(more)
                 break
             merged.signals.extend(more.signals)
+            # A merged frame keeps a resume request (ops reads it on a stream's first frame).
+            merged.resume_after_fill_seq = max(merged.resume_after_fill_seq, more.resume_after_fill_seq)
         return merged

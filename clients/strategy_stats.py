@@ -57,7 +57,7 @@ class StrategySnapshot(Totals, total=False):
     """Whether each peer's stream is up."""
     models: dict[str, ModelCounts]
     in_flight: int
-    """Signals sent and not yet decided."""
+    """Signals sent and not yet decided, plus accepted ones whose first fill has not arrived (count)."""
 
 
 class StatsFile(TypedDict, total=False):

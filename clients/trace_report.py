@@ -120,6 +120,11 @@ def run_traces(args: argparse.Namespace, console: Console) -> int:
             return EXIT_SPANS_ELSEWHERE
         print(f"no spans found in {args.dir}", file=sys.stderr)
         return EXIT_NO_SPANS
+    for d in otlp_destinations(args.dir):  # span files left from before: say where the new spans go
+        print(
+            f"note: {d['service']} exports its spans over OTLP ({d['endpoint']}); the span files here are older",
+            file=sys.stderr,
+        )
     breakdowns = break_down_all(spans)
     doc = report(breakdowns, slowest=args.slowest, trace_id=args.trace or "")
     if args.trace and not doc["waterfalls"]:

@@ -1,13 +1,10 @@
-"""The embedded latency dashboard: per-stage latency percentiles from local span files.
+"""Span files read back: the spans of ``var/traces/`` and latency percentiles over them.
 
-With no OTLP collector configured, every service writes its spans as JSON lines under
-``var/traces/`` (see ``nautilus_mesh.telemetry.JsonlSpanExporter``). This module reads them
-and summarises:
-
-- per stage (span name): count and p50/p90/p99 of span duration;
-- end to end (per trace id, across every service's file): first span start -> last span end.
-
-``nautilus-mesh traces [--dir var/traces]`` prints both tables.
+With no OTLP collector configured, every service writes its spans as JSON lines under ``var/traces/`` (see
+``nautilus_mesh.span_export.JsonlSpanExporter``). This module loads them (:func:`load_spans`, rotated files
+included) and computes percentiles (:func:`percentile`, linear interpolation) and per-span-name statistics; the
+stage-by-stage report of ``nautilus-mesh traces`` (end to end from the strategy's signal to its first fill) is built
+on them in :mod:`clients.trace_stages` and :mod:`clients.trace_report`.
 """
 
 from __future__ import annotations
@@ -91,12 +88,13 @@ class StageStats:
 
 
 def load_spans(directory: str | os.PathLike[str]) -> list[SpanRecord]:
-    """Every well-formed span in the ``*.jsonl`` files of ``directory`` (malformed lines are skipped)."""
+    """Every well-formed span in the ``*.jsonl`` files of ``directory`` and the ``*.jsonl.1`` each rotated to
+    (``NAUTILUS_SPAN_FILE_MAX_BYTES``); malformed lines are skipped."""
     spans: list[SpanRecord] = []
     root = Path(directory)
     if not root.is_dir():
         return spans
-    for path in sorted(root.glob("*.jsonl")):
+    for path in sorted([*root.glob("*.jsonl.1"), *root.glob("*.jsonl")]):
         for record in read_jsonl(path):
             try:
                 spans.append(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -36,6 +37,7 @@ from clients.strategy_stats import ModelCounts, StatsFile, StrategySnapshot
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.backoff import Backoff
+from nautilus_mesh.bounds import MAX_ID_CHARS
 from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import OPS_SIGNAL_STREAM, Tracing, frame_received
@@ -58,6 +60,17 @@ _STATUS_NAMES: dict[int, str] = {
 def status_name(status: int) -> str:
     """``DECISION_STATUS_ACCEPTED`` -> ``ACCEPTED`` (``UNSPECIFIED`` for unknown values)."""
     return _STATUS_NAMES.get(status, "UNSPECIFIED")
+
+
+def signal_id(run_id: str, model_id: str, instrument: str, n: int) -> str:
+    """``<run>-<model>-<instrument>-<n>``, readable in logs and traces; when names that long would pass the id bound
+    ops keeps (:data:`~nautilus_mesh.bounds.MAX_ID_CHARS`, 128 characters), the prefix is replaced by 24 hex digits
+    of its sha256 (still one id per run, model, instrument and count)."""
+    readable = f"{run_id}-{model_id}-{instrument}-{n}"
+    if len(readable) <= MAX_ID_CHARS:
+        return readable
+    digest = hashlib.sha256(f"{run_id}\x00{model_id}\x00{instrument}".encode()).hexdigest()[:24]
+    return f"s-{digest}-{n}"
 
 
 class SignalPlanner:
@@ -150,7 +163,7 @@ class SignalPlanner:
             self._counters[model_id] += 1
             signals.append(
                 ops_pb2.Signal(
-                    signal_id=f"{self.run_id}-{model_id}-{instrument}-{self._counters[model_id]}",
+                    signal_id=signal_id(self.run_id, model_id, instrument, self._counters[model_id]),
                     model_id=model_id,
                     instrument=instrument,
                     target=target,
@@ -214,7 +227,7 @@ class StrategyRunner:
         quote_venue: only quotes of this venue feed the models ("" = any venue).
         drain_timeout: on stop, seconds to wait for decisions and fills of signals already sent.
         backoff_initial: first reconnect delay in seconds (doubles up to ``backoff_max``).
-        backoff_max: largest reconnect delay in seconds.
+        backoff_max: largest reconnect delay in seconds before jitter (each delay is drawn from 0.5x to 1.5x).
         outbox_size: bound of the queue of frames waiting for the signal stream.
         clock: wall time stamped on signals (``created_at_unix_nanos``).
     """

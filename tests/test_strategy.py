@@ -500,6 +500,17 @@ async def test_coalescer_when_frames_queued_then_merged_up_to_the_limit_in_order
     assert await coalescer.next() is None
 
 
+async def test_coalescer_when_a_queued_frame_asks_to_resume_fills_then_the_merged_frame_keeps_it() -> None:
+    """A resume frame merged behind others lost its resume_after_fill_seq: ops then replayed no missed fill."""
+    queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
+    resume = _frame("b")
+    resume.resume_after_fill_seq = 41
+    for frame in (_frame("a"), resume, _frame("c")):
+        queue.put_nowait(frame)
+    merged = await FrameCoalescer(queue, limit=100).next()
+    assert merged is not None and _ids(merged) == ["a", "b", "c"] and merged.resume_after_fill_seq == 41
+
+
 async def test_coalescer_when_queue_empty_then_frame_leaves_at_once_without_waiting() -> None:
     queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
     queue.put_nowait(_frame("a"))
@@ -519,3 +530,14 @@ async def test_coalescer_when_end_queued_behind_frames_then_frames_first_then_no
     coalescer = FrameCoalescer(queue)
     assert _ids(await coalescer.next()) == ["a", "b"]
     assert await coalescer.next() is None
+
+
+def test_signal_ids_when_names_are_as_long_as_the_config_allows_stay_within_ops_bound() -> None:
+    """A 64-character strategy name and model id made 148-character ids, every one refused INVALID_ID."""
+    from strategies.runtime import signal_id
+
+    short = signal_id("momentum-1a2b3c4d", "momentum_v1", "BTC-USD", 7)
+    assert short == "momentum-1a2b3c4d-momentum_v1-BTC-USD-7"
+    run, model = "s" * 64 + "-1a2b3c4d", "m" * 64
+    ids = {signal_id(run, model, instrument, n) for instrument in ("BTC-USD", "ETH-USD") for n in (1, 2)}
+    assert len(ids) == 4 and all(len(i) <= 128 for i in ids)

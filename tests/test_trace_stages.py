@@ -209,6 +209,18 @@ def test_traces_when_services_exported_over_otlp_says_where_and_exits_non_zero(
     assert "exported over OTLP (ops -> http://127.0.0.1:1)" in err
 
 
+def test_traces_when_otlp_is_on_and_old_span_files_are_left_says_they_are_older(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ops.jsonl").write_text(
+        json.dumps({"trace_id": "0" * 31 + "1", "span_id": "1", "parent_span_id": "", "name": "ops.signal receive",
+                    "kind": "CONSUMER", "service": "ops", "start_ns": 1, "end_ns": 2, "attributes": {}}) + "\n"
+    )  # fmt: skip
+    (tmp_path / "ops.otlp.json").write_text(json.dumps({"service": "ops", "endpoint": "http://127.0.0.1:1"}))
+    _, _, err = run(capsys, "--dir", str(tmp_path))
+    assert "ops exports its spans over OTLP (http://127.0.0.1:1); the span files here are older" in err
+
+
 def test_tracing_when_back_on_span_files_removes_its_otlp_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
     Tracing("ops", tmp_path / "ops.jsonl").shutdown()

@@ -61,6 +61,12 @@ def test_load_spans_when_file_has_torn_line_skips_it(span_dir: Path) -> None:
     assert {s.service for s in spans} == {"strategy-demo", "ops"}
 
 
+def test_load_spans_reads_a_rotated_file_too(span_dir: Path) -> None:
+    """A span file past its size rotates to <name>.jsonl.1: its spans (the older half of a trace) were left out."""
+    (span_dir / "ops.jsonl").rename(span_dir / "ops.jsonl.1")
+    assert len(load_spans(span_dir)) == 30
+
+
 def test_summarize_spans_when_span_files_given_reports_stage_percentiles_in_pipeline_order(span_dir: Path) -> None:
     stages, end_to_end = summarize_spans(load_spans(span_dir))
     assert [s.name for s in stages] == ["strategy.signal send", "ops.signal receive", "strategy.fill receive"]
