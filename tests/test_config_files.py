@@ -15,20 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "config" / "demo"
 
 
+LOADERS = {"ops.json": "ops_server.config:load_ops_config", "engine.json": "engine_server.config:load_engine_config"}
+
+
 @pytest.mark.parametrize(
-    ("file", "key", "loader"),
-    [
-        ("ops.json", "stats_bar_seconds", "ops_server.config:load_ops_config"),
-        ("ops.json", "allocation_interval_seconds", "ops_server.config:load_ops_config"),
-        ("engine.json", "tick_interval_ms", "engine_server.config:load_engine_config"),
-    ],
+    "where", ["ops.json:stats_bar_seconds", "ops.json:allocation_interval_seconds", "engine.json:tick_interval_ms"]
 )
 def test_a_config_number_given_as_infinity_or_nan_is_refused_naming_the_file_and_field(
-    tmp_path: Path, file: str, key: str, loader: str
+    tmp_path: Path, where: str
 ) -> None:
     """JSON readers take Infinity and NaN (and 1e999 as infinity); a "> 0" interval of infinity started ops with a
     loop that never ran, or stopped it with a traceback naming neither."""
-    module, name = loader.split(":")
+    file, key = where.split(":")
+    module, name = LOADERS[file].split(":")
     load = getattr(importlib.import_module(module), name)
     demo = json.loads((DEMO / file).read_text())
     for value in ("Infinity", "NaN", "1e999"):
