@@ -57,6 +57,9 @@ from ops_server.signal_path import SignalPath
 log = logging.getLogger(__name__)
 
 RECONCILE_INTERVAL_SECONDS = 2.0
+STATE_SAVE_SECONDS = 10.0
+"""How often ops saves its restartable state besides each decision that changes it (seconds): a crash loses at most
+this much of the drawdown maxima, canary observations and the like."""
 
 
 def working_registry(config: OpsConfig, state_dir: Path) -> ModelRegistry:
@@ -207,6 +210,7 @@ class OpsCore:
             self._every("ops-reconcile", RECONCILE_INTERVAL_SECONDS, self.feedback.close_gaps),
             self._every("ops-canary", cfg.canary_interval_seconds, self.periodic.evaluate_canaries),
             self._every("ops-journal", cfg.sample_interval_seconds, self.compaction.maybe_checkpoint),
+            self._every("ops-state", STATE_SAVE_SECONDS, self.state.save),  # what a kill -9 can lose: 10 s of it
         ]
         if cfg.ops_workers == 1:  # several workers: the elected leader runs the cycles (ops_server.coordination)
             self._tasks.append(

@@ -350,6 +350,15 @@ class Measurement:
         book = self._books.get(model_id)
         return self.equity(model_id) - (book.day_start_equity if book else ZERO)
 
+    def priced(self) -> bool:
+        """Whether every open position of every book has a mark (its equity is then fully valued)."""
+        return all(
+            instrument in self.marks
+            for book in self._books.values()
+            for instrument, position in book.positions.items()
+            if position.quantity
+        )
+
     def start_day(self) -> None:
         """Mark the start of a trading day for daily-loss limits."""
         for model_id, book in self._books.items():

@@ -1,8 +1,10 @@
 """Ops' restartable state in the state store: allocations, trading states, canaries and the trading day.
 
-Each save writes every document in one transaction. On start the state is restored from the store; a state file
-from before the store (``state.json``) is imported once and kept as ``state.json.imported``. The trading day
-(UTC) and each model's equity at its start survive a restart on the same day, so daily-loss limits keep counting.
+Each save writes every document in one transaction; ops saves at each decision that changes the state, when the
+trading day rolls and every ``STATE_SAVE_SECONDS`` (:mod:`ops_server.core`). On start the state is restored from
+the store; a state file from before the store (``state.json``) is imported once and kept as ``state.json.imported``.
+The trading day (UTC) and each model's equity at its start survive a restart on the same day, so daily-loss limits
+keep counting; on a new day the day starts from the equity once every open position has a mark.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class OpsState:
 
     def __post_init__(self) -> None:
         self.trading_day = utc_day(self.clock.time())
+        self._rebase_day = False
+        """The day started without a mark for every open position (a restart on a new day, or midnight before the
+        first quotes): it starts again at the first sample where every position has one."""
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""
@@ -83,12 +88,15 @@ class OpsState:
             self.store.close()
 
     def roll_day(self, now: float) -> bool:
-        """Start a new trading day at UTC midnight (daily-loss limits count from it); True when it rolled."""
+        """Start a new trading day at UTC midnight (daily-loss limits count from it), or start today's again once every
+        open position has a mark (a day started without them counted open positions at nothing); True when the day
+        (re)started: the caller saves the state then, so a crash after midnight keeps the day's losses."""
         today = utc_day(now)
-        if today == self.trading_day:
+        if today == self.trading_day and not (self._rebase_day and self.measurement.priced()):
             return False
         self.measurement.start_day()
         self.trading_day = today
+        self._rebase_day = not self.measurement.priced()
         return True
 
     def restore(self) -> None:
@@ -117,8 +125,9 @@ class OpsState:
         if tuple(saved.get("day", ())) == self.trading_day:
             for model_id, equity in saved.get("day_start_equity", {}).items():
                 self.measurement.book(model_id).day_start_equity = Decimal(equity)
-        else:
+        else:  # a new day: it starts from the current equity, again once the open positions have marks
             self.measurement.start_day()
+            self._rebase_day = not self.measurement.priced()
 
     def _import_legacy(self) -> None:
         legacy = self.legacy_path

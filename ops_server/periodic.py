@@ -80,7 +80,8 @@ class PeriodicDecisions:
         """Sample equity into return series, feed loss limits, refresh metrics."""
         parts = self.parts
         now = self.last_sample_at = parts.clock.time()
-        parts.state.roll_day(now)  # daily-loss limits count from UTC midnight
+        if parts.state.roll_day(now):  # daily-loss limits count from UTC midnight
+            parts.state.save()  # a crash after midnight keeps the day's start
         bases = self.capital_bases()
         sampled = parts.measurement.sample(now, bases)
         parts.canaries.record_sample(sampled)

@@ -578,8 +578,13 @@ class GetAllocationsResponse(_message.Message):
     LAST_REASON_FIELD_NUMBER: _builtins.int
     total_capital_usd: _builtins.str
     updated_at_unix_nanos: _builtins.int
+    """When the allocations in force were applied (ns since the Unix epoch; 0 before the first cycle). Kept across a
+    restart.
+    """
     last_reason: _builtins.str
-    """Reason of the last allocation decision (APPLIED, COOLDOWN, DEADBAND, FORCED, KEPT)."""
+    """Reason of the last allocation decision (APPLIED, COOLDOWN, DEADBAND, FORCED, KEPT) this ops process made (empty
+    after a restart until its first cycle).
+    """
     @_builtins.property
     def allocations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Allocation]: ...
     def __init__(

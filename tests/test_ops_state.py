@@ -1,0 +1,64 @@
+"""Ops' restartable state: what a crash can lose (at most one save interval), and the trading day across midnight and
+restarts."""
+
+from __future__ import annotations
+
+import calendar
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import ops_server.core
+from nautilus_mesh.store import SqliteStore
+from ops_server.measurement import Measurement
+from ops_server.ops_state import OpsState
+from tests.conftest import running_mesh, wait_until
+
+
+async def test_the_day_roll_is_saved_at_once_so_a_crash_after_midnight_keeps_the_days_start(tmp_path: Path) -> None:
+    """The roll moved the day in memory only: a kill -9 after midnight restarted on yesterday's saved day and began
+    a new one from the equity then, forgetting the losses taken since midnight."""
+    async with running_mesh(tmp_path) as mesh:
+        state = mesh.ops.core.state
+        today = state.trading_day
+        state.trading_day = (2000, 1, 1)  # as if the process had been running since before midnight
+        await wait_until(lambda: state.trading_day == today)  # the sampler rolled the day
+        saved = state.store.get("trading_day")
+        assert saved is not None and tuple(saved["day"]) == today
+
+
+async def test_the_state_is_saved_on_a_timer_so_a_crash_loses_at_most_one_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Saves happened only on decisions: a kill -9 lost every canary observation and drawdown maximum since."""
+    monkeypatch.setattr(ops_server.core, "STATE_SAVE_SECONDS", 0.2)
+    async with running_mesh(tmp_path) as mesh:
+        store = mesh.ops.core.state.store
+        store.put_many({"drawdown": {"stale": True}})
+        await wait_until(lambda: store.get("drawdown") != {"stale": True}, within=5)
+
+
+def test_a_day_started_before_the_open_positions_had_marks_starts_again_when_they_have_them(tmp_path: Path) -> None:
+    """A restart on a new day took the day's start equity before any quote: open positions counted at nothing, so
+    the first marks showed yesterday's unrealized loss as today's (and could trip the daily-loss limit)."""
+    measurement = Measurement(1.0)
+    measurement.apply_fill("m", "X", Decimal(2), Decimal(110), Decimal(0))  # 20 USD under water at 100
+    restarted = Measurement(1.0)
+    restarted.restore_positions(measurement.positions_state())  # the journal's positions, no quote yet
+    store = SqliteStore(tmp_path / "state.db")
+    store.put_many({"trading_day": {"day": [2000, 1, 1], "day_start_equity": {"m": "0"}}})
+    state = OpsState(store, None, None, None, restarted, tmp_path / "state.json")  # type: ignore[arg-type]
+    state.restore_trading_day()  # a new day
+    restarted.marks.clear()  # no quote since the restart
+    assert not state.roll_day(state_now(state))  # no mark yet: nothing to start again from
+    restarted.set_mark("X", Decimal(100))
+    assert state.roll_day(state_now(state))
+    assert restarted.daily_pnl("m") == 0  # yesterday's loss is not today's
+    store.close()
+
+
+def state_now(state: OpsState) -> float:
+    """An instant of the state's trading day."""
+    year, month, day = state.trading_day
+    return float(calendar.timegm((year, month, day, 12, 0, 0)))
