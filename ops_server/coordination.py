@@ -209,18 +209,35 @@ class Coordinator:
     async def _sync_rails(self, conn: psycopg.AsyncConnection[Any]) -> None:
         local = self._local_rails()
         if local != self._rails_synced:  # changed here (an operator, a rail): this worker's change wins
-            version = int(((await self._get(conn, "rails")) or {}).get("version", 0)) + 1
-            kill, state = local
-            mine: Document = {"version": version, "kill_switch": kill, "global_state": state}
-            await self._put(conn, "rails", {**mine, "worker": self.shards.index})
-            self._rails_synced, self._rails_version = local, version
-            log.info("[COORD] worker %d: published global rails %s", self.shards.index, mine)
+            await self._publish_rails(conn, local)
             return
         doc = await self._get(conn, "rails")
         if doc is None or int(doc["version"]) <= self._rails_version:
             return
         await self._apply_rails(doc)
         self._rails_synced, self._rails_version = self._local_rails(), int(doc["version"])
+
+    async def _publish_rails(self, conn: psycopg.AsyncConnection[Any], local: tuple[bool, str]) -> None:
+        """Publish what changed here onto the shared rails, field by field, under a lock: a worker that had not yet
+        seen another's kill switch, changing the global state, must not write its stale copy over it (that released
+        the kill switch everywhere). While the kill switch is engaged the global state is HALTED."""
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self._schema}/rails",))
+            doc = await self._get(conn, "rails")
+            kill, state = (bool(doc["kill_switch"]), str(doc["global_state"])) if doc else self._rails_synced
+            if local[0] != self._rails_synced[0]:
+                kill = local[0]
+            if local[1] != self._rails_synced[1]:
+                state = local[1]
+            if kill:
+                state = str(TradingState.HALTED)
+            version = int((doc or {}).get("version", 0)) + 1
+            merged: Document = {"version": version, "kill_switch": kill, "global_state": state}
+            await self._put(conn, "rails", {**merged, "worker": self.shards.index})
+        log.info("[COORD] worker %d: published global rails %s", self.shards.index, merged)
+        if (kill, state) != local:  # another worker's change this one had not seen yet: take it too
+            await self._apply_rails({**merged, "worker": (doc or {}).get("worker", self.shards.index)})
+        self._rails_synced, self._rails_version = self._local_rails(), version
 
     async def _apply_rails(self, doc: Document) -> None:
         parts = self.parts

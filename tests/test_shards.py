@@ -26,6 +26,7 @@ from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.status import from_rpc_error
 from ops_server.config import load_ops_config
 from ops_server.core import OpsCore
+from ops_server.risk import TradingState
 from ops_server.server import OpsServer
 from ops_server.sharding import ShardMap, check_deployment, stable_index, worker_database_url
 from tests.conftest import (
@@ -236,6 +237,20 @@ async def test_kill_switch_when_engaged_on_one_worker_halts_the_other_within_a_s
     assert halted.value.detail is not None and halted.value.detail.code == "TRADING_HALTED"
     first.controls.release_kill_switch("test over")
     await wait_until(lambda: not second.risk.kill_switch_engaged, within=1.0)
+
+
+async def test_kill_switch_when_another_worker_changes_the_global_state_before_seeing_it_stays_engaged(
+    shards: Shards,
+) -> None:
+    """Worker 1 set REDUCING before it had seen worker 0's kill switch and published its stale copy of the shared
+    rails over it: both workers ended released. A change is published field by field, and the kill switch wins."""
+    first, second = shards.workers[0].core, shards.workers[1].core
+    await first.controls.engage_kill_switch("test")
+    second.controls.set_trading_state(None, TradingState.REDUCING, "test: the same moment")
+    await wait_until(lambda: second.risk.kill_switch_engaged, within=2.0)
+    await asyncio.sleep(0.5)  # several intervals: nothing releases it afterwards
+    for core in (first, second):
+        assert core.risk.kill_switch_engaged and core.risk.global_state is TradingState.HALTED
 
 
 async def test_allocation_when_two_workers_run_has_one_leader_and_sums_to_the_policy_capital(
