@@ -297,21 +297,30 @@ class PostgresStore(_SharedConnection):
         self.location = f"{mask_url(url)} (schema {schema})"
         super().__init__()
         self._documents = sql.Identifier(schema, "documents")
+        self._url, self._connect_timeout = url, connect_timeout
+        self._conn = self._connect()
+        self._opened(lambda: self._migrate(migrations))
+
+    def _connect(self) -> psycopg.Connection[Any]:
         try:
-            self._conn = psycopg.connect(url, autocommit=False, connect_timeout=connect_timeout)
+            return psycopg.connect(self._url, autocommit=False, connect_timeout=self._connect_timeout)
         except psycopg.Error as exc:
             # psycopg's message names host, port and user, never the password; the URL is masked.
             raise UnavailableError(
-                "STORE_UNAVAILABLE", f"cannot connect to state store {self.location}: {_scrub(str(exc), url)}"
+                "STORE_UNAVAILABLE",
+                f"cannot connect to state store {self.location}: {_scrub(str(exc), self._url)}",
             ) from None
-        self._opened(lambda: self._migrate(migrations))
 
     @contextmanager
     def _transaction(self) -> Iterator[psycopg.Cursor[Any]]:
         # Every statement, reads included, runs in an explicit transaction: with autocommit off, a bare
         # execute would leave one open and turn the next transaction() into a savepoint.
-        with self._lock, self._conn.transaction(), self._conn.cursor() as cur:
-            yield cur
+        with self._lock:
+            if self._conn.broken and not self._closed:  # lost (a server restart, a network cut): connect again
+                self._conn = self._connect()
+                log.warning("[STORE] reconnected to %s", self.location)
+            with self._conn.transaction(), self._conn.cursor() as cur:
+                yield cur
 
     def _migrate(self, migrations: Sequence[Migration]) -> int:
         schema = sql.Identifier(self.schema)

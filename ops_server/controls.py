@@ -118,7 +118,10 @@ class OpsControls:
         """Halt everything, then cancel every resting order at the engine; returns (cancelled, still resting)."""
         parts = self.parts
         parts.risk.engage_kill_switch(reason)
-        parts.state.save()
+        try:
+            parts.state.save()
+        except Exception:  # the store down must not keep the resting orders alive: cancel first, save again later
+            log.exception("[OPS] kill switch engaged but the state could not be saved; cancelling all the same")
         try:
             response = await parts.link.cancel_all()
         except grpc.aio.AioRpcError as exc:

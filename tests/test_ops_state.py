@@ -62,3 +62,20 @@ def state_now(state: OpsState) -> float:
     """An instant of the state's trading day."""
     year, month, day = state.trading_day
     return float(calendar.timegm((year, month, day, 12, 0, 0)))
+
+
+async def test_kill_switch_when_the_state_cannot_be_saved_still_cancels_resting_orders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It saved before cancelling: with the state store down, the engage call failed and nothing was cancelled."""
+    async with running_mesh(tmp_path) as mesh:
+        core = mesh.ops.core
+        await wait_until(lambda: core.link.connected)
+
+        def store_down() -> None:
+            raise OSError("state store unreachable")
+
+        monkeypatch.setattr(core.parts.state, "save", store_down)
+        canceled, resting = await core.controls.engage_kill_switch("test: store down")
+        monkeypatch.undo()  # the store is back before ops stops (its stop saves the final state)
+        assert core.risk.kill_switch_engaged and resting == 0 and canceled >= 0

@@ -369,3 +369,21 @@ async def test_ops_restart_keeps_every_drawdown_figure(tmp_path: Path) -> None:
             Decimal("1234.5"),
             Decimal("600"),
         )
+
+
+def test_postgres_store_when_its_connection_is_cut_connects_again_on_the_next_call(pg_schema: str) -> None:
+    """A worker's store kept its one connection for life: after PostgreSQL dropped it (a restart, a network cut),
+    every save failed until ops restarted (no allocation applied, the kill switch's save raised)."""
+    store = PostgresStore(PG_URL, pg_schema)
+    try:
+        store.put("a", {"x": 1})
+        backend = store._conn.info.backend_pid  # the server process serving this store's connection
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        with pytest.raises(psycopg.OperationalError):
+            store.get("a")  # the cut is seen once, by the call that meets it
+        assert store.get("a") == {"x": 1}
+        store.put("b", {"y": 2})
+        assert store.get("b") == {"y": 2}
+    finally:
+        store.close()
