@@ -64,7 +64,8 @@ class OpsConfig(StrictModel):
     worker_index: int = pydantic.Field(0, ge=0)
     """This worker's index, 0 .. ``ops_workers``-1 (env ``OPS_WORKER_INDEX`` overrides it)."""
     worker_addresses: tuple[str, ...] = ()
-    """host:port of every worker, by index; empty derives them as ``host``:``port`` + 100 x i (the launcher's layout)."""
+    """host:port of every worker, by index; empty derives them as ``host``:``port`` + 100 x i (the launcher's
+    layout)."""
     shard_map: dict[str, int] = {}
     """Strategy -> worker index, for strategies placed by hand; the others go to sha256(name) mod ``ops_workers``."""
     coordination_interval_seconds: float = pydantic.Field(0.2, gt=0, le=1.0)
