@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 
 import ops_server.core
+from nautilus_mesh.api.ops.v1 import ops_pb2
+from nautilus_mesh.errors import ValidationError
 from nautilus_mesh.store import SqliteStore
 from ops_server.measurement import Measurement
 from ops_server.ops_state import OpsState
-from tests.conftest import running_mesh, wait_until
+from ops_server.server import OpsServer
+from tests.conftest import ops_config, running_mesh, wait_until
 
 
 async def test_the_day_roll_is_saved_at_once_so_a_crash_after_midnight_keeps_the_days_start(tmp_path: Path) -> None:
@@ -79,3 +82,19 @@ async def test_kill_switch_when_the_state_cannot_be_saved_still_cancels_resting_
         canceled, resting = await core.controls.engage_kill_switch("test: store down")
         monkeypatch.undo()  # the store is back before ops stops (its stop saves the final state)
         assert core.risk.kill_switch_engaged and resting == 0 and canceled >= 0
+
+
+async def test_a_promoted_canary_comes_back_finished_after_a_restart(tmp_path: Path) -> None:
+    """Its model is the stable one after promotion, so the registry starts no run for it: its status vanished and
+    controls answered NO_CANARY instead of CANARY_FINISHED (a rolled-back one came back)."""
+    async with running_mesh(tmp_path) as mesh:
+        mesh.ops.core.controls.operate_canary("momentum", "promote", "test", to_full=True)
+        await mesh.ops.stop(grace=0.2)
+        mesh.ops = OpsServer(ops_config(tmp_path, mesh.engine.port))
+        await mesh.ops.start()
+        core = mesh.ops.core
+        (status,) = core.queries.canary_statuses("momentum")
+        assert status.state == ops_pb2.CANARY_STATE_PROMOTED
+        with pytest.raises(ValidationError) as refused:
+            core.controls.operate_canary("momentum", "pause", "test")
+        assert refused.value.code == "CANARY_FINISHED"

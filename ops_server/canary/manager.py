@@ -264,9 +264,16 @@ class CanaryManager:
         return saved
 
     def restore(self, state: Mapping[str, Any]) -> None:
+        """Put back the saved runs. A canary promoted to 100% is the strategy's stable model now, so the registry starts
+        no run for it; its finished run comes back all the same (its status, and ``CANARY_FINISHED`` to a control),
+        owning no weights."""
         for strategy_id, saved in state.items():
-            if strategy_id not in self.runs:
-                continue
             controller = CanaryController.restore(saved["controller"])
+            if strategy_id not in self.runs:
+                spec = self.registry.data.strategies.get(strategy_id)
+                stable = spec.stable_model if spec is not None else None
+                if controller.state is CanaryState.PROMOTED and stable == controller.canary_model:
+                    self.runs[strategy_id] = self._new_run(controller, saved, strategy_id)
+                continue
             self.runs[strategy_id] = self._new_run(controller, saved, strategy_id)
             self._apply(controller)
