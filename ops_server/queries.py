@@ -97,8 +97,12 @@ class OpsQueries:
         return Scope(principal.name, principal.models, strategies)
 
     def _routes(self, scope: Scope, model_id: str = "", strategy_id: str = "") -> list[ModelRoute]:
+        """The routes a read covers; a ``model_id`` the registry does not have is ``UNKNOWN_MODEL`` (not an empty
+        answer that reads as "nothing yet")."""
         scope.require_model(model_id)
         scope.require_strategy(strategy_id)
+        if model_id:
+            self.parts.registry.route(model_id)  # NotFoundError UNKNOWN_MODEL
         return [
             r
             for r in self.parts.registry.routes()
@@ -174,7 +178,12 @@ class OpsQueries:
         routes = self._routes(scope, model_id=model_id)
         bar = self.parts.measurement.bar_seconds
         models = [wire.model_stats(r, self.parts.measurement.performance(r.book), bar) for r in routes]
-        strategies = [s for s in self.periodic.strategy_stats() if scope.sees_strategy(s.strategy_id)]
+        wanted = {r.strategy_id for r in routes} if model_id else None  # one model: its strategy alone
+        strategies = [
+            s
+            for s in self.periodic.strategy_stats()
+            if scope.sees_strategy(s.strategy_id) and (wanted is None or s.strategy_id in wanted)
+        ]
         return ops_pb2.GetModelStatsResponse(models=models, strategies=strategies)
 
     # -- orders and fills ------------------------------------------------------------------

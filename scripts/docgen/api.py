@@ -185,7 +185,7 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsService.GetPositions": Example(
         {"model_id": "momentum_v1"},
         'positions = await ops.get_positions("momentum_v1")',
-        MODEL_SCOPE,
+        [*MODEL_SCOPE, *UNKNOWN_MODEL],
     ),
     "nautilus.ops.v1.OpsService.ListModels": Example(
         {"strategy_id": "momentum"},
@@ -201,7 +201,7 @@ EXAMPLES: dict[str, Example] = {
     "nautilus.ops.v1.OpsService.GetModelStats": Example(
         {"model_id": "momentum_v1"},
         'stats = await ops.get_model_stats("momentum_v1")',
-        MODEL_SCOPE,
+        [*MODEL_SCOPE, *UNKNOWN_MODEL],
     ),
     "nautilus.ops.v1.OpsService.ListOrders": book_page_example("order", "  # then page_token=page.next_page_token"),
     "nautilus.ops.v1.OpsService.ListFills": book_page_example("fill"),

@@ -659,7 +659,7 @@ class GetModelStatsRequest(_message.Message):
 
     MODEL_ID_FIELD_NUMBER: _builtins.int
     model_id: _builtins.str
-    """Only this model (all when empty)."""
+    """Only this model, and of the strategies only its own (all when empty)."""
     def __init__(
         self,
         *,
