@@ -85,7 +85,8 @@ def preflight(endpoints: MeshEndpoints, state_dirs: Mapping[str, Path]) -> list[
 
 def ops_worker_specs(config_dir: str | os.PathLike[str], ops_address: str) -> list[ChildSpec]:
     """The ops processes to start: one, or with ``OPS_WORKERS`` (else ``ops_workers`` of ``ops.json``) above 1, one
-    per worker on ports base, base+100, ... (each told its index by ``OPS_WORKER_INDEX``)."""
+    per worker at its ``worker_addresses`` entry (each told its index by ``OPS_WORKER_INDEX``), or on ports base,
+    base+100, ... when ``ops.json`` names no address per worker."""
     root = Path(config_dir)
     args = ("--config", str(root / "ops.json"))
     config = ops_config(root)
@@ -94,12 +95,13 @@ def ops_worker_specs(config_dir: str | os.PathLike[str], ops_address: str) -> li
     if workers == 1:
         return [ChildSpec("ops", "ops_server", args, ops_address)]
     host, port = ops_address.rsplit(":", 1)
+    named = config.worker_addresses if config is not None and len(config.worker_addresses) == workers else ()
     return [
         ChildSpec(
             "ops" if i == 0 else f"ops-{i}",
             "ops_server",
             args,
-            f"{host}:{int(port) + WORKER_PORT_STRIDE * i}",
+            named[i] if named else f"{host}:{int(port) + WORKER_PORT_STRIDE * i}",
             env=(("OPS_WORKERS", str(workers)), ("OPS_WORKER_INDEX", str(i))),
         )
         for i in range(workers)

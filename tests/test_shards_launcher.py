@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
@@ -135,3 +136,15 @@ def test_make_run_when_given_ops_workers_passes_them_and_the_database_url_to_the
     (line,) = [line for line in result.stdout.splitlines() if "nautilus-mesh up" in line]
     assert line.startswith(f'OPS_WORKERS="2" OPS_DATABASE_URL="{url}" ')
     assert line.endswith("/nautilus-mesh up --duration 0")
+
+
+def test_ops_worker_specs_when_ops_json_names_each_workers_address_starts_them_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker listens on its worker_addresses entry; the launcher started, printed and waited on base+100 x i."""
+    config = demo_config_on(tmp_path, 7000, 7001, 7200, 7300)
+    ops_json = Path(config) / "ops.json"
+    data = json.loads(ops_json.read_text())
+    ops_json.write_text(json.dumps({**data, "worker_addresses": ["127.0.0.1:7000", "127.0.0.1:7005"]}))
+    monkeypatch.setenv("OPS_WORKERS", "2")
+    assert [s.address for s in ops_worker_specs(config, "127.0.0.1:7000")] == ["127.0.0.1:7000", "127.0.0.1:7005"]
