@@ -195,7 +195,7 @@ class SignalPath:
             return self._router.size(signal, route)
         except NoMarkError:
             if route.mode is RoutingMode.SHADOW:
-                self.parts.risk.check_paper(route.model_id)
+                self.parts.risk.check_paper(route.model_id, f"symbol={signal.instrument} (paper, no mark: not sized)")
                 raise
             self.parts.risk.check_unpriced(route.model_id, signal.instrument)
 
@@ -259,8 +259,9 @@ class SignalPath:
         parts = self.parts
         order = routed.order
         if isinstance(routed, ShadowOrder):  # no capital at risk: only HALTED refuses it (the kill switch included)
-            intent = OrderIntent(route.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
-            parts.risk.check_paper(route.model_id, intent)
+            parts.risk.check_paper(
+                route.model_id, f"symbol={order.instrument} side={order.side} qty={fmt(order.quantity)} (paper)"
+            )
             return routed, None
         context = parts.exposure.risk_context(route, order.instrument)
         intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
@@ -280,7 +281,7 @@ class SignalPath:
                 },
                 rail="trading_state",
             )
-            log.info("[RISK] reduce-only flip of %s clipped: %s", order.model_id, refused.message)
+            parts.risk.record_refusal(intent, refused)  # counted and audited like a rail's refusal
             order = dataclasses.replace(order, quantity=clipped)
             routed = LiveOrder(order)
             intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)

@@ -219,6 +219,8 @@ async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_r
     assert (decision.side, decision.quantity) == (common_pb2.SIDE_SELL, "10")
     assert decision.error.code == "REDUCE_ONLY_OPENING_REFUSED"
     assert dict(decision.error.details) == {"requested": "15", "accepted": "10", "refused": "5", "net_position": "10"}
+    # The refused opening part is counted and audited as any rail's refusal (it was a log line only).
+    assert core.risk.rejections.get(("trading_state", "momentum_v1")) == 1
     await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(0))
 
 

@@ -219,10 +219,11 @@ class RiskRails:
                 )
         self._take_token(intent.model_id, model)
 
-    def check_paper(self, model_id: str, intent: OrderIntent | None = None) -> None:
+    def check_paper(self, model_id: str, order: str = "") -> None:
         """Check a paper order of ``model_id`` (a SHADOW model's, or its stable model's paper twin): only HALTED, the
         global state's and then the model's, refuses it. It risks no capital, so the other rails do not apply (the
-        paper venue applies its venue rails); with ``intent`` a refusal is recorded as the rails record theirs.
+        paper venue applies its venue rails). With ``order`` (what it was, for the log line) a refusal is recorded as
+        the rails record theirs; a paper twin's is not (its live order's refusal was).
 
         Raises:
             RiskRejectedError: ``TRADING_HALTED`` (rail ``trading_state``).
@@ -230,9 +231,14 @@ class RiskRails:
         for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
             if state is TradingState.HALTED:
                 exc = _halted(scope, state)
-                if intent is not None:
-                    self._record_rejection(intent, exc)
+                if order:
+                    self._record(model_id, exc, order)
                 raise exc
+
+    def record_refusal(self, intent: OrderIntent, exc: RiskRejectedError) -> None:
+        """Count, log and publish a refusal the signal path made under a rail's rule (the opening part of a flip
+        clipped in REDUCING, ``REDUCE_ONLY_OPENING_REFUSED``), as the rails do their own."""
+        self._record_rejection(intent, exc)
 
     def check_unpriced(self, model_id: str, symbol: str) -> NoReturn:
         """Refuse a signal of ``model_id`` in ``symbol`` that cannot be sized because the instrument has no mark yet,
