@@ -60,9 +60,9 @@ class OpsState:
 
     def __post_init__(self) -> None:
         self.trading_day = utc_day(self.clock.time())
+        # True while the day started without a mark for every open position (a restart on a new day, or midnight
+        # before the first quotes): it starts again at the first sample where every position has one.
         self._rebase_day = False
-        """The day started without a mark for every open position (a restart on a new day, or midnight before the
-        first quotes): it starts again at the first sample where every position has one."""
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""

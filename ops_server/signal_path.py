@@ -195,7 +195,9 @@ class SignalPath:
             return self._router.size(signal, route)
         except NoMarkError:
             if route.mode is RoutingMode.SHADOW:
-                self.parts.risk.check_paper(route.model_id, f"symbol={signal.instrument} (paper, no mark: not sized)")
+                self.parts.risk.check_paper(
+                    route.model_id, lambda: f"symbol={signal.instrument} (paper, no mark: not sized)"
+                )
                 raise
             self.parts.risk.check_unpriced(route.model_id, signal.instrument)
 
@@ -260,7 +262,7 @@ class SignalPath:
         order = routed.order
         if isinstance(routed, ShadowOrder):  # no capital at risk: only HALTED refuses it (the kill switch included)
             parts.risk.check_paper(
-                route.model_id, f"symbol={order.instrument} side={order.side} qty={fmt(order.quantity)} (paper)"
+                route.model_id, lambda: f"symbol={order.instrument} side={order.side} qty={fmt(order.quantity)} (paper)"
             )
             return routed, None
         context = parts.exposure.risk_context(route, order.instrument)

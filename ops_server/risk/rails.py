@@ -219,21 +219,20 @@ class RiskRails:
                 )
         self._take_token(intent.model_id, model)
 
-    def check_paper(self, model_id: str, order: str = "") -> None:
+    def check_paper(self, model_id: str, describe: Callable[[], str] | None = None) -> None:
         """Check a paper order of ``model_id`` (a SHADOW model's, or its stable model's paper twin): only HALTED, the
         global state's and then the model's, refuses it. It risks no capital, so the other rails do not apply (the
-        paper venue applies its venue rails). With ``order`` (what it was, for the log line) a refusal is recorded as
-        the rails record theirs; a paper twin's is not (its live order's refusal was).
+        paper venue applies its venue rails). With ``describe`` (what the order was, for the log line, asked only on a
+        refusal) a refusal is recorded as the rails record theirs; a paper twin's is not (its live order's was).
 
         Raises:
             RiskRejectedError: ``TRADING_HALTED`` (rail ``trading_state``).
         """
-        for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
-            if state is TradingState.HALTED:
-                exc = _halted(scope, state)
-                if order:
-                    self._record(model_id, exc, order)
-                raise exc
+        exc = self._halted(model_id)
+        if exc is not None:
+            if describe is not None:
+                self._record(model_id, exc, describe())
+            raise exc
 
     def record_refusal(self, intent: OrderIntent, exc: RiskRejectedError) -> None:
         """Count, log and publish a refusal the signal path made under a rail's rule (the opening part of a flip
@@ -249,10 +248,7 @@ class RiskRails:
         Raises:
             RiskRejectedError: always.
         """
-        exc: RiskRejectedError | None = None
-        for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
-            if exc is None and state is TradingState.HALTED:
-                exc = _halted(scope, state)
+        exc = self._halted(model_id)
         if exc is None and not self._limits.instrument_allowed(symbol):
             exc = _not_allowed(symbol)
         if exc is None:
@@ -264,6 +260,13 @@ class RiskRails:
             )
         self._record(model_id, exc, f"symbol={symbol} (no mark: not sized)")
         raise exc
+
+    def _halted(self, model_id: str) -> RiskRejectedError | None:
+        """``TRADING_HALTED`` when the global state, or else the model's, is HALTED."""
+        for scope, state in (("global", self._states.global_state), ("model", self._states.model_state(model_id))):
+            if state is TradingState.HALTED:
+                return _halted(scope, state)
+        return None
 
     def _check_state(
         self, scope: str, state: TradingState, reducing: bool, intent: OrderIntent, ctx: RiskContext
