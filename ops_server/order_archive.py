@@ -38,14 +38,19 @@ from nautilus_mesh.pagination import Page, page_size, token_number
 log = logging.getLogger(__name__)
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS archived_orders (ord INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL "
-    "UNIQUE, model_id TEXT NOT NULL, visible_model TEXT NOT NULL, record BLOB NOT NULL, filled TEXT NOT NULL, "
-    "status INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS archived_orders (ord INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL, "
+    "created_ns INTEGER NOT NULL, model_id TEXT NOT NULL, visible_model TEXT NOT NULL, record BLOB NOT NULL, "
+    "filled TEXT NOT NULL, status INTEGER NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS archived_orders_key ON archived_orders (created_ns, client_order_id)",
     "CREATE INDEX IF NOT EXISTS archived_orders_model ON archived_orders (model_id, ord)",
     "CREATE TABLE IF NOT EXISTS archived_fills (ord INTEGER PRIMARY KEY AUTOINCREMENT, exec_id TEXT NOT NULL UNIQUE, "
     "model_id TEXT NOT NULL, fill BLOB NOT NULL)",
     "CREATE INDEX IF NOT EXISTS archived_fills_model ON archived_fills (model_id, ord)",
 )
+"""An order is keyed by its creation time and then its id: orders leave memory about in the order they were created,
+so each key lands at the end of the index and the oldest leave from its start, where a key by the id alone (a hash)
+put every insert and every trim on a random page of a 100,000-entry index (about twice the CPU per order; see
+docs/performance.md). Fills are keyed by exec id (``<venue>-<seq>``: ascending per venue)."""
 _TABLES = ("archived_orders", "archived_fills")
 TRIM_EVERY = 1000
 """Rows past the retention are deleted once per this many archived rows (count)."""
@@ -74,6 +79,7 @@ class OrderArchive:
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=NORMAL")
+        _migrate_order_key(self._conn)
         for statement in _SCHEMA:
             self._conn.execute(statement)
         orders, fills = (self._conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in _TABLES)  # noqa: S608
@@ -84,7 +90,7 @@ class OrderArchive:
             fills,
             retention,
         )
-        self._orders: list[tuple[str, str, str, bytes, str, int]] = []
+        self._orders: list[tuple[str, int, str, str, bytes, str, int]] = []
         self._fills: list[tuple[str, str, bytes]] = []
         self._since_trim = 0
         self._lock = threading.Lock()  # the connection, one user at a time: the writer thread or a query
@@ -99,12 +105,19 @@ class OrderArchive:
         """Batches whose transaction failed (count); their rows come back with the journal's replay."""
 
     def add_order(
-        self, client_order_id: str, model_id: str, owner: str, record: bytes, filled: Decimal, status: int
+        self,
+        client_order_id: str,
+        created_ns: int,
+        model_id: str,
+        owner: str,
+        record: bytes,
+        filled: Decimal,
+        status: int,
     ) -> None:
-        """Queue an order that left memory for the next :meth:`commit`: ``record`` is its serialised
-        ``TrackedOrderRecord`` (the order's own journal encoding), ``owner`` the model whose strategy sees it ("" for
-        ``model_id``'s own)."""
-        self._orders.append((client_order_id, model_id, owner or model_id, record, str(filled), status))
+        """Queue an order that left memory for the next :meth:`commit`: ``created_ns`` is its creation time (Unix
+        nanoseconds, as in ``record``), ``record`` its serialised ``TrackedOrderRecord`` (the order's own journal
+        encoding), ``owner`` the model whose strategy sees it ("" for ``model_id``'s own)."""
+        self._orders.append((client_order_id, created_ns, model_id, owner or model_id, record, str(filled), status))
 
     def add_fill(self, exec_id: str, model_id: str, fill: bytes) -> None:
         """Queue a fill that left memory (``fill``: the serialised ``Fill``) for the next :meth:`commit`."""
@@ -154,15 +167,17 @@ class OrderArchive:
             if self._failure is None:
                 self._failure = error
 
-    def _write(self, orders: list[tuple[str, str, str, bytes, str, int]], fills: list[tuple[str, str, bytes]]) -> int:
+    def _write(
+        self, orders: list[tuple[str, int, str, str, bytes, str, int]], fills: list[tuple[str, str, bytes]]
+    ) -> int:
         """One transaction of archived rows (on the writer thread)."""
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN")
             try:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO archived_orders (client_order_id, model_id, visible_model, record, filled, "
-                    "status) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO archived_orders (client_order_id, created_ns, model_id, visible_model, "
+                    "record, filled, status) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     orders,
                 )
                 conn.executemany(
@@ -236,6 +251,43 @@ class OrderArchive:
             self._writer.shutdown(wait=True)
             with self._lock:
                 self._conn.close()
+
+
+def _migrate_order_key(conn: sqlite3.Connection) -> None:
+    """Rebuild an archive written before orders were keyed by creation time (its ``archived_orders`` has no
+    ``created_ns``): every row kept at its position (page tokens stay valid), its creation time read from its record,
+    in one transaction."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(archived_orders)")]
+    if not columns or "created_ns" in columns:
+        return
+    conn.create_function(
+        "record_created_ns",
+        1,
+        lambda blob: journal_pb2.TrackedOrderRecord.FromString(blob).created_unix_nanos,
+        deterministic=True,
+    )
+    conn.execute("BEGIN")
+    try:
+        sequence = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'archived_orders'").fetchone()
+        conn.execute("DROP INDEX IF EXISTS archived_orders_model")
+        conn.execute("ALTER TABLE archived_orders RENAME TO archived_orders_unkeyed")
+        conn.execute(_SCHEMA[0])
+        conn.execute(
+            "INSERT INTO archived_orders (ord, client_order_id, created_ns, model_id, visible_model, record, filled, "
+            "status) SELECT ord, client_order_id, record_created_ns(record), model_id, visible_model, record, filled, "
+            "status FROM archived_orders_unkeyed ORDER BY ord"
+        )
+        rows = conn.execute("SELECT COUNT(*) FROM archived_orders").fetchone()[0]
+        conn.execute("DROP TABLE archived_orders_unkeyed")
+        if sequence is not None:  # positions are never given out twice, even those of rows already deleted
+            conn.execute(
+                "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'archived_orders'", (int(sequence[0]),)
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    log.info("[ARCHIVE] %d archived order(s) rekeyed by creation time", rows)
 
 
 def _where(

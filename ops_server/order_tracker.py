@@ -268,7 +268,13 @@ class OrderTracker:
                 del self.orders[old.client_order_id]
                 if self.archive is not None:
                     self.archive.add_order(
-                        old.client_order_id, old.model_id, old.owner, old.record_bytes(), old.filled, old.status
+                        old.client_order_id,
+                        old.created_ns,
+                        old.model_id,
+                        old.owner,
+                        old.record_bytes(),
+                        old.filled,
+                        old.status,
                     )
 
     def _adjust_open(self, order: TrackedOrder, delta: Decimal) -> None:

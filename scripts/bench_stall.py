@@ -137,7 +137,7 @@ async def archive_batches(tmp: Path) -> list[tuple[float, float]]:
     for batch in range(ARCHIVE_BATCHES):
         for n in range(ARCHIVE_BATCH // 2):
             at = batch * ARCHIVE_BATCH + n
-            archive.add_order(f"momentum_v1-sig-{at:08d}", "momentum_v1", "", record, Decimal("0.01"), 2)
+            archive.add_order(f"momentum_v1-sig-{at:08d}", at, "momentum_v1", "", record, Decimal("0.01"), 2)
             fill = ops_pb2.Fill(exec_id=f"sim-{at}", model_id="momentum_v1", seq=at, quantity="0.01")
             archive.add_fill(fill.exec_id, fill.model_id, fill.SerializeToString())
 

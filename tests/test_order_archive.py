@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import zlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,13 +22,18 @@ ORDERS = 50
 
 
 def record(coid: str, model: str = "m1") -> journal_pb2.TrackedOrderRecord:
-    return journal_pb2.TrackedOrderRecord(client_order_id=coid, model_id=model, side="BUY", quantity="1")
+    """An order's record, created at a time of its own (the same for the same id)."""
+    created = 1_700_000_000_000_000_000 + zlib.crc32(coid.encode())
+    return journal_pb2.TrackedOrderRecord(
+        client_order_id=coid, model_id=model, side="BUY", quantity="1", created_unix_nanos=created
+    )
 
 
 def archive_order(archive: OrderArchive, coid: str, model: str = "m1") -> None:
     """Queue a filled order of ``model`` that left memory."""
-    encoded = record(coid, model).SerializeToString()
-    archive.add_order(coid, model, "", encoded, Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
+    order = record(coid, model)
+    encoded = order.SerializeToString()
+    archive.add_order(coid, order.created_unix_nanos, model, "", encoded, Decimal(1), engine_pb2.ORDER_STATUS_FILLED)
 
 
 def test_merged_page_when_paged_then_memory_first_then_archive_without_repeats(tmp_path: Path) -> None:
@@ -93,7 +99,7 @@ def test_archive_commit_hands_rows_to_its_writer_without_waiting_for_sqlite(tmp_
 
 def test_archive_batch_that_fails_is_counted_raised_by_flush_and_the_next_is_written(tmp_path: Path) -> None:
     archive = OrderArchive(tmp_path / "history.db", retention=100)
-    archive.add_order("bad", "m1", "", object(), Decimal(1), 0)  # type: ignore[arg-type]  # SQLite cannot bind it
+    archive.add_order("bad", 1, "m1", "", object(), Decimal(1), 0)  # type: ignore[arg-type]  # SQLite cannot bind it
     archive.commit()
     time.sleep(0.2)  # the batch fails at once: the next commit finds it done
     archive_order(archive, "o0")
@@ -105,6 +111,49 @@ def test_archive_batch_that_fails_is_counted_raised_by_flush_and_the_next_is_wri
     archive.flush()
     assert [r.client_order_id for _, r, _, _ in archive.orders("", None, 10**9, 10)] == ["o1", "o0"]
     archive.close()
+
+
+UNKEYED_SCHEMA = (
+    "CREATE TABLE archived_orders (ord INTEGER PRIMARY KEY AUTOINCREMENT, client_order_id TEXT NOT NULL UNIQUE, "
+    "model_id TEXT NOT NULL, visible_model TEXT NOT NULL, record BLOB NOT NULL, filled TEXT NOT NULL, "
+    "status INTEGER NOT NULL)",
+    "CREATE INDEX archived_orders_model ON archived_orders (model_id, ord)",
+)
+"""The archive's orders table as versions before the creation-time key wrote it."""
+
+
+def test_archive_written_before_the_creation_time_key_when_opened_then_rekeyed_at_the_same_positions(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "history.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for statement in UNKEYED_SCHEMA:
+        old.execute(statement)
+    for coid in ("o0", "o1", "o2", "o3"):
+        old.execute(
+            "INSERT INTO archived_orders (client_order_id, model_id, visible_model, record, filled, status) "
+            "VALUES (?, 'm1', 'm1', ?, '1', ?)",
+            (coid, record(coid).SerializeToString(), engine_pb2.ORDER_STATUS_FILLED),
+        )
+    old.execute("DELETE FROM archived_orders WHERE client_order_id IN ('o0', 'o3')")  # trimmed, and the newest gone
+    old.close()
+
+    archive = OrderArchive(path, retention=100)
+    listed = archive.orders("m1", None, 10**9, 10)
+    assert [(position, r.client_order_id) for position, r, _, _ in listed] == [(3, "o2"), (2, "o1")]
+    with sqlite3.connect(path) as check:
+        keys = check.execute("SELECT client_order_id, created_ns FROM archived_orders ORDER BY ord").fetchall()
+        assert keys == [(coid, record(coid).created_unix_nanos) for coid in ("o1", "o2")]
+    archive_order(archive, "o1")  # a replay pushing an order out again: still kept once
+    archive_order(archive, "o4")
+    archive.flush()
+    listed = archive.orders("m1", None, 10**9, 10)
+    # Position 4 (o3's, deleted) is never given out again; the ignored o1 used up 5, as SQLite's AUTOINCREMENT does.
+    assert [(position, r.client_order_id) for position, r, _, _ in listed] == [(6, "o4"), (3, "o2"), (2, "o1")]
+    archive.close()
+    reopened = OrderArchive(path, retention=100)  # rekeyed once: opening it again changes nothing
+    assert [r.client_order_id for _, r, _, _ in reopened.orders("m1", None, 10**9, 10)] == ["o4", "o2", "o1"]
+    reopened.close()
 
 
 async def all_pages(stub: ops_pb2_grpc.OpsServiceStub, fills: bool) -> list[str]:
