@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -47,7 +47,17 @@ sys.path.insert(0, str(SCRIPT.parents[1]))
 
 import bench_mesh  # noqa: E402
 import grpc  # noqa: E402
-from bench_mesh import INSTRUMENTS, META, MODEL, TARGET, SignalCall, percentile, rss_mb, write_figures  # noqa: E402
+from bench_mesh import (  # noqa: E402
+    INSTRUMENTS,
+    META,
+    MODEL,
+    TARGET,
+    SignalCall,
+    cpu_seconds,
+    percentile,
+    rss_mb,
+    write_figures,
+)
 
 from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc  # noqa: E402
 
@@ -191,18 +201,41 @@ class SteadyStrategy:
             await self._reader
 
 
-def sample(pids: dict[str, int], journal: Path, started: float) -> dict[str, float]:
-    """RSS of each service (MB) and the engine journal on disk (MB, ``engine_journal``), at one moment."""
+def sample(pids: dict[str, int], journal: Path, started: float, sent: int) -> dict[str, float]:
+    """At one moment: RSS of each service (MB), its CPU time so far (``<name>_cpu_s``, seconds, user + system), the
+    engine journal on disk (MB, ``engine_journal``) and the signals sent so far (``signals``)."""
     rss = {name: rss_of(pid) for name, pid in pids.items()}
-    return {"t": round(time.perf_counter() - started, 2), **rss, "engine_journal": journal_mb(journal)}
+    cpu = {f"{name}_cpu_s": round(cpu_seconds(pid), 2) for name, pid in pids.items()}
+    return {
+        "t": round(time.perf_counter() - started, 2),
+        **rss,
+        **cpu,
+        "engine_journal": journal_mb(journal),
+        "signals": sent,
+    }
 
 
 async def sample_rss(
-    pids: dict[str, int], journal: Path, every: float, started: float, out: list[dict[str, float]]
+    pids: dict[str, int],
+    journal: Path,
+    every: float,
+    started: float,
+    out: list[dict[str, float]],
+    sent: Callable[[], int],
 ) -> None:
     while True:
-        out.append(sample(pids, journal, started))
+        out.append(sample(pids, journal, started, sent()))
         await asyncio.sleep(every)
+
+
+def cpu_per_signal(samples: list[dict[str, float]], baseline_seconds: float, name: str) -> float | None:
+    """CPU time of service ``name`` per signal sent between the first sample after the warm-up and the last, in
+    microseconds (None without two such samples)."""
+    after = [s for s in samples if s["t"] >= baseline_seconds]
+    if len(after) < 2 or after[-1]["signals"] <= after[0]["signals"]:
+        return None
+    used = after[-1][f"{name}_cpu_s"] - after[0][f"{name}_cpu_s"]
+    return round(used / (after[-1]["signals"] - after[0]["signals"]) * 1e6, 1)
 
 
 def growth(samples: list[dict[str, float]], baseline_seconds: float, name: str) -> dict[str, float | None]:
@@ -252,7 +285,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             channel = grpc.aio.insecure_channel(address)
             strategy = SteadyStrategy(ops_pb2_grpc.OpsServiceStub(channel), args.rate)
             started = time.perf_counter()
-            sampler = asyncio.create_task(sample_rss(pids, journal, args.sample_seconds, started, samples))
+            sampler = asyncio.create_task(
+                sample_rss(pids, journal, args.sample_seconds, started, samples, lambda: strategy.sent)
+            )
             try:
                 await strategy.run(args.duration)
             finally:
@@ -261,10 +296,16 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampler
                 await channel.close()
-            samples.append(sample(pids, journal, started))
+            samples.append(sample(pids, journal, started, strategy.sent))
         if args.logs is not None:  # the services' logs outlive the run's folder
             copy_logs(Path(tmp_name), args.logs)
-    services = {name: growth(samples, args.baseline_seconds, name) for name in ("ops", "engine")}
+    services = {
+        name: {
+            **growth(samples, args.baseline_seconds, name),
+            "cpu_us_per_signal": cpu_per_signal(samples, args.baseline_seconds, name),
+        }
+        for name in ("ops", "engine")
+    }
     journal_row = growth(samples, args.baseline_seconds, "engine_journal")
     return {
         "duration_s": args.duration,
@@ -291,7 +332,10 @@ def report(figures: dict[str, Any]) -> None:
     )
     if figures["rejections"]:
         print(f"rejected, by code: {figures['rejections']} (RSS then measures rejections, not trading)")
-    print(f"{'service':<8} {'RSS after ' + str(figures['baseline_s']) + ' s':>18} {'end':>9} {'max':>9} {'growth':>9}")
+    print(
+        f"{'service':<8} {'RSS after ' + str(figures['baseline_s']) + ' s':>18} {'end':>9} {'max':>9} {'growth':>9}"
+        f"   CPU per signal after the warm-up"
+    )
     for name, row in figures["services"].items():
         if row["baseline_mb"] is None:
             print(f"{name:<8} (no sample after the warm-up: run longer than --baseline-seconds)")
@@ -299,9 +343,10 @@ def report(figures: dict[str, Any]) -> None:
         pct = row["growth_percent"]
         over = f"  over {TARGET_GROWTH_PERCENT:g}%"
         verdict = "" if pct is None else ("  ok" if pct <= TARGET_GROWTH_PERCENT else over)
+        cpu = row["cpu_us_per_signal"]
         print(
             f"{name:<8} {row['baseline_mb']:>15.1f} MB {row['end_mb']:>6.1f} MB {row['max_mb']:>6.1f} MB "
-            f"{pct:>+8.2f}%{verdict}"
+            f"{pct:>+8.2f}%{verdict}   {'-' if cpu is None else f'{cpu:,.0f} us'}"
         )
     latency = figures["first_fill"]
     if latency["count"]:
