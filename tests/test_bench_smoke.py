@@ -87,6 +87,17 @@ def test_bench_backtest_when_run_with_minimal_sizes_then_prints_the_rate() -> No
     assert "quotes/s" in done.stdout and "momentum_v1:" in done.stdout
 
 
+@pytest.mark.timeout(120)
+def test_bench_archive_when_run_with_minimal_sizes_then_prints_both_layouts() -> None:
+    cmd = [
+        sys.executable, str(ROOT / "benchmarks" / "bench_archive.py"), "--rows", "2000", "--retention", "500",
+        "--rounds", "1",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "archive " in done.stdout and "keyed by id " in done.stdout and "keyed by id / archive:" in done.stdout
+
+
 def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_services(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     cmd = [
@@ -101,6 +112,8 @@ def test_bench_soak_when_run_for_seconds_then_reports_rss_growth_of_both_service
     for service in ("ops", "engine"):
         row = figures["services"][service]
         assert row["baseline_mb"] > 0 and row["growth_percent"] is not None
+        assert row["cpu_us_per_signal"] is not None and row["cpu_us_per_signal"] > 0  # CPU between two samples
+    assert all(s["signals"] <= figures["signals_sent"] for s in figures["samples"])
     assert figures["engine_journal"]["end_mb"] > 0 and all("engine_journal" in s for s in figures["samples"])
     assert "growth" in done.stdout and "ops" in done.stdout and "engine journal on disk" in done.stdout
     latency = figures["first_fill"]
