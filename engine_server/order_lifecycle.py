@@ -20,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from enum import StrEnum
 
 from engine_server.venues.base import ZERO, ExecType, OrderRequest, VenueEvent
+from nautilus_mesh.decimals import EXACT
 from nautilus_mesh.errors import MeshError, VenueRejectedError
 
 PRICE_QUANTUM = Decimal("0.00000001")
@@ -203,6 +204,6 @@ class Order:
                 {**self._details(target), "ordered": self.request.quantity, "filled": filled},
             )
         self.filled_qty = filled
-        self.notional += qty * event.last_price
-        self.avg_price = (self.notional / filled).quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        self.notional = EXACT.add(self.notional, EXACT.multiply(qty, event.last_price))
+        self.avg_price = EXACT.quantize(EXACT.divide(self.notional, filled), PRICE_QUANTUM)
         self.fees += event.fee

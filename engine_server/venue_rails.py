@@ -37,6 +37,7 @@ import pydantic
 
 from engine_server.venues.base import OrderRequest, OrderType
 from nautilus_mesh.config import StrictModel
+from nautilus_mesh.decimals import EXACT
 from nautilus_mesh.errors import VenueRejectedError
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class VenueRails:
             if price is None:
                 self._no_reference(label, "max_order_notional", req)
             else:
-                notional = req.quantity * price
+                notional = EXACT.multiply(req.quantity, price)  # exact: 28 digits could round it under the maximum
                 if notional > cfg.max_order_notional:
                     self._deny(
                         label,

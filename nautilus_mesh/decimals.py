@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from fractions import Fraction
 
 from nautilus_mesh.bounds import echo
@@ -23,6 +23,12 @@ MAX_FRACTION_DIGITS = 18
 # Prices and quantities repeat from one order to the next: parsing and formatting are pure functions of their input,
 # so the most recent results are kept (bounded) instead of being computed again on every order and report.
 CACHE_ENTRIES = 2048
+
+EXACT = Context(prec=200)
+"""Arithmetic wide enough for wire decimals (each at most 36 significant digits): their sums, differences and products
+are exact, quotients correct to 200 digits, and a ``quantize`` to 1e-8 never fails. The default context's 28 digits
+round such a product (a notional of 1e22 with cents, its fee) and make ``quantize`` raise once a result needs more
+than 28 digits. Rounding is half-even."""
 
 
 @functools.lru_cache(maxsize=CACHE_ENTRIES)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
-from decimal import Context, Decimal
+from decimal import Decimal
 
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.bounds import require_bounded
-from nautilus_mesh.decimals import require_finite
+from nautilus_mesh.decimals import EXACT, require_finite
 from nautilus_mesh.errors import NotFoundError, PermissionDeniedError, RiskRejectedError, ValidationError
 from ops_server.exposure import ExposureView
 from ops_server.model_registry import ModelRegistry, ModelRoute, RoutingMode, is_paper_book
@@ -57,8 +57,8 @@ class ShadowOrder:
     order: SizedOrder
 
 
-_EXACT = Context(prec=200)
-"""Arithmetic wide enough to be exact for any product or whole quotient of wire decimals (at most 40 digits each)."""
+_EXACT = EXACT
+"""Sizing's arithmetic: exact for any product or whole quotient of wire decimals."""
 
 
 class NoMarkError(RiskRejectedError):

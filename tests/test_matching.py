@@ -11,6 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine_server.order_lifecycle import OrderStatus
+from engine_server.order_manager import OrderManager
 from engine_server.venues.base import ExecType, Instrument, OrderRequest, OrderType, Side, TimeInForce, VenueEvent
 from engine_server.venues.sim import BookOrder, LatencyConfig, OrderBook, SimVenue, SimVenueConfig, fee_for
 from tests.venues import instrument
@@ -382,3 +384,51 @@ def test_instrument_when_its_lot_is_tiny_against_its_minimum_is_still_checked() 
     off_the_lot = D("1.0000000000000000000000000000015")  # 1e30 lots and a half
     with pytest.raises(ValueError, match="min_qty must be a multiple of lot_size"):
         Instrument(symbol="X", tick_size=D("0.01"), lot_size=D("1E-30"), min_qty=off_the_lot, initial_price=D(1))
+
+
+BIG_INSTRUMENT = Instrument(
+    symbol="BTC-USD",
+    tick_size=D("0.01"),
+    lot_size=D("0.0001"),
+    min_qty=D("0.0001"),
+    maker_fee_bps=D("1"),
+    taker_fee_bps=D("5"),
+    initial_price=D("60000"),
+)
+"""An instrument for wire-legal sizes at their largest: a quantity and a price below 1e18, on the lot and the tick,
+whose product needs more digits than the default decimal context's 28."""
+
+
+def test_fill_when_notional_needs_more_than_28_digits_then_fees_and_average_are_exact() -> None:
+    qty, price = D("12345678901.2345"), D("123456789012345.67")
+    book = OrderBook(BIG_INSTRUMENT)
+    book.submit(BookOrder("m1", "v1", "acct-a", Side.BUY, OrderType.LIMIT, TimeInForce.GTC, qty, price), 0)
+    events = book.submit(BookOrder("t1", "v2", "acct-b", Side.SELL, OrderType.LIMIT, TimeInForce.IOC, qty, price), 0)
+    fills = {e.client_order_id: e for e in events if e.exec_type is ExecType.FILL}
+    notional = D("1524157875323875183661103.729615")  # qty x price, exact (31 digits)
+    assert qty * price != notional  # the default context rounds it
+    assert fills["m1"].fee == D("152415787532387518366.11037296")  # notional x 1 / 10000 = ...11037296|15, half-even
+    assert fills["t1"].fee == D("762078937661937591830.55186481")  # notional x 5 / 10000 = ...55186480|75
+    assert fills["m1"].avg_price == fills["t1"].avg_price == price
+    assert book.resting("m1") is None
+
+
+def test_venue_order_when_notional_needs_more_than_28_digits_then_every_fill_is_reported() -> None:
+    """A taker that meets an ordinary ask and then a huge one: both makers' fills reach the ledger (the fee of the
+    second once raised in the default context, the order came back VENUE_ERROR and the first fill was lost)."""
+    venue = SimVenue(SimVenueConfig(name="sim", instruments=(BIG_INSTRUMENT,), seed=1))
+    manager = OrderManager({"sim": venue})
+    big_qty, big_price = D("12345678901.2345"), D("123456789012345.67")
+
+    def request(coid: str, account: str, side: Side, qty: Decimal, price: Decimal) -> OrderRequest:
+        return OrderRequest(coid, "s1", account, "m", "BTC-USD", side, OrderType.LIMIT, TimeInForce.GTC, qty, price)
+
+    manager.submit("sim", request("small-ask", "acct-a", Side.SELL, D("1"), D("60000.00")))
+    manager.submit("sim", request("huge-ask", "acct-a", Side.SELL, big_qty, big_price))
+    reports = manager.submit("sim", request("taker", "acct-b", Side.BUY, big_qty + 10, big_price))
+    assert all(r.reason_code != "VENUE_ERROR" for r in reports), [(r.client_order_id, r.reason_code) for r in reports]
+    assert manager.get_order("small-ask").status is OrderStatus.FILLED
+    assert manager.get_order("huge-ask").status is OrderStatus.FILLED
+    taker = manager.get_order("taker")
+    assert taker.filled_qty > big_qty  # the small ask, the market maker's asks and the huge one
+    assert taker.fees == sum((r.fee for r in reports if r.client_order_id == "taker"), ZERO)

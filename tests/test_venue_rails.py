@@ -59,6 +59,16 @@ def test_notional_when_exceeded_then_uses_limit_or_reference_price() -> None:
     rails.check(req(qty="6", price=None), D(100), 0)
 
 
+def test_notional_when_exact_product_is_above_maximum_though_28_digits_round_it_below_then_denied() -> None:
+    """The product is compared exactly: 123456789012.3456 x 123456789012.34 = 15241578753238125910690.744704, above a
+    maximum of ...690.7447 (rounded to the default context's 28 digits it was ...690.7447 and passed)."""
+    maximum = D("15241578753238125910690.7447")
+    rails = VenueRails(VenueRailsConfig(max_order_notional=maximum), venue="sim")
+    err = denial(rails, req(qty="123456789012.3456", price="123456789012.34"))
+    assert (err.code, err.details["requested"]) == ("MAX_ORDER_NOTIONAL", "15241578753238125910690.744704")
+    rails.check(req(qty="123456789012.3456", price="123456789012.33"), HUNDRED, 0)  # below it: passes
+
+
 def test_price_rails_when_no_reference_then_fail_closed() -> None:
     rails = VenueRails(VenueRailsConfig(price_collar_bps=D("100"), max_order_notional=D("1e9")), venue="sim")
     assert denial(rails, req(price=None), ref=None).code == "NO_REFERENCE_PRICE"

@@ -21,7 +21,7 @@ import logging
 from bisect import insort
 from collections import deque
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 
 from engine_server.venues.base import (
     ZERO,
@@ -32,7 +32,7 @@ from engine_server.venues.base import (
     TimeInForce,
     VenueEvent,
 )
-from nautilus_mesh.decimals import is_multiple
+from nautilus_mesh.decimals import EXACT, is_multiple
 from nautilus_mesh.frozen import quick_init
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ class RestingOrder:
 
 
 def fee_for(notional: Decimal, bps: Decimal) -> Decimal:
-    """Fee of a fill: ``notional * bps / 10000`` quantised to 1e-8 (half-even)."""
-    return (notional * bps / _BPS).quantize(FEE_QUANTUM, rounding=ROUND_HALF_EVEN)
+    """Fee of a fill: ``notional * bps / 10000`` quantised to 1e-8 (half-even), computed exactly (:data:`EXACT`)."""
+    return EXACT.quantize(EXACT.divide(EXACT.multiply(notional, bps), _BPS), FEE_QUANTUM)
 
 
 class OrderBook:
@@ -294,7 +294,7 @@ class OrderBook:
                         events.append(self._terminal(ExecType.CANCELED, maker, ts_ns, "SELF_MATCH_PREVENTED", text))
                     continue
                 qty = min(taker.leaves, maker.leaves)
-                notional = qty * best
+                notional = EXACT.multiply(qty, best)
                 maker_event = self._fill(maker, qty, best, fee_for(notional, inst.maker_fee_bps), "MAKER", ts_ns)
                 taker_event = self._fill(taker, qty, best, fee_for(notional, inst.taker_fee_bps), "TAKER", ts_ns)
                 if maker_event is not None:
@@ -314,7 +314,7 @@ class OrderBook:
     def _fill(self, live: _Live, qty: Decimal, price: Decimal, fee: Decimal, liq: str, ts_ns: int) -> VenueEvent | None:
         live.leaves -= qty
         live.cum_qty += qty
-        live.notional += qty * price
+        live.notional = EXACT.add(live.notional, EXACT.multiply(qty, price))
         if live.quiet:
             return None
         exec_type = ExecType.FILL if live.leaves == 0 else ExecType.PARTIAL_FILL
@@ -352,7 +352,7 @@ class OrderBook:
     def _avg(live: _Live) -> Decimal:
         if live.cum_qty == 0:
             return ZERO
-        return (live.notional / live.cum_qty).quantize(PRICE_QUANTUM, rounding=ROUND_HALF_EVEN)
+        return EXACT.quantize(EXACT.divide(live.notional, live.cum_qty), PRICE_QUANTUM)
 
     def _terminal(self, exec_type: ExecType, live: _Live, ts_ns: int, code: str, text: str) -> VenueEvent:
         """A CANCELED/EXPIRED event; the remaining quantity leaves the book."""
