@@ -159,10 +159,14 @@ class OpsControls:
             message = f"risk limits reloaded from {cfg.risk_limits_path.name}"
         elif target == ConfigTarget.CAPITAL_POLICY:
             policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=parts.registry.strategies())
+            before = dict(parts.allocator.weights)
             parts.allocator.set_policy(policy)
             self.periodic.update_allocation_metrics()
             parts.state.save()
             message = f"capital policy reloaded from {cfg.capital_policy_path.name}"
+            after = parts.allocator.weights
+            if after != before:  # the weights in force broke the new bounds: say where they went
+                message += f"; weights moved to fit its bounds: {_weights(before)} -> {_weights(after)}"
         elif target == ConfigTarget.MODEL_REGISTRY:
             fresh = ModelRegistry.load(cfg.registry_path)
             for strategy_id in parts.registry.apply_weights_from(fresh, skip=parts.canaries.owns_weights):
@@ -172,3 +176,8 @@ class OpsControls:
             raise ValidationError("INVALID_TARGET", "target must name a config file", field="target")
         self.audit("ReloadConfig", message)
         return message
+
+
+def _weights(weights: Mapping[str, float]) -> str:
+    """Strategy weights as ``name=0.5000, ...`` (fractions of the total capital)."""
+    return ", ".join(f"{name}={weight:.4f}" for name, weight in weights.items())

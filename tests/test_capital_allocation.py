@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from nautilus_mesh.errors import ConfigError, NotFoundError, PermissionDeniedError, ValidationError
 from ops_server.allocation import AllocationReason, CapitalAllocator, CapitalPolicy, StrategyBounds
 from ops_server.allocation.__main__ import main
+from ops_server.allocation.config import MAX_LOOKBACK
 from ops_server.allocation.weights import (
     cap_turnover,
     l1_distance,
@@ -24,6 +25,7 @@ from ops_server.allocation.weights import (
     target_weights_from_scores,
 )
 from ops_server.canary.stats import deflated_sharpe_ratio, describe_returns
+from ops_server.measurement import DEFAULT_HISTORY
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0
@@ -180,6 +182,13 @@ def test_capital_policy_when_unknown_strategy_raises_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown strategy 'carry'") as excinfo:
         CapitalPolicy.from_dict(policy_dict(), known_strategies={"momentum", "meanrev"})
     assert excinfo.value.code == "UNKNOWN_STRATEGY"
+
+
+def test_capital_policy_when_a_registry_strategy_is_left_out_raises_config_error() -> None:
+    only_momentum = policy_dict(strategies={"momentum": {"min_fraction": 0.0, "max_fraction": 1.0}})
+    with pytest.raises(ConfigError, match="leaves out strategy 'meanrev' of the model registry") as excinfo:
+        CapitalPolicy.from_dict(only_momentum, known_strategies={"momentum", "meanrev"}, source="policy.json")
+    assert excinfo.value.code == "CONFIG_INVALID" and excinfo.value.message.startswith("policy.json: ")
 
 
 @pytest.mark.parametrize(
@@ -437,6 +446,36 @@ def test_run_cycle_when_deadband_equals_turnover_cap_applies_a_capped_move() -> 
     )
 
 
+def test_run_cycle_when_change_is_exactly_the_deadband_applies_it() -> None:
+    """Four strategies at 0.25, one losing: its target is 0 and the others share 1, a change of exactly 0.5 (the sum of
+    the others' gains is 0.25, and 0.25 leaves the loser). Normalised one float division each, the targets measure
+    0.49999999999999994 from the weights; a change equal to the deadband is not below it."""
+    names = ("a", "b", "c", "d")
+    policy = CapitalPolicy.from_dict(
+        {
+            "total_capital": "1000000",
+            "strategies": {name: {} for name in names},
+            "lookback": 4,
+            "min_observations": 2,
+            "shrinkage_n0": 0,
+            "turnover_cap": 2,
+            "deadband": 0.5,
+        }
+    )
+    returns = {
+        "a": [0.01, 0.03, 0.01, 0.03],
+        "b": [0.001, 0.03, 0.01, 0.03],
+        "c": [0.008, 0.02, 0.01, 0.03],
+        "d": [-0.01, 0.0, -0.01, 0.0],
+    }
+    allocator = CapitalAllocator(policy)
+    decision = allocator.run_cycle(returns, now=T0)
+    wanted = target_weights_from_scores([decision.scores[n] for n in names], list(policy.strategies.values()))
+    assert l1_distance(wanted, [0.25] * 4) < 0.5  # the float measure of the move: a unit in the last place short
+    assert decision.reason is AllocationReason.APPLIED, decision.message
+    assert allocator.weights["d"] == 0.0 and math.fsum(allocator.weights.values()) == pytest.approx(1.0)
+
+
 def test_allocations_usd_when_weights_round_up_at_a_large_total_never_exceed_it() -> None:
     weights = {"momentum": 0.2500000000006, "meanrev": 0.2500000000006, "carry": 0.4999999999988}
     allocator = CapitalAllocator(make_policy(total_capital="1000000000000"), initial_weights=weights)
@@ -587,3 +626,10 @@ def test_cycle_when_policy_has_bar_seconds_scores_sharpe_of_the_summed_bars() ->
     assert decision.sharpe["momentum"] == pytest.approx(moments.sharpe, rel=1e-12)
     assert decision.sharpe_annual is not None
     assert decision.sharpe_annual["momentum"] == pytest.approx(moments.sharpe * math.sqrt(31_536_000 / 2), rel=1e-12)
+
+
+def test_capital_policy_when_lookback_exceeds_the_returns_ops_keeps_raises_config_error() -> None:
+    assert MAX_LOOKBACK == DEFAULT_HISTORY  # the returns kept per strategy: a longer lookback could never be filled
+    with pytest.raises(ConfigError, match="lookback: Input should be less than or equal to 10000"):
+        CapitalPolicy.from_dict(policy_dict(lookback=20_000, min_observations=15_000))
+    assert CapitalPolicy.from_dict(policy_dict(lookback=10_000, min_observations=10_000)).lookback == 10_000

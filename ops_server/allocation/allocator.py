@@ -40,6 +40,9 @@ __all__ = ["AllocationDecision", "AllocationReason", "CapitalAllocator"]
 
 _CENTS = Decimal("0.01")
 _WEIGHT_QUANTUM = Decimal("1e-12")
+DEADBAND_TOLERANCE = 1e-12
+"""A change within this of the deadband (L1, fractions) counts as equal to it: targets are normalised one float
+division each, so a move that is exactly the deadband can measure a unit in the last place short of it."""
 
 
 def _allocation_usd(total_capital: Decimal, weight: float) -> Decimal:
@@ -351,7 +354,7 @@ class CapitalAllocator:
             turnover = policy.turnover_cap
         new = dict(zip(names, capped, strict=True))
 
-        if turnover < policy.deadband:
+        if turnover < policy.deadband - DEADBAND_TOLERANCE:
             notes.append(f"change {turnover:.4f} below deadband {policy.deadband:.4f}, weights kept")
             message = "; ".join(n for n in notes if n)
             return self._decide(
