@@ -23,7 +23,7 @@ from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
-from nautilus_mesh.decimals import fmt
+from nautilus_mesh.decimals import EXACT, fmt
 from nautilus_mesh.errors import MeshError, PermissionDeniedError, RiskRejectedError, UnavailableError
 from nautilus_mesh.status import error_detail
 from nautilus_mesh.telemetry import ENGINE_ORDER_STREAM, OPS_SIGNAL_STREAM, mark_error, trace_exemplar
@@ -149,8 +149,18 @@ class SignalPath:
                         self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
                     return decision
                 t_size = time.perf_counter()
-                routed, refused = self._check_risk(routed, route)
+                checked, refused = self._check_risk(routed, route)
                 t_risk = time.perf_counter()
+                if checked is None:  # a clipped flip whose reducing part is under a lot or the minimum: nothing to send
+                    decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
+                    if refused is not None:  # the opening part's refusal, in-band
+                        decision.error.CopyFrom(error_detail(refused))
+                    parts.tracker.record(decision, None)
+                    self._count(signal.model_id, metrics, decision)
+                    if twin_of is not None:
+                        self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
+                    return decision
+                routed = checked
                 order = routed.order
                 if refused is not None:  # a reduce-only flip clipped: the opening part's own code, in-band
                     decision.error.CopyFrom(error_detail(refused))
@@ -256,8 +266,10 @@ class SignalPath:
 
     def _check_risk(
         self, routed: LiveOrder | ShadowOrder, route: ModelRoute
-    ) -> tuple[LiveOrder | ShadowOrder, RiskRejectedError | None]:
-        """Apply the rails; returns the order to send and, for a clipped reduce-only flip, its refused part."""
+    ) -> tuple[LiveOrder | ShadowOrder | None, RiskRejectedError | None]:
+        """Apply the rails; returns the order to send (None: a clipped reduce-only flip whose reducing part, floored
+        to the lot, is under one lot or the instrument's minimum quantity) and, for a clipped flip, its refused
+        part."""
         parts = self.parts
         order = routed.order
         if isinstance(routed, ShadowOrder):  # no capital at risk: only HALTED refuses it (the kill switch included)
@@ -270,6 +282,9 @@ class SignalPath:
         refused: RiskRejectedError | None = None
         clipped = parts.risk.reduce_only_clip(intent, context)
         if clipped is not None:
+            rules = parts.exposure.rules(route, order.instrument)
+            if rules is not None and rules.lot_size > 0:  # the part sent is sized like any order: whole lots
+                clipped = EXACT.multiply(EXACT.divide_int(clipped, rules.lot_size), rules.lot_size)
             opening = order.quantity - clipped
             refused = RiskRejectedError(
                 "REDUCE_ONLY_OPENING_REFUSED",
@@ -284,6 +299,8 @@ class SignalPath:
                 rail="trading_state",
             )
             parts.risk.record_refusal(intent, refused)  # counted and audited like a rail's refusal
+            if rules is not None and (clipped < rules.lot_size or clipped < rules.min_quantity or clipped <= 0):
+                return None, refused
             order = dataclasses.replace(order, quantity=clipped)
             routed = LiveOrder(order)
             intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)

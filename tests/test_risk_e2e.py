@@ -22,6 +22,7 @@ from tests.conftest import (
     ENGINE_TOKEN,
     MOMENTUM_META,
     Mesh,
+    flat_instruments,
     flat_venues,
     order_command,
     running_mesh,
@@ -222,6 +223,46 @@ async def test_reducing_when_long_10_signals_short_5_sends_the_reducing_10_and_r
     # The refused opening part is counted and audited as any rail's refusal (it was a log line only).
     assert core.risk.rejections.get(("trading_state", "momentum_v1")) == 1
     await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(0))
+
+
+async def test_reducing_when_the_clipped_part_is_under_the_minimum_quantity_nothing_is_sent(tmp_path: Path) -> None:
+    """Long 2 with a minimum quantity of 12: a flip to short 10 is clipped to the 2 that close the position, which no
+    order may carry, so nothing is sent (NO_ACTION, with the opening part's refusal) instead of an order the venue
+    refuses."""
+    instruments = flat_instruments()
+    instruments[0].update(lot_size="1", min_qty="12")  # BTC-USD
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"  # momentum's quota 2000: 20 BTC at 100
+    venues = [
+        {"name": "sim", "adapter": "sim", "seed": 1, "instruments": instruments},
+        {"name": "paper", "adapter": "paper", "follows": "sim"},
+    ]
+    ops = {"capital_policy_path": write_json(tmp_path / "policy.json", policy)}
+    async with running_mesh(tmp_path, engine={"venues": venues}, ops=ops) as mesh:
+        core = mesh.ops.core
+        async with mesh.stubs() as (stub, admin):
+            for signal_id, target, position in (("m-1", 0.75, 15), ("m-2", 0.1, 2)):
+                request = ops_pb2.SubmitSignalRequest(signal=signal(signal_id, target))
+                answer = await stub.SubmitSignal(request, metadata=MOMENTUM_META)
+                assert answer.decision.status == ops_pb2.DECISION_STATUS_ACCEPTED, answer.decision
+                await wait_until(lambda p=position: core.queries.position("momentum_v1", "BTC-USD") == Decimal(p))
+            await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
+            flip = await stub.SubmitSignal(
+                ops_pb2.SubmitSignalRequest(signal=signal("m-3", -0.5)), metadata=MOMENTUM_META
+            )
+        decision = flip.decision
+        assert decision.status == ops_pb2.DECISION_STATUS_NO_ACTION and decision.quantity == ""
+        assert decision.error.code == "REDUCE_ONLY_OPENING_REFUSED"
+        assert dict(decision.error.details) == {
+            "requested": "12",
+            "accepted": "2",
+            "refused": "10",
+            "net_position": "2",
+        }
+        live = [o for o in core.tracker.orders.values() if o.signal_id == "m-3" and o.model_id == "momentum_v1"]
+        assert live == []  # no live order (the stable model's paper twin still trades, as for any decision)
+        assert core.risk.rejections.get(("trading_state", "momentum_v1")) == 1
+        assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(2)
 
 
 async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path: Path) -> None:

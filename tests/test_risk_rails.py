@@ -209,6 +209,17 @@ def test_halted_when_order_reduces_or_increases_denies_both_and_lets_cancels_thr
     assert [e.kind for e in events] == ["STATE_CHANGED", "REJECTED", "REJECTED"]
 
 
+def test_global_reducing_when_model_halted_refuses_every_order_trading_halted() -> None:
+    """The model's effective state is HALTED (the stricter of the two): HALTED comes before REDUCING, in either
+    scope, so an order that would not reduce is refused for the halt, not as reduce-only."""
+    rails, _, _ = make_rails()
+    rails.set_state(None, TradingState.REDUCING, "end of day")
+    rails.set_state(MODEL, TradingState.HALTED, "manual")
+    for intent, context in ((buy("1"), ctx()), (sell("8"), ctx(position="5")), (sell("5"), ctx(position="5"))):
+        error = rejected(rails, intent, context)
+        assert (error.code, error.details) == ("TRADING_HALTED", {"scope": "model", "state": "HALTED"})
+
+
 def test_global_halted_when_model_active_overrides_model() -> None:
     rails, _, _ = make_rails()
     rails.set_state(None, TradingState.HALTED, "venue outage")

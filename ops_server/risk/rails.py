@@ -154,9 +154,12 @@ class RiskRails:
             raise
 
     def _check(self, intent: OrderIntent, ctx: RiskContext) -> None:
+        halted = self._halted(intent.model_id)  # HALTED in either scope comes before REDUCING in either
+        if halted is not None:
+            raise halted
         reducing = reduces_exposure(intent, ctx)
-        self._check_state("global", self._states.global_state, reducing, intent, ctx)
-        self._check_state("model", self._states.model_state(intent.model_id), reducing, intent, ctx)
+        self._check_reducing("global", self._states.global_state, reducing, intent, ctx)
+        self._check_reducing("model", self._states.model_state(intent.model_id), reducing, intent, ctx)
 
         limits = self._limits
         model = limits.for_model(intent.model_id)
@@ -268,11 +271,9 @@ class RiskRails:
                 return _halted(scope, state)
         return None
 
-    def _check_state(
+    def _check_reducing(
         self, scope: str, state: TradingState, reducing: bool, intent: OrderIntent, ctx: RiskContext
     ) -> None:
-        if state is TradingState.HALTED:
-            raise _halted(scope, state)
         if state is TradingState.REDUCING and not reducing:
             raise RiskRejectedError(
                 "REDUCE_ONLY",
