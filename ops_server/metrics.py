@@ -160,7 +160,7 @@ class OpsMetrics:
         self.decisions_by_code = counter(
             "decisions_total",
             'Signal decisions by model, status and code (code: the rejection code; "" for other decisions, but '
-            "REDUCE_ONLY_OPENING_REFUSED on an ACCEPTED reduce-only flip whose opening part was refused).",
+            "REDUCE_ONLY_OPENING_REFUSED on an ACCEPTED or NO_ACTION reduce-only flip whose opening part was refused).",
             ["model", "status", "code"],
         )
         self.component_up = gauge(

@@ -35,7 +35,7 @@ class _GuardBaseline:
 
     step: tuple[str, int]
     capital_breaches: int
-    risk_rejections: int
+    risk_refusals: int
     decisions: Counter[str]
 
 
@@ -207,7 +207,7 @@ class PeriodicDecisions:
         baseline = self._guard_baseline(model_id)
         decisions = self.signals.decision_counts(model_id) - baseline.decisions
         total = sum(decisions.values())
-        risk_denials = parts.risk.rejections_of(model_id) - baseline.risk_rejections
+        risk_denials = self.signals.risk_refusals(model_id) - baseline.risk_refusals  # REJECTED by a rail
         errors = max(0, decisions["REJECTED"] - risk_denials)
         return GuardSnapshot(
             drawdown_ratio=parts.measurement.drawdown_ratio(book),
@@ -232,7 +232,7 @@ class PeriodicDecisions:
             baseline = _GuardBaseline(
                 step=step,
                 capital_breaches=self.parts.risk.capital_breaches(model_id),
-                risk_rejections=self.parts.risk.rejections_of(model_id),
+                risk_refusals=self.signals.risk_refusals(model_id),
                 decisions=Counter(self.signals.decision_counts(model_id)),
             )
             self._guard_baselines[model_id] = baseline

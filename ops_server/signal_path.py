@@ -65,6 +65,7 @@ class SignalPath:
         self._router = router
         self._gate = gate
         self._decision_counts: dict[str, Counter[str]] = {}
+        self._risk_refused: Counter[str] = Counter()
         self._venue_problem: str | None = None
         self._twins: dict[str, tuple[ModelRoute, ModelRoute]] = {}
 
@@ -106,6 +107,11 @@ class SignalPath:
     def decision_counts(self, model_id: str) -> Counter[str]:
         """Decisions of a model since the process started, by status name (ACCEPTED, REJECTED, ...)."""
         return self._decision_counts.get(model_id, Counter())
+
+    def risk_refusals(self, model_id: str) -> int:
+        """REJECTED decisions of a model refused by a risk rail (error kind ``risk_rejected``) since the process
+        started (count): what the canary's error rate leaves out."""
+        return self._risk_refused[model_id]
 
     # -- one signal ------------------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class SignalPath:
                     decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
                     if refused is not None:  # the opening part's refusal, in-band
                         decision.error.CopyFrom(error_detail(refused))
+                        span.add_event("rejected", {"code": refused.code, "kind": refused.kind, "rail": refused.rail})
                     parts.tracker.record(decision, None)
                     self._count(signal.model_id, metrics, decision)
                     if twin_of is not None:
@@ -164,6 +171,7 @@ class SignalPath:
                 order = routed.order
                 if refused is not None:  # a reduce-only flip clipped: the opening part's own code, in-band
                     decision.error.CopyFrom(error_detail(refused))
+                    span.add_event("rejected", {"code": refused.code, "kind": refused.kind, "rail": refused.rail})
                 decision.status = ops_pb2.DECISION_STATUS_ACCEPTED
                 decision.client_order_id = order.client_order_id
                 decision.side = wire.SIDE_PB[order.side]
@@ -200,16 +208,12 @@ class SignalPath:
 
     def _size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
         """The router's order for the signal; without a mark to size it by, the refusal the rails put first (a paper
-        order's: HALTED, else the missing mark)."""
+        order's: HALTED, else the missing mark), recorded as the rails record theirs."""
         try:
             return self._router.size(signal, route)
         except NoMarkError:
-            if route.mode is RoutingMode.SHADOW:
-                self.parts.risk.check_paper(
-                    route.model_id, lambda: f"symbol={signal.instrument} (paper, no mark: not sized)"
-                )
-                raise
-            self.parts.risk.check_unpriced(route.model_id, signal.instrument)
+            paper = route.mode is RoutingMode.SHADOW
+            self.parts.risk.check_unpriced(route.model_id, signal.instrument, paper=paper)
 
     def _remembers_refusal(self, signal: ops_pb2.Signal, principal: Principal, exc: MeshError) -> bool:
         """Whether a REJECTED decision is remembered (journaled, and answered DUPLICATE to a repeat) like the others:
@@ -225,6 +229,8 @@ class SignalPath:
         metrics.count_decision(status, decision.error.code)
         if model_id:
             self._decision_counts.setdefault(model_id, Counter())[status] += 1
+            if status == "REJECTED" and decision.error.kind == RiskRejectedError.kind:
+                self._risk_refused[model_id] += 1
 
     def _trade_paper_twin(self, signal: ops_pb2.Signal, route: ModelRoute, frame: _Frame, arrived_ns: int) -> None:
         """Paper-trade the stable model beside its shadow canary, so the canary is compared paper against paper."""
@@ -286,10 +292,16 @@ class SignalPath:
             if rules is not None and rules.lot_size > 0:  # the part sent is sized like any order: whole lots
                 clipped = EXACT.multiply(EXACT.divide_int(clipped, rules.lot_size), rules.lot_size)
             opening = order.quantity - clipped
+            too_small = rules is not None and (clipped < rules.lot_size or clipped < rules.min_quantity)
+            closing = (
+                f"the {fmt(clipped)} {order.instrument} that would close the position is under the instrument's "
+                "minimum, nothing sent"
+                if too_small or clipped <= 0
+                else f"{fmt(clipped)} {order.instrument} sent to close the position"
+            )
             refused = RiskRejectedError(
                 "REDUCE_ONLY_OPENING_REFUSED",
-                f"trading is reduce-only: {fmt(clipped)} {order.instrument} sent to close the position, the "
-                f"{fmt(opening)} that would open the other side refused",
+                f"trading is reduce-only: {closing}; the {fmt(opening)} that would open the other side refused",
                 {
                     "requested": fmt(order.quantity),
                     "accepted": fmt(clipped),
@@ -298,14 +310,16 @@ class SignalPath:
                 },
                 rail="trading_state",
             )
-            parts.risk.record_refusal(intent, refused)  # counted and audited like a rail's refusal
-            if rules is not None and (clipped < rules.lot_size or clipped < rules.min_quantity or clipped <= 0):
+            if too_small or clipped <= 0:
+                parts.risk.record_refusal(intent, refused)  # counted and audited like a rail's refusal
                 return None, refused
-            order = dataclasses.replace(order, quantity=clipped)
-            routed = LiveOrder(order)
-            intent = OrderIntent(order.model_id, order.instrument, Side(order.side), order.quantity, order.mark)
+            sent = dataclasses.replace(order, quantity=clipped)
+            part = OrderIntent(sent.model_id, sent.instrument, Side(sent.side), sent.quantity, sent.mark)
+            parts.risk.check(part, context)  # a rail refusing the part sent refuses the signal: counted once, for it
+            parts.risk.record_refusal(intent, refused)  # counted and audited like a rail's refusal
+            return LiveOrder(sent), refused
         parts.risk.check(intent, context)
-        return routed, refused
+        return routed, None
 
     def _send(
         self,

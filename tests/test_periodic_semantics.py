@@ -85,3 +85,30 @@ async def test_canary_guards_when_others_breach_or_rails_are_not_capital_count_o
     # A new step starts with no breach counted.
     assert core.periodic.canary_guards("momentum_v2").risk_breaches == 0
     assert core.queries.position("momentum_v2", "BTC-USD") == Decimal("7.5")
+
+
+async def test_canary_error_rate_when_a_clipped_flip_is_accepted_counts_the_other_rejection_as_an_error(
+    small_mesh: Mesh,
+) -> None:
+    """The error rate is REJECTED decisions that a rail did not refuse, over the decisions: an ACCEPTED flip whose
+    opening part was refused is no rejected decision, so it does not hide a real error (it was subtracted from
+    them)."""
+    core = small_mesh.ops.core
+    async with small_mesh.stubs() as (stub, admin):
+        for _ in range(4):
+            await promote(admin)  # 5, 10, 25, 50 %: momentum_v2 trades live, a quota of 1000
+        await submit(stub, "v2-long", "momentum_v2", 0.5)
+        await wait_until(lambda: core.queries.position("momentum_v2", "BTC-USD") > 0)
+        await admin.SetTradingState(
+            admin_pb2.SetTradingStateRequest(
+                model_id="momentum_v2", state=common_pb2.TRADING_STATE_REDUCING, reason="test"
+            ),
+            metadata=ADMIN_META,
+        )
+        await submit(stub, "v2-flip", "momentum_v2", -0.5)  # ACCEPTED, the opening part refused
+        await submit(stub, "v2-unknown", "momentum_v2", 0.1, "DOGE-USD")  # REJECTED UNKNOWN_INSTRUMENT: an error
+        flip = core.tracker.previous_decision("momentum_v2", "v2-flip")
+        assert flip is not None and flip.status == ops_pb2.DECISION_STATUS_ACCEPTED
+        assert flip.error.code == "REDUCE_ONLY_OPENING_REFUSED"
+        # Three decisions since the 50% step began (the long, the flip, the unknown instrument), one of them an error.
+        assert core.periodic.canary_guards("momentum_v2").error_rate == pytest.approx(1 / 3)

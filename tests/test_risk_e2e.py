@@ -265,6 +265,34 @@ async def test_reducing_when_the_clipped_part_is_under_the_minimum_quantity_noth
         assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(2)
 
 
+async def test_reducing_when_a_rail_refuses_the_clipped_part_the_signal_is_refused_and_counted_once(
+    tmp_path: Path,
+) -> None:
+    """The part a clipped flip would send meets the rails; when one refuses it (here the order rate: one token, no
+    refill), the decision is that rail's refusal, counted once, and the opening part is not counted besides."""
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    limits["default_model"].update(order_rate_per_second=0.0001, order_burst=1)
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    policy["total_capital"] = "4000"
+    ops = {
+        "capital_policy_path": write_json(tmp_path / "policy.json", policy),
+        "risk_limits_path": write_json(tmp_path / "limits.json", limits),
+    }
+    async with running_mesh(tmp_path, engine={"venues": flat_venues()}, ops=ops) as mesh:
+        core = mesh.ops.core
+        async with mesh.stubs() as (stub, admin):
+            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-1", 0.5)), metadata=MOMENTUM_META)
+            await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
+            await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SubmitSignal(
+                    ops_pb2.SubmitSignalRequest(signal=signal("r-2", -0.25)), metadata=MOMENTUM_META
+                )
+        error = from_rpc_error(caught.value)
+        assert error is not None and error.code == "RATE_LIMITED"
+        assert core.risk.rejections == {("order_rate", "momentum_v1"): 1}
+
+
 async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path: Path) -> None:
     limits = json.loads((DEMO / "risk_limits.json").read_text())
     limits["global"]["reduce_only_flip"] = "deny"

@@ -426,6 +426,12 @@ async def test_a_signal_without_a_mark_is_refused_by_the_rail_that_comes_first_a
     (stale,) = core.signals.handle_frame([signal("no-mark-1", 0.01)], principal)
     assert (stale.error.code, stale.error.details["mark_age_seconds"]) == ("STALE_MARK", "none")
     assert core.parts.risk.rejections.get(("stale_mark", "momentum_v1")) == 1
+    # A SHADOW model's signal (momentum_v2, the demo's canary) is refused and counted the same way, the limit named,
+    # and its canary's error rate leaves it out as any rail's refusal.
+    (paper,) = core.signals.handle_frame([signal("no-mark-3", 0.01, model="momentum_v2")], principal)
+    assert paper.error.code == "STALE_MARK" and set(paper.error.details) == {"mark_age_seconds", "max_age_seconds"}
+    assert core.parts.risk.rejections.get(("stale_mark", "momentum_v2")) == 1
+    assert core.periodic.canary_guards("momentum_v2").error_rate == 0.0
     core.parts.risk.set_state(None, TradingState.HALTED, "test")
     (halted,) = core.signals.handle_frame([signal("no-mark-2", 0.01)], principal)
     assert halted.error.code == "TRADING_HALTED"

@@ -70,8 +70,9 @@ class GlobalLimits(_LimitsModel):
     allowed_instruments: list[Symbol] | None = None
     """Symbols that may be traded; missing allows all, an explicit list (even empty) restricts to its members."""
     reduce_only_flip: Literal["clip", "deny"] = "clip"
-    """In REDUCING, an order that would flip the position through zero: ``clip`` sends its reducing part (the rest is
-    refused with ``REDUCE_ONLY_OPENING_REFUSED`` in the decision), ``deny`` refuses it whole (``REDUCE_ONLY``)."""
+    """In REDUCING, an order that would flip the position through zero: ``clip`` sends its reducing part, floored to the
+    lot (the rest is refused with ``REDUCE_ONLY_OPENING_REFUSED`` in the decision; a reducing part under one lot or
+    the minimum quantity sends nothing, ``NO_ACTION``), ``deny`` refuses it whole (``REDUCE_ONLY``)."""
 
 
 class ModelLimits(_LimitsModel):

@@ -242,17 +242,18 @@ class RiskRails:
         clipped in REDUCING, ``REDUCE_ONLY_OPENING_REFUSED``), as the rails do their own."""
         self._record_rejection(intent, exc)
 
-    def check_unpriced(self, model_id: str, symbol: str) -> NoReturn:
+    def check_unpriced(self, model_id: str, symbol: str, *, paper: bool = False) -> NoReturn:
         """Refuse a signal of ``model_id`` in ``symbol`` that cannot be sized because the instrument has no mark yet,
         with the rail the rails' order puts first: ``TRADING_HALTED`` (global, then the model's), then
-        ``INSTRUMENT_NOT_ALLOWED``, then ``STALE_MARK`` (REDUCING cannot tell a reducing order without its size; the
-        missing mark refuses it). Recorded as the rails record their refusals.
+        ``INSTRUMENT_NOT_ALLOWED`` (not for a ``paper`` order: it meets only HALTED), then ``STALE_MARK`` (REDUCING
+        cannot tell a reducing order without its size; the missing mark refuses it). Recorded as the rails record
+        their refusals.
 
         Raises:
             RiskRejectedError: always.
         """
         exc = self._halted(model_id)
-        if exc is None and not self._limits.instrument_allowed(symbol):
+        if exc is None and not paper and not self._limits.instrument_allowed(symbol):
             exc = _not_allowed(symbol)
         if exc is None:
             exc = RiskRejectedError(

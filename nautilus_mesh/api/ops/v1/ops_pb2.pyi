@@ -171,7 +171,8 @@ class SignalDecision(_message.Message):
     @_builtins.property
     def error(self) -> _common_pb2.ErrorDetail:
         """Set when status is REJECTED; on an ACCEPTED decision, the refused part of a clipped order (code
-        REDUCE_ONLY_OPENING_REFUSED: in REDUCING, the opening part of a flip).
+        REDUCE_ONLY_OPENING_REFUSED: in REDUCING, the opening part of a flip), and on a NO_ACTION one when the part
+        that would close the position is under one lot or the instrument's minimum quantity (nothing is sent).
         """
 
     @_builtins.property
