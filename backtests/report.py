@@ -34,6 +34,10 @@ CURVE_POINTS = 400
 _CENT = Decimal("0.01")
 
 
+MIN_PAIRED_BARS = 3
+"""The fewest paired bars the Sharpe difference test takes (count); fewer give an INCONCLUSIVE comparison."""
+
+
 def usd(value: Decimal) -> str:
     """A USD amount rounded to the cent, as a decimal string."""
     return fmt(value.quantize(_CENT, rounding=ROUND_HALF_EVEN))
@@ -93,15 +97,17 @@ def compare(stable: ModelRun, canary: ModelRun, spec: BacktestSpec, policy: Cana
     """The canary controller's check of ``canary`` against ``stable`` over the whole run (both on the same samples).
 
     ``policy`` is the strategy's canary block from the registry (defaults when it has none); the bar is the
-    backtest's ``bar_seconds`` so the figures match the report's Sharpe ratios.
+    backtest's, ``k = max(1, round(bar_seconds / sample_seconds))`` samples long, and the figures are annualised by
+    its effective length ``k x sample_seconds`` (seconds), as the controller and the report's Sharpe ratios are.
     """
-    cfg = (policy or CanaryConfig.from_dict({})).model_copy(update={"bar_seconds": spec.bar_seconds})
-    n = min(len(stable.returns), len(canary.returns))
     samples_per_bar = max(1, round(spec.bar_seconds / spec.sample_seconds))
+    bar_seconds = samples_per_bar * spec.sample_seconds  # the effective bar, seconds
+    cfg = (policy or CanaryConfig.from_dict({})).model_copy(update={"bar_seconds": bar_seconds})
+    n = min(len(stable.returns), len(canary.returns))
     out: dict[str, Any] = {"stable_model": stable.model_id, "canary_model": canary.model_id, "paired_samples": n}
-    if n // samples_per_bar < 2:
+    if n // samples_per_bar < MIN_PAIRED_BARS:
         out["outcome"] = "INCONCLUSIVE"
-        out["note"] = f"{n // samples_per_bar} paired bars: at least 2 are needed"
+        out["note"] = f"{n // samples_per_bar} paired bars: at least {MIN_PAIRED_BARS} are needed"
         return out
     result = run_check(
         cfg,
@@ -113,19 +119,19 @@ def compare(stable: ModelRun, canary: ModelRun, spec: BacktestSpec, policy: Cana
             step_start=0,
             track_start=0,
             samples_per_bar=samples_per_bar,
-            bar_seconds=spec.bar_seconds,
+            bar_seconds=bar_seconds,
             trials=2,
             gate_applies=True,
         ),
     )
     c = result.comparison
-    per_year = 1.0 / annual_to_bar_sharpe(1.0, spec.bar_seconds)
+    per_year = 1.0 / annual_to_bar_sharpe(1.0, bar_seconds)
     out.update(
         {
             "outcome": result.outcome.value,
             "note": result.note,
             "paired_bars": c.n,
-            "bar_seconds": spec.bar_seconds,
+            "bar_seconds": bar_seconds,
             "sharpe_stable_annual": _round(c.sr_stable * per_year),
             "sharpe_canary_annual": _round(c.sr_canary * per_year),
             "sharpe_diff_annual": _round(c.diff * per_year),

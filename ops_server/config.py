@@ -93,9 +93,10 @@ class OpsConfig(StrictModel):
     canary_interval_seconds: float = pydantic.Field(2.0, gt=0)
     """How often the canary controller evaluates its checks and guards, seconds."""
     canary_window_samples: int = pydantic.Field(86_400, ge=100)
-    """Most samples of each canary return series held in memory and in the state store (count; a day at 1 s
-    sampling). Samples before the current step and the live track record are dropped anyway; a step or track record
-    longer than this is judged on its most recent ``canary_window_samples`` samples."""
+    """Most samples of each canary return series a check reads and the state store keeps (count; a day at 1 s
+    sampling; memory trims its list once it holds a tenth more). Samples before the current step and the live track
+    record are dropped anyway; a step or track record longer than this is judged on its most recent
+    ``canary_window_samples`` samples."""
     max_signals_per_frame: int = pydantic.Field(1000, gt=0)
     """Most signals one StreamSignals frame may carry (count); a larger frame gets one ``FRAME_TOO_LARGE`` rejection."""
     signal_id_max_length: int = pydantic.Field(128, gt=0)

@@ -180,7 +180,8 @@ class OpsMetrics:
         )
         self.canary_transitions = counter(
             "canary_transitions_total",
-            "Canary controller transitions, by strategy and new state (e.g. ROLLED_BACK).",
+            "Canary controller transitions (its state or its step changed; a check that holds it where it was is "
+            "none), by strategy and new state (e.g. ROLLED_BACK).",
             ["strategy", "state"],
         )
         # Fair intake (ops_server/fair_intake.py, ops_server/intake.py): what a flooding strategy is held to.

@@ -239,9 +239,11 @@ class PeriodicDecisions:
         return baseline
 
     def on_canary_event(self, event: CanaryEvent) -> None:
-        """Audit a controller event, refresh the weight gauges, persist."""
+        """Audit a controller event (every check, transition or not), count a transition (the state or the step
+        changed), refresh the weight gauges, persist."""
         parts = self.parts
-        parts.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
+        if event.to_state is not event.from_state or event.step_percent_after != event.step_percent_before:
+            parts.metrics.canary_transitions.labels(event.strategy, event.to_state.value).inc()
         parts.events.publish(
             "CANARY",
             event.message,

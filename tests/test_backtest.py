@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import shutil
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from backtests.api import run_backtest, write_outputs
-from backtests.runner import BacktestSpec
+from backtests.report import compare
+from backtests.runner import BacktestSpec, ModelRun
 from backtests.tape import TapeError, load_tape
 from nautilus_mesh.errors import ConfigError
+from ops_server.canary.stats import describe_returns
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "config" / "demo"
@@ -234,3 +239,33 @@ def test_cli_backtest_when_input_is_bad_exits_2_with_the_line(tmp_path: Path) ->
         refused = cli("--strategy", "momentum", option, value, "--no-plot", cwd=tmp_path)
         assert refused.returncode == 2, option
         assert f"argument {option}: must be" in refused.stderr, refused.stderr
+
+
+def _run(model: str, returns: list[float]) -> ModelRun:
+    return ModelRun(model_id=model, capital_usd=Decimal(1000), performance={}, returns=returns)
+
+
+def _returns(count: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.gauss(0.0002, 0.001) for _ in range(count)]
+
+
+def test_compare_when_two_paired_bars_is_inconclusive_not_an_error() -> None:
+    """The Sharpe difference test needs three paired bars: two are an INCONCLUSIVE comparison (it raised)."""
+    spec = BacktestSpec(strategy="momentum", config_dir=Path("."), seed=1, sample_seconds=30.0, bar_seconds=300.0)
+    for samples, bars in ((20, 2), (29, 2)):
+        out = compare(_run("v1", _returns(samples, 1)), _run("v2", _returns(samples, 2)), spec, None)
+        assert (out["outcome"], out["note"]) == ("INCONCLUSIVE", f"{bars} paired bars: at least 3 are needed")
+    assert "sharpe_diff_annual" in compare(_run("v1", _returns(30, 1)), _run("v2", _returns(30, 2)), spec, None)
+
+
+def test_compare_when_the_bar_is_not_a_whole_number_of_samples_annualises_by_the_effective_bar() -> None:
+    """45 s bars of 30 s samples are k = round(1.5) = 2 samples, a 60 s bar: annualised by sqrt(31,536,000 / 60), as
+    the report's sharpe_annual and the controller are (it used 45 s)."""
+    spec = BacktestSpec(strategy="momentum", config_dir=Path("."), seed=1, sample_seconds=30.0, bar_seconds=45.0)
+    stable, canary = _returns(400, 3), _returns(400, 4)
+    out = compare(_run("v1", stable), _run("v2", canary), spec, None)
+    bars = [stable[i] + stable[i + 1] for i in range(0, 400, 2)]
+    expected = describe_returns(bars).sharpe * math.sqrt(31_536_000 / 60)
+    assert out["bar_seconds"] == 60.0
+    assert out["sharpe_stable_annual"] == pytest.approx(expected, rel=1e-6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import grpc
@@ -10,6 +11,7 @@ import pytest
 
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
+from ops_server.canary.events import CanaryEvent, CanaryReason, CanaryState
 from tests.conftest import (
     ADMIN_META,
     MOMENTUM_META,
@@ -112,3 +114,29 @@ async def test_canary_error_rate_when_a_clipped_flip_is_accepted_counts_the_othe
         assert flip.error.code == "REDUCE_ONLY_OPENING_REFUSED"
         # Three decisions since the 50% step began (the long, the flip, the unknown instrument), one of them an error.
         assert core.periodic.canary_guards("momentum_v2").error_rate == pytest.approx(1 / 3)
+
+
+async def test_canary_transitions_total_when_a_check_holds_the_canary_counts_nothing(small_mesh: Mesh) -> None:
+    """A check that leaves the canary in its state and step is audited but is no transition; a move is one."""
+    core = small_mesh.ops.core
+    counter = core.metrics.canary_transitions
+
+    def event(from_state: CanaryState, to_state: CanaryState, before: float, after: float) -> CanaryEvent:
+        return CanaryEvent(
+            at=datetime.now(UTC),
+            strategy="momentum",
+            model_id="momentum_v2",
+            from_state=from_state,
+            to_state=to_state,
+            step_percent_before=before,
+            step_percent_after=after,
+            reason=CanaryReason.CHECK_INCONCLUSIVE,
+            message="test",
+        )
+
+    core.periodic.on_canary_event(event(CanaryState.SHADOW, CanaryState.SHADOW, 0.0, 0.0))
+    assert counter.labels("momentum", "SHADOW")._value.get() == 0
+    core.periodic.on_canary_event(event(CanaryState.STEPPING, CanaryState.STEPPING, 5.0, 10.0))  # a step up
+    core.periodic.on_canary_event(event(CanaryState.STEPPING, CanaryState.PAUSED, 10.0, 10.0))
+    assert counter.labels("momentum", "STEPPING")._value.get() == 1
+    assert counter.labels("momentum", "PAUSED")._value.get() == 1
