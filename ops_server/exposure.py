@@ -66,10 +66,13 @@ class ExposureView:
     # -- quota -----------------------------------------------------------------------------
 
     def quota(self, route: ModelRoute) -> Decimal:
-        """Model quota in USD: strategy allocation x routing weight, rounded down to the cent; paper capital in
-        SHADOW. Rounding down keeps the sum of a strategy's quotas within its allocation."""
+        """Model quota in USD: strategy allocation x routing weight, rounded down to the cent (0 for a strategy the
+        capital policy leaves out); paper capital in SHADOW. Rounding down keeps the sum of a strategy's quotas within
+        its allocation."""
         if route.mode is RoutingMode.SHADOW:
             return self.shadow_capital_usd
+        if not self.allocator.enabled(route.strategy_id):  # left out of the capital policy: no capital
+            return ZERO
         return _quota_usd(self.allocator.allocation_usd(route.strategy_id), route.weight)
 
     def used_quota(self, route: ModelRoute) -> Decimal:

@@ -90,7 +90,7 @@ def test_bench_backtest_when_run_with_minimal_sizes_then_prints_the_rate() -> No
 @pytest.mark.timeout(120)
 def test_bench_archive_when_run_with_minimal_sizes_then_prints_both_layouts() -> None:
     cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_archive.py"), "--rows", "2000", "--retention", "500",
+        sys.executable, str(ROOT / "scripts" / "bench_archive.py"), "--rows", "2000", "--retention", "500",
         "--rounds", "1",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=110, check=False)

@@ -184,13 +184,6 @@ def test_capital_policy_when_unknown_strategy_raises_config_error() -> None:
     assert excinfo.value.code == "UNKNOWN_STRATEGY"
 
 
-def test_capital_policy_when_a_registry_strategy_is_left_out_raises_config_error() -> None:
-    only_momentum = policy_dict(strategies={"momentum": {"min_fraction": 0.0, "max_fraction": 1.0}})
-    with pytest.raises(ConfigError, match="leaves out strategy 'meanrev' of the model registry") as excinfo:
-        CapitalPolicy.from_dict(only_momentum, known_strategies={"momentum", "meanrev"}, source="policy.json")
-    assert excinfo.value.code == "CONFIG_INVALID" and excinfo.value.message.startswith("policy.json: ")
-
-
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [

@@ -75,20 +75,6 @@ def test_a_paper_venues_partial_market_maker_block_takes_the_rest_from_the_follo
     )
 
 
-@pytest.mark.parametrize("field", ["spread_bps", "level_notional", "level_size"])
-def test_a_paper_venues_market_maker_when_it_sets_what_it_copies_is_refused(tmp_path: Path, field: str) -> None:
-    """The paper book copies the followed venue's inside quote and sizes: its own spread or sizes would be ignored."""
-    from engine_server.config import load_engine_config
-
-    value = {"spread_bps": "50", "level_notional": "1000", "level_size": {"BTC-USD": "5"}}[field]
-    demo = json.loads((DEMO / "engine.json").read_text())
-    venues = [dict(v, market_maker={field: value}) if v["name"] == "paper" else v for v in demo["venues"]]
-    path = tmp_path / "engine.json"
-    path.write_text(json.dumps({**demo, "venues": venues}))
-    with pytest.raises(ConfigError, match=f"copies the inside quote and its sizes from sim: market_maker.{field}"):
-        load_engine_config(path)
-
-
 def _engine_with(tmp_path: Path, **changes: object) -> Path:
     demo = json.loads((DEMO / "engine.json").read_text())
     tmp_path.mkdir()

@@ -62,24 +62,23 @@ async def test_capital_policy_reload_when_bounds_infeasible_is_refused_and_old_p
     assert core.allocator.weights["momentum"] >= 0.6 and core.allocator.weights["meanrev"] <= 0.4
 
 
-async def test_capital_policy_reload_when_a_strategy_is_left_out_is_refused_and_old_policy_stays(
+async def test_capital_policy_reload_when_a_strategy_is_left_out_its_live_models_get_no_capital(
     editable_mesh: Mesh, tmp_path: Path
 ) -> None:
+    """A strategy the policy leaves out is not enabled: its live models' quota is 0 and every sample still runs (the
+    reload was answered NOT_FOUND after the new policy was already in force, and every later sample failed)."""
     path = tmp_path / "capital_policy.json"
     policy = json.loads(path.read_text())
     core = editable_mesh.ops.core
-    weights = dict(core.allocator.weights)
     async with editable_mesh.channel() as channel:
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
         path.write_text(json.dumps(dict(policy, strategies={"momentum": {"min_fraction": 0.0, "max_fraction": 1.0}})))
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await reload(admin, admin_pb2.CONFIG_TARGET_CAPITAL_POLICY)
-    error = from_rpc_error(caught.value)
-    assert error is not None and caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.code == "CONFIG_INVALID"
-    assert "leaves out strategy 'meanrev'" in error.message
-    assert list(core.allocator.policy.strategies) == ["momentum", "meanrev"] and core.allocator.weights == weights
-    core.periodic.sample()  # the sampler still prices every strategy's models (it failed once the policy dropped one)
+        response = await reload(admin, admin_pb2.CONFIG_TARGET_CAPITAL_POLICY)
+    assert "reloaded" in response.message
+    assert core.allocator.weights == {"momentum": 1.0}
+    assert core.exposure.quota(core.registry.route("meanrev_v1")) == 0
+    assert core.exposure.quota(core.registry.route("momentum_v1")) > 0
+    core.periodic.sample()  # prices every model, meanrev's included
 
 
 async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes_routing(

@@ -186,6 +186,10 @@ class CapitalAllocator:
         """A copy of the current weights, in policy order; they add up to 1."""
         return dict(self._weights)
 
+    def enabled(self, strategy: str) -> bool:
+        """Whether the policy names ``strategy`` (one it leaves out has no capital)."""
+        return strategy in self._weights
+
     @property
     def last_applied_at(self) -> float | None:
         """Epoch seconds of the last APPLIED or FORCED cycle, if any."""

@@ -83,8 +83,8 @@ class CapitalPolicy(pydantic.BaseModel):
     total_capital: Decimal
     """Capital shared by all strategies, USD, > 0; a decimal string (or integer) in JSON, never a float."""
     strategies: Mapping[str, StrategyBounds] = pydantic.Field(min_length=1)
-    """The strategies (in this order in decisions and reports) with their bounds: against a model registry, every
-    strategy it has and no other (a strategy without bounds would have no capital to size its signals by)."""
+    """The enabled strategies (in this order in decisions and reports) with their bounds. A strategy of the model
+    registry left out has no capital: its LIVE models' quota is 0 (its SHADOW models paper-trade as ever)."""
     cooldown_seconds: float = pydantic.Field(86_400.0, ge=0, allow_inf_nan=False)
     """Minimum time after the last applied allocation, scheduled or forced, before a scheduled cycle may apply new
     weights, seconds (a forced cycle skips it, and restarts it)."""
@@ -164,12 +164,12 @@ class CapitalPolicy(pydantic.BaseModel):
             d: The policy object, e.g. ``{"total_capital": "1000000", "strategies": {"momentum":
                 {"min_fraction": 0.1, "max_fraction": 0.7}}, "cooldown_seconds": 86400, ...}``.
                 ``total_capital`` and ``strategies`` are required; the other keys default to the field defaults.
-            known_strategies: If given (the model registry's), the policy must name exactly these strategies.
+            known_strategies: If given, every strategy must be one of these (e.g. the model registry's).
             source: Where the policy came from, named first in every error (a file path).
 
         Raises:
             ConfigError: On a missing, unknown, mistyped or out-of-range key (named with its path), an unknown
-                strategy (``UNKNOWN_STRATEGY``), a known one left out (``CONFIG_INVALID``) or infeasible bounds.
+                strategy (``UNKNOWN_STRATEGY``) or infeasible bounds.
         """
         try:
             policy = validate_config(cls, d, source=source)
@@ -186,13 +186,6 @@ class CapitalPolicy(pydantic.BaseModel):
                         {"strategy": name},
                         code="UNKNOWN_STRATEGY",
                     )
-            missing = [name for name in known_strategies if name not in policy.strategies]
-            if missing:
-                raise ConfigError(
-                    f"{source}: the capital policy leaves out strateg{'ies' if len(missing) > 1 else 'y'} "
-                    f"{', '.join(map(repr, sorted(missing)))} of the model registry: every strategy needs its bounds",
-                    {"strategy": sorted(missing)[0]},
-                )
         return policy
 
     @classmethod

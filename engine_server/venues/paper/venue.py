@@ -33,9 +33,6 @@ from engine_server.venues.sim.market_maker import FollowPriceSource
 from engine_server.venues.sim.venue import SimVenue
 from nautilus_mesh.config import StrictModel
 
-COPIED_MARKET_MAKER_FIELDS = frozenset({"spread_bps", "level_notional", "level_size"})
-"""Market maker settings a paper venue takes from the venue it follows (its quote and sizes are copied)."""
-
 
 class PaperVenueConfig(StrictModel):
     """A paper venue's settings. Instruments and market maker settings not given are the followed venue's, so the
@@ -53,8 +50,8 @@ class PaperVenueConfig(StrictModel):
     """Seeds the latency jitter (the prices come from the followed venue)."""
     market_maker: MarketMakerConfig = MarketMakerConfig()
     """Ladder depth and spacing around the copied inside quote (``levels``, ``level_step_bps``; default: the followed
-    venue's). The inside quote and its sizes are the followed venue's: ``spread_bps``, ``level_notional`` and
-    ``level_size`` are refused here."""
+    venue's). The inside quote and its sizes are always the followed venue's: ``spread_bps``, ``level_notional`` and
+    ``level_size`` here have no effect."""
     latency: LatencyConfig | None = None
     """Optional simulated latency."""
 
@@ -62,12 +59,6 @@ class PaperVenueConfig(StrictModel):
     def _not_itself(self) -> PaperVenueConfig:
         if self.follows == self.name:
             raise ValueError(f"paper venue {self.name} cannot follow itself")
-        copied = sorted(self.market_maker.model_fields_set & COPIED_MARKET_MAKER_FIELDS)
-        if copied:
-            raise ValueError(
-                f"paper venue {self.name} copies the inside quote and its sizes from {self.follows}: "
-                f"market_maker.{', market_maker.'.join(copied)} cannot be set here (levels and level_step_bps can)"
-            )
         return self
 
 

@@ -1,6 +1,6 @@
 """CPU per order and fill written to ops' archive of orders that left memory, at steady state.
 
-Run: .venv/bin/python benchmarks/bench_archive.py [--rows N] [--retention N] [--batch N]
+Run: .venv/bin/python scripts/bench_archive.py [--rows N] [--retention N] [--batch N]
 
 Once ops' order history is full, every new order pushes one out to the archive (``history.db``) and every new fill
 pushes one fill out, so this is work on every signal (the demo's signal with its paper twin: two orders and two
