@@ -241,6 +241,8 @@ class Measurement:
         """
         sampled: dict[str, float] = {}
         for model_id in set(self._books) | set(capital):
+            if not self.book_priced(model_id):  # an open position without a mark (before the first quote after a
+                continue  # restart) would count at nothing: the book is sampled once it is priced
             book = self.book(model_id)
             equity = self.equity(model_id)
             base = capital.get(model_id, ZERO)
@@ -359,10 +361,19 @@ class Measurement:
             if position.quantity
         )
 
-    def start_day(self) -> None:
-        """Mark the start of a trading day for daily-loss limits."""
-        for model_id, book in self._books.items():
-            book.day_start_equity = self.equity(model_id)
+    def book_priced(self, model_id: str) -> bool:
+        """Whether every open position of the book has a mark (its equity is then fully valued)."""
+        book = self._books.get(model_id)
+        return book is None or all(i in self.marks for i, p in book.positions.items() if p.quantity)
+
+    def unpriced_books(self) -> set[str]:
+        """The books with an open position that has no mark yet."""
+        return {model_id for model_id in self._books if not self.book_priced(model_id)}
+
+    def start_day(self, books: Iterable[str] | None = None) -> None:
+        """Mark the start of a trading day for daily-loss limits: every book's equity now, or only ``books``'."""
+        for model_id in self._books if books is None else books:
+            self.book(model_id).day_start_equity = self.equity(model_id)
 
     def performance(self, model_id: str) -> ModelPerformance:
         book = self.book(model_id)

@@ -60,9 +60,9 @@ class OpsState:
 
     def __post_init__(self) -> None:
         self.trading_day = utc_day(self.clock.time())
-        # True while the day started without a mark for every open position (a restart on a new day, or midnight
-        # before the first quotes): it starts again at the first sample where every position has one.
-        self._rebase_day = False
+        # The books whose day started without a mark for every open position (a restart on a new day, or midnight
+        # before the first quotes): each starts its day again at the first roll where its positions all have one.
+        self._rebase_books: set[str] = set()
 
     def save(self) -> None:
         """Write the restartable state as store documents, all in one transaction."""
@@ -88,15 +88,21 @@ class OpsState:
             self.store.close()
 
     def roll_day(self, now: float) -> bool:
-        """Start a new trading day at UTC midnight (daily-loss limits count from it), or start today's again once every
-        open position has a mark (a day started without them counted open positions at nothing); True when the day
-        (re)started: the caller saves the state then, so a crash after midnight keeps the day's losses."""
+        """Start a new trading day at UTC midnight (daily-loss limits count from it), or start today's again for a book
+        whose open positions all have a mark now (its day started without them counted them at nothing; the other
+        books keep their start); True when a day (re)started: the caller saves the state then, so a crash after
+        midnight keeps the day's losses."""
         today = utc_day(now)
-        if today == self.trading_day and not (self._rebase_day and self.measurement.priced()):
+        if today != self.trading_day:
+            self.measurement.start_day()
+            self.trading_day = today
+            self._rebase_books = self.measurement.unpriced_books()
+            return True
+        priced = {book for book in self._rebase_books if self.measurement.book_priced(book)}
+        if not priced:
             return False
-        self.measurement.start_day()
-        self.trading_day = today
-        self._rebase_day = not self.measurement.priced()
+        self.measurement.start_day(priced)
+        self._rebase_books -= priced
         return True
 
     def restore(self) -> None:
@@ -127,7 +133,7 @@ class OpsState:
                 self.measurement.book(model_id).day_start_equity = Decimal(equity)
         else:  # a new day: it starts from the current equity, again once the open positions have marks
             self.measurement.start_day()
-            self._rebase_day = not self.measurement.priced()
+            self._rebase_books = self.measurement.unpriced_books()
 
     def _import_legacy(self) -> None:
         legacy = self.legacy_path

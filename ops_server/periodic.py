@@ -99,7 +99,7 @@ class PeriodicDecisions:
             for instrument in route.instruments:
                 position = parts.measurement.position(route.book, instrument)
                 m.model_position.labels(model, instrument).set(float(position))
-            if route.mode is RoutingMode.LIVE:
+            if route.mode is RoutingMode.LIVE and parts.measurement.book_priced(route.book):  # else its PnL is unknown
                 drawdown_ratio = parts.measurement.drawdown_ratio(model)
                 parts.risk.update_pnl(model, parts.measurement.daily_pnl(model), drawdown_ratio)
         m.trading_state.labels("global", "").set(STATE_NUMBER[parts.risk.global_state.value])

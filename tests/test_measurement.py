@@ -298,3 +298,25 @@ def test_a_model_gone_live_later_counts_as_pnl_0_before_its_first_sample_in_the_
     m.sample(4.0, capital)
     assert m.combined_equity(["a", "b"]) == [0.0, 100.0, 50.0, 50.0]
     assert drawdown_of_pnl_curve(m.combined_equity(["a", "b"])) == 50.0
+
+
+def test_sample_when_an_open_position_has_no_mark_skips_the_book_until_it_has_one() -> None:
+    """After a restart, before the first quote, an open position has no mark: sampled, it counted at nothing (a fall
+    of its whole unrealized PnL, a drawdown kept for good and a false return when the quote came back)."""
+    before = Measurement(sample_seconds=1.0, bar_seconds=1.0)
+    before.apply_fill("m1", "X", D(80), D(1000), D(0))
+    before.set_mark("X", D(1250))
+    before.sample(0.0, {"m1": D(100_000)})  # PnL +20,000
+    saved = before.drawdown_state()
+
+    after = Measurement(sample_seconds=1.0, bar_seconds=1.0)  # the journal's positions, no quote yet
+    after.restore_positions(before.positions_state())
+    after.restore_drawdown_state(saved)
+    assert not after.book_priced("m1") and after.unpriced_books() == {"m1"}
+    assert after.sample(1.0, {"m1": D(100_000)}) == {}
+    assert after.drawdown_ratio("m1") == 0.0 and after.drawdown_usd("m1") == 0
+    after.set_mark("X", D(1250))  # the first quote: nothing moved
+    after.sample(2.0, {"m1": D(100_000)})
+    after.sample(3.0, {"m1": D(100_000)})
+    assert list(after.book("m1").returns) == [0.0]  # no false return, no drawdown
+    assert after.performance("m1").max_drawdown_ratio == 0.0 and after.drawdown_usd("m1") == 0

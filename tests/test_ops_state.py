@@ -98,3 +98,26 @@ async def test_a_promoted_canary_comes_back_finished_after_a_restart(tmp_path: P
         with pytest.raises(ValidationError) as refused:
             core.controls.operate_canary("momentum", "pause", "test")
         assert refused.value.code == "CANARY_FINISHED"
+
+
+def test_a_book_priced_at_midnight_keeps_its_days_start_when_another_is_priced_later(tmp_path: Path) -> None:
+    """Only the book whose positions had no mark at midnight starts its day again once priced: the day restarted for
+    every book, wiping the loss a priced book took since midnight."""
+    before = Measurement(1.0)
+    before.apply_fill("A", "X", Decimal(10), Decimal(100), Decimal(0))  # A: long 10 X
+    before.apply_fill("B", "Y", Decimal(1), Decimal(50), Decimal(0))  # B: long 1 Y, whose quotes are down
+    measurement = Measurement(1.0)
+    measurement.restore_positions(before.positions_state())
+    measurement.set_mark("X", Decimal(100))
+    store = SqliteStore(tmp_path / "state.db")
+    state = OpsState(store, None, None, None, measurement, tmp_path / "state.json")  # type: ignore[arg-type]
+    state.trading_day = (2024, 1, 1)
+    midnight = float(calendar.timegm((2024, 1, 2, 0, 0, 0)))
+    assert state.roll_day(midnight + 1)
+    measurement.set_mark("X", Decimal(50))  # A loses 500 USD after midnight
+    measurement.set_mark("Y", Decimal(40))  # Y's first quote: B's day starts now, from this mark
+    assert state.roll_day(midnight + 300)
+    assert measurement.daily_pnl("A") == Decimal(-500)  # since midnight
+    assert measurement.daily_pnl("B") == 0
+    assert not state.roll_day(midnight + 301)  # nothing left to start again
+    store.close()
