@@ -107,18 +107,21 @@ class SegmentedJournalReader:
     Args:
         path: The journal as configured (``journal.bin``); its segments are found beside it.
         schema: Message types by tag (needed to start from an offset).
-        first_segment: Segments before this one are not read (a snapshot covers them).
+        first_segment: A replay's first segment (the one after the snapshot's, 0 without a snapshot): segments before
+            it are not read, and a whole read refuses a run that does not start there. None reads the segments that
+            exist from the oldest (``nautilus-mesh journal dump``).
 
     After :meth:`records` is exhausted, :attr:`dropped_bytes` counts the bytes skipped in every segment, and
     :attr:`newest` is the reader of the newest segment (a writer opened after it needs no second scan).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], schema: JournalSchema | None = None, *, first_segment: int = 0
+        self, path: str | os.PathLike[str], schema: JournalSchema | None = None, *, first_segment: int | None = None
     ) -> None:
         self.path = Path(path)
         self._schema = schema
-        self.first_segment = first_segment
+        self.first_segment = first_segment or 0
+        self._replay = first_segment is not None  # a replay's run starts at first_segment; else at the oldest there
         self.types: dict[int, str] = {}
         self.dropped_bytes = 0
         self.newest: JournalReader | None = None
@@ -135,9 +138,16 @@ class SegmentedJournalReader:
         """
         first, local = split_offset(start)
         segments = [(i, f) for i, f in list_segments(self.path) if i >= max(first, self.first_segment)]
-        # A whole replay starts at the snapshot's first segment; any read goes on without a gap (compaction deletes
-        # the oldest first, so the segments that exist always run on).
-        expected = self.first_segment if start == 0 and self.first_segment else (segments[0][0] if segments else 0)
+        # A whole replay starts at the snapshot's first segment, or at segment 0 without a snapshot (only a compaction
+        # deletes segments, and it writes the snapshot first); any read goes on without a gap. The snapshot's first
+        # segment exists once the snapshot does (a roll creates the new segment before the compaction starts).
+        whole = start == 0 and self._replay
+        expected = self.first_segment if whole else (segments[0][0] if segments else 0)
+        if whole and self.first_segment and not segments:
+            raise JournalFormatError(
+                f"{segment_path(self.path, self.first_segment)}: segment {self.first_segment} of the journal, the "
+                "first the snapshot does not cover, is missing; not replayed around"
+            )
         for n, (index, file) in enumerate(segments):
             if index != expected:
                 raise JournalFormatError(

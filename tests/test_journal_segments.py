@@ -79,7 +79,7 @@ def write_after_replay(
     return writer
 
 
-def seqs(path: Path, first_segment: int = 0) -> list[int]:
+def seqs(path: Path, first_segment: int | None = None) -> list[int]:
     reader = SegmentedJournalReader(path, SCHEMA, first_segment=first_segment)
     return [r.message.seq for r in reader.records() if isinstance(r.message, engine_pb2.ExecutionReport)]
 
@@ -167,6 +167,22 @@ def test_segments_when_the_snapshots_next_segment_is_missing_then_the_replay_ref
     with pytest.raises(JournalFormatError, match="segment 2 of the journal is missing"):
         list(SegmentedJournalReader(path, SCHEMA, first_segment=2).records())
     assert [r.message.seq for r in SegmentedJournalReader(path, SCHEMA).records()] == [4]  # as journal dump reads
+
+
+def test_segments_when_the_run_does_not_start_where_the_replay_does_then_the_replay_refuses(tmp_path: Path) -> None:
+    """The oldest segments missing without a snapshot (journal.bin gone, or the snapshot file that covered them), or
+    every segment after the snapshot's gone: replayed around, the engine re-executed ids and gave out seqs again."""
+    path = tmp_path / "journal.bin"
+    write_segments(path, [1], [2], [3])
+    path.unlink()  # segment 0, and no snapshot: the replay starts at 0
+    with pytest.raises(JournalFormatError, match="segment 0 of the journal is missing"):
+        list(SegmentedJournalReader(path, SCHEMA, first_segment=0).records())
+    assert [r.message.seq for r in SegmentedJournalReader(path, SCHEMA).records()] == [2, 3]  # journal dump
+    for index in (1, 2):
+        segment_path(path, index).unlink()  # a snapshot covered 0 and 1; its next segment, 2, is gone too
+    with pytest.raises(JournalFormatError, match="segment 2 of the journal, the first the snapshot does not cover"):
+        list(SegmentedJournalReader(path, SCHEMA, first_segment=2).records())
+    assert list(SegmentedJournalReader(path, SCHEMA, first_segment=0).records()) == []  # a new journal: nothing yet
 
 
 def test_journal_when_a_record_in_the_middle_fails_its_crc_then_the_read_refuses(tmp_path: Path) -> None:
