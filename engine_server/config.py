@@ -40,10 +40,12 @@ class EngineConfig(StrictModel):
     """``never``: one write per commands frame (survives a process crash, not power loss); ``batch``: plus
     one fsync per frame (survives power loss); ``always``: an fsync per record. true/false mean batch/never."""
     order_retention: int = pydantic.Field(20_000, ge=0)
-    """Finished orders kept in memory (count); older ones are answered from the journal."""
+    """Finished orders kept in memory (count); an older one is answered from the snapshot and the journal while its id
+    is in ``dedupe_window`` (``ORDER_NOT_FOUND`` past both windows, or without a journal)."""
     dedupe_window: int = pydantic.Field(200_000, ge=0)
     """Orders (count) whose client_order_id stays recognised as a duplicate after leaving memory (a 64-bit fingerprint
-    each, about 34 bytes of memory with its index: 7 MB at the default)."""
+    each, about 34 bytes of memory with its index: 7 MB at the default). It needs the journal: without one
+    (``journal_path`` None) only the orders still in memory (``order_retention``) are recognised."""
     report_history: int = pydantic.Field(50_000, gt=0)
     """Execution reports kept in memory for ``ListExecutions`` (count); older ranges are read from the journal."""
     journal_segment_bytes: int | None = pydantic.Field(64 * 1024 * 1024, ge=4096)
