@@ -386,15 +386,7 @@ def test_instrument_when_its_lot_is_tiny_against_its_minimum_is_still_checked() 
         Instrument(symbol="X", tick_size=D("0.01"), lot_size=D("1E-30"), min_qty=off_the_lot, initial_price=D(1))
 
 
-BIG_INSTRUMENT = Instrument(
-    symbol="BTC-USD",
-    tick_size=D("0.01"),
-    lot_size=D("0.0001"),
-    min_qty=D("0.0001"),
-    maker_fee_bps=D("1"),
-    taker_fee_bps=D("5"),
-    initial_price=D("60000"),
-)
+BIG_INSTRUMENT = instrument(lot="0.0001").model_copy(update={"symbol": "BTC-USD", "initial_price": D("60000")})
 """An instrument for wire-legal sizes at their largest: a quantity and a price below 1e18, on the lot and the tick,
 whose product needs more digits than the default decimal context's 28."""
 

@@ -48,6 +48,19 @@ async def buy_15_btc(mesh: Mesh, stub: object) -> None:
     await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(15))
 
 
+async def long_10_then_flip_in_reducing(mesh: Mesh, stub: object, admin: object, prefix: str) -> grpc.aio.AioRpcError:
+    """Buy 10 BTC, move momentum_v1 to REDUCING, then signal short 5 (a flip); returns the flip's refusal."""
+    core = mesh.ops.core
+    request = ops_pb2.SubmitSignalRequest(signal=signal(f"{prefix}-1", 0.5))
+    await stub.SubmitSignal(request, metadata=MOMENTUM_META)  # type: ignore[attr-defined]
+    await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
+    await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)  # type: ignore[arg-type]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        flip = ops_pb2.SubmitSignalRequest(signal=signal(f"{prefix}-2", -0.25))
+        await stub.SubmitSignal(flip, metadata=MOMENTUM_META)  # type: ignore[attr-defined]
+    return caught.value
+
+
 async def test_quota_when_1000_needed_and_500_available_is_rejected_in_stream_and_unary(small_mesh: Mesh) -> None:
     async with small_mesh.channel() as channel:
         stub = small_mesh.ops_stub(channel)
@@ -281,14 +294,8 @@ async def test_reducing_when_a_rail_refuses_the_clipped_part_the_signal_is_refus
     async with running_mesh(tmp_path, engine={"venues": flat_venues()}, ops=ops) as mesh:
         core = mesh.ops.core
         async with mesh.stubs() as (stub, admin):
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("r-1", 0.5)), metadata=MOMENTUM_META)
-            await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
-            await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.SubmitSignal(
-                    ops_pb2.SubmitSignalRequest(signal=signal("r-2", -0.25)), metadata=MOMENTUM_META
-                )
-        error = from_rpc_error(caught.value)
+            refused = await long_10_then_flip_in_reducing(mesh, stub, admin, "r")
+        error = from_rpc_error(refused)
         assert error is not None and error.code == "RATE_LIMITED"
         assert core.risk.rejections == {("order_rate", "momentum_v1"): 1}
 
@@ -309,12 +316,6 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
     ) as mesh:
         core = mesh.ops.core
         async with mesh.stubs() as (stub, admin):
-            await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal("d-1", 0.5)), metadata=MOMENTUM_META)
-            await wait_until(lambda: core.queries.position("momentum_v1", "BTC-USD") == Decimal(10))
-            await set_model_state(admin, common_pb2.TRADING_STATE_REDUCING)
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.SubmitSignal(
-                    ops_pb2.SubmitSignalRequest(signal=signal("d-2", -0.25)), metadata=MOMENTUM_META
-                )
-        assert from_rpc_error(caught.value).code == "REDUCE_ONLY"  # type: ignore[union-attr]
+            refused = await long_10_then_flip_in_reducing(mesh, stub, admin, "d")
+        assert from_rpc_error(refused).code == "REDUCE_ONLY"  # type: ignore[union-attr]
         assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(10)
