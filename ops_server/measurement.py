@@ -78,9 +78,12 @@ class PositionState:
         return realized
 
     def unrealized(self, mark: Decimal | None) -> Decimal:
+        """PnL of the open position at ``mark``, USD: its value less what it cost (from the exact ``cost``, not the
+        rounded average: long 3 that cost 302, marked at 101, is 1, not 0.9999...)."""
         if mark is None or self.quantity == 0:
             return ZERO
-        return self.quantity * (mark - self.avg_cost)
+        value = self.quantity * mark
+        return value - self.cost if self.quantity > 0 else value + self.cost
 
 
 @dataclass

@@ -320,3 +320,17 @@ def test_sample_when_an_open_position_has_no_mark_skips_the_book_until_it_has_on
     after.sample(3.0, {"m1": D(100_000)})
     assert list(after.book("m1").returns) == [0.0]  # no false return, no drawdown
     assert after.performance("m1").max_drawdown_ratio == 0.0 and after.drawdown_usd("m1") == 0
+
+
+def test_unrealized_when_the_average_cost_does_not_terminate_is_exact() -> None:
+    """Long 3 bought at 100, 101 and 101 cost 302 (an average of 100.666...); at a mark of 101 it is 1 USD up, not the
+    0.9999999999999999999999999 the 28-digit average gave. Short the same: 1 USD down."""
+    long = PositionState()
+    for price in ("100", "101", "101"):
+        long.apply(D(1), D(price), D(0))
+    assert long.unrealized(D(101)) == D(1)
+    short = PositionState()
+    for price in ("100", "101", "101"):
+        short.apply(D(-1), D(price), D(0))
+    assert short.unrealized(D(101)) == D(-1)
+    assert short.unrealized(D(100)) == D(2)
