@@ -14,7 +14,7 @@ from typing import Any
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.api.ops.v1 import ops_pb2
-from nautilus_mesh.decimals import fmt
+from nautilus_mesh.decimals import EXACT, fmt
 from ops_server.allocation import CapitalAllocator
 from ops_server.canary import CanaryStatus
 from ops_server.canary.backtest_gate import BacktestStatus, BacktestVerdict
@@ -112,11 +112,16 @@ def fill(order: TrackedOrder, report: engine_pb2.ExecutionReport) -> ops_pb2.Fil
     )
 
 
+_ONE = Decimal(1)
+
+
 def price_at_tick(price: Decimal, tick: Decimal | None) -> Decimal:
-    """A computed price (an average cost) shown to the instrument's tick precision, half-even; as is without a tick."""
+    """A computed price (an average cost) rounded to the nearest whole multiple of the instrument's tick, half to even
+    (a tick of 0.5 shows 100.83 as 101); as is without a tick."""
     if tick is None or tick <= 0:
         return price
-    return price.quantize(tick.normalize(), rounding=ROUND_HALF_EVEN)
+    ticks = EXACT.divide(price, tick).quantize(_ONE, rounding=ROUND_HALF_EVEN)
+    return EXACT.multiply(ticks, tick)
 
 
 def position(

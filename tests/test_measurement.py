@@ -84,6 +84,14 @@ def test_position_answer_when_average_cost_has_many_decimals_shows_it_to_the_tic
     assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.01")).avg_cost == "100.02"
     assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.001")).avg_cost == "100.017"
     assert len(wire.position(route, "BTC-USD", p, None).avg_cost) > 20  # no tick known: the exact figure
+    # A tick that is not a power of ten: the nearest whole multiple of it (100.0166... is 100.0 at 0.5, 100 at 5).
+    assert wire.position(route, "BTC-USD", p, D("100.03"), D("0.5")).avg_cost == "100"
+    q = PositionState()
+    for price in ("100.5", "101", "101"):
+        q.apply(D(1), D(price), D(0))  # avg 100.8333...
+    assert wire.position(route, "BTC-USD", q, D("101"), D("0.5")).avg_cost == "101"
+    assert wire.position(route, "BTC-USD", q, D("101"), D("0.25")).avg_cost == "100.75"
+    assert wire.position(route, "BTC-USD", q, D("101"), D("5")).avg_cost == "100"
 
 
 def test_sharpe_when_sampled_every_second_is_annualised_from_one_minute_bars() -> None:
