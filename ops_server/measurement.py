@@ -355,15 +355,6 @@ class Measurement:
         book = self._books.get(model_id)
         return self.equity(model_id) - (book.day_start_equity if book else ZERO)
 
-    def priced(self) -> bool:
-        """Whether every open position of every book has a mark (its equity is then fully valued)."""
-        return all(
-            instrument in self.marks
-            for book in self._books.values()
-            for instrument, position in book.positions.items()
-            if position.quantity
-        )
-
     def book_priced(self, model_id: str) -> bool:
         """Whether every open position of the book has a mark (its equity is then fully valued)."""
         book = self._books.get(model_id)

@@ -323,10 +323,6 @@ class RiskRails:
         """Denials of ``model_id`` by a capital rail (:data:`CAPITAL_RAILS`) since the process started (count)."""
         return sum(n for (rail, model), n in self._rejections.items() if model == model_id and rail in CAPITAL_RAILS)
 
-    def rejections_of(self, model_id: str) -> int:
-        """Denials of ``model_id`` by any rail since the process started (count)."""
-        return sum(n for (_, model), n in self._rejections.items() if model == model_id)
-
     def _record_rejection(self, intent: OrderIntent, exc: RiskRejectedError) -> None:
         self._record(intent.model_id, exc, f"symbol={intent.symbol} side={intent.side} qty={fmt(intent.quantity)}")
 
