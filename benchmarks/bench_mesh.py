@@ -7,6 +7,11 @@ Scenarios (``--only`` picks some; names in brackets):
 
 * [mesh3] the mesh as three processes, as deployed: ``python -m engine_server``, ``python -m ops_server``
   and a load client (this script with ``--load-client``), each its own process, on loopback.
+* [floor] the mesh's messages with no work behind them: stand-ins for engine and ops (``benchmarks/mesh_floor.py``),
+  each its own process, that carry every message the mesh carries for a signal (its decision, its order and paper
+  twin, their ACCEPTED and FILL reports, its fill) as the mesh frames them, and decide, journal, check and trace
+  nothing; driven by the same load client with the same loads as mesh3. What no Python implementation of the same
+  protocol on the same transport exceeds on this machine; mesh3 against it is what the mesh's work costs.
 * [mesh1] the mesh in one process: the real engine and ops gRPC servers started as the tests start
   them (``tests/conftest.py``) with the load client on the same event loop.
 * [mesh2w] ops scaled out: the engine and two ops workers sharded by strategy (``ops_workers: 2``, momentum on
@@ -100,7 +105,7 @@ SERVICE = ops_pb2.DESCRIPTOR.services_by_name["OpsService"].full_name
 FILL_QUIET_SECONDS = 3.0
 FILL_MAX_WAIT_SECONDS = 20.0
 DECISION_TIMEOUT_SECONDS = 120.0
-SCENARIOS = ("mesh3", "mesh2w", "mesh1", "pipeline", "echo", "http", "tracing")
+SCENARIOS = ("mesh3", "floor", "mesh2w", "mesh1", "pipeline", "echo", "http", "tracing")
 DEMO = ROOT / "config" / "demo"
 ENGINE_TOKEN = "bench-engine-token"
 STRATEGY_TOKEN = "bench-momentum-token"
@@ -581,6 +586,48 @@ async def run_mesh3(args: argparse.Namespace) -> list[Result]:
                 ops_rolls, engine_rolls = (b - a for a, b in zip(rolled, journal_rolls(Path(tmp_name)), strict=True))
                 result.note += f"; journal segments closed during the run: ops {ops_rolls}, engine {engine_rolls}"
                 result.scenario = "mesh, 3 processes"
+                result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
+                result.rss_mb = sum(rss_mb(p.pid) for p in procs)
+                results.append(result)
+    return results
+
+
+FLOOR = SCRIPT.parent / "mesh_floor.py"
+
+
+@contextlib.asynccontextmanager
+async def floor_processes(tmp: Path) -> AsyncIterator[tuple[str, list[asyncio.subprocess.Process]]]:
+    """The floor's engine and ops stand-ins (``mesh_floor.py``) as two processes on free ports; yields ops' address
+    and both."""
+    engine_port, ops_port = free_ports(2)
+    procs: list[asyncio.subprocess.Process] = []
+    logs = open_logs(tmp, ("floor-engine", "floor-ops"))
+    try:
+        for role, port, extra, log_file in (
+            ("engine", engine_port, [], logs[0]),
+            ("ops", ops_port, ["--engine", f"127.0.0.1:{engine_port}"], logs[1]),
+        ):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(FLOOR), role, "--port", str(port), *extra,
+                cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            procs.append(proc)
+            await wait_serving(f"127.0.0.1:{port}", 60.0)
+        yield f"127.0.0.1:{ops_port}", procs
+    finally:
+        await stop_processes(procs, logs)
+
+
+async def run_floor(args: argparse.Namespace) -> list[Result]:
+    """The mesh3 loads on the floor's stand-ins: throughput and latency with every message and no work."""
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp_name:
+        async with floor_processes(Path(tmp_name)) as (address, procs):
+            runs = [(0.0, args.batch), (0.0, 1), *((rate, args.batch) for rate in args.rates)]
+            for n, (rate, batch) in enumerate(runs):
+                cpu_before = [cpu_seconds(p.pid) for p in procs]
+                result = await run_load_client(address, f"floor-{n}", args, rate, batch)
+                result.scenario = "mesh floor, 3 procs"
                 result.cpu_us_per_signal = cpu_us_per_signal(("engine", "ops"), procs, cpu_before, result.signals)
                 result.rss_mb = sum(rss_mb(p.pid) for p in procs)
                 results.append(result)
@@ -1128,6 +1175,7 @@ async def run(args: argparse.Namespace) -> list[Result]:
     started = time.perf_counter()
     runners = {
         "mesh3": run_mesh3,
+        "floor": run_floor,
         "mesh2w": run_mesh2w,
         "mesh1": run_mesh1,
         "pipeline": run_pipeline,

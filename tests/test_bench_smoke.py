@@ -17,7 +17,7 @@ KEYS = {"scenario", "signals_per_s", "p50_ms", "p99_ms", "first_fill_p50_ms", "f
 def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     cmd = [
-        sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,echo,tracing", "--signals",
+        sys.executable, str(ROOT / "benchmarks" / "bench_mesh.py"), "--only", "mesh3,floor,echo,tracing", "--signals",
         "20", "--batch", "10", "--window", "2", "--rates", "100", "--duration", "0.2", "--tracing-rounds", "1",
         "--tracing-signals", "20",
         "--json", str(out),
@@ -29,6 +29,9 @@ def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_pat
         ("mesh, 3 processes", "closed, frames of 10"),
         ("mesh, 3 processes", "closed, frames of 1"),
         ("mesh, 3 processes", "open 100/s"),
+        ("mesh floor, 3 procs", "closed, frames of 10"),
+        ("mesh floor, 3 procs", "closed, frames of 1"),
+        ("mesh floor, 3 procs", "open 100/s"),
         ("grpc.aio echo", "closed, frames of 10"),
         ("grpc.aio echo", "closed, frames of 1"),
         ("grpc.aio echo", "open 100/s"),
@@ -39,6 +42,10 @@ def test_bench_mesh_when_run_with_minimal_sizes_then_writes_every_figure(tmp_pat
     assert all(row.keys() >= KEYS and row["signals_per_s"] for row in rows)
     mesh_closed = next(r for r in rows if r["scenario"] == "mesh, 3 processes" and r["load"] == "closed, frames of 10")
     assert mesh_closed["first_fill_p50_ms"] is not None and mesh_closed["rss_mb"] > 0
+    floor = [r for r in rows if r["scenario"] == "mesh floor, 3 procs"]
+    assert all(r["first_fill_p50_ms"] is not None and r["rss_mb"] > 0 for r in floor), floor  # every signal filled
+    assert "mesh floor, 3 procs, closed, frames of 10: 20 signals" in done.stdout
+    assert "decisions ACCEPTED 20; first fill seen for 20 of 20 accepted" in done.stdout
     assert "grpc.aio echo" in done.stdout and "x echo" in done.stdout
     assert "throughput cost" in done.stdout and "CPU per signal (engine + ops) against tracing off" in done.stdout
     assert "best round" in done.stdout and "against off's best" in done.stdout
