@@ -136,6 +136,17 @@ class EngineGate:
         else:
             log.info("[ENGINE-LINK] circuit %s", state.value)
 
+    def probe(self) -> bool:
+        """True when the engine link can take an order now; the circuit then closes at once (the link's own reconnect,
+        every <= 0.5 s, is the probe). Called by every signal and by ops' health refresh, so the circuit closes once the
+        engine is back even while no signal comes to find out (state, metrics and health follow it)."""
+        if not (self._link.available and self._link.ready_to_send()):
+            return False
+        breaker = self.breaker
+        if breaker.state is not CircuitState.CLOSED or breaker.consecutive_failures:
+            breaker.record_success()
+        return True
+
     def require(self) -> None:
         """Raise ``ENGINE_UNAVAILABLE`` unless the engine link can take an order now.
 
@@ -143,11 +154,7 @@ class EngineGate:
             UnavailableError: the link is down, its quotes are not flowing, its queue is full, or the circuit is open.
         """
         breaker = self.breaker
-        link_ok = self._link.available and self._link.ready_to_send()
-        if link_ok:
-            # The link's own reconnect (every <= 0.5 s) is the probe: once it succeeded, close at once.
-            if breaker.state is not CircuitState.CLOSED or breaker.consecutive_failures:
-                breaker.record_success()
+        if self.probe():
             return
         if not breaker.allow():
             raise UnavailableError(

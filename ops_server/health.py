@@ -37,7 +37,7 @@ from nautilus_mesh.health import OPS_ENGINE_LINK_SERVICE, OPS_MARKS_SERVICE, OPS
 from nautilus_mesh.store import StateStore
 from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import Tracing
-from ops_server.circuit_breaker import CircuitBreaker, CircuitState
+from ops_server.circuit_breaker import CircuitState, EngineGate
 from ops_server.engine_link import EngineLink
 from ops_server.metrics import OpsMetrics
 
@@ -80,7 +80,8 @@ class OpsHealth:
 
     Args:
         link: the engine link.
-        breaker: the engine-link circuit breaker.
+        gate: the engine-link circuit breaker's gate (probed on each refresh, so the circuit closes once the link is
+            back without waiting for a signal).
         state_store: the state store (probed with a read at most every ``store_probe_interval`` seconds).
         tracing: ops' tracing (span export counts).
         metrics: ops metrics.
@@ -91,7 +92,7 @@ class OpsHealth:
     """
 
     link: EngineLink
-    breaker: CircuitBreaker
+    gate: EngineGate
     state_store: StateStore
     tracing: Tracing
     metrics: OpsMetrics
@@ -127,7 +128,7 @@ class OpsHealth:
         )
 
     def circuit(self) -> Check:
-        breaker = self.breaker
+        breaker = self.gate.breaker
         age = self.clock.monotonic() - breaker.since
         detail = f"{breaker.state.value}, {breaker.consecutive_failures} consecutive failure(s)"
         status = Health.HEALTHY if breaker.state is CircuitState.CLOSED else Health.UNHEALTHY
@@ -245,6 +246,7 @@ class OpsHealth:
         write never holds the event loop); update gRPC health of the dependency services and the metrics."""
         if self.store_probe_due():
             await asyncio.to_thread(self.probe_store)
+        self.gate.probe()
         checks = self.checks()
         by_name = {c.name: c for c in checks}
         marks = [c for c in checks if c.name.startswith("mark:")]
@@ -314,7 +316,7 @@ def ops_health(core: OpsCore) -> OpsHealth:
     config = core.config
     return OpsHealth(
         core.link,
-        core.engine_gate.breaker,
+        core.engine_gate,
         core.state.store,
         core.tracing,
         core.metrics,

@@ -152,6 +152,11 @@ async def test_engine_down_when_marks_go_stale_answers_engine_unavailable_not_a_
         await mesh.engine.start()
         await wait_until(lambda: core.link.available, within=3)
         await wait_until_async(lambda: health_status(channel, OPS_ENGINE_LINK_SERVICE), SERVING, within=3)
+        # The circuit closes once the link is back, before any signal comes to find out: metrics and health say so.
+        await wait_until(lambda: sample(mesh, "engine_circuit_state", {}) == 0, within=2)
+        assert core.engine_gate.breaker.state is CircuitState.CLOSED
+        await wait_until(lambda: sample(mesh, "component_up", {"component": "engine_circuit"}) == 1, within=2)
+        assert sample(mesh, "engine_circuit_transitions_total", {"state": "CLOSED"}) == 1
         outcomes = [await submit(channel, f"up-{i}", 0.1 if i % 2 else -0.1) for i in range(3)]
         assert outcomes[0] == "ACCEPTED", outcomes  # the first signal after the link is back trades
         assert core.engine_gate.breaker.state is CircuitState.CLOSED
