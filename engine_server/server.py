@@ -92,6 +92,8 @@ def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = R
     )
     metrics.journal_snapshot_seq.set(manager.snapshot_seq)
     metrics.journal_replayed_records.set(manager.replayed_records)
+    metrics.last_seq.set(manager.last_seq)  # as replayed: a restart does not show the sequence back at 0
+    metrics.orders_in_memory.set(manager.orders_in_memory)
     metrics.journal_bytes.set_function(lambda: manager.journal_bytes)
     return manager
 

@@ -14,7 +14,7 @@ from engine_server.server import EngineServer
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.status import from_rpc_error
-from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine
+from tests.conftest import ENGINE_TOKEN, flat_instruments, order_command, running_engine, wait_until
 
 META = (("x-engine-token", ENGINE_TOKEN), ("x-session-id", "test-session"))
 
@@ -197,3 +197,18 @@ async def test_execute_when_frame_of_orders_then_one_reports_frame_and_metric_co
     assert fills and sample(engine, "engine_fills_total", venue="sim") == fills
     assert sample(engine, "engine_last_seq") == max(r.seq for r in frame)
     assert [r.seq for r in frame] == sorted(r.seq for r in frame)
+
+
+async def test_engine_when_restarted_then_seq_and_orders_gauges_show_the_replayed_journal(tmp_path: Path) -> None:
+    venues = [{"name": "sim", "adapter": "sim", "seed": 3, "instruments": flat_instruments()}]
+    async with running_engine(tmp_path, venues=venues) as first:
+        first.core.sessions["restart-test"] = asyncio.Queue()
+        assert first.core.execute([new_order(f"r{i}", "1") for i in range(3)], "restart-test") == []
+        await wait_until(lambda: sample(first, "engine_last_seq") > 0, within=2)  # set once the frame is durable
+        last_seq, in_memory = sample(first, "engine_last_seq"), sample(first, "engine_orders_in_memory")
+    assert in_memory == 3 and last_seq == first.core.manager.last_seq
+    async with running_engine(tmp_path, venues=venues) as second:  # the same journal, replayed; no new report yet
+        assert sample(second, "engine_journal_replayed_records") > 0
+        assert second.core.manager.last_seq == last_seq
+        assert sample(second, "engine_last_seq") == last_seq
+        assert sample(second, "engine_orders_in_memory") == in_memory
