@@ -194,6 +194,8 @@ class OpsCore:
         if replayed:
             self.events.publish("RECOVERED", f"replayed {replayed} journal records", records=replayed)
         self.periodic.update_allocation_metrics()
+        for strategy in self.canaries.runs:  # the canaries' weights as restored, before any canary event
+            self.periodic.update_weight_metrics(strategy)
 
     @property
     def engine_connected(self) -> bool:

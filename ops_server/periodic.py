@@ -17,7 +17,7 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.decimals import fmt
 from ops_server import performance
 from ops_server.allocation import AllocationDecision
-from ops_server.canary import CanaryEvent, GuardSnapshot
+from ops_server.canary import CanaryEvent, CanaryState, GuardSnapshot
 from ops_server.measurement import DEFAULT_HISTORY, drawdown_of_pnl_curve
 from ops_server.model_registry import RoutingMode, paper_book
 from ops_server.parts import OpsParts
@@ -184,9 +184,15 @@ class PeriodicDecisions:
             parts.metrics.allocated_capital.labels(route.model_id).set(float(quota))
 
     def update_weight_metrics(self, strategy_id: str) -> None:
-        """``canary_weight`` of every model of a strategy, after its routing weights changed."""
+        """``canary_weight`` of every model of a strategy, at start and after its routing weights changed; for a strategy
+        with a canary, its ``canary_transitions_total`` series too, at zero until a transition to that state (a counter
+        that first appears at 1 is no increase to ``increase()``, and an alert on it would miss the first one)."""
+        metrics = self.parts.metrics
         for route in self.parts.registry.models_of(strategy_id):
-            self.parts.metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
+            metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)
+        if strategy_id in self.parts.canaries.runs:
+            for state in CanaryState:
+                metrics.canary_transitions.labels(strategy_id, state.value)
         self.update_allocation_metrics()
 
     # -- canaries --------------------------------------------------------------------------

@@ -116,6 +116,20 @@ async def test_canary_error_rate_when_a_clipped_flip_is_accepted_counts_the_othe
         assert core.periodic.canary_guards("momentum_v2").error_rate == pytest.approx(1 / 3)
 
 
+async def test_canary_metrics_at_start_show_the_weights_and_every_transition_at_zero(small_mesh: Mesh) -> None:
+    """Before any canary event: the weights are exported, and each state's transition counter exists at 0 (a counter
+    first seen at 1 is no increase to Prometheus' ``increase()``: the CanaryRolledBack alert would miss it)."""
+    core = small_mesh.ops.core
+    registry = core.metrics.registry
+    assert "momentum" in core.canaries.runs
+    for route in core.registry.models_of("momentum"):
+        labels = {"strategy": "momentum", "model": route.model_id}
+        assert registry.get_sample_value("canary_weight", labels) == route.weight
+    for state in CanaryState:
+        labels = {"strategy": "momentum", "state": state.value}
+        assert registry.get_sample_value("canary_transitions_total", labels) == 0.0, state
+
+
 async def test_canary_transitions_total_when_a_check_holds_the_canary_counts_nothing(small_mesh: Mesh) -> None:
     """A check that leaves the canary in its state and step is audited but is no transition; a move is one."""
     core = small_mesh.ops.core
