@@ -103,6 +103,7 @@ class PeriodicDecisions:
                 drawdown_ratio = parts.measurement.drawdown_ratio(model)
                 parts.risk.update_pnl(model, parts.measurement.daily_pnl(model), drawdown_ratio)
         m.trading_state.labels("global", "").set(STATE_NUMBER[parts.risk.global_state.value])
+        m.kill_switch.set(1 if parts.risk.kill_switch_engaged else 0)
         self.update_allocation_metrics()
 
     def record_strategy_returns(self, sampled: Mapping[str, float]) -> None:

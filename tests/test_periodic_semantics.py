@@ -12,6 +12,7 @@ import pytest
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2
 from ops_server.canary.events import CanaryEvent, CanaryReason, CanaryState
+from ops_server.risk import TradingState
 from tests.conftest import (
     ADMIN_META,
     MOMENTUM_META,
@@ -154,3 +155,25 @@ async def test_canary_transitions_total_when_a_check_holds_the_canary_counts_not
     core.periodic.on_canary_event(event(CanaryState.STEPPING, CanaryState.PAUSED, 10.0, 10.0))
     assert counter.labels("momentum", "STEPPING")._value.get() == 1
     assert counter.labels("momentum", "PAUSED")._value.get() == 1
+
+
+async def test_kill_switch_engaged_when_an_operator_halts_instead_stays_0(small_mesh: Mesh) -> None:
+    """``kill_switch_engaged`` tells the kill switch apart from a global HALTED set by SetTradingState (both read 2 in
+    ``trading_state``): the KillSwitchEngaged alert's remedy, releasing it, is refused for the latter."""
+    core = small_mesh.ops.core
+    registry = core.metrics.registry
+
+    def exported() -> tuple[float | None, float | None]:
+        core.periodic.sample()
+        return (
+            registry.get_sample_value("kill_switch_engaged", {}),
+            registry.get_sample_value("trading_state", {"scope": "global", "model": ""}),
+        )
+
+    assert exported() == (0.0, 0.0)
+    core.risk.engage_kill_switch("test")
+    assert exported() == (1.0, 2.0)
+    core.risk.release_kill_switch("test")
+    assert exported() == (0.0, 0.0)
+    core.risk.set_state(None, TradingState.HALTED, "operator halt")
+    assert exported() == (0.0, 2.0)
