@@ -169,9 +169,15 @@ class OpsControls:
                 message += f"; weights moved to fit its bounds: {_weights(before)} -> {_weights(after)}"
         elif target == ConfigTarget.MODEL_REGISTRY:
             fresh = ModelRegistry.load(cfg.registry_path)
-            for strategy_id in parts.registry.apply_weights_from(fresh, skip=parts.canaries.owns_weights):
+            # A canary's strategy keeps the routing its canary set, in progress or finished: the file still describes
+            # the rollout's start, and taking it would undo a promotion (the retired model live with the whole quota).
+            canaries = parts.canaries.runs
+            for strategy_id in parts.registry.apply_weights_from(fresh, skip=canaries.__contains__):
                 self.periodic.update_weight_metrics(strategy_id)
             message = f"model registry weights reloaded from {cfg.registry_path.name}"
+            if canaries:
+                kept = ", ".join(f"{s} (canary {run.controller.state.value})" for s, run in sorted(canaries.items()))
+                message += f"; left as they are: {kept}: a canary routes its strategy, then SetRoutingWeights does"
         else:
             raise ValidationError("INVALID_TARGET", "target must name a config file", field="target")
         self.audit("ReloadConfig", message)

@@ -130,8 +130,8 @@ class OpsMetrics:
         )
         self.kill_switch = gauge(
             "kill_switch_engaged",
-            "1 while the kill switch is engaged (EngageKillSwitch until ReleaseKillSwitch: global trading HALTED), else "
-            "0; a global HALTED set by SetTradingState is trading_state alone.",
+            "1 while the kill switch is engaged (EngageKillSwitch until ReleaseKillSwitch: global trading HALTED), "
+            "else 0; a global HALTED set by SetTradingState is trading_state alone.",
         )
         self.canary_weight = gauge("canary_weight", "Routing weight per model under canary.", ["strategy", "model"])
         self.engine_connected = gauge("engine_connected", "1 while the engine order stream is up.")

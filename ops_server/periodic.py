@@ -185,9 +185,9 @@ class PeriodicDecisions:
             parts.metrics.allocated_capital.labels(route.model_id).set(float(quota))
 
     def update_weight_metrics(self, strategy_id: str) -> None:
-        """``canary_weight`` of every model of a strategy, at start and after its routing weights changed; for a strategy
-        with a canary, its ``canary_transitions_total`` series too, at zero until a transition to that state (a counter
-        that first appears at 1 is no increase to ``increase()``, and an alert on it would miss the first one)."""
+        """``canary_weight`` of every model of a strategy, at start and after its routing weights changed; for a
+        strategy with a canary, its ``canary_transitions_total`` series too, at zero until a transition to that state (a
+        counter that first appears at 1 is no increase to ``increase()``, and an alert on it would miss the first)."""
         metrics = self.parts.metrics
         for route in self.parts.registry.models_of(strategy_id):
             metrics.canary_weight.labels(strategy_id, route.model_id).set(route.weight)

@@ -101,6 +101,27 @@ async def test_registry_reload_when_weights_bad_is_refused_and_when_good_changes
         assert [(m.model_id, m.mode) for m in models.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_SHADOW)]
 
 
+async def test_registry_reload_after_a_promotion_leaves_the_canarys_strategy_as_promoted(editable_mesh: Mesh) -> None:
+    """The file still describes the rollout's start (momentum_v1 live, momentum_v2 in shadow): a reload, e.g. for
+    another strategy's weights, must not put the retired model back live with the whole quota."""
+    async with editable_mesh.stubs() as (stub, admin):
+        await admin.PromoteCanary(
+            admin_pb2.PromoteCanaryRequest(strategy_id="momentum", to_full=True, reason="reviewed"), metadata=ADMIN_META
+        )
+
+        async def routing() -> list[tuple[str, int, float]]:
+            models = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="momentum"), metadata=ADMIN_META)
+            return [(m.model_id, m.mode, m.routing_weight) for m in models.models]
+
+        promoted = await routing()
+        assert ("momentum_v2", ops_pb2.ROUTING_MODE_LIVE, 1.0) in promoted
+        answer = await reload(admin, admin_pb2.CONFIG_TARGET_MODEL_REGISTRY)
+        assert await routing() == promoted
+        assert "left as they are: momentum (canary PROMOTED)" in answer.message
+        meanrev = await stub.ListModels(ops_pb2.ListModelsRequest(strategy_id="meanrev"), metadata=ADMIN_META)
+        assert [(m.model_id, m.mode) for m in meanrev.models] == [("meanrev_v1", ops_pb2.ROUTING_MODE_LIVE)]
+
+
 async def test_registry_reload_when_a_strategy_is_dropped_or_the_file_unreadable_is_refused_config_invalid(
     editable_mesh: Mesh, tmp_path: Path
 ) -> None:

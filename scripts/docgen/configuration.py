@@ -70,7 +70,9 @@ FILES = (
         "config/demo/registry.json",
         RegistryFile,
         "The model registry: strategies, their models, versions, routing weights and modes, and canaries. Ops keeps "
-        "its working copy in `<state_dir>/registry.json`; `ReloadConfig(CONFIG_TARGET_MODEL_REGISTRY)` re-reads it.",
+        "its working copy in `<state_dir>/registry.json` (the weights and modes in force, carried across restarts); "
+        "`ReloadConfig(CONFIG_TARGET_MODEL_REGISTRY)` re-reads this file (`registry_path`) and takes its weights and "
+        "modes for every strategy without a canary.",
     ),
     ConfigFile(
         "config/demo/capital_policy.json",
