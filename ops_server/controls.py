@@ -155,7 +155,10 @@ class OpsControls:
         if target == ConfigTarget.RISK_LIMITS:
             if cfg.risk_limits_path is None:
                 raise ConfigError("no risk limits file is configured")
-            parts.risk.reload(cfg.risk_limits_path)
+            registry = parts.registry
+            parts.risk.reload(
+                cfg.risk_limits_path, known_models=registry.model_ids(), known_instruments=registry.instruments()
+            )
             message = f"risk limits reloaded from {cfg.risk_limits_path.name}"
         elif target == ConfigTarget.CAPITAL_POLICY:
             policy = CapitalPolicy.load(cfg.capital_policy_path, known_strategies=parts.registry.strategies())

@@ -99,13 +99,16 @@ class OpsCore:
         state_dir = Path(config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
         check_deployment(config)  # several workers need PostgreSQL; each keeps its own documents in its own schema
-        store = open_store(worker_database_url(config), state_dir / "state.db")
-        self.events = EventHub(state_dir / "audit.jsonl", clock=clock)
+        # The config files first: one that does not validate stops ops before it opens its store and audit log.
         registry = working_registry(config, state_dir)
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=registry.strategies())
         allocator = CapitalAllocator(policy, sample_seconds=config.sample_interval_seconds)
-        limits = RiskLimits.load(config.risk_limits_path)
+        limits = RiskLimits.load(
+            config.risk_limits_path, known_models=registry.model_ids(), known_instruments=registry.instruments()
+        )
+        store = open_store(worker_database_url(config), state_dir / "state.db")
+        self.events = EventHub(state_dir / "audit.jsonl", clock=clock)
         risk = RiskRails(limits, clock.monotonic, self._on_risk_event, wall_clock=clock.time)
         canaries = CanaryManager(
             registry,

@@ -203,6 +203,10 @@ class ModelRegistry:
     def strategies(self) -> list[str]:
         return list(self._data.strategies)
 
+    def model_ids(self) -> frozenset[str]:
+        """Every model of every strategy."""
+        return frozenset(self._routes)
+
     def models_of(self, strategy_id: str) -> list[ModelRoute]:
         return [r for r in self._routes.values() if r.strategy_id == strategy_id]
 

@@ -134,8 +134,12 @@ def write_json(path: Path, data: object) -> Path:
 async def start_mesh(tmp: Path, *, engine: dict[str, Any] | None = None, ops: dict[str, Any] | None = None) -> Mesh:
     engine_server = EngineServer(engine_config(tmp, **(engine or {})))
     await engine_server.start()
-    ops_server = OpsServer(ops_config(tmp, engine_server.port, **(ops or {})))
-    await ops_server.start()
+    try:
+        ops_server = OpsServer(ops_config(tmp, engine_server.port, **(ops or {})))
+        await ops_server.start()
+    except BaseException:  # ops refused its config: the engine is not left serving
+        await engine_server.stop(grace=0.1)
+        raise
     core = ops_server.core
     await wait_until(lambda: core.engine_connected and len(core.queries.marks()) >= 3)
     return Mesh(engine_server, ops_server, tmp)

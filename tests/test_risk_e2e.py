@@ -14,6 +14,7 @@ import pytest
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.api.ops.v1 import admin_pb2, admin_pb2_grpc, ops_pb2, ops_pb2_grpc
+from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.status import from_rpc_error
 from ops_server.config import StrategyAccess
 from tests.conftest import (
@@ -185,6 +186,33 @@ async def test_reload_when_risk_file_is_malformed_keeps_previous_limits(small_me
         assert after.limits["global"]["max_gross_exposure"] == "1234567"
 
 
+async def test_reload_when_an_override_names_an_unknown_model_or_instrument_is_refused(small_mesh: Mesh) -> None:
+    """A misspelled model id or symbol would leave the model on the default limits without a word: refused, and the
+    limits in force stay."""
+    path = small_mesh.ops.config.risk_limits_path
+    assert path is not None
+    async with small_mesh.stubs() as (stub, admin):
+        before = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
+        reload = admin_pb2.ReloadConfigRequest(target=admin_pb2.CONFIG_TARGET_RISK_LIMITS)
+        typo_model = json.loads((DEMO / "risk_limits.json").read_text())
+        typo_model["models"] = {"momentum-v1": {"max_order_notional": "10"}}
+        typo_symbol = json.loads((DEMO / "risk_limits.json").read_text())
+        typo_symbol["default_model"]["max_position_qty"] = {"*": "100000", "BTC_USD": "20"}
+        for bad, code, words in (
+            (typo_model, "UNKNOWN_MODEL", "models.momentum-v1: unknown model 'momentum-v1'"),
+            (typo_symbol, "UNKNOWN_INSTRUMENT", "default_model.max_position_qty.BTC_USD: unknown instrument"),
+        ):
+            path.write_text(json.dumps(bad))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await admin.ReloadConfig(reload, metadata=ADMIN_META)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            error = from_rpc_error(caught.value)
+            assert error is not None and error.code == code, error
+            assert words in (caught.value.details() or "")
+            after = await stub.GetRiskLimits(ops_pb2.GetRiskLimitsRequest(), metadata=MOMENTUM_META)
+            assert after.limits == before.limits
+
+
 async def test_admin_when_token_missing_or_wrong_is_refused(small_mesh: Mesh) -> None:
     async with small_mesh.channel() as channel:
         admin = admin_pb2_grpc.OpsAdminServiceStub(channel)
@@ -319,3 +347,12 @@ async def test_reducing_when_flip_policy_is_deny_refuses_the_flip_whole(tmp_path
             refused = await long_10_then_flip_in_reducing(mesh, stub, admin, "d")
         assert from_rpc_error(refused).code == "REDUCE_ONLY"  # type: ignore[union-attr]
         assert core.queries.position("momentum_v1", "BTC-USD") == Decimal(10)
+
+
+async def test_ops_when_its_risk_file_overrides_an_unknown_model_refuses_to_start(tmp_path: Path) -> None:
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    limits["models"] = {"Momentum_v1": {"max_order_notional": "10"}}
+    with pytest.raises(ConfigError) as caught:
+        async with running_mesh(tmp_path, ops={"risk_limits_path": write_json(tmp_path / "limits.json", limits)}):
+            pass
+    assert caught.value.code == "UNKNOWN_MODEL" and "Momentum_v1" in caught.value.message

@@ -19,7 +19,7 @@ Shape::
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -164,14 +164,47 @@ class RiskLimits:
         return self.allowed_instruments is None or symbol in self.allowed_instruments
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "risk limits") -> RiskLimits:
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str = "risk limits",
+        known_models: Collection[str] | None = None,
+        known_instruments: Collection[str] | None = None,
+    ) -> RiskLimits:
         """Validate and resolve limits from a parsed JSON object.
+
+        ``known_models`` and ``known_instruments`` (the registry's models and the instruments they trade), when given,
+        are the only model ids ``models`` may override and the only symbols a ``max_position_qty`` may name (besides
+        ``*``): a misspelled id would otherwise leave the model on the default limits, silently.
 
         Raises:
             ConfigError: A key is missing or unknown, a value is non-numeric, negative or out of range, or a state
-                is not REDUCING/HALTED. The message starts with ``source`` and names the field path.
+                is not REDUCING/HALTED (the message starts with ``source`` and names the field path); a model or an
+                instrument not known (``UNKNOWN_MODEL``, ``UNKNOWN_INSTRUMENT``).
         """
         parsed = validate_config(RiskLimitsFile, data, source=source)
+        if known_models is not None:
+            for model_id in parsed.models:
+                if model_id not in known_models:
+                    raise ConfigError(
+                        f"{source}: models.{model_id}: unknown model {model_id!r}, its limits would never apply "
+                        f"(known: {', '.join(sorted(known_models))})",
+                        {"field": f"models.{model_id}", "model_id": model_id},
+                        code="UNKNOWN_MODEL",
+                    )
+        if known_instruments is not None:
+            named: list[tuple[str, object]] = [("default_model", parsed.default_model.max_position_qty)]
+            named += [(f"models.{m}", o.get("max_position_qty")) for m, o in parsed.models.items()]
+            for at, caps in named:
+                for symbol in caps if isinstance(caps, Mapping) else ():
+                    if symbol != "*" and symbol not in known_instruments:
+                        raise ConfigError(
+                            f"{source}: {at}.max_position_qty.{symbol}: unknown instrument {symbol!r}, no model trades "
+                            f"it (known: {', '.join(sorted(known_instruments))}; * for any other)",
+                            {"field": f"{at}.max_position_qty.{symbol}", "instrument": symbol},
+                            code="UNKNOWN_INSTRUMENT",
+                        )
         default_raw = parsed.default_model.model_dump()
         models: dict[str, ModelLimits] = {}
         for model_id, override in parsed.models.items():
@@ -190,14 +223,22 @@ class RiskLimits:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> RiskLimits:
-        """Read and validate a risk-limits JSON file.
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        known_models: Collection[str] | None = None,
+        known_instruments: Collection[str] | None = None,
+    ) -> RiskLimits:
+        """Read and validate a risk-limits JSON file (``known_models``, ``known_instruments``: as :meth:`from_dict`).
 
         Raises:
             ConfigError: The file is missing, is not valid JSON, or fails :meth:`from_dict` (named by its path).
         """
         data = load_json_file(path)
         try:
-            return cls.from_dict(data, source=os.fspath(path))
+            return cls.from_dict(
+                data, source=os.fspath(path), known_models=known_models, known_instruments=known_instruments
+            )
         except ConfigError as exc:
             raise ConfigError(exc.message, exc.details, code=exc.code) from None

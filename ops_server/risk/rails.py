@@ -50,7 +50,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NoReturn
@@ -399,8 +399,15 @@ class RiskRails:
 
     # -- limits and persistence
 
-    def reload(self, path: str | os.PathLike[str]) -> RiskLimits:
-        """Load and validate new limits; they replace the old ones only when valid.
+    def reload(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        known_models: Collection[str] | None = None,
+        known_instruments: Collection[str] | None = None,
+    ) -> RiskLimits:
+        """Load and validate new limits; they replace the old ones only when valid (``known_models``,
+        ``known_instruments``: as :meth:`RiskLimits.from_dict`).
 
         Trading states and token buckets are kept (a bucket is capped at the new burst on its next use).
 
@@ -408,7 +415,7 @@ class RiskRails:
             ConfigError: The file is missing or invalid; the previous limits stay in force.
         """
         try:
-            limits = RiskLimits.load(path)
+            limits = RiskLimits.load(path, known_models=known_models, known_instruments=known_instruments)
         except ConfigError as exc:
             log.error("[RISK] risk limits reload refused, previous limits stay in force: %s", exc.message)
             raise
