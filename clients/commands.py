@@ -78,8 +78,18 @@ def rpc_failure(exc: MeshRpcError, address: str, service: str = "ops") -> CliErr
 
 
 def _money(text: str) -> str:
+    """A USD amount (PnL, fees, capital) to the cent, grouped by thousands."""
     try:
         return f"{Decimal(text):,.2f}"
+    except (InvalidOperation, ValueError):
+        return text or "-"
+
+
+def _price(text: str) -> str:
+    """A price as ops sends it (an average cost at the instrument's tick, a mark at the venue's), every digit kept and
+    grouped by thousands: rounding it to the cent would show 0.08 for 0.07995."""
+    try:
+        return f"{Decimal(text):,f}"
     except (InvalidOperation, ValueError):
         return text or "-"
 
@@ -172,8 +182,8 @@ async def cmd_positions(args: argparse.Namespace, console: Console) -> int:
             p.instrument,
             _mode(p.mode),
             p.quantity,
-            _money(p.avg_cost),
-            _money(p.mark),
+            _price(p.avg_cost),
+            _price(p.mark),
             _money(p.realized_pnl),
             _money(p.unrealized_pnl),
             _money(p.fees),
@@ -324,7 +334,8 @@ async def cmd_stats(args: argparse.Namespace, console: Console) -> int:
     async with _client(args) as ops:
         response = await ops.get_model_stats(args.model)
     # Sharpe is annualised from bars; drawdown is a fraction of peak equity, or the fall of PnL in USD.
-    common = ["mode", "equity", "realized", "unrealized", "fees", "slippage", "sharpe/yr", "drawdown ratio"]
+    # "pnl" is ModelStats.equity: realized + unrealized - fees, without the capital base (as `status` heads it).
+    common = ["mode", "pnl", "realized", "unrealized", "fees", "slippage", "sharpe/yr", "drawdown ratio"]
     common += ["max drawdown ratio", "max drawdown usd", "hit rate", "bars", "fills"]
     model_rows = [[s.model_id, *_stats_row(s.strategy_id, s)] for s in response.models]
     print_table(console, "models", ["model", "strategy", *common], model_rows)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from clients.cli import main
-from clients.commands import ADMIN_TOKEN_ENV, TOKEN_ENV
-from tests.conftest import ADMIN_TOKEN, MOMENTUM_TOKEN, Mesh
+from clients.commands import ADMIN_TOKEN_ENV, TOKEN_ENV, _money, _price
+from nautilus_mesh.api.ops.v1 import ops_pb2, ops_pb2_grpc
+from tests.conftest import ADMIN_TOKEN, MEANREV_TOKEN, MOMENTUM_TOKEN, Mesh, wait_until
 
 Capture = pytest.CaptureFixture[str]
 
@@ -140,7 +141,7 @@ async def test_stats_when_mesh_running_lists_every_model_and_strategy(mesh: Mesh
     code, out, err = await cli(capsys, "stats", *query(mesh))
     assert (code, err) == (0, "")
     header = next(line for line in out.splitlines() if line.startswith("model "))
-    for column in ("equity", "realized", "unrealized", "fees", "slippage", "sharpe", "drawdown", "hit rate", "fills"):
+    for column in ("pnl", "realized", "unrealized", "fees", "slippage", "sharpe", "drawdown", "hit rate", "fills"):
         assert column in header
     for model in ("momentum_v1", "momentum_v2", "meanrev_v1"):
         assert row(out, model).split()[1] in ("momentum", "meanrev")
@@ -257,3 +258,24 @@ async def test_events_when_watching_prints_a_live_event_and_stops_after_count(me
     code, out, err = await watcher
     assert (code, err) == (0, "")
     assert len(out.splitlines()) == 1 and "from the test" in out
+
+
+async def test_positions_when_prices_are_finer_than_a_cent_shows_them_as_ops_answers(
+    mesh: Mesh, capsys: Capture
+) -> None:
+    """SOL-USD's tick is 0.001: an average cost of 150.147 is not shown as 150.15."""
+    async with mesh.channel() as channel:
+        stub = ops_pb2_grpc.OpsServiceStub(channel)
+        signal = ops_pb2.Signal(signal_id="cli-sol", model_id="meanrev_v1", instrument="SOL-USD", target=0.01)
+        meta = (("x-strategy-token", MEANREV_TOKEN),)
+        decision = (await stub.SubmitSignal(ops_pb2.SubmitSignalRequest(signal=signal), metadata=meta)).decision
+        assert decision.status == ops_pb2.DECISION_STATUS_ACCEPTED, decision
+        await wait_until(lambda: mesh.ops.core.queries.position("meanrev_v1", "SOL-USD") != 0)
+        answer = await stub.GetPositions(ops_pb2.GetPositionsRequest(model_id="meanrev_v1"), metadata=meta)
+    [position] = [p for p in answer.positions if p.instrument == "SOL-USD"]
+    code, out, err = await cli(capsys, "positions", "--ops", mesh.ops_address, "--token", MEANREV_TOKEN)
+    assert (code, err) == (0, "")
+    cells = next(line.split() for line in out.splitlines() if line.split()[:2] == ["meanrev_v1", "SOL-USD"])
+    assert cells[4].replace(",", "") == position.avg_cost  # the mark moves with the market between the two reads
+    assert _price("0.07995") == "0.07995" and _price("64123.5") == "64,123.5" and _price("150.147") == "150.147"
+    assert _price("") == "-" and _money("0.07995") == "0.08"  # a USD amount is shown to the cent
