@@ -22,15 +22,17 @@ token: ``--admin-token``, else ``NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` in
 fallbacks are a demo convenience so the CLI works out of the box against ``nautilus-mesh up``;
 set real tokens in production.
 
-Exit codes: 0 success; 1 the call was refused (e.g. a rejected signal, a wrong admin token) or
-a service failed, with the status code, message and details on stderr; 2 a service is not
-reachable, or the command line / config is wrong.
+Exit codes: 0 success (also when the reader of the output goes away early, e.g. ``| head``: no traceback); 1 the
+call was refused (e.g. a rejected signal, a wrong admin token) or a service failed, with the status code, message and
+details on stderr; 2 a service is not reachable, or the command line / config is wrong.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -233,6 +235,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (``| head``): nothing more to write, and no traceback
+        quiet_stdout()
+        return 0
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what was buffered for a closed pipe does not
+    fail again at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ The commands against a running mesh are in ``test_cli_e2e.py``.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -33,6 +35,8 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.errors import ConfigError
 from tests.localhost import free_port
 from tests.venues import instrument
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DEMO_DIR = Path(__file__).resolve().parents[1] / "config" / "demo"
 
@@ -350,6 +354,28 @@ def test_journal_dump_when_engine_journal_given_prints_every_record_as_json(
     assert [int(line["record"]["seq"]) for line in lines[1:]] == [r.seq for r in reports]
     assert lines[-1]["record"]["exec_type"] == "EXEC_TYPE_FILL" and lines[-1]["record"]["cum_qty"] == "1.5"
     assert all(isinstance(line["offset"], int) for line in lines)
+
+
+def test_journal_dump_when_its_reader_stops_early_exits_0_without_a_traceback(tmp_path: Path) -> None:
+    """``nautilus-mesh journal dump PATH | head -1``: the rest of a journal larger than the pipe's buffer has nowhere to
+    go; the CLI stops quietly."""
+    path = tmp_path / "journal.bin"
+    venue = SimVenue(SimVenueConfig(instruments=(instrument(),), seed=1))
+    manager = OrderManager({"sim": venue}, journal_path=path, clock=lambda: 1_000)
+    for i in range(600):  # ~2,000 records, several hundred KB of JSON lines
+        side = Side.BUY if i % 2 else Side.SELL
+        manager.submit("sim", OrderRequest(f"c{i}", "s1", "acct", "m1", "TST-USD", side, OrderType.MARKET,
+                                           TimeInForce.IOC, D("1")))  # fmt: skip
+    manager.close()
+    cmd = [sys.executable, "-m", "clients.cli", "journal", "dump", str(path)]
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # as `head -1` does once it has its line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 0, err
+    assert json.loads(first)["type"] == "nautilus.engine.v1.OrderRecord"
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
 
 
 def test_journal_dump_when_jsonl_journal_given_prints_its_records(
