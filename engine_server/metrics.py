@@ -7,10 +7,12 @@ lock and a tuple per call): :meth:`EngineMetrics.order_counter`, :meth:`EngineMe
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 
+from engine_server.venues.base import ExecType
 from nautilus_mesh.telemetry import LATENCY_BUCKETS
 
 
@@ -76,6 +78,15 @@ class EngineMetrics:
         self._orders_by_venue = BoundChildren(self.orders_received)
         self._reports_by_type = BoundChildren(self.reports)
         self._fills_by_venue = BoundChildren(self.fills)
+
+    def bind_venues(self, venues: Iterable[str]) -> None:
+        """Each venue's order, fill and report series at zero from the start (a panel shows 0, not "No data", and a
+        series' first increment counts in ``rate()``)."""
+        for venue in venues:
+            self.order_counter(venue)
+            self.fill_counter(venue)
+            for exec_type in ExecType:
+                self.report_counter(venue, exec_type.value)
 
     def order_counter(self, venue: str) -> Any:
         """``engine_orders_total{venue}``, bound once."""

@@ -71,6 +71,7 @@ def rails_settings(config: EngineConfig, name: str) -> VenueRailsConfig:
 def build_manager(config: EngineConfig, metrics: EngineMetrics, clock: Clock = REAL_CLOCK) -> OrderManager:
     """Venues, their rails and the execution ledger, from the config."""
     venues = build_venues(config.venues, clock=clock.time_ns)  # the config checked its rails' venue names
+    metrics.bind_venues(venues)
 
     def on_reject(venue: str, rail: str) -> None:
         metrics.venue_rejections.labels(venue, rail).inc()

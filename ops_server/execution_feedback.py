@@ -122,7 +122,7 @@ class ExecutionFeedback:
         if not fan_out:
             parts.tracker.remember_fill(fill)
             return
-        parts.metrics.model(order.model_id).fills.inc()
+        parts.metrics.model_fills(order.model_id).inc()
         if order.owner and order.filled == abs(applied.signed_qty):  # a strategy's order's first fill (not a twin's)
             latency = max(0.0, (parts.clock.time_ns() - order.created_ns) / 1e9)
             parts.metrics.signal_to_fill.observe(latency, None if unsampled else trace_exemplar())  # the report's trace

@@ -30,10 +30,13 @@ class ModelMetrics:
         self.received = metrics.signals_received.labels(model)
         self.routed = {mode: metrics.signals_routed.labels(model, mode) for mode in ROUTING_MODES}
         self.decided = {status: metrics.decisions.labels(model, status) for status in DECISION_STATUSES}
-        self.fills = metrics.fills.labels(model)
+        self.fills = metrics.model_fills(model)
         self._model = model
         self._by_code_metric = metrics.decisions_by_code
-        self._by_code: dict[tuple[str, str], Any] = {}
+        # Each status without a code at zero from the start (a rejection's code is bound when it first happens).
+        self._by_code: dict[tuple[str, str], Any] = {
+            (status, ""): metrics.decisions_by_code.labels(model, status, "") for status in DECISION_STATUSES
+        }
 
     def count_decision(self, status: str, code: str = "") -> None:
         """One decision: ``signal_decisions_total{model,status}`` and ``decisions_total{model,status,code}``."""
@@ -223,12 +226,21 @@ class OpsMetrics:
         self.stage_risk, self.stage_send = stages["risk"], stages["send"]
         self._models: dict[str, ModelMetrics] = {}
         self._venues: dict[str, Any] = {}
+        self._fills: dict[str, Any] = {}
 
     def model(self, model_id: str) -> ModelMetrics:
         """The bound children of one model (created, at zero, on first use)."""
         bound = self._models.get(model_id)
         if bound is None:
             bound = self._models[model_id] = ModelMetrics(self, model_id)
+        return bound
+
+    def model_fills(self, book: str) -> Any:
+        """The bound ``fills_total`` child of a book: a model's, or a paper twin's (``<model>@paper``), which has no
+        signal series of its own."""
+        bound = self._fills.get(book)
+        if bound is None:
+            bound = self._fills[book] = self.fills.labels(book)
         return bound
 
     def venue_orders(self, venue: str) -> Any:

@@ -65,6 +65,45 @@ async def test_metrics_when_a_signal_is_filled_expose_routing_orders_capital_and
     assert up["venue:sim"] == 1 and up["last_seq"] == 1 and "ops_session" in up
 
 
+async def test_metrics_before_any_signal_show_the_known_label_sets_at_zero(metered_mesh: Mesh) -> None:
+    """Panels and alerts read ``decisions_total`` and the engine's order, fill and report counters: each configured
+    model's decisions by status and each venue's series exist at 0 before the first signal (a counter first seen at 1
+    is no increase to ``rate()``)."""
+    assert metered_mesh.ops.metrics_server is not None and metered_mesh.engine.metrics_server is not None
+    ops = await scrape(metered_mesh.ops.metrics_server.port)
+    decisions = {
+        (s[1]["model"], s[1]["status"], s[1]["code"]): s[2] for s in ops["decisions"] if s[0] == "decisions_total"
+    }
+    for model in ("momentum_v1", "momentum_v2", "meanrev_v1"):
+        for status in ("ACCEPTED", "REJECTED", "NO_ACTION", "DUPLICATE"):
+            assert decisions[(model, status, "")] == 0, (model, status)
+    engine = await scrape(metered_mesh.engine.metrics_server.port)
+    venues = {v.name for v in metered_mesh.engine.config.venues}
+    for family, sample in (("engine_orders", "engine_orders_total"), ("engine_fills", "engine_fills_total")):
+        assert {s[1]["venue"]: s[2] for s in engine[family] if s[0] == sample} == dict.fromkeys(venues, 0.0)
+    reports = {(s[1]["venue"], s[1]["exec_type"]): s[2] for s in engine["execution_reports"] if s[0].endswith("_total")}
+    assert reports[("sim", "FILL")] == 0 and reports[("sim", "REJECTED")] == 0
+    assert len(reports) == 6 * len(venues)
+
+
+async def test_paper_twin_fills_when_counted_add_no_signal_series_for_the_paper_book(metered_mesh: Mesh) -> None:
+    async with metered_mesh.channel() as channel:
+        await metered_mesh.ops_stub(channel).SubmitSignal(
+            ops_pb2.SubmitSignalRequest(
+                signal=ops_pb2.Signal(signal_id="twin-1", model_id="momentum_v1", instrument="BTC-USD", target=0.1)
+            ),
+            metadata=(("x-strategy-token", MOMENTUM_TOKEN),),
+        )
+    core = metered_mesh.ops.core
+    await wait_until(lambda: core.queries.fills("momentum_v1@paper", 10, "").items != [])
+    assert metered_mesh.ops.metrics_server is not None
+    ops = await scrape(metered_mesh.ops.metrics_server.port)
+    fills = {s[1]["model"]: s[2] for s in ops["fills"] if s[0] == "fills_total"}
+    assert fills["momentum_v1@paper"] == 1 and fills["momentum_v1"] == 1
+    for family in ("signals_received", "signals_routed", "signal_decisions", "decisions"):
+        assert not [s for s in ops[family] if s[1]["model"].endswith("@paper")], family
+
+
 async def test_engine_connected_when_the_engine_goes_away_reads_0_at_once(metered_mesh: Mesh) -> None:
     core = metered_mesh.ops.core
     assert metered_mesh.ops.metrics_server is not None
