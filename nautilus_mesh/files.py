@@ -175,6 +175,8 @@ def load_json_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except RecursionError:  # arrays or objects nested thousands deep: no config file is
+        raise ConfigError(f"{p}: invalid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a JSON object at the top level")
     return data

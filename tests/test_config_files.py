@@ -113,3 +113,29 @@ def test_config_errors_found_after_the_fields_parse_still_name_the_file(tmp_path
         with pytest.raises(ConfigError) as refused:
             load(path)
         assert str(path) in str(refused.value) and problem in str(refused.value), str(refused.value)
+
+
+def test_a_risk_or_policy_amount_of_1e18_or_more_is_refused_before_it_can_overflow(tmp_path: Path) -> None:
+    """A total capital or a risk limit past exact arithmetic (``1e27`` overflowed the allocations' quantize and left a
+    reloaded policy half-applied; ``1e999999999`` made GetRiskLimits fail) is a config error naming the field."""
+    from ops_server.allocation.config import CapitalPolicy
+    from ops_server.risk.config import RiskLimits
+
+    policy = json.loads((DEMO / "capital_policy.json").read_text())
+    limits = json.loads((DEMO / "risk_limits.json").read_text())
+    for huge in ("1e18", "1e27", "1e999999999"):
+        with pytest.raises(ConfigError, match="total_capital must be below 1e18"):
+            CapitalPolicy.from_dict({**policy, "total_capital": huge})
+        too_much = {**limits, "global": {**limits["global"], "max_gross_exposure": huge}}
+        with pytest.raises(ConfigError, match=r"max_gross_exposure.*must be below 1e18"):
+            RiskLimits.from_dict(too_much)
+    CapitalPolicy.from_dict({**policy, "total_capital": "999999999999999999"})  # the largest amount still taken
+
+
+def test_a_config_file_nested_thousands_deep_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    from nautilus_mesh.files import load_json_file
+
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_json_file(path)

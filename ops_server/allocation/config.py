@@ -18,6 +18,7 @@ from typing import Any
 import pydantic
 
 from nautilus_mesh.config import validate_config
+from nautilus_mesh.decimals import MAX_INTEGER_DIGITS
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import load_json_file
 
@@ -81,7 +82,8 @@ class CapitalPolicy(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True, strict=True)
 
     total_capital: Decimal
-    """Capital shared by all strategies, USD, > 0; a decimal string (or integer) in JSON, never a float."""
+    """Capital shared by all strategies, USD, > 0 and below 1e18; a decimal string (or integer) in JSON, never a
+    float."""
     strategies: Mapping[str, StrategyBounds] = pydantic.Field(min_length=1)
     """The enabled strategies (in this order in decisions and reports) with their bounds. A strategy of the model
     registry left out has no capital: its LIVE models' quota is 0 (its SHADOW models paper-trade as ever)."""
@@ -130,6 +132,8 @@ class CapitalPolicy(pydantic.BaseModel):
             raise ConfigError(f"total_capital is not a decimal number: {value!r}") from None
         if not amount.is_finite() or amount <= 0:
             raise ConfigError(f"total_capital must be a positive amount, got {value!r}")
+        if amount.adjusted() >= MAX_INTEGER_DIGITS:  # the allocations' arithmetic is exact below that
+            raise ConfigError(f"total_capital must be below 1e{MAX_INTEGER_DIGITS} USD, got {value!r}")
         return amount
 
     @pydantic.field_validator("strategies", mode="after")

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from nautilus_mesh.config import validate_config
+from nautilus_mesh.decimals import MAX_INTEGER_DIGITS
 from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import load_json_file
 from ops_server.risk.trading_state import TradingState
@@ -47,6 +48,8 @@ def _exact(value: object) -> Decimal:
         raise ValueError(f"must be a number or a decimal string, got {value!r}") from None
     if not number.is_finite():
         raise ValueError(f"must be a finite number, got {value!r}")
+    if number and number.adjusted() >= MAX_INTEGER_DIGITS:  # the rails' arithmetic is exact below that
+        raise ValueError(f"must be below 1e{MAX_INTEGER_DIGITS}, got {value!r}")
     return number
 
 

@@ -83,7 +83,8 @@ FILES = (
         "config/demo/risk_limits.json",
         RiskLimitsFile,
         "The ops risk rails. `models.<model_id>` overrides any subset of `default_model` (merged entry by entry "
-        "for `max_position_qty`). A model id the registry does not have (`UNKNOWN_MODEL`), or a `max_position_qty` "
+        "for `max_position_qty`). Every amount and quantity is below 1e18. A model id the registry does not have "
+        "(`UNKNOWN_MODEL`), or a `max_position_qty` "
         "symbol other than `*` that no model trades (`UNKNOWN_INSTRUMENT`), is refused, at start and on reload: a "
         "misspelled id would leave the model on the default limits. `ReloadConfig(CONFIG_TARGET_RISK_LIMITS)` "
         "(`nautilus-mesh risk reload`) re-reads it; a bad file is refused and the previous limits stay.",
