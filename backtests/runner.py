@@ -41,9 +41,11 @@ from nautilus_mesh.api.ops.v1 import ops_pb2
 from nautilus_mesh.auth import Principal
 from nautilus_mesh.clock import NS_PER_SECOND, SimClock
 from nautilus_mesh.errors import ConfigError
+from nautilus_mesh.files import load_json_file
 from nautilus_mesh.telemetry import Tracing
 from ops_server.config import OpsConfig
 from ops_server.core import OpsCore
+from ops_server.risk.config import ANY_INSTRUMENT
 from strategies.config import BuiltModel, StrategyEntry, build_models, load_strategies
 from strategies.runtime import SignalPlanner, status_name
 
@@ -159,6 +161,25 @@ def _engine(config: EngineConfig, seed: int, source: TapePriceSource, clock: Sim
     return EngineCore(manager, EngineMetrics(), Tracing("engine", None, enabled=False))
 
 
+def backtest_limits(limits: dict[str, Any], model_id: str, instruments: Sequence[str]) -> dict[str, Any]:
+    """The config folder's risk limits for a backtest of one model: the overrides of the other models and the position
+    caps of instruments the model does not trade are left out (ops refuses a file naming a model or an instrument its
+    registry does not have, and the backtest's registry holds this model alone); every limit that applies is kept."""
+    out = dict(limits)
+
+    def own_caps(entry: object) -> object:
+        if not isinstance(entry, dict) or not isinstance(entry.get("max_position_qty"), dict):
+            return entry
+        caps = {k: v for k, v in entry["max_position_qty"].items() if k == ANY_INSTRUMENT or k in instruments}
+        return {**entry, "max_position_qty": caps}
+
+    out["default_model"] = own_caps(limits.get("default_model"))
+    models = limits.get("models")
+    if isinstance(models, dict):
+        out["models"] = {k: own_caps(v) for k, v in models.items() if k == model_id}
+    return out
+
+
 def _ops_files(spec: BacktestSpec, entry: StrategyEntry, model: BuiltModel, workdir: Path) -> OpsConfig:
     workdir.mkdir(parents=True, exist_ok=True)
     registry = {
@@ -176,6 +197,8 @@ def _ops_files(spec: BacktestSpec, entry: StrategyEntry, model: BuiltModel, work
     policy["strategies"] = {entry.name: {"min_fraction": 1.0, "max_fraction": 1.0}}
     (workdir / "registry.json").write_text(json.dumps(registry), encoding="utf-8")
     (workdir / "capital_policy.json").write_text(json.dumps(policy), encoding="utf-8")
+    limits = backtest_limits(load_json_file(spec.config_dir / "risk_limits.json"), model.model_id, model.instruments)
+    (workdir / "risk_limits.json").write_text(json.dumps(limits), encoding="utf-8")
     # The strategy signals in process (no stream to authenticate): the token only fills the required field.
     access = {"token": "in-process", "models": [model.model_id]}
     return OpsConfig.model_validate(
@@ -184,7 +207,7 @@ def _ops_files(spec: BacktestSpec, entry: StrategyEntry, model: BuiltModel, work
             "strategies": {entry.name: access},
             "registry_path": workdir / "registry.json",
             "capital_policy_path": workdir / "capital_policy.json",
-            "risk_limits_path": spec.config_dir / "risk_limits.json",
+            "risk_limits_path": workdir / "risk_limits.json",
             "state_dir": workdir / "ops",
             "live_venue": LIVE_VENUE,
             "sample_interval_seconds": spec.sample_seconds,

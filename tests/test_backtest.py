@@ -269,3 +269,22 @@ def test_compare_when_the_bar_is_not_a_whole_number_of_samples_annualises_by_the
     expected = describe_returns(bars).sharpe * math.sqrt(31_536_000 / 60)
     assert out["bar_seconds"] == 60.0
     assert out["sharpe_stable_annual"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_backtest_limits_keep_what_concerns_the_model_and_leave_out_the_rest() -> None:
+    """The backtest's registry holds one model: ops would refuse overrides and caps naming others."""
+    from backtests.runner import backtest_limits
+
+    limits = {
+        "global": {"max_gross_exposure": "1000"},
+        "default_model": {"max_order_notional": "10", "max_position_qty": {"*": "5", "BTC-USD": "1", "ETH-USD": "2"}},
+        "models": {
+            "meanrev_v1": {"max_order_notional": "7", "max_position_qty": {"SOL-USD": "3", "BTC-USD": "9"}},
+            "momentum_v1": {"max_order_notional": "1"},
+        },
+    }
+    kept = backtest_limits(limits, "meanrev_v1", ("ETH-USD", "SOL-USD"))
+    assert kept["global"] == limits["global"]
+    assert kept["default_model"] == {"max_order_notional": "10", "max_position_qty": {"*": "5", "ETH-USD": "2"}}
+    assert kept["models"] == {"meanrev_v1": {"max_order_notional": "7", "max_position_qty": {"SOL-USD": "3"}}}
+    assert limits["models"]["meanrev_v1"]["max_position_qty"]["BTC-USD"] == "9"  # the caller's dict is not changed
