@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import pydantic
 
-from nautilus_mesh.config import StrictModel, load_config
+from nautilus_mesh.config import SentSecret, StrictModel, load_config
 from nautilus_mesh.errors import ConfigError
 from strategies.mean_reversion import MeanReversionConfig, MeanReversionModel
 from strategies.momentum import MomentumConfig, MomentumModel
@@ -64,8 +64,9 @@ class StrategyEntry(StrictModel):
 
     name: str = pydantic.Field(min_length=1, max_length=64)
     """The strategy's name (the process is ``strategy-<name>``)."""
-    token: str = pydantic.Field(min_length=1)
-    """Strategy token sent as ``x-strategy-token``; bound to its models in ops.json."""
+    token: SentSecret = pydantic.Field(min_length=1)
+    """Strategy token sent as ``x-strategy-token``; bound to its models in ops.json. Plain text, ``env:NAME`` (an
+    environment variable) or ``file:PATH`` (a file's first line), as every token field."""
     models: list[ModelEntry] = pydantic.Field(min_length=1)
     """The models this process runs, on one signal stream."""
 

@@ -67,6 +67,34 @@ def test_token_references_when_unusable_are_config_errors(
     assert expected in caught.value.message
 
 
+def test_strategies_json_token_when_given_as_env_or_file_is_read_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A strategy process sends its token: ``env:``/``file:`` resolve as in ops.json (the reference itself was sent,
+    and refused forever); an unset variable or a hash is a config error naming it."""
+    import json
+
+    from strategies.config import StrategiesConfig
+
+    data = json.loads((DEMO / "strategies.json").read_text())
+    monkeypatch.setenv("NAUTILUS_TEST_STRATEGY_TOKEN", "from-env")
+    monkeypatch.delenv("NAUTILUS_TEST_UNSET", raising=False)
+    token_file = tmp_path / "strategy.token"
+    token_file.write_text("from-file\n")
+    for reference, expected in (("env:NAUTILUS_TEST_STRATEGY_TOKEN", "from-env"), (f"file:{token_file}", "from-file")):
+        data["strategies"][0]["token"] = reference
+        config = validate_config(StrategiesConfig, data, source="strategies.json")
+        assert config.strategies[0].token == expected
+    for reference, error in (
+        ("env:NAUTILUS_TEST_UNSET", "environment variable NAUTILUS_TEST_UNSET is unset or empty"),
+        (hash_token("x"), "cannot be given as a sha256: hash"),
+    ):
+        data["strategies"][0]["token"] = reference
+        with pytest.raises(ConfigError) as caught:
+            validate_config(StrategiesConfig, data, source="strategies.json")
+        assert error in caught.value.message and "strategies.0.token" in caught.value.message
+
+
 def test_engine_token_when_hashed_loads() -> None:
     assert EngineConfig(ops_token=hash_token("t")).ops_token == hash_token("t")
 
