@@ -29,6 +29,7 @@ from nautilus_mesh.instance_lock import InstanceLock
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.request_guard import guard
 from nautilus_mesh.rpc_spans import RpcMetrics, RpcMetricsInterceptor, RpcSpanInterceptor
+from nautilus_mesh.span_export import span_file_max_bytes
 from nautilus_mesh.telemetry import MetricsServer, Tracing, count_dropped_spans
 from nautilus_mesh.tls import ServerTls
 
@@ -422,6 +423,7 @@ def service_main(
     fix_mmap_threshold()
     try:
         loop_factory = event_loop_factory()
+        span_file_max_bytes()  # a bad NAUTILUS_SPAN_FILE_MAX_BYTES stops the service here, named, not at its first span
         config = load(args.config)
         if args.port is not None:
             config = config.model_copy(update={"port": args.port})

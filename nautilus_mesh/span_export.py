@@ -37,8 +37,30 @@ if TYPE_CHECKING:
 log = logging.getLogger("nautilus_mesh.telemetry")
 
 
-SPAN_FILE_MAX_BYTES = int(os.environ.get("NAUTILUS_SPAN_FILE_MAX_BYTES", str(64 * 1024 * 1024)))
-"""Size in bytes past which a span file rotates to ``<name>.1`` (``NAUTILUS_SPAN_FILE_MAX_BYTES``; 64 MiB)."""
+SPAN_FILE_MAX_BYTES = 64 * 1024 * 1024
+"""Size in bytes past which a span file rotates to ``<name>.1`` by default (64 MiB; ``NAUTILUS_SPAN_FILE_MAX_BYTES``
+sets it for a service: :func:`span_file_max_bytes`)."""
+
+
+def span_file_max_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """The span file's rotation size in bytes: ``NAUTILUS_SPAN_FILE_MAX_BYTES`` (a whole number of bytes > 0), else
+    :data:`SPAN_FILE_MAX_BYTES`.
+
+    Raises:
+        ConfigError: ``BAD_SPAN_FILE_MAX_BYTES``: not a whole number of bytes above 0 (``64MiB`` is not one).
+    """
+    from nautilus_mesh.errors import ConfigError
+
+    text = environ.get("NAUTILUS_SPAN_FILE_MAX_BYTES", "").strip()
+    if not text:
+        return SPAN_FILE_MAX_BYTES
+    if not text.isdigit() or int(text) <= 0:
+        raise ConfigError(
+            f"NAUTILUS_SPAN_FILE_MAX_BYTES must be a whole number of bytes above 0 (64 MiB is 67108864), got {text!r}",
+            code="BAD_SPAN_FILE_MAX_BYTES",
+        )
+    return int(text)
+
 
 _KIND_NAME = {kind: kind.name for kind in SpanKind}
 _STATUS_NAME = {code: code.name for code in StatusCode}

@@ -45,6 +45,7 @@ from nautilus_mesh.span_export import (
     CountingExporter,
     InlineBatchSpanProcessor,
     note_exporter,
+    span_file_max_bytes,
 )
 from nautilus_mesh.span_export import ExportStats as ExportStats
 from nautilus_mesh.span_export import JsonlSpanExporter as JsonlSpanExporter
@@ -167,7 +168,7 @@ class Tracing:
             exporter = OTLPSpanExporter()
             log.info("[TRACING] %s exports spans over OTLP to %s", service_name, endpoint)
         else:
-            exporter = JsonlSpanExporter(path)
+            exporter = JsonlSpanExporter(path, max_bytes=span_file_max_bytes())
             log.info("[TRACING] %s writes spans to %s", service_name, path)
         self.exporter_kind = "otlp" if endpoint else "jsonl"
         counted = CountingExporter(exporter, self.export_stats)

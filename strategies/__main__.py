@@ -20,6 +20,7 @@ from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.log_format import LOG_FORMATS, configure_logging, log_format_from_env
 from nautilus_mesh.serving import event_loop_factory
+from nautilus_mesh.span_export import span_file_max_bytes
 from nautilus_mesh.tasks import cancel_and_wait
 from nautilus_mesh.telemetry import MetricsServer, Tracing
 from strategies.config import StrategiesConfig, build_models, load_strategies
@@ -141,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_strategies(args.config)
         loop_factory = event_loop_factory()  # NAUTILUS_EVENT_LOOP, as ops and the engine read it
+        span_file_max_bytes()  # NAUTILUS_SPAN_FILE_MAX_BYTES, checked before anything starts
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2

@@ -114,3 +114,17 @@ def test_strategies_run_on_the_event_loop_the_variable_names(
     monkeypatch.setattr(strategies_main, "run", run)
     assert strategies_main.main(["--config", str(ROOT / "config/demo/strategies.json")]) == 0
     assert seen == [loop_type]
+
+
+@pytest.mark.parametrize("value", ["64MiB", "0", "-5", "1e6"])
+@pytest.mark.parametrize("module", ["engine_server", "ops_server", "strategies"])
+def test_entry_point_when_span_file_size_is_not_a_byte_count_exits_2_naming_the_variable(
+    module: str, value: str, tmp_path: Path
+) -> None:
+    config = ROOT / "config/demo/strategies.json" if module == "strategies" else tmp_path / "nope.json"
+    result = run_module(module, "--config", str(config), env={**os.environ, "NAUTILUS_SPAN_FILE_MAX_BYTES": value})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "error: NAUTILUS_SPAN_FILE_MAX_BYTES must be a whole number of bytes above 0 (64 MiB is 67108864), "
+        f"got {value!r}"
+    ]

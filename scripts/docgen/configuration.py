@@ -183,7 +183,8 @@ ENV_VARS = (
         "NAUTILUS_SPAN_FILE_MAX_BYTES",
         "every service",
         "Size in bytes past which a local span file rotates to `<name>.1` (default 67108864, 64 MiB); the pair "
-        "never holds much more than twice it.",
+        "never holds much more than twice it. A whole number above 0: anything else (`64MiB`, `0`) stops the process "
+        "at start with one line naming it and exit code 2 (`BAD_SPAN_FILE_MAX_BYTES`).",
     ),
     EnvVar(
         "OTEL_SERVICE_NAME",
