@@ -326,13 +326,18 @@ class StrategyRunner:
                     del self._pending[key]
             if status == "REJECTED":
                 self.stats.rejected[model_id] += 1
-                self.stats.rejections_by_code[decision.error.code or "UNKNOWN"] += 1
-                log.debug(
-                    "[STRATEGY] %s signal %s rejected: %s %s",
+                code = decision.error.code or "UNKNOWN"
+                self.stats.rejections_by_code[code] += 1
+                # The first of each code is a warning (a strategy whose every signal is refused, e.g. INVALID_ID, must
+                # not look healthy); repeats are counted (strategy_decisions_total) and logged at DEBUG.
+                first = self.stats.rejections_by_code[code] == 1
+                (log.warning if first else log.debug)(
+                    "[STRATEGY] %s signal %s rejected: %s %s%s",
                     self.name,
                     decision.signal_id,
-                    decision.error.code,
+                    code,
                     decision.error.message,
+                    " (the first with this code; later ones are logged at DEBUG)" if first else "",
                 )
         for fill in response.fills:
             self.last_fill_seq = max(self.last_fill_seq, fill.seq)

@@ -374,9 +374,11 @@ class FakeMarketData(engine_pb2_grpc.MarketDataServiceServicer):
 
 
 class FakeOps(ops_pb2_grpc.OpsServiceServicer):
-    """Accepts every signal and fills it at once; remembers what it saw."""
+    """Accepts every signal and fills it at once (or, with ``reject``, refuses each with that code); remembers what it
+    saw."""
 
-    def __init__(self, expected: int, frame_limit: int = 0) -> None:
+    def __init__(self, expected: int, frame_limit: int = 0, reject: str = "") -> None:
+        self.reject = reject
         self.signals: list[ops_pb2.Signal] = []
         self.frame_sizes: list[int] = []
         self.frame_limit = frame_limit
@@ -396,15 +398,28 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
         async for frame in request_iterator:
             self.signals.extend(frame.signals)
             self.frame_sizes.append(len(frame.signals))
-            decisions = [
-                ops_pb2.SignalDecision(
-                    signal_id=s.signal_id, model_id=s.model_id, status=ops_pb2.DECISION_STATUS_ACCEPTED
-                )
-                for s in frame.signals
-            ]
-            fills = [
-                ops_pb2.Fill(model_id=s.model_id, signal_id=s.signal_id, exec_id=s.signal_id) for s in frame.signals
-            ]
+            if self.reject:
+                refused = common_pb2.ErrorDetail(kind="validation", code=self.reject, message="refused by the fake")
+                decisions = [
+                    ops_pb2.SignalDecision(
+                        signal_id=s.signal_id,
+                        model_id=s.model_id,
+                        status=ops_pb2.DECISION_STATUS_REJECTED,
+                        error=refused,
+                    )
+                    for s in frame.signals
+                ]
+                fills = []
+            else:
+                decisions = [
+                    ops_pb2.SignalDecision(
+                        signal_id=s.signal_id, model_id=s.model_id, status=ops_pb2.DECISION_STATUS_ACCEPTED
+                    )
+                    for s in frame.signals
+                ]
+                fills = [
+                    ops_pb2.Fill(model_id=s.model_id, signal_id=s.signal_id, exec_id=s.signal_id) for s in frame.signals
+                ]
             yield ops_pb2.StreamSignalsResponse(decisions=decisions, fills=fills)
             if len(self.signals) >= self._expected:
                 self.enough.set()
@@ -467,6 +482,25 @@ async def test_run_when_servers_answer_sends_signals_and_books_fills() -> None:
     assert snap["fills"] == snap["orders"] == len(ops.signals)
     assert snap["in_flight"] == 0
     assert ops.closed_by_client.is_set()  # half-closed cleanly, not cancelled
+
+
+async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pytest.LogCaptureFixture) -> None:
+    """A strategy whose every signal is refused (e.g. ids longer than ops' signal_id_max_length: INVALID_ID) must not
+    look healthy at the default log level: the first refusal of a code is a warning, the repeats are counted."""
+    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
+    ops = FakeOps(expected=3, reject="INVALID_ID")  # type: ignore[abstract]  # only the RPCs the runner uses
+    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
+    caplog.set_level("INFO", logger="strategies")
+    async with fake_servers(ops, market) as address:
+        runner = StrategyRunner("demo", "t", [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"])], address, address)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await asyncio.wait_for(ops.enough.wait(), timeout=10)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "rejected" in r.getMessage()]
+    assert len(warnings) == 1 and "INVALID_ID" in warnings[0], warnings
+    assert runner.snapshot()["rejections_by_code"] == {"INVALID_ID": len(ops.signals)} and len(ops.signals) >= 3
 
 
 def test_plan_when_target_unchanged_past_refresh_resends_it() -> None:
