@@ -268,7 +268,9 @@ class FrameCoalescer:
             return None
         if self._queue.empty() or len(first.signals) >= self._limit:
             return first
-        merged = ops_pb2.StreamSignalsRequest(resume_after_fill_seq=first.resume_after_fill_seq)
+        merged = ops_pb2.StreamSignalsRequest(
+            resume_after_fill_seq=first.resume_after_fill_seq, resume_fills=first.resume_fills
+        )
         merged.signals.extend(first.signals)
         while not self._queue.empty():
             more = self._queue.get_nowait()
@@ -278,4 +280,5 @@ class FrameCoalescer:
             merged.signals.extend(more.signals)
             # A merged frame keeps a resume request (ops reads it on a stream's first frame).
             merged.resume_after_fill_seq = max(merged.resume_after_fill_seq, more.resume_after_fill_seq)
+            merged.resume_fills = merged.resume_fills or more.resume_fills
         return merged

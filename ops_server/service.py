@@ -213,7 +213,7 @@ class OpsService(ops_pb2_grpc.OpsServiceServicer):
                 async for frame in request_iterator:
                     frame_received()
                     if outbox.fill_seqs is not None:  # the stream's first frame: the only one that may resume
-                        if frame.resume_after_fill_seq:
+                        if frame.resume_after_fill_seq or frame.resume_fills:
                             self._resume_fills(frame.resume_after_fill_seq, principal, outbox)
                         outbox.stop_remembering()
                     # Queued for its turn; waits while two frames of this stream are undecided or the stream is

@@ -250,7 +250,10 @@ class StrategyRunner:
 
     def __post_init__(self, models: Sequence[ModelSpec]) -> None:
         self.last_fill_seq = 0
-        """The highest fill seq seen: sent when a stream (re)opens, so ops replays the fills missed meanwhile."""
+        """The resume point: the newest fill seq of the models when the runner started (``ListFills``), then the highest
+        seen; sent when a stream (re)opens, so ops replays the fills missed meanwhile."""
+        self._resume_point_known = False
+        """True once the newest fill seq at start was read: from then on every stream resumes, from seq 0 too."""
         self.frame_limit = MAX_SIGNALS_PER_FRAME
         """Signals per request frame: our own bound until ops says a smaller one (GetStreamLimits)."""
         # Run-unique prefix: signal ids stay unique per model across restarts (ops deduplicates by id).
@@ -438,15 +441,18 @@ class StrategyRunner:
         backoff = Backoff(self.backoff_initial, self.backoff_max)
         while not closing.is_set():
             await self._learn_frame_limit(ops)
+            await self._learn_resume_point(ops)
             call = ops.stream_signals()
-            if self.last_fill_seq:  # fills applied while no stream was open come first, once
-                with contextlib.suppress(MeshRpcError):
-                    await call.write(ops_pb2.StreamSignalsRequest(resume_after_fill_seq=self.last_fill_seq))
-            writer = asyncio.create_task(self._write(call, outbox), name=f"{self.name}-signal-writer")
-            # Frames sent on a dropped stream may be lost: re-state every target on this one.
+            # Frames sent on a dropped stream may be lost: re-state every target on this one. Signals planned from here
+            # wait in the outbox until the writer starts, after the resume frame: ops reads resume from a first frame.
             self.planner.forget_sent()
             self._ops_connected = True
             self.stats.connected["ops"] = True
+            if self._resume_point_known or self.last_fill_seq:  # fills applied while no stream was open first, once
+                resume = ops_pb2.StreamSignalsRequest(resume_after_fill_seq=self.last_fill_seq, resume_fills=True)
+                with contextlib.suppress(MeshRpcError):
+                    await call.write(resume)
+            writer = asyncio.create_task(self._write(call, outbox), name=f"{self.name}-signal-writer")
             try:
                 async for response in call:
                     frame_received()
@@ -471,6 +477,19 @@ class StrategyRunner:
             self.stats.reconnects["ops"] += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closing.wait(), backoff.next_delay())
+
+    async def _learn_resume_point(self, ops: OpsClient) -> None:
+        """Once per run: the newest fill seq of our models now (0 when they have none), so that a stream lost before
+        our first fill still resumes from here, and fills from before this run are not replayed as ours."""
+        if self._resume_point_known:
+            return
+        try:
+            newest = await ops.list_fills(page_size=1)  # our models' fills, newest first
+        except MeshRpcError as exc:  # tried again before the next stream
+            log.debug("[STRATEGY] %s could not read its newest fill seq: %s", self.name, exc)
+            return
+        self.last_fill_seq = max(self.last_fill_seq, newest.fills[0].seq if newest.fills else 0)
+        self._resume_point_known = True
 
     async def _learn_frame_limit(self, ops: OpsClient) -> None:
         """Frames carry at most what ops says it accepts (``GetStreamLimits``), and at most our own bound."""

@@ -59,6 +59,33 @@ async def test_stream_when_reopened_with_a_resume_cursor_gets_the_missed_fills_o
     assert not [f for f in frame.fills if f.exec_id in expected]
 
 
+async def test_stream_when_it_resumes_from_seq_0_with_resume_fills_gets_every_fill_held(mesh: Mesh) -> None:
+    """A strategy that started when its models had no fill and lost its stream before its first fill resumes from 0:
+    ``resume_after_fill_seq`` 0 alone means no replay, ``resume_fills`` asks for one."""
+    async with mesh.channel() as channel:
+        stub = mesh.ops_stub(channel)
+        response = await stub.SubmitSignal(
+            ops_pb2.SubmitSignalRequest(signal=signal("z-1", 0.1)), metadata=MOMENTUM_META
+        )
+        await filled(mesh, response.decision.client_order_id)
+        held = {f.exec_id for f in mesh.ops.core.queries.fills_after(0, frozenset({"momentum_v1"}))}
+        assert held
+
+        plain = stub.StreamSignals(metadata=MOMENTUM_META)  # 0 without the flag: nothing replayed
+        await plain.write(ops_pb2.StreamSignalsRequest(resume_after_fill_seq=0, signals=[signal("z-2", 0.1)]))
+        answer = await plain.read()
+        plain.cancel()
+        assert not {f.exec_id for f in answer.fills} & held
+
+        resumed = stub.StreamSignals(metadata=MOMENTUM_META)
+        await resumed.write(ops_pb2.StreamSignalsRequest(resume_after_fill_seq=0, resume_fills=True))
+        replayed: list[ops_pb2.Fill] = []
+        while not held <= {f.exec_id for f in replayed}:
+            replayed.extend((await resumed.read()).fills)
+        resumed.cancel()
+    assert len({f.exec_id for f in replayed}) == len(replayed)  # once each
+
+
 async def test_response_frames_when_items_are_many_bytes_are_split_by_size(
     mesh: Mesh, monkeypatch: pytest.MonkeyPatch
 ) -> None:

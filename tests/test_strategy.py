@@ -377,8 +377,10 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
     """Accepts every signal and fills it at once (or, with ``reject``, refuses each with that code); remembers what it
     saw."""
 
-    def __init__(self, expected: int, frame_limit: int = 0, reject: str = "") -> None:
+    def __init__(self, expected: int, frame_limit: int = 0, reject: str = "", newest_fill_seq: int = 0) -> None:
         self.reject = reject
+        self.newest_fill_seq = newest_fill_seq
+        self.resumes: list[tuple[int, bool]] = []
         self.signals: list[ops_pb2.Signal] = []
         self.frame_sizes: list[int] = []
         self.frame_limit = frame_limit
@@ -396,6 +398,8 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
         self.tokens.append(dict(context.invocation_metadata() or ()).get("x-strategy-token", ""))
         self.opened.set()
         async for frame in request_iterator:
+            if frame.resume_after_fill_seq or frame.resume_fills:
+                self.resumes.append((frame.resume_after_fill_seq, frame.resume_fills))
             self.signals.extend(frame.signals)
             self.frame_sizes.append(len(frame.signals))
             if self.reject:
@@ -424,6 +428,13 @@ class FakeOps(ops_pb2_grpc.OpsServiceServicer):
             if len(self.signals) >= self._expected:
                 self.enough.set()
         self.closed_by_client.set()
+
+    async def ListFills(
+        self, request: ops_pb2.ListFillsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ops_pb2.ListFillsResponse:
+        if not self.newest_fill_seq:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no fills")
+        return ops_pb2.ListFillsResponse(fills=[ops_pb2.Fill(seq=self.newest_fill_seq)])
 
     async def GetStreamLimits(
         self, request: ops_pb2.GetStreamLimitsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -503,6 +514,22 @@ async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pyte
     assert runner.snapshot()["rejections_by_code"] == {"INVALID_ID": len(ops.signals)} and len(ops.signals) >= 3
 
 
+async def test_run_when_its_first_stream_opens_resumes_from_the_newest_fill_at_start() -> None:
+    """The resume point is read once (ListFills, newest first): a stream lost before the runner's first fill still
+    resumes from there, and older fills are not replayed as this run's."""
+    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
+    ops = FakeOps(expected=3, newest_fill_seq=7)  # type: ignore[abstract]  # only the RPCs the runner uses
+    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
+    async with fake_servers(ops, market) as address:
+        runner = StrategyRunner("demo", "t", [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"])], address, address)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        await asyncio.wait_for(ops.enough.wait(), timeout=10)
+        stop.set()
+        await asyncio.wait_for(task, timeout=10)
+    assert ops.resumes == [(7, True)]
+
+
 def test_plan_when_target_unchanged_past_refresh_resends_it() -> None:
     planner = SignalPlanner(
         [("m1", ScriptedModel([0.3, 0.3, 0.3]), ["X"])], min_target_change=0.05, run_id="r", refresh_seconds=5
@@ -539,10 +566,12 @@ async def test_coalescer_when_a_queued_frame_asks_to_resume_fills_then_the_merge
     queue: asyncio.Queue[ops_pb2.StreamSignalsRequest | None] = asyncio.Queue()
     resume = _frame("b")
     resume.resume_after_fill_seq = 41
+    resume.resume_fills = True
     for frame in (_frame("a"), resume, _frame("c")):
         queue.put_nowait(frame)
     merged = await FrameCoalescer(queue, limit=100).next()
     assert merged is not None and _ids(merged) == ["a", "b", "c"] and merged.resume_after_fill_seq == 41
+    assert merged.resume_fills
 
 
 async def test_coalescer_when_queue_empty_then_frame_leaves_at_once_without_waiting() -> None:

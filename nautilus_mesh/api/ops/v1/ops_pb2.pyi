@@ -265,12 +265,18 @@ class StreamSignalsRequest(_message.Message):
 
     SIGNALS_FIELD_NUMBER: _builtins.int
     RESUME_AFTER_FILL_SEQ_FIELD_NUMBER: _builtins.int
+    RESUME_FILLS_FIELD_NUMBER: _builtins.int
     resume_after_fill_seq: _builtins.int
     """Fills are resumed after this one: the seq of the last fill the strategy saw (0: no replay). Read on the
     stream's first frame only: ops then sends once every fill of the stream's models with a higher seq that this
     stream has not delivered (fills applied while no stream was open, e.g. during a restart's reconciliation),
     among those it holds in memory (the last order_history fills); older ones are listed by ListFills. A frame may
     carry it and no signal.
+    """
+    resume_fills: _builtins.bool
+    """Resume even from resume_after_fill_seq 0, where 0 alone means no replay: every fill of the stream's models ops holds
+    is sent once (a strategy that started when its models had no fill, then lost its stream before its first fill).
+    Read on the stream's first frame only, with resume_after_fill_seq.
     """
     @_builtins.property
     def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___Signal]: ...
@@ -279,10 +285,11 @@ class StreamSignalsRequest(_message.Message):
         *,
         signals: _abc.Iterable[Global___Signal] | None = ...,
         resume_after_fill_seq: _builtins.int = ...,
+        resume_fills: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_fill_seq", b"resume_after_fill_seq", "signals", b"signals"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resume_after_fill_seq", b"resume_after_fill_seq", "resume_fills", b"resume_fills", "signals", b"signals"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
