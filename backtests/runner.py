@@ -45,7 +45,6 @@ from nautilus_mesh.files import load_json_file
 from nautilus_mesh.telemetry import Tracing
 from ops_server.config import OpsConfig
 from ops_server.core import OpsCore
-from ops_server.risk.config import ANY_INSTRUMENT
 from strategies.config import BuiltModel, StrategyEntry, build_models, load_strategies
 from strategies.runtime import SignalPlanner, status_name
 
@@ -170,7 +169,7 @@ def backtest_limits(limits: dict[str, Any], model_id: str, instruments: Sequence
     def own_caps(entry: object) -> object:
         if not isinstance(entry, dict) or not isinstance(entry.get("max_position_qty"), dict):
             return entry
-        caps = {k: v for k, v in entry["max_position_qty"].items() if k == ANY_INSTRUMENT or k in instruments}
+        caps = {k: v for k, v in entry["max_position_qty"].items() if k == "*" or k in instruments}  # * any other
         return {**entry, "max_position_qty": caps}
 
     out["default_model"] = own_caps(limits.get("default_model"))
