@@ -139,3 +139,33 @@ def test_a_config_file_nested_thousands_deep_is_a_config_error(tmp_path: Path) -
 
     with pytest.raises(ConfigError, match="nested too deeply"):
         load_json_file(path)
+
+
+@pytest.mark.parametrize(
+    ("file", "path", "field"),
+    [
+        ("registry.json", ["strategies", "momentum", "models", "momentum_v1", "weight"], "weight"),
+        ("ops.json", ["max_signals_per_frame"], "max_signals_per_frame"),
+        ("ops.json", ["stream_backlog_share"], "stream_backlog_share"),
+        ("engine.json", ["report_history"], "report_history"),
+        ("strategies.json", ["min_target_change"], "min_target_change"),
+    ],
+)
+def test_a_number_given_as_true_is_refused_naming_the_field(file: str, path: list[str], field: str) -> None:
+    """JSON ``true`` for a number was read as 1 (a registry ``"weight": true`` became a full routing weight)."""
+    from engine_server.config import EngineConfig
+    from nautilus_mesh.config import validate_config
+    from ops_server.config import OpsConfig
+    from ops_server.model_registry import RegistryFile
+    from strategies.config import StrategiesConfig
+
+    models = {"registry.json": RegistryFile, "ops.json": OpsConfig, "engine.json": EngineConfig}
+    models["strategies.json"] = StrategiesConfig
+    data = json.loads((DEMO / file).read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = True
+    with pytest.raises(ConfigError) as caught:
+        validate_config(models[file], data, source=file)
+    assert f"{field}: must be a number, got true" in caught.value.message

@@ -531,7 +531,8 @@ def render(root: Path) -> str:
     out = [HEADER.format(source="the pydantic models and dataclasses of every config file"), "# Configuration\n\n"]
     out.append(
         "Every config file is JSON, read by the model named below and validated on load: an error names the file "
-        "and the field path, and unknown keys are errors. `config/demo/` is the demo mesh `make run` starts; "
+        "and the field path, unknown keys are errors, and a number given as `true` or `false` is refused (it would "
+        "read as 1 or 0). `config/demo/` is the demo mesh `make run` starts; "
         "`config/compose/` is the same for docker compose. Token fields accept `env:NAME` (an environment variable), "
         "`file:PATH` (a file's first line) and, for tokens a service only checks, `sha256:<hex>`.\n\n"
         "Columns: *unit* is `s` seconds, `ms`/`ns` milli/nanoseconds, `bps` basis points, `USD`, `qty` instrument "
