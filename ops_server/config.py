@@ -67,7 +67,8 @@ class OpsConfig(StrictModel):
     """host:port of every worker, by index; empty derives them as ``host``:``port`` + 100 x i (the launcher's
     layout)."""
     shard_map: dict[str, int] = {}
-    """Strategy -> worker index, for strategies placed by hand; the others go to sha256(name) mod ``ops_workers``."""
+    """Strategy -> worker index, for strategies placed by hand; the others go to sha256(name) mod ``ops_workers``. A
+    name the registry does not have is refused at start (``UNKNOWN_STRATEGY``)."""
     coordination_interval_seconds: float = pydantic.Field(0.2, gt=0, le=1.0)
     """How often a worker of several polls the store for the shared state (kill switch, global trading state,
     allocations, the other workers' exposure) and writes its own, seconds."""

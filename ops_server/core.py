@@ -25,6 +25,7 @@ from pathlib import Path
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.auth import StrategyAuthenticator
 from nautilus_mesh.clock import REAL_CLOCK, Clock
+from nautilus_mesh.errors import ConfigError
 from nautilus_mesh.files import atomic_write_text
 from nautilus_mesh.store import open_store
 from nautilus_mesh.tasks import cancel_and_wait
@@ -101,6 +102,14 @@ class OpsCore:
         check_deployment(config)  # several workers need PostgreSQL; each keeps its own documents in its own schema
         # The config files first: one that does not validate stops ops before it opens its store and audit log.
         registry = working_registry(config, state_dir)
+        unplaced = sorted(set(config.shard_map) - set(registry.strategies()))
+        if unplaced:  # a misspelled name would leave the strategy it meant to the hash, silently
+            raise ConfigError(
+                f"shard_map names strategies the registry does not have: {', '.join(unplaced)} "
+                f"(known: {', '.join(sorted(registry.strategies()))})",
+                {"strategies": ", ".join(unplaced)},
+                code="UNKNOWN_STRATEGY",
+            )
         self.auth = StrategyAuthenticator({name: (s.token, s.models) for name, s in config.strategies.items()})
         policy = CapitalPolicy.load(config.capital_policy_path, known_strategies=registry.strategies())
         allocator = CapitalAllocator(policy, sample_seconds=config.sample_interval_seconds)

@@ -159,6 +159,14 @@ async def test_ops_when_two_workers_without_postgres_refuses_to_start(tmp_path: 
     assert "PostgreSQL" in raised.value.message
 
 
+async def test_ops_when_its_shard_map_names_an_unknown_strategy_refuses_to_start(tmp_path: Path) -> None:
+    """A misspelled name left the strategy it meant placed by hash, on another worker, without a word."""
+    with pytest.raises(ConfigError) as raised:
+        OpsCore(ops_config(tmp_path, 1, shard_map={"mean-rev": 0}))
+    assert raised.value.code == "UNKNOWN_STRATEGY"
+    assert "mean-rev" in raised.value.message and "meanrev" in raised.value.message
+
+
 async def test_submit_signal_when_sent_to_the_wrong_worker_is_refused_with_the_owner_address(shards: Shards) -> None:
     async with grpc.aio.insecure_channel(shards.address(1)) as channel:
         stub = ops_pb2_grpc.OpsServiceStub(channel)
