@@ -14,12 +14,12 @@ latency dashboard), ``journal dump PATH``
 - ``health [--engine ADDR] [--probe [--service S]]`` (every health check of ops and the engine; ``--probe``: the gRPC
   health status as an exit code, for container health checks).
 
-Token resolution. Queries (OpsService) need a strategy token: ``--token``, else the
-``NAUTILUS_STRATEGY_TOKEN`` environment variable, else the first strategy token in
-``config/demo/ops.json``; a strategy token reads its own models only, so queries also send the admin
-token when one resolves (below) and then read every model. Controls (OpsAdminService) need the admin
-token: ``--admin-token``, else ``NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` in ``config/demo/ops.json``. The config
-fallbacks are a demo convenience so the CLI works out of the box against ``nautilus-mesh up``;
+Token resolution. Queries (OpsService) need a strategy token: ``--token``, else the ``NAUTILUS_STRATEGY_TOKEN``
+environment variable, else a strategy token in ``config/demo/ops.json`` (for ``signal --model M`` the one bound to
+``M``, else the first); a strategy token reads its own models only, so queries also send the admin token when one
+resolves (below) and then read every model. Controls (OpsAdminService) need the admin token: ``--admin-token``, else
+``NAUTILUS_ADMIN_TOKEN``, else ``admin_token`` in ``config/demo/ops.json``. The config fallbacks are a demo
+convenience so the CLI works out of the box against ``nautilus-mesh up``;
 set real tokens in production.
 
 Exit codes: 0 success (also when the reader of the output goes away early, e.g. ``| head``: no traceback); 1 the

@@ -54,10 +54,14 @@ class CliError(Exception):
 
 
 def resolve_token(
-    explicit: str | None, env: Mapping[str, str], config_dir: str | os.PathLike[str] = DEFAULT_CONFIG_DIR
+    explicit: str | None,
+    env: Mapping[str, str],
+    config_dir: str | os.PathLike[str] = DEFAULT_CONFIG_DIR,
+    model: str = "",
 ) -> str | None:
-    """``--token``, else ``$NAUTILUS_STRATEGY_TOKEN``, else the first strategy token of ``<config_dir>/ops.json``."""
-    return explicit or env.get(TOKEN_ENV) or demo_strategy_token(config_dir)
+    """``--token``, else ``$NAUTILUS_STRATEGY_TOKEN``, else a strategy token of ``<config_dir>/ops.json``: the one
+    bound to ``model`` when given (``signal --model``), else the first."""
+    return explicit or env.get(TOKEN_ENV) or demo_strategy_token(config_dir, model)
 
 
 def resolve_admin_token(
@@ -98,8 +102,8 @@ def _mode(mode: ops_pb2.RoutingMode.ValueType) -> str:
     return ops_pb2.RoutingMode.Name(mode).removeprefix("ROUTING_MODE_")
 
 
-def _client(args: argparse.Namespace) -> OpsClient:
-    token = resolve_token(args.token, os.environ, args.config_dir)
+def _client(args: argparse.Namespace, model: str = "") -> OpsClient:
+    token = resolve_token(args.token, os.environ, args.config_dir, model)
     if not token:
         raise CliError(f"no strategy token: pass --token or set {TOKEN_ENV}", 2)
     admin = resolve_admin_token(args.admin_token, os.environ, args.config_dir)
@@ -204,7 +208,7 @@ async def cmd_signal(args: argparse.Namespace, console: Console) -> int:
         confidence=1.0,
         created_at_unix_nanos=time.time_ns(),
     )
-    async with _client(args) as ops:
+    async with _client(args, model=args.model) as ops:  # the demo token of the strategy that owns the model
         decision = await ops.submit_signal(signal)
     status = ops_pb2.DecisionStatus.Name(decision.status).removeprefix("DECISION_STATUS_")
     side = common_pb2.Side.Name(decision.side).removeprefix("SIDE_")

@@ -86,10 +86,13 @@ def _usable(token: str) -> str | None:
     return token if is_plain_token(token) else None
 
 
-def demo_strategy_token(config_dir: str | os.PathLike[str]) -> str | None:
-    """The first usable strategy token of ``ops.json`` (a demo convenience), or None."""
+def demo_strategy_token(config_dir: str | os.PathLike[str], model: str = "") -> str | None:
+    """A usable strategy token of ``ops.json`` (a demo convenience): the one bound to ``model`` when a strategy has
+    it, else the first; None without one."""
     ops = ops_config(config_dir)
-    tokens = [] if ops is None else [access.token for access in ops.strategies.values()]
+    accesses = [] if ops is None else list(ops.strategies.values())
+    owners = [a.token for a in accesses if model in a.models] if model else []
+    tokens = [*owners, *(a.token for a in accesses)]
     return next((token for token in tokens if _usable(token)), None)
 
 

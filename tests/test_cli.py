@@ -175,6 +175,15 @@ def test_resolve_token_when_demo_config_returns_momentum_token() -> None:
     assert resolve_token(None, {}, DEMO_DIR) == "demo-momentum-token"
 
 
+def test_resolve_token_when_a_model_is_named_returns_the_token_of_the_strategy_that_owns_it() -> None:
+    """``signal --model meanrev_v1`` with the demo fallback: meanrev's token, not the first strategy's (refused
+    MODEL_NOT_ALLOWED)."""
+    assert resolve_token(None, {}, DEMO_DIR, model="meanrev_v1") == "demo-meanrev-token"
+    assert resolve_token(None, {}, DEMO_DIR, model="momentum_v2") == "demo-momentum-token"
+    assert resolve_token(None, {}, DEMO_DIR, model="nobody_v1") == "demo-momentum-token"  # ops then names the refusal
+    assert resolve_token("from-flag", {}, DEMO_DIR, model="meanrev_v1") == "from-flag"
+
+
 def test_resolve_token_when_nothing_configured_returns_none(tmp_path: Path) -> None:
     assert resolve_token(None, {TOKEN_ENV: ""}, tmp_path) is None
 
