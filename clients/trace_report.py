@@ -120,11 +120,14 @@ def run_traces(args: argparse.Namespace, console: Console) -> int:
             return EXIT_SPANS_ELSEWHERE
         print(f"no spans found in {args.dir}", file=sys.stderr)
         return EXIT_NO_SPANS
-    for d in otlp_destinations(args.dir):  # span files left from before: say where the new spans go
+    elsewhere = otlp_destinations(args.dir)
+    for d in elsewhere:  # span files left from before: say where the new spans go
         print(
             f"note: {d['service']} exports its spans over OTLP ({d['endpoint']}); the span files here are older",
             file=sys.stderr,
         )
+    # Exit 3 whenever the spans went over OTLP: the older files are printed, but a script must not take them as current.
+    done = EXIT_SPANS_ELSEWHERE if elsewhere else 0
     breakdowns = break_down_all(spans)
     doc = report(breakdowns, slowest=args.slowest, trace_id=args.trace or "")
     if args.trace and not doc["waterfalls"]:
@@ -133,7 +136,7 @@ def run_traces(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         console.file.write(json.dumps({"source": args.dir, **doc}, indent=2) + "\n")
         console.file.flush()
-        return 0
+        return done
     if not args.trace:
         for outcome in (FILLED, REJECTED, OPEN):
             _print_outcome(console, outcome, doc[outcome], args.dir)
@@ -144,4 +147,4 @@ def run_traces(args: argparse.Namespace, console: Console) -> int:
         console.file.flush()
     except BrokenPipeError:  # piped into head: the reader has seen enough
         pass
-    return 0
+    return done

@@ -217,8 +217,9 @@ def test_traces_when_otlp_is_on_and_old_span_files_are_left_says_they_are_older(
                     "kind": "CONSUMER", "service": "ops", "start_ns": 1, "end_ns": 2, "attributes": {}}) + "\n"
     )  # fmt: skip
     (tmp_path / "ops.otlp.json").write_text(json.dumps({"service": "ops", "endpoint": "http://127.0.0.1:1"}))
-    _, _, err = run(capsys, "--dir", str(tmp_path))
+    code, _, err = run(capsys, "--dir", str(tmp_path))
     assert "ops exports its spans over OTLP (http://127.0.0.1:1); the span files here are older" in err
+    assert code == EXIT_SPANS_ELSEWHERE  # the old files are read, but a script is told they are not current
 
 
 def test_tracing_when_back_on_span_files_removes_its_otlp_note(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
