@@ -271,11 +271,17 @@ async def run_mesh(
 
     Returns:
         0 on a clean run; 1 when a service failed to start, or died (past the restart limit, or with restart off);
-        2 when another mesh holds the state directories or the ports (checked before any log or stats file is
-        touched).
+        2 when a config file is missing or invalid, or another mesh holds the state directories or the ports (checked
+        before any log or stats file is touched).
     """
     console = console or Console()
     root = Path(config_dir)
+    needed = ["engine.json", "ops.json", *(["strategies.json"] if with_strategies else [])]
+    missing = [root / name for name in needed if not (root / name).is_file()]
+    if missing:  # the services would each die on it; say so once, before anything starts
+        for path in missing:
+            print(f"error: config file not found: {path}", file=sys.stderr, flush=True)
+        return 2
     endpoints = endpoints_from_config(root)
     ops_specs = ops_worker_specs(root, endpoints.ops)
     problems = preflight(endpoints, state_dirs_from_config(root)) + sharding_problems(root, len(ops_specs))

@@ -150,6 +150,18 @@ async def test_launcher_refuses_before_touching_logs_or_stats(tmp_path: Path, mo
     assert not (tmp_path / "var" / "log" / "engine.log").exists()
 
 
+async def test_up_when_its_config_folder_lacks_a_file_exits_2_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = await run_mesh(tmp_path / "nonexistent", 1, console=Console(file=io.StringIO()))
+    assert code == 2
+    err = capsys.readouterr().err
+    for name in ("engine.json", "ops.json", "strategies.json"):
+        assert f"error: config file not found: {tmp_path / 'nonexistent' / name}" in err
+    assert not (tmp_path / "var").exists()  # no log or stats written
+
+
 def test_preflight_when_a_port_is_taken_names_it(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
