@@ -586,8 +586,9 @@ class GetAllocationsResponse(_message.Message):
     LAST_REASON_FIELD_NUMBER: _builtins.int
     total_capital_usd: _builtins.str
     updated_at_unix_nanos: _builtins.int
-    """When the allocations in force were applied (ns since the Unix epoch; 0 before the first cycle). Kept across a
-    restart.
+    """When an allocation cycle last applied the allocations (ns since the Unix epoch; 0 before the first cycle). Kept
+    across a restart. A capital-policy reload that moves the weights to fit its bounds is not a cycle and leaves it
+    (and the cooldown it starts) as it was: the reload's answer and audit record give the weights before and after.
     """
     last_reason: _builtins.str
     """Reason of the last allocation decision (APPLIED, COOLDOWN, DEADBAND, FORCED, KEPT) this ops process made (empty
