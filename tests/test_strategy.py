@@ -495,13 +495,10 @@ async def test_run_when_servers_answer_sends_signals_and_books_fills() -> None:
     assert ops.closed_by_client.is_set()  # half-closed cleanly, not cancelled
 
 
-async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pytest.LogCaptureFixture) -> None:
-    """A strategy whose every signal is refused (e.g. ids longer than ops' signal_id_max_length: INVALID_ID) must not
-    look healthy at the default log level: the first refusal of a code is a warning, the repeats are counted."""
+async def run_until_enough(ops: FakeOps) -> StrategyRunner:
+    """One model on five quotes of X against ``ops`` (and a market fake) until ``ops`` saw enough signals."""
     quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
-    ops = FakeOps(expected=3, reject="INVALID_ID")  # type: ignore[abstract]  # only the RPCs the runner uses
-    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
-    caplog.set_level("INFO", logger="strategies")
+    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]  # only the RPCs the runner uses
     async with fake_servers(ops, market) as address:
         runner = StrategyRunner("demo", "t", [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"])], address, address)
         stop = asyncio.Event()
@@ -509,6 +506,15 @@ async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pyte
         await asyncio.wait_for(ops.enough.wait(), timeout=10)
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+    return runner
+
+
+async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pytest.LogCaptureFixture) -> None:
+    """A strategy whose every signal is refused (e.g. ids longer than ops' signal_id_max_length: INVALID_ID) must not
+    look healthy at the default log level: the first refusal of a code is a warning, the repeats are counted."""
+    ops = FakeOps(expected=3, reject="INVALID_ID")  # type: ignore[abstract]  # only the RPCs the runner uses
+    caplog.set_level("INFO", logger="strategies")
+    runner = await run_until_enough(ops)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "rejected" in r.getMessage()]
     assert len(warnings) == 1 and "INVALID_ID" in warnings[0], warnings
     assert runner.snapshot()["rejections_by_code"] == {"INVALID_ID": len(ops.signals)} and len(ops.signals) >= 3
@@ -517,16 +523,8 @@ async def test_run_when_every_signal_is_refused_warns_once_per_code(caplog: pyte
 async def test_run_when_its_first_stream_opens_resumes_from_the_newest_fill_at_start() -> None:
     """The resume point is read once (ListFills, newest first): a stream lost before the runner's first fill still
     resumes from there, and older fills are not replayed as this run's."""
-    quotes = [_quote("X", str(100 + i), i + 1) for i in range(5)]
     ops = FakeOps(expected=3, newest_fill_seq=7)  # type: ignore[abstract]  # only the RPCs the runner uses
-    market = FakeMarketData(quotes, ready=ops.opened)  # type: ignore[abstract]
-    async with fake_servers(ops, market) as address:
-        runner = StrategyRunner("demo", "t", [("a", ScriptedModel([0.1, 0.2, 0.3, 0.4, 0.5]), ["X"])], address, address)
-        stop = asyncio.Event()
-        task = asyncio.create_task(runner.run(stop))
-        await asyncio.wait_for(ops.enough.wait(), timeout=10)
-        stop.set()
-        await asyncio.wait_for(task, timeout=10)
+    await run_until_enough(ops)
     assert ops.resumes == [(7, True)]
 
 
