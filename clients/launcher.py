@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 
@@ -143,6 +143,42 @@ def summary_line(stats: Mapping[str, Any]) -> str:
 def read_stats(path: Path = STATS_FILE) -> StatsFile:
     """The strategies' last stats snapshot ({} before the first one is written); see :mod:`clients.strategy_stats`."""
     return read_stats_file(path)
+
+
+_COUNTS = ("signals", "orders", "fills", "rejected")
+_MODEL_COUNTS = ("signals", "accepted", "fills", "rejected")
+
+
+def carry_stats(earlier: StatsFile, later: StatsFile) -> StatsFile:
+    """The stats of a run whose strategies process was restarted: the counts of the process before (``earlier``, as it
+    last wrote them) added to those of the one after (``later``), elapsed time too, so the summary and the table count
+    the whole run. Latency percentiles cannot be added up: they stay the latest process's."""
+    before: dict[str, Any] = dict(earlier.get("totals") or {})
+    if not before:
+        return later
+    after: dict[str, Any] = dict(later.get("totals") or {})
+    merged: dict[str, Any] = dict(later)
+    if not after:
+        merged["totals"] = before
+    else:
+        for key in _COUNTS:
+            after[key] = int(before.get(key, 0)) + int(after.get(key, 0))
+        elapsed = float(before.get("elapsed_s", 0.0)) + float(after.get("elapsed_s", 0.0))
+        after["elapsed_s"] = elapsed
+        after["signals_per_s"] = after["signals"] / elapsed if elapsed > 0 else 0.0
+        merged["totals"] = after
+    models: dict[str, dict[str, Any]] = {name: dict(counts) for name, counts in (later.get("models") or {}).items()}
+    for name, model in (earlier.get("models") or {}).items():
+        counts: dict[str, Any] = dict(model)
+        mine = models.setdefault(name, {key: 0 for key in _MODEL_COUNTS} | {"decisions": {}})
+        for key in _MODEL_COUNTS:
+            mine[key] = int(mine.get(key, 0)) + int(counts.get(key, 0))
+        decisions = dict(mine.get("decisions") or {})
+        for status, n in counts.get("decisions", {}).items():
+            decisions[status] = decisions.get(status, 0) + n
+        mine["decisions"] = decisions
+    merged["models"] = models
+    return cast(StatsFile, merged)
 
 
 # --- status table ----------------------------------------------------------------------------
@@ -334,6 +370,7 @@ async def run_mesh(
     client = OpsReader(endpoints.ops, strategy_token=token, admin_token=demo_admin_token(root), timeout=2.0)
     supervisor = Supervisor(procs, specs, max_restarts)
     next_status = time.monotonic() + status_interval
+    carried: StatsFile = {}  # what strategies processes that died counted (the run's summary counts them too)
     try:
         while not stop.is_set():
             wait = next_status - time.monotonic()
@@ -349,6 +386,9 @@ async def run_mesh(
                     print(f"error: {proc.name} exited with code {proc.process.returncode}; last lines:", flush=True)
                     print(proc.log_tail(), flush=True)
                     log.error("[LAUNCHER] %s exited with code %s", proc.name, proc.process.returncode)
+                    if proc.name == "strategies":  # its restart starts counting at zero: keep what it counted so far
+                        carried = carry_stats(carried, read_stats())
+                        _forget_stats()
                 if not restart or not all([await supervisor.restart(proc, stop) for proc in dead]):
                     exit_code = 1
                     break
@@ -357,12 +397,12 @@ async def run_mesh(
                 continue
             next_status = time.monotonic() + status_interval
             if not stop.is_set():
-                print_status(console, await client.view(), read_stats())
+                print_status(console, await client.view(), carry_stats(carried, read_stats()))
     finally:
         await client.close()
         await stop_all(supervisor.procs)
 
-    stats = read_stats()
+    stats = carry_stats(carried, read_stats())
     totals = stats.get("totals")
     if totals:
         decision = totals["decision_latency_ms"]

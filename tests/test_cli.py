@@ -27,7 +27,15 @@ from clients.commands import (
     resolve_token,
 )
 from clients.config_dir import MeshEndpoints, endpoints_from_config
-from clients.launcher import MIN_BARS_SHOWN, OpsView, print_status, ready_line, sharpe_cell, summary_line
+from clients.launcher import (
+    MIN_BARS_SHOWN,
+    OpsView,
+    carry_stats,
+    print_status,
+    ready_line,
+    sharpe_cell,
+    summary_line,
+)
 from engine_server.order_manager import OrderManager
 from engine_server.venues.base import OrderRequest, OrderType, Side, TimeInForce
 from engine_server.venues.sim import SimVenue, SimVenueConfig
@@ -412,3 +420,30 @@ def test_sharpe_cell_when_fewer_bars_than_ops_minimum_shows_dash_then_the_figure
     # An ops that predates min_bars: the client's own minimum.
     assert sharpe_cell(stats(MIN_BARS_SHOWN - 1, 0)) == "-"
     assert sharpe_cell(stats(MIN_BARS_SHOWN, 0)) == "1.23"
+
+
+def test_carry_stats_when_strategies_restarted_adds_the_counts_and_keeps_the_latest_latencies() -> None:
+    latency = {"count": 1, "p50": 1.0, "p99": 2.0}
+    earlier = {
+        "totals": {"elapsed_s": 10.0, "signals": 100, "signals_per_s": 10.0, "orders": 90, "fills": 80, "rejected": 5,
+                   "decision_latency_ms": latency, "fill_latency_ms": latency},
+        "models": {"m1": {"signals": 100, "decisions": {"ACCEPTED": 90, "REJECTED": 5}, "accepted": 90, "fills": 80,
+                          "rejected": 5}},
+    }  # fmt: skip
+    later_latency = {"count": 3, "p50": 3.0, "p99": 9.0}
+    later = {
+        "totals": {"elapsed_s": 5.0, "signals": 20, "signals_per_s": 4.0, "orders": 18, "fills": 17, "rejected": 1,
+                   "decision_latency_ms": later_latency, "fill_latency_ms": later_latency},
+        "models": {"m1": {"signals": 20, "decisions": {"ACCEPTED": 18, "REJECTED": 1}, "accepted": 18, "fills": 17,
+                          "rejected": 1}},
+    }  # fmt: skip
+    merged = carry_stats(earlier, later)  # type: ignore[arg-type]
+    totals = merged["totals"]
+    assert (totals["signals"], totals["orders"], totals["fills"], totals["rejected"]) == (120, 108, 97, 6)
+    assert totals["elapsed_s"] == 15.0 and totals["signals_per_s"] == 8.0
+    assert totals["fill_latency_ms"] == later_latency  # percentiles do not add up: the latest process's
+    assert merged["models"]["m1"]["decisions"] == {"ACCEPTED": 108, "REJECTED": 6}
+    assert merged["models"]["m1"]["signals"] == 120
+    assert summary_line(merged).startswith("summary: signals=120 orders=108 fills=97 rejected=6 ")
+    assert carry_stats({}, later) == later  # type: ignore[arg-type]
+    assert carry_stats(earlier, {})["totals"]["signals"] == 100  # type: ignore[arg-type]  # before the new one writes

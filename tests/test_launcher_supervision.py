@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
 import time
@@ -72,3 +74,31 @@ async def test_up_when_no_restart_and_ops_is_killed_stops_everything_with_exit_1
     assert code == 1
     assert not any(line.startswith("restarting") for line in seen), seen
     assert seen[-1].startswith("summary:")
+
+
+async def test_up_when_strategies_is_killed_the_summary_counts_the_whole_run(tmp_path: Path) -> None:
+    """The restarted strategies process counts from zero: the summary adds what the one before had counted."""
+    ops_port, engine_port, ops_metrics, engine_metrics = free_ports(4)
+    config = demo_config_on(tmp_path, ops_port, engine_port, ops_metrics, engine_metrics)
+    proc, stdout = await start_up(config, tmp_path, 90)
+    seen: list[str] = []
+    stats_file = tmp_path / "var" / "run" / "strategies.json"
+    try:
+        await read_until(stdout, "ready:", seen, 60)
+        deadline = time.monotonic() + 30
+        counted = 0
+        while counted < 20:  # the first process has sent some signals and written them down
+            assert time.monotonic() < deadline, "no strategies stats before the kill"
+            await asyncio.sleep(0.2)
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                counted = json.loads(stats_file.read_text())["totals"]["signals"]
+        pid = int((tmp_path / "var" / "run" / "strategies.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        await read_until(stdout, "restarted: strategies", seen, 30)
+        await asyncio.sleep(2)
+    finally:
+        code = await interrupt_up(proc, stdout, seen)
+    assert code == 0, "\n".join(seen[-40:])
+    after_restart = json.loads(stats_file.read_text())["totals"]["signals"]  # the second process's own count
+    signals = int(seen[-1].split("signals=")[1].split()[0])
+    assert signals >= counted + after_restart, (counted, after_restart, seen[-1])
