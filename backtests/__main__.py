@@ -50,9 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     took = time.perf_counter() - started
     print(result.json if args.json else result.table, end="")
-    quotes = result.report["data"]["quotes_count"] * len(result.runs)
+    tape, models = result.report["data"]["quotes_count"], len(result.runs)
+    replayed = tape * models  # each model replays the whole tape on a mesh of its own
     print(f"wrote {', '.join(p.as_posix() for p in written)}", file=sys.stderr)
-    print(f"{quotes} quotes replayed in {took:.2f}s ({quotes / took:,.0f} quotes/s)", file=sys.stderr)
+    print(
+        f"{tape} quotes replayed for each of {models} model(s) in {took:.2f}s ({replayed / took:,.0f} quotes/s, "
+        "all models)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -221,7 +221,7 @@ def test_cli_backtest_when_run_writes_the_report_plot_and_prints_the_table(tmp_p
     done = cli("--strategy", "momentum", "--models", "momentum_v1", "--data", str(data), "--out", "out", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "momentum_v1" in done.stdout and "PnL (USD)" in done.stdout
-    assert "quotes/s" in done.stderr
+    assert "300 quotes replayed for each of 1 model(s) in " in done.stderr and "quotes/s, all models)" in done.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert report["models"]["momentum_v1"]["quotes_count"] == 300
     assert (tmp_path / "out" / "momentum_v1.equity.png").read_bytes().startswith(b"\x89PNG")
