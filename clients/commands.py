@@ -437,8 +437,11 @@ async def cmd_events(args: argparse.Namespace, console: Console) -> int:
     if args.count < 0:
         raise CliError("--count must be >= 0", 2)
     seen = 0
+    kinds = [kind.strip().upper() for kind in args.kinds]  # kinds are upper case: `--kind canary` is CANARY
+    if kinds:  # a kind no event has matches nothing: say what is awaited, so a typo is seen
+        print(f"events of kind {', '.join(kinds)} (Ctrl-C stops)", file=sys.stderr, flush=True)
     async with _client(args) as ops:
-        stream = ops.watch_events(args.kinds, include_recent=args.recent)
+        stream = ops.watch_events(kinds, include_recent=args.recent)
         async with contextlib.aclosing(stream):
             async for event in stream:
                 print(event_line(event), flush=True)  # flushed: the stream is read line by line by pipes

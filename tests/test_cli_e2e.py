@@ -240,8 +240,8 @@ async def test_risk_reload_when_file_valid_reports_the_file(mesh: Mesh, capsys: 
 
 async def test_events_when_recent_and_kind_given_prints_the_audited_control(mesh: Mesh, capsys: Capture) -> None:
     await cli(capsys, "canary", "pause", "--strategy", "momentum", *control(mesh, "look closer"))
-    code, out, err = await cli(capsys, "events", "--kind", "ADMIN", "--recent", "--count", "1", *query(mesh))
-    assert (code, err) == (0, "")
+    code, out, err = await cli(capsys, "events", "--kind", "admin", "--recent", "--count", "1", *query(mesh))
+    assert (code, err) == (0, "events of kind ADMIN (Ctrl-C stops)\n")  # a kind in lower case is the same kind
     lines = out.splitlines()
     assert len(lines) == 1
     seq, _, kind, *_ = lines[0].split()
@@ -256,7 +256,7 @@ async def test_events_when_watching_prints_a_live_event_and_stops_after_count(me
         mesh.ops.core.events.publish("ADMIN", "from the test", action="probe")
         await asyncio.wait({watcher}, timeout=0.05)
     code, out, err = await watcher
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, "events of kind ADMIN (Ctrl-C stops)\n")
     assert len(out.splitlines()) == 1 and "from the test" in out
 
 
