@@ -46,7 +46,8 @@ from nautilus_mesh.telemetry import Tracing
 from ops_server.config import OpsConfig
 from ops_server.core import OpsCore
 from strategies.config import BuiltModel, StrategyEntry, build_models, load_strategies
-from strategies.runtime import SignalPlanner, status_name
+from strategies.planner import SignalPlanner
+from strategies.runtime import status_name
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import pytest
 
 from nautilus_mesh.errors import ConfigError
 from strategies.config import MODEL_KINDS, ModelKind, build_models, load_strategies
-from strategies.runtime import SignalPlanner
+from strategies.planner import SignalPlanner
 from tests.conftest import ROOT
 
 PAGE = ROOT / "docs" / "adding-a-strategy.md"

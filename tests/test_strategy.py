@@ -21,7 +21,8 @@ from nautilus_mesh.telemetry import Tracing
 from strategies import MODEL_KINDS, MeanReversionConfig, MeanReversionModel, MomentumConfig, MomentumModel
 from strategies.__main__ import write_stats
 from strategies.config import build_model, load_strategies
-from strategies.runtime import SignalPlanner, StrategyRunner, combined_snapshot
+from strategies.planner import SignalPlanner
+from strategies.runtime import StrategyRunner, combined_snapshot
 
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo" / "strategies.json"
 
@@ -595,7 +596,7 @@ async def test_coalescer_when_end_queued_behind_frames_then_frames_first_then_no
 
 def test_signal_ids_when_names_are_as_long_as_the_config_allows_stay_within_ops_bound() -> None:
     """A 64-character strategy name and model id made 148-character ids, every one refused INVALID_ID."""
-    from strategies.runtime import signal_id
+    from strategies.planner import signal_id
 
     short = signal_id("momentum-1a2b3c4d", "momentum_v1", "BTC-USD", 7)
     assert short == "momentum-1a2b3c4d-momentum_v1-BTC-USD-7"
