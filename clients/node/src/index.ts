@@ -15,12 +15,14 @@ export {
 } from './errors';
 export { MarketDataClient } from './market-data';
 export {
+  MAX_SIGNALS_PER_FRAME,
   OpsClient,
   type OpsClientOptions,
   prepareSignal,
   type SentSignal,
   type SignalInput,
   SignalStream,
+  type StreamSignalsOptions,
 } from './ops-client';
 export { defaultProtoDir, LOADER_OPTIONS, loadMeshProto } from './protos';
 export {

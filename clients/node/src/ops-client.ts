@@ -16,6 +16,7 @@ import type { GetCanaryStatusResponse__Output } from './gen/nautilus/ops/v1/GetC
 import type { GetModelQuotaResponse__Output } from './gen/nautilus/ops/v1/GetModelQuotaResponse';
 import type { GetModelStatsResponse__Output } from './gen/nautilus/ops/v1/GetModelStatsResponse';
 import type { GetPositionsResponse__Output } from './gen/nautilus/ops/v1/GetPositionsResponse';
+import type { GetStreamLimitsResponse__Output } from './gen/nautilus/ops/v1/GetStreamLimitsResponse';
 import type { GetTradingStateResponse__Output } from './gen/nautilus/ops/v1/GetTradingStateResponse';
 import type { CanaryStatus__Output } from './gen/nautilus/ops/v1/CanaryStatus';
 import type { ListFillsResponse__Output } from './gen/nautilus/ops/v1/ListFillsResponse';
@@ -80,28 +81,59 @@ export interface OpsClientOptions extends MeshClientOptions {
   traceSampleRatio?: number;
 }
 
+/** Signals in one request frame at most, unless ops says fewer (`getStreamLimits`): ops' default frame limit. */
+export const MAX_SIGNALS_PER_FRAME = 1000;
+
+/** Options of a `StreamSignals` call. */
+export interface StreamSignalsOptions {
+  /**
+   * Resume fills missed while no stream was open: ops sends once, first, every fill of the stream's models with a
+   * higher seq that it holds in memory. Give the seq of the last fill seen (a `Fill.seq`), or `0` to ask for every fill
+   * ops holds (e.g. the newest seq of `listFills` when the strategy started, before its first fill).
+   */
+  resumeAfterFillSeq?: number | string | bigint;
+  /** Signals per frame at most; a larger `send` is split (default MAX_SIGNALS_PER_FRAME; see `getStreamLimits`). */
+  maxSignalsPerFrame?: number;
+}
+
 /**
  * One `StreamSignals` call: send frames of signals, iterate frames of decisions and fills.
  *
  * A bad signal is answered in-band (a REJECTED decision with an ErrorDetail) and the stream stays open;
- * a failure of the stream itself (e.g. UNAUTHENTICATED) is thrown by the iteration as a MeshRpcError.
+ * a failure of the stream itself (e.g. UNAUTHENTICATED) is thrown by the iteration as a MeshRpcError (a `send` on a
+ * refused stream still resolves: the refusal comes with the first read).
  */
 export class SignalStream implements AsyncIterable<StreamSignalsResponse__Output> {
   private cancelled = false;
+  private readonly frameLimit: number;
 
   constructor(
     private readonly call: grpc.ClientDuplexStream<StreamSignalsRequest, StreamSignalsResponse__Output>,
     private readonly protoDir: string,
     private readonly sampleRatio = 1,
-  ) {}
-
-  /** Sends one frame; waits when the transport's buffer is full. Returns the signals as sent. */
-  async send(signals: SignalInput[]): Promise<SentSignal[]> {
-    const frame = signals.map((signal) => prepareSignal(signal, this.sampleRatio));
-    if (!this.call.write({ signals: frame })) {
-      await new Promise<void>((resolve) => this.call.once('drain', resolve));
+    options: StreamSignalsOptions = {},
+  ) {
+    this.frameLimit = Math.max(1, Math.floor(options.maxSignalsPerFrame ?? MAX_SIGNALS_PER_FRAME));
+    if (options.resumeAfterFillSeq !== undefined) {
+      // The stream's first frame: the only one ops reads a resume request from. resumeFills: 0 resumes too.
+      this.call.write({ resumeAfterFillSeq: String(options.resumeAfterFillSeq), resumeFills: true });
     }
-    return frame;
+  }
+
+  /**
+   * Sends the signals, in frames of at most the stream's frame limit (a larger frame would be refused whole with
+   * FRAME_TOO_LARGE); waits when the transport's buffer is full. Returns the signals as sent.
+   */
+  async send(signals: SignalInput[]): Promise<SentSignal[]> {
+    const sent = signals.map((signal) => prepareSignal(signal, this.sampleRatio));
+    const frames: SentSignal[][] = [];
+    for (let start = 0; start < sent.length; start += this.frameLimit) frames.push(sent.slice(start, start + this.frameLimit));
+    for (const frame of frames.length > 0 ? frames : [[]]) {
+      if (!this.call.write({ signals: frame })) {
+        await new Promise<void>((resolve) => this.call.once('drain', resolve));
+      }
+    }
+    return sent;
   }
 
   /** Half-closes: no more signals; decisions and fills still arrive until ops ends the stream. */
@@ -136,9 +168,14 @@ export class OpsClient extends MeshClient<OpsServiceClient> {
     this.traceSampleRatio = options.traceSampleRatio ?? sampleRatioFromEnv();
   }
 
-  /** Opens a `StreamSignals` call. */
-  streamSignals(): SignalStream {
-    return new SignalStream(this.stub.streamSignals(this.metadata()), this.protoDir, this.traceSampleRatio);
+  /** Opens a `StreamSignals` call (`options`: resume fills missed while no stream was open, the frame limit). */
+  streamSignals(options: StreamSignalsOptions = {}): SignalStream {
+    return new SignalStream(this.stub.streamSignals(this.metadata()), this.protoDir, this.traceSampleRatio, options);
+  }
+
+  /** The most signals ops accepts in one frame (a larger frame is refused whole, FRAME_TOO_LARGE). */
+  async getStreamLimits(): Promise<GetStreamLimitsResponse__Output> {
+    return this.unary((md, opts, cb) => this.stub.getStreamLimits({}, md, opts, cb));
   }
 
   /** One signal, one decision; errors are MeshRpcError with the decoded details. */

@@ -121,6 +121,37 @@ describe('node client against a running mesh', { timeout: 120_000 }, () => {
     assert.equal(await seen.done, undefined);
   });
 
+  test('streamSignals with resumeAfterFillSeq: fills applied while no stream was open come first, once', async () => {
+    const newest = await ops.listFills('momentum_v1', 1);
+    const since = newest.fills[0]?.seq ?? '0';
+    const missed = await ops.submitSignal({ signalId: signalId('missed'), modelId: 'momentum_v1', instrument: 'ETH-USD', target: 0.05 });
+    assert.equal(missed.status, 'DECISION_STATUS_ACCEPTED');
+    await eventually(async () => {
+      const page = await ops.listFills('momentum_v1', 10);
+      return page.fills.some((f) => f.clientOrderId === missed.clientOrderId) ? true : undefined;
+    }, 15_000, 'the missed fill applied');
+    const stream = ops.streamSignals({ resumeAfterFillSeq: since });
+    const seen = collect(stream);
+    const replayed = await eventually(() => seen.fills.find((f) => f.clientOrderId === missed.clientOrderId), 15_000, 'replayed fill');
+    assert.ok(BigInt(replayed.seq) > BigInt(since));
+    stream.end();
+    assert.equal(await seen.done, undefined);
+    assert.equal(seen.fills.filter((f) => f.execId === replayed.execId).length, 1);
+  });
+
+  test("streamSignals: a send larger than ops' frame limit is split, and every signal is decided", async () => {
+    const limit = (await ops.getStreamLimits()).maxSignalsPerFrame;
+    assert.ok(limit > 0 && limit <= 2000, `limit ${limit}`);
+    const stream = ops.streamSignals({ maxSignalsPerFrame: limit });
+    const seen = collect(stream);
+    const ids = Array.from({ length: limit + 1 }, () => signalId('split')); // one frame would be refused whole
+    await stream.send(ids.map((id) => ({ signalId: id, modelId: 'momentum_v1', instrument: 'NOPE-USD', target: 0.1 })));
+    await eventually(() => (ids.every((id) => seen.decisions.some((d) => d.signalId === id)) ? true : undefined), 15_000, 'every decision');
+    assert.ok(seen.decisions.every((d) => d.error?.code !== 'FRAME_TOO_LARGE'));
+    stream.end();
+    assert.equal(await seen.done, undefined);
+  });
+
   test('submitSignal: a target out of range answers INVALID_ARGUMENT with the field violation and ErrorDetail decoded', async () => {
     const error = await rejection(
       ops.submitSignal({ signalId: signalId('range'), modelId: 'momentum_v1', instrument: 'BTC-USD', target: 2 }),
