@@ -175,6 +175,26 @@ class EngineCore:
                 log.error("[ENGINE] session %s is not reading its reports; closing it", session_id)
                 self.close_session(session_id)
 
+    def answer(self, session_id: str, reports: list[engine_pb2.ExecutionReport]) -> None:
+        """Send in-band answers (seq 0: a malformed command, a frame too large) of a session's commands frame, after
+        the reports of that frame and of every frame before it (under group commit those wait for their fsync): the
+        session reads a frame's answers as one reports frame, in the order they were made."""
+
+        def send() -> None:
+            queue = self.sessions.get(session_id)
+            if queue is None:
+                return
+            try:
+                queue.put_nowait(reports)
+            except asyncio.QueueFull:
+                log.error("[ENGINE] session %s is not reading its reports; closing it", session_id)
+                self.close_session(session_id)
+
+        if self.group_sync is None:
+            send()
+        else:
+            self.group_sync.after_sync(send)
+
     def close_session(self, session_id: str) -> None:
         queue = self.sessions.pop(session_id, None)
         if queue is not None:
@@ -372,17 +392,18 @@ class EngineService(engine_pb2_grpc.EngineServiceServicer):
                             f"a frame carries at most {self._max_commands} commands, got {len(frame.commands)}",
                             field="commands",
                         )
-                        await queue.put(
-                            [
-                                engine_pb2.ExecutionReport(
-                                    exec_type=engine_pb2.EXEC_TYPE_REJECTED, error=error_detail(error)
-                                )
-                            ]
+                        refused = engine_pb2.ExecutionReport(
+                            exec_type=engine_pb2.EXEC_TYPE_REJECTED, error=error_detail(error)
                         )
+                        core.answer(session_id, [refused])
                         continue
                     malformed = core.execute(frame.commands, session_id)
                     if malformed:
-                        await queue.put(malformed)
+                        core.answer(session_id, malformed)
+                # The client half-closed: what its frames made is sent before the stream ends (under group commit the
+                # reports wait for their fsync), so a client that sends and then closes still reads every answer.
+                with contextlib.suppress(UnavailableError):
+                    await core.durable()
             finally:
                 if core.sessions.get(session_id) is queue:
                     await queue.put(None)

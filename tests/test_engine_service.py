@@ -212,3 +212,22 @@ async def test_engine_when_restarted_then_seq_and_orders_gauges_show_the_replaye
         assert second.core.manager.last_seq == last_seq
         assert sample(second, "engine_last_seq") == last_seq
         assert sample(second, "engine_orders_in_memory") == in_memory
+
+
+@pytest.mark.parametrize("fsync", ["never", "batch"])
+async def test_stream_orders_when_the_client_half_closes_after_a_frame_still_sends_its_reports(
+    tmp_path: Path, fsync: str
+) -> None:
+    """What grpcurl -d does (docs/api.md): one commands frame, then the send side closed. Under group commit the
+    reports wait for their fsync; the stream ended before they were sent, with none."""
+    venues = [{"name": "sim", "adapter": "sim", "seed": 3, "instruments": flat_instruments()}]
+    async with running_engine(tmp_path, venues=venues, journal_fsync=fsync) as engine:
+        request = engine_pb2.StreamOrdersRequest(commands=[new_order("hc-1", "1"), new_order("hc-bad", "-1")])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{engine.port}") as channel:
+            stub = engine_pb2_grpc.EngineServiceStub(channel)
+            frames = [list(f.reports) async for f in stub.StreamOrders(iter([request]), metadata=META)]
+    reports = [r for frame in frames for r in frame]
+    kinds = [(r.client_order_id, engine_pb2.ExecType.Name(r.exec_type)) for r in reports]
+    assert ("hc-1", "EXEC_TYPE_FILL") in kinds and ("hc-bad", "EXEC_TYPE_REJECTED") in kinds, kinds
+    assert len(frames) == 1  # one commands frame, one reports frame
+    assert kinds[-1] == ("hc-bad", "EXEC_TYPE_REJECTED")  # in the order made: the in-band refusal after the order's

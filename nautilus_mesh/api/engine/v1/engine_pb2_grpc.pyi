@@ -38,7 +38,9 @@ class EngineServiceStub:
     """One long-lived session: ops streams order commands, the engine streams execution reports.
     Frames carry repeated items so a busy producer can batch. The session id is taken from
     the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
-    venue's rails say so (cancel-on-disconnect).
+    venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
+    reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
+    still gets the answers to every frame it sent before the stream ends.
     """
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListExecutionsRequest, _engine_pb2.ListExecutionsResponse]
     """Execution reports with seq > since_seq, in seq order, for reconciliation after a reconnect."""
@@ -68,7 +70,9 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """One long-lived session: ops streams order commands, the engine streams execution reports.
     Frames carry repeated items so a busy producer can batch. The session id is taken from
     the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
-    venue's rails say so (cancel-on-disconnect).
+    venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
+    reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
+    still gets the answers to every frame it sent before the stream ends.
     """
     ListExecutions: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListExecutionsRequest, _engine_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     """Execution reports with seq > since_seq, in seq order, for reconciliation after a reconnect."""
@@ -101,7 +105,9 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         """One long-lived session: ops streams order commands, the engine streams execution reports.
         Frames carry repeated items so a busy producer can batch. The session id is taken from
         the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
-        venue's rails say so (cancel-on-disconnect).
+        venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
+        reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
+        still gets the answers to every frame it sent before the stream ends.
         """
 
     @_abc_1.abstractmethod
