@@ -203,13 +203,16 @@ class EngineCore:
             queue.put_nowait(None)
 
     def execute(self, commands: Iterable[engine_pb2.OrderCommand], session_id: str) -> list[engine_pb2.ExecutionReport]:
-        """Execute one frame of commands; returns in-band rejections of malformed commands (seq 0)."""
+        """Execute one frame of commands; returns the in-band answers for the session that sent it: the reports of an
+        order it sent again (as they were, seq unchanged; nothing executed or counted again) and the rejections of
+        malformed commands (seq 0)."""
         started = time.perf_counter()
         reports: list[Report] = []
         malformed: list[engine_pb2.ExecutionReport] = []
         manager = self.manager
         tracing = self.tracing.provider is not None
         received: dict[str, int] = {}
+        repeats: list[Report] = []  # an order sent again: its reports as they are, for this session
         with manager.frame():  # one journal commit for the whole frame, before any report is sent
             for command in commands:
                 kind = command.WhichOneof("command")
@@ -219,12 +222,12 @@ class EngineCore:
                         received[new.venue] = received.get(new.venue, 0) + 1
                         traceparent = new.trace.traceparent
                         if tracing and (not traceparent or is_sampled(traceparent)):
-                            reports.extend(self._submit_traced(new, session_id))
+                            reports.extend(self._submit_traced(new, session_id, repeats))
                         else:  # tracing off or an unsampled trace: carry the context on, no span work
                             trace = (
                                 {"traceparent": traceparent, "tracestate": new.trace.tracestate} if traceparent else {}
                             )
-                            reports.extend(self._submit(new, session_id, trace))
+                            reports.extend(self._submit(new, session_id, trace, repeats))
                     elif kind == "cancel_order":
                         require_bounded(command.cancel_order.client_order_id, "client_order_id", required=True)
                         reports.extend(manager.cancel(command.cancel_order.client_order_id))
@@ -251,9 +254,11 @@ class EngineCore:
         if reports:
             self.dispatch(reports)
         self.metrics.frame_latency.observe(time.perf_counter() - started)
-        return malformed
+        # A repeat is answered on the session that sent it (its first session may be gone: ops reconnects under a new
+        # id), in-band, and is not counted again in the report and fill counters.
+        return [*(self.to_pb(r) for r in repeats), *malformed]
 
-    def _submit_traced(self, new: engine_pb2.NewOrder, session_id: str) -> list[Report]:
+    def _submit_traced(self, new: engine_pb2.NewOrder, session_id: str, repeats: list[Report]) -> list[Report]:
         attrs = {
             "messaging.message.id": new.client_order_id,
             "nautilus.client_order_id": new.client_order_id,
@@ -265,7 +270,7 @@ class EngineCore:
             inject(carrier)
             trace = {"traceparent": carrier.traceparent, "tracestate": carrier.tracestate}
             try:
-                reports = self._submit(new, session_id, trace)
+                reports = self._submit(new, session_id, trace, repeats)
             except MeshError as exc:  # malformed or a re-used id: the span says which
                 mark_error(span, exc.code)
                 raise
@@ -274,11 +279,19 @@ class EngineCore:
                     mark_error(span, report.reason_code)  # a venue or rail refused it
             return reports
 
-    def _submit(self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str]) -> list[Report]:
-        """Parse (strictly), refuse a client order id re-used for another order, then submit."""
+    def _submit(
+        self, new: engine_pb2.NewOrder, session_id: str, trace: dict[str, str], repeats: list[Report]
+    ) -> list[Report]:
+        """Parse (strictly), refuse a client order id re-used for another order, then submit; an order sent again
+        executes nothing and its reports go to ``repeats`` (returns none)."""
         request = wire.order_request(new, session_id, trace)
-        wire.check_reuse(self.manager.get_order(request.client_order_id), new.venue, request)
-        return self.manager.submit(new.venue, request)
+        previous = self.manager.get_order(request.client_order_id)
+        wire.check_reuse(previous, new.venue, request)
+        reports = self.manager.submit(new.venue, request)
+        if previous is None:
+            return reports
+        repeats.extend(reports)
+        return []
 
     # -- quotes ----------------------------------------------------------------------------
 

@@ -231,3 +231,24 @@ async def test_stream_orders_when_the_client_half_closes_after_a_frame_still_sen
     assert ("hc-1", "EXEC_TYPE_FILL") in kinds and ("hc-bad", "EXEC_TYPE_REJECTED") in kinds, kinds
     assert len(frames) == 1  # one commands frame, one reports frame
     assert kinds[-1] == ("hc-bad", "EXEC_TYPE_REJECTED")  # in the order made: the in-band refusal after the order's
+
+
+async def test_execute_when_an_order_is_sent_again_on_another_session_answers_it_there_and_counts_it_once(
+    engine: EngineServer,
+) -> None:
+    """Ops reconnects under a new session id and sends its unacknowledged orders again: the repeat's reports go to the
+    session that asked (the first one is gone), and the report and fill counters do not count them twice."""
+    core = engine.core
+    first: asyncio.Queue[list[engine_pb2.ExecutionReport] | None] = asyncio.Queue()
+    core.sessions["first"] = first
+    assert core.execute([new_order("again-1", "1")], "first") == []
+    original = first.get_nowait()
+    assert original is not None and {r.client_order_id for r in original} == {"again-1"}
+    fills = sample(engine, "engine_fills_total", venue="sim")
+    reports = sample(engine, "execution_reports_total", venue="sim", exec_type="FILL")
+    core.close_session("first")
+    core.sessions["second"] = asyncio.Queue()
+    answers = core.execute([new_order("again-1", "1")], "second")
+    assert [(r.seq, r.exec_type) for r in answers] == [(r.seq, r.exec_type) for r in original]
+    assert sample(engine, "engine_fills_total", venue="sim") == fills
+    assert sample(engine, "execution_reports_total", venue="sim", exec_type="FILL") == reports
