@@ -176,9 +176,10 @@ class EngineCore:
                 self.close_session(session_id)
 
     def answer(self, session_id: str, reports: list[engine_pb2.ExecutionReport]) -> None:
-        """Send in-band answers (seq 0: a malformed command, a frame too large) of a session's commands frame, after
-        the reports of that frame and of every frame before it (under group commit those wait for their fsync): the
-        session reads a frame's answers as one reports frame, in the order they were made."""
+        """Send the in-band answers of a session's commands frame (the reports of an order sent again, seq unchanged;
+        the refusals of a malformed command or a frame too large, seq 0) after the reports of that frame and of every
+        frame before it (under group commit those wait for their fsync): the session reads a frame's answers as one
+        reports frame."""
 
         def send() -> None:
             queue = self.sessions.get(session_id)

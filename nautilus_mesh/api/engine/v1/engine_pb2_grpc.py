@@ -82,8 +82,8 @@ class EngineServiceServicer:
         Frames carry repeated items so a busy producer can batch. The session id is taken from
         the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
         venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
-        reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
-        still gets the answers to every frame it sent before the stream ends.
+        reports are durable: its reports in seq order, then its in-band answers (the reports of an order sent again, seq
+        unchanged, and refusals, seq 0). A client that half-closes still gets the answers to every frame it sent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

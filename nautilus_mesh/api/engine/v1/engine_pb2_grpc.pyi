@@ -39,8 +39,8 @@ class EngineServiceStub:
     Frames carry repeated items so a busy producer can batch. The session id is taken from
     the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
     venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
-    reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
-    still gets the answers to every frame it sent before the stream ends.
+    reports are durable: its reports in seq order, then its in-band answers (the reports of an order sent again, seq
+    unchanged, and refusals, seq 0). A client that half-closes still gets the answers to every frame it sent.
     """
     ListExecutions: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListExecutionsRequest, _engine_pb2.ListExecutionsResponse]
     """Execution reports with seq > since_seq, in seq order, for reconciliation after a reconnect."""
@@ -71,8 +71,8 @@ class EngineServiceAsyncStub(EngineServiceStub):
     Frames carry repeated items so a busy producer can batch. The session id is taken from
     the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
     venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
-    reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
-    still gets the answers to every frame it sent before the stream ends.
+    reports are durable: its reports in seq order, then its in-band answers (the reports of an order sent again, seq
+    unchanged, and refusals, seq 0). A client that half-closes still gets the answers to every frame it sent.
     """
     ListExecutions: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListExecutionsRequest, _engine_pb2.ListExecutionsResponse]  # type: ignore[assignment]
     """Execution reports with seq > since_seq, in seq order, for reconciliation after a reconnect."""
@@ -106,8 +106,8 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         Frames carry repeated items so a busy producer can batch. The session id is taken from
         the `x-session-id` metadata; its resting orders are cancelled when the stream drops if the
         venue's rails say so (cancel-on-disconnect). A commands frame is answered as one reports frame, once its
-        reports are durable: its reports in seq order, then its in-band refusals (seq 0). A client that half-closes
-        still gets the answers to every frame it sent before the stream ends.
+        reports are durable: its reports in seq order, then its in-band answers (the reports of an order sent again, seq
+        unchanged, and refusals, seq 0). A client that half-closes still gets the answers to every frame it sent.
         """
 
     @_abc_1.abstractmethod
