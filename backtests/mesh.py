@@ -1,6 +1,6 @@
 """Ops and the engine wired in one process on a simulated clock: the live code path at full speed.
 
-- The engine is the real :class:`~engine_server.service.EngineCore` over a real :class:`OrderManager`, with the
+- The engine is the real :class:`~engine_server.engine_core.EngineCore` over a real :class:`OrderManager`, with the
   embedded sim venue (matching, market maker, fees, venue rails) and the paper venue that follows it. The sim
   venue's price source is the tape (:class:`TapePriceSource`) instead of its GBM.
 - Ops is the real :class:`~ops_server.core.OpsCore` (signal path, rails, measurement, allocator, canary
@@ -20,7 +20,7 @@ from typing import Any
 
 from backtests.tape import TapeQuote
 from engine_server import wire as engine_wire
-from engine_server.service import EngineCore
+from engine_server.engine_core import EngineCore
 from engine_server.venues import VenueConfig
 from engine_server.venues.base import Instrument, Quote
 from engine_server.venues.sim.config import MarketMakerConfig, default_instruments

@@ -28,10 +28,10 @@ from backtests.mesh import InProcessEngineLink, TapePriceSource, instrument_spec
 from backtests.report import model_report
 from backtests.tape import TapeQuote, batches, symbols
 from engine_server.config import EngineConfig, load_engine_config
+from engine_server.engine_core import EngineCore
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager
 from engine_server.server import rails_settings
-from engine_server.service import EngineCore
 from engine_server.venue_rails import VenueRails
 from engine_server.venues import VENUE_FACTORIES, VenueBuildContext, build_venues
 from engine_server.venues.paper import PaperVenueConfig

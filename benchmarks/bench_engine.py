@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine_server.config import EngineConfig
+from engine_server.engine_core import EngineCore
 from engine_server.metrics import EngineMetrics
 from engine_server.server import build_manager
-from engine_server.service import EngineCore
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2
 from nautilus_mesh.serving import GC_THRESHOLDS, fix_mmap_threshold

@@ -13,7 +13,7 @@ from nautilus_mesh.clock import REAL_CLOCK, Clock
 from nautilus_mesh.health import Check, Health, rollup
 
 if TYPE_CHECKING:
-    from engine_server.service import EngineCore
+    from engine_server.engine_core import EngineCore
 
 # Quotes older than this mean the ticker is stuck (the market maker requotes every tick).
 QUOTE_STALE_SECONDS = 5.0

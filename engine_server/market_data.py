@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from engine_server.service import EngineCore
+from engine_server.engine_core import EngineCore
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.errors import NotFoundError
 from nautilus_mesh.status import abort

@@ -10,11 +10,12 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from engine_server.config import EngineConfig, load_engine_config
+from engine_server.engine_core import EngineCore
 from engine_server.health import EngineHealth
 from engine_server.market_data import MarketDataService
 from engine_server.metrics import EngineMetrics
 from engine_server.order_manager import OrderManager
-from engine_server.service import EngineCore, EngineService
+from engine_server.service import EngineService
 from engine_server.venue_rails import VenueRails, VenueRailsConfig
 from engine_server.venues import build_venues
 from engine_server.venues.paper import PaperVenueConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from engine_server.service import EngineCore
+from engine_server.engine_core import EngineCore
 from nautilus_mesh.api.common.v1 import common_pb2
 from nautilus_mesh.api.engine.v1 import engine_pb2, engine_pb2_grpc
 from nautilus_mesh.group_sync import GroupSync
