@@ -148,25 +148,15 @@ class SignalPath:
                 routed = self._size(signal, route)
                 metrics.routed[route.mode.value].inc()
                 if routed is None:
-                    decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
-                    parts.tracker.record(decision, None)
-                    self._count(signal.model_id, metrics, decision)
-                    if twin_of is not None:
-                        self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
-                    return decision
+                    return self._no_action(decision, signal, metrics, twin_of, frame, arrived_ns)
                 t_size = time.perf_counter()
                 checked, refused = self._check_risk(routed, route)
                 t_risk = time.perf_counter()
                 if checked is None:  # a clipped flip whose reducing part is under a lot or the minimum: nothing to send
-                    decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
                     if refused is not None:  # the opening part's refusal, in-band
                         decision.error.CopyFrom(error_detail(refused))
                         span.add_event("rejected", {"code": refused.code, "kind": refused.kind, "rail": refused.rail})
-                    parts.tracker.record(decision, None)
-                    self._count(signal.model_id, metrics, decision)
-                    if twin_of is not None:
-                        self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
-                    return decision
+                    return self._no_action(decision, signal, metrics, twin_of, frame, arrived_ns)
                 routed = checked
                 order = routed.order
                 if refused is not None:  # a reduce-only flip clipped: the opening part's own code, in-band
@@ -205,6 +195,23 @@ class SignalPath:
             self._count(signal.model_id if known else "", metrics, decision)
             parts.metrics.signal_latency.observe(time.perf_counter() - started, trace_exemplar())
             return decision
+
+    def _no_action(
+        self,
+        decision: ops_pb2.SignalDecision,
+        signal: ops_pb2.Signal,
+        metrics: ModelMetrics,
+        twin_of: ModelRoute | None,
+        frame: _Frame,
+        arrived_ns: int,
+    ) -> ops_pb2.SignalDecision:
+        """Answer NO_ACTION (nothing to send): remembered and counted like any decision; the paper twin still trades."""
+        decision.status = ops_pb2.DECISION_STATUS_NO_ACTION
+        self.parts.tracker.record(decision, None)
+        self._count(signal.model_id, metrics, decision)
+        if twin_of is not None:
+            self._trade_paper_twin(signal, twin_of, frame, arrived_ns)
+        return decision
 
     def _size(self, signal: ops_pb2.Signal, route: ModelRoute) -> LiveOrder | ShadowOrder | None:
         """The router's order for the signal; without a mark to size it by, the refusal the rails put first (a paper
